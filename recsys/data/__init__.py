@@ -1,0 +1,1 @@
+"""Data model, ingestion, id vocabularies, interaction matrices and synthetic data."""

@@ -1,0 +1,1 @@
+"""Recommendation models behind one interface (:class:`recsys.models.base.Recommender`)."""

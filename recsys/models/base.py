@@ -1,0 +1,198 @@
+"""The one interface every model answers.
+
+A model is fitted on :class:`~recsys.data.interactions.TrainingData` and then scores users
+from their *history row* (their weighted interactions, with any live events folded in), so the
+same call serves training-time evaluation and live requests. Indices are internal: the
+vocabularies in the training data map them to and from the shop's string ids.
+
+Conventions (the scikit-learn estimator contract):
+
+- no logic in ``__init__``; every constructor argument is kept under its own name;
+- learned state ends in ``_``; ``fit`` returns ``self``; using a model before ``fit`` raises
+  :class:`~recsys.errors.NotFittedError`;
+- ``score`` returns ``NaN`` for items it cannot score, and a row of ``NaN`` for a user it knows
+  nothing about (unknown index ``-1`` and an empty history): the caller falls back.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import TrainingData
+from recsys.errors import ArtifactError, NotFittedError
+
+#: Index padding in :meth:`Recommender.recommend` results when fewer than ``k`` items scored.
+NO_ITEM = -1
+
+
+class Recommender(ABC):
+    """Base class of every model."""
+
+    #: Registry name (``"als"``, ``"ease"``...): how configs and manifests refer to the model.
+    name: ClassVar[str]
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    @abstractmethod
+    def fit(self, data: TrainingData) -> Self:
+        """Learn from the training data; return ``self``."""
+
+    @abstractmethod
+    def score(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """Scores of every item for a batch of users.
+
+        Parameters
+        ----------
+        users
+            User indices, ``-1`` for a user not in the training vocabulary.
+        history
+            One row per user (``len(users) × n_items``): the user's weighted interactions,
+            including events newer than training. Models that learn per-user state may use it
+            to fold a user in without retraining.
+        now
+            The time of the request in microseconds (UTC); defaults to the training data's
+            ``as_of``. Time-aware models (buy-again, trending) measure recency from it.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``float32`` array ``len(users) × n_items``; higher is better; ``NaN`` = no score.
+        """
+
+    def recommend(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        now: int | None = None,
+    ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+        """Top-``k`` items per user, best first.
+
+        ``exclude`` (same shape as ``history``) marks items that must not be returned. Rows
+        with fewer than ``k`` scored items are padded with :data:`NO_ITEM` and ``-inf``.
+        """
+        scores = self.score(users, history, now=now)
+        return top_k(scores, k, exclude=exclude)
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the fitted state under ``directory`` (arrays as ``.npz``, the rest as JSON)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model written by :meth:`save`."""
+
+    # -- helpers for implementations ---------------------------------------------------------
+
+    def _check_fitted(self, *attributes: str) -> None:
+        for attr in attributes:
+            if getattr(self, attr, None) is None:
+                raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (recorded in the manifest)."""
+        import inspect
+
+        names = [
+            p.name
+            for p in inspect.signature(type(self).__init__).parameters.values()
+            if p.name != "self" and p.kind is not p.VAR_KEYWORD
+        ]
+        return {n: getattr(self, n) for n in names}
+
+
+class ItemSimilarity(ABC):
+    """Item-to-item models ("often viewed with", "bought together") add this."""
+
+    @abstractmethod
+    def similar_items(
+        self, items: NDArray[np.intp], k: int
+    ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+        """The ``k`` most related items of each item, best first, padded with ``-1``/``-inf``."""
+
+
+def top_k(
+    scores: NDArray[np.floating], k: int, *, exclude: sp.csr_matrix | None = None
+) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+    """Indices and values of the ``k`` largest scores per row (``NaN`` never chosen)."""
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    scores[np.isnan(scores)] = -np.inf
+    if exclude is not None and exclude.nnz:
+        coo = exclude.tocoo()
+        scores[coo.row, coo.col] = -np.inf
+    n, m = scores.shape
+    k = max(0, min(k, m))
+    if k == 0:
+        return np.empty((n, 0), np.intp), np.empty((n, 0), np.float32)
+    if k < m:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(m), (n, 1))
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1).astype(np.intp)
+    vals = np.take_along_axis(vals, order, axis=1)
+    idx[~np.isfinite(vals)] = NO_ITEM
+    vals[~np.isfinite(vals)] = -np.inf
+    return idx, vals.astype(np.float32)
+
+
+def save_arrays(path: Path, **arrays: NDArray[Any]) -> None:
+    """Save arrays to ``.npz`` (no pickle: object arrays are refused)."""
+    for key, arr in arrays.items():
+        if np.asarray(arr).dtype == object:
+            raise TypeError(f"array {key!r} has dtype object; it cannot be stored without pickle")
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def load_arrays(path: Path) -> dict[str, NDArray[Any]]:
+    """Load a ``.npz`` written by :func:`save_arrays`, never unpickling."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ArtifactError(f"{path}: cannot read arrays: {exc}") from None
+
+
+def save_csr(path: Path, matrix: sp.csr_matrix) -> None:
+    """Save a CSR matrix without pickle."""
+    m = sp.csr_matrix(matrix)
+    save_arrays(path, data=m.data, indices=m.indices, indptr=m.indptr, shape=np.array(m.shape))
+
+
+def load_csr(path: Path) -> sp.csr_matrix:
+    """Load a CSR matrix written by :func:`save_csr`."""
+    a = load_arrays(path)
+    try:
+        return sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=tuple(a["shape"]))
+    except (KeyError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not a sparse matrix: {exc}") from None
+
+
+def save_json(path: Path, data: Any) -> None:
+    """Write JSON (UTF-8, sorted keys) for parameters and small state."""
+    path.write_text(json.dumps(data, sort_keys=True, indent=1), encoding="utf-8")
+
+
+def load_json(path: Path) -> Any:
+    """Read JSON written by :func:`save_json`."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot read JSON: {exc}") from None

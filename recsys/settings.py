@@ -1,0 +1,54 @@
+"""Process settings, read from the environment once at start-up (never at import time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recsys.errors import ConfigError
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class Settings(BaseSettings):
+    """Settings shared by the command line, the training pipeline and the API.
+
+    Every field reads from ``RECSYS_<FIELD>`` (e.g. ``RECSYS_HOME``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore", frozen=True)
+
+    home: Path = Field(default=Path(".recsys"), description="State folder: store, registry, logs.")
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL (postgresql://...). Unset: SQLite under RECSYS_HOME.",
+    )
+
+    @property
+    def sqlite_path(self) -> Path:
+        """Where the embedded store lives."""
+        return self.home / "recsys.db"
+
+    @property
+    def registry_path(self) -> Path:
+        """Where model versions are published."""
+        return self.home / "models"
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Read settings of class ``cls`` from the environment; errors become :class:`ConfigError`."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, prefix="RECSYS_")) from None
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{prefix}{where.upper() if prefix else where}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,62 @@
+"""Versioned schema migrations, applied in order at start-up.
+
+Each entry is ``(version, description, sql)``; ``sql`` is written in the common subset of
+SQLite and PostgreSQL, with ``{bool}``, ``{json}`` and ``{serial}`` filled per dialect. A
+migration, once released, never changes: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "events, items, customers",
+        """
+        CREATE TABLE events (
+            seq {serial},
+            event_id TEXT NOT NULL UNIQUE,
+            user_id TEXT NOT NULL DEFAULT '',
+            session_id TEXT,
+            item_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            ts BIGINT NOT NULL,
+            quantity DOUBLE PRECISION NOT NULL DEFAULT 1,
+            price DOUBLE PRECISION,
+            order_id TEXT,
+            recommendation_id TEXT
+        );
+        CREATE INDEX events_user ON events (user_id, ts);
+        CREATE INDEX events_session ON events (session_id);
+        CREATE INDEX events_ts ON events (ts);
+        CREATE TABLE items (
+            item_id TEXT PRIMARY KEY,
+            title TEXT NOT NULL DEFAULT '',
+            category TEXT NOT NULL DEFAULT '',
+            price DOUBLE PRECISION,
+            in_stock {bool} NOT NULL DEFAULT TRUE,
+            margin DOUBLE PRECISION,
+            attributes {json}
+        );
+        CREATE TABLE customers (
+            user_id TEXT PRIMARY KEY,
+            birthday TEXT,
+            signup_date TEXT,
+            region TEXT,
+            marketing_opt_out {bool} NOT NULL DEFAULT FALSE,
+            personalisation_opt_out {bool} NOT NULL DEFAULT FALSE
+        );
+        """,
+    ),
+    (
+        2,
+        "erasure log (no personal data)",
+        """
+        CREATE TABLE erasures (
+            seq {serial},
+            erased_at BIGINT NOT NULL,
+            events_removed BIGINT NOT NULL,
+            profile_removed {bool} NOT NULL
+        );
+        """,
+    ),
+]

@@ -1,0 +1,80 @@
+"""The embedded store: one SQLite file in WAL mode under ``RECSYS_HOME``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from recsys.data.schema import EVENT_COLUMNS, EventRow
+from recsys.errors import StoreError
+from recsys.store.base import EventStore
+
+_INSERT = (
+    f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
+)
+
+
+class SQLiteStore(EventStore):
+    """Events in a SQLite database file.
+
+    Parameters
+    ----------
+    path
+        The database file; created with its folder if absent.
+    busy_timeout_s
+        How long a writer waits for another process's write lock (ingestion during training,
+        the API and a batch job share the file).
+    """
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE), so a
+            # writer takes the lock up front instead of failing half-way on upgrade.
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is fsynced before it returns, so an acknowledged write survives a
+            # crash of the machine, not only of the process.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: cannot open the SQLite store: {exc}") from None
+        return conn
+
+    def _begin(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._conn()
+        try:
+            return conn.execute(statement, tuple(params)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+
+    def _sql(self, statement: str) -> str:
+        return statement
+
+    def _dialect_terms(self) -> dict[str, str]:
+        return {"bool": "INTEGER", "json": "TEXT", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
+
+    def _insert_event_rows(self, cur: Any, rows: Sequence[EventRow]) -> int:
+        conn = cur.connection
+        before = conn.total_changes
+        cur.executemany(_INSERT, rows)
+        return int(conn.total_changes - before)

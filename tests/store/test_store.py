@@ -1,0 +1,111 @@
+"""The store's behaviour, identical on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from recsys.data.schema import CatalogItem, Customer, EventRow
+from recsys.store.base import EventStore
+
+
+def _event(
+    i: int, user: str = "u1", item: str = "i1", kind: str = "purchase", **kw: object
+) -> EventRow:
+    base = dict(
+        event_id=f"e{i}",
+        user_id=user,
+        session_id=None,
+        item_id=item,
+        event_type=kind,
+        ts=1_000_000 * i,
+        quantity=1.0,
+        price=2.5,
+        order_id=f"o{i // 2}",
+        recommendation_id=None,
+    )
+    base.update(kw)
+    return EventRow(**base)  # type: ignore[arg-type]
+
+
+def test_insert_is_idempotent(store: EventStore) -> None:
+    rows = [_event(i) for i in range(100)]
+    first = store.insert_events(rows)
+    again = store.insert_events(rows)
+    assert (first.inserted, first.duplicates) == (100, 0)
+    assert (again.inserted, again.duplicates) == (0, 100)
+    assert store.count_events() == 100
+
+
+def test_duplicate_ids_within_one_batch_are_stored_once(store: EventStore) -> None:
+    rows = [_event(1), _event(1), *[_event(i) for i in range(2, 80)]]
+    result = store.insert_events(rows)
+    assert result.inserted == 79
+    assert store.count_events() == 79
+
+
+def test_failed_transaction_stores_nothing(store: EventStore) -> None:
+    store.insert_events([_event(0)])
+    with pytest.raises(RuntimeError), store.transaction():
+        store.insert_events([_event(i) for i in range(1, 200)])
+        raise RuntimeError("boom")
+    assert store.count_events() == 1
+
+
+def test_read_events_filters_and_orders(store: EventStore) -> None:
+    store.insert_events([_event(i, kind="view" if i % 2 else "purchase") for i in range(10)][::-1])
+    frame = store.read_events(since=2_000_000, until=8_000_000, event_types=["purchase"])
+    assert frame.ts.tolist() == [2_000_000, 4_000_000, 6_000_000]
+    assert set(frame.event_type) == {"purchase"}
+    assert frame.price.tolist() == [2.5, 2.5, 2.5]
+
+
+def test_user_events_are_the_most_recent_oldest_first(store: EventStore) -> None:
+    store.insert_events([_event(i) for i in range(10)] + [_event(99, user="u2")])
+    frame = store.user_events("u1", limit=3)
+    assert frame.event_id.tolist() == ["e7", "e8", "e9"]
+
+
+def test_items_and_customers_round_trip(store: EventStore) -> None:
+    item = CatalogItem("i1", "Mug", "Home > Kitchen", 4.5, False, 1.2, {"colour": "red"})
+    cust = Customer("u1", date(1990, 2, 28), date(2020, 1, 1), "UK", True, False)
+    store.upsert_items([item])
+    store.upsert_customers([cust])
+    store.upsert_items([item])  # upsert, not a second row
+    assert store.read_items() == [item]
+    assert store.get_customer("u1") == cust
+    assert store.get_customer("nobody") is None
+
+
+def test_merge_attaches_guest_session(store: EventStore) -> None:
+    store.insert_events([_event(i, user="", session_id="s1") for i in range(3)])
+    store.insert_events([_event(9, user="u7", session_id="s1")])
+    assert store.merge_session("s1", "u1") == 3
+    assert len(store.user_events("u1")) == 3
+    assert len(store.user_events("u7")) == 1
+
+
+def test_erase_removes_events_and_profile_and_records_no_id(store: EventStore) -> None:
+    store.insert_events([_event(i) for i in range(5)] + [_event(10, user="u2")])
+    store.upsert_customers([Customer("u1")])
+    assert store.erase_user("u1") == 5
+    assert len(store.user_events("u1")) == 0
+    assert store.get_customer("u1") is None
+    assert len(store.user_events("u2")) == 1
+    assert store.erasure_count() == 1
+
+
+def test_stats(store: EventStore) -> None:
+    store.insert_events([_event(i, user=f"u{i % 3}", item=f"i{i % 4}") for i in range(12)])
+    stats = store.stats()
+    assert stats.events == 12
+    assert stats.events_by_type == {"purchase": 12}
+    assert (stats.customers, stats.items, stats.orders) == (3, 4, 6)
+    assert (stats.first_ts, stats.last_ts) == (0, 11_000_000)
+    assert stats.schema_version >= 2
+
+
+def test_migrations_are_idempotent(store: EventStore) -> None:
+    v = store.schema_version()
+    assert store.migrate() == v
