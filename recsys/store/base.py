@@ -24,6 +24,8 @@ from recsys.store.migrations import MIGRATIONS
 
 _EVENT_SELECT = "SELECT " + ", ".join(EVENT_COLUMNS) + " FROM events"
 _ITEM_COLUMNS = ("item_id", "title", "category", "price", "in_stock", "margin", "attributes")
+#: Tables besides events and customers that hold a customer's data; erasure clears them all.
+_PERSONAL_TABLES = ("exposures", "campaign_sends", "offer_impressions", "segments")
 _CUSTOMER_COLUMNS = (
     "user_id",
     "birthday",
@@ -261,7 +263,7 @@ class EventStore(ABC):
             return int(cur.rowcount)
 
     def erase_user(self, user_id: str) -> int:
-        """Remove a customer's events and profile; record the erasure without personal data.
+        """Remove everything the store holds about a customer; record it without personal data.
 
         Returns the number of events removed.
         """
@@ -270,6 +272,8 @@ class EventStore(ABC):
             events = int(cur.rowcount)
             cur.execute(self._sql("DELETE FROM customers WHERE user_id = ?"), (user_id,))
             profile = cur.rowcount > 0
+            for table in _PERSONAL_TABLES:
+                cur.execute(self._sql(f"DELETE FROM {table} WHERE user_id = ?"), (user_id,))
             cur.execute(
                 self._sql(
                     "INSERT INTO erasures (erased_at, events_removed, profile_removed) "

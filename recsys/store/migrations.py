@@ -59,4 +59,50 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "experiment exposures, campaign sends, offer impressions, customer segments",
+        """
+        CREATE TABLE exposures (
+            recommendation_id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL DEFAULT '',
+            session_id TEXT,
+            experiment TEXT,
+            variant TEXT,
+            placement TEXT,
+            model_version TEXT,
+            items TEXT NOT NULL,
+            propensities TEXT,
+            ts BIGINT NOT NULL
+        );
+        CREATE INDEX exposures_experiment ON exposures (experiment, ts);
+        CREATE INDEX exposures_user ON exposures (user_id, ts);
+        CREATE TABLE campaign_sends (
+            campaign_date TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            offer_id TEXT NOT NULL,
+            trigger_name TEXT NOT NULL,
+            ts BIGINT NOT NULL,
+            PRIMARY KEY (campaign_date, user_id, offer_id)
+        );
+        CREATE INDEX campaign_sends_user ON campaign_sends (user_id, ts);
+        CREATE TABLE offer_impressions (
+            seq {serial},
+            user_id TEXT NOT NULL,
+            offer_id TEXT NOT NULL,
+            ts BIGINT NOT NULL
+        );
+        CREATE INDEX offer_impressions_user ON offer_impressions (user_id, offer_id, ts);
+        CREATE TABLE segments (
+            user_id TEXT PRIMARY KEY,
+            recency_days DOUBLE PRECISION NOT NULL,
+            frequency DOUBLE PRECISION NOT NULL,
+            monetary DOUBLE PRECISION NOT NULL,
+            rfm TEXT NOT NULL,
+            cluster INTEGER,
+            segment TEXT NOT NULL,
+            computed_at BIGINT NOT NULL
+        );
+        """,
+    ),
 ]

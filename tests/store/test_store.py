@@ -89,7 +89,15 @@ def test_merge_attaches_guest_session(store: EventStore) -> None:
 def test_erase_removes_events_and_profile_and_records_no_id(store: EventStore) -> None:
     store.insert_events([_event(i) for i in range(5)] + [_event(10, user="u2")])
     store.upsert_customers([Customer("u1")])
+    with store.transaction() as cur:
+        cur.execute(
+            store._sql(
+                "INSERT INTO exposures (recommendation_id, user_id, items, ts) VALUES (?, ?, ?, ?)"
+            ),
+            ("r1", "u1", "[]", 0),
+        )
     assert store.erase_user("u1") == 5
+    assert store._query("SELECT COUNT(*) FROM exposures")[0][0] == 0
     assert len(store.user_events("u1")) == 0
     assert store.get_customer("u1") is None
     assert len(store.user_events("u2")) == 1
