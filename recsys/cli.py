@@ -162,6 +162,7 @@ def _commands() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentPa
 #: arguments only and import their heavy dependencies inside the handler.
 _COMMAND_MODULES = [
     "recsys.commands.ingest",
+    "recsys.commands.generate",
     "recsys.commands.train",
     "recsys.commands.serve",
     "recsys.commands.evaluate",

@@ -1,0 +1,134 @@
+"""``recsys ingest``: load events (and optionally a catalogue and customers) into the store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from recsys.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recsys.data.ingest import IngestReport
+
+#: Rejected rows printed in the summary; ``--errors-out`` writes all of them.
+SHOWN_REJECTIONS = 10
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``ingest`` subcommand."""
+    p = sub.add_parser(
+        "ingest",
+        help="load an event file (CSV or Parquet, gzip or not) into the store",
+        description="Load events into the store in one transaction: a file that is unusable, "
+        "or with --strict any bad row, stores nothing. Without --strict bad rows are skipped "
+        "and reported.",
+    )
+    p.add_argument("file", help="event file: CSV or Parquet, optionally gzip-compressed")
+    p.add_argument(
+        "--format",
+        choices=["generic", "online-retail"],
+        default="generic",
+        help="column layout (default: generic user_id,item_id,event_type,timestamp,...)",
+    )
+    p.add_argument("--catalog", metavar="FILE", help="also load a catalogue file")
+    p.add_argument("--customers", metavar="FILE", help="also load a customers file")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad row")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="read event field FIELD from column COLUMN (repeatable), e.g. --map user_id=cust",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="TZ",
+        help="zone for timestamps without a UTC offset, e.g. Europe/London "
+        "(default: rejected; online-retail: UTC)",
+    )
+    p.add_argument("--encoding", default="utf-8", help="text encoding of CSV files (utf-8)")
+    p.add_argument("--errors-out", metavar="FILE", help="write every rejected row to this CSV")
+    p.set_defaults(handler=_ingest)
+
+
+def _parse_map(pairs: list[str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise ConfigError(f"--map {pair!r}: expected FIELD=COLUMN")
+        mapping[field.strip()] = column.strip()
+    return mapping
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from recsys.data.ingest import (
+        ingest_catalog,
+        ingest_customers,
+        ingest_events,
+        resolve_timezone,
+        write_rejections,
+    )
+    from recsys.settings import Settings, load_settings
+    from recsys.store import open_store
+
+    column_map = _parse_map(args.map)
+    tz = resolve_timezone(args.timezone)
+    store = open_store(load_settings(Settings))
+    reports: list[IngestReport] = []
+    try:
+        # One transaction for everything: events, catalogue and customers land together or not
+        # at all.
+        with store.transaction():
+            reports.append(
+                ingest_events(
+                    store,
+                    args.file,
+                    format=args.format,
+                    column_map=column_map,
+                    strict=args.strict,
+                    timezone=tz,
+                    encoding=args.encoding,
+                    progress=True,
+                )
+            )
+            if args.catalog:
+                reports.append(
+                    ingest_catalog(store, args.catalog, strict=args.strict, encoding=args.encoding)
+                )
+            if args.customers:
+                reports.append(
+                    ingest_customers(
+                        store, args.customers, strict=args.strict, encoding=args.encoding
+                    )
+                )
+    finally:
+        store.close()
+    for report, kind in zip(reports, ("events", "catalogue items", "customers"), strict=False):
+        _print_report(report, kind)
+    if args.errors_out:
+        n = write_rejections(reports, args.errors_out)
+        print(f"{n:,} rejected row(s) written to {args.errors_out}")
+    return 0
+
+
+def _print_report(report: IngestReport, kind: str) -> None:
+    out = sys.stdout
+    print(f"{report.path}: {report.rows_read:,} rows read in {report.seconds:.1f} s", file=out)
+    print(f"  loaded        {report.loaded:,} {kind}", file=out)
+    print(f"  duplicates    {report.duplicates:,} (already stored)", file=out)
+    if report.items:
+        print(f"  catalogue     {report.items:,} items derived", file=out)
+    if report.customers:
+        print(f"  customers     {report.customers:,} regions set", file=out)
+    print(f"  skipped       {report.skipped_total:,}", file=out)
+    for reason, n in report.skipped.most_common():
+        print(f"    {n:>10,}  {reason}", file=out)
+    if report.ignored_columns:
+        print(f"  ignored columns: {', '.join(report.ignored_columns)}", file=out)
+    if report.rejected:
+        shown = report.rejected[:SHOWN_REJECTIONS]
+        print(f"  first {len(shown)} rejected row(s):", file=out)
+        for err in shown:
+            print(f"    {err}", file=out)

@@ -1,0 +1,148 @@
+"""``recsys serve`` (the HTTP API) and ``recsys recommend`` (batch scoring to a file)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from pathlib import Path
+
+from recsys.errors import ConfigError, FileFormatError, RegistryError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``serve`` and ``recommend`` subcommands."""
+    p = sub.add_parser(
+        "serve",
+        help="serve the HTTP API (the registry's current model version)",
+        description="Serve the API with uvicorn. Settings come from RECSYS_* variables "
+        "(RECSYS_API_KEYS, RECSYS_RULES_FILE, RECSYS_MAX_IN_FLIGHT, ...).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.set_defaults(handler=_serve)
+
+    r = sub.add_parser(
+        "recommend",
+        help="write recommendations for many customers to a CSV or Parquet file",
+        description="Score customers with the current model version and the same default "
+        "ranking (business rules included) the API serves.",
+    )
+    who = r.add_mutually_exclusive_group(required=True)
+    who.add_argument("--users", metavar="FILE", help="file with one customer id per line")
+    who.add_argument("--all", action="store_true", help="every customer the version knows")
+    r.add_argument("--k", type=int, default=10, help="items per customer (1-100, default 10)")
+    r.add_argument(
+        "--exclude-purchased",
+        action="store_true",
+        default=None,
+        help="exclude items each customer bought (default: as the rules say)",
+    )
+    r.add_argument("--out", required=True, metavar="FILE", help="output: .csv or .parquet")
+    r.add_argument("--rules", metavar="FILE", help="business rules (TOML or JSON)")
+    r.set_defaults(handler=_recommend)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be at least 1, got {args.workers}")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port: {args.port} is not a port number")
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    import time
+
+    from recsys.engine import Engine
+    from recsys.ranking.rules import RequestFilters, RulesFile, load_rules
+    from recsys.registry import Registry
+    from recsys.settings import Settings, load_settings
+
+    if not 1 <= args.k <= 100:
+        raise ConfigError(f"--k: must be between 1 and 100, got {args.k}")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"--out: {out} must end in .csv or .parquet")
+    settings = load_settings(Settings)
+    registry = Registry(settings.registry_path)
+    version = registry.current_version()
+    if not version:
+        raise RegistryError(f"no model version is promoted in {registry.root}; run `recsys train`")
+    rules = load_rules(args.rules) if args.rules else RulesFile()
+    engine = Engine.load(registry.path(version), registry, rules=rules)
+    users = engine.users.ids if args.all else _read_users(Path(args.users))
+    start = time.perf_counter()
+    lists = engine.recommend_batch(
+        users, args.k, filters=RequestFilters(exclude_purchased=args.exclude_purchased)
+    )
+    rows = [
+        (uid, rank, rec.item_id, rec.score, ";".join(rec.reasons))
+        for uid, result in zip(users, lists, strict=True)
+        for rank, rec in enumerate(result.items, start=1)
+    ]
+    _write(out, rows)
+    log.info(
+        "wrote %d rows for %d customers (model version %s) to %s in %.1f s",
+        len(rows),
+        len(users),
+        version,
+        out,
+        time.perf_counter() - start,
+    )
+    return 0
+
+
+def _read_users(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileFormatError(path, "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FileFormatError(path, f"cannot read: {exc}") from None
+    users = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    if users and users[0].lower() in ("user_id", "customerid", "customer_id"):
+        users = users[1:]  # a header line
+    if not users:
+        raise FileFormatError(path, "holds no customer ids (one per line)")
+    return users
+
+
+COLUMNS = ("user_id", "rank", "item_id", "score", "reasons")
+
+
+def _write(out: Path, rows: list[tuple[str, int, str, float, str]]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols: list[tuple[object, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 5
+        table = pa.table(
+            {
+                "user_id": pa.array(cols[0], pa.string()),
+                "rank": pa.array(cols[1], pa.int32()),
+                "item_id": pa.array(cols[2], pa.string()),
+                "score": pa.array(cols[3], pa.float64()),
+                "reasons": pa.array(cols[4], pa.string()),
+            }
+        )
+        pq.write_table(table, out)
+        return
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)

@@ -1,0 +1,259 @@
+"""``recsys train`` and ``recsys models ...``: train a version; list, show, promote, roll back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from recsys.errors import RegressionError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``train`` and ``models`` subcommands."""
+    p = sub.add_parser(
+        "train",
+        help="train, evaluate and publish a model version (promoted unless it regressed)",
+        description="Read the events in the store, evaluate every enabled model on a time-based "
+        "holdout, fit them on all the data, publish a new version and promote it unless the "
+        "gated metric regressed. Exit status 2 when the version was published but not "
+        "promoted because it regressed.",
+    )
+    p.add_argument(
+        "--config", metavar="TOML", help="training config (default: the packaged default.toml)"
+    )
+    p.add_argument(
+        "--as-of",
+        metavar="YYYY-MM-DD",
+        help="use only events before this date (midnight UTC) or ISO datetime; "
+        "default: every event, measured from the newest",
+    )
+    p.add_argument("--force", action="store_true", help="promote even if the metric regressed")
+    p.add_argument("--no-promote", action="store_true", help="publish without promoting")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another training that holds the registry lock "
+        "(default: fail at once)",
+    )
+    p.set_defaults(handler=_train)
+
+    m = sub.add_parser(
+        "models", help="list, show, verify, promote, roll back or prune model versions"
+    )
+    msub = m.add_subparsers(title="actions", metavar="ACTION", required=True)
+    a = msub.add_parser("list", help="every version, newest first (* = current)")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.set_defaults(handler=_list)
+    a = msub.add_parser("show", help="a version's manifest (default: the current one)")
+    a.add_argument("version", nargs="?", help="version name")
+    a.add_argument("--json", action="store_true", help="the raw manifest")
+    a.set_defaults(handler=_show)
+    a = msub.add_parser("verify", help="recompute a version's file hashes against its manifest")
+    a.add_argument("version", nargs="?", help="version name (default: the current one)")
+    a.set_defaults(handler=_verify)
+    a = msub.add_parser("promote", help="make a version the one that serves")
+    a.add_argument("version", help="version name")
+    a.set_defaults(handler=_promote)
+    a = msub.add_parser("rollback", help="serve the previously promoted version again")
+    a.set_defaults(handler=_rollback)
+    a = msub.add_parser("prune", help="delete old versions (never the current one)")
+    a.add_argument("--keep", type=int, default=5, metavar="N", help="newest versions to keep (5)")
+    a.set_defaults(handler=_prune)
+
+
+# -- train ----------------------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace) -> int:
+    from recsys.settings import Settings, load_settings
+    from training.config import load_training_config
+    from training.pipeline import open_default, parse_as_of, run_training
+
+    config = load_training_config(args.config)
+    source = args.config or "training/configs/default.toml"
+    as_of = parse_as_of(args.as_of) if args.as_of else None
+    store, registry = open_default(load_settings(Settings))
+    try:
+        result = run_training(
+            config,
+            store=store,
+            registry=registry,
+            as_of=as_of,
+            force=args.force,
+            promote=not args.no_promote,
+            config_source=source,
+            lock_timeout=args.wait,
+        )
+    finally:
+        store.close()
+    manifest = result.manifest
+    print(f"version      {result.version}")
+    print(f"as of        {manifest.get('as_of')}")
+    print(f"models       {', '.join(manifest.get('models', {})) or '-'}")
+    for name, why in result.skipped.items():
+        print(f"skipped      {name}: {why}")
+    print(_metrics_table(manifest, indent="  ") or "metrics      - (evaluation skipped)")
+    print("timings      " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    print(f"promoted     {'yes' if result.promoted else 'no'} ({result.reason})")
+    if not result.promoted and not args.no_promote:
+        raise RegressionError(
+            f"version {result.version} was published but not promoted: {result.reason}; "
+            f"`recsys models promote {result.version}` serves it anyway"
+        )
+    return 0
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+def _registry() -> Any:
+    from recsys.registry import Registry
+    from recsys.settings import Settings, load_settings
+
+    return Registry(load_settings(Settings).registry_path)
+
+
+def _list(args: argparse.Namespace) -> int:
+    registry = _registry()
+    current = registry.current_version()
+    manifests = registry.list_versions()
+    if args.json:
+        print(json.dumps([_summary(m, current) for m in manifests], indent=2))
+        return 0
+    if not manifests:
+        print(f"no model versions in {registry.root} (run `recsys train`)")
+        return 0
+    print(f"  {'version':<24}  {'created':<25}  {'as of':<25}  {'default':<10}  metric")
+    for m in manifests:
+        s = _summary(m, current)
+        if "error" in m:
+            print(f"{s['mark']} {s['version']:<24}  BROKEN: {m['error']}")
+            continue
+        print(
+            f"{s['mark']} {s['version']:<24}  {s['created_at'] or '-':<25}  {s['as_of'] or '-':<25}"
+            f"  {s['default_model'] or '-':<10}  {s['metric'] or '-'}"
+        )
+    return 0
+
+
+def _summary(m: dict[str, Any], current: str | None) -> dict[str, Any]:
+    default = m.get("default_model")
+    metric_name = (m.get("evaluation") or {}).get("metric") or _gate_metric(m)
+    value = ((m.get("metrics") or {}).get(default) or {}).get(metric_name)
+    return {
+        "version": m.get("version"),
+        "current": m.get("version") == current,
+        "mark": "*" if m.get("version") == current else " ",
+        "created_at": m.get("created_at"),
+        "as_of": m.get("as_of"),
+        "default_model": default,
+        "metric": f"{metric_name} {value:.4f}" if isinstance(value, float) else None,
+        "promoted_at_training": (m.get("promotion") or {}).get("promoted"),
+    }
+
+
+def _gate_metric(m: dict[str, Any]) -> str | None:
+    config = m.get("training_config") or {}
+    return (config.get("evaluation") or {}).get("metric")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from recsys.errors import NotFoundError
+
+    registry = _registry()
+    version = args.version or registry.current_version()
+    if version is None:
+        raise NotFoundError("no current model version; name one, or run `recsys train`")
+    m = registry.manifest(version)
+    if args.json:
+        print(json.dumps(m, indent=2, sort_keys=True))
+        return 0
+    current = registry.current_version()
+    window = m.get("data_window") or {}
+    counts = m.get("counts") or {}
+    promotion = m.get("promotion") or {}
+    libs = m.get("libraries") or {}
+    lines = [
+        f"version      {m.get('version')}{'  (current)' if version == current else ''}",
+        f"created      {m.get('created_at')}",
+        f"as of        {m.get('as_of')}",
+        f"data window  {window.get('first_event')} .. {window.get('last_event')}",
+        "counts       " + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
+        f"default      {m.get('default_model')}",
+        f"promotion    {'promoted' if promotion.get('promoted') else 'not promoted'}"
+        f" at training ({promotion.get('reason', '-')})",
+        "models",
+    ]
+    for name, info in (m.get("models") or {}).items():
+        params = ", ".join(f"{k}={v}" for k, v in (info.get("params") or {}).items())
+        lines.append(f"  {name:<16} fit {info.get('fit_seconds', 0):.2f}s  {params}")
+    for name, why in (m.get("skipped_models") or {}).items():
+        lines.append(f"  {name:<16} skipped: {why}")
+    evaluation = m.get("evaluation") or {}
+    if evaluation.get("cut"):
+        lines.append(
+            f"evaluation   holdout from {evaluation['cut']} ({evaluation.get('holdout_days')} days)"
+            + (
+                f", {evaluation['users']:,} users"
+                if isinstance(evaluation.get("users"), int)
+                else ""
+            )
+            + (f"; skipped: {evaluation['skipped']}" if evaluation.get("skipped") else "")
+        )
+    table = _metrics_table(m, indent="  ")
+    if table:
+        lines.append(table)
+    lines.append("libraries    " + ", ".join(f"{k} {v}" for k, v in sorted(libs.items())))
+    lines.append(f"files        {len(m.get('files') or {})}")
+    print("\n".join(lines))
+    return 0
+
+
+def _metrics_table(m: dict[str, Any], *, indent: str = "") -> str:
+    metrics: dict[str, dict[str, Any]] = m.get("metrics") or {}
+    if not metrics:
+        return ""
+    k = (m.get("evaluation") or {}).get("k", 10)
+    columns = [f"recall@{k}", f"ndcg@{k}", f"new_recall@{k}", f"new_ndcg@{k}", "coverage"]
+    width = max(12, *(len(n) for n in metrics))
+    out = ["metrics", indent + f"{'model':<{width}}" + "".join(f"{c:>15}" for c in columns)]
+    for name, values in metrics.items():
+        cells = "".join(
+            f"{values.get(c):>15.4f}" if isinstance(values.get(c), float) else f"{'-':>15}"
+            for c in columns
+        )
+        out.append(indent + f"{name:<{width}}{cells}")
+    return "\n".join(out)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from recsys.errors import NotFoundError
+
+    registry = _registry()
+    version = args.version or registry.current_version()
+    if version is None:
+        raise NotFoundError("no current model version to verify")
+    manifest = registry.verify(version)
+    print(f"{version}: {len(manifest['files'])} files match the manifest")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    _registry().promote(args.version, reason="recsys models promote")
+    print(f"{args.version} is now the current version")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    version = _registry().rollback()
+    print(f"rolled back: {version} is now the current version")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    removed = _registry().prune(keep=args.keep)
+    print(f"removed {len(removed)} version(s)" + (": " + ", ".join(removed) if removed else ""))
+    return 0

@@ -1,0 +1,234 @@
+"""Open a tabular input file (CSV or Parquet, gzip-compressed or not) as header + rows.
+
+The kind of file is decided from its first bytes, not its name: ``orders.csv`` that is really
+gzip, Parquet, UTF-16 or a spreadsheet gives one :class:`~recsys.errors.FileFormatError` naming
+what it found. CSV is decoded line by line so that a byte that is not valid in the expected
+encoding is reported with its line number.
+
+Rows come out as ``(line, values)``: for CSV ``line`` is the physical line where the record
+ends (the header is line 1); for Parquet it is the 1-based row number.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from recsys.errors import FileFormatError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+_ZIP_MAGIC = b"PK\x03\x04"
+_SNIFF_BYTES = 8192
+_PARQUET_BATCH = 65_536
+
+#: Errors a gzip stream raises when it is truncated or corrupt.
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
+
+
+@dataclass
+class Table:
+    """An opened input file: its column names and an iterator over its rows.
+
+    Attributes
+    ----------
+    path
+        The file, as given (used in every message).
+    kind
+        ``"csv"`` or ``"parquet"``.
+    compressed
+        Whether the file was gzip-compressed.
+    columns
+        Column names, stripped of surrounding spaces.
+    rows
+        ``(line, values)`` pairs; ``values`` are strings for CSV and Python objects for Parquet.
+    """
+
+    path: str
+    kind: str
+    compressed: bool
+    columns: list[str]
+    rows: Iterator[tuple[int, Sequence[Any]]]
+
+
+@contextmanager
+def open_table(path: str | Path, *, encoding: str = "utf-8") -> Iterator[Table]:
+    """Open ``path`` and yield a :class:`Table`; the file is closed on exit.
+
+    Parameters
+    ----------
+    path
+        A CSV or Parquet file, optionally gzip-compressed (detected by its magic bytes).
+    encoding
+        Text encoding of a CSV file.
+
+    Raises
+    ------
+    FileFormatError
+        The file is missing, empty, binary, not valid in ``encoding``, a truncated gzip
+        stream, or has an unusable header.
+    """
+    name = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise FileFormatError(name, "no such file")
+    if p.is_dir():
+        raise FileFormatError(name, "is a directory, not a file")
+    try:
+        codecs_ok = "".encode(encoding) is not None
+    except LookupError:
+        codecs_ok = False
+    if not codecs_ok:
+        raise FileFormatError(name, f"unknown text encoding {encoding!r}")
+    with ExitStack() as stack:
+        raw: IO[bytes] = stack.enter_context(open(p, "rb"))
+        compressed = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        if compressed:
+            # BufferedReader: its C readline avoids GzipFile's per-call Python overhead.
+            raw = stack.enter_context(
+                io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 16)
+            )
+        head = _peek(raw, name)
+        if not head.strip():
+            raise FileFormatError(name, "is empty")
+        if head.startswith(_PARQUET_MAGIC):
+            yield _parquet(name, raw, compressed)
+            return
+        _check_text(name, head, encoding)
+        yield _csv(name, raw, compressed, encoding)
+
+
+def _peek(raw: IO[bytes], name: str) -> bytes:
+    try:
+        head = raw.read(_SNIFF_BYTES)
+        raw.seek(0)
+    except _GZIP_ERRORS as exc:
+        raise FileFormatError(name, f"is not a readable gzip file ({exc})") from None
+    return head
+
+
+def _check_text(name: str, head: bytes, encoding: str) -> None:
+    if head.startswith(_ZIP_MAGIC):
+        raise FileFormatError(name, "is a ZIP archive (a spreadsheet?); export it as CSV")
+    wide = encoding.lower().replace("-", "").replace("_", "").startswith("utf16")
+    if not wide and (head.startswith((b"\xff\xfe", b"\xfe\xff")) or head[1:80:2].count(0) > 20):
+        raise FileFormatError(name, "is UTF-16 text; save it as UTF-8 (or pass --encoding utf-16)")
+    if not wide and b"\x00" in head:
+        raise FileFormatError(name, "is a binary file, not CSV or Parquet")
+
+
+def _csv(name: str, raw: IO[bytes], compressed: bool, encoding: str) -> Table:
+    # Decoding the stream as a whole runs in C; the line of a bad byte is found afterwards,
+    # by re-reading the file, only when there is one.
+    text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader, None)
+    except (UnicodeDecodeError, csv.Error, *_GZIP_ERRORS) as exc:
+        raise _stream_error(name, compressed, encoding, exc, 0) from None
+    if header is None:
+        raise FileFormatError(name, "is empty")
+    columns = [c.strip() for c in header]
+    if columns and columns[0].startswith("\ufeff"):
+        columns[0] = columns[0][1:].strip()
+    if len(columns) < 2:
+        raise FileFormatError(
+            name,
+            f"line 1 has {len(columns)} column ({header[0][:40]!r}); expected a comma-separated "
+            "header such as 'user_id,item_id,event_type,timestamp'",
+        )
+    _check_columns(name, columns)
+    return Table(name, "csv", compressed, columns, _csv_rows(name, compressed, encoding, reader))
+
+
+def _csv_rows(
+    name: str, compressed: bool, encoding: str, reader: Any
+) -> Iterator[tuple[int, Sequence[Any]]]:
+    try:
+        for row in reader:
+            if row:  # blank lines carry no record
+                yield reader.line_num, row
+    except (UnicodeDecodeError, csv.Error, *_GZIP_ERRORS) as exc:
+        raise _stream_error(name, compressed, encoding, exc, reader.line_num) from None
+
+
+def _stream_error(
+    name: str, compressed: bool, encoding: str, exc: BaseException, line: int
+) -> FileFormatError:
+    if isinstance(exc, UnicodeDecodeError):
+        return _encoding_error(name, compressed, encoding)
+    if isinstance(exc, csv.Error):
+        # the reader has counted the line it failed on (0 only before the header is read)
+        return FileFormatError(name, f"line {max(line, 1)} is not valid CSV: {exc}")
+    return FileFormatError(name, f"is a truncated or corrupt gzip file (after line {line}): {exc}")
+
+
+def _encoding_error(name: str, compressed: bool, encoding: str) -> FileFormatError:
+    opener: Any = gzip.open if compressed else open
+    try:
+        with opener(name, "rb") as fh:
+            for n, line in enumerate(fh, 1):
+                try:
+                    line.decode(encoding)
+                except UnicodeDecodeError as exc:
+                    bad = line[exc.start : exc.start + 1].hex()
+                    return FileFormatError(
+                        name,
+                        f"line {n} is not valid {encoding}: byte 0x{bad} at byte {exc.start + 1} "
+                        "(Latin-1 or Windows-1252 text?); save the file as UTF-8 or pass "
+                        "--encoding latin-1",
+                    )
+    except _GZIP_ERRORS:
+        pass
+    return FileFormatError(name, f"is not valid {encoding} text; save it as UTF-8")
+
+
+def _check_columns(name: str, columns: list[str]) -> None:
+    seen: set[str] = set()
+    for i, col in enumerate(columns, 1):
+        if not col:
+            raise FileFormatError(name, f"header column {i} has no name")
+        if col in seen:
+            raise FileFormatError(name, f"header names column {col!r} twice")
+        seen.add(col)
+
+
+def _parquet(name: str, raw: IO[bytes], compressed: bool) -> Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source: Any = raw
+    if compressed:
+        try:
+            source = io.BytesIO(raw.read())
+        except _GZIP_ERRORS as exc:
+            raise FileFormatError(name, f"is a truncated or corrupt gzip file: {exc}") from None
+    try:
+        pf = pq.ParquetFile(source)
+        columns = [c.strip() for c in pf.schema_arrow.names]
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise FileFormatError(name, f"is not a readable Parquet file: {exc}") from None
+    _check_columns(name, columns)
+    return Table(name, "parquet", compressed, columns, _parquet_rows(name, pf))
+
+
+def _parquet_rows(name: str, pf: Any) -> Iterator[tuple[int, Sequence[Any]]]:
+    import pyarrow as pa
+
+    n = 0
+    try:
+        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
+            cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            for values in zip(*cols, strict=True):
+                n += 1
+                yield n, values
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise FileFormatError(name, f"Parquet data unreadable after row {n}: {exc}") from None

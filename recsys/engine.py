@@ -1,0 +1,564 @@
+"""The engine: one published model version, loaded and ready to answer requests.
+
+:class:`Engine` is what the HTTP API and ``recsys recommend`` call. It holds a version's
+vocabularies, catalogue, interaction history and models, applies the business rules
+(:mod:`recsys.ranking.rules`) and answers with string ids only: integer indices never leave it.
+
+An engine object is never mutated after it serves its first request, except for
+:meth:`Engine.forget_user` (erasure), so swapping versions is replacing one reference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import InteractionConfig, history_matrix
+from recsys.data.schema import PURCHASE, EventFrame, to_micros
+from recsys.data.vocab import Vocabulary
+from recsys.errors import ArtifactError, ConfigError, NotFoundError
+from recsys.models.base import ItemSimilarity, Recommender, load_csr
+from recsys.ranking.rules import (
+    FALLBACK_REASON,
+    CatalogArrays,
+    CompiledRules,
+    Ranked,
+    RequestFilters,
+    RulesFile,
+    apply_rules,
+    compile_rules,
+)
+
+log = logging.getLogger(__name__)
+
+#: ``kind`` values of :meth:`Engine.similar`.
+SIMILAR_KINDS = ("often_viewed_with", "bought_together")
+#: Users scored per model call in :meth:`Engine.recommend_batch`.
+BATCH_USERS = 512
+
+ModelLoader = Callable[[str, Path], Recommender]
+
+
+class RegistryLike(Protocol):
+    """What the engine needs of :class:`recsys.registry.Registry`."""
+
+    def verify(self, version: str) -> dict[str, Any]:
+        """Check every file's checksum; return the manifest."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One recommended item."""
+
+    item_id: str
+    score: float
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendationList:
+    """A ranked list and how it was made.
+
+    ``fallback`` is ``None`` when the list is personal, or names what served instead
+    (``"popular"`` for an unknown customer or one who opted out of personalisation).
+    """
+
+    items: list[Recommendation]
+    model_version: str
+    fallback: str | None = None
+
+
+def default_model_loader(class_name: str, directory: Path) -> Recommender:
+    """Load a saved model by its registry class name."""
+    from recsys.models import model_class
+
+    return model_class(class_name).load(directory)
+
+
+class Engine:
+    """A loaded model version. Build one with :meth:`load`."""
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        manifest: Mapping[str, Any],
+        users: Vocabulary,
+        catalog: CatalogArrays,
+        history: sp.csr_matrix,
+        purchases: sp.csr_matrix,
+        models: Mapping[str, Recommender],
+        default_model: str,
+        interaction_config: InteractionConfig,
+        as_of: int,
+        rules: RulesFile,
+    ) -> None:
+        self.version = version
+        self.manifest = dict(manifest)
+        self.users = users
+        self.items = catalog.items
+        self.catalog = catalog
+        self.history = history.tocsr().astype(np.float32)
+        self.purchases = purchases.tocsr().astype(np.float32)
+        self.models = dict(models)
+        self.default_model = default_model
+        self.interaction_config = interaction_config
+        self.as_of = as_of
+        self.rules = rules
+        self._compiled: dict[str | None, CompiledRules] = {}
+        self._forgotten: set[str] = set()
+        self._lock = threading.Lock()
+        # Popularity = distinct users per item: the fallback for every list.
+        counts = np.asarray((self.history > 0).sum(axis=0)).ravel().astype(np.float64)
+        top = counts.max() if counts.size and counts.max() > 0 else 1.0
+        self.popularity = (counts / top).astype(np.float32)
+        self.popular_order = np.lexsort((np.arange(len(counts)), -counts)).astype(np.intp)
+        for name in (default_model,):
+            if name not in self.models:
+                raise ArtifactError(f"model version {version}: default model {name!r} is missing")
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        version_dir: str | Path,
+        registry: RegistryLike,
+        *,
+        rules: RulesFile | None = None,
+        model_loader: ModelLoader | None = None,
+    ) -> Engine:
+        """Verify and load one published version.
+
+        Parameters
+        ----------
+        version_dir
+            The version's folder in the registry (its name is the version).
+        registry
+            Checks every file's checksum first; a corrupt version raises
+            :class:`~recsys.errors.ArtifactError` and nothing is loaded.
+        rules
+            Business rules; the defaults of :class:`~recsys.ranking.rules.RulesFile` if absent.
+        model_loader
+            ``(class name, folder) -> model``; defaults to :func:`default_model_loader`.
+        """
+        version_dir = Path(version_dir)
+        manifest = registry.verify(version_dir.name)
+        loader = model_loader or default_model_loader
+        try:
+            users = Vocabulary.from_json(_read_json(version_dir / "users.json"))
+            items = Vocabulary.from_json(_read_json(version_dir / "items.json"))
+            records = _read_json(version_dir / "catalog.json")
+            if not isinstance(records, list):
+                raise ArtifactError(f"{version_dir / 'catalog.json'}: expected a list")
+            catalog = CatalogArrays.from_records(items, records)
+            history = load_csr(version_dir / "history.npz")
+            purchases = load_csr(version_dir / "purchases.npz")
+            specs = manifest.get("models") or {}
+            # "model" is the registry name; "class" may be a dotted class path
+            models = {
+                name: loader(
+                    str(spec.get("model") or spec.get("class") or name),
+                    version_dir / "models" / name,
+                )
+                for name, spec in specs.items()
+            }
+            interaction = InteractionConfig.model_validate(
+                manifest.get("interaction_config") or manifest.get("interactions") or {}
+            )
+            as_of = _micros(manifest.get("as_of"))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ArtifactError(f"model version {version_dir.name}: {exc}") from None
+        expected = (len(users), len(items))
+        for name, matrix in (("history", history), ("purchases", purchases)):
+            if matrix.shape != expected:
+                raise ArtifactError(
+                    f"model version {version_dir.name}: {name}.npz has shape {matrix.shape}, "
+                    f"expected {expected} (users × items)"
+                )
+        return cls(
+            version=str(manifest.get("version", version_dir.name)),
+            manifest=manifest,
+            users=users,
+            catalog=catalog,
+            history=history,
+            purchases=purchases,
+            models=models,
+            default_model=str(manifest.get("default_model", "")),
+            interaction_config=interaction,
+            as_of=as_of,
+            rules=rules or RulesFile(),
+        )
+
+    # -- requests --------------------------------------------------------------------------
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        events: EventFrame | None = None,
+        placement: str | None = None,
+        filters: RequestFilters = RequestFilters(),
+        personalise: bool = True,
+        now: int | None = None,
+    ) -> RecommendationList:
+        """The top ``k`` items for one customer, after the business rules.
+
+        Parameters
+        ----------
+        user_id
+            The customer. Unknown customers get the popular list (``fallback="popular"``).
+        events
+            The customer's recent events from the store; those newer than the version's
+            training data are folded into their history, so what they just did counts.
+        placement
+            Which rule set applies (the rules file's ``[placements.<name>]``).
+        filters
+            Request-level exclusions and filters.
+        personalise
+            ``False`` for a customer who opted out: the popular list, no personal data used.
+        now
+            Request time in microseconds UTC (time-aware models measure recency from it).
+        """
+        compiled = self._rules_for(placement)
+        if not personalise:
+            return self._popular_list(k, compiled, filters, fallback="popular")
+        u, row = self._history_row(user_id, events)
+        if row.nnz == 0:
+            return self._popular_list(k, compiled, filters, fallback="popular")
+        model = self.models[self.default_model]
+        scores, reasons = self._score(model, np.array([u], dtype=np.intp), row, k, now)
+        if not np.isfinite(scores[0]).any():
+            return self._popular_list(k, compiled, filters, fallback="popular")
+        ranked = apply_rules(
+            scores[0],
+            k,
+            compiled=compiled,
+            catalog=self.catalog,
+            request=filters,
+            purchased=self._purchased(u, events),
+            reasons=reasons[0],
+            default_reason=f"model:{self.default_model}",
+            fallback_order=self.popular_order,
+            fallback_scores=self.popularity,
+        )
+        return RecommendationList(self._to_ids(ranked), self.version, None)
+
+    def recommend_batch(
+        self,
+        user_ids: Sequence[str],
+        k: int,
+        *,
+        placement: str | None = None,
+        filters: RequestFilters = RequestFilters(),
+    ) -> list[RecommendationList]:
+        """:meth:`recommend` for many customers, scoring them in batches (no live events)."""
+        compiled = self._rules_for(placement)
+        model = self.models[self.default_model]
+        idx = self.users.indices(user_ids)
+        out: list[RecommendationList] = []
+        for start in range(0, len(user_ids), BATCH_USERS):
+            chunk_ids = list(user_ids[start : start + BATCH_USERS])
+            chunk = idx[start : start + BATCH_USERS].copy()
+            for j, uid in enumerate(chunk_ids):
+                if uid in self._forgotten:
+                    chunk[j] = -1
+            known = (chunk >= 0).astype(np.float32)
+            # unknown users get an empty row (their scores are not used)
+            rows = sp.csr_matrix(
+                sp.diags(known) @ self.history[np.maximum(chunk, 0)], dtype=np.float32
+            )
+            rows.eliminate_zeros()
+            scores, reasons = self._score(model, chunk, rows, k, None)
+            for j in range(len(chunk)):
+                u = int(chunk[j])
+                if u < 0 or rows[j].nnz == 0 or not np.isfinite(scores[j]).any():
+                    out.append(self._popular_list(k, compiled, filters, fallback="popular"))
+                    continue
+                ranked = apply_rules(
+                    scores[j],
+                    k,
+                    compiled=compiled,
+                    catalog=self.catalog,
+                    request=filters,
+                    purchased=self._purchased(u, None),
+                    reasons=reasons[j],
+                    default_reason=f"model:{self.default_model}",
+                    fallback_order=self.popular_order,
+                    fallback_scores=self.popularity,
+                )
+                out.append(RecommendationList(self._to_ids(ranked), self.version, None))
+        return out
+
+    def similar(
+        self, item_id: str, kind: str = "often_viewed_with", k: int = 10
+    ) -> RecommendationList:
+        """Items related to ``item_id``: ``kind`` is ``often_viewed_with`` or ``bought_together``.
+
+        Raises :class:`~recsys.errors.NotFoundError` naming the item if it is unknown. When
+        the version lacks the model for ``kind`` it falls back to ``bought_together``, then to
+        the popular list, and says so in ``fallback`` and in each item's reasons.
+        """
+        if kind not in SIMILAR_KINDS:
+            raise ConfigError(f"kind: {kind!r} is not one of {', '.join(SIMILAR_KINDS)}")
+        i = self._item_index(item_id)
+        return self._related(np.array([i], dtype=np.intp), kind, k, exclude=(item_id,))
+
+    def complete_basket(
+        self, item_ids: Sequence[str], k: int, *, user_id: str | None = None
+    ) -> RecommendationList:
+        """Items bought together with the basket's items (unknown ids are ignored)."""
+        idx = self.items.indices(item_ids)
+        known = idx[idx >= 0]
+        filters = RequestFilters(exclude=tuple(item_ids))
+        if known.size == 0:
+            compiled = self._rules_for(None)
+            return self._popular_list(k, compiled, filters, fallback="popular")
+        return self._related(known, "bought_together", k, exclude=tuple(item_ids))
+
+    def popular(self, k: int, *, category: str | None = None) -> RecommendationList:
+        """The most popular eligible items, optionally within one category."""
+        compiled = self._rules_for(None)
+        return self._popular_list(k, compiled, RequestFilters(category=category), fallback=None)
+
+    def forget_user(self, user_id: str) -> None:
+        """Stop serving anything personal for ``user_id`` from this loaded version.
+
+        Their history and purchase rows are zeroed in memory and the user is treated as unknown
+        from now on (models' per-user state is never consulted again). The registry's copy is
+        replaced at the next training, which no longer sees their erased events.
+        """
+        with self._lock:
+            self._forgotten.add(user_id)
+            u = self.users.index(user_id)
+            if u >= 0:
+                for m in (self.history, self.purchases):
+                    m.data[m.indptr[u] : m.indptr[u + 1]] = 0
+            for model in self.models.values():
+                forget = getattr(model, "forget_user", None)
+                if callable(forget) and u >= 0:
+                    forget(u)
+
+    def knows_item(self, item_id: str) -> bool:
+        """Whether ``item_id`` is in this version's catalogue."""
+        return item_id in self.items
+
+    def describe(self) -> dict[str, Any]:
+        """What this version is: id, models, sizes (for the admin endpoint)."""
+        return {
+            "version": self.version,
+            "default_model": self.default_model,
+            "models": sorted(self.models),
+            "users": len(self.users),
+            "items": len(self.items),
+            "as_of": self.as_of,
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _rules_for(self, placement: str | None) -> CompiledRules:
+        rules = self.rules.for_placement(placement)
+        key = placement if rules is not self.rules else None
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = compile_rules(rules, self.catalog)
+            self._compiled[key] = compiled  # a race only compiles twice
+        return compiled
+
+    def _item_index(self, item_id: str) -> int:
+        i = self.items.index(item_id)
+        if i < 0:
+            raise NotFoundError(f"item '{item_id}' is not in model version {self.version}")
+        return i
+
+    def _history_row(self, user_id: str, events: EventFrame | None) -> tuple[int, sp.csr_matrix]:
+        u = -1 if user_id in self._forgotten else self.users.index(user_id)
+        row = self.history[u] if u >= 0 else _empty_row(len(self.items))
+        live = self._live_events(events)
+        if live is not None and len(live):
+            row = (row + self._fold(live, user_id)).tocsr()
+            row.eliminate_zeros()
+        return u, row
+
+    def _live_events(self, events: EventFrame | None) -> EventFrame | None:
+        # Only events the version did not train on: the rest are already in its history.
+        if events is None or len(events) == 0:
+            return None
+        return events.select(events.ts > self.as_of)
+
+    def _fold(self, events: EventFrame, user_id: str) -> sp.csr_matrix:
+        """The same weighting training uses, applied to a few live events (one row)."""
+        frame = EventFrame(
+            **{
+                **{name: getattr(events, name) for name in events.__dataclass_fields__},
+                "user_id": np.full(len(events), user_id, dtype=object),
+            }
+        )
+        # history_matrix drops events at or after as_of: measure from just after the newest
+        as_of = int(max(int(events.ts.max()), int(time.time() * 1_000_000))) + 1
+        matrix = history_matrix(frame, [user_id], self.items, self.interaction_config, as_of=as_of)
+        return sp.csr_matrix(matrix, dtype=np.float32)
+
+    def _purchased(self, u: int, events: EventFrame | None) -> NDArray[np.intp]:
+        bought: NDArray[np.intp] = np.empty(0, np.intp)
+        if u >= 0:
+            row = self.purchases[u]
+            bought = row.indices[row.data > 0].astype(np.intp)
+        extra: NDArray[np.intp] = np.empty(0, np.intp)
+        if events is not None and len(events):
+            ids = events.item_id[events.event_type == PURCHASE].tolist()
+            extra = self.items.indices(ids)
+            extra = extra[extra >= 0]
+        return np.unique(np.concatenate([bought, extra]))
+
+    def _popular_list(
+        self,
+        k: int,
+        compiled: CompiledRules,
+        filters: RequestFilters,
+        *,
+        fallback: str | None,
+    ) -> RecommendationList:
+        reason = FALLBACK_REASON if fallback else "popular"
+        ranked = apply_rules(
+            self.popularity,
+            k,
+            compiled=compiled,
+            catalog=self.catalog,
+            request=RequestFilters(
+                exclude=filters.exclude,
+                category=filters.category,
+                min_price=filters.min_price,
+                max_price=filters.max_price,
+                exclude_purchased=False,  # no personal data on this path
+            ),
+            default_reason=reason,
+            fallback_order=self.popular_order,
+            fallback_scores=self.popularity,
+        )
+        return RecommendationList(self._to_ids(ranked), self.version, fallback)
+
+    def _related(
+        self, items: NDArray[np.intp], kind: str, k: int, *, exclude: tuple[str, ...]
+    ) -> RecommendationList:
+        compiled = self._rules_for(None)
+        filters = RequestFilters(exclude=exclude, exclude_purchased=False)
+        source = next(
+            (
+                name
+                for name in (kind, "bought_together")
+                if isinstance(self.models.get(name), ItemSimilarity)
+            ),
+            None,
+        )
+        if source is None:
+            return self._popular_list(k, compiled, filters, fallback="popular")
+        model = self.models[source]
+        assert isinstance(model, ItemSimilarity)
+        fetch = min(len(self.items), max(4 * k, k + 20))
+        idx, vals = model.similar_items(items, fetch)
+        scores = np.full(len(self.items), np.nan, dtype=np.float32)
+        for r in range(idx.shape[0]):
+            ok = idx[r] >= 0
+            cur = scores[idx[r][ok]]
+            scores[idx[r][ok]] = np.where(np.isnan(cur), 0, cur) + vals[r][ok]
+        reason = f"similar:{source}" if source == kind else f"fallback:{source}"
+        ranked = apply_rules(
+            scores,
+            k,
+            compiled=compiled,
+            catalog=self.catalog,
+            request=filters,
+            default_reason=reason,
+            fallback_order=self.popular_order,
+            fallback_scores=self.popularity,
+        )
+        fallback = None if source == kind else source
+        return RecommendationList(self._to_ids(ranked), self.version, fallback)
+
+    def _score(
+        self,
+        model: Recommender,
+        users: NDArray[np.intp],
+        rows: sp.csr_matrix,
+        k: int,
+        now: int | None,
+    ) -> tuple[NDArray[np.float32], list[dict[int, tuple[str, ...]] | None]]:
+        """Scores of every item per user, and per-item reasons from a model that explains.
+
+        A model with ``explain`` (the hybrid) is asked for a generous top list with its
+        reasons, enough for the rules to filter; items beyond it stay unscored (``NaN``) and
+        the rules fill from the popular list.
+        """
+        explain = getattr(model, "explain", None)
+        if not callable(explain):
+            return model.score(users, rows, now=now), [None] * len(users)
+        fetch = min(len(self.items), max(4 * k + 20, 100))
+        lists = explain(users, rows, fetch, now=now)
+        scores = np.full((len(users), len(self.items)), np.nan, dtype=np.float32)
+        reasons: list[dict[int, tuple[str, ...]] | None] = []
+        for r, explained in enumerate(lists):
+            why: dict[int, tuple[str, ...]] = {}
+            for e in explained:
+                scores[r, e.item] = e.score
+                flags = [self._flag_ids(f) for f in e.reasons]
+                why[e.item] = (
+                    f"model:{self.default_model}",
+                    *(f"source:{g}" for g in e.sources),
+                    *flags,
+                )
+            reasons.append(why)
+        return scores, reasons
+
+    def _flag_ids(self, flag: str) -> str:
+        # reason flags may carry an item index ("often_bought_with:17"): ids leave, never indices
+        name, sep, value = flag.partition(":")
+        if sep and value.lstrip("-").isdigit():
+            i = int(value)
+            return f"{name}:{self.items.id(i)}" if 0 <= i < len(self.items) else name
+        return flag
+
+    def _to_ids(self, ranked: list[Ranked]) -> list[Recommendation]:
+        ids = self.items.ids_of([r.index for r in ranked])
+        return [
+            Recommendation(item_id, float(r.score), r.reasons)
+            for item_id, r in zip(ids, ranked, strict=True)
+        ]
+
+
+def _empty_row(n: int) -> sp.csr_matrix:
+    return sp.csr_matrix(np.zeros((1, n), dtype=np.float32))
+
+
+def _micros(value: Any) -> int:
+    """A manifest's ``as_of``: microseconds, or an ISO 8601 time with an offset."""
+    if value is None:
+        return 0
+    if isinstance(value, int | float):
+        return int(value)
+    ts = datetime.fromisoformat(str(value))
+    if ts.tzinfo is None:
+        raise ValueError(f"as_of {value!r} has no UTC offset")
+    return to_micros(ts)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing from the model version") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot read JSON: {exc}") from None

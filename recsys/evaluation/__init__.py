@@ -1,0 +1,44 @@
+"""Offline evaluation: full-catalogue ranking metrics, splits, and the hold-out protocol.
+
+The entry point is :func:`evaluate_models` (also behind ``recsys evaluate``): hold out the
+last month of purchases, fit each model on what came before, and report accuracy on all
+items and on items new to each customer, with coverage, novelty and exposure inequality.
+"""
+
+from __future__ import annotations
+
+from recsys.evaluation.metrics import (
+    RANKING_METRICS,
+    catalog_coverage,
+    exposure,
+    gini,
+    mean_metrics,
+    novelty,
+    ranking_metrics,
+)
+from recsys.evaluation.protocol import EvaluationResult, ModelResult, evaluate_models
+from recsys.evaluation.splits import (
+    Split,
+    default_cut,
+    last_basket_split,
+    random_split,
+    time_split,
+)
+
+__all__ = [
+    "RANKING_METRICS",
+    "EvaluationResult",
+    "ModelResult",
+    "Split",
+    "catalog_coverage",
+    "default_cut",
+    "evaluate_models",
+    "exposure",
+    "gini",
+    "last_basket_split",
+    "mean_metrics",
+    "novelty",
+    "random_split",
+    "ranking_metrics",
+    "time_split",
+]

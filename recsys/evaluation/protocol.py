@@ -1,0 +1,406 @@
+"""The offline evaluation protocol: hold out the last month, score every model on it.
+
+:func:`evaluate_models` is the one entry point, shared by ``recsys evaluate`` and the training
+pipeline. The protocol, in order:
+
+1. **Cut.** Every event before ``cut`` is training data; every *purchase* on or after it is
+   the truth. The default cut is the start of the UTC day 30 days before the newest event.
+2. **Train.** :func:`recsys.data.interactions.build_training_data` on the pre-cut events with
+   ``as_of=cut``; each model is fitted on it (and timed).
+3. **Users.** By default the customers who bought both before and after the cut (and survived
+   the training filters): the ones a shop can personalise for *and* check against.
+4. **Truth.** The distinct items each of those customers bought on or after the cut. Items the
+   training data never saw stay in the denominators: no model can recommend them, and hiding
+   them would flatter every model.
+5. **Score.** Each model scores the *whole* catalogue for each user from their training
+   interaction row, with ``now=cut``; the top ``k`` are compared with the truth
+   (:mod:`recsys.evaluation.metrics`).
+6. **New items.** The same metrics over items *new to the customer*: the truth minus what they
+   bought before the cut, against the model's list with those items removed. Repeat buying
+   dominates retail data; this column says whether a model helps anyone discover anything.
+
+Beyond accuracy, each model gets catalogue coverage, novelty and the Gini coefficient of its
+exposure, its fit time and its scoring time, and optionally the metrics per customer segment.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import InteractionConfig, TrainingData
+from recsys.data.schema import PURCHASE, CatalogItem, EventFrame, from_micros
+from recsys.data.vocab import Vocabulary
+from recsys.errors import ConfigError, DataError
+from recsys.evaluation import metrics as M
+from recsys.evaluation.splits import default_cut, time_split
+from recsys.models.base import NO_ITEM, Recommender, top_k
+
+#: What :func:`evaluate_models` accepts per model: a fitted-or-not instance (it is refitted), a
+#: zero-argument factory such as the class itself, or a registry name (``"als"``).
+ModelSpec = Recommender | Callable[[], Recommender] | str
+
+#: Users scored per batch: bounds the ``batch × n_items`` score matrix held in memory.
+BATCH_USERS = 2048
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's evaluation.
+
+    Attributes
+    ----------
+    name
+        The name it was given in the ``models`` mapping.
+    all_items
+        Mean ranking metrics over all purchased items (keys: :data:`metrics.RANKING_METRICS`).
+    new_items
+        The same over items new to each customer, for users who bought at least one.
+    coverage, novelty, gini
+        Catalogue coverage, mean self-information (bits) and Gini of exposure of the
+        all-items lists.
+    fit_seconds, score_seconds
+        Wall-clock time to fit, and to score and rank every evaluated user.
+    segments
+        Per segment: ``{"users": n, "all": {...}, "new": {...}}``.
+    """
+
+    name: str
+    all_items: dict[str, float]
+    new_items: dict[str, float]
+    coverage: float
+    novelty: float
+    gini: float
+    fit_seconds: float
+    score_seconds: float
+    segments: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """The outcome of :func:`evaluate_models`.
+
+    Attributes
+    ----------
+    cut
+        The cut (microseconds UTC).
+    k
+        List length.
+    n_users
+        Customers scored on all items.
+    n_users_new
+        Customers among them who bought at least one item new to them.
+    n_items
+        Size of the catalogue models chose from.
+    n_train_events, n_test_purchases
+        Events before the cut, and purchase events of the evaluated customers after it.
+    models
+        One :class:`ModelResult` per model, in the order given.
+    """
+
+    cut: int
+    k: int
+    n_users: int
+    n_users_new: int
+    n_items: int
+    n_train_events: int
+    n_test_purchases: int
+    models: list[ModelResult]
+
+    def __getitem__(self, name: str) -> ModelResult:
+        for result in self.models:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``NaN`` becomes ``None``)."""
+        from dataclasses import asdict
+
+        data = asdict(self)
+        data["cut_date"] = from_micros(self.cut).isoformat()
+        return _nan_to_none(data)
+
+    def to_json(self) -> str:
+        """The result as a JSON document."""
+        import json
+
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)
+
+    def to_markdown(self) -> str:
+        """A Markdown table: one row per model (see :mod:`recsys.evaluation.report`)."""
+        from recsys.evaluation.report import markdown_table
+
+        return markdown_table(self)
+
+    def plot(self, path: str | Path) -> Path:
+        """Save a grouped bar chart of recall and NDCG, all vs new items, as an image."""
+        from recsys.evaluation.report import plot_result
+
+        return plot_result(self, path)
+
+
+def evaluate_models(
+    events: EventFrame,
+    models: Mapping[str, ModelSpec],
+    *,
+    cut: int | None = None,
+    k: int = 10,
+    interaction_config: InteractionConfig | None = None,
+    catalog: Iterable[CatalogItem] = (),
+    users: Literal["both_periods", "test"] = "both_periods",
+    segments: Mapping[str, str] | None = None,
+) -> EvaluationResult:
+    """Fit each model on the events before ``cut`` and score it on the purchases after.
+
+    Parameters
+    ----------
+    events
+        The whole event log (training and test periods).
+    models
+        Name -> model: an instance (refitted here), a zero-argument factory (a class), or a
+        registry name such as ``"ease"``.
+    cut
+        Microseconds UTC; defaults to :func:`recsys.evaluation.splits.default_cut`.
+    k
+        Length of each recommendation list.
+    interaction_config
+        How events become training weights (defaults to :class:`InteractionConfig`).
+    catalog
+        Catalogue items: they join the item vocabulary even if nobody interacted with them.
+    users
+        ``"both_periods"``: customers with purchases before and after the cut who are in the
+        training data. ``"test"``: every customer who bought after the cut, including ones the
+        models never saw (scored from an empty history; models that cannot score them return
+        no items, which counts as misses).
+    segments
+        Optional customer id -> segment name; customers not listed fall in ``"(none)"``.
+
+    Returns
+    -------
+    EvaluationResult
+
+    Raises
+    ------
+    DataError
+        No event before or after the cut, or no customer to evaluate.
+    ConfigError
+        ``k`` is not positive, ``users`` is unknown, or a model name is not registered.
+    """
+    from recsys.data.interactions import build_training_data
+
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    if users not in ("both_periods", "test"):
+        raise ConfigError(f"users must be 'both_periods' or 'test', got {users!r}")
+    if not models:
+        raise ConfigError("no model to evaluate")
+    if cut is None:
+        cut = default_cut(events)
+    split = time_split(events, cut)
+    if len(split.train) == 0:
+        raise DataError(f"no event before the cut {from_micros(cut).date()}")
+    if len(split.test) == 0:
+        raise DataError(f"no purchase on or after the cut {from_micros(cut).date()}")
+
+    data = build_training_data(
+        split.train, interaction_config or InteractionConfig(), as_of=cut, catalog=list(catalog)
+    )
+    truth = _truth(split.test, data, users)
+    if truth.n_users == 0:
+        who = "also bought before" if users == "both_periods" else "is in the training data"
+        raise DataError(
+            f"no customer to evaluate: nobody who bought on or after "
+            f"{from_micros(cut).date()} {who}"
+        )
+    bought_before = _bought_before(split.train, data.items, truth)
+    relevant_new = _new_only(truth.relevant, bought_before)
+    history = _history_rows(data, truth.user_index)
+    item_users = np.diff(sp.csc_matrix(data.interactions).indptr)
+    segment_of = (
+        np.array([segments.get(u, "(none)") for u in truth.user_ids], dtype=object)
+        if segments is not None
+        else None
+    )
+
+    results = []
+    for name, spec in models.items():
+        model = _instantiate(name, spec)
+        start = time.perf_counter()
+        model.fit(data)
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        lists, new_lists = _rank(model, truth.user_index, history, bought_before, k, cut)
+        score_seconds = time.perf_counter() - start
+
+        per_user = M.ranking_metrics(lists, truth.relevant, k)
+        per_user_new = M.ranking_metrics(new_lists, relevant_new, k)
+        by_segment: dict[str, dict[str, Any]] = {}
+        if segment_of is not None:
+            for seg in sorted(set(segment_of.tolist())):
+                mask = segment_of == seg
+                by_segment[seg] = {
+                    "users": int(mask.sum()),
+                    "all": M.mean_metrics({m: v[mask] for m, v in per_user.items()}),
+                    "new": M.mean_metrics({m: v[mask] for m, v in per_user_new.items()}),
+                }
+        results.append(
+            ModelResult(
+                name=name,
+                all_items=M.mean_metrics(per_user),
+                new_items=M.mean_metrics(per_user_new),
+                coverage=M.catalog_coverage(lists, data.n_items),
+                novelty=M.novelty(lists, item_users, data.n_users),
+                gini=M.gini(M.exposure(lists, data.n_items)),
+                fit_seconds=fit_seconds,
+                score_seconds=score_seconds,
+                segments=by_segment,
+            )
+        )
+
+    return EvaluationResult(
+        cut=cut,
+        k=k,
+        n_users=truth.n_users,
+        n_users_new=int(np.count_nonzero(np.diff(relevant_new.indptr))),
+        n_items=data.n_items,
+        n_train_events=len(split.train),
+        n_test_purchases=truth.n_purchases,
+        models=results,
+    )
+
+
+# -- the pieces ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Truth:
+    user_ids: list[str]
+    user_index: NDArray[np.intp]  # into the training user vocabulary, -1 if unseen
+    relevant: sp.csr_matrix  # users × (training items + items first seen after the cut)
+    n_purchases: int
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+
+def _truth(test: EventFrame, data: TrainingData, users: str) -> _Truth:
+    """The evaluated customers and the distinct items each bought on or after the cut."""
+    test_users = test.user_id.astype(str)
+    candidates = sorted(set(test_users.tolist()))
+    if users == "both_periods":
+        bought = data.events.event_type == PURCHASE
+        before = set(data.events.user_id[bought].astype(str).tolist())
+        candidates = [u for u in candidates if u in before and u in data.users]
+    user_vocab = Vocabulary(candidates)
+    # items first seen after the cut get columns past the training catalogue
+    items = data.items.extend(sorted(set(test.item_id.astype(str).tolist())))
+    rows = user_vocab.indices(test_users)
+    keep = rows >= 0
+    cols = items.indices(test.item_id[keep].astype(str))
+    relevant = sp.csr_matrix(
+        (np.ones(cols.size, dtype=np.float32), (rows[keep], cols)),
+        shape=(len(user_vocab), len(items)),
+    )
+    relevant.sum_duplicates()
+    relevant.data[:] = 1.0
+    return _Truth(
+        user_ids=candidates,
+        user_index=data.users.indices(candidates),
+        relevant=relevant,
+        n_purchases=int(keep.sum()),
+    )
+
+
+def _bought_before(train: EventFrame, items: Vocabulary, truth: _Truth) -> sp.csr_matrix:
+    """``users × n_items`` binary matrix of what each customer bought before the cut."""
+    bought = train.event_type == PURCHASE
+    user_vocab = Vocabulary(truth.user_ids)
+    rows = user_vocab.indices(train.user_id[bought].astype(str))
+    cols = items.indices(train.item_id[bought].astype(str))
+    keep = (rows >= 0) & (cols >= 0)
+    before = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols[keep])),
+        shape=(truth.n_users, len(items)),
+    )
+    before.sum_duplicates()
+    before.data[:] = 1.0
+    return before
+
+
+def _new_only(relevant: sp.csr_matrix, before: sp.csr_matrix) -> sp.csr_matrix:
+    """The relevance matrix minus the items each customer had bought before."""
+    wide = sp.csr_matrix((before.data, before.indices, before.indptr), shape=relevant.shape)
+    new = sp.csr_matrix(relevant - relevant.multiply(wide))
+    new.eliminate_zeros()
+    return new
+
+
+def _history_rows(data: TrainingData, user_index: NDArray[np.intp]) -> sp.csr_matrix:
+    """Each evaluated user's training interaction row (empty for unseen users)."""
+    known = user_index >= 0
+    picker = sp.csr_matrix(
+        (np.ones(int(known.sum()), dtype=np.float32), (np.flatnonzero(known), user_index[known])),
+        shape=(user_index.size, data.n_users),
+    )
+    return sp.csr_matrix(picker @ data.interactions, dtype=np.float32)
+
+
+def _rank(
+    model: Recommender,
+    user_index: NDArray[np.intp],
+    history: sp.csr_matrix,
+    bought_before: sp.csr_matrix,
+    k: int,
+    now: int,
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Top-``k`` lists with and without previously bought items, scoring each batch once."""
+    lists, new_lists = [], []
+    for start in range(0, user_index.size, BATCH_USERS):
+        stop = min(start + BATCH_USERS, user_index.size)
+        scores = model.score(user_index[start:stop], history[start:stop], now=now)
+        lists.append(_pad(top_k(scores, k)[0], k))
+        new_lists.append(_pad(top_k(scores, k, exclude=bought_before[start:stop])[0], k))
+    return np.vstack(lists), np.vstack(new_lists)
+
+
+def _pad(lists: NDArray[np.intp], k: int) -> NDArray[np.intp]:
+    """Widen to ``k`` columns with :data:`NO_ITEM` (a catalogue smaller than ``k``)."""
+    if lists.shape[1] >= k:
+        return lists
+    out = np.full((lists.shape[0], k), NO_ITEM, dtype=np.intp)
+    out[:, : lists.shape[1]] = lists
+    return out
+
+
+def _instantiate(name: str, spec: ModelSpec) -> Recommender:
+    if isinstance(spec, Recommender):
+        return spec
+    if isinstance(spec, str):
+        from recsys.models import model_class
+
+        return model_class(spec)()
+    if callable(spec):
+        model = spec()
+        if isinstance(model, Recommender):
+            return model
+    raise ConfigError(f"model {name!r}: expected a Recommender, a factory or a registry name")
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value

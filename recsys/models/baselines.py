@@ -1,0 +1,131 @@
+"""Baselines a real model has to beat.
+
+:class:`RepeatModel` ("repeat") recommends what the customer already buys: on retail data
+where most purchases are re-orders, this one-line idea beats every learned model on recall of
+all items (see ``/work/shared/data/README.md``), so every evaluation should include it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import TrainingData
+from recsys.errors import ArtifactError, ConfigError, RecsysError
+from recsys.models.base import Recommender, load_csr, load_json, save_csr, save_json
+
+
+class RepeatModel(Recommender):
+    """The customer's own purchases, most-ordered first; a fallback model breaks ties and fills.
+
+    An item's score is ``orders + tie`` where ``orders`` is the number of distinct orders the
+    customer bought it in (:attr:`TrainingData.purchase_counts`, net of returns) and ``tie`` in
+    ``[0, 1)`` is the item's rank under the fallback model, scaled. Any item bought at least
+    once therefore outranks every item never bought, items bought equally often are ordered by
+    the fallback, and the rest of the list is the fallback's own ranking.
+
+    Parameters
+    ----------
+    fallback
+        Registry name of the model that breaks ties and fills the list (not ``"repeat"``).
+    fallback_params
+        Constructor arguments of the fallback; ``None`` uses its defaults (EASE's default is
+        λ = 500).
+
+    Attributes
+    ----------
+    purchase_counts_ : scipy.sparse.csr_matrix
+        ``users × items`` distinct-order counts from the training data.
+    fallback_ : Recommender
+        The fitted fallback model.
+
+    Notes
+    -----
+    Repeat counts come from the training data: a user unknown to it (index ``-1``) gets the
+    fallback's list only, and a purchase newer than training counts once the model is refitted.
+    """
+
+    name: ClassVar[str] = "repeat"
+
+    def __init__(self, *, fallback: str = "ease", fallback_params: dict[str, Any] | None = None):
+        self.fallback = fallback
+        self.fallback_params = fallback_params
+
+    @classmethod
+    def contract_factory(cls) -> RepeatModel:
+        """A small configuration that fits the contract suite's tiny data."""
+        return cls(fallback="ease", fallback_params={"regularization": 1.0})
+
+    def _make_fallback(self) -> Recommender:
+        from recsys.models import model_class
+
+        if self.fallback == self.name:
+            raise ConfigError("repeat: the fallback model cannot be 'repeat' itself")
+        cls = model_class(self.fallback)
+        try:
+            return cls(**(self.fallback_params or {}))
+        except TypeError as exc:
+            raise ConfigError(f"repeat: fallback_params for {self.fallback!r}: {exc}") from None
+
+    def fit(self, data: TrainingData) -> Self:
+        """Keep the purchase counts and fit the fallback; return ``self``."""
+        fallback = self._make_fallback().fit(data)
+        counts = sp.csr_matrix(data.purchase_counts, dtype=np.float32, copy=True)
+        counts.data = np.maximum(counts.data, 0.0)  # net of returns; never below zero
+        counts.eliminate_zeros()
+        self.purchase_counts_ = counts
+        self.fallback_ = fallback
+        return self
+
+    def score(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """Order counts plus the fallback's scaled rank; ``NaN`` where neither has a score."""
+        self._check_fitted("purchase_counts_", "fallback_")
+        users = np.asarray(users, dtype=np.intp)
+        base = np.asarray(self.fallback_.score(users, history, now=now), dtype=np.float64)
+        missing = np.isnan(base)
+        n_items = base.shape[1]
+        # rank 0 = the fallback's worst item; NaN ranks lowest and then counts for nothing
+        ranks = np.argsort(np.argsort(np.where(missing, -np.inf, base), axis=1, kind="stable"))
+        tie = np.where(missing, 0.0, ranks / max(n_items, 1))
+        counts = np.zeros_like(base)
+        known = np.flatnonzero(users >= 0)
+        if known.size:
+            counts[known] = self.purchase_counts_[users[known]].toarray()
+        scores = counts + tie
+        scores[missing & (counts == 0)] = np.nan
+        return scores.astype(np.float32)
+
+    def save(self, directory: Path) -> None:
+        """Write params (JSON), the counts (``.npz``) and the fallback (``fallback/``)."""
+        self._check_fitted("purchase_counts_", "fallback_")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_json(directory / "params.json", self.get_params())
+        save_csr(directory / "purchase_counts.npz", self.purchase_counts_)
+        self.fallback_.save(directory / "fallback")
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model written by :meth:`save`."""
+        from recsys.models import model_class
+
+        directory = Path(directory)
+        params = load_json(directory / "params.json")
+        try:
+            model = cls(**params)
+            fallback_cls = model_class(model.fallback)
+        except (TypeError, RecsysError) as exc:
+            raise ArtifactError(f"{directory}: not a repeat model: {exc}") from None
+        model.purchase_counts_ = load_csr(directory / "purchase_counts.npz")
+        model.fallback_ = fallback_cls.load(directory / "fallback")
+        return model

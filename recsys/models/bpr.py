@@ -1,0 +1,140 @@
+"""Bayesian Personalised Ranking (Rendle et al. 2009) on implicit's CPU trainer.
+
+BPR learns from which items a user interacted with, not how much. It has no closed-form
+fold-in, so users unknown at training time get a ``NaN`` row and the caller falls back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import TrainingData
+from recsys.errors import ArtifactError
+from recsys.models.base import Recommender, load_arrays, load_json, save_arrays, save_json
+
+
+class BPRModel(Recommender):
+    """Pairwise-ranking matrix factorisation.
+
+    Parameters
+    ----------
+    factors
+        Number of latent factors (implicit adds one column for the item bias).
+    learning_rate
+        SGD step size.
+    regularization
+        L2 penalty.
+    iterations
+        Training epochs.
+    verify_negative_samples
+        Re-draw a sampled negative the user actually interacted with (slower, better).
+    random_state
+        Seed (repeatable with one thread).
+    num_threads
+        Threads used while fitting; ``0`` means every core.
+
+    Attributes
+    ----------
+    user_factors_, item_factors_ : numpy.ndarray
+        float32 factors; scores are their dot products.
+    """
+
+    name: ClassVar[str] = "bpr"
+
+    def __init__(
+        self,
+        *,
+        factors: int = 64,
+        learning_rate: float = 0.01,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        verify_negative_samples: bool = True,
+        random_state: int | None = 0,
+        num_threads: int = 1,
+    ) -> None:
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.verify_negative_samples = verify_negative_samples
+        self.random_state = random_state
+        self.num_threads = num_threads
+
+    @classmethod
+    def contract_factory(cls) -> BPRModel:
+        """A small configuration that fits the contract suite's tiny data."""
+        return cls(factors=8, iterations=200, learning_rate=0.05, random_state=3)
+
+    def fit(self, data: TrainingData) -> Self:
+        """Train on which items each user interacted with; return ``self``."""
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+        from threadpoolctl import threadpool_limits
+
+        positives = sp.csr_matrix(data.interactions, dtype=np.float32, copy=True)
+        positives.data = (positives.data > 0).astype(np.float32)
+        positives.eliminate_zeros()
+        # See ALSModel.fit: implicit's own threads plus a threaded BLAS oversubscribe the cores.
+        with threadpool_limits(1, "blas"):
+            model = BayesianPersonalizedRanking(
+                factors=self.factors,
+                learning_rate=self.learning_rate,
+                regularization=self.regularization,
+                iterations=self.iterations,
+                verify_negative_samples=self.verify_negative_samples,
+                random_state=self.random_state,
+                num_threads=self.num_threads,
+            )
+            model.fit(positives, show_progress=False)
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        return self
+
+    def score(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """Dot products of learned factors; ``NaN`` rows for users unknown at training time.
+
+        ``history`` is not used: BPR cannot fold a user in, so live events only take effect
+        at the next training run.
+        """
+        self._check_fitted("item_factors_")
+        users = np.asarray(users, dtype=np.intp)
+        known = (users >= 0) & (users < self.user_factors_.shape[0])
+        out = np.full((len(users), self.item_factors_.shape[0]), np.nan, dtype=np.float32)
+        out[known] = self.user_factors_[users[known]] @ self.item_factors_.T
+        return out
+
+    def save(self, directory: Path) -> None:
+        """Write params (JSON) and factors (``.npz``)."""
+        self._check_fitted("item_factors_")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_json(directory / "params.json", self.get_params())
+        save_arrays(
+            directory / "factors.npz",
+            user_factors=self.user_factors_,
+            item_factors=self.item_factors_,
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model written by :meth:`save`."""
+        directory = Path(directory)
+        params: dict[str, Any] = load_json(directory / "params.json")
+        arrays = load_arrays(directory / "factors.npz")
+        try:
+            model = cls(**params)
+            model.user_factors_ = arrays["user_factors"].astype(np.float32)
+            model.item_factors_ = arrays["item_factors"].astype(np.float32)
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"{directory}: not a BPR model: {exc}") from None
+        return model

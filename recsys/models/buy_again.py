@@ -1,0 +1,266 @@
+"""Buy again: a customer's own purchases, ranked by how due each one is for replenishment.
+
+For every user-item pair the model keeps the purchase occasions (distinct orders) from the
+training events. The *usual interval* between purchases of an item is, in order of
+preference: the customer's own median interval when they bought it at least
+``min_purchases`` times; otherwise the median over customers of their median intervals for
+that item; otherwise unknown. ``r = days since last purchase / usual interval`` says how due
+the item is: ``r ≥ due_ratio`` (about 0.8) means "due".
+
+The score is ``log(1 + purchases) · f(r)`` where ``f`` rises linearly from 0 just after a
+purchase to 1 at ``r = due_ratio``, stays 1 up to ``r = 2``, then decays as ``1 / (1 + (r −
+2) / 4)`` (long-overdue items are probably no longer wanted); with an unknown interval
+``f = 0.5``. Items the user never bought get ``NaN``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import TrainingData
+from recsys.data.schema import MICROS_PER_DAY, PURCHASE
+from recsys.errors import ArtifactError
+from recsys.models.base import Recommender, load_arrays, load_json, save_arrays, save_json
+
+#: Weight of an item whose usual interval is unknown (between "just bought" and "due").
+UNKNOWN_INTERVAL_FACTOR = 0.5
+
+
+@dataclass(frozen=True)
+class PurchaseStats:
+    """Per (user, item) purchase facts for a batch of users, in coordinate form.
+
+    Every array has one entry per pair the user bought, sorted by ``row`` then ``item``.
+
+    Attributes
+    ----------
+    row
+        Position of the user in the batch passed to :meth:`BuyAgainModel.purchase_stats`.
+    item
+        Item index.
+    count
+        Number of distinct orders the item was bought in (int64).
+    days_since_last
+        Days from the last purchase to ``now`` (float64, ≥ 0).
+    interval_days
+        The usual interval between purchases in days (float64; ``NaN`` when unknown).
+    due_ratio
+        ``days_since_last / interval_days`` (``NaN`` when the interval is unknown).
+    """
+
+    row: NDArray[np.intp]
+    item: NDArray[np.intp]
+    count: NDArray[np.int64]
+    days_since_last: NDArray[np.float64]
+    interval_days: NDArray[np.float64]
+    due_ratio: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+class BuyAgainModel(Recommender):
+    """Replenishment: what the customer bought before and is about to need again.
+
+    Parameters
+    ----------
+    min_purchases
+        Purchases of an item a customer needs before their own interval is trusted.
+    due_ratio
+        ``r`` from which an item counts as due.
+
+    Attributes
+    ----------
+    indptr_ : numpy.ndarray
+        Per user, the slice of the pair arrays holding their items (CSR layout).
+    pair_item_, pair_count_, pair_last_, pair_interval_ : numpy.ndarray
+        Per bought user-item pair: item, distinct orders, last purchase (micros), the
+        customer's own median interval in days (``NaN`` when they bought it too rarely).
+    item_interval_ : numpy.ndarray
+        Per item, the median over customers of their median interval (``NaN`` if none).
+    as_of_ : int
+        The training data's ``as_of``: the default ``now``.
+    """
+
+    name: ClassVar[str] = "buy_again"
+
+    def __init__(self, *, min_purchases: int = 3, due_ratio: float = 0.8) -> None:
+        self.min_purchases = min_purchases
+        self.due_ratio = due_ratio
+
+    @classmethod
+    def contract_factory(cls) -> BuyAgainModel:
+        """A configuration that fits the contract suite's tiny data (two orders per item)."""
+        return cls(min_purchases=2)
+
+    def fit(self, data: TrainingData) -> Self:
+        """Collect purchase occasions per user-item pair; return ``self``."""
+        ev = data.events
+        users = np.asarray(data.event_user)
+        items = np.asarray(data.event_item)
+        mask = (ev.event_type == PURCHASE) & (users >= 0) & (items >= 0)
+        u, i, ts = users[mask], items[mask], ev.ts[mask]
+        # One occasion per order: lines of the same order share the order's earliest time.
+        # Purchases without an order id are their own occasion.
+        order = ev.order_id[mask]
+        keys: dict[tuple[int, int, object], int] = {}
+        for uu, ii, tt, oo in zip(u.tolist(), i.tolist(), ts.tolist(), order, strict=True):
+            key = (uu, ii, oo if oo is not None else ("ts", tt))
+            if key not in keys or tt < keys[key]:
+                keys[key] = tt
+        occ = np.array([(k[0], k[1], t) for k, t in keys.items()], dtype=np.int64).reshape(-1, 3)
+        occ = occ[np.lexsort((occ[:, 2], occ[:, 1], occ[:, 0]))]
+
+        pair_user: list[int] = []
+        pair_item: list[int] = []
+        pair_count: list[int] = []
+        pair_last: list[int] = []
+        pair_interval: list[float] = []
+        per_item: dict[int, list[float]] = {}
+        if len(occ):
+            boundaries = np.flatnonzero(np.any(np.diff(occ[:, :2], axis=0) != 0, axis=1)) + 1
+            for group in np.split(occ, boundaries):
+                uu, ii = int(group[0, 0]), int(group[0, 1])
+                times = group[:, 2]
+                gaps = np.diff(times) / MICROS_PER_DAY
+                gaps = gaps[gaps > 0]
+                own = float(np.median(gaps)) if len(gaps) else np.nan
+                if len(gaps):
+                    per_item.setdefault(ii, []).append(own)
+                pair_user.append(uu)
+                pair_item.append(ii)
+                pair_count.append(len(times))
+                pair_last.append(int(times[-1]))
+                pair_interval.append(own if len(times) >= self.min_purchases else np.nan)
+
+        item_interval = np.full(data.n_items, np.nan)
+        for ii, values in per_item.items():
+            item_interval[ii] = float(np.median(values))
+        pu = np.asarray(pair_user, dtype=np.int64)
+        self.indptr_ = np.searchsorted(pu, np.arange(data.n_users + 1)).astype(np.int64)
+        self.pair_item_ = np.asarray(pair_item, dtype=np.int64)
+        self.pair_count_ = np.asarray(pair_count, dtype=np.int64)
+        self.pair_last_ = np.asarray(pair_last, dtype=np.int64)
+        self.pair_interval_ = np.asarray(pair_interval, dtype=np.float64)
+        self.item_interval_ = item_interval
+        self.as_of_ = int(data.as_of)
+        return self
+
+    # -- what the ranker and the reasons use --------------------------------------------------
+
+    def purchase_stats(self, users: NDArray[np.intp], now: int | None = None) -> PurchaseStats:
+        """Purchase facts of every item each user bought (see :class:`PurchaseStats`).
+
+        Parameters
+        ----------
+        users
+            User indices; ``-1`` (unknown) users contribute no pairs.
+        now
+            Request time in microseconds UTC; defaults to the training ``as_of``.
+        """
+        self._check_fitted("indptr_")
+        now = self.as_of_ if now is None else int(now)
+        users = np.asarray(users, dtype=np.intp)
+        n_users = len(self.indptr_) - 1
+        rows: list[NDArray[np.intp]] = []
+        slices: list[NDArray[np.int64]] = []
+        for r, user in enumerate(users.tolist()):
+            if 0 <= user < n_users:
+                pos = np.arange(self.indptr_[user], self.indptr_[user + 1])
+                rows.append(np.full(len(pos), r, dtype=np.intp))
+                slices.append(pos)
+        pos = np.concatenate(slices) if slices else np.empty(0, np.int64)
+        row = np.concatenate(rows) if rows else np.empty(0, np.intp)
+        item = self.pair_item_[pos].astype(np.intp)
+        days = np.maximum(now - self.pair_last_[pos], 0) / MICROS_PER_DAY
+        interval = self.pair_interval_[pos]
+        interval = np.where(np.isnan(interval), self.item_interval_[item], interval)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = days / interval
+        return PurchaseStats(
+            row=row,
+            item=item,
+            count=self.pair_count_[pos],
+            days_since_last=days,
+            interval_days=interval,
+            due_ratio=ratio,
+        )
+
+    def due(self, users: NDArray[np.intp], now: int | None = None) -> sp.csr_matrix:
+        """``len(users) × n_items`` boolean CSR: items due again (``r ≥ due_ratio``)."""
+        stats = self.purchase_stats(users, now)
+        hit = np.nan_to_num(stats.due_ratio, nan=-1.0) >= self.due_ratio
+        return sp.csr_matrix(
+            (np.ones(int(hit.sum()), dtype=bool), (stats.row[hit], stats.item[hit])),
+            shape=(len(users), len(self.item_interval_)),
+        )
+
+    def _factor(self, ratio: NDArray[np.float64]) -> NDArray[np.float64]:
+        r = np.nan_to_num(ratio, nan=-1.0)
+        rising = np.clip(r / self.due_ratio, 0.0, 1.0)
+        decaying = 1.0 / (1.0 + np.maximum(r - 2.0, 0.0) / 4.0)
+        f = np.where(r < self.due_ratio, rising, decaying)
+        return np.where(np.isnan(ratio), UNKNOWN_INTERVAL_FACTOR, f)
+
+    def score(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """Replenishment scores of the items each user bought; ``NaN`` elsewhere.
+
+        ``history`` is not used: purchase dates come from the training events, so a purchase
+        made since training shows up after the next retrain (callers exclude just-bought items).
+        """
+        stats = self.purchase_stats(users, now)
+        out = np.full((len(users), len(self.item_interval_)), np.nan, dtype=np.float32)
+        values = np.log1p(stats.count) * self._factor(stats.due_ratio)
+        out[stats.row, stats.item] = values
+        return out
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write params and ``as_of`` (JSON) and the pair arrays (``.npz``)."""
+        self._check_fitted("indptr_")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_json(directory / "params.json", self.get_params())
+        save_json(directory / "state.json", {"as_of": self.as_of_})
+        save_arrays(
+            directory / "purchases.npz",
+            indptr=self.indptr_,
+            pair_item=self.pair_item_,
+            pair_count=self.pair_count_,
+            pair_last=self.pair_last_,
+            pair_interval=self.pair_interval_,
+            item_interval=self.item_interval_,
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model written by :meth:`save`."""
+        directory = Path(directory)
+        params: dict[str, Any] = load_json(directory / "params.json")
+        state = load_json(directory / "state.json")
+        a = load_arrays(directory / "purchases.npz")
+        try:
+            model = cls(**params)
+            model.indptr_ = a["indptr"]
+            model.pair_item_ = a["pair_item"]
+            model.pair_count_ = a["pair_count"]
+            model.pair_last_ = a["pair_last"]
+            model.pair_interval_ = a["pair_interval"]
+            model.item_interval_ = a["item_interval"]
+            model.as_of_ = int(state["as_of"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{directory}: not a buy-again model: {exc}") from None
+        return model

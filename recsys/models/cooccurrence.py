@@ -1,0 +1,249 @@
+"""Item co-occurrence: "bought together" (baskets) and "often viewed with" (sessions).
+
+Two items co-occur when they are in the same basket (an order: complements) or the same
+browsing session (views: substitutes). Raw counts favour best-sellers; the normalisations
+trade that off in the usual ways:
+
+==============  ======================================  =========
+normalisation   ``S[i, j]``                             symmetric
+==============  ======================================  =========
+count           ``c_ij``                                yes
+lift            ``c_ij · N / (n_i · n_j)``              yes
+jaccard         ``c_ij / (n_i + n_j − c_ij)``           yes
+cosine          ``c_ij / √(n_i · n_j)``                 yes
+conditional     ``c_ij / n_i`` = P(j | i)               no
+==============  ======================================  =========
+
+where ``c_ij`` counts the baskets holding both, ``n_i`` those holding ``i`` and ``N`` all
+baskets. Only the ``neighbours`` best of each item are kept, as a sparse matrix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import TrainingData
+from recsys.errors import ArtifactError, ConfigError, ModelError
+from recsys.models.base import (
+    ItemSimilarity,
+    Recommender,
+    load_csr,
+    load_json,
+    save_csr,
+    save_json,
+    top_k,
+)
+
+Normalisation = Literal["count", "lift", "jaccard", "cosine", "conditional"]
+NORMALISATIONS: tuple[str, ...] = ("count", "lift", "jaccard", "cosine", "conditional")
+SOURCES: tuple[str, ...] = ("basket", "session")
+
+
+def cooccurrence_counts(baskets: sp.csr_matrix, *, min_support: int = 1) -> sp.csr_matrix:
+    """How many baskets hold each pair of distinct items.
+
+    Parameters
+    ----------
+    baskets
+        ``baskets × items``; any stored non-zero means "in the basket".
+    min_support
+        Pairs in fewer baskets are dropped.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``items × items`` int64, symmetric, empty diagonal.
+    """
+    b = sp.csr_matrix(baskets, copy=True)
+    b.sum_duplicates()
+    b.data = (b.data != 0).astype(np.int64)
+    b.eliminate_zeros()
+    counts = sp.csr_matrix(b.T @ b)
+    counts.setdiag(0)
+    counts.data[counts.data < min_support] = 0
+    counts.eliminate_zeros()
+    counts.sort_indices()
+    return counts
+
+
+def cooccurrence_matrix(
+    baskets: sp.csr_matrix, normalisation: str = "count", *, min_support: int = 1
+) -> sp.csr_matrix:
+    """Normalised co-occurrence (see the module docstring), ``items × items`` float64."""
+    if normalisation not in NORMALISATIONS:
+        raise ConfigError(
+            f"normalisation: {normalisation!r} is not one of {', '.join(NORMALISATIONS)}"
+        )
+    b = sp.csr_matrix(baskets, copy=True)
+    b.sum_duplicates()
+    b.eliminate_zeros()
+    counts = cooccurrence_counts(b, min_support=min_support).tocoo()
+    item_baskets = np.diff(sp.csc_matrix(b).indptr).astype(np.float64)
+    c = counts.data.astype(np.float64)
+    ni, nj = item_baskets[counts.row], item_baskets[counts.col]
+    if normalisation == "count":
+        values = c
+    elif normalisation == "lift":
+        values = c * b.shape[0] / (ni * nj)
+    elif normalisation == "jaccard":
+        values = c / (ni + nj - c)
+    elif normalisation == "cosine":
+        values = c / np.sqrt(ni * nj)
+    else:
+        values = c / ni
+    out = sp.csr_matrix((values, (counts.row, counts.col)), shape=counts.shape)
+    out.sort_indices()
+    return out
+
+
+def keep_top_neighbours(matrix: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
+    """Keep the ``neighbours`` largest entries of each row (ties broken by lower index)."""
+    m = sp.csr_matrix(matrix)
+    rows, cols, vals = [], [], []
+    for r in range(m.shape[0]):
+        start, end = m.indptr[r], m.indptr[r + 1]
+        idx, val = m.indices[start:end], m.data[start:end]
+        if len(idx) > neighbours:
+            order = np.lexsort((idx, -val))[:neighbours]
+            idx, val = idx[order], val[order]
+        rows.append(np.full(len(idx), r))
+        cols.append(idx)
+        vals.append(val)
+    if not rows:
+        empty = np.empty(0, dtype=np.intp)
+        return sp.csr_matrix((np.empty(0, np.float32), (empty, empty)), shape=m.shape)
+    out = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=m.shape,
+        dtype=np.float32,
+    )
+    out.sort_indices()
+    return out
+
+
+class CooccurrenceModel(Recommender, ItemSimilarity):
+    """Item-to-item co-occurrence from baskets or sessions.
+
+    Parameters
+    ----------
+    source
+        ``"basket"`` (``TrainingData.orders``: bought together) or ``"session"``
+        (``TrainingData.sessions``: viewed together).
+    normalisation
+        One of ``count``, ``lift``, ``jaccard``, ``cosine``, ``conditional``.
+    min_support
+        Pairs that co-occur in fewer baskets than this are dropped (noise).
+    neighbours
+        Neighbours kept per item.
+
+    Attributes
+    ----------
+    similarity_ : scipy.sparse.csr_matrix
+        ``items × items`` float32; row ``i`` holds the kept neighbours of ``i``.
+    """
+
+    name: ClassVar[str] = "cooccurrence"
+
+    def __init__(
+        self,
+        *,
+        source: Literal["basket", "session"] = "basket",
+        normalisation: Normalisation = "cosine",
+        min_support: int = 2,
+        neighbours: int = 50,
+    ) -> None:
+        self.source = source
+        self.normalisation = normalisation
+        self.min_support = min_support
+        self.neighbours = neighbours
+
+    @classmethod
+    def contract_factory(cls) -> CooccurrenceModel:
+        """A small configuration that fits the contract suite's tiny data."""
+        return cls(min_support=1)
+
+    def fit(self, data: TrainingData) -> Self:
+        """Count and normalise co-occurrences; return ``self``.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown ``source`` or ``normalisation``.
+        ModelError
+            When the chosen source has no baskets (no orders, or no view sessions).
+        """
+        if self.source not in SOURCES:
+            raise ConfigError(f"source: {self.source!r} is not one of {', '.join(SOURCES)}")
+        if self.source == "basket":
+            baskets, what = data.orders, "orders with a purchased item"
+        else:
+            baskets, what = data.sessions, "sessions with viewed items"
+        baskets = sp.csr_matrix(baskets)
+        if baskets.shape[0] == 0 or baskets.nnz == 0:
+            raise ModelError(
+                f"cooccurrence(source={self.source!r}): the training data has no {what}; "
+                "nothing co-occurs"
+            )
+        full = cooccurrence_matrix(baskets, self.normalisation, min_support=self.min_support)
+        self.similarity_ = keep_top_neighbours(full, self.neighbours)
+        return self
+
+    def score(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """``history · S``; ``NaN`` for items no history item co-occurs with.
+
+        Items related to nothing the user touched get no score (rather than 0), so
+        recommendations stop where the evidence stops and the caller's fallback fills in.
+        """
+        self._check_fitted("similarity_")
+        h = sp.csr_matrix(history, dtype=np.float32)
+        product = sp.csr_matrix(h @ self.similarity_)
+        out = np.full(product.shape, np.nan, dtype=np.float32)
+        coo = product.tocoo()
+        out[coo.row, coo.col] = coo.data
+        return out
+
+    def similar_items(
+        self, items: NDArray[np.intp], k: int
+    ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+        """The ``k`` best neighbours of each item, padded with ``-1``/``-inf``."""
+        self._check_fitted("similarity_")
+        items = np.asarray(items, dtype=np.intp)
+        rows = np.full((len(items), self.similarity_.shape[1]), np.nan, dtype=np.float32)
+        valid = (items >= 0) & (items < self.similarity_.shape[0])
+        if valid.any():
+            sub = self.similarity_[items[valid]].tocoo()
+            block = np.full((int(valid.sum()), self.similarity_.shape[1]), np.nan, np.float32)
+            block[sub.row, sub.col] = sub.data
+            rows[valid] = block
+        return top_k(rows, k)
+
+    def save(self, directory: Path) -> None:
+        """Write params (JSON) and the neighbour matrix (``.npz``)."""
+        self._check_fitted("similarity_")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_json(directory / "params.json", self.get_params())
+        save_csr(directory / "similarity.npz", self.similarity_)
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model written by :meth:`save`."""
+        directory = Path(directory)
+        params: dict[str, Any] = load_json(directory / "params.json")
+        try:
+            model = cls(**params)
+        except TypeError as exc:
+            raise ArtifactError(f"{directory}: not a co-occurrence model: {exc}") from None
+        model.similarity_ = load_csr(directory / "similarity.npz").astype(np.float32)
+        return model

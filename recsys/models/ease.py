@@ -1,0 +1,120 @@
+"""EASE: an item-item linear model with a closed-form solution (Steck, WWW 2019).
+
+``B = I − P · diag(1 / diag(P))`` with ``P = (XᵀX + λI)⁻¹`` and ``diag(B) = 0``; a user's
+scores are ``history · B``. The dense ``n_items × n_items`` inverse bounds the catalogue size
+it can serve, so the model refuses catalogues above ``max_items`` instead of running out of
+memory half-way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import TrainingData
+from recsys.errors import ArtifactError, ModelTooLargeError
+from recsys.models.base import Recommender, load_arrays, load_json, save_arrays, save_json
+
+
+class EASEModel(Recommender):
+    """Embarrassingly shallow autoencoder.
+
+    Parameters
+    ----------
+    regularization
+        The L2 penalty λ on the item-item weights (Steck's experiments use a few hundred).
+    binary
+        Fit and score on whether a user interacted with an item rather than the weight (EASE
+        is defined on binary data; large purchase weights would dwarf λ).
+    max_items
+        Largest catalogue accepted; the dense inverse needs ``8 · n_items²`` bytes.
+
+    Attributes
+    ----------
+    weights_ : numpy.ndarray
+        The ``n_items × n_items`` float32 matrix ``B`` (zero diagonal).
+    """
+
+    name: ClassVar[str] = "ease"
+
+    def __init__(
+        self, *, regularization: float = 500.0, binary: bool = True, max_items: int = 20_000
+    ) -> None:
+        self.regularization = regularization
+        self.binary = binary
+        self.max_items = max_items
+
+    @classmethod
+    def contract_factory(cls) -> EASEModel:
+        """A small configuration that fits the contract suite's tiny data."""
+        return cls(regularization=1.0)
+
+    def fit(self, data: TrainingData) -> Self:
+        """Solve for ``B``; return ``self``.
+
+        Raises
+        ------
+        ModelTooLargeError
+            When the catalogue has more than ``max_items`` items.
+        """
+        n_items = data.n_items
+        if n_items > self.max_items:
+            gib = 8 * n_items**2 / 2**30
+            raise ModelTooLargeError(
+                f"ease: {n_items} items is more than max_items={self.max_items} "
+                f"(the dense item-item inverse would need {gib:.1f} GiB); "
+                "raise max_items or use als"
+            )
+        x = self._prepare(data.interactions).astype(np.float64)
+        gram = (x.T @ x).toarray()
+        gram[np.diag_indices(n_items)] += self.regularization
+        p = np.linalg.inv(gram)
+        b = p / (-np.diag(p))
+        b[np.diag_indices(n_items)] = 0.0
+        self.weights_ = b.astype(np.float32)
+        return self
+
+    def _prepare(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
+        m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+        if self.binary:
+            m.data = (m.data > 0).astype(np.float32)
+        return m
+
+    def score(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """``history · B``; a ``NaN`` row for an empty history (known user or not)."""
+        self._check_fitted("weights_")
+        x = self._prepare(history)
+        scores = np.asarray(x @ self.weights_, dtype=np.float32)
+        scores[np.diff(x.indptr) == 0] = np.nan
+        return scores
+
+    def save(self, directory: Path) -> None:
+        """Write params (JSON) and ``B`` (``.npz``)."""
+        self._check_fitted("weights_")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_json(directory / "params.json", self.get_params())
+        save_arrays(directory / "weights.npz", weights=self.weights_)
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model written by :meth:`save`."""
+        directory = Path(directory)
+        params: dict[str, Any] = load_json(directory / "params.json")
+        arrays = load_arrays(directory / "weights.npz")
+        try:
+            model = cls(**params)
+            model.weights_ = arrays["weights"].astype(np.float32)
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"{directory}: not an EASE model: {exc}") from None
+        return model

@@ -1,0 +1,531 @@
+"""The hybrid model: candidates from several generators, re-ranked by a learned classifier.
+
+Stage 1 proposes, for every user, the union of (see :data:`~recsys.models.features.GENERATORS`)
+the items they bought before (their most-ordered ``n_bought``), the ALS top ``n_als``, the EASE
+top ``n_ease`` (skipped when the catalogue exceeds ``max_ease_items``), the basket
+co-occurrence top ``n_cooc`` of their items and the ``n_popular`` most popular items: about
+100-200 candidates a user.
+
+Stage 2 scores each candidate pair with a gradient-boosted classifier over the features of
+:data:`~recsys.models.features.FEATURES`: each generator's score and rank, how many orders
+held the item, days since its last purchase and that divided by the user's usual interval
+for it, the user's order count, tenure and recency, and the item's decayed popularity,
+trend and price. Scikit-learn's ``HistGradientBoostingClassifier`` is used because it takes
+``NaN`` natively (an item never bought has no interval, EASE may be off), needs no feature
+scaling, and fits ~10⁵ rows in seconds on two cores, where ``GradientBoostingClassifier``
+takes minutes.
+
+How the ranker learns (inside :meth:`HybridModel.fit`): the generators are built from the
+events before an internal cut (``as_of`` minus ``label_days``), the label of a candidate pair
+is "purchased on or after the cut", and the classifier learns when to repeat and when to
+discover. A share of the users (``calibration_share``) is held out of that fit; an isotonic
+regression maps the classifier's raw score to the observed purchase rate on them, so
+:meth:`HybridModel.probability` is a calibrated "probability of buying within ``label_days``"
+(the offers module multiplies it by margin). Negatives are subsampled for the classifier
+only, never for calibration. Finally the generators are rebuilt from *all* events for
+serving.
+
+With too few labelled purchases to learn from (tiny shops, tests), the ranker falls back to
+a fixed blend of reciprocal generator ranks and the repeat signal, and says so in
+``ranker_kind_`` and ``fallback_reason_``; its scores are then in [0, 1] but not calibrated
+(``calibrated_`` is false).
+
+Trust boundary: the classifier and calibrator have no format other than pickle, so they are
+written with joblib, and their sha256 is recorded in ``hybrid.json``;
+:func:`recsys.registry.load_joblib_checked` refuses a file whose hash differs before the
+unpickler sees it. ``hybrid.json`` itself is covered by the registry manifest's hashes.
+Everything else is ``.npz`` read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import TrainingData
+from recsys.errors import ArtifactError, ModelError
+from recsys.models.base import Recommender, load_json, save_json, top_k
+from recsys.models.features import (
+    FEATURES,
+    GENERATORS,
+    MICROS_PER_DAY,
+    EventArrays,
+    GeneratorSettings,
+    GeneratorState,
+)
+
+log = logging.getLogger(__name__)
+
+_STATE_FILE = "state.npz"
+_RANKER_FILE = "ranker.joblib"
+_META_FILE = "hybrid.json"
+_COL = {name: i for i, name in enumerate(FEATURES)}
+#: Users scored at once: bounds the dense ``chunk × n_items`` score matrices.
+_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class ItemReason:
+    """Why one item is on a user's list (indices are internal; the API maps them to ids)."""
+
+    item: int
+    score: float
+    probability: float
+    sources: tuple[str, ...]
+    bought_before: bool
+    due_for_repurchase: bool
+    often_bought_with: int | None
+
+    @property
+    def reasons(self) -> list[str]:
+        """API flags: ``bought_before``, ``due_for_repurchase``, ``often_bought_with:<i>``."""
+        out = []
+        if self.bought_before:
+            out.append("bought_before")
+        if self.due_for_repurchase:
+            out.append("due_for_repurchase")
+        if self.often_bought_with is not None:
+            out.append(f"often_bought_with:{self.often_bought_with}")
+        return out
+
+
+class HybridModel(Recommender):
+    """Two-stage hybrid: multi-generator candidates, learned and calibrated re-ranking.
+
+    Parameters
+    ----------
+    label_days
+        Length of the internal label window (days before ``as_of``) the ranker learns from,
+        and the horizon of :meth:`probability`.
+    n_bought, n_als, n_ease, n_cooc, n_popular
+        Candidates each generator contributes per user.
+    factors
+        ALS factors.
+    ease_lambda
+        EASE L2 regularisation.
+    max_ease_items
+        Largest catalogue the EASE generator is built for (its cost is cubic in items).
+    negative_rate
+        Share of negative pairs kept for fitting the classifier.
+    calibration_share
+        Share of users held out to calibrate probabilities.
+    min_positives
+        Fewer labelled purchases than this: use the fixed blend instead of a learned ranker.
+    max_iter, learning_rate
+        Gradient boosting iterations and learning rate.
+    seed
+        Seed of every random choice (ALS init, user split, negative sampling).
+    """
+
+    name: ClassVar[str] = "hybrid"
+
+    def __init__(
+        self,
+        *,
+        label_days: float = 30.0,
+        n_bought: int = 100,
+        n_als: int = 50,
+        n_ease: int = 50,
+        n_cooc: int = 50,
+        n_popular: int = 20,
+        factors: int = 64,
+        ease_lambda: float = 500.0,
+        max_ease_items: int = 15_000,
+        negative_rate: float = 0.3,
+        calibration_share: float = 0.2,
+        min_positives: int = 50,
+        max_iter: int = 200,
+        learning_rate: float = 0.08,
+        seed: int = 0,
+    ) -> None:
+        self.label_days = label_days
+        self.n_bought = n_bought
+        self.n_als = n_als
+        self.n_ease = n_ease
+        self.n_cooc = n_cooc
+        self.n_popular = n_popular
+        self.factors = factors
+        self.ease_lambda = ease_lambda
+        self.max_ease_items = max_ease_items
+        self.negative_rate = negative_rate
+        self.calibration_share = calibration_share
+        self.min_positives = min_positives
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.seed = seed
+
+    # -- fitting ----------------------------------------------------------------------------
+
+    def _settings(self) -> GeneratorSettings:
+        return GeneratorSettings(
+            n_bought=self.n_bought,
+            n_als=self.n_als,
+            n_ease=self.n_ease,
+            n_cooc=self.n_cooc,
+            n_popular=self.n_popular,
+            factors=self.factors,
+            ease_lambda=self.ease_lambda,
+            max_ease_items=self.max_ease_items,
+            seed=self.seed,
+        )
+
+    def fit(self, data: TrainingData) -> Self:
+        """Learn the ranker on an internal time split, then build the generators on all data."""
+        settings = self._settings()
+        ev = EventArrays.from_training_data(data)
+        as_of_day = data.as_of / MICROS_PER_DAY
+        self.ranker_: Any = None
+        self.calibrator_: Any = None
+        self.calibrated_ = False
+        self.ranker_kind_ = "fixed_blend"
+        self.fallback_reason_: str | None = None
+        self.train_stats_: dict[str, float] = {}
+        if not ev.purchase.any():
+            self.fallback_reason_ = "no purchases in the training data"
+        else:
+            self._fit_ranker(ev, data.n_users, data.n_items, as_of_day, settings)
+        if self.fallback_reason_:
+            log.info("hybrid: using the fixed blend: %s", self.fallback_reason_)
+        self.state_ = GeneratorState.build(ev, data.n_users, data.n_items, as_of_day, settings)
+        self.as_of_day_ = as_of_day
+        return self
+
+    def _fit_ranker(
+        self,
+        ev: EventArrays,
+        n_users: int,
+        n_items: int,
+        as_of_day: float,
+        settings: GeneratorSettings,
+    ) -> None:
+        first_day = float(ev.day[ev.purchase].min())
+        span = as_of_day - first_day
+        # a short history still gets a split: at most a third of it becomes the label window
+        label_days = min(self.label_days, span / 3.0)
+        cut_day = as_of_day - label_days
+        pre = ev.before(cut_day)
+        post = ~(ev.day < cut_day) & ev.purchase
+        if label_days <= 0 or not pre.purchase.any() or not post.any():
+            self.fallback_reason_ = "history too short to hold out a label window"
+            return
+        state = GeneratorState.build(pre, n_users, n_items, cut_day, settings)
+        users = np.unique(pre.user)
+        label = sp.csr_matrix(
+            (np.ones(int(post.sum())), (ev.user[post], ev.item[post])), shape=(n_users, n_items)
+        )
+        label.sum_duplicates()
+        hist = sp.csr_matrix(state.stats > 0, dtype=np.float32)
+        rows_l, items_l, feats_l, users_l = [], [], [], []
+        for start in range(0, len(users), _CHUNK):
+            u = users[start : start + _CHUNK]
+            rows, items, feats, _ = state.pairs(u, hist[u], cut_day, settings)
+            rows_l.append(u[rows])
+            items_l.append(items)
+            feats_l.append(feats)
+            users_l.append(u)
+        pair_user = np.concatenate(rows_l)
+        pair_item = np.concatenate(items_l)
+        x = np.concatenate(feats_l)
+        y = (np.asarray(label[pair_user, pair_item]).ravel() > 0).astype(np.int8)
+        n_pos = int(y.sum())
+        self.train_stats_ = {
+            "label_days": float(label_days),
+            "pairs": float(len(y)),
+            "positives": float(n_pos),
+            "candidate_recall": float(n_pos / max(label[users].nnz, 1)),
+        }
+        if n_pos < self.min_positives or n_pos == len(y):
+            self.fallback_reason_ = (
+                f"{n_pos} labelled purchases among {len(y)} candidate pairs "
+                f"(at least {self.min_positives} and some negatives needed to learn a ranker)"
+            )
+            return
+
+        # a feature nobody has here (no prices in the data, no EASE) is constant for the
+        # ranker: scikit-learn's binning cannot take an all-NaN column
+        x[:, np.isnan(x).all(axis=0)] = 0.0
+        rng = np.random.default_rng(self.seed)
+        calib_users = rng.random(n_users) < self.calibration_share
+        in_calib = calib_users[pair_user]
+        fit_mask = ~in_calib & ((y == 1) | (rng.random(len(y)) < self.negative_rate))
+        if y[fit_mask].sum() < self.min_positives // 2 or y[in_calib].sum() == 0:
+            self.fallback_reason_ = (
+                "too few labelled purchases on one side of the calibration split"
+            )
+            return
+
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.isotonic import IsotonicRegression
+
+        ranker = HistGradientBoostingClassifier(
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            max_leaf_nodes=31,
+            min_samples_leaf=40,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=self.seed,
+        )
+        with _single_thread():
+            ranker.fit(x[fit_mask], y[fit_mask])
+            raw = ranker.decision_function(x[in_calib])
+        calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        calibrator.fit(raw, y[in_calib])
+        self.ranker_ = ranker
+        self.calibrator_ = calibrator
+        self.calibrated_ = True
+        self.ranker_kind_ = "gradient_boosting"
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def _raw(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
+        """Ranker score of feature rows (higher = more likely bought)."""
+        if len(x) == 0:
+            return np.empty(0)
+        if self.ranker_ is not None:
+            with _single_thread():
+                return np.asarray(self.ranker_.decision_function(x), dtype=np.float64)
+
+        # fixed blend: reciprocal ranks of the personal generators plus the repeat signal,
+        # scaled to [0, 1]; ranks equal to the list length mean "not proposed"
+        def rr(col: str, n: int) -> NDArray[np.float64]:
+            r = x[:, _COL[col]].astype(np.float64)
+            return np.where(r < n, 1.0 / (1.0 + r), 0.0)
+
+        n_orders = x[:, _COL["n_orders"]].astype(np.float64)
+        blend = (
+            2.0 * n_orders / (1.0 + n_orders)
+            + rr("als_rank", self.n_als)
+            + rr("ease_rank", self.n_ease)
+            + rr("cooc_rank", self.n_cooc)
+            + 0.2 * rr("pop_rank", self.n_popular)
+        )
+        return blend / 5.2
+
+    def _proba(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
+        if self.calibrator_ is not None and len(raw):
+            return np.asarray(self.calibrator_.predict(raw), dtype=np.float64)
+        return np.clip(raw, 0.0, 1.0)
+
+    def _now_day(self, now: int | None) -> float:
+        return self.as_of_day_ if now is None else now / MICROS_PER_DAY
+
+    def _pairs(
+        self, users: NDArray[np.intp], history: sp.csr_matrix, now: int | None
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float32], NDArray[np.uint8]]:
+        self._check_fitted("state_")
+        users = np.asarray(users, dtype=np.intp)
+        hist = sp.csr_matrix(history)
+        now_day = self._now_day(now)
+        out_r, out_i, out_x, out_s = [], [], [], []
+        for start in range(0, len(users), _CHUNK):
+            sl = slice(start, start + _CHUNK)
+            r, i, x, s = self.state_.pairs(users[sl], hist[sl], now_day, self._settings())
+            out_r.append(r + start)
+            out_i.append(i)
+            out_x.append(x)
+            out_s.append(s)
+        if not out_r:
+            z = np.empty(0, np.intp)
+            return z, z, np.empty((0, len(FEATURES)), np.float32), np.empty(0, np.uint8)
+        return (
+            np.concatenate(out_r),
+            np.concatenate(out_i),
+            np.concatenate(out_x),
+            np.concatenate(out_s),
+        )
+
+    def score(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """Ranker scores of every candidate item; ``NaN`` for items no generator proposed.
+
+        A user unknown to training with an empty history gets only the popular candidates
+        (scored), so the caller may still prefer its own fallback; see the module docstring.
+        """
+        self._check_fitted("state_")
+        rows, items, x, _ = self._pairs(users, history, now)
+        out = np.full((len(users), self.state_.n_items), np.nan, dtype=np.float32)
+        out[rows, items] = self._raw(x)
+        return out
+
+    def probability(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """Calibrated probability that the user buys the item within ``label_days``.
+
+        Isotonic calibration on held-out users makes it monotone (non-decreasing) in
+        :meth:`score`. ``NaN`` for non-candidates. After the fixed-blend fallback
+        (``calibrated_`` false) it is the blend score in [0, 1], not a probability.
+        """
+        self._check_fitted("state_")
+        rows, items, x, _ = self._pairs(users, history, now)
+        out = np.full((len(users), self.state_.n_items), np.nan, dtype=np.float32)
+        out[rows, items] = self._proba(self._raw(x))
+        return out
+
+    def calibrate(self, raw: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Map raw :meth:`score` values to calibrated probabilities (see :meth:`probability`)."""
+        self._check_fitted("state_")
+        return self._proba(np.asarray(raw, dtype=np.float64).ravel())
+
+    def explain(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        now: int | None = None,
+    ) -> list[list[ItemReason]]:
+        """Top-``k`` items per user with the generators that proposed them and reason flags.
+
+        ``due_for_repurchase``: bought in at least two orders and the days since the last one
+        reached the user's usual interval for it. ``often_bought_with``: the user's item
+        (index) with the strongest basket co-occurrence with this one, when there is one.
+        """
+        self._check_fitted("state_")
+        rows, items, x, src = self._pairs(users, history, now)
+        n, m = len(users), self.state_.n_items
+        raw = self._raw(x)
+        scores = np.full((n, m), np.nan, dtype=np.float32)
+        scores[rows, items] = raw
+        top, _ = top_k(scores, k, exclude=exclude)
+        pair_pos = np.full((n, m), -1, dtype=np.int64)
+        pair_pos[rows, items] = np.arange(len(rows))
+        cooc_t = self.state_.cooc.T.tocsr()  # row i = items j whose baskets held i
+        hist = sp.csr_matrix(history)
+        users = np.asarray(users, dtype=np.intp)
+        out: list[list[ItemReason]] = []
+        for r in range(n):
+            u = users[r]
+            owned = set(hist.indices[hist.indptr[r] : hist.indptr[r + 1]].tolist())
+            if 0 <= u < self.state_.n_users:
+                st = self.state_.stats
+                owned.update(st.indices[st.indptr[u] : st.indptr[u + 1]].tolist())
+            reasons = []
+            for item in top[r]:
+                if item < 0:
+                    continue
+                p = pair_pos[r, item]
+                f = x[p]
+                bits = int(src[p])
+                sources = tuple(g for b, g in enumerate(GENERATORS) if bits >> b & 1)
+                due = bool(f[_COL["n_orders"]] >= 2 and f[_COL["due_ratio"]] >= 1.0)
+                partner = None
+                lo, hi = cooc_t.indptr[item], cooc_t.indptr[item + 1]
+                cand = cooc_t.indices[lo:hi]
+                weights = cooc_t.data[lo:hi]
+                sel = np.array([c in owned and c != item for c in cand.tolist()], dtype=bool)
+                if sel.any():
+                    partner = int(cand[sel][np.argmax(weights[sel])])
+                reasons.append(
+                    ItemReason(
+                        item=int(item),
+                        score=float(raw[p]),
+                        probability=float(self._proba(raw[p : p + 1])[0]),
+                        sources=sources,
+                        bought_before=bool(f[_COL["bought_before"]] > 0),
+                        due_for_repurchase=due,
+                        often_bought_with=partner,
+                    )
+                )
+            out.append(reasons)
+        return out
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write ``state.npz``, ``hybrid.json`` and (when learned) ``ranker.joblib``."""
+        self._check_fitted("state_")
+        from recsys.registry import sha256_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.state_.save(directory / _STATE_FILE)
+        ranker_sha = None
+        if self.ranker_ is not None:
+            import joblib
+
+            joblib.dump(
+                {"ranker": self.ranker_, "calibrator": self.calibrator_}, directory / _RANKER_FILE
+            )
+            ranker_sha = sha256_file(directory / _RANKER_FILE)
+        save_json(
+            directory / _META_FILE,
+            {
+                "params": self.get_params(),
+                "features": list(FEATURES),
+                "ranker_kind": self.ranker_kind_,
+                "fallback_reason": self.fallback_reason_,
+                "calibrated": self.calibrated_,
+                "ranker_sha256": ranker_sha,
+                "as_of_day": self.as_of_day_,
+                "train_stats": self.train_stats_,
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model written by :meth:`save`; the ranker only after its sha256 matched."""
+        from recsys.registry import load_joblib_checked
+
+        directory = Path(directory)
+        meta = load_json(directory / _META_FILE)
+        try:
+            model = cls(**meta["params"])
+            if list(meta["features"]) != list(FEATURES):
+                raise ArtifactError(
+                    f"{directory / _META_FILE}: features {meta['features']} differ from this "
+                    f"version's {list(FEATURES)}; retrain the model"
+                )
+            model.ranker_kind_ = meta["ranker_kind"]
+            model.fallback_reason_ = meta["fallback_reason"]
+            model.calibrated_ = bool(meta["calibrated"])
+            model.as_of_day_ = float(meta["as_of_day"])
+            model.train_stats_ = dict(meta["train_stats"])
+            sha = meta["ranker_sha256"]
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"{directory / _META_FILE}: incomplete: {exc}") from None
+        model.ranker_ = None
+        model.calibrator_ = None
+        if sha is not None:
+            blob = load_joblib_checked(directory / _RANKER_FILE, sha)
+            try:
+                model.ranker_ = blob["ranker"]
+                model.calibrator_ = blob["calibrator"]
+            except (KeyError, TypeError) as exc:
+                raise ArtifactError(f"{directory / _RANKER_FILE}: not a hybrid ranker") from exc
+        elif model.ranker_kind_ != "fixed_blend":
+            raise ArtifactError(f"{directory / _META_FILE}: learned ranker without a sha256")
+        model.state_ = GeneratorState.load(directory / _STATE_FILE)
+        return model
+
+
+def _single_thread() -> Any:
+    """Keep scikit-learn's OpenMP pool to one thread.
+
+    Its threads spin while waiting; on a small shared machine (the API's workers, the
+    training pipeline, other jobs) that oversubscription made fitting ten times slower than
+    one thread, which is measured to cost little here.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, "openmp")
+
+
+__all__ = ["HybridModel", "ItemReason", "ModelError"]

@@ -1,0 +1,227 @@
+"""Non-personalised rankings: what is popular, and what is trending.
+
+Both give every user the same scores, unknown users included: they are the fallback when a
+personalised model has nothing to say, so they never return a ``NaN`` row. Time is measured
+from the training data's ``as_of``, never from the wall clock, so a retrain on the same data
+gives the same ranking.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import TrainingData
+from recsys.data.schema import MICROS_PER_DAY
+from recsys.errors import ArtifactError
+from recsys.models.base import Recommender, load_arrays, load_json, save_arrays, save_json
+
+#: Event weights used when a model is given none: a purchase says more than a view.
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "cart": 3.0, "purchase": 10.0}
+
+#: Separator of category path levels (see :class:`recsys.data.schema.CatalogItem`).
+CATEGORY_SEPARATOR = " > "
+
+
+def category_mask(categories: list[str], category: str) -> NDArray[np.bool_]:
+    """Items whose category path is ``category`` or lies under it.
+
+    ``"Home"`` matches ``"Home"`` and ``"Home > Kitchen"`` but not ``"Homeware"``.
+    """
+    prefix = category.strip()
+    below = prefix + CATEGORY_SEPARATOR
+    return np.fromiter(
+        (c == prefix or c.startswith(below) for c in categories), dtype=bool, count=len(categories)
+    )
+
+
+def _event_weights(data: TrainingData, weights: dict[str, float] | None) -> NDArray[np.float64]:
+    table = DEFAULT_EVENT_WEIGHTS if weights is None else weights
+    types = data.events.event_type
+    out = np.zeros(len(types), dtype=np.float64)
+    for event_type, weight in table.items():
+        out[types == event_type] = weight
+    out[np.asarray(data.event_item) < 0] = 0.0
+    return out
+
+
+class _ItemRanking(Recommender):
+    """Shared machinery: one score per item, served to everyone, filterable by category."""
+
+    personalised: ClassVar[bool] = False
+
+    item_scores_: NDArray[np.float32]
+    listed_: NDArray[np.bool_]
+    item_category_: list[str]
+
+    def _store(self, data: TrainingData, scores: NDArray[Any], listed: NDArray[np.bool_]) -> None:
+        self.item_scores_ = np.asarray(scores, dtype=np.float32)
+        self.listed_ = np.asarray(listed, dtype=bool)
+        self.item_category_ = list(data.item_category)
+
+    def score(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """The same row of item scores for every user (never ``NaN``)."""
+        self._check_fitted("item_scores_")
+        return np.tile(self.item_scores_, (len(users), 1))
+
+    def popular_items(
+        self, k: int, category: str | None = None
+    ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+        """The ``k`` best items, optionally within a category path.
+
+        Parameters
+        ----------
+        k
+            How many at most.
+        category
+            A category path prefix (``"Home"`` includes ``"Home > Kitchen"``); ``None`` for all.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            Item indices and their scores, best first; shorter than ``k`` when fewer items
+            qualify (no padding).
+        """
+        self._check_fitted("item_scores_")
+        mask = self.listed_.copy()
+        if category is not None:
+            mask &= category_mask(self.item_category_, category)
+        candidates = np.flatnonzero(mask)
+        order = np.lexsort((candidates, -self.item_scores_[candidates]))[: max(k, 0)]
+        chosen = candidates[order].astype(np.intp)
+        return chosen, self.item_scores_[chosen]
+
+    def save(self, directory: Path) -> None:
+        """Write params and categories (JSON) and the item scores (``.npz``)."""
+        self._check_fitted("item_scores_")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_json(directory / "params.json", self.get_params())
+        save_json(directory / "categories.json", self.item_category_)
+        save_arrays(directory / "scores.npz", scores=self.item_scores_, listed=self.listed_)
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model written by :meth:`save`."""
+        directory = Path(directory)
+        params: dict[str, Any] = load_json(directory / "params.json")
+        arrays = load_arrays(directory / "scores.npz")
+        categories = load_json(directory / "categories.json")
+        try:
+            model = cls(**params)
+            model.item_scores_ = arrays["scores"].astype(np.float32)
+            model.listed_ = arrays["listed"].astype(bool)
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"{directory}: not a {cls.name} model: {exc}") from None
+        if not isinstance(categories, list) or len(categories) != len(model.item_scores_):
+            raise ArtifactError(f"{directory}/categories.json: not one category per item")
+        model.item_category_ = [str(c) for c in categories]
+        return model
+
+
+class PopularModel(_ItemRanking):
+    """Time-decayed popularity: the weighted, decayed sum of each item's events.
+
+    Parameters
+    ----------
+    half_life_days
+        An event this many days before ``as_of`` counts half; ``None`` for no decay.
+    weights
+        Weight per event type (default :data:`DEFAULT_EVENT_WEIGHTS`); other types count 0.
+
+    Attributes
+    ----------
+    item_scores_ : numpy.ndarray
+        float32 popularity per item.
+    """
+
+    name: ClassVar[str] = "popular"
+
+    def __init__(
+        self, *, half_life_days: float | None = 30.0, weights: dict[str, float] | None = None
+    ) -> None:
+        self.half_life_days = half_life_days
+        self.weights = weights
+
+    def fit(self, data: TrainingData) -> Self:
+        """Sum decayed event weights per item; return ``self``."""
+        w = _event_weights(data, self.weights)
+        if self.half_life_days is not None:
+            age_days = np.maximum(data.as_of - data.events.ts, 0) / MICROS_PER_DAY
+            w = w * np.exp2(-age_days / self.half_life_days)
+        items = np.asarray(data.event_item)
+        keep = (items >= 0) & (w != 0)
+        scores = np.bincount(items[keep], weights=w[keep], minlength=data.n_items)
+        self._store(data, scores, scores > 0)
+        return self
+
+
+class TrendingModel(_ItemRanking):
+    """Items whose recent activity outruns their usual rate.
+
+    With ``r`` the weighted events of the last ``window_days`` before ``as_of`` and ``b``
+    those of the ``baseline_days`` before that window, the score is the smoothed growth ratio
+    ``(r + smoothing) / (b · window_days / baseline_days + smoothing)``; the smoothing keeps a
+    single view of a never-seen item from topping the list. :meth:`popular_items` lists only
+    items with recent activity.
+
+    Parameters
+    ----------
+    window_days
+        The recent window.
+    baseline_days
+        The longer period the window is compared with.
+    smoothing
+        Pseudo-count added to both sides (in event-weight units).
+    weights
+        Weight per event type (default :data:`DEFAULT_EVENT_WEIGHTS`).
+
+    Attributes
+    ----------
+    item_scores_ : numpy.ndarray
+        float32 growth ratio per item (1 = as usual).
+    """
+
+    name: ClassVar[str] = "trending"
+
+    def __init__(
+        self,
+        *,
+        window_days: float = 7.0,
+        baseline_days: float = 28.0,
+        smoothing: float = 10.0,
+        weights: dict[str, float] | None = None,
+    ) -> None:
+        self.window_days = window_days
+        self.baseline_days = baseline_days
+        self.smoothing = smoothing
+        self.weights = weights
+
+    def fit(self, data: TrainingData) -> Self:
+        """Compare each item's recent and baseline activity; return ``self``."""
+        w = _event_weights(data, self.weights)
+        age_days = (data.as_of - data.events.ts) / MICROS_PER_DAY
+        items = np.asarray(data.event_item)
+        valid = (items >= 0) & (w != 0) & (age_days >= 0)
+        recent_mask = valid & (age_days < self.window_days)
+        base_mask = (
+            valid
+            & (age_days >= self.window_days)
+            & (age_days < self.window_days + self.baseline_days)
+        )
+        recent = np.bincount(items[recent_mask], weights=w[recent_mask], minlength=data.n_items)
+        base = np.bincount(items[base_mask], weights=w[base_mask], minlength=data.n_items)
+        expected = base * self.window_days / self.baseline_days
+        scores = (recent + self.smoothing) / (expected + self.smoothing)
+        self._store(data, scores, recent > 0)
+        return self

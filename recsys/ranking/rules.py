@@ -1,0 +1,429 @@
+"""Business rules as data, and the one function that applies them to scored items.
+
+A shop states its rules in a TOML or JSON file (validated on load; errors name the rule and
+the field)::
+
+    exclude_purchased = true                 # never re-recommend what the customer bought...
+    repeatable_categories = ["Groceries"]    # ...except consumables, which may be bought again
+    exclude_out_of_stock = true
+    max_per_category = 3                     # at most 3 items of one top-level category
+    category_level = 1                       # "Home > Kitchen > Mugs" counts as "Home"
+    deny = ["POST", "DOT"]                   # never shown
+    deny_categories = ["Fees"]
+    allow = []                               # when not empty, only these items are shown
+    backfill = true                          # always k items when the catalogue allows
+
+    [[boost]]
+    name = "summer"
+    categories = ["Garden"]
+    factor = 1.5
+
+    [[pin]]
+    name = "hero"
+    item = "85123A"
+    position = 1
+
+    [[bury]]
+    name = "clearance"
+    items = ["22423"]
+
+    [placements.checkout]                    # a placement replaces the default rules
+    max_per_category = 1
+
+:func:`compile_rules` resolves a :class:`RuleSet` against the catalogue once (when a model
+version loads); :func:`apply_rules` then runs on every request with numpy masks only.
+Category matches are by path prefix: ``"Home"`` matches ``"Home > Kitchen > Mugs"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field, model_validator
+
+from recsys.config import StrictModel, read_config_file, validate
+from recsys.data.vocab import Vocabulary
+
+#: Separator between levels of a category path.
+CATEGORY_SEPARATOR = " > "
+#: Reason attached to items that filled the list because the model had too few.
+FALLBACK_REASON = "fallback:popular"
+
+
+# -- the file format -------------------------------------------------------------------------
+
+
+class ItemSelector(StrictModel):
+    """Items chosen by id and/or by category (path prefix)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    items: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> ItemSelector:
+        if not self.items and not self.categories:
+            raise ValueError(f"rule '{self.name}' selects nothing: give items or categories")
+        return self
+
+
+class BoostRule(ItemSelector):
+    """Multiply the score of the selected items (``factor`` > 1 boosts, < 1 demotes)."""
+
+    factor: float = Field(gt=0, le=1000)
+
+
+class BuryRule(ItemSelector):
+    """Show the selected items only after every other eligible item."""
+
+
+class PinRule(StrictModel):
+    """Put one item at a fixed 1-based position whenever it is eligible."""
+
+    name: str = Field(min_length=1, max_length=64)
+    item: str = Field(min_length=1)
+    position: int = Field(ge=1, le=100)
+
+
+class RuleSet(StrictModel):
+    """The rules of one placement."""
+
+    exclude_purchased: bool = True
+    repeatable_categories: list[str] = Field(default_factory=list)
+    exclude_out_of_stock: bool = True
+    max_per_category: int | None = Field(default=None, ge=1)
+    category_level: int = Field(default=1, ge=1, le=10)
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    deny_categories: list[str] = Field(default_factory=list)
+    boost: list[BoostRule] = Field(default_factory=list)
+    pin: list[PinRule] = Field(default_factory=list)
+    bury: list[BuryRule] = Field(default_factory=list)
+    backfill: bool = True
+
+    @model_validator(mode="after")
+    def _unique_pins(self) -> RuleSet:
+        seen: dict[int, str] = {}
+        for p in self.pin:
+            if p.position in seen:
+                raise ValueError(
+                    f"pin rules '{seen[p.position]}' and '{p.name}' both use position {p.position}"
+                )
+            seen[p.position] = p.name
+        return self
+
+
+class RulesFile(RuleSet):
+    """A rules file: the default rule set plus per-placement replacements."""
+
+    placements: dict[str, RuleSet] = Field(default_factory=dict)
+
+    def for_placement(self, placement: str | None) -> RuleSet:
+        """The rules of ``placement`` (the defaults when it has none of its own)."""
+        if placement and placement in self.placements:
+            return self.placements[placement]
+        return self
+
+
+def load_rules(path: str | Path) -> RulesFile:
+    """Read and validate a rules file; :class:`~recsys.errors.ConfigError` names rule and field."""
+    return parse_rules(read_config_file(path), str(path))
+
+
+def parse_rules(data: Mapping[str, Any], source: str = "rules") -> RulesFile:
+    """Validate rules given as a mapping (what a TOML/JSON file holds)."""
+    return validate(RulesFile, dict(data), source)
+
+
+# -- compiled form -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogArrays:
+    """The catalogue as arrays in item-index order (what rules need to know of each item)."""
+
+    items: Vocabulary
+    category: NDArray[np.object_]
+    price: NDArray[np.float64]  # NaN where unknown
+    in_stock: NDArray[np.bool_]
+
+    @classmethod
+    def from_records(cls, items: Vocabulary, records: Sequence[Mapping[str, Any]]) -> CatalogArrays:
+        """Arrays from ``{item_id, category, price, in_stock}`` records (any order; ids in
+        ``items`` without a record get an empty category, unknown price and in stock)."""
+        n = len(items)
+        category = np.full(n, "", dtype=object)
+        price = np.full(n, np.nan)
+        in_stock = np.ones(n, dtype=bool)
+        for rec in records:
+            i = items.index(str(rec.get("item_id", "")))
+            if i < 0:
+                continue
+            category[i] = rec.get("category") or ""
+            p = rec.get("price")
+            price[i] = np.nan if p is None else float(p)
+            in_stock[i] = bool(rec.get("in_stock", True))
+        return cls(items=items, category=category, price=price, in_stock=in_stock)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def category_mask(self, prefixes: Sequence[str]) -> NDArray[np.bool_]:
+        """Items whose category path starts with one of ``prefixes`` (whole levels only)."""
+        mask = np.zeros(len(self), dtype=bool)
+        if not prefixes:
+            return mask
+        wanted = [p.strip() for p in prefixes if p.strip()]
+        for i, cat in enumerate(self.category.tolist()):
+            for p in wanted:
+                if cat == p or cat.startswith(p + CATEGORY_SEPARATOR):
+                    mask[i] = True
+                    break
+        return mask
+
+    def id_mask(self, ids: Sequence[str]) -> NDArray[np.bool_]:
+        """Items among ``ids`` (ids not in the catalogue are ignored)."""
+        mask = np.zeros(len(self), dtype=bool)
+        idx = self.items.indices(ids) if ids else np.empty(0, np.intp)
+        mask[idx[idx >= 0]] = True
+        return mask
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    """A :class:`RuleSet` resolved against one catalogue: masks and arrays, ready per request."""
+
+    rules: RuleSet
+    base_eligible: NDArray[np.bool_]
+    repeatable: NDArray[np.bool_]
+    boost: NDArray[np.float32]
+    boost_names: dict[int, tuple[str, ...]]
+    buried: NDArray[np.bool_]
+    group: NDArray[np.intp]  # category group per item for max_per_category
+    pins: tuple[tuple[int, int, str], ...]  # (item index, 0-based position, rule name)
+
+
+def compile_rules(rules: RuleSet, catalog: CatalogArrays) -> CompiledRules:
+    """Resolve ``rules`` against ``catalog`` (done once per model version and placement)."""
+    n = len(catalog)
+    eligible = np.ones(n, dtype=bool)
+    if rules.exclude_out_of_stock:
+        eligible &= catalog.in_stock
+    if rules.allow:
+        eligible &= catalog.id_mask(rules.allow)
+    eligible &= ~catalog.id_mask(rules.deny)
+    eligible &= ~catalog.category_mask(rules.deny_categories)
+
+    boost = np.ones(n, dtype=np.float32)
+    names: dict[int, list[str]] = {}
+    for b in rules.boost:
+        mask = catalog.id_mask(b.items) | catalog.category_mask(b.categories)
+        boost[mask] *= b.factor
+        for i in np.flatnonzero(mask).tolist():
+            names.setdefault(i, []).append(f"rule:boost:{b.name}")
+
+    buried = np.zeros(n, dtype=bool)
+    for r in rules.bury:
+        buried |= catalog.id_mask(r.items) | catalog.category_mask(r.categories)
+
+    level = rules.category_level
+    keys = [CATEGORY_SEPARATOR.join(c.split(CATEGORY_SEPARATOR)[:level]) for c in catalog.category]
+    group_vocab = {key: g for g, key in enumerate(dict.fromkeys(keys))}
+    group = np.fromiter((group_vocab[key] for key in keys), dtype=np.intp, count=n)
+
+    pins = []
+    for p in sorted(rules.pin, key=lambda p: p.position):
+        i = catalog.items.index(p.item)
+        if i >= 0:  # a pin of an item not in this catalogue is inert, not an error
+            pins.append((i, p.position - 1, p.name))
+    return CompiledRules(
+        rules=rules,
+        base_eligible=eligible,
+        repeatable=catalog.category_mask(rules.repeatable_categories),
+        boost=boost,
+        boost_names={i: tuple(v) for i, v in names.items()},
+        buried=buried,
+        group=group,
+        pins=tuple(pins),
+    )
+
+
+# -- per request -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestFilters:
+    """What one request adds to the rules."""
+
+    exclude: tuple[str, ...] = ()
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    exclude_purchased: bool | None = None  # None: as the rules say
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """One ranked item (an internal index; the engine turns it into an id)."""
+
+    index: int
+    score: float
+    reasons: tuple[str, ...]
+
+
+@dataclass
+class _Fill:
+    chosen: list[Ranked] = field(default_factory=list)
+    taken: set[int] = field(default_factory=set)
+    per_group: dict[int, int] = field(default_factory=dict)
+
+
+def eligible_mask(
+    compiled: CompiledRules,
+    catalog: CatalogArrays,
+    request: RequestFilters,
+    purchased: NDArray[np.intp] | None,
+) -> NDArray[np.bool_]:
+    """Items this request may show, before scores: rules, request filters and purchases."""
+    mask = compiled.base_eligible.copy()
+    if request.exclude:
+        idx = catalog.items.indices(request.exclude)
+        mask[idx[idx >= 0]] = False
+    if request.category:
+        mask &= catalog.category_mask([request.category])
+    if request.min_price is not None:
+        mask &= catalog.price >= request.min_price
+    if request.max_price is not None:
+        mask &= catalog.price <= request.max_price
+    exclude_purchased = (
+        compiled.rules.exclude_purchased
+        if request.exclude_purchased is None
+        else request.exclude_purchased
+    )
+    if exclude_purchased and purchased is not None and len(purchased):
+        bought = np.zeros(len(mask), dtype=bool)
+        bought[np.asarray(purchased, dtype=np.intp)] = True
+        mask &= ~(bought & ~compiled.repeatable)
+    return mask
+
+
+def apply_rules(
+    scores: NDArray[np.floating],
+    k: int,
+    *,
+    compiled: CompiledRules,
+    catalog: CatalogArrays,
+    request: RequestFilters = RequestFilters(),
+    purchased: NDArray[np.intp] | None = None,
+    reasons: Mapping[int, Sequence[str]] | None = None,
+    default_reason: str = "model",
+    fallback_order: NDArray[np.intp] | None = None,
+    fallback_scores: NDArray[np.floating] | None = None,
+) -> list[Ranked]:
+    """The final list: every rule applied to one user's scores.
+
+    Parameters
+    ----------
+    scores
+        Score per item index (``NaN``: the model has no opinion).
+    k
+        How many items to return.
+    compiled, catalog
+        The rules resolved against the catalogue (:func:`compile_rules`).
+    request
+        Request-level exclusions and filters.
+    purchased
+        Item indices the user bought (excluded unless their category is repeatable).
+    reasons
+        Per item index, why the model chose it; ``default_reason`` otherwise.
+    fallback_order, fallback_scores
+        Item indices best first (popularity) used to fill the list up to ``k``, and their
+        scores by item index; items filled this way carry :data:`FALLBACK_REASON`.
+
+    Returns
+    -------
+    list of Ranked
+        At most ``k`` distinct, eligible items. Without ``max_per_category`` and with
+        ``backfill`` on, exactly ``min(k, number of eligible items)``.
+    """
+    rules = compiled.rules
+    n = len(catalog)
+    k = max(0, min(int(k), n))
+    if k == 0:
+        return []
+    mask = eligible_mask(compiled, catalog, request, purchased)
+    pins = [(i, pos, name) for i, pos, name in compiled.pins if mask[i] and pos < k]
+    pinned = {i for i, _, _ in pins}
+    n_free = k - len(pins)
+
+    raw = np.asarray(scores, dtype=np.float32)
+    adjusted = np.where(raw > 0, raw * compiled.boost, raw / compiled.boost)
+    usable = mask & np.isfinite(adjusted)
+    if pinned:
+        usable[list(pinned)] = False
+    candidates = np.flatnonzero(usable)
+    # Best first; buried items after every other one; ties by index for determinism.
+    order = candidates[np.lexsort((candidates, -adjusted[candidates], compiled.buried[candidates]))]
+
+    cap = rules.max_per_category
+    fill = _Fill()
+    reasons = reasons or {}
+    for i in order.tolist():
+        if len(fill.chosen) >= n_free:
+            break
+        if not _take(fill, i, compiled, cap):
+            continue
+        why = tuple(reasons.get(i, (default_reason,))) + compiled.boost_names.get(i, ())
+        fill.chosen.append(Ranked(i, float(adjusted[i]), why))
+
+    if rules.backfill and len(fill.chosen) < n_free:
+        _backfill(fill, mask, pinned, n_free, compiled, cap, fallback_order, fallback_scores)
+
+    result = fill.chosen
+    for i, pos, name in pins:
+        score = float(raw[i]) if np.isfinite(raw[i]) else 0.0
+        result.insert(min(pos, len(result)), Ranked(i, score, (f"rule:pin:{name}",)))
+    return result
+
+
+def _take(fill: _Fill, i: int, compiled: CompiledRules, cap: int | None) -> bool:
+    if i in fill.taken:
+        return False
+    if cap is not None:
+        g = int(compiled.group[i])
+        if fill.per_group.get(g, 0) >= cap:
+            return False
+        fill.per_group[g] = fill.per_group.get(g, 0) + 1
+    fill.taken.add(i)
+    return True
+
+
+def _backfill(
+    fill: _Fill,
+    mask: NDArray[np.bool_],
+    pinned: set[int],
+    n_free: int,
+    compiled: CompiledRules,
+    cap: int | None,
+    order: NDArray[np.intp] | None,
+    order_scores: NDArray[np.floating] | None,
+) -> None:
+    # Popular items first, then every other eligible item, so the list reaches k whenever
+    # the catalogue has k eligible items.
+    n = len(mask)
+    popular = np.empty(0, np.intp) if order is None else np.asarray(order, dtype=np.intp)
+    rest = np.setdiff1d(np.arange(n), popular, assume_unique=False)
+    for i in np.concatenate([popular, rest]).tolist():
+        if len(fill.chosen) >= n_free:
+            return
+        if not mask[i] or i in pinned or not _take(fill, i, compiled, cap):
+            continue
+        s = 0.0
+        if order_scores is not None and np.isfinite(order_scores[i]):
+            s = float(order_scores[i])
+        fill.chosen.append(Ranked(i, s, (FALLBACK_REASON,)))

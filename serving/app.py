@@ -1,0 +1,124 @@
+"""The FastAPI application factory.
+
+``create_app`` reads settings once, and the lifespan opens the store and loads the registry's
+current version (the app is *ready* only with a valid one). Tests pass their own settings,
+store, registry or model loader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
+
+from recsys.engine import ModelLoader
+from recsys.errors import RecsysError
+from recsys.ranking.rules import RulesFile, load_rules
+from recsys.settings import load_settings
+from recsys.store.base import EventStore
+from serving import errors
+from serving.metrics import Metrics
+from serving.middleware import GuardMiddleware
+from serving.responses import OrjsonResponse
+from serving.routes import admin, events, health, items, users
+from serving.settings import ServingSettings
+from serving.state import ServingState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: ServingSettings | None = None,
+    *,
+    store: EventStore | None = None,
+    registry: Any = None,
+    model_loader: ModelLoader | None = None,
+) -> FastAPI:
+    """Build the API.
+
+    Parameters
+    ----------
+    settings
+        Read from ``RECSYS_*`` environment variables when not given (once, here).
+    store, registry
+        Default to the ones the settings point at.
+    model_loader
+        How a saved model is loaded (tests use fakes); see :class:`recsys.engine.Engine`.
+    """
+    settings = settings or load_settings(ServingSettings)
+    rules = load_rules(settings.rules_file) if settings.rules_file else RulesFile()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One BLAS thread per process: many request threads each running a multi-threaded BLAS
+        # oversubscribe the cores and collapse throughput.
+        limiter = threadpool_limits(limits=1)
+        state = _build_state(settings, store, registry, rules, metrics, model_loader)
+        app.state.recsys = state
+        try:
+            await asyncio.to_thread(state.reload)
+        except RecsysError as exc:
+            log.error("no model version loaded; /readyz answers 503: %s", exc)
+        watcher = None
+        if settings.watch_interval_s > 0:
+            watcher = asyncio.create_task(_watch(state, settings.watch_interval_s))
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            limiter.restore_original_limits()
+
+    app = FastAPI(
+        title="recsys",
+        version="1",
+        summary="Recommendations and personalised offers for e-commerce.",
+        lifespan=lifespan,
+        default_response_class=OrjsonResponse,
+    )
+    errors.install(app)
+    for module in (users, items, events, admin, health):
+        app.include_router(module.router)
+    app.add_middleware(
+        GuardMiddleware,
+        max_in_flight=settings.max_in_flight,
+        max_body=settings.max_body_bytes,
+        metrics=metrics,
+    )
+    return app
+
+
+def _build_state(
+    settings: ServingSettings,
+    store: EventStore | None,
+    registry: Any,
+    rules: RulesFile,
+    metrics: Metrics,
+    model_loader: ModelLoader | None,
+) -> ServingState:
+    if store is None:
+        from recsys.store import open_store
+
+        store = open_store(settings)
+        store.migrate()
+    if registry is None:
+        from recsys.registry import Registry
+
+        registry = Registry(settings.registry_path)
+    return ServingState(settings, store, registry, rules, metrics, model_loader)
+
+
+async def _watch(state: ServingState, interval: float) -> None:
+    """Poll the registry's CURRENT and hot-reload when it changes."""
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(state.reload_if_changed)

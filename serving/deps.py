@@ -1,0 +1,63 @@
+"""Dependencies: the checks every route shares, each written once."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from recsys.engine import Engine
+from recsys.errors import AuthError
+from recsys.store.base import EventStore
+from serving.state import ServingState
+
+
+def get_state(request: Request) -> ServingState:
+    """The app's state."""
+    state: ServingState = request.app.state.recsys
+    return state
+
+
+State = Annotated[ServingState, Depends(get_state)]
+
+
+def get_engine(state: State) -> Engine:
+    """The engine serving now (taken once per request: a reload mid-request does not matter)."""
+    return state.require_engine()
+
+
+def get_store(state: State) -> EventStore:
+    """The event store."""
+    return state.store
+
+
+def _check_key(state: ServingState, key: str | None) -> None:
+    if not key:
+        raise AuthError("this endpoint needs an X-API-Key header", missing=True)
+    given = key.encode()
+    # compare with every key, without stopping early, so timing says nothing about which
+    ok = False
+    for valid in state.settings.key_list():
+        ok |= hmac.compare_digest(given, valid)
+    if not ok:
+        raise AuthError("the X-API-Key is not valid", missing=False)
+
+
+def require_key(
+    state: State, x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> None:
+    """Write and admin endpoints: a valid ``X-API-Key`` (401 when absent, 403 when wrong)."""
+    _check_key(state, x_api_key)
+
+
+def read_access(
+    state: State, x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> None:
+    """Read endpoints: a key only when ``RECSYS_REQUIRE_KEY_FOR_READS`` is set."""
+    if state.settings.require_key_for_reads:
+        _check_key(state, x_api_key)
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+StoreDep = Annotated[EventStore, Depends(get_store)]

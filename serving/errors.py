@@ -1,0 +1,91 @@
+"""The one place that maps :class:`~recsys.errors.RecsysError` classes to HTTP status codes.
+
+Every error body is ``{"error": <class name>, "message": <one line>}``; validation errors add
+``"fields"``. Anything that is not a ``RecsysError`` is a bug: logged with its traceback and
+answered with a JSON 500 that leaks nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from recsys.errors import (
+    ArtifactError,
+    AuthError,
+    ConfigError,
+    DataError,
+    ModelError,
+    NotFoundError,
+    OverloadedError,
+    RecsysError,
+    RegistryError,
+    StoreError,
+)
+from serving.responses import OrjsonResponse
+
+log = logging.getLogger(__name__)
+
+#: Most specific class first: the first match wins.
+STATUS: tuple[tuple[type[RecsysError], int], ...] = (
+    (NotFoundError, 404),
+    (DataError, 422),
+    (ConfigError, 422),
+    (OverloadedError, 503),
+    (ModelError, 503),  # no model version loaded, or the model cannot answer
+    (StoreError, 503),
+    (ArtifactError, 409),  # the version on disk does not match its manifest
+    (RegistryError, 409),
+)
+
+
+def status_of(exc: RecsysError) -> int:
+    """The HTTP status for ``exc``."""
+    if isinstance(exc, AuthError):
+        return 401 if exc.missing else 403
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def error_body(exc: RecsysError | Exception, message: str | None = None) -> dict[str, Any]:
+    """The JSON body of an error."""
+    return {"error": type(exc).__name__, "message": message or str(exc)}
+
+
+def install(app: FastAPI) -> None:
+    """Register every exception handler on ``app``."""
+
+    @app.exception_handler(RecsysError)
+    async def _recsys(request: Request, exc: RecsysError) -> OrjsonResponse:
+        status = status_of(exc)
+        headers = {"WWW-Authenticate": "X-API-Key"} if status == 401 else None
+        if status == 503:
+            headers = {"Retry-After": "1"}
+        return OrjsonResponse(error_body(exc), status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> OrjsonResponse:
+        fields = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            fields.append({"field": where, "message": err.get("msg", "invalid")})
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        body = {"error": "ValidationError", "message": message, "fields": fields}
+        return OrjsonResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+        body = {"error": "HTTPError", "message": str(exc.detail)}
+        return OrjsonResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> OrjsonResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        body = {"error": "InternalError", "message": "internal error; see the server log"}
+        return OrjsonResponse(body, status_code=500)

@@ -1,0 +1,53 @@
+"""Event intake: one event or a batch, written durably before the answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+
+from recsys.data.ingest import parse_event
+from recsys.errors import DataError
+from serving.deps import State, require_key
+from serving.responses import OrjsonResponse
+from serving.schemas import EventsOut
+
+router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(require_key)])
+
+_EXAMPLE = {
+    "event_id": "e-1",
+    "user_id": "12347",
+    "item_id": "85123A",
+    "event_type": "view",
+    "timestamp": "2026-11-23T10:00:00Z",
+}
+
+
+@router.post("/events", response_model=EventsOut)
+def post_events(
+    state: State,
+    body: Annotated[Any, Body(examples=[_EXAMPLE, [_EXAMPLE]])],
+) -> OrjsonResponse:
+    """Store one event (an object) or a batch (a list of at most 1000).
+
+    Fields: ``item_id``, ``event_type`` (view, cart, purchase, return...), ``user_id`` or
+    ``session_id``, ``timestamp`` (ISO 8601 with offset or epoch seconds; default now),
+    optional ``event_id`` (idempotency key: one already stored is counted as a duplicate),
+    ``quantity``, ``price``, ``order_id``, ``recommendation_id``. A bad event refuses the whole
+    batch with 422 naming its position (``line``, from 1), field and value.
+    """
+    events = body if isinstance(body, list) else [body]
+    limit = state.settings.max_batch_events
+    if not events or len(events) > limit:
+        raise DataError(f"body: a batch holds 1 to {limit} events, got {len(events)}")
+    now_us = int(time.time() * 1_000_000)
+    rows = []
+    for line, event in enumerate(events, start=1):
+        if not isinstance(event, dict):
+            raise DataError(f"request, event {line}: expected a JSON object")
+        if event.get("timestamp") is None:
+            event = {**event, "timestamp": now_us / 1_000_000}
+        rows.append(parse_event(event, source="request", line=line, now_us=now_us))
+    result = state.store.insert_events(rows)
+    return OrjsonResponse({"inserted": result.inserted, "duplicates": result.duplicates})

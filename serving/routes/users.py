@@ -1,0 +1,77 @@
+"""Per-customer endpoints: recommendations, offers, session merge, erasure."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from recsys.data.schema import MAX_ID_LENGTH
+from recsys.engine import RecommendationList
+from recsys.ranking.rules import RequestFilters
+from serving.deps import EngineDep, State, StoreDep, read_access, require_key
+from serving.responses import OrjsonResponse
+from serving.routes.common import K, list_response
+from serving.schemas import EraseOut, ListOut, MergeIn, MergeOut
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
+def _recommend(
+    state: State,
+    engine: EngineDep,
+    user_id: str,
+    k: int,
+    placement: str | None = None,
+    filters: RequestFilters = RequestFilters(),
+) -> RecommendationList:
+    customer = state.store.get_customer(user_id)
+    if customer is not None and customer.personalisation_opt_out:
+        return engine.recommend(user_id, k, placement=placement, filters=filters, personalise=False)
+    limit = state.settings.live_events
+    events = state.store.user_events(user_id, limit=limit) if limit else None
+    return engine.recommend(user_id, k, events=events, placement=placement, filters=filters)
+
+
+@router.get(
+    "/{user_id}/recommendations", response_model=ListOut, dependencies=[Depends(read_access)]
+)
+def recommendations(
+    state: State,
+    engine: EngineDep,
+    user_id: UserId,
+    k: K = 10,
+    placement: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = None,
+    category: Annotated[str | None, Query(max_length=256)] = None,
+    exclude: Annotated[list[str], Query(max_length=100)] = [],  # noqa: B006 - FastAPI copies
+    exclude_purchased: bool | None = None,
+) -> OrjsonResponse:
+    """Personal recommendations; an unknown customer gets the popular list (``fallback``)."""
+    ids = tuple(i for raw in exclude for i in raw.split(",") if i)
+    filters = RequestFilters(exclude=ids, category=category, exclude_purchased=exclude_purchased)
+    result = _recommend(state, engine, user_id, k, placement, filters)
+    return list_response(result, state, "recommendations")
+
+
+@router.get("/{user_id}/offers", response_model=ListOut, dependencies=[Depends(read_access)])
+def offers(state: State, engine: EngineDep, user_id: UserId, k: K = 10) -> OrjsonResponse:
+    """Items to offer this customer (promotions are a later addition)."""
+    result = _recommend(state, engine, user_id, k, "offers")
+    return list_response(result, state, "offers")
+
+
+@router.post("/{user_id}/merge", response_model=MergeOut, dependencies=[Depends(require_key)])
+def merge(store: StoreDep, user_id: UserId, body: MergeIn) -> OrjsonResponse:
+    """Attach an anonymous session's events to this customer (after they log in)."""
+    return OrjsonResponse({"merged": store.merge_session(body.session_id, user_id)})
+
+
+@router.delete("/{user_id}", response_model=EraseOut, dependencies=[Depends(require_key)])
+def erase(state: State, user_id: UserId) -> OrjsonResponse:
+    """Erase the customer: their events and profile go, and nothing personal is served again."""
+    removed = state.store.erase_user(user_id)
+    if state.engine is not None:
+        state.engine.forget_user(user_id)
+    return OrjsonResponse({"erased_events": removed})

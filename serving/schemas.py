@@ -1,0 +1,73 @@
+"""Request and response bodies of the API (validated at the edge; 422 names the field)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.data.schema import MAX_ID_LENGTH
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemOut(BaseModel):
+    """One recommended item."""
+
+    item_id: str
+    score: float
+    reasons: list[str]
+
+
+class ListOut(BaseModel):
+    """Every list the API returns."""
+
+    recommendation_id: str = Field(description="Echo it in events to attribute conversions.")
+    model_version: str
+    items: list[ItemOut]
+    fallback: str | None = Field(
+        description="null for a personal list; otherwise what served instead (e.g. popular)."
+    )
+
+
+class EventsOut(BaseModel):
+    """What a write did."""
+
+    inserted: int
+    duplicates: int
+
+
+class BasketIn(_Strict):
+    """A basket to complete."""
+
+    item_ids: list[Id] = Field(min_length=1, max_length=200)
+    user_id: Id | None = None
+    k: int = Field(default=10, ge=1, le=100)
+
+
+class MergeIn(_Strict):
+    """Attach an anonymous session's events to this customer."""
+
+    session_id: Id
+
+
+class MergeOut(BaseModel):
+    """How many events moved."""
+
+    merged: int
+
+
+class EraseOut(BaseModel):
+    """How many events were erased."""
+
+    erased_events: int
+
+
+class ReloadIn(_Strict):
+    """Which version to load (default: the registry's current one)."""
+
+    version: str | None = Field(default=None, max_length=64)

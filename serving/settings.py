@@ -1,0 +1,48 @@
+"""Settings of the HTTP API, read from ``RECSYS_*`` variables once, in ``create_app``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from recsys.settings import Settings
+
+
+class ServingSettings(Settings):
+    """Everything the API can be told at start-up (``RECSYS_<FIELD>``).
+
+    API keys are a comma-separated list in ``RECSYS_API_KEYS``; they are held as secrets and
+    never logged or shown in ``repr``.
+    """
+
+    api_keys: SecretStr = Field(
+        default=SecretStr(""), description="Comma-separated keys for write and admin endpoints."
+    )
+    require_key_for_reads: bool = Field(
+        default=False, description="Also require X-API-Key on read endpoints."
+    )
+    max_in_flight: int = Field(
+        default=64, ge=1, description="Requests in flight past which the API answers 503."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    max_k: int = Field(default=100, ge=1, le=1000, description="Largest k a request may ask.")
+    max_batch_events: int = Field(
+        default=1000, ge=1, description="Most events one POST /v1/events may carry."
+    )
+    rules_file: Path | None = Field(
+        default=None, description="Business rules (TOML or JSON); defaults apply when unset."
+    )
+    watch_interval_s: float = Field(
+        default=0.0, ge=0, description="Poll the registry's CURRENT every N s (0: off)."
+    )
+    live_events: int = Field(
+        default=200, ge=0, le=5000, description="Recent events per user folded into requests."
+    )
+
+    def key_list(self) -> list[bytes]:
+        """The configured API keys (empty: write endpoints are refused)."""
+        raw = self.api_keys.get_secret_value()
+        return [k.strip().encode() for k in raw.split(",") if k.strip()]

@@ -1,0 +1,106 @@
+"""What the running API holds: settings, the store, and the engine now serving.
+
+The engine is swapped atomically: :meth:`ServingState.reload` builds a whole new
+:class:`~recsys.engine.Engine` and only then replaces one reference, so a request that already
+took the old engine finishes on it, and a version that fails to load leaves the old one serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from recsys.engine import Engine, ModelLoader
+from recsys.errors import ArtifactError, ModelError, RecsysError
+from recsys.ranking.rules import RulesFile
+from recsys.store.base import EventStore
+from serving.metrics import Metrics
+from serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+
+class ServingState:
+    """The state of one app instance (kept on ``app.state.recsys``)."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        store: EventStore,
+        registry: Any,
+        rules: RulesFile,
+        metrics: Metrics,
+        model_loader: ModelLoader | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.rules = rules
+        self.metrics = metrics
+        self.model_loader = model_loader
+        self.engine: Engine | None = None
+        self.last_error: str | None = None
+        self.loaded_at: float | None = None
+        self._reload_lock = threading.Lock()
+
+    def require_engine(self) -> Engine:
+        """The engine now serving; :class:`~recsys.errors.ModelError` (503) if none is loaded."""
+        engine = self.engine
+        if engine is None:
+            raise ModelError(
+                "no valid model version is loaded"
+                + (f" ({self.last_error})" if self.last_error else "")
+            )
+        return engine
+
+    def reload(self, version: str | None = None) -> Engine:
+        """Load ``version`` (default: the registry's current one) and swap it in.
+
+        On failure the engine serving before keeps serving and the error is raised.
+        """
+        with self._reload_lock:
+            try:
+                version = version or self.registry.current_version()
+                if not version:
+                    raise ArtifactError(f"no model version is published in {self._where()}")
+                engine = Engine.load(
+                    Path(self.registry.path(version)),
+                    self.registry,
+                    rules=self.rules,
+                    model_loader=self.model_loader,
+                )
+            except RecsysError as exc:
+                self.last_error = str(exc)
+                self.metrics.reloads.labels(outcome="failed").inc()
+                log.warning("model reload failed; still serving %s: %s", self._serving(), exc)
+                raise
+            self.engine = engine  # the atomic swap
+            self.last_error = None
+            self.loaded_at = time.time()
+            self.metrics.set_version(engine.version)
+            self.metrics.reloads.labels(outcome="ok").inc()
+            log.info("serving model version %s", engine.version)
+            return engine
+
+    def reload_if_changed(self) -> None:
+        """Reload when the registry's current version differs from the one serving."""
+        try:
+            current = self.registry.current_version()
+        except RecsysError as exc:
+            log.warning("cannot read the registry's current version: %s", exc)
+            return
+        serving = self.engine.version if self.engine else None
+        if current and current != serving:
+            # a failure is logged in reload; the old version keeps serving
+            with contextlib.suppress(RecsysError):
+                self.reload(current)
+
+    def _serving(self) -> str:
+        return self.engine.version if self.engine else "nothing"
+
+    def _where(self) -> str:
+        return str(getattr(self.registry, "root", "the registry"))

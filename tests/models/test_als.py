@@ -1,0 +1,74 @@
+"""ALS: folding a user in is implicit's own least-squares solve; fitting does not warn."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.data.interactions import TrainingData
+from recsys.models.als import ALSModel
+
+
+def _fit(data: TrainingData, **params: object) -> ALSModel:
+    return ALSModel(factors=4, iterations=10, random_state=1, **params).fit(data)  # type: ignore[arg-type]
+
+
+def test_fold_in_equals_implicit_recalculate_user(tiny_data: TrainingData) -> None:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    model = _fit(tiny_data, alpha=2.0, regularization=0.1)
+    reference = AlternatingLeastSquares(
+        factors=4, alpha=2.0, regularization=0.1, num_threads=1, random_state=1
+    )
+    reference.item_factors = model.item_factors_.copy()
+    reference.user_factors = model.user_factors_.copy()
+    lil = sp.lil_matrix(tiny_data.interactions[[0, 3, 8]])
+    lil[1, 6] = 4.0  # a new event outside the user's group
+    rows = sp.csr_matrix(lil)
+    expected = reference.recalculate_user(np.arange(3), rows)
+    np.testing.assert_allclose(model.fold_in(rows), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_unchanged_history_uses_learned_factors(tiny_data: TrainingData) -> None:
+    model = _fit(tiny_data)
+    users = np.array([0, 4, 7])
+    scores = model.score(users, sp.csr_matrix(tiny_data.interactions[users]))
+    expected = model.user_factors_[users] @ model.item_factors_.T
+    np.testing.assert_allclose(scores, expected, rtol=1e-6)
+
+
+def test_new_events_change_a_known_users_scores(tiny_data: TrainingData) -> None:
+    model = _fit(tiny_data)
+    user = tiny_data.users.index("ua0")
+    a0, b0 = tiny_data.items.index("a0"), tiny_data.items.index("b0")
+    hist = sp.lil_matrix(tiny_data.interactions[[user]])
+    before = model.score(np.array([user]), sp.csr_matrix(hist))[0]
+    for j in range(4, 8):  # the customer now buys heavily from the other group
+        hist[0, j] = 30.0
+    after = model.score(np.array([user]), sp.csr_matrix(hist))[0]
+    assert after[b0] - after[a0] > before[b0] - before[a0]
+    np.testing.assert_allclose(after, model.fold_in(sp.csr_matrix(hist))[0] @ model.item_factors_.T)
+
+
+def test_unknown_user_with_history_is_folded_in(tiny_data: TrainingData) -> None:
+    model = _fit(tiny_data)
+    hist = sp.csr_matrix(tiny_data.interactions[[6]])  # a B customer's basket
+    scores = model.score(np.array([-1]), hist)[0]
+    assert np.isfinite(scores).all()
+    assert scores[4:].max() > scores[:4].max()
+
+
+def test_fit_does_not_trigger_the_openblas_warning(tiny_data: TrainingData) -> None:
+    import implicit.utils
+
+    implicit.utils._checked_blas_config = False  # implicit warns only once per process
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _fit(tiny_data)
+
+
+def test_same_seed_same_factors(tiny_data: TrainingData) -> None:
+    a, b = _fit(tiny_data), _fit(tiny_data)
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)

@@ -1,0 +1,192 @@
+"""The hybrid model: repeat and discovery on a synthetic shop, calibration, checked loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
+from recsys.data.schema import EventFrame, EventRow
+from recsys.errors import ArtifactError
+from recsys.models.hybrid import HybridModel
+from tests.models.conftest import AS_OF, event
+
+N_USERS = 240
+NOISE = [f"n{j}" for j in range(40)]
+
+
+def synthetic_rows(seed: int = 7) -> list[EventRow]:
+    """A shop where repeat buying and discovery both happen.
+
+    - every customer re-buys one consumable ``c{u % 10}`` every 10, 14 or 18 days;
+    - every 15-35 days a customer buys some ``p{k}`` and its complement ``q{k}``, in the same
+      order (40%) or a few days later (so "just bought p, not yet q" predicts q);
+    - everyone buys six random noise items ``n*`` once each.
+
+    Plus the probe customer: consumable ``c3`` every 10 days, the last 10 days ago (due now),
+    ``p5`` two days ago without ``q5``, and two noise items long ago.
+    """
+    rng = np.random.default_rng(seed)
+    rows: list[EventRow] = []
+
+    def buy(user: str, items: list[str], days_before: float, order: str) -> None:
+        for item in items:
+            rows.append(event(len(rows), user, item, "purchase", days_before, order=order))
+
+    for u in range(N_USERS):
+        user = f"u{u}"
+        period = 10 + 4 * (u % 3)
+        day = 200.0 - rng.uniform(0, period)
+        n = 0
+        while day > 0.5:
+            buy(user, [f"c{u % 10}"], day + rng.uniform(-1, 1), f"{user}-c{n}")
+            day -= period
+            n += 1
+        t = 200.0 - rng.uniform(0, 25)
+        n = 0
+        while t > 0.5:
+            k = int(rng.integers(10))
+            if rng.random() < 0.4:
+                buy(user, [f"p{k}", f"q{k}"], t, f"{user}-pq{n}")
+            else:
+                buy(user, [f"p{k}"], t, f"{user}-p{n}")
+                buy(user, [f"q{k}"], max(t - rng.uniform(1, 6), 0.1), f"{user}-q{n}")
+            t -= rng.uniform(15, 35)
+            n += 1
+        for j, item in enumerate(rng.choice(NOISE, size=6, replace=False)):
+            buy(user, [str(item)], float(rng.uniform(1, 200)), f"{user}-n{j}")
+    for n, d in enumerate(range(10, 130, 10)):
+        buy("probe", ["c3"], float(d), f"probe-c{n}")
+    buy("probe", ["p5"], 2.0, "probe-p")
+    buy("probe", ["n0", "n1"], 150.0, "probe-n")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def shop() -> TrainingData:
+    return build_training_data(
+        EventFrame.from_rows(synthetic_rows()), InteractionConfig(), as_of=AS_OF
+    )
+
+
+@pytest.fixture(scope="module")
+def model(shop: TrainingData) -> HybridModel:
+    return HybridModel(factors=16, max_iter=100).fit(shop)
+
+
+def probe(shop: TrainingData) -> tuple[np.ndarray, sp.csr_matrix]:
+    u = shop.users.index("probe")
+    return np.array([u]), sp.csr_matrix(shop.interactions[[u]])
+
+
+def test_learns_a_ranker_on_enough_data(model: HybridModel) -> None:
+    assert model.ranker_kind_ == "gradient_boosting"
+    assert model.fallback_reason_ is None
+    assert model.calibrated_
+    assert model.train_stats_["positives"] >= model.min_positives
+
+
+def test_due_consumable_and_complement_beat_noise(model: HybridModel, shop: TrainingData) -> None:
+    users, hist = probe(shop)
+    scores = model.score(users, hist)[0]
+    noise = np.array([shop.items.index(i) for i in NOISE])
+    noise_best = np.nanmax(scores[noise])
+    consumable, complement = shop.items.index("c3"), shop.items.index("q5")
+    assert scores[consumable] > noise_best
+    assert scores[complement] > noise_best
+    top, _ = model.recommend(users, hist, 3)
+    assert {consumable, complement} <= set(top[0].tolist())
+
+
+def test_explain_says_why(model: HybridModel, shop: TrainingData) -> None:
+    users, hist = probe(shop)
+    (reasons,) = model.explain(users, hist, 5)
+    by_item = {r.item: r for r in reasons}
+    consumable = by_item[shop.items.index("c3")]
+    assert consumable.bought_before and consumable.due_for_repurchase
+    assert "bought_before" in consumable.sources
+    complement = by_item[shop.items.index("q5")]
+    assert not complement.bought_before
+    assert complement.often_bought_with == shop.items.index("p5")
+    assert f"often_bought_with:{shop.items.index('p5')}" in complement.reasons
+    assert {"cooccurrence", "ease"} & set(complement.sources)
+    assert [r.score for r in reasons] == sorted((r.score for r in reasons), reverse=True)
+
+
+def test_probabilities_are_calibrated_and_monotone(model: HybridModel, shop: TrainingData) -> None:
+    users = np.arange(shop.n_users)
+    hist = sp.csr_matrix(shop.interactions)
+    scores = model.score(users, hist)
+    proba = model.probability(users, hist)
+    finite = np.isfinite(scores)
+    assert np.array_equal(finite, np.isfinite(proba))
+    s, p = scores[finite], proba[finite]
+    assert p.min() >= 0.0 and p.max() <= 1.0
+    order = np.argsort(s, kind="stable")
+    assert np.all(np.diff(p[order]) >= -1e-6)
+    # a calibrated model does not call everything certain: the spread is real
+    assert p.max() - p.min() > 0.3
+
+
+def test_tiny_data_falls_back_to_a_fixed_blend(tiny_data: TrainingData) -> None:
+    model = HybridModel(factors=4).fit(tiny_data)
+    assert model.ranker_kind_ == "fixed_blend"
+    assert model.fallback_reason_
+    assert not model.calibrated_
+    proba = model.probability(np.arange(tiny_data.n_users), sp.csr_matrix(tiny_data.interactions))
+    finite = proba[np.isfinite(proba)]
+    assert finite.size and finite.min() >= 0.0 and finite.max() <= 1.0
+
+
+def test_save_load_round_trip(model: HybridModel, shop: TrainingData, tmp_path: Path) -> None:
+    model.save(tmp_path / "m")
+    assert (tmp_path / "m" / "ranker.joblib").exists()
+    loaded = HybridModel.load(tmp_path / "m")
+    users = np.arange(0, shop.n_users, 7)
+    hist = sp.csr_matrix(shop.interactions[users])
+    np.testing.assert_array_equal(model.score(users, hist), loaded.score(users, hist))
+    np.testing.assert_array_equal(model.probability(users, hist), loaded.probability(users, hist))
+    assert loaded.get_params() == model.get_params()
+
+
+def test_tampered_ranker_is_refused(model: HybridModel, tmp_path: Path) -> None:
+    model.save(tmp_path / "m")
+    path = tmp_path / "m" / "ranker.joblib"
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ArtifactError, match="sha256"):
+        HybridModel.load(tmp_path / "m")
+
+
+def test_missing_ranker_is_refused(model: HybridModel, tmp_path: Path) -> None:
+    model.save(tmp_path / "m")
+    (tmp_path / "m" / "ranker.joblib").unlink()
+    with pytest.raises(ArtifactError):
+        HybridModel.load(tmp_path / "m")
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_beats_repeat_baseline_on_online_retail(online_retail: Path, tmp_path: Path) -> None:
+    """Cut 2011-11-09 (see benchmarks/RESULTS.md): the hybrid beats the repeat baseline."""
+    from datetime import UTC, datetime
+
+    from recsys.data.ingest import ingest_events
+    from recsys.evaluation.protocol import evaluate_models
+    from recsys.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "store.db")
+    try:
+        ingest_events(store, online_retail, format="online-retail")
+        events = store.read_events()
+    finally:
+        store.close()
+    cut = int(datetime(2011, 11, 9, tzinfo=UTC).timestamp()) * 1_000_000
+    result = evaluate_models(events, {"repeat": "repeat", "hybrid": "hybrid"}, cut=cut)
+    hybrid, repeat = result["hybrid"], result["repeat"]
+    for metric in ("capped_recall", "ndcg"):
+        assert hybrid.all_items[metric] > repeat.all_items[metric], metric

@@ -1,0 +1,264 @@
+"""Every endpoint through the app, bad input included; hot reload under load."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+with warnings.catch_warnings():
+    # starlette asks for the httpx2 package, which is not a dependency; httpx works
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from recsys.data.schema import Customer
+from recsys.registry import Registry
+from recsys.store.base import EventStore
+from serving.app import create_app
+from serving.settings import ServingSettings
+from tests.serving.fakes import fake_loader, publish
+
+KEY = {"X-API-Key": "secret-1"}
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "models")
+
+
+def make_client(store: EventStore, registry: Registry, **settings: object) -> TestClient:
+    conf = ServingSettings(api_keys="secret-1,secret-2", **settings)  # type: ignore[arg-type]
+    app = create_app(conf, store=store, registry=registry, model_loader=fake_loader)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(sqlite_store: EventStore, registry: Registry) -> Iterator[TestClient]:
+    sqlite_store.migrate()
+    publish(registry)
+    with make_client(sqlite_store, registry) as c:
+        yield c
+
+
+def ids(resp) -> list[str]:
+    return [i["item_id"] for i in resp.json()["items"]]
+
+
+def test_recommendations_shape_and_personal(client: TestClient) -> None:
+    r = client.get("/v1/users/u1/recommendations?k=2")
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"recommendation_id", "model_version", "items", "fallback"}
+    assert len(body["recommendation_id"]) == 32
+    assert body["fallback"] is None
+    assert ids(r) == ["B", "C"]
+    assert body["items"][0]["reasons"] == ["model:hybrid"]
+
+
+def test_request_filters(client: TestClient) -> None:
+    # Home: A is bought, B excluded, E out of stock -> only D is eligible
+    r = client.get("/v1/users/u1/recommendations?k=3&exclude=B&category=Home")
+    assert ids(r) == ["D"]
+    assert "A" not in ids(client.get("/v1/users/u1/recommendations?k=8"))
+    r = client.get("/v1/users/u1/recommendations?k=8&exclude_purchased=false&exclude=B,C")
+    assert "A" in ids(r)
+    assert not {"B", "C", "E"} & set(ids(r))
+
+
+def test_unknown_user_gets_fallback(client: TestClient) -> None:
+    r = client.get("/v1/users/nobody/recommendations?k=3")
+    assert r.status_code == 200
+    assert r.json()["fallback"] == "popular"
+    assert len(r.json()["items"]) == 3
+    assert client.get("/v1/users/nobody/offers?k=2").json()["fallback"] == "popular"
+
+
+def test_opted_out_user_gets_popular(client: TestClient, sqlite_store: EventStore) -> None:
+    sqlite_store.upsert_customers([Customer("u1", personalisation_opt_out=True)])
+    assert client.get("/v1/users/u1/recommendations").json()["fallback"] == "popular"
+
+
+@pytest.mark.parametrize(
+    "url, field",
+    [
+        ("/v1/users/u1/recommendations?k=0", "query.k"),
+        ("/v1/users/u1/recommendations?k=1000000", "query.k"),
+        ("/v1/users/u1/recommendations?k=abc", "query.k"),
+        ("/v1/popular?k=101", "query.k"),
+        ("/v1/users/u1/recommendations?placement=../x", "query.placement"),
+    ],
+)
+def test_bad_query_is_422_naming_the_field(client: TestClient, url: str, field: str) -> None:
+    r = client.get(url)
+    assert r.status_code == 422
+    assert field in r.json()["message"]
+
+
+def test_item_endpoints(client: TestClient) -> None:
+    r = client.get("/v1/items/A/bought-together?k=2")
+    assert ids(r) == ["B", "C"]
+    assert ids(client.get("/v1/items/D/often-viewed-with?k=1")) == ["H"]
+    r = client.get("/v1/items/NOPE/bought-together")
+    assert r.status_code == 404
+    assert "NOPE" in r.json()["message"]
+    r = client.post("/v1/baskets/complete", json={"item_ids": ["A", "B"], "k": 1})
+    assert ids(r) == ["C"]
+    assert client.post("/v1/baskets/complete", json={"item_ids": []}).status_code == 422
+    r = client.get("/v1/popular?k=2&category=Paper")
+    assert set(ids(r)) <= {"F", "G"} and r.json()["fallback"] is None
+
+
+def test_events_auth_idempotency_and_fold_in(client: TestClient, sqlite_store: EventStore) -> None:
+    event = {
+        "event_id": "ev-1",
+        "user_id": "newbie",
+        "item_id": "D",
+        "event_type": "cart",
+        "timestamp": "2030-01-01T00:00:00Z",
+    }
+    assert client.post("/v1/events", json=event).status_code == 401
+    assert client.post("/v1/events", json=event, headers={"X-API-Key": "nope"}).status_code == 403
+    assert sqlite_store.count_events() == 0  # nothing changed
+    assert client.get("/v1/users/newbie/recommendations").json()["fallback"] == "popular"
+    event["timestamp"] = "2025-01-01T00:00:00Z"
+    r = client.post("/v1/events", json=event, headers={"X-API-Key": "secret-2"})
+    assert r.json() == {"inserted": 1, "duplicates": 0}
+    r = client.post("/v1/events", json=[event, {**event, "event_id": "ev-2"}], headers=KEY)
+    assert r.json() == {"inserted": 1, "duplicates": 1}
+    r = client.get("/v1/users/newbie/recommendations?k=1")
+    assert r.json()["fallback"] is None
+    assert ids(r) == ["H"]
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"user_id": "u", "item_id": "A", "event_type": "VIEW!!"}, "event_type"),
+        ({"user_id": "u", "event_type": "view"}, "item_id"),
+        ({"user_id": "u", "item_id": "A", "event_type": "view", "quantity": -1}, "quantity"),
+        ({"user_id": "u", "item_id": "A", "event_type": "view", "timestamp": "x"}, "timestamp"),
+        ([], "batch"),
+        ([1, 2], "object"),
+    ],
+)
+def test_bad_events_are_422(client: TestClient, body: object, needle: str) -> None:
+    r = client.post("/v1/events", json=body, headers=KEY)
+    assert r.status_code == 422, r.text
+    assert needle in r.json()["message"]
+
+
+def test_bad_json_huge_body_and_big_batch(client: TestClient) -> None:
+    r = client.post(
+        "/v1/events", content=b"{not json", headers={**KEY, "content-type": "application/json"}
+    )
+    assert r.status_code == 422
+    r = client.post("/v1/events", content=b"x" * 2_000_000, headers=KEY)
+    assert r.status_code == 413
+    one = {"user_id": "u", "item_id": "A", "event_type": "view"}
+    assert client.post("/v1/events", json=[one] * 1001, headers=KEY).status_code == 422
+
+
+def test_merge_and_erase(client: TestClient, sqlite_store: EventStore) -> None:
+    guest = {"session_id": "s1", "item_id": "A", "event_type": "view", "timestamp": 1.7e9}
+    client.post("/v1/events", json=guest, headers=KEY)
+    assert client.post("/v1/users/u9/merge", json={"session_id": "s1"}).status_code == 401
+    r = client.post("/v1/users/u9/merge", json={"session_id": "s1"}, headers=KEY)
+    assert r.json() == {"merged": 1}
+    assert client.delete("/v1/users/u1").status_code == 401
+    assert client.get("/v1/users/u1/recommendations").json()["fallback"] is None
+    r = client.delete("/v1/users/u1", headers=KEY)
+    assert r.status_code == 200
+    after = client.get("/v1/users/u1/recommendations").json()
+    assert after["fallback"] == "popular"
+    assert all(i["reasons"] == ["fallback:popular"] for i in after["items"])
+
+
+def test_health_ready_metrics_and_admin(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    client.get("/v1/users/nobody/recommendations")
+    text = client.get("/metrics").text
+    assert 'recsys_requests_total{endpoint="/v1/users/{user_id}/recommendations"' in text
+    assert 'recsys_fallbacks_total{endpoint="recommendations",kind="popular"} 1.0' in text
+    assert "recsys_model_version_info{version=" in text
+    assert client.get("/v1/admin/models").status_code == 401
+    assert (
+        client.get("/v1/admin/models", headers=KEY).json()["serving"]["default_model"] == "hybrid"
+    )
+
+
+def test_reads_can_require_a_key(sqlite_store: EventStore, registry: Registry) -> None:
+    sqlite_store.migrate()
+    publish(registry)
+    with make_client(sqlite_store, registry, require_key_for_reads=True) as c:
+        assert c.get("/v1/popular").status_code == 401
+        assert c.get("/v1/popular", headers=KEY).status_code == 200
+
+
+def test_not_ready_without_a_version(sqlite_store: EventStore, registry: Registry) -> None:
+    sqlite_store.migrate()
+    with make_client(sqlite_store, registry) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert "no model version" in r.json()["reason"]
+        assert c.get("/v1/popular").status_code == 503
+        assert c.get("/healthz").status_code == 200
+
+
+def test_corrupt_reload_keeps_old_version(client: TestClient, registry: Registry) -> None:
+    old = client.get("/readyz").json()["model_version"]
+    bad = publish(registry)
+    (registry.path(bad) / "users.json").write_text('["evil"]')
+    r = client.post("/v1/admin/models/reload", headers=KEY)
+    assert r.status_code == 409
+    assert "users.json" in r.json()["message"]
+    assert client.get("/readyz").json()["model_version"] == old
+    assert client.get("/v1/users/u1/recommendations").status_code == 200
+
+
+def test_hot_reload_while_requests_run(client: TestClient, registry: Registry) -> None:
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            statuses.append(client.get("/v1/users/u1/recommendations?k=3").status_code)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    versions = []
+    for _ in range(3):
+        versions.append(publish(registry))
+        r = client.post("/v1/admin/models/reload", headers=KEY)
+        assert r.status_code == 200
+    stop.set()
+    for t in threads:
+        t.join()
+    assert statuses and set(statuses) == {200}
+    assert client.get("/readyz").json()["model_version"] == versions[-1]
+
+
+def test_overload_answers_503(sqlite_store: EventStore, registry: Registry) -> None:
+    sqlite_store.migrate()
+    publish(registry)
+    app = create_app(
+        ServingSettings(max_in_flight=1),
+        store=sqlite_store,
+        registry=registry,
+        model_loader=fake_loader,
+    )
+    with TestClient(app) as c:
+        # one request in flight: occupy the guard's counter, as a slow request would
+        stack = app.middleware_stack
+        while not hasattr(stack, "in_flight"):
+            stack = stack.app  # type: ignore[union-attr]
+        stack.in_flight = 1  # type: ignore[union-attr]
+        r = c.get("/v1/popular")
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
+        stack.in_flight = 0  # type: ignore[union-attr]
+        assert c.get("/v1/popular").status_code == 200

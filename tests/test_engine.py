@@ -1,0 +1,101 @@
+"""The engine facade over a published version (a fake model whose answers are obvious)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.data.schema import EventFrame, EventRow
+from recsys.engine import Engine
+from recsys.errors import ArtifactError, NotFoundError
+from recsys.ranking.rules import RequestFilters
+from recsys.registry import Registry
+from tests.serving.fakes import fake_loader, publish
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "models")
+
+
+@pytest.fixture
+def engine(registry: Registry) -> Engine:
+    version = publish(registry)
+    return Engine.load(registry.path(version), registry, model_loader=fake_loader)
+
+
+def test_known_user_gets_personal_list_without_purchases(engine: Engine) -> None:
+    got = engine.recommend("u1", 2)
+    assert got.fallback is None
+    assert [r.item_id for r in got.items] == ["B", "C"]  # A bought, B and C are its neighbours
+    assert all(isinstance(r.score, float) for r in got.items)
+
+
+def test_unknown_and_opted_out_users_get_popular(engine: Engine) -> None:
+    for got in (engine.recommend("nobody", 3), engine.recommend("u1", 3, personalise=False)):
+        assert got.fallback == "popular"
+        assert len(got.items) == 3
+        assert all(r.reasons == ("fallback:popular",) for r in got.items)
+    assert "E" not in [r.item_id for r in engine.popular(8).items]  # out of stock
+
+
+def test_live_events_are_folded_in(engine: Engine) -> None:
+    assert engine.recommend("newbie", 1).fallback == "popular"
+    ev = EventFrame.from_rows(
+        [EventRow("e1", "newbie", None, "D", "view", engine.as_of + 10, 1.0, None, None, None)]
+    )
+    got = engine.recommend("newbie", 1, events=ev)
+    assert got.fallback is None
+    assert got.items[0].item_id == "H"  # D's neighbour
+
+
+def test_similar_and_unknown_item(engine: Engine) -> None:
+    got = engine.similar("A", "bought_together", 2)
+    assert [r.item_id for r in got.items] == ["B", "C"]
+    with pytest.raises(NotFoundError, match="item 'ZZZ'"):
+        engine.similar("ZZZ", "often_viewed_with", 2)
+
+
+def test_similar_falls_back_when_the_version_lacks_the_model(registry: Registry) -> None:
+    version = publish(registry, models=("hybrid", "bought_together"))
+    engine = Engine.load(registry.path(version), registry, model_loader=fake_loader)
+    got = engine.similar("A", "often_viewed_with", 2)
+    assert got.fallback == "bought_together"
+    assert got.items[0].reasons == ("fallback:bought_together",)
+
+
+def test_complete_basket_excludes_basket_items(engine: Engine) -> None:
+    got = engine.complete_basket(["A", "B", "unknown"], 2)
+    ids = [r.item_id for r in got.items]
+    assert "A" not in ids and "B" not in ids
+    assert ids[0] == "C"
+
+
+def test_forget_user_stops_personal_answers(engine: Engine) -> None:
+    assert engine.recommend("u1", 2).fallback is None
+    engine.forget_user("u1")
+    assert engine.recommend("u1", 2).fallback == "popular"
+    assert engine.recommend_batch(["u1"], 2)[0].fallback == "popular"
+
+
+def test_batch_equals_one_by_one(engine: Engine) -> None:
+    users = ["u1", "u2", "u3", "x"]
+    batch = engine.recommend_batch(users, 3, filters=RequestFilters())
+    for u, got in zip(users, batch, strict=True):
+        assert got == engine.recommend(u, 3)
+
+
+def test_corrupt_version_is_refused(registry: Registry) -> None:
+    version = publish(registry)
+    path = registry.path(version) / "history.npz"
+    path.write_bytes(path.read_bytes()[:-3] + b"xyz")
+    with pytest.raises(ArtifactError, match=r"history\.npz"):
+        Engine.load(registry.path(version), registry, model_loader=fake_loader)
+
+
+def test_popular_category_filter(engine: Engine) -> None:
+    got = engine.popular(5, category="Paper")
+    assert {r.item_id for r in got.items} == {"F", "G"}
+    assert np.all(np.diff([r.score for r in got.items]) <= 0)

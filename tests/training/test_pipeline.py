@@ -1,0 +1,329 @@
+"""The training pipeline end to end: store -> evaluated, published, gated model version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+import recsys.models
+from recsys.cli import main
+from recsys.data.interactions import TrainingData
+from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventRow
+from recsys.errors import ModelError
+from recsys.models.base import Recommender, load_json, save_json
+from recsys.registry import Registry
+from recsys.settings import Settings, load_settings
+from recsys.store import open_store
+
+START = 1_700_000_000 * 1_000_000  # 2023-11-14, a fixed point: the data's time, not ours
+
+
+class FixedModel(Recommender):
+    """Tiny test model: ``good`` ranks by popularity, ``bad`` by unpopularity, ``fail`` refuses."""
+
+    name: ClassVar[str] = "fixed"
+
+    def __init__(self, *, quality: str = "good") -> None:
+        self.quality = quality
+
+    def fit(self, data: TrainingData) -> Self:
+        if self.quality == "fail":
+            raise ModelError("fixed: refuses this data on purpose")
+        pop = np.asarray((data.interactions > 0).sum(axis=0)).ravel().astype(np.float32)
+        self.scores_ = pop if self.quality == "good" else -pop
+        return self
+
+    def score(
+        self, users: NDArray[np.intp], history: sp.csr_matrix, *, now: int | None = None
+    ) -> NDArray[np.float32]:
+        self._check_fitted("scores_")
+        return np.tile(self.scores_, (len(users), 1))
+
+    def save(self, directory: Path) -> None:
+        save_json(
+            directory / "fixed.json", {"quality": self.quality, "scores": self.scores_.tolist()}
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        state = load_json(directory / "fixed.json")
+        model = cls(quality=state["quality"])
+        model.scores_ = np.asarray(state["scores"], dtype=np.float32)
+        return model
+
+
+@pytest.fixture(autouse=True)
+def _fixed_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(recsys.models.MODELS, "fixed", FixedModel)
+
+
+def _events(
+    rng: np.random.Generator, n_users: int = 60, n_items: int = 25, days: int = 120
+) -> list[EventRow]:
+    """Purchases skewed towards low item numbers (so popularity is a real signal) plus views."""
+    rows: list[EventRow] = []
+    weights = 1.0 / np.arange(1, n_items + 1)
+    weights /= weights.sum()
+    for u in range(n_users):
+        for o in range(int(rng.integers(2, 6))):
+            ts = START + int(rng.integers(0, days * MICROS_PER_DAY))
+            for j, item in enumerate(
+                rng.choice(n_items, size=int(rng.integers(1, 4)), p=weights, replace=False)
+            ):
+                rows.append(
+                    EventRow(
+                        f"e{u}-{o}-{j}",
+                        f"u{u}",
+                        None,
+                        f"i{item}",
+                        "purchase",
+                        ts + j,
+                        1.0,
+                        2.5,
+                        f"o{u}-{o}",
+                        None,
+                    )
+                )
+    return rows
+
+
+@pytest.fixture
+def filled_store(rng: np.random.Generator) -> Any:
+    store = open_store(load_settings(Settings))
+    store.insert_events(_events(rng))
+    store.upsert_items(
+        [CatalogItem("i0", title="Mug", category="Home > Mugs", price=3.0, margin=1.2)]
+    )
+    yield store
+    store.close()
+
+
+def _config(
+    tmp_path: Path, quality: str = "good", extra: str = "", name: str = "train.toml"
+) -> str:
+    path = tmp_path / name
+    path.write_text(
+        'default_model = "fixed"\nthreads = 1\n'
+        f'[models.fixed]\nparams = {{ quality = "{quality}" }}\n'
+        "[models.popular]\n"
+        '[models.broken]\nmodel = "fixed"\nparams = { quality = "fail" }\n'
+        f"{extra}"
+    )
+    return str(path)
+
+
+def _registry() -> Registry:
+    return Registry(load_settings(Settings).registry_path)
+
+
+def test_a_run_publishes_a_version_that_models_show_describes(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--config", _config(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    registry = _registry()
+    version = registry.current_version()
+    assert version is not None and f"version      {version}" in out
+    assert "model 'broken' skipped: fixed: refuses this data on purpose" in err
+
+    manifest = registry.verify(version)
+    folder = registry.path(version)
+    for name in (
+        "manifest.json",
+        "users.json",
+        "items.json",
+        "catalog.json",
+        "history.npz",
+        "purchases.npz",
+    ):
+        assert (folder / name).is_file(), name
+    assert (folder / "models" / "fixed" / "fixed.json").is_file()
+    assert (folder / "models" / "popular").is_dir()
+    assert not (folder / "models" / "broken").exists()
+    assert set(manifest["models"]) == {"fixed", "popular"}
+    assert manifest["skipped_models"] == {"broken": "fixed: refuses this data on purpose"}
+    assert manifest["default_model"] == "fixed"
+    assert manifest["promotion"]["promoted"] is True
+    stats = filled_store.stats()
+    assert manifest["counts"]["events"] == stats.events
+    assert manifest["counts"]["orders"] == stats.orders
+    assert manifest["data_window"]["first_event"].startswith("2023-11-")
+    assert 0.0 < manifest["metrics"]["fixed"]["ndcg@10"] <= 1.0
+    assert set(manifest["libraries"]) >= {"python", "numpy", "scipy", "implicit", "sklearn"}
+    assert set(manifest["timings"]) >= {"read", "build", "evaluate", "fit"}
+
+    items = json.loads((folder / "items.json").read_text())
+    catalog = json.loads((folder / "catalog.json").read_text())
+    assert [c["item_id"] for c in catalog] == items
+    mug = catalog[items.index("i0")]
+    assert mug == {
+        "item_id": "i0",
+        "title": "Mug",
+        "category": "Home > Mugs",
+        "price": 3.0,
+        "in_stock": True,
+        "margin": 1.2,
+    }
+    loaded = FixedModel.load(folder / "models" / "fixed")
+    assert loaded.scores_.shape == (len(items),)
+
+    assert main(["models", "show"]) == 0
+    shown = capsys.readouterr().out
+    assert f"version      {version}  (current)" in shown
+    assert "data window  2023-11-" in shown
+    assert "broken" in shown and "skipped" in shown
+    assert "ndcg@10" in shown and "fixed" in shown
+    assert main(["models", "list"]) == 0
+    assert f"* {version}" in capsys.readouterr().out
+
+
+def test_the_regression_gate_refuses_and_force_overrides(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = _registry()
+    assert main(["train", "--config", _config(tmp_path, "good")]) == 0
+    good = registry.current_version()
+    capsys.readouterr()
+
+    assert main(["train", "--config", _config(tmp_path, "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "published but not promoted" in err and "worse by more than 2.0%" in err
+    assert registry.current_version() == good
+    bad = registry.version_names()[0]
+    assert bad != good and registry.manifest(bad)["promotion"]["promoted"] is False
+    registry.verify(bad)  # kept, intact, just not serving
+
+    assert main(["train", "--force", "--config", _config(tmp_path, "bad")]) == 0
+    forced = registry.current_version()
+    assert forced not in (good, bad)
+    assert registry.manifest(forced)["promotion"]["reason"].startswith("forced:")
+    assert main(["models", "rollback"]) == 0
+    assert registry.current_version() == good
+
+
+def test_no_promote_publishes_only(filled_store: Any, tmp_path: Path) -> None:
+    assert main(["train", "--no-promote", "--config", _config(tmp_path)]) == 0
+    registry = _registry()
+    assert registry.current_version() is None
+    (version,) = registry.version_names()
+    assert main(["models", "promote", version]) == 0
+    assert registry.current_version() == version
+
+
+def test_as_of_uses_only_earlier_events(filled_store: Any, tmp_path: Path) -> None:
+    assert main(["train", "--as-of", "2024-01-01", "--config", _config(tmp_path)]) == 0
+    manifest = _registry().manifest(_registry().current_version() or "")
+    assert manifest["as_of"].startswith("2024-01-01T00:00:00")
+    assert manifest["data_window"]["last_event"] < "2024-01-01"
+    assert manifest["counts"]["events"] < filled_store.count_events()
+
+
+def test_a_failing_default_model_publishes_nothing(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--config", _config(tmp_path, "fail")]) == 2
+    assert "the default model 'fixed' cannot be trained" in capsys.readouterr().err
+    registry = _registry()
+    assert registry.version_names() == []
+    assert not list(registry.root.glob(".staging-*"))
+
+
+def test_a_failure_while_writing_publishes_nothing(
+    filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_save(self: FixedModel, directory: Path) -> None:
+        (directory / "half.json").write_text("{")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(FixedModel, "save", broken_save)
+    assert main(["train", "--config", _config(tmp_path)]) == 1
+    registry = _registry()
+    assert registry.version_names() == []
+    assert not list(registry.root.glob(".staging-*"))
+
+
+def test_an_empty_store_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--config", _config(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no events" in err and "recsys ingest" in err
+    assert "Traceback" not in err
+
+
+def test_an_unknown_config_key_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["train", "--config", _config(tmp_path, extra="[promotion]\nmax_regresion = 1\n")])
+        == 2
+    )
+    assert "unknown key 'promotion.max_regresion'" in capsys.readouterr().err
+
+
+def test_a_held_lock_stops_a_second_training(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root = load_settings(Settings).registry_path
+    flag = tmp_path / "locked"
+    code = (
+        "import sys, time, pathlib; from recsys.registry import Registry\n"
+        "with Registry(pathlib.Path(sys.argv[1])).lock():\n"
+        "    pathlib.Path(sys.argv[2]).write_text('x'); time.sleep(30)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(root), str(flag)], env=os.environ.copy()
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not flag.exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert main(["train", "--config", _config(tmp_path)]) == 2
+        assert (
+            f"another training holds the registry lock (pid {holder.pid})"
+            in capsys.readouterr().err
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _registry().version_names() == []
+
+
+def test_models_commands_on_an_empty_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "list"]) == 0
+    assert "no model versions" in capsys.readouterr().out
+    assert main(["models", "show"]) == 2
+    assert "no current model version" in capsys.readouterr().err
+    assert main(["models", "rollback"]) == 2
+    assert main(["models", "show", "20200101T000000Z-000000"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_default_config_trains_end_to_end(
+    filled_store: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "hybrid" not in recsys.models.MODELS:
+        pytest.skip("the hybrid model is not registered in recsys.models.MODELS yet")
+    assert main(["train"]) == 0
+    err = capsys.readouterr().err
+    registry = _registry()
+    version = registry.current_version()
+    assert version is not None
+    manifest = registry.verify(version)
+    assert manifest["default_model"] == "hybrid"
+    assert "hybrid" in manifest["models"]
+    # no view events in this data: "often viewed with" is skipped, the rest trains
+    assert "viewed_with" in manifest["skipped_models"]
+    assert "viewed_with" in err
+    assert {"popular", "als", "ease", "hybrid"} <= set(manifest["models"])

@@ -1,0 +1,173 @@
+"""The training configuration: a frozen, strict model read from TOML.
+
+Unknown keys are rejected by name (``training.toml: unknown key 'models.als.params.factor'``
+is caught by the model-parameter check in :func:`check_model_params`). The default lives in
+``training/configs/default.toml``, shipped as package data and read with
+:mod:`importlib.resources`, so it works from an installed wheel as well as from a checkout.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from recsys.config import StrictModel, load_config, validate
+from recsys.data.interactions import InteractionConfig
+from recsys.errors import ConfigError
+
+#: Name of the packaged default configuration.
+DEFAULT_CONFIG = "default.toml"
+
+
+class ModelSpec(StrictModel):
+    """One model of the run: whether it trains, and its constructor parameters."""
+
+    model: str | None = Field(
+        default=None,
+        description="Registry name of the model class; defaults to the table's name "
+        "(lets one class train twice, e.g. co-occurrence over baskets and over sessions).",
+    )
+    enabled: bool = Field(default=True, description="Train this model.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the model's constructor."
+    )
+
+
+class EvaluationConfig(StrictModel):
+    """The time-based holdout every run is measured on."""
+
+    enabled: bool = Field(default=True, description="Evaluate before publishing.")
+    holdout_days: float = Field(
+        default=30.0, gt=0, description="The last days before as_of are the test period."
+    )
+    k: int = Field(default=10, ge=1, le=1000, description="Length of the evaluated lists.")
+    metric: str = Field(
+        default="ndcg@10",
+        pattern=r"^[a-z_]+@\d+$",
+        description="The default model's metric the promotion gate compares: "
+        "<name>@<k> or new_<name>@<k> (over items new to the customer).",
+    )
+
+    @model_validator(mode="after")
+    def _metric_is_measured(self) -> EvaluationConfig:
+        from recsys.evaluation.metrics import RANKING_METRICS
+
+        name, _, k = self.metric.partition("@")
+        base = name.removeprefix("new_")
+        if base not in RANKING_METRICS:
+            raise ValueError(
+                f"metric {self.metric!r}: unknown metric {base!r} "
+                f"(known: {', '.join(RANKING_METRICS)})"
+            )
+        if int(k) != self.k:
+            raise ValueError(f"metric {self.metric!r} is measured at k={self.k}, not @{k}")
+        return self
+
+
+class PromotionConfig(StrictModel):
+    """When a new version may replace the current one."""
+
+    max_regression: float = Field(
+        default=0.02,
+        ge=0,
+        description="How much worse the gated metric may be than the current version's.",
+    )
+    mode: Literal["relative", "absolute"] = Field(
+        default="relative",
+        description="relative: a fraction of the current value (0.02 = 2%); "
+        "absolute: metric points.",
+    )
+
+
+class TrainingConfig(StrictModel):
+    """Everything ``recsys train`` does, as one validated object."""
+
+    interactions: InteractionConfig = Field(default_factory=InteractionConfig)
+    models: dict[str, ModelSpec] = Field(
+        default_factory=lambda: {"popular": ModelSpec()},
+        description="A table per model name.",
+    )
+    default_model: str = Field(default="popular", description="The model that serves.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    threads: int = Field(
+        default=0, ge=0, description="BLAS/OpenMP threads while fitting; 0 = every core."
+    )
+
+    @model_validator(mode="after")
+    def _default_model_is_trained(self) -> TrainingConfig:
+        spec = self.models.get(self.default_model)
+        if spec is None:
+            raise ValueError(
+                f"default_model {self.default_model!r} has no [models.{self.default_model}] table"
+            )
+        if not spec.enabled:
+            raise ValueError(f"default_model {self.default_model!r} is not enabled")
+        return self
+
+    def enabled_models(self) -> list[str]:
+        """Names of the models to train, the default model last (it may build on the others)."""
+        names = [n for n, s in self.models.items() if s.enabled and n != self.default_model]
+        return [*names, self.default_model]
+
+
+def load_training_config(path: str | Path | None = None) -> TrainingConfig:
+    """Read a training config from ``path``, or the packaged default when ``None``.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or invalid; the message names the file and the bad key.
+    """
+    if path is not None:
+        return load_config(TrainingConfig, path)
+    import tomllib
+
+    try:
+        text = (resources.files("training") / "configs" / DEFAULT_CONFIG).read_text("utf-8")
+    except (OSError, TypeError):
+        # An editable install made before training/ was a regular package exposes it as a
+        # namespace whose resources cannot be read; the file beside this module is the same.
+        text = (Path(__file__).parent / "configs" / DEFAULT_CONFIG).read_text("utf-8")
+    return validate(TrainingConfig, tomllib.loads(text), f"training/configs/{DEFAULT_CONFIG}")
+
+
+def check_model_params(config: TrainingConfig, classes: dict[str, type], source: str) -> None:
+    """Check that every configured model exists and every parameter is a constructor argument.
+
+    Parameters
+    ----------
+    config
+        The validated config.
+    classes
+        Model name -> class (``recsys.models.MODELS``).
+    source
+        Where the config came from, for the message.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``models.<name>`` or ``models.<name>.params.<param>``.
+    """
+    for name, spec in config.models.items():
+        cls = classes.get(spec.model or name)
+        if cls is None:
+            known = ", ".join(sorted(classes)) or "none"
+            key = f"models.{name}.model" if spec.model else f"models.{name}"
+            raise ConfigError(
+                f"{source}: unknown model {spec.model or name!r} at '{key}' (known: {known})"
+            )
+        params = inspect.signature(cls).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            continue
+        allowed = set(params)
+        for key in spec.params:
+            if key not in allowed:
+                raise ConfigError(
+                    f"{source}: unknown key 'models.{name}.params.{key}' "
+                    f"(parameters of {name}: {', '.join(sorted(allowed)) or 'none'})"
+                )

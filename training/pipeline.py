@@ -1,0 +1,551 @@
+"""The offline training pipeline behind ``recsys train``.
+
+Stages, each timed and shown on a progress bar (stderr):
+
+1. **read** the events and the catalogue from the store;
+2. **build** the training data, measured from ``as_of`` — the newest event, or ``--as-of``;
+   time is always the data's, never the wall clock, so a rerun on the same data is the same run;
+3. **evaluate** on a time-based holdout: every enabled model is fitted on the events before
+   ``as_of - holdout_days`` and judged by :func:`recsys.evaluation.protocol.evaluate_models` on
+   the purchases after it;
+4. **fit** every enabled model on all the data;
+5. **publish** a new version into the registry (atomically: a failure publishes nothing);
+6. **promote** it, unless the gated metric is worse than the current version's by more than
+   the allowed margin (``--force`` overrides; the version stays in the registry, not promoted).
+
+The default configuration adapts to the data: a model that cannot fit it (EASE on a catalogue
+too large for a dense item-item matrix, "often viewed with" on data without views) is skipped
+with a notice; the run fails only if the default model itself cannot be trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventFrame, from_micros
+from recsys.errors import DataError, ModelError, RecsysError
+from recsys.registry import Registry
+from recsys.settings import Settings
+from recsys.store.base import EventStore
+from training.config import TrainingConfig, check_model_params
+
+log = logging.getLogger("training")
+
+Notify = Callable[[str], None]
+
+#: Library versions recorded in every manifest (distribution name -> manifest key).
+_LIBRARIES = {
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "implicit": "implicit",
+    "scikit-learn": "sklearn",
+    "recsys-engine": "recsys",
+}
+
+_STAGES = ("read", "build", "evaluate", "fit", "publish", "promote")
+
+
+@dataclass
+class TrainingResult:
+    """What a run did.
+
+    Attributes
+    ----------
+    version
+        The published version.
+    promoted
+        Whether it now serves.
+    reason
+        Why it was (or was not) promoted.
+    metrics
+        Holdout metrics per model (empty when evaluation was skipped).
+    skipped
+        Model name -> why it was not trained.
+    timings
+        Stage name -> seconds.
+    manifest
+        The published manifest.
+    """
+
+    version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, dict[str, float | None]]
+    skipped: dict[str, str]
+    timings: dict[str, float]
+    manifest: dict[str, Any] = field(repr=False)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_training(
+    config: TrainingConfig,
+    *,
+    store: EventStore,
+    registry: Registry,
+    as_of: int | None = None,
+    force: bool = False,
+    promote: bool = True,
+    config_source: str = "training/configs/default.toml",
+    lock_timeout: float = 0.0,
+    notify: Notify = _stderr,
+) -> TrainingResult:
+    """Train, evaluate, publish and (maybe) promote one model version.
+
+    Parameters
+    ----------
+    config
+        The validated training config.
+    store
+        Where events and the catalogue are read from.
+    registry
+        Where the version is published.
+    as_of
+        Microseconds UTC: only events strictly before it are used. ``None``: every event, and
+        ``as_of`` is the newest event's time.
+    force
+        Promote even when the gated metric regressed.
+    promote
+        ``False`` publishes without promoting.
+    config_source
+        Where ``config`` came from (named in messages and the manifest).
+    lock_timeout
+        Seconds to wait for another trainer holding the registry lock (``0``: fail at once).
+    notify
+        Receives one-line notices (skipped models, the promotion decision).
+
+    Returns
+    -------
+    TrainingResult
+
+    Raises
+    ------
+    DataError
+        The store holds no events (before ``as_of``).
+    RegistryError
+        Another training holds the registry lock.
+    ModelError
+        The default model could not be trained.
+    """
+    from recsys.models import MODELS
+
+    check_model_params(config, dict(MODELS), config_source)
+    timings: dict[str, float] = {}
+    with registry.lock(timeout=lock_timeout), _Progress(timings) as progress:
+        with progress.stage("read"):
+            events = store.read_events(until=as_of)
+            catalog = store.read_items()
+        if len(events) == 0:
+            where = f" before {from_micros(as_of).isoformat()}" if as_of is not None else ""
+            raise DataError(
+                f"the event store ({store.backend}) holds no events{where}; "
+                "load some with `recsys ingest` first"
+            )
+        data_as_of = int(events.ts.max()) if as_of is None else as_of
+
+        with progress.stage("build"):
+            # None: measured from the newest event, which is then included (an explicit
+            # as_of is exclusive).
+            data = _build(events, config, as_of, catalog)
+
+        skipped: dict[str, str] = {}
+        with progress.stage("evaluate"):
+            metrics, evaluation = _evaluate(
+                events, config, data_as_of, catalog, skipped=skipped, notify=notify
+            )
+
+        with progress.stage("fit"):
+            fitted, fit_info = _fit_all(config, data, skipped=skipped, notify=notify)
+
+        promote_it, reason = _decide(registry, config, metrics, force=force, promote=promote)
+
+        with progress.stage("publish"), registry.publish() as staging:
+            _write_version(staging.path, data, catalog, fitted)
+            staging.manifest.update(
+                _manifest(
+                    config,
+                    config_source,
+                    data,
+                    fit_info=fit_info,
+                    skipped=skipped,
+                    metrics=metrics,
+                    evaluation=evaluation,
+                    timings=timings,
+                    promotion={"promoted": promote_it, "reason": reason, "forced": force},
+                )
+            )
+        version = staging.version
+
+        with progress.stage("promote"):
+            if promote_it:
+                registry.promote(version, reason=reason)
+        notify(f"version {version}: {'promoted' if promote_it else 'NOT promoted'} ({reason})")
+        return TrainingResult(
+            version=version,
+            promoted=promote_it,
+            reason=reason,
+            metrics=metrics,
+            skipped=skipped,
+            timings=dict(timings),
+            manifest=registry.manifest(version),
+        )
+
+
+# -- stages --------------------------------------------------------------------------------------
+
+
+def _build(
+    events: EventFrame, config: TrainingConfig, as_of: int | None, catalog: list[CatalogItem]
+) -> Any:
+    from recsys.data.interactions import build_training_data
+
+    data = build_training_data(events, config.interactions, as_of=as_of, catalog=catalog)
+    if data.n_users == 0 or data.n_items == 0:
+        raise DataError(
+            f"no interactions left to train on ({len(events):,} events, "
+            f"{data.n_users} users, {data.n_items} items after the [interactions] filters)"
+        )
+    return data
+
+
+def _make(name: str, config: TrainingConfig) -> Any:
+    from recsys.models import model_class
+
+    spec = config.models[name]
+    return model_class(spec.model or name)(**spec.params)
+
+
+def _factory(name: str, config: TrainingConfig) -> Callable[[], Any]:
+    return lambda: _make(name, config)
+
+
+def _fit_one(name: str, config: TrainingConfig, data: Any) -> tuple[Any, float]:
+    from threadpoolctl import threadpool_limits
+
+    threads = config.threads or None
+    start = time.perf_counter()
+    with threadpool_limits(limits=threads):
+        model = _make(name, config).fit(data)
+    return model, time.perf_counter() - start
+
+
+def _skip_or_raise(
+    name: str, exc: ModelError, config: TrainingConfig, skipped: dict[str, str], notify: Notify
+) -> None:
+    if name == config.default_model:
+        raise ModelError(f"the default model {name!r} cannot be trained: {exc}") from exc
+    skipped[name] = str(exc)
+    notify(f"notice: model {name!r} skipped: {exc}")
+
+
+def _evaluate(
+    events: EventFrame,
+    config: TrainingConfig,
+    as_of: int,
+    catalog: list[CatalogItem],
+    *,
+    skipped: dict[str, str],
+    notify: Notify,
+) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
+    """Fit on the events before the cut, measure on the purchases after it.
+
+    Models that cannot fit the pre-cut data are skipped (the default model failing fails the
+    run). Returns flattened metrics per model and a description of the holdout.
+    """
+    from recsys.evaluation.protocol import evaluate_models
+
+    ev = config.evaluation
+    if not ev.enabled:
+        return {}, {"skipped": "disabled in the config"}
+    cut = as_of - int(ev.holdout_days * MICROS_PER_DAY)
+    cut -= cut % MICROS_PER_DAY  # a date a person can name, as recsys evaluate uses
+    info: dict[str, Any] = {"cut": _iso(cut), "holdout_days": ev.holdout_days, "k": ev.k}
+
+    def run(names: list[str]) -> Any:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=config.threads or None):
+            return evaluate_models(
+                events,
+                {n: _factory(n, config) for n in names},
+                cut=cut,
+                k=ev.k,
+                interaction_config=config.interactions,
+                catalog=catalog,
+            )
+
+    names = config.enabled_models()
+    try:
+        try:
+            results = [run(names)]
+        except ModelError:
+            # One model refused the data; find which by evaluating them one at a time.
+            results = []
+            for name in names:
+                try:
+                    results.append(run([name]))
+                except ModelError as exc:
+                    _skip_or_raise(name, exc, config, skipped, notify)
+    except DataError as exc:
+        notify(f"notice: evaluation skipped: {exc}")
+        return {}, {**info, "skipped": str(exc)}
+    metrics: dict[str, dict[str, float | None]] = {}
+    for result in results:
+        info.update(
+            users=result.n_users,
+            users_new=result.n_users_new,
+            train_events=result.n_train_events,
+            test_purchases=result.n_test_purchases,
+        )
+        for m in result.models:
+            flat = {f"{k}@{ev.k}": v for k, v in m.all_items.items()}
+            flat.update({f"new_{k}@{ev.k}": v for k, v in m.new_items.items()})
+            flat.update(coverage=m.coverage, novelty=m.novelty, gini=m.gini)
+            metrics[m.name] = {k: _finite(v) for k, v in flat.items()}
+    return metrics, info
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return None if not np.isfinite(value) else value
+
+
+def _fit_all(
+    config: TrainingConfig, data: Any, *, skipped: dict[str, str], notify: Notify
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    from tqdm import tqdm
+
+    names = [n for n in config.enabled_models() if n not in skipped]
+    fitted: dict[str, Any] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for name in tqdm(names, desc="fit", unit="model", file=sys.stderr, disable=None, leave=False):
+        try:
+            model, seconds = _fit_one(name, config, data)
+        except ModelError as exc:
+            _skip_or_raise(name, exc, config, skipped, notify)
+            continue
+        fitted[name] = model
+        info[name] = {
+            "name": name,
+            "model": config.models[name].model or name,
+            "class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "params": _jsonable(model.get_params()),
+            "fit_seconds": round(seconds, 3),
+        }
+    return fitted, info
+
+
+def _decide(
+    registry: Registry,
+    config: TrainingConfig,
+    metrics: Mapping[str, Mapping[str, float | None]],
+    *,
+    force: bool,
+    promote: bool,
+) -> tuple[bool, str]:
+    """Whether the new version may serve, and why (the promotion gate)."""
+    if not promote:
+        return False, "--no-promote"
+    current = registry.current_version()
+    if current is None:
+        return True, "first version"
+    metric = config.evaluation.metric
+    new = metrics.get(config.default_model, {}).get(metric)
+    try:
+        old_manifest = registry.manifest(current)
+    except RecsysError as exc:
+        return True, f"current version {current} is unreadable ({exc})"
+    old_model = old_manifest.get("default_model")
+    old = (old_manifest.get("metrics") or {}).get(old_model, {}).get(metric)
+    if new is None or old is None:
+        side = "this run" if new is None else f"current version {current}"
+        return True, f"no {metric} for {side} to compare"
+    margin = config.promotion.max_regression
+    if config.promotion.mode == "relative":
+        floor = old * (1.0 - margin)
+        allowed = f"{margin:.1%}"
+    else:
+        floor = old - margin
+        allowed = f"{margin:g} points"
+    compared = f"{metric} {new:.4f} vs {old:.4f} of current version {current}"
+    if new >= floor:
+        return True, f"{compared}, within {allowed}"
+    if force:
+        return True, f"forced: {compared}, worse by more than {allowed}"
+    return False, f"{compared}: worse by more than {allowed} (--force promotes anyway)"
+
+
+# -- the version folder --------------------------------------------------------------------------
+
+
+def _write_version(
+    folder: Path, data: Any, catalog: list[CatalogItem], fitted: Mapping[str, Any]
+) -> None:
+    """Write the files the serving engine reads (see the module docstring of recsys.registry)."""
+    from recsys.models.base import save_csr, save_json
+
+    save_json(folder / "users.json", data.users.to_json())
+    save_json(folder / "items.json", data.items.to_json())
+    save_json(folder / "catalog.json", _catalog_rows(data, catalog))
+    save_csr(folder / "history.npz", data.interactions)
+    save_csr(folder / "purchases.npz", data.purchase_counts)
+    for name, model in fitted.items():
+        target = folder / "models" / name
+        target.mkdir(parents=True)
+        model.save(target)
+
+
+def _catalog_rows(data: Any, catalog: list[CatalogItem]) -> list[dict[str, Any]]:
+    """One row per item in index order; items absent from the catalogue get what events say."""
+    by_id = {c.item_id: c for c in catalog}
+    rows = []
+    for i, item_id in enumerate(data.items.ids):
+        c = by_id.get(item_id)
+        price = float(data.item_price[i]) if i < len(data.item_price) else float("nan")
+        rows.append(
+            {
+                "item_id": item_id,
+                "title": c.title if c else "",
+                "category": (c.category if c and c.category else None)
+                or (data.item_category[i] if i < len(data.item_category) else ""),
+                "price": c.price
+                if c and c.price is not None
+                else (None if np.isnan(price) else price),
+                "in_stock": c.in_stock if c else True,
+                "margin": c.margin if c else None,
+            }
+        )
+    return rows
+
+
+def _manifest(
+    config: TrainingConfig,
+    config_source: str,
+    data: Any,
+    *,
+    fit_info: dict[str, dict[str, Any]],
+    skipped: dict[str, str],
+    metrics: dict[str, dict[str, float | None]],
+    evaluation: dict[str, Any],
+    timings: dict[str, float],
+    promotion: dict[str, Any],
+) -> dict[str, Any]:
+    ts = data.events.ts
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "as_of": _iso(data.as_of),
+        "data_window": {
+            "first_event": _iso(int(ts.min())) if len(ts) else None,
+            "last_event": _iso(int(ts.max())) if len(ts) else None,
+        },
+        "counts": {
+            "events": len(data.events),
+            "users": data.n_users,
+            "items": data.n_items,
+            "orders": int(data.orders.shape[0]),
+            "interactions": int(data.interactions.nnz),
+        },
+        "config_source": config_source,
+        "interaction_config": config.interactions.model_dump(mode="json"),
+        "training_config": config.model_dump(mode="json"),
+        "default_model": config.default_model,
+        "models": fit_info,
+        "skipped_models": skipped,
+        "metrics": metrics,
+        "evaluation": evaluation,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "libraries": _library_versions(),
+        "promotion": promotion,
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist, key in _LIBRARIES.items():
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[key] = "not installed"
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+def _iso(us: int) -> str:
+    return from_micros(us).isoformat()
+
+
+# -- progress --------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A stage bar on stderr (hidden when stderr is not a terminal) and per-stage timings."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    def __enter__(self) -> _Progress:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=len(_STAGES), desc="train", unit="stage", file=sys.stderr, disable=None
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.bar.set_postfix_str(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - start
+            log.info("stage %s: %.2f s", name, self.timings[name])
+        self.bar.update(1)
+
+
+def parse_as_of(text: str) -> int:
+    """``YYYY-MM-DD`` (midnight UTC) or an ISO datetime with a zone -> microseconds UTC."""
+    from recsys.data.schema import to_micros
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise DataError(f"--as-of: {text!r} is not a date (YYYY-MM-DD) or ISO datetime") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return to_micros(moment)
+
+
+def open_default(settings: Settings) -> tuple[EventStore, Registry]:
+    """The store and registry the settings point at."""
+    from recsys.store import open_store
+
+    return open_store(settings), Registry(settings.registry_path)
