@@ -3,7 +3,7 @@
 A shop states its rules in a TOML or JSON file (validated on load; errors name the rule and
 the field)::
 
-    exclude_purchased = true                 # never re-recommend what the customer bought...
+    exclude_purchased = true                 # do not re-recommend what the customer bought...
     repeatable_categories = ["Groceries"]    # ...except consumables, which may be bought again
     exclude_out_of_stock = true
     max_per_category = 3                     # at most 3 items of one top-level category
@@ -93,7 +93,9 @@ class PinRule(StrictModel):
 class RuleSet(StrictModel):
     """The rules of one placement."""
 
-    exclude_purchased: bool = True
+    # Off by default: repeat buying is the strongest signal in purchase data and the default
+    # model learns when a repeat is due; shops that sell durables turn it on.
+    exclude_purchased: bool = False
     repeatable_categories: list[str] = Field(default_factory=list)
     exclude_out_of_stock: bool = True
     max_per_category: int | None = Field(default=None, ge=1)

@@ -48,12 +48,16 @@ def test_out_of_stock_is_excluded_unless_the_rule_is_off() -> None:
 
 def test_purchased_items_are_excluded_except_repeatable_categories() -> None:
     bought = np.array([0, 2])  # A (kitchen) and C (food)
-    assert ids(RuleSet(), 3, purchased=bought) == ["B", "D", "F"]
-    got = ids(RuleSet(repeatable_categories=["Food"]), 3, purchased=bought)
+    on = RuleSet(exclude_purchased=True)
+    assert ids(on, 3, purchased=bought) == ["B", "D", "F"]
+    got = ids(on.model_copy(update={"repeatable_categories": ["Food"]}), 3, purchased=bought)
     assert got == ["B", "C", "D"]
-    # per request: off
-    got = ids(RuleSet(), 2, purchased=bought, request=RequestFilters(exclude_purchased=False))
+    # per request: off, and on when the rules leave it off (the default)
+    got = ids(on, 2, purchased=bought, request=RequestFilters(exclude_purchased=False))
     assert got == ["A", "B"]
+    assert ids(RuleSet(), 2, purchased=bought) == ["A", "B"]
+    got = ids(RuleSet(), 2, purchased=bought, request=RequestFilters(exclude_purchased=True))
+    assert got == ["B", "D"]
 
 
 def test_request_excludes_category_and_price_filters() -> None:
@@ -158,7 +162,7 @@ def cases(draw: st.DrawFn):
 @given(cases())
 def test_laws(case) -> None:
     scores, k, exclude, bought, pin = case
-    data: dict = {}
+    data: dict = {"exclude_purchased": True}
     if pin:
         data["pin"] = [{"name": "p", "item": pin[0], "position": pin[1]}]
     rules = RuleSet.model_validate(data)

@@ -60,9 +60,11 @@ def test_recommendations_shape_and_personal(client: TestClient) -> None:
 
 def test_request_filters(client: TestClient) -> None:
     # Home: A is bought, B excluded, E out of stock -> only D is eligible
-    r = client.get("/v1/users/u1/recommendations?k=3&exclude=B&category=Home")
+    r = client.get("/v1/users/u1/recommendations?k=3&exclude=B&category=Home&exclude_purchased=1")
     assert ids(r) == ["D"]
-    assert "A" not in ids(client.get("/v1/users/u1/recommendations?k=8"))
+    assert "A" not in ids(client.get("/v1/users/u1/recommendations?k=8&exclude_purchased=true"))
+    # by default a bought item may be recommended again (repeat buying)
+    assert "A" in ids(client.get("/v1/users/u1/recommendations?k=8"))
     r = client.get("/v1/users/u1/recommendations?k=8&exclude_purchased=false&exclude=B,C")
     assert "A" in ids(r)
     assert not {"B", "C", "E"} & set(ids(r))
