@@ -194,6 +194,14 @@ def run_training(
             if promote_it:
                 registry.promote(version, reason=reason)
         notify(f"version {version}: {'promoted' if promote_it else 'NOT promoted'} ({reason})")
+
+        with progress.stage("segments"):
+            # Customer segments (RFM + clusters) are recomputed with every training, measured
+            # at the same as-of, so offers' eligibility and A/B breakdowns use current ones.
+            from recsys.offers import compute_segments, store_segments
+
+            segment_as_of = data_as_of + 1 if as_of is None else as_of
+            store_segments(store, compute_segments(events, segment_as_of, store.read_customers()))
         return TrainingResult(
             version=version,
             promoted=promote_it,

@@ -327,3 +327,20 @@ def test_the_default_config_trains_end_to_end(
     assert "viewed_with" in manifest["skipped_models"]
     assert "viewed_with" in err
     assert {"popular", "als", "ease", "hybrid"} <= set(manifest["models"])
+
+
+def test_training_recomputes_customer_segments(filled_store: Any, tmp_path: Path) -> None:
+    from recsys.offers.store import read_segments
+
+    assert read_segments(filled_store) is None
+    assert main(["train", "--config", _config(tmp_path)]) == 0
+    table = read_segments(filled_store)
+    assert table is not None
+    buyers = {u for u, t in zip(*_purchasers(filled_store), strict=True) if t == "purchase"}
+    assert set(table.user_id) == buyers
+    assert table.computed_at == int(filled_store.read_events().ts.max()) + 1
+
+
+def _purchasers(store: Any) -> tuple[list[str], list[str]]:
+    events = store.read_events()
+    return list(events.user_id), list(events.event_type)

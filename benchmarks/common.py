@@ -1,0 +1,144 @@
+"""Shared helpers of the benchmark scripts: timing, memory, tables and plots.
+
+Machines are shared and noisy, so every speed figure is a median of several runs and, where
+there is one, a ratio to a reference measured in the same run (interleaved, so drift hits
+both alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+#: Where full runs write their plots and Markdown fragments (next to RESULTS.md).
+BENCH_DIR = Path(__file__).resolve().parent
+#: The real data sets (absent on a fresh clone: benchmarks that need them skip with a note).
+SHARED_DATA = BENCH_DIR.parents[1] / "shared" / "data"
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark takes (``--smoke``, ``--out``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: check the script works (seconds)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for plots and Markdown (default: benchmarks/, or a temp folder with --smoke)",
+    )
+    return parser
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    """The output folder of a run (created)."""
+    path = Path(args.out) if args.out is not None else BENCH_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall time in seconds of one call, and its result."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
+    """Time each function ``runs`` times, alternating between them (a, b, a, b, ...).
+
+    Alternating spreads a noisy neighbour's load over every contender instead of over
+    whichever ran during it.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            times[name].append(timed(fn)[0])
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (``nan`` for no values)."""
+    return statistics.median(values) if values else float("nan")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
+
+
+def traced_peak_mib(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Peak Python-allocated memory (tracemalloc, numpy buffers included) during one call."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / 2**20, result
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub Markdown table; floats get 3 significant decimals."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        if isinstance(value, int):
+            return f"{value:,}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, name: str, markdown: str, data: dict[str, Any]) -> Path:
+    """Write ``<name>.md`` (a fragment for RESULTS.md) and ``<name>.json``; print the Markdown."""
+    path = out / f"{name}.md"
+    path.write_text(markdown.rstrip() + "\n", encoding="utf-8")
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    print(markdown)
+    return path
+
+
+def save_plot(fig: Any, out: Path, name: str) -> Path:
+    """Save a matplotlib figure as ``<name>.png`` and close it."""
+    import matplotlib.pyplot as plt
+
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def machine() -> str:
+    """A one-line description of this machine (cores and memory)."""
+    mem = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        mem = f", {pages / 2**30:.0f} GiB"
+    except (ValueError, OSError):
+        pass
+    return f"{os.cpu_count()} cores{mem}, Python {sys.version.split()[0]}"

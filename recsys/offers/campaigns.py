@@ -1,0 +1,432 @@
+"""Daily campaigns: for one date, the offers to send every eligible customer, recorded once.
+
+:func:`run_campaign` reads the events before the campaign date (midnight UTC), computes the
+triggers, segments and expected values of :mod:`recsys.offers.ranking` for every known
+customer, keeps at most ``max_per_customer`` offers each (one per item, best expected value
+first), applies the promotions' budgets and total-redemption caps across customers (greedily,
+best expected value first, counting each send's expected cost ``P × discount`` and expected
+redemptions ``P``), and records the sends in ``campaign_sends`` and ``offer_impressions`` in
+one transaction.
+
+Running it twice for the same date sends nothing twice: the sends of a date are recorded in
+one transaction, so a date with any send has run and a re-run sends nothing (not even to
+customers the first run left out: the budgets it spent would otherwise be spent again), and
+the table's primary key refuses a duplicate even under two concurrent runs.
+Across dates, a promotion is sent once per *episode*: once per birthday window, once per
+last order for win-back, replenishment and cross-sell (a new order starts a new episode);
+``always`` promotions are limited by their frequency cap only.
+
+Models: the current registry version is used when its ``as_of`` is not after the campaign
+date (a model trained on later data would leak the future into a past campaign) and it has
+the models: ``hybrid`` (``P``), ``buy_again`` (due items), ``bought_together``
+(complements). Whatever is missing is computed from the store's events.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from recsys.errors import ConfigError
+from recsys.offers.catalog import PromotionCatalog
+from recsys.offers.ranking import (
+    HybridProbabilities,
+    OfferCandidate,
+    OfferContext,
+    TriggerSettings,
+    build_context,
+    candidate_offers,
+    select_offers,
+)
+from recsys.offers.segments import PROSPECT, compute_segments
+from recsys.offers.store import Send, impression_times, last_sends, record_sends, sends_on
+from recsys.offers.triggers import (
+    Complements,
+    DueItem,
+    PurchaseHistory,
+    birthday_occurrence,
+    day_start_micros,
+    due_items_from_model,
+)
+from recsys.store.base import EventStore
+
+log = logging.getLogger(__name__)
+
+#: Columns of the campaign file.
+CAMPAIGN_COLUMNS = (
+    "campaign_date",
+    "user_id",
+    "offer_id",
+    "title",
+    "item_id",
+    "trigger",
+    "reasons",
+    "segment",
+    "probability",
+    "value",
+    "discount_cost",
+    "expected_value",
+)
+
+
+@dataclass
+class CampaignResult:
+    """What a campaign run sent, and why others were not sent."""
+
+    campaign_date: date
+    sends: list[OfferCandidate]
+    already_sent: int
+    customers_considered: int
+    skipped: Counter[str] = field(default_factory=Counter)
+    segments: dict[str, str] = field(default_factory=dict)
+    probability_source: str = "history_fallback"
+    model_version: str | None = None
+    models_used: list[str] = field(default_factory=list)
+
+    @property
+    def expected_value(self) -> float:
+        """Sum of the sends' expected values."""
+        return float(sum(c.expected_value for c in self.sends))
+
+    def by_trigger(self) -> dict[str, int]:
+        """Sends per trigger kind."""
+        return dict(sorted(Counter(c.trigger for c in self.sends).items()))
+
+    def by_segment(self) -> dict[str, int]:
+        """Sends per customer segment."""
+        return dict(
+            sorted(Counter(self.segments.get(c.user_id, PROSPECT) for c in self.sends).items())
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per send, in :data:`CAMPAIGN_COLUMNS` order."""
+        return [
+            {
+                "campaign_date": self.campaign_date.isoformat(),
+                "user_id": c.user_id,
+                "offer_id": c.offer_id,
+                "title": c.title,
+                "item_id": c.item_id or "",
+                "trigger": c.trigger,
+                "reasons": ";".join(c.reasons),
+                "segment": self.segments.get(c.user_id, PROSPECT),
+                "probability": round(c.probability, 6),
+                "value": round(c.value, 4),
+                "discount_cost": round(c.discount_cost, 4),
+                "expected_value": round(c.expected_value, 4),
+            }
+            for c in self.sends
+        ]
+
+
+@dataclass
+class LoadedModels:
+    """Models of a registry version the offers can use, with the version's ids."""
+
+    version: str
+    as_of: int
+    models: dict[str, Any]
+    users: Any
+    items: Any
+    history: Any
+
+
+def load_models(registry_root: str | Path, today: date) -> LoadedModels | None:
+    """The current version's ``hybrid``, ``buy_again`` and ``bought_together`` models.
+
+    ``None`` when nothing serves, or the version was trained on data after ``today``'s
+    midnight (it would leak the future into the campaign).
+    """
+    from recsys.data.vocab import Vocabulary
+    from recsys.models import model_class
+    from recsys.models.base import load_csr, load_json
+    from recsys.registry import Registry
+
+    registry = Registry(registry_root)
+    version = registry.current_version()
+    if version is None:
+        return None
+    manifest = registry.verify(version)
+    as_of_text = manifest.get("as_of")
+    if not as_of_text:
+        return None
+    as_of = datetime.fromisoformat(str(as_of_text))
+    if as_of.timestamp() * 1_000_000 > day_start_micros(today):
+        log.info("model version %s is newer than the campaign date; not used", version)
+        return None
+    folder = registry.path(version)
+    specs = manifest.get("models") or {}
+    models: dict[str, Any] = {}
+    for name in ("hybrid", "buy_again", "bought_together"):
+        spec = specs.get(name)
+        if spec:
+            models[name] = model_class(str(spec.get("model", name))).load(folder / "models" / name)
+    return LoadedModels(
+        version=version,
+        as_of=int(as_of.timestamp() * 1_000_000),
+        models=models,
+        users=Vocabulary.from_json(load_json(folder / "users.json")),
+        items=Vocabulary.from_json(load_json(folder / "items.json")),
+        history=load_csr(folder / "history.npz"),
+    )
+
+
+def build_campaign_context(
+    store: EventStore,
+    promotions: PromotionCatalog,
+    today: date,
+    *,
+    models: LoadedModels | None = None,
+    settings: TriggerSettings | None = None,
+    seed: int = 0,
+) -> OfferContext:
+    """An :class:`OfferContext` for ``today`` from the store (and models, when given).
+
+    Segments are computed at ``today``'s midnight (the campaign's data time), not read from
+    the stored table, which may describe another date.
+    """
+    settings = settings or TriggerSettings()
+    events = store.read_events(until=day_start_micros(today))
+    customers = store.read_customers()
+    history = PurchaseHistory.from_events(events, today)
+    table = compute_segments(events, today, customers, seed=seed)
+    hybrid = complements = due = None
+    if models is not None:
+        item_ids = models.items.ids
+        if "hybrid" in models.models:
+            hybrid = HybridProbabilities(
+                models.models["hybrid"], models.users, models.items, models.history, today
+            )
+        if "bought_together" in models.models:
+            complements = Complements.from_model(models.models["bought_together"], item_ids)
+        if "buy_again" in models.models:
+            model = models.models["buy_again"]
+            users = models.users
+
+            def due(user_id: str) -> list[DueItem]:
+                return due_items_from_model(
+                    model,
+                    users.index(user_id),
+                    item_ids,
+                    today,
+                    max_ratio=settings.replenishment_max_ratio,
+                )
+
+    longest = max((p.frequency_cap.period_days for p in promotions if p.frequency_cap), default=1)
+    shown = impression_times(
+        store,
+        day_start_micros(today - timedelta(days=longest)),
+        day_start_micros(today + timedelta(days=1)),
+    )
+    return build_context(
+        promotions,
+        today,
+        history,
+        customers=customers,
+        catalog=store.read_items(),
+        segments=table.segment_of(),
+        settings=settings,
+        complements=complements,
+        hybrid=hybrid,
+        due=due,
+        impressions=shown,
+    )
+
+
+def _episode_start(ctx: OfferContext, trigger: str, user_id: str) -> date | None:
+    """The first day of the current episode of ``trigger`` for the customer."""
+    if trigger == "birthday":
+        c = ctx.customers.get(user_id)
+        if c is None or c.birthday is None:
+            return None
+        days = ctx.settings.birthday_days_before
+        occurrence = birthday_occurrence(c.birthday, ctx.today, days)
+        return None if occurrence is None else occurrence - timedelta(days=days)
+    if trigger in ("winback", "replenishment", "cross_sell"):
+        hist = ctx.history.customers.get(user_id)
+        if hist is None:
+            return None
+        return date(1970, 1, 1) + timedelta(days=hist.order_days[-1])
+    return None
+
+
+def run_campaign(
+    store: EventStore,
+    promotions: PromotionCatalog,
+    today: date,
+    *,
+    max_per_customer: int = 3,
+    models: LoadedModels | None = None,
+    settings: TriggerSettings | None = None,
+    context: OfferContext | None = None,
+    channel: str = "email",
+    record: bool = True,
+) -> CampaignResult:
+    """Choose and record the offers to send on ``today`` (see the module docstring).
+
+    Parameters
+    ----------
+    store
+        The event store (events, customers, catalogue, and the offer tables).
+    promotions
+        The promotions catalogue.
+    today
+        The campaign date; only events before its midnight (UTC) are read.
+    max_per_customer
+        Offers per customer and date at most.
+    models
+        Models of a registry version (:func:`load_models`); ``None``: history only.
+    settings
+        Trigger settings.
+    context
+        A prepared context (tests, or a caller that runs several what-ifs); built from the
+        store when ``None``.
+    channel
+        The channel the campaign sends on (promotions not offered on it are skipped).
+    record
+        ``False`` computes without recording (a dry run).
+    """
+    if max_per_customer < 1:
+        raise ConfigError(f"max_per_customer: must be at least 1, not {max_per_customer}")
+    day = today.isoformat()
+    ctx = context or build_campaign_context(
+        store, promotions, today, models=models, settings=settings
+    )
+    done = {s.user_id for s in sends_on(store, day)}
+    if done and record:
+        # the sends of a date are recorded in one transaction: any send means the campaign
+        # of that date ran (running it again with budgets freed would send to new people)
+        return CampaignResult(
+            campaign_date=today,
+            sends=[],
+            already_sent=len(done),
+            customers_considered=0,
+            skipped=Counter({"campaign_already_ran": len(done)}),
+        )
+    previous = last_sends(store, day)
+    users = sorted(set(ctx.customers) | set(ctx.history.customers))
+    skipped: Counter[str] = Counter()
+    if ctx.hybrid is not None:
+        ctx.hybrid.prefetch(
+            [u for u in users if u not in done and not ctx.facts(u).marketing_opt_out]
+        )
+    chosen: list[OfferCandidate] = []
+    considered = 0
+    for user in users:
+        if user in done:
+            skipped["already_sent_today"] += 1
+            continue
+        facts = ctx.facts(user)
+        if facts.marketing_opt_out:
+            skipped["marketing_opt_out"] += 1
+            continue
+        considered += 1
+
+        def sent_in_episode(promo: Any, user: str = user) -> bool:
+            last = previous.get((user, promo.id))
+            if last is None:
+                return False
+            start = _episode_start(ctx, promo.trigger, user)
+            return start is not None and last >= start.isoformat()
+
+        cands, _ = candidate_offers(ctx, user, channel=channel, campaign=True, skip=sent_in_episode)
+        picked = select_offers(cands, max_per_customer)
+        if not picked:
+            skipped["no_offer"] += 1
+        chosen.extend(picked)
+
+    chosen = _apply_global_caps(ctx, chosen, skipped)
+    chosen.sort(key=lambda c: (c.user_id, -c.expected_value, c.offer_id))
+    ts = day_start_micros(today)
+    if record and chosen:
+        fresh = record_sends(
+            store, [Send(day, c.user_id, c.offer_id, c.trigger, ts) for c in chosen]
+        )
+        kept = {(s.user_id, s.offer_id) for s in fresh}
+        skipped["already_sent_today"] += len(chosen) - len(kept)
+        chosen = [c for c in chosen if (c.user_id, c.offer_id) in kept]
+    return CampaignResult(
+        campaign_date=today,
+        sends=chosen,
+        already_sent=len(done),
+        customers_considered=considered,
+        skipped=skipped,
+        segments=dict(ctx.segments),
+        probability_source=ctx.probability_source(),
+        model_version=models.version if models else None,
+        models_used=sorted(models.models) if models else [],
+    )
+
+
+def _apply_global_caps(
+    ctx: OfferContext, chosen: Sequence[OfferCandidate], skipped: Counter[str]
+) -> list[OfferCandidate]:
+    """Budgets and total-redemption caps across customers, best expected value first."""
+    from recsys.offers.eligibility import spent_on
+
+    cost: dict[str, float] = {}
+    redemptions: dict[str, float] = {}
+    out = []
+    for c in sorted(chosen, key=lambda c: (-c.expected_value, c.user_id, c.offer_id)):
+        promo = ctx.promotions.get(c.offer_id)
+        assert promo is not None
+        caps = promo.caps
+        total = ctx.history.total_redemptions(promo.id)
+        if caps.budget is not None:
+            spent = spent_on(promo, total, ctx.history.redeemed_value.get(promo.id, 0.0))
+            if spent + cost.get(promo.id, 0.0) + c.probability * c.discount_cost > caps.budget:
+                skipped["budget"] += 1
+                continue
+        if (
+            caps.total_redemptions is not None
+            and total + redemptions.get(promo.id, 0.0) + c.probability > caps.total_redemptions
+        ):
+            skipped["total_redemptions_cap"] += 1
+            continue
+        cost[promo.id] = cost.get(promo.id, 0.0) + c.probability * c.discount_cost
+        redemptions[promo.id] = redemptions.get(promo.id, 0.0) + c.probability
+        out.append(c)
+    return out
+
+
+def write_campaign(result: CampaignResult, path: str | Path) -> int:
+    """Write the sends to ``.csv`` or ``.parquet`` (header/schema even when empty)."""
+    path = Path(path)
+    rows = result.rows()
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"--out: {path} must end in .csv or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(CAMPAIGN_COLUMNS))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        floats = {"probability", "value", "discount_cost", "expected_value"}
+        schema = pa.schema(
+            [(n, pa.float64() if n in floats else pa.string()) for n in CAMPAIGN_COLUMNS]
+        )
+        table = pa.Table.from_pylist(rows, schema=schema)
+        pq.write_table(table, path)
+    return len(rows)
+
+
+__all__ = [
+    "CAMPAIGN_COLUMNS",
+    "CampaignResult",
+    "LoadedModels",
+    "build_campaign_context",
+    "load_models",
+    "run_campaign",
+    "write_campaign",
+]

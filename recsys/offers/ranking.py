@@ -1,0 +1,610 @@
+"""Ranking offers by expected value, with reasons, caps and consents applied.
+
+For a customer, every promotion that is valid, eligible (:mod:`recsys.offers.eligibility`)
+and whose trigger fired today (:mod:`recsys.offers.triggers`) proposes candidate
+``(item, promotion)`` pairs (``item`` is ``None`` for a basket promotion). Each gets::
+
+    expected value = P × value − P × discount cost
+
+where ``P`` is the probability that the customer buys the item within the horizon, ``value``
+the item's margin (its price where the margin is unknown) and the discount cost what the
+discount takes off that price. For a basket promotion, ``P`` is the probability of an order
+in the horizon and the value is the customer's mean order value net of returns.
+A ``min_basket`` condition multiplies ``P`` by the share of the customer's orders
+(everyone's, for a newcomer) that reached it.
+
+``P`` comes from the hybrid model's calibrated :meth:`~recsys.models.hybrid.HybridModel.probability`
+(the probability of buying within its ``label_days``) when a fitted one is given. Otherwise,
+and for items the hybrid model did not propose, from purchase history
+(:class:`HistoryProbabilities`): ``1 − exp(−h · n / span)`` for an item the customer bought
+``n`` times over ``span`` days (a Poisson rate over horizon ``h``), else the item's share of
+the customers who ordered in the last ``h`` days. That fallback is a heuristic, not calibrated.
+
+Per customer, the best candidate of each promotion is kept; then one promotion per item
+(deduplication across triggers: a due item that is also a complement is offered once), ranked
+by expected value (then priority). Customers who opted out of personalisation, and unknown
+ones, only get non-personal promotions (``trigger = "always"``, no segment or birthday
+targeting) on popular items, with the non-personal ``P`` and the reason ``non_personal``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+from pydantic import Field
+
+from recsys.config import StrictModel
+from recsys.data.schema import CatalogItem, Customer
+from recsys.offers.catalog import Promotion, PromotionCatalog
+from recsys.offers.eligibility import CustomerFacts, OfferUsage, ineligibility, spent_on
+from recsys.offers.segments import PROSPECT
+from recsys.offers.triggers import (
+    Complements,
+    DueItem,
+    PurchaseHistory,
+    birthday_occurrence,
+    cross_sell_window,
+    day_start_micros,
+    due_items_from_history,
+    gap_norms,
+    winback,
+)
+
+#: Items considered per promotion for triggers that do not name items (birthday, win-back).
+CANDIDATE_ITEMS = 50
+
+
+class TriggerSettings(StrictModel):
+    """The knobs of the triggers and of the ranking (defaults as documented)."""
+
+    birthday_days_before: int = Field(default=30, ge=0, le=366)
+    replenishment_min_purchases: int = Field(default=3, ge=2)
+    replenishment_due_ratio: float = Field(default=0.8, gt=0)
+    replenishment_max_ratio: float = Field(default=2.0, gt=0)
+    winback_factor: float = Field(default=2.0, gt=0)
+    winback_min_orders: int = Field(default=3, ge=2)
+    cross_sell_min_days: int = Field(default=3, ge=0)
+    cross_sell_max_days: int = Field(default=14, ge=0)
+    horizon_days: float = Field(default=30.0, gt=0)
+
+
+@dataclass(frozen=True)
+class OfferCandidate:
+    """One offer for one customer: a promotion on an item (or the basket) and its value."""
+
+    user_id: str
+    offer_id: str
+    title: str
+    item_id: str | None
+    trigger: str
+    reasons: tuple[str, ...]
+    probability: float
+    value: float
+    discount_cost: float
+    expected_value: float
+    priority: int
+    personal: bool
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready dict (what the API returns per offer)."""
+        return {
+            "offer_id": self.offer_id,
+            "title": self.title,
+            "item_id": self.item_id,
+            "trigger": self.trigger,
+            "reasons": list(self.reasons),
+            "probability": round(self.probability, 6),
+            "value": round(self.value, 4),
+            "discount_cost": round(self.discount_cost, 4),
+            "expected_value": round(self.expected_value, 4),
+            "priority": self.priority,
+            "personal": self.personal,
+        }
+
+
+class HistoryProbabilities:
+    """The fallback ``P`` from purchase history (see the module docstring)."""
+
+    def __init__(self, history: PurchaseHistory, horizon_days: float) -> None:
+        self.history = history
+        self.horizon = float(horizon_days)
+        start = history.until_day - horizon_days
+        buyers: dict[str, set[str]] = {}
+        active: set[str] = set()
+        for user, hist in history.customers.items():
+            for d, items in zip(hist.order_days, hist.order_items, strict=True):
+                if d >= start:
+                    active.add(user)
+                    for item in items:
+                        buyers.setdefault(item, set()).add(user)
+        n = max(len(active), 1)
+        self.base_rate = {item: len(users) / n for item, users in buyers.items()}
+        #: items by recent buyers, most first (ties by id): the non-personal candidates
+        self.popular = sorted(buyers, key=lambda i: (-len(buyers[i]), i))
+        self.order_rate_global = len(active) / max(len(history.customers), 1)
+
+    def _span(self, user_id: str) -> float:
+        hist = self.history.customers[user_id]
+        return max(float(self.history.until_day - hist.order_days[0]), self.horizon)
+
+    def item(self, user_id: str | None, item_id: str) -> float:
+        """``P`` that the customer buys the item within the horizon."""
+        days = self.history.item_days.get((user_id, item_id)) if user_id else None
+        if days:
+            return 1.0 - math.exp(-self.horizon * len(days) / self._span(user_id or ""))
+        return self.base_rate.get(item_id, 0.0)
+
+    def order(self, user_id: str | None) -> float:
+        """``P`` that the customer places an order within the horizon."""
+        hist = self.history.customers.get(user_id or "")
+        if hist is None:
+            return self.order_rate_global
+        return 1.0 - math.exp(-self.horizon * hist.n_orders / self._span(user_id or ""))
+
+    def candidates(self, user_id: str | None) -> dict[str, float]:
+        """Items worth considering: those the customer bought, and the popular ones."""
+        out = {i: self.base_rate.get(i, 0.0) for i in self.popular[:CANDIDATE_ITEMS]}
+        hist = self.history.customers.get(user_id or "")
+        if hist is not None and user_id:
+            for items in hist.order_items:
+                for i in items:
+                    out[i] = self.item(user_id, i)
+        return out
+
+
+class HybridProbabilities:
+    """Calibrated ``P`` from a fitted :class:`~recsys.models.hybrid.HybridModel`.
+
+    Parameters
+    ----------
+    model
+        The fitted hybrid model.
+    users, items
+        Its vocabularies (ids of the version it belongs to).
+    history
+        ``users × items`` interaction matrix of that version (``history.npz``).
+    today
+        Probabilities are computed at ``today``'s midnight UTC.
+    """
+
+    def __init__(
+        self, model: object, users: object, items: object, history: object, today: date
+    ) -> None:
+        self.model = model
+        self.users = users
+        self.items = items
+        self.history = history
+        self.now = day_start_micros(today)
+        self._cache: dict[str, dict[str, float]] = {}
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the model's probabilities are calibrated (not the fixed-blend fallback)."""
+        return bool(getattr(self.model, "calibrated_", False))
+
+    def prefetch(self, user_ids: Sequence[str], chunk: int = 512) -> None:
+        """Compute the candidates of many customers at once (a campaign's batch)."""
+        import scipy.sparse as sp
+
+        todo = [u for u in user_ids if u not in self._cache]
+        idx = self.users.indices(todo)  # type: ignore[attr-defined]
+        known = [(u, int(i)) for u, i in zip(todo, idx.tolist(), strict=True) if i >= 0]
+        for u in todo:
+            self._cache.setdefault(u, {})
+        item_ids = self.items.ids  # type: ignore[attr-defined]
+        hist = sp.csr_matrix(self.history)
+        for start in range(0, len(known), chunk):
+            part = known[start : start + chunk]
+            rows = np.array([i for _, i in part], dtype=np.intp)
+            probs = self.model.probability(rows, hist[rows], now=self.now)  # type: ignore[attr-defined]
+            for r, (u, _) in enumerate(part):
+                cols = np.flatnonzero(~np.isnan(probs[r]))
+                self._cache[u] = {item_ids[c]: float(probs[r, c]) for c in cols.tolist()}
+
+    def candidates(self, user_id: str | None) -> dict[str, float]:
+        """The hybrid model's candidates for the customer with their probabilities."""
+        if not user_id:
+            return {}
+        if user_id not in self._cache:
+            self.prefetch([user_id])
+        return self._cache[user_id]
+
+
+@dataclass
+class OfferContext:
+    """Everything offer ranking reads, for one day. Build it with :func:`build_context`."""
+
+    promotions: PromotionCatalog
+    today: date
+    history: PurchaseHistory
+    customers: dict[str, Customer]
+    segments: dict[str, str]
+    item_price: dict[str, float]
+    item_margin: dict[str, float]
+    item_category: dict[str, str]
+    in_stock: dict[str, bool]
+    fallback: HistoryProbabilities
+    complements: Complements
+    settings: TriggerSettings = field(default_factory=TriggerSettings)
+    hybrid: HybridProbabilities | None = None
+    due: Callable[[str], list[DueItem]] | None = None
+    impressions: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    segment_norms: dict[str, float] = field(default_factory=dict)
+    global_norm: float | None = None
+    _item_interval: dict[str, float] | None = None
+
+    def probability_source(self) -> str:
+        """``hybrid_calibrated``, ``hybrid_uncalibrated`` or ``history_fallback``."""
+        if self.hybrid is None:
+            return "history_fallback"
+        return "hybrid_calibrated" if self.hybrid.calibrated else "hybrid_uncalibrated"
+
+    def due_items(self, user_id: str) -> list[DueItem]:
+        """Items the customer is due to buy again today."""
+        if self.due is not None:
+            return self.due(user_id)
+        if self._item_interval is None:
+            self._item_interval = self.history.item_interval()
+        s = self.settings
+        return due_items_from_history(
+            self.history,
+            user_id,
+            self.today,
+            min_purchases=s.replenishment_min_purchases,
+            due_ratio=s.replenishment_due_ratio,
+            max_ratio=s.replenishment_max_ratio,
+            item_interval=self._item_interval,
+        )
+
+    def item_probability(self, user_id: str | None, item_id: str, personal: bool) -> float:
+        """``P`` for one item: the hybrid model's when it proposed the item, else history's."""
+        if personal and self.hybrid is not None and user_id:
+            p = self.hybrid.candidates(user_id).get(item_id)
+            if p is not None:
+                return p
+        return self.fallback.item(user_id if personal else None, item_id)
+
+    def facts(self, user_id: str) -> CustomerFacts:
+        """Eligibility facts of a customer (unknown ones are prospects)."""
+        c = self.customers.get(user_id)
+        hist = self.history.customers.get(user_id)
+        open_ = False
+        if c is not None and c.birthday is not None:
+            open_ = (
+                birthday_occurrence(c.birthday, self.today, self.settings.birthday_days_before)
+                is not None
+            )
+        return CustomerFacts(
+            user_id=user_id,
+            segment=self.segments.get(user_id, PROSPECT),
+            n_orders=hist.n_orders if hist else 0,
+            birthday_open=open_,
+            personalisation_opt_out=bool(c and c.personalisation_opt_out),
+            marketing_opt_out=bool(c and c.marketing_opt_out),
+        )
+
+    def usage(self, promo: Promotion, user_id: str) -> OfferUsage:
+        """Caps used so far by the customer and in total, and impressions in the period."""
+        h = self.history
+        total = h.total_redemptions(promo.id)
+        shown = 0
+        cap = promo.frequency_cap
+        if cap is not None:
+            start = day_start_micros(self.today - timedelta(days=cap.period_days - 1))
+            end = day_start_micros(self.today + timedelta(days=1))
+            shown = sum(start <= t < end for t in self.impressions.get((user_id, promo.id), ()))
+        return OfferUsage(
+            customer_redemptions=h.redemptions.get((user_id, promo.id), 0),
+            total_redemptions=total,
+            spent=spent_on(promo, total, h.redeemed_value.get(promo.id, 0.0)),
+            impressions_in_period=shown,
+        )
+
+    def fired(self, user_id: str) -> dict[str, list[tuple[str | None, str]]]:
+        """Triggers that fire for the customer today: kind -> ``(item or None, reason)``."""
+        s = self.settings
+        out: dict[str, list[tuple[str | None, str]]] = {"always": [(None, "always")]}
+        if self.facts(user_id).birthday_open:
+            out["birthday"] = [(None, "birthday")]
+        if user_id not in self.history.customers:
+            return out
+        due = self.due_items(user_id)
+        if due:
+            out["replenishment"] = [(d.item_id, "due_for_repurchase") for d in due]
+        lapse = winback(
+            self.history,
+            user_id,
+            self.today,
+            segment=self.segments.get(user_id),
+            segment_norms=self.segment_norms,
+            global_norm=self.global_norm,
+            factor=s.winback_factor,
+            min_orders=s.winback_min_orders,
+        )
+        if lapse is not None:
+            out["winback"] = [(None, "winback")]
+        basket = cross_sell_window(
+            self.history,
+            user_id,
+            self.today,
+            min_days=s.cross_sell_min_days,
+            max_days=s.cross_sell_max_days,
+        )
+        if basket:
+            pairs = self.complements.for_basket(basket, k=CANDIDATE_ITEMS)
+            if pairs:
+                out["cross_sell"] = [(c, f"often_bought_with:{p}") for c, p, _ in pairs]
+        return out
+
+
+def build_context(
+    promotions: PromotionCatalog,
+    today: date,
+    history: PurchaseHistory,
+    *,
+    customers: Sequence[Customer] = (),
+    catalog: Sequence[CatalogItem] = (),
+    segments: Mapping[str, str] | None = None,
+    settings: TriggerSettings | None = None,
+    complements: Complements | None = None,
+    hybrid: HybridProbabilities | None = None,
+    due: Callable[[str], list[DueItem]] | None = None,
+    impressions: Mapping[tuple[str, str], list[int]] | None = None,
+) -> OfferContext:
+    """Assemble an :class:`OfferContext` for ``today``.
+
+    ``history`` must hold purchases before ``today`` only (``PurchaseHistory.from_events(
+    events, today)``). Missing models are replaced by their history-based equivalents:
+    complements from co-occurrence in orders, due items from purchase intervals, ``P`` from
+    :class:`HistoryProbabilities`.
+    """
+    settings = settings or TriggerSettings()
+    segs = dict(segments or {})
+    norms, global_norm = gap_norms(history, segs, min_orders=settings.winback_min_orders)
+    price = dict(history.item_price)
+    margin: dict[str, float] = {}
+    category: dict[str, str] = {}
+    stock: dict[str, bool] = {}
+    for it in catalog:
+        if it.price is not None:
+            price[it.item_id] = float(it.price)
+        if it.margin is not None:
+            margin[it.item_id] = float(it.margin)
+        category[it.item_id] = it.category
+        stock[it.item_id] = it.in_stock
+    return OfferContext(
+        promotions=promotions,
+        today=today,
+        history=history,
+        customers={c.user_id: c for c in customers},
+        segments=segs,
+        item_price=price,
+        item_margin=margin,
+        item_category=category,
+        in_stock=stock,
+        fallback=HistoryProbabilities(history, settings.horizon_days),
+        complements=complements if complements is not None else Complements.from_history(history),
+        settings=settings,
+        hybrid=hybrid,
+        due=due,
+        impressions=dict(impressions or {}),
+        segment_norms=norms,
+        global_norm=global_norm,
+    )
+
+
+def _basket_share(ctx: OfferContext, user_id: str | None, minimum: float | None) -> float:
+    """Share of the customer's orders (everyone's for a newcomer) worth at least ``minimum``."""
+    if minimum is None:
+        return 1.0
+    hist = ctx.history.customers.get(user_id or "")
+    if hist is not None:
+        values = hist.order_values
+    else:
+        values = [v for h in ctx.history.customers.values() for v in h.order_values]
+    if not values:
+        return 0.0
+    return sum(v >= minimum for v in values) / len(values)
+
+
+def _item_candidate(
+    ctx: OfferContext,
+    promo: Promotion,
+    user_id: str,
+    item: str,
+    reasons: tuple[str, ...],
+    personal: bool,
+) -> OfferCandidate | None:
+    price = ctx.item_price.get(item)
+    if price is None or price <= 0 or not ctx.in_stock.get(item, True):
+        return None  # nothing to value, or nothing to sell
+    p = ctx.item_probability(user_id, item, personal)
+    p *= _basket_share(ctx, user_id if personal else None, promo.eligibility.min_basket)
+    value = ctx.item_margin.get(item, price)
+    cost = promo.discount.cost(price)
+    return OfferCandidate(
+        user_id=user_id,
+        offer_id=promo.id,
+        title=promo.title,
+        item_id=item,
+        trigger=promo.trigger,
+        reasons=reasons,
+        probability=p,
+        value=value,
+        discount_cost=cost,
+        expected_value=p * value - p * cost,
+        priority=promo.priority,
+        personal=personal,
+    )
+
+
+def _basket_candidate(
+    ctx: OfferContext, promo: Promotion, user_id: str, reasons: tuple[str, ...], personal: bool
+) -> OfferCandidate | None:
+    who = user_id if personal else None
+    hist = ctx.history.customers.get(who or "")
+    if hist is not None:
+        value = hist.monetary / hist.n_orders  # net of returns: a cancelled order is no value
+    else:
+        all_values = [v for h in ctx.history.customers.values() for v in h.order_values]
+        value = float(np.mean(all_values)) if all_values else 0.0
+    if value <= 0:
+        return None
+    p = ctx.fallback.order(who) * _basket_share(ctx, who, promo.eligibility.min_basket)
+    cost = promo.discount.cost(value)
+    return OfferCandidate(
+        user_id=user_id,
+        offer_id=promo.id,
+        title=promo.title,
+        item_id=None,
+        trigger=promo.trigger,
+        reasons=reasons,
+        probability=p,
+        value=value,
+        discount_cost=cost,
+        expected_value=p * value - p * cost,
+        priority=promo.priority,
+        personal=personal,
+    )
+
+
+def candidate_offers(
+    ctx: OfferContext,
+    user_id: str,
+    *,
+    channel: str,
+    campaign: bool = False,
+    skip: Callable[[Promotion], bool] | None = None,
+) -> tuple[list[OfferCandidate], dict[str, str]]:
+    """Every eligible promotion's best candidate for the customer, unranked.
+
+    Returns the candidates and, per promotion left out, why (``"trigger_not_fired"`` or an
+    :func:`~recsys.offers.eligibility.ineligibility` reason). ``skip`` drops promotions the
+    caller already handled (a campaign's "sent in this episode").
+    """
+    facts = ctx.facts(user_id)
+    # an unknown customer has nothing to personalise with: treated like an opt-out
+    personal_ok = not facts.personalisation_opt_out and (
+        user_id in ctx.customers or user_id in ctx.history.customers
+    )
+    non_personal: dict[str, list[tuple[str | None, str]]] = {"always": [(None, "non_personal")]}
+    fired = ctx.fired(user_id) if personal_ok else non_personal
+    out: list[OfferCandidate] = []
+    why: dict[str, str] = {}
+    for promo in ctx.promotions:
+        if promo.personal and not personal_ok:
+            why[promo.id] = (
+                "personalisation_opt_out" if facts.personalisation_opt_out else "unknown_customer"
+            )
+            continue
+        reason = ineligibility(
+            promo,
+            facts,
+            ctx.today,
+            channel=channel,
+            usage=ctx.usage(promo, user_id),
+            campaign=campaign,
+        )
+        if reason is not None:
+            why[promo.id] = reason
+            continue
+        hits = fired.get(promo.trigger)
+        if not hits:
+            why[promo.id] = "trigger_not_fired"
+            continue
+        if skip is not None and skip(promo):
+            why[promo.id] = "already_sent"
+            continue
+        extra = (f"segment:{facts.segment}",) if promo.eligibility.segments else ()
+        best = _best_for(ctx, promo, user_id, hits, extra, personal=personal_ok)
+        if best is None:
+            why[promo.id] = "no_item"
+            continue
+        out.append(best)
+    return out, why
+
+
+def _best_for(
+    ctx: OfferContext,
+    promo: Promotion,
+    user_id: str,
+    hits: list[tuple[str | None, str]],
+    extra: tuple[str, ...],
+    *,
+    personal: bool,
+) -> OfferCandidate | None:
+    trigger_reasons = tuple(dict.fromkeys(r for _, r in hits))
+    if promo.applies_to.basket:
+        return _basket_candidate(ctx, promo, user_id, (*trigger_reasons[:3], *extra), personal)
+    named = [(i, r) for i, r in hits if i is not None]
+    if named:
+        pairs = named
+    else:
+        pool = (
+            ctx.hybrid.candidates(user_id) if personal and ctx.hybrid is not None else {}
+        ) or ctx.fallback.candidates(user_id if personal else None)
+        top = sorted(pool, key=lambda i: (-pool[i], i))
+        pairs = [(i, trigger_reasons[0]) for i in top]
+    best: OfferCandidate | None = None
+    tried = 0
+    for item, reason in pairs:
+        if not promo.applies_to.matches(item, ctx.item_category.get(item, "")):
+            continue
+        cand = _item_candidate(ctx, promo, user_id, item, (reason, *extra), personal)
+        if cand is None:
+            continue
+        tried += 1
+        if best is None or cand.expected_value > best.expected_value:
+            best = cand
+        if tried >= CANDIDATE_ITEMS:
+            break
+    return best
+
+
+def select_offers(candidates: Sequence[OfferCandidate], k: int) -> list[OfferCandidate]:
+    """At most ``k`` offers by expected value (then priority, then id), one per item.
+
+    The same item proposed by two promotions (say due *and* a complement) is offered once,
+    by the more valuable promotion; at most one basket promotion is kept.
+    """
+    ranked = sorted(candidates, key=lambda c: (-c.expected_value, -c.priority, c.offer_id))
+    out: list[OfferCandidate] = []
+    seen: set[str | None] = set()
+    for c in ranked:
+        if c.item_id in seen:
+            continue
+        seen.add(c.item_id)
+        out.append(c)
+        if len(out) == k:
+            break
+    return out
+
+
+def rank_offers_for_user(
+    ctx: OfferContext, user_id: str, *, channel: str = "web", k: int = 3
+) -> list[OfferCandidate]:
+    """The offers to show ``user_id`` today on ``channel``, best first (what the API calls).
+
+    Unknown customers and those who opted out of personalisation get non-personal offers
+    only. The caller records what it shows with
+    :func:`recsys.offers.store.record_impressions`, which the frequency caps count.
+    """
+    candidates, _ = candidate_offers(ctx, user_id, channel=channel)
+    return select_offers(candidates, k)
+
+
+__all__ = [
+    "HistoryProbabilities",
+    "HybridProbabilities",
+    "OfferCandidate",
+    "OfferContext",
+    "TriggerSettings",
+    "build_context",
+    "candidate_offers",
+    "rank_offers_for_user",
+    "select_offers",
+]

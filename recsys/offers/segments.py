@@ -1,0 +1,218 @@
+"""Customer segments: RFM scores, k-means clusters and a readable label per customer.
+
+Measured at ``as_of`` (the data's time, never the wall clock), from purchases before it:
+
+* **recency**: days from the customer's last order to ``as_of``;
+* **frequency**: distinct orders;
+* **monetary**: spend (quantity × price) net of returns.
+
+Each becomes a quintile score 1-5 (:func:`quintile_scores`; recency reversed, so 5 = most
+recent), written ``rfm = "RFM"`` (e.g. ``"545"``). The label comes from R and F, in order:
+
+==============  ===================================================
+``new``         one order, R >= 4
+``champions``   R >= 4 and F >= 4
+``loyal``       R = 3 and F >= 4
+``potential``   R >= 3 (few orders but recent)
+``at_risk``     R <= 2 and F >= 3 (used to buy often, lapsing)
+``hibernating`` R <= 2 and F <= 2
+==============  ===================================================
+
+Clusters are k-means (scikit-learn, seeded) on standardised ``log1p`` of the three raw values,
+numbered by increasing mean spend, so cluster 0 is the lowest-value group in every run.
+Customers without a purchase are not in the table (they are *prospects*:
+:data:`PROSPECT`); customers who opted out of personalisation are left out too, because a
+segment is a profile.
+
+The training pipeline recomputes and stores the table::
+
+    table = compute_segments(events, as_of, store.read_customers())
+    store_segments(store, table)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from recsys.data.schema import MICROS_PER_DAY, Customer, EventFrame
+from recsys.offers.triggers import PurchaseHistory, day_start_micros
+
+#: Segment of a customer with no purchase (not stored in the table).
+PROSPECT = "prospect"
+SEGMENT_LABELS: tuple[str, ...] = (
+    "champions",
+    "loyal",
+    "potential",
+    "new",
+    "at_risk",
+    "hibernating",
+)
+
+
+def quintile_scores(values: NDArray[np.floating] | Sequence[float]) -> NDArray[np.int64]:
+    """Quintile scores 1-5 of ``values`` (higher value, higher score).
+
+    Scores come from mid-ranks (ties get the same score), ``1 + floor(5 (rank - 0.5) / n)``,
+    so they are monotone non-decreasing in the value and each score holds about a fifth of
+    the customers when values are distinct.
+    """
+    from scipy.stats import rankdata
+
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return np.empty(0, dtype=np.int64)
+    ranks = rankdata(x, method="average")
+    scores = 1 + np.floor(5.0 * (ranks - 0.5) / len(x)).astype(np.int64)
+    return np.clip(scores, 1, 5)
+
+
+def label_segment(r: int, f: int, n_orders: int) -> str:
+    """The readable segment of an R and F score (see the module docstring)."""
+    if n_orders == 1 and r >= 4:
+        return "new"
+    if r >= 4 and f >= 4:
+        return "champions"
+    if r >= 3 and f >= 4:
+        return "loyal"
+    if r >= 3:
+        return "potential"
+    if f >= 3:
+        return "at_risk"
+    return "hibernating"
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    """Segments of every customer with a purchase, ordered by ``user_id``."""
+
+    user_id: list[str]
+    recency_days: NDArray[np.float64]
+    frequency: NDArray[np.float64]
+    monetary: NDArray[np.float64]
+    rfm: list[str]
+    cluster: NDArray[np.int64]
+    segment: list[str]
+    computed_at: int  # the as_of, microseconds UTC
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+    def segment_of(self) -> dict[str, str]:
+        """``user_id -> segment``."""
+        return dict(zip(self.user_id, self.segment, strict=True))
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per segment: customers, mean recency (days), frequency (orders), monetary."""
+        out = []
+        labels = np.asarray(self.segment, dtype=object)
+        for name in [*SEGMENT_LABELS, *sorted(set(self.segment) - set(SEGMENT_LABELS))]:
+            mask = labels == name
+            if not mask.any():
+                continue
+            out.append(
+                {
+                    "segment": name,
+                    "customers": int(mask.sum()),
+                    "mean_recency_days": round(float(self.recency_days[mask].mean()), 1),
+                    "mean_frequency": round(float(self.frequency[mask].mean()), 2),
+                    "mean_monetary": round(float(self.monetary[mask].mean()), 2),
+                }
+            )
+        return out
+
+
+def compute_segments(
+    events: EventFrame,
+    as_of: int | date,
+    customers: Sequence[Customer] = (),
+    *,
+    k: int = 4,
+    seed: int = 0,
+) -> SegmentTable:
+    """RFM scores, clusters and labels of every customer who bought before ``as_of``.
+
+    Parameters
+    ----------
+    events
+        Events (any types; purchases and returns are read).
+    as_of
+        Microseconds UTC, or a date (its midnight UTC): only events before it count and
+        recency is measured to it. Pass the training data's ``as_of``.
+    customers
+        Profiles; those with ``personalisation_opt_out`` are left out of the table.
+    k
+        Clusters (fewer when there are fewer distinct customers).
+    seed
+        Seed of k-means.
+    """
+    if isinstance(as_of, date):
+        as_of_day = as_of
+        as_of_us = day_start_micros(as_of)
+    else:
+        as_of_us = int(as_of)
+        # a partial day counts: purchases earlier on the as_of day are kept
+        as_of_day = date(1970, 1, 1) + timedelta(days=math.ceil(as_of_us / MICROS_PER_DAY))
+    history = PurchaseHistory.from_events(events.select(events.ts < as_of_us), as_of_day)
+    opted_out = {c.user_id for c in customers if c.personalisation_opt_out}
+    users = sorted(u for u in history.customers if u not in opted_out)
+    as_of_days = as_of_us / MICROS_PER_DAY
+    recency = np.array(
+        [max(as_of_days - history.customers[u].order_days[-1], 0.0) for u in users],
+        dtype=np.float64,
+    )
+    frequency = np.array([history.customers[u].n_orders for u in users], dtype=np.float64)
+    monetary = np.array([history.customers[u].monetary for u in users], dtype=np.float64)
+    r = quintile_scores(-recency)
+    f = quintile_scores(frequency)
+    m = quintile_scores(monetary)
+    rfm = [f"{a}{b}{c}" for a, b, c in zip(r.tolist(), f.tolist(), m.tolist(), strict=True)]
+    segment = [
+        label_segment(a, b, int(n))
+        for a, b, n in zip(r.tolist(), f.tolist(), frequency.tolist(), strict=True)
+    ]
+    cluster = _clusters(recency, frequency, monetary, k=k, seed=seed)
+    return SegmentTable(
+        user_id=users,
+        recency_days=recency,
+        frequency=frequency,
+        monetary=monetary,
+        rfm=rfm,
+        cluster=cluster,
+        segment=segment,
+        computed_at=as_of_us,
+    )
+
+
+def _clusters(
+    recency: NDArray[np.float64],
+    frequency: NDArray[np.float64],
+    monetary: NDArray[np.float64],
+    *,
+    k: int,
+    seed: int,
+) -> NDArray[np.int64]:
+    if len(recency) == 0:
+        return np.empty(0, dtype=np.int64)
+    x = np.log1p(np.column_stack([recency, frequency, monetary]))
+    std = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    # k-means warns (and fails under -W error) when asked for more clusters than points
+    distinct = len(np.unique(np.round(x, 9), axis=0))
+    k = max(1, min(k, distinct))
+    if k == 1:
+        return np.zeros(len(x), dtype=np.int64)
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(n_clusters=k, random_state=seed, n_init=10).fit_predict(x)
+    # number clusters by increasing mean spend so that labels read the same in every run
+    means = [monetary[labels == c].mean() for c in range(k)]
+    rank = np.empty(k, dtype=np.int64)
+    rank[np.argsort(means, kind="stable")] = np.arange(k)
+    return rank[labels].astype(np.int64)
