@@ -19,14 +19,17 @@ from threadpoolctl import threadpool_limits
 
 from recsys.engine import ModelLoader
 from recsys.errors import RecsysError
+from recsys.experiments.exposures import ExposureWriter
+from recsys.experiments.registry import ExperimentRegistry, experiments_path
 from recsys.ranking.rules import RulesFile, load_rules
 from recsys.settings import load_settings
 from recsys.store.base import EventStore
 from serving import errors
+from serving.logs import install_access_log_filter
 from serving.metrics import Metrics
 from serving.middleware import GuardMiddleware
 from serving.responses import OrjsonResponse
-from serving.routes import admin, events, health, items, users
+from serving.routes import admin, events, experiments, health, items, users
 from serving.settings import ServingSettings
 from serving.state import ServingState
 
@@ -52,6 +55,7 @@ def create_app(
         How a saved model is loaded (tests use fakes); see :class:`recsys.engine.Engine`.
     """
     settings = settings or load_settings(ServingSettings)
+    install_access_log_filter()
     rules = load_rules(settings.rules_file) if settings.rules_file else RulesFile()
     metrics = Metrics()
 
@@ -62,6 +66,14 @@ def create_app(
         limiter = threadpool_limits(limits=1)
         state = _build_state(settings, store, registry, rules, metrics, model_loader)
         app.state.recsys = state
+        state.experiments = ExperimentRegistry(experiments_path(settings)).load()
+        state.exposures = ExposureWriter(
+            state.store,
+            max_queue=settings.exposure_queue,
+            batch_size=settings.exposure_batch,
+            flush_interval_ms=settings.exposure_flush_ms,
+            on_outcome=lambda outcome, n: metrics.exposures.labels(outcome=outcome).inc(n),
+        ).start()
         try:
             await asyncio.to_thread(state.reload)
         except RecsysError as exc:
@@ -76,6 +88,9 @@ def create_app(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            # what is queued is written before the process goes
+            if state.exposures is not None:
+                await asyncio.to_thread(state.exposures.close)
             limiter.restore_original_limits()
 
     app = FastAPI(
@@ -86,7 +101,7 @@ def create_app(
         default_response_class=OrjsonResponse,
     )
     errors.install(app)
-    for module in (users, items, events, admin, health):
+    for module in (users, items, events, admin, health, experiments):
         app.include_router(module.router)
     app.add_middleware(
         GuardMiddleware,

@@ -17,6 +17,8 @@ Conventions (the scikit-learn estimator contract):
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -166,7 +168,8 @@ def load_arrays(path: Path) -> dict[str, NDArray[Any]]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # a truncated or bit-flipped .npz surfaces as a zip error, not an OSError
         raise ArtifactError(f"{path}: cannot read arrays: {exc}") from None
 
 
