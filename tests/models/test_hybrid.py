@@ -190,3 +190,13 @@ def test_beats_repeat_baseline_on_online_retail(online_retail: Path, tmp_path: P
     hybrid, repeat = result["hybrid"], result["repeat"]
     for metric in ("capped_recall", "ndcg"):
         assert hybrid.all_items[metric] > repeat.all_items[metric], metric
+
+
+def test_big_catalogue_skips_ease(shop: TrainingData) -> None:
+    """Above ``max_ease_items`` the EASE generator is not built; the rest still serves."""
+    model = HybridModel(factors=8, max_iter=30, max_ease_items=10).fit(shop)
+    assert model.state_.ease is None
+    users, hist = probe(shop)
+    (reasons,) = model.explain(users, hist, 5)
+    assert reasons and all("ease" not in r.sources for r in reasons)
+    assert reasons[0].item == shop.items.index("c3")
