@@ -50,6 +50,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.exposures = Counter(
+            "recsys_exposures",
+            "Experiment exposures by outcome: written, dropped (queue full) or failed.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.variant_fallbacks = Counter(
+            "recsys_variant_fallbacks",
+            "Lists of a variant served by the current version because its own failed to load.",
+            ["experiment", "variant"],
+            registry=self.registry,
+        )
+
     def set_version(self, version: str) -> None:
         """Mark ``version`` as the one serving."""
         self.model_version.clear()

@@ -32,6 +32,12 @@ class ListOut(BaseModel):
     fallback: str | None = Field(
         description="null for a personal list; otherwise what served instead (e.g. popular)."
     )
+    experiment: str | None = Field(
+        default=None, description="The A/B experiment this list was served under, or null."
+    )
+    variant: str | None = Field(
+        default=None, description="The user's variant in it (or 'holdout'), or null."
+    )
 
 
 class EventsOut(BaseModel):

@@ -42,6 +42,17 @@ class ServingSettings(Settings):
         default=200, ge=0, le=5000, description="Recent events per user folded into requests."
     )
 
+    experiments_file: Path | None = Field(
+        default=None, description="Experiments TOML/JSON (default: $RECSYS_HOME/experiments.toml)."
+    )
+    exposure_queue: int = Field(
+        default=10_000, ge=1, description="Exposures waiting to be written; more are dropped."
+    )
+    exposure_batch: int = Field(default=200, ge=1, description="Exposures written per batch.")
+    exposure_flush_ms: float = Field(
+        default=200.0, gt=0, description="A partial batch of exposures waits at most this long."
+    )
+
     def key_list(self) -> list[bytes]:
         """The configured API keys (empty: write endpoints are refused)."""
         raw = self.api_keys.get_secret_value()

@@ -16,6 +16,8 @@ from typing import Any
 
 from recsys.engine import Engine, ModelLoader
 from recsys.errors import ArtifactError, ModelError, RecsysError
+from recsys.experiments.exposures import ExposureWriter
+from recsys.experiments.registry import ExperimentRegistry
 from recsys.ranking.rules import RulesFile
 from recsys.store.base import EventStore
 from serving.metrics import Metrics
@@ -46,6 +48,34 @@ class ServingState:
         self.last_error: str | None = None
         self.loaded_at: float | None = None
         self._reload_lock = threading.Lock()
+        # A/B experiments: set up in the app's lifespan (None: no experiments are served).
+        self.experiments: ExperimentRegistry | None = None
+        self.exposures: ExposureWriter | None = None
+        # Variants' model versions other than the current one: loaded once, verified like it.
+        self._versions: dict[str, Engine | None] = {}
+        self._versions_lock = threading.Lock()
+
+    def engine_for_version(self, version: str) -> Engine | None:
+        """The engine of ``version`` (the serving one, or a cached extra one); ``None`` when it
+        failed to load (logged once; not retried until the next reload of the main version)."""
+        engine = self.engine
+        if engine is not None and engine.version == version:
+            return engine
+        with self._versions_lock:
+            if version in self._versions:
+                return self._versions[version]
+            extra: Engine | None = None
+            try:
+                extra = Engine.load(
+                    Path(self.registry.path(version)),
+                    self.registry,
+                    rules=self.rules,
+                    model_loader=self.model_loader,
+                )
+            except RecsysError as exc:
+                log.warning("variant model version %s cannot be loaded: %s", version, exc)
+            self._versions[version] = extra
+            return extra
 
     def require_engine(self) -> Engine:
         """The engine now serving; :class:`~recsys.errors.ModelError` (503) if none is loaded."""
@@ -79,6 +109,8 @@ class ServingState:
                 log.warning("model reload failed; still serving %s: %s", self._serving(), exc)
                 raise
             self.engine = engine  # the atomic swap
+            with self._versions_lock:
+                self._versions.clear()  # failed variant versions get another chance
             self.last_error = None
             self.loaded_at = time.time()
             self.metrics.set_version(engine.version)

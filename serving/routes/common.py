@@ -15,17 +15,27 @@ from serving.state import ServingState
 K = Annotated[int, Query(ge=1, le=100, description="How many items (1-100).")]
 
 
-def list_response(result: RecommendationList, state: ServingState, endpoint: str) -> OrjsonResponse:
-    """The JSON body every list endpoint returns."""
+def list_response(
+    result: RecommendationList,
+    state: ServingState,
+    endpoint: str,
+    *,
+    recommendation_id: str | None = None,
+    experiment: str | None = None,
+    variant: str | None = None,
+) -> OrjsonResponse:
+    """The JSON body every list endpoint returns (``experiment``/``variant`` null outside one)."""
     if result.fallback:
         state.metrics.fallbacks.labels(endpoint=endpoint, kind=result.fallback).inc()
     body = {
-        "recommendation_id": uuid.uuid4().hex,
+        "recommendation_id": recommendation_id or uuid.uuid4().hex,
         "model_version": result.model_version,
         "items": [
             {"item_id": r.item_id, "score": float(r.score), "reasons": list(r.reasons)}
             for r in result.items
         ],
         "fallback": result.fallback,
+        "experiment": experiment,
+        "variant": variant,
     }
     return OrjsonResponse(body)

@@ -10,6 +10,7 @@ from recsys.data.schema import MAX_ID_LENGTH
 from serving.deps import EngineDep, State, read_access
 from serving.responses import OrjsonResponse
 from serving.routes.common import K, list_response
+from serving.routes.experiments import choose_arm, holdout_list, respond
 from serving.schemas import BasketIn, ListOut
 
 router = APIRouter(prefix="/v1", tags=["items"], dependencies=[Depends(read_access)])
@@ -36,8 +37,12 @@ def bought_together(state: State, engine: EngineDep, item_id: ItemId, k: K = 10)
 @router.post("/baskets/complete", response_model=ListOut)
 def complete_basket(state: State, engine: EngineDep, body: BasketIn) -> OrjsonResponse:
     """Items that complete a basket (unknown basket items are ignored)."""
-    result = engine.complete_basket(body.item_ids, body.k, user_id=body.user_id)
-    return list_response(result, state, "baskets_complete")
+    arm = choose_arm(state, engine, body.user_id)
+    if arm.holdout:
+        result = holdout_list(arm, body.k)
+    else:
+        result = arm.engine.complete_basket(body.item_ids, body.k, user_id=body.user_id)
+    return respond(result, arm, state, "baskets_complete", user_id=body.user_id)
 
 
 @router.get("/popular", response_model=ListOut)

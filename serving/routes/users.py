@@ -11,7 +11,8 @@ from recsys.engine import RecommendationList
 from recsys.ranking.rules import RequestFilters
 from serving.deps import EngineDep, State, StoreDep, read_access, require_key
 from serving.responses import OrjsonResponse
-from serving.routes.common import K, list_response
+from serving.routes.common import K
+from serving.routes.experiments import choose_arm, holdout_list, respond
 from serving.schemas import EraseOut, ListOut, MergeIn, MergeOut
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -51,15 +52,21 @@ def recommendations(
     """Personal recommendations; an unknown customer gets the popular list (``fallback``)."""
     ids = tuple(i for raw in exclude for i in raw.split(",") if i)
     filters = RequestFilters(exclude=ids, category=category, exclude_purchased=exclude_purchased)
-    result = _recommend(state, engine, user_id, k, placement, filters)
-    return list_response(result, state, "recommendations")
+    arm = choose_arm(state, engine, user_id)
+    if arm.holdout:
+        return respond(holdout_list(arm, k), arm, state, "recommendations", user_id=user_id)
+    result = _recommend(state, arm.engine, user_id, k, placement, filters)
+    return respond(result, arm, state, "recommendations", user_id=user_id, placement=placement)
 
 
 @router.get("/{user_id}/offers", response_model=ListOut, dependencies=[Depends(read_access)])
 def offers(state: State, engine: EngineDep, user_id: UserId, k: K = 10) -> OrjsonResponse:
     """Items to offer this customer (promotions are a later addition)."""
-    result = _recommend(state, engine, user_id, k, "offers")
-    return list_response(result, state, "offers")
+    arm = choose_arm(state, engine, user_id)
+    if arm.holdout:
+        return respond(holdout_list(arm, k), arm, state, "offers", user_id=user_id)
+    result = _recommend(state, arm.engine, user_id, k, "offers")
+    return respond(result, arm, state, "offers", user_id=user_id, placement="offers")
 
 
 @router.post("/{user_id}/merge", response_model=MergeOut, dependencies=[Depends(require_key)])

@@ -51,7 +51,15 @@ def test_recommendations_shape_and_personal(client: TestClient) -> None:
     r = client.get("/v1/users/u1/recommendations?k=2")
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"recommendation_id", "model_version", "items", "fallback"}
+    assert set(body) == {
+        "recommendation_id",
+        "model_version",
+        "items",
+        "fallback",
+        "experiment",
+        "variant",
+    }
+    assert body["experiment"] is None and body["variant"] is None
     assert len(body["recommendation_id"]) == 32
     assert body["fallback"] is None
     assert ids(r) == ["B", "C"]
