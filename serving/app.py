@@ -21,6 +21,7 @@ from recsys.engine import ModelLoader
 from recsys.errors import RecsysError
 from recsys.experiments.exposures import ExposureWriter
 from recsys.experiments.registry import ExperimentRegistry, experiments_path
+from recsys.offers.service import OfferService, promotions_path
 from recsys.ranking.rules import RulesFile, load_rules
 from recsys.settings import load_settings
 from recsys.store.base import EventStore
@@ -29,7 +30,7 @@ from serving.logs import install_access_log_filter
 from serving.metrics import Metrics
 from serving.middleware import GuardMiddleware
 from serving.responses import OrjsonResponse
-from serving.routes import admin, events, experiments, health, items, users
+from serving.routes import admin, events, experiments, health, items, offers, users
 from serving.settings import ServingSettings
 from serving.state import ServingState
 
@@ -74,6 +75,7 @@ def create_app(
             flush_interval_ms=settings.exposure_flush_ms,
             on_outcome=lambda outcome, n: metrics.exposures.labels(outcome=outcome).inc(n),
         ).start()
+        state.offers = _offer_service(settings, state.store).start()
         try:
             await asyncio.to_thread(state.reload)
         except RecsysError as exc:
@@ -91,6 +93,8 @@ def create_app(
             # what is queued is written before the process goes
             if state.exposures is not None:
                 await asyncio.to_thread(state.exposures.close)
+            if state.offers is not None:
+                await asyncio.to_thread(state.offers.close)
             limiter.restore_original_limits()
 
     app = FastAPI(
@@ -101,7 +105,7 @@ def create_app(
         default_response_class=OrjsonResponse,
     )
     errors.install(app)
-    for module in (users, items, events, admin, health, experiments):
+    for module in (users, items, events, admin, health, experiments, offers):
         app.include_router(module.router)
     app.add_middleware(
         GuardMiddleware,
@@ -130,6 +134,15 @@ def _build_state(
 
         registry = Registry(settings.registry_path)
     return ServingState(settings, store, registry, rules, metrics, model_loader)
+
+
+def _offer_service(settings: ServingSettings, store: EventStore) -> OfferService:
+    """The offers of this process: the promotions file, and the serving day (fixed or today)."""
+    fixed = settings.offers_date
+    service = OfferService(
+        store, promotions_path(settings), today=(lambda: fixed) if fixed else None
+    )
+    return service.load()
 
 
 async def _watch(state: ServingState, interval: float) -> None:

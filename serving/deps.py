@@ -1,4 +1,9 @@
-"""Dependencies: the checks every route shares, each written once."""
+"""Dependencies: the checks every route shares, each written once.
+
+They are ``async def`` although they never wait: FastAPI runs a plain ``def`` dependency in its
+thread pool, one thread hop per dependency per request, which cost more than the whole
+recommendation on the hot path. None of them blocks, so running them on the event loop is safe.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from recsys.store.base import EventStore
 from serving.state import ServingState
 
 
-def get_state(request: Request) -> ServingState:
+async def get_state(request: Request) -> ServingState:
     """The app's state."""
     state: ServingState = request.app.state.recsys
     return state
@@ -22,12 +27,12 @@ def get_state(request: Request) -> ServingState:
 State = Annotated[ServingState, Depends(get_state)]
 
 
-def get_engine(state: State) -> Engine:
+async def get_engine(state: State) -> Engine:
     """The engine serving now (taken once per request: a reload mid-request does not matter)."""
     return state.require_engine()
 
 
-def get_store(state: State) -> EventStore:
+async def get_store(state: State) -> EventStore:
     """The event store."""
     return state.store
 
@@ -44,14 +49,14 @@ def _check_key(state: ServingState, key: str | None) -> None:
         raise AuthError("the X-API-Key is not valid", missing=False)
 
 
-def require_key(
+async def require_key(
     state: State, x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> None:
     """Write and admin endpoints: a valid ``X-API-Key`` (401 when absent, 403 when wrong)."""
     _check_key(state, x_api_key)
 
 
-def read_access(
+async def read_access(
     state: State, x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> None:
     """Read endpoints: a key only when ``RECSYS_REQUIRE_KEY_FOR_READS`` is set."""

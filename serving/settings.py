@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -51,6 +52,17 @@ class ServingSettings(Settings):
     exposure_batch: int = Field(default=200, ge=1, description="Exposures written per batch.")
     exposure_flush_ms: float = Field(
         default=200.0, gt=0, description="A partial batch of exposures waits at most this long."
+    )
+
+    promotions_file: Path | None = Field(
+        default=None,
+        description="Promotions TOML/JSON (default: $RECSYS_HOME/promotions.toml; while it is "
+        "absent the packaged example is served and the first admin change creates it).",
+    )
+    offers_date: date | None = Field(
+        default=None,
+        description="Serve offers as of this day (YYYY-MM-DD) instead of today (UTC): replays "
+        "historic data such as the sample.",
     )
 
     def key_list(self) -> list[bytes]:

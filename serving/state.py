@@ -18,6 +18,7 @@ from recsys.engine import Engine, ModelLoader
 from recsys.errors import ArtifactError, ModelError, RecsysError
 from recsys.experiments.exposures import ExposureWriter
 from recsys.experiments.registry import ExperimentRegistry
+from recsys.offers.service import OfferService
 from recsys.ranking.rules import RulesFile
 from recsys.store.base import EventStore
 from serving.metrics import Metrics
@@ -51,6 +52,8 @@ class ServingState:
         # A/B experiments: set up in the app's lifespan (None: no experiments are served).
         self.experiments: ExperimentRegistry | None = None
         self.exposures: ExposureWriter | None = None
+        # Personalised offers: set up in the app's lifespan (None: the endpoints answer 404).
+        self.offers: OfferService | None = None
         # Variants' model versions other than the current one: loaded once, verified like it.
         self._versions: dict[str, Engine | None] = {}
         self._versions_lock = threading.Lock()

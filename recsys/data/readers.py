@@ -140,9 +140,10 @@ def _csv(name: str, raw: IO[bytes], compressed: bool, encoding: str) -> Table:
     if columns and columns[0].startswith("\ufeff"):
         columns[0] = columns[0][1:].strip()
     if len(columns) < 2:
+        found = f"1 column ({header[0][:40]!r})" if header else "no columns"
         raise FileFormatError(
             name,
-            f"line 1 has {len(columns)} column ({header[0][:40]!r}); expected a comma-separated "
+            f"line 1 has {found}; expected a comma-separated "
             "header such as 'user_id,item_id,event_type,timestamp'",
         )
     _check_columns(name, columns)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import Query
 
@@ -23,8 +24,10 @@ def list_response(
     recommendation_id: str | None = None,
     experiment: str | None = None,
     variant: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> OrjsonResponse:
-    """The JSON body every list endpoint returns (``experiment``/``variant`` null outside one)."""
+    """The JSON body every list endpoint returns (``experiment``/``variant`` null outside one);
+    ``extra`` adds keys (the offers of ``/offers``)."""
     if result.fallback:
         state.metrics.fallbacks.labels(endpoint=endpoint, kind=result.fallback).inc()
     body = {
@@ -38,4 +41,6 @@ def list_response(
         "experiment": experiment,
         "variant": variant,
     }
+    if extra:
+        body.update(extra)
     return OrjsonResponse(body)

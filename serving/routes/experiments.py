@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -94,12 +95,14 @@ def respond(
     *,
     user_id: str | None,
     placement: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> OrjsonResponse:
-    """Explore (as the variant says), queue the exposure, and build the list body."""
+    """Explore (as the variant says), queue the exposure, and build the list body (with
+    ``extra`` keys added)."""
     rid = uuid.uuid4().hex
     exp = arm.experiment
     if exp is None or user_id is None:
-        return list_response(result, state, endpoint, recommendation_id=rid)
+        return list_response(result, state, endpoint, recommendation_id=rid, extra=extra)
     ids = [r.item_id for r in result.items]
     props: tuple[float, ...] = (1.0,) * len(ids)
     if ids and not arm.holdout:
@@ -124,7 +127,13 @@ def respond(
             )
         )
     return list_response(
-        result, state, endpoint, recommendation_id=rid, experiment=exp.name, variant=arm.variant
+        result,
+        state,
+        endpoint,
+        recommendation_id=rid,
+        experiment=exp.name,
+        variant=arm.variant,
+        extra=extra,
     )
 
 

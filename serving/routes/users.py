@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
@@ -13,6 +13,7 @@ from serving.deps import EngineDep, State, StoreDep, read_access, require_key
 from serving.responses import OrjsonResponse
 from serving.routes.common import K
 from serving.routes.experiments import choose_arm, holdout_list, respond
+from serving.routes.offers import OffersOut, offer_service
 from serving.schemas import EraseOut, ListOut, MergeIn, MergeOut
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -32,7 +33,8 @@ def _recommend(
     if customer is not None and customer.personalisation_opt_out:
         return engine.recommend(user_id, k, placement=placement, filters=filters, personalise=False)
     limit = state.settings.live_events
-    events = state.store.user_events(user_id, limit=limit) if limit else None
+    # only what the version did not train on: the rest is already in its history
+    events = state.store.user_events(user_id, limit=limit, since=engine.as_of) if limit else None
     return engine.recommend(user_id, k, events=events, placement=placement, filters=filters)
 
 
@@ -59,14 +61,37 @@ def recommendations(
     return respond(result, arm, state, "recommendations", user_id=user_id, placement=placement)
 
 
-@router.get("/{user_id}/offers", response_model=ListOut, dependencies=[Depends(read_access)])
-def offers(state: State, engine: EngineDep, user_id: UserId, k: K = 10) -> OrjsonResponse:
-    """Items to offer this customer (promotions are a later addition)."""
+@router.get("/{user_id}/offers", response_model=OffersOut, dependencies=[Depends(read_access)])
+def offers(
+    state: State,
+    engine: EngineDep,
+    user_id: UserId,
+    k: K = 10,
+    max_offers: Annotated[int, Query(ge=0, le=20, description="Promotions (0-20).")] = 3,
+    channel: Annotated[Literal["web", "app", "email"], Query()] = "web",
+) -> OrjsonResponse:
+    """Items to offer this customer (placement ``offers``) and the promotions to show them,
+    best expected value first, with reasons. Unknown customers, those who opted out of
+    personalisation and held-out ones get non-personal promotions only."""
+    service = offer_service(state)
     arm = choose_arm(state, engine, user_id)
+    customer = state.store.get_customer(user_id)
     if arm.holdout:
-        return respond(holdout_list(arm, k), arm, state, "offers", user_id=user_id)
-    result = _recommend(state, arm.engine, user_id, k, "offers")
-    return respond(result, arm, state, "offers", user_id=user_id, placement="offers")
+        result = holdout_list(arm, k)
+    else:
+        result = _recommend(state, arm.engine, user_id, k, "offers")
+    chosen = service.rank(
+        user_id,
+        engine=engine,
+        customer=customer,
+        personalise=not arm.holdout,
+        channel=channel,
+        k=max_offers,
+    )
+    service.record(user_id, chosen)  # frequency caps count what was shown
+    extra = {"offers": [c.as_dict() for c in chosen]}
+    placement = None if arm.holdout else "offers"
+    return respond(result, arm, state, "offers", user_id=user_id, placement=placement, extra=extra)
 
 
 @router.post("/{user_id}/merge", response_model=MergeOut, dependencies=[Depends(require_key)])
@@ -78,6 +103,8 @@ def merge(store: StoreDep, user_id: UserId, body: MergeIn) -> OrjsonResponse:
 @router.delete("/{user_id}", response_model=EraseOut, dependencies=[Depends(require_key)])
 def erase(state: State, user_id: UserId) -> OrjsonResponse:
     """Erase the customer: their events and profile go, and nothing personal is served again."""
+    if state.offers is not None:
+        state.offers.forget_user(user_id)  # first: no impression of theirs is written after
     removed = state.store.erase_user(user_id)
     if state.engine is not None:
         state.engine.forget_user(user_id)

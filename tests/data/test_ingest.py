@@ -530,3 +530,11 @@ def _reference_counts(path: Path) -> dict[str, object]:
         "customer_purchases": customer_purchases,
         "customer_rule_skips": customer_rule_skips,
     }
+
+
+def test_a_blank_first_line_is_a_clear_error(sqlite_store: EventStore, tmp_path: Path) -> None:
+    path = tmp_path / "blank.csv"
+    path.write_bytes(b"\r\nu1,i1,view,2024-01-01T00:00:00Z\n")
+    with pytest.raises(FileFormatError, match="line 1 has no columns"):
+        ingest_events(sqlite_store, path)
+    assert sqlite_store.count_events() == 0
