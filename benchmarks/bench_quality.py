@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail.csv.gz"
-DEFAULT_MODELS = "popular,repeat,als,ease,hybrid"
+DEFAULT_MODELS = "popular,trending,cooccurrence,buy_again,bpr,repeat,als,ease,hybrid"
 MICROS_PER_DAY = 86_400_000_000
 
 

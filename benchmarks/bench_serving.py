@@ -2,7 +2,8 @@
 
 For each catalogue size a version is trained on synthetic data (``generate_shop``, ingested
 with ``recsys ingest``, trained with ``recsys train``: ALS with 64 factors as the default
-model, popular as its fallback, evaluation off). Then, in the same run and on 127.0.0.1:
+model, or with ``--model hybrid`` the hybrid (ALS still trained for the reference), popular as
+the fallback, evaluation off). Then, in the same run and on 127.0.0.1:
 
 * (i) ``recsys serve`` -- ``GET /v1/users/{id}/recommendations?k=10`` with default rules;
 * (ii) :mod:`benchmarks.reference_app` -- the same dot product and ``argpartition`` top-k
@@ -43,7 +44,7 @@ import numpy as np
 from benchmarks.common import base_parser, markdown_table, median, out_dir, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = """default_model = "als"
+CONFIG = """default_model = "{model}"
 threads = 0
 [evaluation]
 enabled = false
@@ -51,7 +52,12 @@ enabled = false
 enabled = true
 [models.als]
 enabled = true
-params = { factors = %d, iterations = %d }
+params = {{ factors = {factors}, iterations = {iterations} }}
+"""
+#: Added for ``--model hybrid`` (ALS stays: the reference app reads its factors).
+HYBRID = """[models.hybrid]
+enabled = true
+params = {{ factors = {factors} }}
 """
 
 
@@ -69,8 +75,11 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def train_version(home: Path, n_users: int, n_items: int, factors: int) -> tuple[Path, list[str]]:
-    """Generate, ingest and train into ``home``; the version folder and its user ids."""
+def train_version(
+    home: Path, n_users: int, n_items: int, factors: int, model: str = "als"
+) -> tuple[Path, list[str]]:
+    """Generate, ingest and train into ``home`` (``model`` is the default model: ``als`` or
+    ``hybrid``); the version folder and its user ids."""
     from recsys.cli import main as cli
     from recsys.data.synthetic import generate_shop, write_shop
     from recsys.registry import Registry
@@ -78,7 +87,9 @@ def train_version(home: Path, n_users: int, n_items: int, factors: int) -> tuple
     shop = generate_shop(n_users, n_items, 20 * n_users, seed=3)
     files = write_shop(shop, home / "data")
     cfg = home / "train.toml"
-    cfg.write_text(CONFIG % (factors, 15 if factors >= 32 else 2), encoding="utf-8")
+    values = {"model": model, "factors": factors, "iterations": 15 if factors >= 32 else 2}
+    text = CONFIG.format(**values) + (HYBRID.format(**values) if model == "hybrid" else "")
+    cfg.write_text(text, encoding="utf-8")
     with _env(RECSYS_HOME=str(home)), contextlib.redirect_stdout(io.StringIO()):
         rc = cli(["ingest", str(files["events"]), "--catalog", str(files["catalog"])])
         if rc != 0:
@@ -242,11 +253,12 @@ def bench_size(
     tmp: Path,
     *,
     smoke: bool = False,
+    model: str = "als",
 ) -> dict[str, Any]:
     """Train one version, then load both servers; every measurement of this size."""
     home = tmp / f"home{n_items}"
     t = time.perf_counter()
-    folder, users = train_version(home, n_users, n_items, factors)
+    folder, users = train_version(home, n_users, n_items, factors, model)
     setup_s = time.perf_counter() - t
     script = lua_script(tmp, users)
     env = dict(
@@ -262,6 +274,7 @@ def bench_size(
         "items": n_items,
         "users": len(users),
         "factors": factors,
+        "model": model,
         "setup_s": setup_s,
         "tool": tool,
         "runs": {},
@@ -341,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None, help="seconds per wrk run (10)")
     parser.add_argument("--runs", type=int, default=None, help="runs per setting (3)")
     parser.add_argument("--python-load", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--model", choices=("als", "hybrid"), default="als", help="the API's default model (als)"
+    )
     args = parser.parse_args(argv)
     out = out_dir(args)
     tool = "wrk" if shutil.which("wrk") and not args.python_load else "python"
@@ -353,12 +369,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             n_users = max(2 * n, 500) if n <= 10_000 else n
-            res = bench_size(n, n_users, factors, seconds, runs, tool, Path(tmp), smoke=args.smoke)
+            res = bench_size(
+                n,
+                n_users,
+                factors,
+                seconds,
+                runs,
+                tool,
+                Path(tmp),
+                smoke=args.smoke,
+                model=args.model,
+            )
             rows, ratios = summarise(res)
             res["ratios"] = ratios
             results.append(res)
             md += [
-                f"**{n:,} items**, {res['users']:,} users, ALS {factors} factors "
+                f"**{n:,} items**, {res['users']:,} users, default model {args.model} "
+                f"({factors} factors; the reference uses the ALS factors) "
                 f"(version trained in {res['setup_s']:.0f} s); load: {label}, {seconds:g} s "
                 f"per run, median of {runs}, real and reference alternating.",
                 "",

@@ -28,7 +28,7 @@ from recsys.data.interactions import InteractionConfig, history_matrix
 from recsys.data.schema import PURCHASE, EventFrame, to_micros
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ArtifactError, ConfigError, NotFoundError
-from recsys.models.base import ItemSimilarity, Recommender, load_csr
+from recsys.models.base import ItemSimilarity, Recommender, load_csr, top_k
 from recsys.ranking.rules import (
     FALLBACK_REASON,
     CatalogArrays,
@@ -104,6 +104,7 @@ class Engine:
         interaction_config: InteractionConfig,
         as_of: int,
         rules: RulesFile,
+        precomputed: Precomputed | None = None,
     ) -> None:
         self.version = version
         self.manifest = dict(manifest)
@@ -117,6 +118,14 @@ class Engine:
         self.interaction_config = interaction_config
         self.as_of = as_of
         self.rules = rules
+        # the default model's top lists at training time, when they match it (else ignored)
+        self.precomputed = (
+            precomputed
+            if precomputed is not None
+            and precomputed.model == default_model
+            and precomputed.items.shape[0] == len(users)
+            else None
+        )
         self._compiled: dict[str | None, CompiledRules] = {}
         self._forgotten: set[str] = set()
         self._lock = threading.Lock()
@@ -179,6 +188,7 @@ class Engine:
                 manifest.get("interaction_config") or manifest.get("interactions") or {}
             )
             as_of = _micros(manifest.get("as_of"))
+            precomputed = Precomputed.load(version_dir / PRECOMPUTED_DIR)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ArtifactError(f"model version {version_dir.name}: {exc}") from None
         expected = (len(users), len(items))
@@ -200,6 +210,7 @@ class Engine:
             interaction_config=interaction,
             as_of=as_of,
             rules=rules or RulesFile(),
+            precomputed=precomputed,
         )
 
     # -- requests --------------------------------------------------------------------------
@@ -236,6 +247,11 @@ class Engine:
         compiled = self._rules_for(placement)
         if not personalise:
             return self._popular_list(k, compiled, filters, fallback="popular")
+        live = self._live_events(events)
+        if (live is None or len(live) == 0) and self.precomputed is not None:
+            fast = self._from_precomputed(user_id, k, compiled, filters)
+            if fast is not None:
+                return fast
         u, row = self._history_row(user_id, events)
         if row.nnz == 0:
             return self._popular_list(k, compiled, filters, fallback="popular")
@@ -256,6 +272,21 @@ class Engine:
             fallback_scores=self.popularity,
         )
         return RecommendationList(self._to_ids(ranked), self.version, None)
+
+    def recommend_precomputed(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        placement: str | None = None,
+        filters: RequestFilters = RequestFilters(),
+    ) -> RecommendationList | None:
+        """:meth:`recommend` for a customer with no events since training, answered from the
+        version's precomputed lists in microseconds; ``None`` when those cannot give exactly
+        the answer :meth:`recommend` would (then call it). The caller checks the events."""
+        if self.precomputed is None:
+            return None
+        return self._from_precomputed(user_id, k, self._rules_for(placement), filters)
 
     def recommend_batch(
         self,
@@ -369,6 +400,70 @@ class Engine:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _from_precomputed(
+        self, user_id: str, k: int, compiled: CompiledRules, filters: RequestFilters
+    ) -> RecommendationList | None:
+        """The list from the training-time top list, or ``None`` when it might differ from
+        what scoring live would give (then the caller scores live).
+
+        A model that explains is asked live for ``max(4k + 20, 100)`` items; the stored list
+        holds the first ``depth`` of the same answer, so it serves any ``k`` whose live
+        request is no longer. A model that scores every item is exact when the rules do not
+        reweight scores (no boosts) and the list fills before reaching the stored list's last
+        score (every item scored higher than that is stored).
+        """
+        pre = self.precomputed
+        assert pre is not None
+        if user_id in self._forgotten:
+            return None
+        u = self.users.index(user_id)
+        if u < 0 or self.history.indptr[u] == self.history.indptr[u + 1]:
+            return None
+        explains = callable(getattr(self.models[self.default_model], "explain", None))
+        if explains:
+            if min(len(self.items), max(4 * k + 20, 100)) > pre.depth:
+                return None
+        elif compiled.boosted:
+            return None
+        idx = np.asarray(pre.items[u])
+        vals = np.asarray(pre.scores[u])
+        ok = idx >= 0
+        if not ok.any():
+            return None
+        idx, vals = idx[ok].astype(np.intp), vals[ok]
+        scores = np.full(len(self.items), np.nan, dtype=np.float32)
+        scores[idx] = vals
+        reasons: dict[int, tuple[str, ...]] | None = None
+        if pre.reason_codes is not None:
+            codes = np.asarray(pre.reason_codes[u])[ok].tolist()
+            reasons = {i: pre.reasons[c] for i, c in zip(idx.tolist(), codes, strict=True)}
+        ranked = apply_rules(
+            scores,
+            k,
+            compiled=compiled,
+            catalog=self.catalog,
+            request=filters,
+            purchased=self._purchased(u, None),
+            reasons=reasons,
+            default_reason=f"model:{self.default_model}",
+            fallback_order=self.popular_order,
+            fallback_scores=self.popularity,
+        )
+        if not explains:
+            floor = float(vals.min())
+            stored = set(idx.tolist())
+            pinned = {i for i, _, _ in compiled.pins}
+            if not pinned <= stored:
+                return None  # a pinned item shows its model score, which is not stored
+            for r in ranked:
+                if r.index in pinned:
+                    continue  # placed by position, whatever its score
+                if r.index not in stored:
+                    return None  # backfilled: unstored items scored by the model come first
+                if not r.score > floor:
+                    return None  # at the stored list's edge: an unstored item may tie or win
+        return RecommendationList(self._to_ids(ranked), self.version, None)
+
     def _rules_for(self, placement: str | None) -> CompiledRules:
         rules = self.rules.for_placement(placement)
         key = placement if rules is not self.rules else None
@@ -415,8 +510,10 @@ class Engine:
     def _purchased(self, u: int, events: EventFrame | None) -> NDArray[np.intp]:
         bought: NDArray[np.intp] = np.empty(0, np.intp)
         if u >= 0:
-            row = self.purchases[u]
-            bought = row.indices[row.data > 0].astype(np.intp)
+            # slice the CSR arrays directly: scipy's row indexing costs more than the request
+            m = self.purchases
+            lo, hi = m.indptr[u], m.indptr[u + 1]
+            bought = m.indices[lo:hi][m.data[lo:hi] > 0].astype(np.intp)
         extra: NDArray[np.intp] = np.empty(0, np.intp)
         if events is not None and len(events):
             ids = events.item_id[events.event_type == PURCHASE].tolist()
@@ -514,22 +611,9 @@ class Engine:
             why: dict[int, tuple[str, ...]] = {}
             for e in explained:
                 scores[r, e.item] = e.score
-                flags = [self._flag_ids(f) for f in e.reasons]
-                why[e.item] = (
-                    f"model:{self.default_model}",
-                    *(f"source:{g}" for g in e.sources),
-                    *flags,
-                )
+                why[e.item] = _reason_tuple(self.default_model, e, self.items)
             reasons.append(why)
         return scores, reasons
-
-    def _flag_ids(self, flag: str) -> str:
-        # reason flags may carry an item index ("often_bought_with:17"): ids leave, never indices
-        name, sep, value = flag.partition(":")
-        if sep and value.lstrip("-").isdigit():
-            i = int(value)
-            return f"{name}:{self.items.id(i)}" if 0 <= i < len(self.items) else name
-        return flag
 
     def _to_ids(self, ranked: list[Ranked]) -> list[Recommendation]:
         ids = self.items.ids_of([r.index for r in ranked])
@@ -537,6 +621,138 @@ class Engine:
             Recommendation(item_id, float(r.score), r.reasons)
             for item_id, r in zip(ids, ranked, strict=True)
         ]
+
+
+def _reason_tuple(model_name: str, explained: Any, items: Vocabulary) -> tuple[str, ...]:
+    """The API reasons of one explained item (``model:``, ``source:`` and flag strings)."""
+    return (
+        f"model:{model_name}",
+        *(f"source:{g}" for g in explained.sources),
+        *(_flag_ids(f, items) for f in explained.reasons),
+    )
+
+
+def _flag_ids(flag: str, items: Vocabulary) -> str:
+    # reason flags may carry an item index ("often_bought_with:17"): ids leave, never indices
+    name, sep, value = flag.partition(":")
+    if sep and value.lstrip("-").isdigit():
+        i = int(value)
+        return f"{name}:{items.id(i)}" if 0 <= i < len(items) else name
+    return flag
+
+
+# -- precomputed top lists -----------------------------------------------------------------------
+
+#: Folder of a version holding the default model's top lists (written by training).
+PRECOMPUTED_DIR = "precomputed"
+#: Items stored per user: the longest list a model that explains is asked for at k <= 20.
+PRECOMPUTED_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class Precomputed:
+    """The default model's top ``depth`` items per known user, computed when it was trained.
+
+    ``items`` (int32, ``-1`` pads) and ``scores`` (float32) are ``users × depth``;
+    ``reason_codes`` (int32, same shape) index ``reasons`` when the model explains its choices.
+    The arrays are ``.npy`` files opened memory-mapped, so server workers share their pages.
+    """
+
+    model: str
+    items: NDArray[np.int32]
+    scores: NDArray[np.float32]
+    reason_codes: NDArray[np.int32] | None
+    reasons: tuple[tuple[str, ...], ...]
+
+    @property
+    def depth(self) -> int:
+        """Items stored per user."""
+        return int(self.items.shape[1])
+
+    def save(self, folder: Path) -> None:
+        """Write ``meta.json`` and the ``.npy`` arrays into ``folder`` (created)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "items.npy", np.ascontiguousarray(self.items, dtype=np.int32))
+        np.save(folder / "scores.npy", np.ascontiguousarray(self.scores, dtype=np.float32))
+        if self.reason_codes is not None:
+            np.save(folder / "reasons.npy", np.ascontiguousarray(self.reason_codes, np.int32))
+        meta = {
+            "model": self.model,
+            "depth": self.depth,
+            "reasons": [list(r) for r in self.reasons],
+        }
+        (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> Precomputed | None:
+        """Open a saved folder memory-mapped; ``None`` when the version has none."""
+        if not (folder / "meta.json").is_file():
+            return None
+        meta = _read_json(folder / "meta.json")
+        try:
+            items = np.load(folder / "items.npy", mmap_mode="r", allow_pickle=False)
+            scores = np.load(folder / "scores.npy", mmap_mode="r", allow_pickle=False)
+            codes = None
+            if (folder / "reasons.npy").is_file():
+                codes = np.load(folder / "reasons.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{folder}: cannot read the precomputed lists: {exc}") from None
+        reasons = tuple(tuple(str(x) for x in r) for r in meta.get("reasons", []))
+        shapes = {items.shape, scores.shape} | ({codes.shape} if codes is not None else set())
+        if len(shapes) != 1 or items.ndim != 2:
+            raise ArtifactError(f"{folder}: precomputed arrays differ in shape: {sorted(shapes)}")
+        if codes is not None and len(codes) and codes.size and int(codes.max()) >= len(reasons):
+            raise ArtifactError(f"{folder}: a reason code is past the {len(reasons)} reasons")
+        return cls(str(meta["model"]), items, scores, codes, reasons)
+
+
+def precompute(
+    model: Recommender,
+    model_name: str,
+    history: sp.csr_matrix,
+    items: Vocabulary,
+    *,
+    depth: int = PRECOMPUTED_DEPTH,
+    batch: int = 256,
+) -> Precomputed:
+    """Every user's top ``depth`` items from ``model`` (with reasons when it explains).
+
+    Parameters
+    ----------
+    model, model_name
+        The fitted default model and its name in the version.
+    history
+        ``users × items`` training history (the rows the engine serves from).
+    items
+        The item vocabulary (reason flags name item ids, never indices).
+    depth, batch
+        List length per user; users scored per model call (bounds memory:
+        ``batch × n_items`` float32 scores at a time).
+    """
+    history = sp.csr_matrix(history, dtype=np.float32)
+    n_users, n_items = history.shape
+    depth = max(1, min(depth, n_items))
+    out_items = np.full((n_users, depth), -1, dtype=np.int32)
+    out_scores = np.full((n_users, depth), np.nan, dtype=np.float32)
+    explain = getattr(model, "explain", None)
+    codes = np.full((n_users, depth), 0, dtype=np.int32) if callable(explain) else None
+    vocab: dict[tuple[str, ...], int] = {}
+    for start in range(0, n_users, batch):
+        users = np.arange(start, min(start + batch, n_users), dtype=np.intp)
+        rows = history[users]
+        if callable(explain) and codes is not None:
+            for r, explained in enumerate(explain(users, rows, depth, now=None)):
+                for j, e in enumerate(explained[:depth]):
+                    why = _reason_tuple(model_name, e, items)
+                    out_items[start + r, j] = e.item
+                    out_scores[start + r, j] = e.score
+                    codes[start + r, j] = vocab.setdefault(why, len(vocab))
+            continue
+        top, vals = top_k(model.score(users, rows, now=None), depth)
+        top[~np.isfinite(vals)] = -1
+        out_items[users] = top
+        out_scores[users] = np.where(top >= 0, vals, np.nan)
+    return Precomputed(model_name, out_items, out_scores, codes, tuple(vocab))
 
 
 def _empty_row(n: int) -> sp.csr_matrix:

@@ -32,6 +32,12 @@ class ModelSpec(StrictModel):
         "(lets one class train twice, e.g. co-occurrence over baskets and over sessions).",
     )
     enabled: bool = Field(default=True, description="Train this model.")
+    evaluate: bool = Field(
+        default=True,
+        description="Measure this model on the holdout too. The default model is always "
+        "measured (the promotion gate needs it); for the others the metrics only fill the "
+        "manifest's table, so an expensive one may be switched off to save a fit.",
+    )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of the model's constructor."
     )
@@ -95,7 +101,10 @@ class TrainingConfig(StrictModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     threads: int = Field(
-        default=0, ge=0, description="BLAS/OpenMP threads while fitting; 0 = every core."
+        default=0,
+        ge=0,
+        description="BLAS/OpenMP threads while evaluating and fitting; 0 = every core "
+        "(os.cpu_count()), whatever OPENBLAS_NUM_THREADS says (that one is for serving).",
     )
 
     @model_validator(mode="after")
@@ -113,6 +122,13 @@ class TrainingConfig(StrictModel):
         """Names of the models to train, the default model last (it may build on the others)."""
         names = [n for n, s in self.models.items() if s.enabled and n != self.default_model]
         return [*names, self.default_model]
+
+    def evaluated_models(self) -> list[str]:
+        """The enabled models measured on the holdout: the default model and every model
+        whose ``evaluate`` is true, in :meth:`enabled_models` order."""
+        return [
+            n for n in self.enabled_models() if n == self.default_model or self.models[n].evaluate
+        ]
 
 
 def load_training_config(path: str | Path | None = None) -> TrainingConfig:

@@ -5,9 +5,11 @@ Stages, each timed and shown on a progress bar (stderr):
 1. **read** the events and the catalogue from the store;
 2. **build** the training data, measured from ``as_of`` — the newest event, or ``--as-of``;
    time is always the data's, never the wall clock, so a rerun on the same data is the same run;
-3. **evaluate** on a time-based holdout: every enabled model is fitted on the events before
+3. **evaluate** on a time-based holdout: every enabled model (but those with
+   ``evaluate = false``; never the default model) is fitted once on the events before
    ``as_of - holdout_days`` and judged by :func:`recsys.evaluation.protocol.evaluate_models` on
-   the purchases after it;
+   the purchases after it; a model that refuses that data is skipped without refitting the
+   others;
 4. **fit** every enabled model on all the data;
 5. **publish** a new version into the registry (atomically: a failure publishes nothing);
 6. **promote** it, unless the gated metric is worse than the current version's by more than
@@ -21,6 +23,7 @@ with a notice; the run fails only if the default model itself cannot be trained.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import sys
 import time
@@ -30,12 +33,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
 
+from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventFrame, from_micros
 from recsys.errors import DataError, ModelError, RecsysError
+from recsys.models.base import Recommender
 from recsys.registry import Registry
 from recsys.settings import Settings
 from recsys.store.base import EventStore
@@ -175,6 +182,7 @@ def run_training(
 
         with progress.stage("publish"), registry.publish() as staging:
             _write_version(staging.path, data, catalog, fitted)
+            _write_precomputed(staging.path, data, config.default_model, fitted)
             staging.manifest.update(
                 _manifest(
                     config,
@@ -241,14 +249,62 @@ def _factory(name: str, config: TrainingConfig) -> Callable[[], Any]:
     return lambda: _make(name, config)
 
 
+def _threads(config: TrainingConfig) -> int:
+    """BLAS/OpenMP threads for evaluating and fitting: ``threads``, or every core for 0.
+
+    An explicit count, not "no limit": OPENBLAS_NUM_THREADS=1 (what serving wants) would
+    otherwise keep training on one core too.
+    """
+    return config.threads or os.cpu_count() or 1
+
+
 def _fit_one(name: str, config: TrainingConfig, data: Any) -> tuple[Any, float]:
     from threadpoolctl import threadpool_limits
 
-    threads = config.threads or None
     start = time.perf_counter()
-    with threadpool_limits(limits=threads):
+    with threadpool_limits(limits=_threads(config)):
         model = _make(name, config).fit(data)
     return model, time.perf_counter() - start
+
+
+class _Refusable(Recommender):
+    """A model under evaluation that may refuse the pre-cut data.
+
+    :func:`~recsys.evaluation.protocol.evaluate_models` stops at the first model whose fit
+    raises, losing every fit before it; this wrapper records the :class:`ModelError` in
+    ``refused`` instead and scores nothing, so one evaluation pass fits each model once and
+    the pipeline then drops the refused model's row.
+    """
+
+    name: ClassVar[str] = "refusable"
+
+    def __init__(self, *, key: str, make: Callable[[], Any], refused: dict[str, ModelError]):
+        self.key = key
+        self.make = make
+        self.refused = refused
+
+    def fit(self, data: TrainingData) -> Self:
+        self.n_items_ = data.n_items
+        self.model_: Recommender | None = None
+        try:
+            self.model_ = self.make().fit(data)
+        except ModelError as exc:
+            self.refused[self.key] = exc
+        return self
+
+    def score(
+        self, users: NDArray[np.intp], history: sp.csr_matrix, *, now: int | None = None
+    ) -> NDArray[np.float32]:
+        if self.model_ is None:
+            return np.full((len(users), self.n_items_), np.nan, dtype=np.float32)
+        return self.model_.score(users, history, now=now)
+
+    def save(self, directory: Path) -> None:  # pragma: no cover - never published
+        raise NotImplementedError("an evaluation wrapper is not saved")
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:  # pragma: no cover - never published
+        raise NotImplementedError("an evaluation wrapper is not loaded")
 
 
 def _skip_or_raise(
@@ -283,34 +339,34 @@ def _evaluate(
     cut -= cut % MICROS_PER_DAY  # a date a person can name, as recsys evaluate uses
     info: dict[str, Any] = {"cut": _iso(cut), "holdout_days": ev.holdout_days, "k": ev.k}
 
-    def run(names: list[str]) -> Any:
-        from threadpoolctl import threadpool_limits
+    names = config.evaluated_models()
+    not_evaluated = [n for n in config.enabled_models() if n not in names]
+    if not_evaluated:
+        info["not_evaluated"] = not_evaluated
+    refused: dict[str, ModelError] = {}
+    from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=config.threads or None):
-            return evaluate_models(
-                events,
-                {n: _factory(n, config) for n in names},
-                cut=cut,
-                k=ev.k,
-                interaction_config=config.interactions,
-                catalog=catalog,
-            )
-
-    names = config.enabled_models()
     try:
-        try:
-            results = [run(names)]
-        except ModelError:
-            # One model refused the data; find which by evaluating them one at a time.
-            results = []
-            for name in names:
-                try:
-                    results.append(run([name]))
-                except ModelError as exc:
-                    _skip_or_raise(name, exc, config, skipped, notify)
+        with threadpool_limits(limits=_threads(config)):
+            results = [
+                evaluate_models(
+                    events,
+                    {
+                        n: _Refusable(key=n, make=_factory(n, config), refused=refused)
+                        for n in names
+                    },
+                    cut=cut,
+                    k=ev.k,
+                    interaction_config=config.interactions,
+                    catalog=catalog,
+                )
+            ]
     except DataError as exc:
         notify(f"notice: evaluation skipped: {exc}")
         return {}, {**info, "skipped": str(exc)}
+    for name in names:
+        if name in refused:
+            _skip_or_raise(name, refused[name], config, skipped, notify)
     metrics: dict[str, dict[str, float | None]] = {}
     for result in results:
         info.update(
@@ -320,6 +376,8 @@ def _evaluate(
             test_purchases=result.n_test_purchases,
         )
         for m in result.models:
+            if m.name in refused:
+                continue
             flat = {f"{k}@{ev.k}": v for k, v in m.all_items.items()}
             flat.update({f"new_{k}@{ev.k}": v for k, v in m.new_items.items()})
             flat.update(coverage=m.coverage, novelty=m.novelty, gini=m.gini)
@@ -415,6 +473,19 @@ def _write_version(
         target = folder / "models" / name
         target.mkdir(parents=True)
         model.save(target)
+
+
+def _write_precomputed(
+    folder: Path, data: Any, default_model: str, fitted: Mapping[str, Any]
+) -> None:
+    """The default model's top lists per known user, so the API serves most requests without
+    scoring (see :class:`recsys.engine.Precomputed`); listed in the manifest like every file."""
+    from recsys.engine import PRECOMPUTED_DIR, precompute
+
+    model = fitted.get(default_model)
+    if model is None:
+        return
+    precompute(model, default_model, data.interactions, data.items).save(folder / PRECOMPUTED_DIR)
 
 
 def _catalog_rows(data: Any, catalog: list[CatalogItem]) -> list[dict[str, Any]]:

@@ -541,10 +541,41 @@ def _ease(signal: sp.csr_matrix, lam: float) -> NDArray[np.float32]:
     x.data[:] = 1.0
     g = (x.T @ x).toarray()
     g[np.diag_indices_from(g)] += lam
-    p = np.linalg.inv(g)
+    p = spd_inverse(g)
     b = -p / np.diag(p)
     b[np.diag_indices_from(b)] = 0.0
     return b.astype(np.float32)
+
+
+def spd_inverse(g: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Inverse of a symmetric positive definite matrix through its Cholesky factor.
+
+    Half the flops of the LU inverse (``np.linalg.inv``) for the same result up to rounding;
+    EASE's Gram matrix plus a positive ridge is positive definite; when the factorisation
+    fails (a zero ridge) the LU inverse is used, as before.
+
+    Parameters
+    ----------
+    g
+        A square, symmetric, C- or Fortran-contiguous float64 matrix.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``g⁻¹``, symmetric.
+    """
+    from scipy.linalg import lapack
+
+    # g is symmetric, so g.T (Fortran order) is the same matrix without a transposing copy
+    factor, info = lapack.dpotrf(g.T, lower=False, clean=False)
+    if info != 0:
+        return np.asarray(np.linalg.inv(g.T), dtype=np.float64)
+    inv, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        return np.asarray(np.linalg.inv(g.T), dtype=np.float64)
+    # dpotri fills the upper triangle only
+    upper = np.triu(inv)
+    return upper + np.triu(inv, 1).T
 
 
 def _cooccurrence(baskets: sp.csr_matrix, k: int) -> sp.csr_matrix:

@@ -37,6 +37,7 @@ Category matches are by path prefix: ``"Home"`` matches ``"Home > Kitchen > Mugs
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +209,7 @@ class CompiledRules:
     buried: NDArray[np.bool_]
     group: NDArray[np.intp]  # category group per item for max_per_category
     pins: tuple[tuple[int, int, str], ...]  # (item index, 0-based position, rule name)
+    boosted: bool = True  # False when every boost factor is 1 (scores pass through unchanged)
 
 
 def compile_rules(rules: RuleSet, catalog: CatalogArrays) -> CompiledRules:
@@ -252,6 +254,7 @@ def compile_rules(rules: RuleSet, catalog: CatalogArrays) -> CompiledRules:
         buried=buried,
         group=group,
         pins=tuple(pins),
+        boosted=bool((boost != 1).any()),
     )
 
 
@@ -364,24 +367,32 @@ def apply_rules(
     n_free = k - len(pins)
 
     raw = np.asarray(scores, dtype=np.float32)
-    adjusted = np.where(raw > 0, raw * compiled.boost, raw / compiled.boost)
+    adjusted = (
+        np.where(raw > 0, raw * compiled.boost, raw / compiled.boost) if compiled.boosted else raw
+    )
     usable = mask & np.isfinite(adjusted)
     if pinned:
         usable[list(pinned)] = False
-    candidates = np.flatnonzero(usable)
-    # Best first; buried items after every other one; ties by index for determinism.
-    order = candidates[np.lexsort((candidates, -adjusted[candidates], compiled.buried[candidates]))]
 
     cap = rules.max_per_category
-    fill = _Fill()
     reasons = reasons or {}
-    for i in order.tolist():
-        if len(fill.chosen) >= n_free:
+    # Only a prefix of the full order is ever read (k items, a few more when the category cap
+    # skips some): sorting that prefix instead of every candidate keeps a request O(n), not
+    # O(n log n), on large catalogues. The prefix grows until the list is full or exhausted.
+    want = max(4 * n_free, 64)
+    while True:
+        order, complete = _order_prefix(adjusted, usable, compiled.buried, want)
+        fill = _Fill()
+        for i in order.tolist():
+            if len(fill.chosen) >= n_free:
+                break
+            if not _take(fill, i, compiled, cap):
+                continue
+            why = tuple(reasons.get(i, (default_reason,))) + compiled.boost_names.get(i, ())
+            fill.chosen.append(Ranked(i, float(adjusted[i]), why))
+        if complete or len(fill.chosen) >= n_free:
             break
-        if not _take(fill, i, compiled, cap):
-            continue
-        why = tuple(reasons.get(i, (default_reason,))) + compiled.boost_names.get(i, ())
-        fill.chosen.append(Ranked(i, float(adjusted[i]), why))
+        want *= 4
 
     if rules.backfill and len(fill.chosen) < n_free:
         _backfill(fill, mask, pinned, n_free, compiled, cap, fallback_order, fallback_scores)
@@ -391,6 +402,34 @@ def apply_rules(
         score = float(raw[i]) if np.isfinite(raw[i]) else 0.0
         result.insert(min(pos, len(result)), Ranked(i, score, (f"rule:pin:{name}",)))
     return result
+
+
+def _order_prefix(
+    adjusted: NDArray[np.float32],
+    usable: NDArray[np.bool_],
+    buried: NDArray[np.bool_],
+    m: int,
+) -> tuple[NDArray[np.intp], bool]:
+    """The first ``m`` or more usable items of the full ranking order, and whether that is all.
+
+    The order is: not buried before buried, higher score first, lower index first among ties.
+    Every item tied with the ``m``-th is kept, so the result is an exact prefix of that order.
+    """
+    out: list[NDArray[np.intp]] = []
+    left = m
+    for group in (usable & ~buried, usable & buried):
+        if left <= 0:
+            break
+        cand = np.flatnonzero(group)
+        key = -adjusted[cand]
+        if len(cand) > left:
+            threshold = np.partition(key, left - 1)[left - 1]
+            keep = key <= threshold
+            cand, key = cand[keep], key[keep]
+        out.append(cand[np.lexsort((cand, key))])
+        left -= len(cand)
+    order = np.concatenate(out) if out else np.empty(0, np.intp)
+    return order, len(order) == int(np.count_nonzero(usable))
 
 
 def _take(fill: _Fill, i: int, compiled: CompiledRules, cap: int | None) -> bool:
@@ -419,8 +458,10 @@ def _backfill(
     # the catalogue has k eligible items.
     n = len(mask)
     popular = np.empty(0, np.intp) if order is None else np.asarray(order, dtype=np.intp)
-    rest = np.setdiff1d(np.arange(n), popular, assume_unique=False)
-    for i in np.concatenate([popular, rest]).tolist():
+    listed = np.zeros(n, dtype=bool)
+    listed[popular] = True
+    rest = np.flatnonzero(~listed & mask)  # O(n) where a set difference would sort
+    for i in itertools.chain(popular.tolist(), rest.tolist()):
         if len(fill.chosen) >= n_free:
             return
         if not mask[i] or i in pinned or not _take(fill, i, compiled, cap):

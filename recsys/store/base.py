@@ -297,11 +297,18 @@ class EventStore(ABC):
         rows = self._query(f"{_EVENT_SELECT}{where} ORDER BY ts, seq", params)
         return EventFrame.from_rows(rows)
 
-    def user_events(self, user_id: str, *, limit: int = 500) -> EventFrame:
-        """A customer's most recent events (at most ``limit``), oldest first."""
+    def user_events(
+        self, user_id: str, *, limit: int = 500, since: int | None = None
+    ) -> EventFrame:
+        """A customer's most recent events (at most ``limit``), oldest first; only those with
+        ``ts > since`` (microseconds) when ``since`` is given (the serving hot path asks only
+        for events newer than its model version)."""
+        after, params = (
+            ("", (user_id, limit)) if since is None else (" AND ts > ?", (user_id, since, limit))
+        )
         rows = self._query(
-            f"{_EVENT_SELECT} WHERE user_id = ? ORDER BY ts DESC, seq DESC LIMIT ?",
-            (user_id, limit),
+            f"{_EVENT_SELECT} WHERE user_id = ?{after} ORDER BY ts DESC, seq DESC LIMIT ?",
+            params,
         )
         return EventFrame.from_rows(rows[::-1])
 

@@ -200,3 +200,23 @@ def test_big_catalogue_skips_ease(shop: TrainingData) -> None:
     (reasons,) = model.explain(users, hist, 5)
     assert reasons and all("ease" not in r.sources for r in reasons)
     assert reasons[0].item == shop.items.index("c3")
+
+
+@pytest.mark.parametrize("n", [1, 7, 60])
+def test_the_cholesky_inverse_equals_the_lu_inverse(rng: np.random.Generator, n: int) -> None:
+    from recsys.models.features import spd_inverse
+
+    x = rng.random((3 * n, n))
+    gram = x.T @ x + 0.5 * np.eye(n)
+    inverse = spd_inverse(gram.copy())
+    np.testing.assert_allclose(inverse, np.linalg.inv(gram), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(inverse, inverse.T)
+
+
+def test_a_singular_gram_falls_back_to_the_lu_inverse() -> None:
+    from recsys.models.features import spd_inverse
+
+    with pytest.raises(np.linalg.LinAlgError):
+        spd_inverse(np.zeros((3, 3)))
+    indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])  # not positive definite, but invertible
+    np.testing.assert_allclose(spd_inverse(indefinite.copy()), np.linalg.inv(indefinite))

@@ -186,10 +186,21 @@ def client(sqlite_store: EventStore, registry: Registry) -> Iterator[TestClient]
         yield c
 
 
-def test_posted_event_changes_the_next_recommendation(client: TestClient) -> None:
+def test_posted_event_changes_the_next_recommendation(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scored: list[str] = []
+    live = Engine.recommend
+
+    def spy(self: Engine, user_id: str, *args: object, **kwargs: object) -> object:
+        scored.append(user_id)
+        return live(self, user_id, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engine, "recommend", spy)
     before = client.get("/v1/users/u1/recommendations?k=2")
     assert before.status_code == 200
-    assert [i["item_id"] for i in before.json()["items"]] == ["B", "C"]  # from the stored list
+    assert [i["item_id"] for i in before.json()["items"]] == ["B", "C"]
+    assert scored == []  # answered from the stored list, without scoring
     # u1 now looks at the lamp D heavily: D's neighbour H must enter the list
     events = [
         {
@@ -206,6 +217,7 @@ def test_posted_event_changes_the_next_recommendation(client: TestClient) -> Non
     after = client.get("/v1/users/u1/recommendations?k=2")
     assert after.status_code == 200
     assert "H" in [i["item_id"] for i in after.json()["items"]]
+    assert scored == ["u1"]  # the new events sent it through live scoring
 
 
 def test_user_events_since_returns_only_newer_events(sqlite_store: EventStore) -> None:

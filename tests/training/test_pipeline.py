@@ -344,3 +344,61 @@ def test_training_recomputes_customer_segments(filled_store: Any, tmp_path: Path
 def _purchasers(store: Any) -> tuple[list[str], list[str]]:
     events = store.read_events()
     return list(events.user_id), list(events.event_type)
+
+
+def test_each_model_is_fitted_once_per_stage_even_when_one_refuses(
+    filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fits: dict[str, int] = {}
+    real_fit = FixedModel.fit
+
+    def counting_fit(self: FixedModel, data: TrainingData) -> FixedModel:
+        fits[self.quality] = fits.get(self.quality, 0) + 1
+        return real_fit(self, data)
+
+    monkeypatch.setattr(FixedModel, "fit", counting_fit)
+    assert main(["train", "--config", _config(tmp_path)]) == 0
+    # evaluate + fit for the default model; the refusing one is tried once, then skipped
+    assert fits == {"good": 2, "fail": 1}
+    manifest = _registry().manifest(_registry().current_version() or "")
+    assert set(manifest["metrics"]) == {"fixed", "popular"}
+    assert "broken" in manifest["skipped_models"]
+
+
+def test_a_model_may_be_trained_without_being_evaluated(filled_store: Any, tmp_path: Path) -> None:
+    config = _config(tmp_path, extra="[models.second]\nmodel = 'fixed'\nevaluate = false\n")
+    assert main(["train", "--config", config]) == 0
+    manifest = _registry().manifest(_registry().current_version() or "")
+    assert "second" in manifest["models"]
+    assert "second" not in manifest["metrics"]
+    assert manifest["evaluation"]["not_evaluated"] == ["second"]
+    # the default model is measured whatever its own flag says: the gate needs it
+    again = Path(_config(tmp_path, name="again.toml"))
+    again.write_text(
+        again.read_text().replace("[models.fixed]\n", "[models.fixed]\nevaluate = false\n")
+    )
+    assert main(["train", "--config", str(again)]) == 0
+    manifest = _registry().manifest(_registry().version_names()[0])
+    assert "fixed" in manifest["metrics"]
+
+
+def test_threads_zero_gives_blas_every_core_while_fitting(
+    filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen: list[int] = []
+    real_fit = FixedModel.fit
+
+    def recording_fit(self: FixedModel, data: TrainingData) -> FixedModel:
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        return real_fit(self, data)
+
+    monkeypatch.setattr(FixedModel, "fit", recording_fit)
+    config = Path(_config(tmp_path))
+    config.write_text(config.read_text().replace("threads = 1", "threads = 0"))
+    with threadpool_limits(1, "blas"):
+        assert main(["train", "--config", str(config)]) == 0
+    assert seen and set(seen) == {os.cpu_count()}

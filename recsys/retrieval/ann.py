@@ -1,0 +1,617 @@
+"""Top-k retrieval by maximum inner product: exact below a catalogue size, approximate above.
+
+Scoring a user with a factor model is a dot product with every item vector followed by a
+top-k. Exact search reads the whole ``n_items × d`` matrix per request, so its cost grows with
+the catalogue and is bound by memory bandwidth (about 10 ms per request at 10^6 items × 64
+float32 factors on one core). Above a configurable size (:attr:`AnnConfig.min_items`) a faiss
+graph index (HNSW, inner-product metric) answers the same question while visiting a few
+thousand items; ``benchmarks/bench_ann.py`` measures its recall@10 against exact search and
+its speed-up, and picked the defaults below.
+
+Every index answers :meth:`ItemIndex.search`: ``queries`` (``n × d`` float32) to ``k`` item
+indices and scores per row, best first. Rows that cannot be answered (a query with ``NaN``,
+the model's marker for a user it knows nothing about, or fewer than ``k`` items) are padded
+with :data:`~recsys.models.base.NO_ITEM` and ``-inf``, as
+:func:`recsys.models.base.top_k` pads. :func:`search_excluding` adds the business-rule
+pattern: fetch ``k`` plus some spare candidates, drop excluded items, fetch more only for the
+rows that came up short.
+
+Indexes are saved without pickle: the exact index as ``.npz``, faiss indexes with
+``faiss.write_index`` (the file is hashed by the model manifest like any other file).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from pydantic import Field
+
+from recsys.config import StrictModel, validate
+from recsys.errors import ArtifactError, ModelError
+from recsys.models.base import NO_ITEM, load_arrays, save_arrays
+
+#: Rows of ``queries × n_items`` scores the exact index computes at once (bounds its memory).
+_EXACT_BLOCK_CELLS = 8_000_000
+
+IndexKind = Literal["auto", "exact", "hnsw", "ivf"]
+
+
+class AnnConfig(StrictModel):
+    """Which index :func:`build_index` builds, and its parameters.
+
+    The defaults were chosen with ``benchmarks/bench_ann.py`` on ALS factors (64 factors,
+    synthetic power-law catalogues): recall@10 0.990 at 10^5 items and 0.950 at 10^6 (the
+    goal is 0.98; not met there yet) at 48x the exact throughput. See
+    ``benchmarks/RESULTS.md``.
+
+    Parameters
+    ----------
+    kind
+        ``"auto"``: exact below ``min_items`` items, HNSW from ``min_items`` up; or force one.
+    min_items
+        Catalogue size from which ``"auto"`` switches to the approximate index.
+    m
+        HNSW: graph neighbours per node (memory grows ``~ 2 * m * 4`` bytes per item).
+    ef_construction
+        HNSW: candidate list size while building (build time vs graph quality).
+    ef_search
+        HNSW: candidate list size while searching (raised to ``k`` when ``k`` is larger).
+    nlist
+        IVF: number of k-means cells; ``None`` means ``4 * sqrt(n_items)``.
+    nprobe
+        IVF: cells visited per query.
+    threads
+        Threads faiss and BLAS may use per search; one per request in a serving process,
+        where parallelism comes from concurrent requests.
+    """
+
+    kind: IndexKind = "auto"
+    min_items: int = Field(default=200_000, ge=1)
+    m: int = Field(default=32, ge=4, le=256)
+    ef_construction: int = Field(default=200, ge=8)
+    ef_search: int = Field(default=256, ge=1)
+    nlist: int | None = Field(default=None, ge=1)
+    nprobe: int = Field(default=32, ge=1)
+    threads: int = Field(default=1, ge=1)
+
+
+class ItemIndex(ABC):
+    """Top-k items by inner product with a query vector."""
+
+    #: What :func:`load_index` and manifests call this kind of index.
+    kind: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def n_items(self) -> int:
+        """Number of items indexed (indices ``0 .. n_items - 1``)."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Length of the item and query vectors."""
+
+    @abstractmethod
+    def _search(
+        self, queries: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Search checked, finite queries with ``1 <= k <= n_items``."""
+
+    @abstractmethod
+    def save(self, path: Path) -> None:
+        """Write the index to one file (no pickle)."""
+
+    def search(
+        self, queries: NDArray[np.floating[Any]], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The ``k`` items with the largest inner product per query, best first.
+
+        Parameters
+        ----------
+        queries
+            ``n × dim`` (or one ``dim`` vector, read as ``1 × dim``); rows containing ``NaN``
+            are the marker of a user with no factors and come back empty.
+        k
+            Items wanted per query.
+
+        Returns
+        -------
+        indices : numpy.ndarray
+            ``n × k`` int64, padded with ``-1`` where fewer than ``k`` items were found.
+        scores : numpy.ndarray
+            ``n × k`` float32 inner products, ``-inf`` where padded.
+
+        Raises
+        ------
+        ModelError
+            ``queries`` is not a matrix of ``dim`` columns, or ``k`` is negative.
+        """
+        q = self._check_queries(queries)
+        if k < 0:
+            raise ModelError(f"k must be >= 0, got {k}")
+        n = q.shape[0]
+        idx = np.full((n, k), NO_ITEM, dtype=np.int64)
+        vals = np.full((n, k), -np.inf, dtype=np.float32)
+        take = min(k, self.n_items)
+        ok = np.isfinite(q).all(axis=1)
+        if take == 0 or not ok.any():
+            return idx, vals
+        # faiss returns garbage for NaN queries; answer only the rows that have a vector
+        rows = q if ok.all() else np.ascontiguousarray(q[ok])
+        found, scores = self._search(rows, take)
+        missing = found < 0
+        scores = scores.astype(np.float32, copy=False)
+        scores[missing] = -np.inf
+        found[missing] = NO_ITEM
+        idx[ok, :take] = found
+        vals[ok, :take] = scores
+        return idx, vals
+
+    def _check_queries(self, queries: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
+        q = np.asarray(queries)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ModelError(
+                f"{type(self).__name__}: queries must be n × {self.dim} vectors "
+                f"(the item factor length), got shape {tuple(np.shape(queries))}"
+            )
+        if not np.issubdtype(q.dtype, np.number):
+            raise ModelError(f"{type(self).__name__}: queries must be numbers, got {q.dtype}")
+        return np.ascontiguousarray(q, dtype=np.float32)
+
+
+class ExactIndex(ItemIndex):
+    """Brute force: one matrix product with every item, then ``argpartition``.
+
+    Parameters
+    ----------
+    item_factors
+        ``n_items × d`` item vectors (copied to C-contiguous float32).
+    threads
+        BLAS threads per search (``None`` leaves BLAS as configured).
+    """
+
+    kind: ClassVar[str] = "exact"
+
+    def __init__(self, item_factors: NDArray[np.floating[Any]], *, threads: int | None = 1):
+        items = np.asarray(item_factors)
+        if items.ndim != 2 or items.shape[0] == 0 or items.shape[1] == 0:
+            raise ModelError(f"item factors must be a non-empty matrix, got {items.shape}")
+        self.item_factors = np.ascontiguousarray(items, dtype=np.float32)
+        self.threads = threads
+
+    @property
+    def n_items(self) -> int:
+        """Number of items."""
+        return int(self.item_factors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Factor length."""
+        return int(self.item_factors.shape[1])
+
+    def _search(
+        self, queries: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        with _blas_threads(self.threads):
+            return self._search_blocks(queries, k)
+
+    def _search_blocks(
+        self, queries: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        n, m = queries.shape[0], self.n_items
+        idx = np.empty((n, k), dtype=np.int64)
+        vals = np.empty((n, k), dtype=np.float32)
+        step = max(1, _EXACT_BLOCK_CELLS // m)
+        for start in range(0, n, step):
+            scores = queries[start : start + step] @ self.item_factors.T
+            # NaN/inf item vectors would poison argpartition; they are never chosen
+            scores[~np.isfinite(scores)] = -np.inf
+            if k < m:
+                part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            else:
+                part = np.broadcast_to(np.arange(m), scores.shape)
+            top = np.take_along_axis(scores, part, axis=1)
+            order = np.argsort(-top, axis=1, kind="stable")
+            idx[start : start + step] = np.take_along_axis(part, order, axis=1)
+            vals[start : start + step] = np.take_along_axis(top, order, axis=1)
+        idx[~np.isfinite(vals)] = NO_ITEM
+        return idx, vals
+
+    def save(self, path: Path) -> None:
+        """Write the item vectors as ``.npz`` (``path`` should end in ``.npz``)."""
+        save_arrays(Path(path), item_factors=self.item_factors)
+
+    @classmethod
+    def load(cls, path: Path, *, threads: int | None = 1) -> ExactIndex:
+        """Read an index written by :meth:`save`."""
+        arrays = load_arrays(Path(path))
+        if "item_factors" not in arrays:
+            raise ArtifactError(f"{path}: not an exact index (no 'item_factors' array)")
+        try:
+            return cls(arrays["item_factors"], threads=threads)
+        except ModelError as exc:
+            raise ArtifactError(f"{path}: {exc}") from None
+
+
+class FaissIndex(ItemIndex):
+    """An approximate maximum-inner-product index from faiss (HNSW or IVF-Flat).
+
+    Build it with :meth:`hnsw` or :meth:`ivf`, or read one with :meth:`load`.
+
+    Parameters
+    ----------
+    index
+        A faiss index with ``METRIC_INNER_PRODUCT`` holding the item vectors in index order.
+    threads
+        OpenMP threads faiss uses per search (faiss's setting is process-wide; it is set
+        before every search so that another user of faiss in the process cannot change it).
+    """
+
+    kind: ClassVar[str] = "faiss"
+
+    def __init__(self, index: Any, *, threads: int = 1) -> None:
+        import faiss
+
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ModelError("a FaissIndex needs an inner-product index (METRIC_INNER_PRODUCT)")
+        self.index = index
+        self.threads = threads
+
+    @classmethod
+    def hnsw(
+        cls,
+        item_factors: NDArray[np.floating[Any]],
+        *,
+        m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 256,
+        threads: int = 1,
+        build_threads: int | None = None,
+    ) -> FaissIndex:
+        """A graph index (``IndexHNSWFlat``, inner product); ``build_threads`` default: all."""
+        import faiss
+
+        items = _check_items(item_factors)
+        index = faiss.IndexHNSWFlat(items.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.hnsw.efSearch = ef_search
+        with _faiss_threads(build_threads):
+            index.add(items)
+        return cls(index, threads=threads)
+
+    @classmethod
+    def ivf(
+        cls,
+        item_factors: NDArray[np.floating[Any]],
+        *,
+        nlist: int | None = None,
+        nprobe: int = 32,
+        threads: int = 1,
+        build_threads: int | None = None,
+        seed: int = 0,
+    ) -> FaissIndex:
+        """An inverted-file index (``IndexIVFFlat``, inner product, k-means cells)."""
+        import faiss
+
+        items = _check_items(item_factors)
+        n, d = items.shape
+        cells = nlist if nlist is not None else max(1, int(4 * np.sqrt(n)))
+        # faiss wants >= 39 training points per cell; fewer cells beats a poor clustering
+        cells = max(1, min(cells, n // 39))
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, cells, faiss.METRIC_INNER_PRODUCT)
+        # k-means on 64 points per cell: enough for the cells, and it keeps a 10^6 build short
+        rng = np.random.default_rng(seed)
+        sample = items if n <= 64 * cells else items[rng.choice(n, 64 * cells, replace=False)]
+        with _faiss_threads(build_threads):
+            index.train(np.ascontiguousarray(sample))
+            index.add(items)
+        index.nprobe = min(nprobe, cells)
+        # faiss's Python constructor keeps a reference to the quantizer, so it lives as long
+        # as the index; read_index gives the loaded index its own copy
+        return cls(index, threads=threads)
+
+    @property
+    def n_items(self) -> int:
+        """Number of items."""
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        """Factor length."""
+        return int(self.index.d)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The index type and its search parameters (for manifests and reports)."""
+        import faiss
+
+        out: dict[str, Any] = {"type": type(self.index).__name__}
+        if isinstance(self.index, faiss.IndexHNSW):
+            out.update(
+                m=int(self.index.hnsw.nb_neighbors(1)),  # type: ignore[attr-defined]
+                ef_construction=int(self.index.hnsw.efConstruction),
+                ef_search=int(self.index.hnsw.efSearch),
+            )
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if ivf is not None:
+            out.update(nlist=int(ivf.nlist), nprobe=int(ivf.nprobe))
+        return out
+
+    def set_search_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Change the speed/recall trade-off (HNSW ``ef_search``, IVF ``nprobe``) in place."""
+        import faiss
+
+        if ef_search is not None:
+            if not isinstance(self.index, faiss.IndexHNSW):
+                raise ModelError(f"ef_search applies to HNSW, not {type(self.index).__name__}")
+            self.index.hnsw.efSearch = int(ef_search)
+        if nprobe is not None:
+            ivf = faiss.try_extract_index_ivf(self.index)
+            if ivf is None:
+                raise ModelError(f"nprobe applies to IVF, not {type(self.index).__name__}")
+            ivf.nprobe = int(nprobe)
+
+    def _search(
+        self, queries: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        import faiss
+
+        params = None
+        if isinstance(self.index, faiss.IndexHNSW) and self.index.hnsw.efSearch < k:
+            # a candidate list shorter than k cannot return k items
+            params = faiss.SearchParametersHNSW(efSearch=k)  # type: ignore[attr-defined]
+        faiss.omp_set_num_threads(self.threads)
+        scores, idx = self.index.search(queries, k, params=params)
+        return idx.astype(np.int64, copy=False), scores
+
+    def save(self, path: Path) -> None:
+        """Write the index with ``faiss.write_index`` (search parameters included)."""
+        import faiss
+
+        try:
+            faiss.write_index(self.index, str(path))
+        except RuntimeError as exc:
+            raise ArtifactError(f"{path}: cannot write the faiss index: {exc}") from None
+
+    @classmethod
+    def load(cls, path: Path, *, threads: int = 1) -> FaissIndex:
+        """Read an index written by :meth:`save` (``ArtifactError`` if unreadable)."""
+        import faiss
+
+        if not Path(path).is_file():
+            raise ArtifactError(f"{path}: no such index file")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+            raise ArtifactError(f"{path}: not a faiss index: {first}") from None
+        try:
+            return cls(index, threads=threads)
+        except ModelError as exc:
+            raise ArtifactError(f"{path}: {exc}") from None
+
+
+def build_index(
+    item_factors: NDArray[np.floating[Any]],
+    *,
+    config: AnnConfig | None = None,
+    **params: Any,
+) -> ItemIndex:
+    """The index for a catalogue: exact below ``min_items`` items, approximate from there.
+
+    Parameters
+    ----------
+    item_factors
+        ``n_items × d`` item vectors.
+    config
+        An :class:`AnnConfig`; ``params`` (its field names: ``kind``, ``min_items``, ``m``,
+        ``ef_search``...) override its values.
+    **params
+        Overrides; an unknown name is a :class:`~recsys.errors.ConfigError` naming it.
+
+    Returns
+    -------
+    ItemIndex
+        :class:`ExactIndex` or :class:`FaissIndex`.
+    """
+    base = (config or AnnConfig()).model_dump()
+    cfg = validate(AnnConfig, {**base, **params}, "retrieval index")
+    items = _check_items(item_factors)
+    kind = cfg.kind
+    if kind == "auto":
+        kind = "exact" if items.shape[0] < cfg.min_items else "hnsw"
+    if kind == "exact":
+        return ExactIndex(items, threads=cfg.threads)
+    if kind == "hnsw":
+        return FaissIndex.hnsw(
+            items,
+            m=cfg.m,
+            ef_construction=cfg.ef_construction,
+            ef_search=cfg.ef_search,
+            threads=cfg.threads,
+        )
+    return FaissIndex.ivf(items, nlist=cfg.nlist, nprobe=cfg.nprobe, threads=cfg.threads)
+
+
+def save_index(index: ItemIndex, path: Path) -> Path:
+    """Write ``index`` to ``path`` with the suffix its kind needs (returned).
+
+    ``.npz`` for :class:`ExactIndex`, ``.faiss`` for :class:`FaissIndex`;
+    :func:`load_index` reads the kind back from the suffix.
+    """
+    path = Path(path)
+    suffix = ".npz" if isinstance(index, ExactIndex) else ".faiss"
+    path = path.with_suffix(suffix)
+    index.save(path)
+    return path
+
+
+def load_index(
+    path: Path, *, threads: int = 1, n_items: int | None = None, dim: int | None = None
+) -> ItemIndex:
+    """Read an index written by :func:`save_index`, checking it fits the model if asked.
+
+    Parameters
+    ----------
+    path
+        A ``.npz`` (exact) or ``.faiss`` file.
+    threads
+        Threads per search.
+    n_items, dim
+        When given, the index must hold exactly this many items of this length (an index
+        left over from another model version is an :class:`~recsys.errors.ArtifactError`).
+    """
+    path = Path(path)
+    index: ItemIndex
+    if path.suffix == ".npz":
+        index = ExactIndex.load(path, threads=threads)
+    elif path.suffix == ".faiss":
+        index = FaissIndex.load(path, threads=threads)
+    else:
+        raise ArtifactError(f"{path}: unknown index file type (expected .npz or .faiss)")
+    if n_items is not None and index.n_items != n_items:
+        raise ArtifactError(f"{path}: index holds {index.n_items} items, the model {n_items}")
+    if dim is not None and index.dim != dim:
+        raise ArtifactError(f"{path}: index vectors have length {index.dim}, the model {dim}")
+    return index
+
+
+def search_excluding(
+    index: ItemIndex,
+    queries: NDArray[np.floating[Any]],
+    k: int,
+    *,
+    exclude: sp.csr_matrix | None = None,
+    extra: int = 20,
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Top ``k`` per query with the items marked in ``exclude`` removed.
+
+    Fetches ``k + extra`` candidates (plus each row's number of exclusions), drops excluded
+    items, and fetches again with twice as many candidates for rows still short of ``k``,
+    up to the whole catalogue, so a row is only padded when fewer than ``k`` items remain.
+
+    Parameters
+    ----------
+    index
+        Any :class:`ItemIndex`.
+    queries
+        ``n × dim`` query vectors.
+    k
+        Items wanted per row.
+    exclude
+        ``n × n_items`` sparse matrix; a stored non-zero marks an item not to return for that
+        row (already bought, out of stock, blocked by a rule).
+    extra
+        Spare candidates fetched beyond ``k``, for rules applied after this call.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``n × k`` indices (``-1`` padded) and scores (``-inf`` padded), best first.
+    """
+    q = index._check_queries(queries)
+    n = q.shape[0]
+    if exclude is None:
+        return index.search(q, k)
+    exclude = sp.csr_matrix(exclude)
+    if exclude.shape != (n, index.n_items):
+        raise ModelError(
+            f"exclude must be {n} × {index.n_items} (queries × items), got {exclude.shape}"
+        )
+    exclude.eliminate_zeros()
+    out_idx = np.full((n, k), NO_ITEM, dtype=np.int64)
+    out_val = np.full((n, k), -np.inf, dtype=np.float32)
+    per_row = np.diff(exclude.indptr)
+    pending = np.arange(n)
+    fetch = k + max(extra, 0) + per_row
+    while pending.size:
+        want = int(min(fetch[pending].max(), index.n_items))
+        idx, vals = index.search(q[pending], want)
+        short = []
+        for r, row in enumerate(pending):
+            banned = exclude.indices[exclude.indptr[row] : exclude.indptr[row + 1]]
+            keep = (idx[r] != NO_ITEM) & ~np.isin(idx[r], banned)
+            got = idx[r][keep][:k]
+            out_idx[row, : got.size] = got
+            out_val[row, : got.size] = vals[r][keep][:k]
+            # a row whose search was not cut short by want has nothing more to give
+            exhausted = want >= index.n_items or (idx[r] == NO_ITEM).any()
+            if got.size < k and not exhausted:
+                short.append(row)
+        pending = np.asarray(short, dtype=np.intp)
+        fetch[pending] = 2 * want
+    return out_idx, out_val
+
+
+def _check_items(item_factors: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
+    items = np.asarray(item_factors)
+    if items.ndim != 2 or items.shape[0] == 0 or items.shape[1] == 0:
+        raise ModelError(f"item factors must be a non-empty matrix, got shape {items.shape}")
+    if not np.isfinite(items).all():
+        bad = int(np.flatnonzero(~np.isfinite(items).all(axis=1))[0])
+        raise ModelError(f"item factors: row {bad} is not finite (NaN or inf)")
+    return np.ascontiguousarray(items, dtype=np.float32)
+
+
+class _blas_threads:
+    """Limit BLAS threads for a block (``None``: leave as is); the controller is made once."""
+
+    _controller: ClassVar[Any] = None
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+        self._limit: Any = None
+
+    def __enter__(self) -> None:
+        if self.threads is None:
+            return
+        if _blas_threads._controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_threads._controller = ThreadpoolController()
+        self._limit = _blas_threads._controller.limit(limits=self.threads, user_api="blas")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._limit is not None:
+            self._limit.restore_original_limits()
+            self._limit = None
+
+
+class _faiss_threads:
+    """Set faiss's (process-wide) OpenMP threads for a block, restoring them after."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+        self._before = 0
+
+    def __enter__(self) -> None:
+        import faiss
+
+        self._before = faiss.omp_get_max_threads()
+        if self.threads is not None:
+            faiss.omp_set_num_threads(self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(self._before)
+
+
+__all__ = [
+    "AnnConfig",
+    "ExactIndex",
+    "FaissIndex",
+    "ItemIndex",
+    "build_index",
+    "load_index",
+    "save_index",
+    "search_excluding",
+]

@@ -1,0 +1,298 @@
+"""Exact and approximate top-k retrieval (recsys.retrieval.ann)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys.errors import ArtifactError, ConfigError, ModelError
+from recsys.retrieval import (
+    AnnConfig,
+    ExactIndex,
+    FaissIndex,
+    build_index,
+    load_index,
+    save_index,
+    search_excluding,
+)
+
+
+def clustered(n_items: int, dim: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items and queries around shared cluster centres, item norms varying (as ALS factors do)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(n_items // 100, 5), dim))
+    items = centres[rng.integers(0, len(centres), n_items)] + 0.5 * rng.normal(size=(n_items, dim))
+    items *= rng.lognormal(0.0, 0.3, n_items)[:, None]
+    queries = centres[rng.integers(0, len(centres), n_queries)] + 0.5 * rng.normal(
+        size=(n_queries, dim)
+    )
+    return items.astype(np.float32), queries.astype(np.float32)
+
+
+def brute_force(items: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = queries.astype(np.float64) @ items.astype(np.float64).T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(scores, order, axis=1)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(
+        np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
+    )
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    return clustered(4000, 16, 200, seed=3)
+
+
+@pytest.fixture(scope="module")
+def hnsw(data: tuple[np.ndarray, np.ndarray]) -> FaissIndex:
+    index = build_index(data[0], kind="hnsw")
+    assert isinstance(index, FaissIndex)
+    return index
+
+
+# -- exact -----------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_items=st.integers(1, 60),
+    dim=st.integers(1, 8),
+    n_queries=st.integers(1, 5),
+    k=st.integers(0, 70),
+    seed=st.integers(0, 2**31),
+)
+def test_exact_index_equals_brute_force(
+    n_items: int, dim: int, n_queries: int, k: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(n_items, dim)).astype(np.float32)
+    queries = rng.normal(size=(n_queries, dim)).astype(np.float32)
+    idx, vals = ExactIndex(items).search(queries, k)
+    take = min(k, n_items)
+    want_idx, want_vals = brute_force(items, queries, take)
+    assert idx.shape == vals.shape == (n_queries, k)
+    np.testing.assert_allclose(vals[:, :take], want_vals, rtol=1e-4, atol=1e-4)
+    # indices agree wherever the score is not tied with a neighbour (float ties may swap)
+    if take:
+        assert (idx[:, :take] == want_idx).mean() > 0.95
+    assert (idx[:, take:] == -1).all() and np.isneginf(vals[:, take:]).all()
+
+
+def test_exact_index_blocks_large_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys.retrieval import ann
+
+    items, queries = clustered(500, 8, 30, seed=1)
+    whole = ExactIndex(items).search(queries, 5)
+    monkeypatch.setattr(ann, "_EXACT_BLOCK_CELLS", 1000)  # 2 queries per block
+    blocked = ExactIndex(items).search(queries, 5)
+    np.testing.assert_array_equal(whole[0], blocked[0])
+    # a matrix product of 2 rows may round differently from one of 30 (last bit)
+    np.testing.assert_allclose(whole[1], blocked[1], rtol=1e-6)
+
+
+# -- approximate -----------------------------------------------------------------------------
+
+
+def test_hnsw_recall_at_default_parameters(
+    data: tuple[np.ndarray, np.ndarray], hnsw: FaissIndex
+) -> None:
+    items, queries = data
+    truth, _ = ExactIndex(items).search(queries, 10)
+    found, scores = hnsw.search(queries, 10)
+    assert hnsw.params["ef_search"] == AnnConfig().ef_search
+    assert recall(found, truth) >= 0.98
+    # scores are the true inner products of the returned items, best first
+    np.testing.assert_allclose(
+        scores, np.einsum("qd,qkd->qk", queries, items[found]), rtol=1e-4, atol=1e-4
+    )
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_ivf_recall_with_enough_probes(data: tuple[np.ndarray, np.ndarray]) -> None:
+    items, queries = data
+    index = build_index(items, kind="ivf", nprobe=64)
+    assert isinstance(index, FaissIndex)
+    assert index.params["type"] == "IndexIVFFlat"
+    truth, _ = ExactIndex(items).search(queries, 10)
+    assert recall(index.search(queries, 10)[0], truth) >= 0.98
+
+
+def test_one_query_at_a_time_equals_the_batch(
+    data: tuple[np.ndarray, np.ndarray], hnsw: FaissIndex
+) -> None:
+    queries = data[1][:20]
+    batch, _ = hnsw.search(queries, 10)
+    single = np.vstack([hnsw.search(q, 10)[0] for q in queries])
+    np.testing.assert_array_equal(batch, single)
+
+
+def test_k_larger_than_ef_search_still_fills_k(data: tuple[np.ndarray, np.ndarray]) -> None:
+    items, queries = data
+    index = build_index(items, kind="hnsw", ef_search=8)
+    found, _ = index.search(queries[:5], 50)
+    assert (found >= 0).all()
+    assert all(len(set(row)) == 50 for row in found)
+
+
+def test_nan_query_rows_come_back_empty(hnsw: FaissIndex) -> None:
+    queries = np.ones((3, hnsw.dim), dtype=np.float32)
+    queries[1, 0] = np.nan
+    idx, vals = hnsw.search(queries, 4)
+    assert (idx[1] == -1).all() and np.isneginf(vals[1]).all()
+    assert (idx[[0, 2]] >= 0).all()
+
+
+def test_k_beyond_the_catalogue_is_padded() -> None:
+    items, queries = clustered(40, 4, 2, seed=0)
+    for kind in ("exact", "hnsw"):
+        idx, vals = build_index(items, kind=kind).search(queries, 50)
+        assert sorted(idx[0, :40]) == list(range(40))
+        assert (idx[:, 40:] == -1).all() and np.isneginf(vals[:, 40:]).all()
+
+
+# -- choosing and configuring ----------------------------------------------------------------
+
+
+def test_size_threshold_picks_exact_below_and_ann_from_it() -> None:
+    items, _ = clustered(300, 4, 1, seed=0)
+    assert isinstance(build_index(items, min_items=301), ExactIndex)
+    assert isinstance(build_index(items, min_items=300), FaissIndex)
+    assert isinstance(build_index(items, config=AnnConfig(min_items=10)), FaissIndex)
+    # an explicit kind wins over the threshold
+    assert isinstance(build_index(items, min_items=10, kind="exact"), ExactIndex)
+    assert AnnConfig().min_items == 200_000
+
+
+def test_unknown_or_bad_parameter_is_a_config_error_naming_it() -> None:
+    items, _ = clustered(50, 4, 1, seed=0)
+    with pytest.raises(ConfigError, match="unknown key 'ef_serch'"):
+        build_index(items, ef_serch=10)
+    with pytest.raises(ConfigError, match="'kind'"):
+        build_index(items, kind="annoy")
+    with pytest.raises(ConfigError, match="'min_items'"):
+        build_index(items, min_items=0)
+
+
+def test_wrong_dimension_queries_are_a_model_error(hnsw: FaissIndex) -> None:
+    for index in (hnsw, ExactIndex(np.ones((5, hnsw.dim), dtype=np.float32))):
+        with pytest.raises(ModelError, match=f"n × {hnsw.dim} vectors.*\\(2, 3\\)"):
+            index.search(np.ones((2, 3), dtype=np.float32), 5)
+        with pytest.raises(ModelError, match="queries must be"):
+            index.search(np.ones((2, 2, hnsw.dim), dtype=np.float32), 5)
+        with pytest.raises(ModelError, match="k must be >= 0"):
+            index.search(np.ones((1, hnsw.dim), dtype=np.float32), -1)
+
+
+def test_bad_item_factors_are_a_model_error() -> None:
+    with pytest.raises(ModelError, match="non-empty matrix"):
+        build_index(np.ones((0, 4), dtype=np.float32))
+    bad = np.ones((5, 4), dtype=np.float32)
+    bad[3, 1] = np.nan
+    with pytest.raises(ModelError, match="row 3 is not finite"):
+        build_index(bad, kind="hnsw")
+
+
+# -- persistence -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+def test_save_load_round_trip_gives_identical_results(
+    kind: str, data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    items, queries = data
+    index = build_index(items, kind=kind, ef_search=40, nprobe=8)
+    path = save_index(index, tmp_path / "items")
+    assert path.suffix == (".npz" if kind == "exact" else ".faiss")
+    loaded = load_index(path, n_items=len(items), dim=items.shape[1])
+    assert type(loaded) is type(index)
+    before, after = index.search(queries, 10), loaded.search(queries, 10)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    if isinstance(index, FaissIndex) and isinstance(loaded, FaissIndex):
+        assert loaded.params == index.params  # search parameters travel with the file
+
+
+def test_load_rejects_a_mismatched_or_broken_index(hnsw: FaissIndex, tmp_path: Path) -> None:
+    path = save_index(hnsw, tmp_path / "items")
+    with pytest.raises(ArtifactError, match="4000 items, the model 10"):
+        load_index(path, n_items=10)
+    with pytest.raises(ArtifactError, match="length 16, the model 32"):
+        load_index(path, dim=32)
+    broken = tmp_path / "broken.faiss"
+    broken.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ArtifactError, match=r"broken\.faiss: not a faiss index"):
+        load_index(broken)
+    with pytest.raises(ArtifactError, match="no such index file"):
+        load_index(tmp_path / "absent.faiss")
+    with pytest.raises(ArtifactError, match="unknown index file type"):
+        load_index(tmp_path / "items.pkl")
+
+
+def test_an_l2_index_is_refused(tmp_path: Path) -> None:
+    import faiss
+
+    flat = faiss.IndexFlatL2(4)
+    flat.add(np.ones((3, 4), dtype=np.float32))
+    faiss.write_index(flat, str(tmp_path / "l2.faiss"))
+    with pytest.raises(ArtifactError, match="inner-product"):
+        load_index(tmp_path / "l2.faiss")
+
+
+# -- exclusions ------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), k=st.integers(1, 12), extra=st.integers(0, 5))
+def test_search_excluding_equals_exact_top_k_of_the_allowed_items(
+    seed: int, k: int, extra: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(30, 4)).astype(np.float32)
+    queries = rng.normal(size=(4, 4)).astype(np.float32)
+    exclude = sp.random(4, 30, density=0.4, format="csr", random_state=rng)
+    idx, vals = search_excluding(ExactIndex(items), queries, k, exclude=exclude, extra=extra)
+    for r in range(4):
+        banned = set(exclude[r].indices.tolist())
+        allowed = np.array([i for i in range(30) if i not in banned], dtype=np.int64)
+        scores = items[allowed] @ queries[r]
+        want = allowed[np.argsort(-scores, kind="stable")][:k]
+        got = idx[r][idx[r] >= 0]
+        assert not banned & set(got.tolist())
+        assert len(got) == min(k, len(allowed))
+        np.testing.assert_allclose(
+            vals[r][: len(got)], np.sort(scores)[::-1][: len(got)], 1e-5, 1e-5
+        )
+        assert got.tolist() == want.tolist()  # continuous random scores: no ties
+
+
+def test_search_excluding_refetches_rows_that_come_up_short(
+    data: tuple[np.ndarray, np.ndarray], hnsw: FaissIndex
+) -> None:
+    items, queries = data
+    queries = queries[:3]
+    top, _ = ExactIndex(items).search(queries, 100)
+    # ban each row's 60 best items: more than k + extra, so a second fetch is needed
+    rows = np.repeat(np.arange(3), 60)
+    exclude = sp.csr_matrix((np.ones(rows.size), (rows, top[:, :60].ravel())), shape=(3, 4000))
+    exact, _ = search_excluding(ExactIndex(items), queries, 10, exclude=exclude, extra=5)
+    np.testing.assert_array_equal(exact, top[:, 60:70])
+    approx, _ = search_excluding(hnsw, queries, 10, exclude=exclude, extra=5)
+    assert (approx >= 0).all()
+    for r in range(3):
+        assert not set(approx[r]) & set(top[r, :60])
+        assert len(set(approx[r])) == 10
+
+
+def test_search_excluding_checks_the_exclusion_shape(hnsw: FaissIndex) -> None:
+    with pytest.raises(ModelError, match="exclude must be 2 × 4000"):
+        search_excluding(
+            hnsw, np.ones((2, hnsw.dim), np.float32), 5, exclude=sp.csr_matrix((2, 10))
+        )
