@@ -11,7 +11,7 @@ the fallback, evaluation off). Then, in the same run and on 127.0.0.1:
 
 both with ``OPENBLAS_NUM_THREADS=1``. ``wrk`` rotates over the known user ids with a Lua
 script, at 1 connection (1 thread) and 16 connections (2 threads), each run bounded
-(``--duration`` seconds), real and reference alternating. Resident memory (VmRSS of the
+(``--duration`` seconds), real and reference alternating. Memory (VmRSS and PSS of the
 server and its worker processes) is read after the load, with 1 and 2 workers. Targets:
 throughput ratio real/reference at 16 connections >= 0.8; real p99 at 1 connection within
 1.5x the reference's. Without ``wrk`` on the PATH a Python load generator (threads,
@@ -144,14 +144,21 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.stderr.close()
 
 
-def rss_mib(pid: int) -> float:
-    """VmRSS of a process and all its descendants, MiB (Linux /proc)."""
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Memory of a process and all its descendants, MiB (Linux /proc).
+
+    ``VmRSS`` counts every resident page in every process, so pages the workers share (the
+    memory-mapped model arrays, through the page cache) are counted once per worker; ``Pss``
+    (``/proc/PID/smaps_rollup``) divides each shared page among the processes mapping it, so
+    the sum over the server's processes is what they really cost together.
+    """
+    source = "status" if field == "VmRSS" else "smaps_rollup"
     total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{p}/{source}").read_text().splitlines():
+                if line.startswith(f"{field}:"):
                     total += int(line.split()[1]) / 1024
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
@@ -279,6 +286,7 @@ def bench_size(
         "tool": tool,
         "runs": {},
         "rss_mib": {},
+        "pss_mib": {},
     }
     for workers in (1,) if smoke else (1, 2):
         rp, fp = free_port(), free_port()
@@ -316,6 +324,8 @@ def bench_size(
                         result["runs"].setdefault(f"{name} w{workers} c{c}", []).append(r)
             result["rss_mib"][f"real w{workers}"] = rss_mib(real.pid)
             result["rss_mib"][f"reference w{workers}"] = rss_mib(ref.pid)
+            result["pss_mib"][f"real w{workers}"] = rss_mib(real.pid, "Pss")
+            result["pss_mib"][f"reference w{workers}"] = rss_mib(ref.pid, "Pss")
         finally:
             stop(real)
             if ref is not None:
@@ -406,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "",
                 "Resident memory (MiB, server + workers): "
                 + ", ".join(f"{k} {v:.0f}" for k, v in res["rss_mib"].items())
+                + "; proportional (PSS, shared pages divided among processes): "
+                + ", ".join(f"{k} {v:.0f}" for k, v in res.get("pss_mib", {}).items())
                 + ".",
                 "",
             ]

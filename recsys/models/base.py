@@ -163,14 +163,59 @@ def save_arrays(path: Path, **arrays: NDArray[Any]) -> None:
     np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
+#: Arrays at least this large are memory-mapped rather than read (see :func:`load_arrays`).
+MMAP_MIN_BYTES = 1 << 20
+
+
 def load_arrays(path: Path) -> dict[str, NDArray[Any]]:
-    """Load a ``.npz`` written by :func:`save_arrays`, never unpickling."""
+    """Load a ``.npz`` written by :func:`save_arrays`, never unpickling.
+
+    Large members (``MMAP_MIN_BYTES`` and up; :func:`save_arrays` stores them uncompressed) are
+    memory-mapped copy-on-write instead of read: the server's workers then share one copy of
+    a model's factors through the page cache, and a write (erasing a customer's vector, a
+    fold-in) copies only the page it touches, privately.
+    """
     try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            out: dict[str, NDArray[Any]] = {}
+            for info in infos:
+                key = info.filename.removesuffix(".npy")
+                mapped = _mmap_member(path, info) if info.file_size >= MMAP_MIN_BYTES else None
+                out[key] = data[key] if mapped is None else mapped
+            return out
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         # a truncated or bit-flipped .npz surfaces as a zip error, not an OSError
         raise ArtifactError(f"{path}: cannot read arrays: {exc}") from None
+
+
+def _mmap_member(path: Path, info: zipfile.ZipInfo) -> NDArray[Any] | None:
+    """A stored (uncompressed) ``.npy`` member of a zip, memory-mapped; ``None`` if it cannot be
+    (compressed, or an object array: those are read, and refused, the usual way)."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with path.open("rb") as f:
+        # the local header's name and extra lengths may differ from the central directory's
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"member {info.filename}: bad local header")
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        return None
+    mapped = np.memmap(
+        path, dtype=dtype, mode="c", offset=offset, shape=shape, order="F" if fortran else "C"
+    )
+    return mapped.view(np.ndarray)
 
 
 def save_csr(path: Path, matrix: sp.csr_matrix) -> None:
