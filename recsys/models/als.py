@@ -236,8 +236,8 @@ class ALSModel(Recommender):
         arrays = load_arrays(directory / "factors.npz")
         try:
             model = cls(**params)
-            model.user_factors_ = arrays["user_factors"].astype(np.float32)
-            model.item_factors_ = arrays["item_factors"].astype(np.float32)
+            model.user_factors_ = arrays["user_factors"].astype(np.float32, copy=False)
+            model.item_factors_ = arrays["item_factors"].astype(np.float32, copy=False)
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"{directory}: not an ALS model: {exc}") from None
         model.train_ = load_csr(directory / "train.npz")

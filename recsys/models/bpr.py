@@ -133,8 +133,8 @@ class BPRModel(Recommender):
         arrays = load_arrays(directory / "factors.npz")
         try:
             model = cls(**params)
-            model.user_factors_ = arrays["user_factors"].astype(np.float32)
-            model.item_factors_ = arrays["item_factors"].astype(np.float32)
+            model.user_factors_ = arrays["user_factors"].astype(np.float32, copy=False)
+            model.item_factors_ = arrays["item_factors"].astype(np.float32, copy=False)
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"{directory}: not a BPR model: {exc}") from None
         return model
