@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truth-days", type=float, default=31.0, help="truth window length")
     parser.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated model names")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="folder for one bar chart per cut (quality_DATE.png)",
+    )
     args = parser.parse_args(argv)
     if not args.data.exists():
         # a fresh clone has no ../shared: skip with a note rather than fail `make bench`
@@ -75,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_models(window, {n: n for n in names}, cut=cut)
         print(result.to_markdown())
         results.append(result.to_dict())
+        if args.plot:
+            args.plot.mkdir(parents=True, exist_ok=True)
+            print(f"plot: {result.plot(args.plot / f'quality_{text.strip()}.png')}\n")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, sort_keys=True), encoding="utf-8")
     return 0
