@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "carries propensities and estimates its reward per slot with IPS and SNIPS.",
     )
     o.add_argument("--candidate", required=True, metavar="VERSION", help="model version")
+    o.add_argument(
+        "--ranking",
+        metavar="FILE",
+        help="business rules (TOML or JSON) the candidate ranks with, as a variant's "
+        "'ranking' (default: the built-in default rules)",
+    )
     which = o.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", metavar="NAME", help="exposures of this experiment")
     which.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="every exposure since")
@@ -129,10 +135,13 @@ def _offline(args: argparse.Namespace) -> int:
     from recsys.data.schema import to_micros
     from recsys.engine import Engine
     from recsys.experiments.exposures import offline_estimate
+    from recsys.ranking.rules import load_rules
     from recsys.registry import Registry
     from recsys.settings import Settings, load_settings
 
     settings = load_settings(Settings)
+    # read the rules first: a bad file is reported before any model is loaded
+    rules = load_rules(args.ranking) if args.ranking else None
     experiment = _experiment(args) if args.experiment else None
     since = (
         to_micros(datetime(args.since.year, args.since.month, args.since.day, tzinfo=UTC))
@@ -140,7 +149,7 @@ def _offline(args: argparse.Namespace) -> int:
         else None
     )
     registry = Registry(settings.registry_path)
-    engine = Engine.load(registry.path(args.candidate), registry)
+    engine = Engine.load(registry.path(args.candidate), registry, rules=rules)
     store = _store()
     try:
         result = offline_estimate(
@@ -148,11 +157,13 @@ def _offline(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
+    result["ranking"] = args.ranking
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    ranked = f" ranked by {args.ranking}" if args.ranking else ""
     print(
-        f"candidate {result['candidate']}: {result['metric']} rate per slot over "
+        f"candidate {result['candidate']}{ranked}: {result['metric']} rate per slot over "
         f"{result['exposures']} exposures ({result['slots']} slots); "
         f"logged policy {result['logged_rate']:.4f}"
     )

@@ -20,7 +20,7 @@ An experiment is written in TOML (or JSON) and validated into a frozen :class:`E
     name = "als"
     share = 0.5
     model_version = "als-2026-10-31"
-    ranking = "default-rules"
+    ranking = "rules/als.toml"         # its own business rules (default: the server's)
 
     [exploration]
     kind = "epsilon_greedy"            # or "none", or "randomised_top_n" with top_n = 4
@@ -62,7 +62,10 @@ class Variant(StrictModel):
     model_version
         The model version that serves this variant (``None``: the current default).
     ranking
-        Name or path of the business-rules config used to rerank (``None``: the default).
+        The business rules that rerank this variant's lists: ``None`` or ``"default"`` for the
+        server's own rules, else a rules file, absolute or relative to the experiments file's
+        folder (``"rules/strict"`` is tried as ``.toml``, then ``.json``). The file is read and
+        validated when the experiments are loaded; see :mod:`recsys.experiments.registry`.
     """
 
     name: str = Field(pattern=_NAME)

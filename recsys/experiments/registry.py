@@ -8,6 +8,19 @@ experiment at the top level is read too). A missing file means no experiments.
 :meth:`~ExperimentRegistry.put` and :meth:`~ExperimentRegistry.delete` rewrite the whole file
 through a temporary file and an atomic rename, so a reader never sees half a file and a crash
 leaves the old one.
+
+A variant's ``ranking`` names the business rules its lists are reranked with:
+
+* absent, or ``"default"``: the server's own rules (``RECSYS_RULES_FILE``);
+* otherwise a rules file (:mod:`recsys.ranking.rules`), absolute or relative to the folder of
+  the experiments file; a value without a ``.toml``/``.json`` suffix is tried as
+  ``<value>.toml``, then ``<value>.json`` (``ranking = "rules/summer"``). An experiment put
+  over the API may only name rules files inside that folder.
+
+Every rules file is read and validated when the experiments are loaded or an experiment is put,
+so a missing or invalid one is a :class:`~recsys.errors.ConfigError` naming the experiment, the
+variant and the file, and nothing is changed. Loaded rules are kept in memory: requests never
+read a file, and a rules file edited later is read again at the next load or put.
 """
 
 from __future__ import annotations
@@ -25,11 +38,23 @@ from typing import Any
 from pydantic import Field
 
 from recsys.errors import ConfigError, NotFoundError
-from recsys.experiments.definitions import Experiment, experiment_from_dict, load_experiments
+from recsys.experiments.definitions import (
+    Experiment,
+    Variant,
+    experiment_from_dict,
+    load_experiments,
+)
+from recsys.ranking.rules import RulesFile, load_rules
 from recsys.settings import Settings
 
 #: File name under ``RECSYS_HOME`` when ``RECSYS_EXPERIMENTS_FILE`` is unset.
 DEFAULT_FILE = "experiments.toml"
+
+#: The ``ranking`` of a variant served with the server's own rules (as when it is left out).
+DEFAULT_RANKING = "default"
+
+#: Suffixes a rules file may have (tried in this order for a ``ranking`` without one).
+RULES_SUFFIXES = (".toml", ".json")
 
 
 class ExperimentSettings(Settings):
@@ -46,6 +71,33 @@ def experiments_path(settings: Settings) -> Path:
     return Path(explicit) if explicit else settings.home / DEFAULT_FILE
 
 
+def ranking_path(ranking: str | None, base: Path) -> Path | None:
+    """The rules file a variant's ``ranking`` points at (``None``: the server's rules).
+
+    Parameters
+    ----------
+    ranking
+        The variant's ``ranking`` value.
+    base
+        Folder that relative paths start from (the experiments file's folder).
+
+    Returns
+    -------
+    Path or None
+        The file to read; for a value without a rules suffix, the first of ``<value>.toml`` and
+        ``<value>.json`` that exists (``<value>.toml`` when neither does, for the error).
+    """
+    if ranking is None or ranking.strip() in ("", DEFAULT_RANKING):
+        return None
+    path = Path(ranking).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    if path.suffix.lower() in RULES_SUFFIXES:
+        return path
+    tried = [path.with_name(path.name + suffix) for suffix in RULES_SUFFIXES]
+    return next((p for p in tried if p.exists()), tried[0])
+
+
 class ExperimentRegistry:
     """Experiments loaded from one file; changes are persisted to it atomically.
 
@@ -59,13 +111,60 @@ class ExperimentRegistry:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._experiments: tuple[Experiment, ...] = ()
+        # every variant's rules file and rules, by its `ranking` value: read when an experiment
+        # is loaded or put, so a request only looks them up
+        self._rules: dict[str, tuple[Path, RulesFile]] = {}
 
     def load(self) -> ExperimentRegistry:
-        """(Re)read the file; a missing file is no experiments. Returns ``self``."""
+        """(Re)read the file and every variant's rules file; a missing file is no experiments.
+        Returns ``self``.
+
+        Raises
+        ------
+        ConfigError
+            The file is invalid, or a variant's rules file is missing or invalid (the message
+            names the experiment, the variant and the rules file); nothing is changed.
+        """
         found = load_experiments(self.path) if self.path.exists() else ()
+        rules: dict[str, tuple[Path, RulesFile]] = {}
+        for exp in found:
+            rules.update(self._read_rules(exp, str(self.path)))
         with self._lock:
             self._experiments = tuple(found)
+            self._rules = rules
         return self
+
+    def ranking(self, experiment: Experiment, variant: Variant) -> tuple[str, RulesFile] | None:
+        """The rules ``variant`` of ``experiment`` is ranked with, and the file they came from.
+
+        Answered from memory (this runs on every request under an experiment).
+
+        Returns
+        -------
+        tuple of (str, RulesFile) or None
+            ``None`` when the variant uses the server's own rules.
+        """
+        if variant.ranking is None:
+            return None
+        found = self._rules.get(variant.ranking)
+        if found is None:
+            # an experiment built elsewhere and never loaded or put here: read its rules once
+            read = self._read_rules(experiment, str(self.path), only=variant)
+            with self._lock:
+                self._rules.update(read)
+            found = read.get(variant.ranking)
+            if found is None:
+                return None  # "default"
+        path, rules = found
+        return str(path), rules
+
+    def ranking_file(self, variant: Variant) -> str | None:
+        """The rules file ``variant``'s ``ranking`` resolves to (``None``: the server's)."""
+        found = self._rules.get(variant.ranking) if variant.ranking is not None else None
+        if found is not None:
+            return str(found[0])
+        path = ranking_path(variant.ranking, self.path.parent)
+        return None if path is None else str(path)
 
     def all(self) -> tuple[Experiment, ...]:
         """Every experiment, in file order."""
@@ -98,7 +197,9 @@ class ExperimentRegistry:
             raise ConfigError(
                 f"request: field 'name' is {exp.name!r} but the URL names experiment {name!r}"
             )
+        rules = self._read_rules(exp, "request")
         with self._lock:
+            self._rules.update(rules)
             current = list(self._experiments)
             for i, old in enumerate(current):
                 if old.name == exp.name:
@@ -122,6 +223,32 @@ class ExperimentRegistry:
                     return old
         self.get(name)  # raises NotFoundError naming the file and what it has
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_rules(
+        self, exp: Experiment, source: str, only: Variant | None = None
+    ) -> dict[str, tuple[Path, RulesFile]]:
+        """Read and validate the rules files of ``exp``'s variants (or of ``only``), by their
+        ``ranking`` value."""
+        out: dict[str, tuple[Path, RulesFile]] = {}
+        base = self.path.parent
+        for variant in exp.variants if only is None else (only,):
+            path = ranking_path(variant.ranking, base)
+            if path is None or variant.ranking is None or variant.ranking in out:
+                continue
+            try:
+                if source == "request" and not path.resolve().is_relative_to(base.resolve()):
+                    # an API key must not be a way to read (and echo, in an error) any file on
+                    # the server: over the API, rules come from the experiments file's folder
+                    raise ConfigError(
+                        f"over the API a rules file must be inside {base}, not {path}"
+                    )
+                out[variant.ranking] = (path, load_rules(path))
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{source}: experiment {exp.name!r}, variant {variant.name!r}: "
+                    f"ranking {variant.ranking!r}: {exc}"
+                ) from None
+        return out
 
     def _write(self, experiments: list[Experiment]) -> None:
         docs = [_plain(e) for e in experiments]

@@ -58,7 +58,8 @@ def choose_arm(state: ServingState, engine: Engine, user_id: str | None) -> Arm:
     """The running experiment (first in the file) and variant of ``user_id``, and its engine.
 
     A variant whose ``model_version`` cannot be loaded is served by ``engine`` (the current
-    version) and counted in ``recsys_variant_fallbacks``.
+    version) and counted in ``recsys_variant_fallbacks``. A variant with its own ``ranking``
+    gets its rules on whichever engine serves it; the holdout keeps the server's rules.
     """
     registry = state.experiments
     if registry is None or not user_id:
@@ -78,6 +79,9 @@ def choose_arm(state: ServingState, engine: Engine, user_id: str | None) -> Arm:
                 state.metrics.variant_fallbacks.labels(experiment=exp.name, variant=variant).inc()
             else:
                 serving = other
+        ranking = registry.ranking(exp, spec)
+        if ranking is not None:
+            serving = state.engine_with_rules(serving, *ranking)
         return Arm(exp, variant, serving)
     return Arm(None, None, engine)
 
@@ -146,8 +150,15 @@ def _registry(state: ServingState) -> ExperimentRegistry:
     return state.experiments
 
 
-def _describe(exp: Experiment) -> dict[str, Any]:
-    return exp.model_dump(mode="json")
+def _describe(exp: Experiment, registry: ExperimentRegistry) -> dict[str, Any]:
+    """The definition as JSON, each variant with the rules file its ``ranking`` resolves to
+    (``rules_file``: ``null`` for the server's own rules)."""
+    out = exp.model_dump(mode="json")
+    out["variants"] = [
+        {**doc, "rules_file": registry.ranking_file(v)}
+        for doc, v in zip(out["variants"], exp.variants, strict=True)
+    ]
+    return out
 
 
 @router.get("/v1/experiments/{name}/assignment/{user_id}", dependencies=[Depends(read_access)])
@@ -164,6 +175,7 @@ def assignment(state: State, name: Name, user_id: UserId) -> OrjsonResponse:
             "variant": variant,
             "running": variant is not None,
             "model_version": spec.model_version if spec else None,
+            "ranking": spec.ranking if spec else None,
         }
     )
 
@@ -181,7 +193,9 @@ def list_experiments(state: State) -> OrjsonResponse:
     return OrjsonResponse(
         {
             "file": str(registry.path),
-            "experiments": [{**_describe(e), "running": e.is_running(now)} for e in registry.all()],
+            "experiments": [
+                {**_describe(e, registry), "running": e.is_running(now)} for e in registry.all()
+            ],
         }
     )
 
@@ -189,7 +203,8 @@ def list_experiments(state: State) -> OrjsonResponse:
 @admin.get("/{name}")
 def get_experiment(state: State, name: Name) -> OrjsonResponse:
     """One experiment's definition."""
-    return OrjsonResponse(_describe(_registry(state).get(name)))
+    registry = _registry(state)
+    return OrjsonResponse(_describe(registry.get(name), registry))
 
 
 @admin.put("/{name}")
@@ -197,9 +212,11 @@ def put_experiment(
     state: State, name: Name, body: Annotated[dict[str, Any], Body()]
 ) -> OrjsonResponse:
     """Create or replace an experiment (the body is its definition as JSON); written to the
-    experiments file at once. 422 names the bad field."""
-    exp = _registry(state).put({"name": name, **body}, name=name)
-    return OrjsonResponse(_describe(exp))
+    experiments file at once. 422 names the bad field, or the variant whose rules file
+    (``ranking``) is missing or invalid; the experiments in force are then unchanged."""
+    registry = _registry(state)
+    exp = registry.put({"name": name, **body}, name=name)
+    return OrjsonResponse(_describe(exp, registry))
 
 
 @admin.delete("/{name}")
