@@ -151,6 +151,7 @@ def bench_size(
     exact_queries: int,
     ef_values: Sequence[int],
     nprobe_values: Sequence[int],
+    head_values: Sequence[int],
     tmp: Path,
 ) -> dict[str, Any]:
     """Every measurement for one catalogue size."""
@@ -198,8 +199,10 @@ def bench_size(
         return run
 
     settings: list[tuple[str, str, FaissIndex, dict[str, int]]] = []
-    for ef in ef_values:
-        settings.append((f"hnsw ef_search={ef}", "hnsw", hnsw, {"ef_search": ef}))
+    for head in head_values:
+        for ef in ef_values:
+            params = {"ef_search": ef, "exact_head": head}
+            settings.append((_hnsw_name(ef, head), "hnsw", hnsw, params))
     for nprobe in nprobe_values:
         settings.append((f"ivf nprobe={nprobe}", "ivf", ivf, {"nprobe": nprobe}))
 
@@ -221,9 +224,9 @@ def bench_size(
             "exact_qps_same_run": exact_qps,
             "speedup": qps / exact_qps,
         }
-    hnsw.set_search_params(ef_search=default.ef_search)
+    hnsw.set_search_params(ef_search=default.ef_search, exact_head=default.exact_head)
     ivf.set_search_params(nprobe=default.nprobe)
-    default_name = f"hnsw ef_search={default.ef_search}"
+    default_name = _hnsw_name(default.ef_search, default.exact_head)
     return {
         "n_items": n_items,
         "factors": factors,
@@ -238,6 +241,10 @@ def bench_size(
         "results": results,
         "default": default_name if default_name in results else None,
     }
+
+
+def _hnsw_name(ef: int, head: int) -> str:
+    return f"hnsw ef_search={ef}" + (f" exact_head={head:,}" if head else "")
 
 
 def report(all_sizes: list[dict[str, Any]], command: str) -> str:
@@ -296,7 +303,8 @@ def report(all_sizes: list[dict[str, Any]], command: str) -> str:
             ok_recall = d["recall_at_10"] >= 0.98
             ok_speed = d["speedup"] >= 5
             lines.append(
-                f"Default ({size['default']}, M={size['hnsw_params'].get('m')}): recall@10 "
+                f"Default ({size['default']}, M={size['hnsw_params'].get('m')}, "
+                f"ef_construction={size['hnsw_params'].get('ef_construction')}): recall@10 "
                 f"{d['recall_at_10']:.4f} ({'meets' if ok_recall else 'MISSES'} >= 0.98), "
                 f"{d['speedup']:.1f}x exact throughput "
                 f"({'meets' if ok_speed else 'MISSES'} >= 5x)."
@@ -316,12 +324,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--ef", default="64,128,256,512", help="HNSW ef_search values")
     parser.add_argument("--nprobe", default="32,64,128,256", help="IVF nprobe values")
+    parser.add_argument(
+        "--head",
+        default=None,
+        help="HNSW exact_head values, each tried with every ef_search "
+        "(default: 0 and AnnConfig's default when that is not 0)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.items, args.factors, args.source = "5000", 16, "lowrank"
         args.queries, args.exact_queries, args.runs = 100, 50, 2
-        args.ef, args.nprobe = "128", "32"
+        args.ef, args.nprobe, args.head = "128", "32", "0,500"
     sizes = [int(float(s)) for s in args.items.split(",")]
+    from recsys.retrieval.ann import AnnConfig
+
+    head_text = args.head if args.head is not None else f"0,{AnnConfig().exact_head}"
+    heads = list(dict.fromkeys(int(float(v)) for v in head_text.split(",")))
     command = "python -m benchmarks.bench_ann " + " ".join(argv if argv is not None else [])
     out = out_dir(args)
     measured = []
@@ -338,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     exact_queries=args.exact_queries,
                     ef_values=[int(v) for v in args.ef.split(",")],
                     nprobe_values=[int(v) for v in args.nprobe.split(",")],
+                    head_values=heads,
                     tmp=Path(tmp),
                 )
             )

@@ -39,6 +39,7 @@ from recsys.ranking.rules import (
     apply_rules,
     compile_rules,
 )
+from recsys.retrieval.ann import FactorModel, ItemIndex, load_index
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class Engine:
         as_of: int,
         rules: RulesFile,
         precomputed: Precomputed | None = None,
+        indexes: Mapping[str, ItemIndex] | None = None,
     ) -> None:
         self.version = version
         self.manifest = dict(manifest)
@@ -126,6 +128,12 @@ class Engine:
             and precomputed.items.shape[0] == len(users)
             else None
         )
+        # approximate top-k per factor model (built by training above a catalogue size)
+        self.indexes = {
+            name: index
+            for name, index in (indexes or {}).items()
+            if isinstance(self.models.get(name), FactorModel) and index.n_items == len(self.items)
+        }
         self._compiled: dict[str | None, CompiledRules] = {}
         self._forgotten: set[str] = set()
         self._lock = threading.Lock()
@@ -189,6 +197,7 @@ class Engine:
             )
             as_of = _micros(manifest.get("as_of"))
             precomputed = Precomputed.load(version_dir / PRECOMPUTED_DIR)
+            indexes = _load_indexes(version_dir, manifest, models, len(items))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ArtifactError(f"model version {version_dir.name}: {exc}") from None
         expected = (len(users), len(items))
@@ -211,6 +220,7 @@ class Engine:
             as_of=as_of,
             rules=rules or RulesFile(),
             precomputed=precomputed,
+            indexes=indexes,
         )
 
     # -- requests --------------------------------------------------------------------------
@@ -598,9 +608,13 @@ class Engine:
 
         A model with ``explain`` (the hybrid) is asked for a generous top list with its
         reasons, enough for the rules to filter; items beyond it stay unscored (``NaN``) and
-        the rules fill from the popular list.
+        the rules fill from the popular list. A factor model with an approximate index in the
+        version is answered the same way from the index.
         """
         explain = getattr(model, "explain", None)
+        index = self.indexes.get(self.default_model)
+        if index is not None and isinstance(model, FactorModel):
+            return self._search_index(model, index, users, rows, k), [None] * len(users)
         if not callable(explain):
             return model.score(users, rows, now=now), [None] * len(users)
         fetch = min(len(self.items), max(4 * k + 20, 100))
@@ -614,6 +628,29 @@ class Engine:
                 why[e.item] = _reason_tuple(self.default_model, e, self.items)
             reasons.append(why)
         return scores, reasons
+
+    def _search_index(
+        self,
+        model: FactorModel,
+        index: ItemIndex,
+        users: NDArray[np.intp],
+        rows: sp.csr_matrix,
+        k: int,
+    ) -> NDArray[np.float32]:
+        """Scores of the index's top candidates per user; every other item ``NaN``.
+
+        More than ``k`` candidates are fetched so that the rules (already bought, out of
+        stock, category filters) have spares; the user's own history counts extra since
+        its purchases are dropped first. Rows the rules empty are filled from the popular list.
+        """
+        vectors = model.user_vectors(users, rows)
+        seen = int(np.diff(rows.indptr).max()) if rows.shape[0] else 0
+        fetch = min(len(self.items), max(4 * k + 20, 100) + seen)
+        idx, vals = index.search(vectors, fetch)
+        scores = np.full((len(users), len(self.items)), np.nan, dtype=np.float32)
+        ok = idx >= 0
+        scores[np.nonzero(ok)[0], idx[ok]] = vals[ok]
+        return scores
 
     def _to_ids(self, ranked: list[Ranked]) -> list[Recommendation]:
         ids = self.items.ids_of([r.index for r in ranked])
@@ -714,6 +751,7 @@ def precompute(
     *,
     depth: int = PRECOMPUTED_DEPTH,
     batch: int = 256,
+    index: ItemIndex | None = None,
 ) -> Precomputed:
     """Every user's top ``depth`` items from ``model`` (with reasons when it explains).
 
@@ -728,6 +766,9 @@ def precompute(
     depth, batch
         List length per user; users scored per model call (bounds memory:
         ``batch × n_items`` float32 scores at a time).
+    index
+        The version's approximate index of a factor model: the lists then come from it, as
+        the engine serves that model, without scoring every item.
     """
     history = sp.csr_matrix(history, dtype=np.float32)
     n_users, n_items = history.shape
@@ -748,11 +789,48 @@ def precompute(
                     out_scores[start + r, j] = e.score
                     codes[start + r, j] = vocab.setdefault(why, len(vocab))
             continue
-        top, vals = top_k(model.score(users, rows, now=None), depth)
+        top: NDArray[np.signedinteger[Any]]
+        if index is not None and isinstance(model, FactorModel):
+            top, vals = index.search(model.user_vectors(users, rows), depth)
+        else:
+            top, vals = top_k(model.score(users, rows, now=None), depth)
         top[~np.isfinite(vals)] = -1
         out_items[users] = top
         out_scores[users] = np.where(top >= 0, vals, np.nan)
     return Precomputed(model_name, out_items, out_scores, codes, tuple(vocab))
+
+
+def _load_indexes(
+    version_dir: Path,
+    manifest: Mapping[str, Any],
+    models: Mapping[str, Recommender],
+    n_items: int,
+) -> dict[str, ItemIndex]:
+    """The approximate indexes the manifest's ``ann`` table lists (their files were verified
+    against the manifest's sha256 with the rest of the version before this runs)."""
+    out: dict[str, ItemIndex] = {}
+    for name, spec in (manifest.get("ann") or {}).items():
+        model = models.get(name)
+        if not isinstance(model, FactorModel):
+            raise ArtifactError(
+                f"model version {version_dir.name}: an index for {name!r}, "
+                "which is not a factor model of this version"
+            )
+        rel = str(spec["file"])
+        if rel not in (manifest.get("files") or {}):
+            # only files the manifest hashes are read: no path out of the version folder
+            raise ArtifactError(
+                f"model version {version_dir.name}: index file {rel!r} of {name!r} is not "
+                "among the manifest's files"
+            )
+        params = spec.get("params") or {}
+        out[name] = load_index(
+            version_dir / rel,
+            n_items=n_items,
+            dim=int(model.item_factors_.shape[1]),
+            exact_head=int(params.get("exact_head", 0)),
+        )
+    return out
 
 
 def _empty_row(n: int) -> sp.csr_matrix:

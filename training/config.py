@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from recsys.config import StrictModel, load_config, validate
 from recsys.data.interactions import InteractionConfig
 from recsys.errors import ConfigError
+from recsys.retrieval.ann import AnnConfig
 
 #: Name of the packaged default configuration.
 DEFAULT_CONFIG = "default.toml"
@@ -100,6 +101,11 @@ class TrainingConfig(StrictModel):
     default_model: str = Field(default="popular", description="The model that serves.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    ann: AnnConfig = Field(
+        default_factory=AnnConfig,
+        description="Approximate top-k index built for factor models (ALS) whose catalogue "
+        "has at least ann.min_items items; saved in the version and used by serving.",
+    )
     threads: int = Field(
         default=0,
         ge=0,

@@ -182,7 +182,10 @@ def run_training(
 
         with progress.stage("publish"), registry.publish() as staging:
             _write_version(staging.path, data, catalog, fitted)
-            _write_precomputed(staging.path, data, config.default_model, fitted)
+            ann, indexes = _write_indexes(staging.path, config, fitted)
+            _write_precomputed(
+                staging.path, data, config.default_model, fitted, indexes.get(config.default_model)
+            )
             staging.manifest.update(
                 _manifest(
                     config,
@@ -196,6 +199,8 @@ def run_training(
                     promotion={"promoted": promote_it, "reason": reason, "forced": force},
                 )
             )
+            if ann:
+                staging.manifest["ann"] = ann
         version = staging.version
 
         with progress.stage("promote"):
@@ -476,16 +481,63 @@ def _write_version(
 
 
 def _write_precomputed(
-    folder: Path, data: Any, default_model: str, fitted: Mapping[str, Any]
+    folder: Path,
+    data: Any,
+    default_model: str,
+    fitted: Mapping[str, Any],
+    index: Any = None,
 ) -> None:
     """The default model's top lists per known user, so the API serves most requests without
-    scoring (see :class:`recsys.engine.Precomputed`); listed in the manifest like every file."""
+    scoring (see :class:`recsys.engine.Precomputed`); listed in the manifest like every file.
+    With the model's approximate ``index`` the lists come from it, as serving would answer."""
     from recsys.engine import PRECOMPUTED_DIR, precompute
 
     model = fitted.get(default_model)
     if model is None:
         return
-    precompute(model, default_model, data.interactions, data.items).save(folder / PRECOMPUTED_DIR)
+    lists = precompute(model, default_model, data.interactions, data.items, index=index)
+    lists.save(folder / PRECOMPUTED_DIR)
+
+
+#: Folder of a version holding the approximate top-k indexes, one file per factor model.
+INDEX_DIR = "index"
+
+
+def _write_indexes(
+    folder: Path, config: TrainingConfig, fitted: Mapping[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """An approximate top-k index per factor model when the catalogue reaches ``ann.min_items``.
+
+    The index file lies in the version folder, so the registry hashes it with every other
+    file and :meth:`~recsys.registry.Registry.verify` checks it before the engine reads it.
+    Returns the manifest's ``ann`` table (model name -> file relative to the version, index
+    parameters, build seconds) and the built indexes by model name.
+    """
+    from recsys.retrieval.ann import FactorModel, FaissIndex, build_index, save_index
+
+    out: dict[str, dict[str, Any]] = {}
+    built: dict[str, Any] = {}
+    for name, model in fitted.items():
+        if not isinstance(model, FactorModel):
+            continue
+        n_items = int(model.item_factors_.shape[0])
+        if not config.ann.wants_approximate(n_items):
+            continue
+        start = time.perf_counter()
+        index = build_index(model.item_factors_, config=config.ann)
+        seconds = time.perf_counter() - start
+        assert isinstance(index, FaissIndex)  # wants_approximate: never the exact index
+        (folder / INDEX_DIR).mkdir(exist_ok=True)
+        path = save_index(index, folder / INDEX_DIR / name)
+        out[name] = {
+            "file": path.relative_to(folder).as_posix(),
+            "n_items": index.n_items,
+            "dim": index.dim,
+            "params": _jsonable(index.params),
+            "build_seconds": round(seconds, 3),
+        }
+        built[name] = index
+    return out, built
 
 
 def _catalog_rows(data: Any, catalog: list[CatalogItem]) -> list[dict[str, Any]]:

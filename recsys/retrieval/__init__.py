@@ -3,6 +3,7 @@
 from recsys.retrieval.ann import (
     AnnConfig,
     ExactIndex,
+    FactorModel,
     FaissIndex,
     ItemIndex,
     build_index,
@@ -14,6 +15,7 @@ from recsys.retrieval.ann import (
 __all__ = [
     "AnnConfig",
     "ExactIndex",
+    "FactorModel",
     "FaissIndex",
     "ItemIndex",
     "build_index",

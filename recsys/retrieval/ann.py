@@ -8,6 +8,12 @@ graph index (HNSW, inner-product metric) answers the same question while visitin
 thousand items; ``benchmarks/bench_ann.py`` measures its recall@10 against exact search and
 its speed-up, and picked the defaults below.
 
+An inner-product graph misses some of the items with the largest norms, and those are where
+ALS top lists concentrate (popular items). :attr:`AnnConfig.exact_head` scores the
+``exact_head`` largest-norm items by brute force on every search and merges them with the
+graph's candidates: a few hundred microseconds per query that the graph alone cannot buy at any
+``ef_search`` (at 10^6 items its recall@10 stops near 0.95).
+
 Every index answers :meth:`ItemIndex.search`: ``queries`` (``n × d`` float32) to ``k`` item
 indices and scores per row, best first. Rows that cannot be answered (a query with ``NaN``,
 the model's marker for a user it knows nothing about, or fewer than ``k`` items) are padded
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,9 +51,12 @@ class AnnConfig(StrictModel):
     """Which index :func:`build_index` builds, and its parameters.
 
     The defaults were chosen with ``benchmarks/bench_ann.py`` on ALS factors (64 factors,
-    synthetic power-law catalogues): recall@10 0.990 at 10^5 items and 0.950 at 10^6 (the
-    goal is 0.98; not met there yet) at 48x the exact throughput. See
-    ``benchmarks/RESULTS.md``.
+    synthetic power-law catalogue of 10^6 items): graph alone (``ef_search=128``) recall@10
+    0.940; with ``exact_head=10_000`` 1.000 at 52x the exact throughput (recall@100 0.999).
+    The head's share of the recall depends on how much top lists concentrate on large-norm
+    items: on that catalogue all exact top-10 items lie within the 10,000 largest norms; on
+    Online Retail's ALS factors the top 10% of items by norm hold 82% of them, so there the
+    graph does more of the work. See ``benchmarks/RESULTS.md``.
 
     Parameters
     ----------
@@ -65,6 +74,11 @@ class AnnConfig(StrictModel):
         IVF: number of k-means cells; ``None`` means ``4 * sqrt(n_items)``.
     nprobe
         IVF: cells visited per query.
+    exact_head
+        HNSW: also score this many items exactly, those with the largest vector norms, and
+        merge them with the graph's candidates (``0``: graph only). ALS top lists concentrate
+        on the items with the largest norms, which are the ones an inner-product graph search
+        most often misses.
     threads
         Threads faiss and BLAS may use per search; one per request in a serving process,
         where parallelism comes from concurrent requests.
@@ -74,10 +88,26 @@ class AnnConfig(StrictModel):
     min_items: int = Field(default=200_000, ge=1)
     m: int = Field(default=32, ge=4, le=256)
     ef_construction: int = Field(default=200, ge=8)
-    ef_search: int = Field(default=256, ge=1)
+    ef_search: int = Field(default=128, ge=1)
     nlist: int | None = Field(default=None, ge=1)
     nprobe: int = Field(default=32, ge=1)
+    exact_head: int = Field(default=10_000, ge=0)
     threads: int = Field(default=1, ge=1)
+
+    def wants_approximate(self, n_items: int) -> bool:
+        """Whether :func:`build_index` builds an approximate index for ``n_items`` items."""
+        return self.kind in ("hnsw", "ivf") or (self.kind == "auto" and n_items >= self.min_items)
+
+
+@runtime_checkable
+class FactorModel(Protocol):
+    """A model whose score is ``user vector · item vector`` (ALS): what an index can serve."""
+
+    item_factors_: NDArray[np.float32]
+
+    def user_vectors(self, users: NDArray[np.intp], history: sp.csr_matrix) -> NDArray[np.float32]:
+        """Query vectors of a batch of users (``NaN`` rows for users with nothing to go on)."""
+        ...
 
 
 class ItemIndex(ABC):
@@ -252,17 +282,24 @@ class FaissIndex(ItemIndex):
     threads
         OpenMP threads faiss uses per search (faiss's setting is process-wide; it is set
         before every search so that another user of faiss in the process cannot change it).
+    exact_head
+        HNSW only: items with the largest norms scored exactly on every search and merged
+        with the graph's candidates (see :attr:`AnnConfig.exact_head`). A search parameter,
+        not part of the file: the head is read from the vectors the index stores.
     """
 
     kind: ClassVar[str] = "faiss"
 
-    def __init__(self, index: Any, *, threads: int = 1) -> None:
+    def __init__(self, index: Any, *, threads: int = 1, exact_head: int = 0) -> None:
         import faiss
 
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ModelError("a FaissIndex needs an inner-product index (METRIC_INNER_PRODUCT)")
         self.index = index
         self.threads = threads
+        self._head_items: NDArray[np.int64] = np.empty(0, np.int64)
+        self._head: Any = None  # a flat (brute-force) faiss index of the head's vectors
+        self.set_search_params(exact_head=exact_head)
 
     @classmethod
     def hnsw(
@@ -272,6 +309,7 @@ class FaissIndex(ItemIndex):
         m: int = 32,
         ef_construction: int = 200,
         ef_search: int = 256,
+        exact_head: int = 0,
         threads: int = 1,
         build_threads: int | None = None,
     ) -> FaissIndex:
@@ -284,7 +322,7 @@ class FaissIndex(ItemIndex):
         index.hnsw.efSearch = ef_search
         with _faiss_threads(build_threads):
             index.add(items)
-        return cls(index, threads=threads)
+        return cls(index, threads=threads, exact_head=exact_head)
 
     @classmethod
     def ivf(
@@ -339,15 +377,31 @@ class FaissIndex(ItemIndex):
                 m=int(self.index.hnsw.nb_neighbors(1)),  # type: ignore[attr-defined]
                 ef_construction=int(self.index.hnsw.efConstruction),
                 ef_search=int(self.index.hnsw.efSearch),
+                exact_head=self.exact_head,
             )
         ivf = faiss.try_extract_index_ivf(self.index)
         if ivf is not None:
             out.update(nlist=int(ivf.nlist), nprobe=int(ivf.nprobe))
         return out
 
-    def set_search_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
-        """Change the speed/recall trade-off (HNSW ``ef_search``, IVF ``nprobe``) in place."""
+    @property
+    def exact_head(self) -> int:
+        """Items with the largest norms scored exactly on every search (``0``: none)."""
+        return int(self._head_items.size)
+
+    def set_search_params(
+        self,
+        *,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        exact_head: int | None = None,
+    ) -> None:
+        """Change the speed/recall trade-off (HNSW ``ef_search`` and ``exact_head``, IVF
+        ``nprobe``) in place."""
         import faiss
+
+        if exact_head is not None:
+            self._set_exact_head(int(exact_head))
 
         if ef_search is not None:
             if not isinstance(self.index, faiss.IndexHNSW):
@@ -358,6 +412,32 @@ class FaissIndex(ItemIndex):
             if ivf is None:
                 raise ModelError(f"nprobe applies to IVF, not {type(self.index).__name__}")
             ivf.nprobe = int(nprobe)
+
+    def _set_exact_head(self, head: int) -> None:
+        import faiss
+
+        if head < 0:
+            raise ModelError(f"exact_head must be >= 0, got {head}")
+        head = min(head, self.n_items)
+        if head == 0:
+            self._head_items = np.empty(0, np.int64)
+            self._head = None
+            return
+        if not isinstance(self.index, faiss.IndexHNSWFlat):
+            raise ModelError(f"exact_head applies to HNSW, not {type(self.index).__name__}")
+        # a view of the vectors the index stores: the head needs no copy of the catalogue
+        storage = faiss.downcast_index(self.index.storage)
+        xb = storage.get_xb()  # type: ignore[attr-defined]
+        vectors = faiss.rev_swig_ptr(xb, self.n_items * self.dim)
+        vectors = vectors.reshape(self.n_items, self.dim)
+        norms = np.einsum("ij,ij->i", vectors, vectors)
+        top = np.argpartition(-norms, head - 1)[:head] if head < self.n_items else np.arange(head)
+        self._head_items = np.sort(top).astype(np.int64)
+        # faiss's own brute force: no BLAS thread juggling per call, which costs more than
+        # scoring a head of a few thousand items for one query
+        flat = faiss.IndexFlatIP(self.dim)
+        flat.add(np.ascontiguousarray(vectors[self._head_items], dtype=np.float32))
+        self._head = flat
 
     def _search(
         self, queries: NDArray[np.float32], k: int
@@ -370,7 +450,38 @@ class FaissIndex(ItemIndex):
             params = faiss.SearchParametersHNSW(efSearch=k)  # type: ignore[attr-defined]
         faiss.omp_set_num_threads(self.threads)
         scores, idx = self.index.search(queries, k, params=params)
-        return idx.astype(np.int64, copy=False), scores
+        idx = idx.astype(np.int64, copy=False)
+        if self._head_items.size == 0:
+            return idx, scores
+        return self._merge_head(queries, k, idx, scores)
+
+    def _merge_head(
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        idx: NDArray[np.int64],
+        scores: NDArray[np.float32],
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The best ``k`` of the graph's candidates and the exact top ``k`` of the head."""
+        take = min(k, self._head_items.size)
+        head_scores, local = self._head.search(queries, take)
+        head_idx = np.where(local >= 0, self._head_items[np.maximum(local, 0)], NO_ITEM)
+        cand = np.concatenate([idx, head_idx], axis=1)
+        vals = np.concatenate([scores, head_scores], axis=1)
+        vals[cand < 0] = -np.inf
+        # an item found by both: keep one copy (same inner product either way)
+        order = np.argsort(cand, axis=1, kind="stable")
+        sorted_cand = np.take_along_axis(cand, order, axis=1)
+        dup = np.zeros_like(sorted_cand, dtype=bool)
+        dup[:, 1:] = (sorted_cand[:, 1:] == sorted_cand[:, :-1]) & (sorted_cand[:, 1:] >= 0)
+        np.put_along_axis(
+            vals, order, np.where(dup, -np.inf, np.take_along_axis(vals, order, 1)), 1
+        )
+        best = np.argsort(-vals, axis=1, kind="stable")[:, :k]
+        out_idx = np.take_along_axis(cand, best, axis=1)
+        out_val = np.take_along_axis(vals, best, axis=1).astype(np.float32, copy=False)
+        out_idx[~np.isfinite(out_val)] = NO_ITEM
+        return out_idx, out_val
 
     def save(self, path: Path) -> None:
         """Write the index with ``faiss.write_index`` (search parameters included)."""
@@ -382,7 +493,7 @@ class FaissIndex(ItemIndex):
             raise ArtifactError(f"{path}: cannot write the faiss index: {exc}") from None
 
     @classmethod
-    def load(cls, path: Path, *, threads: int = 1) -> FaissIndex:
+    def load(cls, path: Path, *, threads: int = 1, exact_head: int = 0) -> FaissIndex:
         """Read an index written by :meth:`save` (``ArtifactError`` if unreadable)."""
         import faiss
 
@@ -394,7 +505,7 @@ class FaissIndex(ItemIndex):
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
             raise ArtifactError(f"{path}: not a faiss index: {first}") from None
         try:
-            return cls(index, threads=threads)
+            return cls(index, threads=threads, exact_head=exact_head)
         except ModelError as exc:
             raise ArtifactError(f"{path}: {exc}") from None
 
@@ -436,6 +547,7 @@ def build_index(
             m=cfg.m,
             ef_construction=cfg.ef_construction,
             ef_search=cfg.ef_search,
+            exact_head=cfg.exact_head,
             threads=cfg.threads,
         )
     return FaissIndex.ivf(items, nlist=cfg.nlist, nprobe=cfg.nprobe, threads=cfg.threads)
@@ -455,7 +567,12 @@ def save_index(index: ItemIndex, path: Path) -> Path:
 
 
 def load_index(
-    path: Path, *, threads: int = 1, n_items: int | None = None, dim: int | None = None
+    path: Path,
+    *,
+    threads: int = 1,
+    n_items: int | None = None,
+    dim: int | None = None,
+    exact_head: int = 0,
 ) -> ItemIndex:
     """Read an index written by :func:`save_index`, checking it fits the model if asked.
 
@@ -468,13 +585,15 @@ def load_index(
     n_items, dim
         When given, the index must hold exactly this many items of this length (an index
         left over from another model version is an :class:`~recsys.errors.ArtifactError`).
+    exact_head
+        :attr:`FaissIndex.exact_head` of an HNSW index (ignored by the exact index).
     """
     path = Path(path)
     index: ItemIndex
     if path.suffix == ".npz":
         index = ExactIndex.load(path, threads=threads)
     elif path.suffix == ".faiss":
-        index = FaissIndex.load(path, threads=threads)
+        index = FaissIndex.load(path, threads=threads, exact_head=exact_head)
     else:
         raise ArtifactError(f"{path}: unknown index file type (expected .npz or .faiss)")
     if n_items is not None and index.n_items != n_items:
@@ -608,6 +727,7 @@ class _faiss_threads:
 __all__ = [
     "AnnConfig",
     "ExactIndex",
+    "FactorModel",
     "FaissIndex",
     "ItemIndex",
     "build_index",

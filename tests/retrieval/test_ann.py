@@ -211,7 +211,9 @@ def test_save_load_round_trip_gives_identical_results(
     index = build_index(items, kind=kind, ef_search=40, nprobe=8)
     path = save_index(index, tmp_path / "items")
     assert path.suffix == (".npz" if kind == "exact" else ".faiss")
-    loaded = load_index(path, n_items=len(items), dim=items.shape[1])
+    # exact_head is not in the file (the manifest carries it): given back at load
+    head = index.exact_head if isinstance(index, FaissIndex) else 0
+    loaded = load_index(path, n_items=len(items), dim=items.shape[1], exact_head=head)
     assert type(loaded) is type(index)
     before, after = index.search(queries, 10), loaded.search(queries, 10)
     np.testing.assert_array_equal(before[0], after[0])
@@ -296,3 +298,59 @@ def test_search_excluding_checks_the_exclusion_shape(hnsw: FaissIndex) -> None:
         search_excluding(
             hnsw, np.ones((2, hnsw.dim), np.float32), 5, exclude=sp.csr_matrix((2, 10))
         )
+
+
+# -- exact head ------------------------------------------------------------------------------
+
+
+def weak_graph(items: np.ndarray, exact_head: int = 0) -> FaissIndex:
+    """A deliberately poor graph (few links, short lists), so the head has misses to repair."""
+    return FaissIndex.hnsw(items, m=4, ef_construction=8, ef_search=10, exact_head=exact_head)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), k=st.integers(1, 15), head=st.integers(0, 300))
+def test_exact_head_results_are_distinct_sorted_inner_products(
+    seed: int, k: int, head: int
+) -> None:
+    items, queries = clustered(300, 8, 20, seed=seed % 1000)
+    index = weak_graph(items, exact_head=head)
+    idx, vals = index.search(queries, k)
+    for row, q in zip(range(len(queries)), queries, strict=True):
+        got = idx[row][idx[row] >= 0]
+        assert len(set(got.tolist())) == got.size  # found twice (graph and head) -> once
+        assert np.allclose(vals[row][: got.size], items[got] @ q, rtol=1e-4, atol=1e-4)
+        assert np.all(np.diff(vals[row][: got.size]) <= 1e-6)  # best first
+    if head == 300:  # the whole catalogue is the head: exactly the exact answer
+        truth, _ = brute_force(items, queries, k)
+        assert recall(idx, truth) == 1.0
+
+
+def test_exact_head_repairs_what_the_graph_misses(data: tuple[np.ndarray, np.ndarray]) -> None:
+    items, queries = data
+    truth, _ = brute_force(items, queries, 10)
+    plain = weak_graph(items)
+    base = recall(plain.search(queries, 10)[0], truth)
+    plain.set_search_params(exact_head=1000)
+    assert plain.exact_head == 1000 and plain.params["exact_head"] == 1000
+    assert recall(plain.search(queries, 10)[0], truth) > base
+    plain.set_search_params(exact_head=0)
+    assert recall(plain.search(queries, 10)[0], truth) == base
+
+
+def test_exact_head_is_a_load_parameter_and_hnsw_only(
+    data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    items, queries = data
+    built = build_index(items, kind="hnsw", m=4, ef_construction=8, ef_search=10, exact_head=500)
+    assert isinstance(built, FaissIndex) and built.exact_head == 500
+    path = save_index(built, tmp_path / "graph")
+    loaded = load_index(path, exact_head=500)
+    assert isinstance(loaded, FaissIndex) and loaded.exact_head == 500
+    assert np.array_equal(loaded.search(queries, 10)[0], built.search(queries, 10)[0])
+    ivf = build_index(items, kind="ivf")
+    assert isinstance(ivf, FaissIndex)
+    with pytest.raises(ModelError, match="exact_head applies to HNSW"):
+        ivf.set_search_params(exact_head=10)
+    with pytest.raises(ConfigError, match="exact_head"):
+        build_index(items, kind="hnsw", exact_head=-1)

@@ -16,7 +16,7 @@ from recsys.cli import main
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventRow
 from recsys.errors import ModelError
-from recsys.models.base import Recommender, load_json, save_json
+from recsys.models.base import Recommender, load_json, save_json, top_k
 from recsys.registry import Registry
 from recsys.settings import Settings, load_settings
 from recsys.store import open_store
@@ -402,3 +402,139 @@ def test_threads_zero_gives_blas_every_core_while_fitting(
     with threadpool_limits(1, "blas"):
         assert main(["train", "--config", str(config)]) == 0
     assert seen and set(seen) == {os.cpu_count()}
+
+
+# -- approximate top-k index ([ann]) ---------------------------------------------------------------
+
+
+def _als_config(tmp_path: Path, ann: str) -> str:
+    path = tmp_path / "als.toml"
+    path.write_text(
+        'default_model = "als"\nthreads = 1\n'
+        "[evaluation]\nenabled = false\n"
+        "[models.als]\nparams = { factors = 8, iterations = 5 }\n"
+        f"[ann]\n{ann}\n"
+    )
+    return str(path)
+
+
+def _names(lists: list[Any]) -> list[list[str]]:
+    return [[r.item_id for r in got.items] for got in lists]
+
+
+def test_a_factor_model_over_min_items_ships_an_index_that_serving_searches(
+    filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.engine import Engine
+    from recsys.registry import sha256_file
+    from recsys.retrieval.ann import FaissIndex
+
+    config = _als_config(tmp_path, "min_items = 10\nm = 8\nef_search = 64\nexact_head = 5")
+    at_training: list[int] = []
+    original = FaissIndex.search
+
+    def spy(self: FaissIndex, queries: Any, k: int) -> Any:
+        at_training.append(k)
+        return original(self, queries, k)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FaissIndex, "search", spy)
+        assert main(["train", "--config", config]) == 0
+    assert at_training  # the precomputed lists came from the index, as serving answers
+    registry = _registry()
+    version = registry.current_version()
+    assert version is not None
+    manifest = registry.verify(version)
+    folder = registry.path(version)
+    entry = manifest["ann"]["als"]
+    assert entry["file"] == "index/als.faiss"
+    assert manifest["files"]["index/als.faiss"] == sha256_file(folder / "index/als.faiss")
+    assert entry["n_items"] == manifest["counts"]["items"] and entry["dim"] == 8
+    assert entry["params"]["type"] == "IndexHNSWFlat" and entry["params"]["exact_head"] == 5
+
+    engine = Engine.load(folder, registry)
+    index = engine.indexes["als"]
+    assert isinstance(index, FaissIndex) and index.exact_head == 5
+    exact = Engine.load(folder, registry)
+    exact.indexes = {}  # the same version scored over every item
+    assert exact.precomputed is not None
+    with_index = exact.precomputed.items.copy()
+    for u in range(with_index.shape[0]):
+        top, _ = top_k(exact.models["als"].score(np.array([u]), exact.history[u]), 5)
+        assert with_index[u, :5].tolist() == top[0].tolist()
+    calls: list[int] = []
+    search = index.search
+
+    def counted(queries: Any, k: int) -> Any:
+        calls.append(k)
+        return search(queries, k)
+
+    monkeypatch.setattr(index, "search", counted)
+    users = [f"u{u}" for u in range(60)] + ["nobody"]
+    served = engine.recommend_batch(users, 5)
+    assert calls and min(calls) >= 5  # fetched more than k, from the index
+    # 25 items: an HNSW search visits them all, so the lists equal the exact ones
+    assert _names(served) == _names(exact.recommend_batch(users, 5))
+    assert served[-1].fallback == "popular"
+    assert any(got.fallback is None and len(got.items) == 5 for got in served)
+
+
+def test_a_tampered_index_is_refused_and_the_old_version_keeps_serving(
+    filled_store: Any, tmp_path: Path
+) -> None:
+    from recsys.engine import Engine
+    from recsys.errors import ArtifactError
+
+    config = _als_config(tmp_path, "min_items = 10\nm = 8")
+    assert main(["train", "--config", config]) == 0
+    registry = _registry()
+    good = registry.current_version()
+    assert good is not None
+    assert main(["train", "--config", config, "--no-promote"]) == 0
+    bad = registry.version_names()[0]
+    assert bad != good and registry.current_version() == good
+    path = registry.path(bad) / "index" / "als.faiss"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+    with pytest.raises(ArtifactError, match=r"index/als\.faiss"):
+        Engine.load(registry.path(bad), registry)
+    with pytest.raises(ArtifactError, match=r"index/als\.faiss"):
+        registry.promote(bad)
+    assert registry.current_version() == good
+    assert Engine.load(registry.path(good), registry).indexes  # the old one still loads
+
+    # an index the manifest names but does not hash is never read (no path out of the folder)
+    manifest_path = registry.path(good) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["ann"]["als"]["file"] = "../elsewhere.faiss"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="not among the manifest's files"):
+        Engine.load(registry.path(good), registry)
+
+
+def test_below_min_items_no_index_is_built_and_scoring_is_exact(
+    filled_store: Any, tmp_path: Path
+) -> None:
+    from recsys.engine import Engine
+
+    assert main(["train", "--config", _als_config(tmp_path, "min_items = 1000")]) == 0
+    registry = _registry()
+    version = registry.current_version()
+    assert version is not None
+    manifest = registry.verify(version)
+    assert "ann" not in manifest
+    assert not (registry.path(version) / "index").exists()
+    assert not any(f.startswith("index/") for f in manifest["files"])
+    assert manifest["training_config"]["ann"]["min_items"] == 1000
+    assert Engine.load(registry.path(version), registry).indexes == {}
+
+
+def test_a_bad_ann_setting_is_named(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--config", _als_config(tmp_path, "min_items = 0")]) == 2
+    assert "ann.min_items" in capsys.readouterr().err
+    assert main(["train", "--config", _als_config(tmp_path, "min_item = 10")]) == 2
+    assert "ann.min_item" in capsys.readouterr().err
