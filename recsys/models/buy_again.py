@@ -105,50 +105,51 @@ class BuyAgainModel(Recommender):
         users = np.asarray(data.event_user)
         items = np.asarray(data.event_item)
         mask = (ev.event_type == PURCHASE) & (users >= 0) & (items >= 0)
-        u, i, ts = users[mask], items[mask], ev.ts[mask]
+        u = users[mask].astype(np.int64)
+        i = items[mask].astype(np.int64)
+        ts = np.asarray(ev.ts[mask], dtype=np.int64)
         # One occasion per order: lines of the same order share the order's earliest time.
-        # Purchases without an order id are their own occasion.
-        order = ev.order_id[mask]
-        keys: dict[tuple[int, int, object], int] = {}
-        for uu, ii, tt, oo in zip(u.tolist(), i.tolist(), ts.tolist(), order, strict=True):
-            key = (uu, ii, oo if oo is not None else ("ts", tt))
-            if key not in keys or tt < keys[key]:
-                keys[key] = tt
-        occ = np.array([(k[0], k[1], t) for k, t in keys.items()], dtype=np.int64).reshape(-1, 3)
-        occ = occ[np.lexsort((occ[:, 2], occ[:, 1], occ[:, 0]))]
+        # Purchases without an order id are their own occasion (one per timestamp).
+        order = np.asarray(ev.order_id[mask], dtype=object)
+        no_order = np.array([o is None for o in order], dtype=bool)
+        occasion = ts.copy()
+        if (~no_order).any():
+            _, codes = np.unique(order[~no_order].astype(str), return_inverse=True)
+            occasion[~no_order] = codes.ravel()
+        # within one (user, item, kind, occasion) key the earliest time comes first
+        by_key = np.lexsort((ts, occasion, no_order, i, u))
+        u, i, ts = u[by_key], i[by_key], ts[by_key]
+        key_start = _starts(u, i, no_order[by_key], occasion[by_key])
+        u, i, ts = u[key_start], i[key_start], ts[key_start]
+        by_time = np.lexsort((ts, i, u))
+        u, i, ts = u[by_time], i[by_time], ts[by_time]
 
-        pair_user: list[int] = []
-        pair_item: list[int] = []
-        pair_count: list[int] = []
-        pair_last: list[int] = []
-        pair_interval: list[float] = []
-        per_item: dict[int, list[float]] = {}
-        if len(occ):
-            boundaries = np.flatnonzero(np.any(np.diff(occ[:, :2], axis=0) != 0, axis=1)) + 1
-            for group in np.split(occ, boundaries):
-                uu, ii = int(group[0, 0]), int(group[0, 1])
-                times = group[:, 2]
-                gaps = np.diff(times) / MICROS_PER_DAY
-                gaps = gaps[gaps > 0]
-                own = float(np.median(gaps)) if len(gaps) else np.nan
-                if len(gaps):
-                    per_item.setdefault(ii, []).append(own)
-                pair_user.append(uu)
-                pair_item.append(ii)
-                pair_count.append(len(times))
-                pair_last.append(int(times[-1]))
-                pair_interval.append(own if len(times) >= self.min_purchases else np.nan)
-
-        item_interval = np.full(data.n_items, np.nan)
-        for ii, values in per_item.items():
-            item_interval[ii] = float(np.median(values))
-        pu = np.asarray(pair_user, dtype=np.int64)
-        self.indptr_ = np.searchsorted(pu, np.arange(data.n_users + 1)).astype(np.int64)
-        self.pair_item_ = np.asarray(pair_item, dtype=np.int64)
-        self.pair_count_ = np.asarray(pair_count, dtype=np.int64)
-        self.pair_last_ = np.asarray(pair_last, dtype=np.int64)
-        self.pair_interval_ = np.asarray(pair_interval, dtype=np.float64)
-        self.item_interval_ = item_interval
+        n_items = data.n_items
+        if len(u):
+            start = _starts(u, i)
+            pair_of = np.cumsum(np.r_[False, (u[1:] != u[:-1]) | (i[1:] != i[:-1])])
+            n_pairs = len(start)
+            count = np.diff(np.r_[start, len(u)])
+            last = ts[np.r_[start[1:], len(u)] - 1]
+            # gaps between consecutive occasions of the same pair; equal times are no gap
+            gaps = np.diff(ts) / MICROS_PER_DAY
+            same = pair_of[1:] == pair_of[:-1]
+            real = same & (gaps > 0)
+            own = _group_median(pair_of[1:][real], gaps[real], n_pairs)
+            has_gap = ~np.isnan(own)
+            pair_user, pair_item = u[start], i[start]
+            item_interval = _group_median(pair_item[has_gap], own[has_gap], n_items)
+            pair_interval = np.where(count >= self.min_purchases, own, np.nan)
+        else:
+            pair_user = pair_item = count = last = np.empty(0, np.int64)
+            pair_interval = np.empty(0, np.float64)
+            item_interval = np.full(n_items, np.nan)
+        self.indptr_ = np.searchsorted(pair_user, np.arange(data.n_users + 1)).astype(np.int64)
+        self.pair_item_ = pair_item.astype(np.int64)
+        self.pair_count_ = count.astype(np.int64)
+        self.pair_last_ = last.astype(np.int64)
+        self.pair_interval_ = pair_interval.astype(np.float64)
+        self.item_interval_ = item_interval.astype(np.float64)
         self.as_of_ = int(data.as_of)
         return self
 
@@ -264,3 +265,34 @@ class BuyAgainModel(Recommender):
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{directory}: not a buy-again model: {exc}") from None
         return model
+
+
+def _starts(*keys: NDArray[Any]) -> NDArray[np.intp]:
+    """Positions where the tuple of sorted ``keys`` changes (the first row of each run)."""
+    n = len(keys[0])
+    if n == 0:
+        return np.empty(0, np.intp)
+    change = np.zeros(n - 1, dtype=bool)
+    for k in keys:
+        change |= k[1:] != k[:-1]
+    return np.flatnonzero(np.r_[True, change])
+
+
+def _group_median(
+    group: NDArray[np.int64], values: NDArray[np.float64], n_groups: int
+) -> NDArray[np.float64]:
+    """``np.median`` of ``values`` per group (``NaN`` for empty groups), without a loop.
+
+    The middle value, or the mean of the two middle values, as ``np.median`` computes it.
+    """
+    out = np.full(n_groups, np.nan)
+    if len(group) == 0:
+        return out
+    order = np.lexsort((values, group))
+    g, v = group[order], values[order]
+    start = _starts(g)
+    size = np.diff(np.r_[start, len(g)])
+    lo = start + (size - 1) // 2
+    hi = start + size // 2
+    out[g[start]] = (v[lo] + v[hi]) / 2.0
+    return out

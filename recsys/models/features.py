@@ -573,9 +573,22 @@ def spd_inverse(g: NDArray[np.float64]) -> NDArray[np.float64]:
     inv, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
     if info != 0:
         return np.asarray(np.linalg.inv(g.T), dtype=np.float64)
-    # dpotri fills the upper triangle only
-    upper = np.triu(inv)
-    return upper + np.triu(inv, 1).T
+    # dpotri fills the upper triangle only; mirror it in place (np.triu + transpose-add made
+    # three full temporaries and cost about a third of the inverse itself on 4k items)
+    return _mirror_upper(inv)
+
+
+def _mirror_upper(a: NDArray[np.float64], block: int = 256) -> NDArray[np.float64]:
+    """Copy the upper triangle of square ``a`` onto its lower triangle, in place, by blocks."""
+    n = a.shape[0]
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        # the diagonal block, then everything left of it in these rows
+        diag = a[start:stop, start:stop]
+        lower = np.tril_indices(stop - start, -1)
+        diag[lower] = diag.T[lower]
+        a[start:stop, :start] = a[:start, start:stop].T
+    return a
 
 
 def _cooccurrence(baskets: sp.csr_matrix, k: int) -> sp.csr_matrix:

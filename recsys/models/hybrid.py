@@ -76,6 +76,8 @@ _META_FILE = "hybrid.json"
 _COL = {name: i for i, name in enumerate(FEATURES)}
 #: Users scored at once: bounds the dense ``chunk × n_items`` score matrices.
 _CHUNK = 1024
+#: Expanded (pair, neighbour) entries examined at once when looking for reason partners.
+_PARTNER_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -422,9 +424,11 @@ class HybridModel(Recommender):
 
         ``due_for_repurchase``: bought in at least two orders and the days since the last one
         reached the user's usual interval for it. ``often_bought_with``: the user's item
-        (index) with the strongest basket co-occurrence with this one, when there is one.
+        (index) with the strongest basket co-occurrence with this one, when there is one (ties:
+        the lowest index).
         """
         self._check_fitted("state_")
+        users = np.asarray(users, dtype=np.intp)
         rows, items, x, src = self._pairs(users, history, now)
         n, m = len(users), self.state_.n_items
         raw = self._raw(x)
@@ -433,44 +437,93 @@ class HybridModel(Recommender):
         top, _ = top_k(scores, k, exclude=exclude)
         pair_pos = np.full((n, m), -1, dtype=np.int64)
         pair_pos[rows, items] = np.arange(len(rows))
-        cooc_t = self.state_.cooc.T.tocsr()  # row i = items j whose baskets held i
-        hist = sp.csr_matrix(history)
-        users = np.asarray(users, dtype=np.intp)
-        out: list[list[ItemReason]] = []
-        for r in range(n):
-            u = users[r]
-            owned = set(hist.indices[hist.indptr[r] : hist.indptr[r + 1]].tolist())
-            if 0 <= u < self.state_.n_users:
-                st = self.state_.stats
-                owned.update(st.indices[st.indptr[u] : st.indptr[u + 1]].tolist())
-            reasons = []
-            for item in top[r]:
-                if item < 0:
-                    continue
-                p = pair_pos[r, item]
-                f = x[p]
-                bits = int(src[p])
-                sources = tuple(g for b, g in enumerate(GENERATORS) if bits >> b & 1)
-                due = bool(f[_COL["n_orders"]] >= 2 and f[_COL["due_ratio"]] >= 1.0)
-                partner = None
-                lo, hi = cooc_t.indptr[item], cooc_t.indptr[item + 1]
-                cand = cooc_t.indices[lo:hi]
-                weights = cooc_t.data[lo:hi]
-                sel = np.array([c in owned and c != item for c in cand.tolist()], dtype=bool)
-                if sel.any():
-                    partner = int(cand[sel][np.argmax(weights[sel])])
-                reasons.append(
-                    ItemReason(
-                        item=int(item),
-                        score=float(raw[p]),
-                        probability=float(self._proba(raw[p : p + 1])[0]),
-                        sources=sources,
-                        bought_before=bool(f[_COL["bought_before"]] > 0),
-                        due_for_repurchase=due,
-                        often_bought_with=partner,
-                    )
+        # every listed (row, item) at once, row by row in rank order
+        sel_row, sel_rank = np.nonzero(top >= 0)
+        sel_item = top[sel_row, sel_rank]
+        p = pair_pos[sel_row, sel_item]
+        f = x[p]
+        sel_raw = raw[p]
+        # the calibrator maps each value on its own, so one call equals one call per item
+        sel_prob = self._proba(sel_raw)
+        due = (f[:, _COL["n_orders"]] >= 2) & (f[:, _COL["due_ratio"]] >= 1.0)
+        bought = f[:, _COL["bought_before"]] > 0
+        partner = self._partners(users, sp.csr_matrix(history), sel_row, sel_item)
+        sources = {
+            int(bits): tuple(g for b, g in enumerate(GENERATORS) if int(bits) >> b & 1)
+            for bits in np.unique(src[p])
+        }
+        out: list[list[ItemReason]] = [[] for _ in range(n)]
+        for r, item, score, prob, bits, bb, dd, pa in zip(
+            sel_row.tolist(),
+            sel_item.tolist(),
+            sel_raw.tolist(),
+            sel_prob.tolist(),
+            src[p].tolist(),
+            bought.tolist(),
+            due.tolist(),
+            partner.tolist(),
+            strict=True,
+        ):
+            out[r].append(
+                ItemReason(
+                    item=item,
+                    score=score,
+                    probability=prob,
+                    sources=sources[bits],
+                    bought_before=bb,
+                    due_for_repurchase=dd,
+                    often_bought_with=pa if pa >= 0 else None,
                 )
-            out.append(reasons)
+            )
+        return out
+
+    def _cooc_by_item(self) -> sp.csr_matrix:
+        """The co-occurrence transpose (row ``i`` = items whose baskets held ``i``), built once
+        per fitted or loaded state rather than on every :meth:`explain` call."""
+        cooc = self.state_.cooc
+        cached: tuple[sp.csr_matrix, sp.csr_matrix] | None = getattr(self, "_by_item_cache", None)
+        if cached is None or cached[0] is not cooc:
+            by_item = sp.csr_matrix(cooc.T.tocsr())
+            by_item.sort_indices()
+            cached = (cooc, by_item)
+            self._by_item_cache = cached
+        return cached[1]
+
+    def _partners(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        rows: NDArray[np.intp],
+        items: NDArray[np.intp],
+    ) -> NDArray[np.int64]:
+        """Per ``(rows[p], items[p])``: the user's item most co-bought with the item, or -1.
+
+        A user's items are their history row's and (known users) their purchase stats'; the
+        strongest co-occurrence weight wins, ties go to the lowest item index.
+        """
+        n, m = len(users), self.state_.n_items
+        out = np.full(len(rows), -1, dtype=np.int64)
+        if len(rows) == 0:
+            return out
+        # a dense owned mask: explain is called with bounded batches (the caller's chunks)
+        owned = np.zeros((n, m), dtype=bool)
+        owned[np.repeat(np.arange(n), np.diff(history.indptr)), history.indices] = True
+        known = np.flatnonzero((users >= 0) & (users < self.state_.n_users))
+        if len(known):
+            st = self.state_.stats[users[known]]
+            owned[np.repeat(known, np.diff(st.indptr)), st.indices] = True
+        by_item = self._cooc_by_item()
+        counts = np.diff(by_item.indptr)[items]
+        # bound the expanded (pair, neighbour) arrays: about _PARTNER_BLOCK entries at a time
+        ends = np.cumsum(counts)
+        start = 0
+        while start < len(rows):
+            limit = ends[start] - counts[start] + _PARTNER_BLOCK
+            stop = max(int(np.searchsorted(ends, limit, "right")), start + 1)
+            out[start:stop] = _best_owned_neighbour(
+                by_item, owned, rows[start:stop], items[start:stop]
+            )
+            start = stop
         return out
 
     # -- persistence ------------------------------------------------------------------------
@@ -552,6 +605,41 @@ def _single_thread() -> Any:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1, "openmp")
+
+
+def _best_owned_neighbour(
+    by_item: sp.csr_matrix,
+    owned: NDArray[np.bool_],
+    rows: NDArray[np.intp],
+    items: NDArray[np.intp],
+) -> NDArray[np.int64]:
+    """For each pair, the owned neighbour with the largest weight in ``by_item[item]``.
+
+    ``owned[row, item]`` says whether the row's user has the item; ties go to the neighbour
+    stored first (the lowest index: ``by_item`` has sorted indices), as ``np.argmax`` over
+    the stored row would pick; -1 where no neighbour is owned.
+    """
+    out = np.full(len(rows), -1, dtype=np.int64)
+    lo = by_item.indptr[items].astype(np.int64)
+    counts = by_item.indptr[items + 1].astype(np.int64) - lo
+    total = int(counts.sum())
+    if total == 0:
+        return out
+    pair = np.repeat(np.arange(len(rows)), counts)
+    pos = np.arange(total, dtype=np.int64) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
+    cand = by_item.indices[pos]
+    ok = owned[rows[pair], cand] & (cand != items[pair])
+    if not ok.any():
+        return out
+    # entries stay grouped by pair and in storage order within a pair
+    pair, cand, weight = pair[ok], cand[ok], by_item.data[pos[ok]]
+    starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    best = np.maximum.reduceat(weight, starts)
+    group = np.cumsum(np.r_[False, pair[1:] != pair[:-1]])
+    hit = np.flatnonzero(weight == best[group])
+    first = hit[np.r_[True, group[hit][1:] != group[hit][:-1]]]
+    out[pair[first]] = cand[first]
+    return out
 
 
 __all__ = ["HybridModel", "ItemReason", "ModelError"]

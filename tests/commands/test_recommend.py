@@ -1,0 +1,99 @@
+"""``recsys recommend`` answers from the precomputed lists exactly as batch scoring would.
+
+A real hybrid version is trained on the synthetic shop of ``tests/models/test_hybrid.py``;
+the command's output with the precomputed lists must equal, byte for byte, its output when
+every customer is scored by :meth:`~recsys.engine.Engine.recommend_batch` (the path the
+command took before), for list lengths the stored lists cover and for longer ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import recsys.engine
+from recsys.cli import main
+from recsys.settings import Settings, load_settings
+from recsys.store import open_store
+from tests.models.test_hybrid import synthetic_rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A RECSYS_HOME with a promoted hybrid version (with its precomputed lists)."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECSYS_HOME", str(home))
+        store = open_store(load_settings(Settings))
+        store.insert_events(synthetic_rows(seed=5))
+        store.close()
+        config = home / "train.toml"
+        config.write_text(
+            'default_model = "hybrid"\nthreads = 1\n'
+            "[evaluation]\nenabled = false\n"
+            "[models.popular]\n"
+            "[models.hybrid]\nparams = { factors = 8, max_iter = 30 }\n"
+        )
+        assert main(["train", "--config", str(config)]) == 0
+    return home
+
+
+def run(out: Path, *argv: str) -> str:
+    assert main(["recommend", *argv, "--out", str(out)]) == 0
+    return out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("k", [1, 10, 30])
+def test_precomputed_answers_equal_batch_scoring(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, k: int
+) -> None:
+    monkeypatch.setenv("RECSYS_HOME", str(trained))
+    calls: list[int] = []
+    real_batch = recsys.engine.Engine.recommend_batch
+
+    def counting_batch(self: Any, user_ids: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(user_ids))
+        return real_batch(self, user_ids, *args, **kwargs)
+
+    monkeypatch.setattr(recsys.engine.Engine, "recommend_batch", counting_batch)
+    fast = run(tmp_path / "fast.csv", "--all", "--k", str(k))
+    scored_fast = sum(calls)
+    monkeypatch.setattr(recsys.engine.Engine, "recommend_precomputed", lambda *a, **kw: None)
+    calls.clear()
+    slow = run(tmp_path / "slow.csv", "--all", "--k", str(k))
+    n_users = len({line.split(",")[0] for line in slow.splitlines()[1:]})
+    assert sum(calls) == n_users  # the reference scored everyone
+    assert fast == slow
+    assert len(slow.splitlines()) == 1 + n_users * k
+    # this shop's catalogue is shorter than the stored lists: every customer came from them
+    assert scored_fast == 0
+
+
+def test_a_users_file_with_strangers_and_exclusions(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECSYS_HOME", str(trained))
+    users = tmp_path / "users.txt"
+    users.write_text("user_id\nu3\nstranger\nprobe\nu17\n")
+    args = ("--users", str(users), "--k", "5", "--exclude-purchased")
+    calls: list[list[str]] = []
+    real_batch = recsys.engine.Engine.recommend_batch
+
+    def recording_batch(self: Any, user_ids: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        calls.append(list(user_ids))
+        return real_batch(self, user_ids, *args, **kwargs)
+
+    monkeypatch.setattr(recsys.engine.Engine, "recommend_batch", recording_batch)
+    fast = run(tmp_path / "fast.csv", *args)
+    assert calls == [["stranger"]]  # only the customer without a stored list was scored
+    monkeypatch.setattr(recsys.engine.Engine, "recommend_precomputed", lambda *a, **kw: None)
+    slow = run(tmp_path / "slow.csv", *args)
+    assert fast == slow
+    lines = slow.splitlines()[1:]
+    assert [line.split(",")[0] for line in lines] == ["u3"] * 5 + ["stranger"] * 5 + [
+        "probe"
+    ] * 5 + ["u17"] * 5
+    assert all("fallback:popular" in line for line in lines[5:10])
