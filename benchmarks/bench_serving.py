@@ -365,6 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per setting (3)")
     parser.add_argument("--python-load", action="store_true", help="do not use wrk")
     parser.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        help="customers, 20 events each (default: 2x items up to 10^4, then as many as items)",
+    )
+    parser.add_argument(
         "--model", choices=("als", "hybrid"), default="als", help="the API's default model (als)"
     )
     args = parser.parse_args(argv)
@@ -378,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = "wrk 4.1" if tool == "wrk" else "**Python load generator (wrk not available)**"
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
-            n_users = max(2 * n, 500) if n <= 10_000 else n
+            n_users = args.users or (max(2 * n, 500) if n <= 10_000 else n)
             res = bench_size(
                 n,
                 n_users,
