@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL URL (postgresql://...). Unset: SQLite under RECSYS_HOME.",
     )
+    # here, not in the serving settings: batch scoring and offline estimates rank with the
+    # same rules the API serves
+    rules_file: Path | None = Field(
+        default=None, description="Business rules (TOML or JSON); defaults apply when unset."
+    )
 
     @property
     def sqlite_path(self) -> Path:

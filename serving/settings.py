@@ -33,9 +33,6 @@ class ServingSettings(Settings):
     max_batch_events: int = Field(
         default=1000, ge=1, description="Most events one POST /v1/events may carry."
     )
-    rules_file: Path | None = Field(
-        default=None, description="Business rules (TOML or JSON); defaults apply when unset."
-    )
     watch_interval_s: float = Field(
         default=0.0, ge=0, description="Poll the registry's CURRENT every N s (0: off)."
     )

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--ranking",
         metavar="FILE",
         help="business rules (TOML or JSON) the candidate ranks with, as a variant's "
-        "'ranking' (default: the built-in default rules)",
+        "'ranking' (default: RECSYS_RULES_FILE, else the built-in default rules)",
     )
     which = o.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", metavar="NAME", help="exposures of this experiment")
@@ -141,7 +141,8 @@ def _offline(args: argparse.Namespace) -> int:
 
     settings = load_settings(Settings)
     # read the rules first: a bad file is reported before any model is loaded
-    rules = load_rules(args.ranking) if args.ranking else None
+    ranking = args.ranking or settings.rules_file  # the API's rules unless told otherwise
+    rules = load_rules(ranking) if ranking else None
     experiment = _experiment(args) if args.experiment else None
     since = (
         to_micros(datetime(args.since.year, args.since.month, args.since.day, tzinfo=UTC))
@@ -157,11 +158,11 @@ def _offline(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
-    result["ranking"] = args.ranking
+    result["ranking"] = str(ranking) if ranking else None
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    ranked = f" ranked by {args.ranking}" if args.ranking else ""
+    ranked = f" ranked by {ranking}" if ranking else ""
     print(
         f"candidate {result['candidate']}{ranked}: {result['metric']} rate per slot over "
         f"{result['exposures']} exposures ({result['slots']} slots); "

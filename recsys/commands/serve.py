@@ -48,7 +48,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="exclude items each customer bought (default: as the rules say)",
     )
     r.add_argument("--out", required=True, metavar="FILE", help="output: .csv or .parquet")
-    r.add_argument("--rules", metavar="FILE", help="business rules (TOML or JSON)")
+    r.add_argument(
+        "--rules",
+        metavar="FILE",
+        help="business rules (TOML or JSON; default: RECSYS_RULES_FILE, as the API)",
+    )
     r.set_defaults(handler=_recommend)
 
 
@@ -88,7 +92,8 @@ def _recommend(args: argparse.Namespace) -> int:
     version = registry.current_version()
     if not version:
         raise RegistryError(f"no model version is promoted in {registry.root}; run `recsys train`")
-    rules = load_rules(args.rules) if args.rules else RulesFile()
+    rules_file = args.rules or settings.rules_file  # the API's rules unless told otherwise
+    rules = load_rules(rules_file) if rules_file else RulesFile()
     engine = Engine.load(registry.path(version), registry, rules=rules)
     users = engine.users.ids if args.all else _read_users(Path(args.users))
     start = time.perf_counter()

@@ -26,6 +26,9 @@ from recsys.models.base import (
     save_json,
 )
 
+#: Item rows per block when summing the factors' Gram matrix.
+_GRAM_BLOCK = 65_536
+
 
 class ALSModel(Recommender):
     """Weighted matrix factorisation for implicit feedback.
@@ -176,16 +179,17 @@ class ALSModel(Recommender):
         """
         self._check_fitted("item_factors_")
         rows = sp.csr_matrix(rows)
-        item = self.item_factors_.astype(np.float64)
         gram = self._item_gram()
-        out = np.zeros((rows.shape[0], item.shape[1]), dtype=np.float32)
+        out = np.zeros((rows.shape[0], self.item_factors_.shape[1]), dtype=np.float32)
         for r in range(rows.shape[0]):
             start, end = rows.indptr[r], rows.indptr[r + 1]
             if start == end:
                 continue
             idx = rows.indices[start:end]
             conf = self.alpha * rows.data[start:end].astype(np.float64)
-            y = item[idx]
+            # only the user's items: a float64 copy of every item's factors would cost
+            # 512 MB and as many milliseconds per request at 10^6 items
+            y = self.item_factors_[idx].astype(np.float64)
             positive = conf > 0
             a = gram + (y.T * (np.abs(conf) - 1.0)) @ y
             b = (conf[positive, None] * y[positive]).sum(axis=0)
@@ -194,8 +198,13 @@ class ALSModel(Recommender):
 
     def _item_gram(self) -> NDArray[np.float64]:
         if getattr(self, "_gram", None) is None:
-            item = self.item_factors_.astype(np.float64)
-            self._gram = item.T @ item + self.regularization * np.eye(item.shape[1])
+            factors = self.item_factors_
+            gram = self.regularization * np.eye(factors.shape[1])
+            step = _GRAM_BLOCK  # float64 sums in bounded memory
+            for start in range(0, factors.shape[0], step):
+                block = factors[start : start + step].astype(np.float64)
+                gram += block.T @ block
+            self._gram = gram
         assert self._gram is not None
         return self._gram
 

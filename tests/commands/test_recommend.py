@@ -97,3 +97,22 @@ def test_a_users_file_with_strangers_and_exclusions(
         "probe"
     ] * 5 + ["u17"] * 5
     assert all("fallback:popular" in line for line in lines[5:10])
+
+
+def test_the_apis_rules_file_applies_unless_rules_are_given(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECSYS_HOME", str(trained))
+    plain = run(tmp_path / "plain.csv", "--all", "--k", "3")
+    rows = [line.split(",") for line in plain.splitlines()[1:]]
+    top = max({r[2] for r in rows}, key=lambda item: sum(r[2] == item for r in rows))
+    deny = tmp_path / "deny.toml"
+    deny.write_text(f'deny = ["{top}"]\n', encoding="utf-8")
+
+    monkeypatch.setenv("RECSYS_RULES_FILE", str(deny))
+    served = run(tmp_path / "served.csv", "--all", "--k", "3")
+    assert all(line.split(",")[2] != top for line in served.splitlines()[1:])
+    # an explicit --rules wins over the setting
+    allow_all = tmp_path / "none.toml"
+    allow_all.write_text("", encoding="utf-8")
+    assert run(tmp_path / "explicit.csv", "--all", "--k", "3", "--rules", str(allow_all)) == plain

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from recsys.data.interactions import TrainingData
@@ -29,6 +30,17 @@ def test_fold_in_equals_implicit_recalculate_user(tiny_data: TrainingData) -> No
     rows = sp.csr_matrix(lil)
     expected = reference.recalculate_user(np.arange(3), rows)
     np.testing.assert_allclose(model.fold_in(rows), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fold_in_is_the_same_with_the_gram_summed_in_blocks(
+    tiny_data: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recsys.models.als as als
+
+    rows = sp.csr_matrix(tiny_data.interactions[[0, 3, 8]])
+    whole = _fit(tiny_data).fold_in(rows)
+    monkeypatch.setattr(als, "_GRAM_BLOCK", 3)  # several blocks, the last one partial
+    np.testing.assert_allclose(_fit(tiny_data).fold_in(rows), whole, rtol=1e-6, atol=1e-7)
 
 
 def test_unchanged_history_uses_learned_factors(tiny_data: TrainingData) -> None:
