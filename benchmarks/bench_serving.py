@@ -261,6 +261,7 @@ def bench_size(
     *,
     smoke: bool = False,
     model: str = "als",
+    access_log: bool = True,
 ) -> dict[str, Any]:
     """Train one version, then load both servers; every measurement of this size."""
     home = tmp / f"home{n_items}"
@@ -291,7 +292,11 @@ def bench_size(
     for workers in (1,) if smoke else (1, 2):
         rp, fp = free_port(), free_port()
         real = start(
-            [recsys_bin, "serve", "--port", str(rp), "--workers", str(workers)], env, rp, probe
+            [recsys_bin, "serve", "--port", str(rp), "--workers", str(workers)]
+            + ([] if access_log else ["--no-access-log"]),
+            env,
+            rp,
+            probe,
         )
         ref = None
         try:
@@ -373,6 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--model", choices=("als", "hybrid"), default="als", help="the API's default model (als)"
     )
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="serve without a log line per request, as the reference (which logs warnings only)",
+    )
     args = parser.parse_args(argv)
     out = out_dir(args)
     tool = "wrk" if shutil.which("wrk") and not args.python_load else "python"
@@ -395,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 Path(tmp),
                 smoke=args.smoke,
                 model=args.model,
+                access_log=args.access_log,
             )
             rows, ratios = summarise(res)
             res["ratios"] = ratios
@@ -403,7 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"**{n:,} items**, {res['users']:,} users, default model {args.model} "
                 f"({factors} factors; the reference uses the ALS factors) "
                 f"(version trained in {res['setup_s']:.0f} s); load: {label}, {seconds:g} s "
-                f"per run, median of {runs}, real and reference alternating.",
+                f"per run, median of {runs}, real and reference alternating; "
+                f"access log {'on' if args.access_log else 'off'} in the real API.",
                 "",
                 markdown_table(
                     [

@@ -58,3 +58,21 @@ def test_bad_arguments_exit_2(
 def test_no_version_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["recommend", "--all", "--out", str(tmp_path / "x.csv")]) == 2
     assert "no model version" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "access_log"), [([], True), (["--no-access-log"], False)])
+def test_serve_passes_its_options_to_uvicorn(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], access_log: bool
+) -> None:
+    import uvicorn
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    assert main(["serve", "--port", "8123", "--workers", "2", *argv]) == 0
+    assert seen["app"] == "serving.app:create_app" and seen["factory"] is True
+    assert (seen["port"], seen["workers"], seen["access_log"]) == (8123, 2, access_log)
+
+
+def test_serve_refuses_zero_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
