@@ -778,16 +778,23 @@ def precompute(
     explain = getattr(model, "explain", None)
     codes = np.full((n_users, depth), 0, dtype=np.int32) if callable(explain) else None
     vocab: dict[tuple[str, ...], int] = {}
+    codes_of: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
     for start in range(0, n_users, batch):
         users = np.arange(start, min(start + batch, n_users), dtype=np.intp)
         rows = history[users]
         if callable(explain) and codes is not None:
             for r, explained in enumerate(explain(users, rows, depth, now=None)):
                 for j, e in enumerate(explained[:depth]):
-                    why = _reason_tuple(model_name, e, items)
+                    # few distinct (sources, flags) pairs recur across millions of items: build
+                    # each one's reason strings once
+                    key = (tuple(e.sources), tuple(e.reasons))
+                    code = codes_of.get(key)
+                    if code is None:
+                        why = _reason_tuple(model_name, e, items)
+                        code = codes_of[key] = vocab.setdefault(why, len(vocab))
                     out_items[start + r, j] = e.item
                     out_scores[start + r, j] = e.score
-                    codes[start + r, j] = vocab.setdefault(why, len(vocab))
+                    codes[start + r, j] = code
             continue
         top: NDArray[np.signedinteger[Any]]
         if index is not None and isinstance(model, FactorModel):
