@@ -8,29 +8,21 @@ customer's newest events change their recommendations without retraining.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.errors import ArtifactError
-from recsys.models.base import (
-    Recommender,
-    load_arrays,
-    load_csr,
-    load_json,
-    save_arrays,
-    save_csr,
-    save_json,
-)
+from recsys.models.base import load_csr, save_csr
+from recsys.models.factors import FactorRecommender
 
 #: Item rows per block when summing the factors' Gram matrix.
 _GRAM_BLOCK = 65_536
 
 
-class ALSModel(Recommender):
+class ALSModel(FactorRecommender):
     """Weighted matrix factorisation for implicit feedback.
 
     The confidence of an observed interaction is ``alpha * weight`` (the weights of
@@ -66,6 +58,7 @@ class ALSModel(Recommender):
     """
 
     name: ClassVar[str] = "als"
+    artifact_noun: ClassVar[str] = "an ALS model"
     _gram: NDArray[np.float64] | None = None
 
     def __init__(
@@ -93,69 +86,36 @@ class ALSModel(Recommender):
     def fit(self, data: TrainingData) -> Self:
         """Factorise ``data.interactions``; return ``self``."""
         from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
 
         train = sp.csr_matrix(data.interactions, dtype=np.float32)
-        # implicit runs its own thread pool; a multi-threaded BLAS under it oversubscribes the
-        # cores (implicit warns that fitting can get ~10x slower). Limiting BLAS to one thread
-        # around construction (where implicit checks and warns) and fit avoids both.
-        with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
+        self._fit_implicit(
+            lambda: AlternatingLeastSquares(
                 factors=self.factors,
                 regularization=self.regularization,
                 alpha=self.alpha,
                 iterations=self.iterations,
                 random_state=self.random_state,
                 num_threads=self.num_threads,
-            )
-            model.fit(train, show_progress=False)
-        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+            ),
+            train,
+        )
         self.train_ = train
         self._gram = None
         return self
 
     # -- scoring -----------------------------------------------------------------------------
 
-    def score(
-        self,
-        users: NDArray[np.intp],
-        history: sp.csr_matrix,
-        *,
-        now: int | None = None,
-    ) -> NDArray[np.float32]:
-        """Scores ``user_factors · item_factors`` (folded-in factors for changed histories).
-
-        A known user whose history row is empty or equal to their training row is scored with
-        their learned factors; an unknown user (``-1``) or a known user whose history differs
-        is folded in from the history row; an unknown user with an empty history gets a
-        ``NaN`` row.
-        """
-        self._check_fitted("item_factors_")
-        users = np.asarray(users, dtype=np.intp)
-        history = sp.csr_matrix(history)
-        factors = self.user_vectors(users, history)
-        scores = factors @ self.item_factors_.T
-        unknown = np.isnan(factors[:, 0])
-        scores[unknown] = np.nan
-        return scores.astype(np.float32, copy=False)
-
     def user_vectors(self, users: NDArray[np.intp], history: sp.csr_matrix) -> NDArray[np.float32]:
         """Latent factors of a batch of users (``NaN`` rows for users with nothing to go on).
 
-        Parameters
-        ----------
-        users
-            User indices, ``-1`` for unknown users.
-        history
-            ``len(users) × n_items`` history rows.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``len(users) × factors`` float32.
+        A known user whose history row is empty or equal to their training row gets their
+        learned factors; an unknown user (``-1``) or a known user whose history differs is
+        folded in from the history row (:meth:`fold_in`); an unknown user with an empty
+        history gets a ``NaN`` row, and so a ``NaN`` row of scores. Parameters and result as
+        in :meth:`FactorRecommender.user_vectors`.
         """
         self._check_fitted("item_factors_")
+        history = sp.csr_matrix(history)
         n_users = self.user_factors_.shape[0]
         out = np.full((len(users), self.item_factors_.shape[1]), np.nan, dtype=np.float32)
         fold: list[int] = []
@@ -222,33 +182,11 @@ class ALSModel(Recommender):
             )
         )
 
-    # -- persistence -------------------------------------------------------------------------
+    # -- persistence (params and factors.npz: see FactorRecommender) -------------------------
 
-    def save(self, directory: Path) -> None:
-        """Write params (JSON), factors and the training matrix (``.npz``)."""
-        self._check_fitted("item_factors_")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_json(directory / "params.json", self.get_params())
-        save_arrays(
-            directory / "factors.npz",
-            user_factors=self.user_factors_,
-            item_factors=self.item_factors_,
-        )
+    def _save_state(self, directory: Path) -> None:
         save_csr(directory / "train.npz", self.train_)
 
-    @classmethod
-    def load(cls, directory: Path) -> Self:
-        """Read a model written by :meth:`save`."""
-        directory = Path(directory)
-        params: dict[str, Any] = load_json(directory / "params.json")
-        arrays = load_arrays(directory / "factors.npz")
-        try:
-            model = cls(**params)
-            model.user_factors_ = arrays["user_factors"].astype(np.float32, copy=False)
-            model.item_factors_ = arrays["item_factors"].astype(np.float32, copy=False)
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"{directory}: not an ALS model: {exc}") from None
-        model.train_ = load_csr(directory / "train.npz")
-        model._gram = None
-        return model
+    def _load_state(self, directory: Path) -> None:
+        self.train_ = load_csr(directory / "train.npz")
+        self._gram = None

@@ -118,6 +118,32 @@ class Recommender(ABC):
         ]
         return {n: getattr(self, n) for n in names}
 
+    def _write_params(self, directory: Path, *fitted: str) -> Path:
+        """Start :meth:`save`: check the ``fitted`` attributes, create ``directory`` and write
+        the constructor arguments to ``params.json``; return ``directory`` as a path."""
+        self._check_fitted(*fitted)
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_json(directory / "params.json", self.get_params())
+        return directory
+
+    @classmethod
+    def _from_params(cls, directory: Path, what: str) -> Self:
+        """Start :meth:`load`: a new, unfitted model built from ``params.json``.
+
+        Raises
+        ------
+        ArtifactError
+            When the file cannot be read or its arguments do not fit the constructor; the
+            message says the folder is not ``what`` ("a BPR model").
+        """
+        directory = Path(directory)
+        params: Any = load_json(directory / "params.json")
+        try:
+            return cls(**params)
+        except TypeError as exc:
+            raise ArtifactError(f"{directory}: not {what}: {exc}") from None
+
 
 class ItemSimilarity(ABC):
     """Item-to-item models ("often viewed with", "bought together") add this."""

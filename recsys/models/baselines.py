@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
 from recsys.errors import ArtifactError, ConfigError, RecsysError
-from recsys.models.base import Recommender, load_csr, load_json, save_csr, save_json
+from recsys.models.base import Recommender, load_csr, save_csr
 
 
 class RepeatModel(Recommender):
@@ -107,10 +107,7 @@ class RepeatModel(Recommender):
 
     def save(self, directory: Path) -> None:
         """Write params (JSON), the counts (``.npz``) and the fallback (``fallback/``)."""
-        self._check_fitted("purchase_counts_", "fallback_")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_json(directory / "params.json", self.get_params())
+        directory = self._write_params(directory, "purchase_counts_", "fallback_")
         save_csr(directory / "purchase_counts.npz", self.purchase_counts_)
         self.fallback_.save(directory / "fallback")
 
@@ -120,11 +117,10 @@ class RepeatModel(Recommender):
         from recsys.models import model_class
 
         directory = Path(directory)
-        params = load_json(directory / "params.json")
+        model = cls._from_params(directory, "a repeat model")
         try:
-            model = cls(**params)
             fallback_cls = model_class(model.fallback)
-        except (TypeError, RecsysError) as exc:
+        except RecsysError as exc:
             raise ArtifactError(f"{directory}: not a repeat model: {exc}") from None
         model.purchase_counts_ = load_csr(directory / "purchase_counts.npz")
         model.fallback_ = fallback_cls.load(directory / "fallback")

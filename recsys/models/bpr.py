@@ -6,19 +6,17 @@ fold-in, so users unknown at training time get a ``NaN`` row and the caller fall
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.errors import ArtifactError
-from recsys.models.base import Recommender, load_arrays, load_json, save_arrays, save_json
+from recsys.models.factors import FactorRecommender
 
 
-class BPRModel(Recommender):
+class BPRModel(FactorRecommender):
     """Pairwise-ranking matrix factorisation.
 
     Parameters
@@ -45,6 +43,7 @@ class BPRModel(Recommender):
     """
 
     name: ClassVar[str] = "bpr"
+    artifact_noun: ClassVar[str] = "a BPR model"
 
     def __init__(
         self,
@@ -73,14 +72,12 @@ class BPRModel(Recommender):
     def fit(self, data: TrainingData) -> Self:
         """Train on which items each user interacted with; return ``self``."""
         from implicit.cpu.bpr import BayesianPersonalizedRanking
-        from threadpoolctl import threadpool_limits
 
         positives = sp.csr_matrix(data.interactions, dtype=np.float32, copy=True)
         positives.data = (positives.data > 0).astype(np.float32)
         positives.eliminate_zeros()
-        # See ALSModel.fit: implicit's own threads plus a threaded BLAS oversubscribe the cores.
-        with threadpool_limits(1, "blas"):
-            model = BayesianPersonalizedRanking(
+        self._fit_implicit(
+            lambda: BayesianPersonalizedRanking(
                 factors=self.factors,
                 learning_rate=self.learning_rate,
                 regularization=self.regularization,
@@ -88,10 +85,9 @@ class BPRModel(Recommender):
                 verify_negative_samples=self.verify_negative_samples,
                 random_state=self.random_state,
                 num_threads=self.num_threads,
-            )
-            model.fit(positives, show_progress=False)
-        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+            ),
+            positives,
+        )
         return self
 
     def score(
@@ -104,37 +100,32 @@ class BPRModel(Recommender):
         """Dot products of learned factors; ``NaN`` rows for users unknown at training time.
 
         ``history`` is not used: BPR cannot fold a user in, so live events only take effect
-        at the next training run.
+        at the next training run. Only the known users' rows are multiplied (unlike
+        :meth:`FactorRecommender.score`, which multiplies every row): the product of fewer
+        rows can differ in the last bit, and this keeps BPR's scores what they always were.
         """
         self._check_fitted("item_factors_")
         users = np.asarray(users, dtype=np.intp)
-        known = (users >= 0) & (users < self.user_factors_.shape[0])
+        known = self._known(users)
         out = np.full((len(users), self.item_factors_.shape[0]), np.nan, dtype=np.float32)
         out[known] = self.user_factors_[users[known]] @ self.item_factors_.T
         return out
 
-    def save(self, directory: Path) -> None:
-        """Write params (JSON) and factors (``.npz``)."""
-        self._check_fitted("item_factors_")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_json(directory / "params.json", self.get_params())
-        save_arrays(
-            directory / "factors.npz",
-            user_factors=self.user_factors_,
-            item_factors=self.item_factors_,
-        )
+    def user_vectors(self, users: NDArray[np.intp], history: sp.csr_matrix) -> NDArray[np.float32]:
+        """Learned factors of known users; ``NaN`` rows for users unknown at training time.
 
-    @classmethod
-    def load(cls, directory: Path) -> Self:
-        """Read a model written by :meth:`save`."""
-        directory = Path(directory)
-        params: dict[str, Any] = load_json(directory / "params.json")
-        arrays = load_arrays(directory / "factors.npz")
-        try:
-            model = cls(**params)
-            model.user_factors_ = arrays["user_factors"].astype(np.float32, copy=False)
-            model.item_factors_ = arrays["item_factors"].astype(np.float32, copy=False)
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"{directory}: not a BPR model: {exc}") from None
-        return model
+        As in :meth:`score`, ``history`` is not used: a known user keeps their learned
+        factors whatever their live events, so an approximate index built on
+        ``item_factors_`` ranks what :meth:`score` ranks. Parameters and result as in
+        :meth:`FactorRecommender.user_vectors` (``dim`` includes implicit's item-bias column).
+        """
+        self._check_fitted("item_factors_")
+        users = np.asarray(users, dtype=np.intp)
+        known = self._known(users)
+        out = np.full((len(users), self.item_factors_.shape[1]), np.nan, dtype=np.float32)
+        out[known] = self.user_factors_[users[known]]
+        return out
+
+    def _known(self, users: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """Which users have learned factors (an index of the training vocabulary)."""
+        return (users >= 0) & (users < self.user_factors_.shape[0])

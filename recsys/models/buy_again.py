@@ -231,10 +231,7 @@ class BuyAgainModel(Recommender):
 
     def save(self, directory: Path) -> None:
         """Write params and ``as_of`` (JSON) and the pair arrays (``.npz``)."""
-        self._check_fitted("indptr_")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_json(directory / "params.json", self.get_params())
+        directory = self._write_params(directory, "indptr_")
         save_json(directory / "state.json", {"as_of": self.as_of_})
         save_arrays(
             directory / "purchases.npz",
@@ -250,11 +247,10 @@ class BuyAgainModel(Recommender):
     def load(cls, directory: Path) -> Self:
         """Read a model written by :meth:`save`."""
         directory = Path(directory)
-        params: dict[str, Any] = load_json(directory / "params.json")
+        model = cls._from_params(directory, "a buy-again model")
         state = load_json(directory / "state.json")
         a = load_arrays(directory / "purchases.npz")
         try:
-            model = cls(**params)
             model.indptr_ = a["indptr"]
             model.pair_item_ = a["pair_item"]
             model.pair_count_ = a["pair_count"]

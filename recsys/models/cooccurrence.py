@@ -21,21 +21,19 @@ baskets. Only the ``neighbours`` best of each item are kept, as a sparse matrix.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.errors import ArtifactError, ConfigError, ModelError
+from recsys.errors import ConfigError, ModelError
 from recsys.models.base import (
     ItemSimilarity,
     Recommender,
     load_csr,
-    load_json,
     save_csr,
-    save_json,
     top_k,
 )
 
@@ -230,20 +228,12 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
 
     def save(self, directory: Path) -> None:
         """Write params (JSON) and the neighbour matrix (``.npz``)."""
-        self._check_fitted("similarity_")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_json(directory / "params.json", self.get_params())
+        directory = self._write_params(directory, "similarity_")
         save_csr(directory / "similarity.npz", self.similarity_)
 
     @classmethod
     def load(cls, directory: Path) -> Self:
         """Read a model written by :meth:`save`."""
-        directory = Path(directory)
-        params: dict[str, Any] = load_json(directory / "params.json")
-        try:
-            model = cls(**params)
-        except TypeError as exc:
-            raise ArtifactError(f"{directory}: not a co-occurrence model: {exc}") from None
-        model.similarity_ = load_csr(directory / "similarity.npz").astype(np.float32)
+        model = cls._from_params(directory, "a co-occurrence model")
+        model.similarity_ = load_csr(Path(directory) / "similarity.npz").astype(np.float32)
         return model

@@ -103,10 +103,7 @@ class _ItemRanking(Recommender):
 
     def save(self, directory: Path) -> None:
         """Write params and categories (JSON) and the item scores (``.npz``)."""
-        self._check_fitted("item_scores_")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_json(directory / "params.json", self.get_params())
+        directory = self._write_params(directory, "item_scores_")
         save_json(directory / "categories.json", self.item_category_)
         save_arrays(directory / "scores.npz", scores=self.item_scores_, listed=self.listed_)
 
@@ -114,14 +111,13 @@ class _ItemRanking(Recommender):
     def load(cls, directory: Path) -> Self:
         """Read a model written by :meth:`save`."""
         directory = Path(directory)
-        params: dict[str, Any] = load_json(directory / "params.json")
+        model = cls._from_params(directory, f"a {cls.name} model")
         arrays = load_arrays(directory / "scores.npz")
         categories = load_json(directory / "categories.json")
         try:
-            model = cls(**params)
             model.item_scores_ = arrays["scores"].astype(np.float32)
             model.listed_ = arrays["listed"].astype(bool)
-        except (KeyError, TypeError) as exc:
+        except KeyError as exc:
             raise ArtifactError(f"{directory}: not a {cls.name} model: {exc}") from None
         if not isinstance(categories, list) or len(categories) != len(model.item_scores_):
             raise ArtifactError(f"{directory}/categories.json: not one category per item")

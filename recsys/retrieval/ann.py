@@ -101,7 +101,7 @@ class AnnConfig(StrictModel):
 
 @runtime_checkable
 class FactorModel(Protocol):
-    """A model whose score is ``user vector · item vector`` (ALS): what an index can serve."""
+    """A model whose score is ``user vector · item vector`` (ALS, BPR): what an index can serve."""
 
     item_factors_: NDArray[np.float32]
 

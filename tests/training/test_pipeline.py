@@ -538,3 +538,51 @@ def test_a_bad_ann_setting_is_named(
     assert "ann.min_items" in capsys.readouterr().err
     assert main(["train", "--config", _als_config(tmp_path, "min_item = 10")]) == 2
     assert "ann.min_item" in capsys.readouterr().err
+
+
+def test_a_bpr_default_model_gets_an_index_that_serves_the_exact_lists(
+    filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.engine import Engine
+    from recsys.retrieval.ann import FaissIndex
+
+    path = tmp_path / "bpr.toml"
+    path.write_text(
+        'default_model = "bpr"\nthreads = 1\n'
+        "[evaluation]\nenabled = false\n"
+        "[models.bpr]\nparams = { factors = 8, iterations = 20 }\n"
+        '[ann]\nkind = "hnsw"\nm = 8\nef_search = 64\n'
+    )
+    assert main(["train", "--config", str(path)]) == 0
+    registry = _registry()
+    version = registry.current_version()
+    assert version is not None
+    manifest = registry.verify(version)
+    entry = manifest["ann"]["bpr"]
+    assert entry["file"] == "index/bpr.faiss"
+    # implicit's BPR adds an item-bias column: the index holds it like any other factor
+    assert entry["n_items"] == manifest["counts"]["items"] and entry["dim"] == 9
+
+    folder = registry.path(version)
+    engine = Engine.load(folder, registry)
+    index = engine.indexes["bpr"]
+    assert isinstance(index, FaissIndex)
+    calls: list[int] = []
+    search = index.search
+
+    def counted(queries: Any, k: int) -> Any:
+        calls.append(k)
+        return search(queries, k)
+
+    monkeypatch.setattr(index, "search", counted)
+    exact = Engine.load(folder, registry)
+    exact.indexes = {}  # the same version scored over every item
+    exact.precomputed = None
+    users = [f"u{u}" for u in range(60)] + ["nobody"]
+    served = engine.recommend_batch(users, 5)
+    assert calls  # the lists came from the index
+    # 25 items: an HNSW search visits them all, so the lists equal the exact ones
+    assert _names(served) == _names(exact.recommend_batch(users, 5))
+    # BPR cannot fold in an unknown customer: a NaN query vector, the popular fallback
+    assert served[-1].fallback == "popular"
+    assert sum(got.fallback is None and len(got.items) == 5 for got in served) == 60

@@ -1,0 +1,122 @@
+"""What the matrix-factorisation models (ALS, BPR) share.
+
+Both learn ``user_factors_`` and ``item_factors_`` with one of implicit's CPU trainers and score
+a user as ``user vector · item factors``. They differ only in where a user's vector comes from:
+ALS folds a changed history in, BPR cannot and has vectors only for users it was trained on.
+So a subclass supplies :meth:`FactorRecommender.user_vectors` (which also makes it a
+:class:`recsys.retrieval.ann.FactorModel`, so training builds an approximate top-k index for
+it) and this class does the scoring, the fitting boilerplate and the ``factors.npz``
+persistence.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.errors import ArtifactError
+from recsys.models.base import Recommender, load_arrays, save_arrays
+
+#: File of a factor model's version folder holding ``user_factors`` and ``item_factors``.
+FACTORS_FILE = "factors.npz"
+
+
+class FactorRecommender(Recommender):
+    """Base of models scored as dot products of learned user and item factors.
+
+    Attributes
+    ----------
+    user_factors_ : numpy.ndarray
+        ``n_users × dim`` float32.
+    item_factors_ : numpy.ndarray
+        ``n_items × dim`` float32.
+    """
+
+    #: How a load error names the model ("not an ALS model").
+    artifact_noun: ClassVar[str]
+
+    user_factors_: NDArray[np.float32]
+    item_factors_: NDArray[np.float32]
+
+    @abstractmethod
+    def user_vectors(self, users: NDArray[np.intp], history: sp.csr_matrix) -> NDArray[np.float32]:
+        """Latent factors of a batch of users (``NaN`` rows for users with nothing to go on).
+
+        Parameters
+        ----------
+        users
+            User indices, ``-1`` for unknown users.
+        history
+            ``len(users) × n_items`` history rows.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``len(users) × dim`` float32.
+        """
+
+    def score(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """``user_vectors · item_factorsᵀ``; a ``NaN`` row where a user has no vector."""
+        self._check_fitted("item_factors_")
+        vectors = self.user_vectors(np.asarray(users, dtype=np.intp), history)
+        scores = vectors @ self.item_factors_.T
+        scores[np.isnan(vectors[:, 0])] = np.nan
+        return scores.astype(np.float32, copy=False)
+
+    def _fit_implicit(self, make: Callable[[], Any], matrix: sp.csr_matrix) -> None:
+        """Fit the implicit estimator ``make()`` builds on ``matrix`` and keep its factors.
+
+        implicit runs its own thread pool; a multi-threaded BLAS under it oversubscribes the
+        cores (implicit warns that fitting can get ~10x slower). Limiting BLAS to one thread
+        around construction (where implicit checks and warns) and fit avoids both.
+        """
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):
+            model = make()
+            model.fit(matrix, show_progress=False)
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write params (JSON) and factors (``factors.npz``), then any subclass state."""
+        directory = self._write_params(directory, "item_factors_")
+        save_arrays(
+            directory / FACTORS_FILE,
+            user_factors=self.user_factors_,
+            item_factors=self.item_factors_,
+        )
+        self._save_state(directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model written by :meth:`save`."""
+        model = cls._from_params(directory, cls.artifact_noun)
+        arrays = load_arrays(Path(directory) / FACTORS_FILE)
+        try:
+            model.user_factors_ = arrays["user_factors"].astype(np.float32, copy=False)
+            model.item_factors_ = arrays["item_factors"].astype(np.float32, copy=False)
+        except KeyError as exc:
+            raise ArtifactError(f"{directory}: not {cls.artifact_noun}: {exc}") from None
+        model._load_state(Path(directory))
+        return model
+
+    def _save_state(self, directory: Path) -> None:
+        """Write what a subclass keeps besides the factors (nothing by default)."""
+
+    def _load_state(self, directory: Path) -> None:
+        """Read what :meth:`_save_state` wrote (nothing by default)."""
