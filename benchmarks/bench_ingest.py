@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys.data.ingest import ingest_events  # noqa: E402
+from recsys.data.ingest import ONLINE_RETAIL_COLUMNS, ingest_events  # noqa: E402
 from recsys.store.base import EventStore  # noqa: E402
 
 ONLINE_RETAIL = ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
@@ -44,18 +44,7 @@ def smoke_file(path: Path, rows: int = 20_000) -> Path:
     rng = random.Random(7)
     buf = io.StringIO(newline="")
     out = csv.writer(buf, lineterminator="\n")
-    out.writerow(
-        [
-            "InvoiceNo",
-            "StockCode",
-            "Description",
-            "Quantity",
-            "InvoiceDate",
-            "UnitPrice",
-            "CustomerID",
-            "Country",
-        ]
-    )
+    out.writerow(ONLINE_RETAIL_COLUMNS)
     for i in range(rows):
         cancel = rng.random() < 0.02
         inv = f"{'C' if cancel else ''}{500000 + i // 20}"

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.errors import ArtifactError, NotFoundError, RegistryError
+from recsys.files import fsync_dir, fsync_tree, write_atomic
 
 #: File name of a version's manifest.
 MANIFEST = "manifest.json"
@@ -351,10 +352,10 @@ class Registry:
                     "version": version,
                     "files": dict(sorted(files.items())),
                 }
-                _write_atomic(staging_path / MANIFEST, _dumps(manifest))
-                _fsync_tree(staging_path)
+                write_atomic(staging_path / MANIFEST, _dumps(manifest))
+                fsync_tree(staging_path)
                 os.rename(staging_path, self.versions_dir / version)
-                _fsync_dir(self.versions_dir)
+                fsync_dir(self.versions_dir)
             except BaseException:
                 shutil.rmtree(staging_path, ignore_errors=True)
                 raise
@@ -386,7 +387,7 @@ class Registry:
                 }
             )
             self._write_history(history)
-            _write_atomic(self.root / "CURRENT", f"{version}\n")
+            write_atomic(self.root / "CURRENT", f"{version}\n")
 
     def rollback(self) -> str:
         """Serve the previously promoted version again; return its name.
@@ -416,7 +417,7 @@ class Registry:
                 {"at": _now_iso(), "action": "rollback", "version": target, "previous": current}
             )
             self._write_history(history)
-            _write_atomic(self.root / "CURRENT", f"{target}\n")
+            write_atomic(self.root / "CURRENT", f"{target}\n")
             return target
 
     def prune(self, keep: int = 5) -> list[str]:
@@ -441,7 +442,7 @@ class Registry:
             return doomed
 
     def _write_history(self, history: dict[str, Any]) -> None:
-        _write_atomic(self.root / "history.json", _dumps(history))
+        write_atomic(self.root / "history.json", _dumps(history))
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -465,40 +466,6 @@ def _relative_files(folder: Path) -> list[str]:
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for p in folder.rglob("*"):
-        if p.is_file():
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_pid(lock_path: Path) -> str:

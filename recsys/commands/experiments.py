@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recsys.commands import iso_date
 from recsys.errors import ConfigError
 
 FORMATS = ("md", "html", "json")
@@ -60,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     which = o.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", metavar="NAME", help="exposures of this experiment")
-    which.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="every exposure since")
+    which.add_argument("--since", type=iso_date, metavar="YYYY-MM-DD", help="every exposure since")
     o.add_argument("--metric", choices=("click", "purchase"), default="click")
     o.add_argument("--json", action="store_true", help="machine-readable output")
     _file_arg(o)
@@ -75,13 +76,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _file_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiments", metavar="FILE", help="experiments TOML/JSON file")
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _experiment(args: argparse.Namespace) -> Any:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date
 from pathlib import Path
 
+from recsys.commands import iso_date
 from recsys.errors import ConfigError
 
 #: The example promotions shipped with the package.
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(triggers, eligibility, caps, expected value), recorded so that a second run for the "
         "same date sends nothing twice. Only events before DATE (midnight UTC) are read.",
     )
-    run.add_argument("--date", required=True, type=_date, metavar="YYYY-MM-DD")
+    run.add_argument("--date", required=True, type=iso_date, metavar="YYYY-MM-DD")
     run.add_argument("--out", metavar="FILE", help="write the sends to FILE.csv or FILE.parquet")
     run.add_argument(
         "--promotions", metavar="FILE", help="promotions TOML/JSON (default: the packaged example)"
@@ -41,7 +41,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("segments", help="customer segments (RFM, clusters): counts and means")
     s.add_argument("--recompute", action="store_true", help="recompute from events and store")
     s.add_argument(
-        "--as-of", type=_date, metavar="YYYY-MM-DD", help="measure at this date (default: newest)"
+        "--as-of",
+        type=iso_date,
+        metavar="YYYY-MM-DD",
+        help="measure at this date (default: newest)",
     )
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(handler=_segments)
@@ -51,13 +54,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v = osub.add_parser("validate", help="check a promotions file; errors name offer and field")
     v.add_argument("file", help="promotions TOML or JSON")
     v.set_defaults(handler=_validate)
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _validate(args: argparse.Namespace) -> int:

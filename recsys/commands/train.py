@@ -116,6 +116,17 @@ def _registry() -> Any:
     return Registry(load_settings(Settings).registry_path)
 
 
+def _version_or_current(registry: Any, version: str | None, missing: str) -> str:
+    """``version``, else the registry's current one; neither is a :class:`NotFoundError`
+    saying ``missing``."""
+    from recsys.errors import NotFoundError
+
+    found = version or registry.current_version()
+    if found is None:
+        raise NotFoundError(missing)
+    return str(found)
+
+
 def _list(args: argparse.Namespace) -> int:
     registry = _registry()
     current = registry.current_version()
@@ -161,12 +172,10 @@ def _gate_metric(m: dict[str, Any]) -> str | None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from recsys.errors import NotFoundError
-
     registry = _registry()
-    version = args.version or registry.current_version()
-    if version is None:
-        raise NotFoundError("no current model version; name one, or run `recsys train`")
+    version = _version_or_current(
+        registry, args.version, "no current model version; name one, or run `recsys train`"
+    )
     m = registry.manifest(version)
     if args.json:
         print(json.dumps(m, indent=2, sort_keys=True))
@@ -230,12 +239,8 @@ def _metrics_table(m: dict[str, Any], *, indent: str = "") -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from recsys.errors import NotFoundError
-
     registry = _registry()
-    version = args.version or registry.current_version()
-    if version is None:
-        raise NotFoundError("no current model version to verify")
+    version = _version_or_current(registry, args.version, "no current model version to verify")
     manifest = registry.verify(version)
     print(f"{version}: {len(manifest['files'])} files match the manifest")
     return 0

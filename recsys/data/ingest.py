@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from recsys.data.readers import Table, open_table
 from recsys.data.schema import (
@@ -64,6 +64,8 @@ from recsys.errors import ConfigError, FileFormatError, RowError
 from recsys.store.base import EventStore
 
 Format = Literal["generic", "online-retail"]
+
+_Record = TypeVar("_Record")
 
 #: Rows written to the store per batch inside the load's transaction.
 CHUNK_ROWS = 50_000
@@ -577,14 +579,8 @@ def _ingest_generic(
         for line, values in table.rows:
             report.rows_read += 1
             try:
-                if len(values) != width:
-                    raise RowError(
-                        table.path,
-                        line,
-                        "(row)",
-                        ",".join(map(_text, values)),
-                        f"has {len(values)} fields; the header has {width}",
-                    )
+                if len(values) != width:  # inline: once per row of a large file
+                    raise _width_error(table, line, values)
                 mapping = {name: values[i] for name, i in picked}
                 row = parse_event(mapping, source=table.path, line=line, timezone=tz, now_us=now_us)
             except RowError as exc:
@@ -704,13 +700,7 @@ class _OnlineRetail:
                 read += 1
                 try:
                     if len(values) != width:
-                        raise RowError(
-                            path,
-                            line,
-                            "(row)",
-                            ",".join(map(_text, values)),
-                            f"has {len(values)} fields; the header has {width}",
-                        )
+                        raise _width_error(table, line, values)
                     code = item_ids.get(values[i_code])
                     if code is None:
                         code = item_ids[values[i_code]] = self._item_id(values[i_code], line)
@@ -905,48 +895,34 @@ def ingest_catalog(
     (empty cells left out). ``in_stock`` is ``true/false/yes/no/1/0`` (default true); ``price``
     and ``margin`` are numbers (price >= 0). An item already stored is replaced.
     """
-    started = time.perf_counter()
-    report = IngestReport(str(path))
-    items: dict[str, CatalogItem] = {}
-    with open_table(path, encoding=encoding) as table, store.transaction():
-        _require(table, ("item_id",), CATALOG_COLUMNS)
-        by_name = {c: i for i, c in enumerate(table.columns)}
-        extra = [(c, i) for c, i in by_name.items() if c not in CATALOG_COLUMNS]
-        for line, values in table.rows:
-            report.rows_read += 1
-            err = _RowErrors(table.path, line)
-            try:
-                _check_width(table, line, values)
 
-                def get(name: str, values: Sequence[Any] = values) -> Any:
-                    i = by_name.get(name)
-                    return None if i is None else values[i]
+    def parse(cells: _Cells, err: _RowErrors) -> tuple[str, CatalogItem]:
+        item_id = _opt_id(cells("item_id"), "item_id", err)
+        if not item_id:
+            raise err("item_id", cells("item_id"), "is missing")
+        price = _number(cells("price"), "price", err, default=None)
+        if price is not None and price < 0:
+            raise err("price", cells("price"), "must not be negative")
+        attributes = {
+            c: v
+            for c, i in cells.by_name.items()
+            if c not in CATALOG_COLUMNS and (v := cells.values[i]) is not None and v != ""
+        }
+        return item_id, CatalogItem(
+            item_id=item_id,
+            title=_cell(cells("title")).strip(),
+            category=_cell(cells("category")).strip(),
+            price=price,
+            in_stock=_bool(cells("in_stock"), "in_stock", err, default=True),
+            margin=_number(cells("margin"), "margin", err, default=None),
+            attributes=_jsonable(attributes),
+        )
 
-                item_id = _opt_id(get("item_id"), "item_id", err)
-                if not item_id:
-                    raise err("item_id", get("item_id"), "is missing")
-                price = _number(get("price"), "price", err, default=None)
-                if price is not None and price < 0:
-                    raise err("price", get("price"), "must not be negative")
-                attributes = {c: v for c, i in extra if (v := values[i]) is not None and v != ""}
-                items[item_id] = CatalogItem(
-                    item_id=item_id,
-                    title=_cell(get("title")).strip(),
-                    category=_cell(get("category")).strip(),
-                    price=price,
-                    in_stock=_bool(get("in_stock"), "in_stock", err, default=True),
-                    margin=_number(get("margin"), "margin", err, default=None),
-                    attributes=_jsonable(attributes),
-                )
-            except RowError as exc:
-                if strict:
-                    raise
-                report._reject(exc)
-        written = store.upsert_items(list(items.values()))
-    report.loaded = written
-    report.duplicates = report.rows_read - report.skipped_total - written
-    report.seconds = time.perf_counter() - started
-    return report
+    # the columns beyond CATALOG_COLUMNS are attributes, so none is ignored
+    return _ingest_keyed(
+        store, path, ("item_id",), CATALOG_COLUMNS, parse, store.upsert_items,
+        strict=strict, encoding=encoding, report_ignored=False,
+    )  # fmt: skip
 
 
 def ingest_customers(
@@ -958,46 +934,76 @@ def ingest_customers(
     Only ``user_id`` is required. Dates are ISO (``1990-04-01``); the opt-outs are
     ``true/false/yes/no/1/0`` (default false). A customer already stored is replaced.
     """
+
+    def parse(cells: _Cells, err: _RowErrors) -> tuple[str, Customer]:
+        user_id = _opt_id(cells("user_id"), "user_id", err)
+        if not user_id:
+            raise err("user_id", cells("user_id"), "is missing")
+        return user_id, Customer(
+            user_id=user_id,
+            birthday=_date(cells("birthday"), "birthday", err),
+            signup_date=_date(cells("signup_date"), "signup_date", err),
+            region=_cell(cells("region")).strip() or None,
+            marketing_opt_out=_bool(
+                cells("marketing_opt_out"), "marketing_opt_out", err, default=False
+            ),
+            personalisation_opt_out=_bool(
+                cells("personalisation_opt_out"), "personalisation_opt_out", err, default=False
+            ),
+        )
+
+    return _ingest_keyed(
+        store, path, ("user_id",), CUSTOMER_COLUMNS, parse, store.upsert_customers,
+        strict=strict, encoding=encoding, report_ignored=True,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """One row of a table, its cells looked up by column name (``None`` for a missing column)."""
+
+    by_name: Mapping[str, int]
+    values: Sequence[Any]
+
+    def __call__(self, name: str) -> Any:
+        i = self.by_name.get(name)
+        return None if i is None else self.values[i]
+
+
+def _ingest_keyed(
+    store: EventStore,
+    path: str | Path,
+    required: Sequence[str],
+    known: Sequence[str],
+    parse: Callable[[_Cells, _RowErrors], tuple[str, _Record]],
+    upsert: Callable[[list[_Record]], int],
+    *,
+    strict: bool,
+    encoding: str,
+    report_ignored: bool,
+) -> IngestReport:
+    """Load a table of records keyed by id in one transaction; a later row with the same id
+    wins. A bad row is rejected (or raised when ``strict``) with the error ``parse`` names."""
     started = time.perf_counter()
     report = IngestReport(str(path))
-    customers: dict[str, Customer] = {}
+    records: dict[str, _Record] = {}
     with open_table(path, encoding=encoding) as table, store.transaction():
-        report.ignored_columns = _require(table, ("user_id",), CUSTOMER_COLUMNS)
+        ignored = _require(table, required, known)
+        if report_ignored:
+            report.ignored_columns = ignored
         by_name = {c: i for i, c in enumerate(table.columns)}
         for line, values in table.rows:
             report.rows_read += 1
             err = _RowErrors(table.path, line)
             try:
                 _check_width(table, line, values)
-
-                def get(name: str, values: Sequence[Any] = values) -> Any:
-                    i = by_name.get(name)
-                    return None if i is None else values[i]
-
-                user_id = _opt_id(get("user_id"), "user_id", err)
-                if not user_id:
-                    raise err("user_id", get("user_id"), "is missing")
-                region = _cell(get("region")).strip() or None
-                customers[user_id] = Customer(
-                    user_id=user_id,
-                    birthday=_date(get("birthday"), "birthday", err),
-                    signup_date=_date(get("signup_date"), "signup_date", err),
-                    region=region,
-                    marketing_opt_out=_bool(
-                        get("marketing_opt_out"), "marketing_opt_out", err, default=False
-                    ),
-                    personalisation_opt_out=_bool(
-                        get("personalisation_opt_out"),
-                        "personalisation_opt_out",
-                        err,
-                        default=False,
-                    ),
-                )
+                key, record = parse(_Cells(by_name, values), err)
+                records[key] = record
             except RowError as exc:
                 if strict:
                     raise
                 report._reject(exc)
-        written = store.upsert_customers(list(customers.values()))
+        written = upsert(list(records.values()))
     report.loaded = written
     report.duplicates = report.rows_read - report.skipped_total - written
     report.seconds = time.perf_counter() - started
@@ -1017,13 +1023,17 @@ def _require(table: Table, required: Sequence[str], known: Sequence[str]) -> lis
 
 def _check_width(table: Table, line: int, values: Sequence[Any]) -> None:
     if len(values) != len(table.columns):
-        raise RowError(
-            table.path,
-            line,
-            "(row)",
-            ",".join(map(_text, values)),
-            f"has {len(values)} fields; the header has {len(table.columns)}",
-        )
+        raise _width_error(table, line, values)
+
+
+def _width_error(table: Table, line: int, values: Sequence[Any]) -> RowError:
+    return RowError(
+        table.path,
+        line,
+        "(row)",
+        ",".join(map(_text, values)),
+        f"has {len(values)} fields; the header has {len(table.columns)}",
+    )
 
 
 def _bool(value: Any, name: str, err: _RowErrors, *, default: bool) -> bool:

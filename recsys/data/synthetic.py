@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from recsys.data.ingest import CATALOG_COLUMNS, CUSTOMER_COLUMNS
 from recsys.data.schema import CatalogItem, Customer, EventFrame
 from recsys.errors import ConfigError, DataError
 
@@ -738,15 +739,9 @@ EVENT_FILE_COLUMNS = (
     "order_id",
     "recommendation_id",
 )
-CATALOG_FILE_COLUMNS = ("item_id", "title", "category", "price", "in_stock", "margin")
-CUSTOMER_FILE_COLUMNS = (
-    "user_id",
-    "birthday",
-    "signup_date",
-    "region",
-    "marketing_opt_out",
-    "personalisation_opt_out",
-)
+#: Columns of the catalogue and customer files, as ``recsys ingest`` reads them.
+CATALOG_FILE_COLUMNS = CATALOG_COLUMNS
+CUSTOMER_FILE_COLUMNS = CUSTOMER_COLUMNS
 
 
 def write_shop(

@@ -25,10 +25,6 @@ read a file, and a rules file edited later is read again at the next load or put
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from datetime import datetime
@@ -37,6 +33,7 @@ from typing import Any
 
 from pydantic import Field
 
+from recsys.config import read_config_file, write_config_file
 from recsys.errors import ConfigError, NotFoundError
 from recsys.experiments.definitions import (
     Experiment,
@@ -55,6 +52,9 @@ DEFAULT_RANKING = "default"
 
 #: Suffixes a rules file may have (tried in this order for a ``ranking`` without one).
 RULES_SUFFIXES = (".toml", ".json")
+
+#: The comment at the top of an experiments TOML file the registry writes.
+FILE_HEADER = "Written by recsys (admin API); edits by hand are fine while the API is stopped."
 
 
 class ExperimentSettings(Settings):
@@ -125,7 +125,7 @@ class ExperimentRegistry:
             The file is invalid, or a variant's rules file is missing or invalid (the message
             names the experiment, the variant and the rules file); nothing is changed.
         """
-        found = load_experiments(self.path) if self.path.exists() else ()
+        found = load_experiments(self.path) if _has_experiments(self.path) else ()
         rules: dict[str, tuple[Path, RulesFile]] = {}
         for exp in found:
             rules.update(self._read_rules(exp, str(self.path)))
@@ -251,22 +251,15 @@ class ExperimentRegistry:
         return out
 
     def _write(self, experiments: list[Experiment]) -> None:
-        docs = [_plain(e) for e in experiments]
-        if self.path.suffix.lower() == ".json":
-            text = json.dumps({"experiments": docs}, indent=2, default=_json_default) + "\n"
-        else:
-            text = to_toml(docs)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_config_file(
+            self.path, {"experiments": [_plain(e) for e in experiments]}, header=FILE_HEADER
+        )
+
+
+def _has_experiments(path: Path) -> bool:
+    """Whether ``path`` exists and is not ``experiments = []`` (what deleting the last
+    experiment writes; :func:`load_experiments` rejects an empty list in a hand-written file)."""
+    return path.exists() and read_config_file(path) != {"experiments": []}
 
 
 def _plain(exp: Experiment) -> dict[str, Any]:
@@ -279,58 +272,3 @@ def _plain(exp: Experiment) -> dict[str, Any]:
         "variants": [v.model_dump(exclude_none=True) for v in exp.variants],
         **({} if exp.exploration.kind == "none" else {"exploration": exp.exploration.model_dump()}),
     }
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-# -- a TOML writer for the shapes an experiment has (tomllib reads, it does not write) -----------
-
-
-def to_toml(experiments: list[dict[str, Any]]) -> str:
-    """Experiments as ``[[experiments]]`` TOML tables (scalars, one level of sub-tables, lists
-    of tables)."""
-    out = ["# Written by recsys (admin API); edits by hand are fine while the API is stopped.\n"]
-    for doc in experiments:
-        out.append("[[experiments]]\n")
-        tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
-        arrays = {k: v for k, v in doc.items() if _is_table_list(v)}
-        for key, value in doc.items():
-            if key not in tables and key not in arrays:
-                out.append(f"{key} = {_toml_value(value)}\n")
-        for key, rows in arrays.items():
-            for row in rows:
-                out.append(f"\n[[experiments.{key}]]\n")
-                out.extend(f"{k} = {_toml_value(v)}\n" for k, v in row.items())
-        for key, table in tables.items():
-            out.append(f"\n[experiments.{key}]\n")
-            out.extend(f"{k} = {_toml_value(v)}\n" for k, v in table.items())
-        out.append("\n")
-    return "".join(out)
-
-
-def _is_table_list(value: Any) -> bool:
-    return (
-        isinstance(value, list | tuple) and bool(value) and all(isinstance(v, dict) for v in value)
-    )
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigError(f"cannot write {value!r} to TOML")
-        return repr(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise ConfigError(f"cannot write a {type(value).__name__} to TOML")

@@ -425,21 +425,7 @@ def _item_candidate(
     p = ctx.item_probability(user_id, item, personal)
     p *= _basket_share(ctx, user_id if personal else None, promo.eligibility.min_basket)
     value = ctx.item_margin.get(item, price)
-    cost = promo.discount.cost(price)
-    return OfferCandidate(
-        user_id=user_id,
-        offer_id=promo.id,
-        title=promo.title,
-        item_id=item,
-        trigger=promo.trigger,
-        reasons=reasons,
-        probability=p,
-        value=value,
-        discount_cost=cost,
-        expected_value=p * value - p * cost,
-        priority=promo.priority,
-        personal=personal,
-    )
+    return _candidate(promo, user_id, item, reasons, personal, p, value, promo.discount.cost(price))
 
 
 def _basket_candidate(
@@ -455,12 +441,25 @@ def _basket_candidate(
     if value <= 0:
         return None
     p = ctx.fallback.order(who) * _basket_share(ctx, who, promo.eligibility.min_basket)
-    cost = promo.discount.cost(value)
+    return _candidate(promo, user_id, None, reasons, personal, p, value, promo.discount.cost(value))
+
+
+def _candidate(
+    promo: Promotion,
+    user_id: str,
+    item: str | None,
+    reasons: tuple[str, ...],
+    personal: bool,
+    p: float,
+    value: float,
+    cost: float,
+) -> OfferCandidate:
+    """An offer of ``promo``, taken with probability ``p``: earns ``value``, costs ``cost``."""
     return OfferCandidate(
         user_id=user_id,
         offer_id=promo.id,
         title=promo.title,
-        item_id=None,
+        item_id=item,
         trigger=promo.trigger,
         reasons=reasons,
         probability=p,

@@ -24,12 +24,8 @@ catalogue whose last promotion was deleted is written as ``promotions = []``.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,7 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recsys.config import read_config_file, validate
+from recsys.config import read_config_file, validate, write_config_file
 from recsys.data.schema import Customer
 from recsys.errors import ConfigError, NotFoundError, RecsysError
 from recsys.offers.campaigns import LoadedModels, build_campaign_context
@@ -59,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: File name under ``RECSYS_HOME`` when ``RECSYS_PROMOTIONS_FILE`` is unset.
 DEFAULT_FILE = "promotions.toml"
+#: The comment at the top of a promotions TOML file the service writes.
+FILE_HEADER = "Written by recsys (admin API: /v1/admin/offers); see recsys/offers/catalog.py."
 #: The example promotions shipped with the code, served while no promotions file exists.
 PACKAGED_PROMOTIONS = (
     Path(__file__).resolve().parents[2] / "training" / "configs" / "promotions.toml"
@@ -484,62 +482,11 @@ def write_promotions(path: str | Path, promotions: list[Promotion]) -> None:
     """Write ``promotions`` to ``path`` (JSON when it ends in ``.json``, else TOML) atomically.
 
     The text goes to a temporary file in the same folder, is synced, and replaces ``path`` in
-    one rename: a reader sees the old file or the new one, never half of one.
+    one rename (:func:`recsys.files.write_atomic`): a reader sees the old file or the new one,
+    never half of one. No promotions are written as ``promotions = []``.
     """
-    path = Path(path)
     docs = [p.model_dump(mode="python", exclude_none=True) for p in promotions]
-    if path.suffix.lower() == ".json":
-        text = json.dumps({"promotions": docs}, indent=2, default=_json_default) + "\n"
-    else:
-        text = promotions_toml(docs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def promotions_toml(docs: list[dict[str, Any]]) -> str:
-    """Promotions as ``[[promotions]]`` TOML tables (sub-tables written inline)."""
-    out = ["# Written by recsys (admin API: /v1/admin/offers); see recsys/offers/catalog.py.\n"]
-    if not docs:
-        out.append("promotions = []\n")
-    for doc in docs:
-        out.append("\n[[promotions]]\n")
-        out.extend(f"{key} = {_toml_value(value)}\n" for key, value in doc.items())
-    return "".join(out)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigError(f"cannot write {value!r} to TOML")
-        return repr(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise ConfigError(f"cannot write a {type(value).__name__} to TOML")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    write_config_file(path, {"promotions": docs}, header=FILE_HEADER)
 
 
 __all__ = [
@@ -548,7 +495,6 @@ __all__ = [
     "OfferService",
     "promotion_json",
     "promotions_path",
-    "promotions_toml",
     "read_catalog",
     "write_promotions",
 ]
