@@ -6,7 +6,9 @@ time): purchase statistics per user-item pair (distinct orders, first/last purch
 usual interval), per-user and per-item statistics, ALS factors, an EASE item-item matrix
 (skipped above ``max_ease_items``) and a basket co-occurrence matrix. :meth:`GeneratorState.pairs`
 turns a batch of users into candidate pairs and a feature matrix, fully vectorised over
-each chunk of users: no Python loop runs per user or per item.
+each chunk of users: no Python loop runs per user or per item. Above ``SPARSE_ABOVE_ITEMS``
+items it never builds a users × items array (sparse co-occurrence rows, ALS scored in blocks of
+users) and returns exactly what the dense path would.
 
 The same code builds the state twice in :meth:`HybridModel.fit
 <recsys.models.hybrid.HybridModel.fit>`: once from the events before an internal cut (the
@@ -59,6 +61,21 @@ FEATURES = (
 
 #: Weight of one non-purchase event in the generators' signal matrix (a purchase order is 1).
 SIGNAL_WEIGHTS = {"purchase": 1.0, "cart": 0.3, "view": 0.1}
+
+#: Above this many items :meth:`GeneratorState.pairs` never builds a users × items array: it
+#: ranks co-occurrence on sparse rows and scores ALS in blocks of users (same answer, see there).
+SPARSE_ABOVE_ITEMS = 50_000
+
+#: Bytes of float32 ALS scores one matrix product may produce. Both paths cut the batch into
+#: the same blocks of users: BLAS gives a row's dot products different last bits depending on
+#: the shape of the product, so the sparse path only reproduces the dense path's scores and
+#: ranks exactly because they share the blocks. 256 MiB is one block for every hybrid batch
+#: (1,024 users) up to 65,536 items, so the dense path's product is unchanged by the split.
+ALS_BLOCK_BYTES = 256 << 20
+
+#: Bytes of temporaries (scores, their negation, argpartition's int64 indices) one top-k pass
+#: over dense rows may use; rows are ranked independently, so splitting them changes nothing.
+TOP_K_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -274,6 +291,10 @@ class GeneratorState:
     ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float32], NDArray[np.uint8]]:
         """Candidates and their features for a batch of users.
 
+        Above :data:`SPARSE_ABOVE_ITEMS` items the candidates come from sparse rows and blocks
+        of users (memory bounded by :data:`ALS_BLOCK_BYTES`, not by users × items); the answer
+        is the same, pair for pair and bit for bit, as the dense path's.
+
         Parameters
         ----------
         users
@@ -283,12 +304,15 @@ class GeneratorState:
             folded in from it.
         now_day
             The request time in days since the epoch.
+        settings
+            Sizes of the candidate lists.
 
         Returns
         -------
         rows, items, features, sources
-            Per candidate pair: its row in ``users``, the item, the feature row
-            (:data:`FEATURES` order) and a bit mask of the :data:`GENERATORS` that proposed it.
+            Per candidate pair, sorted by row then item: its row in ``users``, the item, the
+            feature row (:data:`FEATURES` order) and a bit mask of the :data:`GENERATORS` that
+            proposed it.
         """
         n, m = len(users), self.n_items
         users = np.asarray(users, dtype=np.intp)
@@ -316,16 +340,39 @@ class GeneratorState:
         if fold.any():
             uf[fold] = _fold_in(basis[fold], self.item_factors)
         uf[~known & ~has_any] = 0.0
-        als = uf @ self.item_factors.T
+        # bought before: the most-ordered items (capped, for wholesalers with huge histories)
+        bought = _top_sparse_rows(stats_b, settings.n_bought)
+        hr, hc = hist.nonzero()
+
+        if m > SPARSE_ABOVE_ITEMS:
+            rows, items, src, gen = self._sparse_candidates(
+                basis, has_any, uf, bought, (hr, hc), settings
+            )
+        else:
+            rows, items, src, gen = self._dense_candidates(
+                basis, has_any, uf, bought, (hr, hc), settings
+            )
+        feats = self._features(rows, items, gen, stats_b, known, safe, now_day)
+        return rows, items, feats, src
+
+    def _dense_candidates(
+        self,
+        basis: sp.csr_matrix,
+        has_any: NDArray[np.bool_],
+        uf: NDArray[np.float32],
+        bought: tuple[NDArray[np.intp], NDArray[np.intp]],
+        live: tuple[NDArray[np.intp], NDArray[np.intp]],
+        settings: GeneratorSettings,
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.uint8], _GeneratorColumns]:
+        """The candidates through users × items arrays (fastest on small catalogues)."""
+        n, m = basis.shape[0], self.n_items
+        als = _als_scores(uf, self.item_factors)
         ease = np.asarray(basis @ self.ease) if self.ease is not None else None
         cooc = np.asarray((basis @ self.cooc).todense(), dtype=np.float32)
 
         mask = np.zeros((n, m), dtype=np.uint8)
-        # bought before: the most-ordered items (capped, for wholesalers with huge histories)
-        bought = _top_sparse_rows(stats_b, settings.n_bought)
         mask[bought[0], bought[1]] |= 1
-        hr, hc = hist.nonzero()
-        mask[hr, hc] |= 1
+        mask[live[0], live[1]] |= 1
         active = has_any[:, None]
         als_rank = _rank_top(als, settings.n_als, active)
         mask[als_rank < settings.n_als] |= 2
@@ -336,8 +383,6 @@ class GeneratorState:
             ease_rank = np.full((n, m), settings.n_ease, dtype=np.int32)
         cooc_rank = _rank_top(np.where(cooc > 0, cooc, -np.inf), settings.n_cooc, active)
         mask[cooc_rank < settings.n_cooc] |= 8
-        pop_rank = np.full(m, len(self.popular), dtype=np.int32)
-        pop_rank[self.popular] = np.arange(len(self.popular), dtype=np.int32)
         # popular fills a personal list; a user with no history at all gets no row (the
         # caller's fallback says which list it served instead)
         mask[np.ix_(has_any, self.popular)] |= 16
@@ -345,8 +390,111 @@ class GeneratorState:
         rows, items = np.nonzero(mask)
         rows = rows.astype(np.intp)
         items = items.astype(np.intp)
-        src = mask[rows, items]
+        gen = _GeneratorColumns(
+            als_score=als[rows, items],
+            als_rank=als_rank[rows, items],
+            ease_score=ease[rows, items] if ease is not None else None,
+            ease_rank=ease_rank[rows, items],
+            cooc_score=cooc[rows, items],
+            cooc_rank=cooc_rank[rows, items],
+        )
+        return rows, items, mask[rows, items], gen
 
+    def _sparse_candidates(
+        self,
+        basis: sp.csr_matrix,
+        has_any: NDArray[np.bool_],
+        uf: NDArray[np.float32],
+        bought: tuple[NDArray[np.intp], NDArray[np.intp]],
+        live: tuple[NDArray[np.intp], NDArray[np.intp]],
+        settings: GeneratorSettings,
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.uint8], _GeneratorColumns]:
+        """The same candidates as :meth:`_dense_candidates` without a users × items array.
+
+        Co-occurrence is ranked on the sparse rows of ``basis @ cooc``; ALS (and EASE, when
+        the state has it) is scored and ranked one block of users at a time, the blocks the
+        dense path's product uses, and each pair's scores are read from its block.
+        """
+        n, m = basis.shape[0], self.n_items
+        cooc = sp.csr_matrix(basis @ self.cooc, dtype=np.float32)
+        cooc.sum_duplicates()
+        cooc.sort_indices()
+        c_rows, c_items, c_ranks = _rank_top_sparse(cooc, settings.n_cooc, has_any)
+        pop_rows = np.repeat(np.flatnonzero(has_any), len(self.popular))
+        pop_items = np.tile(self.popular, int(has_any.sum()))
+        # everything but ALS and EASE is known before the blocks: merged once, sliced per block
+        pre_keys, pre_bits = _merge_keys(
+            m,
+            (bought[0], bought[1], 1),
+            (live[0], live[1], 1),
+            (c_rows, c_items, 8),
+            (pop_rows, pop_items, 16),
+        )
+        keys_l: list[NDArray[np.int64]] = []
+        bits_l: list[NDArray[np.uint8]] = []
+        als_l: list[NDArray[np.float32]] = []
+        als_rank_l: list[NDArray[np.int32]] = []
+        ease_l: list[NDArray[np.float32]] = []
+        ease_rank_l: list[NDArray[np.int32]] = []
+        for start, stop in _als_blocks(n, m):
+            block = _als_block_top(
+                uf[start:stop], self.item_factors, settings.n_als, has_any[start:stop]
+            )
+            parts = [(block.rows + start, block.items, 2)]
+            ease_block = None
+            if self.ease is not None:
+                ease_block = np.asarray(basis[start:stop] @ self.ease)
+                er, ei, e_rank = _top_entries_chunked(
+                    ease_block, settings.n_ease, has_any[start:stop]
+                )
+                parts.append((er + start, ei, 4))
+            lo, hi = np.searchsorted(pre_keys, [start * m, stop * m])
+            keys, bits = _merge_keys(m, *parts, keys=pre_keys[lo:hi], bits=pre_bits[lo:hi])
+            local = (keys // m - start).astype(np.intp)
+            it = (keys % m).astype(np.intp)
+            keys_l.append(keys)
+            bits_l.append(bits)
+            als_l.append(block.scores[local, it])
+            als_rank_l.append(
+                _lookup(m, block.rows + start, block.items, block.ranks, keys, settings.n_als)
+            )
+            if ease_block is not None:
+                ease_l.append(ease_block[local, it])
+                ease_rank_l.append(_lookup(m, er + start, ei, e_rank, keys, settings.n_ease))
+        keys = _concat(keys_l, np.int64)
+        rows = (keys // m).astype(np.intp)
+        items = (keys % m).astype(np.intp)
+        cooc_keys = stats_keys(cooc, m)
+        pos = np.clip(np.searchsorted(cooc_keys, keys), 0, max(len(cooc_keys) - 1, 0))
+        hit = cooc_keys[pos] == keys if len(cooc_keys) else np.zeros(len(keys), bool)
+        cooc_score = np.zeros(len(keys), dtype=np.float32)
+        cooc_score[hit] = cooc.data[pos[hit]]
+        gen = _GeneratorColumns(
+            als_score=_concat(als_l, np.float32),
+            als_rank=_concat(als_rank_l, np.int32),
+            ease_score=_concat(ease_l, np.float32) if self.ease is not None else None,
+            ease_rank=(
+                _concat(ease_rank_l, np.int32)
+                if self.ease is not None
+                else np.full(len(keys), settings.n_ease, dtype=np.int32)
+            ),
+            cooc_score=cooc_score,
+            cooc_rank=_lookup(m, c_rows, c_items, c_ranks, keys, settings.n_cooc),
+        )
+        return rows, items, _concat(bits_l, np.uint8), gen
+
+    def _features(
+        self,
+        rows: NDArray[np.intp],
+        items: NDArray[np.intp],
+        gen: _GeneratorColumns,
+        stats_b: sp.csr_matrix,
+        known: NDArray[np.bool_],
+        safe: NDArray[np.intp],
+        now_day: float,
+    ) -> NDArray[np.float32]:
+        """The :data:`FEATURES` matrix of the candidate pairs."""
+        m = self.n_items
         # pair lookups in the batch's purchase stats
         n_orders = np.zeros(len(rows))
         days_since = np.full(len(rows), np.nan)
@@ -367,18 +515,20 @@ class GeneratorState:
         with np.errstate(invalid="ignore", divide="ignore"):
             due_ratio = days_since / np.maximum(interval, 1.0)
 
+        pop_rank = np.full(m, len(self.popular), dtype=np.int32)
+        pop_rank[self.popular] = np.arange(len(self.popular), dtype=np.int32)
         ur = safe[rows]
         kn = known[rows]
         u_orders = np.where(kn, self.user_n_orders[ur], 0.0)
         nan = np.nan
-        feats = np.column_stack(
+        return np.column_stack(
             [
-                als[rows, items],
-                als_rank[rows, items],
-                ease[rows, items] if ease is not None else np.full(len(rows), nan),
-                ease_rank[rows, items],
-                cooc[rows, items],
-                cooc_rank[rows, items],
+                gen.als_score,
+                gen.als_rank,
+                gen.ease_score if gen.ease_score is not None else np.full(len(rows), nan),
+                gen.ease_rank,
+                gen.cooc_score,
+                gen.cooc_rank,
                 n_orders,
                 days_since,
                 due_ratio,
@@ -396,7 +546,6 @@ class GeneratorState:
                 np.where(u_orders > 0, n_orders / np.maximum(u_orders, 1.0), 0.0),
             ]
         ).astype(np.float32)
-        return rows, items, feats, src
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -473,17 +622,78 @@ def _top_sparse_rows(m: sp.csr_matrix, k: int) -> tuple[NDArray[np.intp], NDArra
     return rows[keep].astype(np.intp), m.indices[keep].astype(np.intp)
 
 
-def _rank_top(scores: NDArray[np.floating], k: int, active: NDArray[np.bool_]) -> NDArray[np.int32]:
-    """Per row, the rank (0 = best) of the top ``k`` finite scores; ``k`` for every other item.
+@dataclass
+class _GeneratorColumns:
+    """The generator features of the candidate pairs (ease_score None: the state has no EASE)."""
 
-    Rows where ``active`` is false rank nothing (a user with no history gets no
-    personalised candidates).
+    als_score: NDArray[np.float32]
+    als_rank: NDArray[np.integer]
+    ease_score: NDArray[np.float32] | None
+    ease_rank: NDArray[np.integer]
+    cooc_score: NDArray[np.float32]
+    cooc_rank: NDArray[np.integer]
+
+
+@dataclass
+class _AlsBlock:
+    """One block of users' ALS top lists (local rows) and their scores for every item."""
+
+    rows: NDArray[np.intp]
+    items: NDArray[np.intp]
+    ranks: NDArray[np.int32]
+    scores: NDArray[np.float32]
+
+
+def _als_blocks(n: int, m: int) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` blocks of users whose ALS scores are computed in one product."""
+    size = max(1, ALS_BLOCK_BYTES // (4 * max(m, 1)))
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _als_scores(uf: NDArray[np.float32], item_factors: NDArray[np.float32]) -> NDArray[np.float32]:
+    """All users × items ALS scores, one product per block of :func:`_als_blocks`."""
+    blocks = _als_blocks(len(uf), len(item_factors))
+    if len(blocks) <= 1:
+        return np.asarray(uf @ item_factors.T, dtype=np.float32)
+    out = np.empty((len(uf), len(item_factors)), dtype=np.float32)
+    for start, stop in blocks:
+        out[start:stop] = uf[start:stop] @ item_factors.T
+    return out
+
+
+def _als_block_top(
+    user_vecs: NDArray[np.float32],
+    item_factors: NDArray[np.float32],
+    k: int,
+    active: NDArray[np.bool_],
+) -> _AlsBlock:
+    """Exact ALS top ``k`` of one block of users, by brute force over every item.
+
+    This is the seam for an approximate index (HNSW, IVF): it would return each user's top
+    items and ranks here without scoring the whole catalogue, and the other generators'
+    candidates would get their ALS score from per-pair dot products. Those differ from a
+    matrix product in the last bits, so the sparse path would then no longer match the dense
+    path exactly; brute force keeps it exact at ``len(user_vecs) × n_items`` float32 a block.
+    """
+    scores = np.asarray(user_vecs @ item_factors.T, dtype=np.float32)
+    rows, items, ranks = _top_entries_chunked(scores, k, active)
+    return _AlsBlock(rows=rows, items=items, ranks=ranks, scores=scores)
+
+
+def _top_entries(
+    scores: NDArray[np.floating], k: int, active: NDArray[np.bool_]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int32]]:
+    """Row, item and rank (0 = best) of the top ``k`` finite scores of each active row.
+
+    Ties are broken as numpy's ``argpartition`` (introselect, not stable) leaves them, then
+    by a stable sort: the order depends on the whole row, so every path that ranks a row
+    must rank that same dense row through this function.
     """
     n, m = scores.shape
-    ranks = np.full((n, m), k, dtype=np.int32)
     k_eff = min(k, m)
     if k_eff == 0 or n == 0:
-        return ranks
+        z = np.empty(0, np.intp)
+        return z, z, np.empty(0, np.int32)
     s = np.where(np.isfinite(scores), scores, -np.inf)
     if k_eff < m:
         part = np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff]
@@ -496,8 +706,124 @@ def _rank_top(scores: NDArray[np.floating], k: int, active: NDArray[np.bool_]) -
     r = np.broadcast_to(np.arange(k_eff, dtype=np.int32), part.shape)
     ok = np.isfinite(vals) & np.asarray(active).reshape(n, 1)
     rr = np.broadcast_to(np.arange(n)[:, None], part.shape)
-    ranks[rr[ok], part[ok]] = r[ok]
+    return rr[ok].astype(np.intp), part[ok].astype(np.intp), r[ok]
+
+
+def _top_entries_chunked(
+    scores: NDArray[np.floating], k: int, active: NDArray[np.bool_]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int32]]:
+    """:func:`_top_entries` a few rows at a time (its temporaries within :data:`TOP_K_BYTES`)."""
+    n, m = scores.shape
+    step = max(1, TOP_K_BYTES // (24 * max(m, 1)))
+    out_r, out_i, out_k = [], [], []
+    for start in range(0, n, step):
+        r, i, rank = _top_entries(scores[start : start + step], k, active[start : start + step])
+        out_r.append(r + start)
+        out_i.append(i)
+        out_k.append(rank)
+    return _concat(out_r, np.intp), _concat(out_i, np.intp), _concat(out_k, np.int32)
+
+
+def _rank_top(scores: NDArray[np.floating], k: int, active: NDArray[np.bool_]) -> NDArray[np.int32]:
+    """Per row, the rank (0 = best) of the top ``k`` finite scores; ``k`` for every other item.
+
+    Rows where ``active`` is false rank nothing (a user with no history gets no
+    personalised candidates).
+    """
+    n, m = scores.shape
+    ranks = np.full((n, m), k, dtype=np.int32)
+    rows, items, r = _top_entries(scores, k, active)
+    ranks[rows, items] = r
     return ranks
+
+
+def _rank_top_sparse(
+    scores: sp.csr_matrix, k: int, active: NDArray[np.bool_]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int32]]:
+    """:func:`_top_entries` of ``where(scores > 0, scores, -inf)`` read from sparse rows.
+
+    Without ties the ranking is the order of the positive values, whatever the row's other
+    entries. A tie among the ranked values (or at the cut) is settled by where introselect
+    happened to leave the tied items, which depends on the whole dense row; only those rows
+    are made dense (a few at a time) and ranked as the dense path ranks them.
+    """
+    n, m = scores.shape
+    k_eff = min(k, m)
+    z = np.empty(0, np.intp)
+    if k_eff == 0 or n == 0 or scores.nnz == 0:
+        return z, z, np.empty(0, np.int32)
+    rows = np.repeat(np.arange(n, dtype=np.intp), np.diff(scores.indptr))
+    vals = scores.data
+    pos = vals > 0
+    rows, cols, vals = rows[pos], scores.indices[pos].astype(np.intp), vals[pos]
+    order = np.lexsort((cols, -vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    first = np.searchsorted(rows, rows, side="left")
+    within = np.arange(len(rows)) - first
+    tie = (rows[1:] == rows[:-1]) & (vals[1:] == vals[:-1]) & (within[:-1] < k_eff)
+    tied_rows = np.unique(rows[:-1][tie])
+    keep = (within < k_eff) & active[rows] & ~np.isin(rows, tied_rows)
+    out_r = [rows[keep]]
+    out_i = [cols[keep]]
+    out_k = [within[keep].astype(np.int32)]
+    step = max(1, TOP_K_BYTES // (24 * m))
+    for start in range(0, len(tied_rows), step):
+        sel = tied_rows[start : start + step]
+        dense = np.asarray(scores[sel].todense(), dtype=np.float32)
+        r, i, rank = _top_entries(np.where(dense > 0, dense, -np.inf), k, active[sel])
+        out_r.append(sel[r])
+        out_i.append(i)
+        out_k.append(rank)
+    return _concat(out_r, np.intp), _concat(out_i, np.intp), _concat(out_k, np.int32)
+
+
+def _merge_keys(
+    m: int,
+    *parts: tuple[NDArray[np.integer], NDArray[np.integer], int],
+    keys: NDArray[np.int64] | None = None,
+    bits: NDArray[np.uint8] | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    """Union of ``(rows, items, flag bit)`` parts (plus merged ``keys``/``bits``) as sorted
+    ``row * m + item`` keys with the OR of the bits of each pair (``np.nonzero`` order)."""
+    all_keys = [np.empty(0, np.int64) if keys is None else keys]
+    all_bits = [np.empty(0, np.uint8) if bits is None else bits]
+    for r, c, bit in parts:
+        all_keys.append(np.asarray(r, dtype=np.int64) * m + np.asarray(c, dtype=np.int64))
+        all_bits.append(np.full(len(r), bit, dtype=np.uint8))
+    k = np.concatenate(all_keys)
+    b = np.concatenate(all_bits)
+    if len(k) == 0:
+        return k, b
+    order = np.argsort(k, kind="stable")
+    k, b = k[order], b[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    return k[starts], np.bitwise_or.reduceat(b, starts).astype(np.uint8)
+
+
+def _lookup(
+    m: int,
+    rows: NDArray[np.integer],
+    items: NDArray[np.integer],
+    values: NDArray[np.int32],
+    keys: NDArray[np.int64],
+    default: int,
+) -> NDArray[np.int32]:
+    """``values`` at the pairs ``keys`` (``row * m + item``), ``default`` where absent."""
+    out = np.full(len(keys), default, dtype=np.int32)
+    if len(rows) == 0 or len(keys) == 0:
+        return out
+    have = np.asarray(rows, dtype=np.int64) * m + np.asarray(items, dtype=np.int64)
+    order = np.argsort(have, kind="stable")
+    have, vals = have[order], values[order]
+    pos = np.clip(np.searchsorted(have, keys), 0, len(have) - 1)
+    hit = have[pos] == keys
+    out[hit] = vals[pos[hit]]
+    return out
+
+
+def _concat(parts: list[Any], dtype: Any) -> NDArray[Any]:
+    """``np.concatenate`` that also takes an empty list."""
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
 
 
 def _als(

@@ -1,0 +1,193 @@
+"""The hybrid's sparse candidate path answers exactly as the dense one, and serves big catalogues.
+
+The sparse path (used above :data:`~recsys.models.features.SPARSE_ABOVE_ITEMS` items) must
+return the same pairs, in the same order, with the same features bit for bit, including the
+ranks of tied scores; these tests force it on the small synthetic shop of ``test_hybrid`` and
+compare it with the dense path.
+"""
+
+from __future__ import annotations
+
+import resource
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
+from recsys.data.schema import EventFrame
+from recsys.data.synthetic import generate_shop
+from recsys.models import features
+from recsys.models.features import (
+    MICROS_PER_DAY,
+    EventArrays,
+    GeneratorSettings,
+    GeneratorState,
+    _rank_top,
+    _rank_top_sparse,
+)
+from recsys.models.hybrid import HybridModel
+from tests.models.conftest import AS_OF
+from tests.models.test_hybrid import synthetic_rows
+
+Pairs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@pytest.fixture(scope="module")
+def shop() -> TrainingData:
+    return build_training_data(
+        EventFrame.from_rows(synthetic_rows()), InteractionConfig(), as_of=AS_OF
+    )
+
+
+def build_state(shop: TrainingData, s: GeneratorSettings) -> GeneratorState:
+    ev = EventArrays.from_training_data(shop)
+    return GeneratorState.build(ev, shop.n_users, shop.n_items, AS_OF / MICROS_PER_DAY, s)
+
+
+def both_paths(
+    monkeypatch: pytest.MonkeyPatch,
+    state: GeneratorState,
+    users: np.ndarray,
+    hist: sp.csr_matrix,
+    s: GeneratorSettings,
+) -> tuple[Pairs, Pairs]:
+    now = AS_OF / MICROS_PER_DAY + 0.5
+    with monkeypatch.context() as mp:
+        mp.setattr(features, "SPARSE_ABOVE_ITEMS", 10**12)
+        dense = state.pairs(users, hist, now, s)
+    with monkeypatch.context() as mp:
+        mp.setattr(features, "SPARSE_ABOVE_ITEMS", 0)
+        sparse = state.pairs(users, hist, now, s)
+    return dense, sparse
+
+
+def assert_same(dense: Pairs, sparse: Pairs) -> None:
+    names = ("rows", "items", "features", "sources")
+    for name, d, s in zip(names, dense, sparse, strict=True):
+        assert d.dtype == s.dtype, name
+        assert d.shape == s.shape, name
+        if name == "features":
+            assert np.array_equal(np.isnan(d), np.isnan(s))
+            # bit for bit: ranks of tied scores included
+            assert np.array_equal(d.view(np.uint32), s.view(np.uint32))
+        else:
+            assert np.array_equal(d, s), name
+
+
+def mixed_batch(shop: TrainingData, rng: np.random.Generator) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Known users (some with live events), unknown users with and without a history."""
+    n, m = shop.n_users, shop.n_items
+    known = rng.choice(n, size=min(n, 40), replace=False)
+    users = np.concatenate([known, [-1, -1, -1, n + 5]]).astype(np.intp)
+    hist = sp.lil_matrix(
+        sp.csr_matrix(shop.interactions)[np.where(users < n, np.maximum(users, 0), 0)]
+    )
+    hist[len(known) :] = 0  # unknown users: only what the request sends
+    for row in rng.choice(len(known), size=8, replace=False):  # live events on top
+        hist[row, rng.integers(m)] = 0.3
+    hist[len(known), rng.choice(m, size=3, replace=False)] = 1.0  # an unknown user with events
+    hist[len(known) + 1, rng.integers(m)] = 0.1  # one view only
+    for row in rng.choice(len(known), size=3, replace=False):
+        hist[row] = 0  # known users whose request sends no history
+    return users, sp.csr_matrix(hist, dtype=np.float32)
+
+
+SETTINGS = [
+    pytest.param(GeneratorSettings(factors=8), id="defaults"),
+    pytest.param(GeneratorSettings(factors=8, max_ease_items=0), id="no-ease"),
+    # short lists: ties at the cut; lists longer than the catalogue: every item ranked
+    pytest.param(GeneratorSettings(factors=8, n_als=3, n_ease=2, n_cooc=2), id="short"),
+    pytest.param(GeneratorSettings(factors=8, n_als=500, n_ease=500, n_cooc=500), id="long"),
+]
+
+
+@pytest.mark.parametrize("s", SETTINGS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sparse_path_equals_dense_path(
+    shop: TrainingData, monkeypatch: pytest.MonkeyPatch, s: GeneratorSettings, seed: int
+) -> None:
+    state = build_state(shop, s)
+    assert (state.ease is None) == (s.max_ease_items == 0)
+    users, hist = mixed_batch(shop, np.random.default_rng(seed))
+    dense, sparse = both_paths(monkeypatch, state, users, hist, s)
+    assert len(dense[0]) > 0
+    assert_same(dense, sparse)
+
+
+def test_equal_across_user_blocks_and_empty_batches(
+    shop: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = GeneratorSettings(factors=8, n_cooc=4)
+    state = build_state(shop, s)
+    users, hist = mixed_batch(shop, np.random.default_rng(5))
+    # blocks of 3 users for ALS, one row at a time for the top-k passes: both paths
+    monkeypatch.setattr(features, "ALS_BLOCK_BYTES", 3 * 4 * shop.n_items)
+    monkeypatch.setattr(features, "TOP_K_BYTES", 1)
+    assert len(features._als_blocks(len(users), shop.n_items)) > 1
+    assert_same(*both_paths(monkeypatch, state, users, hist, s))
+    empty = sp.csr_matrix((0, shop.n_items), dtype=np.float32)
+    dense, sparse = both_paths(monkeypatch, state, np.empty(0, np.intp), empty, s)
+    assert len(dense[0]) == 0
+    assert_same(dense, sparse)
+    # nobody with any history: no candidates on either path
+    nobody = np.array([-1, -1], dtype=np.intp)
+    dense, sparse = both_paths(
+        monkeypatch, state, nobody, sp.csr_matrix((2, shop.n_items), dtype=np.float32), s
+    )
+    assert len(dense[0]) == 0
+    assert_same(dense, sparse)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    m=st.integers(1, 60),
+    k=st.integers(0, 70),
+    density=st.floats(0.0, 1.0),
+    levels=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sparse_ranking_equals_dense_ranking_with_ties(
+    n: int, m: int, k: int, density: float, levels: int, seed: int
+) -> None:
+    """Few distinct values: ties everywhere, at the cut and inside the list."""
+    rng = np.random.default_rng(seed)
+    dense = rng.integers(1, levels + 1, size=(n, m)).astype(np.float32) / levels
+    dense[rng.random((n, m)) > density] = 0.0
+    active = rng.random(n) < 0.8
+    expected = _rank_top(np.where(dense > 0, dense, -np.inf), k, active[:, None])
+    rows, items, ranks = _rank_top_sparse(sp.csr_matrix(dense), k, active)
+    got = np.full((n, m), k, dtype=np.int32)
+    got[rows, items] = ranks
+    assert np.array_equal(got, expected)
+    assert len(set(zip(rows.tolist(), items.tolist(), strict=True))) == len(rows)
+
+
+def test_big_catalogue_recommends_and_explains(monkeypatch: pytest.MonkeyPatch) -> None:
+    n_items = 60_000
+    assert n_items > features.SPARSE_ABOVE_ITEMS
+    gen = generate_shop(400, n_items, 6_000, seed=3)
+    data = build_training_data(gen.events, InteractionConfig(), catalog=gen.catalog)
+    assert data.n_items == n_items
+
+    def dense_forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the dense path ran on a big catalogue")
+
+    monkeypatch.setattr(GeneratorState, "_dense_candidates", dense_forbidden)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = HybridModel(factors=8, max_iter=20).fit(data)
+    assert model.state_.ease is None
+    users = np.arange(data.n_users)
+    hist = sp.csr_matrix(data.interactions)
+    top, scores = model.recommend(users, hist, 10)
+    reasons = model.explain(users[:20], hist[:20], 5)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert top.shape == (data.n_users, 10)
+    assert np.all((top >= 0) & (top < n_items))
+    assert np.all(np.isfinite(scores))
+    assert all(len(r) == 5 for r in reasons)
+    # a dense users × items float32 array for the 400 users alone would be 92 MiB
+    assert grown_mib < 600
