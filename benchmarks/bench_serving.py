@@ -35,13 +35,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import base_parser, markdown_table, median, out_dir, write_report
+from benchmarks.common import (
+    base_parser,
+    env_vars,
+    markdown_table,
+    median,
+    out_dir,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """default_model = "{model}"
@@ -61,20 +68,6 @@ params = {{ factors = {factors} }}
 """
 
 
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def train_version(
     home: Path, n_users: int, n_items: int, factors: int, model: str = "als"
 ) -> tuple[Path, list[str]]:
@@ -90,7 +83,7 @@ def train_version(
     values = {"model": model, "factors": factors, "iterations": 15 if factors >= 32 else 2}
     text = CONFIG.format(**values) + (HYBRID.format(**values) if model == "hybrid" else "")
     cfg.write_text(text, encoding="utf-8")
-    with _env(RECSYS_HOME=str(home)), contextlib.redirect_stdout(io.StringIO()):
+    with env_vars(RECSYS_HOME=str(home)), contextlib.redirect_stdout(io.StringIO()):
         rc = cli(["ingest", str(files["events"]), "--catalog", str(files["catalog"])])
         if rc != 0:
             raise RuntimeError(f"recsys ingest exited {rc}")

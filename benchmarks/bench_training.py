@@ -15,9 +15,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import scipy.sparse as sp
 from benchmarks.common import (
     SHARED_DATA,
     base_parser,
+    env_vars,
     interleaved,
     markdown_table,
     median,
@@ -85,25 +85,11 @@ def als_overhead(n_events: int, runs: int, threads: int) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def pipeline_online_retail(path: Path, config: Path | None = None) -> dict[str, Any]:
     """Ingest Online Retail and run ``recsys train``; wall times and the manifest's stages."""
     from recsys.cli import main as cli
 
-    with tempfile.TemporaryDirectory() as home, _env(RECSYS_HOME=home):
+    with tempfile.TemporaryDirectory() as home, env_vars(RECSYS_HOME=home):
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink):
             ingest_s, rc = timed(lambda: cli(["ingest", str(path), "--format", "online-retail"]))

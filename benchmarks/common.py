@@ -8,6 +8,7 @@ both alike).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -15,7 +16,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,18 @@ def machine() -> str:
     except (ValueError, OSError):
         pass
     return f"{os.cpu_count()} cores{mem}, Python {sys.version.split()[0]}"
+
+
+@contextlib.contextmanager
+def env_vars(**values: str) -> Iterator[None]:
+    """Set environment variables for the ``with`` block, then restore what was there."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
