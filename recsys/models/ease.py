@@ -9,7 +9,7 @@ memory half-way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
 from recsys.errors import ArtifactError, ModelTooLargeError
-from recsys.models.base import Recommender, load_arrays, load_json, save_arrays, save_json
+from recsys.models.base import Recommender, load_arrays, save_arrays
 from recsys.models.features import spd_inverse
 
 
@@ -102,21 +102,16 @@ class EASEModel(Recommender):
 
     def save(self, directory: Path) -> None:
         """Write params (JSON) and ``B`` (``.npz``)."""
-        self._check_fitted("weights_")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_json(directory / "params.json", self.get_params())
+        directory = self._write_params(directory, "weights_")
         save_arrays(directory / "weights.npz", weights=self.weights_)
 
     @classmethod
     def load(cls, directory: Path) -> Self:
         """Read a model written by :meth:`save`."""
-        directory = Path(directory)
-        params: dict[str, Any] = load_json(directory / "params.json")
-        arrays = load_arrays(directory / "weights.npz")
+        model = cls._from_params(directory, "an EASE model")
+        arrays = load_arrays(Path(directory) / "weights.npz")
         try:
-            model = cls(**params)
             model.weights_ = arrays["weights"].astype(np.float32, copy=False)
-        except (KeyError, TypeError) as exc:
+        except KeyError as exc:
             raise ArtifactError(f"{directory}: not an EASE model: {exc}") from None
         return model
