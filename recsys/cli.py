@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _check_whole_files(args)
         return handler(args)
     except RecsysError as exc:
         if args.debug:
@@ -55,6 +56,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+#: Options naming a file that their command reads whole into memory. Each is checked here,
+#: once, before the command runs: ``/dev/zero`` or a folder is one clear line, not a
+#: ``MemoryError`` (the readers also bound what they read).
+_WHOLE_FILE_OPTIONS = ("config", "users", "promotions")
+
+
+def _check_whole_files(args: argparse.Namespace) -> None:
+    from recsys.files import check_readable_file
+
+    for option in _WHOLE_FILE_OPTIONS:
+        value = getattr(args, option, None)
+        if isinstance(value, str) and value:
+            check_readable_file(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,10 +21,14 @@ from typing import Any, TypeVar
 import tomli_w
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from recsys.errors import ConfigError
-from recsys.files import write_atomic
+from recsys.errors import ConfigError, FileFormatError
+from recsys.files import read_bytes_bounded, write_atomic
 
 M = TypeVar("M", bound=BaseModel)
+
+#: Largest config file read (training configs, promotions, experiments, rules): far above any
+#: real one, and a bound on memory when the path names something else (``/dev/zero``).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 class StrictModel(BaseModel):
@@ -59,11 +63,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or JSON (anything else) file into a dict, with a clear error."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        text = read_bytes_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
+    except FileFormatError as exc:
+        raise ConfigError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read: not UTF-8 text ({exc.reason})") from None
     try:
         if path.suffix.lower() == ".toml":
             return tomllib.loads(text)

@@ -4,13 +4,21 @@
 over the target with :func:`os.replace` (atomic within one file system) and syncs the folder,
 so the rename itself survives a crash. Every file the library rewrites in place (the model
 registry's ``CURRENT`` and manifests, the experiments and promotions files) goes through it.
+
+:func:`read_bytes_bounded` is the other direction: a file read whole into memory (a config, a
+list of customer ids) is read up to a limit, and a device such as ``/dev/zero`` is refused
+before a byte is read, instead of filling memory until ``MemoryError``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+from recsys.errors import FileFormatError
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -62,4 +70,71 @@ def fsync_tree(folder: str | Path) -> None:
     fsync_dir(folder)
 
 
-__all__ = ["fsync_dir", "fsync_tree", "write_atomic"]
+def check_readable_file(path: str | Path) -> os.stat_result:
+    """``path``'s status if it is a file that can be read whole: a regular file or a pipe.
+
+    Raises
+    ------
+    FileFormatError
+        It does not exist, or it is a directory or a device (``/dev/zero``, a terminal), which
+        would be read forever.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileFormatError(path, "no such file") from None
+    except OSError as exc:
+        raise FileFormatError(path, f"cannot read: {exc.strerror or exc}") from None
+    _check_kind(path, st)
+    return st
+
+
+def read_bytes_bounded(path: str | Path, limit: int) -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them.
+
+    Parameters
+    ----------
+    path
+        A regular file or a pipe (``<(...)`` in a shell).
+    limit
+        The largest size accepted, in bytes.
+
+    Raises
+    ------
+    FileFormatError
+        The file is missing, unreadable, a directory or a device, or larger than ``limit``.
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO nobody writes to would otherwise hang before the check
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise FileFormatError(path, "no such file") from None
+    except OSError as exc:
+        raise FileFormatError(path, f"cannot read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        _check_kind(path, os.fstat(fd))
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise FileFormatError(path, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise FileFormatError(path, f"is larger than {limit:,} bytes; is it the right file?")
+    return data
+
+
+def _check_kind(path: str | Path, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise FileFormatError(path, "is a directory, not a file")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        raise FileFormatError(path, "is a device or socket, not a file")
+
+
+__all__ = [
+    "check_readable_file",
+    "fsync_dir",
+    "fsync_tree",
+    "read_bytes_bounded",
+    "write_atomic",
+]

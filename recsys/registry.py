@@ -52,7 +52,7 @@ MANIFEST = "manifest.json"
 #: Manifest format version (bump when its meaning changes).
 MANIFEST_FORMAT = 1
 
-_VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+_VERSION_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 _CHUNK = 1 << 20
 
 
@@ -162,7 +162,7 @@ class Registry:
 
     def path(self, version: str) -> Path:
         """The folder of ``version``; :class:`NotFoundError` if it is not published."""
-        if not _VERSION_RE.match(version):
+        if not _VERSION_RE.fullmatch(version):
             raise NotFoundError(
                 f"{version!r} is not a model version name (like 20261123T071500Z-3fa9c1)"
             )
@@ -187,7 +187,7 @@ class Registry:
         """Names of published versions, newest first."""
         if not self.versions_dir.is_dir():
             return []
-        names = [p.name for p in self.versions_dir.iterdir() if _VERSION_RE.match(p.name)]
+        names = [p.name for p in self.versions_dir.iterdir() if _VERSION_RE.fullmatch(p.name)]
         return sorted(names, reverse=True)
 
     def list_versions(self) -> list[dict[str, Any]]:
@@ -333,7 +333,7 @@ class Registry:
                 while version <= newest:
                     time.sleep(0.01)
                     version = new_version_name()
-            elif not _VERSION_RE.match(version):
+            elif not _VERSION_RE.fullmatch(version):
                 raise RegistryError(f"{version!r} is not a valid version name")
             self.versions_dir.mkdir(parents=True, exist_ok=True)
             if (self.versions_dir / version).exists():

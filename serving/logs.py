@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_plus
 
 _SENSITIVE = re.compile(r"key|token|secret|passw|auth|signature", re.IGNORECASE)
+#: Both separators of query parameters: ``&``, and ``;``, which some servers and proxies
+#: also split on (``?k=3;key=SECRET`` carries a key for them, so it is redacted here too).
+_PARAM = re.compile(r"([^&;]*)([&;]?)")
 
 
 def redact_path(path: str) -> str:
-    """``path`` with the values of credential-like query parameters replaced by ``***``."""
+    """``path`` with the values of credential-like query parameters replaced by ``***``.
+
+    Everything else is left byte for byte as the client sent it.
+    """
     base, sep, query = path.partition("?")
     if not sep:
         return path
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(_SENSITIVE.search(name) for name, _ in pairs):
-        return path
-    redacted = [(n, "***" if _SENSITIVE.search(n) else v) for n, v in pairs]
-    return f"{base}?{urlencode(redacted, safe='*,')}"
+    out = []
+    for param, delimiter in _PARAM.findall(query):
+        name, eq, _ = param.partition("=")
+        if eq and _SENSITIVE.search(unquote_plus(name)):
+            param = f"{name}=***"
+        out.append(param + delimiter)
+    return f"{base}?{''.join(out)}"
 
 
 class RedactCredentials(logging.Filter):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.errors import ConfigError
@@ -62,6 +64,20 @@ def _parse_map(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _check_writable(path: Path) -> None:
+    """Raise :class:`ConfigError` unless ``path`` can be created or replaced as a file."""
+    where = f"--errors-out {path}"
+    if path.is_dir():
+        raise ConfigError(f"{where}: is a directory; name a file such as rejected.csv")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{where}: folder {parent} does not exist")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{where}: the file is not writable")
+    if not path.exists() and not os.access(parent, os.W_OK):
+        raise ConfigError(f"{where}: cannot create a file in {parent}")
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from recsys.data.ingest import (
         ingest_catalog,
@@ -75,6 +91,10 @@ def _ingest(args: argparse.Namespace) -> int:
 
     column_map = _parse_map(args.map)
     tz = resolve_timezone(args.timezone)
+    if args.errors_out:
+        # before the load, not after: the load commits, and a report that cannot be written
+        # then would fail a command whose data is already stored
+        _check_writable(Path(args.errors_out))
     store = open_store(load_settings(Settings))
     reports: list[IngestReport] = []
     try:

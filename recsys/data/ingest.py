@@ -54,6 +54,8 @@ from recsys.data.readers import Table, open_table
 from recsys.data.schema import (
     EVENT_TYPE_PATTERN,
     MAX_ID_LENGTH,
+    MAX_PRICE,
+    MAX_QUANTITY,
     PURCHASE,
     RETURN,
     CatalogItem,
@@ -120,6 +122,8 @@ CUSTOMER_COLUMNS = (
 _TRUE = frozenset({"1", "true", "t", "yes", "y"})
 _FALSE = frozenset({"0", "false", "f", "no", "n"})
 _FUTURE_SLACK_US = 86_400 * 1_000_000
+#: Epoch seconds past the year 9999: no event time, whatever the loader's clock says.
+_MAX_EPOCH_SECONDS = 253_402_300_800
 _EPOCH_NUMBER = re.compile(r"^\d{1,18}(\.\d+)?$")
 
 
@@ -193,7 +197,9 @@ def write_rejections(reports: Iterable[IngestReport], path: str | Path) -> int:
 
 
 def _text(value: object) -> str:
-    return "" if value is None else str(value)
+    # A rejected value may hold a lone surrogate (the very reason it was rejected); it is
+    # written escaped rather than failing the whole report.
+    return "" if value is None else str(value).encode("utf-8", "backslashreplace").decode()
 
 
 # -- one event -----------------------------------------------------------------------------------
@@ -256,10 +262,10 @@ def parse_event(
             f"custom name matching {EVENT_TYPE_PATTERN.pattern})",
         )
     ts = parse_timestamp(mapping.get("timestamp"), "timestamp", err, timezone, now_us)
-    quantity = _number(mapping.get("quantity"), "quantity", err, default=1.0)
+    quantity = _number(mapping.get("quantity"), "quantity", err, default=1.0, maximum=MAX_QUANTITY)
     if quantity is None or not quantity > 0:
         raise err("quantity", mapping.get("quantity"), "must be greater than 0")
-    price = _number(mapping.get("price"), "price", err, default=None)
+    price = _number(mapping.get("price"), "price", err, default=None, maximum=MAX_PRICE)
     if price is not None and price < 0:
         raise err("price", mapping.get("price"), "must not be negative")
     order_id = _opt_id(mapping.get("order_id"), "order_id", err)
@@ -334,10 +340,28 @@ def _check_id(text: str, name: str, err: _RowErrors) -> str:
         raise err(name, text, f"is longer than {MAX_ID_LENGTH} characters")
     if "\x00" in text:
         raise err(name, text, "contains a NUL character")
+    return _check_text(text, name, err)
+
+
+def _check_text(text: str, name: str, err: _RowErrors) -> str:
+    """``text`` if it can be stored as UTF-8; a lone surrogate (JSON ``"\\ud800"``, or a file
+    read with ``--encoding unicode_escape``) is a bad value, not a crash at the insert."""
+    if not text.isascii():  # the common case costs one C scan
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise err(name, text, "is not valid Unicode text (it holds a lone surrogate)") from None
     return text
 
 
-def _number(value: Any, name: str, err: _RowErrors, *, default: float | None) -> float | None:
+def _number(
+    value: Any,
+    name: str,
+    err: _RowErrors,
+    *,
+    default: float | None,
+    maximum: float | None = None,
+) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     if isinstance(value, bool):
@@ -346,8 +370,12 @@ def _number(value: Any, name: str, err: _RowErrors, *, default: float | None) ->
         x = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
         raise err(name, value, "is not a number") from None
+    except OverflowError:  # an int too large for a float (JSON 1 followed by 400 zeros)
+        raise err(name, value, "is not a finite number") from None
     if not math.isfinite(x):
         raise err(name, value, "is not a finite number")
+    if maximum is not None and abs(x) > maximum:
+        raise err(name, value, f"is out of range (at most {maximum:,.0f})")
     return x
 
 
@@ -380,6 +408,10 @@ def parse_timestamp(
             value = value.replace(tzinfo=timezone)
         us = _micros(value)
     elif isinstance(value, int | float) and not isinstance(value, bool):
+        # Checked before scaling: 1e303 seconds is finite, its microseconds are not, and an
+        # int too large for a float makes isfinite itself raise.
+        if not -_MAX_EPOCH_SECONDS <= value <= _MAX_EPOCH_SECONDS:
+            raise err(name, value, "is out of range (not a time in epoch seconds)")
         if not math.isfinite(value):
             raise err(name, value, "is not a timestamp")
         us = round(value * 1_000_000)
@@ -731,8 +763,16 @@ class _OnlineRetail:
                             _SKIP_PRICE,
                         )
                         continue
-                    if qty == math.inf or price == math.inf:
-                        raise RowError(path, line, "Quantity", qty_text, "is not finite")
+                    if not qty <= MAX_QUANTITY:  # also inf
+                        raise RowError(
+                            path, line, "Quantity", qty_text,
+                            f"is out of range (at most {MAX_QUANTITY:,.0f})",
+                        )  # fmt: skip
+                    if not price <= MAX_PRICE:
+                        raise RowError(
+                            path, line, "UnitPrice", price_text,
+                            f"is out of range (at most {MAX_PRICE:,.0f})",
+                        )  # fmt: skip
                     raw_date = values[i_date]
                     ts = times.get(raw_date)
                     if ts is None:
@@ -741,8 +781,13 @@ class _OnlineRetail:
                     user_id = customers.get(raw_cust)
                     if user_id is None:
                         user_id = customers[raw_cust] = _customer_id(raw_cust, path, line)
-                    if not inv or len(inv) > MAX_ID_LENGTH or "\x00" in inv:
-                        raise self._invoice_error(inv, line)
+                    if not inv or len(inv) > MAX_ID_LENGTH or "\x00" in inv or not inv.isascii():
+                        self._check_invoice(inv, line)
+                    desc, country = values[i_desc], values[i_country]
+                    if not (desc.isascii() and country.isascii()):
+                        err = _RowErrors(path, line)
+                        _check_text(desc, "Description", err)
+                        _check_text(country, "Country", err)
                 except RowError as exc:
                     if self.strict:
                         raise
@@ -769,10 +814,10 @@ class _OnlineRetail:
                     )
                 )
                 if not cancel:
-                    descriptions[code][values[i_desc]] += 1
+                    descriptions[code][desc] += 1
                     prices[code].append(price)
                 if user_id:
-                    regions[user_id] = values[i_country]
+                    regions[user_id] = country
                 if len(chunk) >= CHUNK_ROWS:
                     _flush(self.store, chunk, report, bar)
             _flush(self.store, chunk, report, bar)
@@ -787,15 +832,12 @@ class _OnlineRetail:
         _check_id(item_id, "StockCode", _RowErrors(self.table.path, line))
         return "" if is_non_product_code(item_id) else item_id
 
-    def _invoice_error(self, inv: str, line: int) -> RowError:
+    def _check_invoice(self, inv: str, line: int) -> None:
+        """Raise the :class:`RowError` of an invoice number the fast check doubted, if any."""
         err = _RowErrors(self.table.path, line)
         if not inv:
-            return err("InvoiceNo", inv, "is empty")
-        try:
-            _check_id(inv, "InvoiceNo", err)
-        except RowError as exc:
-            return exc
-        return err("InvoiceNo", inv, "is not an invoice number")
+            raise err("InvoiceNo", inv, "is empty")
+        _check_id(inv, "InvoiceNo", err)
 
     def _number_error(self, qty_text: str, price_text: str, line: int) -> RowError:
         try:
@@ -900,21 +942,21 @@ def ingest_catalog(
         item_id = _opt_id(cells("item_id"), "item_id", err)
         if not item_id:
             raise err("item_id", cells("item_id"), "is missing")
-        price = _number(cells("price"), "price", err, default=None)
+        price = _number(cells("price"), "price", err, default=None, maximum=MAX_PRICE)
         if price is not None and price < 0:
             raise err("price", cells("price"), "must not be negative")
         attributes = {
-            c: v
+            c: _check_text(v, c, err) if isinstance(v, str) else v
             for c, i in cells.by_name.items()
             if c not in CATALOG_COLUMNS and (v := cells.values[i]) is not None and v != ""
         }
         return item_id, CatalogItem(
             item_id=item_id,
-            title=_cell(cells("title")).strip(),
-            category=_cell(cells("category")).strip(),
+            title=_check_text(_cell(cells("title")).strip(), "title", err),
+            category=_check_text(_cell(cells("category")).strip(), "category", err),
             price=price,
             in_stock=_bool(cells("in_stock"), "in_stock", err, default=True),
-            margin=_number(cells("margin"), "margin", err, default=None),
+            margin=_number(cells("margin"), "margin", err, default=None, maximum=MAX_PRICE),
             attributes=_jsonable(attributes),
         )
 
@@ -943,7 +985,7 @@ def ingest_customers(
             user_id=user_id,
             birthday=_date(cells("birthday"), "birthday", err),
             signup_date=_date(cells("signup_date"), "signup_date", err),
-            region=_cell(cells("region")).strip() or None,
+            region=_check_text(_cell(cells("region")).strip(), "region", err) or None,
             marketing_opt_out=_bool(
                 cells("marketing_opt_out"), "marketing_opt_out", err, default=False
             ),

@@ -119,10 +119,33 @@ def _check_text(name: str, head: bytes, encoding: str) -> None:
     if head.startswith(_ZIP_MAGIC):
         raise FileFormatError(name, "is a ZIP archive (a spreadsheet?); export it as CSV")
     wide = encoding.lower().replace("-", "").replace("_", "").startswith("utf16")
-    if not wide and (head.startswith((b"\xff\xfe", b"\xfe\xff")) or head[1:80:2].count(0) > 20):
+    utf16 = _looks_utf16(head)
+    if not wide and utf16:
         raise FileFormatError(name, "is UTF-16 text; save it as UTF-8 (or pass --encoding utf-16)")
-    if not wide and b"\x00" in head:
+    if b"\x00" in head and not utf16:
         raise FileFormatError(name, "is a binary file, not CSV or Parquet")
+    if wide and not utf16:
+        raise FileFormatError(
+            name,
+            f"is not {encoding} text (no byte-order mark, no zero bytes); it looks like "
+            "UTF-8 or another 8-bit encoding: leave out --encoding or name that one",
+        )
+
+
+def _looks_utf16(head: bytes) -> bool:
+    """A UTF-16 byte-order mark, or the zero-every-other-byte pattern of UTF-16 text.
+
+    Only the pattern tells UTF-16 from other binary data: an executable or an image has zero
+    bytes at odd and even offsets alike, UTF-16 text of Latin letters at one parity only.
+    """
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    sample = head[:160]
+    pairs = len(sample) // 2
+    if pairs < 4:
+        return False
+    even, odd = sample[0 : 2 * pairs : 2].count(0), sample[1 : 2 * pairs : 2].count(0)
+    return max(even, odd) > pairs // 2 and min(even, odd) <= pairs // 10
 
 
 def _csv(name: str, raw: IO[bytes], compressed: bool, encoding: str) -> Table:
@@ -132,7 +155,7 @@ def _csv(name: str, raw: IO[bytes], compressed: bool, encoding: str) -> Table:
     reader = csv.reader(text)
     try:
         header = next(reader, None)
-    except (UnicodeDecodeError, csv.Error, *_GZIP_ERRORS) as exc:
+    except (UnicodeError, csv.Error, *_GZIP_ERRORS) as exc:
         raise _stream_error(name, compressed, encoding, exc, 0) from None
     if header is None:
         raise FileFormatError(name, "is empty")
@@ -157,7 +180,9 @@ def _csv_rows(
         for row in reader:
             if row:  # blank lines carry no record
                 yield reader.line_num, row
-    except (UnicodeDecodeError, csv.Error, *_GZIP_ERRORS) as exc:
+    except (UnicodeError, csv.Error, *_GZIP_ERRORS) as exc:
+        # UnicodeError, not only UnicodeDecodeError: the UTF-16 codec raises the base class
+        # ("stream does not start with BOM")
         raise _stream_error(name, compressed, encoding, exc, reader.line_num) from None
 
 
@@ -166,6 +191,8 @@ def _stream_error(
 ) -> FileFormatError:
     if isinstance(exc, UnicodeDecodeError):
         return _encoding_error(name, compressed, encoding)
+    if isinstance(exc, UnicodeError):
+        return FileFormatError(name, f"is not valid {encoding} text: {exc}")
     if isinstance(exc, csv.Error):
         # the reader has counted the line it failed on (0 only before the header is read)
         return FileFormatError(name, f"line {max(line, 1)} is not valid CSV: {exc}")

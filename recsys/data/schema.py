@@ -27,6 +27,15 @@ EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 #: Longest id (user, item, order, session, event) accepted, in characters.
 MAX_ID_LENGTH = 128
 
+#: Largest quantity one event may carry. Training weights by quantity (``1 + log q`` or
+#: linear) and sums it per customer; a value such as 1e300 would swamp every other event or
+#: overflow float32 to infinity, so the edge refuses it. The Online Retail data's largest real
+#: order line is 80,995 units.
+MAX_QUANTITY = 1_000_000.0
+#: Largest unit price (and margin) accepted, in the shop's currency: far above any real price
+#: even in currencies of small units, far below where sums of prices lose precision.
+MAX_PRICE = 1_000_000_000.0
+
 #: Column order of an event row, as written to the store.
 EVENT_COLUMNS = (
     "event_id",

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
 
-from recsys.data.ingest import parse_event
+from recsys.data.ingest import EVENT_FIELDS, parse_event
 from recsys.errors import DataError
 from serving.deps import State, require_key
 from serving.responses import OrjsonResponse
@@ -34,8 +34,10 @@ def post_events(
     Fields: ``item_id``, ``event_type`` (view, cart, purchase, return...), ``user_id`` or
     ``session_id``, ``timestamp`` (ISO 8601 with offset or epoch seconds; default now),
     optional ``event_id`` (idempotency key: one already stored is counted as a duplicate),
-    ``quantity``, ``price``, ``order_id``, ``recommendation_id``. A bad event refuses the whole
-    batch with 422 naming its position (``line``, from 1), field and value.
+    ``quantity`` (at most 1,000,000), ``price`` (at most 10^9), ``order_id``,
+    ``recommendation_id``. Any other key is refused by name: a batch is a JSON list, not an
+    object wrapping one (``{"events": [...]}``). A bad event refuses the whole batch with 422
+    naming its position (``line``, from 1), field and value.
     """
     events = body if isinstance(body, list) else [body]
     limit = state.settings.max_batch_events
@@ -46,8 +48,29 @@ def post_events(
     for line, event in enumerate(events, start=1):
         if not isinstance(event, dict):
             raise DataError(f"request, event {line}: expected a JSON object")
+        _refuse_unknown_fields(event, line)
         if event.get("timestamp") is None:
             event = {**event, "timestamp": now_us / 1_000_000}
         rows.append(parse_event(event, source="request", line=line, now_us=now_us))
     result = state.store.insert_events(rows)
     return OrjsonResponse({"inserted": result.inserted, "duplicates": result.duplicates})
+
+
+_KNOWN = frozenset(EVENT_FIELDS)
+
+
+def _refuse_unknown_fields(event: dict[str, Any], line: int) -> None:
+    """A misspelt or unexpected key is an error, not an ignored value: ``{"events": [...]}``
+    would otherwise read as one event with no ``item_id``."""
+    unknown = sorted(str(k) for k in event if k not in _KNOWN)
+    if not unknown:
+        return
+    names = ", ".join(repr(k.encode("utf-8", "backslashreplace").decode()) for k in unknown)
+    hint = (
+        "; post a batch as a JSON list of events, not wrapped in an object"
+        if unknown == ["events"]
+        else ""
+    )
+    raise DataError(
+        f"request, event {line}: unknown field(s) {names} (known: {', '.join(EVENT_FIELDS)})" + hint
+    )
