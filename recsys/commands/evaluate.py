@@ -1,4 +1,4 @@
-"""``recsys evaluate``: hold out the last month and compare models on it.
+"""``recsys evaluate``: hold out the last month (or several, ``--cuts N``) and compare models.
 
 A config file (TOML or JSON) may set everything at once::
 
@@ -11,11 +11,16 @@ A config file (TOML or JSON) may set everything at once::
     [models.repeat]
 
 Command-line options override the file; ``--models`` picks (and orders) registry names.
+``cuts = 4`` (``--cuts 4``) evaluates at four rolling cut dates, ``window_days`` apart, and
+reports each model's mean and spread (:mod:`recsys.evaluation.rolling`). A model that cannot
+fit the data (EASE, and the ``repeat`` baseline built on it, past 20,000 items) is skipped with
+a notice on stderr and a line under the table; the others are still measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,12 @@ class EvaluateConfig(StrictModel):
     k: int = Field(default=10, ge=1, description="Length of each recommendation list.")
     cut: date | None = Field(
         default=None, description="First held-out day (UTC); default: 30 days before the end."
+    )
+    cuts: int | None = Field(
+        default=None, ge=2, description="Rolling origin: this many cut dates (4 or more advised)."
+    )
+    window_days: int = Field(
+        default=30, ge=1, description="Test window after each cut (and the step between cuts)."
     )
     users: str = Field(default="both_periods", pattern="^(both_periods|test)$")
     interactions: dict[str, Any] = Field(
@@ -52,7 +63,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "top-k lists predict the purchases after it (full catalogue, all items and items new "
         "to the customer).",
     )
-    p.add_argument("--cut", metavar="YYYY-MM-DD", help="first held-out day (UTC)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--cut", metavar="YYYY-MM-DD", help="first held-out day (UTC)")
+    when.add_argument(
+        "--cuts",
+        type=int,
+        metavar="N",
+        help="rolling origin: N cut dates (4 or more advised), each tested on the window "
+        "after it; reports every model's mean and spread",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        metavar="DAYS",
+        help="days held out after each cut, and between cuts, with --cuts (default 30)",
+    )
     p.add_argument("--k", type=int, metavar="N", help="list length (default 10)")
     p.add_argument(
         "--models",
@@ -62,6 +87,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML/JSON evaluation config")
     p.add_argument("--out", type=Path, metavar="FILE", help="also write the result (.md or .json)")
     p.add_argument("--plot", type=Path, metavar="FILE", help="write a bar chart (.png, .svg)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(handler=_evaluate)
 
 
@@ -70,7 +96,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from recsys.data.interactions import InteractionConfig
     from recsys.data.schema import to_micros
     from recsys.errors import ConfigError, DataError
-    from recsys.evaluation.protocol import evaluate_models
+    from recsys.evaluation.protocol import EvaluationResult, evaluate_models
+    from recsys.evaluation.rolling import RollingResult, evaluate_rolling
     from recsys.models import model_class
     from recsys.settings import Settings, load_settings
     from recsys.store import open_store
@@ -90,6 +117,22 @@ def _evaluate(args: argparse.Namespace) -> int:
         cut = to_micros(datetime(cut_day.year, cut_day.month, cut_day.day, tzinfo=UTC))
     if args.out is not None and args.out.suffix.lower() not in (".md", ".json"):
         raise ConfigError(f"--out: {args.out} must end in .md or .json")
+    # the command line beats the file: --cut drops the file's cuts, --cuts the file's cut
+    n_cuts = None if args.cut is not None else (config.cuts if args.cuts is None else args.cuts)
+    if args.cuts is not None:
+        cut = None
+    window = config.window_days if args.window is None else args.window
+    if n_cuts is None and args.window is not None:
+        raise ConfigError("--window sets the window of each of --cuts; give --cuts N too")
+    if n_cuts is not None:
+        if n_cuts < 2:
+            raise ConfigError(f"--cuts must be at least 2 (a spread needs two), got {n_cuts}")
+        if cut is not None:
+            raise ConfigError(f"{args.config}: cut and cuts exclude each other; give one")
+        if args.plot is not None:
+            raise ConfigError("--plot draws one cut; it does not combine with --cuts")
+    if window < 1:
+        raise ConfigError(f"--window must be at least 1 day, got {window}")
 
     if args.models:
         names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -116,23 +159,42 @@ def _evaluate(args: argparse.Namespace) -> int:
         store.close()
     if len(events) == 0:
         raise DataError("the store holds no events; run `recsys ingest` first")
-    result = evaluate_models(
-        events,
-        models,
-        cut=cut,
-        k=k,
-        interaction_config=interaction_config,
-        catalog=catalog,
-        users=config.users,  # type: ignore[arg-type]
-    )
+    result: EvaluationResult | RollingResult
+    if n_cuts is not None:
+        result = evaluate_rolling(
+            events,
+            models,
+            n_cuts=n_cuts,
+            window_days=window,
+            k=k,
+            interaction_config=interaction_config,
+            catalog=catalog,
+            users=config.users,  # type: ignore[arg-type]
+            notify=_stderr,
+        )
+    else:
+        result = evaluate_models(
+            events,
+            models,
+            cut=cut,
+            k=k,
+            interaction_config=interaction_config,
+            catalog=catalog,
+            users=config.users,  # type: ignore[arg-type]
+            notify=_stderr,
+        )
     table = result.to_markdown()
-    print(table, end="")
+    print(result.to_json() if args.json else table, end="\n" if args.json else "")
     if args.out is not None:
         text = result.to_json() if args.out.suffix.lower() == ".json" else table
         try:
             args.out.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"--out: cannot write {args.out}: {exc}") from None
-    if args.plot is not None:
+    if args.plot is not None and isinstance(result, EvaluationResult):
         result.plot(args.plot)
     return 0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

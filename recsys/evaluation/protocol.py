@@ -21,6 +21,11 @@ pipeline. The protocol, in order:
 
 Beyond accuracy, each model gets catalogue coverage, novelty and the Gini coefficient of its
 exposure, its fit time and its scoring time, and optionally the metrics per customer segment.
+
+A model that refuses the data (its ``fit`` raises :class:`~recsys.errors.ModelError`, as EASE
+does on a catalogue too large for its dense item-item matrix, and the ``repeat`` baseline with
+it) is skipped with a notice naming it and the reason, and the others are still measured: an
+evaluation answers for every catalogue size, with the models that fit it.
 """
 
 from __future__ import annotations
@@ -37,9 +42,9 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import InteractionConfig, TrainingData
-from recsys.data.schema import PURCHASE, CatalogItem, EventFrame, from_micros
+from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, EventFrame, from_micros
 from recsys.data.vocab import Vocabulary
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError, DataError, ModelError
 from recsys.evaluation import metrics as M
 from recsys.evaluation.splits import default_cut, time_split
 from recsys.models.base import NO_ITEM, Recommender, top_k
@@ -50,6 +55,13 @@ ModelSpec = Recommender | Callable[[], Recommender] | str
 
 #: Users scored per batch: bounds the ``batch × n_items`` score matrix held in memory.
 BATCH_USERS = 2048
+
+#: Receives one-line notices (a skipped model).
+Notify = Callable[[str], None]
+
+
+def _ignore(message: str) -> None:
+    """The default :data:`Notify`: the reasons are kept in ``EvaluationResult.skipped`` anyway."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +115,11 @@ class EvaluationResult:
     n_train_events, n_test_purchases
         Events before the cut, and purchase events of the evaluated customers after it.
     models
-        One :class:`ModelResult` per model, in the order given.
+        One :class:`ModelResult` per model that could be fitted, in the order given.
+    skipped
+        Model name -> why it was not measured (its ``fit`` refused the data).
+    horizon
+        Length of the test window (microseconds) after the cut; ``None``: every later purchase.
     """
 
     cut: int
@@ -114,6 +130,8 @@ class EvaluationResult:
     n_train_events: int
     n_test_purchases: int
     models: list[ModelResult]
+    skipped: dict[str, str] = field(default_factory=dict)
+    horizon: int | None = None
 
     def __getitem__(self, name: str) -> ModelResult:
         for result in self.models:
@@ -158,6 +176,8 @@ def evaluate_models(
     catalog: Iterable[CatalogItem] = (),
     users: Literal["both_periods", "test"] = "both_periods",
     segments: Mapping[str, str] | None = None,
+    horizon: int | None = None,
+    notify: Notify = _ignore,
 ) -> EvaluationResult:
     """Fit each model on the events before ``cut`` and score it on the purchases after.
 
@@ -183,10 +203,16 @@ def evaluate_models(
         no items, which counts as misses).
     segments
         Optional customer id -> segment name; customers not listed fall in ``"(none)"``.
+    horizon
+        Only purchases before ``cut + horizon`` (microseconds) are the truth; ``None``: every
+        purchase on or after the cut.
+    notify
+        Receives a one-line notice for each model skipped because it cannot fit the data.
 
     Returns
     -------
     EvaluationResult
+        Skipped models are in ``skipped`` (name -> reason), not in ``models``.
 
     Raises
     ------
@@ -205,11 +231,12 @@ def evaluate_models(
         raise ConfigError("no model to evaluate")
     if cut is None:
         cut = default_cut(events)
-    split = time_split(events, cut)
+    split = time_split(events, cut, horizon=horizon)
     if len(split.train) == 0:
         raise DataError(f"no event before the cut {from_micros(cut).date()}")
     if len(split.test) == 0:
-        raise DataError(f"no purchase on or after the cut {from_micros(cut).date()}")
+        within = "" if horizon is None else f" (within {horizon / MICROS_PER_DAY:g} days)"
+        raise DataError(f"no purchase on or after the cut {from_micros(cut).date()}{within}")
 
     data = build_training_data(
         split.train, interaction_config or InteractionConfig(), as_of=cut, catalog=list(catalog)
@@ -232,10 +259,18 @@ def evaluate_models(
     )
 
     results = []
+    skipped: dict[str, str] = {}
     for name, spec in models.items():
         model = _instantiate(name, spec)
         start = time.perf_counter()
-        model.fit(data)
+        try:
+            model.fit(data)
+        except ModelError as exc:
+            # a refusal is about this data (its size, its event types), not a bug: the other
+            # models are still measured, and the reason travels with the result
+            skipped[name] = str(exc)
+            notify(f"notice: model {name!r} skipped: {exc}")
+            continue
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
         lists, new_lists = _rank(model, truth.user_index, history, bought_before, k, cut)
@@ -275,6 +310,8 @@ def evaluate_models(
         n_train_events=len(split.train),
         n_test_purchases=truth.n_purchases,
         models=results,
+        skipped=skipped,
+        horizon=horizon,
     )
 
 

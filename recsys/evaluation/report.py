@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,7 @@ def markdown_table(result: EvaluationResult) -> str:
             ]
         )
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _skipped_lines(result.skipped)
     segments = sorted({s for m in result.models for s in m.segments})
     if segments:
         lines += ["", f"Recall@{k} by segment (all items / new items):", ""]
@@ -125,6 +127,15 @@ def plot_result(result: EvaluationResult, path: str | Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def _skipped_lines(skipped: Mapping[str, str]) -> list[str]:
+    """One line per model left out because it could not fit the data, with its reason."""
+    if not skipped:
+        return []
+    return ["", "Skipped (cannot fit this data):", ""] + [
+        f"- {name}: {reason}" for name, reason in skipped.items()
+    ]
 
 
 def _fmt(value: float, digits: int = 3) -> str:

@@ -7,6 +7,9 @@ Three ways to hold data out, each returning a :class:`Split`:
   future, and the one :func:`recsys.evaluation.protocol.evaluate_models` uses.
 - :func:`last_basket_split` — each customer's last order is held out (leave-last-order-out).
 - :func:`random_split` — a seeded random share of purchases is held out.
+- :func:`rolling_splits` — several time splits in a row (rolling origin): each cut trains on
+  everything before it and tests on the window that follows, so a result that holds on one
+  month only shows up as spread (the cut dates come from :func:`rolling_cuts`).
 
 Test sets hold purchases only by default: the question offline evaluation answers is "would
 the customer have bought what we recommended".
@@ -20,8 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from recsys.data.schema import MICROS_PER_DAY, PURCHASE, EventFrame
+from recsys.data.schema import MICROS_PER_DAY, PURCHASE, EventFrame, from_micros
 from recsys.errors import DataError
+
+#: Fewest cut dates of a rolling-origin evaluation: a spread needs two (the issue's protocol
+#: asks for four or more).
+MIN_CUTS = 2
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,95 @@ def default_cut(events: EventFrame, *, days: float = 30.0) -> int:
     newest = int(events.ts.max())
     cut = newest - int(days * MICROS_PER_DAY)
     return cut - cut % MICROS_PER_DAY
+
+
+def rolling_cuts(
+    events: EventFrame,
+    n_cuts: int,
+    *,
+    window_days: float = 30.0,
+    step_days: float | None = None,
+) -> list[int]:
+    """``n_cuts`` cut dates, oldest first, each followed by a test window of ``window_days``.
+
+    The newest cut is :func:`default_cut` (the start of the UTC day ``window_days`` before
+    the newest event); each earlier one lies ``step_days`` (default ``window_days``) before
+    the next. With the default step the test windows tile the end of the log without
+    overlapping: window ``i`` ends where cut ``i + 1`` begins.
+
+    Parameters
+    ----------
+    events
+        The event log.
+    n_cuts
+        How many cuts, at least :data:`MIN_CUTS` (a spread needs two).
+    window_days
+        Length of each test window, in whole days.
+    step_days
+        Days between consecutive cuts, in whole days (cuts stay at midnight UTC).
+
+    Returns
+    -------
+    list of int
+        Microseconds UTC, strictly increasing, each at midnight UTC.
+
+    Raises
+    ------
+    DataError
+        ``n_cuts``, ``window_days`` or ``step_days`` is out of range, or the log is too short:
+        the oldest cut would have no event before it (the message says how many cuts fit).
+    """
+    if n_cuts < MIN_CUTS:
+        raise DataError(f"cuts: need at least {MIN_CUTS} cut dates for a spread, got {n_cuts}")
+    step_days = window_days if step_days is None else step_days
+    for name, value in (("window_days", window_days), ("step_days", step_days)):
+        if value < 1 or value != int(value):
+            raise DataError(f"{name} must be a whole number of days >= 1, got {value}")
+    last = default_cut(events, days=window_days)
+    step = int(step_days) * MICROS_PER_DAY
+    cuts = [last - (n_cuts - 1 - i) * step for i in range(n_cuts)]
+    oldest = int(events.ts.min())
+    if cuts[0] <= oldest:
+        # a cut at or before the first event would train on nothing
+        fit = (last - oldest - 1) // step + 1 if last > oldest else 0
+        raise DataError(
+            f"cuts: {n_cuts} cuts {step_days:g} days apart do not fit the log "
+            f"({_day(oldest)} to {_day(int(events.ts.max()))}): at most {fit} do"
+        )
+    return cuts
+
+
+def rolling_splits(
+    events: EventFrame,
+    n_cuts: int,
+    *,
+    window_days: float = 30.0,
+    step_days: float | None = None,
+    test_types: Sequence[str] = (PURCHASE,),
+) -> list[Split]:
+    """One :func:`time_split` per cut of :func:`rolling_cuts`, its test limited to the window.
+
+    Parameters
+    ----------
+    events
+        The event log.
+    n_cuts, window_days, step_days
+        As for :func:`rolling_cuts`.
+    test_types
+        Event types that make up each test set.
+
+    Returns
+    -------
+    list of Split
+        Oldest cut first; ``train`` holds every event before its cut (events after its test
+        window included in no part of it), ``test`` the ``test_types`` events of known
+        customers in ``[cut, cut + window_days)``.
+    """
+    horizon = int(window_days * MICROS_PER_DAY)
+    return [
+        time_split(events, cut, horizon=horizon, test_types=test_types)
+        for cut in rolling_cuts(events, n_cuts, window_days=window_days, step_days=step_days)
+    ]
 
 
 def time_split(
@@ -181,6 +277,10 @@ def random_split(
         with_history = np.isin(events.user_id, _users(events.select(~test_mask)))
         test_mask &= with_history
     return Split(train=events.select(~test_mask), test=events.select(test_mask))
+
+
+def _day(us: int) -> str:
+    return from_micros(us).date().isoformat()
 
 
 def _has_user(events: EventFrame) -> NDArray[np.bool_]:
