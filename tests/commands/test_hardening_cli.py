@@ -1,0 +1,130 @@
+"""The command line on a bad day (issue 15): each mistake is one clear line on stderr, exit
+status 2, and nothing stored.
+
+The commands run as subprocesses under an address-space limit, so that a reader that still
+read ``/dev/zero`` whole would fail fast with ``MemoryError`` instead of eating the machine.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.helpers import PYTHON, ROOT, child_env
+
+EVENTS = "user_id,item_id,event_type,timestamp\nu1,i1,view,2024-05-01T10:00:00Z\n"
+#: Bytes of address space a command may map: ample for the command, a wall for /dev/zero.
+MEMORY_LIMIT = 3 << 30
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def recsys(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "recsys.cli", *args],
+        env=child_env(home),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_limit_memory,
+    )
+
+
+def assert_one_clear_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def assert_nothing_stored(home: Path) -> None:
+    db = home / "recsys.db"
+    if not db.exists():
+        return
+    from recsys.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(db)
+    try:
+        assert store.count_events() == 0
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def events(tmp_path: Path) -> Path:
+    path = tmp_path / "events.csv"
+    path.write_text(EVENTS)
+    return path
+
+
+def test_errors_out_naming_a_folder_fails_before_the_load(tmp_path: Path, events: Path) -> None:
+    home = tmp_path / "home"
+    result = recsys(home, "ingest", str(events), "--errors-out", str(tmp_path))
+    assert_one_clear_error(result, "--errors-out", "directory")
+    assert_nothing_stored(home)
+    missing = tmp_path / "no" / "such" / "folder" / "rejected.csv"
+    result = recsys(home, "ingest", str(events), "--errors-out", str(missing))
+    assert_one_clear_error(result, "does not exist")
+    assert_nothing_stored(home)
+    # and a good path still works, after the load
+    good = tmp_path / "rejected.csv"
+    result = recsys(home, "ingest", str(events), "--errors-out", str(good))
+    assert result.returncode == 0, result.stderr
+    assert good.read_text().startswith("file,line,column,value,reason")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--config", "/dev/zero"],
+        ["offers", "validate", "/dev/zero"],
+        ["campaigns", "run", "--date", "2011-12-01", "--promotions", "/dev/zero", "--dry-run"],
+        ["recommend", "--users", "/dev/zero", "--k", "3", "--out", "out.csv"],
+    ],
+)
+def test_a_device_given_as_a_file_is_one_line_not_a_memory_error(
+    tmp_path: Path, args: list[str]
+) -> None:
+    home = tmp_path / "home"
+    result = recsys(home, *args)
+    assert_one_clear_error(result, "/dev/zero", "not a file")
+    assert "MemoryError" not in result.stderr
+    assert_nothing_stored(home)
+
+
+def test_a_config_larger_than_the_bound_is_refused(tmp_path: Path) -> None:
+    from recsys.config import MAX_CONFIG_BYTES
+
+    big = tmp_path / "big.toml"
+    with big.open("wb") as fh:
+        fh.truncate(MAX_CONFIG_BYTES + 1)  # sparse: costs no disk
+    result = recsys(tmp_path / "home", "offers", "validate", str(big))
+    assert_one_clear_error(result, "larger than")
+
+
+def test_an_executable_is_called_binary(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = recsys(home, "ingest", PYTHON)
+    assert_one_clear_error(result, "binary")
+    assert "UTF-16" not in result.stderr
+    assert_nothing_stored(home)
+
+
+def test_utf16_encoding_on_a_utf8_file_is_one_clear_error(tmp_path: Path, events: Path) -> None:
+    home = tmp_path / "home"
+    longer = tmp_path / "longer.csv"
+    longer.write_text(EVENTS + "u2,i2,view,2024-05-01T10:00:00Z\n")
+    for path in (events, longer):
+        result = recsys(home, "ingest", str(path), "--encoding", "utf-16")
+        assert_one_clear_error(result, "utf-16")
+        assert "internal error" not in result.stderr
+    assert_nothing_stored(home)
