@@ -10,6 +10,7 @@ An engine object is never mutated after it serves its first request, except for
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -28,7 +29,15 @@ from recsys.data.interactions import InteractionConfig, history_matrix
 from recsys.data.schema import PURCHASE, EventFrame, to_micros
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ArtifactError, ConfigError, NotFoundError
-from recsys.models.base import ItemSimilarity, Recommender, load_csr, top_k
+from recsys.models.base import (
+    Explains,
+    ItemRanking,
+    ItemSimilarity,
+    Recommender,
+    candidate_depth,
+    load_csr,
+    top_k,
+)
 from recsys.ranking.rules import (
     FALLBACK_REASON,
     CatalogArrays,
@@ -40,11 +49,16 @@ from recsys.ranking.rules import (
     compile_rules,
 )
 from recsys.retrieval.ann import FactorModel, ItemIndex, load_index
+from recsys.store.base import ItemChange
 
 log = logging.getLogger(__name__)
 
-#: ``kind`` values of :meth:`Engine.similar`.
-SIMILAR_KINDS = ("often_viewed_with", "bought_together")
+#: ``kind`` values of :meth:`Engine.similar`, and the name under which training publishes the
+#: model that answers each (the ``[models.<name>]`` tables of ``training/configs/default.toml``).
+SIMILAR_MODELS = {"often_viewed_with": "viewed_with", "bought_together": "bought_together"}
+SIMILAR_KINDS = tuple(SIMILAR_MODELS)
+#: The model that answers :meth:`Engine.trending`.
+TRENDING_MODEL = "trending"
 #: Users scored per model call in :meth:`Engine.recommend_batch`.
 BATCH_USERS = 512
 
@@ -113,6 +127,9 @@ class Engine:
         self.users = users
         self.items = catalog.items
         self.catalog = catalog
+        # as trained: the live catalogue (:meth:`with_catalog`) is laid over this, never over
+        # an earlier overlay
+        self._trained_catalog = catalog
         self.history = history.tocsr().astype(np.float32)
         self.purchases = purchases.tocsr().astype(np.float32)
         self.models = dict(models)
@@ -375,6 +392,64 @@ class Engine:
         compiled = self._rules_for(None)
         return self._popular_list(k, compiled, RequestFilters(category=category), fallback=None)
 
+    def trending(self, k: int, *, category: str | None = None) -> RecommendationList:
+        """Items whose sales are rising (the ``trending`` model), optionally within a category,
+        after the business rules; the popular list (``fallback="popular"``) when the version
+        has no such model."""
+        compiled = self._rules_for(None)
+        filters = RequestFilters(category=category)
+        model = self.models.get(TRENDING_MODEL)
+        if not isinstance(model, ItemRanking):
+            return self._popular_list(k, compiled, filters, fallback="popular")
+        idx, vals = model.popular_items(len(self.items), category)
+        scores = np.full(len(self.items), np.nan, dtype=np.float32)
+        scores[idx] = vals
+        ranked = apply_rules(
+            scores,
+            k,
+            compiled=compiled,
+            catalog=self.catalog,
+            request=filters,
+            default_reason=f"model:{TRENDING_MODEL}",
+            fallback_order=self.popular_order,
+            fallback_scores=self.popularity,
+        )
+        return RecommendationList(self._to_ids(ranked), self.version, None)
+
+    def with_rules(self, rules: RulesFile) -> Engine:
+        """This version ranking with ``rules``: a shallow copy sharing every loaded model and
+        array; only the rules and the rules compiled from them are its own."""
+        ranked = copy.copy(self)
+        ranked.rules = rules
+        ranked._compiled = {}
+        return ranked
+
+    def with_catalog(self, changes: Mapping[str, ItemChange]) -> Engine:
+        """This version with the live catalogue: each stored item's stock, price and category
+        as the store has them now (a retired item is out of stock), over the catalogue the
+        version was trained with. A shallow copy, like :meth:`with_rules`.
+
+        Items the store has and the version does not know cannot be scored by its models and
+        are left out here.
+        """
+        base = self._trained_catalog
+        ids = list(changes)
+        idx = self.items.indices(ids) if ids else np.empty(0, np.intp)
+        known = np.flatnonzero(idx >= 0)
+        in_stock = base.in_stock.copy()
+        price = base.price.copy()
+        category = base.category.copy()
+        if known.size:
+            rows = [changes[ids[j]] for j in known.tolist()]
+            at = idx[known]
+            in_stock[at] = [c.item.in_stock and not c.retired for c in rows]
+            price[at] = [np.nan if c.item.price is None else c.item.price for c in rows]
+            category[at] = np.array([c.item.category or "" for c in rows], dtype=object)
+        live = copy.copy(self)
+        live.catalog = CatalogArrays(self.items, category, price, in_stock)
+        live._compiled = {}
+        return live
+
     def forget_user(self, user_id: str) -> None:
         """Stop serving anything personal for ``user_id`` from this loaded version.
 
@@ -429,9 +504,9 @@ class Engine:
         u = self.users.index(user_id)
         if u < 0 or self.history.indptr[u] == self.history.indptr[u + 1]:
             return None
-        explains = callable(getattr(self.models[self.default_model], "explain", None))
+        explains = isinstance(self.models[self.default_model], Explains)
         if explains:
-            if min(len(self.items), max(4 * k + 20, 100)) > pre.depth:
+            if candidate_depth(k, len(self.items)) > pre.depth:
                 return None
         elif compiled.boosted:
             return None
@@ -563,10 +638,11 @@ class Engine:
     ) -> RecommendationList:
         compiled = self._rules_for(None)
         filters = RequestFilters(exclude=exclude, exclude_purchased=False)
+        wanted = SIMILAR_MODELS[kind]
         source = next(
             (
                 name
-                for name in (kind, "bought_together")
+                for name in (wanted, SIMILAR_MODELS["bought_together"])
                 if isinstance(self.models.get(name), ItemSimilarity)
             ),
             None,
@@ -582,7 +658,7 @@ class Engine:
             ok = idx[r] >= 0
             cur = scores[idx[r][ok]]
             scores[idx[r][ok]] = np.where(np.isnan(cur), 0, cur) + vals[r][ok]
-        reason = f"similar:{source}" if source == kind else f"fallback:{source}"
+        reason = f"similar:{kind}" if source == wanted else f"fallback:{source}"
         ranked = apply_rules(
             scores,
             k,
@@ -593,7 +669,7 @@ class Engine:
             fallback_order=self.popular_order,
             fallback_scores=self.popularity,
         )
-        fallback = None if source == kind else source
+        fallback = None if source == wanted else source
         return RecommendationList(self._to_ids(ranked), self.version, fallback)
 
     def _score(
@@ -611,14 +687,12 @@ class Engine:
         the rules fill from the popular list. A factor model with an approximate index in the
         version is answered the same way from the index.
         """
-        explain = getattr(model, "explain", None)
         index = self.indexes.get(self.default_model)
         if index is not None and isinstance(model, FactorModel):
             return self._search_index(model, index, users, rows, k), [None] * len(users)
-        if not callable(explain):
+        if not isinstance(model, Explains):
             return model.score(users, rows, now=now), [None] * len(users)
-        fetch = min(len(self.items), max(4 * k + 20, 100))
-        lists = explain(users, rows, fetch, now=now)
+        lists = model.explain(users, rows, candidate_depth(k, len(self.items)), now=now)
         scores = np.full((len(users), len(self.items)), np.nan, dtype=np.float32)
         reasons: list[dict[int, tuple[str, ...]] | None] = []
         for r, explained in enumerate(lists):
@@ -645,7 +719,7 @@ class Engine:
         """
         vectors = model.user_vectors(users, rows)
         seen = int(np.diff(rows.indptr).max()) if rows.shape[0] else 0
-        fetch = min(len(self.items), max(4 * k + 20, 100) + seen)
+        fetch = min(len(self.items), candidate_depth(k, len(self.items)) + seen)
         idx, vals = index.search(vectors, fetch)
         scores = np.full((len(users), len(self.items)), np.nan, dtype=np.float32)
         ok = idx >= 0
@@ -682,8 +756,9 @@ def _flag_ids(flag: str, items: Vocabulary) -> str:
 
 #: Folder of a version holding the default model's top lists (written by training).
 PRECOMPUTED_DIR = "precomputed"
-#: Items stored per user: the longest list a model that explains is asked for at k <= 20.
-PRECOMPUTED_DEPTH = 100
+#: Items stored per user: the longest list a model that explains is asked for at k <= 20
+#: (:func:`~recsys.models.base.candidate_depth`).
+PRECOMPUTED_DEPTH = candidate_depth(20, 10**9)
 
 
 @dataclass(frozen=True)
@@ -775,15 +850,15 @@ def precompute(
     depth = max(1, min(depth, n_items))
     out_items = np.full((n_users, depth), -1, dtype=np.int32)
     out_scores = np.full((n_users, depth), np.nan, dtype=np.float32)
-    explain = getattr(model, "explain", None)
-    codes = np.full((n_users, depth), 0, dtype=np.int32) if callable(explain) else None
+    explains = isinstance(model, Explains)
+    codes = np.full((n_users, depth), 0, dtype=np.int32) if explains else None
     vocab: dict[tuple[str, ...], int] = {}
     codes_of: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
     for start in range(0, n_users, batch):
         users = np.arange(start, min(start + batch, n_users), dtype=np.intp)
         rows = history[users]
-        if callable(explain) and codes is not None:
-            for r, explained in enumerate(explain(users, rows, depth, now=None)):
+        if isinstance(model, Explains) and codes is not None:
+            for r, explained in enumerate(model.explain(users, rows, depth, now=None)):
                 for j, e in enumerate(explained[:depth]):
                     # few distinct (sources, flags) pairs recur across millions of items: build
                     # each one's reason strings once

@@ -76,20 +76,28 @@ def create_app(
             on_outcome=lambda outcome, n: metrics.exposures.labels(outcome=outcome).inc(n),
         ).start()
         state.offers = _offer_service(settings, state.store).start()
+        state.service.experiments = state.experiments
+        state.service.exposures = state.exposures
+        state.service.offers = state.offers
+        state.live.on_change(state.reload_shared_files)
+        try:
+            await asyncio.to_thread(state.live.refresh)
+        except RecsysError as exc:
+            log.error("cannot read the store's live state: %s", exc)
         try:
             await asyncio.to_thread(state.reload)
         except RecsysError as exc:
             log.error("no model version loaded; /readyz answers 503: %s", exc)
-        watcher = None
+        tasks = [asyncio.create_task(_follow_live(state, settings.live_refresh_s))]
         if settings.watch_interval_s > 0:
-            watcher = asyncio.create_task(_watch(state, settings.watch_interval_s))
+            tasks.append(asyncio.create_task(_watch(state, settings.watch_interval_s)))
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                    await task
             # what is queued is written before the process goes
             if state.exposures is not None:
                 await asyncio.to_thread(state.exposures.close)
@@ -143,6 +151,14 @@ def _offer_service(settings: ServingSettings, store: EventStore) -> OfferService
         store, promotions_path(settings), today=(lambda: fixed) if fixed else None
     )
     return service.load()
+
+
+async def _follow_live(state: ServingState, interval: float) -> None:
+    """Keep this worker's view of the store's live state fresh (erasures, catalogue,
+    experiments, promotions changed by any process)."""
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(state.live.maybe_refresh, force=True)
 
 
 async def _watch(state: ServingState, interval: float) -> None:

@@ -49,6 +49,17 @@ def _check_key(state: ServingState, key: str | None) -> None:
         raise AuthError("the X-API-Key is not valid", missing=False)
 
 
+def has_valid_key(state: ServingState, key: str | None) -> bool:
+    """Whether ``key`` is one of the API keys (no error either way)."""
+    if not key:
+        return False
+    try:
+        _check_key(state, key)
+    except AuthError:
+        return False
+    return True
+
+
 async def require_key(
     state: State, x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.data.schema import MAX_ID_LENGTH
+from recsys.data.schema import MAX_ID_LENGTH, CatalogItem
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -77,3 +77,51 @@ class ReloadIn(_Strict):
     """Which version to load (default: the registry's current one)."""
 
     version: str | None = Field(default=None, max_length=64)
+
+
+class RegisterOut(BaseModel):
+    """Whether an erasure's tombstone was lifted."""
+
+    registered: bool
+
+
+class ItemPatchIn(_Strict):
+    """Fields of a catalogue item to change (those left out stay as they are)."""
+
+    title: str | None = Field(default=None, max_length=1000)
+    category: str | None = Field(default=None, max_length=1000)
+    price: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
+    in_stock: bool | None = None
+    margin: float | None = Field(default=None, ge=-1e9, le=1e9, allow_inf_nan=False)
+    attributes: dict[str, str | int | float | bool | None] | None = Field(
+        default=None, max_length=100
+    )
+
+
+class ItemIn(_Strict):
+    """A catalogue item, created or replaced whole."""
+
+    title: str = Field(default="", max_length=1000)
+    category: str = Field(default="", max_length=1000)
+    price: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
+    in_stock: bool = True
+    margin: float | None = Field(default=None, ge=-1e9, le=1e9, allow_inf_nan=False)
+    attributes: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, max_length=100
+    )
+
+    def to_item(self, item_id: str) -> CatalogItem:
+        """The stored form."""
+        return CatalogItem(item_id=item_id, **self.model_dump(exclude={"item_id"}))
+
+
+class ItemWithIdIn(ItemIn):
+    """An item of a batch upsert."""
+
+    item_id: Id
+
+
+class ItemBatchIn(_Strict):
+    """``POST /v1/items``: many items at once."""
+
+    items: list[ItemWithIdIn] = Field(min_length=1, max_length=1000)

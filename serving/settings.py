@@ -34,7 +34,17 @@ class ServingSettings(Settings):
         default=1000, ge=1, description="Most events one POST /v1/events may carry."
     )
     watch_interval_s: float = Field(
-        default=0.0, ge=0, description="Poll the registry's CURRENT every N s (0: off)."
+        default=2.0,
+        ge=0,
+        description="Poll the registry's CURRENT every N s (0: off), so that every worker "
+        "follows a promotion or a rollback.",
+    )
+    live_refresh_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Read the store's live state (erasures, catalogue, experiments, promotions) "
+        "every N s: a change made through any process reaches every worker within it.",
     )
     live_events: int = Field(
         default=200, ge=0, le=5000, description="Recent events per user folded into requests."

@@ -8,7 +8,6 @@ took the old engine finishes on it, and a version that fails to load leaves the 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import threading
 import time
@@ -19,8 +18,10 @@ from recsys.engine import Engine, ModelLoader
 from recsys.errors import ArtifactError, ModelError, RecsysError
 from recsys.experiments.exposures import ExposureWriter
 from recsys.experiments.registry import ExperimentRegistry
+from recsys.live import LiveState
 from recsys.offers.service import OfferService
 from recsys.ranking.rules import RulesFile
+from recsys.service import RecommendationService
 from recsys.store.base import EventStore
 from serving.metrics import Metrics
 from serving.settings import ServingSettings
@@ -55,27 +56,29 @@ class ServingState:
         self.exposures: ExposureWriter | None = None
         # Personalised offers: set up in the app's lifespan (None: the endpoints answer 404).
         self.offers: OfferService | None = None
+        # The store's live state (erasures, catalogue) as this process last read it, and the
+        # one request path that uses it: both set up in the app's lifespan.
+        self.live = LiveState(store, interval_s=settings.live_refresh_s)
+        self.service = RecommendationService(
+            store,
+            self,
+            self.live,
+            live_events=settings.live_events,
+            on_variant_fallback=lambda exp, variant: metrics.variant_fallbacks.labels(
+                experiment=exp, variant=variant
+            ).inc(),
+        )
         # Variants' model versions other than the current one: loaded once, verified like it.
         self._versions: dict[str, Engine | None] = {}
         self._versions_lock = threading.Lock()
-        # Variants' own rules on an engine: (version, rules file) -> (engine, rules, ranked by
-        # them). The base engine and the rules object are kept to notice either being replaced.
-        self._ranked: dict[tuple[str, str], tuple[Engine, RulesFile, Engine]] = {}
 
-    def engine_with_rules(self, engine: Engine, key: str, rules: RulesFile) -> Engine:
-        """``engine`` ranking with ``rules`` (a variant's ``ranking``) instead of the server's.
-
-        The result shares the loaded models and arrays with ``engine`` and is cached per model
-        version and rules file ``key``, so the rules are compiled once, not per request.
-        """
-        cache_key = (engine.version, key)
-        cached = self._ranked.get(cache_key)
-        if cached is not None and cached[0] is engine and cached[1] is rules:
-            return cached[2]
-        ranked = with_rules(engine, rules)
-        with self._versions_lock:
-            self._ranked[cache_key] = (engine, rules, ranked)
-        return ranked
+    def reload_shared_files(self, generation: int) -> None:
+        """Re-read the experiments and promotions files (another process may have changed
+        them through the admin API; it raised the store's generation)."""
+        if self.experiments is not None:
+            self.experiments.load()
+        if self.offers is not None:
+            self.offers.load()
 
     def engine_for_version(self, version: str) -> Engine | None:
         """The engine of ``version`` (the serving one, or a cached extra one); ``None`` when it
@@ -133,7 +136,6 @@ class ServingState:
             self.engine = engine  # the atomic swap
             with self._versions_lock:
                 self._versions.clear()  # failed variant versions get another chance
-                self._ranked.clear()
             self.last_error = None
             self.loaded_at = time.time()
             self.metrics.set_version(engine.version)
@@ -159,18 +161,3 @@ class ServingState:
 
     def _where(self) -> str:
         return str(getattr(self.registry, "root", "the registry"))
-
-
-def with_rules(engine: Engine, rules: RulesFile) -> Engine:
-    """A copy of ``engine`` that applies ``rules``, sharing everything it loaded.
-
-    The copy is shallow: models, vocabularies, matrices, precomputed lists and the set of
-    forgotten users are the same objects; only the rules and the rules compiled from them (per
-    placement, filled on first use) are its own.
-    """
-    # This belongs on Engine (``Engine.with_rules``); until it is there, this is the one place
-    # outside recsys.engine that knows which of its attributes derive from the rules.
-    ranked = copy.copy(engine)
-    ranked.rules = rules
-    ranked._compiled = {}
-    return ranked

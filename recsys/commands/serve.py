@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from recsys.errors import ConfigError, FileFormatError, RegistryError
-
-if TYPE_CHECKING:
-    from recsys.engine import Engine, RecommendationList
-    from recsys.ranking.rules import RequestFilters
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +79,12 @@ def _recommend(args: argparse.Namespace) -> int:
     import time
 
     from recsys.engine import Engine
+    from recsys.live import LiveState
     from recsys.ranking.rules import RequestFilters, RulesFile, load_rules
     from recsys.registry import Registry
+    from recsys.service import FixedEngine, RecommendationService
     from recsys.settings import Settings, load_settings
+    from recsys.store import open_store
 
     if not 1 <= args.k <= 100:
         raise ConfigError(f"--k: must be between 1 and 100, got {args.k}")
@@ -102,10 +99,17 @@ def _recommend(args: argparse.Namespace) -> int:
     rules_file = args.rules or settings.rules_file  # the API's rules unless told otherwise
     rules = load_rules(rules_file) if rules_file else RulesFile()
     engine = Engine.load(registry.path(version), registry, rules=rules)
+    store = open_store(settings)
+    live = LiveState(store)
+    live.refresh()  # erasures, consents and the catalogue as they are now
+    service = RecommendationService(store, FixedEngine(engine), live)
     users = engine.users.ids if args.all else _read_users(Path(args.users))
+    if args.all:
+        # the version's users.json may predate an erasure: erased customers are not listed
+        users = [u for u in users if not live.is_erased(u)]
     start = time.perf_counter()
-    lists = recommend_many(
-        engine, users, args.k, filters=RequestFilters(exclude_purchased=args.exclude_purchased)
+    lists = service.recommend_many(
+        users, args.k, filters=RequestFilters(exclude_purchased=args.exclude_purchased)
     )
     rows = [
         (uid, rank, rec.item_id, rec.score, ";".join(rec.reasons))
@@ -122,32 +126,6 @@ def _recommend(args: argparse.Namespace) -> int:
         time.perf_counter() - start,
     )
     return 0
-
-
-def recommend_many(
-    engine: Engine, user_ids: Sequence[str], k: int, *, filters: RequestFilters
-) -> list[RecommendationList]:
-    """``engine.recommend_batch(user_ids, k, filters=filters)``, answered from the version's
-    precomputed lists wherever those give exactly the same list.
-
-    Batch scoring reads no live events, which is the case the training-time lists were
-    computed for; the engine says per customer when they cannot give the live answer (rules
-    that reweight, a longer list than stored, an unknown customer), and only those are scored.
-    """
-    out: list[RecommendationList | None] = [
-        engine.recommend_precomputed(uid, k, filters=filters) for uid in user_ids
-    ]
-    missing = [j for j, lst in enumerate(out) if lst is None]
-    if missing:
-        scored = engine.recommend_batch([user_ids[j] for j in missing], k, filters=filters)
-        for j, lst in zip(missing, scored, strict=True):
-            out[j] = lst
-    log.info(
-        "%d of %d customers answered from the precomputed lists",
-        len(user_ids) - len(missing),
-        len(user_ids),
-    )
-    return [lst for lst in out if lst is not None]
 
 
 def _read_users(path: Path) -> list[str]:

@@ -355,7 +355,10 @@ def offline_estimate(
 
     For every logged exposure that carries propensities (of ``experiment`` within its window,
     or every one since ``since``), the candidate ranks a list for the same user as long as the
-    one shown; IPS and SNIPS (:mod:`recsys.experiments.offpolicy`) weigh the logged rewards.
+    one shown, through :class:`recsys.service.RecommendationService` as batch scoring does
+    (erased customers and those who opted out of personalisation get the non-personal list,
+    the catalogue as the store has it now); IPS and SNIPS
+    (:mod:`recsys.experiments.offpolicy`) weigh the logged rewards.
 
     Returns
     -------
@@ -385,13 +388,25 @@ def offline_estimate(
         raise DataError("no logged exposures with propensities to evaluate on")
     until = None if hi is None else hi + int(window * 3_600 * 1_000_000)
     events = EventLog.from_frame(store.read_events(since=lo, until=until))
+    from recsys.live import LiveState
+    from recsys.service import FixedEngine, RecommendationService
+
+    live = LiveState(store)
+    live.refresh()
+    service = RecommendationService(store, FixedEngine(candidate), live)
+    by_length: dict[int, list[str]] = {}
+    for user, items in zip(log_.user_id, log_.items, strict=True):
+        by_length.setdefault(len(items), []).append(user)
     lists: dict[tuple[str, int], list[str]] = {}
-    wanted: dict[str, list[str]] = {}
-    for rid, user, items in zip(log_.recommendation_id, log_.user_id, log_.items, strict=True):
-        key = (user, len(items))
-        if key not in lists:
-            lists[key] = [r.item_id for r in candidate.recommend(user, len(items)).items]
-        wanted[rid] = lists[key]
+    for length, users in by_length.items():
+        distinct = list(dict.fromkeys(users))
+        ranked = service.recommend_many(distinct, length)
+        for user, result in zip(distinct, ranked, strict=True):
+            lists[(user, length)] = [r.item_id for r in result.items]
+    wanted = {
+        rid: lists[(user, len(items))]
+        for rid, user, items in zip(log_.recommendation_id, log_.user_id, log_.items, strict=True)
+    }
     slots = logged_slots(log_, events, wanted, window_hours=window, reward_types=(metric,))
     return {
         "candidate": candidate.version,

@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -153,6 +153,41 @@ class ItemSimilarity(ABC):
         self, items: NDArray[np.intp], k: int
     ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
         """The ``k`` most related items of each item, best first, padded with ``-1``/``-inf``."""
+
+
+@runtime_checkable
+class Explains(Protocol):
+    """A model that says why it chose each item (the hybrid): its top lists carry reasons."""
+
+    def explain(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        now: int | None = None,
+    ) -> list[list[Any]]:
+        """Top-``k`` items per user, each with ``item``, ``score``, ``sources`` and ``reasons``."""
+        ...
+
+
+@runtime_checkable
+class ItemRanking(Protocol):
+    """A non-personal model with one score per item (popular, trending)."""
+
+    def popular_items(
+        self, k: int, category: str | None = None
+    ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+        """The ``k`` best items (optionally within a category path) and their scores."""
+        ...
+
+
+def candidate_depth(k: int, n_items: int) -> int:
+    """How many items a model that explains is asked for to answer a list of ``k``: enough
+    spares for the business rules to filter. The precomputed lists must hold at least this
+    many for the ``k`` they serve (one formula for both)."""
+    return min(n_items, max(4 * k + 20, 100))
 
 
 def top_k(

@@ -8,22 +8,32 @@ so it survives ``kill -9`` of the process.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from recsys.data.schema import EVENT_COLUMNS, CatalogItem, Customer, EventFrame, EventRow
-from recsys.errors import MigrationError, StoreError
+from recsys.errors import MigrationError, NotFoundError, StoreError
 from recsys.store.migrations import MIGRATIONS
 
 _EVENT_SELECT = "SELECT " + ", ".join(EVENT_COLUMNS) + " FROM events"
 _ITEM_COLUMNS = ("item_id", "title", "category", "price", "in_stock", "margin", "attributes")
+#: Columns of a catalogue change (the item, whether it is retired, the generation it came with).
+_ITEM_CHANGE_COLUMNS = (*_ITEM_COLUMNS, "retired", "generation")
+#: What a tombstone stands for: an erased customer, or a browsing session of theirs.
+TOMBSTONE_USER = "user"
+TOMBSTONE_SESSION = "session"
+#: Rows per ``IN (...)`` look-up of tombstones.
+_IN_CHUNK = 500
 #: Tables besides events and customers that hold a customer's data; erasure clears them all.
 _PERSONAL_TABLES = ("exposures", "campaign_sends", "offer_impressions", "segments")
 _CUSTOMER_COLUMNS = (
@@ -38,10 +48,22 @@ _CUSTOMER_COLUMNS = (
 
 @dataclass(frozen=True)
 class InsertResult:
-    """What a write did: rows stored, and rows skipped because their ``event_id`` was stored."""
+    """What a write did: rows stored, rows skipped because their ``event_id`` was stored, and
+    rows skipped because their customer or session was erased
+    (see :meth:`EventStore.erase_user`)."""
 
     inserted: int
     duplicates: int
+    erased: int = 0
+
+
+@dataclass(frozen=True)
+class ItemChange:
+    """A catalogue row as changed at ``generation`` (``retired``: taken out of the shop)."""
+
+    item: CatalogItem
+    retired: bool
+    generation: int
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,7 @@ class EventStore(ABC):
 
     def __init__(self) -> None:
         self._local = threading.local()
+        self._tombstone_key: bytes | None = None
 
     # -- connection and transactions -------------------------------------------------------
 
@@ -198,32 +221,224 @@ class EventStore(ABC):
     # -- writes ------------------------------------------------------------------------------
 
     def insert_events(self, rows: Sequence[EventRow]) -> InsertResult:
-        """Store events, skipping any whose ``event_id`` is already stored."""
+        """Store events, skipping any whose ``event_id`` is already stored, and any of an
+        erased customer or of an erased customer's session (re-ingesting an old file, or a
+        late event of a merged guest session, must not bring them back)."""
         if not rows:
             return InsertResult(0, 0)
         with self.transaction() as cur:
-            inserted = self._insert_event_rows(cur, rows)
-        return InsertResult(inserted, len(rows) - inserted)
+            self._lock_live(cur, exclusive=False)
+            kept = self._without_erased(cur, rows)
+            inserted = self._insert_event_rows(cur, kept) if kept else 0
+        erased = len(rows) - len(kept)
+        return InsertResult(inserted, len(kept) - inserted, erased)
+
+    def insert_personal_rows(
+        self, statement: str, rows: Sequence[Sequence[Any]], *, user_column: int
+    ) -> int:
+        """Insert rows that name a customer (exposures, offer impressions), skipping erased
+        customers' rows, in one transaction that an erasure cannot interleave with.
+
+        Parameters
+        ----------
+        statement
+            The ``INSERT`` with ``?`` placeholders.
+        rows
+            Parameter tuples.
+        user_column
+            Index of the customer id in each tuple.
+
+        Returns
+        -------
+        int
+            How many rows were kept (inserted or skipped by the statement's own conflict rule).
+        """
+        if not rows:
+            return 0
+        with self.transaction() as cur:
+            self._lock_live(cur, exclusive=False)
+            subjects = {
+                u: self.subject(TOMBSTONE_USER, u) for u in {str(r[user_column]) for r in rows} if u
+            }
+            gone = self._erased_subjects(cur, list(subjects.values()))
+            kept = [r for r in rows if subjects.get(str(r[user_column])) not in gone]
+            if kept:
+                cur.executemany(self._sql(statement), [tuple(r) for r in kept])
+        return len(kept)
 
     def upsert_items(self, items: Sequence[CatalogItem]) -> int:
-        """Insert or replace catalogue items; return how many were written."""
+        """Insert or replace catalogue items (un-retiring them); return how many were written.
+
+        Every serving process sees the change within its refresh interval
+        (:class:`recsys.live.LiveState`).
+        """
         if not items:
             return 0
-        rows = [
-            (
-                it.item_id,
-                it.title,
-                it.category,
-                it.price,
-                it.in_stock,
-                it.margin,
-                json.dumps(it.attributes, sort_keys=True) if it.attributes else None,
-            )
-            for it in items
-        ]
         with self.transaction() as cur:
-            cur.executemany(self._upsert_sql("items", _ITEM_COLUMNS), rows)
+            generation = self._bump(cur)
+            rows = [(*_item_row(it), False, generation) for it in items]
+            cur.executemany(self._upsert_sql("items", _ITEM_CHANGE_COLUMNS), rows)
         return len(rows)
+
+    def patch_item(self, item_id: str, changes: Mapping[str, Any]) -> CatalogItem:
+        """Change some fields of one stored item (``in_stock``, ``price``, ...); returns it.
+
+        Raises :class:`~recsys.errors.NotFoundError` when the catalogue has no such item.
+        """
+        with self.transaction() as cur:
+            current = self.get_item(item_id)
+            if current is None:
+                raise NotFoundError(f"item {item_id!r} is not in the catalogue")
+            fields = {f: getattr(current, f) for f in CatalogItem.__dataclass_fields__}
+            fields.update({k: v for k, v in changes.items() if k in fields and k != "item_id"})
+            item = CatalogItem(**fields)
+            generation = self._bump(cur)
+            cur.execute(
+                self._upsert_sql("items", _ITEM_CHANGE_COLUMNS),
+                (*_item_row(item), False, generation),
+            )
+        return item
+
+    def retire_item(self, item_id: str) -> bool:
+        """Take an item out of the shop (it leaves every list); ``False`` if it is not stored.
+
+        The row stays, marked retired, so that every process learns of it; upserting the item
+        again brings it back.
+        """
+        with self.transaction() as cur:
+            generation = self._bump(cur)
+            cur.execute(
+                self._sql("UPDATE items SET retired = ?, generation = ? WHERE item_id = ?"),
+                (True, generation, item_id),
+            )
+            return cur.rowcount > 0
+
+    def get_item(self, item_id: str) -> CatalogItem | None:
+        """One stored item (retired ones included), or ``None``."""
+        rows = self._query(
+            f"SELECT {', '.join(_ITEM_COLUMNS)} FROM items WHERE item_id = ?", (item_id,)
+        )
+        return _item(rows[0]) if rows else None
+
+    def item_changes(self, since: int = -1) -> list[ItemChange]:
+        """Catalogue rows changed after generation ``since`` (every row with the default)."""
+        rows = self._query(
+            f"SELECT {', '.join(_ITEM_CHANGE_COLUMNS)} FROM items WHERE generation > ? "
+            "ORDER BY generation, item_id",
+            (since,),
+        )
+        return [ItemChange(_item(r[:7]), bool(r[7]), int(r[8])) for r in rows]
+
+    # -- live state shared by every process ----------------------------------------------------
+
+    def generation(self) -> int:
+        """A counter raised by every change of live state (erasures, the catalogue, and what
+        :meth:`notify_change` signals): one indexed read, cheap enough to poll."""
+        rows = self._query("SELECT value FROM live_state WHERE name = 'generation'")
+        return int(rows[0][0]) if rows else 0
+
+    def notify_change(self) -> int:
+        """Raise the generation (after a change every process must reload, e.g. experiments
+        or promotions written by the admin API); returns the new value."""
+        with self.transaction() as cur:
+            return self._bump(cur)
+
+    def _bump(self, cur: Any) -> int:
+        cur.execute("UPDATE live_state SET value = value + 1 WHERE name = 'generation'")
+        cur.execute("SELECT value FROM live_state WHERE name = 'generation'")
+        return int(cur.fetchone()[0])
+
+    def _lock_live(self, cur: Any, *, exclusive: bool) -> None:
+        """Order erasures against writes of personal rows (a no-op where the store already
+        serialises writers, as SQLite does)."""
+
+    def subject(self, kind: str, value: str) -> str:
+        """The tombstone key of a customer id or session id: a keyed hash, so that the store
+        keeps no erased id in clear (the key is random per store)."""
+        key = self._tombstone_key
+        if key is None:
+            key = self._tombstone_key = self._read_secret("tombstone_key")
+        return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()[:40]
+
+    def _read_secret(self, name: str) -> bytes:
+        rows = self._query("SELECT value FROM store_secrets WHERE name = ?", (name,))
+        if not rows:
+            with self.transaction() as cur:
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO store_secrets (name, value) VALUES (?, ?) "
+                        "ON CONFLICT (name) DO NOTHING"
+                    ),
+                    (name, secrets.token_hex(32)),
+                )
+            rows = self._query("SELECT value FROM store_secrets WHERE name = ?", (name,))
+        return bytes.fromhex(str(rows[0][0]))
+
+    def is_erased(self, user_id: str) -> bool:
+        """Whether ``user_id`` was erased and not registered again."""
+        rows = self._query(
+            "SELECT 1 FROM tombstones WHERE subject = ?", (self.subject(TOMBSTONE_USER, user_id),)
+        )
+        return bool(rows)
+
+    def tombstones(self, since: int = -1) -> list[tuple[str, int]]:
+        """``(subject, generation)`` of customer tombstones added after generation ``since``."""
+        rows = self._query(
+            "SELECT subject, generation FROM tombstones WHERE kind = ? AND generation > ? "
+            "ORDER BY generation",
+            (TOMBSTONE_USER, since),
+        )
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def tombstone_count(self) -> int:
+        """How many customers are erased (and not registered again)."""
+        rows = self._query("SELECT COUNT(*) FROM tombstones WHERE kind = ?", (TOMBSTONE_USER,))
+        return int(rows[0][0])
+
+    def register_user(self, user_id: str) -> bool:
+        """Let an erased customer's data in again (the shop re-registered them explicitly);
+        ``True`` when a tombstone was lifted. Their erased sessions stay erased."""
+        with self.transaction() as cur:
+            cur.execute(
+                self._sql("DELETE FROM tombstones WHERE subject = ?"),
+                (self.subject(TOMBSTONE_USER, user_id),),
+            )
+            lifted = cur.rowcount > 0
+            if lifted:
+                self._bump(cur)
+        return bool(lifted)
+
+    def _erased_subjects(self, cur: Any, subjects: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(subjects), _IN_CHUNK):
+            chunk = subjects[start : start + _IN_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            cur.execute(
+                self._sql(f"SELECT subject FROM tombstones WHERE subject IN ({marks})"), chunk
+            )
+            found.update(str(r[0]) for r in cur.fetchall())
+        return found
+
+    def _without_erased(self, cur: Any, rows: Sequence[EventRow]) -> Sequence[EventRow]:
+        """``rows`` less those of an erased customer or session (one look-up per distinct id)."""
+        cur.execute("SELECT 1 FROM tombstones LIMIT 1")
+        if cur.fetchone() is None:
+            return rows  # the common case: nobody was ever erased
+        users = {r.user_id: self.subject(TOMBSTONE_USER, r.user_id) for r in rows if r.user_id}
+        sessions = {
+            r.session_id: self.subject(TOMBSTONE_SESSION, r.session_id)
+            for r in rows
+            if r.session_id
+        }
+        gone = self._erased_subjects(cur, [*users.values(), *sessions.values()])
+        if not gone:
+            return rows
+        return [
+            r
+            for r in rows
+            if users.get(r.user_id) not in gone
+            and (not r.session_id or sessions[r.session_id] not in gone)
+        ]
 
     def upsert_customers(self, customers: Sequence[Customer]) -> int:
         """Insert or replace customers; return how many were written."""
@@ -265,9 +480,42 @@ class EventStore(ABC):
     def erase_user(self, user_id: str) -> int:
         """Remove everything the store holds about a customer; record it without personal data.
 
+        A tombstone (a keyed hash of the id, and one of each of their sessions) keeps their
+        data out from then on: later writes of their events, exposures and impressions are
+        skipped, and every serving process treats them as unknown, whatever model version it
+        loads. :meth:`register_user` lifts it.
+
         Returns the number of events removed.
         """
         with self.transaction() as cur:
+            self._lock_live(cur, exclusive=True)
+            generation = self._bump(cur)
+            cur.execute(
+                self._sql(
+                    "SELECT DISTINCT session_id FROM events WHERE user_id = ? "
+                    "AND session_id IS NOT NULL"
+                ),
+                (user_id,),
+            )
+            sessions = [str(r[0]) for r in cur.fetchall() if r[0]]
+            now = int(time.time())
+            stones = [(self.subject(TOMBSTONE_USER, user_id), TOMBSTONE_USER)] + [
+                (self.subject(TOMBSTONE_SESSION, s), TOMBSTONE_SESSION) for s in sessions
+            ]
+            cur.executemany(
+                self._sql(
+                    "INSERT INTO tombstones (subject, kind, generation, erased_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (subject) DO UPDATE SET "
+                    "generation = excluded.generation, erased_at = excluded.erased_at"
+                ),
+                [(subject, kind, generation, now) for subject, kind in stones],
+            )
+            if sessions:
+                # a merged session's guest events (user_id '') go with the customer
+                marks = ", ".join("?" for _ in sessions)
+                cur.execute(
+                    self._sql(f"DELETE FROM events WHERE session_id IN ({marks})"), sessions
+                )
             cur.execute(self._sql("DELETE FROM events WHERE user_id = ?"), (user_id,))
             events = int(cur.rowcount)
             cur.execute(self._sql("DELETE FROM customers WHERE user_id = ?"), (user_id,))
@@ -279,9 +527,13 @@ class EventStore(ABC):
                     "INSERT INTO erasures (erased_at, events_removed, profile_removed) "
                     "VALUES (?, ?, ?)"
                 ),
-                (int(time.time()), events, profile),
+                (now, events, profile),
             )
+        self._after_erase()
         return events
+
+    def _after_erase(self) -> None:
+        """Make erased rows unreadable in the store's files (SQLite checkpoints its WAL)."""
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -326,19 +578,10 @@ class EventStore(ABC):
 
     def read_items(self) -> list[CatalogItem]:
         """The whole catalogue, ordered by id."""
-        rows = self._query(f"SELECT {', '.join(_ITEM_COLUMNS)} FROM items ORDER BY item_id")
-        return [
-            CatalogItem(
-                item_id=r[0],
-                title=r[1],
-                category=r[2],
-                price=r[3],
-                in_stock=bool(r[4]),
-                margin=r[5],
-                attributes=json.loads(r[6]) if r[6] else {},
-            )
-            for r in rows
-        ]
+        rows = self._query(
+            f"SELECT {', '.join(_ITEM_COLUMNS)} FROM items WHERE NOT retired ORDER BY item_id"
+        )
+        return [_item(r) for r in rows]
 
     def read_customers(self) -> list[Customer]:
         """Every customer profile, ordered by id."""
@@ -396,6 +639,30 @@ def _event_filter(
         clauses.append(f"event_type IN ({', '.join('?' for _ in event_types)})")
         params.extend(event_types)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _item_row(it: CatalogItem) -> tuple[Any, ...]:
+    return (
+        it.item_id,
+        it.title,
+        it.category,
+        it.price,
+        it.in_stock,
+        it.margin,
+        json.dumps(it.attributes, sort_keys=True) if it.attributes else None,
+    )
+
+
+def _item(r: Sequence[Any]) -> CatalogItem:
+    return CatalogItem(
+        item_id=r[0],
+        title=r[1],
+        category=r[2],
+        price=r[3],
+        in_stock=bool(r[4]),
+        margin=r[5],
+        attributes=json.loads(r[6]) if r[6] else {},
+    )
 
 
 def _iso(d: date | None) -> str | None:

@@ -105,4 +105,30 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "live state shared by every process: generation counter, erasure tombstones, "
+        "catalogue changes",
+        """
+        CREATE TABLE live_state (
+            name TEXT PRIMARY KEY,
+            value BIGINT NOT NULL
+        );
+        INSERT INTO live_state (name, value) VALUES ('generation', 0);
+        CREATE TABLE store_secrets (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE tombstones (
+            subject TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            generation BIGINT NOT NULL,
+            erased_at BIGINT NOT NULL
+        );
+        CREATE INDEX tombstones_generation ON tombstones (generation);
+        ALTER TABLE items ADD COLUMN retired {bool} NOT NULL DEFAULT FALSE;
+        ALTER TABLE items ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;
+        CREATE INDEX items_generation ON items (generation);
+        """,
+    ),
 ]

@@ -62,6 +62,15 @@ class PostgresStore(EventStore):
     def _lock_for_migration(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(727274)")
 
+    def _lock_live(self, cur: Any, *, exclusive: bool) -> None:
+        # Under READ COMMITTED an exposure written while an erasure runs could land after the
+        # erasure's DELETE: writers of personal rows share this lock, an erasure takes it alone.
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(727275)"
+            if exclusive
+            else "SELECT pg_advisory_xact_lock_shared(727275)"
+        )
+
     def _insert_event_rows(self, cur: Any, rows: Sequence[EventRow]) -> int:
         if len(rows) < 64:
             marks = ", ".join("%s" for _ in EVENT_COLUMNS)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 from recsys.data.schema import EVENT_COLUMNS, EventRow
 from recsys.errors import StoreError
 from recsys.store.base import EventStore
+
+log = logging.getLogger(__name__)
 
 _INSERT = (
     f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
@@ -53,6 +57,9 @@ class SQLiteStore(EventStore):
             # crash of the machine, not only of the process.
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # deleted rows are overwritten with zeros, not left in free pages: an erased
+            # customer's data must not stay readable in the file
+            conn.execute("PRAGMA secure_delete=ON")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot open the SQLite store: {exc}") from None
         return conn
@@ -69,6 +76,18 @@ class SQLiteStore(EventStore):
 
     def _sql(self, statement: str) -> str:
         return statement
+
+    def _after_erase(self) -> None:
+        # The WAL still holds the pages as they were before the erasure (and as inserted):
+        # copy the zeroed pages into the database and truncate the log. A reader in the middle
+        # of a transaction can hold the checkpoint back; retry briefly, then leave it to the
+        # next automatic checkpoint (logged).
+        for _ in range(20):
+            busy, _log, _done = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.05)
+        log.warning("%s: the WAL could not be truncated after an erasure (readers busy)", self.path)
 
     def _dialect_terms(self) -> dict[str, str]:
         return {"bool": "INTEGER", "json": "TEXT", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Query
 
-from recsys.engine import RecommendationList
+from recsys.service import Served
 from serving.responses import OrjsonResponse
 from serving.state import ServingState
 
@@ -17,30 +16,30 @@ K = Annotated[int, Query(ge=1, le=100, description="How many items (1-100).")]
 
 
 def list_response(
-    result: RecommendationList,
+    served: Served,
     state: ServingState,
     endpoint: str,
     *,
-    recommendation_id: str | None = None,
-    experiment: str | None = None,
-    variant: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> OrjsonResponse:
     """The JSON body every list endpoint returns (``experiment``/``variant`` null outside one);
-    ``extra`` adds keys (the offers of ``/offers``)."""
+    ``extra`` adds keys."""
+    result = served.result
     if result.fallback:
         state.metrics.fallbacks.labels(endpoint=endpoint, kind=result.fallback).inc()
-    body = {
-        "recommendation_id": recommendation_id or uuid.uuid4().hex,
+    body: dict[str, Any] = {
+        "recommendation_id": served.recommendation_id,
         "model_version": result.model_version,
         "items": [
             {"item_id": r.item_id, "score": float(r.score), "reasons": list(r.reasons)}
             for r in result.items
         ],
         "fallback": result.fallback,
-        "experiment": experiment,
-        "variant": variant,
+        "experiment": served.experiment,
+        "variant": served.variant,
     }
+    if served.offers is not None:
+        body["offers"] = [c.as_dict() for c in served.offers]
     if extra:
         body.update(extra)
     return OrjsonResponse(body)

@@ -86,11 +86,16 @@ def put_offer(
     service: Offers, offer_id: OfferId, body: Annotated[dict[str, Any], Body()]
 ) -> OrjsonResponse:
     """Create or replace a promotion (the body is its definition as JSON; ``id`` may be left
-    out). 422 names the offer and the field."""
-    return OrjsonResponse(promotion_json(service.put(body, offer_id)))
+    out). 422 names the offer and the field. Every worker serves it within the live refresh
+    interval."""
+    promo = service.put(body, offer_id)
+    service.store.notify_change()
+    return OrjsonResponse(promotion_json(promo))
 
 
 @router.delete("/{offer_id}")
 def delete_offer(service: Offers, offer_id: OfferId) -> OrjsonResponse:
     """Remove a promotion from the file (impressions and redemptions already recorded stay)."""
-    return OrjsonResponse({"deleted": service.delete(offer_id).id})
+    removed = service.delete(offer_id)
+    service.store.notify_change()
+    return OrjsonResponse({"deleted": removed.id})

@@ -233,13 +233,13 @@ def test_variant_engine_shares_the_models_and_is_cached(
     client, experiments, _ = setup
     state = client.app.state.recsys  # type: ignore[attr-defined]
     exp = experiments.get("rules-test")
-    key, rules = experiments.ranking(exp, exp.variants[1]) or ("", None)
+    _, rules = experiments.ranking(exp, exp.variants[1]) or ("", None)
     assert rules is not None
     base = state.require_engine()
-    ranked = state.engine_with_rules(base, key, rules)
+    ranked = state.service.prepare(base, rules)
     assert ranked is not base and ranked.rules is rules and base.rules is state.rules
     assert ranked.models is base.models and ranked.history is base.history
-    assert state.engine_with_rules(base, key, rules) is ranked  # compiled once, not per request
+    assert state.service.prepare(base, rules) is ranked  # compiled once, not per request
     assert [r.item_id for r in base.popular(2).items] == ["A", "D"]
     assert "A" not in [r.item_id for r in ranked.popular(2).items]
 

@@ -1,0 +1,438 @@
+"""The one request path: every list the engine serves is decided here, once.
+
+The HTTP routes, ``recsys recommend`` (batch scoring), campaigns, ``recsys ab offline`` and the
+merchandiser page all call :class:`RecommendationService`; none of them decides on its own:
+
+* **erasure**: an erased customer (a tombstone in the store, :mod:`recsys.live`) is unknown
+  to every model version this process loads, the serving one, an experiment variant's, a
+  rolled-back one, and to batch runs;
+* **consent**: a customer who opted out of personalisation gets the non-personal list; one
+  who opted out of marketing gets no promotion, on any channel;
+* **live catalogue**: stock, price, category and retirement as the store has them now, over
+  the catalogue a version was trained with (:meth:`recsys.engine.Engine.with_catalog`);
+* **live events**: what the customer did since the version was trained is folded in;
+* **precomputed or live**: the training-time top lists answer when they give exactly the
+  live answer (:meth:`recsys.engine.Engine.recommend_precomputed`), else the model scores;
+* **experiments**: the customer's arm (sticky hashing), the variant's model version and rules,
+  exploration, and the exposure record (queued; erased customers' rows are never written).
+
+It does not import FastAPI: the routes parse, call one method, and respond.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from recsys.engine import Engine, RecommendationList
+from recsys.errors import NotFoundError
+from recsys.experiments.assignment import assign
+from recsys.experiments.definitions import HOLDOUT, Experiment
+from recsys.experiments.exposures import Exposure
+from recsys.experiments.offpolicy import explore
+from recsys.live import LiveState
+from recsys.ranking.rules import RequestFilters, RulesFile
+from recsys.store.base import EventStore
+
+if TYPE_CHECKING:
+    from recsys.experiments.exposures import ExposureWriter
+    from recsys.experiments.registry import ExperimentRegistry
+    from recsys.offers.ranking import OfferCandidate
+    from recsys.offers.service import OfferService
+
+log = logging.getLogger(__name__)
+
+#: Prepared engines (live catalogue and variant rules laid over a version) kept per process.
+_PREPARED_CACHE = 64
+
+
+class EngineSource(Protocol):
+    """Where the service gets model versions (the API's hot-swapped one, or a batch run's)."""
+
+    def require_engine(self) -> Engine:
+        """The version serving now (:class:`~recsys.errors.ModelError` when none)."""
+        ...
+
+    def engine_for_version(self, version: str) -> Engine | None:
+        """Another version (an experiment variant's), or ``None`` when it cannot be loaded."""
+        ...
+
+
+class FixedEngine:
+    """An :class:`EngineSource` of one loaded version (batch runs, tests)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def require_engine(self) -> Engine:
+        """The version."""
+        return self.engine
+
+    def engine_for_version(self, version: str) -> Engine | None:
+        """The version when it is the one asked for, else ``None``."""
+        return self.engine if version == self.engine.version else None
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """One request for a customer's list.
+
+    ``user_id`` ``None`` (or unknown) gets the non-personal list; ``placement`` picks the rule
+    set; ``filters`` are request-level exclusions.
+    """
+
+    user_id: str | None
+    k: int = 10
+    placement: str | None = None
+    filters: RequestFilters = field(default_factory=RequestFilters)
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """Where a request landed: the experiment and variant (``None`` outside any) and the
+    engine that serves it."""
+
+    experiment: Experiment | None
+    variant: str | None
+    engine: Engine
+
+    @property
+    def holdout(self) -> bool:
+        """The customer is held out: serve non-personal results."""
+        return self.variant == HOLDOUT
+
+
+@dataclass(frozen=True)
+class Served:
+    """A list as served: the items, the id that attributes outcomes to it, and the arm."""
+
+    result: RecommendationList
+    recommendation_id: str
+    experiment: str | None = None
+    variant: str | None = None
+    offers: list[OfferCandidate] | None = None
+
+
+class RecommendationService:
+    """Answers every list (see the module docstring).
+
+    Parameters
+    ----------
+    store
+        The shared store (consents, live events, tombstones, catalogue).
+    engines
+        The model versions.
+    live
+        This process's view of the live state (refreshed by the caller's schedule).
+    experiments, exposures
+        A/B experiments and the exposure writer (``None``: no experiments).
+    offers
+        Promotions (``None``: lists only).
+    live_events
+        Recent events read per request to fold in (0: none).
+    on_variant_fallback
+        Called with (experiment, variant) when a variant's model version cannot be loaded.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        engines: EngineSource,
+        live: LiveState,
+        *,
+        experiments: ExperimentRegistry | None = None,
+        exposures: ExposureWriter | None = None,
+        offers: OfferService | None = None,
+        live_events: int = 50,
+        on_variant_fallback: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.engines = engines
+        self.live = live
+        self.experiments = experiments
+        self.exposures = exposures
+        self.offers = offers
+        self.live_events = live_events
+        self.on_variant_fallback = on_variant_fallback
+        self._prepared: dict[tuple[int, int, int], tuple[Engine, Engine]] = {}
+        self._prepared_lock = threading.Lock()
+
+    # -- personal lists ------------------------------------------------------------------------
+
+    def recommend(
+        self, request: ListRequest, *, endpoint: str = "recommendations", arm: Arm | None = None
+    ) -> Served:
+        """A customer's list, under their experiment arm (the exposure is queued); ``arm`` as
+        :meth:`recommend_fast` chose it, when it came first."""
+        arm = arm or self.arm(request.user_id)
+        if arm.holdout:
+            return self._serve(self._holdout(arm, request.k), arm, endpoint, request.user_id)
+        result = self._personal(arm.engine, request)
+        return self._serve(result, arm, endpoint, request.user_id, placement=request.placement)
+
+    def recommend_fast(
+        self, request: ListRequest, *, endpoint: str = "recommendations"
+    ) -> tuple[Served | None, Arm]:
+        """:meth:`recommend` for the common case, answered without blocking: a known customer
+        with nothing new since training, from the precomputed lists, on a store whose reads
+        take microseconds (SQLite). ``None`` when that does not apply: then pass the arm it
+        chose to :meth:`recommend` (an arm is chosen, and counted, once per request).
+        """
+        uid = request.user_id
+        arm = self.arm(uid)
+        if not uid or self.store.backend != "sqlite":
+            return None, arm
+        engine = arm.engine
+        if arm.holdout or engine.precomputed is None or not self.personal_allowed(uid):
+            return None, arm
+        if self.live_events and len(self.store.user_events(uid, limit=1, since=engine.as_of)):
+            return None, arm
+        result = engine.recommend_precomputed(
+            uid, request.k, placement=request.placement, filters=request.filters
+        )
+        if result is None:
+            return None, arm
+        return self._serve(result, arm, endpoint, uid, placement=request.placement), arm
+
+    def recommend_many(
+        self, user_ids: Sequence[str], k: int, *, filters: RequestFilters = RequestFilters()
+    ) -> list[RecommendationList]:
+        """Lists for many customers (batch scoring): the current version, no experiment, no
+        live events; erasure, consent and the live catalogue as for one request. Answered from
+        the precomputed lists wherever they give the same list, the rest scored in batches."""
+        engine = self.prepare(self.engines.require_engine())
+        opted_out = {c.user_id for c in self.store.read_customers() if c.personalisation_opt_out}
+        out: list[RecommendationList | None] = []
+        for uid in user_ids:
+            if uid in opted_out or self.live.is_erased(uid):
+                out.append(engine.recommend(uid, k, filters=filters, personalise=False))
+            else:
+                out.append(engine.recommend_precomputed(uid, k, filters=filters))
+        missing = [j for j, lst in enumerate(out) if lst is None]
+        if missing:
+            scored = engine.recommend_batch([user_ids[j] for j in missing], k, filters=filters)
+            for j, lst in zip(missing, scored, strict=True):
+                out[j] = lst
+        log.info(
+            "%d of %d customers answered from the precomputed lists",
+            len(user_ids) - len(missing),
+            len(user_ids),
+        )
+        return [lst for lst in out if lst is not None]
+
+    def personal_allowed(self, user_id: str | None) -> bool:
+        """Whether anything personal may be served to ``user_id`` (known to the store as not
+        erased and not opted out of personalisation; ``False`` for no id)."""
+        if not user_id or self.live.is_erased(user_id):
+            return False
+        customer = self.store.get_customer(user_id)
+        return not (customer is not None and customer.personalisation_opt_out)
+
+    # -- item lists ----------------------------------------------------------------------------
+
+    def similar(self, item_id: str, kind: str, k: int) -> Served:
+        """ "Often viewed with" or "bought together" one item (404 naming an unknown item)."""
+        engine = self.prepare(self.engines.require_engine())
+        return Served(engine.similar(item_id, kind, k), uuid.uuid4().hex)
+
+    def complete_basket(self, item_ids: Sequence[str], k: int, user_id: str | None) -> Served:
+        """Items that complete a basket, under the customer's arm."""
+        arm = self.arm(user_id)
+        if arm.holdout:
+            return self._serve(self._holdout(arm, k), arm, "baskets_complete", user_id)
+        result = arm.engine.complete_basket(item_ids, k, user_id=user_id)
+        return self._serve(result, arm, "baskets_complete", user_id)
+
+    def popular(self, k: int, category: str | None = None) -> Served:
+        """The most popular items now in the shop."""
+        engine = self.prepare(self.engines.require_engine())
+        return Served(engine.popular(k, category=category), uuid.uuid4().hex)
+
+    def trending(self, k: int, category: str | None = None) -> Served:
+        """Items whose sales are rising, now in the shop."""
+        engine = self.prepare(self.engines.require_engine())
+        return Served(engine.trending(k, category=category), uuid.uuid4().hex)
+
+    # -- offers --------------------------------------------------------------------------------
+
+    def offer(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        max_offers: int = 3,
+        channel: str = "web",
+        count_impressions: bool = True,
+    ) -> Served:
+        """Items to offer (placement ``offers``) and the promotions to show, best expected
+        value first. No promotion for a customer who opted out of marketing, whatever the
+        channel; non-personal ones for the erased, the opted-out and the held-out.
+
+        ``count_impressions``: record the promotions as shown (frequency caps count them).
+        """
+        if self.offers is None:
+            raise NotFoundError("offers are not set up on this server")
+        arm = self.arm(user_id)
+        if arm.holdout:
+            result = self._holdout(arm, k)
+        else:
+            result = self._personal(arm.engine, ListRequest(user_id, k, "offers"))
+        customer = self.store.get_customer(user_id)
+        personal = not arm.holdout and self.personal_allowed(user_id)
+        chosen: list[OfferCandidate] = []
+        if not (customer is not None and customer.marketing_opt_out):
+            chosen = self.offers.rank(
+                user_id,
+                engine=arm.engine,
+                customer=customer,
+                personalise=personal,
+                channel=channel,
+                k=max_offers,
+            )
+            chosen = _in_shop(chosen, arm.engine)
+            if count_impressions and personal:
+                self.offers.record(user_id, chosen)
+        placement = None if arm.holdout else "offers"
+        served = self._serve(result, arm, "offers", user_id, placement=placement)
+        return replace(served, offers=chosen)
+
+    # -- writes that change what is served -----------------------------------------------------
+
+    def erase(self, user_id: str) -> int:
+        """Erase a customer everywhere (see :meth:`recsys.store.base.EventStore.erase_user`);
+        this process stops serving anything personal to them before it returns, every other
+        process within its refresh interval. Returns the events removed."""
+        if self.offers is not None:
+            self.offers.forget_user(user_id)  # first: no queued impression of theirs survives
+        removed = self.store.erase_user(user_id)
+        self.live.refresh()
+        return removed
+
+    # -- experiments ---------------------------------------------------------------------------
+
+    def arm(self, user_id: str | None) -> Arm:
+        """The running experiment (first in the file) and variant of ``user_id``, and the
+        engine that serves it (its model version, the live catalogue and its rules).
+
+        A variant whose ``model_version`` cannot be loaded is served by the current version
+        (and reported to ``on_variant_fallback``); the holdout keeps the server's rules.
+        """
+        engine = self.engines.require_engine()
+        registry = self.experiments
+        if registry is None or not user_id:
+            return Arm(None, None, self.prepare(engine))
+        now = datetime.now(UTC)
+        for exp in registry.running(now):
+            variant = assign(exp, user_id, now).variant
+            if variant is None:
+                continue
+            if variant == HOLDOUT:
+                return Arm(exp, variant, self.prepare(engine))
+            spec = next(v for v in exp.variants if v.name == variant)
+            serving = engine
+            if spec.model_version and spec.model_version != engine.version:
+                other = self.engines.engine_for_version(spec.model_version)
+                if other is None:
+                    if self.on_variant_fallback is not None:
+                        self.on_variant_fallback(exp.name, variant)
+                else:
+                    serving = other
+            ranking = registry.ranking(exp, spec)
+            rules = ranking[1] if ranking is not None else None
+            return Arm(exp, variant, self.prepare(serving, rules))
+        return Arm(None, None, self.prepare(engine))
+
+    def prepare(self, engine: Engine, rules: RulesFile | None = None) -> Engine:
+        """``engine`` with the live catalogue laid over it (and ``rules`` instead of its own),
+        built once per catalogue change and kept."""
+        key = (id(engine), self.live.catalog_generation, id(rules))
+        hit = self._prepared.get(key)
+        if hit is not None and hit[0] is engine:
+            return hit[1]
+        out = engine.with_catalog(self.live.catalog) if self.live.catalog else engine
+        if rules is not None:
+            out = out.with_rules(rules)
+        with self._prepared_lock:
+            if len(self._prepared) >= _PREPARED_CACHE:
+                self._prepared.clear()
+            self._prepared[key] = (engine, out)
+        return out
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _personal(self, engine: Engine, request: ListRequest) -> RecommendationList:
+        uid = request.user_id
+        common: dict[str, Any] = {"placement": request.placement, "filters": request.filters}
+        if not self.personal_allowed(uid):
+            return engine.recommend(uid or "", request.k, personalise=False, **common)
+        assert uid is not None
+        # only what the version did not train on: the rest is already in its history
+        events = (
+            self.store.user_events(uid, limit=self.live_events, since=engine.as_of)
+            if self.live_events
+            else None
+        )
+        return engine.recommend(uid, request.k, events=events, **common)
+
+    @staticmethod
+    def _holdout(arm: Arm, k: int) -> RecommendationList:
+        return replace(arm.engine.popular(k), fallback=HOLDOUT)
+
+    def _serve(
+        self,
+        result: RecommendationList,
+        arm: Arm,
+        endpoint: str,
+        user_id: str | None,
+        *,
+        placement: str | None = None,
+    ) -> Served:
+        """Explore (as the variant says) and queue the exposure."""
+        rid = uuid.uuid4().hex
+        exp = arm.experiment
+        if exp is None or not user_id:
+            return Served(result, rid)
+        ids = [r.item_id for r in result.items]
+        props: tuple[float, ...] = (1.0,) * len(ids)
+        if ids and not arm.holdout:
+            # a fresh generator per request: numpy generators are not safe to share by threads
+            served = explore(ids, exp.exploration, np.random.default_rng())
+            by_id = {r.item_id: r for r in result.items}
+            result = replace(result, items=[by_id[i] for i in served.items])
+            ids, props = list(served.items), served.propensities
+        if self.exposures is not None and not self.live.is_erased(user_id):
+            self.exposures.submit(
+                Exposure(
+                    recommendation_id=rid,
+                    user_id=user_id,
+                    experiment=exp.name,
+                    variant=arm.variant,
+                    items=tuple(ids),
+                    ts=time.time_ns() // 1000,
+                    propensities=props,
+                    placement=placement or endpoint,
+                    model_version=result.model_version,
+                )
+            )
+        return Served(result, rid, exp.name, arm.variant)
+
+
+def _in_shop(offers: list[OfferCandidate], engine: Engine) -> list[OfferCandidate]:
+    """Promotions of items that are in stock now (basket promotions always pass)."""
+    catalog = engine.catalog
+    out = []
+    for offer in offers:
+        if offer.item_id is not None:
+            i = engine.items.index(offer.item_id)
+            if i >= 0 and not catalog.in_stock[i]:
+                continue
+        out.append(offer)
+    return out
