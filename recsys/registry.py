@@ -7,6 +7,7 @@ Layout under ``root`` (``$RECSYS_HOME/models`` by default)::
         users.json items.json catalog.json history.npz purchases.npz models/<name>/...
     CURRENT                   the name of the version that serves (replaced atomically)
     history.json              promotion stack and log (what ``rollback`` goes back to)
+    leases/<host>-<pid>.json  the versions a running process (a server) has loaded
     .lock                     held (``flock``) by whoever changes the registry; holds its pid
     .staging-*/               a version being written (invisible to readers)
 
@@ -22,10 +23,19 @@ the holder's pid, or waits up to ``timeout`` seconds when asked to.
 
 Pickle and joblib files run code when loaded, so :func:`load_joblib_checked` loads one only after
 its sha256 matched the manifest's.
+
+Servers memory-map a version's arrays, and a mapped file that shrinks under a process kills it
+with SIGBUS, without a log line. So a version is immutable in fact, not only by convention: its
+files are made read-only when it is published, the manifest records every file's size, and
+:meth:`Registry.verify` (which every load runs first) compares sizes before anything is mapped.
+:meth:`Registry.prune` never deletes the current version, the one ``rollback`` would serve, or a
+version a live process holds a lease on (:meth:`Registry.lease`); a lease whose process is gone
+is ignored and removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -35,9 +45,11 @@ import os
 import re
 import secrets
 import shutil
+import socket
+import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +66,9 @@ MANIFEST_FORMAT = 1
 
 _VERSION_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 _CHUNK = 1 << 20
+#: Mode of a published version's files: read-only for everyone, so that no process (short of
+#: root) can truncate or rewrite a file a server has memory-mapped.
+_READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 
 
 def new_version_name(now: datetime | None = None) -> str:
@@ -232,6 +247,7 @@ class Registry:
             raise ArtifactError(f"model version {version}: file {rel} is missing")
         for rel in sorted(on_disk - set(files)):
             raise ArtifactError(f"model version {version}: file {rel} is not in the manifest")
+        self.check_sizes(version, manifest)
         for rel in sorted(files):
             actual = sha256_file(folder / rel)
             if not hmac.compare_digest(actual, str(files[rel])):
@@ -240,6 +256,35 @@ class Registry:
                     f"(sha256 {actual}, manifest says {files[rel]})"
                 )
         return manifest
+
+    def check_sizes(self, version: str, manifest: dict[str, Any] | None = None) -> None:
+        """Compare every file's size with the manifest's record, without reading the files.
+
+        Cheap enough for every load: a file truncated or grown after publishing is refused
+        before it is memory-mapped (mapping a file and then reading past its new end is a
+        SIGBUS). Versions published before sizes were recorded pass.
+
+        Raises
+        ------
+        ArtifactError
+            Naming the first file whose size differs, or that is missing.
+        """
+        folder = self.path(version)
+        if manifest is None:
+            manifest = _read_manifest(folder / MANIFEST)
+        sizes = manifest.get("sizes")
+        if not isinstance(sizes, dict):
+            return
+        for rel, expected in sorted(sizes.items()):
+            try:
+                actual = (folder / rel).stat().st_size
+            except OSError:
+                raise ArtifactError(f"model version {version}: file {rel} is missing") from None
+            if actual != expected:
+                raise ArtifactError(
+                    f"model version {version}: file {rel} has changed: {actual:,} bytes, the "
+                    f"manifest says {expected:,} (truncated or rewritten after publishing)"
+                )
 
     def history(self) -> dict[str, Any]:
         """The promotion history: ``{"stack": [...versions], "log": [...events]}``."""
@@ -342,17 +387,19 @@ class Registry:
             staging = Staging(version=version, path=staging_path)
             try:
                 yield staging
-                files = {
-                    rel: sha256_file(staging_path / rel) for rel in _relative_files(staging_path)
-                }
-                files.pop(MANIFEST, None)
+                rels = [r for r in _relative_files(staging_path) if r != MANIFEST]
+                files = {rel: sha256_file(staging_path / rel) for rel in rels}
+                sizes = {rel: (staging_path / rel).stat().st_size for rel in rels}
                 manifest = {
                     **staging.manifest,
                     "format": MANIFEST_FORMAT,
                     "version": version,
                     "files": dict(sorted(files.items())),
+                    "sizes": dict(sorted(sizes.items())),
                 }
                 write_atomic(staging_path / MANIFEST, _dumps(manifest))
+                for rel in [*rels, MANIFEST]:
+                    os.chmod(staging_path / rel, _READ_ONLY)
                 fsync_tree(staging_path)
                 os.rename(staging_path, self.versions_dir / version)
                 fsync_dir(self.versions_dir)
@@ -421,9 +468,12 @@ class Registry:
             return target
 
     def prune(self, keep: int = 5) -> list[str]:
-        """Delete all but the ``keep`` newest versions (never the current one).
+        """Delete all but the ``keep`` newest versions, never one that may serve.
 
-        Also removes staging folders left by a killed trainer. Returns the deleted versions.
+        Kept whatever their age (see :meth:`protected_versions`): the current version, the one
+        :meth:`rollback` would serve, and every version a live process holds a lease on. Also
+        removes staging folders left by a killed trainer and leases of processes that are
+        gone. Returns the deleted versions.
         """
         if keep < 0:
             raise RegistryError(f"prune: keep must be >= 0, got {keep}")
@@ -431,15 +481,97 @@ class Registry:
             # Under the lock nobody is publishing, so any staging folder is debris.
             for leftover in self.root.glob(".staging-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
-            current = self.current_version()
+            protected = self.protected_versions(remove_stale=True)
             names = self.version_names()
-            doomed = [v for v in names[keep:] if v != current]
+            doomed = [v for v in names[keep:] if v not in protected]
             for version in doomed:
                 # Rename first so a reader never sees a half-deleted version.
                 trash = self.root / f".trash-{version}"
                 os.rename(self.versions_dir / version, trash)
                 shutil.rmtree(trash, ignore_errors=True)
             return doomed
+
+    def protected_versions(self, *, remove_stale: bool = False) -> dict[str, str]:
+        """Versions :meth:`prune` must keep, each with the reason.
+
+        Parameters
+        ----------
+        remove_stale
+            Also delete the lease files of processes that are gone (done by :meth:`prune`,
+            under the lock).
+        """
+        protected: dict[str, str] = {}
+        current = self.current_version()
+        if current:
+            protected[current] = "current"
+        target = self._rollback_target(current, self.history())
+        if target:
+            protected.setdefault(target, "rollback target")
+        for lease in self._leases(remove_stale=remove_stale):
+            for version in lease["versions"]:
+                protected.setdefault(str(version), f"loaded by pid {lease['pid']}")
+        return protected
+
+    def _rollback_target(self, current: str | None, history: dict[str, Any]) -> str | None:
+        for version in reversed(history.get("stack") or []):
+            if version != current and (self.versions_dir / str(version)).is_dir():
+                return str(version)
+        return None
+
+    # -- leases ------------------------------------------------------------------------------
+
+    @property
+    def leases_dir(self) -> Path:
+        """Where running processes record the versions they have loaded."""
+        return self.root / "leases"
+
+    def lease(self, versions: Iterable[str]) -> None:
+        """Record that this process has ``versions`` loaded, replacing its previous lease.
+
+        A server calls it after each load or reload (the old version as long as a request
+        may still use it), and :meth:`release` when it stops; :meth:`prune` keeps every leased
+        version while the process lives. Needs no lock: each process writes only its own
+        file, atomically.
+        """
+        names = sorted({v for v in versions if _VERSION_RE.fullmatch(v)})
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": _process_start(os.getpid()),
+            "versions": names,
+            "at": _now_iso(),
+        }
+        write_atomic(self._lease_path(), _dumps(record))
+
+    def release(self) -> None:
+        """Drop this process's lease (nothing it loaded needs keeping any more)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._lease_path().unlink()
+
+    def _lease_path(self) -> Path:
+        return self.leases_dir / f"{socket.gethostname()}-{os.getpid()}.json"
+
+    def _leases(self, *, remove_stale: bool) -> list[dict[str, Any]]:
+        """The leases of live processes. A lease from another host is trusted (its process
+        cannot be checked from here); one of a dead process on this host is ignored."""
+        if not self.leases_dir.is_dir():
+            return []
+        host = socket.gethostname()
+        live = []
+        for path in sorted(self.leases_dir.glob("*.json")):
+            try:
+                lease = json.loads(path.read_text(encoding="utf-8"))
+                pid = int(lease["pid"])
+                versions = list(lease["versions"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # unreadable: being written, or not a lease
+            if lease.get("host") == host and not _alive(pid, lease.get("started")):
+                if remove_stale:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                continue
+            live.append({**lease, "pid": pid, "versions": versions})
+        return live
 
     def _write_history(self, history: dict[str, Any]) -> None:
         write_atomic(self.root / "history.json", _dumps(history))
@@ -473,6 +605,27 @@ def _read_pid(lock_path: Path) -> str:
         return lock_path.read_text(encoding="utf-8").strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), or ``None``: with
+    the pid it names one process, so a lease outlives no pid reuse."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: fields resume after the last ')'
+    return stat_line.rsplit(")", 1)[-1].split()[19]
+
+
+def _alive(pid: int, started: object) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    return started is None or _process_start(pid) in (None, started)
 
 
 def _now_iso() -> str:

@@ -59,7 +59,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.set_defaults(handler=_promote)
     a = msub.add_parser("rollback", help="serve the previously promoted version again")
     a.set_defaults(handler=_rollback)
-    a = msub.add_parser("prune", help="delete old versions (never the current one)")
+    a = msub.add_parser(
+        "prune",
+        help="delete old versions (never the current one, the rollback target, or one a "
+        "running server has loaded)",
+    )
     a.add_argument("--keep", type=int, default=5, metavar="N", help="newest versions to keep (5)")
     a.set_defaults(handler=_prune)
 
@@ -259,6 +263,11 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    removed = _registry().prune(keep=args.keep)
+    registry = _registry()
+    removed = registry.prune(keep=args.keep)
     print(f"removed {len(removed)} version(s)" + (": " + ", ".join(removed) if removed else ""))
+    names = registry.version_names()
+    for version, why in sorted(registry.protected_versions().items()):
+        if version in names[args.keep :]:
+            print(f"kept {version} ({why})")
     return 0
