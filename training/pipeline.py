@@ -16,8 +16,11 @@ Stages, each timed and shown on a progress bar (stderr):
    the allowed margin (``--force`` overrides; the version stays in the registry, not promoted).
 
 The default configuration adapts to the data: a model that cannot fit it (EASE on a catalogue
-too large for a dense item-item matrix, "often viewed with" on data without views) is skipped
-with a notice; the run fails only if the default model itself cannot be trained.
+too large for a dense item-item matrix, "often viewed with" on data without views, every model
+that learns from customers on data with guests only) is skipped with a notice. When the default
+model itself cannot be trained, the first of :data:`FALLBACK_DEFAULTS` that trained serves
+instead: the version's manifest names it as ``default_model`` and records the configured one
+and the reason under ``default_fallback``; the run fails only when none of them trained.
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ _LIBRARIES = {
 
 _STAGES = ("read", "build", "evaluate", "fit", "publish", "promote")
 
+#: Models that serve when the configured default cannot be trained, first trained first: they
+#: need no customer, so a shop whose visitors are all guests still gets a usable version.
+FALLBACK_DEFAULTS = ("popular", "trending")
+
 
 @dataclass
 class TrainingResult:
@@ -80,6 +87,8 @@ class TrainingResult:
         Holdout metrics per model (empty when evaluation was skipped).
     skipped
         Model name -> why it was not trained.
+    default_model
+        The model that serves: the configured default, or a fallback when it could not train.
     timings
         Stage name -> seconds.
     manifest
@@ -93,6 +102,7 @@ class TrainingResult:
     skipped: dict[str, str]
     timings: dict[str, float]
     manifest: dict[str, Any] = field(repr=False)
+    default_model: str = ""
 
 
 def _stderr(message: str) -> None:
@@ -146,7 +156,7 @@ def run_training(
     RegistryError
         Another training holds the registry lock.
     ModelError
-        The default model could not be trained.
+        Neither the default model nor any of :data:`FALLBACK_DEFAULTS` could be trained.
     """
     from recsys.models import MODELS
 
@@ -177,15 +187,16 @@ def run_training(
 
         with progress.stage("fit"):
             fitted, fit_info = _fit_all(config, data, skipped=skipped, notify=notify)
+        default, fallback = _serving_default(config, fitted, skipped, notify)
 
-        promote_it, reason = _decide(registry, config, metrics, force=force, promote=promote)
+        promote_it, reason = _decide(
+            registry, config, metrics, force=force, promote=promote, default_model=default
+        )
 
         with progress.stage("publish"), registry.publish() as staging:
             _write_version(staging.path, data, catalog, fitted)
             ann, indexes = _write_indexes(staging.path, config, fitted)
-            _write_precomputed(
-                staging.path, data, config.default_model, fitted, indexes.get(config.default_model)
-            )
+            _write_precomputed(staging.path, data, default, fitted, indexes.get(default))
             staging.manifest.update(
                 _manifest(
                     config,
@@ -199,6 +210,8 @@ def run_training(
                     promotion={"promoted": promote_it, "reason": reason, "forced": force},
                 )
             )
+            if fallback is not None:
+                staging.manifest.update(default_model=default, default_fallback=fallback)
             if ann:
                 staging.manifest["ann"] = ann
         version = staging.version
@@ -223,6 +236,7 @@ def run_training(
             skipped=skipped,
             timings=dict(timings),
             manifest=registry.manifest(version),
+            default_model=default,
         )
 
 
@@ -235,7 +249,8 @@ def _build(
     from recsys.data.interactions import build_training_data
 
     data = build_training_data(events, config.interactions, as_of=as_of, catalog=catalog)
-    if data.n_users == 0 or data.n_items == 0:
+    # no customer is not an error: guests' sessions and orders still train the item models
+    if data.n_items == 0:
         raise DataError(
             f"no interactions left to train on ({len(events):,} events, "
             f"{data.n_users} users, {data.n_items} items after the [interactions] filters)"
@@ -312,13 +327,38 @@ class _Refusable(Recommender):
         raise NotImplementedError("an evaluation wrapper is not loaded")
 
 
-def _skip_or_raise(
-    name: str, exc: ModelError, config: TrainingConfig, skipped: dict[str, str], notify: Notify
-) -> None:
-    if name == config.default_model:
-        raise ModelError(f"the default model {name!r} cannot be trained: {exc}") from exc
+def _skip(name: str, exc: ModelError, skipped: dict[str, str], notify: Notify) -> None:
     skipped[name] = str(exc)
     notify(f"notice: model {name!r} skipped: {exc}")
+
+
+def _serving_default(
+    config: TrainingConfig, fitted: Mapping[str, Any], skipped: Mapping[str, str], notify: Notify
+) -> tuple[str, dict[str, str] | None]:
+    """The model that serves, and the manifest's ``default_fallback`` when it is not the
+    configured default (``None`` when it is).
+
+    Raises
+    ------
+    ModelError
+        Neither the default model nor a fallback trained: there is nothing to serve.
+    """
+    configured = config.default_model
+    if configured in fitted:
+        return configured, None
+    why = skipped.get(configured, "not trained")
+    for name in FALLBACK_DEFAULTS:
+        if name in fitted:
+            notify(
+                f"notice: the default model {configured!r} cannot be trained ({why}); "
+                f"{name!r} serves instead"
+            )
+            return name, {"configured": configured, "model": name, "reason": why}
+    tried = ", ".join(FALLBACK_DEFAULTS)
+    raise ModelError(
+        f"the default model {configured!r} cannot be trained: {why}; "
+        f"and no fallback ({tried}) was trained (enable one in the config)"
+    )
 
 
 def _evaluate(
@@ -371,7 +411,7 @@ def _evaluate(
         return {}, {**info, "skipped": str(exc)}
     for name in names:
         if name in refused:
-            _skip_or_raise(name, refused[name], config, skipped, notify)
+            _skip(name, refused[name], skipped, notify)
     metrics: dict[str, dict[str, float | None]] = {}
     for result in results:
         info.update(
@@ -407,7 +447,7 @@ def _fit_all(
         try:
             model, seconds = _fit_one(name, config, data)
         except ModelError as exc:
-            _skip_or_raise(name, exc, config, skipped, notify)
+            _skip(name, exc, skipped, notify)
             continue
         fitted[name] = model
         info[name] = {
@@ -427,15 +467,17 @@ def _decide(
     *,
     force: bool,
     promote: bool,
+    default_model: str,
 ) -> tuple[bool, str]:
-    """Whether the new version may serve, and why (the promotion gate)."""
+    """Whether the new version may serve, and why (the promotion gate on the metric of
+    ``default_model``, the model that serves: the configured default or its fallback)."""
     if not promote:
         return False, "--no-promote"
     current = registry.current_version()
     if current is None:
         return True, "first version"
     metric = config.evaluation.metric
-    new = metrics.get(config.default_model, {}).get(metric)
+    new = metrics.get(default_model, {}).get(metric)
     try:
         old_manifest = registry.manifest(current)
     except RecsysError as exc:

@@ -38,6 +38,7 @@ from pydantic import Field, field_validator
 from recsys.config import StrictModel
 from recsys.data.schema import CART, MICROS_PER_DAY, PURCHASE, RETURN, VIEW, CatalogItem, EventFrame
 from recsys.data.vocab import Vocabulary
+from recsys.errors import ModelError
 
 #: Quantities are matched against returns in integer millionths, so that the matching is exact
 #: (and the same in :func:`build_training_data` and :func:`history_matrix`) for any quantity.
@@ -137,6 +138,25 @@ class TrainingData:
     def n_items(self) -> int:
         """Number of items."""
         return len(self.items)
+
+    def require_customers(self, model: str) -> None:
+        """Refuse, as a model that cannot fit this data, a log with no customer in it.
+
+        Models that learn from customers' rows (factors, EASE, repeat buying, the hybrid)
+        would fit guests-only data to nothing, or fail on it; they call this first so that
+        training skips them with a notice and keeps the models that learn from items, orders
+        and sessions (popular, trending, co-occurrence).
+
+        Raises
+        ------
+        ModelError
+            When no customer survived the filters (only guests' events, or none).
+        """
+        if self.n_users == 0:
+            raise ModelError(
+                f"{model}: needs customers, and the training data has none "
+                f"({len(self.events):,} events, guests only)"
+            )
 
 
 # -- public functions -----------------------------------------------------------------------

@@ -215,7 +215,8 @@ def generate_shop(
     zipf_exponent
         Skew of item popularity (1.0: the top tenth of items draws about 70% of views).
     guest_share
-        Share of sessions with no customer.
+        Share of sessions with no customer; ``1.0`` makes a guests-only shop (sessions and
+        orders, no customer id on any event), as a shop without accounts has.
     return_rate
         Share of order lines returned.
     complement_share
@@ -236,8 +237,9 @@ def generate_shop(
         n_events = 30 * n_users
     if n_events < 0:
         raise ConfigError(f"n_events must be >= 0 (got {n_events})")
+    if not 0.0 <= guest_share <= 1.0:
+        raise ConfigError(f"guest_share must be in [0, 1] (got {guest_share})")
     for name, value in (
-        ("guest_share", guest_share),
         ("return_rate", return_rate),
         ("complement_share", complement_share),
     ):

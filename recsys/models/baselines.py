@@ -73,6 +73,7 @@ class RepeatModel(Recommender):
 
     def fit(self, data: TrainingData) -> Self:
         """Keep the purchase counts and fit the fallback; return ``self``."""
+        data.require_customers(self.name)
         fallback = self._make_fallback().fit(data)
         counts = sp.csr_matrix(data.purchase_counts, dtype=np.float32, copy=True)
         counts.data = np.maximum(counts.data, 0.0)  # net of returns; never below zero

@@ -101,6 +101,7 @@ class BuyAgainModel(Recommender):
 
     def fit(self, data: TrainingData) -> Self:
         """Collect purchase occasions per user-item pair; return ``self``."""
+        data.require_customers(self.name)
         ev = data.events
         users = np.asarray(data.event_user)
         items = np.asarray(data.event_item)

@@ -61,7 +61,10 @@ class EASEModel(Recommender):
         ------
         ModelTooLargeError
             When the catalogue has more than ``max_items`` items.
+        ModelError
+            When the data has no customer (guests only).
         """
+        data.require_customers(self.name)
         n_items = data.n_items
         if n_items > self.max_items:
             gib = 8 * n_items**2 / 2**30

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recsys.errors import ArtifactError
+from recsys.errors import ArtifactError, ModelError
 from recsys.models.base import Recommender, load_arrays, save_arrays
 
 #: File of a factor model's version folder holding ``user_factors`` and ``item_factors``.
@@ -84,6 +84,10 @@ class FactorRecommender(Recommender):
         """
         from threadpoolctl import threadpool_limits
 
+        if matrix.shape[0] == 0:
+            raise ModelError(
+                f"{self.name}: needs customers, and the training data has none (guests only)"
+            )
         with threadpool_limits(1, "blas"):
             model = make()
             model.fit(matrix, show_progress=False)

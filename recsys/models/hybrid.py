@@ -192,6 +192,7 @@ class HybridModel(Recommender):
 
     def fit(self, data: TrainingData) -> Self:
         """Learn the ranker on an internal time split, then build the generators on all data."""
+        data.require_customers(self.name)
         settings = self._settings()
         ev = EventArrays.from_training_data(data)
         as_of_day = data.as_of / MICROS_PER_DAY

@@ -224,11 +224,35 @@ def test_as_of_uses_only_earlier_events(filled_store: Any, tmp_path: Path) -> No
     assert manifest["counts"]["events"] < filled_store.count_events()
 
 
-def test_a_failing_default_model_publishes_nothing(
+def test_a_failing_default_model_falls_back_to_popular_and_says_so(
     filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["train", "--config", _config(tmp_path, "fail")]) == 2
-    assert "the default model 'fixed' cannot be trained" in capsys.readouterr().err
+    assert main(["train", "--config", _config(tmp_path, "fail")]) == 0
+    err = capsys.readouterr().err
+    assert "the default model 'fixed' cannot be trained" in err
+    assert "'popular' serves instead" in err
+    registry = _registry()
+    manifest = registry.manifest(registry.current_version() or "")
+    assert manifest["default_model"] == "popular"
+    assert manifest["default_fallback"] == {
+        "configured": "fixed",
+        "model": "popular",
+        "reason": manifest["skipped_models"]["fixed"],
+    }
+    # the gate read the fallback's metric: the one model that serves
+    assert manifest["metrics"]["popular"]["ndcg@10"] is not None
+
+
+def test_a_failing_default_model_without_a_fallback_publishes_nothing(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "nofallback.toml"
+    config.write_text(
+        'default_model = "fixed"\nthreads = 1\n[models.fixed]\nparams = { quality = "fail" }\n'
+    )
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "the default model 'fixed' cannot be trained" in err and "no fallback" in err
     registry = _registry()
     assert registry.version_names() == []
     assert not list(registry.root.glob(".staging-*"))
