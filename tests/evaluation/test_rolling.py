@@ -79,7 +79,8 @@ def event_logs(draw: st.DrawFn) -> EventFrame:
     for i in range(n):
         user = draw(st.sampled_from(["", "a", "b", "c"]))
         kind = draw(st.sampled_from(["purchase", "view", "cart"]))
-        ts = draw(st.integers(0, 150 * DAY))
+        # exactly at midnight half the time: events on a cut are where an off-by-one would show
+        ts = draw(st.one_of(st.integers(0, 150 * DAY), st.integers(0, 150).map(lambda d: d * DAY)))
         rows.append(EventRow(f"e{i}", user, None, "xyz"[i % 3], kind, ts, 1.0, None, None, None))
     return EventFrame.from_rows(rows)
 
