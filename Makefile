@@ -27,9 +27,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-run: setup
+# The sample is loaded once per state folder (again only when the file changes): a reload
+# would store nothing twice, but it costs time on every `make run`.
+LOADED := $(RECSYS_HOME)/.sample-loaded
+
+$(LOADED): $(SAMPLE) | $(STAMP)
 	$(BIN)/recsys ingest $(SAMPLE) --format online-retail
-	$(BIN)/recsys train
+	@mkdir -p $(dir $@) && touch $@
+
+# Repeatable: trains only when nothing is trained yet or the data or config changed
+# (--if-changed), and always ends serving: when training fails or the promotion gate refuses
+# the new version, the current version serves (and only with no version at all does it stop).
+run: setup $(LOADED)
+	$(BIN)/recsys train --if-changed || { $(BIN)/recsys models show >/dev/null 2>&1 \
+		&& echo "make run: no new version promoted; serving the current one" >&2; }
 	@echo
 	@echo "Serving on http://$(HOST):$(PORT)  (OpenAPI: http://$(HOST):$(PORT)/docs). Try:"
 	@echo "  curl 'http://$(HOST):$(PORT)/v1/users/12347/recommendations?k=5'"

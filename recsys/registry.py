@@ -165,6 +165,9 @@ class Registry:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        #: Fields added to the manifest of every version published through this object,
+        #: beside what the publisher writes (the trainer's ``data_fingerprint``, for one).
+        self.annotations: dict[str, Any] = {}
         self._lock_fd: int | None = None
         self._lock_depth = 0
 
@@ -391,6 +394,7 @@ class Registry:
                 files = {rel: sha256_file(staging_path / rel) for rel in rels}
                 sizes = {rel: (staging_path / rel).stat().st_size for rel in rels}
                 manifest = {
+                    **self.annotations,
                     **staging.manifest,
                     "format": MANIFEST_FORMAT,
                     "version": version,

@@ -10,6 +10,7 @@ timezone-aware; :func:`to_micros` and :func:`from_micros` convert at the edge.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -141,6 +142,23 @@ class EventFrame:
     def select(self, mask: NDArray[np.bool_] | NDArray[np.intp]) -> EventFrame:
         """The events picked by a boolean mask or an index array."""
         return EventFrame(**{name: getattr(self, name)[mask] for name in EVENT_COLUMNS})
+
+    def fingerprint(self) -> str:
+        """A hex digest of every event, column by column: equal frames give equal digests,
+        and any change of a value, an event added or one erased changes it. About 0.1 s per
+        million events; training records it so that an unchanged store need not be retrained.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{len(self)}".encode())
+        for name in EVENT_COLUMNS:
+            column = getattr(self, name)
+            digest.update(name.encode())
+            if column.dtype == object:
+                text = "\x1f".join("\x00" if v is None else str(v) for v in column)
+                digest.update(text.encode("utf-8", "surrogatepass"))
+            else:
+                digest.update(np.ascontiguousarray(column).tobytes())
+        return digest.hexdigest()
 
     def rows(self) -> list[EventRow]:
         """Back to rows (for writing)."""
