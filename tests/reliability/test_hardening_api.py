@@ -130,12 +130,24 @@ def test_keys_after_a_semicolon_are_redacted(path: str) -> None:
 
 
 def test_version_names_with_a_trailing_newline_are_refused(registry: Registry) -> None:
+    from recsys.errors import RegistryError
+    from recsys.registry import new_version_name
+
     version = registry.current_version()
     assert version is not None
-    registry.path(version)
     for bad in (version + "\n", version + "\r\n", "\n" + version, version + " "):
         with pytest.raises(NotFoundError):
             registry.path(bad)
+    # a name with a newline would be published as a folder every later check refuses
+    name = new_version_name()
+    with (
+        pytest.raises(RegistryError, match="not a valid version name"),
+        registry.publish(version=name + "\n") as staging,
+    ):
+        (staging.path / "x.json").write_text("{}")
+    assert not list(registry.versions_dir.glob("*\n"))
+    (registry.versions_dir / (name + "\n")).mkdir()  # made by hand: not a version
+    assert name + "\n" not in registry.version_names()
 
 
 # -- 7. sockets that never finish a body -------------------------------------------------------
