@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 #: Options naming a file that their command reads whole into memory. Each is checked here,
 #: once, before the command runs: ``/dev/zero`` or a folder is one clear line, not a
 #: ``MemoryError`` (the readers also bound what they read).
-_WHOLE_FILE_OPTIONS = ("config", "users", "promotions")
+_WHOLE_FILE_OPTIONS = ("config", "users", "promotions", "experiments", "rules", "ranking")
 
 
 def _check_whole_files(args: argparse.Namespace) -> None:
@@ -69,7 +69,7 @@ def _check_whole_files(args: argparse.Namespace) -> None:
 
     for option in _WHOLE_FILE_OPTIONS:
         value = getattr(args, option, None)
-        if isinstance(value, str) and value:
+        if isinstance(value, str | Path) and str(value):
             check_readable_file(value)
 
 
