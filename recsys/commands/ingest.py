@@ -138,6 +138,12 @@ def _print_report(report: IngestReport, kind: str) -> None:
     print(f"{report.path}: {report.rows_read:,} rows read in {report.seconds:.1f} s", file=out)
     print(f"  loaded        {report.loaded:,} {kind}", file=out)
     print(f"  duplicates    {report.duplicates:,} (already stored)", file=out)
+    if report.erased:
+        print(
+            f"  erased        {report.erased:,} (of erased customers; not stored unless they "
+            "are registered again)",
+            file=out,
+        )
     if report.items:
         print(f"  catalogue     {report.items:,} items derived", file=out)
     if report.customers:

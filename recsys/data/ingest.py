@@ -144,6 +144,8 @@ class IngestReport:
         Rows written to the store (events, catalogue items or customers).
     duplicates
         Valid rows not written because their id was already stored (or repeated in the file).
+    erased
+        Valid rows not written because their customer (or session) was erased.
     skipped
         Rows not loaded, counted by reason (invalid rows and rows a layout's rules leave out).
     rejected
@@ -162,6 +164,7 @@ class IngestReport:
     rows_read: int = 0
     loaded: int = 0
     duplicates: int = 0
+    erased: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     rejected: list[RowError] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
@@ -637,6 +640,7 @@ def _flush(store: EventStore, chunk: list[Any], report: IngestReport, bar: Any) 
     result = store.insert_events(chunk)
     report.loaded += result.inserted
     report.duplicates += result.duplicates
+    report.erased += result.erased
     if bar is not None:
         bar.update(len(chunk))
     chunk.clear()

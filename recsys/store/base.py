@@ -510,14 +510,15 @@ class EventStore(ABC):
                 ),
                 [(subject, kind, generation, now) for subject, kind in stones],
             )
+            cur.execute(self._sql("DELETE FROM events WHERE user_id = ?"), (user_id,))
+            events = int(cur.rowcount)
             if sessions:
-                # a merged session's guest events (user_id '') go with the customer
+                # their sessions' guest events (user_id '', before a merge or after it) go too
                 marks = ", ".join("?" for _ in sessions)
                 cur.execute(
                     self._sql(f"DELETE FROM events WHERE session_id IN ({marks})"), sessions
                 )
-            cur.execute(self._sql("DELETE FROM events WHERE user_id = ?"), (user_id,))
-            events = int(cur.rowcount)
+                events += int(cur.rowcount)
             cur.execute(self._sql("DELETE FROM customers WHERE user_id = ?"), (user_id,))
             profile = cur.rowcount > 0
             for table in _PERSONAL_TABLES:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
@@ -14,8 +16,8 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz")
 def healthz() -> OrjsonResponse:
-    """The process is up."""
-    return OrjsonResponse({"status": "ok"})
+    """The process is up (``worker``: its process id, to tell workers apart)."""
+    return OrjsonResponse({"status": "ok", "worker": os.getpid()})
 
 
 @router.get("/readyz")
