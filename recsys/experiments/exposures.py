@@ -84,25 +84,23 @@ class Exposure:
 
 
 def write_exposures(store: EventStore, exposures: Sequence[Exposure]) -> int:
-    """Insert exposures in one transaction; an already stored ``recommendation_id`` is skipped.
+    """Insert exposures in one transaction; an already stored ``recommendation_id`` and the
+    exposures of erased customers are skipped.
 
     Returns
     -------
     int
-        How many rows were new.
+        How many rows were kept (not of an erased customer).
     """
     if not exposures:
         return 0
-    sql = store._sql(
+    # an exposure queued just before its customer was erased is not written after the erasure
+    return store.insert_personal_rows(
         f"INSERT INTO exposures ({', '.join(_COLUMNS)}) "
-        f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT (recommendation_id) DO NOTHING"
+        f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT (recommendation_id) DO NOTHING",
+        [e.row() for e in exposures],
+        user_column=_COLUMNS.index("user_id"),
     )
-    inserted = 0
-    with store.transaction() as cur:
-        for e in exposures:
-            cur.execute(sql, e.row())
-            inserted += max(cur.rowcount, 0)
-    return inserted
 
 
 def read_exposures(

@@ -423,13 +423,12 @@ class OfferService:
         if not rows:
             return
         try:
-            with self.store.transaction() as cur:
-                cur.executemany(
-                    self.store._sql(
-                        "INSERT INTO offer_impressions (user_id, offer_id, ts) VALUES (?, ?, ?)"
-                    ),
-                    rows,
-                )
+            # the store skips erased customers' rows, whichever process erased them
+            self.store.insert_personal_rows(
+                "INSERT INTO offer_impressions (user_id, offer_id, ts) VALUES (?, ?, ?)",
+                rows,
+                user_column=0,
+            )
         except RecsysError as exc:
             log.warning("%d offer impressions could not be written: %s", len(rows), exc)
 

@@ -78,17 +78,14 @@ def read_segments(store: EventStore) -> SegmentTable | None:
 
 
 def record_impressions(store: EventStore, impressions: Iterable[tuple[str, str]], ts: int) -> int:
-    """Record that each ``(user_id, offer_id)`` was shown at ``ts`` (microseconds UTC)."""
+    """Record that each ``(user_id, offer_id)`` was shown at ``ts`` (microseconds UTC); rows of
+    erased customers are skipped. Returns how many were written."""
     rows = [(u, o, int(ts)) for u, o in impressions]
-    if rows:
-        with store.transaction() as cur:
-            cur.executemany(
-                store._sql(
-                    "INSERT INTO offer_impressions (user_id, offer_id, ts) VALUES (?, ?, ?)"
-                ),
-                rows,
-            )
-    return len(rows)
+    return store.insert_personal_rows(
+        "INSERT INTO offer_impressions (user_id, offer_id, ts) VALUES (?, ?, ?)",
+        rows,
+        user_column=0,
+    )
 
 
 def impression_counts(

@@ -102,7 +102,7 @@ def fake_loader(class_name: str, directory: Path) -> Recommender:
 def publish(
     registry: Registry,
     *,
-    models: tuple[str, ...] = ("hybrid", "often_viewed_with", "bought_together"),
+    models: tuple[str, ...] = ("hybrid", "viewed_with", "bought_together"),
     sim: NDArray[np.float32] | None = None,
     promote: bool = True,
     extra: dict[str, Any] | None = None,

@@ -1,0 +1,97 @@
+"""The one request path: consent, erasure and the live catalogue decided once, for every caller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recsys.data.schema import CatalogItem, Customer, EventRow
+from recsys.engine import Engine
+from recsys.live import LiveState
+from recsys.ranking.rules import RequestFilters, parse_rules
+from recsys.registry import Registry
+from recsys.service import FixedEngine, ListRequest, RecommendationService
+from recsys.store.base import EventStore
+from tests.serving.fakes import fake_loader, publish
+
+
+@pytest.fixture
+def service(tmp_path: Path, sqlite_store: EventStore) -> RecommendationService:
+    registry = Registry(tmp_path / "models")
+    version = publish(registry)
+    engine = Engine.load(registry.path(version), registry, model_loader=fake_loader)
+    live = LiveState(sqlite_store)
+    live.refresh()
+    return RecommendationService(sqlite_store, FixedEngine(engine), live)
+
+
+def _ids(service: RecommendationService, user: str, k: int = 3) -> list[str]:
+    return [r.item_id for r in service.recommend(ListRequest(user, k)).result.items]
+
+
+def test_batch_and_single_requests_agree_on_consent_and_erasure(
+    service: RecommendationService,
+) -> None:
+    store = service.store
+    personal = service.recommend(ListRequest("u1", 3)).result
+    assert personal.fallback is None
+    store.upsert_customers([Customer("u1", personalisation_opt_out=True)])
+    single = service.recommend(ListRequest("u1", 3)).result
+    batch = service.recommend_many(["u1"], 3)[0]
+    assert single.fallback == batch.fallback == "popular"
+    assert [r.item_id for r in single.items] == [r.item_id for r in batch.items]
+    store.upsert_customers([Customer("u1")])
+    assert service.recommend_many(["u1"], 3)[0].fallback is None
+    service.erase("u1")  # this process knows at once
+    assert service.recommend(ListRequest("u1", 3)).result.fallback == "popular"
+    assert service.recommend_many(["u1"], 3)[0].fallback == "popular"
+    assert service.recommend_fast(ListRequest("u1", 3))[0] is None
+
+
+def test_stock_and_retirement_apply_to_every_list(service: RecommendationService) -> None:
+    store = service.store
+    top = _ids(service, "u1", 1)[0]
+    popular = [r.item_id for r in service.popular(3).result.items]
+    related = [r.item_id for r in service.similar("A", "bought_together", 3).result.items]
+    store.upsert_items([CatalogItem(top, in_stock=False), CatalogItem(popular[0])])
+    store.retire_item(popular[0])
+    store.upsert_items([CatalogItem(related[0], in_stock=False)])
+    assert top in _ids(service, "u1"), "until the view refreshes, the catalogue it read"
+    service.live.refresh()
+    assert top not in _ids(service, "u1")
+    assert popular[0] not in [r.item_id for r in service.popular(5).result.items]
+    together = service.similar("A", "bought_together", 3).result.items
+    assert related[0] not in [r.item_id for r in together]
+    assert top not in [r.item_id for r in service.trending(5).result.items]
+    assert top not in [r.item_id for r in service.recommend_many(["u1"], 3)[0].items]
+
+
+def test_a_pinned_item_out_of_stock_is_not_pinned(service: RecommendationService) -> None:
+    engine = service.engines.require_engine()
+    rules = parse_rules({"pin": [{"name": "hero", "item": "G", "position": 1}]})
+    ranked = service.prepare(engine, rules)
+    assert ranked.popular(3).items[0].item_id == "G"
+    service.store.upsert_items([CatalogItem("G", in_stock=False)])
+    service.live.refresh()
+    ranked = service.prepare(engine, rules)
+    assert "G" not in [r.item_id for r in ranked.popular(3).items]
+
+
+def test_live_events_reach_the_next_list(service: RecommendationService) -> None:
+    store = service.store
+    engine = service.engines.require_engine()
+    assert service.recommend(ListRequest("newbie", 1)).result.fallback == "popular"
+    store.insert_events(
+        [EventRow("e1", "newbie", None, "D", "view", engine.as_of + 10, 1.0, None, None, None)]
+    )
+    got = service.recommend(ListRequest("newbie", 1)).result
+    assert got.fallback is None and got.items[0].item_id == "H"  # D's neighbour
+
+
+def test_marketing_opt_out_needs_offers_to_be_set_up(service: RecommendationService) -> None:
+    from recsys.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        service.offer("u1", 3)
+    assert service.recommend_many(["u1"], 2, filters=RequestFilters(exclude=("B",)))[0].items
