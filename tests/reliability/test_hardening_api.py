@@ -270,3 +270,47 @@ def test_the_guard_sees_which_routes_need_a_key(client: TestClient) -> None:
         assert found[write] == (True, False), write
     assert found[("POST", "/v1/baskets/complete")] == (False, True)
     assert found[("GET", "/healthz")] == (False, False)
+
+
+@pytest.mark.parametrize(
+    ("path", "reads_need_key", "key", "status"),
+    [
+        ("/v1/events", False, None, 401),
+        ("/v1/events", False, "wrong", 403),
+        ("/v1/users/u1/merge", False, None, 401),
+        ("/v1/baskets/complete", True, None, 401),
+    ],
+)
+def test_the_key_is_checked_before_a_byte_of_body_is_read(
+    sqlite_store: EventStore,
+    registry: Registry,
+    path: str,
+    reads_need_key: bool,
+    key: str | None,
+    status: int,
+) -> None:
+    import asyncio
+
+    settings = ServingSettings(api_keys=KEY, require_key_for_reads=reads_need_key)
+    app = create_app(settings, store=sqlite_store, registry=registry, model_loader=fake_loader)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"100000")]
+    if key is not None:
+        headers.append((b"x-api-key", key.encode()))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        raise AssertionError("the body was read before the key was checked")
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    with TestClient(app):  # runs the lifespan: the app's state exists
+        asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == status
+    assert (b"connection", b"close") in sent[0]["headers"]  # type: ignore[operator]
