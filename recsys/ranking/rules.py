@@ -27,12 +27,17 @@ the field)::
     name = "clearance"
     items = ["22423"]
 
-    [placements.checkout]                    # a placement replaces the default rules
-    max_per_category = 1
+    [placements.checkout]                    # a placement overrides the defaults key by key:
+    max_per_category = 1                     # here only the cap; everything else as above
 
 :func:`compile_rules` resolves a :class:`RuleSet` against the catalogue once (when a model
 version loads); :func:`apply_rules` then runs on every request with numpy masks only.
 Category matches are by path prefix: ``"Home"`` matches ``"Home > Kitchen > Mugs"``.
+
+Pins and caps: a pinned item counts toward ``max_per_category`` like any other, so the list
+never holds more of one category than the cap, pins included; a pin wins over the cap only when
+the pins alone exceed it (two pins of one category under a cap of 1: both are shown, and no
+other item of that category).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from recsys.config import StrictModel, read_config_file, validate
 from recsys.data.vocab import Vocabulary
@@ -122,15 +127,25 @@ class RuleSet(StrictModel):
 
 
 class RulesFile(RuleSet):
-    """A rules file: the default rule set plus per-placement replacements."""
+    """A rules file: the default rule set plus per-placement overrides."""
 
     placements: dict[str, RuleSet] = Field(default_factory=dict)
+    # each placement's merged rules, built once (a stable object per placement)
+    _merged: dict[str, RuleSet] = PrivateAttr(default_factory=dict)
 
     def for_placement(self, placement: str | None) -> RuleSet:
-        """The rules of ``placement`` (the defaults when it has none of its own)."""
-        if placement and placement in self.placements:
-            return self.placements[placement]
-        return self
+        """The rules of ``placement``: the defaults, with each key its table sets replaced
+        (a key it leaves out keeps the default's value; a list it sets replaces the default's
+        list whole). The defaults when it has no table."""
+        if not placement or placement not in self.placements:
+            return self
+        rules = self._merged.get(placement)
+        if rules is None:
+            own = self.placements[placement]
+            base = self.model_dump(exclude={"placements"})
+            base.update(own.model_dump(include=own.model_fields_set))
+            rules = self._merged[placement] = RuleSet.model_validate(base)
+        return rules
 
 
 def load_rules(path: str | Path) -> RulesFile:
@@ -376,13 +391,19 @@ def apply_rules(
 
     cap = rules.max_per_category
     reasons = reasons or {}
+    # pinned items count toward their category's cap (see the module docstring)
+    taken_by_pins: dict[int, int] = {}
+    if cap is not None:
+        for i in pinned:
+            g = int(compiled.group[i])
+            taken_by_pins[g] = taken_by_pins.get(g, 0) + 1
     # Only a prefix of the full order is ever read (k items, a few more when the category cap
     # skips some): sorting that prefix instead of every candidate keeps a request O(n), not
     # O(n log n), on large catalogues. The prefix grows until the list is full or exhausted.
     want = max(4 * n_free, 64)
     while True:
         order, complete = _order_prefix(adjusted, usable, compiled.buried, want)
-        fill = _Fill()
+        fill = _Fill(per_group=dict(taken_by_pins))
         for i in order.tolist():
             if len(fill.chosen) >= n_free:
                 break

@@ -107,6 +107,44 @@ def test_max_per_category_by_level() -> None:
     assert ids(RuleSet(max_per_category=1, category_level=2)) == ["A", "C", "D", "F"]
 
 
+def test_a_pin_counts_toward_its_category_cap() -> None:
+    # B (Home) pinned first under a cap of one per top-level category: A (Home) must not follow
+    rules = RuleSet.model_validate(
+        {"max_per_category": 1, "pin": [{"name": "hero", "item": "B", "position": 1}]}
+    )
+    assert ids(rules) == ["B", "C", "F"]
+    # pins alone over the cap: both shown, no other item of that category
+    two = RuleSet.model_validate(
+        {
+            "max_per_category": 1,
+            "pin": [
+                {"name": "a", "item": "A", "position": 1},
+                {"name": "b", "item": "B", "position": 2},
+            ],
+        }
+    )
+    assert ids(two) == ["A", "B", "C", "F"]
+
+
+def test_a_placement_overrides_the_defaults_key_by_key() -> None:
+    rules = parse_rules(
+        {
+            "deny": ["C"],
+            "max_per_category": 2,
+            "pin": [{"name": "hero", "item": "F", "position": 1}],
+            "placements": {"checkout": {"max_per_category": 1}, "home": {"deny": []}},
+        }
+    )
+    checkout = rules.for_placement("checkout")
+    assert checkout.max_per_category == 1
+    assert checkout.deny == ["C"] and [p.item for p in checkout.pin] == ["F"]
+    assert (
+        rules.for_placement("home").deny == [] and rules.for_placement("home").max_per_category == 2
+    )
+    assert rules.for_placement("checkout") is checkout, "merged once"
+    assert rules.for_placement("other") is rules
+
+
 def test_backfill_from_popular_when_model_scores_few() -> None:
     scores = np.full(6, np.nan, dtype=np.float32)
     scores[3] = 1.0
