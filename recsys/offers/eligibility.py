@@ -65,9 +65,12 @@ def ineligibility(
     usage
         Redemptions so far and impressions within the frequency cap's period (ending today).
     campaign
-        A marketing send: customers who opted out of marketing get none.
+        A marketing send (a campaign) rather than a promotion shown on a page.
+
+    A customer who opted out of marketing gets no promotion at all, on any channel, sent or
+    shown: a discount offer is marketing wherever it appears.
     """
-    if campaign and facts.marketing_opt_out:
+    if facts.marketing_opt_out:
         return "marketing_opt_out"
     if promo.personal and facts.personalisation_opt_out:
         return "personalisation_opt_out"

@@ -84,6 +84,17 @@ def test_personalisation_opt_out_gets_non_personal_only() -> None:
     assert [o.offer_id for o in unknown] == ["everyone"]
 
 
+@pytest.mark.parametrize("channel", ["web", "app", "email"])
+def test_marketing_opt_out_gets_no_promotion_on_any_channel(channel: str) -> None:
+    cat = catalog(promo(id="everyone", eligibility={"channels": ["web", "app", "email"]}))
+    customers = [Customer("u", marketing_opt_out=True), Customer("v")]
+    ctx = build_context(cat, TODAY, _history(), customers=customers)
+    assert rank_offers_for_user(ctx, "u", channel=channel, k=10) == []
+    assert [o.offer_id for o in rank_offers_for_user(ctx, "v", channel=channel, k=10)] == [
+        "everyone"
+    ]
+
+
 def test_one_offer_per_item_across_triggers() -> None:
     cat = catalog(
         promo(id="restock", trigger="replenishment", discount={"percent": 5}),
