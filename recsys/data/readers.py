@@ -206,13 +206,21 @@ def _encoding_error(name: str, compressed: bool, encoding: str) -> FileFormatErr
             for n, line in enumerate(fh, 1):
                 try:
                     line.decode(encoding)
-                except UnicodeDecodeError as exc:
+                except UnicodeError as exc:
+                    if not isinstance(exc, UnicodeDecodeError):
+                        break  # a codec that cannot decode line by line: no position to give
                     bad = line[exc.start : exc.start + 1].hex()
+                    utf8 = encoding.lower().replace("-", "").replace("_", "") in ("utf8", "u8")
+                    hint = (
+                        "(Latin-1 or Windows-1252 text?); save the file as UTF-8 or pass "
+                        "--encoding latin-1"
+                        if utf8
+                        else "(UTF-8 text?); leave out --encoding, or name the file's encoding"
+                    )
                     return FileFormatError(
                         name,
                         f"line {n} is not valid {encoding}: byte 0x{bad} at byte {exc.start + 1} "
-                        "(Latin-1 or Windows-1252 text?); save the file as UTF-8 or pass "
-                        "--encoding latin-1",
+                        + hint,
                     )
     except _GZIP_ERRORS:
         pass
