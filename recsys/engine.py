@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import InteractionConfig, history_matrix
-from recsys.data.schema import PURCHASE, EventFrame, to_micros
+from recsys.data.schema import PURCHASE, CatalogItem, EventFrame, to_micros
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ArtifactError, ConfigError, NotFoundError
 from recsys.models.base import (
@@ -39,11 +39,13 @@ from recsys.models.base import (
     top_k,
 )
 from recsys.ranking.rules import (
+    CATEGORY_SEPARATOR,
     FALLBACK_REASON,
     CatalogArrays,
     CompiledRules,
     Ranked,
     RequestFilters,
+    RuleSet,
     RulesFile,
     apply_rules,
     compile_rules,
@@ -130,6 +132,8 @@ class Engine:
         # as trained: the live catalogue (:meth:`with_catalog`) is laid over this, never over
         # an earlier overlay
         self._trained_catalog = catalog
+        # in-stock items of the live catalogue that this version does not know (newest first)
+        self._new_items: tuple[CatalogItem, ...] = ()
         self.history = history.tocsr().astype(np.float32)
         self.purchases = purchases.tocsr().astype(np.float32)
         self.models = dict(models)
@@ -388,9 +392,12 @@ class Engine:
         return self._related(known, "bought_together", k, exclude=tuple(item_ids))
 
     def popular(self, k: int, *, category: str | None = None) -> RecommendationList:
-        """The most popular eligible items, optionally within one category."""
+        """The most popular eligible items, optionally within one category; items new to the
+        shop since training (:meth:`with_catalog`) follow the items that sold, before those
+        that never did (reason ``new_item``)."""
         compiled = self._rules_for(None)
-        return self._popular_list(k, compiled, RequestFilters(category=category), fallback=None)
+        listed = self._popular_list(k, compiled, RequestFilters(category=category), fallback=None)
+        return self._add_new_items(listed, k, category, compiled.rules)
 
     def trending(self, k: int, *, category: str | None = None) -> RecommendationList:
         """Items whose sales are rising (the ``trending`` model), optionally within a category,
@@ -414,7 +421,36 @@ class Engine:
             fallback_order=self.popular_order,
             fallback_scores=self.popularity,
         )
-        return RecommendationList(self._to_ids(ranked), self.version, None)
+        listed = RecommendationList(self._to_ids(ranked), self.version, None)
+        return self._add_new_items(listed, k, category, compiled.rules)
+
+    def _add_new_items(
+        self, listed: RecommendationList, k: int, category: str | None, rules: RuleSet
+    ) -> RecommendationList:
+        """``listed`` with the eligible new items placed after those with a positive score,
+        pinned items kept at their positions."""
+        new = [
+            it
+            for it in self._new_items
+            if (category is None or _in_category(it.category, category))
+            and it.item_id not in rules.deny
+            and not any(_in_category(it.category, c) for c in rules.deny_categories)
+            and (not rules.allow or it.item_id in rules.allow)
+        ]
+        if not new:
+            return listed
+        pins = {
+            j: r
+            for j, r in enumerate(listed.items)
+            if any(x.startswith("rule:pin:") for x in r.reasons)
+        }
+        rest = [r for j, r in enumerate(listed.items) if j not in pins]
+        sold = [r for r in rest if r.score > 0]
+        fresh = [Recommendation(it.item_id, 0.0, ("new_item",)) for it in new]
+        merged = [*sold, *fresh, *(r for r in rest if not r.score > 0)]
+        for j in sorted(pins):
+            merged.insert(j, pins[j])
+        return replace(listed, items=merged[:k])
 
     def with_rules(self, rules: RulesFile) -> Engine:
         """This version ranking with ``rules``: a shallow copy sharing every loaded model and
@@ -448,6 +484,15 @@ class Engine:
         live = copy.copy(self)
         live.catalog = CatalogArrays(self.items, category, price, in_stock)
         live._compiled = {}
+        # items added to the shop since training: no model knows them yet, but the popular and
+        # category lists show them (newest first) after the items that sold
+        fresh = [
+            changes[ids[j]]
+            for j in np.flatnonzero(idx < 0).tolist()
+            if changes[ids[j]].item.in_stock and not changes[ids[j]].retired
+        ]
+        fresh.sort(key=lambda c: (-c.generation, c.item.item_id))
+        live._new_items = tuple(c.item for c in fresh)
         return live
 
     def forget_user(self, user_id: str) -> None:
@@ -732,6 +777,12 @@ class Engine:
             Recommendation(item_id, float(r.score), r.reasons)
             for item_id, r in zip(ids, ranked, strict=True)
         ]
+
+
+def _in_category(path: str, prefix: str) -> bool:
+    """Whether category ``path`` is ``prefix`` or lies under it (whole levels only)."""
+    prefix = prefix.strip()
+    return path == prefix or path.startswith(prefix + CATEGORY_SEPARATOR)
 
 
 def _reason_tuple(model_name: str, explained: Any, items: Vocabulary) -> tuple[str, ...]:

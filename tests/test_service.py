@@ -95,3 +95,20 @@ def test_marketing_opt_out_needs_offers_to_be_set_up(service: RecommendationServ
     with pytest.raises(NotFoundError):
         service.offer("u1", 3)
     assert service.recommend_many(["u1"], 2, filters=RequestFilters(exclude=("B",)))[0].items
+
+
+def test_a_new_item_is_served_at_once_in_popular_and_category_lists(
+    service: RecommendationService,
+) -> None:
+    store = service.store
+    store.upsert_items([CatalogItem("NEW1", title="Brand new", category="Gadgets > Phones")])
+    store.upsert_items([CatalogItem("NEW2", category="Gadgets", in_stock=False)])
+    service.live.refresh()
+    gadgets = service.popular(5, "Gadgets").result.items
+    assert [r.item_id for r in gadgets] == ["NEW1"]
+    assert gadgets[0].reasons == ("new_item",)
+    everything = [r.item_id for r in service.popular(100).result.items]
+    assert "NEW1" in everything and "NEW2" not in everything
+    store.retire_item("NEW1")
+    service.live.refresh()
+    assert service.popular(5, "Gadgets").result.items == []
