@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -187,7 +188,7 @@ def test_merge_and_erase(client: TestClient, sqlite_store: EventStore) -> None:
 
 
 def test_health_ready_metrics_and_admin(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "worker": os.getpid()}
     assert client.get("/readyz").status_code == 200
     client.get("/v1/users/nobody/recommendations")
     text = client.get("/metrics").text
