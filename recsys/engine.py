@@ -11,13 +11,11 @@ An engine object is never mutated after it serves its first request, except for
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,8 +23,9 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from recsys.artifacts import Manifest, Precomputed, model_folder, read_version
 from recsys.data.interactions import InteractionConfig, history_matrix
-from recsys.data.schema import PURCHASE, CatalogItem, EventFrame, to_micros
+from recsys.data.schema import PURCHASE, CatalogItem, EventFrame
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ArtifactError, ConfigError, NotFoundError
 from recsys.models.base import (
@@ -35,7 +34,6 @@ from recsys.models.base import (
     ItemSimilarity,
     Recommender,
     candidate_depth,
-    load_csr,
     top_k,
 )
 from recsys.ranking.rules import (
@@ -193,50 +191,31 @@ class Engine:
             ``(class name, folder) -> model``; defaults to :func:`default_model_loader`.
         """
         version_dir = Path(version_dir)
-        manifest = registry.verify(version_dir.name)
+        raw = registry.verify(version_dir.name)
+        manifest = Manifest.parse(raw, version_dir.name)
         loader = model_loader or default_model_loader
         try:
-            users = Vocabulary.from_json(_read_json(version_dir / "users.json"))
-            items = Vocabulary.from_json(_read_json(version_dir / "items.json"))
-            records = _read_json(version_dir / "catalog.json")
-            if not isinstance(records, list):
-                raise ArtifactError(f"{version_dir / 'catalog.json'}: expected a list")
-            catalog = CatalogArrays.from_records(items, records)
-            history = load_csr(version_dir / "history.npz")
-            purchases = load_csr(version_dir / "purchases.npz")
-            specs = manifest.get("models") or {}
-            # "model" is the registry name; "class" may be a dotted class path
+            data = read_version(version_dir)
+            catalog = CatalogArrays.from_records(data.items, data.catalog)
             models = {
-                name: loader(
-                    str(spec.get("model") or spec.get("class") or name),
-                    version_dir / "models" / name,
-                )
-                for name, spec in specs.items()
+                name: loader(spec.class_name(name), model_folder(version_dir, name))
+                for name, spec in manifest.models.items()
             }
-            interaction = InteractionConfig.model_validate(
-                manifest.get("interaction_config") or manifest.get("interactions") or {}
-            )
-            as_of = _micros(manifest.get("as_of"))
-            precomputed = Precomputed.load(version_dir / PRECOMPUTED_DIR)
-            indexes = _load_indexes(version_dir, manifest, models, len(items))
+            interaction = InteractionConfig.model_validate(manifest.interaction_settings())
+            as_of = manifest.as_of_micros()
+            precomputed = Precomputed.load(version_dir)
+            indexes = _load_indexes(version_dir, manifest, models, len(data.items))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ArtifactError(f"model version {version_dir.name}: {exc}") from None
-        expected = (len(users), len(items))
-        for name, matrix in (("history", history), ("purchases", purchases)):
-            if matrix.shape != expected:
-                raise ArtifactError(
-                    f"model version {version_dir.name}: {name}.npz has shape {matrix.shape}, "
-                    f"expected {expected} (users × items)"
-                )
         return cls(
-            version=str(manifest.get("version", version_dir.name)),
-            manifest=manifest,
-            users=users,
+            version=manifest.version,
+            manifest=raw,
+            users=data.users,
             catalog=catalog,
-            history=history,
-            purchases=purchases,
+            history=data.history,
+            purchases=data.purchases,
             models=models,
-            default_model=str(manifest.get("default_model", "")),
+            default_model=manifest.default_model,
             interaction_config=interaction,
             as_of=as_of,
             rules=rules or RulesFile(),
@@ -805,68 +784,9 @@ def _flag_ids(flag: str, items: Vocabulary) -> str:
 
 # -- precomputed top lists -----------------------------------------------------------------------
 
-#: Folder of a version holding the default model's top lists (written by training).
-PRECOMPUTED_DIR = "precomputed"
 #: Items stored per user: the longest list a model that explains is asked for at k <= 20
 #: (:func:`~recsys.models.base.candidate_depth`).
 PRECOMPUTED_DEPTH = candidate_depth(20, 10**9)
-
-
-@dataclass(frozen=True)
-class Precomputed:
-    """The default model's top ``depth`` items per known user, computed when it was trained.
-
-    ``items`` (int32, ``-1`` pads) and ``scores`` (float32) are ``users × depth``;
-    ``reason_codes`` (int32, same shape) index ``reasons`` when the model explains its choices.
-    The arrays are ``.npy`` files opened memory-mapped, so server workers share their pages.
-    """
-
-    model: str
-    items: NDArray[np.int32]
-    scores: NDArray[np.float32]
-    reason_codes: NDArray[np.int32] | None
-    reasons: tuple[tuple[str, ...], ...]
-
-    @property
-    def depth(self) -> int:
-        """Items stored per user."""
-        return int(self.items.shape[1])
-
-    def save(self, folder: Path) -> None:
-        """Write ``meta.json`` and the ``.npy`` arrays into ``folder`` (created)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "items.npy", np.ascontiguousarray(self.items, dtype=np.int32))
-        np.save(folder / "scores.npy", np.ascontiguousarray(self.scores, dtype=np.float32))
-        if self.reason_codes is not None:
-            np.save(folder / "reasons.npy", np.ascontiguousarray(self.reason_codes, np.int32))
-        meta = {
-            "model": self.model,
-            "depth": self.depth,
-            "reasons": [list(r) for r in self.reasons],
-        }
-        (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-
-    @classmethod
-    def load(cls, folder: Path) -> Precomputed | None:
-        """Open a saved folder memory-mapped; ``None`` when the version has none."""
-        if not (folder / "meta.json").is_file():
-            return None
-        meta = _read_json(folder / "meta.json")
-        try:
-            items = np.load(folder / "items.npy", mmap_mode="r", allow_pickle=False)
-            scores = np.load(folder / "scores.npy", mmap_mode="r", allow_pickle=False)
-            codes = None
-            if (folder / "reasons.npy").is_file():
-                codes = np.load(folder / "reasons.npy", mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{folder}: cannot read the precomputed lists: {exc}") from None
-        reasons = tuple(tuple(str(x) for x in r) for r in meta.get("reasons", []))
-        shapes = {items.shape, scores.shape} | ({codes.shape} if codes is not None else set())
-        if len(shapes) != 1 or items.ndim != 2:
-            raise ArtifactError(f"{folder}: precomputed arrays differ in shape: {sorted(shapes)}")
-        if codes is not None and len(codes) and codes.size and int(codes.max()) >= len(reasons):
-            raise ArtifactError(f"{folder}: a reason code is past the {len(reasons)} reasons")
-        return cls(str(meta["model"]), items, scores, codes, reasons)
 
 
 def precompute(
@@ -935,57 +855,34 @@ def precompute(
 
 def _load_indexes(
     version_dir: Path,
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     models: Mapping[str, Recommender],
     n_items: int,
 ) -> dict[str, ItemIndex]:
     """The approximate indexes the manifest's ``ann`` table lists (their files were verified
     against the manifest's sha256 with the rest of the version before this runs)."""
     out: dict[str, ItemIndex] = {}
-    for name, spec in (manifest.get("ann") or {}).items():
+    for name, spec in manifest.ann.items():
         model = models.get(name)
         if not isinstance(model, FactorModel):
             raise ArtifactError(
                 f"model version {version_dir.name}: an index for {name!r}, "
                 "which is not a factor model of this version"
             )
-        rel = str(spec["file"])
-        if rel not in (manifest.get("files") or {}):
+        if spec.file not in manifest.files:
             # only files the manifest hashes are read: no path out of the version folder
             raise ArtifactError(
-                f"model version {version_dir.name}: index file {rel!r} of {name!r} is not "
+                f"model version {version_dir.name}: index file {spec.file!r} of {name!r} is not "
                 "among the manifest's files"
             )
-        params = spec.get("params") or {}
         out[name] = load_index(
-            version_dir / rel,
+            version_dir / spec.file,
             n_items=n_items,
             dim=int(model.item_factors_.shape[1]),
-            exact_head=int(params.get("exact_head", 0)),
+            exact_head=int(spec.params.get("exact_head", 0)),
         )
     return out
 
 
 def _empty_row(n: int) -> sp.csr_matrix:
     return sp.csr_matrix(np.zeros((1, n), dtype=np.float32))
-
-
-def _micros(value: Any) -> int:
-    """A manifest's ``as_of``: microseconds, or an ISO 8601 time with an offset."""
-    if value is None:
-        return 0
-    if isinstance(value, int | float):
-        return int(value)
-    ts = datetime.fromisoformat(str(value))
-    if ts.tzinfo is None:
-        raise ValueError(f"as_of {value!r} has no UTC offset")
-    return to_micros(ts)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing from the model version") from None
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: cannot read JSON: {exc}") from None

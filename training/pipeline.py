@@ -508,18 +508,18 @@ def _decide(
 def _write_version(
     folder: Path, data: Any, catalog: list[CatalogItem], fitted: Mapping[str, Any]
 ) -> None:
-    """Write the files the serving engine reads (see the module docstring of recsys.registry)."""
-    from recsys.models.base import save_csr, save_json
+    """Write the files the serving engine reads (their format: :mod:`recsys.artifacts`)."""
+    from recsys.artifacts import write_version
 
-    save_json(folder / "users.json", data.users.to_json())
-    save_json(folder / "items.json", data.items.to_json())
-    save_json(folder / "catalog.json", _catalog_rows(data, catalog))
-    save_csr(folder / "history.npz", data.interactions)
-    save_csr(folder / "purchases.npz", data.purchase_counts)
-    for name, model in fitted.items():
-        target = folder / "models" / name
-        target.mkdir(parents=True)
-        model.save(target)
+    write_version(
+        folder,
+        users=data.users,
+        items=data.items,
+        catalog=_catalog_rows(data, catalog),
+        history=data.interactions,
+        purchases=data.purchase_counts,
+        models=fitted,
+    )
 
 
 def _write_precomputed(
@@ -530,19 +530,15 @@ def _write_precomputed(
     index: Any = None,
 ) -> None:
     """The default model's top lists per known user, so the API serves most requests without
-    scoring (see :class:`recsys.engine.Precomputed`); listed in the manifest like every file.
+    scoring (see :class:`recsys.artifacts.Precomputed`); listed in the manifest like every file.
     With the model's approximate ``index`` the lists come from it, as serving would answer."""
-    from recsys.engine import PRECOMPUTED_DIR, precompute
+    from recsys.engine import precompute
 
     model = fitted.get(default_model)
     if model is None:
         return
     lists = precompute(model, default_model, data.interactions, data.items, index=index)
-    lists.save(folder / PRECOMPUTED_DIR)
-
-
-#: Folder of a version holding the approximate top-k indexes, one file per factor model.
-INDEX_DIR = "index"
+    lists.save(folder)
 
 
 def _write_indexes(
@@ -555,6 +551,7 @@ def _write_indexes(
     Returns the manifest's ``ann`` table (model name -> file relative to the version, index
     parameters, build seconds) and the built indexes by model name.
     """
+    from recsys.artifacts import index_base
     from recsys.retrieval.ann import FactorModel, FaissIndex, build_index, save_index
 
     out: dict[str, dict[str, Any]] = {}
@@ -569,8 +566,9 @@ def _write_indexes(
         index = build_index(model.item_factors_, config=config.ann)
         seconds = time.perf_counter() - start
         assert isinstance(index, FaissIndex)  # wants_approximate: never the exact index
-        (folder / INDEX_DIR).mkdir(exist_ok=True)
-        path = save_index(index, folder / INDEX_DIR / name)
+        base = index_base(folder, name)
+        base.parent.mkdir(exist_ok=True)
+        path = save_index(index, base)
         out[name] = {
             "file": path.relative_to(folder).as_posix(),
             "n_items": index.n_items,

@@ -2,7 +2,7 @@
 
 * :func:`recsys.ranking.rules.apply_rules` sorts only a prefix of the ranking: it must equal
   the full sort (a property over random scores with ties, buried items and category caps).
-* :class:`recsys.engine.Precomputed` top lists serve known users without scoring: the lists
+* :class:`recsys.artifacts.Precomputed` top lists serve known users without scoring: the lists
   must equal live scoring, and an event POSTed through the API must still change the next list.
 """
 
@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.data.vocab import Vocabulary
-from recsys.engine import PRECOMPUTED_DIR, Engine, precompute
+from recsys.artifacts import PRECOMPUTED_DIR
+from recsys.engine import Engine, precompute
 from recsys.models.base import save_csr, save_json
 from recsys.ranking.rules import (
     CatalogArrays,
@@ -108,7 +109,7 @@ def _publish(registry: Registry, *, with_precomputed: bool) -> str:
         model.save(p / "models" / "main")
         if with_precomputed:
             pre = precompute(model, "main", sp.csr_matrix(HISTORY), Vocabulary(ITEMS), depth=4)
-            pre.save(p / PRECOMPUTED_DIR)
+            pre.save(p)
         stg.manifest = {
             "default_model": "main",
             "models": {"main": {"class": "fake"}},

@@ -1,0 +1,242 @@
+"""The on-disk format of one model version: its files, their writer, their reader.
+
+Training writes a version with :func:`write_version` (and :meth:`Precomputed.save`); the engine
+reads it with :func:`read_version` and :class:`Manifest`. No other module names a version's
+files, so the writer and the reader cannot drift apart. The registry (:mod:`recsys.registry`)
+hashes whatever this module wrote and checks it before anything is read::
+
+    manifest.json                 Manifest (written by the registry at publish: files, sizes)
+    users.json, items.json        the vocabularies, ids in index order
+    catalog.json                  the catalogue as trained (item_id, category, price, ...)
+    history.npz, purchases.npz    users x items weighted history and purchase counts (CSR)
+    models/<name>/                one folder per model, written by the model's own ``save``
+    precomputed/                  the default model's top lists (Precomputed)
+    index/<name>.faiss            approximate top-k indexes of factor models (manifest ``ann``)
+
+Large arrays are ``.npy``/``.npz`` read with ``allow_pickle=False``; the precomputed lists are
+memory-mapped, so server workers share their pages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recsys.data.schema import to_micros
+from recsys.data.vocab import Vocabulary
+from recsys.errors import ArtifactError
+from recsys.models.base import Recommender, load_csr, save_csr, save_json
+
+USERS = "users.json"
+ITEMS = "items.json"
+CATALOG = "catalog.json"
+HISTORY = "history.npz"
+PURCHASES = "purchases.npz"
+MODELS_DIR = "models"
+PRECOMPUTED_DIR = "precomputed"
+INDEX_DIR = "index"
+
+
+class ModelSpec(BaseModel):
+    """A model of the version: its registry name (``model``, or a dotted ``class``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    class_: str | None = Field(default=None, alias="class")
+
+    def class_name(self, name: str) -> str:
+        """The name to load the model class by (the table name when neither is given)."""
+        return self.model or self.class_ or name
+
+
+class AnnSpec(BaseModel):
+    """An approximate index of a factor model: its file (relative to the version)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    file: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    """What the engine reads of a version's manifest (other keys are kept, not checked)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    default_model: str = ""
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    interaction_config: dict[str, Any] | None = None
+    interactions: dict[str, Any] | None = None
+    as_of: int | str | None = None
+    ann: dict[str, AnnSpec] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], version: str) -> Manifest:
+        """Validate a manifest read by the registry; :class:`ArtifactError` names the key."""
+        try:
+            return cls.model_validate({"version": version, **dict(data)})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ArtifactError(
+                f"model version {version}: manifest {where}: {first['msg']}"
+            ) from None
+
+    def as_of_micros(self) -> int:
+        """``as_of`` in microseconds (it is stored as ISO 8601 with an offset, or a number)."""
+        value = self.as_of
+        if value is None:
+            return 0
+        if isinstance(value, int):
+            return value
+        ts = datetime.fromisoformat(value)
+        if ts.tzinfo is None:
+            raise ArtifactError(f"model version {self.version}: as_of {value!r} has no offset")
+        return to_micros(ts)
+
+    def interaction_settings(self) -> dict[str, Any]:
+        """The interaction weighting training used (older manifests: ``interactions``)."""
+        return self.interaction_config or self.interactions or {}
+
+
+@dataclass(frozen=True)
+class VersionData:
+    """The arrays and vocabularies of a version (its models are loaded separately)."""
+
+    users: Vocabulary
+    items: Vocabulary
+    catalog: list[dict[str, Any]]
+    history: sp.csr_matrix
+    purchases: sp.csr_matrix
+
+
+def write_version(
+    folder: Path,
+    *,
+    users: Vocabulary,
+    items: Vocabulary,
+    catalog: Sequence[Mapping[str, Any]],
+    history: sp.spmatrix,
+    purchases: sp.spmatrix,
+    models: Mapping[str, Recommender],
+) -> None:
+    """Write a version's data files and each model's folder into ``folder``."""
+    save_json(folder / USERS, users.to_json())
+    save_json(folder / ITEMS, items.to_json())
+    save_json(folder / CATALOG, [dict(r) for r in catalog])
+    save_csr(folder / HISTORY, history)
+    save_csr(folder / PURCHASES, purchases)
+    for name, model in models.items():
+        target = model_folder(folder, name)
+        target.mkdir(parents=True)
+        model.save(target)
+
+
+def read_version(folder: Path) -> VersionData:
+    """Read what :func:`write_version` wrote, checking shapes (:class:`ArtifactError`)."""
+    users = Vocabulary.from_json(_read_json(folder / USERS))
+    items = Vocabulary.from_json(_read_json(folder / ITEMS))
+    catalog = _read_json(folder / CATALOG)
+    if not isinstance(catalog, list):
+        raise ArtifactError(f"{folder / CATALOG}: expected a list")
+    history = load_csr(folder / HISTORY)
+    purchases = load_csr(folder / PURCHASES)
+    expected = (len(users), len(items))
+    for name, matrix in ((HISTORY, history), (PURCHASES, purchases)):
+        if matrix.shape != expected:
+            raise ArtifactError(
+                f"model version {folder.name}: {name} has shape {matrix.shape}, "
+                f"expected {expected} (users × items)"
+            )
+    return VersionData(users, items, catalog, history, purchases)
+
+
+def model_folder(folder: Path, name: str) -> Path:
+    """Where the model ``name`` of a version lies."""
+    return folder / MODELS_DIR / name
+
+
+@dataclass(frozen=True)
+class Precomputed:
+    """The default model's top ``depth`` items per known user, computed when it was trained.
+
+    ``items`` (int32, ``-1`` pads) and ``scores`` (float32) are ``users × depth``;
+    ``reason_codes`` (int32, same shape) index ``reasons`` when the model explains its choices.
+    The arrays are ``.npy`` files opened memory-mapped, so server workers share their pages.
+    """
+
+    model: str
+    items: NDArray[np.int32]
+    scores: NDArray[np.float32]
+    reason_codes: NDArray[np.int32] | None
+    reasons: tuple[tuple[str, ...], ...]
+
+    @property
+    def depth(self) -> int:
+        """Items stored per user."""
+        return int(self.items.shape[1])
+
+    def save(self, version_folder: Path) -> None:
+        """Write ``meta.json`` and the ``.npy`` arrays into the version's precomputed folder."""
+        folder = version_folder / PRECOMPUTED_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "items.npy", np.ascontiguousarray(self.items, dtype=np.int32))
+        np.save(folder / "scores.npy", np.ascontiguousarray(self.scores, dtype=np.float32))
+        if self.reason_codes is not None:
+            np.save(folder / "reasons.npy", np.ascontiguousarray(self.reason_codes, np.int32))
+        meta = {
+            "model": self.model,
+            "depth": self.depth,
+            "reasons": [list(r) for r in self.reasons],
+        }
+        (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+
+    @classmethod
+    def load(cls, version_folder: Path) -> Precomputed | None:
+        """Open a version's lists memory-mapped; ``None`` when the version has none."""
+        folder = version_folder / PRECOMPUTED_DIR
+        if not (folder / "meta.json").is_file():
+            return None
+        meta = _read_json(folder / "meta.json")
+        try:
+            items = np.load(folder / "items.npy", mmap_mode="r", allow_pickle=False)
+            scores = np.load(folder / "scores.npy", mmap_mode="r", allow_pickle=False)
+            codes = None
+            if (folder / "reasons.npy").is_file():
+                codes = np.load(folder / "reasons.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{folder}: cannot read the precomputed lists: {exc}") from None
+        reasons = tuple(tuple(str(x) for x in r) for r in meta.get("reasons", []))
+        shapes = {items.shape, scores.shape} | ({codes.shape} if codes is not None else set())
+        if len(shapes) != 1 or items.ndim != 2:
+            raise ArtifactError(f"{folder}: precomputed arrays differ in shape: {sorted(shapes)}")
+        if codes is not None and len(codes) and codes.size and int(codes.max()) >= len(reasons):
+            raise ArtifactError(f"{folder}: a reason code is past the {len(reasons)} reasons")
+        return cls(str(meta["model"]), items, scores, codes, reasons)
+
+
+def index_base(folder: Path, model_name: str) -> Path:
+    """Where a factor model's approximate index is written (the index adds its suffix); the
+    manifest's ``ann`` table records the file as written, and the engine reads that."""
+    return folder / INDEX_DIR / model_name
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing from the model version") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot read JSON: {exc}") from None

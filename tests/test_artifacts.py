@@ -1,0 +1,70 @@
+"""The on-disk format of a model version: one writer, one reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.artifacts import Manifest, Precomputed, read_version, write_version
+from recsys.data.vocab import Vocabulary
+from recsys.errors import ArtifactError
+
+
+def test_what_is_written_is_read_back(tmp_path: Path) -> None:
+    history = sp.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]], dtype=np.float32))
+    write_version(
+        tmp_path,
+        users=Vocabulary(["u1", "u2"]),
+        items=Vocabulary(["a", "b", "c"]),
+        catalog=[{"item_id": "a", "category": "Home", "price": 2.0, "in_stock": True}],
+        history=history,
+        purchases=history,
+        models={},
+    )
+    data = read_version(tmp_path)
+    assert data.users.ids == ["u1", "u2"] and data.items.ids == ["a", "b", "c"]
+    assert (data.history != history).nnz == 0
+    assert data.catalog[0]["category"] == "Home"
+    lists = Precomputed(
+        "m", np.array([[2, -1]], np.int32), np.array([[0.5, np.nan]], np.float32), None, ()
+    )
+    lists.save(tmp_path)
+    back = Precomputed.load(tmp_path)
+    assert back is not None and back.depth == 2 and back.items.tolist() == [[2, -1]]
+
+
+def test_a_version_whose_arrays_disagree_is_refused(tmp_path: Path) -> None:
+    write_version(
+        tmp_path,
+        users=Vocabulary(["u1"]),
+        items=Vocabulary(["a", "b"]),
+        catalog=[],
+        history=sp.csr_matrix((1, 3), dtype=np.float32),
+        purchases=sp.csr_matrix((1, 2), dtype=np.float32),
+        models={},
+    )
+    with pytest.raises(ArtifactError, match=r"history.npz has shape \(1, 3\), expected \(1, 2\)"):
+        read_version(tmp_path)
+
+
+def test_the_manifest_is_typed_and_names_a_bad_key() -> None:
+    m = Manifest.parse(
+        {
+            "default_model": "als",
+            "models": {"als": {"model": "als"}, "old": {"class": "x.Y"}, "bare": {}},
+            "as_of": "2024-01-01T00:00:00+00:00",
+            "metrics": {"als": {"ndcg@10": 0.1}},
+        },
+        "v1",
+    )
+    assert (
+        m.models["old"].class_name("old") == "x.Y" and m.models["bare"].class_name("bare") == "bare"
+    )
+    assert m.as_of_micros() == 1_704_067_200_000_000
+    with pytest.raises(ArtifactError, match=r"manifest models\.als"):
+        Manifest.parse({"models": {"als": "not a table"}}, "v1")
+    with pytest.raises(ArtifactError, match="has no offset"):
+        Manifest.parse({"as_of": "2024-01-01T00:00:00"}, "v1").as_of_micros()
