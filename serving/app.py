@@ -25,7 +25,7 @@ from recsys.offers.service import OfferService, promotions_path
 from recsys.ranking.rules import RulesFile, load_rules
 from recsys.settings import load_settings
 from recsys.store.base import EventStore
-from serving import errors
+from serving import errors, ui
 from serving.logs import install_access_log_filter
 from serving.metrics import Metrics
 from serving.middleware import GuardMiddleware
@@ -111,10 +111,14 @@ def create_app(
         summary="Recommendations and personalised offers for e-commerce.",
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
+        # /docs is served by serving.ui from packaged files (the default loads a CDN)
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     for module in (users, items, events, admin, health, experiments, offers):
         app.include_router(module.router)
+    ui.install(app, home=settings.home)
     app.add_middleware(
         GuardMiddleware,
         max_in_flight=settings.max_in_flight,

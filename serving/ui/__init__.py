@@ -1,0 +1,107 @@
+"""The merchandiser's web page (``/ui``) and the offline API docs (``/docs``).
+
+:func:`install` adds both to the API app: the page's routes, its static files (CSS, a little
+JavaScript, and Swagger UI, all shipped in the package: nothing is loaded from the internet),
+the login redirect, and a ``/docs`` page that uses the packaged Swagger UI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from recsys.settings import load_settings
+from serving.ui.auth import PREFIX, LoginRequired, Signer, UISettings, load_secret
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+#: Where the static files are served.
+STATIC_URL = f"{PREFIX}/static"
+
+
+def install(app: FastAPI, *, home: Path | None = None, settings: UISettings | None = None) -> None:
+    """Add the merchandiser's page and the offline ``/docs`` to ``app``.
+
+    Parameters
+    ----------
+    app
+        The API, built with ``docs_url=None`` (this adds its own ``/docs``).
+    home
+        The state folder the API uses (where the session secret is kept unless
+        ``RECSYS_UI_SECRET`` is set).
+    settings
+        Read from ``RECSYS_UI_*`` when not given, once, here.
+    """
+    from serving.ui import views
+    from serving.ui.routes import router
+
+    overrides = {"home": home} if home is not None else {}
+    settings = settings or load_settings(UISettings, **overrides)
+    ui_settings = settings
+    app.state.ui_signer = Signer(
+        lambda: load_secret(ui_settings), session_seconds=settings.ui_session_hours * 3600
+    )
+    app.state.ui_pages = views.Pages()
+    app.mount(STATIC_URL, StaticFiles(directory=STATIC), name="ui-static")
+    app.include_router(router)
+    app.add_exception_handler(LoginRequired, _to_login)
+    _follow_rules_file(app)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """Swagger UI from the package's own copy (works without a network)."""
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API docs",
+            swagger_js_url=f"{STATIC_URL}/swagger/swagger-ui-bundle.js",
+            swagger_css_url=f"{STATIC_URL}/swagger/swagger-ui.css",
+            swagger_favicon_url=f"{STATIC_URL}/favicon.svg",
+        )
+
+
+async def _to_login(request: Request, exc: Exception) -> RedirectResponse:
+    assert isinstance(exc, LoginRequired)
+    from urllib.parse import quote
+
+    target = f"{PREFIX}/login"
+    if exc.next_path.startswith(f"{PREFIX}/") and request.method == "GET":
+        target += f"?next={quote(exc.next_path, safe='/')}"
+    return RedirectResponse(target, status_code=303)
+
+
+def _follow_rules_file(app: FastAPI) -> None:
+    """Serve the rules file the page saves, on every worker.
+
+    The server reads its rules once, at start-up; the page saves them to ``RECSYS_RULES_FILE``
+    (or ``$RECSYS_HOME/rules.toml``) and raises the store's generation. Each worker then
+    reloads the serving version with the file's rules (see :class:`views.RulesFollower`),
+    set up here, after the app's own start-up, because the serving state exists only then.
+    """
+    from serving.ui.views import RulesFollower, rules_path
+
+    original = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        async with original(app) as value:
+            state = getattr(app.state, "recsys", None)
+            if state is not None:
+                path = rules_path(state)
+                follower = RulesFollower(state, path)
+                state.live.on_change(follower)
+                if state.settings.rules_file is None and path.exists():
+                    # saved by the page earlier: the server did not read it at start-up
+                    await asyncio.to_thread(follower.apply)
+            yield value
+
+    app.router.lifespan_context = lifespan
