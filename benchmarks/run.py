@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "scale": ("benchmarks.bench_scale", True),
     "baskets": ("benchmarks.bench_baskets", True),
     "serving": ("benchmarks.bench_serving", True),
+    "live": ("benchmarks.bench_live", True),
     "ann": ("benchmarks.bench_ann", True),
     "matrix": ("benchmarks.bench_matrix", False),
     "quality": ("benchmarks.bench_quality", False),
