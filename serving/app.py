@@ -56,7 +56,7 @@ def create_app(
         How a saved model is loaded (tests use fakes); see :class:`recsys.engine.Engine`.
     """
     settings = settings or load_settings(ServingSettings)
-    install_access_log_filter()
+    install_access_log_filter(customer_ids=settings.log_customer_ids)
     rules = load_rules(settings.rules_file) if settings.rules_file else RulesFile()
     metrics = Metrics()
 

@@ -39,6 +39,11 @@ class ServingSettings(Settings):
         description="Poll the registry's CURRENT every N s (0: off), so that every worker "
         "follows a promotion or a rollback.",
     )
+    log_customer_ids: bool = Field(
+        default=False,
+        description="Write customer and session ids to the access log (masked by default: a "
+        "log line is out of an erasure's reach).",
+    )
     live_refresh_s: float = Field(
         default=0.5,
         gt=0,

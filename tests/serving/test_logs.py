@@ -37,3 +37,18 @@ def test_filter_rewrites_uvicorn_access_records() -> None:
     assert RedactCredentials().filter(record)
     assert "s3cret" not in record.getMessage()
     assert "/v1/popular?api_key=***" in record.getMessage()
+
+
+def test_customer_ids_are_masked_unless_asked_for() -> None:
+    path = "/v1/users/12347/recommendations?k=5&user_id=12347&session_id=s9"
+    masked = redact_path(path)
+    assert masked == "/v1/users/-/recommendations?k=5&user_id=-&session_id=-"
+    assert "12347" not in masked and "s9" not in masked
+    assert redact_path("/v1/sessions/abc/recommendations") == "/v1/sessions/-/recommendations"
+    assert redact_path("/v1/items/12347/bought-together") == "/v1/items/12347/bought-together"
+    assert redact_path(path, customer_ids=True) == path
+
+
+@given(st.text(min_size=3, alphabet=st.characters(codec="ascii", categories=["L", "N"])))
+def test_no_customer_id_survives_in_a_user_path(user: str) -> None:
+    assert redact_path(f"/v1/users/{user}/offers?channel=web") == "/v1/users/-/offers?channel=web"
