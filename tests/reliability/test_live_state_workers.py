@@ -10,6 +10,8 @@ bound (2 s).
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -99,8 +101,17 @@ class Shop:
         raise AssertionError(f"server not ready:\n{self.log.read_text(errors='replace')}")
 
     def stop(self) -> None:
+        """Stop the server and its workers (the whole process group: a SIGKILL of the
+        parent alone would leave the workers running)."""
         if self.proc is not None:
-            kill(self.proc)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                kill(self.proc)
             self.proc = None
 
 
