@@ -389,11 +389,16 @@ def experiment(request: Request, session: SessionDep, name: str) -> HTMLResponse
     """One experiment's report (sample-ratio check first) and its definition to edit."""
     state = _state(request)
     try:
-        report = views.experiment_report(state, name)
-        exp = state.experiments.get(name) if state.experiments else None
+        exp = views.experiment(state, name)
     except NotFoundError as exc:
         return _render(request, "error.html", session, 404, message=str(exc))
-    assert exp is not None
+    report = None
+    report_error = None
+    try:
+        report = views.experiment_report(state, name)
+    except RecsysError as exc:
+        # no exposures yet, or one group only: the page still shows and edits the definition
+        report_error = str(exc)
     return _render(
         request,
         "experiment.html",
@@ -401,6 +406,7 @@ def experiment(request: Request, session: SessionDep, name: str) -> HTMLResponse
         exp=exp,
         running=exp.is_running(datetime.now(UTC)),
         report=report,
+        report_error=report_error,
         text=views.experiment_toml(exp),
     )
 

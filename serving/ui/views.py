@@ -588,13 +588,19 @@ def start_or_stop(state: ServingState, name: str, action: str) -> Experiment:
     return put_experiment(state, data, name)
 
 
-def experiment_report(state: ServingState, name: str) -> Any:
-    """The report ``recsys ab report`` writes, from the store."""
-    from recsys.experiments.exposures import report_from_store
-
+def experiment(state: ServingState, name: str) -> Experiment:
+    """One experiment; :class:`NotFoundError` naming the file and what it has."""
     if state.experiments is None:
         raise NotFoundError("no experiments are configured on this server")
-    return report_from_store(state.store, state.experiments.get(name))
+    return state.experiments.get(name)
+
+
+def experiment_report(state: ServingState, name: str) -> Any:
+    """The report ``recsys ab report`` writes, from the store (:class:`DataError` while
+    nothing was logged)."""
+    from recsys.experiments.exposures import report_from_store
+
+    return report_from_store(state.store, experiment(state, name))
 
 
 # -- models ------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def ui_store(sqlite_store: EventStore) -> EventStore:
     sqlite_store.upsert_items(items)
     sqlite_store.upsert_customers(
         [
-            Customer("u1", birthday=date(1990, 5, 1), region="United Kingdom"),
+            Customer("u1", birthday=date(1990, 9, 20), region="United Kingdom"),
             Customer("u2", personalisation_opt_out=True, marketing_opt_out=True),
         ]
     )
