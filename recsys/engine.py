@@ -1,18 +1,20 @@
 """The engine: one published model version, loaded and ready to answer requests.
 
-:class:`Engine` is what the HTTP API and ``recsys recommend`` call. It holds a version's
-vocabularies, catalogue, interaction history and models, applies the business rules
-(:mod:`recsys.ranking.rules`) and answers with string ids only: integer indices never leave it.
+It holds a version's vocabularies, catalogue, interaction history and models, applies the
+business rules (:mod:`recsys.ranking.rules`) and answers with string ids only: integer indices
+never leave it. Callers reach it through :class:`recsys.service.RecommendationService`, which
+decides consent, erasure, the live catalogue and experiments before asking it for a list.
 
-An engine object is never mutated after it serves its first request, except for
-:meth:`Engine.forget_user` (erasure), so swapping versions is replacing one reference.
+An engine object is never mutated after it is loaded: the live catalogue and other rules are
+laid over it as shallow copies (:meth:`Engine.with_catalog`, :meth:`Engine.with_rules`), and
+erasure is a tombstone the service checks, so swapping versions is replacing one reference and
+no loaded version can bring an erased customer back.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -154,8 +156,6 @@ class Engine:
             if isinstance(self.models.get(name), FactorModel) and index.n_items == len(self.items)
         }
         self._compiled: dict[str | None, CompiledRules] = {}
-        self._forgotten: set[str] = set()
-        self._lock = threading.Lock()
         # Popularity = distinct users per item: the fallback for every list.
         counts = np.asarray((self.history > 0).sum(axis=0)).ravel().astype(np.float64)
         top = counts.max() if counts.size and counts.max() > 0 else 1.0
@@ -312,11 +312,7 @@ class Engine:
         idx = self.users.indices(user_ids)
         out: list[RecommendationList] = []
         for start in range(0, len(user_ids), BATCH_USERS):
-            chunk_ids = list(user_ids[start : start + BATCH_USERS])
             chunk = idx[start : start + BATCH_USERS].copy()
-            for j, uid in enumerate(chunk_ids):
-                if uid in self._forgotten:
-                    chunk[j] = -1
             known = (chunk >= 0).astype(np.float32)
             # unknown users get an empty row (their scores are not used)
             rows = sp.csr_matrix(
@@ -474,24 +470,6 @@ class Engine:
         live._new_items = tuple(c.item for c in fresh)
         return live
 
-    def forget_user(self, user_id: str) -> None:
-        """Stop serving anything personal for ``user_id`` from this loaded version.
-
-        Their history and purchase rows are zeroed in memory and the user is treated as unknown
-        from now on (models' per-user state is never consulted again). The registry's copy is
-        replaced at the next training, which no longer sees their erased events.
-        """
-        with self._lock:
-            self._forgotten.add(user_id)
-            u = self.users.index(user_id)
-            if u >= 0:
-                for m in (self.history, self.purchases):
-                    m.data[m.indptr[u] : m.indptr[u + 1]] = 0
-            for model in self.models.values():
-                forget = getattr(model, "forget_user", None)
-                if callable(forget) and u >= 0:
-                    forget(u)
-
     def knows_item(self, item_id: str) -> bool:
         """Whether ``item_id`` is in this version's catalogue."""
         return item_id in self.items
@@ -523,8 +501,6 @@ class Engine:
         """
         pre = self.precomputed
         assert pre is not None
-        if user_id in self._forgotten:
-            return None
         u = self.users.index(user_id)
         if u < 0 or self.history.indptr[u] == self.history.indptr[u + 1]:
             return None
@@ -589,7 +565,7 @@ class Engine:
         return i
 
     def _history_row(self, user_id: str, events: EventFrame | None) -> tuple[int, sp.csr_matrix]:
-        u = -1 if user_id in self._forgotten else self.users.index(user_id)
+        u = self.users.index(user_id)
         row = self.history[u] if u >= 0 else _empty_row(len(self.items))
         live = self._live_events(events)
         if live is not None and len(live):

@@ -73,13 +73,6 @@ def test_complete_basket_excludes_basket_items(engine: Engine) -> None:
     assert ids[0] == "C"
 
 
-def test_forget_user_stops_personal_answers(engine: Engine) -> None:
-    assert engine.recommend("u1", 2).fallback is None
-    engine.forget_user("u1")
-    assert engine.recommend("u1", 2).fallback == "popular"
-    assert engine.recommend_batch(["u1"], 2)[0].fallback == "popular"
-
-
 def test_batch_equals_one_by_one(engine: Engine) -> None:
     users = ["u1", "u2", "u3", "x"]
     batch = engine.recommend_batch(users, 3, filters=RequestFilters())
