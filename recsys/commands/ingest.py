@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, FileFormatError
 
 if TYPE_CHECKING:
     from recsys.data.ingest import IngestReport
@@ -128,7 +128,14 @@ def _ingest(args: argparse.Namespace) -> int:
     for report, kind in zip(reports, ("events", "catalogue items", "customers"), strict=False):
         _print_report(report, kind)
     if args.errors_out:
-        n = write_rejections(reports, args.errors_out)
+        try:
+            n = write_rejections(reports, args.errors_out)
+        except OSError as exc:  # checked before the load, so only a full disk or a race
+            raise FileFormatError(
+                args.errors_out,
+                f"cannot write the rejected rows: {exc.strerror or exc} (the load itself "
+                "was committed)",
+            ) from None
         print(f"{n:,} rejected row(s) written to {args.errors_out}")
     return 0
 
