@@ -98,6 +98,7 @@ def _follow_rules_file(app: FastAPI) -> None:
             if state is not None:
                 path = rules_path(state)
                 follower = RulesFollower(state, path)
+                app.state.ui_rules_follower = follower
                 state.live.on_change(follower)
                 if state.settings.rules_file is None and path.exists():
                     # saved by the page earlier: the server did not read it at start-up

@@ -324,6 +324,9 @@ def rules_post(
     try:
         if action == "save":
             views.save_rules(state, text)
+            follower = getattr(request.app.state, "ui_rules_follower", None)
+            if follower is not None:
+                follower()  # this worker serves them before it answers
             return _back(f"{PREFIX}/rules", note=f"Saved to {path}.", customer=customer)
         _, before, after = _pages(request).rules_preview(state, text, customer or None)
     except RecsysError as exc:

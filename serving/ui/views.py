@@ -492,21 +492,25 @@ class RulesFollower:
     Registered as a live-state listener: when the store's generation moves (a save on any
     worker raises it) and the file's size or modification time changed, the file is read and
     validated and the serving version reloaded with it; a bad file is logged and the rules in
-    force stay.
+    force stay. The worker that saved calls it too, so that its next answer has the new rules
+    whichever thread saw the change first (the lock makes the second caller wait, then find
+    nothing new).
     """
 
     def __init__(self, state: ServingState, path: Path) -> None:
         self.state = state
         self.path = path
         self.seen = _signature(path)
+        self._lock = threading.Lock()
 
-    def __call__(self, generation: int) -> None:
+    def __call__(self, generation: int = -1) -> None:
         """The live-state listener."""
-        now = _signature(self.path)
-        if now == self.seen:
-            return
-        self.seen = now
-        self.apply()
+        with self._lock:
+            now = _signature(self.path)
+            if now == self.seen:
+                return
+            self.seen = now
+            self.apply()
 
     def apply(self) -> None:
         """Read the file and reload the serving version with its rules."""
