@@ -79,9 +79,9 @@ if (why := _missing()) is not None:
     pytest.skip(why, allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.webdriver import Chrome as WebDriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 
 
 @dataclass
@@ -197,7 +197,8 @@ def until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
 def list_items(driver: WebDriver, list_id: str = "list-1") -> list[str]:
     """The item ids of a rendered list, in order."""
     section = driver.find_element(By.CSS_SELECTOR, f"section[aria-labelledby='{list_id}']")
-    return [li.get_attribute("data-item") or "" for li in section.find_elements(By.CSS_SELECTOR, "li[data-item]")]
+    rows = section.find_elements(By.CSS_SELECTOR, "li[data-item]")
+    return [li.get_attribute("data-item") or "" for li in rows]
 
 
 def list_titles(driver: WebDriver, list_id: str = "list-1") -> list[str]:
