@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,6 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from recsys.errors import ConfigError
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+if TYPE_CHECKING:
+    from recsys.ranking.rules import RulesFile
 
 
 class Settings(BaseSettings):
@@ -29,8 +33,24 @@ class Settings(BaseSettings):
     # here, not in the serving settings: batch scoring and offline estimates rank with the
     # same rules the API serves
     rules_file: Path | None = Field(
-        default=None, description="Business rules (TOML or JSON); defaults apply when unset."
+        default=None,
+        description="Business rules (TOML or JSON; default: $RECSYS_HOME/rules.toml when it "
+        "exists, else the built-in defaults).",
     )
+
+    @property
+    def rules_path(self) -> Path:
+        """The business rules file every process ranks with (and the admin API writes)."""
+        return self.rules_file or self.home / "rules.toml"
+
+    def load_rules(self) -> RulesFile:
+        """The business rules in force: the rules file, or the defaults while it is absent."""
+        from recsys.ranking.rules import RulesFile, load_rules
+
+        path = self.rules_path
+        if self.rules_file is None and not path.exists():
+            return RulesFile()
+        return load_rules(path)
 
     @property
     def sqlite_path(self) -> Path:

@@ -22,7 +22,7 @@ from recsys.errors import RecsysError
 from recsys.experiments.exposures import ExposureWriter
 from recsys.experiments.registry import ExperimentRegistry, experiments_path
 from recsys.offers.service import OfferService, promotions_path
-from recsys.ranking.rules import RulesFile, load_rules
+from recsys.ranking.rules import RulesFile
 from recsys.settings import load_settings
 from recsys.store.base import EventStore
 from serving import errors, ui
@@ -57,7 +57,7 @@ def create_app(
     """
     settings = settings or load_settings(ServingSettings)
     install_access_log_filter(customer_ids=settings.log_customer_ids)
-    rules = load_rules(settings.rules_file) if settings.rules_file else RulesFile()
+    rules = settings.load_rules()
     metrics = Metrics()
 
     @asynccontextmanager

@@ -12,7 +12,6 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from recsys.engine import Engine
 from recsys.errors import AuthError
 from recsys.store.base import EventStore
 from serving.state import ServingState
@@ -25,11 +24,6 @@ async def get_state(request: Request) -> ServingState:
 
 
 State = Annotated[ServingState, Depends(get_state)]
-
-
-async def get_engine(state: State) -> Engine:
-    """The engine serving now (taken once per request: a reload mid-request does not matter)."""
-    return state.require_engine()
 
 
 async def get_store(state: State) -> EventStore:
@@ -75,5 +69,4 @@ async def read_access(
         _check_key(state, x_api_key)
 
 
-EngineDep = Annotated[Engine, Depends(get_engine)]
 StoreDep = Annotated[EventStore, Depends(get_store)]

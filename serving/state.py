@@ -73,12 +73,29 @@ class ServingState:
         self._versions_lock = threading.Lock()
 
     def reload_shared_files(self, generation: int) -> None:
-        """Re-read the experiments and promotions files (another process may have changed
-        them through the admin API; it raised the store's generation)."""
+        """Re-read the experiments, promotions and rules files (another process may have
+        changed them through the admin API or the merchandiser's page; it raised the store's
+        generation)."""
         if self.experiments is not None:
             self.experiments.load()
         if self.offers is not None:
             self.offers.load()
+        rules = self.settings.load_rules()
+        # compare the values: the objects differ (and carry caches) after every re-read
+        if rules.model_dump() != self.rules.model_dump():
+            self.apply_rules(rules)
+
+    def apply_rules(self, rules: RulesFile) -> None:
+        """Serve with ``rules`` from now on: the serving version is re-ranked (its models are
+        shared, not reloaded) and variants' versions are loaded again with them on next use."""
+        with self._reload_lock:
+            self.rules = rules
+            engine = self.engine
+            if engine is not None:
+                self.engine = engine.with_rules(rules)
+            with self._versions_lock:
+                self._versions.clear()
+        log.info("business rules reloaded from %s", self.settings.rules_path)
 
     def engine_for_version(self, version: str) -> Engine | None:
         """The engine of ``version`` (the serving one, or a cached extra one); ``None`` when it

@@ -135,7 +135,10 @@ def _offline(args: argparse.Namespace) -> int:
 
     settings = load_settings(Settings)
     # read the rules first: a bad file is reported before any model is loaded
-    ranking = args.ranking or settings.rules_file  # the API's rules unless told otherwise
+    # the API's rules unless told otherwise
+    ranking = args.ranking or (
+        settings.rules_path if settings.rules_file or settings.rules_path.exists() else None
+    )
     rules = load_rules(ranking) if ranking else None
     experiment = _experiment(args) if args.experiment else None
     since = (

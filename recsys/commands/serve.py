@@ -80,7 +80,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
     from recsys.engine import Engine
     from recsys.live import LiveState
-    from recsys.ranking.rules import RequestFilters, RulesFile, load_rules
+    from recsys.ranking.rules import RequestFilters, load_rules
     from recsys.registry import Registry
     from recsys.service import FixedEngine, RecommendationService
     from recsys.settings import Settings, load_settings
@@ -96,8 +96,8 @@ def _recommend(args: argparse.Namespace) -> int:
     version = registry.current_version()
     if not version:
         raise RegistryError(f"no model version is promoted in {registry.root}; run `recsys train`")
-    rules_file = args.rules or settings.rules_file  # the API's rules unless told otherwise
-    rules = load_rules(rules_file) if rules_file else RulesFile()
+    # the API's rules unless told otherwise
+    rules = load_rules(args.rules) if args.rules else settings.load_rules()
     engine = Engine.load(registry.path(version), registry, rules=rules)
     store = open_store(settings)
     live = LiveState(store)

@@ -251,7 +251,8 @@ class EventStore(ABC):
         Returns
         -------
         int
-            How many rows were kept (inserted or skipped by the statement's own conflict rule).
+            How many rows were written (not of an erased customer, nor skipped by the
+            statement's own conflict rule).
         """
         if not rows:
             return 0
@@ -262,9 +263,14 @@ class EventStore(ABC):
             }
             gone = self._erased_subjects(cur, list(subjects.values()))
             kept = [r for r in rows if subjects.get(str(r[user_column])) not in gone]
-            if kept:
-                cur.executemany(self._sql(statement), [tuple(r) for r in kept])
-        return len(kept)
+            sql = self._sql(statement)
+            written = 0
+            for r in kept:
+                # row by row: a driver's executemany need not report how many rows it wrote,
+                # and the statement's own conflict rule may skip some
+                cur.execute(sql, tuple(r))
+                written += max(int(cur.rowcount), 0)
+        return written
 
     def upsert_items(self, items: Sequence[CatalogItem]) -> int:
         """Insert or replace catalogue items (un-retiring them); return how many were written.

@@ -291,6 +291,21 @@ def test_experiment_put_reaches_every_worker(shop: Shop) -> None:
     _every_answer(shop, "/v1/users/u0003/recommendations?k=3", lambda b: b["experiment"] is None)
 
 
+def test_rules_put_reach_every_worker(shop: Shop) -> None:
+    rules = _fresh("GET", f"{shop.url}/v1/admin/rules", headers=H).json()["rules"]
+    assert [p["item"] for p in rules["pin"]] == ["i0007"]
+    bad = _fresh("PUT", f"{shop.url}/v1/admin/rules", json={"pin": [{"item": "x"}]}, headers=H)
+    assert bad.status_code == 422 and "pin" in bad.json()["message"]
+    new = {"pin": [{"name": "star", "item": "i0011", "position": 1}], "deny": ["i0007"]}
+    assert _fresh("PUT", f"{shop.url}/v1/admin/rules", json=new, headers=H).status_code == 200
+    _every_answer(
+        shop, "/v1/popular?k=5", lambda b: _ids(b)[0] == "i0011" and "i0007" not in _ids(b)
+    )
+    back = {"pin": [{"name": "hero", "item": "i0007", "position": 1}]}
+    assert _fresh("PUT", f"{shop.url}/v1/admin/rules", json=back, headers=H).status_code == 200
+    _every_answer(shop, "/v1/popular?k=5", lambda b: _ids(b)[0] == "i0007")
+
+
 def test_marketing_opt_out_gets_no_promotion_on_any_channel(shop: Shop) -> None:
     opted = _opted_out_customer(shop.data)
     for channel in ("web", "app", "email"):
