@@ -138,11 +138,9 @@ def reason_text(
     record = (history or {}).get(item_id) if item_id is not None else None
     if kind == "model":
         return f"chosen by {MODEL_WORDS.get(rest, f'the {rest} model')}"
-    if kind == "source":
-        if rest == "bought_before" and record is not None:
-            return f"they bought it {_times(record.times)} before"
+    if kind == "source" and rest != "bought_before":
         return f"suggested by {MODEL_WORDS.get(rest, rest)}"
-    if reason == "bought_before":
+    if reason in ("bought_before", "source:bought_before"):
         if record is not None:
             return f"they bought it {_times(record.times)} before"
         return "they bought it before"
@@ -179,7 +177,26 @@ def reasons_text(
     history: Mapping[str, PurchaseRecord] | None = None,
     item_id: str | None = None,
 ) -> list[str]:
-    """Every reason of one item in words, in order, each phrase once (``source:bought_before``
-    and ``bought_before`` say the same thing)."""
-    words = (reason_text(r, titles=titles, history=history, item_id=item_id) for r in reasons)
+    """Every reason of one item in words, in order, each phrase once.
+
+    The candidate sources (``source:als``, ``source:ease``...) become one phrase, "suggested
+    by A, B and C", where the first of them stood; ``source:bought_before`` and
+    ``bought_before`` say the same thing and are said once.
+    """
+    codes = list(reasons)
+    sources = [
+        MODEL_WORDS.get(c.partition(":")[2], c.partition(":")[2])
+        for c in codes
+        if c.startswith("source:") and c != "source:bought_before"
+    ]
+    words: list[str] = []
+    for code in codes:
+        if code.startswith("source:") and code != "source:bought_before":
+            if len(sources) > 1:
+                code_words = "suggested by " + ", ".join(sources[:-1]) + " and " + sources[-1]
+            else:
+                code_words = f"suggested by {sources[0]}"
+        else:
+            code_words = reason_text(code, titles=titles, history=history, item_id=item_id)
+        words.append(code_words)
     return list(dict.fromkeys(words))

@@ -16,6 +16,7 @@ DAY = 86_400 * 1_000_000
         ("model:newthing", "chosen by the newthing model"),
         ("source:als", "suggested by customers with similar tastes (ALS)"),
         ("bought_before", "they bought it before"),
+        ("source:bought_before", "they bought it before"),
         ("due_for_repurchase", "due to buy again"),
         ("often_bought_with", "often bought with what they bought"),
         ("rule:pin:hero", "pinned by the rule 'hero'"),
@@ -71,3 +72,13 @@ def test_reasons_text_says_each_thing_once() -> None:
         "chosen by the hybrid model (learned re-ranking)",
         "they bought it 3 times before",
     ]
+
+
+def test_sources_become_one_phrase() -> None:
+    words = reasons_text(["model:hybrid", "source:als", "source:ease", "source:popular"])
+    assert words == [
+        "chosen by the hybrid model (learned re-ranking)",
+        "suggested by customers with similar tastes (ALS), items that go with their history "
+        "(EASE) and best sellers",
+    ]
+    assert reasons_text(["source:als"]) == ["suggested by customers with similar tastes (ALS)"]
