@@ -103,6 +103,7 @@ def create_app(
                 await asyncio.to_thread(state.exposures.close)
             if state.offers is not None:
                 await asyncio.to_thread(state.offers.close)
+            state.release_lease()
             limiter.restore_original_limits()
 
     app = FastAPI(
@@ -123,6 +124,7 @@ def create_app(
         GuardMiddleware,
         max_in_flight=settings.max_in_flight,
         max_body=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
         metrics=metrics,
     )
     return app

@@ -31,7 +31,8 @@ async def get_store(state: State) -> EventStore:
     return state.store
 
 
-def _check_key(state: ServingState, key: str | None) -> None:
+def check_key(state: ServingState, key: str | None) -> None:
+    """Raise :class:`~recsys.errors.AuthError` unless ``key`` is one of the API keys."""
     if not key:
         raise AuthError("this endpoint needs an X-API-Key header", missing=True)
     given = key.encode()
@@ -48,7 +49,7 @@ def has_valid_key(state: ServingState, key: str | None) -> bool:
     if not key:
         return False
     try:
-        _check_key(state, key)
+        check_key(state, key)
     except AuthError:
         return False
     return True
@@ -58,7 +59,7 @@ async def require_key(
     state: State, x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> None:
     """Write and admin endpoints: a valid ``X-API-Key`` (401 when absent, 403 when wrong)."""
-    _check_key(state, x_api_key)
+    check_key(state, x_api_key)
 
 
 async def read_access(
@@ -66,7 +67,7 @@ async def read_access(
 ) -> None:
     """Read endpoints: a key only when ``RECSYS_REQUIRE_KEY_FOR_READS`` is set."""
     if state.settings.require_key_for_reads:
-        _check_key(state, x_api_key)
+        check_key(state, x_api_key)
 
 
 StoreDep = Annotated[EventStore, Depends(get_store)]

@@ -22,7 +22,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.errors import AuthError
-from serving.deps import _check_key, read_access, require_key
+from serving.deps import check_key, read_access, require_key
 from serving.errors import error_body, status_of
 from serving.metrics import Metrics
 
@@ -145,7 +145,7 @@ class GuardMiddleware:
             return None
         given = next((v for n, v in scope.get("headers", ()) if n == b"x-api-key"), None)
         try:
-            _check_key(state, given.decode("latin-1") if given is not None else None)
+            check_key(state, given.decode("latin-1") if given is not None else None)
         except AuthError as exc:
             status = status_of(exc)
             await _send_json(send, status, error_body(exc), close=True)

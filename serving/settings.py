@@ -39,6 +39,12 @@ class ServingSettings(Settings):
         description="Poll the registry's CURRENT every N s (0: off), so that every worker "
         "follows a promotion or a rollback.",
     )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A request's whole body must arrive within this many seconds (408).",
+    )
     log_customer_ids: bool = Field(
         default=False,
         description="Write customer and session ids to the access log (masked by default: a "

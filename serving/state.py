@@ -117,7 +117,31 @@ class ServingState:
             except RecsysError as exc:
                 log.warning("variant model version %s cannot be loaded: %s", version, exc)
             self._versions[version] = extra
+            if extra is not None:
+                self._lease()
             return extra
+
+    def _lease(self, also: str | None = None) -> None:
+        """Tell the registry which versions this process has loaded (``prune`` keeps them)."""
+        lease = getattr(self.registry, "lease", None)
+        if not callable(lease):
+            return  # a registry without leases (tests' fakes)
+        loaded = {v for v, e in self._versions.items() if e is not None}
+        if self.engine is not None:
+            loaded.add(self.engine.version)
+        if also:
+            loaded.add(also)
+        try:
+            lease(loaded)
+        except OSError as exc:
+            log.warning("cannot record the loaded versions in the registry: %s", exc)
+
+    def release_lease(self) -> None:
+        """Drop this process's lease (at shutdown)."""
+        release = getattr(self.registry, "release", None)
+        if callable(release):
+            with contextlib.suppress(OSError):
+                release()
 
     def require_engine(self) -> Engine:
         """The engine now serving; :class:`~recsys.errors.ModelError` (503) if none is loaded."""
@@ -150,7 +174,10 @@ class ServingState:
                 self.metrics.reloads.labels(outcome="failed").inc()
                 log.warning("model reload failed; still serving %s: %s", self._serving(), exc)
                 raise
+            previous = self.engine
             self.engine = engine  # the atomic swap
+            # keep both on the lease: a request that took the old engine may still be on it
+            self._lease(previous.version if previous is not None else None)
             with self._versions_lock:
                 self._versions.clear()  # failed variant versions get another chance
             self.last_error = None

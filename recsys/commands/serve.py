@@ -128,13 +128,19 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The largest ``--users`` file read (ids one per line: tens of millions of customers).
+MAX_USERS_FILE = 1 << 30
+
+
 def _read_users(path: Path) -> list[str]:
+    from recsys.files import read_bytes_bounded
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileFormatError(path, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FileFormatError(path, f"cannot read: {exc}") from None
+        text = read_bytes_bounded(path, MAX_USERS_FILE).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(
+            path, f"is not UTF-8 text: {exc.reason} at byte {exc.start}"
+        ) from None
     users = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
     if users and users[0].lower() in ("user_id", "customerid", "customer_id"):
         users = users[1:]  # a header line

@@ -149,3 +149,23 @@ def test_the_prune_command_says_what_it_kept_and_why(
     out = capsys.readouterr().out
     assert "removed 0 version(s)" in out
     assert f"kept {current} (current)" in out and f"kept {previous} (rollback target)" in out
+
+
+def test_a_serving_process_leases_what_it_loaded(tmp_path: Path) -> None:
+    """The API records its loaded versions, so ``recsys models prune`` keeps them."""
+    from fastapi.testclient import TestClient
+
+    from recsys.store.sqlite import SQLiteStore
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+    from tests.serving.fakes import fake_loader, publish
+
+    registry = Registry(tmp_path / "models")
+    version = publish(registry)
+    settings = ServingSettings(home=tmp_path / "home")
+    store = SQLiteStore(tmp_path / "s.db")
+    app = create_app(settings, store=store, registry=registry, model_loader=fake_loader)
+    with TestClient(app):
+        leases = list(registry.leases_dir.glob("*.json"))
+        assert len(leases) == 1 and version in leases[0].read_text()
+    assert list(registry.leases_dir.glob("*.json")) == [], "released at shutdown"
