@@ -7,12 +7,8 @@ the login redirect, and a ``/docs`` page that uses the packaged Swagger UI.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -55,7 +51,6 @@ def install(app: FastAPI, *, home: Path | None = None, settings: UISettings | No
     app.mount(STATIC_URL, StaticFiles(directory=STATIC), name="ui-static")
     app.include_router(router)
     app.add_exception_handler(LoginRequired, _to_login)
-    _follow_rules_file(app)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -77,32 +72,3 @@ async def _to_login(request: Request, exc: Exception) -> RedirectResponse:
     if exc.next_path.startswith(f"{PREFIX}/") and request.method == "GET":
         target += f"?next={quote(exc.next_path, safe='/')}"
     return RedirectResponse(target, status_code=303)
-
-
-def _follow_rules_file(app: FastAPI) -> None:
-    """Serve the rules file the page saves, on every worker.
-
-    The server reads its rules once, at start-up; the page saves them to ``RECSYS_RULES_FILE``
-    (or ``$RECSYS_HOME/rules.toml``) and raises the store's generation. Each worker then
-    reloads the serving version with the file's rules (see :class:`views.RulesFollower`),
-    set up here, after the app's own start-up, because the serving state exists only then.
-    """
-    from serving.ui.views import RulesFollower, rules_path
-
-    original = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
-        async with original(app) as value:
-            state = getattr(app.state, "recsys", None)
-            if state is not None:
-                path = rules_path(state)
-                follower = RulesFollower(state, path)
-                app.state.ui_rules_follower = follower
-                state.live.on_change(follower)
-                if state.settings.rules_file is None and path.exists():
-                    # saved by the page earlier: the server did not read it at start-up
-                    await asyncio.to_thread(follower.apply)
-            yield value
-
-    app.router.lifespan_context = lifespan

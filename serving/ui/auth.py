@@ -35,7 +35,7 @@ from pathlib import Path
 from fastapi import Request
 from pydantic import Field, SecretStr
 
-from recsys.errors import AuthError, ConfigError
+from recsys.errors import ConfigError
 from recsys.settings import Settings
 
 #: The session cookie's name.
@@ -197,23 +197,3 @@ def same_origin(request: Request) -> bool:
         scheme, rest = origin.split("://", 1)
         return rest.split("/", 1)[0] == host and scheme in ("http", "https")
     return False
-
-
-def check_key(given: str, keys: list[bytes]) -> bytes:
-    """The configured key equal to ``given`` (compared in constant time with each).
-
-    Raises
-    ------
-    AuthError
-        ``given`` is empty, or no key equals it.
-    """
-    if not given:
-        raise AuthError("type the admin API key", missing=True)
-    raw = given.encode()
-    found = b""
-    for key in keys:
-        if hmac.compare_digest(raw, key):
-            found = key
-    if not found:
-        raise AuthError("that API key is not valid", missing=False)
-    return found

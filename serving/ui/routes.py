@@ -21,9 +21,10 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from recsys.errors import AuthError, ConfigError, NotFoundError, RecsysError
+from serving.deps import check_key
 from serving.state import ServingState
 from serving.ui import views
-from serving.ui.auth import COOKIE, PREFIX, LoginRequired, Session, Signer, check_key, same_origin
+from serving.ui.auth import COOKIE, PREFIX, LoginRequired, Session, Signer, same_origin
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -152,9 +153,12 @@ def login(
     if not same_origin(request):
         return _render(request, "login.html", None, 403, error="log in from this site's page")
     try:
-        key = check_key(api_key, state.settings.key_list())
+        if not api_key:
+            raise AuthError("type the admin API key", missing=True)
+        check_key(state, api_key)  # as the API checks X-API-Key
     except AuthError as exc:
         return _render(request, "login.html", None, 401, error=str(exc), next=_safe_next(next))
+    key = api_key.encode()
     response = RedirectResponse(_safe_next(next) or f"{PREFIX}/customers", status_code=303)
     signer = _signer(request)
     response.set_cookie(
@@ -324,9 +328,6 @@ def rules_post(
     try:
         if action == "save":
             views.save_rules(state, text)
-            follower = getattr(request.app.state, "ui_rules_follower", None)
-            if follower is not None:
-                follower()  # this worker serves them before it answers
             return _back(f"{PREFIX}/rules", note=f"Saved to {path}.", customer=customer)
         _, before, after = _pages(request).rules_preview(state, text, customer or None)
     except RecsysError as exc:

@@ -35,7 +35,7 @@ from recsys.experiments.definitions import Experiment
 from recsys.explain import PurchaseRecord, purchase_records, reasons_text
 from recsys.files import write_atomic
 from recsys.offers.campaigns import CAMPAIGN_COLUMNS, CampaignResult, load_models, run_campaign
-from recsys.ranking.rules import RulesFile, load_rules, parse_rules
+from recsys.ranking.rules import RulesFile, parse_rules
 from recsys.service import Arm, ListRequest, RecommendationService, Served
 from serving.state import ServingState
 
@@ -461,7 +461,7 @@ def parse_rules_text(text: str) -> RulesFile:
 
 def rules_path(state: ServingState) -> Path:
     """The rules file the server reads: ``RECSYS_RULES_FILE``, else ``$RECSYS_HOME/rules.toml``."""
-    return state.settings.rules_file or Path(state.settings.home) / "rules.toml"
+    return state.settings.rules_path
 
 
 def read_rules_text(path: Path) -> str:
@@ -475,65 +475,15 @@ def read_rules_text(path: Path) -> str:
 
 
 def save_rules(state: ServingState, text: str) -> RulesFile:
-    """Validate and write the rules file (as typed, comments kept), then tell every process
-    (the store's generation); this worker picks the new rules up before it returns."""
+    """Validate and write the rules file as typed (comments kept), serve the rules here at
+    once, and tell the other workers (the store's generation: each re-reads the file)."""
     rules = parse_rules_text(text)
     path = rules_path(state)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text if text.endswith("\n") else text + "\n")
     state.store.notify_change()
-    state.live.refresh()
+    state.apply_rules(rules)
     return rules
-
-
-class RulesFollower:
-    """Keeps a serving process on the rules file's current content.
-
-    Registered as a live-state listener: when the store's generation moves (a save on any
-    worker raises it) and the file's size or modification time changed, the file is read and
-    validated and the serving version reloaded with it; a bad file is logged and the rules in
-    force stay. The worker that saved calls it too, so that its next answer has the new rules
-    whichever thread saw the change first (the lock makes the second caller wait, then find
-    nothing new).
-    """
-
-    def __init__(self, state: ServingState, path: Path) -> None:
-        self.state = state
-        self.path = path
-        self.seen = _signature(path)
-        self._lock = threading.Lock()
-
-    def __call__(self, generation: int = -1) -> None:
-        """The live-state listener."""
-        with self._lock:
-            now = _signature(self.path)
-            if now == self.seen:
-                return
-            self.seen = now
-            self.apply()
-
-    def apply(self) -> None:
-        """Read the file and reload the serving version with its rules."""
-        try:
-            rules = load_rules(self.path) if self.path.exists() else RulesFile()
-        except ConfigError as exc:
-            log.error("rules file not applied; the rules in force stay: %s", exc)
-            return
-        self.state.rules = rules
-        if self.state.engine is None:
-            return
-        try:
-            self.state.reload(self.state.engine.version)
-        except RecsysError as exc:
-            log.error("cannot reload with the new rules: %s", exc)
-
-
-def _signature(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 # -- experiments -------------------------------------------------------------------------------
