@@ -7,12 +7,13 @@ the login redirect, and a ``/docs`` page that uses the packaged Swagger UI.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from recsys.settings import load_settings
@@ -51,6 +52,7 @@ def install(app: FastAPI, *, home: Path | None = None, settings: UISettings | No
     app.mount(STATIC_URL, StaticFiles(directory=STATIC), name="ui-static")
     app.include_router(router)
     app.add_exception_handler(LoginRequired, _to_login)
+    _html_errors_under_ui(app)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -72,3 +74,23 @@ async def _to_login(request: Request, exc: Exception) -> RedirectResponse:
     if exc.next_path.startswith(f"{PREFIX}/") and request.method == "GET":
         target += f"?next={quote(exc.next_path, safe='/')}"
     return RedirectResponse(target, status_code=303)
+
+
+def _html_errors_under_ui(app: FastAPI) -> None:
+    """Errors of the page's routes as an HTML page, with the API's status code
+    (:func:`serving.errors.status_of`); everywhere else the API's JSON error, unchanged."""
+    from recsys.errors import RecsysError
+    from serving.ui.routes import render_error
+
+    api_handler = app.exception_handlers[RecsysError]
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        if request.url.path.startswith(f"{PREFIX}/") and isinstance(exc, RecsysError):
+            return render_error(request, exc)
+        response = api_handler(request, exc)
+        if inspect.isawaitable(response):
+            response = await response
+        assert isinstance(response, Response)
+        return response
+
+    app.add_exception_handler(RecsysError, handler)

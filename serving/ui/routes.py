@@ -117,6 +117,22 @@ def _render(
     return response
 
 
+def render_error(request: Request, exc: RecsysError) -> HTMLResponse:
+    """An error of a page as HTML, with the status code the API gives it."""
+    from serving.errors import status_of
+
+    title = {401: "Not logged in", 403: "Refused", 404: "Not found", 503: "Not ready"}
+    status = status_of(exc)
+    return _render(
+        request,
+        "error.html",
+        None,
+        status,
+        message=str(exc),
+        title=title.get(status, "Cannot do that"),
+    )
+
+
 def _back(path: str, **params: str) -> RedirectResponse:
     query = urlencode({k: v for k, v in params.items() if v})
     return RedirectResponse(f"{path}?{query}" if query else path, status_code=303)
@@ -159,6 +175,7 @@ def login(
     except AuthError as exc:
         return _render(request, "login.html", None, 401, error=str(exc), next=_safe_next(next))
     key = api_key.encode()
+    _pages(request).warm(state)
     response = RedirectResponse(_safe_next(next) or f"{PREFIX}/customers", status_code=303)
     signer = _signer(request)
     response.set_cookie(
@@ -249,7 +266,7 @@ def item(
     try:
         data = _pages(request).item_page(_state(request), item_id, customer or None)
     except NotFoundError as exc:
-        return _render(request, "error.html", session, 404, message=str(exc))
+        return _render(request, "error.html", session, 404, message=str(exc), title="Not found")
     return _render(request, "item.html", session, customer=customer, **data)
 
 
@@ -395,7 +412,7 @@ def experiment(request: Request, session: SessionDep, name: str) -> HTMLResponse
     try:
         exp = views.experiment(state, name)
     except NotFoundError as exc:
-        return _render(request, "error.html", session, 404, message=str(exc))
+        return _render(request, "error.html", session, 404, message=str(exc), title="Not found")
     report = None
     report_error = None
     try:

@@ -114,6 +114,21 @@ class Pages:
 
     # -- library objects -----------------------------------------------------------------------
 
+    def warm(self, state: ServingState) -> None:
+        """Build the day's offer context in the background (seconds on the sample, once per
+        day and version), so that the first customer page after a login answers at once."""
+        offers, engine = state.offers, state.engine
+        if offers is None or engine is None:
+            return
+
+        def build() -> None:
+            try:
+                offers.context(engine)
+            except RecsysError as exc:
+                log.warning("offer context not prepared: %s", exc)
+
+        threading.Thread(target=build, name="ui-warm-offers", daemon=True).start()
+
     def service(self, state: ServingState) -> RecommendationService:
         """A service over the server's state that logs no exposure (see the module docstring)."""
         held = self._preview

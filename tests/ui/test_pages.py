@@ -137,6 +137,20 @@ def test_logout_needs_the_form_token_then_ends_the_session(client: TestClient) -
     assert client.get("/ui/customers").status_code == 303
 
 
+def test_errors_under_ui_are_pages_and_the_api_keeps_json(logged_in: TestClient) -> None:
+    state = logged_in.app.state.recsys  # type: ignore[attr-defined]
+    engine, state.engine = state.engine, None
+    try:
+        r = logged_in.get("/ui/customers/u1")
+        assert r.status_code == 503
+        assert r.headers["content-type"].startswith("text/html")
+        assert "no valid model version is loaded" in r.text
+        api = logged_in.get("/v1/users/u1/recommendations")
+        assert api.status_code == 503 and api.json()["error"] == "ModelError"
+    finally:
+        state.engine = engine
+
+
 def test_a_form_posted_from_another_site_is_refused(logged_in: TestClient) -> None:
     token = csrf_of(logged_in.get("/ui/items/A").text)
     r = logged_in.post(
@@ -145,6 +159,7 @@ def test_a_form_posted_from_another_site_is_refused(logged_in: TestClient) -> No
         headers={"Origin": "https://evil.example"},
     )
     assert r.status_code == 403
+    assert "another site" in r.text and r.headers["content-type"].startswith("text/html")
     assert 'badge ok">in stock' in logged_in.get("/ui/items/A").text
 
 
