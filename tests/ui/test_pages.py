@@ -417,3 +417,27 @@ def test_docs_use_only_packaged_files(client: TestClient) -> None:
     assert client.get("/ui/static/swagger/swagger-ui.css").status_code == 200
     assert client.get("/openapi.json").json()["info"]["title"] == "recsys"
     assert client.get("/redoc").status_code == 404
+
+
+# -- accessibility -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", [*PAGES, "/ui/customers/u1?compare=variant:none:x", "/ui/experiments/hero-test"]
+)
+def test_every_control_has_a_label_and_every_page_one_heading(
+    logged_in: TestClient, path: str
+) -> None:
+    token = csrf_of(logged_in.get("/ui/experiments").text)
+    logged_in.post("/ui/experiments", data={"csrf": token, "text": experiment_toml()})
+    html = logged_in.get(path).text
+    assert html.count("<h1") == 1, path
+    labelled = set(re.findall(r'<label for="([^"]+)"', html))
+    for tag in re.findall(r"<(?:input|select|textarea)\b[^>]*>", html):
+        if 'type="hidden"' in tag:
+            continue
+        found = re.search(r'id="([^"]+)"', tag)
+        assert found and found.group(1) in labelled, f"{path}: {tag} has no label"
+    for img in re.findall(r"<img\b[^>]*>", html):
+        assert "alt=" in img, f"{path}: {img} has no alt text"
+    assert 'href="#content"' in html  # the skip link
