@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     )
     # here, not in the serving settings: batch scoring and offline estimates rank with the
     # same rules the API serves
+    store_busy_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a write waits for another process's SQLite write lock before it "
+        "fails (the API waits less: RECSYS_STORE_BUSY_TIMEOUT_S, default 2 there).",
+    )
     rules_file: Path | None = Field(
         default=None,
         description="Business rules (TOML or JSON; default: $RECSYS_HOME/rules.toml when it "

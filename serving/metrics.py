@@ -62,6 +62,28 @@ class Metrics:
             ["experiment", "variant"],
             registry=self.registry,
         )
+        self.writer_failing = Gauge(
+            "recsys_writer_failing_seconds",
+            "How long a background writer has failed to write (0: writing).",
+            ["writer"],
+            registry=self.registry,
+        )
+        self.writer_queued = Gauge(
+            "recsys_writer_queued",
+            "Rows waiting in a background writer's queue.",
+            ["writer"],
+            registry=self.registry,
+        )
+        self.store_up = Gauge(
+            "recsys_store_up",
+            "1 when the store answered the last readiness check, else 0.",
+            registry=self.registry,
+        )
+        self.live_refresh_failures = Gauge(
+            "recsys_live_refresh_failures",
+            "Times this worker could not read the store's live state.",
+            registry=self.registry,
+        )
 
     def set_version(self, version: str) -> None:
         """Mark ``version`` as the one serving."""

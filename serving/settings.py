@@ -39,6 +39,13 @@ class ServingSettings(Settings):
         description="Poll the registry's CURRENT every N s (0: off), so that every worker "
         "follows a promotion or a rollback.",
     )
+    store_busy_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="How long a request waits for the SQLite write lock that another process "
+        "(a long ingest) holds, before it answers 503 with Retry-After.",
+    )
     body_timeout_s: float = Field(
         default=10.0,
         gt=0,

@@ -23,6 +23,7 @@ from recsys.offers.service import OfferService
 from recsys.ranking.rules import RulesFile
 from recsys.service import RecommendationService
 from recsys.store.base import EventStore
+from recsys.store.writer import WriterHealth
 from serving.metrics import Metrics
 from serving.settings import ServingSettings
 
@@ -120,6 +121,59 @@ class ServingState:
             if extra is not None:
                 self._lease()
             return extra
+
+    def writers(self) -> list[WriterHealth]:
+        """The background writers' health (exposures, offer impressions)."""
+        out = []
+        if self.exposures is not None:
+            out.append(self.exposures.health())
+        if self.offers is not None:
+            out.append(self.offers.writer.health())
+        return out
+
+    def readiness(self) -> dict[str, Any]:
+        """What ``/readyz`` answers: ready when a version is loaded and the store answers."""
+        reasons: list[str] = []
+        store_ok = True
+        try:
+            self.store.ping()
+        except RecsysError as exc:
+            store_ok = False
+            reasons.append(f"store: {exc}")
+        self.metrics.store_up.set(1 if store_ok else 0)
+        if self.engine is None:
+            reasons.insert(0, self.last_error or "no model version loaded")
+        writers = {
+            w.name: {
+                "alive": w.alive,
+                "queued": w.queued,
+                "failing_for_s": round(w.failing_for_s, 3),
+                "last_error": w.last_error if w.failing_for_s else None,
+            }
+            for w in self.writers()
+        }
+        ready = self.engine is not None and store_ok
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "not ready",
+            "model_version": self.engine.version if self.engine else None,
+            "store": "ok" if store_ok else "unavailable",
+            "writers": writers,
+        }
+        failing = [
+            f"{n} writer failing: {w['last_error']}"
+            for n, w in writers.items()
+            if w["failing_for_s"]
+        ]
+        if reasons or failing:
+            body["reason"] = "; ".join(reasons + failing)
+        return body
+
+    def observe(self) -> None:
+        """Refresh the gauges that are read, not counted (before ``/metrics`` renders)."""
+        for w in self.writers():
+            self.metrics.writer_failing.labels(writer=w.name).set(w.failing_for_s)
+            self.metrics.writer_queued.labels(writer=w.name).set(w.queued)
+        self.metrics.live_refresh_failures.set(self.live.failures)
 
     def _lease(self, also: str | None = None) -> None:
         """Tell the registry which versions this process has loaded (``prune`` keeps them)."""

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsys.errors import ConfigError, DataError, RecsysError
+from recsys.errors import ConfigError, DataError
 from recsys.experiments.analysis import ExposureLog
 from recsys.experiments.definitions import Experiment
 from recsys.store.base import EventStore
+from recsys.store.writer import BatchWriter
 
 if TYPE_CHECKING:
     from recsys.engine import Engine
@@ -35,8 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Outcomes reported to ``on_outcome``: rows written, dropped (queue full) or lost (write failed).
-WRITTEN, DROPPED, FAILED = "written", "dropped", "failed"
 
 _COLUMNS = (
     "recommendation_id",
@@ -155,8 +151,9 @@ def _json_list(text: str, rid: str, column: str) -> list[object]:
     return value
 
 
-class ExposureWriter:
-    """Batch exposures onto the store from a background thread.
+class ExposureWriter(BatchWriter[Exposure]):
+    """Batch exposures onto the store from a background thread (a
+    :class:`~recsys.store.writer.BatchWriter`: a failing store is retried, never fatal).
 
     Parameters
     ----------
@@ -171,6 +168,8 @@ class ExposureWriter:
     on_outcome
         Called with (``"written"`` | ``"dropped"`` | ``"failed"``, count), e.g. to feed a
         metric. It runs on the request thread for drops, so it must be cheap.
+    retry_for_s
+        How long a batch the store refuses is retried before it is counted as failed.
 
     Notes
     -----
@@ -186,116 +185,19 @@ class ExposureWriter:
         batch_size: int = 200,
         flush_interval_ms: float = 200.0,
         on_outcome: Callable[[str, int], None] | None = None,
+        retry_for_s: float = 60.0,
     ) -> None:
-        if max_queue < 1 or batch_size < 1 or flush_interval_ms <= 0:
-            raise ConfigError(
-                "ExposureWriter: max_queue and batch_size must be at least 1 and "
-                f"flush_interval_ms positive, got {max_queue}, {batch_size}, {flush_interval_ms}"
-            )
+        super().__init__(
+            "exposures",
+            lambda batch: write_exposures(store, batch),
+            max_queue=max_queue,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_ms / 1000.0,
+            retry_for_s=retry_for_s,
+            on_outcome=on_outcome,
+            close_store=store.close,
+        )
         self.store = store
-        self.max_queue = max_queue
-        self.batch_size = batch_size
-        self.flush_interval_ms = flush_interval_ms
-        self.on_outcome = on_outcome
-        self.written = 0
-        self.dropped = 0
-        self.failed = 0
-        self._queue: queue.Queue[Exposure | None] = queue.Queue(maxsize=max_queue)
-        self._thread: threading.Thread | None = None
-        self._count_lock = threading.Lock()
-
-    # -- request side ----------------------------------------------------------------------
-
-    def submit(self, exposure: Exposure) -> bool:
-        """Queue one exposure; ``False`` (and counted as dropped) when the queue is full."""
-        try:
-            self._queue.put_nowait(exposure)
-        except queue.Full:
-            self._count(DROPPED, 1)
-            return False
-        return True
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> ExposureWriter:
-        """Start the background thread (idempotent); returns ``self``."""
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="exposure-writer", daemon=True)
-            self._thread.start()
-        return self
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until every exposure submitted so far is written (or failed)."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the thread."""
-        thread = self._thread
-        if thread is None:
-            return
-        # The sentinel waits for room rather than being dropped: shutdown may block briefly.
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            log.error("exposure writer: queue still full at shutdown; stopping anyway")
-        thread.join(timeout)
-        self._thread = None
-
-    # -- writer thread ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        batch: list[Exposure] = []
-        interval = self.flush_interval_ms / 1000.0
-        deadline = time.monotonic() + interval
-        stop = False
-        try:
-            while not stop:
-                wait = max(deadline - time.monotonic(), 0.0)
-                try:
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    item = _TICK
-                if item is None:
-                    stop = True
-                    self._queue.task_done()
-                elif item is not _TICK:
-                    batch.append(item)
-                if stop or len(batch) >= self.batch_size or time.monotonic() >= deadline:
-                    self._write(batch)
-                    batch = []
-                    deadline = time.monotonic() + interval
-        finally:
-            self._write(batch)
-            self.store.close()  # this thread's connection
-
-    def _write(self, batch: list[Exposure]) -> None:
-        if not batch:
-            return
-        try:
-            write_exposures(self.store, batch)
-        except RecsysError as exc:
-            log.error("exposure writer: %d exposures lost: %s", len(batch), exc)
-            self._count(FAILED, len(batch))
-        except Exception:  # a bug or a driver error must not kill the thread
-            log.exception("exposure writer: %d exposures lost", len(batch))
-            self._count(FAILED, len(batch))
-        else:
-            self._count(WRITTEN, len(batch))
-        finally:
-            for _ in batch:
-                self._queue.task_done()
-
-    def _count(self, outcome: str, n: int) -> None:
-        with self._count_lock:
-            setattr(self, outcome, getattr(self, outcome) + n)
-        if self.on_outcome is not None:
-            self.on_outcome(outcome, n)
-
-
-_TICK: Exposure = Exposure("", "", None, None, (), 0)
-"""A marker for "the flush interval passed with nothing new" (never written)."""
 
 
 # -- analysis from the store -------------------------------------------------------------------

@@ -25,10 +25,9 @@ catalogue whose last promotion was deleted is written as ``promotions = []``.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from recsys.config import read_config_file, validate, write_config_file
 from recsys.data.schema import Customer
-from recsys.errors import ConfigError, NotFoundError, RecsysError
+from recsys.errors import ConfigError, NotFoundError
 from recsys.offers.campaigns import LoadedModels, build_campaign_context
 from recsys.offers.catalog import Promotion, PromotionCatalog, parse_promotions
 from recsys.offers.ranking import (
@@ -47,6 +46,7 @@ from recsys.offers.ranking import (
 )
 from recsys.offers.triggers import day_start_micros
 from recsys.store.base import EventStore
+from recsys.store.writer import BatchWriter
 
 if TYPE_CHECKING:
     from recsys.engine import Engine
@@ -134,10 +134,14 @@ class OfferService:
         self._dirty = False
         self._forgotten: set[str] = set()
         self._record_lock = threading.Lock()
-        self._queue: queue.Queue[tuple[str, str, int] | None] = queue.Queue(maxsize=max_pending)
-        self._writer: threading.Thread | None = None
+        self.writer: BatchWriter[tuple[str, str, int]] = BatchWriter(
+            "offer_impressions",
+            self._write,
+            max_queue=max_pending,
+            batch_size=500,
+            close_store=store.close,
+        )
         self.builds = 0
-        self.dropped = 0
 
     # -- the promotions file ---------------------------------------------------------------
 
@@ -349,13 +353,11 @@ class OfferService:
             for offer in offers:
                 if snap is not None:
                     snap.context.impressions.setdefault((user_id, offer.offer_id), []).append(ts)
-                try:
-                    self._queue.put_nowait((user_id, offer.offer_id, ts))
+                if self.writer.submit((user_id, offer.offer_id, ts)):
                     queued += 1
-                except queue.Full:
-                    self.dropped += 1
+                else:
                     log.warning("offer impression queue is full; an impression was dropped")
-        if self._writer is None:
+        if not self.writer.health().alive:
             self.flush()  # no background writer: write now
         return queued
 
@@ -363,74 +365,33 @@ class OfferService:
 
     def start(self) -> OfferService:
         """Start the background impression writer. Returns ``self``."""
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._run, name="offer-impressions", daemon=True)
-            self._writer.start()
+        self.writer.start()
         return self
 
     def flush(self) -> None:
-        """Wait until every queued impression is written."""
-        if self._writer is not None and self._writer.is_alive():
-            self._queue.join()
-            return
-        batch: list[tuple[str, str, int]] = []
-        while True:
-            try:
-                row = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if row is not None:
-                batch.append(row)
-            self._queue.task_done()
-        self._write(batch)
+        """Wait until every queued impression is written (or given up)."""
+        self.writer.flush()
 
     def close(self) -> None:
         """Write what is queued and stop the writer."""
-        writer = self._writer
-        if writer is not None:
-            self._queue.put(None)
-            writer.join(timeout=30)
-            self._writer = None
-        self.flush()
+        self.writer.close()
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            batch = [] if first is None else [first]
-            taken = 1
-            stop = first is None
-            while not stop and len(batch) < 500:
-                try:
-                    row = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                taken += 1
-                if row is None:
-                    stop = True
-                else:
-                    batch.append(row)
-            try:
-                self._write(batch)
-            finally:
-                for _ in range(taken):
-                    self._queue.task_done()
-            if stop:
-                return
+    @property
+    def dropped(self) -> int:
+        """Impressions dropped because the queue was full."""
+        return self.writer.dropped
 
-    def _write(self, rows: list[tuple[str, str, int]]) -> None:
+    def _write(self, rows: Sequence[tuple[str, str, int]]) -> None:
         forgotten = self._forgotten
-        rows = [r for r in rows if r[0] not in forgotten]
-        if not rows:
-            return
-        try:
-            # the store skips erased customers' rows, whichever process erased them
+        kept = [r for r in rows if r[0] not in forgotten]
+        if kept:
+            # the store skips erased customers' rows, whichever process erased them; a failure
+            # is a StoreError, which the writer retries
             self.store.insert_personal_rows(
                 "INSERT INTO offer_impressions (user_id, offer_id, ts) VALUES (?, ?, ?)",
-                rows,
+                kept,
                 user_column=0,
             )
-        except RecsysError as exc:
-            log.warning("%d offer impressions could not be written: %s", len(rows), exc)
 
 
 def _window_days(catalog: PromotionCatalog) -> int:

@@ -17,4 +17,4 @@ def open_store(settings: Settings) -> EventStore:
     from recsys.store.sqlite import SQLiteStore
 
     settings.home.mkdir(parents=True, exist_ok=True)
-    return SQLiteStore(settings.sqlite_path)
+    return SQLiteStore(settings.sqlite_path, busy_timeout_s=settings.store_busy_timeout_s)

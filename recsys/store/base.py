@@ -8,6 +8,7 @@ so it survives ``kill -9`` of the process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -138,11 +139,25 @@ class EventStore(ABC):
             self._begin(conn)
             yield conn.cursor()
             conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                conn.rollback()  # a connection the server dropped cannot roll back
+            translated = self._translate(exc)
+            if translated is None:
+                raise
+            raise translated from None
         finally:
             self._local.depth = 0
+
+    def _translate(self, exc: BaseException) -> StoreError | None:
+        """The :class:`~recsys.errors.StoreError` a driver's error means (the store is busy,
+        gone, out of disk...), or ``None`` for an error that is not the driver's."""
+        return None
+
+    def ping(self) -> None:
+        """Check that the store answers and is the one opened (``/readyz``); raises
+        :class:`~recsys.errors.StoreError` naming what is wrong."""
+        self._query("SELECT 1")
 
     def _begin(self, conn: Any) -> None:
         """Start a write transaction (SQLite takes its write lock here)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,7 +51,12 @@ class PostgresStore(EventStore):
         try:
             return super()._query(statement, params)
         except psycopg.Error as exc:
-            self._conn().rollback()
+            conn = getattr(self._local, "conn", None)
+            if conn is not None and conn.closed:
+                self._local.conn = None  # the server went away: reconnect on the next call
+            elif conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
             raise StoreError(f"PostgreSQL: {_first_line(exc)}") from None
 
     def _sql(self, statement: str) -> str:
@@ -58,6 +64,17 @@ class PostgresStore(EventStore):
 
     def _dialect_terms(self) -> dict[str, str]:
         return {"bool": "BOOLEAN", "json": "TEXT", "serial": "BIGSERIAL PRIMARY KEY"}
+
+    def _translate(self, exc: BaseException) -> StoreError | None:
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, psycopg.Error):
+            # a dropped connection is useless from now on: the next call opens a new one
+            conn = getattr(self._local, "conn", None)
+            if conn is not None and conn.closed:
+                self._local.conn = None
+            return StoreError(f"PostgreSQL: {_first_line(exc)}")
+        return None
 
     def _lock_for_migration(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(727274)")

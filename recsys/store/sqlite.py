@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -38,9 +40,15 @@ class SQLiteStore(EventStore):
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         super().__init__()
         self.path = Path(path)
-        self.busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # start-up may wait for a long ingest to commit; requests later wait busy_timeout_s
+        self.busy_timeout_s = max(busy_timeout_s, 30.0)
         self.migrate()
+        self.close()
+        self.busy_timeout_s = busy_timeout_s
+        # which file was opened: a write to a file deleted (or replaced) under the process
+        # would be acknowledged and lost, so every write transaction checks it is still there
+        self._identity = self._file_identity()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -65,7 +73,47 @@ class SQLiteStore(EventStore):
         return conn
 
     def _begin(self, conn: Any) -> None:
+        self._check_file()
         conn.execute("BEGIN IMMEDIATE")
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _check_file(self) -> None:
+        identity = getattr(self, "_identity", None)
+        if identity is not None and self._file_identity() != identity:
+            raise StoreError(
+                f"{self.path}: the database file was deleted or replaced while in use; "
+                "restore it and restart the server"
+            )
+
+    def ping(self) -> None:
+        """The file is still the one opened, and answers a query."""
+        self._check_file()
+        self._query("SELECT 1")
+
+    def _translate(self, exc: BaseException) -> StoreError | None:
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, sqlite3.OperationalError):
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                return StoreError(
+                    f"{self.path}: the store is busy (another process holds its write lock "
+                    f"for more than {self.busy_timeout_s:g} s); try again"
+                )
+            if "disk is full" in text or "disk I/O" in text:
+                return StoreError(f"{self.path}: cannot write: {text}")
+            return StoreError(f"{self.path}: {text}")
+        if isinstance(exc, sqlite3.DatabaseError):
+            return StoreError(f"{self.path}: {exc}")
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return StoreError(f"{self.path}: the disk is full")
+        return None
 
     def _query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         conn = self._conn()

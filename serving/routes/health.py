@@ -22,14 +22,15 @@ def healthz() -> OrjsonResponse:
 
 @router.get("/readyz")
 def readyz(state: State) -> OrjsonResponse:
-    """Ready only with a valid model version loaded (503 otherwise, saying why)."""
-    if state.engine is None:
-        body = {"status": "not ready", "reason": state.last_error or "no model version loaded"}
-        return OrjsonResponse(body, status_code=503)
-    return OrjsonResponse({"status": "ready", "model_version": state.engine.version})
+    """Ready only with a valid model version loaded and a store that answers (503 otherwise,
+    saying why). The background writers are reported; one that fails is named in ``reason``
+    but does not make the process unready (requests are still answered; rows wait)."""
+    body = state.readiness()
+    return OrjsonResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
 
 @router.get("/metrics")
 def metrics(state: State) -> Response:
     """Prometheus metrics."""
+    state.observe()
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
