@@ -13,7 +13,7 @@ A config file (TOML or JSON) may set everything at once::
 Command-line options override the file; ``--models`` picks (and orders) registry names.
 ``cuts = 4`` (``--cuts 4``) evaluates at four rolling cut dates, ``window_days`` apart, and
 reports each model's mean and spread (:mod:`recsys.evaluation.rolling`). A model that cannot
-fit the data (EASE, and the ``repeat`` baseline built on it, past 20,000 items) is skipped with
+fit the data (EASE, and the ``repeat`` baseline built on it, past 15,000 items) is skipped with
 a notice on stderr and a line under the table; the others are still measured.
 """
 

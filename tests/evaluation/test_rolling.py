@@ -269,7 +269,7 @@ def _big_catalogue_store(n_items: int) -> None:
 def test_evaluate_on_a_catalogue_too_large_for_ease(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The default models on 20,050 items: EASE and `repeat` (built on it) are skipped."""
+    """The default models just past EASE's max_items: EASE and `repeat` (on it) are skipped."""
     from recsys.cli import main
     from recsys.models.ease import EASEModel
 
