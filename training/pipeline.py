@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -120,6 +121,7 @@ def run_training(
     config_source: str = "training/configs/default.toml",
     lock_timeout: float = 0.0,
     notify: Notify = _stderr,
+    warm_start: bool = False,
 ) -> TrainingResult:
     """Train, evaluate, publish and (maybe) promote one model version.
 
@@ -144,6 +146,9 @@ def run_training(
         Seconds to wait for another trainer holding the registry lock (``0``: fail at once).
     notify
         Receives one-line notices (skipped models, the promotion decision).
+    warm_start
+        Start the models that can from the current version (:mod:`training.warm`) and skip
+        the evaluation; a run without a current version is a full run.
 
     Returns
     -------
@@ -180,13 +185,25 @@ def run_training(
             data = _build(events, config, as_of, catalog)
 
         skipped: dict[str, str] = {}
+        warm = _warm_start(registry, events, config, as_of, notify) if warm_start else None
+        metrics: dict[str, dict[str, float | None]]
+        evaluation: dict[str, Any]
         with progress.stage("evaluate"):
-            metrics, evaluation = _evaluate(
-                events, config, data_as_of, catalog, skipped=skipped, notify=notify
-            )
+            if warm is not None:
+                metrics, evaluation = (
+                    {},
+                    {
+                        "skipped": f"warm start from {warm[0].version}: a warm-started model has "
+                        "seen the holdout period; full runs measure"
+                    },
+                )
+            else:
+                metrics, evaluation = _evaluate(
+                    events, config, data_as_of, catalog, skipped=skipped, notify=notify
+                )
 
         with progress.stage("fit"):
-            fitted, fit_info = _fit_all(config, data, skipped=skipped, notify=notify)
+            fitted, fit_info = _fit_all(config, data, skipped=skipped, notify=notify, warm=warm)
         default, fallback = _serving_default(config, fitted, skipped, notify)
 
         promote_it, reason = _decide(
@@ -210,8 +227,16 @@ def run_training(
                     promotion={"promoted": promote_it, "reason": reason, "forced": force},
                 )
             )
+            # the publish stage is still open: its own peak is the one read here
+            staging.manifest["peak_memory_mib"] = {**progress.peaks, "publish": peak_rss_mib()}
             if fallback is not None:
                 staging.manifest.update(default_model=default, default_fallback=fallback)
+            if warm is not None:
+                staging.manifest["warm_start"] = {
+                    "from": warm[0].version,
+                    "new_events": 0 if warm[1] is None else len(warm[1].events),
+                    "models": {n: i["warm_start"] for n, i in fit_info.items()},
+                }
             if ann:
                 staging.manifest["ann"] = ann
         version = staging.version
@@ -278,13 +303,50 @@ def _threads(config: TrainingConfig) -> int:
     return config.threads or os.cpu_count() or 1
 
 
-def _fit_one(name: str, config: TrainingConfig, data: Any) -> tuple[Any, float]:
+def _fit_one(
+    name: str, config: TrainingConfig, data: Any, warm: _Warm | None = None
+) -> tuple[Any, float, str | None]:
+    """Fit model ``name`` on ``data`` (warm-started when ``warm`` is given): the model, the
+    seconds it took and, for a warm run, how it started."""
     from threadpoolctl import threadpool_limits
 
     start = time.perf_counter()
+    model = _make(name, config)
+    how = None
+    if warm is not None:
+        from training.warm import prepare
+
+        how = prepare(
+            name, model, data, warm[0], new_data=warm[1], interactions=config.interactions
+        )
     with threadpool_limits(limits=_threads(config)):
-        model = _make(name, config).fit(data)
-    return model, time.perf_counter() - start
+        model.fit(data)
+    return model, time.perf_counter() - start, how
+
+
+#: A warm start: the current version and the data built from the events after it (or None).
+_Warm = tuple[Any, Any]
+
+
+def _warm_start(
+    registry: Registry,
+    events: EventFrame,
+    config: TrainingConfig,
+    as_of: int | None,
+    notify: Notify,
+) -> _Warm | None:
+    """The current version to start from and the training data of the events after it;
+    ``None`` (a full run, said in a notice) when there is no current version."""
+    from recsys.data.interactions import build_training_data
+    from training.warm import Predecessor, new_events
+
+    previous = Predecessor.current(registry)
+    if previous is None:
+        notify("notice: --warm-start: no current version to start from; training in full")
+        return None
+    fresh = new_events(events, previous)
+    new_data = build_training_data(fresh, config.interactions, as_of=as_of) if len(fresh) else None
+    return previous, new_data
 
 
 class _Refusable(Recommender):
@@ -420,6 +482,10 @@ def _evaluate(
             train_events=result.n_train_events,
             test_purchases=result.n_test_purchases,
         )
+        # where the evaluate stage's time went, model by model (fit on the pre-cut data)
+        info["fit_seconds"] = {
+            m.name: round(m.fit_seconds, 3) for m in result.models if m.name not in refused
+        }
         for m in result.models:
             if m.name in refused:
                 continue
@@ -436,7 +502,12 @@ def _finite(value: float) -> float | None:
 
 
 def _fit_all(
-    config: TrainingConfig, data: Any, *, skipped: dict[str, str], notify: Notify
+    config: TrainingConfig,
+    data: Any,
+    *,
+    skipped: dict[str, str],
+    notify: Notify,
+    warm: _Warm | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     from tqdm import tqdm
 
@@ -445,7 +516,7 @@ def _fit_all(
     info: dict[str, dict[str, Any]] = {}
     for name in tqdm(names, desc="fit", unit="model", file=sys.stderr, disable=None, leave=False):
         try:
-            model, seconds = _fit_one(name, config, data)
+            model, seconds, how = _fit_one(name, config, data, warm)
         except ModelError as exc:
             _skip(name, exc, skipped, notify)
             continue
@@ -457,6 +528,8 @@ def _fit_all(
             "params": _jsonable(model.get_params()),
             "fit_seconds": round(seconds, 3),
         }
+        if how is not None:
+            info[name]["warm_start"] = how
     return fitted, info
 
 
@@ -673,11 +746,24 @@ def _iso(us: int) -> str:
 # -- progress --------------------------------------------------------------------------------------
 
 
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far, in MiB (``ru_maxrss``: KiB on Linux).
+
+    A high-water mark, never lowered: read after a stage, it is the peak of every stage up to
+    and including that one, which is what a memory limit on the whole run has to allow for.
+    """
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # macOS reports bytes, Linux KiB
+    return round(kib / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 class _Progress:
-    """A stage bar on stderr (hidden when stderr is not a terminal) and per-stage timings."""
+    """A stage bar on stderr (hidden when stderr is not a terminal), per-stage timings and the
+    peak resident memory at the end of each stage (``peaks``, MiB)."""
 
     def __init__(self, timings: dict[str, float]) -> None:
         self.timings = timings
+        self.peaks: dict[str, float] = {}
 
     def __enter__(self) -> _Progress:
         from tqdm import tqdm
@@ -698,7 +784,10 @@ class _Progress:
             yield
         finally:
             self.timings[name] = time.perf_counter() - start
-            log.info("stage %s: %.2f s", name, self.timings[name])
+            self.peaks[name] = peak_rss_mib()
+            log.info(
+                "stage %s: %.2f s, peak memory %.0f MiB", name, self.timings[name], self.peaks[name]
+            )
         self.bar.update(1)
 
 

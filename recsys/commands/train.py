@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="train only when the store's data, the config or --as-of changed since the "
         "current version was trained (otherwise say so and exit 0)",
     )
+    p.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="start ALS/BPR from the current version's factors and co-occurrence from its "
+        "counts plus the new events (no holdout evaluation; see README, Incremental retraining)",
+    )
     p.set_defaults(handler=_train)
 
     m = sub.add_parser(
@@ -100,6 +106,7 @@ def _train(args: argparse.Namespace) -> int:
             promote=not args.no_promote,
             config_source=source,
             lock_timeout=args.wait,
+            warm_start=args.warm_start,
         )
     finally:
         store.close()

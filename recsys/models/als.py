@@ -45,6 +45,10 @@ class ALSModel(FactorRecommender):
         Seed of the initial factors (fits are repeatable with the same seed and one thread).
     num_threads
         Threads implicit's solver uses while fitting; ``0`` means every core.
+    warm_iterations
+        ALS sweeps of a fit that starts from a previous version's factors
+        (:meth:`~recsys.models.factors.FactorRecommender.warm_start`): they start near the
+        answer, so a few sweeps refine them where a cold fit needs ``iterations``.
 
     Attributes
     ----------
@@ -70,6 +74,7 @@ class ALSModel(FactorRecommender):
         iterations: int = 15,
         random_state: int | None = 0,
         num_threads: int = 1,
+        warm_iterations: int = 3,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -77,6 +82,7 @@ class ALSModel(FactorRecommender):
         self.iterations = iterations
         self.random_state = random_state
         self.num_threads = num_threads
+        self.warm_iterations = warm_iterations
 
     @classmethod
     def contract_factory(cls) -> ALSModel:
@@ -93,7 +99,7 @@ class ALSModel(FactorRecommender):
                 factors=self.factors,
                 regularization=self.regularization,
                 alpha=self.alpha,
-                iterations=self.iterations,
+                iterations=self.warm_iterations if self._warm() else self.iterations,
                 random_state=self.random_state,
                 num_threads=self.num_threads,
             ),

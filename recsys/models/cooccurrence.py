@@ -32,7 +32,9 @@ from recsys.errors import ConfigError, ModelError
 from recsys.models.base import (
     ItemSimilarity,
     Recommender,
+    load_arrays,
     load_csr,
+    save_arrays,
     save_csr,
     top_k,
 )
@@ -40,6 +42,10 @@ from recsys.models.base import (
 Normalisation = Literal["count", "lift", "jaccard", "cosine", "conditional"]
 NORMALISATIONS: tuple[str, ...] = ("count", "lift", "jaccard", "cosine", "conditional")
 SOURCES: tuple[str, ...] = ("basket", "session")
+
+#: Files of a model folder holding the pair counts and the per-item basket counts.
+COUNTS_FILE = "counts.npz"
+BASKETS_FILE = "baskets.npz"
 
 
 def cooccurrence_counts(baskets: sp.csr_matrix, *, min_support: int = 1) -> sp.csr_matrix:
@@ -80,14 +86,49 @@ def cooccurrence_matrix(
     b = sp.csr_matrix(baskets, copy=True)
     b.sum_duplicates()
     b.eliminate_zeros()
-    counts = cooccurrence_counts(b, min_support=min_support).tocoo()
-    item_baskets = np.diff(sp.csc_matrix(b).indptr).astype(np.float64)
+    counts = cooccurrence_counts(b, min_support=min_support)
+    return normalise_counts(counts, basket_frequencies(b), b.shape[0], normalisation)
+
+
+def basket_frequencies(baskets: sp.csr_matrix) -> NDArray[np.int64]:
+    """How many baskets hold each item (``n_i`` of the module docstring)."""
+    b = sp.csr_matrix(baskets, copy=True)
+    b.sum_duplicates()
+    b.eliminate_zeros()
+    return np.diff(sp.csc_matrix(b).indptr).astype(np.int64)
+
+
+def normalise_counts(
+    counts: sp.csr_matrix,
+    item_baskets: NDArray[np.integer],
+    n_baskets: int,
+    normalisation: str = "count",
+    *,
+    min_support: int = 1,
+) -> sp.csr_matrix:
+    """Normalised co-occurrence from pair counts, per-item basket counts and the basket total.
+
+    What :func:`cooccurrence_matrix` computes from the baskets themselves; kept separate so
+    counts carried over from an earlier fit plus those of new baskets give the same matrix as
+    counting everything again (a warm start).
+    """
+    if normalisation not in NORMALISATIONS:
+        raise ConfigError(
+            f"normalisation: {normalisation!r} is not one of {', '.join(NORMALISATIONS)}"
+        )
+    counts = sp.csr_matrix(counts)
+    if min_support > 1:
+        counts = counts.copy()
+        counts.data[counts.data < min_support] = 0
+        counts.eliminate_zeros()
+    counts = counts.tocoo()
+    item_baskets = np.asarray(item_baskets, dtype=np.float64)
     c = counts.data.astype(np.float64)
     ni, nj = item_baskets[counts.row], item_baskets[counts.col]
     if normalisation == "count":
         values = c
     elif normalisation == "lift":
-        values = c * b.shape[0] / (ni * nj)
+        values = c * n_baskets / (ni * nj)
     elif normalisation == "jaccard":
         values = c / (ni + nj - c)
     elif normalisation == "cosine":
@@ -139,10 +180,21 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
     neighbours
         Neighbours kept per item.
 
+    keep_counts
+        Keep every pair count (``counts.npz`` in the version) so that the next run can start
+        from them and count only the new baskets (:meth:`warm_start`).
+
     Attributes
     ----------
     similarity_ : scipy.sparse.csr_matrix
         ``items × items`` float32; row ``i`` holds the kept neighbours of ``i``.
+    counts_ : scipy.sparse.csr_matrix or None
+        ``items × items`` int32: baskets holding each pair (every pair, before
+        ``min_support``); ``None`` unless ``keep_counts``.
+    item_baskets_ : numpy.ndarray or None
+        Baskets holding each item (int64); ``None`` unless ``keep_counts``.
+    n_baskets_ : int
+        Baskets counted.
     """
 
     name: ClassVar[str] = "cooccurrence"
@@ -154,11 +206,79 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
         normalisation: Normalisation = "cosine",
         min_support: int = 2,
         neighbours: int = 50,
+        keep_counts: bool = True,
     ) -> None:
         self.source = source
         self.normalisation = normalisation
         self.min_support = min_support
         self.neighbours = neighbours
+        self.keep_counts = keep_counts
+
+    #: What :meth:`warm_start` carried over, consumed by the next :meth:`fit`.
+    _carried: tuple[sp.csr_matrix, NDArray[np.int64], int] | None = None
+
+    def warm_start(
+        self, previous: CooccurrenceModel, items: NDArray[np.intp], new_baskets: sp.csr_matrix
+    ) -> Self:
+        """Make the next :meth:`fit` add ``new_baskets`` to ``previous``'s counts instead of
+        counting every basket again.
+
+        Parameters
+        ----------
+        previous
+            The current version's model, fitted with ``keep_counts``.
+        items
+            For each item of the data the next fit will see, its index in ``previous``
+            (``-1``: new since then).
+        new_baskets
+            ``baskets × items`` (the next fit's item indices): the baskets (orders or
+            sessions, as ``source`` says) that ``previous`` did not count.
+
+        Returns
+        -------
+        Self
+
+        Raises
+        ------
+        ModelError
+            ``previous`` kept no counts (``keep_counts=False``, or a version from before they
+            were kept).
+        """
+        old_counts = getattr(previous, "counts_", None)
+        if old_counts is None or previous.item_baskets_ is None:
+            raise ModelError(
+                f"cooccurrence(source={self.source!r}): the previous version kept no pair "
+                "counts to start from (keep_counts=false or an older version)"
+            )
+        items = np.asarray(items, dtype=np.intp)
+        n_items = len(items)
+        known = np.flatnonzero(items >= 0)
+        # old index -> new index, so the carried counts land in the new item order
+        old_to_new = np.full(old_counts.shape[0], -1, dtype=np.intp)
+        old_to_new[items[known]] = known
+        old = old_counts.tocoo()
+        keep = (old_to_new[old.row] >= 0) & (old_to_new[old.col] >= 0)
+        carried = sp.csr_matrix(
+            (old.data[keep], (old_to_new[old.row[keep]], old_to_new[old.col[keep]])),
+            shape=(n_items, n_items),
+            dtype=np.int64,
+        )
+        item_baskets = np.zeros(n_items, dtype=np.int64)
+        item_baskets[known] = previous.item_baskets_[items[known]]
+        new = sp.csr_matrix(new_baskets)
+        if new.shape[1] != n_items:
+            raise ModelError(
+                f"cooccurrence: the new baskets have {new.shape[1]} item columns, "
+                f"the item mapping {n_items}"
+            )
+        counts = sp.csr_matrix(carried + cooccurrence_counts(new), dtype=np.int64)
+        counts.sort_indices()
+        self._carried = (
+            counts,
+            item_baskets + basket_frequencies(new),
+            int(previous.n_baskets_) + int(new.shape[0]),
+        )
+        return self
 
     @classmethod
     def contract_factory(cls) -> CooccurrenceModel:
@@ -187,8 +307,19 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
                 f"cooccurrence(source={self.source!r}): the training data has no {what}; "
                 "nothing co-occurs"
             )
-        full = cooccurrence_matrix(baskets, self.normalisation, min_support=self.min_support)
+        if self._carried is not None and self._carried[0].shape[0] == data.n_items:
+            counts, item_baskets, n_baskets = self._carried
+        else:
+            counts = cooccurrence_counts(baskets)
+            item_baskets, n_baskets = basket_frequencies(baskets), int(baskets.shape[0])
+        self._carried = None
+        full = normalise_counts(
+            counts, item_baskets, n_baskets, self.normalisation, min_support=self.min_support
+        )
         self.similarity_ = keep_top_neighbours(full, self.neighbours)
+        self.counts_ = sp.csr_matrix(counts, dtype=np.int32) if self.keep_counts else None
+        self.item_baskets_ = item_baskets if self.keep_counts else None
+        self.n_baskets_ = n_baskets
         return self
 
     def score(
@@ -230,10 +361,26 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
         """Write params (JSON) and the neighbour matrix (``.npz``)."""
         directory = self._write_params(directory, "similarity_")
         save_csr(directory / "similarity.npz", self.similarity_)
+        if getattr(self, "counts_", None) is not None and self.item_baskets_ is not None:
+            save_csr(directory / COUNTS_FILE, self.counts_)
+            save_arrays(
+                directory / BASKETS_FILE,
+                item_baskets=self.item_baskets_,
+                n_baskets=np.array([self.n_baskets_], dtype=np.int64),
+            )
 
     @classmethod
     def load(cls, directory: Path) -> Self:
         """Read a model written by :meth:`save`."""
         model = cls._from_params(directory, "a co-occurrence model")
-        model.similarity_ = load_csr(Path(directory) / "similarity.npz").astype(np.float32)
+        directory = Path(directory)
+        model.similarity_ = load_csr(directory / "similarity.npz").astype(np.float32)
+        model.counts_, model.item_baskets_, model.n_baskets_ = None, None, 0
+        if (directory / COUNTS_FILE).exists() and (directory / BASKETS_FILE).exists():
+            # versions before the counts were kept have neither: such a model serves the
+            # same, it only cannot be warm-started from
+            model.counts_ = load_csr(directory / COUNTS_FILE)
+            arrays = load_arrays(directory / BASKETS_FILE)
+            model.item_baskets_ = np.asarray(arrays["item_baskets"], dtype=np.int64)
+            model.n_baskets_ = int(arrays["n_baskets"][0])
         return model

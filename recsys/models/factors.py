@@ -44,6 +44,55 @@ class FactorRecommender(Recommender):
     user_factors_: NDArray[np.float32]
     item_factors_: NDArray[np.float32]
 
+    #: Factors the next fit starts from (set by :meth:`warm_start`; ``None``: random).
+    _initial: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
+
+    def warm_start(
+        self,
+        previous: FactorRecommender,
+        users: NDArray[np.intp],
+        items: NDArray[np.intp],
+        *,
+        seed: int | None = 0,
+    ) -> Self:
+        """Start the next :meth:`fit` from ``previous``'s factors instead of random ones.
+
+        Parameters
+        ----------
+        previous
+            A fitted model of the same kind and dimension (the current version's).
+        users, items
+            For each user and item of the data the next fit will see, its index in
+            ``previous`` (``-1``: new since then). A new one starts as implicit starts every
+            factor (uniform in ``[0, 0.01)``), so it learns from its own rows like in a cold fit.
+        seed
+            Seed of the new users' and items' initial factors.
+
+        Returns
+        -------
+        Self
+            ``self``, for chaining with :meth:`fit`.
+
+        Raises
+        ------
+        ModelError
+            ``previous`` is not fitted or its factors do not have the dimension of this model.
+        """
+        old_users = getattr(previous, "user_factors_", None)
+        old_items = getattr(previous, "item_factors_", None)
+        if old_users is None or old_items is None:
+            raise ModelError(f"{self.name}: cannot warm-start from a model that is not fitted")
+        rng = np.random.default_rng(seed)
+        self._initial = (
+            _mapped_rows(old_users, np.asarray(users, dtype=np.intp), rng),
+            _mapped_rows(old_items, np.asarray(items, dtype=np.intp), rng),
+        )
+        return self
+
+    def _warm(self) -> bool:
+        """Whether the next fit starts from :meth:`warm_start`'s factors."""
+        return self._initial is not None
+
     @abstractmethod
     def user_vectors(self, users: NDArray[np.intp], history: sp.csr_matrix) -> NDArray[np.float32]:
         """Latent factors of a batch of users (``NaN`` rows for users with nothing to go on).
@@ -90,6 +139,21 @@ class FactorRecommender(Recommender):
             )
         with threadpool_limits(1, "blas"):
             model = make()
+            if self._initial is not None:
+                user_init, item_init = self._initial
+                expected = (matrix.shape, model.factors)
+                if (user_init.shape[0], item_init.shape[0]) != matrix.shape or (
+                    user_init.shape[1] != item_init.shape[1]
+                ):
+                    raise ModelError(
+                        f"{self.name}: warm-start factors {user_init.shape} and "
+                        f"{item_init.shape} do not fit the data {expected}"
+                    )
+                # implicit starts from whatever factors it finds (random only when unset);
+                # its BPR keeps a bias column, so the saved width is the one it expects
+                model.user_factors = user_init.copy()
+                model.item_factors = item_init.copy()
+                self._initial = None  # one fit: a refit without warm_start is cold again
             model.fit(matrix, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
@@ -124,3 +188,14 @@ class FactorRecommender(Recommender):
 
     def _load_state(self, directory: Path) -> None:
         """Read what :meth:`_save_state` wrote (nothing by default)."""
+
+
+def _mapped_rows(
+    old: NDArray[np.float32], index: NDArray[np.intp], rng: np.random.Generator
+) -> NDArray[np.float32]:
+    """Rows of ``old`` at ``index``; where ``index`` is ``-1`` (or beyond ``old``), the
+    uniform ``[0, 0.01)`` start implicit gives every factor of a cold fit."""
+    out = (rng.random((len(index), old.shape[1]), dtype=np.float32) * 0.01).astype(np.float32)
+    known = (index >= 0) & (index < old.shape[0])
+    out[known] = old[index[known]]
+    return out

@@ -1,0 +1,166 @@
+"""Warm starts: carried co-occurrence counts equal a recount; factors follow their ids; the
+pipeline's ``--warm-start`` publishes a version that says how each model started."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys.cli import main
+from recsys.data.interactions import InteractionConfig, build_training_data
+from recsys.data.schema import MICROS_PER_DAY, EventRow
+from recsys.data.vocab import Vocabulary
+from recsys.errors import ModelError
+from recsys.models.als import ALSModel
+from recsys.models.cooccurrence import CooccurrenceModel, cooccurrence_counts
+from recsys.registry import Registry
+from recsys.settings import Settings, load_settings
+from recsys.store import open_store
+
+START = 1_700_000_000 * 1_000_000
+
+
+def _baskets(draw: Any, n_items: int, n: int) -> sp.csr_matrix:
+    rows = [draw(st.lists(st.integers(0, n_items - 1), min_size=1, max_size=5)) for _ in range(n)]
+    r = np.repeat(np.arange(n), [len(x) for x in rows])
+    c = np.concatenate([np.asarray(x, dtype=np.intp) for x in rows]) if rows else np.empty(0)
+    m = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(n, n_items))
+    m.data[:] = 1.0
+    return m
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_carried_counts_plus_new_baskets_equal_a_recount(data: st.DataObject) -> None:
+    n_old = data.draw(st.integers(2, 8))
+    n_added = data.draw(st.integers(0, 3))
+    old_baskets = _baskets(data.draw, n_old, data.draw(st.integers(1, 12)))
+    # the new vocabulary: the old items in a shuffled order, plus some new ones
+    order = np.asarray(data.draw(st.permutations(range(n_old))), dtype=np.intp)
+    items = np.r_[order, np.full(n_added, -1)]  # new index -> old index
+    n_new = len(items)
+    new_baskets = _baskets(data.draw, n_new, data.draw(st.integers(0, 6)))
+
+    previous = CooccurrenceModel(min_support=1, neighbours=n_old)
+    previous.fit(_data_with_orders(old_baskets))
+    warm = CooccurrenceModel(min_support=1, neighbours=n_new)
+    old_in_new = sp.csr_matrix(old_baskets[:, items.clip(0)].multiply(items >= 0))
+    warm.warm_start(previous, items, new_baskets).fit(_data_with_orders(old_in_new))
+    cold = CooccurrenceModel(min_support=1, neighbours=n_new)
+    cold.fit(_data_with_orders(sp.vstack([old_in_new, new_baskets]).tocsr()))
+
+    expected = cooccurrence_counts(sp.vstack([old_in_new, new_baskets]).tocsr())
+    assert warm.counts_ is not None
+    assert (warm.counts_ != expected).nnz == 0
+    assert warm.n_baskets_ == cold.n_baskets_
+    np.testing.assert_allclose(warm.similarity_.toarray(), cold.similarity_.toarray(), rtol=1e-6)
+
+
+def _data_with_orders(orders: sp.csr_matrix) -> Any:
+    """The smallest stand-in for TrainingData that a basket co-occurrence fit reads."""
+
+    class _Data:
+        n_items = orders.shape[1]
+
+    d = _Data()
+    d.orders = orders  # type: ignore[attr-defined]
+    return d
+
+
+def test_a_model_that_kept_no_counts_cannot_be_warm_started() -> None:
+    baskets = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1]], dtype=np.float32))
+    previous = CooccurrenceModel(min_support=1, keep_counts=False).fit(_data_with_orders(baskets))
+    with pytest.raises(ModelError, match="kept no pair counts"):
+        CooccurrenceModel().warm_start(previous, np.arange(3), baskets)
+
+
+def test_factors_follow_their_ids_and_new_ones_start_small(rng: np.random.Generator) -> None:
+    previous = ALSModel(factors=4)
+    previous.user_factors_ = rng.random((3, 4), dtype=np.float32) + 1.0
+    previous.item_factors_ = rng.random((5, 4), dtype=np.float32) + 1.0
+    users = np.array([2, -1, 0], dtype=np.intp)
+    items = np.array([4, 3, -1, 0, 1, 2], dtype=np.intp)
+    model = ALSModel(factors=4).warm_start(previous, users, items)
+    assert model._initial is not None
+    user_init, item_init = model._initial
+    np.testing.assert_array_equal(user_init[[0, 2]], previous.user_factors_[[2, 0]])
+    np.testing.assert_array_equal(item_init[[0, 1, 3]], previous.item_factors_[[4, 3, 0]])
+    assert (user_init[1] < 0.01).all() and (item_init[2] < 0.01).all()
+
+
+def _purchases(rng: np.random.Generator, n_users: int, days: int, offset: int) -> list[EventRow]:
+    weights = 1.0 / np.arange(1, 31)
+    weights /= weights.sum()
+    rows = []
+    for u in range(n_users):
+        for o in range(3):
+            ts = START + (offset + int(rng.integers(0, days))) * MICROS_PER_DAY
+            for j, item in enumerate(rng.choice(30, size=3, p=weights, replace=False)):
+                rows.append(
+                    EventRow(
+                        f"e{offset}-{u}-{o}-{j}",
+                        f"u{u}",
+                        None,
+                        f"i{item}",
+                        "purchase",
+                        ts + j,
+                        1.0,
+                        2.0,
+                        f"o{offset}-{u}-{o}",
+                        None,
+                    )
+                )
+    return rows
+
+
+def test_warm_start_run_starts_from_the_current_version(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "train.toml"
+    config.write_text(
+        'default_model = "als"\nthreads = 1\n'
+        "[models.popular]\n"
+        "[models.als]\nparams = { factors = 8, iterations = 5 }\n"
+        '[models.bought_together]\nmodel = "cooccurrence"\nparams = { min_support = 1 }\n'
+    )
+    store = open_store(load_settings(Settings))
+    try:
+        store.insert_events(_purchases(rng, 40, 60, 0))
+        assert main(["train", "--config", str(config)]) == 0
+        registry = Registry(load_settings(Settings).registry_path)
+        first = registry.current_version()
+        # a day of new events, with a new customer and the same items
+        store.insert_events(_purchases(rng, 41, 1, 61))
+        capsys.readouterr()
+        assert main(["train", "--config", str(config), "--warm-start"]) == 0
+    finally:
+        store.close()
+    second = registry.current_version()
+    assert second is not None and second != first
+    manifest = registry.manifest(second)
+    warm = manifest["warm_start"]
+    assert warm["from"] == first and warm["new_events"] > 0
+    assert warm["models"]["als"].startswith(f"factors from {first} (1 new users")
+    assert warm["models"]["bought_together"].startswith(f"counts from {first} plus ")
+    assert warm["models"]["popular"].startswith("cold:")
+    assert manifest["metrics"] == {} and "warm start" in manifest["evaluation"]["skipped"]
+    assert manifest["models"]["als"]["params"]["warm_iterations"] == 3
+
+    # the carried counts are exactly a recount over every order
+    folder = registry.path(second)
+    store = open_store(load_settings(Settings))
+    try:
+        data = build_training_data(store.read_events(), InteractionConfig())
+    finally:
+        store.close()
+    model = CooccurrenceModel.load(folder / "models" / "bought_together")
+    assert Vocabulary.from_json(json.loads((folder / "items.json").read_text())) == data.items
+    assert model.counts_ is not None
+    assert (model.counts_ != cooccurrence_counts(data.orders)).nnz == 0
