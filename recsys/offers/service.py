@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from recsys.config import read_config_file, validate, write_config_file
 from recsys.data.schema import Customer
-from recsys.errors import ConfigError, NotFoundError
+from recsys.errors import ConfigError, NotFoundError, RecsysError
 from recsys.offers.campaigns import LoadedModels, build_campaign_context
 from recsys.offers.catalog import Promotion, PromotionCatalog, parse_promotions
 from recsys.offers.ranking import (
@@ -131,7 +131,6 @@ class OfferService:
         self._file_lock = threading.Lock()
         self._build_lock = threading.Lock()
         self._snapshot: _Snapshot | None = None
-        self._dirty = False
         self._forgotten: set[str] = set()
         self._record_lock = threading.Lock()
         self.writer: BatchWriter[tuple[str, str, int]] = BatchWriter(
@@ -217,33 +216,51 @@ class OfferService:
     # -- the day's context -----------------------------------------------------------------
 
     def context(self, engine: Engine | None = None) -> OfferContext:
-        """The offer context of the serving day and ``engine``'s version, built at most once.
+        """The offer context of the serving day and ``engine``'s version.
 
-        A context is rebuilt when the day or the model version changes, after an erasure, or
-        when a promotion's frequency-cap period outgrows the impressions it read; a change of
-        promotions alone is applied to the built context without reading the store.
+        Built once, before the first request (the API builds it at start-up). When the day or
+        the model version changes, or a promotion's frequency-cap period outgrows the
+        impressions it read, a new one is built in the background and the current one keeps
+        answering meanwhile: no request waits for a rebuild. A change of promotions alone is
+        applied to the built context without reading the store. An erasure needs no rebuild:
+        the caller serves erased customers non-personal offers
+        (:class:`recsys.service.RecommendationService`).
         """
         today = self.today()
         version = engine.version if engine is not None else None
         snap = self._snapshot
-        if snap is None or not self._fresh(snap, today, version):
-            # one request rebuilds; concurrent ones keep the previous context meanwhile
-            if snap is not None and not self._build_lock.acquire(blocking=False):
-                return self._with_catalog(snap)
-            if snap is None:
-                self._build_lock.acquire()
-            try:
+        if snap is None:
+            with self._build_lock:
                 snap = self._snapshot
-                if snap is None or not self._fresh(snap, today, version):
+                if snap is None:
                     snap = self._build(today, engine)
-            finally:
-                self._build_lock.release()
+        elif not self._fresh(snap, today, version):
+            self._rebuild_in_background(today, engine)
         return self._with_catalog(snap)
+
+    def _rebuild_in_background(self, today: date, engine: Engine | None) -> None:
+        if not self._build_lock.acquire(blocking=False):
+            return  # one build at a time; requests keep the current context
+
+        def run() -> None:
+            try:
+                self._build(today, engine)
+            except RecsysError as exc:
+                log.warning("offer context rebuild failed; the previous one serves: %s", exc)
+            finally:
+                self.store.close()  # this thread's connection
+                self._build_lock.release()
+
+        threading.Thread(target=run, name="offer-context", daemon=True).start()
+
+    def wait_for_rebuild(self, timeout: float = 60.0) -> None:
+        """Block until a background rebuild (if any) is done (tests, shutdown)."""
+        if self._build_lock.acquire(timeout=timeout):
+            self._build_lock.release()
 
     def _fresh(self, snap: _Snapshot, today: date, version: str | None) -> bool:
         return (
-            not self._dirty
-            and snap.today == today
+            snap.today == today
             and snap.version == version
             and _window_days(self._catalog) <= snap.window_days
         )
@@ -258,7 +275,6 @@ class OfferService:
         return ctx
 
     def _build(self, today: date, engine: Engine | None) -> _Snapshot:
-        self._dirty = False  # an erasure during the build marks the new context dirty again
         catalog = self._catalog
         started = time.perf_counter()
         ctx = build_campaign_context(
@@ -327,11 +343,11 @@ class OfferService:
     def forget_user(self, user_id: str) -> None:
         """Serve nothing personal to ``user_id`` again, and drop their impressions not yet
         written. Call it *before* erasing them from the store, so that no impression of theirs
-        is written after the erasure; the context is rebuilt (without them) on next use."""
+        is written after the erasure (other processes learn of it from the store's tombstone;
+        the next context is built without them)."""
         with self._record_lock:
             self._forgotten.add(user_id)
         self.flush()
-        self._dirty = True
 
     def record(self, user_id: str, offers: list[OfferCandidate], ts: int | None = None) -> int:
         """Count the offers shown to ``user_id`` (frequency caps) and queue them for the store.
@@ -394,9 +410,15 @@ class OfferService:
             )
 
 
+#: Days of impressions a context reads at least: a promotion added later with a cap period up
+#: to this long needs no rebuild.
+MIN_WINDOW_DAYS = 30
+
+
 def _window_days(catalog: PromotionCatalog) -> int:
     """Days of impressions the frequency caps of ``catalog`` look back."""
-    return max((p.frequency_cap.period_days for p in catalog if p.frequency_cap), default=1)
+    caps = (p.frequency_cap.period_days for p in catalog if p.frequency_cap)
+    return max([MIN_WINDOW_DAYS, *caps])
 
 
 def _models_of(engine: Engine | None, today: date) -> LoadedModels | None:

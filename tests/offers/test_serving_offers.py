@@ -177,15 +177,18 @@ def test_context_is_built_once_per_day_and_version(client: TestClient) -> None:
     for user in ("u1", "u2", "u3", "nobody", "u1"):
         assert client.get(f"/v1/users/{user}/offers").status_code == 200
     assert svc.builds == 1
-    # a new model version: rebuilt once
+    # a new model version: rebuilt once, in the background (the request does not wait)
     registry = client.app.state.recsys.registry  # type: ignore[attr-defined]
     publish(registry)
     assert client.post("/v1/admin/models/reload", headers=KEY).status_code == 200
     client.get("/v1/users/u1/offers")
+    svc.wait_for_rebuild()
     client.get("/v1/users/u2/offers")
     assert svc.builds == 2
     # a new day: rebuilt once, and the triggers move (u1's last order is 20 days old)
     svc.today = lambda: TODAY + timedelta(days=15)
+    client.get("/v1/users/u1/offers")  # still the previous day's context, while it rebuilds
+    svc.wait_for_rebuild()
     offers = client.get("/v1/users/u1/offers").json()["offers"]
     client.get("/v1/users/u2/offers")
     assert svc.builds == 3
