@@ -336,19 +336,39 @@ class RecommendationService:
                 continue
             if variant == HOLDOUT:
                 return Arm(exp, variant, self.prepare(engine))
-            spec = next(v for v in exp.variants if v.name == variant)
-            serving = engine
-            if spec.model_version and spec.model_version != engine.version:
-                other = self.engines.engine_for_version(spec.model_version)
-                if other is None:
-                    if self.on_variant_fallback is not None:
-                        self.on_variant_fallback(exp.name, variant)
-                else:
-                    serving = other
-            ranking = registry.ranking(exp, spec)
-            rules = ranking[1] if ranking is not None else None
-            return Arm(exp, variant, self.prepare(serving, rules))
+            return Arm(exp, variant, self._variant_engine(exp, variant, engine))
         return Arm(None, None, self.prepare(engine))
+
+    def variant_arm(self, experiment: str, variant: str) -> Arm:
+        """The engine ``variant`` of ``experiment`` serves, whoever the customer is (to look
+        at a variant's lists, e.g. side by side on the merchandiser's page), as :meth:`arm`
+        builds it; ``experiment`` is ``None`` in the result, so nothing served through it is
+        logged as an exposure. :class:`~recsys.errors.NotFoundError` names what is missing."""
+        if self.experiments is None:
+            raise NotFoundError("no experiments are configured on this server")
+        exp = self.experiments.get(experiment)
+        engine = self.engines.require_engine()
+        if variant == HOLDOUT:
+            return Arm(None, HOLDOUT, self.prepare(engine))
+        if not any(v.name == variant for v in exp.variants):
+            raise NotFoundError(f"experiment {experiment!r} has no variant {variant!r}")
+        return Arm(None, variant, self._variant_engine(exp, variant, engine))
+
+    def _variant_engine(self, exp: Experiment, variant: str, engine: Engine) -> Engine:
+        """The variant's model version (the current one when its own cannot be loaded) with
+        the live catalogue and the variant's rules."""
+        assert self.experiments is not None
+        spec = next(v for v in exp.variants if v.name == variant)
+        serving = engine
+        if spec.model_version and spec.model_version != engine.version:
+            other = self.engines.engine_for_version(spec.model_version)
+            if other is None:
+                if self.on_variant_fallback is not None:
+                    self.on_variant_fallback(exp.name, variant)
+            else:
+                serving = other
+        ranking = self.experiments.ranking(exp, spec)
+        return self.prepare(serving, ranking[1] if ranking is not None else None)
 
     def prepare(self, engine: Engine, rules: RulesFile | None = None) -> Engine:
         """``engine`` with the live catalogue laid over it (and ``rules`` instead of its own),

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.data.schema import CatalogItem, Customer
-from recsys.engine import Engine, RecommendationList
+from recsys.engine import RecommendationList
 from recsys.errors import ConfigError, NotFoundError, RecsysError
 from recsys.experiments.definitions import Experiment
 from recsys.explain import PurchaseRecord, purchase_records, reasons_text
@@ -441,28 +441,9 @@ def _arm_heading(arm: Arm) -> str:
 def variant_arm(
     state: ServingState, svc: RecommendationService, experiment: str, variant: str
 ) -> Arm:
-    """The arm of ``variant`` of ``experiment`` whoever the customer is: its model version
-    and rules laid over the live catalogue, as :meth:`RecommendationService.arm` builds it for
-    the customers assigned to it; without the experiment, so nothing is logged."""
-    from recsys.experiments.definitions import HOLDOUT
-
-    if state.experiments is None:
-        raise NotFoundError("no experiments are configured on this server")
-    exp = state.experiments.get(experiment)
-    engine = state.require_engine()
-    if variant == HOLDOUT:
-        return Arm(None, HOLDOUT, svc.prepare(engine))
-    spec = next((v for v in exp.variants if v.name == variant), None)
-    if spec is None:
-        raise NotFoundError(f"experiment {experiment!r} has no variant {variant!r}")
-    serving: Engine = engine
-    if spec.model_version and spec.model_version != engine.version:
-        other = state.engine_for_version(spec.model_version)
-        if other is None:
-            raise NotFoundError(f"model version {spec.model_version} cannot be loaded")
-        serving = other
-    ranking = state.experiments.ranking(exp, spec)
-    return Arm(None, None, svc.prepare(serving, ranking[1] if ranking else None))
+    """The arm of ``variant`` of ``experiment`` whoever the customer is (see
+    :meth:`RecommendationService.variant_arm`); nothing served through it is logged."""
+    return svc.variant_arm(experiment, variant)
 
 
 def parse_rules_text(text: str) -> RulesFile:
