@@ -366,6 +366,41 @@ class Engine:
             return self._popular_list(k, compiled, filters, fallback="popular")
         return self._related(known, "bought_together", k, exclude=tuple(item_ids))
 
+    def session_list(
+        self,
+        item_ids: Sequence[str],
+        k: int,
+        *,
+        half_life: float = 2.0,
+        placement: str | None = None,
+        filters: RequestFilters = RequestFilters(),
+    ) -> RecommendationList:
+        """Items for a browsing session, from the items it touched (oldest first): each item's
+        "often viewed with" neighbours (bought together when the version lacks that model),
+        weighted by recency (the last item counts 1, one ``half_life`` steps earlier 0.5), as
+        session-based kNN over item co-occurrence does. The popular list when none is known
+        (``fallback="popular"``); reasons say ``session:<kind>``."""
+        idx = self.items.indices(list(item_ids))
+        steps = np.arange(len(idx))[::-1].astype(np.float32)  # 0 for the last item
+        keep = idx >= 0
+        if not keep.any():
+            return self._popular_list(k, self._rules_for(placement), filters, fallback="popular")
+        weights = np.power(np.float32(0.5), steps[keep] / np.float32(half_life))
+        listed = self._related(
+            idx[keep],
+            "often_viewed_with",
+            k,
+            exclude=(),
+            weights=weights.astype(np.float32),
+            placement=placement,
+            filters=filters,
+        )
+        items = [
+            replace(r, reasons=tuple(x.replace("similar:", "session:", 1) for x in r.reasons))
+            for r in listed.items
+        ]
+        return replace(listed, items=items)
+
     def popular(self, k: int, *, category: str | None = None) -> RecommendationList:
         """The most popular eligible items, optionally within one category; items new to the
         shop since training (:meth:`with_catalog`) follow the items that sold, before those
@@ -634,10 +669,19 @@ class Engine:
         return RecommendationList(self._to_ids(ranked), self.version, fallback)
 
     def _related(
-        self, items: NDArray[np.intp], kind: str, k: int, *, exclude: tuple[str, ...]
+        self,
+        items: NDArray[np.intp],
+        kind: str,
+        k: int,
+        *,
+        exclude: tuple[str, ...],
+        weights: NDArray[np.float32] | None = None,
+        placement: str | None = None,
+        filters: RequestFilters | None = None,
     ) -> RecommendationList:
-        compiled = self._rules_for(None)
-        filters = RequestFilters(exclude=exclude, exclude_purchased=False)
+        compiled = self._rules_for(placement)
+        base = filters or RequestFilters()
+        filters = replace(base, exclude=(*base.exclude, *exclude), exclude_purchased=False)
         wanted = SIMILAR_MODELS[kind]
         source = next(
             (
@@ -657,7 +701,8 @@ class Engine:
         for r in range(idx.shape[0]):
             ok = idx[r] >= 0
             cur = scores[idx[r][ok]]
-            scores[idx[r][ok]] = np.where(np.isnan(cur), 0, cur) + vals[r][ok]
+            w = 1.0 if weights is None else float(weights[r])
+            scores[idx[r][ok]] = np.where(np.isnan(cur), 0, cur) + w * vals[r][ok]
         reason = f"similar:{kind}" if source == wanted else f"fallback:{source}"
         ranked = apply_rules(
             scores,

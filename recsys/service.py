@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: Prepared engines (live catalogue and variant rules laid over a version) kept per process.
 _PREPARED_CACHE = 64
+#: A session's most recent events read for its list.
+SESSION_EVENTS = 50
 
 
 class EngineSource(Protocol):
@@ -85,14 +87,17 @@ class FixedEngine:
 class ListRequest:
     """One request for a customer's list.
 
-    ``user_id`` ``None`` (or unknown) gets the non-personal list; ``placement`` picks the rule
-    set; ``filters`` are request-level exclusions.
+    ``user_id`` ``None`` (or unknown) gets the session's list when ``session_id`` names a
+    session with events, else the non-personal list; ``placement`` picks the rule set;
+    ``filters`` are request-level exclusions.
     """
 
     user_id: str | None
     k: int = 10
     placement: str | None = None
     filters: RequestFilters = field(default_factory=RequestFilters)
+    #: The browsing session: it answers when the model does not know the customer (a guest).
+    session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +240,24 @@ class RecommendationService:
             return False
         customer = self.store.get_customer(user_id)
         return not (customer is not None and customer.personalisation_opt_out)
+
+    def session(self, session_id: str, request: ListRequest | None = None) -> Served:
+        """A browsing session's list, live from the events posted during it (see
+        :meth:`recsys.engine.Engine.session_list`); a session with no known item gets the
+        popular list. Guests have no experiment arm: nothing is logged."""
+        request = request or ListRequest(None)
+        engine = self.prepare(self.engines.require_engine())
+        return Served(self._session_list(engine, session_id, request), uuid.uuid4().hex)
+
+    def _session_list(
+        self, engine: Engine, session_id: str, request: ListRequest
+    ) -> RecommendationList:
+        events = self.store.session_events(session_id, limit=SESSION_EVENTS)
+        items = [str(i) for i in events.item_id.tolist()]
+        listed = engine.session_list(
+            items, request.k, placement=request.placement, filters=request.filters
+        )
+        return listed if listed.fallback else replace(listed, fallback="session")
 
     # -- item lists ----------------------------------------------------------------------------
 
@@ -400,7 +423,11 @@ class RecommendationService:
             if self.live_events
             else None
         )
-        return engine.recommend(uid, request.k, events=events, **common)
+        result = engine.recommend(uid, request.k, events=events, **common)
+        if result.fallback == "popular" and request.session_id:
+            # a guest (or a customer the model does not know yet) who is browsing
+            return self._session_list(engine, request.session_id, request)
+        return result
 
     @staticmethod
     def _holdout(arm: Arm, k: int) -> RecommendationList:

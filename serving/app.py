@@ -30,7 +30,7 @@ from serving.logs import install_access_log_filter
 from serving.metrics import Metrics
 from serving.middleware import GuardMiddleware
 from serving.responses import OrjsonResponse
-from serving.routes import admin, events, experiments, health, items, offers, users
+from serving.routes import admin, events, experiments, health, items, offers, sessions, users
 from serving.settings import ServingSettings
 from serving.state import ServingState
 
@@ -123,7 +123,7 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
-    for module in (users, items, events, admin, health, experiments, offers):
+    for module in (users, sessions, items, events, admin, health, experiments, offers):
         app.include_router(module.router)
     ui.install(app, home=settings.home)
     app.add_middleware(

@@ -112,3 +112,24 @@ def test_a_new_item_is_served_at_once_in_popular_and_category_lists(
     store.retire_item("NEW1")
     service.live.refresh()
     assert service.popular(5, "Gadgets").result.items == []
+
+
+def test_a_guest_session_gets_a_list_from_its_events(service: RecommendationService) -> None:
+    store = service.store
+    engine = service.engines.require_engine()
+    assert service.session("s-new").result.fallback == "popular", "no event yet"
+    store.insert_events(
+        [
+            EventRow("g1", "", "s-new", "A", "view", engine.as_of + 5, 1.0, None, None, None),
+            EventRow("g2", "", "s-new", "D", "view", engine.as_of + 9, 1.0, None, None, None),
+        ]
+    )
+    got = service.session("s-new", ListRequest(None, 3)).result
+    assert got.fallback == "session"
+    assert got.items[0].item_id == "H", "the latest item's neighbour first"
+    assert all(r.reasons[0].startswith("session:") for r in got.items if r.score > 0)
+    # an unknown customer who carries the session gets the same list
+    asked = service.recommend(ListRequest("stranger", 3, session_id="s-new")).result
+    assert [r.item_id for r in asked.items] == [r.item_id for r in got.items]
+    # a known customer keeps their personal list
+    assert service.recommend(ListRequest("u1", 3, session_id="s-new")).result.fallback is None

@@ -37,11 +37,14 @@ async def recommendations(
     category: Annotated[str | None, Query(max_length=256)] = None,
     exclude: Annotated[list[str], Query(max_length=100)] = [],  # noqa: B006 - FastAPI copies
     exclude_purchased: bool | None = None,
+    session_id: Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH)] = None,
 ) -> OrjsonResponse:
-    """Personal recommendations; an unknown customer gets the popular list (``fallback``)."""
+    """Personal recommendations. A customer the model does not know gets their session's list
+    when ``session_id`` names one with events (``fallback: "session"``), else the popular list
+    (``fallback: "popular"``)."""
     ids = tuple(i for raw in exclude for i in raw.split(",") if i)
     filters = RequestFilters(exclude=ids, category=category, exclude_purchased=exclude_purchased)
-    request = ListRequest(user_id, k, placement, filters)
+    request = ListRequest(user_id, k, placement, filters, session_id)
     service = state.service
     # the common case answers on the event loop (a thread hop costs more than the answer)
     served, arm = service.recommend_fast(request)

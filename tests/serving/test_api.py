@@ -273,3 +273,17 @@ def test_overload_answers_503(sqlite_store: EventStore, registry: Registry) -> N
         assert r.headers["retry-after"] == "1"
         stack.in_flight = 0  # type: ignore[union-attr]
         assert c.get("/v1/popular").status_code == 200
+
+
+def test_guest_session_endpoint_and_fallback_for_an_unknown_customer(client: TestClient) -> None:
+    before = client.get("/v1/sessions/g-1/recommendations?k=2").json()
+    assert before["fallback"] == "popular"
+    events = [
+        {"event_id": "gs-1", "session_id": "g-1", "item_id": "D", "event_type": "view"},
+    ]
+    assert client.post("/v1/events", json=events, headers=KEY).status_code == 200
+    after = client.get("/v1/sessions/g-1/recommendations?k=2").json()
+    assert after["fallback"] == "session" and after["items"][0]["item_id"] == "H"
+    guest = client.get("/v1/users/someone-new/recommendations?k=2&session_id=g-1").json()
+    assert guest["fallback"] == "session"
+    assert [i["item_id"] for i in guest["items"]] == [i["item_id"] for i in after["items"]]
