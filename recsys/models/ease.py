@@ -76,7 +76,8 @@ class EASEModel(Recommender):
             raise ModelTooLargeError(
                 f"ease: {n_items} items is more than max_items={self.max_items} "
                 f"(the dense item-item inverse would need {gib:.1f} GiB); "
-                "raise max_items or use als"
+                "use als, or raise max_items (beyond about 16,000 items the inverse crashes "
+                "with the scipy wheel's OpenBLAS)"
             )
         x = self._prepare(data.interactions).astype(np.float64)
         gram = (x.T @ x).toarray()
