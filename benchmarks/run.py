@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "baskets": ("benchmarks.bench_baskets", True),
     "serving": ("benchmarks.bench_serving", True),
     "live": ("benchmarks.bench_live", True),
+    "sessions": ("benchmarks.bench_sessions", True),
     "ann": ("benchmarks.bench_ann", True),
     "matrix": ("benchmarks.bench_matrix", False),
     "quality": ("benchmarks.bench_quality", False),

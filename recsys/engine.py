@@ -381,17 +381,16 @@ class Engine:
         session-based kNN over item co-occurrence does. The popular list when none is known
         (``fallback="popular"``); reasons say ``session:<kind>``."""
         idx = self.items.indices(list(item_ids))
-        steps = np.arange(len(idx))[::-1].astype(np.float32)  # 0 for the last item
+        weights = session_weights(len(idx), half_life)
         keep = idx >= 0
         if not keep.any():
             return self._popular_list(k, self._rules_for(placement), filters, fallback="popular")
-        weights = np.power(np.float32(0.5), steps[keep] / np.float32(half_life))
         listed = self._related(
             idx[keep],
             "often_viewed_with",
             k,
             exclude=(),
-            weights=weights.astype(np.float32),
+            weights=weights[keep],
             placement=placement,
             filters=filters,
         )
@@ -696,13 +695,7 @@ class Engine:
         model = self.models[source]
         assert isinstance(model, ItemSimilarity)
         fetch = min(len(self.items), max(4 * k, k + 20))
-        idx, vals = model.similar_items(items, fetch)
-        scores = np.full(len(self.items), np.nan, dtype=np.float32)
-        for r in range(idx.shape[0]):
-            ok = idx[r] >= 0
-            cur = scores[idx[r][ok]]
-            w = 1.0 if weights is None else float(weights[r])
-            scores[idx[r][ok]] = np.where(np.isnan(cur), 0, cur) + w * vals[r][ok]
+        scores = neighbour_scores(model, items, len(self.items), fetch, weights)
         reason = f"similar:{kind}" if source == wanted else f"fallback:{source}"
         ranked = apply_rules(
             scores,
@@ -777,6 +770,33 @@ class Engine:
             Recommendation(item_id, float(r.score), r.reasons)
             for item_id, r in zip(ids, ranked, strict=True)
         ]
+
+
+def session_weights(n: int, half_life: float = 2.0) -> NDArray[np.float32]:
+    """Recency weights of a session's ``n`` items, oldest first: the last counts 1, one
+    ``half_life`` steps earlier 0.5."""
+    steps = np.arange(n, dtype=np.float32)[::-1]
+    return np.power(np.float32(0.5), steps / np.float32(half_life)).astype(np.float32)
+
+
+def neighbour_scores(
+    model: ItemSimilarity,
+    items: NDArray[np.intp],
+    n_items: int,
+    fetch: int,
+    weights: NDArray[np.float32] | None = None,
+) -> NDArray[np.float32]:
+    """Each item's similarity to ``items`` summed (weighted), from each one's ``fetch``
+    nearest neighbours; ``NaN`` for items no neighbour list holds. What "often viewed with",
+    "bought together", basket completion and session lists rank by."""
+    idx, vals = model.similar_items(items, fetch)
+    scores = np.full(n_items, np.nan, dtype=np.float32)
+    for r in range(idx.shape[0]):
+        ok = idx[r] >= 0
+        cur = scores[idx[r][ok]]
+        w = 1.0 if weights is None else float(weights[r])
+        scores[idx[r][ok]] = np.where(np.isnan(cur), 0, cur) + w * vals[r][ok]
+    return scores
 
 
 def _in_category(path: str, prefix: str) -> bool:
