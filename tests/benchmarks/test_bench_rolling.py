@@ -1,0 +1,57 @@
+"""benchmarks/bench_rolling.py: the customer sample and the target ratios."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_rolling import _sample_customers, _targets
+from recsys.data.schema import MICROS_PER_DAY, EventFrame, EventRow
+from recsys.evaluation import evaluate_rolling
+
+
+def _shop(seed: int = 4) -> EventFrame:
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, 16)
+    p /= p.sum()
+    rows = []
+    for n in range(1500):
+        user, item = f"u{rng.integers(60)}", f"i{rng.choice(15, p=p)}"
+        ts = int(rng.uniform(0, 120) * MICROS_PER_DAY)
+        rows.append(EventRow(f"e{n}", user, None, item, "purchase", ts, 1.0, None, f"o{n}", None))
+    rows.append(EventRow("g", "", "s1", "i1", "view", 5, 1.0, None, None, None))
+    return EventFrame.from_rows(rows)
+
+
+def test_the_customer_sample_is_deterministic_and_keeps_whole_customers() -> None:
+    events = _shop()
+    half = _sample_customers(events, 0.5)
+    assert half.event_id.tolist() == _sample_customers(events, 0.5).event_id.tolist()
+    kept = set(half.user_id.tolist())
+    assert "" not in kept  # guests are dropped
+    assert 10 < len(kept) < 50  # about half of 60 customers
+    # every event of a kept customer is kept
+    assert len(half) == sum(1 for u in events.user_id.tolist() if u in kept)
+    assert set(_sample_customers(events, 0.25).user_id.tolist()) <= kept
+
+
+def test_targets_are_ratios_of_the_means_with_per_cut_ranges() -> None:
+    models = {n: "popular" for n in ("default", "popular", "als", "ease", "repeat_popular")}
+    models["default"] = "repeat"
+    models["repeat"] = "repeat"
+    result = evaluate_rolling(_shop(), models, n_cuts=3, window_days=20)
+    rows = _targets(result, 10, target_all=1.05, target_new=1.0, all_vs="repeat")
+    assert [r["what"].split(":")[0] for r in rows] == [
+        "recall@10 all items",
+        "recall@10 new items",
+        "ndcg@10 all items",
+        "ndcg@10 new items",
+    ]
+    same = rows[0]  # default and repeat are the same model: a ratio of exactly 1
+    assert same["ratio"] == pytest.approx(1.0) and same["met"] is False
+    assert same["per_cut"] == pytest.approx([1.0, 1.0, 1.0])
+    best = _targets(result, 10, target_all=1.05, target_new=1.0, all_vs="best")[0]
+    pool = ("popular", "als", "ease", "repeat", "repeat_popular")
+    top = max(result.spread(b, "recall", "all").mean for b in pool)
+    assert best["baseline"] == pytest.approx(top)
+    assert best["ratio"] == pytest.approx(result.spread("default", "recall", "all").mean / top)
