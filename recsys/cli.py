@@ -180,6 +180,7 @@ _COMMAND_MODULES = [
     "recsys.commands.ingest",
     "recsys.commands.generate",
     "recsys.commands.train",
+    "recsys.commands.export",
     "recsys.commands.serve",
     "recsys.commands.evaluate",
     "recsys.commands.offers",

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from recsys.errors import ArtifactError, RegressionError
+from recsys.errors import ArtifactError, ConfigError, RegressionError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +50,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="start ALS/BPR from the current version's factors and co-occurrence from its "
         "counts plus the new events (no holdout evaluation; see README, Incremental retraining)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help="where the models are fitted: this process (local, the default) or Apache Spark "
+        "(needs `pip install 'recsys-engine[spark]'` and Java 17+)",
+    )
+    p.add_argument(
+        "--master",
+        default="local[*]",
+        metavar="URL",
+        help="Spark master for --engine spark (default local[*]; spark://host:7077, yarn...)",
+    )
+    p.add_argument(
+        "--events",
+        metavar="DIR",
+        help="--engine spark: read the events from this Parquet export (`recsys export "
+        "events`) instead of the store (PostgreSQL is read over JDBC)",
+    )
+    p.add_argument(
+        "--jdbc-jar",
+        metavar="JAR",
+        help="--engine spark: the PostgreSQL JDBC driver (default: Debian's "
+        "/usr/share/java/postgresql.jar from libpostgresql-jdbc-java)",
+    )
     p.set_defaults(handler=_train)
 
     m = sub.add_parser(
@@ -88,6 +113,15 @@ def _train(args: argparse.Namespace) -> int:
     from training.config import load_training_config
     from training.pipeline import open_default, parse_as_of, run_training
 
+    if args.engine == "spark":
+        from training.spark import require_spark
+
+        # before anything is read: a missing extra is one line, not a half-done run
+        require_spark()
+        if args.warm_start:
+            raise ConfigError("--warm-start is for --engine local (the Spark engine refits)")
+    elif args.events or args.jdbc_jar:
+        raise ConfigError("--events and --jdbc-jar are options of --engine spark")
     config = load_training_config(args.config)
     source = args.config or "training/configs/default.toml"
     as_of = parse_as_of(args.as_of) if args.as_of else None
@@ -97,17 +131,20 @@ def _train(args: argparse.Namespace) -> int:
         if args.if_changed and _already_trained(registry, fingerprint):
             return 0
         registry.annotations[FINGERPRINT_KEY] = fingerprint
-        result = run_training(
-            config,
-            store=store,
-            registry=registry,
-            as_of=as_of,
-            force=args.force,
-            promote=not args.no_promote,
-            config_source=source,
-            lock_timeout=args.wait,
-            warm_start=args.warm_start,
-        )
+        if args.engine == "spark":
+            result = _train_spark(args, config, source, as_of, store, registry)
+        else:
+            result = run_training(
+                config,
+                store=store,
+                registry=registry,
+                as_of=as_of,
+                force=args.force,
+                promote=not args.no_promote,
+                config_source=source,
+                lock_timeout=args.wait,
+                warm_start=args.warm_start,
+            )
     finally:
         store.close()
     manifest = result.manifest
@@ -125,6 +162,39 @@ def _train(args: argparse.Namespace) -> int:
             f"`recsys models promote {result.version}` serves it anyway"
         )
     return 0
+
+
+def _train_spark(
+    args: argparse.Namespace,
+    config: Any,
+    source: str,
+    as_of: int | None,
+    store: Any,
+    registry: Any,
+) -> Any:
+    from pathlib import Path
+
+    from recsys.settings import Settings, load_settings
+    from training.spark.engine import run_spark_training
+    from training.spark.session import SparkOptions
+
+    options = SparkOptions(
+        master=args.master,
+        events=Path(args.events) if args.events else None,
+        jdbc_jar=Path(args.jdbc_jar) if args.jdbc_jar else None,
+    )
+    return run_spark_training(
+        config,
+        store=store,
+        registry=registry,
+        settings=load_settings(Settings),
+        options=options,
+        as_of=as_of,
+        force=args.force,
+        promote=not args.no_promote,
+        config_source=source,
+        lock_timeout=args.wait,
+    )
 
 
 #: Manifest key of the fingerprint of what a version was trained on.

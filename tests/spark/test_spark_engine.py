@@ -1,0 +1,214 @@
+"""The Spark engine against the local one, on the bundled sample (a local[2] master).
+
+Skipped with the reason where PySpark or Java is missing (``pip install -e '.[spark]'`` and
+Debian's ``openjdk-17-jre-headless``; ``.ci/run`` installs both). One Spark session serves the
+whole module: starting one costs several seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
+from recsys.data.schema import MICROS_PER_DAY
+from recsys.models.als import ALSModel
+from recsys.models.cooccurrence import CooccurrenceModel
+
+SAMPLE = Path(__file__).resolve().parents[2] / "recsys/data/sample/online_retail_sample.csv.gz"
+
+_MISSING = (
+    "PySpark is not installed (pip install -e '.[spark]')"
+    if importlib.util.find_spec("pyspark") is None
+    else "no Java runtime (apt-get install openjdk-17-jre-headless)"
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME")
+    else None
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(_MISSING is not None, reason=_MISSING or ""),
+]
+
+
+@pytest.fixture(scope="module")
+def sample_events(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The bundled sample's events, as a local training run reads them."""
+    from recsys.data.ingest import ingest_events
+    from recsys.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path_factory.mktemp("sample") / "store.db")
+    try:
+        ingest_events(store, SAMPLE, format="online-retail")
+        return store.read_events(), store.read_items()
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    from training.spark.session import SparkOptions, start
+
+    session = start(SparkOptions(master="local[2]", driver_memory="1g"))
+    yield session
+    session.stop()
+
+
+def _indexed(spark: Any, data: TrainingData) -> Any:
+    """``data``'s events in Spark with the indices of ``data``'s vocabularies."""
+    from training.export import events_table
+    from training.spark import jobs
+
+    frame = spark.createDataFrame(events_table(data.events)).drop("date")
+    users = spark.createDataFrame(
+        [(u, k) for k, u in enumerate(data.users.ids)], "user_id string, u int"
+    )
+    items = spark.createDataFrame(
+        [(i, k) for k, i in enumerate(data.items.ids)], "item_id string, i int"
+    )
+    return jobs.with_indices(frame, users, items)
+
+
+def test_spark_cooccurrence_lists_equal_the_local_engines(spark: Any, sample_events: Any) -> None:
+    from training.spark import jobs
+
+    events, catalog = sample_events
+    data = build_training_data(events, InteractionConfig(), catalog=catalog)
+    local = CooccurrenceModel().fit(data)
+    rows, cols, values, n_baskets = jobs.cooccurrence_lists(
+        jobs.baskets(_indexed(spark, data), "basket"),
+        normalisation=local.normalisation,
+        min_support=local.min_support,
+        neighbours=local.neighbours,
+    )
+    remote = sp.csr_matrix((values, (rows, cols)), shape=local.similarity_.shape)
+    remote.sort_indices()
+    assert n_baskets == data.orders.shape[0]
+    assert local.similarity_.nnz > 1000  # a real test: thousands of kept pairs
+    # the same neighbours of every item, in the same order, with the same values
+    assert np.array_equal(remote.indptr, local.similarity_.indptr)
+    assert np.array_equal(remote.indices, local.similarity_.indices)
+    np.testing.assert_allclose(remote.data, local.similarity_.data, rtol=1e-6)
+
+
+class _SparkALS(ALSModel):
+    """ALS fitted by MLlib on the same matrix (for the holdout comparison only)."""
+
+    session: Any = None
+
+    def fit(self, data: TrainingData) -> Self:
+        from training.spark import jobs
+
+        coo = data.interactions.tocoo()
+        ratings = self.session.createDataFrame(
+            list(zip(coo.row.tolist(), coo.col.tolist(), coo.data.tolist(), strict=True)),
+            "u int, i int, weight double",
+        )
+        self.user_factors_, self.item_factors_ = jobs.als_factors(
+            ratings,
+            data.n_users,
+            data.n_items,
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.iterations,
+            seed=self.random_state,
+        )
+        self.train_ = sp.csr_matrix(data.interactions, dtype=np.float32)
+        self._gram = None
+        return self
+
+
+def test_spark_als_recall_is_within_ten_percent_of_implicits(
+    spark: Any, sample_events: Any
+) -> None:
+    from recsys.evaluation.protocol import evaluate_models
+
+    events, catalog = sample_events
+    cut = int(events.ts.max()) - 30 * MICROS_PER_DAY
+    cut -= cut % MICROS_PER_DAY
+    params = {"factors": 32, "iterations": 10}
+    remote = _SparkALS(**params)
+    remote.session = spark
+    result = evaluate_models(
+        events,
+        {"implicit": ALSModel(**params), "spark": remote},
+        cut=cut,
+        k=10,
+        catalog=catalog,
+    )
+    local_recall = result["implicit"].all_items["recall"]
+    spark_recall = result["spark"].all_items["recall"]
+    assert local_recall > 0.05  # the sample has signal to lose
+    assert spark_recall >= 0.9 * local_recall, (spark_recall, local_recall)
+
+
+def test_a_spark_version_is_served_like_a_local_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recsys.cli import main
+    from recsys.engine import Engine
+    from recsys.registry import Registry
+    from recsys.settings import Settings, load_settings
+
+    assert main(["ingest", str(SAMPLE), "--format", "online-retail"]) == 0
+    events_dir = tmp_path / "events"
+    assert main(["export", "events", "--out", str(events_dir)]) == 0
+    assert any(events_dir.glob("date=2011-*/part-0.parquet"))
+    config = tmp_path / "spark.toml"
+    config.write_text(
+        'default_model = "als"\nthreads = 1\n[evaluation]\nenabled = false\n'
+        "[models.popular]\n[models.buy_again]\n"
+        "[models.als]\nparams = { factors = 16, iterations = 5 }\n"
+        '[models.bought_together]\nmodel = "cooccurrence"\n'
+        "[models.hybrid]\n"
+    )
+    capsys.readouterr()
+    code = main(
+        [
+            "train",
+            "--engine",
+            "spark",
+            "--master",
+            "local[2]",
+            "--events",
+            str(events_dir),
+            "--config",
+            str(config),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "model 'hybrid' skipped: hybrid: not trained by the Spark engine" in err
+
+    registry = Registry(load_settings(Settings).registry_path)
+    version = registry.current_version()
+    assert version is not None
+    manifest = registry.manifest(version)
+    assert manifest["engine"] == "spark"
+    assert manifest["spark"]["source"].startswith("parquet:")
+    assert manifest["spark"]["sampled"] == {}
+    assert set(manifest["models"]) == {"popular", "buy_again", "als", "bought_together"}
+
+    engine = Engine.load(registry.path(version), registry)
+    customer = engine.users.ids[0]
+    listed = engine.recommend(customer, 5)
+    assert len(listed.items) == 5
+    bought = engine.models["bought_together"]
+    assert isinstance(bought, CooccurrenceModel) and bought.similarity_.nnz > 0
+    # the Spark ALS version ranks as ALS does: the scores are the factors' dot products
+    als = engine.models["als"]
+    assert isinstance(als, ALSModel)
+    user = np.array([0], dtype=np.intp)
+    scores = als.score(user, sp.csr_matrix(engine.history[0]))
+    np.testing.assert_allclose(
+        scores[0], als.user_factors_[0] @ als.item_factors_.T, rtol=1e-4, atol=1e-6
+    )

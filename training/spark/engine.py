@@ -1,0 +1,472 @@
+"""``recsys train --engine spark``: the training run, with Spark doing the work that grows with
+the events, published in the same version format as :func:`training.pipeline.run_training`.
+
+Stages (timed into the manifest like the local run's): **read** (Spark reads the events),
+**build** (the weighted matrix and the vocabularies, in Spark SQL), **fit** (each model's
+Spark job, then the model assembled on the driver), **publish** and **promote**. There is no
+holdout evaluation yet (the manifest says so under ``evaluation.skipped``); the promotion gate
+then promotes, as for a first version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.schema import MICROS_PER_DAY, CatalogItem, from_micros
+from recsys.data.vocab import Vocabulary
+from recsys.errors import ConfigError, DataError, ModelError
+from recsys.registry import Registry
+from recsys.store.base import EventStore
+from training.config import TrainingConfig, check_model_params
+from training.pipeline import (
+    Notify,
+    TrainingResult,
+    _decide,
+    _jsonable,
+    _manifest,
+    _Progress,
+    _stderr,
+    _write_indexes,
+    _write_precomputed,
+    _write_version,
+    peak_rss_mib,
+)
+from training.spark import jobs
+from training.spark.session import SparkOptions, read_events, start
+
+#: Model classes the Spark engine trains (registry names); others are skipped with a notice.
+DISTRIBUTED = ("als", "cooccurrence", "popular", "trending", "buy_again")
+
+#: What serves when the configured default is not trained here, first trained first.
+SPARK_FALLBACKS = ("als", "popular", "trending")
+
+
+@dataclass
+class SparkData:
+    """What the version writer and the manifest read of a run's data (the local run's
+    :class:`~recsys.data.interactions.TrainingData` has the same attributes)."""
+
+    users: Vocabulary
+    items: Vocabulary
+    interactions: sp.csr_matrix
+    purchase_counts: sp.csr_matrix
+    orders: Any
+    item_category: list[str]
+    item_price: NDArray[np.float64]
+    as_of: int
+    events: Any
+    #: (``u``, ``i``, ``weight``): the interaction matrix as a cached Spark DataFrame
+    ratings: Any = None
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class _EventSpan:
+    """The number of events and the first and last event time (``ts`` of two entries)."""
+
+    n: int
+    ts: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@dataclass
+class _Orders:
+    """Stands for the orders matrix in the manifest's counts: only its row count is read."""
+
+    shape: tuple[int, int]
+
+
+def run_spark_training(
+    config: TrainingConfig,
+    *,
+    store: EventStore,
+    registry: Registry,
+    settings: Any,
+    options: SparkOptions,
+    as_of: int | None = None,
+    force: bool = False,
+    promote: bool = True,
+    config_source: str = "training/configs/default.toml",
+    lock_timeout: float = 0.0,
+    notify: Notify = _stderr,
+) -> TrainingResult:
+    """Train on Spark, publish and (maybe) promote one version; see the module docstring.
+
+    Parameters are those of :func:`training.pipeline.run_training`, plus ``settings`` (the
+    store's URL, for JDBC) and ``options`` (the master, the event source).
+
+    Raises
+    ------
+    ConfigError
+        PySpark or Java missing (:func:`training.spark.require_spark`), or an interaction
+        filter the Spark engine does not implement.
+    DataError
+        No events to train on.
+    """
+    from recsys.models import MODELS
+    from training.spark import require_spark
+
+    require_spark()
+    check_model_params(config, dict(MODELS), config_source)
+    ic = config.interactions
+    if ic.min_user_events != 1 or ic.min_item_users != 1:
+        raise ConfigError(
+            f"{config_source}: the Spark engine does not apply min_user_events / "
+            "min_item_users yet (leave both at 1, or train with --engine local)"
+        )
+    timings: dict[str, float] = {}
+    with registry.lock(timeout=lock_timeout), _Progress(timings) as progress:
+        spark = start(options)
+        try:
+            with progress.stage("read"):
+                raw, source = read_events(spark, options, settings, store)
+                catalog = store.read_items()
+            with progress.stage("build"):
+                data, ev = _build(raw, config, as_of, catalog)
+            skipped: dict[str, str] = {}
+            with progress.stage("fit"):
+                fitted, fit_info = _fit_all(config, data, ev, skipped=skipped, notify=notify)
+        finally:
+            spark_version = spark.version
+            spark.stop()
+        default, fallback = _default(config, fitted, skipped, notify)
+        metrics: dict[str, dict[str, float | None]] = {}
+        promote_it, reason = _decide(
+            registry, config, metrics, force=force, promote=promote, default_model=default
+        )
+        with progress.stage("publish"), registry.publish() as staging:
+            _write_version(staging.path, data, catalog, fitted)
+            ann, indexes = _write_indexes(staging.path, config, fitted)
+            _write_precomputed(staging.path, data, default, fitted, indexes.get(default))
+            staging.manifest.update(
+                _manifest(
+                    config,
+                    config_source,
+                    data,
+                    fit_info=fit_info,
+                    skipped=skipped,
+                    metrics=metrics,
+                    evaluation={
+                        "skipped": "the Spark engine does not evaluate yet; a local run "
+                        "(--engine local) measures the holdout"
+                    },
+                    timings=timings,
+                    promotion={"promoted": promote_it, "reason": reason, "forced": force},
+                )
+            )
+            staging.manifest.update(
+                engine="spark",
+                default_model=default,
+                spark={
+                    "master": options.master,
+                    "version": spark_version,
+                    "source": source,
+                    "distributed": sorted(fitted),
+                    "not_distributed": sorted(skipped),
+                    # nothing here is fitted on a sample of customers: the models Spark
+                    # cannot train are skipped, not sampled
+                    "sampled": {},
+                },
+                peak_memory_mib={**progress.peaks, "publish": peak_rss_mib()},
+            )
+            if fallback is not None:
+                staging.manifest["default_fallback"] = fallback
+            if ann:
+                staging.manifest["ann"] = ann
+        version = staging.version
+        with progress.stage("promote"):
+            if promote_it:
+                registry.promote(version, reason=reason)
+        notify(f"version {version}: {'promoted' if promote_it else 'NOT promoted'} ({reason})")
+        return TrainingResult(
+            version=version,
+            promoted=promote_it,
+            reason=reason,
+            metrics=metrics,
+            skipped=skipped,
+            timings=dict(timings),
+            manifest=registry.manifest(version),
+            default_model=default,
+        )
+
+
+def _build(
+    raw: Any, config: TrainingConfig, as_of: int | None, catalog: list[CatalogItem]
+) -> tuple[SparkData, Any]:
+    """The weighted matrix and vocabularies (Spark SQL), and the indexed events DataFrame."""
+    from pyspark.sql import functions as f
+
+    ic = config.interactions
+    ev = raw if as_of is None else raw.where(f.col("ts") < as_of)
+    span = ev.agg(f.min("ts").alias("lo"), f.max("ts").alias("hi"), f.count("*").alias("n"))
+    lo, hi, n = span.collect()[0]
+    if not n:
+        where = f" before {from_micros(as_of).isoformat()}" if as_of is not None else ""
+        raise DataError(f"no events to train on{where}; load some with `recsys ingest` first")
+    data_as_of = int(hi) if as_of is None else int(as_of)
+    if ic.window_days is not None:
+        ev = ev.where(f.col("ts") >= data_as_of - round(ic.window_days * MICROS_PER_DAY))
+        lo, hi, n = ev.agg(f.min("ts"), f.max("ts"), f.count("*")).collect()[0]
+    ev = ev.cache()
+    pairs = jobs.weighted_pairs(ev, ic, data_as_of).cache()
+    # vocabularies in the local engine's order (sorted ids), built on the driver: one string
+    # per customer and per product is small next to the events
+    user_ids = sorted(str(r[0]) for r in pairs.select("user_id").distinct().collect())
+    item_ids = {str(r[0]) for r in ev.select("item_id").distinct().collect()}
+    items = Vocabulary.from_values([*item_ids, *(c.item_id for c in catalog)])
+    users = Vocabulary(user_ids)
+    spark = ev.sparkSession
+    users_df = spark.createDataFrame(
+        [(u, k) for k, u in enumerate(users.ids)], "user_id string, u int"
+    )
+    items_df = spark.createDataFrame(
+        [(i, k) for k, i in enumerate(items.ids)], "item_id string, i int"
+    )
+    indexed = jobs.with_indices(ev, users_df, items_df).cache()
+    matrix = (
+        jobs.with_indices(pairs, users_df, items_df).select("u", "i", "weight", "n_orders").cache()
+    )
+    table = matrix.toArrow()
+    u = np.asarray(table.column("u"), dtype=np.intp)
+    i = np.asarray(table.column("i"), dtype=np.intp)
+    shape = (len(users), len(items))
+    interactions = _csr(u, i, np.asarray(table.column("weight"), dtype=np.float64), shape)
+    n_orders = np.asarray(table.column("n_orders"), dtype=np.float64)
+    counted = n_orders > 0
+    purchases = _csr(u[counted], i[counted], n_orders[counted], shape)
+    pairs.unpersist()
+    n_orders_total = jobs.baskets(indexed, "basket").select("basket").distinct().count()
+    price = _item_prices(indexed, len(items), catalog, items)
+    categories = [""] * len(items)
+    for c in catalog:
+        if c.category:
+            categories[items.index(c.item_id)] = c.category
+    data = SparkData(
+        users=users,
+        items=items,
+        interactions=interactions,
+        purchase_counts=purchases,
+        orders=_Orders((int(n_orders_total), len(items))),
+        item_category=categories,
+        item_price=price,
+        as_of=data_as_of,
+        events=_EventSpan(int(n), np.array([int(lo), int(hi)], dtype=np.int64)),
+        ratings=matrix.select("u", "i", "weight"),
+    )
+    return data, indexed
+
+
+def _csr(
+    rows: NDArray[np.intp], cols: NDArray[np.intp], values: NDArray[np.float64], shape: Any
+) -> sp.csr_matrix:
+    m = sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=shape, dtype=np.float32)
+    m.sum_duplicates()
+    m.sort_indices()
+    m.eliminate_zeros()
+    return m
+
+
+def _item_prices(
+    ev: Any, n_items: int, catalog: list[CatalogItem], items: Vocabulary
+) -> NDArray[np.float64]:
+    """The catalogue's price, else the median price seen in events (``NaN``: none)."""
+    from pyspark.sql import functions as f
+
+    out = np.full(n_items, np.nan)
+    seen = (
+        ev.where((f.col("i") >= 0) & f.col("price").isNotNull() & ~f.isnan("price"))
+        .groupBy("i")
+        .agg(f.percentile("price", f.lit(0.5)).alias("p"))
+        .toArrow()
+    )
+    out[np.asarray(seen.column("i"), dtype=np.intp)] = np.asarray(seen.column("p"), np.float64)
+    for c in catalog:
+        if c.price is not None:
+            out[items.index(c.item_id)] = c.price
+    return out
+
+
+def _fit_all(
+    config: TrainingConfig,
+    data: SparkData,
+    ev: Any,
+    *,
+    skipped: dict[str, str],
+    notify: Notify,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Fit every enabled model that has a Spark implementation; skip the others."""
+    from training.pipeline import _make
+
+    fitted: dict[str, Any] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for name in config.enabled_models():
+        kind = config.models[name].model or name
+        if kind not in DISTRIBUTED:
+            skipped[name] = (
+                f"{kind}: not trained by the Spark engine (it has no distributed "
+                f"implementation; the Spark engine trains {', '.join(DISTRIBUTED)})"
+            )
+            notify(f"notice: model {name!r} skipped: {skipped[name]}")
+            continue
+        model = _make(name, config)
+        start_time = time.perf_counter()
+        try:
+            _FITS[kind](model, data, ev)
+        except ModelError as exc:
+            skipped[name] = str(exc)
+            notify(f"notice: model {name!r} skipped: {exc}")
+            continue
+        fitted[name] = model
+        info[name] = {
+            "name": name,
+            "model": kind,
+            "class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "params": _jsonable(model.get_params()),
+            "fit_seconds": round(time.perf_counter() - start_time, 3),
+            "engine": "spark",
+        }
+    return fitted, info
+
+
+def _fit_als(model: Any, data: SparkData, ev: Any) -> None:
+    if data.n_users == 0:
+        raise ModelError(f"{model.name}: needs customers, and the training data has none")
+    model.user_factors_, model.item_factors_ = jobs.als_factors(
+        data.ratings,
+        data.n_users,
+        data.n_items,
+        factors=model.factors,
+        regularization=model.regularization,
+        alpha=model.alpha,
+        iterations=model.iterations,
+        seed=model.random_state,
+    )
+    model.train_ = data.interactions
+    model._gram = None
+
+
+def _fit_cooccurrence(model: Any, data: SparkData, ev: Any) -> None:
+    from recsys.models.cooccurrence import NORMALISATIONS, SOURCES
+
+    if model.source not in SOURCES:
+        raise ConfigError(f"source: {model.source!r} is not one of {', '.join(SOURCES)}")
+    if model.normalisation not in NORMALISATIONS:
+        raise ConfigError(
+            f"normalisation: {model.normalisation!r} is not one of {', '.join(NORMALISATIONS)}"
+        )
+    basket_items = jobs.baskets(ev, model.source).cache()
+    rows, cols, values, n_baskets = jobs.cooccurrence_lists(
+        basket_items,
+        normalisation=model.normalisation,
+        min_support=model.min_support,
+        neighbours=model.neighbours,
+    )
+    basket_items.unpersist()
+    if n_baskets == 0:
+        what = "orders with a purchased item" if model.source == "basket" else "sessions"
+        raise ModelError(
+            f"cooccurrence(source={model.source!r}): the training data has no {what}; "
+            "nothing co-occurs"
+        )
+    n = data.n_items
+    sim = sp.csr_matrix((values, (rows, cols)), shape=(n, n), dtype=np.float32)
+    sim.sort_indices()
+    model.similarity_ = sim
+    # the pair counts stay in Spark: a Spark version is not a warm start for a local run
+    model.counts_, model.item_baskets_, model.n_baskets_ = None, None, n_baskets
+
+
+def _fit_popular(model: Any, data: SparkData, ev: Any) -> None:
+    from recsys.models.popular import DEFAULT_EVENT_WEIGHTS
+
+    weights = model.weights or DEFAULT_EVENT_WEIGHTS
+    idx, sums = jobs.item_scores(
+        ev, weights=weights, as_of=data.as_of, half_life_days=model.half_life_days
+    )
+    scores = np.zeros(data.n_items)
+    scores[idx] = sums
+    model._store(data, scores, scores > 0)
+
+
+def _fit_trending(model: Any, data: SparkData, ev: Any) -> None:
+    from recsys.models.popular import DEFAULT_EVENT_WEIGHTS
+
+    weights = model.weights or DEFAULT_EVENT_WEIGHTS
+    n = data.n_items
+    recent, base = np.zeros(n), np.zeros(n)
+    idx, sums = jobs.item_scores(
+        ev, weights=weights, as_of=data.as_of, window=(0.0, model.window_days)
+    )
+    recent[idx] = sums
+    idx, sums = jobs.item_scores(
+        ev,
+        weights=weights,
+        as_of=data.as_of,
+        window=(model.window_days, model.window_days + model.baseline_days),
+    )
+    base[idx] = sums
+    expected = base * model.window_days / model.baseline_days
+    scores = (recent + model.smoothing) / (expected + model.smoothing)
+    model._store(data, scores, recent > 0)
+
+
+def _fit_buy_again(model: Any, data: SparkData, ev: Any) -> None:
+    if data.n_users == 0:
+        raise ModelError(f"{model.name}: needs customers, and the training data has none")
+    p = jobs.buy_again_pairs(ev, min_purchases=model.min_purchases)
+    model.indptr_ = np.searchsorted(p["user"], np.arange(data.n_users + 1)).astype(np.int64)
+    model.pair_item_ = p["item"]
+    model.pair_count_ = p["count"]
+    model.pair_last_ = p["last"]
+    model.pair_interval_ = p["interval"].astype(np.float64)
+    item_interval = np.full(data.n_items, np.nan)
+    item_interval[p["item_index"]] = p["item_interval"]
+    model.item_interval_ = item_interval
+    model.as_of_ = int(data.as_of)
+
+
+_FITS = {
+    "als": _fit_als,
+    "cooccurrence": _fit_cooccurrence,
+    "popular": _fit_popular,
+    "trending": _fit_trending,
+    "buy_again": _fit_buy_again,
+}
+
+
+def _default(
+    config: TrainingConfig, fitted: Mapping[str, Any], skipped: Mapping[str, str], notify: Notify
+) -> tuple[str, dict[str, str] | None]:
+    """The configured default when trained, else the first of :data:`SPARK_FALLBACKS`."""
+    configured = config.default_model
+    if configured in fitted:
+        return configured, None
+    why = skipped.get(configured, "not trained")
+    for kind in SPARK_FALLBACKS:
+        for name in fitted:
+            if (config.models[name].model or name) == kind:
+                notify(
+                    f"notice: the default model {configured!r} is not trained by the Spark "
+                    f"engine; {name!r} serves instead"
+                )
+                return name, {"configured": configured, "model": name, "reason": why}
+    raise ModelError(
+        f"the default model {configured!r} cannot be trained on Spark ({why}), and none of "
+        f"{', '.join(SPARK_FALLBACKS)} was trained (enable one in the config)"
+    )
