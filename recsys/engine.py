@@ -38,6 +38,7 @@ from recsys.models.base import (
     candidate_depth,
     top_k,
 )
+from recsys.models.content import ContentModel, item_text
 from recsys.ranking.rules import (
     CATEGORY_SEPARATOR,
     FALLBACK_REASON,
@@ -57,7 +58,11 @@ log = logging.getLogger(__name__)
 
 #: ``kind`` values of :meth:`Engine.similar`, and the name under which training publishes the
 #: model that answers each (the ``[models.<name>]`` tables of ``training/configs/default.toml``).
-SIMILAR_MODELS = {"often_viewed_with": "viewed_with", "bought_together": "bought_together"}
+SIMILAR_MODELS = {
+    "often_viewed_with": "viewed_with",
+    "bought_together": "bought_together",
+    "similar": "content",
+}
 SIMILAR_KINDS = tuple(SIMILAR_MODELS)
 #: The model that answers :meth:`Engine.trending`.
 TRENDING_MODEL = "trending"
@@ -132,8 +137,11 @@ class Engine:
         # as trained: the live catalogue (:meth:`with_catalog`) is laid over this, never over
         # an earlier overlay
         self._trained_catalog = catalog
-        # in-stock items of the live catalogue that this version does not know (newest first)
+        # in-stock items of the live catalogue that this version does not know (newest first),
+        # and their text vectors when the version has a content model
         self._new_items: tuple[CatalogItem, ...] = ()
+        self._new_ids: dict[str, int] = {}
+        self._new_vectors: sp.csr_matrix | None = None
         self.history = history.tocsr().astype(np.float32)
         self.purchases = purchases.tocsr().astype(np.float32)
         self.models = dict(models)
@@ -343,16 +351,83 @@ class Engine:
     def similar(
         self, item_id: str, kind: str = "often_viewed_with", k: int = 10
     ) -> RecommendationList:
-        """Items related to ``item_id``: ``kind`` is ``often_viewed_with`` or ``bought_together``.
+        """Items related to ``item_id``: ``kind`` is ``often_viewed_with``,
+        ``bought_together`` or ``similar`` (alike in title, category and attributes: the
+        ``content`` model).
 
         Raises :class:`~recsys.errors.NotFoundError` naming the item if it is unknown. When
         the version lacks the model for ``kind`` it falls back to ``bought_together``, then to
-        the popular list, and says so in ``fallback`` and in each item's reasons.
+        the popular list, and says so in ``fallback`` and in each item's reasons. An item added
+        to the shop after training (:meth:`with_catalog`) has no behaviour yet: every kind
+        answers from its text (``fallback="content"`` for the behavioural kinds). Similar
+        items include the new ones.
         """
         if kind not in SIMILAR_KINDS:
             raise ConfigError(f"kind: {kind!r} is not one of {', '.join(SIMILAR_KINDS)}")
-        i = self._item_index(item_id)
-        return self._related(np.array([i], dtype=np.intp), kind, k, exclude=(item_id,))
+        i = self.items.index(item_id)
+        if i < 0:
+            return self._similar_to_new(item_id, kind, k)
+        listed = self._related(np.array([i], dtype=np.intp), kind, k, exclude=(item_id,))
+        content = self.models.get(SIMILAR_MODELS["similar"])
+        new = self._new_vectors
+        if kind == "similar" and isinstance(content, ContentModel) and new is not None:
+            sims = np.asarray((content.vectors_[i] @ new.T).todense()).ravel()
+            listed = self._merge_new(listed, k, sims, f"similar:{kind}")
+        return listed
+
+    def _similar_to_new(self, item_id: str, kind: str, k: int) -> RecommendationList:
+        """The lists of an item the version does not know, from its text."""
+        content = self.models.get(SIMILAR_MODELS["similar"])
+        at = self._new_ids.get(item_id)
+        if at is None or not isinstance(content, ContentModel) or self._new_vectors is None:
+            raise NotFoundError(f"item '{item_id}' is not in model version {self.version}")
+        fetch = min(len(self.items), max(4 * k, k + 20))
+        idx, vals = content.similar_to_vectors(self._new_vectors[at], fetch)
+        scores = np.full(len(self.items), np.nan, dtype=np.float32)
+        ok = idx[0] >= 0
+        scores[idx[0][ok]] = vals[0][ok]
+        compiled = self._rules_for(None)
+        ranked = apply_rules(
+            scores,
+            k,
+            compiled=compiled,
+            catalog=self.catalog,
+            request=RequestFilters(exclude=(item_id,), exclude_purchased=False),
+            default_reason="similar:similar",
+            fallback_order=self.popular_order,
+            fallback_scores=self.popularity,
+        )
+        listed = RecommendationList(
+            self._to_ids(ranked), self.version, None if kind == "similar" else "content"
+        )
+        sims = np.asarray((self._new_vectors[at] @ self._new_vectors.T).todense()).ravel()
+        sims[at] = 0.0
+        return self._merge_new(listed, k, sims, "similar:similar")
+
+    def _merge_new(
+        self, listed: RecommendationList, k: int, sims: NDArray[np.floating], reason: str
+    ) -> RecommendationList:
+        """``listed`` with the new items whose similarity ``sims`` (one per new item) beats
+        an item of the list, in score order."""
+        rules = self._rules_for(None).rules
+        extra = [
+            Recommendation(it.item_id, float(sims[j]), (reason, "new_item"))
+            for j, it in enumerate(self._new_items)
+            if sims[j] > 0 and self._new_allowed(it, rules, None)
+        ]
+        if not extra:
+            return listed
+        merged = sorted([*listed.items, *extra], key=lambda r: -r.score)
+        return replace(listed, items=merged[:k])
+
+    @staticmethod
+    def _new_allowed(it: CatalogItem, rules: RuleSet, category: str | None) -> bool:
+        return (
+            (category is None or _in_category(it.category, category))
+            and it.item_id not in rules.deny
+            and not any(_in_category(it.category, c) for c in rules.deny_categories)
+            and (not rules.allow or it.item_id in rules.allow)
+        )
 
     def complete_basket(
         self, item_ids: Sequence[str], k: int, *, user_id: str | None = None
@@ -438,14 +513,7 @@ class Engine:
     ) -> RecommendationList:
         """``listed`` with the eligible new items placed after those with a positive score,
         pinned items kept at their positions."""
-        new = [
-            it
-            for it in self._new_items
-            if (category is None or _in_category(it.category, category))
-            and it.item_id not in rules.deny
-            and not any(_in_category(it.category, c) for c in rules.deny_categories)
-            and (not rules.allow or it.item_id in rules.allow)
-        ]
+        new = [it for it in self._new_items if self._new_allowed(it, rules, category)]
         if not new:
             return listed
         pins = {
@@ -502,6 +570,21 @@ class Engine:
         ]
         fresh.sort(key=lambda c: (-c.generation, c.item.item_id))
         live._new_items = tuple(c.item for c in fresh)
+        live._new_ids = {it.item_id: j for j, it in enumerate(live._new_items)}
+        content = self.models.get(SIMILAR_MODELS["similar"])
+        live._new_vectors = (
+            content.transform(
+                [
+                    item_text(
+                        " ".join([it.title, *(str(v) for v in it.attributes.values())]),
+                        it.category,
+                    )
+                    for it in live._new_items
+                ]
+            )
+            if isinstance(content, ContentModel) and live._new_items
+            else None
+        )
         return live
 
     def knows_item(self, item_id: str) -> bool:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -111,6 +111,9 @@ class TrainingData:
         Category path per item index (``""`` when unknown).
     item_price
         Price per item index (``NaN`` when unknown).
+    item_title
+        Title and string attribute values per item index (``""`` when unknown): what the
+        content model reads.
     as_of
         The time training is measured from (microseconds UTC): the newest event, or a given
         ``--as-of``. Never the wall clock.
@@ -128,6 +131,7 @@ class TrainingData:
     item_category: list[str]
     item_price: NDArray[np.float64]
     as_of: int
+    item_title: list[str] = field(default_factory=list)
 
     @property
     def n_users(self) -> int:
@@ -283,6 +287,12 @@ def build_training_data(
     )
 
     item_category, item_price = _item_attributes(items, catalog, ev, event_item)
+    item_title = [""] * len(items)
+    for c in catalog:
+        i = items.index(c.item_id)
+        if i >= 0:
+            words = [str(v) for v in (c.attributes or {}).values() if isinstance(v, str)]
+            item_title[i] = " ".join([c.title, *words]).strip()
     return TrainingData(
         users=users,
         items=items,
@@ -296,6 +306,7 @@ def build_training_data(
         item_category=item_category,
         item_price=item_price,
         as_of=as_of,
+        item_title=item_title,
     )
 
 

@@ -16,6 +16,7 @@ from recsys.models.base import Recommender
 from recsys.models.baselines import RepeatModel
 from recsys.models.bpr import BPRModel
 from recsys.models.buy_again import BuyAgainModel
+from recsys.models.content import ContentModel
 from recsys.models.cooccurrence import CooccurrenceModel
 from recsys.models.ease import EASEModel
 from recsys.models.hybrid import HybridModel
@@ -32,6 +33,7 @@ MODELS: dict[str, type[Recommender]] = {
         PopularModel,
         TrendingModel,
         BuyAgainModel,
+        ContentModel,
         RepeatModel,
         HybridModel,
     )
@@ -58,6 +60,7 @@ __all__ = [
     "ALSModel",
     "BPRModel",
     "BuyAgainModel",
+    "ContentModel",
     "CooccurrenceModel",
     "EASEModel",
     "HybridModel",

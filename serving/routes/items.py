@@ -44,6 +44,14 @@ def bought_together(state: State, item_id: ItemId, k: K = 10) -> OrjsonResponse:
     return list_response(served, state, "bought_together")
 
 
+@router.get("/items/{item_id}/similar", response_model=ListOut, dependencies=[Depends(read_access)])
+def similar(state: State, item_id: ItemId, k: K = 10) -> OrjsonResponse:
+    """Items alike in title, category and attributes (the ``content`` model): what a new item,
+    which nobody has bought or viewed yet, is shown with; 404 naming an unknown item."""
+    served = state.service.similar(item_id, "similar", k)
+    return list_response(served, state, "similar")
+
+
 @router.post("/baskets/complete", response_model=ListOut, dependencies=[Depends(read_access)])
 def complete_basket(state: State, body: BasketIn) -> OrjsonResponse:
     """Items that complete a basket (unknown basket items are ignored)."""

@@ -61,6 +61,9 @@ params = { source = "basket" }
 [models.viewed_with]
 model = "cooccurrence"
 params = { source = "session" }
+
+[models.content]
+enabled = true
 """
 
 
@@ -271,6 +274,26 @@ def test_stock_change_reaches_every_worker_pinned_items_included(shop: Shop) -> 
     assert _fresh("PUT", f"{shop.url}/v1/items/{top}", json=item, headers=H).status_code == 200
     assert _fresh("PUT", f"{shop.url}/v1/items/{hero}", json=item, headers=H).status_code == 200
     _every_answer(shop, "/v1/popular?k=10", lambda b: top in _ids(b) and _ids(b)[0] == hero)
+
+
+def test_a_new_item_has_similar_items_at_once_on_every_worker(shop: Shop) -> None:
+    known = _fresh("GET", f"{shop.url}/v1/items/i0000").json()  # e.g. "Cycling #1"
+    new_id = f"new-{uuid.uuid4().hex[:6]}"
+    item = {"title": known["title"].split("#")[0] + "deluxe", "category": known["category"]}
+    assert _fresh("PUT", f"{shop.url}/v1/items/{new_id}", json=item, headers=H).is_success
+
+    def alike(body: dict[str, Any]) -> bool:
+        ids = [i["item_id"] for i in body["items"] if "similar:similar" in i["reasons"]]
+        if not ids:
+            return False
+        cats = {_fresh("GET", f"{shop.url}/v1/items/{i}").json()["category"] for i in ids[:3]}
+        return cats == {known["category"]}
+
+    _every_answer(shop, f"/v1/items/{new_id}/similar?k=5", alike)
+    viewed = _fresh("GET", f"{shop.url}/v1/items/{new_id}/often-viewed-with?k=5").json()
+    assert viewed["fallback"] == "content" and _ids(viewed)
+    # and the known item it resembles lists it among its similar items
+    _every_answer(shop, "/v1/items/i0000/similar?k=10", lambda b: new_id in _ids(b))
 
 
 def test_experiment_put_reaches_every_worker(shop: Shop) -> None:
