@@ -1,0 +1,129 @@
+"""Training time against the shop's size, and the Spark engine against the local one.
+
+Each case generates a synthetic shop (``recsys generate``: power-law popularity, baskets,
+repeat buying), loads it into a fresh SQLite store and runs ``recsys train`` under
+``/usr/bin/time -v`` (wall seconds, CPU seconds, the peak resident memory of the process or of
+its largest child: with ``--engine spark`` that is the JVM). The stage timings come from the
+published manifest.
+
+Configurations:
+
+* ``default``: ``training/configs/default.toml`` (the hybrid serves; evaluation on);
+* ``comparable``: the models the Spark engine trains (popular, trending, buy_again, als,
+  bought_together; ``default_model = "als"``; no evaluation: the Spark engine does not
+  evaluate), so local and Spark do the same work.
+
+Run: ``nice -n 10 .venv/bin/python -m benchmarks.bench_train_scale --events 100000 --items
+10000 --users 10000 [--engine local|spark] [--config default|comparable]``; prints one row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+COMPARABLE = """\
+default_model = "als"
+threads = 0
+[evaluation]
+enabled = false
+[models.popular]
+[models.trending]
+[models.buy_again]
+[models.als]
+params = { factors = 64, iterations = 15 }
+[models.bought_together]
+model = "cooccurrence"
+params = { source = "basket" }
+"""
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[str, dict[str, float]]:
+    """Run ``cmd`` under GNU time; its stderr and the measured wall, CPU and peak memory."""
+    proc = subprocess.run(
+        ["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    err = proc.stderr
+
+    def grab(label: str) -> float:
+        found = re.search(rf"{re.escape(label)}: ([0-9:.]+)", err)
+        if found is None:
+            return float("nan")
+        text = found.group(1)
+        if ":" in text:  # h:mm:ss or m:ss.ss
+            parts = [float(p) for p in text.split(":")]
+            return sum(p * 60**i for i, p in enumerate(reversed(parts)))
+        return float(text)
+
+    return err, {
+        "wall_s": grab("Elapsed (wall clock) time (h:mm:ss or m:ss)"),
+        "cpu_s": grab("User time (seconds)") + grab("System time (seconds)"),
+        "peak_mib": grab("Maximum resident set size (kbytes)") / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--items", type=int, required=True)
+    parser.add_argument("--users", type=int, required=True)
+    parser.add_argument("--engine", choices=("local", "spark"), default="local")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--config", choices=("default", "comparable"), default="default")
+    parser.add_argument("--home", type=Path, help="reuse this state folder's store")
+    args = parser.parse_args()
+    recsys = str(Path(sys.executable).with_name("recsys"))
+    home = args.home or Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    env = {**os.environ, "RECSYS_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
+    if not (home / "loaded").exists():
+        shop = home / "shop"
+        subprocess.run(
+            [recsys, "generate", "--users", str(args.users), "--items", str(args.items),
+             "--events", str(args.events), "--seed", "1", "--days", "180", "--out", str(shop),
+             "--format", "parquet"],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(
+            [recsys, "ingest", *sorted(str(p) for p in shop.glob("events*"))],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        (home / "loaded").write_text("")
+    cmd = [recsys, "train", "--no-promote"]
+    if args.config == "comparable":
+        config = home / "comparable.toml"
+        config.write_text(COMPARABLE)
+        cmd += ["--config", str(config)]
+    if args.engine == "spark":
+        cmd += ["--engine", "spark", "--master", args.master]
+    _, measured = _run(cmd, env)
+    versions = sorted((home / "models" / "versions").iterdir())
+    manifest: dict[str, Any] = json.loads((versions[-1] / "manifest.json").read_text())
+    row = {
+        "events": args.events,
+        "items": args.items,
+        "users": args.users,
+        "engine": args.engine,
+        "config": args.config,
+        **{k: round(v, 1) for k, v in measured.items()},
+        "stages": manifest.get("timings"),
+        "skipped": sorted(manifest.get("skipped_models", {})),
+        "metrics": {
+            m: {k: v for k, v in vals.items() if k in ("recall@10", "ndcg@10")}
+            for m, vals in (manifest.get("metrics") or {}).items()
+        },
+        "home": str(home),
+    }
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Incremental retraining: ``--warm-start`` against a full run after 1 % new events.
+
+Protocol (real data, the engine's default cut: the last 30 days before the newest event are the
+holdout, cut at midnight UTC):
+
+* "yesterday's version" is trained on the events before the cut less the newest 1 % of them;
+* "today" adds that 1 %: a **full** fit and a **warm** fit (:mod:`training.warm`) on all events
+  before the cut, both scored on the purchases after it (recall@10, NDCG@10);
+* (a) model level: ALS (from yesterday's factors, ``warm_iterations`` sweeps) and basket
+  co-occurrence (yesterday's counts plus the new baskets), fit seconds and quality;
+* (b) pipeline level: ``run_training`` with the default configuration, full vs ``warm_start``
+  (the warm run also skips the holdout evaluation; see :mod:`training.warm`).
+
+Run: ``.venv/bin/python -m benchmarks.bench_warm [--home DIR]`` (``--home``: a state folder
+whose store already holds the data; otherwise Online Retail is ingested into a temporary one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.data.interactions import TrainingData
+from recsys.models.base import Recommender
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+class _Fitted(Recommender):
+    """An already fitted model handed to the evaluation protocol (its fit does nothing)."""
+
+    name: ClassVar[str] = "fitted"
+
+    def __init__(self, model: Recommender) -> None:
+        self.model = model
+
+    def fit(self, data: TrainingData) -> Self:
+        return self
+
+    def score(
+        self, users: NDArray[np.intp], history: sp.csr_matrix, *, now: int | None = None
+    ) -> NDArray[np.float32]:
+        return self.model.score(users, history, now=now)
+
+    def save(self, directory: Path) -> None:  # pragma: no cover - never saved
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:  # pragma: no cover - never loaded
+        raise NotImplementedError
+
+
+def _timed(fn: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
+    """ALS and co-occurrence: full vs warm fit seconds and holdout quality."""
+    from threadpoolctl import threadpool_limits
+
+    from recsys.data.interactions import build_training_data
+    from recsys.data.schema import MICROS_PER_DAY
+    from recsys.evaluation.protocol import evaluate_models
+    from recsys.models.als import ALSModel
+    from recsys.models.cooccurrence import CooccurrenceModel
+
+    as_of = int(events.ts.max())
+    cut = as_of - 30 * MICROS_PER_DAY
+    cut -= cut % MICROS_PER_DAY
+    pre = np.sort(events.ts[events.ts < cut])
+    yesterday = int(pre[int(0.99 * len(pre))])
+    ic = config.interactions
+    old = build_training_data(
+        events.select(events.ts < yesterday), ic, as_of=yesterday, catalog=catalog
+    )
+    today = build_training_data(events.select(events.ts < cut), ic, as_of=cut, catalog=catalog)
+    fresh = build_training_data(
+        events.select((events.ts >= yesterday) & (events.ts < cut)), ic, as_of=cut
+    )
+    users = old.users.indices(today.users.ids)
+    items = old.items.indices(today.items.ids)
+    from training.warm import _new_baskets
+
+    new_baskets = _new_baskets("basket", today, fresh)
+    als_params = dict(config.models["als"].params)
+    rows = []
+    with threadpool_limits(limits=os.cpu_count() or 1):
+        prev_als = ALSModel(**als_params).fit(old)
+        cold_als, cold_s = _timed(lambda: ALSModel(**als_params).fit(today))
+        warm_als, warm_s = _timed(
+            lambda: ALSModel(**als_params).warm_start(prev_als, users, items).fit(today)
+        )
+        prev_co = CooccurrenceModel().fit(old)
+        cold_co, cold_cs = _timed(lambda: CooccurrenceModel().fit(today))
+        warm_co, warm_cs = _timed(
+            lambda: CooccurrenceModel().warm_start(prev_co, items, new_baskets).fit(today)
+        )
+        result = evaluate_models(
+            events,
+            {
+                "als full": _Fitted(cold_als),
+                "als warm": _Fitted(warm_als),
+                "cooccurrence full": _Fitted(cold_co),
+                "cooccurrence warm": _Fitted(warm_co),
+            },
+            cut=cut,
+            k=10,
+            interaction_config=ic,
+            catalog=catalog,
+        )
+    seconds = {
+        "als full": cold_s,
+        "als warm": warm_s,
+        "cooccurrence full": cold_cs,
+        "cooccurrence warm": warm_cs,
+    }
+    for m in result.models:
+        rows.append(
+            {
+                "fit": m.name,
+                "seconds": round(seconds[m.name], 2),
+                "recall@10": round(m.all_items["recall"], 4),
+                "ndcg@10": round(m.all_items["ndcg"], 4),
+            }
+        )
+    same = (warm_co.similarity_ != cold_co.similarity_).nnz == 0
+    rows.append({"fit": "cooccurrence lists identical", "seconds": "", "recall@10": same})
+    print(f"new events: {len(fresh.events):,} of {len(today.events):,}")
+    return rows
+
+
+def pipeline_level(home: Path, events: Any) -> list[dict[str, Any]]:
+    """``run_training`` full vs warm on the default config (seconds per stage)."""
+    import shutil
+
+    from recsys.data.schema import MICROS_PER_DAY
+    from recsys.registry import Registry
+    from recsys.settings import Settings, load_settings
+    from recsys.store import open_store
+    from training.config import load_training_config
+    from training.pipeline import run_training
+
+    config = load_training_config(None)
+    as_of = int(events.ts.max())
+    cut = as_of - 30 * MICROS_PER_DAY
+    cut -= cut % MICROS_PER_DAY
+    pre = np.sort(events.ts[events.ts < cut])
+    yesterday = int(pre[int(0.99 * len(pre))])
+    rows = []
+    for mode in ("full", "warm"):
+        shutil.rmtree(home / "models", ignore_errors=True)
+        settings = load_settings(Settings)
+        store = open_store(settings)
+        registry = Registry(settings.registry_path)
+        quiet = lambda message: None  # noqa: E731
+        try:
+            run_training(config, store=store, registry=registry, as_of=yesterday, notify=quiet)
+            start = time.perf_counter()
+            result = run_training(
+                config,
+                store=store,
+                registry=registry,
+                as_of=cut,
+                force=True,
+                warm_start=mode == "warm",
+                notify=quiet,
+            )
+            seconds = time.perf_counter() - start
+        finally:
+            store.close()
+        rows.append(
+            {
+                "run": mode,
+                "seconds": round(seconds, 1),
+                **{k: round(v, 1) for k, v in result.timings.items()},
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--home", type=Path, help="state folder whose store holds the data")
+    parser.add_argument("--skip-pipeline", action="store_true")
+    args = parser.parse_args()
+    home = args.home or Path(tempfile.mkdtemp(prefix="bench-warm-"))
+    os.environ["RECSYS_HOME"] = str(home)
+    from recsys.settings import Settings, load_settings
+    from recsys.store import open_store
+    from training.config import load_training_config
+
+    store = open_store(load_settings(Settings))
+    try:
+        if args.home is None:
+            from recsys.data.ingest import ingest_events
+
+            ingest_events(store, SHARED / "online_retail.csv.gz", format="online-retail")
+        events, catalog = store.read_events(), store.read_items()
+    finally:
+        store.close()
+    for row in model_level(events, catalog, load_training_config(None)):
+        print(row, flush=True)
+    if not args.skip_pipeline:
+        for row in pipeline_level(home, events):
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
