@@ -240,7 +240,7 @@ class ExperimentRegistry:
                     # an API key must not be a way to read (and echo, in an error) any file on
                     # the server: over the API, rules come from the experiments file's folder
                     raise ConfigError(
-                        f"over the API a rules file must be inside {base}, not {path}"
+                        "over the API a rules file must be inside the experiments file's folder"
                     )
                 out[variant.ranking] = (path, load_rules(path))
             except ConfigError as exc:

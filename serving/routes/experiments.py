@@ -51,7 +51,11 @@ def _describe(exp: Experiment, registry: ExperimentRegistry) -> dict[str, Any]:
 @router.get("/v1/experiments/{name}/assignment/{user_id}", dependencies=[Depends(read_access)])
 def assignment(state: State, name: Name, user_id: UserId) -> OrjsonResponse:
     """The variant of a user (``"holdout"``, or ``null`` when the experiment is not running)."""
-    exp = _registry(state).get(name)
+    registry = _registry(state)
+    exp = next((e for e in registry.all() if e.name == name), None)
+    if exp is None:
+        # a read without a key: name nothing else (no file path, no other experiment)
+        raise NotFoundError(f"no experiment named {name!r}")
     now = datetime.now(UTC)
     variant = assign(exp, user_id, now).variant
     spec = next((v for v in exp.variants if v.name == variant), None)

@@ -128,3 +128,33 @@ def test_utf16_encoding_on_a_utf8_file_is_one_clear_error(tmp_path: Path, events
         assert_one_clear_error(result, "utf-16")
         assert "internal error" not in result.stderr
     assert_nothing_stored(home)
+
+
+def test_a_full_disk_is_one_line_not_an_internal_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from recsys import cli
+
+    def full(args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/state/models/x.npz")
+
+    monkeypatch.setattr(cli, "_check_whole_files", lambda args: None)
+    parser = cli.build_parser()
+    args = parser.parse_args(["status"])
+    monkeypatch.setattr(cli, "build_parser", lambda: _Fixed(parser, args, full))
+    assert cli.main(["status"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: No space left on device (/state/models/x.npz)"]
+
+
+class _Fixed:
+    """A parser that returns prepared arguments with a given handler."""
+
+    def __init__(self, parser: object, args: object, handler: object) -> None:
+        self.args = args
+        self.args.handler = handler  # type: ignore[attr-defined]
+
+    def parse_args(self, argv: object) -> object:
+        return self.args

@@ -287,3 +287,12 @@ def test_guest_session_endpoint_and_fallback_for_an_unknown_customer(client: Tes
     guest = client.get("/v1/users/someone-new/recommendations?k=2&session_id=g-1").json()
     assert guest["fallback"] == "session"
     assert [i["item_id"] for i in guest["items"]] == [i["item_id"] for i in after["items"]]
+
+
+def test_an_unknown_experiment_names_nothing_else_to_an_anonymous_reader(
+    client: TestClient, tmp_path: Path
+) -> None:
+    r = client.get("/v1/experiments/nope/assignment/u1")
+    assert r.status_code == 404
+    assert r.json()["message"] == "no experiment named 'nope'"
+    assert str(tmp_path) not in r.text and "/" not in r.json()["message"]
