@@ -294,16 +294,19 @@ class RecommendationService:
         max_offers: int = 3,
         channel: str = "web",
         count_impressions: bool = True,
+        arm: Arm | None = None,
     ) -> Served:
         """Items to offer (placement ``offers``) and the promotions to show, best expected
         value first. No promotion for a customer who opted out of marketing, whatever the
         channel; non-personal ones for the erased, the opted-out and the held-out.
 
         ``count_impressions``: record the promotions as shown (frequency caps count them).
+        ``arm``: serve as this arm (e.g. :meth:`variant_arm`, to compare) instead of the
+        customer's own.
         """
         if self.offers is None:
             raise NotFoundError("offers are not set up on this server")
-        arm = self.arm(user_id)
+        arm = arm or self.arm(user_id)
         if arm.holdout:
             result = self._holdout(arm, k)
         else:

@@ -263,23 +263,25 @@ class Pages:
         offers: list[dict[str, Any]] = []
         offers_note = None
         segment = None
+        compared_offers: dict[str, Any] | None = None
         if state.offers is not None:
             try:
-                served = svc.offer(user_id, LIST_K, count_impressions=False)
-                titles = self.titles(state)
-                for o in served.offers or []:
-                    offers.append(
-                        {
-                            "offer": o,
-                            "item_title": titles.get(o.item_id or "", o.item_id or "the basket"),
-                            "reasons": reasons_text(
-                                o.reasons, titles=titles, history=history, item_id=o.item_id
-                            ),
-                        }
-                    )
+                offers = self._offer_rows(state, svc, user_id, history, None)
                 segment = state.offers.context(engine).segments.get(user_id)
             except RecsysError as exc:
                 offers_note = str(exc)
+            if compare and len(lists) > 1 and lists[1].error is None:
+                heading = lists[1].heading
+                try:
+                    compared_offers = {
+                        "heading": heading,
+                        "rows": self._offer_rows(
+                            state, svc, user_id, history, self._compare_arm(state, svc, compare)[0]
+                        ),
+                        "note": None,
+                    }
+                except RecsysError as exc:
+                    compared_offers = {"heading": heading, "rows": [], "note": str(exc)}
         else:
             offers_note = "offers are not set up on this server"
         return {
@@ -295,6 +297,7 @@ class Pages:
             "lists": lists,
             "offers": offers,
             "offers_note": offers_note,
+            "compared_offers": compared_offers,
             "choices": self.compare_choices(state),
             "compare": compare or "",
         }
@@ -308,6 +311,44 @@ class Pages:
                     out.append((f"variant:{exp.name}:{v.name}", f"{exp.name}: variant {v.name}"))
         return out
 
+    def _offer_rows(
+        self,
+        state: ServingState,
+        svc: RecommendationService,
+        user_id: str,
+        history: dict[str, PurchaseRecord],
+        arm: Arm | None,
+    ) -> list[dict[str, Any]]:
+        """The promotions the customer would be shown (as ``arm`` when given), in words;
+        looking spends no frequency cap."""
+        served = svc.offer(user_id, LIST_K, count_impressions=False, arm=arm)
+        titles = self.titles(state)
+        return [
+            {
+                "offer": o,
+                "item_title": titles.get(o.item_id or "", o.item_id or "the basket"),
+                "reasons": reasons_text(
+                    o.reasons, titles=titles, history=history, item_id=o.item_id
+                ),
+            }
+            for o in served.offers or []
+        ]
+
+    def _compare_arm(
+        self, state: ServingState, svc: RecommendationService, choice: str
+    ) -> tuple[Arm, str]:
+        """The arm a ``version:...`` or ``variant:...`` choice serves as, and its heading."""
+        kind, _, rest = choice.partition(":")
+        if kind == "version":
+            engine = state.engine_for_version(rest)
+            if engine is None:
+                raise NotFoundError(f"model version {rest} cannot be loaded")
+            return Arm(None, None, svc.prepare(engine)), f"Model version {rest}"
+        if kind == "variant":
+            name, _, variant = rest.partition(":")
+            return variant_arm(state, svc, name, variant), f"Experiment {name}, variant {variant}"
+        raise NotFoundError(f"nothing to compare called {choice!r}")
+
     def _compare(
         self,
         state: ServingState,
@@ -316,20 +357,8 @@ class Pages:
         choice: str,
         history: dict[str, PurchaseRecord],
     ) -> ListView:
-        kind, _, rest = choice.partition(":")
         try:
-            if kind == "version":
-                engine = state.engine_for_version(rest)
-                if engine is None:
-                    raise NotFoundError(f"model version {rest} cannot be loaded")
-                arm = Arm(None, None, svc.prepare(engine))
-                heading = f"Model version {rest}"
-            elif kind == "variant":
-                name, _, variant = rest.partition(":")
-                arm = variant_arm(state, svc, name, variant)
-                heading = f"Experiment {name}, variant {variant}"
-            else:
-                raise NotFoundError(f"nothing to compare called {choice!r}")
+            arm, heading = self._compare_arm(state, svc, choice)
         except RecsysError as exc:
             return ListView(f"Compared with {choice}", [], "", error=str(exc))
         served = svc.recommend(ListRequest(user_id, LIST_K), arm=arm)

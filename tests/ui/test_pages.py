@@ -213,6 +213,9 @@ def test_side_by_side_with_another_version(logged_in: TestClient) -> None:
     html = logged_in.get(f"/ui/customers/u1?compare=version:{older}").text
     assert f"Model version {older}" in html
     assert titles_in(html, "list-2")[0] == "cup"
+    # the offers as that version would make them, beside the customer's own
+    assert f"Offers: Model version {older}</h2>" in html
+    assert "Offers:" not in logged_in.get("/ui/customers/u1").text
     bad = logged_in.get("/ui/customers/u1?compare=version:20990101T000000Z-000000").text
     assert "cannot be loaded" in bad or "does not exist" in bad
 
