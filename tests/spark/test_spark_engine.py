@@ -212,3 +212,31 @@ def test_a_spark_version_is_served_like_a_local_one(
     np.testing.assert_allclose(
         scores[0], als.user_factors_[0] @ als.item_factors_.T, rtol=1e-4, atol=1e-6
     )
+
+
+@pytest.mark.postgres
+def test_spark_reads_a_postgresql_store_over_jdbc(spark: Any, pg_url: str) -> None:
+    from recsys.data.ingest import ingest_events
+    from recsys.store.postgres import PostgresStore
+    from training.spark.session import DEBIAN_JDBC_JAR, SparkOptions, read_events
+
+    if not DEBIAN_JDBC_JAR.exists():
+        pytest.skip(
+            f"no JDBC driver at {DEBIAN_JDBC_JAR} (apt-get install libpostgresql-jdbc-java)"
+        )
+    store = PostgresStore(pg_url)
+    try:
+        ingest_events(store, SAMPLE, format="online-retail")
+        expected = store.read_events()
+
+        class _Settings:
+            database_url = pg_url
+
+        frame, source = read_events(spark, SparkOptions(master="local[2]"), _Settings(), store)
+    finally:
+        store.close()
+    assert source == "postgresql (jdbc)"
+    rows = frame.select("event_id", "ts", "quantity").toArrow()
+    assert rows.num_rows == len(expected) > 1000
+    got = dict(zip(rows.column("event_id").to_pylist(), rows.column("ts").to_pylist(), strict=True))
+    assert got == dict(zip(expected.event_id.tolist(), expected.ts.tolist(), strict=True))
