@@ -89,11 +89,9 @@ def create_app(
         except RecsysError as exc:
             log.error("no model version loaded; /readyz answers 503: %s", exc)
         if state.offers is not None and state.engine is not None:
-            # built before the first request, so that none waits for it
-            try:
-                await asyncio.to_thread(state.offers.context, state.engine)
-            except RecsysError as exc:
-                log.error("the offer context could not be built: %s", exc)
+            # started now, in the background: lists are served meanwhile, and the first request
+            # for offers finds it built (or waits only for the rest of the build)
+            state.offers.prepare(state.engine)
         tasks = [asyncio.create_task(_follow_live(state, settings.live_refresh_s))]
         if settings.watch_interval_s > 0:
             tasks.append(asyncio.create_task(_watch(state, settings.watch_interval_s)))

@@ -159,6 +159,8 @@ class ServingState:
             "store": "ok" if store_ok else "unavailable",
             "writers": writers,
         }
+        if self.offers is not None:
+            body["offers"] = "ready" if self.offers.ready else "building"
         failing = [
             f"{n} writer failing: {w['last_error']}"
             for n, w in writers.items()

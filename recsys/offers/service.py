@@ -253,6 +253,17 @@ class OfferService:
 
         threading.Thread(target=run, name="offer-context", daemon=True).start()
 
+    def prepare(self, engine: Engine | None = None) -> None:
+        """Start building the first context in the background (a server calls it at start-up,
+        so that the first request for offers finds it built, or waits only for the rest of it)."""
+        if self._snapshot is None:
+            self._rebuild_in_background(self.today(), engine)
+
+    @property
+    def ready(self) -> bool:
+        """Whether a context is built (offers answer without waiting)."""
+        return self._snapshot is not None
+
     def wait_for_rebuild(self, timeout: float = 60.0) -> None:
         """Block until a background rebuild (if any) is done (tests, shutdown)."""
         if self._build_lock.acquire(timeout=timeout):
