@@ -28,7 +28,7 @@ import csv
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -229,7 +229,12 @@ def build_campaign_context(
         today,
         history,
         customers=customers,
-        catalog=store.read_items(),
+        # retired items included, as out of stock: an item missing from the catalogue would
+        # count as in stock
+        catalog=[
+            replace(c.item, in_stock=c.item.in_stock and not c.retired)
+            for c in store.item_changes()
+        ],
         segments=table.segment_of(),
         settings=settings,
         complements=complements,

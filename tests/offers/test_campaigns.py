@@ -85,3 +85,19 @@ def test_campaign_cli_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture
     assert list(csv.DictReader(out.open(encoding="utf-8"))) == []
     assert main(["segments", "--json"]) == 0
     assert '"segments"' in capsys.readouterr().out
+
+
+def test_a_retired_or_out_of_stock_item_is_not_offered_in_a_campaign(store: EventStore) -> None:
+    from recsys.data.schema import CatalogItem
+
+    _fill(store)
+    store.upsert_items([CatalogItem("mug", title="Mug", price=5.0)])
+    cat = catalog(
+        promo(id="mugs", applies_to={"items": ["mug"]}, eligibility={"channels": ["email"]})
+    )
+    before = run_campaign(store, cat, TODAY, record=False)
+    assert {c.offer_id for c in before.sends} == {"mugs"}
+    store.retire_item("mug")
+    assert run_campaign(store, cat, TODAY, record=False).sends == []
+    store.upsert_items([CatalogItem("mug", title="Mug", price=5.0, in_stock=False)])
+    assert run_campaign(store, cat, TODAY, record=False).sends == []
