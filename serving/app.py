@@ -75,7 +75,8 @@ def create_app(
             flush_interval_ms=settings.exposure_flush_ms,
             on_outcome=lambda outcome, n: metrics.exposures.labels(outcome=outcome).inc(n),
         ).start()
-        state.offers = _offer_service(settings, state.store).start()
+        if settings.offers_enabled:
+            state.offers = _offer_service(settings, state.store).start()
         state.service.experiments = state.experiments
         state.service.exposures = state.exposures
         state.service.offers = state.offers

@@ -79,6 +79,11 @@ class ServingSettings(Settings):
         default=200.0, gt=0, description="A partial batch of exposures waits at most this long."
     )
 
+    offers_enabled: bool = Field(
+        default=True,
+        description="Serve personalised offers (false: the offer endpoints answer 404 and no "
+        "offer context is built or held in memory).",
+    )
     promotions_file: Path | None = Field(
         default=None,
         description="Promotions TOML/JSON (default: $RECSYS_HOME/promotions.toml; while it is "

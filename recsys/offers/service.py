@@ -256,8 +256,13 @@ class OfferService:
     def prepare(self, engine: Engine | None = None) -> None:
         """Start building the first context in the background (a server calls it at start-up,
         so that the first request for offers finds it built, or waits only for the rest of it)."""
-        if self._snapshot is None:
+        if self._snapshot is None and self.has_promotions:
             self._rebuild_in_background(self.today(), engine)
+
+    @property
+    def has_promotions(self) -> bool:
+        """Whether any promotion is configured (with none, no context is ever built)."""
+        return any(True for _ in self._catalog)
 
     @property
     def ready(self) -> bool:
@@ -337,7 +342,7 @@ class OfferService:
         k
             How many offers at most.
         """
-        if k <= 0:
+        if k <= 0 or not self.has_promotions:
             return []
         ctx = self.context(engine)
         opted_out = customer is not None and customer.personalisation_opt_out

@@ -311,3 +311,19 @@ def test_written_file_reads_back_equal(tmp_path: Path, suffix: str) -> None:
     assert list(read_catalog(path)) == list(example)
     write_promotions(path, [])
     assert len(read_catalog(path)) == 0
+
+
+def test_offers_can_be_turned_off(sqlite_store: EventStore, tmp_path: Path) -> None:
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+    from tests.serving.fakes import fake_loader
+    from tests.serving.fakes import publish as publish_version
+
+    registry = Registry(tmp_path / "off-models")
+    publish_version(registry)
+    settings = ServingSettings(home=tmp_path / "off", offers_enabled=False)
+    app = create_app(settings, store=sqlite_store, registry=registry, model_loader=fake_loader)
+    with TestClient(app) as c:
+        assert c.get("/v1/users/u1/offers").status_code == 404
+        assert c.get("/v1/users/u1/recommendations?k=2").status_code == 200
+        assert "offers" not in c.get("/readyz").json()
