@@ -85,6 +85,11 @@ class ServingState:
         # compare the values: the objects differ (and carry caches) after every re-read
         if rules.model_dump() != self.rules.model_dump():
             self.apply_rules(rules)
+        engine = self.engine
+        if engine is not None:
+            # lay the new catalogue over the serving version here, in the refresher's thread,
+            # not in the first request after the change (it runs on the event loop)
+            self.service.prepare(engine)
 
     def apply_rules(self, rules: RulesFile) -> None:
         """Serve with ``rules`` from now on: the serving version is re-ranked (its models are
