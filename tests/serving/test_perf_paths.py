@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.vocab import Vocabulary
 from recsys.artifacts import PRECOMPUTED_DIR
+from recsys.data.vocab import Vocabulary
 from recsys.engine import Engine, precompute
 from recsys.models.base import save_csr, save_json
 from recsys.ranking.rules import (
