@@ -25,7 +25,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 _PREPARED_CACHE = 64
 #: A session's most recent events read for its list.
 SESSION_EVENTS = 50
+#: Live-path lists kept per process, and for how long (time-aware models move with the clock).
+LIVE_CACHE_SIZE = 20_000
+LIVE_CACHE_TTL_S = 30.0
 
 
 class EngineSource(Protocol):
@@ -169,6 +173,9 @@ class RecommendationService:
         self.on_variant_fallback = on_variant_fallback
         self._prepared: dict[tuple[int, int, int], tuple[Engine, Engine]] = {}
         self._prepared_lock = threading.Lock()
+        # the live path's answers, by customer and their newest event: a customer's next
+        # requests reuse the fold-in until they do something new (or the list ages out)
+        self._live_lists = _TimedCache(maxsize=LIVE_CACHE_SIZE, ttl_s=LIVE_CACHE_TTL_S)
 
     # -- personal lists ------------------------------------------------------------------------
 
@@ -426,7 +433,18 @@ class RecommendationService:
             if self.live_events
             else None
         )
-        result = engine.recommend(uid, request.k, events=events, **common)
+        key = (
+            uid,
+            request.k,
+            request.placement,
+            request.filters,
+            len(events) if events is not None else 0,
+            str(events.event_id[-1]) if events is not None and len(events) else None,
+        )
+        result = self._live_lists.get(key, engine)
+        if result is None:
+            result = engine.recommend(uid, request.k, events=events, **common)
+            self._live_lists.put(key, engine, result)
         if result.fallback == "popular" and request.session_id:
             # a guest (or a customer the model does not know yet) who is browsing
             return self._session_list(engine, request.session_id, request)
@@ -473,6 +491,35 @@ class RecommendationService:
                 )
             )
         return Served(result, rid, exp.name, arm.variant)
+
+
+class _TimedCache:
+    """A small LRU of recent answers that expire (thread-safe); an answer is only given back
+    for the engine that made it (a new catalogue, rules or version makes a new engine)."""
+
+    def __init__(self, *, maxsize: int, ttl_s: float) -> None:
+        self.maxsize = maxsize
+        self.ttl_s = ttl_s
+        self._data: OrderedDict[Hashable, tuple[float, Engine, RecommendationList]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, engine: Engine) -> RecommendationList | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is None:
+                return None
+            if hit[1] is not engine or time.monotonic() - hit[0] > self.ttl_s:
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return hit[2]
+
+    def put(self, key: Hashable, engine: Engine, value: RecommendationList) -> None:
+        with self._lock:
+            self._data[key] = (time.monotonic(), engine, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
 
 
 def _in_shop(offers: list[OfferCandidate], engine: Engine) -> list[OfferCandidate]:

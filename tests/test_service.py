@@ -133,3 +133,28 @@ def test_a_guest_session_gets_a_list_from_its_events(service: RecommendationServ
     assert [r.item_id for r in asked.items] == [r.item_id for r in got.items]
     # a known customer keeps their personal list
     assert service.recommend(ListRequest("u1", 3, session_id="s-new")).result.fallback is None
+
+
+def test_the_live_path_reuses_its_answer_until_the_customer_does_something_new(
+    service: RecommendationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = service.store
+    engine = service.engines.require_engine()
+    calls: list[str] = []
+    real = Engine.recommend
+
+    def counting(self: Engine, user_id: str, *args: object, **kwargs: object) -> object:
+        calls.append(user_id)
+        return real(self, user_id, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engine, "recommend", counting)
+    view = EventRow("v1", "newbie", None, "D", "view", engine.as_of + 10, 1.0, None, None, None)
+    store.insert_events([view])
+    first = service.recommend(ListRequest("newbie", 2)).result
+    again = service.recommend(ListRequest("newbie", 2)).result
+    assert again == first and calls == ["newbie"], "the second request reused the fold-in"
+    store.insert_events([view._replace(event_id="v2", item_id="A", ts=engine.as_of + 20)])
+    service.recommend(ListRequest("newbie", 2))
+    assert calls == ["newbie", "newbie"], "a new event: folded in again"
+    service.erase("newbie")
+    assert service.recommend(ListRequest("newbie", 2)).result.fallback == "popular"
