@@ -5,7 +5,8 @@ Bounded in time (about 30 s of load each), loopback only. Under reads, event wri
 * the SQLite store is write-locked by another process for 5 s (a long ingest);
 * a worker is SIGKILLed (uvicorn starts a new one);
 * a new model version is trained and promoted (every worker follows it);
-* PostgreSQL (a private server started for the test) is stopped and started again.
+* PostgreSQL (a private server started for the test) is stopped and started again;
+* the disk (a small tmpfs of the test's own) fills up, and is freed again.
 
 Afterwards: nothing acknowledged is lost or doubled, the server recovered without a restart,
 every HTTP error a client saw was a 503 with ``Retry-After`` or a 4xx, and ``/readyz`` told the
@@ -323,4 +324,87 @@ def test_chaos_postgresql_stopped_and_started(
         f"\nchaos postgresql: {sum(load.statuses.values())} responses ({dict(load.statuses)}), "
         f"{len(load.acknowledged)} events acknowledged and stored once, writes back "
         f"{recovered:.1f} s after the server, readyz 503 while down"
+    )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Path:
+    """A 160 MB tmpfs of the test's own (skipped where ``mount`` is not allowed)."""
+    point = Path(tempfile.mkdtemp(prefix="recsys-chaos-disk-"))
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(point)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        point.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield point  # type: ignore[misc]
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True)
+        shutil.rmtree(point, ignore_errors=True)
+
+
+def test_chaos_the_disk_fills_and_frees(small_disk: Path) -> None:
+    shop = _make_shop(small_disk, "sqlite", None)
+    load = Load(shop.url, _users(shop))
+    ballast = small_disk / "ballast"
+    try:
+        threads = load.start()
+        time.sleep(2)
+        # fill what is left of the disk
+        free = shutil.disk_usage(small_disk).free
+        with open(ballast, "wb") as f, contextlib.suppress(OSError):
+            chunk = b"\0" * (1 << 20)
+            for _ in range(free // len(chunk) + 1):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        full_at = time.monotonic()
+        time.sleep(3)
+        ready_full = _fresh("GET", f"{shop.url}/readyz").status_code
+        acknowledged_before_free = set(load.acknowledged)
+        ballast.unlink()
+        freed_at = time.monotonic()
+        recovered = None
+        while time.monotonic() - freed_at < 30:
+            probe = {
+                "event_id": f"probe-{uuid.uuid4().hex[:6]}",
+                "user_id": "u0001",
+                "item_id": "i0001",
+                "event_type": "view",
+            }
+            with contextlib.suppress(httpx.HTTPError):
+                if (
+                    _fresh("POST", f"{shop.url}/v1/events", json=probe, headers=H).status_code
+                    == 200
+                ):
+                    recovered = time.monotonic() - freed_at
+                    break
+            time.sleep(0.2)
+        assert recovered is not None, "writes never came back after the disk was freed"
+        time.sleep(2)
+    finally:
+        load.stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        shop.stop()
+        ballast.unlink(missing_ok=True)
+    store = SQLiteStore(shop.home / "recsys.db")
+    rows = store._query(
+        "SELECT event_id, COUNT(*) FROM events WHERE event_id LIKE ? GROUP BY event_id",
+        ("chaos-%",),
+    )
+    stored = {r[0]: r[1] for r in rows}
+    assert load.acknowledged <= set(stored) and all(n == 1 for n in stored.values())
+    assert load.bad == [], "every error was a 503 with Retry-After or a 4xx"
+    assert load.statuses["503"] > 0, "writes were refused while the disk was full"
+    assert ready_full == 200, "reads are still answered while the disk is full"
+    print(
+        f"\nchaos disk full: {sum(load.statuses.values())} responses ({dict(load.statuses)}), "
+        f"{len(load.acknowledged)} events acknowledged and stored once "
+        f"({len(acknowledged_before_free)} before the disk was freed, "
+        f"{time.monotonic() - full_at:.0f} s after it filled), writes back {recovered:.1f} s "
+        "after it was freed"
     )
