@@ -2,7 +2,7 @@
 
 Bounded in time (about 30 s of load each), loopback only. Under reads, event writes and offers:
 
-* the SQLite store is write-locked by another process for 5 s (a long ingest);
+* the SQLite store is write-locked by another process for 20 s (a long ingest);
 * a worker is SIGKILLed (uvicorn starts a new one);
 * a new model version is trained and promoted (every worker follows it);
 * PostgreSQL (a private server started for the test) is stopped and started again;
@@ -158,10 +158,10 @@ def test_chaos_on_sqlite(sqlite_shop: Shop) -> None:
     ready_log: list[tuple[float, int]] = []
     try:
         time.sleep(2)
-        # 1. another process holds the write lock for 5 s
+        # 1. another process holds the write lock for 20 s (a long ingest)
         holder = sqlite3.connect(shop.home / "recsys.db", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
-        lock_until = time.monotonic() + 5
+        lock_until = time.monotonic() + 20
         while time.monotonic() < lock_until:
             ready_log.append((time.monotonic(), _fresh("GET", f"{shop.url}/readyz").status_code))
             time.sleep(0.2)
