@@ -79,6 +79,10 @@ if (why := _missing()) is not None:
     pytest.skip(why, allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver import Chrome as WebDriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -184,10 +188,14 @@ def open_page(driver: WebDriver, url: str) -> None:
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Retry ``check`` until it returns something true."""
+    """Retry ``check`` until it returns something true (an element that the page replaced,
+    or that is not there yet, while it reloads counts as "not yet")."""
     deadline = time.monotonic() + timeout
     while True:
-        value = check()
+        try:
+            value = check()
+        except (StaleElementReferenceException, NoSuchElementException):
+            value = None
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
