@@ -143,15 +143,23 @@ def normalise_counts(
 def keep_top_neighbours(matrix: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
     """Keep the ``neighbours`` largest entries of each row (ties broken by lower index)."""
     m = sp.csr_matrix(matrix)
-    n_rows = m.shape[0]
-    rows = np.repeat(np.arange(n_rows, dtype=np.intp), np.diff(m.indptr))
-    # one sort of every entry by (row, value descending, column): a Python loop over the rows
-    # cost seconds per run on a few thousand items, and the warm start redoes this step daily
-    order = np.lexsort((m.indices, -m.data, rows))
-    rank = np.arange(len(order)) - m.indptr[rows[order]]
-    kept = order[rank < neighbours]
+    rows, cols, vals = [], [], []
+    for r in range(m.shape[0]):
+        start, end = m.indptr[r], m.indptr[r + 1]
+        idx, val = m.indices[start:end], m.data[start:end]
+        if len(idx) > neighbours:
+            order = np.lexsort((idx, -val))[:neighbours]
+            idx, val = idx[order], val[order]
+        rows.append(np.full(len(idx), r))
+        cols.append(idx)
+        vals.append(val)
+    if not rows:
+        empty = np.empty(0, dtype=np.intp)
+        return sp.csr_matrix((np.empty(0, np.float32), (empty, empty)), shape=m.shape)
     out = sp.csr_matrix(
-        (m.data[kept], (rows[kept], m.indices[kept])), shape=m.shape, dtype=np.float32
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=m.shape,
+        dtype=np.float32,
     )
     out.sort_indices()
     return out
