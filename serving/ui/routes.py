@@ -534,10 +534,15 @@ def campaigns(
     view = None
     error = None
     chosen = None
+    computing = False
     try:
         chosen = _campaign_day(state, day)
-        result = _pages(request).campaign(state, chosen)
-        view = views.campaign_view(result, trigger or None, segment or None)
+        # a date not previewed yet is computed in the background (seconds on a real shop):
+        # the page answers at once and reloads itself until the preview is there
+        result = _pages(request).campaign_ready(state, chosen)
+        computing = result is None
+        if result is not None:
+            view = views.campaign_view(result, trigger or None, segment or None)
     except RecsysError as exc:
         error = str(exc)
     return _render(
@@ -550,6 +555,7 @@ def campaigns(
         segment=segment,
         error=error or request.query_params.get("error"),
         shown=views.CAMPAIGN_ROWS,
+        computing=computing,
     )
 
 

@@ -111,6 +111,9 @@ class Pages:
         self._customers: tuple[int, list[str]] | None = None
         self._preview: tuple[int, RecommendationService] | None = None
         self._campaigns: dict[tuple[Any, ...], CampaignResult] = {}
+        # previews being computed in the background, and the errors they ended with
+        self._computing: set[tuple[Any, ...]] = set()
+        self._campaign_errors: dict[tuple[Any, ...], RecsysError] = {}
 
     # -- library objects -----------------------------------------------------------------------
 
@@ -441,13 +444,51 @@ class Pages:
 
     # -- campaigns -----------------------------------------------------------------------------
 
+    def campaign_ready(self, state: ServingState, day: date) -> CampaignResult | None:
+        """``day``'s dry run if it is computed; otherwise start computing it in the background
+        and return ``None`` (the page answers at once and looks again). An error of the
+        background run is raised here, once."""
+        if state.offers is None:
+            raise NotFoundError("offers are not set up on this server")
+        key = self._campaign_key(state, day)
+        with self._lock:
+            hit = self._campaigns.get(key)
+            failed = self._campaign_errors.pop(key, None)
+            running = key in self._computing
+            if hit is None and failed is None and not running:
+                self._computing.add(key)
+        if hit is not None:
+            return hit
+        if failed is not None:
+            raise failed
+        if not running:
+
+            def compute() -> None:
+                try:
+                    self.campaign(state, day)
+                except RecsysError as exc:
+                    with self._lock:
+                        self._campaign_errors[key] = exc
+                finally:
+                    state.store.close()  # this thread's connection
+                    with self._lock:
+                        self._computing.discard(key)
+
+            threading.Thread(target=compute, name="ui-campaign", daemon=True).start()
+        return None
+
+    def _campaign_key(self, state: ServingState, day: date) -> tuple[Any, ...]:
+        assert state.offers is not None
+        promotions = state.offers.catalog
+        return (day, state.live.generation, state.registry.current_version(), id(promotions))
+
     def campaign(self, state: ServingState, day: date) -> CampaignResult:
         """A dry run of ``day``'s campaign (nothing recorded), kept until the store, the
         promotions or the serving version change."""
         if state.offers is None:
             raise NotFoundError("offers are not set up on this server")
         promotions = state.offers.catalog
-        key = (day, state.live.generation, state.registry.current_version(), id(promotions))
+        key = self._campaign_key(state, day)
         with self._lock:
             hit = self._campaigns.get(key)
         if hit is not None:

@@ -340,7 +340,8 @@ def test_the_merchandisers_day(shop: Shop, browser: WebDriver) -> None:
     assert len(d.find_elements(By.CSS_SELECTOR, "span.badge.ok")) == 1
     shoot(d, "models")
     open_page(d, f"{shop.url}/ui/campaigns")
-    assert d.find_element(By.ID, "summary").is_displayed()
+    # computed behind the page, which refreshes itself until the preview is there
+    until(lambda: d.find_element(By.ID, "summary").is_displayed(), "the campaign preview")
     shoot(d, "campaigns")
 
     # log out: back at the login, and the pages are closed again

@@ -387,8 +387,22 @@ def test_models_marks_serving_and_promotes_and_rolls_back(logged_in: TestClient)
 # -- campaigns ---------------------------------------------------------------------------------
 
 
+def _campaign_page(client: TestClient, query: str) -> str:
+    """The preview page once computed (the first answer says it is computing, at once)."""
+    deadline = time.monotonic() + 60
+    while True:
+        html = client.get(f"/ui/campaigns?{query}").text
+        if 'id="computing"' not in html:
+            return html
+        assert 'http-equiv="refresh"' in html
+        assert time.monotonic() < deadline, "the preview was never computed"
+        time.sleep(0.1)
+
+
 def test_campaign_preview_filters_and_csv(logged_in: TestClient, ui_store: EventStore) -> None:
-    html = logged_in.get("/ui/campaigns?date=2020-09-14").text
+    first = logged_in.get("/ui/campaigns?date=2020-09-14").text
+    assert 'id="computing"' in first, "a new date answers at once and computes behind"
+    html = _campaign_page(logged_in, "date=2020-09-14")
     summary = re.search(r'id="summary"><strong>(\d+)</strong> offers', html)
     assert summary and int(summary.group(1)) >= 1
     assert 'href="/ui/customers/u1"' in html
