@@ -131,6 +131,10 @@ def run_spark_training(
             "min_item_users yet (leave both at 1, or train with --engine local)"
         )
     timings: dict[str, float] = {}
+    from pyspark.sql import SparkSession
+
+    # a session the caller already runs (a notebook, a test) is theirs to stop, not ours
+    borrowed = SparkSession.getActiveSession() is not None
     with registry.lock(timeout=lock_timeout), _Progress(timings) as progress:
         spark = start(options)
         try:
@@ -144,7 +148,8 @@ def run_spark_training(
                 fitted, fit_info = _fit_all(config, data, ev, skipped=skipped, notify=notify)
         finally:
             spark_version = spark.version
-            spark.stop()
+            if not borrowed:
+                spark.stop()
         default, fallback = _default(config, fitted, skipped, notify)
         metrics: dict[str, dict[str, float | None]] = {}
         promote_it, reason = _decide(
