@@ -76,15 +76,29 @@ class ServingState:
     def reload_shared_files(self, generation: int) -> None:
         """Re-read the experiments, promotions and rules files (another process may have
         changed them through the admin API or the merchandiser's page; it raised the store's
-        generation)."""
-        if self.experiments is not None:
-            self.experiments.load()
-        if self.offers is not None:
-            self.offers.load()
-        rules = self.settings.load_rules()
-        # compare the values: the objects differ (and carry caches) after every re-read
-        if rules.model_dump() != self.rules.model_dump():
-            self.apply_rules(rules)
+        generation). A file that fails to load is logged and the one in force keeps serving;
+        the others are still re-read."""
+
+        def rules() -> None:
+            new = self.settings.load_rules()
+            # compare the values: the objects differ (and carry caches) after every re-read
+            if new.model_dump() != self.rules.model_dump():
+                self.apply_rules(new)
+
+        steps = [
+            ("experiments", self.experiments.load if self.experiments is not None else None),
+            ("promotions", self.offers.load if self.offers is not None else None),
+            ("rules", rules),
+        ]
+        for name, step in steps:
+            if step is None:
+                continue
+            try:
+                step()
+            except RecsysError as exc:
+                log.warning(
+                    "the %s file could not be re-read; the one in force serves: %s", name, exc
+                )
         engine = self.engine
         if engine is not None:
             # lay the new catalogue over the serving version here, in the refresher's thread,

@@ -296,3 +296,22 @@ def test_an_unknown_experiment_names_nothing_else_to_an_anonymous_reader(
     assert r.status_code == 404
     assert r.json()["message"] == "no experiment named 'nope'"
     assert str(tmp_path) not in r.text and "/" not in r.json()["message"]
+
+
+def test_a_broken_shared_file_does_not_stop_the_others_being_reread(
+    sqlite_store: EventStore, registry: Registry, tmp_path: Path
+) -> None:
+    sqlite_store.migrate()
+    publish(registry)
+    experiments = tmp_path / "experiments.toml"
+    rules = tmp_path / "rules.toml"
+    rules.write_text("deny = []\n", encoding="utf-8")
+    with make_client(
+        sqlite_store, registry, experiments_file=experiments, rules_file=rules
+    ) as client:
+        state = client.app.state.recsys  # type: ignore[attr-defined]
+        experiments.write_text("this is = not [valid", encoding="utf-8")
+        rules.write_text('deny = ["A"]\n', encoding="utf-8")
+        state.reload_shared_files(1)
+        assert state.rules.deny == ["A"], "the rules were re-read although experiments failed"
+        assert "A" not in ids(client.get("/v1/popular?k=5"))
