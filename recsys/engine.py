@@ -372,7 +372,7 @@ class Engine:
         new = self._new_vectors
         if kind == "similar" and isinstance(content, ContentModel) and new is not None:
             sims = np.asarray((content.vectors_[i] @ new.T).todense()).ravel()
-            listed = self._merge_new(listed, k, sims, f"similar:{kind}")
+            listed = self._merge_new(listed, k, sims, _similar_reason(kind))
         return listed
 
     def _similar_to_new(self, item_id: str, kind: str, k: int) -> RecommendationList:
@@ -393,7 +393,7 @@ class Engine:
             compiled=compiled,
             catalog=self.catalog,
             request=RequestFilters(exclude=(item_id,), exclude_purchased=False),
-            default_reason="similar:similar",
+            default_reason=_similar_reason("similar"),
             fallback_order=self.popular_order,
             fallback_scores=self.popularity,
         )
@@ -402,7 +402,7 @@ class Engine:
         )
         sims = np.asarray((self._new_vectors[at] @ self._new_vectors.T).todense()).ravel()
         sims[at] = 0.0
-        return self._merge_new(listed, k, sims, "similar:similar")
+        return self._merge_new(listed, k, sims, _similar_reason("similar"))
 
     def _merge_new(
         self, listed: RecommendationList, k: int, sims: NDArray[np.floating], reason: str
@@ -779,7 +779,7 @@ class Engine:
         assert isinstance(model, ItemSimilarity)
         fetch = min(len(self.items), max(4 * k, k + 20))
         scores = neighbour_scores(model, items, len(self.items), fetch, weights)
-        reason = f"similar:{kind}" if source == wanted else f"fallback:{source}"
+        reason = _similar_reason(kind) if source == wanted else f"fallback:{source}"
         ranked = apply_rules(
             scores,
             k,
@@ -880,6 +880,12 @@ def neighbour_scores(
         w = 1.0 if weights is None else float(weights[r])
         scores[idx[r][ok]] = np.where(np.isnan(cur), 0, cur) + w * vals[r][ok]
     return scores
+
+
+def _similar_reason(kind: str) -> str:
+    """The reason an item of a related list carries: ``similar:<kind>``, and
+    ``similar:content`` for the look-alikes of the content model."""
+    return "similar:content" if kind == "similar" else f"similar:{kind}"
 
 
 def _in_category(path: str, prefix: str) -> bool:

@@ -283,7 +283,7 @@ def test_a_new_item_has_similar_items_at_once_on_every_worker(shop: Shop) -> Non
     assert _fresh("PUT", f"{shop.url}/v1/items/{new_id}", json=item, headers=H).is_success
 
     def alike(body: dict[str, Any]) -> bool:
-        ids = [i["item_id"] for i in body["items"] if "similar:similar" in i["reasons"]]
+        ids = [i["item_id"] for i in body["items"] if "similar:content" in i["reasons"]]
         if not ids:
             return False
         cats = {_fresh("GET", f"{shop.url}/v1/items/{i}").json()["category"] for i in ids[:3]}
