@@ -165,6 +165,16 @@ def reason_text(
         return f"filled in from {what} (not enough personal picks)"
     if kind == "segment":
         return f"offered to the {rest.replace('_', ' ')} segment"
+    if kind in ("similar", "session"):
+        related = {
+            "often_viewed_with": "often viewed with",
+            "bought_together": "bought together",
+            "content": "alike in name and category",
+        }.get(rest, rest.replace("_", " "))
+        where = "this item" if kind == "similar" else "what this visitor looked at"
+        return f"{related} {where}" if rest != "content" else f"{related} to {where}"
+    if reason == "new_item":
+        return "new in the shop"
     if reason in TRIGGER_WORDS:
         return TRIGGER_WORDS[reason]
     return reason

@@ -82,3 +82,14 @@ def test_sources_become_one_phrase() -> None:
         "(EASE) and best sellers",
     ]
     assert reasons_text(["source:als"]) == ["suggested by customers with similar tastes (ALS)"]
+
+
+def test_related_and_new_item_reasons_in_words() -> None:
+    from recsys.explain import reason_text
+
+    assert reason_text("similar:often_viewed_with") == "often viewed with this item"
+    assert reason_text("similar:content") == "alike in name and category to this item"
+    assert (
+        reason_text("session:often_viewed_with") == "often viewed with what this visitor looked at"
+    )
+    assert reason_text("new_item") == "new in the shop"
