@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -104,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("skipped: wrk is not installed (Debian's package wrk)")
+        return 0
     n_items = 2000 if args.smoke else int(args.items)
     runs = 1 if args.smoke else args.runs
     seconds = 2.0 if args.smoke else args.duration
