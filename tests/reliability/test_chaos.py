@@ -136,6 +136,32 @@ def _workers(server_pid: int) -> list[int]:
     return workers
 
 
+def _seconds_until_writes_succeed(url: str, limit_s: float = 30.0) -> float | None:
+    """Seconds until a probe event is acknowledged again (``None`` past ``limit_s``)."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        probe = {
+            "event_id": f"probe-{uuid.uuid4().hex[:6]}",
+            "user_id": "u0001",
+            "item_id": "i0001",
+            "event_type": "view",
+        }
+        with contextlib.suppress(httpx.HTTPError):
+            if _fresh("POST", f"{url}/v1/events", json=probe, headers=H).status_code == 200:
+                return time.monotonic() - start
+        time.sleep(0.2)
+    return None
+
+
+def _stored_chaos_events(store: SQLiteStore | PostgresStore) -> dict[str, int]:
+    """How many times each load event is stored."""
+    rows = store._query(
+        "SELECT event_id, COUNT(*) FROM events WHERE event_id LIKE ? GROUP BY event_id",
+        ("chaos-%",),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 def _users(shop: Shop) -> list[str]:
     return [f"u{n:04d}" for n in range(0, 300, 7)]
 
@@ -206,11 +232,7 @@ def test_chaos_on_sqlite(sqlite_shop: Shop) -> None:
     elapsed = time.monotonic() - started
     # nothing acknowledged lost or doubled
     store = SQLiteStore(shop.home / "recsys.db")
-    rows = store._query(
-        "SELECT event_id, COUNT(*) FROM events WHERE event_id LIKE ? GROUP BY event_id",
-        ("chaos-%",),
-    )
-    stored = {r[0]: r[1] for r in rows}
+    stored = _stored_chaos_events(store)
     assert load.acknowledged <= set(stored), "an acknowledged write was lost"
     assert all(n == 1 for n in stored.values())
     # only 503 with Retry-After or 4xx; connection resets only around the kill
@@ -286,24 +308,8 @@ def test_chaos_postgresql_stopped_and_started(
             ready_down.append(_fresh("GET", f"{shop.url}/readyz").status_code)
             time.sleep(0.2)
         subprocess.run([*ctl, "start"], check=True, capture_output=True)
-        up_at = time.monotonic()
         # writes succeed again without restarting the API
-        recovered = None
-        while time.monotonic() - up_at < 30:
-            probe = {
-                "event_id": f"probe-{uuid.uuid4().hex[:6]}",
-                "user_id": "u0001",
-                "item_id": "i0001",
-                "event_type": "view",
-            }
-            with contextlib.suppress(httpx.HTTPError):
-                if (
-                    _fresh("POST", f"{shop.url}/v1/events", json=probe, headers=H).status_code
-                    == 200
-                ):
-                    recovered = time.monotonic() - up_at
-                    break
-            time.sleep(0.2)
+        recovered = _seconds_until_writes_succeed(shop.url)
         assert recovered is not None, "the API never wrote again after PostgreSQL came back"
         time.sleep(2)
     finally:
@@ -312,11 +318,7 @@ def test_chaos_postgresql_stopped_and_started(
             t.join(timeout=30)
         shop.stop()
     store = PostgresStore(url)
-    rows = store._query(
-        "SELECT event_id, COUNT(*) FROM events WHERE event_id LIKE ? GROUP BY event_id",
-        ("chaos-%",),
-    )
-    stored = {r[0]: r[1] for r in rows}
+    stored = _stored_chaos_events(store)
     assert load.acknowledged <= set(stored) and all(n == 1 for n in stored.values())
     assert load.bad == [], "every error was a 503 with Retry-After or a 4xx"
     assert 503 in ready_down, "/readyz said the store was down"
@@ -366,23 +368,7 @@ def test_chaos_the_disk_fills_and_frees(small_disk: Path) -> None:
         ready_full = _fresh("GET", f"{shop.url}/readyz").status_code
         acknowledged_before_free = set(load.acknowledged)
         ballast.unlink()
-        freed_at = time.monotonic()
-        recovered = None
-        while time.monotonic() - freed_at < 30:
-            probe = {
-                "event_id": f"probe-{uuid.uuid4().hex[:6]}",
-                "user_id": "u0001",
-                "item_id": "i0001",
-                "event_type": "view",
-            }
-            with contextlib.suppress(httpx.HTTPError):
-                if (
-                    _fresh("POST", f"{shop.url}/v1/events", json=probe, headers=H).status_code
-                    == 200
-                ):
-                    recovered = time.monotonic() - freed_at
-                    break
-            time.sleep(0.2)
+        recovered = _seconds_until_writes_succeed(shop.url)
         assert recovered is not None, "writes never came back after the disk was freed"
         time.sleep(2)
     finally:
@@ -392,11 +378,7 @@ def test_chaos_the_disk_fills_and_frees(small_disk: Path) -> None:
         shop.stop()
         ballast.unlink(missing_ok=True)
     store = SQLiteStore(shop.home / "recsys.db")
-    rows = store._query(
-        "SELECT event_id, COUNT(*) FROM events WHERE event_id LIKE ? GROUP BY event_id",
-        ("chaos-%",),
-    )
-    stored = {r[0]: r[1] for r in rows}
+    stored = _stored_chaos_events(store)
     assert load.acknowledged <= set(stored) and all(n == 1 for n in stored.values())
     assert load.bad == [], "every error was a 503 with Retry-After or a 4xx"
     assert load.statuses["503"] > 0, "writes were refused while the disk was full"
