@@ -42,6 +42,33 @@ enabled = true
 enabled = true
 """
 
+#: A real-model configuration with every list a shop page shows (personal, popular, trending,
+#: bought together, often viewed with) that still trains in seconds.
+SHOP_TRAINING_TOML = """\
+default_model = "buy_again"
+threads = 1
+
+[evaluation]
+enabled = false
+
+[models.popular]
+enabled = true
+
+[models.trending]
+enabled = true
+
+[models.buy_again]
+enabled = true
+
+[models.bought_together]
+model = "cooccurrence"
+params = { source = "basket" }
+
+[models.viewed_with]
+model = "cooccurrence"
+params = { source = "session" }
+"""
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""

@@ -27,7 +27,15 @@ import pytest
 from recsys.models import model_class
 from recsys.registry import Registry
 from tests.conftest import PG_URL
-from tests.reliability.helpers import PYTHON, ROOT, child_env, free_port, kill, run_cli
+from tests.reliability.helpers import (
+    PYTHON,
+    ROOT,
+    SHOP_TRAINING_TOML,
+    child_env,
+    free_port,
+    kill,
+    run_cli,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,33 +46,7 @@ PROPAGATION_S = 2.0
 #: Requests over fresh connections per check: enough that both workers answer.
 SPREAD = 24
 
-TRAINING_TOML = """\
-default_model = "buy_again"
-threads = 1
-
-[evaluation]
-enabled = false
-
-[models.popular]
-enabled = true
-
-[models.trending]
-enabled = true
-
-[models.buy_again]
-enabled = true
-
-[models.bought_together]
-model = "cooccurrence"
-params = { source = "basket" }
-
-[models.viewed_with]
-model = "cooccurrence"
-params = { source = "session" }
-
-[models.content]
-enabled = true
-"""
+TRAINING_TOML = SHOP_TRAINING_TOML + "\n[models.content]\nenabled = true\n"
 
 
 @dataclass

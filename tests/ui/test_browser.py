@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.reliability.helpers import Server, child_env, run_cli
+from tests.reliability.helpers import SHOP_TRAINING_TOML, Server, child_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -36,30 +36,7 @@ H = {"X-API-Key": KEY}
 #: How long the page may take to show a change (the live refresh interval is 0.25 s here).
 WAIT_S = 10.0
 
-TRAINING_TOML = """\
-default_model = "buy_again"
-threads = 1
-
-[evaluation]
-enabled = false
-
-[models.popular]
-enabled = true
-
-[models.trending]
-enabled = true
-
-[models.buy_again]
-enabled = true
-
-[models.bought_together]
-model = "cooccurrence"
-params = { source = "basket" }
-
-[models.viewed_with]
-model = "cooccurrence"
-params = { source = "session" }
-"""
+TRAINING_TOML = SHOP_TRAINING_TOML
 
 
 def _missing() -> str | None:
