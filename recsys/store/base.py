@@ -586,6 +586,20 @@ class EventStore(ABC):
         )
         return EventFrame.from_rows(rows[::-1])
 
+    def user_events_of_types(
+        self, user_id: str, event_types: Sequence[str], *, until: int | None = None
+    ) -> EventFrame:
+        """Every event of one customer of ``event_types`` (all of them, no limit) with
+        ``ts < until`` when given, oldest first (as :meth:`read_events` orders them).
+
+        One customer's purchases and returns are what the offers read per request: the
+        ``events_user (user_id, ts)`` index finds them without reading anyone else's.
+        """
+        where, params = _event_filter(None, until, event_types)
+        mine = " AND user_id = ?" if where else " WHERE user_id = ?"
+        rows = self._query(f"{_EVENT_SELECT}{where}{mine} ORDER BY ts, seq", [*params, user_id])
+        return EventFrame.from_rows(rows)
+
     def session_events(self, session_id: str, *, limit: int = 500) -> EventFrame:
         """A session's most recent events (at most ``limit``), oldest first."""
         rows = self._query(

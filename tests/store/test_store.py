@@ -67,6 +67,18 @@ def test_user_events_are_the_most_recent_oldest_first(store: EventStore) -> None
     assert frame.event_id.tolist() == ["e7", "e8", "e9"]
 
 
+def test_user_events_of_types_reads_one_customer_whole_and_in_order(store: EventStore) -> None:
+    kinds = ["purchase", "view", "return"]
+    mine = [_event(i, kind=kinds[i % 3]) for i in range(600)]  # more than user_events' limit
+    others = [_event(1000 + i, user="u2") for i in range(5)]
+    store.insert_events((mine + others)[::-1])
+    frame = store.user_events_of_types("u1", ["purchase", "return"], until=550_000_000)
+    wanted = [e for e in mine if e.event_type != "view" and e.ts < 550_000_000]
+    assert frame.event_id.tolist() == [e.event_id for e in wanted]
+    assert set(frame.user_id) == {"u1"}
+    assert store.user_events_of_types("nobody", ["purchase"]).event_id.tolist() == []
+
+
 def test_items_and_customers_round_trip(store: EventStore) -> None:
     item = CatalogItem("i1", "Mug", "Home > Kitchen", 4.5, False, 1.2, {"colour": "red"})
     cust = Customer("u1", date(1990, 2, 28), date(2020, 1, 1), "UK", True, False)
