@@ -329,6 +329,7 @@ class RecommendationService:
                 personalise=personal,
                 channel=channel,
                 k=max_offers,
+                generation=self.live.generation,
             )
             chosen = _in_shop(chosen, arm.engine)
             if count_impressions and personal:

@@ -44,7 +44,7 @@ from recsys.offers.ranking import (
     candidate_offers,
     select_offers,
 )
-from recsys.offers.segments import PROSPECT, compute_segments
+from recsys.offers.segments import PROSPECT, SegmentScale, SegmentTable, compute_segments
 from recsys.offers.store import Send, impression_times, last_sends, record_sends, sends_on
 from recsys.offers.triggers import (
     Complements,
@@ -191,6 +191,54 @@ def build_campaign_context(
     Segments are computed at ``today``'s midnight (the campaign's data time), not read from
     the stored table, which may describe another date.
     """
+    ctx, _ = _read_context(
+        store, promotions, today, models=models, settings=settings, seed=seed, impressions=True
+    )
+    return ctx
+
+
+@dataclass(frozen=True)
+class ShopContext:
+    """What a server keeps for a day: the shop's part of the offer context and the scale
+    that segments one customer per request (see :meth:`OfferContext.for_customer`)."""
+
+    context: OfferContext
+    scale: SegmentScale
+
+
+def build_shop_context(
+    store: EventStore,
+    promotions: PromotionCatalog,
+    today: date,
+    *,
+    models: LoadedModels | None = None,
+    settings: TriggerSettings | None = None,
+    seed: int = 0,
+    max_cached: int | None = None,
+) -> ShopContext:
+    """The shop-level part of :func:`build_campaign_context`, no customer kept.
+
+    The store's events are read once (as for a campaign) to sum what ranking needs about
+    every customer (:class:`~recsys.offers.ranking.ShopTotals`, segment norms, popularity,
+    complements); then every customer's history, profile, segment and impressions are let
+    go. ``max_cached`` bounds the hybrid model's per-customer cache.
+    """
+    ctx, table = _read_context(
+        store, promotions, today, models=models, settings=settings, seed=seed, impressions=False
+    )
+    return ShopContext(ctx.shop_part(max_cached=max_cached), SegmentScale.from_table(table))
+
+
+def _read_context(
+    store: EventStore,
+    promotions: PromotionCatalog,
+    today: date,
+    *,
+    models: LoadedModels | None,
+    settings: TriggerSettings | None,
+    seed: int,
+    impressions: bool,
+) -> tuple[OfferContext, SegmentTable]:
     settings = settings or TriggerSettings()
     events = store.read_events(until=day_start_micros(today))
     customers = store.read_customers()
@@ -218,13 +266,17 @@ def build_campaign_context(
                     max_ratio=settings.replenishment_max_ratio,
                 )
 
-    longest = max((p.frequency_cap.period_days for p in promotions if p.frequency_cap), default=1)
-    shown = impression_times(
-        store,
-        day_start_micros(today - timedelta(days=longest)),
-        day_start_micros(today + timedelta(days=1)),
-    )
-    return build_context(
+    shown: dict[tuple[str, str], list[int]] = {}
+    if impressions:
+        longest = max(
+            (p.frequency_cap.period_days for p in promotions if p.frequency_cap), default=1
+        )
+        shown = impression_times(
+            store,
+            day_start_micros(today - timedelta(days=longest)),
+            day_start_micros(today + timedelta(days=1)),
+        )
+    ctx = build_context(
         promotions,
         today,
         history,
@@ -242,6 +294,7 @@ def build_campaign_context(
         due=due,
         impressions=shown,
     )
+    return ctx, table
 
 
 def _episode_start(ctx: OfferContext, trigger: str, user_id: str) -> date | None:
@@ -382,7 +435,7 @@ def _apply_global_caps(
         promo = ctx.promotions.get(c.offer_id)
         assert promo is not None
         caps = promo.caps
-        total = ctx.history.total_redemptions(promo.id)
+        total = ctx.shop.redemptions.get(promo.id, 0)
         if caps.budget is not None:
             spent = spent_on(promo, total, ctx.history.redeemed_value.get(promo.id, 0.0))
             if spent + cost.get(promo.id, 0.0) + c.probability * c.discount_cost > caps.budget:
@@ -430,7 +483,9 @@ __all__ = [
     "CAMPAIGN_COLUMNS",
     "CampaignResult",
     "LoadedModels",
+    "ShopContext",
     "build_campaign_context",
+    "build_shop_context",
     "load_models",
     "run_campaign",
     "write_campaign",

@@ -29,12 +29,16 @@ targeting) on popular items, with the non-personal ``P`` and the reason ``non_pe
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field
 
 from recsys.config import StrictModel
@@ -127,6 +131,13 @@ class HistoryProbabilities:
         self.popular = sorted(buyers, key=lambda i: (-len(buyers[i]), i))
         self.order_rate_global = len(active) / max(len(history.customers), 1)
 
+    def with_history(self, history: PurchaseHistory) -> HistoryProbabilities:
+        """The same shop-wide rates, reading customers from ``history`` (one customer's, on the
+        per-request path): nothing is recomputed."""
+        out = copy.copy(self)
+        out.history = history
+        return out
+
     def _span(self, user_id: str) -> float:
         hist = self.history.customers[user_id]
         return max(float(self.history.until_day - hist.order_days[0]), self.horizon)
@@ -169,32 +180,60 @@ class HybridProbabilities:
         ``users × items`` interaction matrix of that version (``history.npz``).
     today
         Probabilities are computed at ``today``'s midnight UTC.
+    max_cached
+        Customers whose candidates are kept (the least recently used go first); ``None``
+        keeps every one (a campaign prefetches them all). A server bounds it: its context
+        lives all day and would otherwise hold every customer who asked.
     """
 
     def __init__(
-        self, model: object, users: object, items: object, history: object, today: date
+        self,
+        model: object,
+        users: object,
+        items: object,
+        history: object,
+        today: date,
+        *,
+        max_cached: int | None = None,
     ) -> None:
         self.model = model
         self.users = users
         self.items = items
         self.history = history
+        self.today = today
         self.now = day_start_micros(today)
-        self._cache: dict[str, dict[str, float]] = {}
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def bounded(self, max_cached: int) -> HybridProbabilities:
+        """The same model with an empty cache of at most ``max_cached`` customers."""
+        return HybridProbabilities(
+            self.model, self.users, self.items, self.history, self.today, max_cached=max_cached
+        )
+
+    def _put(self, user_id: str, probs: dict[str, float]) -> None:
+        with self._lock:
+            self._cache[user_id] = probs
+            self._cache.move_to_end(user_id)
+            if self.max_cached is not None:
+                while len(self._cache) > self.max_cached:
+                    self._cache.popitem(last=False)
 
     @property
     def calibrated(self) -> bool:
         """Whether the model's probabilities are calibrated (not the fixed-blend fallback)."""
         return bool(getattr(self.model, "calibrated_", False))
 
-    def prefetch(self, user_ids: Sequence[str], chunk: int = 512) -> None:
-        """Compute the candidates of many customers at once (a campaign's batch)."""
+    def prefetch(self, user_ids: Sequence[str], chunk: int = 512) -> dict[str, dict[str, float]]:
+        """Compute the candidates of many customers at once (a campaign's batch); returns
+        those computed now."""
         import scipy.sparse as sp
 
         todo = [u for u in user_ids if u not in self._cache]
         idx = self.users.indices(todo)  # type: ignore[attr-defined]
         known = [(u, int(i)) for u, i in zip(todo, idx.tolist(), strict=True) if i >= 0]
-        for u in todo:
-            self._cache.setdefault(u, {})
+        out: dict[str, dict[str, float]] = {u: {} for u in todo}
         item_ids = self.items.ids  # type: ignore[attr-defined]
         hist = sp.csr_matrix(self.history)
         for start in range(0, len(known), chunk):
@@ -203,20 +242,75 @@ class HybridProbabilities:
             probs = self.model.probability(rows, hist[rows], now=self.now)  # type: ignore[attr-defined]
             for r, (u, _) in enumerate(part):
                 cols = np.flatnonzero(~np.isnan(probs[r]))
-                self._cache[u] = {item_ids[c]: float(probs[r, c]) for c in cols.tolist()}
+                out[u] = {item_ids[c]: float(probs[r, c]) for c in cols.tolist()}
+        for u, probs_of in out.items():
+            self._put(u, probs_of)
+        return out
 
     def candidates(self, user_id: str | None) -> dict[str, float]:
         """The hybrid model's candidates for the customer with their probabilities."""
         if not user_id:
             return {}
-        if user_id not in self._cache:
-            self.prefetch([user_id])
-        return self._cache[user_id]
+        hit = self._cache.get(user_id)
+        if hit is None:
+            computed = self.prefetch([user_id])
+            # another thread may have computed it meanwhile (then prefetch skipped it)
+            hit = computed[user_id] if user_id in computed else self._cache.get(user_id, {})
+        return hit
+
+
+@dataclass(frozen=True)
+class ShopTotals:
+    """What ranking reads about *every* customer, summed once when a context is built.
+
+    Its size grows with orders, promotions and items, never with what one request needs to
+    walk: a newcomer's basket share and mean order value, the promotions' total redemptions
+    and spend, and the usual repurchase interval per item are looked up here, so ranking one
+    customer never iterates over the others (the per-request path holds only that customer).
+    """
+
+    #: Every order's value, ascending: a newcomer's share of orders reaching a ``min_basket``.
+    order_values: NDArray[np.float64]
+    #: The mean order value (in the order the history lists them, as it was always computed).
+    mean_order_value: float
+    #: Redemptions per offer, over every customer.
+    redemptions: dict[str, int]
+    #: Per item, the median over customers of their own median repurchase interval (days);
+    #: ``None`` when due items come from a model.
+    item_interval: dict[str, float] | None
+
+    @classmethod
+    def from_history(cls, history: PurchaseHistory, *, item_interval: bool) -> ShopTotals:
+        """The totals of ``history`` (``item_interval``: compute the per-item intervals)."""
+        values = [v for h in history.customers.values() for v in h.order_values]
+        redemptions: dict[str, int] = {}
+        for (_, offer), n in history.redemptions.items():
+            redemptions[offer] = redemptions.get(offer, 0) + n
+        return cls(
+            order_values=np.sort(np.asarray(values, dtype=np.float64)),
+            mean_order_value=float(np.mean(values)) if values else 0.0,
+            redemptions=redemptions,
+            item_interval=history.item_interval() if item_interval else None,
+        )
+
+    def basket_share(self, minimum: float) -> float:
+        """Share of every customer's orders worth at least ``minimum`` (0 with no order)."""
+        n = len(self.order_values)
+        if n == 0:
+            return 0.0
+        below = int(np.searchsorted(self.order_values, minimum, side="left"))
+        return (n - below) / n
 
 
 @dataclass
 class OfferContext:
-    """Everything offer ranking reads, for one day. Build it with :func:`build_context`."""
+    """Everything offer ranking reads, for one day. Build it with :func:`build_context`.
+
+    A context holds the shop's part (promotions, items, norms, complements, models,
+    :class:`ShopTotals`) and customers' part (histories, profiles, segments, impressions):
+    a campaign's holds every customer; a server keeps :meth:`shop_part` (no customer) and
+    adds one customer per request with :meth:`for_customer`.
+    """
 
     promotions: PromotionCatalog
     today: date
@@ -235,7 +329,78 @@ class OfferContext:
     impressions: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     segment_norms: dict[str, float] = field(default_factory=dict)
     global_norm: float | None = None
-    _item_interval: dict[str, float] | None = None
+    totals: ShopTotals | None = None
+
+    def __post_init__(self) -> None:
+        if self.totals is None:
+            self.totals = ShopTotals.from_history(self.history, item_interval=self.due is None)
+
+    @property
+    def shop(self) -> ShopTotals:
+        """The shop-wide totals (computed when the context was made)."""
+        assert self.totals is not None  # set in __post_init__
+        return self.totals
+
+    def shop_part(self, *, max_cached: int | None = None) -> OfferContext:
+        """This context without any customer: what a server keeps all day.
+
+        Customers' histories, profiles, segments and impressions are left out; everything
+        ranking reads about all of them is in :attr:`totals`. ``max_cached`` bounds the hybrid
+        model's per-customer cache of the copy.
+        """
+        h = self.history
+        empty = PurchaseHistory(
+            customers={},
+            item_days={},
+            item_price=h.item_price,
+            redemptions={},
+            redeemed_value=h.redeemed_value,
+            until_day=h.until_day,
+        )
+        hybrid = self.hybrid
+        if hybrid is not None and max_cached is not None:
+            hybrid = hybrid.bounded(max_cached)
+        return replace(
+            self,
+            history=empty,
+            customers={},
+            segments={},
+            impressions={},
+            fallback=self.fallback.with_history(empty),
+            hybrid=hybrid,
+        )
+
+    def for_customer(
+        self,
+        user_id: str,
+        history: PurchaseHistory,
+        *,
+        profile: Customer | None,
+        segment: str | None,
+        impressions: Mapping[str, list[int]],
+    ) -> OfferContext:
+        """This (shop) context with one customer: ranking them reads what it would read in a
+        context built with every customer.
+
+        ``history`` is the customer's own (:meth:`PurchaseHistory.from_events` of their events);
+        its shop-wide parts (prices, offers' redeemed value, the day) are taken from this
+        context. ``impressions`` are the customer's, per offer, oldest first.
+        """
+        h = self.history
+        mine = replace(
+            history,
+            item_price=h.item_price,
+            redeemed_value=h.redeemed_value,
+            until_day=h.until_day,
+        )
+        return replace(
+            self,
+            history=mine,
+            customers={user_id: profile} if profile is not None else {},
+            segments={user_id: segment} if segment is not None else {},
+            impressions={(user_id, offer): list(ts) for offer, ts in impressions.items()},
+            fallback=self.fallback.with_history(mine),
+        )
 
     def probability_source(self) -> str:
         """``hybrid_calibrated``, ``hybrid_uncalibrated`` or ``history_fallback``."""
@@ -247,8 +412,6 @@ class OfferContext:
         """Items the customer is due to buy again today."""
         if self.due is not None:
             return self.due(user_id)
-        if self._item_interval is None:
-            self._item_interval = self.history.item_interval()
         s = self.settings
         return due_items_from_history(
             self.history,
@@ -257,7 +420,7 @@ class OfferContext:
             min_purchases=s.replenishment_min_purchases,
             due_ratio=s.replenishment_due_ratio,
             max_ratio=s.replenishment_max_ratio,
-            item_interval=self._item_interval,
+            item_interval=self.shop.item_interval,
         )
 
     def item_probability(self, user_id: str | None, item_id: str, personal: bool) -> float:
@@ -290,7 +453,7 @@ class OfferContext:
     def usage(self, promo: Promotion, user_id: str) -> OfferUsage:
         """Caps used so far by the customer and in total, and impressions in the period."""
         h = self.history
-        total = h.total_redemptions(promo.id)
+        total = self.shop.redemptions.get(promo.id, 0)
         shown = 0
         cap = promo.frequency_cap
         if cap is not None:
@@ -402,10 +565,9 @@ def _basket_share(ctx: OfferContext, user_id: str | None, minimum: float | None)
     if minimum is None:
         return 1.0
     hist = ctx.history.customers.get(user_id or "")
-    if hist is not None:
-        values = hist.order_values
-    else:
-        values = [v for h in ctx.history.customers.values() for v in h.order_values]
+    if hist is None:
+        return ctx.shop.basket_share(minimum)
+    values = hist.order_values
     if not values:
         return 0.0
     return sum(v >= minimum for v in values) / len(values)
@@ -433,11 +595,8 @@ def _basket_candidate(
 ) -> OfferCandidate | None:
     who = user_id if personal else None
     hist = ctx.history.customers.get(who or "")
-    if hist is not None:
-        value = hist.monetary / hist.n_orders  # net of returns: a cancelled order is no value
-    else:
-        all_values = [v for h in ctx.history.customers.values() for v in h.order_values]
-        value = float(np.mean(all_values)) if all_values else 0.0
+    # net of returns: a cancelled order is no value
+    value = hist.monetary / hist.n_orders if hist is not None else ctx.shop.mean_order_value
     if value <= 0:
         return None
     p = ctx.fallback.order(who) * _basket_share(ctx, who, promo.eligibility.min_basket)
@@ -601,6 +760,7 @@ __all__ = [
     "HybridProbabilities",
     "OfferCandidate",
     "OfferContext",
+    "ShopTotals",
     "TriggerSettings",
     "build_context",
     "candidate_offers",

@@ -32,6 +32,7 @@ The training pipeline recomputes and stores the table::
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from recsys.data.schema import MICROS_PER_DAY, Customer, EventFrame
-from recsys.offers.triggers import PurchaseHistory, day_start_micros
+from recsys.offers.triggers import CustomerHistory, PurchaseHistory, day_start_micros
 
 #: Segment of a customer with no purchase (not stored in the table).
 PROSPECT = "prospect"
@@ -126,6 +127,62 @@ class SegmentTable:
                 }
             )
         return out
+
+
+def _quintile_of(value: float, distinct: NDArray[np.float64], cum: NDArray[np.int64]) -> int:
+    """:func:`quintile_scores` of ``value`` among the values whose distinct ones (ascending)
+    are ``distinct`` with cumulative counts ``cum`` (the same mid-rank arithmetic)."""
+    n = int(cum[-1]) if len(cum) else 0
+    if n == 0:
+        return 1
+    i = int(np.searchsorted(distinct, value, side="left"))
+    below = int(cum[i - 1]) if i > 0 else 0
+    at_or_below = int(cum[i]) if i < len(distinct) and distinct[i] == value else below
+    rank = 0.5 * (at_or_below + below + 1)
+    return min(max(1 + math.floor(5.0 * (rank - 0.5) / n), 1), 5)
+
+
+@dataclass(frozen=True)
+class SegmentScale:
+    """Where one customer's recency and frequency fall among everyone's, without everyone.
+
+    A segment's R and F scores are quintiles among all segmented customers; this keeps only
+    the distinct values and how many customers have each (a few hundred days and order
+    counts, whatever the number of customers), so a server labels one customer per request
+    exactly as :func:`compute_segments` labelled them in the day's table.
+    """
+
+    as_of_day: int
+    recency: NDArray[np.float64]  # distinct values of -recency, ascending
+    recency_cum: NDArray[np.int64]
+    frequency: NDArray[np.float64]  # distinct order counts, ascending
+    frequency_cum: NDArray[np.int64]
+
+    @classmethod
+    def from_table(cls, table: SegmentTable) -> SegmentScale:
+        """The scale of a table computed at a midnight (``compute_segments(..., date)``)."""
+        r, r_n = np.unique(-np.asarray(table.recency_days, dtype=np.float64), return_counts=True)
+        f, f_n = np.unique(np.asarray(table.frequency, dtype=np.float64), return_counts=True)
+        return cls(
+            as_of_day=table.computed_at // MICROS_PER_DAY,
+            recency=r,
+            recency_cum=np.cumsum(r_n).astype(np.int64),
+            frequency=f,
+            frequency_cum=np.cumsum(f_n).astype(np.int64),
+        )
+
+    def segment(self, history: CustomerHistory | None) -> str | None:
+        """The segment of a customer with this history (orders from ``as_of_day`` on are not
+        counted: the table was computed at its midnight); ``None`` without an order before."""
+        if history is None:
+            return None
+        n = bisect.bisect_left(history.order_days, self.as_of_day)
+        if n == 0:
+            return None
+        recency = max(float(self.as_of_day - history.order_days[n - 1]), 0.0)
+        r = _quintile_of(-recency, self.recency, self.recency_cum)
+        f = _quintile_of(float(n), self.frequency, self.frequency_cum)
+        return label_segment(r, f, n)
 
 
 def compute_segments(

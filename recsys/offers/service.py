@@ -4,16 +4,27 @@
 
 * keeps the promotions catalogue of one file and changes it (admin ``PUT``/``DELETE``) by
   rewriting the whole file through a temporary file and an atomic rename;
-* builds the :class:`~recsys.offers.ranking.OfferContext` (purchase history, segments,
-  triggers' norms, complements, the model version's probabilities) **once per serving day and
-  model version**, lazily, under a lock: a request never reads the whole store. While one
-  request rebuilds a stale context, concurrent requests are answered from the previous one;
+* builds the *shop's* part of the offer context
+  (:func:`~recsys.offers.campaigns.build_shop_context`: promotions, item prices, margins,
+  categories and stock, segment norms and scale, complements, popularity, the shop-wide totals,
+  the model version's models) **once per serving day and model version**, in the background:
+  a request never reads the whole store. Its size grows with items, not with customers;
+* reads *one customer's* part per request, by id, from the store (indexed): their purchases
+  and returns up to now, their profile (the caller's, read now), their segment (from the
+  shop's scale) and their impressions. The purchase history is cached per process for
+  ``cache_ttl_s`` (2 s) under the customer, the serving day, the model version and the store's
+  generation (an erasure raises it); impressions are read on every request, so frequency caps
+  hold across workers at once. Ranking one customer this way gives exactly the offers a
+  context built with every customer gives (``tests/offers/test_per_customer.py``);
 * ranks a customer's offers (:func:`~recsys.offers.ranking.rank_offers_for_user`) with their
-  *live* consents: a customer who opted out of personalisation after the context was built,
-  or who was erased, gets the non-personal offers an unknown visitor gets;
-* records what it shows off the request path: impressions are counted in memory at once (so
-  frequency caps hold within this process) and written to ``offer_impressions`` in batches by a
-  background thread. Another process sees them at its next rebuild.
+  *live* consents: a customer who opted out of personalisation, or who was erased, gets the
+  non-personal offers an unknown visitor gets;
+* records what it shows off the request path: impressions are kept in memory until written
+  (so frequency caps hold within this process at once) and written to ``offer_impressions`` in
+  batches by a background thread; every process reads them from there.
+
+Measured (``benchmarks/bench_offers.py``, Online Retail): the former context held every
+customer (about 1.3 GB per worker at 77k customers) and was rebuilt per day and version.
 
 The promotions file is ``RECSYS_PROMOTIONS_FILE`` or ``$RECSYS_HOME/promotions.toml``. While it
 does not exist, the packaged example (``training/configs/promotions.toml``) is served, read
@@ -27,6 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -34,9 +46,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.config import read_config_file, validate, write_config_file
-from recsys.data.schema import Customer
+from recsys.data.schema import PURCHASE, RETURN, Customer
 from recsys.errors import ConfigError, NotFoundError, RecsysError
-from recsys.offers.campaigns import LoadedModels, build_campaign_context
+from recsys.offers.campaigns import LoadedModels, ShopContext, build_shop_context
 from recsys.offers.catalog import Promotion, PromotionCatalog, parse_promotions
 from recsys.offers.ranking import (
     OfferCandidate,
@@ -44,7 +56,8 @@ from recsys.offers.ranking import (
     TriggerSettings,
     rank_offers_for_user,
 )
-from recsys.offers.triggers import day_start_micros
+from recsys.offers.store import impression_times
+from recsys.offers.triggers import PurchaseHistory, day_start_micros
 from recsys.store.base import EventStore
 from recsys.store.writer import BatchWriter
 
@@ -82,12 +95,11 @@ _DAY_MICROS = 86_400_000_000
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """A built context and what it was built for."""
+    """A built shop context and what it was built for."""
 
     today: date
     version: str | None
-    window_days: int
-    context: OfferContext
+    shop: ShopContext
 
 
 class OfferService:
@@ -108,6 +120,11 @@ class OfferService:
     max_pending
         Impressions waiting to be written; more are dropped (and logged) rather than slowing
         a request.
+    cache_ttl_s
+        Seconds a customer's purchase history read from the store is reused (a purchase made
+        through another process shows within it; an erasure at once).
+    cache_size
+        Customers whose history is cached (and whose hybrid candidates are), at most.
     """
 
     def __init__(
@@ -119,6 +136,8 @@ class OfferService:
         today: Callable[[], date] | None = None,
         settings: TriggerSettings | None = None,
         max_pending: int = 10_000,
+        cache_ttl_s: float = 2.0,
+        cache_size: int = 10_000,
     ) -> None:
         self.store = store
         self.path = Path(path)
@@ -126,6 +145,14 @@ class OfferService:
         self.today = today or (lambda: datetime.now(UTC).date())
         self.settings = settings or TriggerSettings()
         self.max_pending = max_pending
+        self.cache_ttl_s = cache_ttl_s
+        self.cache_size = cache_size
+        self._histories: OrderedDict[tuple[str, date, int], tuple[float, PurchaseHistory]] = (
+            OrderedDict()
+        )
+        self._histories_lock = threading.Lock()
+        # impressions shown by this process and not yet written, per customer: (offer, ts)
+        self._pending: dict[str, list[tuple[str, int]]] = {}
         self._catalog = PromotionCatalog([])
         self._source: Path | None = None
         self._file_lock = threading.Lock()
@@ -213,19 +240,20 @@ class OfferService:
         write_promotions(self.path, promotions)
         self._catalog, self._source = PromotionCatalog(promotions), self.path
 
-    # -- the day's context -----------------------------------------------------------------
+    # -- the day's shop context ------------------------------------------------------------
 
     def context(self, engine: Engine | None = None) -> OfferContext:
-        """The offer context of the serving day and ``engine``'s version.
+        """The shop's part of the offer context of the serving day and ``engine``'s version
+        (no customer in it: :meth:`customer_context` adds one).
 
-        Built once, before the first request (the API builds it at start-up). When the day or
-        the model version changes, or a promotion's frequency-cap period outgrows the
-        impressions it read, a new one is built in the background and the current one keeps
-        answering meanwhile: no request waits for a rebuild. A change of promotions alone is
-        applied to the built context without reading the store. An erasure needs no rebuild:
-        the caller serves erased customers non-personal offers
-        (:class:`recsys.service.RecommendationService`).
+        Built once, before the first request (the API starts it at start-up). When the day or
+        the model version changes, a new one is built in the background and the current one
+        keeps answering meanwhile: no request waits for a rebuild. A change of promotions is
+        applied to the built context without reading the store.
         """
+        return self._shop(engine).context
+
+    def _shop(self, engine: Engine | None) -> ShopContext:
         today = self.today()
         version = engine.version if engine is not None else None
         snap = self._snapshot
@@ -275,30 +303,28 @@ class OfferService:
             self._build_lock.release()
 
     def _fresh(self, snap: _Snapshot, today: date, version: str | None) -> bool:
-        return (
-            snap.today == today
-            and snap.version == version
-            and _window_days(self._catalog) <= snap.window_days
-        )
+        return snap.today == today and snap.version == version
 
-    def _with_catalog(self, snap: _Snapshot) -> OfferContext:
+    def _with_catalog(self, snap: _Snapshot) -> ShopContext:
         catalog = self._catalog
-        if snap.context.promotions is catalog:
-            return snap.context
-        ctx = replace(snap.context, promotions=catalog)
+        shop = snap.shop
+        if shop.context.promotions is catalog:
+            return shop
+        shop = replace(shop, context=replace(shop.context, promotions=catalog))
         if self._snapshot is snap:
-            self._snapshot = replace(snap, context=ctx)
-        return ctx
+            self._snapshot = replace(snap, shop=shop)
+        return shop
 
     def _build(self, today: date, engine: Engine | None) -> _Snapshot:
         catalog = self._catalog
         started = time.perf_counter()
-        ctx = build_campaign_context(
+        shop = build_shop_context(
             self.store,
             catalog,
             today,
             models=_models_of(engine, today),
             settings=self.settings,
+            max_cached=self.cache_size,
         )
         self.builds += 1
         version = engine.version if engine is not None else None
@@ -308,11 +334,89 @@ class OfferService:
             version or "none",
             time.perf_counter() - started,
         )
-        snap = _Snapshot(today, version, _window_days(catalog), ctx)
+        snap = _Snapshot(today, version, shop)
         self._snapshot = snap
+        with self._histories_lock:
+            self._histories.clear()  # keyed by day too; what is there is of another day
         return snap
 
-    # -- per request -----------------------------------------------------------------------
+    # -- one customer, per request ---------------------------------------------------------
+
+    def customer_context(
+        self,
+        user_id: str,
+        *,
+        engine: Engine | None = None,
+        customer: Customer | None = None,
+        generation: int = -1,
+    ) -> OfferContext:
+        """The day's context with ``user_id`` in it, read from the store now (see the module
+        docstring): what :meth:`rank` ranks with.
+
+        ``customer`` is their profile as stored now (``None``: none stored); ``generation``
+        the store generation this process last saw (:attr:`recsys.live.LiveState.generation`):
+        a change of it (an erasure) makes their history be read again at once.
+        """
+        shop = self._shop(engine)
+        today = shop.context.today
+        history = self._history(user_id, today, generation)
+        opted_out = customer is not None and customer.personalisation_opt_out
+        # a segment is a profile: none for an opt-out (as the day's segment table has none)
+        segment = None if opted_out else shop.scale.segment(history.customers.get(user_id))
+        return shop.context.for_customer(
+            user_id,
+            history,
+            profile=customer,
+            segment=segment,
+            impressions=self._impressions(user_id, today),
+        )
+
+    def segment(
+        self, user_id: str, *, engine: Engine | None = None, customer: Customer | None = None
+    ) -> str | None:
+        """The customer's segment today (``None``: a prospect, or opted out)."""
+        return self.customer_context(user_id, engine=engine, customer=customer).segments.get(
+            user_id
+        )
+
+    def _history(self, user_id: str, today: date, generation: int) -> PurchaseHistory:
+        """The customer's purchases and returns up to the end of the serving day (cached)."""
+        key = (user_id, today, generation)
+        now = time.monotonic()
+        with self._histories_lock:
+            hit = self._histories.get(key)
+            if hit is not None and now - hit[0] <= self.cache_ttl_s:
+                self._histories.move_to_end(key)
+                return hit[1]
+        end = today + timedelta(days=1)
+        events = self.store.user_events_of_types(
+            user_id, [PURCHASE, RETURN], until=day_start_micros(end)
+        )
+        history = PurchaseHistory.from_events(events, end)
+        with self._histories_lock:
+            self._histories[key] = (now, history)
+            self._histories.move_to_end(key)
+            while len(self._histories) > self.cache_size:
+                self._histories.popitem(last=False)
+        return history
+
+    def _impressions(self, user_id: str, today: date) -> dict[str, list[int]]:
+        """The customer's impressions in the longest frequency-cap period, per offer, oldest
+        first: those in the store (whichever process showed them) and this process's not yet
+        written."""
+        since = day_start_micros(today - timedelta(days=_window_days(self._catalog)))
+        until = day_start_micros(today + timedelta(days=1))
+        # pending first, then the store: a row written in between is in both, and counted once
+        with self._record_lock:
+            pending = list(self._pending.get(user_id, ()))
+        stored = impression_times(self.store, since, until, user_id)
+        out = {offer: times for (_, offer), times in stored.items()}
+        for offer, ts in pending:
+            times = out.setdefault(offer, [])
+            if since <= ts < until and ts not in times:
+                times.append(ts)
+                times.sort()
+        return out
 
     def rank(
         self,
@@ -323,6 +427,7 @@ class OfferService:
         personalise: bool = True,
         channel: str = "web",
         k: int = 3,
+        generation: int = -1,
     ) -> list[OfferCandidate]:
         """The offers to show ``user_id`` now, best expected value first.
 
@@ -333,36 +438,39 @@ class OfferService:
         engine
             The engine serving now: its version keys the context, its models give ``P``.
         customer
-            The customer's profile as stored *now* (consents may have changed since the
-            context was built).
+            The customer's profile as stored *now* (``None``: no profile stored).
         personalise
             ``False`` serves non-personal offers only (an opt-out, or an experiment holdout).
         channel
             Where the offers are shown (``web``, ``app``, ``email``).
         k
             How many offers at most.
+        generation
+            The store generation this process last saw (keys the per-customer cache).
         """
         if k <= 0 or not self.has_promotions:
             return []
-        ctx = self.context(engine)
+        ctx = self.customer_context(
+            user_id, engine=engine, customer=customer, generation=generation
+        )
         opted_out = customer is not None and customer.personalisation_opt_out
         if not personalise or opted_out or user_id in self._forgotten:
-            # the context may predate the opt-out or erasure: override what it knows
+            # an opt-out, a holdout or an erasure this process made: nothing personal
             marketing = bool(customer and customer.marketing_opt_out)
             who = Customer(user_id, personalisation_opt_out=True, marketing_opt_out=marketing)
             ctx = replace(ctx, customers={user_id: who})
-        elif customer is not None and ctx.customers.get(user_id) != customer:
-            # a profile newer than the context (a new customer, a changed birthday)
-            ctx = replace(ctx, customers={user_id: customer})
         return rank_offers_for_user(ctx, user_id, channel=channel, k=k)
 
     def forget_user(self, user_id: str) -> None:
         """Serve nothing personal to ``user_id`` again, and drop their impressions not yet
         written. Call it *before* erasing them from the store, so that no impression of theirs
-        is written after the erasure (other processes learn of it from the store's tombstone;
-        the next context is built without them)."""
+        is written after the erasure (other processes learn of it from the store's tombstone)."""
         with self._record_lock:
             self._forgotten.add(user_id)
+            self._pending.pop(user_id, None)
+        with self._histories_lock:
+            for key in [k for k in self._histories if k[0] == user_id]:
+                del self._histories[key]
         self.flush()
 
     def record(self, user_id: str, offers: list[OfferCandidate], ts: int | None = None) -> int:
@@ -383,12 +491,14 @@ class OfferService:
             if user_id in self._forgotten:
                 return 0
             for offer in offers:
-                if snap is not None:
-                    snap.context.impressions.setdefault((user_id, offer.offer_id), []).append(ts)
                 if self.writer.submit((user_id, offer.offer_id, ts)):
+                    self._pending.setdefault(user_id, []).append((offer.offer_id, ts))
                     queued += 1
                 else:
                     log.warning("offer impression queue is full; an impression was dropped")
+            while len(self._pending) > self.max_pending:
+                # rows the writer gave up on are never taken out: the oldest customers go
+                self._pending.pop(next(iter(self._pending)))
         if not self.writer.health().alive:
             self.flush()  # no background writer: write now
         return queued
@@ -424,6 +534,14 @@ class OfferService:
                 kept,
                 user_column=0,
             )
+        with self._record_lock:
+            # written: from now on every process reads them from the store
+            for user, offer, ts in rows:
+                shown = self._pending.get(user)
+                if shown is not None and (offer, ts) in shown:
+                    shown.remove((offer, ts))
+                    if not shown:
+                        del self._pending[user]
 
 
 #: Days of impressions a context reads at least: a promotion added later with a cap period up

@@ -270,7 +270,9 @@ class Pages:
         if state.offers is not None:
             try:
                 offers = self._offer_rows(state, svc, user_id, history, None)
-                segment = state.offers.context(engine).segments.get(user_id)
+                segment = state.offers.segment(
+                    user_id, engine=engine, customer=state.store.get_customer(user_id)
+                )
             except RecsysError as exc:
                 offers_note = str(exc)
             if compare and len(lists) > 1 and lists[1].error is None:
