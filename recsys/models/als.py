@@ -1,8 +1,9 @@
 """Implicit-feedback matrix factorisation by alternating least squares (Hu, Koren, Volinsky 2008).
 
-Fitting is delegated to implicit's CPU solver; scoring and folding a user in are done here
-with the same closed-form least-squares solve implicit's ``recalculate_user`` runs, so a
-customer's newest events change their recommendations without retraining.
+Fitting (implicit's CPU solver) and folding a user in (the closed-form least-squares solve
+implicit's ``recalculate_user`` runs, so a customer's newest events change their
+recommendations without retraining) are the kernels of :mod:`recsys.models.kernels`, which the
+hybrid's ALS generator calls too.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from numpy.typing import NDArray
 from recsys.data.interactions import TrainingData
 from recsys.models.base import load_csr, save_csr
 from recsys.models.factors import FactorRecommender
-
-#: Item rows per block when summing the factors' Gram matrix.
-_GRAM_BLOCK = 65_536
+from recsys.models.kernels import als_fit, als_fold_in, als_item_gram
 
 
 class ALSModel(FactorRecommender):
@@ -91,19 +90,17 @@ class ALSModel(FactorRecommender):
 
     def fit(self, data: TrainingData) -> Self:
         """Factorise ``data.interactions``; return ``self``."""
-        from implicit.cpu.als import AlternatingLeastSquares
-
         train = sp.csr_matrix(data.interactions, dtype=np.float32)
-        self._fit_implicit(
-            lambda: AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                alpha=self.alpha,
-                iterations=self.warm_iterations if self._warm() else self.iterations,
-                random_state=self.random_state,
-                num_threads=self.num_threads,
-            ),
+        init = self._take_initial(train)
+        self.user_factors_, self.item_factors_ = als_fit(
             train,
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.warm_iterations if init is not None else self.iterations,
+            seed=self.random_state,
+            threads=self.num_threads,
+            init=init,
         )
         self.train_ = train
         self._gram = None
@@ -140,37 +137,16 @@ class ALSModel(FactorRecommender):
         """Least-squares user factors for history rows, holding the item factors fixed.
 
         Solves ``(YᵀY + λI + Σ (c−1) yᵢyᵢᵀ) x = Σ c yᵢ`` with ``c = alpha · weight``: the same
-        system implicit's ``AlternatingLeastSquares.recalculate_user`` solves, with ``YᵀY``
-        computed once per model rather than per call.
+        system implicit's ``AlternatingLeastSquares.recalculate_user`` solves
+        (:func:`~recsys.models.kernels.als_fold_in`), with ``YᵀY + λI`` computed once per model
+        rather than per call.
         """
         self._check_fitted("item_factors_")
-        rows = sp.csr_matrix(rows)
-        gram = self._item_gram()
-        out = np.zeros((rows.shape[0], self.item_factors_.shape[1]), dtype=np.float32)
-        for r in range(rows.shape[0]):
-            start, end = rows.indptr[r], rows.indptr[r + 1]
-            if start == end:
-                continue
-            idx = rows.indices[start:end]
-            conf = self.alpha * rows.data[start:end].astype(np.float64)
-            # only the user's items: a float64 copy of every item's factors would cost
-            # 512 MB and as many milliseconds per request at 10^6 items
-            y = self.item_factors_[idx].astype(np.float64)
-            positive = conf > 0
-            a = gram + (y.T * (np.abs(conf) - 1.0)) @ y
-            b = (conf[positive, None] * y[positive]).sum(axis=0)
-            out[r] = np.linalg.solve(a, b)
-        return out
+        return als_fold_in(rows, self.item_factors_, self._item_gram(), alpha=self.alpha)
 
     def _item_gram(self) -> NDArray[np.float64]:
         if getattr(self, "_gram", None) is None:
-            factors = self.item_factors_
-            gram = self.regularization * np.eye(factors.shape[1])
-            step = _GRAM_BLOCK  # float64 sums in bounded memory
-            for start in range(0, factors.shape[0], step):
-                block = factors[start : start + step].astype(np.float64)
-                gram += block.T @ block
-            self._gram = gram
+            self._gram = als_item_gram(self.item_factors_, self.regularization)
         assert self._gram is not None
         return self._gram
 

@@ -16,6 +16,9 @@ conditional     ``c_ij / n_i`` = P(j | i)               no
 
 where ``c_ij`` counts the baskets holding both, ``n_i`` those holding ``i`` and ``N`` all
 baskets. Only the ``neighbours`` best of each item are kept, as a sparse matrix.
+
+The counting, normalising and pruning are :mod:`recsys.models.kernels`' (re-exported here),
+which the hybrid's basket generator calls too.
 """
 
 from __future__ import annotations
@@ -38,131 +41,21 @@ from recsys.models.base import (
     save_csr,
     top_k,
 )
+from recsys.models.kernels import (
+    NORMALISATIONS,
+    basket_frequencies,
+    cooccurrence_counts,
+    cooccurrence_matrix,
+    keep_top_neighbours,
+    normalise_counts,
+)
 
 Normalisation = Literal["count", "lift", "jaccard", "cosine", "conditional"]
-NORMALISATIONS: tuple[str, ...] = ("count", "lift", "jaccard", "cosine", "conditional")
 SOURCES: tuple[str, ...] = ("basket", "session")
 
 #: Files of a model folder holding the pair counts and the per-item basket counts.
 COUNTS_FILE = "counts.npz"
 BASKETS_FILE = "baskets.npz"
-
-
-def cooccurrence_counts(baskets: sp.csr_matrix, *, min_support: int = 1) -> sp.csr_matrix:
-    """How many baskets hold each pair of distinct items.
-
-    Parameters
-    ----------
-    baskets
-        ``baskets × items``; any stored non-zero means "in the basket".
-    min_support
-        Pairs in fewer baskets are dropped.
-
-    Returns
-    -------
-    scipy.sparse.csr_matrix
-        ``items × items`` int64, symmetric, empty diagonal.
-    """
-    b = sp.csr_matrix(baskets, copy=True)
-    b.sum_duplicates()
-    b.data = (b.data != 0).astype(np.int64)
-    b.eliminate_zeros()
-    counts = sp.csr_matrix(b.T @ b)
-    counts.setdiag(0)
-    counts.data[counts.data < min_support] = 0
-    counts.eliminate_zeros()
-    counts.sort_indices()
-    return counts
-
-
-def cooccurrence_matrix(
-    baskets: sp.csr_matrix, normalisation: str = "count", *, min_support: int = 1
-) -> sp.csr_matrix:
-    """Normalised co-occurrence (see the module docstring), ``items × items`` float64."""
-    if normalisation not in NORMALISATIONS:
-        raise ConfigError(
-            f"normalisation: {normalisation!r} is not one of {', '.join(NORMALISATIONS)}"
-        )
-    b = sp.csr_matrix(baskets, copy=True)
-    b.sum_duplicates()
-    b.eliminate_zeros()
-    counts = cooccurrence_counts(b, min_support=min_support)
-    return normalise_counts(counts, basket_frequencies(b), b.shape[0], normalisation)
-
-
-def basket_frequencies(baskets: sp.csr_matrix) -> NDArray[np.int64]:
-    """How many baskets hold each item (``n_i`` of the module docstring)."""
-    b = sp.csr_matrix(baskets, copy=True)
-    b.sum_duplicates()
-    b.eliminate_zeros()
-    return np.diff(sp.csc_matrix(b).indptr).astype(np.int64)
-
-
-def normalise_counts(
-    counts: sp.csr_matrix,
-    item_baskets: NDArray[np.integer],
-    n_baskets: int,
-    normalisation: str = "count",
-    *,
-    min_support: int = 1,
-) -> sp.csr_matrix:
-    """Normalised co-occurrence from pair counts, per-item basket counts and the basket total.
-
-    What :func:`cooccurrence_matrix` computes from the baskets themselves; kept separate so
-    counts carried over from an earlier fit plus those of new baskets give the same matrix as
-    counting everything again (a warm start).
-    """
-    if normalisation not in NORMALISATIONS:
-        raise ConfigError(
-            f"normalisation: {normalisation!r} is not one of {', '.join(NORMALISATIONS)}"
-        )
-    counts = sp.csr_matrix(counts)
-    if min_support > 1:
-        counts = counts.copy()
-        counts.data[counts.data < min_support] = 0
-        counts.eliminate_zeros()
-    counts = counts.tocoo()
-    item_baskets = np.asarray(item_baskets, dtype=np.float64)
-    c = counts.data.astype(np.float64)
-    ni, nj = item_baskets[counts.row], item_baskets[counts.col]
-    if normalisation == "count":
-        values = c
-    elif normalisation == "lift":
-        values = c * n_baskets / (ni * nj)
-    elif normalisation == "jaccard":
-        values = c / (ni + nj - c)
-    elif normalisation == "cosine":
-        values = c / np.sqrt(ni * nj)
-    else:
-        values = c / ni
-    out = sp.csr_matrix((values, (counts.row, counts.col)), shape=counts.shape)
-    out.sort_indices()
-    return out
-
-
-def keep_top_neighbours(matrix: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
-    """Keep the ``neighbours`` largest entries of each row (ties broken by lower index)."""
-    m = sp.csr_matrix(matrix)
-    rows, cols, vals = [], [], []
-    for r in range(m.shape[0]):
-        start, end = m.indptr[r], m.indptr[r + 1]
-        idx, val = m.indices[start:end], m.data[start:end]
-        if len(idx) > neighbours:
-            order = np.lexsort((idx, -val))[:neighbours]
-            idx, val = idx[order], val[order]
-        rows.append(np.full(len(idx), r))
-        cols.append(idx)
-        vals.append(val)
-    if not rows:
-        empty = np.empty(0, dtype=np.intp)
-        return sp.csr_matrix((np.empty(0, np.float32), (empty, empty)), shape=m.shape)
-    out = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=m.shape,
-        dtype=np.float32,
-    )
-    out.sort_indices()
-    return out
 
 
 class CooccurrenceModel(Recommender, ItemSimilarity):
@@ -384,3 +277,18 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
             model.item_baskets_ = np.asarray(arrays["item_baskets"], dtype=np.int64)
             model.n_baskets_ = int(arrays["n_baskets"][0])
         return model
+
+
+__all__ = [
+    "BASKETS_FILE",
+    "COUNTS_FILE",
+    "NORMALISATIONS",
+    "SOURCES",
+    "CooccurrenceModel",
+    "Normalisation",
+    "basket_frequencies",
+    "cooccurrence_counts",
+    "cooccurrence_matrix",
+    "keep_top_neighbours",
+    "normalise_counts",
+]

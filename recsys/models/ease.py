@@ -8,6 +8,9 @@ scipy wheel's OpenBLAS (0.3.30, 32-bit indices) kills the process with a segment
 from about 16,300 items (measured on 2026-11-30 on an identity-like 16,300 and 16,500 matrix, and
 on Ta-Feng's 18,210-item catalogue; 15,000 ran without fault), and a refusal is a notice where
 a crash takes every other model down with it.
+
+The weights are :func:`recsys.models.kernels.ease_weights`, the same kernel the hybrid's EASE
+generator calls.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from numpy.typing import NDArray
 from recsys.data.interactions import TrainingData
 from recsys.errors import ArtifactError, ModelTooLargeError
 from recsys.models.base import Recommender, load_arrays, save_arrays
-from recsys.models.features import spd_inverse
+from recsys.models.kernels import ease_weights
 
 
 class EASEModel(Recommender):
@@ -79,14 +82,9 @@ class EASEModel(Recommender):
                 "use als, or raise max_items (beyond about 16,000 items the inverse crashes "
                 "with the scipy wheel's OpenBLAS)"
             )
-        x = self._prepare(data.interactions).astype(np.float64)
-        gram = (x.T @ x).toarray()
-        gram[np.diag_indices(n_items)] += self.regularization
-        # Cholesky: the Gram matrix plus a positive ridge is SPD (half the flops of LU)
-        p = spd_inverse(gram)
-        b = p / (-np.diag(p))
-        b[np.diag_indices(n_items)] = 0.0
-        self.weights_ = b.astype(np.float32)
+        self.weights_ = ease_weights(
+            data.interactions, regularization=self.regularization, binary=self.binary
+        )
         return self
 
     def _prepare(self, matrix: sp.csr_matrix) -> sp.csr_matrix:

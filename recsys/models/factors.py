@@ -133,30 +133,43 @@ class FactorRecommender(Recommender):
         """
         from threadpoolctl import threadpool_limits
 
+        init = self._take_initial(matrix)
+        with threadpool_limits(1, "blas"):
+            model = make()
+            if init is not None:
+                # implicit starts from whatever factors it finds (random only when unset);
+                # its BPR keeps a bias column, so the saved width is the one it expects
+                model.user_factors, model.item_factors = init[0].copy(), init[1].copy()
+            model.fit(matrix, show_progress=False)
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+
+    def _take_initial(
+        self, matrix: sp.csr_matrix
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+        """The factors :meth:`warm_start` left for this fit (``None``: a cold fit), checked
+        against ``matrix``; one fit uses them, a refit without ``warm_start`` is cold again.
+
+        Raises
+        ------
+        ModelError
+            The matrix has no users (guests only), or the warm-start factors do not fit it.
+        """
         if matrix.shape[0] == 0:
             raise ModelError(
                 f"{self.name}: needs customers, and the training data has none (guests only)"
             )
-        with threadpool_limits(1, "blas"):
-            model = make()
-            if self._initial is not None:
-                user_init, item_init = self._initial
-                expected = (matrix.shape, model.factors)
-                if (user_init.shape[0], item_init.shape[0]) != matrix.shape or (
-                    user_init.shape[1] != item_init.shape[1]
-                ):
-                    raise ModelError(
-                        f"{self.name}: warm-start factors {user_init.shape} and "
-                        f"{item_init.shape} do not fit the data {expected}"
-                    )
-                # implicit starts from whatever factors it finds (random only when unset);
-                # its BPR keeps a bias column, so the saved width is the one it expects
-                model.user_factors = user_init.copy()
-                model.item_factors = item_init.copy()
-                self._initial = None  # one fit: a refit without warm_start is cold again
-            model.fit(matrix, show_progress=False)
-        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        init, self._initial = self._initial, None
+        if init is not None:
+            user_init, item_init = init
+            if (user_init.shape[0], item_init.shape[0]) != matrix.shape or (
+                user_init.shape[1] != item_init.shape[1]
+            ):
+                raise ModelError(
+                    f"{self.name}: warm-start factors {user_init.shape} and "
+                    f"{item_init.shape} do not fit the data {matrix.shape}"
+                )
+        return init
 
     # -- persistence -------------------------------------------------------------------------
 

@@ -28,6 +28,13 @@ from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
 from recsys.models.base import load_arrays, save_arrays
+from recsys.models.kernels import (
+    als_fit,
+    als_fold_in,
+    als_item_gram,
+    cooccurrence_neighbours,
+    ease_weights,
+)
 
 MICROS_PER_DAY = 86_400_000_000
 
@@ -80,7 +87,17 @@ TOP_K_BYTES = 64 << 20
 
 @dataclass(frozen=True)
 class GeneratorSettings:
-    """Sizes of the candidate lists and of the generators (from the hybrid's parameters)."""
+    """Sizes of the candidate lists and of the generators (from the hybrid's parameters).
+
+    These defaults are the hybrid's (:class:`~recsys.models.hybrid.HybridModel` takes its
+    parameter defaults from here). The ALS ones differ from
+    :class:`~recsys.models.als.ALSModel`'s on purpose: the generators factorise
+    :func:`collaborative_signal` (``log1p`` of distinct orders, about 0.7 for one purchase),
+    where ALSModel factorises the interaction weights (10 a purchase, hence its ``alpha``
+    0.1), so the confidence scale ``als_alpha`` is 1 here; ``als_regularization`` 0.05 was
+    compared with ALSModel's 0.01 by rolling-origin evaluation (``benchmarks/RESULTS.md``).
+    The kernels are the same (:mod:`recsys.models.kernels`).
+    """
 
     n_bought: int = 100
     n_als: int = 50
@@ -90,6 +107,7 @@ class GeneratorSettings:
     factors: int = 64
     als_iterations: int = 15
     als_regularization: float = 0.05
+    als_alpha: float = 1.0
     ease_lambda: float = 500.0
     max_ease_items: int = 15_000
     cooc_neighbours: int = 100
@@ -235,28 +253,28 @@ class GeneratorState:
         popular = popular[: settings.n_popular].astype(np.intp)
 
         # the collaborative signal: purchase orders, plus carts and views at a lower weight
-        signal = stats.copy().astype(np.float32)
-        np_mask = ~p & (ev.weight > 0)
-        if np_mask.any():
-            extra = sp.csr_matrix(
-                (ev.weight[np_mask], (ev.user[np_mask], ev.item[np_mask])),
-                shape=(n_users, n_items),
-                dtype=np.float32,
-            )
-            signal = (signal + extra).tocsr()
-        signal.data = np.log1p(signal.data).astype(np.float32)
-        user_factors, item_factors = _als(signal, settings)
+        signal = collaborative_signal(ev, stats)
+        user_factors, item_factors = als_fit(
+            signal,
+            factors=settings.factors,
+            regularization=settings.als_regularization,
+            alpha=settings.als_alpha,
+            iterations=settings.als_iterations,
+            seed=settings.seed,
+            threads=0,
+        )
         ease = None
         if 0 < n_items <= settings.max_ease_items:
-            ease = _ease(signal, settings.ease_lambda)
+            ease = ease_weights(signal, regularization=settings.ease_lambda, binary=True)
 
         # basket co-occurrence (cosine), kept sparse: the top neighbours of each item
         baskets = sp.csr_matrix(
             (np.ones(len(ti), np.float32), (po[first], ti)),
             shape=(int(po.max(initial=-1)) + 1, n_items),
         )
-        baskets.data[:] = 1.0
-        cooc = _cooccurrence(baskets, settings.cooc_neighbours)
+        cooc = cooccurrence_neighbours(
+            baskets, normalisation="cosine", min_support=1, neighbours=settings.cooc_neighbours
+        )
 
         return cls(
             n_users=n_users,
@@ -334,11 +352,17 @@ class GeneratorState:
         basis.data[:] = 1.0
         has_any = np.diff(basis.indptr) > 0
 
-        # ALS: stored factors for known users, a ridge fold-in from the history for the others
+        # ALS: stored factors for known users, folded in from the history for the others (the
+        # fit's own weighted system, on the binary basis: the history's scale is the caller's)
         uf = self.user_factors[safe].copy()
         fold = ~known & has_any
         if fold.any():
-            uf[fold] = _fold_in(basis[fold], self.item_factors)
+            uf[fold] = als_fold_in(
+                basis[fold],
+                self.item_factors,
+                self._item_gram(settings.als_regularization),
+                alpha=settings.als_alpha,
+            )
         uf[~known & ~has_any] = 0.0
         # bought before: the most-ordered items (capped, for wholesalers with huge histories)
         bought = _top_sparse_rows(stats_b, settings.n_bought)
@@ -547,6 +571,15 @@ class GeneratorState:
             ]
         ).astype(np.float32)
 
+    def _item_gram(self, regularization: float) -> NDArray[np.float64]:
+        """:func:`~recsys.models.kernels.als_item_gram` of the item factors, computed on the
+        first fold-in and kept (it is not saved: the factors and the settings determine it)."""
+        cached: tuple[float, NDArray[np.float64]] | None = getattr(self, "_gram_cache", None)
+        if cached is None or cached[0] != regularization:
+            cached = (regularization, als_item_gram(self.item_factors, regularization))
+            self._gram_cache = cached
+        return cached[1]
+
     # -- persistence ------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
@@ -593,6 +626,23 @@ class GeneratorState:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def collaborative_signal(ev: EventArrays, stats: sp.csr_matrix) -> sp.csr_matrix:
+    """What the ALS and EASE generators learn from: ``log1p`` of the distinct purchase orders
+    (``stats``) plus the carts and views at their :data:`SIGNAL_WEIGHTS`, ``users × items``
+    float32 (``log1p`` so a wholesaler's hundred orders do not dwarf everyone's one)."""
+    signal = sp.csr_matrix(stats, dtype=np.float32, copy=True)
+    extra_mask = ~ev.purchase & (ev.weight > 0)
+    if extra_mask.any():
+        extra = sp.csr_matrix(
+            (ev.weight[extra_mask], (ev.user[extra_mask], ev.item[extra_mask])),
+            shape=stats.shape,
+            dtype=np.float32,
+        )
+        signal = sp.csr_matrix(signal + extra)
+    signal.data = np.log1p(signal.data).astype(np.float32)
+    return signal
 
 
 def stats_keys(m: sp.csr_matrix, n_cols: int) -> NDArray[np.int64]:
@@ -824,113 +874,3 @@ def _lookup(
 def _concat(parts: list[Any], dtype: Any) -> NDArray[Any]:
     """``np.concatenate`` that also takes an empty list."""
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
-
-
-def _als(
-    signal: sp.csr_matrix, s: GeneratorSettings
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Implicit-feedback ALS factors (implicit's CPU solver, BLAS kept single-threaded)."""
-    n_users, n_items = signal.shape
-    if signal.nnz == 0:
-        return np.zeros((n_users, s.factors), np.float32), np.zeros(
-            (n_items, s.factors), np.float32
-        )
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
-
-    model = AlternatingLeastSquares(
-        factors=s.factors,
-        regularization=s.als_regularization,
-        iterations=s.als_iterations,
-        random_state=s.seed,
-        num_threads=0,
-    )
-    with threadpool_limits(1, "blas"):
-        model.fit(sp.csr_matrix(signal, dtype=np.float32), show_progress=False)
-    return (
-        np.ascontiguousarray(model.user_factors, dtype=np.float32),
-        np.ascontiguousarray(model.item_factors, dtype=np.float32),
-    )
-
-
-def _fold_in(rows: sp.csr_matrix, item_factors: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Least-squares user factors for users not seen in training, from their history rows."""
-    f = item_factors.shape[1]
-    gram = item_factors.T @ item_factors + 0.1 * np.eye(f, dtype=np.float32)
-    rhs = np.asarray(rows @ item_factors)
-    return np.linalg.solve(gram, rhs.T).T.astype(np.float32)
-
-
-def _ease(signal: sp.csr_matrix, lam: float) -> NDArray[np.float32]:
-    """EASE item-item weights (Steck 2019) on the binarised signal."""
-    x = sp.csr_matrix(signal, dtype=np.float64)
-    x.data[:] = 1.0
-    g = (x.T @ x).toarray()
-    g[np.diag_indices_from(g)] += lam
-    p = spd_inverse(g)
-    b = -p / np.diag(p)
-    b[np.diag_indices_from(b)] = 0.0
-    return b.astype(np.float32)
-
-
-def spd_inverse(g: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Inverse of a symmetric positive definite matrix through its Cholesky factor.
-
-    Half the flops of the LU inverse (``np.linalg.inv``) for the same result up to rounding;
-    EASE's Gram matrix plus a positive ridge is positive definite; when the factorisation
-    fails (a zero ridge) the LU inverse is used, as before.
-
-    Parameters
-    ----------
-    g
-        A square, symmetric, C- or Fortran-contiguous float64 matrix.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``g⁻¹``, symmetric.
-    """
-    from scipy.linalg import lapack
-
-    # g is symmetric, so g.T (Fortran order) is the same matrix without a transposing copy
-    factor, info = lapack.dpotrf(g.T, lower=False, clean=False)
-    if info != 0:
-        return np.asarray(np.linalg.inv(g.T), dtype=np.float64)
-    inv, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
-    if info != 0:
-        return np.asarray(np.linalg.inv(g.T), dtype=np.float64)
-    # dpotri fills the upper triangle only; mirror it in place (np.triu + transpose-add made
-    # three full temporaries and cost about a third of the inverse itself on 4k items)
-    return _mirror_upper(inv)
-
-
-def _mirror_upper(a: NDArray[np.float64], block: int = 256) -> NDArray[np.float64]:
-    """Copy the upper triangle of square ``a`` onto its lower triangle, in place, by blocks."""
-    n = a.shape[0]
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        # the diagonal block, then everything left of it in these rows
-        diag = a[start:stop, start:stop]
-        lower = np.tril_indices(stop - start, -1)
-        diag[lower] = diag.T[lower]
-        a[start:stop, :start] = a[:start, start:stop].T
-    return a
-
-
-def _cooccurrence(baskets: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Cosine basket co-occurrence, pruned to the ``k`` strongest neighbours of each item."""
-    n_items = baskets.shape[1]
-    c = sp.csr_matrix(baskets.T @ baskets, dtype=np.float32)
-    c.setdiag(0)
-    c.eliminate_zeros()
-    freq = np.asarray(baskets.sum(axis=0)).ravel().astype(np.float32)
-    norm = 1.0 / np.sqrt(np.maximum(freq, 1.0))
-    c = sp.csr_matrix(sp.diags(norm) @ c @ sp.diags(norm), dtype=np.float32)
-    c.sort_indices()
-    if c.nnz == 0:
-        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    rows, cols = _top_sparse_rows(c, k)
-    vals = np.asarray(c[rows, cols]).ravel()
-    out = sp.csr_matrix((vals, (rows, cols)), shape=(n_items, n_items), dtype=np.float32)
-    out.sort_indices()
-    return out

@@ -28,10 +28,12 @@ the isotonic fit on every held-out customer still learns how rarely anyone buys 
 (this raised recall and NDCG at both evaluation cuts, see ``benchmarks/RESULTS.md``).
 Finally the generators are rebuilt from *all* events for serving.
 
-The generators are built in :mod:`recsys.models.features` (ALS through implicit, EASE,
-co-occurrence, popularity, repeat statistics) rather than by composing the registry's model
-classes, so that the internal-cut and the serving copies compute every feature the same way
-and the per-pair lookups stay vectorised; all are stored as one ``.npz``.
+The generators are built in :mod:`recsys.models.features` (ALS, EASE, co-occurrence,
+popularity, repeat statistics) rather than by composing the registry's model classes, so that
+the internal-cut and the serving copies compute every feature the same way and the per-pair
+lookups stay vectorised; all are stored as one ``.npz``. The numerical work is the model
+classes' own: ALS fitting and fold-in, EASE and co-occurrence are the kernels of
+:mod:`recsys.models.kernels` that ``ALSModel``, ``EASEModel`` and ``CooccurrenceModel`` call.
 
 With too few labelled purchases to learn from (tiny shops, tests), the ranker falls back to
 a fixed blend of reciprocal generator ranks and the repeat signal, and says so in
@@ -78,6 +80,8 @@ _COL = {name: i for i, name in enumerate(FEATURES)}
 _CHUNK = 1024
 #: Expanded (pair, neighbour) entries examined at once when looking for reason partners.
 _PARTNER_BLOCK = 1 << 20
+#: The generators' defaults: one source for :class:`HybridModel`'s parameters and the settings.
+_DEFAULTS = GeneratorSettings()
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,10 @@ class HybridModel(Recommender):
         Candidates each generator contributes per user.
     factors
         ALS factors.
+    als_regularization, als_alpha
+        The ALS generator's L2 penalty and confidence scale (see
+        :class:`~recsys.models.features.GeneratorSettings` for why they differ from
+        :class:`~recsys.models.als.ALSModel`'s: another signal, the same kernel).
     ease_lambda
         EASE L2 regularisation.
     max_ease_items
@@ -142,14 +150,16 @@ class HybridModel(Recommender):
         self,
         *,
         label_days: float = 30.0,
-        n_bought: int = 100,
-        n_als: int = 50,
-        n_ease: int = 50,
-        n_cooc: int = 50,
-        n_popular: int = 20,
-        factors: int = 64,
-        ease_lambda: float = 500.0,
-        max_ease_items: int = 15_000,
+        n_bought: int = _DEFAULTS.n_bought,
+        n_als: int = _DEFAULTS.n_als,
+        n_ease: int = _DEFAULTS.n_ease,
+        n_cooc: int = _DEFAULTS.n_cooc,
+        n_popular: int = _DEFAULTS.n_popular,
+        factors: int = _DEFAULTS.factors,
+        als_regularization: float = _DEFAULTS.als_regularization,
+        als_alpha: float = _DEFAULTS.als_alpha,
+        ease_lambda: float = _DEFAULTS.ease_lambda,
+        max_ease_items: int = _DEFAULTS.max_ease_items,
         negative_rate: float = 0.3,
         calibration_share: float = 0.2,
         min_positives: int = 50,
@@ -165,6 +175,8 @@ class HybridModel(Recommender):
         self.n_cooc = n_cooc
         self.n_popular = n_popular
         self.factors = factors
+        self.als_regularization = als_regularization
+        self.als_alpha = als_alpha
         self.ease_lambda = ease_lambda
         self.max_ease_items = max_ease_items
         self.negative_rate = negative_rate
@@ -185,6 +197,8 @@ class HybridModel(Recommender):
             n_cooc=self.n_cooc,
             n_popular=self.n_popular,
             factors=self.factors,
+            als_regularization=self.als_regularization,
+            als_alpha=self.als_alpha,
             ease_lambda=self.ease_lambda,
             max_ease_items=self.max_ease_items,
             seed=self.seed,

@@ -35,11 +35,11 @@ def test_fold_in_equals_implicit_recalculate_user(tiny_data: TrainingData) -> No
 def test_fold_in_is_the_same_with_the_gram_summed_in_blocks(
     tiny_data: TrainingData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import recsys.models.als as als
+    from recsys.models import kernels
 
     rows = sp.csr_matrix(tiny_data.interactions[[0, 3, 8]])
     whole = _fit(tiny_data).fold_in(rows)
-    monkeypatch.setattr(als, "_GRAM_BLOCK", 3)  # several blocks, the last one partial
+    monkeypatch.setattr(kernels, "GRAM_BLOCK", 3)  # several blocks, the last one partial
     np.testing.assert_allclose(_fit(tiny_data).fold_in(rows), whole, rtol=1e-6, atol=1e-7)
 
 

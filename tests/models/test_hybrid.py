@@ -152,6 +152,25 @@ def test_save_load_round_trip(model: HybridModel, shop: TrainingData, tmp_path: 
     assert loaded.get_params() == model.get_params()
 
 
+def test_a_version_from_before_the_als_parameters_loads(
+    model: HybridModel, shop: TrainingData, tmp_path: Path
+) -> None:
+    """Versions written before ``als_regularization``/``als_alpha`` were parameters load with
+    the values their ALS was fitted with (implicit's alpha 1, the hybrid's 0.05)."""
+    import json
+
+    model.save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "hybrid.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["params"]["als_regularization"], meta["params"]["als_alpha"]
+    meta_path.write_text(json.dumps(meta))
+    loaded = HybridModel.load(tmp_path / "m")
+    assert (loaded.als_regularization, loaded.als_alpha) == (0.05, 1.0)
+    users = np.arange(0, shop.n_users, 7)
+    hist = sp.csr_matrix(shop.interactions[users])
+    np.testing.assert_array_equal(model.score(users, hist), loaded.score(users, hist))
+
+
 def test_tampered_ranker_is_refused(model: HybridModel, tmp_path: Path) -> None:
     model.save(tmp_path / "m")
     path = tmp_path / "m" / "ranker.joblib"
@@ -200,23 +219,3 @@ def test_big_catalogue_skips_ease(shop: TrainingData) -> None:
     (reasons,) = model.explain(users, hist, 5)
     assert reasons and all("ease" not in r.sources for r in reasons)
     assert reasons[0].item == shop.items.index("c3")
-
-
-@pytest.mark.parametrize("n", [1, 7, 60])
-def test_the_cholesky_inverse_equals_the_lu_inverse(rng: np.random.Generator, n: int) -> None:
-    from recsys.models.features import spd_inverse
-
-    x = rng.random((3 * n, n))
-    gram = x.T @ x + 0.5 * np.eye(n)
-    inverse = spd_inverse(gram.copy())
-    np.testing.assert_allclose(inverse, np.linalg.inv(gram), rtol=1e-9, atol=1e-12)
-    np.testing.assert_array_equal(inverse, inverse.T)
-
-
-def test_a_singular_gram_falls_back_to_the_lu_inverse() -> None:
-    from recsys.models.features import spd_inverse
-
-    with pytest.raises(np.linalg.LinAlgError):
-        spd_inverse(np.zeros((3, 3)))
-    indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])  # not positive definite, but invertible
-    np.testing.assert_allclose(spd_inverse(indefinite.copy()), np.linalg.inv(indefinite))

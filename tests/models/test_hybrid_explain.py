@@ -9,6 +9,8 @@ fixed-blend fallback.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -146,7 +148,7 @@ def test_ties_go_to_the_lowest_partner_index(model: HybridModel, shop: TrainingD
     flat_cooc.data[:] = 1.0
     tied = HybridModel(factors=8, max_iter=30)
     tied.__dict__.update(model.__dict__)
-    tied.state_ = type(state)(**{**state.__dict__, "cooc": flat_cooc})
+    tied.state_ = dataclasses.replace(state, cooc=flat_cooc)
     users = np.arange(0, shop.n_users, 2, dtype=np.intp)
     hist = sp.csr_matrix(shop.interactions[users])
     fast = tied.explain(users, hist, 20)

@@ -1,0 +1,258 @@
+"""The shared numerical kernels: their laws, and that models and the hybrid get the same answer.
+
+The hybrid's generators and the model classes call the same kernels, so on the same matrix
+and parameters the hybrid's ALS factors, EASE weights and co-occurrence neighbours are the
+models' own, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from itertools import combinations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
+from recsys.data.schema import EventFrame
+from recsys.models import kernels
+from recsys.models.als import ALSModel
+from recsys.models.cooccurrence import CooccurrenceModel
+from recsys.models.ease import EASEModel
+from recsys.models.features import (
+    MICROS_PER_DAY,
+    EventArrays,
+    GeneratorSettings,
+    GeneratorState,
+    collaborative_signal,
+)
+from recsys.models.kernels import (
+    als_fold_in,
+    als_item_gram,
+    cooccurrence_counts,
+    cooccurrence_neighbours,
+    mirror_upper,
+    spd_inverse,
+)
+from tests.models.conftest import AS_OF
+from tests.models.test_hybrid import synthetic_rows
+
+# -- the hybrid's generators are the models ---------------------------------------------------
+
+SETTINGS = GeneratorSettings(factors=8, als_iterations=6, cooc_neighbours=5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def shop() -> TrainingData:
+    return build_training_data(
+        EventFrame.from_rows(synthetic_rows()), InteractionConfig(), as_of=AS_OF
+    )
+
+
+@pytest.fixture(scope="module")
+def state_and_signal(shop: TrainingData) -> tuple[GeneratorState, sp.csr_matrix]:
+    ev = EventArrays.from_training_data(shop)
+    state = GeneratorState.build(ev, shop.n_users, shop.n_items, AS_OF / MICROS_PER_DAY, SETTINGS)
+    return state, collaborative_signal(ev, state.stats)
+
+
+def test_hybrid_als_factors_are_als_models(
+    shop: TrainingData, state_and_signal: tuple[GeneratorState, sp.csr_matrix]
+) -> None:
+    state, signal = state_and_signal
+    model = ALSModel(
+        factors=SETTINGS.factors,
+        regularization=SETTINGS.als_regularization,
+        alpha=SETTINGS.als_alpha,
+        iterations=SETTINGS.als_iterations,
+        random_state=SETTINGS.seed,
+        num_threads=0,
+    ).fit(dataclasses.replace(shop, interactions=signal))
+    assert np.abs(state.item_factors).max() > 0  # a real fit, not the empty-matrix zeros
+    np.testing.assert_array_equal(state.user_factors, model.user_factors_)
+    np.testing.assert_array_equal(state.item_factors, model.item_factors_)
+
+
+def test_hybrid_fold_in_is_als_models(
+    state_and_signal: tuple[GeneratorState, sp.csr_matrix], rng: np.random.Generator
+) -> None:
+    """An unknown user's ALS vector in the hybrid is ALSModel's fold-in of the binary history."""
+    state, _ = state_and_signal
+    model = ALSModel(regularization=SETTINGS.als_regularization, alpha=SETTINGS.als_alpha)
+    model.user_factors_, model.item_factors_ = state.user_factors, state.item_factors
+    hist = sp.csr_matrix((rng.random((3, state.n_items)) < 0.1).astype(np.float32))
+    gram = state._item_gram(SETTINGS.als_regularization)
+    got = als_fold_in(hist, state.item_factors, gram, alpha=SETTINGS.als_alpha)
+    np.testing.assert_array_equal(got, model.fold_in(hist))
+    assert np.abs(got).max() > 0
+
+
+def test_hybrid_ease_is_ease_models(
+    shop: TrainingData, state_and_signal: tuple[GeneratorState, sp.csr_matrix]
+) -> None:
+    state, signal = state_and_signal
+    model = EASEModel(regularization=SETTINGS.ease_lambda).fit(
+        dataclasses.replace(shop, interactions=signal)
+    )
+    assert state.ease is not None
+    np.testing.assert_array_equal(state.ease, model.weights_)
+
+
+def test_hybrid_cooccurrence_is_cooccurrence_models(
+    shop: TrainingData, state_and_signal: tuple[GeneratorState, sp.csr_matrix]
+) -> None:
+    """The hybrid's basket generator is the cosine model without a support floor."""
+    state, _ = state_and_signal
+    model = CooccurrenceModel(
+        normalisation="cosine", min_support=1, neighbours=SETTINGS.cooc_neighbours
+    ).fit(shop)
+    assert state.cooc.nnz > 0
+    assert (state.cooc != model.similarity_).nnz == 0
+    assert state.cooc.dtype == model.similarity_.dtype == np.float32
+
+
+# -- ALS fold-in ------------------------------------------------------------------------------
+
+
+def _rows_strategy() -> st.SearchStrategy[tuple[int, int, int, float, bool]]:
+    return st.tuples(
+        st.integers(1, 12),  # users
+        st.integers(1, 30),  # items
+        st.integers(1, 6),  # factors
+        st.sampled_from([0.1, 1.0, 3.0]),  # alpha
+        st.booleans(),  # binary history
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=_rows_strategy(), seed=st.integers(0, 2**16), tiny_chunks=st.booleans())
+def test_fold_in_solves_each_users_normal_equations(
+    shape: tuple[int, int, int, float, bool], seed: int, tiny_chunks: bool
+) -> None:
+    """``(YᵀY + λI + Σ (|c|−1) yyᵀ) x = Σ_{c>0} c y`` per row, whatever the chunking."""
+    n, m, f, alpha, binary = shape
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=(m, f)).astype(np.float32)
+    dense = np.where(rng.random((n, m)) < 0.4, rng.integers(1, 5, (n, m)), 0).astype(np.float32)
+    if binary:
+        dense = (dense > 0).astype(np.float32)
+    rows = sp.csr_matrix(dense)
+    gram = als_item_gram(y, 0.3)
+    old = kernels.FOLD_IN_BYTES
+    try:
+        if tiny_chunks:  # one entry per chunk: every user goes through the single-user path
+            kernels.FOLD_IN_BYTES = 8 * f * f
+        x = als_fold_in(rows, y, gram, alpha=alpha).astype(np.float64)
+    finally:
+        kernels.FOLD_IN_BYTES = old
+    y64 = y.astype(np.float64)
+    for r in range(n):
+        idx = np.flatnonzero(dense[r])
+        if len(idx) == 0:
+            np.testing.assert_array_equal(x[r], 0.0)
+            continue
+        c = alpha * dense[r, idx].astype(np.float64)
+        a = y64.T @ y64 + 0.3 * np.eye(f) + (y64[idx].T * (c - 1.0)) @ y64[idx]
+        b = (c[:, None] * y64[idx]).sum(axis=0)
+        np.testing.assert_allclose(a @ x[r], b, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(b).max()))
+
+
+def test_item_gram_is_the_regularised_gram_in_any_block_size(rng: np.random.Generator) -> None:
+    y = rng.normal(size=(50, 4)).astype(np.float32)
+    expected = y.astype(np.float64).T @ y.astype(np.float64) + 0.5 * np.eye(4)
+    for block in (1, 7, 50, 1000):
+        np.testing.assert_allclose(als_item_gram(y, 0.5, block=block), expected, rtol=1e-12)
+
+
+# -- EASE's inverse ---------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), seed=st.integers(0, 2**16), ridge=st.floats(1e-3, 100.0))
+def test_spd_inverse_times_the_matrix_is_the_identity(n: int, seed: int, ridge: float) -> None:
+    x = np.random.default_rng(seed).random((2 * n, n))
+    g = x.T @ x + ridge * np.eye(n)
+    inverse = spd_inverse(g.copy())
+    np.testing.assert_allclose(g @ inverse, np.eye(n), atol=1e-8 * np.linalg.cond(g))
+    np.testing.assert_array_equal(inverse, inverse.T)
+
+
+@pytest.mark.parametrize("n", [1, 7, 60])
+def test_the_cholesky_inverse_equals_the_lu_inverse(rng: np.random.Generator, n: int) -> None:
+    x = rng.random((3 * n, n))
+    gram = x.T @ x + 0.5 * np.eye(n)
+    inverse = spd_inverse(gram.copy())
+    np.testing.assert_allclose(inverse, np.linalg.inv(gram), rtol=1e-9, atol=1e-12)
+
+
+def test_a_singular_gram_falls_back_to_the_lu_inverse() -> None:
+    with pytest.raises(np.linalg.LinAlgError):
+        spd_inverse(np.zeros((3, 3)))
+    indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])  # not positive definite, but invertible
+    np.testing.assert_allclose(spd_inverse(indefinite.copy()), np.linalg.inv(indefinite))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), block=st.integers(1, 17), fortran=st.booleans())
+def test_mirror_upper_equals_triu_plus_its_transpose(n: int, block: int, fortran: bool) -> None:
+    a = np.random.default_rng(n * 31 + block).normal(size=(n, n))
+    if fortran:  # dpotri hands back a Fortran-ordered array
+        a = np.asfortranarray(a)
+    expected = np.triu(a) + np.triu(a, 1).T
+    got = mirror_upper(a.copy(order="A"), block=block)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, got.T)
+
+
+# -- co-occurrence ----------------------------------------------------------------------------
+
+N_ITEMS = 7
+baskets_strategy = st.lists(
+    st.sets(st.integers(0, N_ITEMS - 1), min_size=1, max_size=N_ITEMS), min_size=1, max_size=20
+)
+
+
+def _matrix(baskets: list[set[int]]) -> sp.csr_matrix:
+    rows = [r for r, b in enumerate(baskets) for _ in b]
+    cols = [i for b in baskets for i in sorted(b)]
+    return sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(baskets), N_ITEMS)
+    )
+
+
+def _brute_counts(baskets: list[set[int]]) -> np.ndarray:
+    counts = np.zeros((N_ITEMS, N_ITEMS), dtype=np.int64)
+    for basket in baskets:
+        for i, j in combinations(sorted(basket), 2):
+            counts[i, j] += 1
+            counts[j, i] += 1
+    return counts
+
+
+@settings(max_examples=60, deadline=None)
+@given(baskets_strategy)
+def test_counts_are_symmetric_and_the_brute_force_count(baskets: list[set[int]]) -> None:
+    got = cooccurrence_counts(_matrix(baskets)).toarray()
+    np.testing.assert_array_equal(got, _brute_counts(baskets))
+    np.testing.assert_array_equal(got, got.T)
+
+
+@settings(max_examples=60, deadline=None)
+@given(baskets_strategy, st.integers(1, N_ITEMS))
+def test_cosine_neighbours_are_the_brute_force_top_k(baskets: list[set[int]], k: int) -> None:
+    counts = _brute_counts(baskets).astype(np.float64)
+    freq = np.array([sum(i in b for b in baskets) for i in range(N_ITEMS)], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(counts > 0, counts / np.sqrt(np.outer(freq, freq)), 0.0)
+    got = cooccurrence_neighbours(
+        _matrix(baskets), normalisation="cosine", min_support=1, neighbours=k
+    ).toarray()
+    for i in range(N_ITEMS):
+        nonzero = np.flatnonzero(cosine[i])
+        # largest first, ties by the lower index
+        keep = nonzero[np.lexsort((nonzero, -cosine[i, nonzero]))][:k]
+        assert set(np.flatnonzero(got[i])) == set(keep.tolist())
+        np.testing.assert_allclose(got[i, keep], cosine[i, keep], rtol=1e-6)
