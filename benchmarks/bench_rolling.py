@@ -93,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         "scipy's OpenBLAS 0.3.30 the dense inverse crashes the process from about 16,000 items "
         "(see benchmarks/RESULTS.md, rolling origin), so EASE is skipped instead",
     )
+    parser.add_argument(
+        "--default-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter of the default model (VALUE is JSON, e.g. "
+        "als_regularization=0.01); repeatable. Compares a setting without editing the config",
+    )
     parser.add_argument("--target-all", type=float, default=1.05, help="all-items target ratio")
     parser.add_argument("--target-new", type=float, default=1.10, help="new-items target ratio")
     args = parser.parse_args(argv)
@@ -133,16 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     config = load_training_config()
     default = config.default_model
 
-    def configured(name: str) -> Any:
+    def configured(name: str, overrides: dict[str, Any] | None = None) -> Any:
         spec = config.models.get(name)
         params = dict(spec.params) if spec is not None else {}
+        params.update(overrides or {})
         registry_name = (spec.model if spec is not None else None) or name
         return lambda: model_class(registry_name)(**params)
 
     ease_params = dict(config.models["ease"].params) if "ease" in config.models else {}
     if args.ease_max_items is not None:
         ease_params["max_items"] = args.ease_max_items
-    models: dict[str, Any] = {"default": configured(default)}
+    overrides: dict[str, Any] = {}
+    for item in args.default_param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--default-param {item!r}: expected KEY=VALUE")
+        overrides[key] = json.loads(value)
+    models: dict[str, Any] = {"default": configured(default, overrides)}
     models.update({name: configured(name) for name in BASELINES})
     models["ease"] = lambda: model_class("ease")(**ease_params)
     models["repeat"] = lambda: RepeatModel(fallback="ease", fallback_params=ease_params)
@@ -169,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"run {started_at:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} min, {machine()}; "
         f"load average (1/5/15 min) before {_load(load_before)}, after {_load(load_after)}; "
-        f"default model: {default}\n"
+        f"default model: {default}" + (f" with {json.dumps(overrides)}" if overrides else "") + "\n"
     )
     print(result.to_markdown())
     print(_targets_markdown(targets, args.k))
@@ -182,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_before": load_before,
             "load_after": load_after,
             "default_model": default,
+            "default_overrides": overrides,
             "sample_customers": args.sample_customers,
             "result": result.to_dict(),
             "targets": targets,
