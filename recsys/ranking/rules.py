@@ -42,7 +42,6 @@ other item of that category).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,8 @@ from recsys.data.vocab import Vocabulary
 CATEGORY_SEPARATOR = " > "
 #: Reason attached to items that filled the list because the model had too few.
 FALLBACK_REASON = "fallback:popular"
+#: Category masks kept per catalogue (one per distinct set of category prefixes asked for).
+_CATEGORY_MASKS = 256
 
 
 # -- the file format -------------------------------------------------------------------------
@@ -169,6 +170,14 @@ class CatalogArrays:
     category: NDArray[np.object_]
     price: NDArray[np.float64]  # NaN where unknown
     in_stock: NDArray[np.bool_]
+    # derived, filled on first use: distinct categories and each item's code among them, and
+    # the masks of the prefix sets asked for so far
+    _category_codes: tuple[list[str], NDArray[np.intp]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _category_masks: dict[tuple[str, ...], NDArray[np.bool_]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_records(cls, items: Vocabulary, records: Sequence[Mapping[str, Any]]) -> CatalogArrays:
@@ -192,16 +201,33 @@ class CatalogArrays:
         return len(self.items)
 
     def category_mask(self, prefixes: Sequence[str]) -> NDArray[np.bool_]:
-        """Items whose category path starts with one of ``prefixes`` (whole levels only)."""
-        mask = np.zeros(len(self), dtype=bool)
-        if not prefixes:
+        """Items whose category path starts with one of ``prefixes`` (whole levels only).
+
+        Matched once per distinct category, not per item, and kept per set of prefixes (a
+        request's ``category`` filter asks the same few again and again; the result is
+        read-only)."""
+        wanted = tuple(sorted({p.strip() for p in prefixes if p.strip()}))
+        mask = self._category_masks.get(wanted)
+        if mask is not None:
             return mask
-        wanted = [p.strip() for p in prefixes if p.strip()]
-        for i, cat in enumerate(self.category.tolist()):
-            for p in wanted:
-                if cat == p or cat.startswith(p + CATEGORY_SEPARATOR):
-                    mask[i] = True
-                    break
+        if self._category_codes is None:
+            names, codes = np.unique(self.category.astype(str), return_inverse=True)
+            object.__setattr__(self, "_category_codes", (names.tolist(), codes.ravel()))
+        assert self._category_codes is not None
+        names_list, codes = self._category_codes
+        hit = np.fromiter(
+            (
+                any(cat == p or cat.startswith(p + CATEGORY_SEPARATOR) for p in wanted)
+                for cat in names_list
+            ),
+            dtype=bool,
+            count=len(names_list),
+        )
+        mask = hit[codes] if len(codes) else np.zeros(0, dtype=bool)
+        mask.flags.writeable = False
+        if len(self._category_masks) >= _CATEGORY_MASKS:
+            self._category_masks.clear()
+        self._category_masks[wanted] = mask
         return mask
 
     def id_mask(self, ids: Sequence[str]) -> NDArray[np.bool_]:
@@ -303,6 +329,76 @@ class _Fill:
     per_group: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """One request's scored items: distinct item indices and their scores.
+
+    Every item not listed is unscored, as ``NaN`` in a dense score vector would say, so
+    :func:`apply_rules` gives the same list for ``Candidates.from_dense(v)`` as for ``v``; a
+    model that returns its top few hundred items (an approximate index, a precomputed list, a
+    model that explains) is ranked in time proportional to those, not to the catalogue.
+    """
+
+    index: NDArray[np.intp]
+    score: NDArray[np.float32]
+
+    @classmethod
+    def from_dense(cls, scores: NDArray[np.floating]) -> Candidates:
+        """The finite entries of a score-per-item vector."""
+        values = np.asarray(scores, dtype=np.float32)
+        idx = np.flatnonzero(np.isfinite(values))
+        return cls(idx, values[idx])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+class _Eligibility:
+    """Which items one request may show (rules, request filters, purchases), item by item:
+    asked only for the items a request looks at, so a request never builds a catalogue-long
+    mask it does not need."""
+
+    def __init__(
+        self,
+        compiled: CompiledRules,
+        catalog: CatalogArrays,
+        request: RequestFilters,
+        purchased: NDArray[np.intp] | None,
+    ) -> None:
+        self.compiled = compiled
+        self.catalog = catalog
+        self.request = request
+        self.exclude: NDArray[np.intp] | None = None
+        if request.exclude:
+            idx = catalog.items.indices(request.exclude)
+            self.exclude = idx[idx >= 0]
+        self.category = catalog.category_mask([request.category]) if request.category else None
+        exclude_purchased = (
+            compiled.rules.exclude_purchased
+            if request.exclude_purchased is None
+            else request.exclude_purchased
+        )
+        self.bought: NDArray[np.intp] | None = None
+        if exclude_purchased and purchased is not None and len(purchased):
+            self.bought = np.asarray(purchased, dtype=np.intp)
+
+    def of(self, idx: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """Whether each item of ``idx`` may be shown."""
+        c, r = self.compiled, self.request
+        ok = c.base_eligible[idx]
+        if self.exclude is not None and len(self.exclude):
+            ok &= ~np.isin(idx, self.exclude)
+        if self.category is not None:
+            ok &= self.category[idx]
+        if r.min_price is not None:
+            ok &= self.catalog.price[idx] >= r.min_price
+        if r.max_price is not None:
+            ok &= self.catalog.price[idx] <= r.max_price
+        if self.bought is not None:
+            ok &= ~(np.isin(idx, self.bought) & ~c.repeatable[idx])
+        return ok
+
+
 def eligible_mask(
     compiled: CompiledRules,
     catalog: CatalogArrays,
@@ -310,30 +406,12 @@ def eligible_mask(
     purchased: NDArray[np.intp] | None,
 ) -> NDArray[np.bool_]:
     """Items this request may show, before scores: rules, request filters and purchases."""
-    mask = compiled.base_eligible.copy()
-    if request.exclude:
-        idx = catalog.items.indices(request.exclude)
-        mask[idx[idx >= 0]] = False
-    if request.category:
-        mask &= catalog.category_mask([request.category])
-    if request.min_price is not None:
-        mask &= catalog.price >= request.min_price
-    if request.max_price is not None:
-        mask &= catalog.price <= request.max_price
-    exclude_purchased = (
-        compiled.rules.exclude_purchased
-        if request.exclude_purchased is None
-        else request.exclude_purchased
-    )
-    if exclude_purchased and purchased is not None and len(purchased):
-        bought = np.zeros(len(mask), dtype=bool)
-        bought[np.asarray(purchased, dtype=np.intp)] = True
-        mask &= ~(bought & ~compiled.repeatable)
-    return mask
+    everything = np.arange(len(catalog), dtype=np.intp)
+    return _Eligibility(compiled, catalog, request, purchased).of(everything)
 
 
 def apply_rules(
-    scores: NDArray[np.floating],
+    scores: NDArray[np.floating] | Candidates,
     k: int,
     *,
     compiled: CompiledRules,
@@ -350,7 +428,8 @@ def apply_rules(
     Parameters
     ----------
     scores
-        Score per item index (``NaN``: the model has no opinion).
+        Score per item index (``NaN``: the model has no opinion), or only the scored items
+        (:class:`Candidates`: the same list, in time proportional to the candidates).
     k
         How many items to return.
     compiled, catalog
@@ -376,18 +455,25 @@ def apply_rules(
     k = max(0, min(int(k), n))
     if k == 0:
         return []
-    mask = eligible_mask(compiled, catalog, request, purchased)
-    pins = [(i, pos, name) for i, pos, name in compiled.pins if mask[i] and pos < k]
+    cand = scores if isinstance(scores, Candidates) else Candidates.from_dense(scores)
+    eligible = _Eligibility(compiled, catalog, request, purchased)
+    pin_idx = np.fromiter((i for i, _, _ in compiled.pins), dtype=np.intp, count=len(compiled.pins))
+    pin_ok = eligible.of(pin_idx).tolist()
+    pins = [(i, pos, name) for (i, pos, name), ok in zip(compiled.pins, pin_ok, strict=True) if ok]
+    pins = [(i, pos, name) for i, pos, name in pins if pos < k]
     pinned = {i for i, _, _ in pins}
     n_free = k - len(pins)
 
-    raw = np.asarray(scores, dtype=np.float32)
-    adjusted = (
-        np.where(raw > 0, raw * compiled.boost, raw / compiled.boost) if compiled.boosted else raw
-    )
-    usable = mask & np.isfinite(adjusted)
+    index = np.asarray(cand.index, dtype=np.intp)
+    raw = np.asarray(cand.score, dtype=np.float32)
+    if compiled.boosted:
+        boost = compiled.boost[index]
+        adjusted = np.where(raw > 0, raw * boost, raw / boost)
+    else:
+        adjusted = raw
+    usable = eligible.of(index) & np.isfinite(adjusted)
     if pinned:
-        usable[list(pinned)] = False
+        usable &= ~np.isin(index, np.fromiter(pinned, dtype=np.intp))
 
     cap = rules.max_per_category
     reasons = reasons or {}
@@ -398,57 +484,61 @@ def apply_rules(
             g = int(compiled.group[i])
             taken_by_pins[g] = taken_by_pins.get(g, 0) + 1
     # Only a prefix of the full order is ever read (k items, a few more when the category cap
-    # skips some): sorting that prefix instead of every candidate keeps a request O(n), not
-    # O(n log n), on large catalogues. The prefix grows until the list is full or exhausted.
+    # skips some): sorting that prefix instead of every candidate keeps a request linear in
+    # the candidates, not n log n. The prefix grows until the list is full or exhausted.
+    buried = compiled.buried[index]
     want = max(4 * n_free, 64)
     while True:
-        order, complete = _order_prefix(adjusted, usable, compiled.buried, want)
+        order, complete = _order_prefix(index, adjusted, usable, buried, want)
         fill = _Fill(per_group=dict(taken_by_pins))
-        for i in order.tolist():
+        for i, a in zip(index[order].tolist(), adjusted[order].tolist(), strict=True):
             if len(fill.chosen) >= n_free:
                 break
             if not _take(fill, i, compiled, cap):
                 continue
             why = tuple(reasons.get(i, (default_reason,))) + compiled.boost_names.get(i, ())
-            fill.chosen.append(Ranked(i, float(adjusted[i]), why))
+            fill.chosen.append(Ranked(i, float(a), why))
         if complete or len(fill.chosen) >= n_free:
             break
         want *= 4
 
     if rules.backfill and len(fill.chosen) < n_free:
-        _backfill(fill, mask, pinned, n_free, compiled, cap, fallback_order, fallback_scores)
+        _backfill(fill, eligible, pinned, n_free, compiled, cap, n, fallback_order, fallback_scores)
 
     result = fill.chosen
     for i, pos, name in pins:
-        score = float(raw[i]) if np.isfinite(raw[i]) else 0.0
+        at = np.flatnonzero(index == i)
+        score = float(raw[at[0]]) if len(at) and np.isfinite(raw[at[0]]) else 0.0
         result.insert(min(pos, len(result)), Ranked(i, score, (f"rule:pin:{name}",)))
     return result
 
 
 def _order_prefix(
+    index: NDArray[np.intp],
     adjusted: NDArray[np.float32],
     usable: NDArray[np.bool_],
     buried: NDArray[np.bool_],
     m: int,
 ) -> tuple[NDArray[np.intp], bool]:
-    """The first ``m`` or more usable items of the full ranking order, and whether that is all.
+    """Positions (into the candidate arrays) of the first ``m`` or more usable candidates of
+    the full ranking order, and whether that is all of them.
 
-    The order is: not buried before buried, higher score first, lower index first among ties.
-    Every item tied with the ``m``-th is kept, so the result is an exact prefix of that order.
+    The order is: not buried before buried, higher score first, lower item index first among
+    ties. Every candidate tied with the ``m``-th is kept, so the result is an exact prefix.
     """
     out: list[NDArray[np.intp]] = []
     left = m
     for group in (usable & ~buried, usable & buried):
         if left <= 0:
             break
-        cand = np.flatnonzero(group)
-        key = -adjusted[cand]
-        if len(cand) > left:
+        pos = np.flatnonzero(group)
+        key = -adjusted[pos]
+        if len(pos) > left:
             threshold = np.partition(key, left - 1)[left - 1]
             keep = key <= threshold
-            cand, key = cand[keep], key[keep]
-        out.append(cand[np.lexsort((cand, key))])
-        left -= len(cand)
+            pos, key = pos[keep], key[keep]
+        out.append(pos[np.lexsort((index[pos], key))])
+        left -= len(pos)
     order = np.concatenate(out) if out else np.empty(0, np.intp)
     return order, len(order) == int(np.count_nonzero(usable))
 
@@ -467,25 +557,45 @@ def _take(fill: _Fill, i: int, compiled: CompiledRules, cap: int | None) -> bool
 
 def _backfill(
     fill: _Fill,
-    mask: NDArray[np.bool_],
+    eligible: _Eligibility,
     pinned: set[int],
     n_free: int,
     compiled: CompiledRules,
     cap: int | None,
+    n: int,
     order: NDArray[np.intp] | None,
     order_scores: NDArray[np.floating] | None,
 ) -> None:
     # Popular items first, then every other eligible item, so the list reaches k whenever
-    # the catalogue has k eligible items.
-    n = len(mask)
+    # the catalogue has k eligible items. The popular order is read in growing chunks: a
+    # request that needs a few items never touches the whole catalogue.
     popular = np.empty(0, np.intp) if order is None else np.asarray(order, dtype=np.intp)
+    step, start = max(4 * n_free, 64), 0
+    while start < len(popular) and len(fill.chosen) < n_free:
+        chunk = popular[start : start + step]
+        start, step = start + step, step * 4
+        _fill_from(fill, chunk[eligible.of(chunk)], pinned, n_free, compiled, cap, order_scores)
+    if len(fill.chosen) >= n_free:
+        return
     listed = np.zeros(n, dtype=bool)
     listed[popular] = True
-    rest = np.flatnonzero(~listed & mask)  # O(n) where a set difference would sort
-    for i in itertools.chain(popular.tolist(), rest.tolist()):
+    rest = np.flatnonzero(~listed)  # O(n) where a set difference would sort
+    _fill_from(fill, rest[eligible.of(rest)], pinned, n_free, compiled, cap, order_scores)
+
+
+def _fill_from(
+    fill: _Fill,
+    items: NDArray[np.intp],
+    pinned: set[int],
+    n_free: int,
+    compiled: CompiledRules,
+    cap: int | None,
+    order_scores: NDArray[np.floating] | None,
+) -> None:
+    for i in items.tolist():
         if len(fill.chosen) >= n_free:
             return
-        if not mask[i] or i in pinned or not _take(fill, i, compiled, cap):
+        if i in pinned or not _take(fill, i, compiled, cap):
             continue
         s = 0.0
         if order_scores is not None and np.isfinite(order_scores[i]):
