@@ -11,7 +11,8 @@ hashes whatever this module wrote and checks it before anything is read::
     history.npz, purchases.npz    users x items weighted history and purchase counts (CSR)
     models/<name>/                one folder per model, written by the model's own ``save``
     precomputed/                  the default model's top lists (Precomputed)
-    index/<name>.faiss            approximate top-k indexes of factor models (manifest ``ann``)
+    index/<name>.usearch          approximate top-k index of a factor model (manifest ``ann``;
+                                  ``.faiss`` in versions trained before; memory-mapped)
 
 Large arrays are ``.npy``/``.npz`` read with ``allow_pickle=False``; the precomputed lists are
 memory-mapped, so server workers share their pages.

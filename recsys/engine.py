@@ -42,6 +42,7 @@ from recsys.models.content import ContentModel, item_text
 from recsys.ranking.rules import (
     CATEGORY_SEPARATOR,
     FALLBACK_REASON,
+    Candidates,
     CatalogArrays,
     CompiledRules,
     Ranked,
@@ -68,6 +69,8 @@ SIMILAR_KINDS = tuple(SIMILAR_MODELS)
 TRENDING_MODEL = "trending"
 #: Users scored per model call in :meth:`Engine.recommend_batch`.
 BATCH_USERS = 512
+#: Non-personal lists kept per engine (one per rules, request filters and k asked for).
+_POPULAR_LISTS = 256
 
 ModelLoader = Callable[[str, Path], Recommender]
 
@@ -164,6 +167,9 @@ class Engine:
             if isinstance(self.models.get(name), FactorModel) and index.n_items == len(self.items)
         }
         self._compiled: dict[str | None, CompiledRules] = {}
+        self._popular_lists: dict[
+            tuple[int, int, RequestFilters, str | None], RecommendationList
+        ] = {}
         # Popularity = distinct users per item: the fallback for every list.
         counts = np.asarray((self.history > 0).sum(axis=0)).ravel().astype(np.float64)
         top = counts.max() if counts.size and counts.max() > 0 else 1.0
@@ -275,7 +281,7 @@ class Engine:
             return self._popular_list(k, compiled, filters, fallback="popular")
         model = self.models[self.default_model]
         scores, reasons = self._score(model, np.array([u], dtype=np.intp), row, k, now)
-        if not np.isfinite(scores[0]).any():
+        if not len(scores[0]):
             return self._popular_list(k, compiled, filters, fallback="popular")
         ranked = apply_rules(
             scores[0],
@@ -330,7 +336,7 @@ class Engine:
             scores, reasons = self._score(model, chunk, rows, k, None)
             for j in range(len(chunk)):
                 u = int(chunk[j])
-                if u < 0 or rows[j].nnz == 0 or not np.isfinite(scores[j]).any():
+                if u < 0 or rows[j].nnz == 0 or not len(scores[j]):
                     out.append(self._popular_list(k, compiled, filters, fallback="popular"))
                     continue
                 ranked = apply_rules(
@@ -535,6 +541,7 @@ class Engine:
         ranked = copy.copy(self)
         ranked.rules = rules
         ranked._compiled = {}
+        ranked._popular_lists = {}
         return ranked
 
     def with_catalog(self, changes: Mapping[str, ItemChange]) -> Engine:
@@ -561,6 +568,7 @@ class Engine:
         live = copy.copy(self)
         live.catalog = CatalogArrays(self.items, category, price, in_stock)
         live._compiled = {}
+        live._popular_lists = {}
         # items added to the shop since training: no model knows them yet, but the popular and
         # category lists show them (newest first) after the items that sold
         fresh = [
@@ -633,14 +641,12 @@ class Engine:
         if not ok.any():
             return None
         idx, vals = idx[ok].astype(np.intp), vals[ok]
-        scores = np.full(len(self.items), np.nan, dtype=np.float32)
-        scores[idx] = vals
         reasons: dict[int, tuple[str, ...]] | None = None
         if pre.reason_codes is not None:
             codes = np.asarray(pre.reason_codes[u])[ok].tolist()
             reasons = {i: pre.reasons[c] for i, c in zip(idx.tolist(), codes, strict=True)}
         ranked = apply_rules(
-            scores,
+            Candidates(idx, vals),
             k,
             compiled=compiled,
             catalog=self.catalog,
@@ -731,6 +737,12 @@ class Engine:
         *,
         fallback: str | None,
     ) -> RecommendationList:
+        # the same for every customer it answers (unknown, opted out, new): built once per
+        # rules, filters and k, on this engine (a new catalogue or rules make a new engine)
+        key = (id(compiled), k, filters, fallback)
+        hit = self._popular_lists.get(key)
+        if hit is not None:
+            return hit
         reason = FALLBACK_REASON if fallback else "popular"
         ranked = apply_rules(
             self.popularity,
@@ -748,7 +760,11 @@ class Engine:
             fallback_order=self.popular_order,
             fallback_scores=self.popularity,
         )
-        return RecommendationList(self._to_ids(ranked), self.version, fallback)
+        listed = RecommendationList(self._to_ids(ranked), self.version, fallback)
+        if len(self._popular_lists) >= _POPULAR_LISTS:
+            self._popular_lists.clear()
+        self._popular_lists[key] = listed
+        return listed
 
     def _related(
         self,
@@ -800,27 +816,34 @@ class Engine:
         rows: sp.csr_matrix,
         k: int,
         now: int | None,
-    ) -> tuple[NDArray[np.float32], list[dict[int, tuple[str, ...]] | None]]:
-        """Scores of every item per user, and per-item reasons from a model that explains.
+    ) -> tuple[list[Candidates], list[dict[int, tuple[str, ...]] | None]]:
+        """The scored items per user, and per-item reasons from a model that explains.
 
         A model with ``explain`` (the hybrid) is asked for a generous top list with its
-        reasons, enough for the rules to filter; items beyond it stay unscored (``NaN``) and
-        the rules fill from the popular list. A factor model with an approximate index in the
-        version is answered the same way from the index.
+        reasons, enough for the rules to filter; items beyond it stay unscored and the rules
+        fill from the popular list. A factor model with an approximate index in the version is
+        answered the same way from the index. Only a model that scores every item (no index,
+        no explanations) makes a catalogue-long row.
         """
         index = self.indexes.get(self.default_model)
         if index is not None and isinstance(model, FactorModel):
             return self._search_index(model, index, users, rows, k), [None] * len(users)
         if not isinstance(model, Explains):
-            return model.score(users, rows, now=now), [None] * len(users)
+            dense = model.score(users, rows, now=now)
+            return [Candidates.from_dense(row) for row in dense], [None] * len(users)
         lists = model.explain(users, rows, candidate_depth(k, len(self.items)), now=now)
-        scores = np.full((len(users), len(self.items)), np.nan, dtype=np.float32)
+        scores: list[Candidates] = []
         reasons: list[dict[int, tuple[str, ...]] | None] = []
-        for r, explained in enumerate(lists):
+        for explained in lists:
             why: dict[int, tuple[str, ...]] = {}
+            best: dict[int, float] = {}
             for e in explained:
-                scores[r, e.item] = e.score
+                best[e.item] = e.score  # a repeated item keeps its last score, as before
                 why[e.item] = _reason_tuple(self.default_model, e, self.items)
+            idx = np.fromiter(best, dtype=np.intp, count=len(best))
+            vals = np.fromiter(best.values(), dtype=np.float32, count=len(best))
+            keep = np.isfinite(vals)
+            scores.append(Candidates(idx[keep], vals[keep]))
             reasons.append(why)
         return scores, reasons
 
@@ -831,8 +854,8 @@ class Engine:
         users: NDArray[np.intp],
         rows: sp.csr_matrix,
         k: int,
-    ) -> NDArray[np.float32]:
-        """Scores of the index's top candidates per user; every other item ``NaN``.
+    ) -> list[Candidates]:
+        """The index's top candidates per user, with their scores.
 
         More than ``k`` candidates are fetched so that the rules (already bought, out of
         stock, category filters) have spares; the user's own history counts extra since
@@ -842,10 +865,11 @@ class Engine:
         seen = int(np.diff(rows.indptr).max()) if rows.shape[0] else 0
         fetch = min(len(self.items), candidate_depth(k, len(self.items)) + seen)
         idx, vals = index.search(vectors, fetch)
-        scores = np.full((len(users), len(self.items)), np.nan, dtype=np.float32)
-        ok = idx >= 0
-        scores[np.nonzero(ok)[0], idx[ok]] = vals[ok]
-        return scores
+        out = []
+        for r in range(len(users)):
+            ok = (idx[r] >= 0) & np.isfinite(vals[r])
+            out.append(Candidates(idx[r][ok].astype(np.intp), vals[r][ok].astype(np.float32)))
+        return out
 
     def _to_ids(self, ranked: list[Ranked]) -> list[Recommendation]:
         ids = self.items.ids_of([r.index for r in ranked])
@@ -928,6 +952,7 @@ def precompute(
     depth: int = PRECOMPUTED_DEPTH,
     batch: int = 256,
     index: ItemIndex | None = None,
+    users: NDArray[np.integer] | None = None,
 ) -> Precomputed:
     """Every user's top ``depth`` items from ``model`` (with reasons when it explains).
 
@@ -945,9 +970,26 @@ def precompute(
     index
         The version's approximate index of a factor model: the lists then come from it, as
         the engine serves that model, without scoring every item.
+    users
+        Only these users' lists (indices; the training pipeline passes the recently active
+        customers); every other row is left empty (``-1``), and the engine scores those
+        customers live, as it does customers with events newer than the version. ``None``:
+        every user.
+
+    Raises
+    ------
+    ConfigError
+        A user index is outside ``history``.
     """
     history = sp.csr_matrix(history, dtype=np.float32)
     n_users, n_items = history.shape
+    if users is None:
+        todo = np.arange(n_users, dtype=np.intp)
+    else:
+        todo = np.unique(np.asarray(users, dtype=np.intp))
+        if todo.size and (todo[0] < 0 or todo[-1] >= n_users):
+            bad = int(todo[0] if todo[0] < 0 else todo[-1])
+            raise ConfigError(f"precompute: user index {bad} is outside the {n_users} users")
     depth = max(1, min(depth, n_items))
     out_items = np.full((n_users, depth), -1, dtype=np.int32)
     out_scores = np.full((n_users, depth), np.nan, dtype=np.float32)
@@ -955,11 +997,12 @@ def precompute(
     codes = np.full((n_users, depth), 0, dtype=np.int32) if explains else None
     vocab: dict[tuple[str, ...], int] = {}
     codes_of: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
-    for start in range(0, n_users, batch):
-        users = np.arange(start, min(start + batch, n_users), dtype=np.intp)
-        rows = history[users]
+    for start in range(0, todo.size, batch):
+        chunk = todo[start : start + batch]
+        rows = history[chunk]
         if isinstance(model, Explains) and codes is not None:
-            for r, explained in enumerate(model.explain(users, rows, depth, now=None)):
+            for r, explained in enumerate(model.explain(chunk, rows, depth, now=None)):
+                u = int(chunk[r])
                 for j, e in enumerate(explained[:depth]):
                     # few distinct (sources, flags) pairs recur across millions of items: build
                     # each one's reason strings once
@@ -968,18 +1011,18 @@ def precompute(
                     if code is None:
                         why = _reason_tuple(model_name, e, items)
                         code = codes_of[key] = vocab.setdefault(why, len(vocab))
-                    out_items[start + r, j] = e.item
-                    out_scores[start + r, j] = e.score
-                    codes[start + r, j] = code
+                    out_items[u, j] = e.item
+                    out_scores[u, j] = e.score
+                    codes[u, j] = code
             continue
         top: NDArray[np.signedinteger[Any]]
         if index is not None and isinstance(model, FactorModel):
-            top, vals = index.search(model.user_vectors(users, rows), depth)
+            top, vals = index.search(model.user_vectors(chunk, rows), depth)
         else:
-            top, vals = top_k(model.score(users, rows, now=None), depth)
+            top, vals = top_k(model.score(chunk, rows, now=None), depth)
         top[~np.isfinite(vals)] = -1
-        out_items[users] = top
-        out_scores[users] = np.where(top >= 0, vals, np.nan)
+        out_items[chunk] = top
+        out_scores[chunk] = np.where(top >= 0, vals, np.nan)
     return Precomputed(model_name, out_items, out_scores, codes, tuple(vocab))
 
 
@@ -1010,9 +1053,13 @@ def _load_indexes(
             n_items=n_items,
             dim=int(model.item_factors_.shape[1]),
             exact_head=int(spec.params.get("exact_head", 0)),
+            # usearch keeps neither in its file: the manifest's search setting, the model's
+            # (memory-mapped) factors for the exact head
+            ef_search=spec.params.get("ef_search"),
+            item_factors=model.item_factors_,
         )
     return out
 
 
 def _empty_row(n: int) -> sp.csr_matrix:
-    return sp.csr_matrix(np.zeros((1, n), dtype=np.float32))
+    return sp.csr_matrix((1, n), dtype=np.float32)  # no dense zeros: O(1) at any catalogue

@@ -58,6 +58,14 @@ class EvaluationConfig(StrictModel):
         description="The default model's metric the promotion gate compares: "
         "<name>@<k> or new_<name>@<k> (over items new to the customer).",
     )
+    max_users: int = Field(
+        default=5000,
+        ge=0,
+        description="Evaluate at most this many customers: above it a seeded sample of them "
+        "(the same customers from run to run), every model on the same ones, each mean with a "
+        "95% confidence interval in the manifest; 0 = every eligible customer.",
+    )
+    seed: int = Field(default=0, ge=0, lt=2**63, description="Seed of that sample.")
 
     @model_validator(mode="after")
     def _metric_is_measured(self) -> EvaluationConfig:
@@ -90,6 +98,18 @@ class PromotionConfig(StrictModel):
     )
 
 
+class PrecomputeConfig(StrictModel):
+    """Which customers get a top list computed at training time (the rest are scored live)."""
+
+    active_days: float = Field(
+        default=60.0,
+        ge=0,
+        description="Only customers with an event in the last active_days before as_of; "
+        "0 = every customer the version knows. Customers without a stored list are scored "
+        "when they are asked for, as customers with new events always are.",
+    )
+
+
 class TrainingConfig(StrictModel):
     """Everything ``recsys train`` does, as one validated object."""
 
@@ -101,6 +121,7 @@ class TrainingConfig(StrictModel):
     default_model: str = Field(default="popular", description="The model that serves.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig)
     ann: AnnConfig = Field(
         default_factory=AnnConfig,
         description="Approximate top-k index built for factor models (ALS) whose catalogue "

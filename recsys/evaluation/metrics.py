@@ -161,6 +161,35 @@ def mean_metrics(per_user: dict[str, NDArray[np.float64]]) -> dict[str, float]:
     return out
 
 
+def mean_ci(values: NDArray[np.floating], level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of the mean of the non-``NaN`` per-user values (normal approximation).
+
+    ``mean ± z · s / √n`` with the sample standard deviation ``s``: how far the mean over these
+    customers may be from the mean over customers like them, which is what a seeded sample of
+    a shop's customers (and the promotion gate reading it) has to allow for. Per-user metrics
+    are bounded in [0, 1] and averaged over thousands of customers, where the normal
+    approximation holds. ``(NaN, NaN)`` without a value; ``(mean, mean)`` with a single one.
+
+    Raises
+    ------
+    DataError
+        ``level`` is not strictly between 0 and 1.
+    """
+    if not 0.0 < level < 1.0:
+        raise DataError(f"confidence level must be between 0 and 1, got {level}")
+    from scipy.stats import norm
+
+    valid = np.asarray(values, dtype=np.float64)
+    valid = valid[~np.isnan(valid)]
+    if valid.size == 0:
+        return float("nan"), float("nan")
+    mean = float(valid.mean())
+    if valid.size == 1:
+        return mean, mean
+    half = float(norm.ppf(0.5 + level / 2) * valid.std(ddof=1) / np.sqrt(valid.size))
+    return mean - half, mean + half
+
+
 def catalog_coverage(topk: NDArray[np.integer], n_items: int) -> float:
     """Share of the ``n_items`` catalogue that appears in at least one list."""
     if n_items < 1:

@@ -1,4 +1,4 @@
-"""Candidate retrieval: top-k items by inner product, exact or approximate (faiss)."""
+"""Candidate retrieval: top-k items by inner product, exact or approximate (usearch, faiss)."""
 
 from recsys.retrieval.ann import (
     AnnConfig,
@@ -6,6 +6,7 @@ from recsys.retrieval.ann import (
     FactorModel,
     FaissIndex,
     ItemIndex,
+    UsearchIndex,
     build_index,
     load_index,
     save_index,
@@ -18,6 +19,7 @@ __all__ = [
     "FactorModel",
     "FaissIndex",
     "ItemIndex",
+    "UsearchIndex",
     "build_index",
     "load_index",
     "save_index",

@@ -3,16 +3,23 @@
 Scoring a user with a factor model is a dot product with every item vector followed by a
 top-k. Exact search reads the whole ``n_items × d`` matrix per request, so its cost grows with
 the catalogue and is bound by memory bandwidth (about 10 ms per request at 10^6 items × 64
-float32 factors on one core). Above a configurable size (:attr:`AnnConfig.min_items`) a faiss
-graph index (HNSW, inner-product metric) answers the same question while visiting a few
-thousand items; ``benchmarks/bench_ann.py`` measures its recall@10 against exact search and
-its speed-up, and picked the defaults below.
+float32 factors on one core). Above a configurable size (:attr:`AnnConfig.min_items`) a graph
+index (HNSW, inner-product metric) answers the same question while visiting a few thousand
+items; ``benchmarks/bench_ann.py`` measures its recall@10 against exact search and its
+speed-up, and picked the defaults below.
+
+Two graph implementations answer the same protocol. :class:`UsearchIndex` (the default) is read
+with usearch's ``view``: the file is memory-mapped, graph and vectors alike, so every server
+worker searches the same pages of the page cache and a second worker adds no second copy
+(``benchmarks/bench_memory.py``). :class:`FaissIndex` (faiss HNSW or IVF) is read into each
+process's private memory (``faiss.read_index`` copies an HNSW graph even with ``IO_FLAG_MMAP``);
+it stays for versions trained before and for ``kind = "hnsw"`` / ``"ivf"``.
 
 An inner-product graph misses some of the items with the largest norms, and those are where
 ALS top lists concentrate (popular items). :attr:`AnnConfig.exact_head` scores the
 ``exact_head`` largest-norm items by brute force on every search and merges them with the
 graph's candidates: a few hundred microseconds per query that the graph alone cannot buy at any
-``ef_search`` (at 10^6 items its recall@10 stops near 0.95).
+``ef_search`` (at 10^6 items faiss's recall@10 stops near 0.95).
 
 Every index answers :meth:`ItemIndex.search`: ``queries`` (``n × d`` float32) to ``k`` item
 indices and scores per row, best first. Rows that cannot be answered (a query with ``NaN``,
@@ -23,11 +30,15 @@ pattern: fetch ``k`` plus some spare candidates, drop excluded items, fetch more
 rows that came up short.
 
 Indexes are saved without pickle: the exact index as ``.npz``, faiss indexes with
-``faiss.write_index`` (the file is hashed by the model manifest like any other file).
+``faiss.write_index``, usearch indexes with usearch's own format (each file is hashed by the
+model manifest like any other file). A mapped file must never be rewritten in place (readers
+would see the new bytes, or fault past a shorter file): :meth:`UsearchIndex.save` writes a new
+file and renames it over the old one, and a published version is never written again.
 """
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -44,7 +55,10 @@ from recsys.models.base import NO_ITEM, load_arrays, save_arrays
 #: Rows of ``queries × n_items`` scores the exact index computes at once (bounds its memory).
 _EXACT_BLOCK_CELLS = 8_000_000
 
-IndexKind = Literal["auto", "exact", "hnsw", "ivf"]
+IndexKind = Literal["auto", "exact", "usearch", "hnsw", "ivf"]
+
+#: File suffix of each saved index kind (:func:`load_index` reads the kind back from it).
+_SUFFIXES = {"exact": ".npz", "faiss": ".faiss", "usearch": ".usearch"}
 
 
 class AnnConfig(StrictModel):
@@ -61,15 +75,21 @@ class AnnConfig(StrictModel):
     Parameters
     ----------
     kind
-        ``"auto"``: exact below ``min_items`` items, HNSW from ``min_items`` up; or force one.
+        ``"auto"``: exact below ``min_items`` items, usearch HNSW from ``min_items`` up; or
+        force one: ``"exact"``, ``"usearch"`` (HNSW, memory-mapped when served), ``"hnsw"``
+        (faiss HNSW, read into each worker) or ``"ivf"`` (faiss IVF-Flat).
     min_items
         Catalogue size from which ``"auto"`` switches to the approximate index.
     m
-        HNSW: graph neighbours per node (memory grows ``~ 2 * m * 4`` bytes per item).
+        HNSW (both libraries): graph neighbours per node (memory grows ``~ 2 * m * 4`` bytes
+        per item; usearch calls it ``connectivity``).
     ef_construction
-        HNSW: candidate list size while building (build time vs graph quality).
+        HNSW: candidate list size while building (build time vs graph quality; usearch's
+        ``expansion_add``).
     ef_search
-        HNSW: candidate list size while searching (raised to ``k`` when ``k`` is larger).
+        HNSW: candidate list size while searching (raised to ``k`` when ``k`` is larger;
+        usearch's ``expansion_search``, which is not stored in its file: the manifest keeps
+        it and :func:`load_index` sets it).
     nlist
         IVF: number of k-means cells; ``None`` means ``4 * sqrt(n_items)``.
     nprobe
@@ -96,7 +116,9 @@ class AnnConfig(StrictModel):
 
     def wants_approximate(self, n_items: int) -> bool:
         """Whether :func:`build_index` builds an approximate index for ``n_items`` items."""
-        return self.kind in ("hnsw", "ivf") or (self.kind == "auto" and n_items >= self.min_items)
+        return self.kind in ("usearch", "hnsw", "ivf") or (
+            self.kind == "auto" and n_items >= self.min_items
+        )
 
 
 @runtime_checkable
@@ -297,8 +319,7 @@ class FaissIndex(ItemIndex):
             raise ModelError("a FaissIndex needs an inner-product index (METRIC_INNER_PRODUCT)")
         self.index = index
         self.threads = threads
-        self._head_items: NDArray[np.int64] = np.empty(0, np.int64)
-        self._head: Any = None  # a flat (brute-force) faiss index of the head's vectors
+        self._head: _NormHead | None = None
         self.set_search_params(exact_head=exact_head)
 
     @classmethod
@@ -387,7 +408,7 @@ class FaissIndex(ItemIndex):
     @property
     def exact_head(self) -> int:
         """Items with the largest norms scored exactly on every search (``0``: none)."""
-        return int(self._head_items.size)
+        return 0 if self._head is None else self._head.size
 
     def set_search_params(
         self,
@@ -418,9 +439,7 @@ class FaissIndex(ItemIndex):
 
         if head < 0:
             raise ModelError(f"exact_head must be >= 0, got {head}")
-        head = min(head, self.n_items)
-        if head == 0:
-            self._head_items = np.empty(0, np.int64)
+        if min(head, self.n_items) == 0:
             self._head = None
             return
         if not isinstance(self.index, faiss.IndexHNSWFlat):
@@ -429,15 +448,7 @@ class FaissIndex(ItemIndex):
         storage = faiss.downcast_index(self.index.storage)
         xb = storage.get_xb()  # type: ignore[attr-defined]
         vectors = faiss.rev_swig_ptr(xb, self.n_items * self.dim)
-        vectors = vectors.reshape(self.n_items, self.dim)
-        norms = np.einsum("ij,ij->i", vectors, vectors)
-        top = np.argpartition(-norms, head - 1)[:head] if head < self.n_items else np.arange(head)
-        self._head_items = np.sort(top).astype(np.int64)
-        # faiss's own brute force: no BLAS thread juggling per call, which costs more than
-        # scoring a head of a few thousand items for one query
-        flat = faiss.IndexFlatIP(self.dim)
-        flat.add(np.ascontiguousarray(vectors[self._head_items], dtype=np.float32))
-        self._head = flat
+        self._head = _NormHead(vectors.reshape(self.n_items, self.dim), head)
 
     def _search(
         self, queries: NDArray[np.float32], k: int
@@ -451,37 +462,9 @@ class FaissIndex(ItemIndex):
         faiss.omp_set_num_threads(self.threads)
         scores, idx = self.index.search(queries, k, params=params)
         idx = idx.astype(np.int64, copy=False)
-        if self._head_items.size == 0:
+        if self._head is None:
             return idx, scores
-        return self._merge_head(queries, k, idx, scores)
-
-    def _merge_head(
-        self,
-        queries: NDArray[np.float32],
-        k: int,
-        idx: NDArray[np.int64],
-        scores: NDArray[np.float32],
-    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        """The best ``k`` of the graph's candidates and the exact top ``k`` of the head."""
-        take = min(k, self._head_items.size)
-        head_scores, local = self._head.search(queries, take)
-        head_idx = np.where(local >= 0, self._head_items[np.maximum(local, 0)], NO_ITEM)
-        cand = np.concatenate([idx, head_idx], axis=1)
-        vals = np.concatenate([scores, head_scores], axis=1)
-        vals[cand < 0] = -np.inf
-        # an item found by both: keep one copy (same inner product either way)
-        order = np.argsort(cand, axis=1, kind="stable")
-        sorted_cand = np.take_along_axis(cand, order, axis=1)
-        dup = np.zeros_like(sorted_cand, dtype=bool)
-        dup[:, 1:] = (sorted_cand[:, 1:] == sorted_cand[:, :-1]) & (sorted_cand[:, 1:] >= 0)
-        np.put_along_axis(
-            vals, order, np.where(dup, -np.inf, np.take_along_axis(vals, order, 1)), 1
-        )
-        best = np.argsort(-vals, axis=1, kind="stable")[:, :k]
-        out_idx = np.take_along_axis(cand, best, axis=1)
-        out_val = np.take_along_axis(vals, best, axis=1).astype(np.float32, copy=False)
-        out_idx[~np.isfinite(out_val)] = NO_ITEM
-        return out_idx, out_val
+        return self._head.merge(queries, k, idx, scores, threads=self.threads)
 
     def save(self, path: Path) -> None:
         """Write the index with ``faiss.write_index`` (search parameters included)."""
@@ -510,6 +493,286 @@ class FaissIndex(ItemIndex):
             raise ArtifactError(f"{path}: {exc}") from None
 
 
+class UsearchIndex(ItemIndex):
+    """An HNSW inner-product index from usearch, served memory-mapped.
+
+    Build it with :meth:`hnsw`, read one with :meth:`load`. A loaded index is usearch's
+    read-only ``view`` of the file: graph and vectors stay in the page cache, shared by every
+    process that maps the same file, instead of one private copy per server worker.
+
+    Parameters
+    ----------
+    index
+        A ``usearch.index.Index`` with the inner-product metric and float32 vectors, item
+        index ``i`` stored under key ``i``.
+    item_factors
+        The same ``n_items × dim`` vectors in item order (the model's factors, themselves
+        memory-mapped by :func:`~recsys.models.base.load_arrays`); needed for an exact head.
+        usearch's file holds the vectors too, but in the order a multi-threaded build
+        inserted them, which its file does not let us map back to items cheaply.
+    threads
+        Threads usearch uses per search.
+    exact_head
+        Items with the largest norms scored exactly on every search and merged with the
+        graph's candidates (see :attr:`AnnConfig.exact_head`).
+    ef_construction
+        Build-time candidate list size, when known (reported in :attr:`params`).
+    """
+
+    kind: ClassVar[str] = "usearch"
+
+    def __init__(
+        self,
+        index: Any,
+        item_factors: NDArray[np.float32] | None = None,
+        *,
+        threads: int = 1,
+        exact_head: int = 0,
+        ef_construction: int | None = None,
+    ) -> None:
+        from usearch.index import MetricKind
+
+        if index.metric_kind != MetricKind.IP:
+            raise ModelError(f"a UsearchIndex needs the inner-product metric, not {index.metric}")
+        shape = (len(index), index.ndim)
+        if item_factors is not None and item_factors.shape != shape:
+            raise ModelError(
+                f"item factors of shape {item_factors.shape} do not match the index "
+                f"({shape[0]} × {shape[1]})"
+            )
+        self.index = index
+        self.item_factors = item_factors
+        self.threads = threads
+        self.ef_construction = ef_construction
+        self._n_items, self._dim = shape
+        self._head: _NormHead | None = None
+        self.set_search_params(exact_head=exact_head)
+
+    @classmethod
+    def hnsw(
+        cls,
+        item_factors: NDArray[np.floating[Any]],
+        *,
+        m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 128,
+        exact_head: int = 0,
+        threads: int = 1,
+        build_threads: int | None = None,
+    ) -> UsearchIndex:
+        """Build a graph over ``item_factors`` (``build_threads`` default: all cores)."""
+        from usearch.index import Index, MetricKind
+
+        items = _check_items(item_factors)
+        index = Index(
+            ndim=items.shape[1],
+            metric=MetricKind.IP,
+            dtype="f32",  # usearch would pick f16 where the CPU has it: recall first
+            connectivity=m,
+            expansion_add=ef_construction,
+            expansion_search=ef_search,
+            enable_key_lookups=False,  # searched by vector only; the table costs memory
+        )
+        index.add(np.arange(items.shape[0], dtype=np.uint64), items, threads=build_threads or 0)
+        return cls(
+            index, items, threads=threads, exact_head=exact_head, ef_construction=ef_construction
+        )
+
+    @property
+    def n_items(self) -> int:
+        """Number of items."""
+        return int(self._n_items)
+
+    @property
+    def dim(self) -> int:
+        """Factor length."""
+        return int(self._dim)
+
+    @property
+    def exact_head(self) -> int:
+        """Items with the largest norms scored exactly on every search (``0``: none)."""
+        return 0 if self._head is None else self._head.size
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The index type and its parameters (for manifests and reports)."""
+        from usearch import __version__
+
+        out: dict[str, Any] = {
+            "type": "usearch HNSW",
+            "library": f"usearch {__version__}",
+            "m": int(self.index.connectivity),
+            "ef_search": int(self.index.expansion_search),
+            "exact_head": self.exact_head,
+        }
+        if self.ef_construction is not None:
+            out["ef_construction"] = self.ef_construction
+        return out
+
+    def set_search_params(
+        self, *, ef_search: int | None = None, exact_head: int | None = None
+    ) -> None:
+        """Change ``ef_search`` and ``exact_head`` in place."""
+        if exact_head is not None:
+            if exact_head < 0:
+                raise ModelError(f"exact_head must be >= 0, got {exact_head}")
+            size = min(int(exact_head), self.n_items)
+            if size == 0:
+                self._head = None
+            elif self.item_factors is None:
+                raise ModelError("an exact head needs the item factors (give item_factors)")
+            else:
+                self._head = _NormHead(self.item_factors, size)
+        if ef_search is not None:
+            if ef_search < 1:
+                raise ModelError(f"ef_search must be >= 1, got {ef_search}")
+            self.index.expansion_search = int(ef_search)
+
+    def _search(
+        self, queries: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        # usearch widens its candidate list to k itself (measured: k > ef_search still fills k)
+        found = self.index.search(queries, k, threads=self.threads)
+        keys = np.asarray(found.keys, dtype=np.uint64).reshape(queries.shape[0], k)
+        counts = np.asarray(found.counts).reshape(-1)
+        valid = (np.arange(k)[None, :] < counts[:, None]) & (keys < self.n_items)
+        idx = np.where(valid, keys, 0).astype(np.int64)
+        idx[~valid] = NO_ITEM
+        # usearch's inner-product distance is 1 - dot, best (smallest) first
+        distances = np.asarray(found.distances, dtype=np.float32).reshape(idx.shape)
+        scores = np.where(valid, np.float32(1.0) - distances, -np.inf).astype(np.float32)
+        if self._head is None:
+            return idx, scores
+        return self._head.merge(queries, k, idx, scores, threads=self.threads)
+
+    def save(self, path: Path) -> None:
+        """Write usearch's file; a new file renamed over ``path``, never ``path`` rewritten.
+
+        A process that has ``path`` mapped keeps the old file (its inode) and its answers.
+        """
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            self.index.save(str(partial))
+            os.replace(partial, path)
+        except (OSError, RuntimeError) as exc:
+            partial.unlink(missing_ok=True)
+            raise ArtifactError(f"{path}: cannot write the usearch index: {exc}") from None
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        *,
+        threads: int = 1,
+        exact_head: int = 0,
+        ef_search: int | None = None,
+        item_factors: NDArray[np.float32] | None = None,
+    ) -> UsearchIndex:
+        """Map an index written by :meth:`save`, read-only (``ArtifactError`` if unreadable).
+
+        ``ef_search`` is not in usearch's file: the manifest keeps it (``None``: the
+        :class:`AnnConfig` default). ``item_factors`` (the model's, in item order) are needed
+        when ``exact_head > 0``.
+        """
+        from usearch.index import Index, MetricKind, ScalarKind
+
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no such index file")
+        try:
+            meta = Index.metadata(str(path))
+        except (RuntimeError, ValueError) as exc:
+            raise ArtifactError(f"{path}: not a usearch index: {exc}") from None
+        if not meta or not meta.get("matrix_included"):
+            raise ArtifactError(f"{path}: not a usearch index with its vectors")
+        if meta["kind_metric"] != MetricKind.IP or meta["kind_scalar"] != ScalarKind.F32:
+            raise ArtifactError(
+                f"{path}: a usearch index of {meta['kind_metric'].name} / "
+                f"{meta['kind_scalar'].name}; serving needs inner product on float32"
+            )
+        index = Index(
+            ndim=int(meta["dimensions"]),
+            metric=MetricKind.IP,
+            dtype="f32",
+            expansion_search=ef_search if ef_search is not None else AnnConfig().ef_search,
+            enable_key_lookups=False,  # a per-process hash table of every key: not needed
+        )
+        try:
+            index.view(str(path))
+        except (RuntimeError, ValueError) as exc:
+            raise ArtifactError(f"{path}: not a usearch index: {exc}") from None
+        try:
+            return cls(index, item_factors, threads=threads, exact_head=exact_head)
+        except ModelError as exc:
+            raise ArtifactError(f"{path}: {exc}") from None
+
+
+class _NormHead:
+    """The ``size`` items of largest norm, scored by brute force and merged with a graph's
+    candidates (:attr:`AnnConfig.exact_head`).
+
+    Parameters
+    ----------
+    vectors
+        All ``n_items × dim`` item vectors (read once, for the norms).
+    size
+        Head size, ``1 <= size``; capped at ``n_items``.
+    """
+
+    def __init__(self, vectors: NDArray[np.float32], size: int) -> None:
+        import faiss
+
+        n, dim = vectors.shape
+        size = min(size, n)
+        norms = np.einsum("ij,ij->i", vectors, vectors)
+        top = np.argpartition(-norms, size - 1)[:size] if size < n else np.arange(size)
+        self.items: NDArray[np.int64] = np.sort(top).astype(np.int64)
+        # faiss's own brute force: no BLAS thread juggling per call, which costs more than
+        # scoring a head of a few thousand items for one query
+        self.flat: Any = faiss.IndexFlatIP(dim)
+        self.flat.add(np.ascontiguousarray(vectors[self.items], dtype=np.float32))
+
+    @property
+    def size(self) -> int:
+        """Items in the head."""
+        return int(self.items.size)
+
+    def merge(
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        idx: NDArray[np.int64],
+        scores: NDArray[np.float32],
+        *,
+        threads: int,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The best ``k`` of a graph's candidates (``idx``, ``scores``) and the head's top
+        ``k``, each item once."""
+        import faiss
+
+        take = min(k, self.size)
+        faiss.omp_set_num_threads(threads)
+        head_scores, local = self.flat.search(queries, take)
+        head_idx = np.where(local >= 0, self.items[np.maximum(local, 0)], NO_ITEM)
+        cand = np.concatenate([idx, head_idx], axis=1)
+        vals = np.concatenate([scores, head_scores], axis=1)
+        vals[cand < 0] = -np.inf
+        # an item found by both: keep one copy (same inner product either way)
+        order = np.argsort(cand, axis=1, kind="stable")
+        sorted_cand = np.take_along_axis(cand, order, axis=1)
+        dup = np.zeros_like(sorted_cand, dtype=bool)
+        dup[:, 1:] = (sorted_cand[:, 1:] == sorted_cand[:, :-1]) & (sorted_cand[:, 1:] >= 0)
+        np.put_along_axis(
+            vals, order, np.where(dup, -np.inf, np.take_along_axis(vals, order, 1)), 1
+        )
+        best = np.argsort(-vals, axis=1, kind="stable")[:, :k]
+        out_idx = np.take_along_axis(cand, best, axis=1)
+        out_val = np.take_along_axis(vals, best, axis=1).astype(np.float32, copy=False)
+        out_idx[~np.isfinite(out_val)] = NO_ITEM
+        return out_idx, out_val
+
+
 def build_index(
     item_factors: NDArray[np.floating[Any]],
     *,
@@ -531,16 +794,25 @@ def build_index(
     Returns
     -------
     ItemIndex
-        :class:`ExactIndex` or :class:`FaissIndex`.
+        :class:`ExactIndex`, :class:`UsearchIndex` or :class:`FaissIndex`.
     """
     base = (config or AnnConfig()).model_dump()
     cfg = validate(AnnConfig, {**base, **params}, "retrieval index")
     items = _check_items(item_factors)
     kind = cfg.kind
     if kind == "auto":
-        kind = "exact" if items.shape[0] < cfg.min_items else "hnsw"
+        kind = "exact" if items.shape[0] < cfg.min_items else "usearch"
     if kind == "exact":
         return ExactIndex(items, threads=cfg.threads)
+    if kind == "usearch":
+        return UsearchIndex.hnsw(
+            items,
+            m=cfg.m,
+            ef_construction=cfg.ef_construction,
+            ef_search=cfg.ef_search,
+            exact_head=cfg.exact_head,
+            threads=cfg.threads,
+        )
     if kind == "hnsw":
         return FaissIndex.hnsw(
             items,
@@ -556,12 +828,11 @@ def build_index(
 def save_index(index: ItemIndex, path: Path) -> Path:
     """Write ``index`` to ``path`` with the suffix its kind needs (returned).
 
-    ``.npz`` for :class:`ExactIndex`, ``.faiss`` for :class:`FaissIndex`;
-    :func:`load_index` reads the kind back from the suffix.
+    ``.npz`` for :class:`ExactIndex`, ``.usearch`` for :class:`UsearchIndex`, ``.faiss`` for
+    :class:`FaissIndex`; :func:`load_index` reads the kind back from the suffix.
     """
     path = Path(path)
-    suffix = ".npz" if isinstance(index, ExactIndex) else ".faiss"
-    path = path.with_suffix(suffix)
+    path = path.with_suffix(_SUFFIXES[index.kind])
     index.save(path)
     return path
 
@@ -573,29 +844,51 @@ def load_index(
     n_items: int | None = None,
     dim: int | None = None,
     exact_head: int = 0,
+    ef_search: int | None = None,
+    item_factors: NDArray[np.floating[Any]] | None = None,
 ) -> ItemIndex:
     """Read an index written by :func:`save_index`, checking it fits the model if asked.
 
     Parameters
     ----------
     path
-        A ``.npz`` (exact) or ``.faiss`` file.
+        A ``.npz`` (exact), ``.usearch`` (memory-mapped, read-only) or ``.faiss`` file.
     threads
         Threads per search.
     n_items, dim
         When given, the index must hold exactly this many items of this length (an index
         left over from another model version is an :class:`~recsys.errors.ArtifactError`).
     exact_head
-        :attr:`FaissIndex.exact_head` of an HNSW index (ignored by the exact index).
+        The exact head of an HNSW index (ignored by the exact index and IVF).
+    ef_search
+        A usearch index's ``ef_search`` (its file does not hold it; ``None``: the
+        :class:`AnnConfig` default). A faiss file carries its own and ignores this.
+    item_factors
+        The model's item vectors, in item order: a usearch index draws its exact head from
+        them (a faiss index reads its own copy).
+
+    Raises
+    ------
+    ArtifactError
+        The file is missing, unreadable, of an unknown kind, or does not fit the model.
     """
     path = Path(path)
     index: ItemIndex
     if path.suffix == ".npz":
         index = ExactIndex.load(path, threads=threads)
+    elif path.suffix == ".usearch":
+        vectors = None if item_factors is None else _check_items(item_factors)
+        index = UsearchIndex.load(
+            path,
+            threads=threads,
+            exact_head=exact_head,
+            ef_search=ef_search,
+            item_factors=vectors,
+        )
     elif path.suffix == ".faiss":
         index = FaissIndex.load(path, threads=threads, exact_head=exact_head)
     else:
-        raise ArtifactError(f"{path}: unknown index file type (expected .npz or .faiss)")
+        raise ArtifactError(f"{path}: unknown index file type (expected .npz, .usearch or .faiss)")
     if n_items is not None and index.n_items != n_items:
         raise ArtifactError(f"{path}: index holds {index.n_items} items, the model {n_items}")
     if dim is not None and index.dim != dim:
@@ -730,6 +1023,7 @@ __all__ = [
     "FactorModel",
     "FaissIndex",
     "ItemIndex",
+    "UsearchIndex",
     "build_index",
     "load_index",
     "save_index",

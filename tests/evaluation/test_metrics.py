@@ -17,6 +17,7 @@ from recsys.evaluation.metrics import (
     exposure,
     gini,
     hit_matrix,
+    mean_ci,
     mean_metrics,
     novelty,
     ranking_metrics,
@@ -225,3 +226,29 @@ def test_gini_is_in_unit_interval_and_scale_free(values: list[int]) -> None:
     g = gini(x)
     assert 0.0 <= g < 1.0
     assert gini(3 * x) == pytest.approx(g)
+
+
+def test_mean_ci_by_hand() -> None:
+    values = np.array([0.0, 1.0] * 50 + [np.nan])  # NaN: a user without relevant items
+    lo, hi = mean_ci(values)
+    half = 1.959964 * math.sqrt(0.25 * 100 / 99) / 10
+    assert (lo, hi) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
+    assert mean_ci(np.array([0.3])) == (0.3, 0.3)
+    assert all(math.isnan(v) for v in mean_ci(np.array([np.nan])))
+    with pytest.raises(DataError, match="confidence level"):
+        mean_ci(values, level=1.0)
+
+
+@given(
+    values=st.lists(st.floats(0, 1), min_size=2, max_size=60),
+    level=st.floats(0.5, 0.99),
+)
+@settings(max_examples=200, deadline=None)
+def test_mean_ci_holds_the_mean_and_widens_with_the_level(
+    values: list[float], level: float
+) -> None:
+    arr = np.array(values)
+    lo, hi = mean_ci(arr, level)
+    assert lo <= arr.mean() + 1e-12 and arr.mean() - 1e-12 <= hi
+    wider_lo, wider_hi = mean_ci(arr, min(0.999, level + 0.005))
+    assert wider_lo <= lo + 1e-12 and hi <= wider_hi + 1e-12

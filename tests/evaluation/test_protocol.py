@@ -9,12 +9,15 @@ from typing import ClassVar, Self
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, EventFrame, EventRow
 from recsys.errors import ConfigError, DataError
 from recsys.evaluation import evaluate_models
+from recsys.evaluation.protocol import sample_customers
 from recsys.models.base import Recommender
 
 DAY = MICROS_PER_DAY
@@ -168,6 +171,66 @@ def test_registry_names_are_accepted(events: EventFrame) -> None:
     assert result["repeat"].all_items["hit_rate"] >= 2 / 3
     with pytest.raises(ConfigError, match="unknown model"):
         evaluate_models(events, {"nope": "no-such-model"}, cut=CUT)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_sample_is_the_full_protocol_on_the_sampled_customers(
+    events: EventFrame, seed: int
+) -> None:
+    order = ("x", "w", "y", "z")
+    sampled = evaluate_models(
+        events, {"fixed": FixedOrder(order=order)}, cut=CUT, k=2, max_users=2, seed=seed
+    )
+    assert (sampled.n_users, sampled.n_users_eligible, sampled.sample_seed) == (2, 3, seed)
+    assert sampled.sampled
+    chosen = set(sample_customers(["a", "b", "c"], 2, seed=seed))
+    # the same protocol with the other customer's later purchases removed: same training data,
+    # only the sampled customers left to evaluate
+    keep = (events.ts < CUT) | np.isin(events.user_id.astype(str), sorted(chosen))
+    alone = evaluate_models(events.select(keep), {"fixed": FixedOrder(order=order)}, cut=CUT, k=2)
+    assert not alone.sampled and alone.n_users == alone.n_users_eligible == 2
+    assert sampled.n_test_purchases == alone.n_test_purchases
+    assert sampled["fixed"].all_items == alone["fixed"].all_items
+    assert sampled["fixed"].new_items == alone["fixed"].new_items
+    assert sampled["fixed"].all_items_ci95 == alone["fixed"].all_items_ci95
+
+
+def test_a_sample_no_smaller_than_the_customers_is_no_sample(events: EventFrame) -> None:
+    full = evaluate_models(events, {"fixed": FixedOrder(order=("x",))}, cut=CUT)
+    capped = evaluate_models(events, {"fixed": FixedOrder(order=("x",))}, cut=CUT, max_users=3)
+    assert not capped.sampled and capped.sample_seed is None
+    assert capped.n_users == capped.n_users_eligible == full.n_users == 3
+    assert capped["fixed"].all_items == full["fixed"].all_items
+    for name, (lo, hi) in full["fixed"].all_items_ci95.items():
+        assert lo <= full["fixed"].all_items[name] <= hi
+    with pytest.raises(ConfigError, match="max_users must be at least 1"):
+        evaluate_models(events, {"fixed": FixedOrder()}, cut=CUT, max_users=0)
+
+
+_ids = st.lists(st.text(min_size=1, max_size=6), max_size=40)
+
+
+@given(ids=_ids, n=st.integers(1, 50), seed=st.integers(0, 2**32))
+@settings(max_examples=200, deadline=None)
+def test_sample_customers_is_a_seeded_subset_of_the_requested_size(
+    ids: list[str], n: int, seed: int
+) -> None:
+    sample = sample_customers(ids, n, seed=seed)
+    assert len(sample) == min(n, len(set(ids)))
+    assert set(sample) <= set(ids) and sample == sorted(set(sample))
+    assert sample_customers(list(reversed(ids)), n, seed=seed) == sample  # order-free
+
+
+@given(ids=_ids, drop=st.lists(st.integers(0, 39)), n=st.integers(1, 50), seed=st.integers(0, 99))
+@settings(max_examples=200, deadline=None)
+def test_sample_customers_is_consistent_under_subsets(
+    ids: list[str], drop: list[int], n: int, seed: int
+) -> None:
+    """A customer sampled from a set stays sampled from every subset that holds them: runs on
+    overlapping customers (one more day of data) evaluate mostly the same people."""
+    subset = [c for i, c in enumerate(ids) if i not in set(drop)]
+    from_all = set(sample_customers(ids, n, seed=seed))
+    assert from_all & set(subset) <= set(sample_customers(subset, n, seed=seed))
 
 
 # -- real data -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from recsys.retrieval import (
     AnnConfig,
     ExactIndex,
     FaissIndex,
+    UsearchIndex,
     build_index,
     load_index,
     save_index,
@@ -134,9 +135,12 @@ def test_one_query_at_a_time_equals_the_batch(
     np.testing.assert_array_equal(batch, single)
 
 
-def test_k_larger_than_ef_search_still_fills_k(data: tuple[np.ndarray, np.ndarray]) -> None:
+@pytest.mark.parametrize("kind", ["usearch", "hnsw"])
+def test_k_larger_than_ef_search_still_fills_k(
+    kind: str, data: tuple[np.ndarray, np.ndarray]
+) -> None:
     items, queries = data
-    index = build_index(items, kind="hnsw", ef_search=8)
+    index = build_index(items, kind=kind, ef_search=8, exact_head=0)
     found, _ = index.search(queries[:5], 50)
     assert (found >= 0).all()
     assert all(len(set(row)) == 50 for row in found)
@@ -152,7 +156,7 @@ def test_nan_query_rows_come_back_empty(hnsw: FaissIndex) -> None:
 
 def test_k_beyond_the_catalogue_is_padded() -> None:
     items, queries = clustered(40, 4, 2, seed=0)
-    for kind in ("exact", "hnsw"):
+    for kind in ("exact", "usearch", "hnsw"):
         idx, vals = build_index(items, kind=kind).search(queries, 50)
         assert sorted(idx[0, :40]) == list(range(40))
         assert (idx[:, 40:] == -1).all() and np.isneginf(vals[:, 40:]).all()
@@ -164,8 +168,10 @@ def test_k_beyond_the_catalogue_is_padded() -> None:
 def test_size_threshold_picks_exact_below_and_ann_from_it() -> None:
     items, _ = clustered(300, 4, 1, seed=0)
     assert isinstance(build_index(items, min_items=301), ExactIndex)
-    assert isinstance(build_index(items, min_items=300), FaissIndex)
-    assert isinstance(build_index(items, config=AnnConfig(min_items=10)), FaissIndex)
+    # the approximate default is the memory-mapped usearch graph; faiss when asked for
+    assert isinstance(build_index(items, min_items=300), UsearchIndex)
+    assert isinstance(build_index(items, config=AnnConfig(min_items=10)), UsearchIndex)
+    assert isinstance(build_index(items, min_items=10, kind="hnsw"), FaissIndex)
     # an explicit kind wins over the threshold
     assert isinstance(build_index(items, min_items=10, kind="exact"), ExactIndex)
     assert AnnConfig().min_items == 200_000
@@ -203,23 +209,36 @@ def test_bad_item_factors_are_a_model_error() -> None:
 # -- persistence -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+@pytest.mark.parametrize(
+    ("kind", "suffix"),
+    [("exact", ".npz"), ("usearch", ".usearch"), ("hnsw", ".faiss"), ("ivf", ".faiss")],
+)
+@pytest.mark.parametrize("head", [0, 500])
 def test_save_load_round_trip_gives_identical_results(
-    kind: str, data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+    kind: str, suffix: str, head: int, data: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
     items, queries = data
-    index = build_index(items, kind=kind, ef_search=40, nprobe=8)
+    # a weak graph (ef_search=10), so a head or a search setting lost on the way shows
+    index = build_index(items, kind=kind, m=8, ef_search=10, nprobe=8, exact_head=head)
     path = save_index(index, tmp_path / "items")
-    assert path.suffix == (".npz" if kind == "exact" else ".faiss")
-    # exact_head is not in the file (the manifest carries it): given back at load
-    head = index.exact_head if isinstance(index, FaissIndex) else 0
-    loaded = load_index(path, n_items=len(items), dim=items.shape[1], exact_head=head)
+    assert path.suffix == suffix
+    # exact_head (and usearch's ef_search) are not in the file: the manifest gives them back
+    head = getattr(index, "exact_head", 0)
+    loaded = load_index(
+        path,
+        n_items=len(items),
+        dim=items.shape[1],
+        exact_head=head,
+        ef_search=10,
+        item_factors=items,
+    )
     assert type(loaded) is type(index)
     before, after = index.search(queries, 10), loaded.search(queries, 10)
     np.testing.assert_array_equal(before[0], after[0])
     np.testing.assert_array_equal(before[1], after[1])
-    if isinstance(index, FaissIndex) and isinstance(loaded, FaissIndex):
-        assert loaded.params == index.params  # search parameters travel with the file
+    if isinstance(index, FaissIndex | UsearchIndex):
+        built = {k: v for k, v in index.params.items() if k != "ef_construction"}
+        assert {k: v for k, v in loaded.params.items() if k != "ef_construction"} == built
 
 
 def test_load_rejects_a_mismatched_or_broken_index(hnsw: FaissIndex, tmp_path: Path) -> None:
@@ -354,3 +373,140 @@ def test_exact_head_is_a_load_parameter_and_hnsw_only(
         ivf.set_search_params(exact_head=10)
     with pytest.raises(ConfigError, match="exact_head"):
         build_index(items, kind="hnsw", exact_head=-1)
+
+
+# -- usearch: one memory-mapped copy per file ------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_items=st.integers(2, 300),
+    dim=st.integers(2, 12),
+    k=st.integers(1, 20),
+    seed=st.integers(0, 2**31),
+)
+def test_usearch_with_a_full_candidate_list_equals_the_exact_index(
+    n_items: int, dim: int, k: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(n_items, dim)).astype(np.float32)
+    queries = rng.normal(size=(4, dim)).astype(np.float32)
+    # ef_search >= n_items: the search keeps every item it reaches, i.e. the whole graph
+    graph = UsearchIndex.hnsw(items, m=8, ef_search=n_items, build_threads=1)
+    idx, vals = graph.search(queries, k)
+    want_idx, want_vals = ExactIndex(items).search(queries, k)
+    np.testing.assert_allclose(vals, want_vals, rtol=1e-4, atol=1e-4)
+    # same items wherever the exact scores are not tied (continuous random data: never)
+    assert [sorted(r) for r in idx.tolist()] == [sorted(r) for r in want_idx.tolist()]
+
+
+def test_usearch_graph_recall_at_default_parameters(data: tuple[np.ndarray, np.ndarray]) -> None:
+    items, queries = data
+    truth, _ = ExactIndex(items).search(queries, 10)
+    graph = build_index(items, kind="usearch", exact_head=0)  # the graph alone, no head
+    assert isinstance(graph, UsearchIndex) and graph.params["ef_search"] == AnnConfig().ef_search
+    found, scores = graph.search(queries, 10)
+    assert recall(found, truth) >= 0.98
+    np.testing.assert_allclose(
+        scores, np.einsum("qd,qkd->qk", queries, items[found]), rtol=1e-4, atol=1e-4
+    )
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_usearch_exact_head_of_the_whole_catalogue_is_exact(
+    data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    items, queries = data
+    truth, _ = brute_force(items, queries, 10)
+    weak = UsearchIndex.hnsw(items, m=4, ef_construction=8, ef_search=10, exact_head=0)
+    base = recall(weak.search(queries, 10)[0], truth)
+    weak.set_search_params(exact_head=len(items))
+    assert recall(weak.search(queries, 10)[0], truth) == 1.0 > base
+    # loaded without the model's factors there is nothing to draw the head from
+    path = save_index(weak, tmp_path / "weak")
+    with pytest.raises(ArtifactError, match="exact head needs the item factors"):
+        load_index(path, exact_head=100)
+    assert load_index(path).exact_head == 0
+
+
+def _mappings(path: Path) -> list[str]:
+    """This process's memory mappings of ``path`` (their permission column)."""
+    target = str(path.resolve())
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        return [line.split()[1] for line in maps if line.rstrip().endswith(target)]
+
+
+def test_a_loaded_usearch_index_is_a_read_only_map_of_its_file(
+    data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    items, queries = data
+    path = save_index(build_index(items, kind="usearch"), tmp_path / "items")
+    before = path.read_bytes()
+    loaded = load_index(path, item_factors=items, exact_head=100)
+    assert isinstance(loaded, UsearchIndex)
+    perms = _mappings(path)
+    # mapped, not read into private memory, and nothing in the process can write it
+    assert perms and all("w" not in p for p in perms)
+    with pytest.raises(RuntimeError, match="immutable"):
+        loaded.index.add(np.array([len(items)], dtype=np.uint64), items[:1])
+    loaded.search(queries, 10)
+    assert path.read_bytes() == before
+    del loaded
+    import gc
+
+    gc.collect()
+    assert not _mappings(path)  # the map goes with the index
+
+
+def test_a_mapped_usearch_index_keeps_answering_when_a_new_one_is_saved_over_it(
+    data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    items, queries = data
+    path = save_index(build_index(items, kind="usearch", exact_head=0), tmp_path / "items")
+    running = load_index(path)
+    answer = running.search(queries, 10)
+    inode = path.stat().st_ino
+    # a new version's index written to the same name: a new file renamed into place
+    other = np.ascontiguousarray(items[::-1] * 2.0)
+    save_index(build_index(other, kind="usearch", exact_head=0), path)
+    assert path.stat().st_ino != inode
+    again = running.search(queries, 10)
+    np.testing.assert_array_equal(again[0], answer[0])
+    np.testing.assert_array_equal(again[1], answer[1])
+    fresh = load_index(path).search(queries, 10)
+    assert not np.array_equal(fresh[0], answer[0])  # the new file is the new index
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_missing_or_corrupt_usearch_file_is_an_artifact_error(
+    data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    items, _ = data
+    path = save_index(build_index(items, kind="usearch"), tmp_path / "items")
+    raw = path.read_bytes()
+    with pytest.raises(ArtifactError, match=r"absent\.usearch: no such index file"):
+        load_index(tmp_path / "absent.usearch")
+    cases = {
+        "truncated": raw[: len(raw) // 2],
+        "header-only": raw[:100],
+        "garbage": np.random.default_rng(0).bytes(5000),
+        "empty": b"",
+    }
+    for name, content in cases.items():
+        broken = tmp_path / f"{name}.usearch"
+        broken.write_bytes(content)
+        with pytest.raises(ArtifactError, match=rf"{name}\.usearch: not a usearch index"):
+            load_index(broken)
+    with pytest.raises(ArtifactError, match="1000 items, the model 4000"):
+        small = save_index(build_index(items[:1000], kind="usearch"), tmp_path / "small")
+        load_index(small, n_items=4000)
+
+
+def test_a_usearch_file_of_another_metric_is_refused(tmp_path: Path) -> None:
+    from usearch.index import Index
+
+    cosine = Index(ndim=4, metric="cos", dtype="f32")
+    cosine.add(np.arange(3, dtype=np.uint64), np.ones((3, 4), dtype=np.float32))
+    cosine.save(str(tmp_path / "cos.usearch"))
+    with pytest.raises(ArtifactError, match="inner product on float32"):
+        load_index(tmp_path / "cos.usearch")

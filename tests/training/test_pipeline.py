@@ -436,6 +436,8 @@ def _als_config(tmp_path: Path, ann: str) -> str:
     path.write_text(
         'default_model = "als"\nthreads = 1\n'
         "[evaluation]\nenabled = false\n"
+        # every customer's list stored: the tests compare each with exact scoring
+        "[precompute]\nactive_days = 0\n"
         "[models.als]\nparams = { factors = 8, iterations = 5 }\n"
         f"[ann]\n{ann}\n"
     )
@@ -451,18 +453,18 @@ def test_a_factor_model_over_min_items_ships_an_index_that_serving_searches(
 ) -> None:
     from recsys.engine import Engine
     from recsys.registry import sha256_file
-    from recsys.retrieval.ann import FaissIndex
+    from recsys.retrieval.ann import UsearchIndex
 
     config = _als_config(tmp_path, "min_items = 10\nm = 8\nef_search = 64\nexact_head = 5")
     at_training: list[int] = []
-    original = FaissIndex.search
+    original = UsearchIndex.search
 
-    def spy(self: FaissIndex, queries: Any, k: int) -> Any:
+    def spy(self: UsearchIndex, queries: Any, k: int) -> Any:
         at_training.append(k)
         return original(self, queries, k)
 
     with monkeypatch.context() as patch:
-        patch.setattr(FaissIndex, "search", spy)
+        patch.setattr(UsearchIndex, "search", spy)
         assert main(["train", "--config", config]) == 0
     assert at_training  # the precomputed lists came from the index, as serving answers
     registry = _registry()
@@ -471,14 +473,14 @@ def test_a_factor_model_over_min_items_ships_an_index_that_serving_searches(
     manifest = registry.verify(version)
     folder = registry.path(version)
     entry = manifest["ann"]["als"]
-    assert entry["file"] == "index/als.faiss"
-    assert manifest["files"]["index/als.faiss"] == sha256_file(folder / "index/als.faiss")
+    assert entry["file"] == "index/als.usearch"
+    assert manifest["files"]["index/als.usearch"] == sha256_file(folder / "index/als.usearch")
     assert entry["n_items"] == manifest["counts"]["items"] and entry["dim"] == 8
-    assert entry["params"]["type"] == "IndexHNSWFlat" and entry["params"]["exact_head"] == 5
+    assert entry["params"]["type"] == "usearch HNSW" and entry["params"]["exact_head"] == 5
 
     engine = Engine.load(folder, registry)
     index = engine.indexes["als"]
-    assert isinstance(index, FaissIndex) and index.exact_head == 5
+    assert isinstance(index, UsearchIndex) and index.exact_head == 5
     exact = Engine.load(folder, registry)
     exact.indexes = {}  # the same version scored over every item
     assert exact.precomputed is not None
@@ -517,14 +519,14 @@ def test_a_tampered_index_is_refused_and_the_old_version_keeps_serving(
     assert main(["train", "--config", config, "--no-promote"]) == 0
     bad = registry.version_names()[0]
     assert bad != good and registry.current_version() == good
-    path = registry.path(bad) / "index" / "als.faiss"
+    path = registry.path(bad) / "index" / "als.usearch"
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
 
-    with pytest.raises(ArtifactError, match=r"index/als\.faiss"):
+    with pytest.raises(ArtifactError, match=r"index/als\.usearch"):
         Engine.load(registry.path(bad), registry)
-    with pytest.raises(ArtifactError, match=r"index/als\.faiss"):
+    with pytest.raises(ArtifactError, match=r"index/als\.usearch"):
         registry.promote(bad)
     assert registry.current_version() == good
     assert Engine.load(registry.path(good), registry).indexes  # the old one still loads
@@ -610,3 +612,89 @@ def test_a_bpr_default_model_gets_an_index_that_serves_the_exact_lists(
     # BPR cannot fold in an unknown customer: a NaN query vector, the popular fallback
     assert served[-1].fallback == "popular"
     assert sum(got.fallback is None and len(got.items) == 5 for got in served) == 60
+
+
+def _lists(registry: Registry) -> Any:
+    from recsys.engine import Engine
+
+    return Engine.load(registry.path(registry.current_version() or ""), registry)
+
+
+def test_only_recently_active_customers_get_a_stored_list_and_the_others_are_scored_live(
+    filled_store: Any, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, extra="[precompute]\nactive_days = 20\n")
+    assert main(["train", "--config", config]) == 0
+    registry = _registry()
+    manifest = registry.manifest(registry.current_version() or "")
+    events = filled_store.read_events()
+    since = int(events.ts.max()) - 20 * MICROS_PER_DAY
+    active = set(events.user_id[events.ts >= since].astype(str).tolist())
+    everyone = set(events.user_id.astype(str).tolist())
+    assert 0 < len(active) < len(everyone)  # the window splits this shop
+    assert manifest["precomputed"] == {
+        "users": len(active),
+        "of": len(everyone),
+        "active_days": 20.0,
+    }
+
+    engine = _lists(registry)
+    pre = engine.precomputed
+    assert pre is not None
+    stored = {engine.users.id(u) for u in range(len(engine.users)) if (pre.items[u] >= 0).any()}
+    assert stored == active
+    users = sorted(everyone)
+    served = [engine.recommend(u, 5) for u in users]
+    assert all(r.fallback is None for r in served)  # every customer gets a personal list
+    engine.precomputed = None
+    live = [engine.recommend(u, 5) for u in users]
+    assert [[i.item_id for i in r.items] for r in served] == [
+        [i.item_id for i in r.items] for r in live
+    ]
+    assert [[i.item_id for i in r.items] for r in engine.recommend_batch(users, 5)] == [
+        [i.item_id for i in r.items] for r in live
+    ]
+
+
+def test_active_days_zero_stores_every_customers_list(filled_store: Any, tmp_path: Path) -> None:
+    assert (
+        main(["train", "--config", _config(tmp_path, extra="[precompute]\nactive_days = 0\n")]) == 0
+    )
+    registry = _registry()
+    manifest = registry.manifest(registry.current_version() or "")
+    n = manifest["counts"]["users"]
+    assert manifest["precomputed"] == {"users": n, "of": n, "active_days": 0.0}
+    pre = _lists(registry).precomputed
+    assert pre is not None and bool((np.asarray(pre.items) >= 0).any(axis=1).all())
+
+
+def test_a_large_shop_evaluates_a_seeded_sample_with_confidence_intervals(
+    filled_store: Any, tmp_path: Path
+) -> None:
+    def evaluation(max_users: int, name: str) -> dict[str, Any]:
+        config = _config(tmp_path, extra=f"[evaluation]\nmax_users = {max_users}\n", name=name)
+        assert main(["train", "--config", config, "--no-promote"]) == 0
+        registry = _registry()
+        newest = max(registry.version_names())
+        return dict(registry.manifest(newest))
+
+    full = evaluation(0, "full.toml")
+    sampled = evaluation(10, "sampled.toml")
+    eligible = full["evaluation"]["users"]
+    assert eligible > 10 and "sample" not in full["evaluation"]
+    assert full["evaluation"]["users_eligible"] == eligible
+    assert sampled["evaluation"]["users"] == 10
+    assert sampled["evaluation"]["users_eligible"] == eligible
+    assert sampled["evaluation"]["sample"] == {"max_users": 10, "seed": 0}
+    for manifest in (full, sampled):
+        for model, values in manifest["metrics"].items():
+            lo, hi = manifest["evaluation"]["ci95"][model]["ndcg@10"]
+            assert lo <= values["ndcg@10"] <= hi
+    # a tenth of the customers: the interval is wider
+    width = {
+        name: m["evaluation"]["ci95"]["fixed"]["ndcg@10"][1]
+        - m["evaluation"]["ci95"]["fixed"]["ndcg@10"][0]
+        for name, m in (("full", full), ("sampled", sampled))
+    }
+    assert width["sampled"] > width["full"]
+    assert set(full["cpu_seconds"]) >= {"read", "build", "evaluate", "fit"}
