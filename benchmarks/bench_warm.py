@@ -11,8 +11,9 @@ holdout, cut at midnight UTC):
 * (b) pipeline level: ``run_training`` with the default configuration, full vs ``warm_start``
   (the warm run also skips the holdout evaluation; see :mod:`training.warm`).
 
-Run: ``.venv/bin/python -m benchmarks.bench_warm [--home DIR]`` (``--home``: a state folder
-whose store already holds the data; otherwise Online Retail is ingested into a temporary one).
+Run: ``.venv/bin/python -m benchmarks.bench_warm [--home DIR] [--skip-models]`` (``--home``: a
+state folder whose store already holds the data; otherwise Online Retail is ingested into a
+temporary one; its registry is replaced).
 """
 
 from __future__ import annotations
@@ -140,7 +141,12 @@ def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
 
 
 def pipeline_level(home: Path, events: Any) -> list[dict[str, Any]]:
-    """``run_training`` full vs warm on the default config (seconds per stage)."""
+    """``run_training`` full vs warm on the default config: wall and CPU seconds, per stage,
+    and the share of each run that is the hybrid's fit.
+
+    Yesterday's version is trained once and its registry restored before each of the two
+    runs, so both start from the same current version.
+    """
     import shutil
 
     from recsys.data.schema import MICROS_PER_DAY
@@ -156,35 +162,55 @@ def pipeline_level(home: Path, events: Any) -> list[dict[str, Any]]:
     cut -= cut % MICROS_PER_DAY
     pre = np.sort(events.ts[events.ts < cut])
     yesterday = int(pre[int(0.99 * len(pre))])
+    settings = load_settings(Settings)
+    models, saved = settings.registry_path, home / "bench-warm-yesterday"
+    quiet = lambda message: None  # noqa: E731
+    shutil.rmtree(models, ignore_errors=True)
+    shutil.rmtree(saved, ignore_errors=True)
+    store = open_store(settings)
+    try:
+        run_training(config, store=store, registry=Registry(models), as_of=yesterday, notify=quiet)
+    finally:
+        store.close()
+    shutil.copytree(models, saved)
     rows = []
     for mode in ("full", "warm"):
-        shutil.rmtree(home / "models", ignore_errors=True)
-        settings = load_settings(Settings)
+        shutil.rmtree(models)
+        shutil.copytree(saved, models)
         store = open_store(settings)
-        registry = Registry(settings.registry_path)
-        quiet = lambda message: None  # noqa: E731
         try:
-            run_training(config, store=store, registry=registry, as_of=yesterday, notify=quiet)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             result = run_training(
                 config,
                 store=store,
-                registry=registry,
+                registry=Registry(models),
                 as_of=cut,
                 force=True,
                 warm_start=mode == "warm",
                 notify=quiet,
             )
-            seconds = time.perf_counter() - start
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         finally:
             store.close()
+        hybrid = result.manifest["models"].get("hybrid", {}).get("fit_seconds", 0.0)
         rows.append(
             {
                 "run": mode,
                 "seconds": round(seconds, 1),
+                "cpu_seconds": round(cpu_seconds, 1),
+                "hybrid_fit_seconds": round(hybrid, 1),
+                "hybrid_share": round(hybrid / seconds, 2),
                 **{k: round(v, 1) for k, v in result.timings.items()},
+                **{f"cpu_{k}": round(v, 1) for k, v in result.cpu_seconds.items()},
             }
         )
+    shutil.rmtree(saved, ignore_errors=True)
+    full, warm = rows
+    print(
+        f"warm / full: {warm['seconds'] / full['seconds']:.2f}x wall, "
+        f"{warm['cpu_seconds'] / full['cpu_seconds']:.2f}x CPU",
+        flush=True,
+    )
     return rows
 
 
@@ -192,6 +218,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--home", type=Path, help="state folder whose store holds the data")
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--skip-models", action="store_true", help="only the whole-run part (b)")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-warm-"))
     os.environ["RECSYS_HOME"] = str(home)
@@ -208,8 +235,9 @@ def main() -> None:
         events, catalog = store.read_events(), store.read_items()
     finally:
         store.close()
-    for row in model_level(events, catalog, load_training_config(None)):
-        print(row, flush=True)
+    if not args.skip_models:
+        for row in model_level(events, catalog, load_training_config(None)):
+            print(row, flush=True)
     if not args.skip_pipeline:
         for row in pipeline_level(home, events):
             print(row, flush=True)
