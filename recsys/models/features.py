@@ -108,6 +108,7 @@ class GeneratorSettings:
     als_iterations: int = 15
     als_regularization: float = 0.05
     als_alpha: float = 1.0
+    als_warm_iterations: int = 0
     ease_lambda: float = 500.0
     max_ease_items: int = 15_000
     cooc_neighbours: int = 100
@@ -200,8 +201,15 @@ class GeneratorState:
         n_items: int,
         as_of_day: float,
         settings: GeneratorSettings,
+        *,
+        warm_from: GeneratorState | None = None,
     ) -> GeneratorState:
-        """Learn every generator from the events ``ev`` (all before ``as_of_day``)."""
+        """Learn every generator from the events ``ev`` (all before ``as_of_day``).
+
+        With ``warm_from`` (a state of the same users and items, learned from fewer events)
+        and a positive ``settings.als_warm_iterations``, ALS starts from its factors and runs
+        that many sweeps instead of ``als_iterations`` from random ones.
+        """
         p = ev.purchase
         pu, pi, po, pd = ev.user[p], ev.item[p], ev.order[p], ev.day[p]
         # distinct (user, item, order) triples: one purchase of an item per order
@@ -254,14 +262,23 @@ class GeneratorState:
 
         # the collaborative signal: purchase orders, plus carts and views at a lower weight
         signal = collaborative_signal(ev, stats)
+        warm = (
+            warm_from is not None
+            and settings.als_warm_iterations > 0
+            and warm_from.user_factors.shape == (n_users, settings.factors)
+            and warm_from.item_factors.shape == (n_items, settings.factors)
+        )
         user_factors, item_factors = als_fit(
             signal,
             factors=settings.factors,
             regularization=settings.als_regularization,
             alpha=settings.als_alpha,
-            iterations=settings.als_iterations,
+            iterations=settings.als_warm_iterations if warm else settings.als_iterations,
             seed=settings.seed,
             threads=0,
+            init=(warm_from.user_factors, warm_from.item_factors)
+            if warm and warm_from is not None
+            else None,
         )
         ease = None
         if 0 < n_items <= settings.max_ease_items:

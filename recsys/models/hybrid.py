@@ -125,6 +125,10 @@ class HybridModel(Recommender):
         The ALS generator's L2 penalty and confidence scale (see
         :class:`~recsys.models.features.GeneratorSettings` for why they differ from
         :class:`~recsys.models.als.ALSModel`'s: another signal, the same kernel).
+    als_warm_iterations
+        ALS sweeps of the serving generators when they start from the factors the ranker's
+        generators (learned up to the internal cut, the same users and items) ended with;
+        ``0`` fits them from random factors with the full ALS iterations.
     ease_lambda
         EASE L2 regularisation.
     max_ease_items
@@ -140,8 +144,15 @@ class HybridModel(Recommender):
     buyers_only
         Fit the classifier only on customers who bought in the label window (calibration
         still uses every held-out customer).
+    max_ranker_customers
+        The ranker learns from at most this many customers (with events before the internal
+        cut), drawn at random with ``seed``; ``0`` takes every one. Building their candidate
+        pairs and fitting the classifier is most of a fit's cost and grows with the customers,
+        while the ranker needs only enough examples; ``train_stats_`` says how many it used.
+        The serving generators always learn from every customer.
     seed
-        Seed of every random choice (ALS init, user split, negative sampling).
+        Seed of every random choice (ALS init, the ranker's customers, user split, negative
+        sampling).
     """
 
     name: ClassVar[str] = "hybrid"
@@ -158,6 +169,7 @@ class HybridModel(Recommender):
         factors: int = _DEFAULTS.factors,
         als_regularization: float = _DEFAULTS.als_regularization,
         als_alpha: float = _DEFAULTS.als_alpha,
+        als_warm_iterations: int = _DEFAULTS.als_warm_iterations,
         ease_lambda: float = _DEFAULTS.ease_lambda,
         max_ease_items: int = _DEFAULTS.max_ease_items,
         negative_rate: float = 0.3,
@@ -166,6 +178,7 @@ class HybridModel(Recommender):
         max_iter: int = 120,
         learning_rate: float = 0.1,
         buyers_only: bool = True,
+        max_ranker_customers: int = 10_000,
         seed: int = 0,
     ) -> None:
         self.label_days = label_days
@@ -177,6 +190,7 @@ class HybridModel(Recommender):
         self.factors = factors
         self.als_regularization = als_regularization
         self.als_alpha = als_alpha
+        self.als_warm_iterations = als_warm_iterations
         self.ease_lambda = ease_lambda
         self.max_ease_items = max_ease_items
         self.negative_rate = negative_rate
@@ -185,6 +199,7 @@ class HybridModel(Recommender):
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.buyers_only = buyers_only
+        self.max_ranker_customers = max_ranker_customers
         self.seed = seed
 
     # -- fitting ----------------------------------------------------------------------------
@@ -199,6 +214,7 @@ class HybridModel(Recommender):
             factors=self.factors,
             als_regularization=self.als_regularization,
             als_alpha=self.als_alpha,
+            als_warm_iterations=self.als_warm_iterations,
             ease_lambda=self.ease_lambda,
             max_ease_items=self.max_ease_items,
             seed=self.seed,
@@ -216,13 +232,16 @@ class HybridModel(Recommender):
         self.ranker_kind_ = "fixed_blend"
         self.fallback_reason_: str | None = None
         self.train_stats_: dict[str, float] = {}
+        cut_state = None
         if not ev.purchase.any():
             self.fallback_reason_ = "no purchases in the training data"
         else:
-            self._fit_ranker(ev, data.n_users, data.n_items, as_of_day, settings)
+            cut_state = self._fit_ranker(ev, data.n_users, data.n_items, as_of_day, settings)
         if self.fallback_reason_:
             log.info("hybrid: using the fixed blend: %s", self.fallback_reason_)
-        self.state_ = GeneratorState.build(ev, data.n_users, data.n_items, as_of_day, settings)
+        self.state_ = GeneratorState.build(
+            ev, data.n_users, data.n_items, as_of_day, settings, warm_from=cut_state
+        )
         self.as_of_day_ = as_of_day
         return self
 
@@ -233,7 +252,9 @@ class HybridModel(Recommender):
         n_items: int,
         as_of_day: float,
         settings: GeneratorSettings,
-    ) -> None:
+    ) -> GeneratorState | None:
+        """Learn the ranker at the internal cut; return the generators learned there (``None``
+        when the history is too short to cut), whether the ranker was learned or not."""
         first_day = float(ev.day[ev.purchase].min())
         span = as_of_day - first_day
         # a short history still gets a split: at most a third of it becomes the label window
@@ -243,9 +264,16 @@ class HybridModel(Recommender):
         post = ~(ev.day < cut_day) & ev.purchase
         if label_days <= 0 or not pre.purchase.any() or not post.any():
             self.fallback_reason_ = "history too short to hold out a label window"
-            return
+            return None
         state = GeneratorState.build(pre, n_users, n_items, cut_day, settings)
         users = np.unique(pre.user)
+        n_customers = len(users)
+        if 0 < self.max_ranker_customers < n_customers:
+            # its own stream: the split and negative sampling below draw as without a bound
+            pick = np.random.default_rng([self.seed, 1]).choice(
+                n_customers, size=self.max_ranker_customers, replace=False
+            )
+            users = users[np.sort(pick)]
         label = sp.csr_matrix(
             (np.ones(int(post.sum())), (ev.user[post], ev.item[post])), shape=(n_users, n_items)
         )
@@ -272,6 +300,8 @@ class HybridModel(Recommender):
         n_pos = int(y.sum())
         self.train_stats_ = {
             "label_days": float(label_days),
+            "customers": float(n_customers),
+            "ranker_customers": float(len(users)),
             "pairs": float(len(y)),
             "positives": float(n_pos),
             "candidate_recall": float(n_pos / max(label[users].nnz, 1)),
@@ -281,7 +311,7 @@ class HybridModel(Recommender):
                 f"{n_pos} labelled purchases among {len(y)} candidate pairs "
                 f"(at least {self.min_positives} and some negatives needed to learn a ranker)"
             )
-            return
+            return state
 
         # a feature nobody has here (no prices in the data, no EASE) is constant for the
         # ranker: scikit-learn's binning cannot take an all-NaN column
@@ -301,7 +331,7 @@ class HybridModel(Recommender):
             self.fallback_reason_ = (
                 "too few labelled purchases on one side of the calibration split"
             )
-            return
+            return state
 
         from sklearn.ensemble import HistGradientBoostingClassifier
         from sklearn.isotonic import IsotonicRegression
@@ -324,6 +354,7 @@ class HybridModel(Recommender):
         self.calibrator_ = calibrator
         self.calibrated_ = True
         self.ranker_kind_ = "gradient_boosting"
+        return state
 
     # -- scoring ----------------------------------------------------------------------------
 

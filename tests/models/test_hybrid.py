@@ -131,6 +131,22 @@ def test_probabilities_are_calibrated_and_monotone(model: HybridModel, shop: Tra
     assert p.max() - p.min() > 0.3
 
 
+def test_the_ranker_learns_from_a_bounded_sample_of_customers(
+    model: HybridModel, shop: TrainingData
+) -> None:
+    bounded = HybridModel(factors=16, max_iter=100, max_ranker_customers=150).fit(shop)
+    stats = bounded.train_stats_
+    assert stats["customers"] == model.train_stats_["customers"] > 150
+    assert stats["ranker_customers"] == 150
+    assert stats["pairs"] < model.train_stats_["pairs"]
+    assert bounded.ranker_kind_ == "gradient_boosting"
+    # a bound above the customer count changes nothing
+    unbounded = HybridModel(factors=16, max_iter=100, max_ranker_customers=0).fit(shop)
+    assert model.train_stats_["ranker_customers"] == model.train_stats_["customers"]
+    users, hist = probe(shop)
+    np.testing.assert_array_equal(unbounded.score(users, hist), model.score(users, hist))
+
+
 def test_tiny_data_falls_back_to_a_fixed_blend(tiny_data: TrainingData) -> None:
     model = HybridModel(factors=4).fit(tiny_data)
     assert model.ranker_kind_ == "fixed_blend"
@@ -218,4 +234,44 @@ def test_big_catalogue_skips_ease(shop: TrainingData) -> None:
     users, hist = probe(shop)
     (reasons,) = model.explain(users, hist, 5)
     assert reasons and all("ease" not in r.sources for r in reasons)
+    assert reasons[0].item == shop.items.index("c3")
+
+
+def test_warm_als_starts_from_the_cut_states_factors(shop: TrainingData) -> None:
+    """With ``als_warm_iterations`` the serving ALS is the kernel run from the factors the
+    ranker's generators ended with, for that many sweeps."""
+    from recsys.models.features import (
+        MICROS_PER_DAY,
+        EventArrays,
+        GeneratorSettings,
+        GeneratorState,
+        collaborative_signal,
+    )
+    from recsys.models.kernels import als_fit
+
+    s = GeneratorSettings(factors=8, als_warm_iterations=2)
+    ev = EventArrays.from_training_data(shop)
+    as_of_day = AS_OF / MICROS_PER_DAY
+    cut = GeneratorState.build(
+        ev.before(as_of_day - 30), shop.n_users, shop.n_items, as_of_day - 30, s
+    )
+    warm = GeneratorState.build(ev, shop.n_users, shop.n_items, as_of_day, s, warm_from=cut)
+    cold = GeneratorState.build(ev, shop.n_users, shop.n_items, as_of_day, s)
+    expected = als_fit(
+        collaborative_signal(ev, warm.stats),
+        factors=8,
+        regularization=s.als_regularization,
+        alpha=s.als_alpha,
+        iterations=2,
+        seed=s.seed,
+        threads=0,
+        init=(cut.user_factors, cut.item_factors),
+    )
+    np.testing.assert_array_equal(warm.user_factors, expected[0])
+    np.testing.assert_array_equal(warm.item_factors, expected[1])
+    assert not np.array_equal(warm.item_factors, cold.item_factors)
+    model = HybridModel(factors=8, max_iter=30, als_warm_iterations=2).fit(shop)
+    assert model.ranker_kind_ == "gradient_boosting"
+    users, hist = probe(shop)
+    (reasons,) = model.explain(users, hist, 5)
     assert reasons[0].item == shop.items.index("c3")
