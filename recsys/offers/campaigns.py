@@ -44,7 +44,7 @@ from recsys.offers.ranking import (
     candidate_offers,
     select_offers,
 )
-from recsys.offers.segments import PROSPECT, SegmentScale, SegmentTable, compute_segments
+from recsys.offers.segments import PROSPECT, SegmentScale, compute_segments
 from recsys.offers.store import Send, impression_times, last_sends, record_sends, sends_on
 from recsys.offers.triggers import (
     Complements,
@@ -192,7 +192,7 @@ def build_campaign_context(
     the stored table, which may describe another date.
     """
     ctx, _ = _read_context(
-        store, promotions, today, models=models, settings=settings, seed=seed, impressions=True
+        store, promotions, today, models=models, settings=settings, seed=seed, serving=False
     )
     return ctx
 
@@ -223,10 +223,10 @@ def build_shop_context(
     complements); then every customer's history, profile, segment and impressions are let
     go. ``max_cached`` bounds the hybrid model's per-customer cache.
     """
-    ctx, table = _read_context(
-        store, promotions, today, models=models, settings=settings, seed=seed, impressions=False
+    ctx, scale = _read_context(
+        store, promotions, today, models=models, settings=settings, seed=seed, serving=True
     )
-    return ShopContext(ctx.shop_part(max_cached=max_cached), SegmentScale.from_table(table))
+    return ShopContext(ctx.shop_part(max_cached=max_cached), scale)
 
 
 def _read_context(
@@ -237,13 +237,21 @@ def _read_context(
     models: LoadedModels | None,
     settings: TriggerSettings | None,
     seed: int,
-    impressions: bool,
-) -> tuple[OfferContext, SegmentTable]:
+    serving: bool,
+) -> tuple[OfferContext, SegmentScale]:
+    """The whole context, and the segment scale of the day. ``serving``: no impressions (read
+    per customer) and no k-means (a server needs the labels only, which the scale gives)."""
     settings = settings or TriggerSettings()
     events = store.read_events(until=day_start_micros(today))
     customers = store.read_customers()
     history = PurchaseHistory.from_events(events, today)
-    table = compute_segments(events, today, customers, seed=seed)
+    if serving:
+        scale = SegmentScale.from_history(history, today, customers)
+        segment_of = scale.segments_of(history, customers)
+    else:
+        table = compute_segments(events, today, customers, seed=seed)
+        scale = SegmentScale.from_table(table)
+        segment_of = table.segment_of()
     hybrid = complements = due = None
     if models is not None:
         item_ids = models.items.ids
@@ -267,7 +275,7 @@ def _read_context(
                 )
 
     shown: dict[tuple[str, str], list[int]] = {}
-    if impressions:
+    if not serving:
         longest = max(
             (p.frequency_cap.period_days for p in promotions if p.frequency_cap), default=1
         )
@@ -287,14 +295,14 @@ def _read_context(
             replace(c.item, in_stock=c.item.in_stock and not c.retired)
             for c in store.item_changes()
         ],
-        segments=table.segment_of(),
+        segments=segment_of,
         settings=settings,
         complements=complements,
         hybrid=hybrid,
         due=due,
         impressions=shown,
     )
-    return ctx, table
+    return ctx, scale
 
 
 def _episode_start(ctx: OfferContext, trigger: str, user_id: str) -> date | None:

@@ -43,7 +43,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from recsys.data.schema import MICROS_PER_DAY, Customer, EventFrame
-from recsys.offers.triggers import CustomerHistory, PurchaseHistory, day_start_micros
+from recsys.offers.triggers import (
+    CustomerHistory,
+    PurchaseHistory,
+    day_number,
+    day_start_micros,
+)
 
 #: Segment of a customer with no purchase (not stored in the table).
 PROSPECT = "prospect"
@@ -170,6 +175,40 @@ class SegmentScale:
             frequency=f,
             frequency_cum=np.cumsum(f_n).astype(np.int64),
         )
+
+    @classmethod
+    def from_history(
+        cls, history: PurchaseHistory, as_of: date, customers: Sequence[Customer] = ()
+    ) -> SegmentScale:
+        """The scale :func:`compute_segments` would give at ``as_of``'s midnight, from a
+        history of the purchases before it (no k-means: a server needs the labels only)."""
+        day = day_number(as_of)
+        opted_out = {c.user_id for c in customers if c.personalisation_opt_out}
+        kept = [h for u, h in history.customers.items() if u not in opted_out]
+        recency = np.array([max(float(day - h.order_days[-1]), 0.0) for h in kept])
+        frequency = np.array([float(h.n_orders) for h in kept])
+        r, r_n = np.unique(-recency, return_counts=True)
+        f, f_n = np.unique(frequency, return_counts=True)
+        return cls(
+            as_of_day=day,
+            recency=r.astype(np.float64),
+            recency_cum=np.cumsum(r_n).astype(np.int64),
+            frequency=f.astype(np.float64),
+            frequency_cum=np.cumsum(f_n).astype(np.int64),
+        )
+
+    def segments_of(
+        self, history: PurchaseHistory, customers: Sequence[Customer] = ()
+    ) -> dict[str, str]:
+        """``user_id -> segment`` of every customer of ``history`` (opt-outs left out), as
+        :meth:`SegmentTable.segment_of` gives it."""
+        opted_out = {c.user_id for c in customers if c.personalisation_opt_out}
+        out = {}
+        for user, h in history.customers.items():
+            label = None if user in opted_out else self.segment(h)
+            if label is not None:
+                out[user] = label
+        return out
 
     def segment(self, history: CustomerHistory | None) -> str | None:
         """The segment of a customer with this history (orders from ``as_of_day`` on are not

@@ -268,6 +268,9 @@ def test_segment_scale_labels_each_customer_as_the_table_does(
     history = PurchaseHistory.from_events(events, DAY + timedelta(days=1))
     for user, segment in table.segment_of().items():
         assert scale.segment(history.customers[user]) == segment
+    # a server's scale, from the day's history without the table (no k-means)
+    served = SegmentScale.from_history(PurchaseHistory.from_events(events, DAY), DAY, profiles)
+    assert served.segments_of(history, profiles) == table.segment_of()
 
 
 def test_impression_posted_by_another_process_reaches_the_cap_at_once(tmp_path: Path) -> None:
