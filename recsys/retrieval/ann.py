@@ -633,13 +633,22 @@ class UsearchIndex(ItemIndex):
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         # usearch widens its candidate list to k itself (measured: k > ef_search still fills k)
         found = self.index.search(queries, k, threads=self.threads)
-        keys = np.asarray(found.keys, dtype=np.uint64).reshape(queries.shape[0], k)
-        counts = np.asarray(found.counts).reshape(-1)
+        n = queries.shape[0]
+        keys = np.zeros((n, k), dtype=np.uint64)
+        distances = np.zeros((n, k), dtype=np.float32)
+        if hasattr(found, "counts"):  # a batch: n × k arrays, each row valid up to its count
+            counts = np.asarray(found.counts).reshape(-1)
+            keys[:] = np.asarray(found.keys).reshape(n, k)
+            distances[:] = np.asarray(found.distances).reshape(n, k)
+        else:  # one query (usearch answers a 1-row batch so): only the items it found
+            got = len(found.keys)
+            counts = np.array([got])
+            keys[0, :got] = found.keys
+            distances[0, :got] = found.distances
         valid = (np.arange(k)[None, :] < counts[:, None]) & (keys < self.n_items)
         idx = np.where(valid, keys, 0).astype(np.int64)
         idx[~valid] = NO_ITEM
         # usearch's inner-product distance is 1 - dot, best (smallest) first
-        distances = np.asarray(found.distances, dtype=np.float32).reshape(idx.shape)
         scores = np.where(valid, np.float32(1.0) - distances, -np.inf).astype(np.float32)
         if self._head is None:
             return idx, scores

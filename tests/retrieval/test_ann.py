@@ -126,13 +126,21 @@ def test_ivf_recall_with_enough_probes(data: tuple[np.ndarray, np.ndarray]) -> N
     assert recall(index.search(queries, 10)[0], truth) >= 0.98
 
 
+@pytest.mark.parametrize("kind", ["usearch", "hnsw"])
 def test_one_query_at_a_time_equals_the_batch(
-    data: tuple[np.ndarray, np.ndarray], hnsw: FaissIndex
+    kind: str, data: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    queries = data[1][:20]
-    batch, _ = hnsw.search(queries, 10)
-    single = np.vstack([hnsw.search(q, 10)[0] for q in queries])
-    np.testing.assert_array_equal(batch, single)
+    items, queries = data[0], data[1][:20]
+    index = build_index(items, kind=kind, exact_head=100)
+    batch = index.search(queries, 10)
+    single = [index.search(q, 10) for q in queries]
+    np.testing.assert_array_equal(batch[0], np.vstack([s[0] for s in single]))
+    np.testing.assert_array_equal(batch[1], np.vstack([s[1] for s in single]))
+    # and a single query of a catalogue smaller than k is padded, as a batch is
+    small = build_index(items[:5], kind=kind, exact_head=0)
+    idx, vals = small.search(queries[0], 8)
+    assert sorted(idx[0, :5].tolist()) == list(range(5)) and (idx[0, 5:] == -1).all()
+    assert np.isneginf(vals[0, 5:]).all()
 
 
 @pytest.mark.parametrize("kind", ["usearch", "hnsw"])

@@ -1,0 +1,336 @@
+"""Server memory with 1 and 2 workers: one shared copy of the approximate index (issue 16).
+
+Publishes one model version per index kind through the real version format
+(:func:`recsys.artifacts.write_version`, the registry's ``publish``), the same data for each:
+``--items`` items, ``--users`` customers, ALS with *random* factors (``--factors``; training ALS
+at 10^6 items takes too long here and memory does not depend on the values), a random history
+of ``--events-per-user`` items per customer, and the index ``recsys train`` would build
+(default ``[ann]`` graph parameters except ``ef_construction``, ``--ef-construction``: it sets
+build time, not the index's size). No precomputed lists, so every request is answered live
+through the index.
+
+For each kind and ``--workers`` 1 and 2, starts ``recsys serve`` (real processes, uvicorn
+workers spawned, so nothing is shared by fork), sends ``--requests`` recommendation requests
+for distinct customers (each a fold-in and an index search; the exact head reads every item's
+norm at load), then sums ``Pss`` of ``/proc/PID/smaps_rollup`` over the server's processes
+(supervisor and workers). PSS divides each shared page among the processes that map it, so
+the sum is what the server costs together. Also per worker: PSS by mapping (the index file,
+the model's factors, other version files, anonymous memory, libraries) from
+``/proc/PID/smaps``, to show what dominates.
+
+Target (issue 16): at 10^6 items, PSS with 2 workers <= 1.3x PSS with 1 worker.
+
+Run: ``.venv/bin/python -m benchmarks.bench_memory [--smoke] [--items 1e6] [--kinds usearch,hnsw]``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from benchmarks.bench_serving import free_port, rss_mib, start, stop
+from benchmarks.common import base_parser, machine, markdown_table, out_dir, write_report
+
+TARGET_RATIO = 1.3
+
+
+def synthetic_version(
+    home: Path,
+    *,
+    n_items: int,
+    n_users: int,
+    factors: int,
+    events_per_user: int,
+    kind: str,
+    ef_construction: int,
+    seed: int = 0,
+) -> tuple[Path, list[str], dict[str, Any]]:
+    """Publish and promote one version with random ALS factors and a ``kind`` index.
+
+    Returns the version folder, the customer ids and build facts (seconds, file sizes).
+    """
+    from recsys.artifacts import index_base, write_version
+    from recsys.data.vocab import Vocabulary
+    from recsys.models.als import ALSModel
+    from recsys.registry import Registry
+    from recsys.retrieval.ann import AnnConfig, build_index, save_index
+
+    rng = np.random.default_rng(seed)
+    users = Vocabulary(f"c{u}" for u in range(n_users))
+    items = Vocabulary(f"p{i}" for i in range(n_items))
+    catalog = [
+        {
+            "item_id": f"p{i}",
+            "title": f"product {i}",
+            "category": f"cat{i % 500}",
+            "price": round(1 + (i % 97) * 0.5, 2),
+            "in_stock": True,
+            "margin": None,
+        }
+        for i in range(n_items)
+    ]
+    # item norms grow with popularity, as ALS factors' do
+    popularity = 1.0 / (rng.permutation(n_items) + 1.0) ** 0.9
+    item_f = rng.normal(size=(n_items, factors)).astype(np.float32)
+    item_f *= ((1.0 + np.log1p(popularity * n_items)) / 10).astype(np.float32)[:, None]
+    user_f = rng.normal(size=(n_users, factors)).astype(np.float32)
+    rows = np.repeat(np.arange(n_users), events_per_user)
+    cols = rng.choice(n_items, size=rows.size, p=popularity / popularity.sum())
+    history = sp.csr_matrix(
+        (np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_users, n_items)
+    )
+    history.sum_duplicates()
+    model = ALSModel(factors=factors)
+    model.user_factors_ = user_f
+    model.item_factors_ = item_f
+    model.train_ = history  # the rows it was "trained" on: known customers keep their vectors
+
+    registry = Registry(home / "models")
+    start_s = time.perf_counter()
+    config = AnnConfig(kind=kind, ef_construction=ef_construction)  # type: ignore[arg-type]
+    index = build_index(item_f, config=config)
+    build_s = time.perf_counter() - start_s
+    with registry.publish() as staging:
+        write_version(
+            staging.path,
+            users=users,
+            items=items,
+            catalog=catalog,
+            history=history,
+            purchases=history,
+            models={"als": model},
+        )
+        base = index_base(staging.path, "als")
+        base.parent.mkdir()
+        path = save_index(index, base)
+        staging.manifest.update(
+            default_model="als",
+            models={"als": {"model": "als"}},
+            counts={"users": n_users, "items": n_items, "interactions": int(history.nnz)},
+            ann={
+                "als": {
+                    "file": path.relative_to(staging.path).as_posix(),
+                    "n_items": n_items,
+                    "dim": factors,
+                    "params": dict(index.params),  # type: ignore[attr-defined]
+                }
+            },
+        )
+    version = staging.version
+    registry.promote(version, reason="bench_memory", verify=False)
+    folder = registry.path(version)
+    sizes = {
+        "index": (folder / path.relative_to(staging.path)).stat().st_size,
+        "factors": sum(f.stat().st_size for f in (folder / "models").rglob("*.npz")),
+        "version": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()),
+    }
+    return folder, list(users.ids), {"build_s": build_s, "bytes": sizes}
+
+
+def children(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def pss_by_mapping(pid: int, version: Path) -> dict[str, float]:
+    """PSS of one process (MiB) by what is mapped: index, factors, other version files,
+    anonymous memory (heap, Python objects, private copies), shared libraries, the rest."""
+    groups: dict[str, float] = {}
+    name = "other"
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps", encoding="utf-8") as smaps:
+        for line in smaps:
+            head = line.split()
+            if not head:
+                continue
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                path = head[5] if len(head) > 5 else ""
+                if path.startswith(str(version)):
+                    rel = Path(path).relative_to(version).as_posix()
+                    name = (
+                        "index file"
+                        if rel.startswith("index/")
+                        else "factors"
+                        if rel.startswith("models/")
+                        else "other version files"
+                    )
+                elif path == "" or path.startswith("["):
+                    name = "anonymous"
+                elif ".so" in path:
+                    name = "libraries"
+                else:
+                    name = "other files"
+            elif head[0] == "Pss:":
+                groups[name] = groups.get(name, 0.0) + int(head[1]) / 1024
+    return groups
+
+
+def send_requests(port: int, users: Sequence[str], n: int) -> dict[str, Any]:
+    """``n`` GETs of distinct customers' recommendations; counts and median latency."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    times, bad = [], 0
+    for user in users[:n]:
+        t = time.perf_counter()
+        conn.request("GET", f"/v1/users/{user}/recommendations?k=10")
+        resp = conn.getresponse()
+        resp.read()
+        times.append(time.perf_counter() - t)
+        bad += resp.status != 200
+    conn.close()
+    return {"requests": len(times), "non_200": bad, "median_ms": 1e3 * float(np.median(times))}
+
+
+def measure_kind(
+    kind: str, home: Path, users: list[str], folder: Path, n_requests: int
+) -> dict[str, Any]:
+    """PSS of ``recsys serve`` with 1 and 2 workers on the promoted version in ``home``."""
+    env = dict(os.environ, RECSYS_HOME=str(home), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    recsys_bin = str(Path(sys.executable).with_name("recsys"))
+    out: dict[str, Any] = {}
+    for workers in (1, 2):
+        port = free_port()
+        cmd = [recsys_bin, "serve", "--port", str(port), "--workers", str(workers)]
+        probe = f"/v1/users/{users[0]}/recommendations"
+        proc = start([*cmd, "--no-access-log"], env, port, probe)
+        try:
+            # several connections' worth of requests, so that every worker loads and searches
+            traffic = [send_requests(port, users[i::4], n_requests // 4) for i in range(4)]
+            time.sleep(1.0)
+            pids = children(proc.pid)
+            out[f"w{workers}"] = {
+                "pss_mib": rss_mib(proc.pid, "Pss"),
+                "rss_mib": rss_mib(proc.pid),
+                "processes": len(pids),
+                "by_mapping": {str(p): pss_by_mapping(p, folder) for p in pids},
+                "traffic": traffic,
+            }
+        finally:
+            stop(proc)
+    out["ratio"] = out["w2"]["pss_mib"] / out["w1"]["pss_mib"]
+    return out
+
+
+def report(res: dict[str, Any], command: str, load: tuple[float, float]) -> str:
+    """The Markdown section."""
+    lines = [
+        "## Server memory with 1 and 2 workers (issue 16)",
+        "",
+        f"Command: `{command}` · machine: {machine()} · 1-min load average before / after: "
+        f"{load[0]:.2f} / {load[1]:.2f}",
+        "",
+        f"{res['items']:,} items × {res['factors']} factors, {res['users']:,} customers, "
+        f"{res['events_per_user']} history items each, random ALS factors; "
+        f"{res['requests']} live requests per server (no precomputed lists).",
+        "",
+    ]
+    rows = []
+    for kind, m in res["kinds"].items():
+        b = res["build"][kind]
+        rows.append(
+            [
+                kind,
+                f"{b['bytes']['index'] / 2**20:.0f}",
+                f"{m['w1']['pss_mib']:.0f}",
+                f"{m['w2']['pss_mib']:.0f}",
+                f"{m['ratio']:.2f}",
+                "met" if m["ratio"] <= TARGET_RATIO else "NOT met",
+            ]
+        )
+    lines.append(
+        markdown_table(
+            [
+                "index",
+                "index file MiB",
+                "PSS 1 worker MiB",
+                "PSS 2 workers MiB",
+                "ratio",
+                f"<= {TARGET_RATIO}x",
+            ],
+            rows,
+        )
+    )
+    lines += ["", "PSS by mapping, MiB, summed over the server's processes:", ""]
+    groups = ["index file", "factors", "other version files", "anonymous", "libraries"]
+    rows = []
+    for kind, m in res["kinds"].items():
+        for w in ("w1", "w2"):
+            total: dict[str, float] = {}
+            for per in m[w]["by_mapping"].values():
+                for g, v in per.items():
+                    total[g] = total.get(g, 0.0) + v
+            rest = sum(v for g, v in total.items() if g not in groups)
+            rows.append(
+                [f"{kind} {w}", *(f"{total.get(g, 0.0):.0f}" for g in groups), f"{rest:.0f}"]
+            )
+    lines.append(markdown_table(["server", *groups, "other"], rows))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; write ``memory.md`` / ``memory.json`` to the output folder."""
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--items", default="1e6")
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--events-per-user", type=int, default=20)
+    parser.add_argument("--kinds", default="usearch,hnsw", help="index kinds ([ann] kind)")
+    parser.add_argument("--ef-construction", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.items, args.users, args.factors, args.requests = "5000", 500, 16, 40
+    n_items = int(float(args.items))
+    command = "python -m benchmarks.bench_memory " + " ".join(argv if argv is not None else [])
+    load_before = os.getloadavg()[0]
+    res: dict[str, Any] = {
+        "items": n_items,
+        "users": args.users,
+        "factors": args.factors,
+        "events_per_user": args.events_per_user,
+        "requests": args.requests,
+        "build": {},
+        "kinds": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.kinds.split(","):
+            home = Path(tmp) / kind
+            print(f"-- {kind}: publishing {n_items:,} items", flush=True)
+            folder, users, built = synthetic_version(
+                home,
+                n_items=n_items,
+                n_users=args.users,
+                factors=args.factors,
+                events_per_user=args.events_per_user,
+                kind=kind,
+                ef_construction=args.ef_construction,
+            )
+            res["build"][kind] = built
+            print(f"-- {kind}: serving (index built in {built['build_s']:.0f} s)", flush=True)
+            res["kinds"][kind] = measure_kind(kind, home, users, folder, args.requests)
+            print(f"-- {kind}: ratio {res['kinds'][kind]['ratio']:.2f}", flush=True)
+    load = (load_before, os.getloadavg()[0])
+    text = report(res, command.strip(), load)
+    write_report(out_dir(args), "memory", text, res)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
