@@ -4,8 +4,9 @@ Issue 16's target: ``GET /v1/users/{id}/offers`` p99 at most 2x ``GET /v1/users/
 recommendations`` p99 under the same load, *from the first request on*, and no request pays for
 a shop-wide context. Set-up, once: ingest Online Retail (``--format online-retail``) into a
 fresh home and train the default configuration (or, with ``--synthetic N``, a generated shop of
-``N`` customers). Then for each code revision given (``--revs``, exported with ``git archive``
-so that a working tree others are editing does not leak in; ``.`` is the checkout as it is):
+``N`` customers). Then for the code of ``--rev`` (exported with ``git archive``, so that a
+working tree others are editing does not leak in), and with ``--before`` for the same code with
+the offer files of an older revision too:
 
 * **first answer**: start ``recsys serve`` and ask for one customer's offers at once,
   repeating until the first 200; seconds from the start of the process, and the same for
@@ -20,7 +21,7 @@ so that a working tree others are editing does not leak in; ``.`` is the checkou
 The serving day is fixed to the day after the data (``RECSYS_OFFERS_DATE``), so the triggers
 fire as they would have; the packaged example promotions are served.
 
-Run: ``nice -n 10 .venv/bin/python -m benchmarks.bench_offers --revs 885aca5,HEAD``
+Run: ``nice -n 10 .venv/bin/python -m benchmarks.bench_offers --before 885aca5``
 """
 
 from __future__ import annotations
@@ -61,16 +62,29 @@ params = { source = "basket" }
 ENDPOINTS = {"offers": "offers?k=10", "recommendations": "recommendations?k=10"}
 
 
-def export(rev: str, into: Path) -> Path:
-    """The code of ``rev`` as a folder (``.``: this checkout, as it is)."""
-    if rev == ".":
-        return ROOT
-    folder = into / f"code-{rev.replace('/', '_')}"
+def export(rev: str, into: Path, *, old: str | None = None, paths: Sequence[str] = ()) -> Path:
+    """The code of ``rev`` as a folder; with ``old``, ``paths`` as they were at ``old``.
+
+    The overlay measures one change against a tree others keep changing: a model version
+    trained by today's code may not load in last week's, but today's code with last week's
+    offers loads it.
+    """
+    folder = into / (f"code-{rev}" + (f"-with-{old}" if old else "")).replace("/", "_")
     folder.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    layers: list[tuple[str, Sequence[str]]] = [(rev, ())]
+    if old:
+        layers.append((old, paths))
+    for source, only in layers:
+        for path in only:  # files added since ``old`` go too
+            target = folder / path
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", source, *only], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
 
 
@@ -282,7 +296,17 @@ def load_average() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Prepare once, measure every revision; write ``offers.md``/``.json``."""
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--revs", default=".", help="comma-separated git revisions ('.': as is)")
+    parser.add_argument("--rev", default="HEAD", help="the code measured (a git revision)")
+    parser.add_argument(
+        "--before",
+        default=None,
+        help="also measure --rev with --before-paths as they were at this revision",
+    )
+    parser.add_argument(
+        "--before-paths",
+        default="recsys/offers,recsys/service.py,serving/ui/views.py",
+        help="what --before replaces (comma-separated; default: the offer code and its caller)",
+    )
     parser.add_argument("--duration", type=float, default=None, help="seconds per wrk run (10)")
     parser.add_argument("--runs", type=int, default=None, help="runs per setting (3)")
     parser.add_argument(
@@ -301,12 +325,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = out_dir(args)
     seconds = args.duration or (2.0 if args.smoke else 10.0)
     runs = args.runs or (1 if args.smoke else 3)
-    revs = [r.strip() for r in args.revs.split(",") if r.strip()]
+    paths = [p.strip() for p in args.before_paths.split(",") if p.strip()]
     before = load_average()
     results = []
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        codes = {rev: export(rev, tmp) for rev in revs}
+        codes = {f"{args.rev} (after)": export(args.rev, tmp)}
+        if args.before:
+            before_code = export(args.rev, tmp, old=args.before, paths=paths)
+            codes = {f"{args.rev} + {args.before}'s offers (before)": before_code, **codes}
+        revs = list(codes)
         home = args.home or tmp / "home"
         saved = home / "bench_offers_shop.json"
         if saved.exists():
