@@ -1,4 +1,4 @@
-"""Approximate retrieval: recall@10 and single-query speed of faiss indexes vs exact search.
+"""Approximate retrieval: recall@10 and single-query speed of usearch and faiss vs exact search.
 
 For each catalogue size, item and user factors come from ALS (implicit's CPU solver, 64
 factors, the :class:`~recsys.models.als.ALSModel` defaults ``alpha=0.1``,
@@ -13,13 +13,19 @@ Measured, all with one thread per search (BLAS and faiss), as a serving worker r
 * single-query throughput (one query per call, queries/s, median of ``--runs`` runs,
   contenders interleaved so a noisy neighbour hits all alike); exact search times a subset
   of the queries (it is the slow one);
-* build time (2 threads) and index size (the file ``faiss.write_index`` writes, which is
-  what the index holds in memory: vectors + graph links or lists).
+* build time (2 threads) and index size (the file each library writes, which is what the
+  index holds in memory: vectors + graph links or lists; a usearch file is memory-mapped
+  when served, so one copy serves every worker).
+
+usearch HNSW (the default, ``kind = "auto"``) and faiss HNSW are built with the same ``m`` and
+``ef_construction`` and searched with the same ``ef_search`` and ``exact_head`` values, in the
+same run.
 
 Targets (issue 7): at 10^6 items the default index (:class:`~recsys.retrieval.ann.AnnConfig`)
 has recall@10 >= 0.98 and >= 5x the exact throughput.
 
 Run: ``.venv/bin/python -m benchmarks.bench_ann [--smoke] [--items 1e5,1e6] [--source als]``
+(``--nprobe ""`` skips IVF.)
 """
 
 from __future__ import annotations
@@ -157,7 +163,14 @@ def bench_size(
     """Every measurement for one catalogue size."""
     import faiss
 
-    from recsys.retrieval.ann import AnnConfig, ExactIndex, FaissIndex, save_index
+    from recsys.retrieval.ann import (
+        AnnConfig,
+        ExactIndex,
+        FaissIndex,
+        ItemIndex,
+        UsearchIndex,
+        save_index,
+    )
 
     if source == "als":
         items, users, info = als_factors(n_items, factors)
@@ -182,13 +195,26 @@ def bench_size(
     )
     hnsw_build = time.perf_counter() - start
     start = time.perf_counter()
-    ivf = FaissIndex.ivf(items, nlist=default.nlist, nprobe=default.nprobe, build_threads=2)
-    ivf_build = time.perf_counter() - start
+    graph = UsearchIndex.hnsw(
+        items,
+        m=default.m,
+        ef_construction=default.ef_construction,
+        ef_search=default.ef_search,
+        build_threads=2,
+    )
+    usearch_build = time.perf_counter() - start
     sizes = {
         "exact": items.nbytes,
+        "usearch": save_index(graph, tmp / f"usearch{n_items}").stat().st_size,
         "hnsw": save_index(hnsw, tmp / f"hnsw{n_items}").stat().st_size,
-        "ivf": save_index(ivf, tmp / f"ivf{n_items}").stat().st_size,
     }
+    ivf = None
+    ivf_build = 0.0
+    if nprobe_values:
+        start = time.perf_counter()
+        ivf = FaissIndex.ivf(items, nlist=default.nlist, nprobe=default.nprobe, build_threads=2)
+        ivf_build = time.perf_counter() - start
+        sizes["ivf"] = save_index(ivf, tmp / f"ivf{n_items}").stat().st_size
     faiss.omp_set_num_threads(1)
 
     def single(index: Any, qs: np.ndarray) -> Any:
@@ -198,19 +224,21 @@ def bench_size(
 
         return run
 
-    settings: list[tuple[str, str, FaissIndex, dict[str, int]]] = []
+    settings: list[tuple[str, str, ItemIndex, dict[str, int]]] = []
     for head in head_values:
         for ef in ef_values:
             params = {"ef_search": ef, "exact_head": head}
+            settings.append((_hnsw_name(ef, head, "usearch"), "usearch", graph, params))
             settings.append((_hnsw_name(ef, head), "hnsw", hnsw, params))
-    for nprobe in nprobe_values:
-        settings.append((f"ivf nprobe={nprobe}", "ivf", ivf, {"nprobe": nprobe}))
+    if ivf is not None:
+        for nprobe in nprobe_values:
+            settings.append((f"ivf nprobe={nprobe}", "ivf", ivf, {"nprobe": nprobe}))
 
     exact_q = queries[:exact_queries]
     # per setting: recall on all queries, then timing interleaved with exact
     results: dict[str, dict[str, Any]] = {}
     for name, kind, index, params in settings:
-        index.set_search_params(**params)
+        index.set_search_params(**params)  # type: ignore[attr-defined]
         found, _ = index.search(queries, k)
         rec = recall_at(found, truth)
         times = interleaved({"exact": single(exact, exact_q), name: single(index, queries)}, runs)
@@ -225,8 +253,11 @@ def bench_size(
             "speedup": qps / exact_qps,
         }
     hnsw.set_search_params(ef_search=default.ef_search, exact_head=default.exact_head)
-    ivf.set_search_params(nprobe=default.nprobe)
-    default_name = _hnsw_name(default.ef_search, default.exact_head)
+    graph.set_search_params(ef_search=default.ef_search, exact_head=default.exact_head)
+    if ivf is not None:
+        ivf.set_search_params(nprobe=default.nprobe)
+    default_name = _hnsw_name(default.ef_search, default.exact_head, "usearch")
+    faiss_name = _hnsw_name(default.ef_search, default.exact_head)
     return {
         "n_items": n_items,
         "factors": factors,
@@ -234,17 +265,19 @@ def bench_size(
         "exact_timed_queries": len(exact_q),
         "runs": runs,
         "data": info,
-        "build_s": {"hnsw": hnsw_build, "ivf": ivf_build},
+        "build_s": {"usearch": usearch_build, "hnsw": hnsw_build, "ivf": ivf_build},
         "index_bytes": sizes,
+        "usearch_params": graph.params,
         "hnsw_params": hnsw.params,
-        "ivf_params": ivf.params,
+        "ivf_params": ivf.params if ivf is not None else None,
         "results": results,
         "default": default_name if default_name in results else None,
+        "faiss_default": faiss_name if faiss_name in results else None,
     }
 
 
-def _hnsw_name(ef: int, head: int) -> str:
-    return f"hnsw ef_search={ef}" + (f" exact_head={head:,}" if head else "")
+def _hnsw_name(ef: int, head: int, library: str = "hnsw") -> str:
+    return f"{library} ef_search={ef}" + (f" exact_head={head:,}" if head else "")
 
 
 def report(all_sizes: list[dict[str, Any]], command: str) -> str:
@@ -273,12 +306,23 @@ def report(all_sizes: list[dict[str, Any]], command: str) -> str:
             + f". {size['queries']:,} queries (user vectors); exact timed on "
             f"{size['exact_timed_queries']:,}; median of {size['runs']} runs; one thread.",
             "",
-            f"Build (2 threads): HNSW {size['build_s']['hnsw']:.1f} s "
-            f"({size['hnsw_params']}), IVF {size['build_s']['ivf']:.1f} s "
-            f"({size['ivf_params']}). Index size: exact "
-            f"{size['index_bytes']['exact'] / 2**20:.0f} MiB (the factors), HNSW "
-            f"{size['index_bytes']['hnsw'] / 2**20:.0f} MiB, IVF "
-            f"{size['index_bytes']['ivf'] / 2**20:.0f} MiB.",
+            f"Build (2 threads): usearch {size['build_s']['usearch']:.1f} s "
+            f"({size['usearch_params']}), faiss HNSW {size['build_s']['hnsw']:.1f} s "
+            f"({size['hnsw_params']})"
+            + (
+                f", IVF {size['build_s']['ivf']:.1f} s ({size['ivf_params']})"
+                if size["ivf_params"]
+                else ""
+            )
+            + ". Index size: exact "
+            f"{size['index_bytes']['exact'] / 2**20:.0f} MiB (the factors), usearch "
+            f"{size['index_bytes']['usearch'] / 2**20:.0f} MiB, faiss HNSW "
+            f"{size['index_bytes']['hnsw'] / 2**20:.0f} MiB"
+            + (
+                f", IVF {size['index_bytes']['ivf'] / 2**20:.0f} MiB."
+                if "ivf" in size["index_bytes"]
+                else "."
+            ),
             "",
         ]
         rows = [
@@ -302,9 +346,17 @@ def report(all_sizes: list[dict[str, Any]], command: str) -> str:
             d = size["results"][size["default"]]
             ok_recall = d["recall_at_10"] >= 0.98
             ok_speed = d["speedup"] >= 5
+            if size.get("faiss_default") is not None:
+                f = size["results"][size["faiss_default"]]
+                lines.append(
+                    f"Same settings, faiss HNSW (the previous default): recall@10 "
+                    f"{f['recall_at_10']:.4f}, {f['speedup']:.1f}x exact; usearch/faiss "
+                    f"throughput {d['qps'] / f['qps']:.2f}."
+                )
+                lines.append("")
             lines.append(
-                f"Default ({size['default']}, M={size['hnsw_params'].get('m')}, "
-                f"ef_construction={size['hnsw_params'].get('ef_construction')}): recall@10 "
+                f"Default ({size['default']}, M={size['usearch_params'].get('m')}, "
+                f"ef_construction={size['usearch_params'].get('ef_construction')}): recall@10 "
                 f"{d['recall_at_10']:.4f} ({'meets' if ok_recall else 'MISSES'} >= 0.98), "
                 f"{d['speedup']:.1f}x exact throughput "
                 f"({'meets' if ok_speed else 'MISSES'} >= 5x)."
@@ -355,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     runs=args.runs,
                     exact_queries=args.exact_queries,
                     ef_values=[int(v) for v in args.ef.split(",")],
-                    nprobe_values=[int(v) for v in args.nprobe.split(",")],
+                    nprobe_values=[int(v) for v in args.nprobe.split(",") if v],
                     head_values=heads,
                     tmp=Path(tmp),
                 )
