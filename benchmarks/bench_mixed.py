@@ -7,17 +7,26 @@ reference (``benchmarks/reference_app.py``) answers every read by exact ALS scor
 customers from a fixed list, and accepts events without storing them. Same version, same
 machine, runs alternating; ``OPENBLAS_NUM_THREADS=1`` for both.
 
-``python -m benchmarks.bench_mixed [--smoke] [--items 1e5] [--duration 5] [--runs 3]``
+Per request type: during every wrk run one more connection sends the types in turn (one
+request at a time) and times each, so the table also gives each type's p50/p99 under that load
+(wrk itself reports only the whole mix).
+
+``python -m benchmarks.bench_mixed [--smoke] [--items 1e5] [--model als|hybrid] [--home DIR]
+[--duration 5] [--runs 3]``: ``--home`` keeps the trained shop in DIR and reuses it next time
+(training 10^5 items takes minutes); without it the shop is built in a temporary folder and
+removed at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +79,70 @@ end
     return path
 
 
+TYPES = ("known", "live", "unknown", "offers", "event")
+
+
+class TypeSampler:
+    """Times each request type, one request at a time over one connection, while wrk loads the
+    server (the latency a request of that type sees under the mix)."""
+
+    def __init__(self, port: int, known: list[str], live: list[str], items: list[str]) -> None:
+        self.port, self.known, self.live, self.items = port, known, live, items
+        self.times: dict[str, list[float]] = {t: [] for t in TYPES}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TypeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        rng = random.Random(self.port)
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30.0) as c:
+            n = 0
+            while not self._stop.is_set():
+                kind = TYPES[n % len(TYPES)]
+                n += 1
+                started = time.perf_counter()
+                if kind == "event":
+                    body = [
+                        {
+                            "event_id": f"sampler-{self.port}-{n}-{rng.random()}",
+                            "user_id": rng.choice(self.live),
+                            "item_id": rng.choice(self.items),
+                            "event_type": "view",
+                        }
+                    ]
+                    r = c.post("/v1/events", json=body, headers={"X-API-Key": KEY})
+                else:
+                    who = {
+                        "known": lambda: rng.choice(self.known),
+                        "live": lambda: rng.choice(self.live),
+                        "unknown": lambda: f"stranger-{rng.randrange(10**6)}",
+                        "offers": lambda: rng.choice(self.known),
+                    }[kind]()
+                    path = "offers" if kind == "offers" else "recommendations"
+                    r = c.get(f"/v1/users/{who}/{path}?k=10")
+                elapsed = (time.perf_counter() - started) * 1000
+                if r.status_code < 300:
+                    self.times[kind].append(elapsed)
+
+    def summary(self) -> dict[str, float]:
+        """p50 and p99 in ms per type (``<type>_p50``, ``<type>_p99``)."""
+        out: dict[str, float] = {}
+        for kind, values in self.times.items():
+            if values:
+                ordered = sorted(values)
+                out[f"{kind}_p50"] = ordered[len(ordered) // 2]
+                out[f"{kind}_p99"] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+                out[f"{kind}_n"] = float(len(ordered))
+        return out
+
+
 def _prime(port: int, live: list[str], items: list[str]) -> None:
     """Every live customer posts one event before the runs (their next list is live)."""
     with httpx.Client(timeout=30.0) as c:
@@ -104,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--items", type=float, default=1e5)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--model", choices=("als", "hybrid"), default="als")
+    parser.add_argument("--home", type=Path, default=None, help="keep and reuse the shop here")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("skipped: wrk is not installed (Debian's package wrk)")
@@ -112,8 +187,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = 1 if args.smoke else args.runs
     seconds = 2.0 if args.smoke else args.duration
     tmp = Path(tempfile.mkdtemp(prefix="bench-mixed-"))
-    home = tmp / "home"
-    folder, users = train_version(home, n_items, n_items, 64)
+    try:
+        return _bench(args, tmp, n_items, runs, seconds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _trained(home: Path, n_items: int, model: str) -> tuple[Path, list[str]]:
+    """The shop's current version and its users: trained now, or found in a kept ``home``."""
+    from recsys.registry import Registry
+
+    if (home / "models").exists():
+        registry = Registry(home / "models")
+        version = registry.current_version()
+        if version is not None:
+            folder = registry.path(version)
+            users = json.loads((folder / "users.json").read_text(encoding="utf-8"))
+            items = json.loads((folder / "items.json").read_text(encoding="utf-8"))
+            if len(items) == n_items:
+                return folder, users
+            raise SystemExit(f"{home}: its shop has {len(items):,} items, not {n_items:,}")
+    return train_version(home, n_items, n_items, 64, model=model)
+
+
+def _bench(args: Any, tmp: Path, n_items: int, runs: int, seconds: float) -> int:
+    home = args.home.resolve() if args.home is not None else tmp / "home"
+    folder, users = _trained(home, n_items, args.model)
     items = json.loads((folder / "items.json").read_text(encoding="utf-8"))
     live = users[-LIVE_USERS:]
     known = users[:-LIVE_USERS]
@@ -163,9 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for c in (1, 16) if workers == 1 else (16,):
                 for _ in range(runs):
                     for name, port in (("real", rp), ("reference", fp)):
-                        results.setdefault(f"{name} w{workers} c{c}", []).append(
-                            wrk_run(port, script, c, seconds)
-                        )
+                        with TypeSampler(port, known, live, items) as sampler:
+                            run = wrk_run(port, script, c, seconds)
+                        run.update(sampler.summary())
+                        results.setdefault(f"{name} w{workers} c{c}", []).append(run)
         finally:
             stop(real)
             if ref is not None:
@@ -193,8 +293,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{setting}: throughput {r['rps'] / f['rps']:.2f}x, "
                 f"p99 {r['p99_ms'] / f['p99_ms']:.2f}x"
             )
+    per_type = [
+        "| server, workers, connections | " + " | ".join(f"{t} p50 / p99 ms" for t in TYPES) + " |",
+        "|---|" + "---|" * len(TYPES),
+    ]
+    for key, rs in results.items():
+        cells = []
+        for t in TYPES:
+            have = [r for r in rs if f"{t}_p50" in r]
+            if not have:
+                cells.append("-")
+                continue
+            p50 = statistics.median(r[f"{t}_p50"] for r in have)
+            p99 = statistics.median(r[f"{t}_p99"] for r in have)
+            cells.append(f"{p50:.3g} / {p99:.3g}")
+        per_type.append(f"| {key} | " + " | ".join(cells) + " |")
     text = (
         "\n".join([*header, *rows])
+        + "\n\nPer request type (one extra connection timing each type in turn under the load;"
+        + " medians over the runs):\n\n"
+        + "\n".join(per_type)
         + "\n\nRatios real/reference: "
         + "; ".join(ratios)
         + f"\n\nOffer context built {offers_ready} s after start (by workers).\n"

@@ -167,6 +167,8 @@ class Engine:
             if isinstance(self.models.get(name), FactorModel) and index.n_items == len(self.items)
         }
         self._compiled: dict[str | None, CompiledRules] = {}
+        # the history row of a customer the version does not know (never written to)
+        self._empty_row = _empty_row(len(self.items))
         self._popular_lists: dict[
             tuple[int, int, RequestFilters, str | None], RecommendationList
         ] = {}
@@ -689,7 +691,7 @@ class Engine:
 
     def _history_row(self, user_id: str, events: EventFrame | None) -> tuple[int, sp.csr_matrix]:
         u = self.users.index(user_id)
-        row = self.history[u] if u >= 0 else _empty_row(len(self.items))
+        row = self.history[u] if u >= 0 else self._empty_row
         live = self._live_events(events)
         if live is not None and len(live):
             row = (row + self._fold(live, user_id)).tocsr()

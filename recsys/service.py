@@ -193,19 +193,34 @@ class RecommendationService:
     def recommend_fast(
         self, request: ListRequest, *, endpoint: str = "recommendations"
     ) -> tuple[Served | None, Arm]:
-        """:meth:`recommend` for the common case, answered without blocking: a known customer
-        with nothing new since training, from the precomputed lists, on a store whose reads
-        take microseconds (SQLite). ``None`` when that does not apply: then pass the arm it
-        chose to :meth:`recommend` (an arm is chosen, and counted, once per request).
+        """:meth:`recommend` for the common cases, answered without blocking on a store whose
+        reads take microseconds (SQLite): a known customer with nothing new since training,
+        from the precomputed lists, and a customer the version does not know, with nothing
+        new and no session, the non-personal list. ``None`` when that does not apply: then
+        pass the arm it chose to :meth:`recommend` (an arm is chosen, and counted, once per
+        request).
         """
         uid = request.user_id
         arm = self.arm(uid)
-        if not uid or self.store.backend != "sqlite":
+        if not uid or self.store.backend != "sqlite" or arm.holdout:
             return None, arm
         engine = arm.engine
-        if arm.holdout or engine.precomputed is None or not self.personal_allowed(uid):
-            return None, arm
         if self.live_events and len(self.store.user_events(uid, limit=1, since=engine.as_of)):
+            return None, arm
+        if engine.users.index(uid) < 0:
+            if request.session_id:
+                return None, arm  # a guest who is browsing: the session's list
+            # unknown to the version and nothing new: the non-personal list, whatever their
+            # consent says (the engine keeps it built per rules, filters and k)
+            listed = engine.recommend(
+                uid,
+                request.k,
+                placement=request.placement,
+                filters=request.filters,
+                personalise=False,
+            )
+            return self._serve(listed, arm, endpoint, uid, placement=request.placement), arm
+        if engine.precomputed is None or not self.personal_allowed(uid):
             return None, arm
         result = engine.recommend_precomputed(
             uid, request.k, placement=request.placement, filters=request.filters

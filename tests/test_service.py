@@ -158,3 +158,25 @@ def test_the_live_path_reuses_its_answer_until_the_customer_does_something_new(
     assert calls == ["newbie", "newbie"], "a new event: folded in again"
     service.erase("newbie")
     assert service.recommend(ListRequest("newbie", 2)).result.fallback == "popular"
+
+
+def test_an_unknown_customer_is_answered_at_once_until_they_do_something(
+    service: RecommendationService,
+) -> None:
+    """The fast path gives an unknown customer exactly the list the full path gives, and hands
+    over to it as soon as they have an event or a session."""
+    for request in (
+        ListRequest("newbie", 3),
+        ListRequest("newbie", 2, filters=RequestFilters(exclude=("A",))),
+    ):
+        fast = service.recommend_fast(request)[0]
+        assert fast is not None
+        assert fast.result == service.recommend(request).result
+        assert fast.result.fallback == "popular"
+    assert service.recommend_fast(ListRequest("newbie", 3, session_id="s1"))[0] is None
+    engine = service.engines.require_engine()
+    service.store.insert_events(
+        [EventRow("e9", "newbie", None, "D", "view", engine.as_of + 10, 1.0, None, None, None)]
+    )
+    assert service.recommend_fast(ListRequest("newbie", 3))[0] is None
+    assert service.recommend(ListRequest("newbie", 3)).result.fallback is None
