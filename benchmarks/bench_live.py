@@ -7,6 +7,12 @@ and then reads over fresh connections, which the kernel hands to either worker, 
 write's acknowledgement to the last answer that did not yet reflect it (0 when the first read
 already did): the slowest worker's catch-up, as a client sees it.
 
+A third kind of trial posts an event: a purchase of the first item of a customer's list (asked
+with ``exclude_purchased=true``), whose next list must leave it out. Events are read from the
+store on every request, so here the delay is expected to be 0 (the first read after the
+acknowledgement reflects it); the table also gives the acknowledgement-to-answer time (the POST
+and the next GET, end to end).
+
 ``python -m benchmarks.bench_live [--smoke] [--trials N] [--backend sqlite|postgresql]``
 (PostgreSQL: ``RECSYS_TEST_DATABASE_URL`` names a server; a fresh schema is made and dropped).
 """
@@ -79,6 +85,16 @@ def _delay(url: str, reflects: Callable[[dict[str, Any]], bool], confirm: int) -
     return last_stale - start
 
 
+def _first_fresh(url: str, item: str) -> float:
+    """Seconds one fresh read of ``url`` takes (it must already leave ``item`` out)."""
+    started = time.perf_counter()
+    body = _get(url).json()
+    elapsed = time.perf_counter() - started
+    if item in [i["item_id"] for i in body["items"]]:
+        raise RuntimeError(f"{url}: still lists {item} after the purchase was acknowledged")
+    return elapsed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--trials", type=int, default=20)
@@ -126,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     stock: list[float] = []
     erase: list[float] = []
+    event: list[float] = []
+    event_round_trip: list[float] = []
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -163,6 +181,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.confirm,
                     )
                 )
+            buyer = users[trials * 4 + t]
+            listed = f"{url}/v1/users/{buyer}/recommendations?k=3&exclude_purchased=true"
+            first = _get(listed).json()["items"][0]["item_id"]
+            body = [
+                {
+                    "event_id": f"live-bench-{t}-{uuid.uuid4().hex}",
+                    "user_id": buyer,
+                    "item_id": first,
+                    "event_type": "purchase",
+                    "timestamp": time.time(),
+                }
+            ]
+            started = time.perf_counter()
+            with httpx.Client(timeout=10.0) as c:
+                c.post(f"{url}/v1/events", json=body, headers=H).raise_for_status()
+            acked = time.perf_counter()
+            event.append(
+                _delay(
+                    listed,
+                    lambda b, first=first: first not in [i["item_id"] for i in b["items"]],
+                    args.confirm,
+                )
+            )
+            # end to end: the POST, then one fresh read that reflects it
+            event_round_trip.append(acked - started + _first_fresh(listed, first))
             time.sleep(0.3)
     finally:
         server.terminate()
@@ -187,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "confirm": args.confirm,
         "stock": summary(stock),
         "erasure": summary(erase),
+        "event": summary(event),
+        "event_post_then_list": summary(event_round_trip),
     }
     print(json.dumps(result, indent=2))
     (out / f"live_{args.backend}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")

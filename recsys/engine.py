@@ -284,7 +284,9 @@ class Engine:
         model = self.models[self.default_model]
         scores, reasons = self._score(model, np.array([u], dtype=np.intp), row, k, now)
         if not len(scores[0]):
-            return self._popular_list(k, compiled, filters, fallback="popular")
+            # the model has nothing for them, but what they bought still counts
+            bought = self._purchased(u, events)
+            return self._popular_list(k, compiled, filters, fallback="popular", purchased=bought)
         ranked = apply_rules(
             scores[0],
             k,
@@ -338,8 +340,15 @@ class Engine:
             scores, reasons = self._score(model, chunk, rows, k, None)
             for j in range(len(chunk)):
                 u = int(chunk[j])
-                if u < 0 or rows[j].nnz == 0 or not len(scores[j]):
+                if u < 0 or rows[j].nnz == 0:
                     out.append(self._popular_list(k, compiled, filters, fallback="popular"))
+                    continue
+                if not len(scores[j]):
+                    bought = self._purchased(u, None)
+                    listed = self._popular_list(
+                        k, compiled, filters, fallback="popular", purchased=bought
+                    )
+                    out.append(listed)
                     continue
                 ranked = apply_rules(
                     scores[j],
@@ -738,26 +747,37 @@ class Engine:
         filters: RequestFilters,
         *,
         fallback: str | None,
+        purchased: NDArray[np.intp] | None = None,
     ) -> RecommendationList:
+        """The popular list after the rules. ``purchased``: the customer's purchases, for a
+        customer the model has nothing for but who may be served personally (their purchases
+        are left out as the rules or the request say); without it no personal data is used."""
+        reason = FALLBACK_REASON if fallback else "popular"
+        if purchased is not None and len(purchased):
+            ranked = apply_rules(
+                self.popularity,
+                k,
+                compiled=compiled,
+                catalog=self.catalog,
+                request=filters,
+                purchased=purchased,
+                default_reason=reason,
+                fallback_order=self.popular_order,
+                fallback_scores=self.popularity,
+            )
+            return RecommendationList(self._to_ids(ranked), self.version, fallback)
         # the same for every customer it answers (unknown, opted out, new): built once per
         # rules, filters and k, on this engine (a new catalogue or rules make a new engine)
         key = (id(compiled), k, filters, fallback)
         hit = self._popular_lists.get(key)
         if hit is not None:
             return hit
-        reason = FALLBACK_REASON if fallback else "popular"
         ranked = apply_rules(
             self.popularity,
             k,
             compiled=compiled,
             catalog=self.catalog,
-            request=RequestFilters(
-                exclude=filters.exclude,
-                category=filters.category,
-                min_price=filters.min_price,
-                max_price=filters.max_price,
-                exclude_purchased=False,  # no personal data on this path
-            ),
+            request=replace(filters, exclude_purchased=False),  # no personal data here
             default_reason=reason,
             fallback_order=self.popular_order,
             fallback_scores=self.popularity,

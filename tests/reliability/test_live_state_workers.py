@@ -385,3 +385,24 @@ def _opted_out_customer(data: Path) -> str:
             if row["marketing_opt_out"] == "true":
                 return row["user_id"]
     raise AssertionError("the generated shop has a customer who opted out of marketing")
+
+
+def test_a_purchase_leaves_every_workers_next_list_at_once(shop: Shop) -> None:
+    """An acknowledged purchase is in the customer's very next list on either worker: with
+    ``exclude_purchased`` the item is gone, whether the model or the popular fill had it."""
+    for n in range(40, 52):
+        user = f"u{n:04d}"
+        path = f"/v1/users/{user}/recommendations?k=3&exclude_purchased=true"
+        first = _ids(_fresh("GET", f"{shop.url}{path}").json())[0]
+        body = [
+            {
+                "event_id": f"buy-{shop.backend}-{user}",
+                "user_id": user,
+                "item_id": first,
+                "event_type": "purchase",
+                "timestamp": time.time(),
+            }
+        ]
+        assert _fresh("POST", f"{shop.url}/v1/events", json=body, headers=H).status_code == 200
+        for _ in range(6):  # fresh connections: both workers answer some
+            assert first not in _ids(_fresh("GET", f"{shop.url}{path}").json())
