@@ -8,6 +8,7 @@ took the old engine finishes on it, and a version that fails to load leaves the 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -259,6 +260,7 @@ class ServingState:
             self.loaded_at = time.time()
             self.metrics.set_version(engine.version)
             self.metrics.reloads.labels(outcome="ok").inc()
+            _freeze_heap()
             log.info("serving model version %s", engine.version)
             return engine
 
@@ -280,3 +282,18 @@ class ServingState:
 
     def _where(self) -> str:
         return str(getattr(self.registry, "root", "the registry"))
+
+
+def _freeze_heap() -> None:
+    """Keep what a model version loaded out of every later garbage collection.
+
+    A loaded version holds tens of thousands of container objects that live as long as it
+    serves, and every full collection walked them all: ``gc.collect()`` took about 90 ms with a
+    10^5-user, 10^5-item version loaded (0.01 ms once frozen), a pause taken on whichever
+    request's thread triggered it. Frozen objects are still freed by reference counting when a
+    newer version replaces them; the unfreeze and collect first let the cycles of the replaced
+    version go.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
