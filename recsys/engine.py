@@ -816,7 +816,7 @@ class Engine:
         model = self.models[source]
         assert isinstance(model, ItemSimilarity)
         fetch = min(len(self.items), max(4 * k, k + 20))
-        scores = neighbour_scores(model, items, len(self.items), fetch, weights)
+        scores = neighbour_candidates(model, items, fetch, weights)
         reason = _similar_reason(kind) if source == wanted else f"fallback:{source}"
         ranked = apply_rules(
             scores,
@@ -908,6 +908,31 @@ def session_weights(n: int, half_life: float = 2.0) -> NDArray[np.float32]:
     return np.power(np.float32(0.5), steps / np.float32(half_life)).astype(np.float32)
 
 
+def neighbour_candidates(
+    model: ItemSimilarity,
+    items: NDArray[np.intp],
+    fetch: int,
+    weights: NDArray[np.float32] | None = None,
+) -> Candidates:
+    """Each item's similarity to ``items`` summed (weighted), from each one's ``fetch``
+    nearest neighbours; only the items some neighbour list holds. What "often viewed with",
+    "bought together", basket completion and session lists rank by, in time proportional to
+    the neighbour lists (no catalogue-long vector)."""
+    idx, vals = model.similar_items(items, fetch)
+    ok = idx >= 0
+    found, where = np.unique(idx[ok], return_inverse=True)
+    where = where.ravel()
+    sums = np.zeros(len(found), dtype=np.float32)
+    start = 0
+    for r in range(idx.shape[0]):
+        # row by row in float32, as a dense accumulation would add them
+        n = int(np.count_nonzero(ok[r]))
+        w = 1.0 if weights is None else float(weights[r])
+        sums[where[start : start + n]] += w * vals[r][ok[r]]
+        start += n
+    return Candidates(found.astype(np.intp), sums)
+
+
 def neighbour_scores(
     model: ItemSimilarity,
     items: NDArray[np.intp],
@@ -915,16 +940,11 @@ def neighbour_scores(
     fetch: int,
     weights: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]:
-    """Each item's similarity to ``items`` summed (weighted), from each one's ``fetch``
-    nearest neighbours; ``NaN`` for items no neighbour list holds. What "often viewed with",
-    "bought together", basket completion and session lists rank by."""
-    idx, vals = model.similar_items(items, fetch)
+    """:func:`neighbour_candidates` as a dense vector (``NaN`` for items no neighbour list
+    holds)."""
+    cand = neighbour_candidates(model, items, fetch, weights)
     scores = np.full(n_items, np.nan, dtype=np.float32)
-    for r in range(idx.shape[0]):
-        ok = idx[r] >= 0
-        cur = scores[idx[r][ok]]
-        w = 1.0 if weights is None else float(weights[r])
-        scores[idx[r][ok]] = np.where(np.isnan(cur), 0, cur) + w * vals[r][ok]
+    scores[cand.index] = cand.score
     return scores
 
 
