@@ -140,11 +140,11 @@ def test_the_ranker_learns_from_a_bounded_sample_of_customers(
     assert stats["ranker_customers"] == 150
     assert stats["pairs"] < model.train_stats_["pairs"]
     assert bounded.ranker_kind_ == "gradient_boosting"
-    # a bound above the customer count changes nothing
-    unbounded = HybridModel(factors=16, max_iter=100, max_ranker_customers=0).fit(shop)
+    # a bound above the customer count changes nothing (the default is no bound)
+    above = HybridModel(factors=16, max_iter=100, max_ranker_customers=10_000).fit(shop)
     assert model.train_stats_["ranker_customers"] == model.train_stats_["customers"]
     users, hist = probe(shop)
-    np.testing.assert_array_equal(unbounded.score(users, hist), model.score(users, hist))
+    np.testing.assert_array_equal(above.score(users, hist), model.score(users, hist))
 
 
 def test_tiny_data_falls_back_to_a_fixed_blend(tiny_data: TrainingData) -> None:
