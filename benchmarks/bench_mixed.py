@@ -20,6 +20,7 @@ removed at the end.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -101,6 +102,7 @@ class TypeSampler:
         self._thread.join(timeout=60)
 
     def _run(self) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per sampled request
         rng = random.Random(self.port)
         with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30.0) as c:
             n = 0
