@@ -33,13 +33,13 @@ from numpy.typing import NDArray
 from recsys.data.interactions import TrainingData
 from recsys.errors import ConfigError, ModelError
 from recsys.models.base import (
+    NO_ITEM,
     ItemSimilarity,
     Recommender,
     load_arrays,
     load_csr,
     save_arrays,
     save_csr,
-    top_k,
 )
 from recsys.models.kernels import (
     NORMALISATIONS,
@@ -238,17 +238,32 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
     def similar_items(
         self, items: NDArray[np.intp], k: int
     ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
-        """The ``k`` best neighbours of each item, padded with ``-1``/``-inf``."""
+        """The ``k`` best neighbours of each item, padded with ``-1``/``-inf`` (ties: the lower
+        item index first).
+
+        Read from each item's stored row only: no items × catalogue array, so asking for every
+        item's neighbours (the offers' complements) costs the stored pairs, at any catalogue.
+        """
         self._check_fitted("similarity_")
         items = np.asarray(items, dtype=np.intp)
-        rows = np.full((len(items), self.similarity_.shape[1]), np.nan, dtype=np.float32)
-        valid = (items >= 0) & (items < self.similarity_.shape[0])
-        if valid.any():
-            sub = self.similarity_[items[valid]].tocoo()
-            block = np.full((int(valid.sum()), self.similarity_.shape[1]), np.nan, np.float32)
-            block[sub.row, sub.col] = sub.data
-            rows[valid] = block
-        return top_k(rows, k)
+        sim = self.similarity_
+        k = max(0, min(int(k), sim.shape[1]))
+        idx = np.full((len(items), k), NO_ITEM, dtype=np.intp)
+        vals = np.full((len(items), k), -np.inf, dtype=np.float32)
+        if k == 0:
+            return idx, vals
+        for r, i in enumerate(items.tolist()):
+            if not 0 <= i < sim.shape[0]:
+                continue
+            lo, hi = sim.indptr[i], sim.indptr[i + 1]
+            cols = sim.indices[lo:hi]
+            data = sim.data[lo:hi].astype(np.float32, copy=False)
+            keep = np.isfinite(data)
+            cols, data = cols[keep], data[keep]
+            order = np.lexsort((cols, -data))[:k]
+            idx[r, : len(order)] = cols[order]
+            vals[r, : len(order)] = data[order]
+        return idx, vals
 
     def save(self, directory: Path) -> None:
         """Write params (JSON) and the neighbour matrix (``.npz``)."""
