@@ -144,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     erase: list[float] = []
     event: list[float] = []
     event_round_trip: list[float] = []
+    event_post: list[float] = []
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -205,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
             # end to end: the POST, then one fresh read that reflects it
+            event_post.append(acked - started)
             event_round_trip.append(acked - started + _first_fresh(listed, first))
             time.sleep(0.3)
     finally:
@@ -231,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stock": summary(stock),
         "erasure": summary(erase),
         "event": summary(event),
+        "event_post": summary(event_post),
         "event_post_then_list": summary(event_round_trip),
     }
     print(json.dumps(result, indent=2))
