@@ -208,8 +208,10 @@ class RecommendationService:
         if self.live_events and len(self.store.user_events(uid, limit=1, since=engine.as_of)):
             return None, arm
         if engine.users.index(uid) < 0:
-            if request.session_id:
-                return None, arm  # a guest who is browsing: the session's list
+            if request.session_id or request.filters.exclude:
+                # a guest who is browsing gets the session's list; a request's own exclusions
+                # make a list the engine does not keep, built in the thread pool, off the loop
+                return None, arm
             # unknown to the version and nothing new: the non-personal list, whatever their
             # consent says (the engine keeps it built per rules, filters and k)
             listed = engine.recommend(

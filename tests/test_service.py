@@ -167,13 +167,17 @@ def test_an_unknown_customer_is_answered_at_once_until_they_do_something(
     over to it as soon as they have an event or a session."""
     for request in (
         ListRequest("newbie", 3),
-        ListRequest("newbie", 2, filters=RequestFilters(exclude=("A",))),
+        ListRequest("newbie", 2, filters=RequestFilters(category="Home")),
     ):
         fast = service.recommend_fast(request)[0]
         assert fast is not None
         assert fast.result == service.recommend(request).result
         assert fast.result.fallback == "popular"
     assert service.recommend_fast(ListRequest("newbie", 3, session_id="s1"))[0] is None
+    # the request's own exclusions: built off the event loop, by the full path
+    excluding = ListRequest("newbie", 2, filters=RequestFilters(exclude=("A",)))
+    assert service.recommend_fast(excluding)[0] is None
+    assert "A" not in [r.item_id for r in service.recommend(excluding).result.items]
     engine = service.engines.require_engine()
     service.store.insert_events(
         [EventRow("e9", "newbie", None, "D", "view", engine.as_of + 10, 1.0, None, None, None)]
