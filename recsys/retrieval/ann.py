@@ -648,8 +648,10 @@ class UsearchIndex(ItemIndex):
         valid = (np.arange(k)[None, :] < counts[:, None]) & (keys < self.n_items)
         idx = np.where(valid, keys, 0).astype(np.int64)
         idx[~valid] = NO_ITEM
-        # usearch's inner-product distance is 1 - dot, best (smallest) first
-        scores = np.where(valid, np.float32(1.0) - distances, -np.inf).astype(np.float32)
+        # usearch's inner-product distance is 1 - dot, best (smallest) first; the slots past a
+        # row's count hold whatever usearch left there (may be NaN), so only valid ones count
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        scores[valid] = np.float32(1.0) - distances[valid]
         if self._head is None:
             return idx, scores
         return self._head.merge(queries, k, idx, scores, threads=self.threads)
