@@ -35,7 +35,14 @@ from typing import Any
 
 import httpx
 
-from benchmarks.bench_serving import free_port, start, stop, train_version, wrk_run
+from benchmarks.bench_serving import (
+    free_port,
+    start,
+    start_reference,
+    stop,
+    train_version,
+    wrk_run,
+)
 from benchmarks.common import base_parser, out_dir
 
 KEY = "bench-key"
@@ -243,24 +250,7 @@ def _bench(args: Any, tmp: Path, n_items: int, runs: int, seconds: float) -> int
         try:
             offers_ready[workers] = _wait_offers(rp)
             _prime(rp, live, items)
-            ref = start(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "benchmarks.reference_app:app_from_env",
-                    "--port",
-                    str(fp),
-                    "--workers",
-                    str(workers),
-                    "--log-level",
-                    "warning",
-                ],
-                env,
-                fp,
-                probe,
-            )
+            ref = start_reference(fp, workers, env, probe)
             for c in (1, 16) if workers == 1 else (16,):
                 for _ in range(runs):
                     for name, port in (("real", rp), ("reference", fp)):

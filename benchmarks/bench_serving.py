@@ -125,6 +125,27 @@ def start(cmd: list[str], env: dict[str, str], port: int, probe: str) -> subproc
     raise RuntimeError(f"{cmd[:4]} did not answer {probe} within 60 s")
 
 
+def start_reference(
+    port: int, workers: int, env: dict[str, str], probe: str
+) -> subprocess.Popen[bytes]:
+    """Start the bare reference app (``benchmarks.reference_app``, the version named by
+    ``REFERENCE_VERSION_DIR`` in ``env``) with uvicorn and wait until ``probe`` answers."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "benchmarks.reference_app:app_from_env",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
+    return start(cmd, env, port, probe)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """Terminate a server we started (and wait for it)."""
     proc.terminate()
@@ -293,24 +314,7 @@ def bench_size(
         )
         ref = None
         try:
-            ref = start(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "benchmarks.reference_app:app_from_env",
-                    "--port",
-                    str(fp),
-                    "--workers",
-                    str(workers),
-                    "--log-level",
-                    "warning",
-                ],
-                env,
-                fp,
-                probe,
-            )
+            ref = start_reference(fp, workers, env, probe)
             conns = (1, 16) if workers == 1 else (16,)
             for c in conns:
                 for _ in range(runs):
