@@ -20,6 +20,7 @@ import json
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -86,10 +87,51 @@ class Recommender(ABC):
         """Top-``k`` items per user, best first.
 
         ``exclude`` (same shape as ``history``) marks items that must not be returned. Rows
-        with fewer than ``k`` scored items are padded with :data:`NO_ITEM` and ``-inf``.
+        with fewer than ``k`` scored items are padded with :data:`NO_ITEM` and ``-inf``. The
+        lists are those of :func:`top_k` on :meth:`score`'s rows (ties to the lower index),
+        whether a model builds them from its dense rows or, more cheaply, without them
+        (:meth:`recommend_lists`).
+        """
+        return self.recommend_lists(users, history, k, excludes=(exclude,), now=now)[0]
+
+    def recommend_lists(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        k: int,
+        *,
+        excludes: Sequence[sp.csr_matrix | None],
+        now: int | None = None,
+    ) -> list[tuple[NDArray[np.intp], NDArray[np.float32]]]:
+        """One top-``k`` list per user for each exclusion matrix, scoring the users once.
+
+        The evaluation asks for every customer's list with and without their earlier
+        purchases; a model that scores densely scores each batch once for both.
+
+        Parameters
+        ----------
+        users, history, now
+            As in :meth:`score`.
+        k
+            List length (at most the catalogue's size).
+        excludes
+            One entry per list wanted: ``None`` or a ``len(users) × n_items`` matrix whose
+            stored entries must not be returned.
+
+        Returns
+        -------
+        list of tuple of numpy.ndarray
+            Per entry of ``excludes``, what :meth:`recommend` returns with that exclusion.
+
+        Notes
+        -----
+        This default builds :meth:`score`'s dense ``users × items`` rows. A model that can rank
+        without them (one global order, a sparse row, factors block by block) overrides this
+        method, and its lists must equal :func:`top_k` of :meth:`score` (the contract tests
+        check it).
         """
         scores = self.score(users, history, now=now)
-        return top_k(scores, k, exclude=exclude)
+        return [top_k(scores, k, exclude=exclude) for exclude in excludes]
 
     @abstractmethod
     def save(self, directory: Path) -> None:
@@ -190,30 +232,211 @@ def candidate_depth(k: int, n_items: int) -> int:
     return min(n_items, max(4 * k + 20, 100))
 
 
+#: Bytes of scores :func:`top_k` ranks at a time: a few rows that stay in the CPU's cache
+#: while they are masked, partitioned and compared (whole ``2,048 × 69,419`` batches cost
+#: several copies of half a gigabyte each; benchmarks/RESULTS.md, issue 13).
+TOP_K_CHUNK_BYTES = 1 << 20
+
+
 def top_k(
     scores: NDArray[np.floating], k: int, *, exclude: sp.csr_matrix | None = None
 ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
-    """Indices and values of the ``k`` largest scores per row (``NaN`` never chosen)."""
-    scores = np.array(scores, dtype=np.float32, copy=True)
-    scores[np.isnan(scores)] = -np.inf
-    if exclude is not None and exclude.nnz:
-        coo = exclude.tocoo()
-        scores[coo.row, coo.col] = -np.inf
+    """Indices and values of the ``k`` largest scores per row, best first.
+
+    Parameters
+    ----------
+    scores
+        ``n × m`` scores (ranked as ``float32``); ``NaN`` (and ``±inf``) are never chosen.
+    k
+        List length; the result has ``min(k, m)`` columns.
+    exclude
+        ``n × m`` sparse matrix whose stored entries are never chosen.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Item indices (``intp``) and their scores (``float32``), padded with :data:`NO_ITEM`
+        and ``-inf`` where a row has fewer than ``k`` items to choose.
+
+    Notes
+    -----
+    Equal scores are listed lower index first, also across the cut after the ``k``-th item:
+    a defined order that the models' sparse paths (:func:`top_k_coo`,
+    :func:`top_k_of_order`) reproduce. The rows are ranked a few at a time
+    (:data:`TOP_K_CHUNK_BYTES`), so no copy or index array of the whole ``n × m`` is made.
+    """
+    scores = np.asarray(scores)
     n, m = scores.shape
     k = max(0, min(k, m))
-    if k == 0:
-        return np.empty((n, 0), np.intp), np.empty((n, 0), np.float32)
-    if k < m:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    out_idx = np.full((n, k), NO_ITEM, dtype=np.intp)
+    out_val = np.full((n, k), -np.inf, dtype=np.float32)
+    if k == 0 or n == 0:
+        return out_idx, out_val
+    excl = None if exclude is None else sp.csr_matrix(exclude)
+    step = max(1, TOP_K_CHUNK_BYTES // (4 * m))
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        # negated, so that the smallest come first and a blocked item is +inf; this is the
+        # only copy of the rows, and it is a few rows long
+        neg = np.negative(scores[lo:hi], dtype=np.float32)
+        neg[~np.isfinite(neg)] = np.inf
+        if excl is not None:
+            start, stop = excl.indptr[lo], excl.indptr[hi]
+            if stop > start:
+                rows = np.repeat(np.arange(hi - lo), np.diff(excl.indptr[lo : hi + 1]))
+                neg[rows, excl.indices[start:stop]] = np.inf
+        _rank_chunk(neg, k, out_idx[lo:hi], out_val[lo:hi])
+    return out_idx, out_val
+
+
+def _rank_chunk(
+    neg: NDArray[np.float32], k: int, out_idx: NDArray[np.intp], out_val: NDArray[np.float32]
+) -> None:
+    """Write the ``k`` smallest finite entries of each row of ``neg`` (negated scores; ``+inf``
+    = not choosable) into ``out_idx`` / ``out_val`` (scores again), ties to the lower index."""
+    kth = np.partition(neg, k - 1, axis=1)[:, k - 1]
+    # every entry at or before the k-th value; of those equal to it, the row needs only
+    # `need`, and np.nonzero lists them in index order, so the first `need` are the lowest
+    row, col = np.nonzero((neg <= kth[:, None]) & (neg < np.inf))
+    val = neg[row, col]
+    tied = val == kth[row]
+    need = k - np.bincount(row[~tied], minlength=len(neg))
+    tie_rank = _rank_within(row[tied], len(neg))
+    keep = ~tied
+    keep[np.flatnonzero(tied)[tie_rank < need[row[tied]]]] = True
+    row, col, val = row[keep], col[keep], val[keep]
+    order = np.lexsort((col, val, row))
+    row, col, val = row[order], col[order], val[order]
+    slot = _rank_within(row, len(neg))
+    out_idx[row, slot] = col
+    out_val[row, slot] = -val
+
+
+def _rank_within(sorted_rows: NDArray[np.intp], n_rows: int) -> NDArray[np.intp]:
+    """Position of each entry among the entries of its row (``sorted_rows`` ascending)."""
+    starts = np.searchsorted(sorted_rows, np.arange(n_rows))
+    return np.arange(len(sorted_rows)) - starts[sorted_rows]
+
+
+def top_k_coo(
+    rows: NDArray[np.integer],
+    cols: NDArray[np.integer],
+    values: NDArray[np.floating],
+    shape: tuple[int, int],
+    k: int,
+    *,
+    exclude: sp.csr_matrix | None = None,
+) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+    """:func:`top_k` of a score matrix given by its entries; every other entry is ``NaN``.
+
+    A model that scores few items per user (buy-again: the items each customer bought)
+    ranks them here without an ``n × m`` row.
+
+    Parameters
+    ----------
+    rows, cols, values
+        The scored entries (one per ``(row, col)`` pair); ``values`` are ranked as ``float32``.
+    shape
+        ``(n, m)`` of the score matrix they stand for.
+    k, exclude
+        As in :func:`top_k`.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        What :func:`top_k` returns for the dense matrix (same order, same ties, same padding).
+    """
+    n, m = shape
+    k = max(0, min(k, m))
+    out_idx = np.full((n, k), NO_ITEM, dtype=np.intp)
+    out_val = np.full((n, k), -np.inf, dtype=np.float32)
+    if k == 0 or n == 0:
+        return out_idx, out_val
+    row = np.asarray(rows, dtype=np.intp)
+    col = np.asarray(cols, dtype=np.intp)
+    val = np.asarray(values).astype(np.float32)
+    keep = np.isfinite(val)
+    if exclude is not None and exclude.nnz:
+        coo = sp.coo_matrix(exclude)
+        blocked = coo.row.astype(np.int64) * m + coo.col
+        keep &= ~np.isin(row.astype(np.int64) * m + col, blocked)
+    row, col, val = row[keep], col[keep], val[keep]
+    order = np.lexsort((col, -val, row))
+    row, col, val = row[order], col[order], val[order]
+    slot = _rank_within(row, n)
+    first = slot < k
+    out_idx[row[first], slot[first]] = col[first]
+    out_val[row[first], slot[first]] = val[first]
+    return out_idx, out_val
+
+
+def top_k_of_order(
+    order: NDArray[np.intp],
+    values: NDArray[np.float32],
+    n_rows: int,
+    k: int,
+    *,
+    exclude: sp.csr_matrix | None = None,
+) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+    """:func:`top_k` of ``n_rows`` copies of one score row, from that row's ranking.
+
+    Popular and trending give every user the same scores: each list is the head of one
+    global order less the user's excluded items, found without a row per user.
+
+    Parameters
+    ----------
+    order
+        The items with a finite score, best first, ties to the lower index (as
+        :func:`top_k` ranks them).
+    values
+        The score of every item (``float32``; ``len(values)`` is the catalogue's size).
+    n_rows, k, exclude
+        Rows wanted, list length and exclusions, as in :func:`top_k`.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        What :func:`top_k` returns for ``np.tile(values, (n_rows, 1))``.
+    """
+    m = len(values)
+    k = max(0, min(k, m))
+    out_idx = np.full((n_rows, k), NO_ITEM, dtype=np.intp)
+    out_val = np.full((n_rows, k), -np.inf, dtype=np.float32)
+    if k == 0 or n_rows == 0:
+        return out_idx, out_val
+    size = len(order)
+    rank = np.full(m, size, dtype=np.int64)
+    rank[order] = np.arange(size)
+    if exclude is not None and exclude.nnz:
+        coo = sp.coo_matrix(exclude)
+        pos = rank[coo.col]
+        listed = pos < size
+        # each row's blocked positions in the order, sorted and without repeats
+        key = np.unique(coo.row[listed].astype(np.int64) * (size + 1) + pos[listed])
+        b_row, b_pos = key // (size + 1), key % (size + 1)
     else:
-        part = np.tile(np.arange(m), (n, 1))
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    idx = np.take_along_axis(part, order, axis=1).astype(np.intp)
-    vals = np.take_along_axis(vals, order, axis=1)
-    idx[~np.isfinite(vals)] = NO_ITEM
-    vals[~np.isfinite(vals)] = -np.inf
-    return idx, vals.astype(np.float32)
+        b_row = b_pos = np.empty(0, np.int64)
+    # The j-th free position of a row is j + t, t = the row's blocked positions b_i (i-th of
+    # the row) with b_i - i <= j: b_i - i is the free positions before b_i, non-decreasing.
+    within = _rank_within(b_row, n_rows)
+    gap = b_row * (size + 1) + (b_pos - within)
+    j = np.arange(k)
+    query = (np.arange(n_rows)[:, None] * (size + 1) + j[None, :]).ravel()
+    row_start = np.searchsorted(b_row, np.arange(n_rows))
+    t = np.searchsorted(gap, query, side="right") - np.repeat(row_start, k)
+    pos = (np.tile(j, n_rows) + t).reshape(n_rows, k)
+    found = pos < size
+    out_idx[found] = order[pos[found]]
+    out_val[found] = values[out_idx[found]]
+    return out_idx, out_val
+
+
+def ranking_order(values: NDArray[np.floating]) -> NDArray[np.intp]:
+    """Indices of the finite ``values`` (ranked as ``float32``), best first, ties to the
+    lower index: the order :func:`top_k` lists them in (see :func:`top_k_of_order`)."""
+    v = np.asarray(values).astype(np.float32)
+    finite = np.flatnonzero(np.isfinite(v))
+    return finite[np.lexsort((finite, -v[finite]))].astype(np.intp)
 
 
 def save_arrays(path: Path, **arrays: NDArray[Any]) -> None:
