@@ -90,33 +90,14 @@ class BPRModel(FactorRecommender):
         )
         return self
 
-    def score(
-        self,
-        users: NDArray[np.intp],
-        history: sp.csr_matrix,
-        *,
-        now: int | None = None,
-    ) -> NDArray[np.float32]:
-        """Dot products of learned factors; ``NaN`` rows for users unknown at training time.
-
-        ``history`` is not used: BPR cannot fold a user in, so live events only take effect
-        at the next training run. Only the known users' rows are multiplied (unlike
-        :meth:`FactorRecommender.score`, which multiplies every row): the product of fewer
-        rows can differ in the last bit, and this keeps BPR's scores what they always were.
-        """
-        self._check_fitted("item_factors_")
-        users = np.asarray(users, dtype=np.intp)
-        known = self._known(users)
-        out = np.full((len(users), self.item_factors_.shape[0]), np.nan, dtype=np.float32)
-        out[known] = self.user_factors_[users[known]] @ self.item_factors_.T
-        return out
-
     def user_vectors(self, users: NDArray[np.intp], history: sp.csr_matrix) -> NDArray[np.float32]:
         """Learned factors of known users; ``NaN`` rows for users unknown at training time.
 
-        As in :meth:`score`, ``history`` is not used: a known user keeps their learned
-        factors whatever their live events, so an approximate index built on
-        ``item_factors_`` ranks what :meth:`score` ranks. Parameters and result as in
+        ``history`` is not used: BPR cannot fold a user in, so live events only take effect at
+        the next training run, and a known user keeps their learned factors whatever their
+        live events; an approximate index built on ``item_factors_`` then ranks what
+        :meth:`~FactorRecommender.score` ranks (the scores of the users with a vector, whose
+        products :meth:`~FactorRecommender.score` alone computes). Parameters and result as in
         :meth:`FactorRecommender.user_vectors` (``dim`` includes implicit's item-bias column).
         """
         self._check_fitted("item_factors_")

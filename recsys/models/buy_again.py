@@ -15,6 +15,7 @@ purchase to 1 at ``r = due_ratio``, stays 1 up to ``r = 2``, then decays as ``1 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -26,7 +27,14 @@ from numpy.typing import NDArray
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE
 from recsys.errors import ArtifactError
-from recsys.models.base import Recommender, load_arrays, load_json, save_arrays, save_json
+from recsys.models.base import (
+    Recommender,
+    load_arrays,
+    load_json,
+    save_arrays,
+    save_json,
+    top_k_coo,
+)
 
 #: Weight of an item whose usual interval is unknown (between "just bought" and "due").
 UNKNOWN_INTERVAL_FACTOR = 0.5
@@ -224,9 +232,35 @@ class BuyAgainModel(Recommender):
         """
         stats = self.purchase_stats(users, now)
         out = np.full((len(users), len(self.item_interval_)), np.nan, dtype=np.float32)
-        values = np.log1p(stats.count) * self._factor(stats.due_ratio)
-        out[stats.row, stats.item] = values
+        out[stats.row, stats.item] = self._values(stats)
         return out
+
+    def recommend_lists(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        k: int,
+        *,
+        excludes: Sequence[sp.csr_matrix | None],
+        now: int | None = None,
+    ) -> list[tuple[NDArray[np.intp], NDArray[np.float32]]]:
+        """The best of each user's own bought items, ranked from those items alone.
+
+        A customer's row has a score only where they bought, so the lists of
+        :func:`~recsys.models.base.top_k` on :meth:`score`'s rows come from those pairs
+        (:func:`~recsys.models.base.top_k_coo`), without a catalogue-long row.
+        """
+        stats = self.purchase_stats(users, now)
+        values = self._values(stats)
+        shape = (len(users), len(self.item_interval_))
+        return [
+            top_k_coo(stats.row, stats.item, values, shape, k, exclude=exclude)
+            for exclude in excludes
+        ]
+
+    def _values(self, stats: PurchaseStats) -> NDArray[np.float32]:
+        """The score of each pair of ``stats`` (as :meth:`score` stores it)."""
+        return (np.log1p(stats.count) * self._factor(stats.due_ratio)).astype(np.float32)
 
     # -- persistence -------------------------------------------------------------------------
 

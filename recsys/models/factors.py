@@ -12,7 +12,7 @@ persistence.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -21,10 +21,14 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.errors import ArtifactError, ModelError
-from recsys.models.base import Recommender, load_arrays, save_arrays
+from recsys.models.base import NO_ITEM, Recommender, load_arrays, save_arrays, top_k
 
 #: File of a factor model's version folder holding ``user_factors`` and ``item_factors``.
 FACTORS_FILE = "factors.npz"
+
+#: Scores per block of users (``rows × n_items``, about 4 MiB of ``float32``): the product of
+#: one block is ranked while it is in cache, and no ``users × items`` batch is held.
+SCORE_BLOCK_ELEMENTS = 1 << 20
 
 
 class FactorRecommender(Recommender):
@@ -120,9 +124,62 @@ class FactorRecommender(Recommender):
         """``user_vectors · item_factorsᵀ``; a ``NaN`` row where a user has no vector."""
         self._check_fitted("item_factors_")
         vectors = self.user_vectors(np.asarray(users, dtype=np.intp), history)
-        scores = vectors @ self.item_factors_.T
-        scores[np.isnan(vectors[:, 0])] = np.nan
-        return scores.astype(np.float32, copy=False)
+        out = np.empty((len(vectors), self.item_factors_.shape[0]), dtype=np.float32)
+        for lo, hi, block in self._score_blocks(vectors):
+            out[lo:hi] = block
+        return out
+
+    def recommend_lists(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        k: int,
+        *,
+        excludes: Sequence[sp.csr_matrix | None],
+        now: int | None = None,
+    ) -> list[tuple[NDArray[np.intp], NDArray[np.float32]]]:
+        """Each block of users' scores, ranked for every list while it is in cache.
+
+        The same products as :meth:`score` (:meth:`_score_blocks`), so the lists equal
+        :func:`~recsys.models.base.top_k` of :meth:`score`'s rows bit for bit; only one block
+        of ``users × items`` scores exists at a time (see :meth:`Recommender.recommend_lists`).
+        """
+        self._check_fitted("item_factors_")
+        vectors = self.user_vectors(np.asarray(users, dtype=np.intp), history)
+        width = max(0, min(k, self.item_factors_.shape[0]))
+        lists = [
+            (
+                np.full((len(vectors), width), NO_ITEM, dtype=np.intp),
+                np.full((len(vectors), width), -np.inf, dtype=np.float32),
+            )
+            for _ in excludes
+        ]
+        for lo, hi, block in self._score_blocks(vectors):
+            for (items, values), exclude in zip(lists, excludes, strict=True):
+                rows = None if exclude is None else sp.csr_matrix(exclude)[lo:hi]
+                items[lo:hi], values[lo:hi] = top_k(block, k, exclude=rows)
+        return lists
+
+    def _score_blocks(
+        self, vectors: NDArray[np.float32]
+    ) -> Iterator[tuple[int, int, NDArray[np.float32]]]:
+        """``(lo, hi, scores of vectors[lo:hi])`` block by block (:data:`SCORE_BLOCK_ELEMENTS`).
+
+        :meth:`score` and :meth:`recommend_lists` both score through here: a BLAS product's
+        last bit can depend on the shape it is computed in (a one-row product is a
+        matrix-vector call), so the two must multiply the same blocks to rank the same. Only
+        rows with a vector are multiplied; the others are ``NaN``.
+        """
+        n_items = self.item_factors_.shape[0]
+        step = max(2, SCORE_BLOCK_ELEMENTS // max(n_items, 1))
+        has_vector = ~np.isnan(vectors[:, 0]) if vectors.shape[1] else np.zeros(len(vectors), bool)
+        for lo in range(0, len(vectors), step):
+            hi = min(lo + step, len(vectors))
+            block = np.full((hi - lo, n_items), np.nan, dtype=np.float32)
+            known = has_vector[lo:hi]
+            if known.any():
+                block[known] = vectors[lo:hi][known] @ self.item_factors_.T
+            yield lo, hi, block
 
     def _fit_implicit(self, make: Callable[[], Any], matrix: sp.csr_matrix) -> None:
         """Fit the implicit estimator ``make()`` builds on ``matrix`` and keep its factors.

@@ -8,6 +8,7 @@ gives the same ranking.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -18,7 +19,15 @@ from numpy.typing import NDArray
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY
 from recsys.errors import ArtifactError
-from recsys.models.base import Recommender, load_arrays, load_json, save_arrays, save_json
+from recsys.models.base import (
+    Recommender,
+    load_arrays,
+    load_json,
+    ranking_order,
+    save_arrays,
+    save_json,
+    top_k_of_order,
+)
 
 #: Event weights used when a model is given none: a purchase says more than a view.
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "cart": 3.0, "purchase": 10.0}
@@ -57,11 +66,15 @@ class _ItemRanking(Recommender):
     item_scores_: NDArray[np.float32]
     listed_: NDArray[np.bool_]
     item_category_: list[str]
+    #: Every scored item, best first (:func:`~recsys.models.base.ranking_order`), computed on
+    #: first use after a fit or a load.
+    _order: NDArray[np.intp] | None = None
 
     def _store(self, data: TrainingData, scores: NDArray[Any], listed: NDArray[np.bool_]) -> None:
         self.item_scores_ = np.asarray(scores, dtype=np.float32)
         self.listed_ = np.asarray(listed, dtype=bool)
         self.item_category_ = list(data.item_category)
+        self._order = None
 
     def score(
         self,
@@ -73,6 +86,28 @@ class _ItemRanking(Recommender):
         """The same row of item scores for every user (never ``NaN``)."""
         self._check_fitted("item_scores_")
         return np.tile(self.item_scores_, (len(users), 1))
+
+    def recommend_lists(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        k: int,
+        *,
+        excludes: Sequence[sp.csr_matrix | None],
+        now: int | None = None,
+    ) -> list[tuple[NDArray[np.intp], NDArray[np.float32]]]:
+        """The head of the one ranking every user shares, less each user's excluded items.
+
+        The lists of :func:`~recsys.models.base.top_k` on :meth:`score`'s rows, without those
+        rows (see :meth:`Recommender.recommend_lists`).
+        """
+        self._check_fitted("item_scores_")
+        if self._order is None:
+            self._order = ranking_order(self.item_scores_)
+        return [
+            top_k_of_order(self._order, self.item_scores_, len(users), k, exclude=exclude)
+            for exclude in excludes
+        ]
 
     def popular_items(
         self, k: int, category: str | None = None
@@ -117,6 +152,7 @@ class _ItemRanking(Recommender):
         try:
             model.item_scores_ = arrays["scores"].astype(np.float32)
             model.listed_ = arrays["listed"].astype(bool)
+            model._order = None
         except KeyError as exc:
             raise ArtifactError(f"{directory}: not a {cls.name} model: {exc}") from None
         if not isinstance(categories, list) or len(categories) != len(model.item_scores_):
