@@ -36,7 +36,6 @@ from recsys.models.base import (
     ItemSimilarity,
     Recommender,
     candidate_depth,
-    top_k,
 )
 from recsys.models.content import ContentModel, item_text
 from recsys.ranking.rules import (
@@ -1061,7 +1060,9 @@ def precompute(
         if index is not None and isinstance(model, FactorModel):
             top, vals = index.search(model.user_vectors(chunk, rows), depth)
         else:
-            top, vals = top_k(model.score(chunk, rows, now=None), depth)
+            # the model's own top-k: popular, buy-again and factor models rank without a
+            # users x items row (equal to top_k of their scores)
+            top, vals = model.recommend(chunk, rows, depth)
         top[~np.isfinite(vals)] = -1
         out_items[chunk] = top
         out_scores[chunk] = np.where(top >= 0, vals, np.nan)

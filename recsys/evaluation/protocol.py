@@ -56,7 +56,7 @@ from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError, DataError, ModelError
 from recsys.evaluation import metrics as M
 from recsys.evaluation.splits import default_cut, time_split
-from recsys.models.base import NO_ITEM, Recommender, top_k
+from recsys.models.base import NO_ITEM, Recommender
 
 #: What :func:`evaluate_models` accepts per model: a fitted-or-not instance (it is refitted), a
 #: zero-argument factory such as the class itself, or a registry name (``"als"``).
@@ -475,13 +475,24 @@ def _rank(
     k: int,
     now: int,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Top-``k`` lists with and without previously bought items, scoring each batch once."""
+    """Top-``k`` lists with and without previously bought items, scoring each batch once.
+
+    Both lists come from one :meth:`~recsys.models.base.Recommender.recommend_lists` call: a
+    model that ranks without dense rows (popular, trending, buy-again, ALS, BPR) does so, the
+    others score the batch once for both.
+    """
     lists, new_lists = [], []
     for start in range(0, user_index.size, BATCH_USERS):
         stop = min(start + BATCH_USERS, user_index.size)
-        scores = model.score(user_index[start:stop], history[start:stop], now=now)
-        lists.append(_pad(top_k(scores, k)[0], k))
-        new_lists.append(_pad(top_k(scores, k, exclude=bought_before[start:stop])[0], k))
+        (every, _), (new, _) = model.recommend_lists(
+            user_index[start:stop],
+            history[start:stop],
+            k,
+            excludes=(None, bought_before[start:stop]),
+            now=now,
+        )
+        lists.append(_pad(every, k))
+        new_lists.append(_pad(new, k))
     return np.vstack(lists), np.vstack(new_lists)
 
 
