@@ -117,6 +117,27 @@ def _run(cmd: list[str], env: dict[str, str]) -> tuple[str, dict[str, float]]:
     }
 
 
+def prepare_store(home: Path, *, events: int, items: int, users: int) -> dict[str, str]:
+    """Generate the synthetic shop and ingest it into ``home``'s store, unless done before;
+    return the environment that points ``recsys`` at it."""
+    recsys = str(Path(sys.executable).with_name("recsys"))
+    env = {**os.environ, "RECSYS_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
+    if not (home / "loaded").exists():
+        shop = home / "shop"
+        subprocess.run(
+            [recsys, "generate", "--users", str(users), "--items", str(items),
+             "--events", str(events), "--seed", "1", "--days", "180", "--out", str(shop),
+             "--format", "parquet"],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(
+            [recsys, "ingest", *sorted(str(p) for p in shop.glob("events*"))],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        (home / "loaded").write_text("")
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, required=True)
@@ -129,20 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     recsys = str(Path(sys.executable).with_name("recsys"))
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    env = {**os.environ, "RECSYS_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
-    if not (home / "loaded").exists():
-        shop = home / "shop"
-        subprocess.run(
-            [recsys, "generate", "--users", str(args.users), "--items", str(args.items),
-             "--events", str(args.events), "--seed", "1", "--days", "180", "--out", str(shop),
-             "--format", "parquet"],
-            env=env, check=True, capture_output=True,
-        )  # fmt: skip
-        subprocess.run(
-            [recsys, "ingest", *sorted(str(p) for p in shop.glob("events*"))],
-            env=env, check=True, capture_output=True,
-        )  # fmt: skip
-        (home / "loaded").write_text("")
+    env = prepare_store(home, events=args.events, items=args.items, users=args.users)
     cmd = [recsys, "train", "--no-promote"]
     if args.config == "comparable":
         config = home / "comparable.toml"
