@@ -6,8 +6,11 @@ files, so the writer and the reader cannot drift apart. The registry (:mod:`recs
 hashes whatever this module wrote and checks it before anything is read::
 
     manifest.json                 Manifest (written by the registry at publish: files, sizes)
-    users.json, items.json        the vocabularies, ids in index order
-    catalog.json                  the catalogue as trained (item_id, category, price, ...)
+    users.npz, items.npz          the vocabularies as arrays (Vocabulary.to_arrays)
+    catalog.npz                   the catalogue as trained, one array per field (CatalogTable)
+    users.json, items.json        the vocabularies again, ids in index order, and
+    catalog.json                  the catalogue as records: what versions trained before
+                                  the arrays hold, and what older servers and tools read
     history.npz, purchases.npz    users x items weighted history and purchase counts (CSR)
     models/<name>/                one folder per model, written by the model's own ``save``
     precomputed/                  the default model's top lists (Precomputed)
@@ -16,6 +19,13 @@ hashes whatever this module wrote and checks it before anything is read::
 
 Large arrays are ``.npy``/``.npz`` read with ``allow_pickle=False``; the precomputed lists are
 memory-mapped, so server workers share their pages.
+
+The reader takes the vocabularies and the catalogue from the ``.npz`` files when the version
+has them and from the JSON files otherwise (versions trained before the arrays existed). The
+arrays' large members are memory-mapped (:func:`~recsys.models.base.load_arrays`), so at 10^6
+items no worker holds 10^6 Python id strings or parses 10^6 JSON records: measured with 2
+server workers in ``benchmarks/bench_memory.py``. Both forms are written, from the same
+objects, so that a server or tool of an older release still reads a new version.
 """
 
 from __future__ import annotations
@@ -32,14 +42,18 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from recsys.data.columns import CatalogTable
 from recsys.data.schema import to_micros
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ArtifactError
-from recsys.models.base import Recommender, load_csr, save_csr, save_json
+from recsys.models.base import Recommender, load_arrays, load_csr, save_arrays, save_csr, save_json
 
 USERS = "users.json"
 ITEMS = "items.json"
 CATALOG = "catalog.json"
+USERS_ARRAYS = "users.npz"
+ITEMS_ARRAYS = "items.npz"
+CATALOG_ARRAYS = "catalog.npz"
 HISTORY = "history.npz"
 PURCHASES = "purchases.npz"
 MODELS_DIR = "models"
@@ -118,7 +132,9 @@ class VersionData:
 
     users: Vocabulary
     items: Vocabulary
-    catalog: list[dict[str, Any]]
+    #: a :class:`~recsys.data.columns.CatalogTable` (its records decoded one at a time), or
+    #: the JSON list of a version trained before it
+    catalog: Sequence[Mapping[str, Any]]
     history: sp.csr_matrix
     purchases: sp.csr_matrix
 
@@ -134,6 +150,10 @@ def write_version(
     models: Mapping[str, Recommender],
 ) -> None:
     """Write a version's data files and each model's folder into ``folder``."""
+    save_arrays(folder / USERS_ARRAYS, **users.to_arrays())
+    save_arrays(folder / ITEMS_ARRAYS, **items.to_arrays())
+    table = CatalogTable.from_records(items, catalog)
+    save_arrays(folder / CATALOG_ARRAYS, **table.to_arrays())
     save_json(folder / USERS, users.to_json())
     save_json(folder / ITEMS, items.to_json())
     save_json(folder / CATALOG, [dict(r) for r in catalog])
@@ -146,12 +166,23 @@ def write_version(
 
 
 def read_version(folder: Path) -> VersionData:
-    """Read what :func:`write_version` wrote, checking shapes (:class:`ArtifactError`)."""
-    users = Vocabulary.from_json(_read_json(folder / USERS))
-    items = Vocabulary.from_json(_read_json(folder / ITEMS))
-    catalog = _read_json(folder / CATALOG)
-    if not isinstance(catalog, list):
-        raise ArtifactError(f"{folder / CATALOG}: expected a list")
+    """Read what :func:`write_version` wrote, checking shapes (:class:`ArtifactError`).
+
+    The vocabularies and the catalogue come from the ``.npz`` files, memory-mapped, when the
+    version has them, and from its JSON files otherwise (a version trained before them).
+    """
+    users = _read_vocabulary(folder, USERS_ARRAYS, USERS)
+    items = _read_vocabulary(folder, ITEMS_ARRAYS, ITEMS)
+    catalog: Sequence[Mapping[str, Any]]
+    if (folder / CATALOG_ARRAYS).is_file():
+        try:
+            catalog = CatalogTable.from_arrays(items, load_arrays(folder / CATALOG_ARRAYS))
+        except ValueError as exc:
+            raise ArtifactError(f"{folder / CATALOG_ARRAYS}: {exc}") from None
+    else:
+        catalog = _read_json(folder / CATALOG)
+        if not isinstance(catalog, list):
+            raise ArtifactError(f"{folder / CATALOG}: expected a list")
     history = load_csr(folder / HISTORY)
     purchases = load_csr(folder / PURCHASES)
     expected = (len(users), len(items))
@@ -162,6 +193,19 @@ def read_version(folder: Path) -> VersionData:
                 f"expected {expected} (users × items)"
             )
     return VersionData(users, items, catalog, history, purchases)
+
+
+def _read_vocabulary(folder: Path, arrays_name: str, json_name: str) -> Vocabulary:
+    """A vocabulary from its ``.npz`` (memory-mapped) when written, else from its JSON."""
+    if not (folder / arrays_name).is_file():
+        try:
+            return Vocabulary.from_json(_read_json(folder / json_name))
+        except ValueError as exc:
+            raise ArtifactError(f"{folder / json_name}: {exc}") from None
+    try:
+        return Vocabulary.from_arrays(load_arrays(folder / arrays_name))
+    except ValueError as exc:
+        raise ArtifactError(f"{folder / arrays_name}: {exc}") from None
 
 
 def model_folder(folder: Path, name: str) -> Path:

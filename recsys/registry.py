@@ -4,7 +4,7 @@ Layout under ``root`` (``$RECSYS_HOME/models`` by default)::
 
     versions/<version>/       one published version (never modified after publishing)
         manifest.json         what it is, what it was trained on, and every file's sha256
-        users.json items.json catalog.json history.npz purchases.npz models/<name>/...
+        users.npz items.npz catalog.npz (and their .json) history.npz models/<name>/...
     CURRENT                   the name of the version that serves (replaced atomically)
     history.json              promotion stack and log (what ``rollback`` goes back to)
     leases/<host>-<pid>.json  the versions a running process (a server) has loaded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,10 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.artifacts import Manifest, Precomputed, read_version, write_version
+from recsys.data.columns import CatalogTable
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ArtifactError
+from recsys.ranking.rules import CatalogArrays
 
 
 def test_what_is_written_is_read_back(tmp_path: Path) -> None:
@@ -68,3 +71,61 @@ def test_the_manifest_is_typed_and_names_a_bad_key() -> None:
         Manifest.parse({"models": {"als": "not a table"}}, "v1")
     with pytest.raises(ArtifactError, match="has no offset"):
         Manifest.parse({"as_of": "2024-01-01T00:00:00"}, "v1").as_of_micros()
+
+
+def _write_small(folder: Path) -> None:
+    history = sp.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]], dtype=np.float32))
+    write_version(
+        folder,
+        users=Vocabulary(["u1", "u2"]),
+        items=Vocabulary(["a", "b", "c"]),
+        catalog=[
+            {"item_id": "c", "title": "Cup", "category": "Home", "price": 2.0, "in_stock": False},
+            {"item_id": "a", "category": None, "price": None, "colour": "red"},
+        ],
+        history=history,
+        purchases=history,
+        models={},
+    )
+
+
+def test_the_arrays_are_read_and_agree_with_the_json_written_beside_them(tmp_path: Path) -> None:
+    _write_small(tmp_path)
+    users = json.loads((tmp_path / "users.json").read_text())
+    items = json.loads((tmp_path / "items.json").read_text())
+    for name in ("users.json", "items.json", "catalog.json"):
+        (tmp_path / name).unlink()  # so what is read can only be the arrays
+    data = read_version(tmp_path)
+    assert isinstance(data.catalog, CatalogTable)
+    assert data.users.ids == users == ["u1", "u2"] and data.items.ids == items == ["a", "b", "c"]
+    assert data.catalog[2] == {
+        "item_id": "c",
+        "title": "Cup",
+        "category": "Home",
+        "price": 2.0,
+        "in_stock": False,
+        "margin": None,
+    }
+    assert data.catalog[0]["colour"] == "red" and data.catalog[0]["category"] == ""
+    assert data.catalog[1]["in_stock"] and data.catalog[1]["price"] is None
+
+
+def test_a_version_written_before_the_arrays_still_loads(tmp_path: Path) -> None:
+    _write_small(tmp_path)
+    new = read_version(tmp_path)
+    for name in ("users.npz", "items.npz", "catalog.npz"):
+        (tmp_path / name).unlink()
+    old = read_version(tmp_path)
+    assert isinstance(old.catalog, list) and old.users == new.users and old.items == new.items
+    old_rules = CatalogArrays.from_records(old.items, old.catalog)
+    new_rules = CatalogArrays.from_records(new.items, new.catalog)
+    assert old_rules.category.tolist() == new_rules.category.tolist() == ["", "", "Home"]
+    assert old_rules.in_stock.tolist() == new_rules.in_stock.tolist() == [True, True, False]
+
+
+@pytest.mark.parametrize("name", ["items.npz", "catalog.npz"])
+def test_unreadable_arrays_are_refused_naming_the_file(tmp_path: Path, name: str) -> None:
+    _write_small(tmp_path)
+    (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:100])
+    with pytest.raises(ArtifactError, match=name):
+        read_version(tmp_path)

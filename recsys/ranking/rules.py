@@ -52,6 +52,7 @@ from numpy.typing import NDArray
 from pydantic import Field, PrivateAttr, model_validator
 
 from recsys.config import StrictModel, read_config_file, validate
+from recsys.data.columns import CatalogTable
 from recsys.data.vocab import Vocabulary
 
 #: Separator between levels of a category path.
@@ -172,7 +173,7 @@ class CatalogArrays:
     in_stock: NDArray[np.bool_]
     # derived, filled on first use: distinct categories and each item's code among them, and
     # the masks of the prefix sets asked for so far
-    _category_codes: tuple[list[str], NDArray[np.intp]] | None = field(
+    _category_codes: tuple[list[str], NDArray[np.integer]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
     _category_masks: dict[tuple[str, ...], NDArray[np.bool_]] = field(
@@ -182,7 +183,13 @@ class CatalogArrays:
     @classmethod
     def from_records(cls, items: Vocabulary, records: Sequence[Mapping[str, Any]]) -> CatalogArrays:
         """Arrays from ``{item_id, category, price, in_stock}`` records (any order; ids in
-        ``items`` without a record get an empty category, unknown price and in stock)."""
+        ``items`` without a record get an empty category, unknown price and in stock).
+
+        A version's :class:`~recsys.data.columns.CatalogTable` of the same items is taken
+        column by column, no record decoded: its price and stock arrays are used as they are
+        (memory-mapped, shared by the server's workers), and its category codes are kept."""
+        if isinstance(records, CatalogTable) and records.items is items:
+            return cls.from_table(records)
         n = len(items)
         category = np.full(n, "", dtype=object)
         price = np.full(n, np.nan)
@@ -197,6 +204,20 @@ class CatalogArrays:
             in_stock[i] = bool(rec.get("in_stock", True))
         return cls(items=items, category=category, price=price, in_stock=in_stock)
 
+    @classmethod
+    def from_table(cls, table: CatalogTable) -> CatalogArrays:
+        """Arrays of a version's catalogue columns (see :meth:`from_records`)."""
+        names = np.array(table.category_names, dtype=object)
+        codes = np.asarray(table.category_codes)
+        # one pointer per item to one of the few category strings: 8 bytes an item, where
+        # a string per item (as a JSON catalogue gives) cost ~60
+        category = names[codes]
+        catalog = cls(
+            items=table.items, category=category, price=table.price, in_stock=table.in_stock
+        )
+        object.__setattr__(catalog, "_category_codes", (table.category_names, codes))
+        return catalog
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -210,11 +231,7 @@ class CatalogArrays:
         mask = self._category_masks.get(wanted)
         if mask is not None:
             return mask
-        if self._category_codes is None:
-            names, codes = np.unique(self.category.astype(str), return_inverse=True)
-            object.__setattr__(self, "_category_codes", (names.tolist(), codes.ravel()))
-        assert self._category_codes is not None
-        names_list, codes = self._category_codes
+        names_list, codes = self.category_codes()
         hit = np.fromiter(
             (
                 any(cat == p or cat.startswith(p + CATEGORY_SEPARATOR) for p in wanted)
@@ -229,6 +246,14 @@ class CatalogArrays:
             self._category_masks.clear()
         self._category_masks[wanted] = mask
         return mask
+
+    def category_codes(self) -> tuple[list[str], NDArray[np.integer]]:
+        """The distinct categories and each item's index among them (made once)."""
+        if self._category_codes is None:
+            names, codes = np.unique(self.category.astype(str), return_inverse=True)
+            object.__setattr__(self, "_category_codes", (names.tolist(), codes.ravel()))
+        assert self._category_codes is not None
+        return self._category_codes
 
     def id_mask(self, ids: Sequence[str]) -> NDArray[np.bool_]:
         """Items among ``ids`` (ids not in the catalogue are ignored)."""
@@ -277,9 +302,12 @@ def compile_rules(rules: RuleSet, catalog: CatalogArrays) -> CompiledRules:
         buried |= catalog.id_mask(r.items) | catalog.category_mask(r.categories)
 
     level = rules.category_level
-    keys = [CATEGORY_SEPARATOR.join(c.split(CATEGORY_SEPARATOR)[:level]) for c in catalog.category]
+    # per distinct category, not per item (10^6 items share a few thousand categories)
+    category_names, codes = catalog.category_codes()
+    keys = [CATEGORY_SEPARATOR.join(c.split(CATEGORY_SEPARATOR)[:level]) for c in category_names]
     group_vocab = {key: g for g, key in enumerate(dict.fromkeys(keys))}
-    group = np.fromiter((group_vocab[key] for key in keys), dtype=np.intp, count=n)
+    name_group = np.fromiter((group_vocab[key] for key in keys), dtype=np.intp, count=len(keys))
+    group = name_group[codes] if n else np.zeros(0, dtype=np.intp)
 
     pins = []
     for p in sorted(rules.pin, key=lambda p: p.position):
