@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -90,9 +91,15 @@ def create_app(
         except RecsysError as exc:
             log.error("no model version loaded; /readyz answers 503: %s", exc)
         if state.offers is not None and state.engine is not None:
-            # started now, in the background: lists are served meanwhile, and the first request
-            # for offers finds it built (or waits only for the rest of the build)
-            state.offers.prepare(state.engine)
+            # the day's shop context is built before this worker takes a request: a request
+            # that waited for it took 5-45 s (benchmarks/RESULTS.md, "Offers per customer"),
+            # while a worker starting up is skipped by the connections (the others answer)
+            try:
+                started = time.perf_counter()
+                await asyncio.to_thread(state.offers.prepare, state.engine, wait=True)
+                log.info("offer context ready in %.1f s", time.perf_counter() - started)
+            except RecsysError as exc:
+                log.error("offer context not built at start-up (built on first use): %s", exc)
         tasks = [asyncio.create_task(_follow_live(state, settings.live_refresh_s))]
         if settings.watch_interval_s > 0:
             tasks.append(asyncio.create_task(_watch(state, settings.watch_interval_s)))

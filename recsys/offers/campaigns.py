@@ -33,6 +33,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from recsys.data.schema import PURCHASE, RETURN
 from recsys.errors import ConfigError
 from recsys.offers.catalog import PromotionCatalog
 from recsys.offers.ranking import (
@@ -242,7 +243,9 @@ def _read_context(
     """The whole context, and the segment scale of the day. ``serving``: no impressions (read
     per customer) and no k-means (a server needs the labels only, which the scale gives)."""
     settings = settings or TriggerSettings()
-    events = store.read_events(until=day_start_micros(today))
+    # purchases and returns are all the history and the segments read: a shop's views (often
+    # ten times as many rows) are not fetched
+    events = store.read_events(until=day_start_micros(today), event_types=(PURCHASE, RETURN))
     customers = store.read_customers()
     history = PurchaseHistory.from_events(events, today)
     if serving:

@@ -281,11 +281,22 @@ class OfferService:
 
         threading.Thread(target=run, name="offer-context", daemon=True).start()
 
-    def prepare(self, engine: Engine | None = None) -> None:
-        """Start building the first context in the background (a server calls it at start-up,
-        so that the first request for offers finds it built, or waits only for the rest of it)."""
-        if self._snapshot is None and self.has_promotions:
+    def prepare(self, engine: Engine | None = None, *, wait: bool = False) -> None:
+        """Build the first context: in the background, or (``wait``) before returning.
+
+        A server builds it before it takes its first request (``wait=True``), so that no
+        request for offers waits for it: a worker of ``recsys serve`` accepts connections only
+        once its start-up is done, and the other workers answer meanwhile. Without promotions
+        nothing is built (no offer could be made).
+        """
+        if self._snapshot is not None or not self.has_promotions:
+            return
+        if not wait:
             self._rebuild_in_background(self.today(), engine)
+            return
+        with self._build_lock:
+            if self._snapshot is None:
+                self._build(self.today(), engine)
 
     @property
     def has_promotions(self) -> bool:

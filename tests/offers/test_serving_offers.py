@@ -172,6 +172,15 @@ def test_unknown_user_gets_non_personal_offers(client: TestClient) -> None:
         assert o["reasons"] == ["non_personal"]
 
 
+def test_context_is_built_before_the_first_request(client: TestClient) -> None:
+    # the worker starts serving with it built: no request waits for the shop's events
+    svc = service(client)
+    assert svc.ready and svc.builds == 1
+    assert client.get("/readyz").json()["offers"] == "ready"
+    assert client.get("/v1/users/u1/offers").status_code == 200
+    assert svc.builds == 1
+
+
 def test_context_is_built_once_per_day_and_version(client: TestClient) -> None:
     svc = service(client)
     for user in ("u1", "u2", "u3", "nobody", "u1"):
