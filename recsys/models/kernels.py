@@ -238,9 +238,12 @@ def ease_weights(
     gram[np.diag_indices_from(gram)] += regularization
     # Cholesky: the Gram matrix plus a positive ridge is SPD (half the flops of LU)
     p = spd_inverse(gram)
-    b = p / (-np.diag(p))
+    # B = -P / diag(P), written straight into the float32 result: the float64 quotient and
+    # its float32 copy were two more items² temporaries (page faults, a third of the kernel)
+    b = np.empty(p.shape, dtype=np.float32)
+    np.divide(p, -np.diag(p), out=b, casting="same_kind")
     b[np.diag_indices_from(b)] = 0.0
-    return b.astype(np.float32)
+    return b
 
 
 def spd_inverse(g: NDArray[np.float64]) -> NDArray[np.float64]:
