@@ -22,9 +22,11 @@ pipeline. The protocol, in order:
 Beyond accuracy, each model gets catalogue coverage, novelty and the Gini coefficient of its
 exposure, its fit time and its scoring time, and optionally the metrics per customer segment.
 
-**A sample of customers on large shops.** Scoring is one ``users × items`` row per evaluated
-customer and model; with ``max_users`` set, a shop with more eligible customers evaluates a
-seeded sample of that many (:func:`sample_customers`: the same customers from run to run, as
+**A sample of customers on large shops.** Scoring costs up to one ``users × items`` row per
+evaluated customer and model (less for a model that ranks without those rows through
+:meth:`~recsys.models.base.Recommender.recommend_lists`, as popular, trending, buy-again, ALS
+and BPR do); with ``max_users`` set, a shop with more eligible customers evaluates a seeded
+sample of that many (:func:`sample_customers`: the same customers from run to run, as
 far as they stay eligible), every model on the same ones, and each mean carries a 95 %
 confidence interval (:func:`recsys.evaluation.metrics.mean_ci`). On Ta-Feng (13,598 eligible
 customers, 22k items) the scoring of every evaluated model was 75 of the evaluation's 129 CPU
