@@ -1,0 +1,72 @@
+"""bench_memory's wait for the workers, and bench_vocab's smoke run."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from benchmarks.bench_memory import wait_for_workers
+from benchmarks.bench_vocab import main as bench_vocab
+
+
+class _Server:
+    """What ``wait_for_workers`` asks of a server process: its pid, and whether it exited."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        return None
+
+
+@pytest.fixture
+def healthz() -> Iterator[tuple[int, list[int]]]:
+    """A /healthz answering with the pid held in the returned list."""
+    answer = [os.getpid()]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"status": "ok", "worker": answer[0]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], answer
+    server.shutdown()
+
+
+def test_a_worker_counts_as_loaded_once_it_answered(healthz: tuple[int, list[int]]) -> None:
+    port, _ = healthz
+    done = wait_for_workers(port, _Server(os.getpid()), 1, timeout_s=10)  # type: ignore[arg-type]
+    assert done["workers"] == [os.getpid()]
+
+
+def test_answers_from_another_process_do_not_count(healthz: tuple[int, list[int]]) -> None:
+    port, answer = healthz
+    answer[0] = os.getpid() + 1  # not the worker that is waited for
+    with pytest.raises(RuntimeError, match=r"only workers \[\d+\] of \[\d+\] had answered"):
+        wait_for_workers(port, _Server(os.getpid()), 1, timeout_s=1)  # type: ignore[arg-type]
+
+
+def test_bench_vocab_smoke_compares_both_forms(tmp_path: Path) -> None:
+    assert bench_vocab(["--smoke", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "vocab.json").read_text())
+    assert set(result["cases"]) == {
+        "index (1 id)",
+        "indices (6 ids, 1 absent)",
+        "ids_of (10 indices)",
+    }
+    assert all(c["dict_us"] > 0 and c["arrays_us"] > 0 for c in result["cases"].values())
