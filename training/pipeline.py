@@ -581,6 +581,7 @@ def _write_precomputed(
     index: Any = None,
     *,
     active_days: float = 0.0,
+    active: NDArray[np.intp] | None = None,
 ) -> dict[str, Any] | None:
     """The default model's top lists of the recently active customers, so the API serves most
     requests without scoring (see :class:`recsys.artifacts.Precomputed`); listed in the
@@ -595,6 +596,9 @@ def _write_precomputed(
     of returning customers with 82 % of the lists; on Online Retail 78 % with 55 %
     (benchmarks/RESULTS.md, "Training cost against the catalogue").
 
+    ``active`` gives those customers' indices when the caller has found them itself (the
+    Spark engine, whose events are not on the driver); by default :func:`active_users`.
+
     Returns the manifest's ``precomputed`` entry (customers with a list, of how many, the
     window), or ``None`` when the default model was not trained.
     """
@@ -603,7 +607,9 @@ def _write_precomputed(
     model = fitted.get(default_model)
     if model is None:
         return None
-    users = active_users(data, active_days) if active_days > 0 else None
+    users = None
+    if active_days > 0:
+        users = active if active is not None else active_users(data, active_days)
     lists = precompute(
         model, default_model, data.interactions, data.items, index=index, users=users
     )

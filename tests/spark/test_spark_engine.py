@@ -169,7 +169,7 @@ def test_a_spark_version_is_served_like_a_local_one(
         "[models.popular]\n[models.buy_again]\n"
         "[models.als]\nparams = { factors = 16, iterations = 5 }\n"
         '[models.bought_together]\nmodel = "cooccurrence"\n'
-        "[models.hybrid]\n"
+        "[models.hybrid]\n[precompute]\nactive_days = 20\n"
     )
     capsys.readouterr()
     code = main(
@@ -197,6 +197,16 @@ def test_a_spark_version_is_served_like_a_local_one(
     assert manifest["spark"]["source"].startswith("parquet:")
     assert manifest["spark"]["sampled"] == {}
     assert set(manifest["models"]) == {"popular", "buy_again", "als", "bought_together"}
+    # the stored lists are for the customers active in the window, as a local run's
+    from recsys.data.schema import MICROS_PER_DAY
+    from recsys.store import open_store
+
+    events = open_store(load_settings(Settings)).read_events()
+    since = int(events.ts.max()) - 20 * MICROS_PER_DAY
+    active = {u for u in events.user_id[events.ts >= since].astype(str).tolist() if u}
+    pre = manifest["precomputed"]
+    assert pre == {"users": len(active), "of": manifest["counts"]["users"], "active_days": 20.0}
+    assert 0 < len(active) < pre["of"]
 
     engine = Engine.load(registry.path(version), registry)
     customer = engine.users.ids[0]

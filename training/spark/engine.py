@@ -146,6 +146,8 @@ def run_spark_training(
             skipped: dict[str, str] = {}
             with progress.stage("fit"):
                 fitted, fit_info = _fit_all(config, data, ev, skipped=skipped, notify=notify)
+                # whose lists are stored: found here, while the session runs
+                active = jobs.active_users(ev, data.as_of, config.precompute.active_days)
         finally:
             spark_version = spark.version
             if not borrowed:
@@ -158,7 +160,15 @@ def run_spark_training(
         with progress.stage("publish"), registry.publish() as staging:
             _write_version(staging.path, data, catalog, fitted)
             ann, indexes = _write_indexes(staging.path, config, fitted)
-            _write_precomputed(staging.path, data, default, fitted, indexes.get(default))
+            precomputed = _write_precomputed(
+                staging.path,
+                data,
+                default,
+                fitted,
+                indexes.get(default),
+                active_days=config.precompute.active_days,
+                active=active,
+            )
             staging.manifest.update(
                 _manifest(
                     config,
@@ -190,6 +200,8 @@ def run_spark_training(
                 },
                 peak_memory_mib={**progress.peaks, "publish": peak_rss_mib()},
             )
+            if precomputed is not None:
+                staging.manifest["precomputed"] = precomputed
             if fallback is not None:
                 staging.manifest["default_fallback"] = fallback
             if ann:

@@ -52,6 +52,19 @@ def with_indices(events: DataFrame, users: DataFrame, items: DataFrame) -> DataF
     )
 
 
+def active_users(indexed: DataFrame, as_of: int, days: float) -> NDArray[np.intp]:
+    """Sorted indices of the customers with an event in the ``days`` before ``as_of`` (any
+    event, as :func:`training.pipeline.active_users`); empty when ``days`` is not positive."""
+    if days <= 0:
+        return np.empty(0, dtype=np.intp)
+    f = _f()
+    since = as_of - int(days * MICROS_PER_DAY)
+    rows = (
+        indexed.where((f.col("ts") >= since) & (f.col("u") >= 0)).select("u").distinct().collect()
+    )
+    return np.sort(np.array([int(r[0]) for r in rows], dtype=np.intp))
+
+
 def weighted_pairs(events: DataFrame, config: InteractionConfig, as_of: int) -> DataFrame:
     """Per (``user_id``, ``item_id``) with a non-empty user: ``weight`` (the interaction
     matrix's entry) and ``n_orders`` (distinct orders whose quantity returns did not cancel).
