@@ -245,7 +245,7 @@ def bench_rev(
             started = time.monotonic()
             proc = serve(code, env, port, 1)
             try:
-                first_200(port, "/healthz", proc, 120)
+                first_200(port, "/healthz", proc, 300)
                 up = time.monotonic() - started
                 first_200(port, f"/v1/users/{users[0]}/{tail}", proc, 300)
                 total = time.monotonic() - started
@@ -265,7 +265,7 @@ def bench_rev(
                 port = free_port()
                 proc = serve(code, env, port, 1)
                 try:
-                    first_200(port, "/healthz", proc, 120)
+                    first_200(port, "/healthz", proc, 300)
                     r = wrk(port, scripts[endpoint], connections, seconds)
                     out["runs"].setdefault(f"{endpoint} c{connections}", []).append(r)
                     if endpoint == "offers" and connections == 16:
@@ -276,7 +276,7 @@ def bench_rev(
     port = free_port()
     proc = serve(code, env, port, 2)
     try:
-        first_200(port, "/healthz", proc, 120)
+        first_200(port, "/healthz", proc, 300)
         out["runs"].setdefault("offers w2 c16", []).append(
             wrk(port, scripts["offers"], 16, seconds)
         )
