@@ -234,7 +234,6 @@ class HybridProbabilities:
         idx = self.users.indices(todo)  # type: ignore[attr-defined]
         known = [(u, int(i)) for u, i in zip(todo, idx.tolist(), strict=True) if i >= 0]
         out: dict[str, dict[str, float]] = {u: {} for u in todo}
-        item_ids = self.items.ids  # type: ignore[attr-defined]
         hist = sp.csr_matrix(self.history)
         for start in range(0, len(known), chunk):
             part = known[start : start + chunk]
@@ -242,7 +241,9 @@ class HybridProbabilities:
             probs = self.model.probability(rows, hist[rows], now=self.now)  # type: ignore[attr-defined]
             for r, (u, _) in enumerate(part):
                 cols = np.flatnonzero(~np.isnan(probs[r]))
-                out[u] = {item_ids[c]: float(probs[r, c]) for c in cols.tolist()}
+                # only these items' ids: a version's vocabulary decodes ids on demand
+                ids = self.items.ids_of(cols)  # type: ignore[attr-defined]
+                out[u] = dict(zip(ids, probs[r, cols].tolist(), strict=True))
         for u, probs_of in out.items():
             self._put(u, probs_of)
         return out
