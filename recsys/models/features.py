@@ -64,6 +64,9 @@ FEATURES = (
     "item_pop_total",
     "pop_rank",
     "share_of_user_orders",
+    "decayed_share",
+    "repeat_rank",
+    "item_share_recent",
 )
 
 #: Weight of one non-purchase event in the generators' signal matrix (a purchase order is 1).
@@ -113,6 +116,7 @@ class GeneratorSettings:
     max_ease_items: int = 15_000
     cooc_neighbours: int = 100
     popularity_half_life_days: float = 30.0
+    repeat_decay: float = 0.9
     seed: int = 0
 
 
@@ -177,6 +181,7 @@ class GeneratorState:
     stats: sp.csr_matrix  # data = number of distinct orders
     first_day: NDArray[np.float64]
     last_day: NDArray[np.float64]
+    decayed_share: NDArray[np.float64]  # see :func:`decayed_order_share`
     user_n_orders: NDArray[np.float64]
     user_n_items: NDArray[np.float64]
     user_first_day: NDArray[np.float64]
@@ -227,6 +232,9 @@ class GeneratorState:
         last_day = np.full(stats.nnz, -np.inf)
         np.minimum.at(first_day, pos, tday)
         np.maximum.at(last_day, pos, tday)
+        decayed_share = decayed_order_share(
+            tu, po[first], tday, pos, stats.nnz, n_users, settings.repeat_decay
+        )
 
         # users: distinct orders, distinct items, first/last purchase
         _, ord_first = np.unique(po, return_index=True)
@@ -300,6 +308,7 @@ class GeneratorState:
             stats=stats,
             first_day=first_day,
             last_day=last_day,
+            decayed_share=decayed_share,
             user_n_orders=user_n_orders,
             user_n_items=user_n_items,
             user_first_day=user_first_day,
@@ -538,6 +547,7 @@ class GeneratorState:
         m = self.n_items
         # pair lookups in the batch's purchase stats
         n_orders = np.zeros(len(rows))
+        share = np.zeros(len(rows))
         days_since = np.full(len(rows), np.nan)
         interval = np.full(len(rows), np.nan)
         if stats_b.nnz:
@@ -549,12 +559,16 @@ class GeneratorState:
             orig_pos = _state_positions(self.stats, safe, stats_b, m)
             sp_idx = orig_pos[pos[hit]]
             n_orders[hit] = stats_b.data[pos[hit]]
+            share[hit] = self.decayed_share[sp_idx]
             days_since[hit] = now_day - self.last_day[sp_idx]
             span = self.last_day[sp_idx] - self.first_day[sp_idx]
             with np.errstate(invalid="ignore", divide="ignore"):
                 interval[hit] = np.where(n_orders[hit] > 1, span / (n_orders[hit] - 1), np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             due_ratio = days_since / np.maximum(interval, 1.0)
+
+        repeat_rank = _rank_within_rows(rows, share, n_orders > 0)
+        recent_total = max(float(self.item_pop_recent.sum()), 1e-12)
 
         pop_rank = np.full(m, len(self.popular), dtype=np.int32)
         pop_rank[self.popular] = np.arange(len(self.popular), dtype=np.int32)
@@ -585,6 +599,11 @@ class GeneratorState:
                 self.item_pop_total[items],
                 pop_rank[items],
                 np.where(u_orders > 0, n_orders / np.maximum(u_orders, 1.0), 0.0),
+                share,
+                repeat_rank,
+                # the share, not the count: the count grows with the history's length, which
+                # differs between the ranker's cut and serving (most on a short log)
+                self.item_pop_recent[items] / recent_total,
             ]
         ).astype(np.float32)
 
@@ -660,6 +679,73 @@ def collaborative_signal(ev: EventArrays, stats: sp.csr_matrix) -> sp.csr_matrix
         signal = sp.csr_matrix(signal + extra)
     signal.data = np.log1p(signal.data).astype(np.float32)
     return signal
+
+
+def decayed_order_share(
+    user: NDArray[np.intp],
+    order: NDArray[np.intp],
+    day: NDArray[np.float64],
+    pos: NDArray[np.intp],
+    n_pairs: int,
+    n_users: int,
+    decay: float,
+) -> NDArray[np.float64]:
+    """Time-decayed personal item frequency, as TIFU-KNN's repeat vector (Hu et al., SIGIR 2020).
+
+    A user's order ``j`` orders before their last one weighs ``decay ** j``; an item's value is
+    the weight of the orders that held it over the weight of all the user's orders, in
+    ``[0, 1]``. Unlike the count of orders it forgets what the customer stopped buying, and
+    unlike days since the last purchase it does not depend on when the question is asked.
+
+    Parameters
+    ----------
+    user, order, day
+        One entry per distinct (user, item, order) purchase: its user, order code and day.
+    pos
+        Each entry's position in the user-item pairs (the ``stats`` CSR data).
+    n_pairs, n_users
+        Number of user-item pairs and of users.
+    decay
+        Weight ratio of an order to the next one, in ``(0, 1]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``n_pairs`` float64 values, aligned with ``pos``'s pairs.
+    """
+    out = np.zeros(n_pairs)
+    if len(user) == 0:
+        return out
+    # each distinct order once, with its user and its (first) day, newest last per user
+    orders, first = np.unique(order, return_index=True)
+    o_user, o_day = user[first], day[first]
+    seq = np.lexsort((orders, o_day, o_user))
+    per_user = np.bincount(o_user, minlength=n_users)
+    start = np.concatenate([[0], np.cumsum(per_user)[:-1]])
+    back = np.empty(len(orders), dtype=np.int64)
+    # orders before the user's last one: 0 for the last
+    back[seq] = per_user[o_user[seq]] - 1 - (np.arange(len(seq)) - start[o_user[seq]])
+    weight = decay ** back.astype(np.float64)
+    total = np.bincount(o_user, weights=weight, minlength=n_users)
+    entry_weight = weight[np.searchsorted(orders, order)]
+    np.add.at(out, pos, entry_weight / total[user])
+    return out
+
+
+def _rank_within_rows(
+    rows: NDArray[np.intp], values: NDArray[np.float64], mask: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Per pair where ``mask`` holds, the rank (0 = largest, ties by position) of its value
+    among its row's masked pairs; ``NaN`` elsewhere."""
+    out = np.full(len(rows), np.nan)
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return out
+    order = idx[np.lexsort((idx, -values[idx], rows[idx]))]
+    r = rows[order]
+    first = np.searchsorted(r, r, side="left")
+    out[order] = np.arange(len(order)) - first
+    return out
 
 
 def stats_keys(m: sp.csr_matrix, n_cols: int) -> NDArray[np.int64]:

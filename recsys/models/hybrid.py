@@ -9,7 +9,9 @@ co-occurrence top ``n_cooc`` of their items and the ``n_popular`` most popular i
 Stage 2 scores each candidate pair with a gradient-boosted classifier over the features of
 :data:`~recsys.models.features.FEATURES`: each generator's score and rank, how many orders
 held the item, days since its last purchase and that divided by the user's usual interval
-for it, the user's order count, tenure and recency, and the item's decayed popularity,
+for it, its time-decayed share of the user's orders (TIFU-KNN's personal item frequency:
+the last order weighs most) and its rank among the user's items by it, the user's order
+count, tenure and recency, and the item's decayed popularity (count and share),
 trend and price. Scikit-learn's ``HistGradientBoostingClassifier`` is used because it takes
 ``NaN`` natively (an item never bought has no interval, EASE may be off), needs no feature
 scaling, and fits ~10⁵ rows in seconds on two cores, where ``GradientBoostingClassifier``
@@ -17,16 +19,19 @@ takes minutes.
 
 How the ranker learns (inside :meth:`HybridModel.fit`): the generators are built from the
 events before an internal cut (``as_of`` minus ``label_days``), the label of a candidate pair
-is "purchased on or after the cut", and the classifier learns when to repeat and when to
-discover. A share of the users (``calibration_share``) is held out of that fit; an isotonic
-regression maps the classifier's raw score to the observed purchase rate on them, so
-:meth:`HybridModel.probability` is a calibrated "probability of buying within ``label_days``"
-(the offers module multiplies it by margin). Negatives are subsampled for the classifier
-only, never for calibration, and (``buyers_only``) the classifier sees only customers who
-bought something in the label window: which item comes first is learned from those, while
-the isotonic fit on every held-out customer still learns how rarely anyone buys at all
-(this raised recall and NDCG at both evaluation cuts, see ``benchmarks/RESULTS.md``).
-Finally the generators are rebuilt from *all* events for serving.
+is "purchased within ``label_days`` of the cut", and the classifier learns when to repeat and
+when to discover. With ``train_windows`` above 1 it learns from that many such cuts, one
+``label_days`` apart, at once: one window is one month's mood (a holiday, a promotion), several
+let it learn what holds across them, and the history before the older cuts is shorter, as the
+customers' is at serving on a young shop. A share of the users (``calibration_share``) is held
+out of that fit; an isotonic regression maps the classifier's raw score to the observed
+purchase rate on them, so :meth:`HybridModel.probability` is a calibrated "probability of
+buying within ``label_days``" (the offers module multiplies it by margin). Negatives are
+subsampled for the classifier only, never for calibration, and (``buyers_only``) the classifier
+sees only customers who bought something in the label window: which item comes first is learned
+from those, while the isotonic fit on every held-out customer still learns how rarely anyone
+buys at all (this raised recall and NDCG at both evaluation cuts, see
+``benchmarks/RESULTS.md``). Finally the generators are rebuilt from *all* events for serving.
 
 The generators are built in :mod:`recsys.models.features` (ALS, EASE, co-occurrence,
 popularity, repeat statistics) rather than by composing the registry's model classes, so that
@@ -82,6 +87,25 @@ _CHUNK = 1024
 _PARTNER_BLOCK = 1 << 20
 #: The generators' defaults: one source for :class:`HybridModel`'s parameters and the settings.
 _DEFAULTS = GeneratorSettings()
+
+
+#: Features the ranker sees only with ``decayed_features`` (see :class:`HybridModel`).
+DECAYED_FEATURES = ("decayed_share", "repeat_rank", "item_share_recent")
+_DECAYED_COLS = [_COL[name] for name in DECAYED_FEATURES]
+#: ``ranker_kind_`` of each learned ``ranker``.
+_RANKER_KINDS = {"classifier": "gradient_boosting", "lambdarank": "lambdarank"}
+
+
+@dataclass(frozen=True)
+class _WindowPairs:
+    """The ranker's training pairs of one label window (see ``HybridModel._window_pairs``)."""
+
+    user: NDArray[np.intp]
+    group: NDArray[np.int64]  # (window, customer): the query a ranking objective orders
+    x: NDArray[np.float32]
+    y: NDArray[np.int8]
+    customers: int
+    n_label: int
 
 
 @dataclass(frozen=True)
@@ -152,6 +176,18 @@ class HybridModel(Recommender):
         The serving generators always learn from every customer. Off by default: on Online
         Retail, 2,000 of its 4,059 customers lowered every rolling-origin mean by 0.4-2.6%
         (``benchmarks/RESULTS.md``); a bound is a trade of quality for cost.
+    ranker
+        ``"classifier"``: scikit-learn's ``HistGradientBoostingClassifier`` (pointwise);
+        ``"lambdarank"``: LightGBM's ``LGBMRanker`` with the LambdaRank objective, each
+        customer's pairs in one label window a query (needs ``lightgbm``).
+    decayed_features
+        Give the ranker :data:`DECAYED_FEATURES` (the time-decayed personal item frequency,
+        the item's rank among the customer's by it, the item's share of recent popularity);
+        off, those columns are 0 for every pair, and a constant column is never split on.
+    train_windows
+        Label windows of ``label_days`` the ranker learns from, back to back before ``as_of``,
+        each with the generators rebuilt from the events before it; a window is used only
+        when at least its own length of history precedes it (``train_stats_["windows"]``).
     seed
         Seed of every random choice (ALS init, the ranker's customers, user split, negative
         sampling).
@@ -181,6 +217,9 @@ class HybridModel(Recommender):
         learning_rate: float = 0.1,
         buyers_only: bool = True,
         max_ranker_customers: int = 0,
+        ranker: str = "classifier",
+        decayed_features: bool = False,
+        train_windows: int = 1,
         seed: int = 0,
     ) -> None:
         self.label_days = label_days
@@ -202,6 +241,9 @@ class HybridModel(Recommender):
         self.learning_rate = learning_rate
         self.buyers_only = buyers_only
         self.max_ranker_customers = max_ranker_customers
+        self.ranker = ranker
+        self.decayed_features = decayed_features
+        self.train_windows = train_windows
         self.seed = seed
 
     # -- fitting ----------------------------------------------------------------------------
@@ -255,58 +297,51 @@ class HybridModel(Recommender):
         as_of_day: float,
         settings: GeneratorSettings,
     ) -> GeneratorState | None:
-        """Learn the ranker at the internal cut; return the generators learned there (``None``
-        when the history is too short to cut), whether the ranker was learned or not."""
+        """Learn the ranker on ``train_windows`` label windows before ``as_of``; return the
+        generators learned at the newest cut (``None`` when the history is too short to cut),
+        whether the ranker was learned or not."""
         first_day = float(ev.day[ev.purchase].min())
         span = as_of_day - first_day
         # a short history still gets a split: at most a third of it becomes the label window
         label_days = min(self.label_days, span / 3.0)
-        cut_day = as_of_day - label_days
-        pre = ev.before(cut_day)
-        post = ~(ev.day < cut_day) & ev.purchase
-        if label_days <= 0 or not pre.purchase.any() or not post.any():
+        newest = as_of_day - label_days
+        if (
+            label_days <= 0
+            or not ev.before(newest).purchase.any()
+            or not (~(ev.day < newest) & ev.purchase).any()
+        ):
             self.fallback_reason_ = "history too short to hold out a label window"
             return None
-        state = GeneratorState.build(pre, n_users, n_items, cut_day, settings)
-        users = np.unique(pre.user)
-        n_customers = len(users)
-        if 0 < self.max_ranker_customers < n_customers:
-            # its own stream: the split and negative sampling below draw as without a bound
-            pick = np.random.default_rng([self.seed, 1]).choice(
-                n_customers, size=self.max_ranker_customers, replace=False
+        # older windows only where a window's length of history precedes them
+        cuts = [
+            newest - w * label_days
+            for w in range(max(self.train_windows, 1))
+            if w == 0 or newest - w * label_days - first_day >= label_days
+        ][::-1]
+        windows = []
+        state: GeneratorState | None = None
+        for w, cut_day in enumerate(cuts):
+            # oldest first, each ALS warm-started from the previous (older) cut's factors:
+            # a later cut's factors have seen an older window's labels, never the reverse
+            state = GeneratorState.build(
+                ev.before(cut_day), n_users, n_items, cut_day, settings, warm_from=state
             )
-            users = users[np.sort(pick)]
-        label = sp.csr_matrix(
-            (np.ones(int(post.sum())), (ev.user[post], ev.item[post])), shape=(n_users, n_items)
-        )
-        label.sum_duplicates()
-        # the history a user would have sent at the cut: every weighted event before it
-        seen = pre.weight > 0
-        hist = sp.csr_matrix(
-            (pre.weight[seen], (pre.user[seen], pre.item[seen])),
-            shape=(n_users, n_items),
-            dtype=np.float32,
-        )
-        rows_l, items_l, feats_l, users_l = [], [], [], []
-        for start in range(0, len(users), _CHUNK):
-            u = users[start : start + _CHUNK]
-            rows, items, feats, _ = state.pairs(u, hist[u], cut_day, settings)
-            rows_l.append(u[rows])
-            items_l.append(items)
-            feats_l.append(feats)
-            users_l.append(u)
-        pair_user = np.concatenate(rows_l)
-        pair_item = np.concatenate(items_l)
-        x = np.concatenate(feats_l)
-        y = (np.asarray(label[pair_user, pair_item]).ravel() > 0).astype(np.int8)
+            windows.append(self._window_pairs(ev, state, cut_day, label_days, settings, w))
+        assert state is not None
+        n_customers = max(wp.customers for wp in windows)
+        pair_user = np.concatenate([wp.user for wp in windows])
+        group = np.concatenate([wp.group for wp in windows])
+        x = np.concatenate([wp.x for wp in windows])
+        y = np.concatenate([wp.y for wp in windows])
         n_pos = int(y.sum())
         self.train_stats_ = {
             "label_days": float(label_days),
+            "windows": float(len(windows)),
             "customers": float(n_customers),
-            "ranker_customers": float(len(users)),
+            "ranker_customers": float(max(len(np.unique(wp.user)) for wp in windows)),
             "pairs": float(len(y)),
             "positives": float(n_pos),
-            "candidate_recall": float(n_pos / max(label[users].nnz, 1)),
+            "candidate_recall": float(n_pos / max(sum(wp.n_label for wp in windows), 1)),
         }
         if n_pos < self.min_positives or n_pos == len(y):
             self.fallback_reason_ = (
@@ -326,19 +361,118 @@ class HybridModel(Recommender):
             # rank among customers who did buy: a customer with no purchase in the window
             # says nothing about which item comes first, only that nothing did (which the
             # calibration, fitted on every held-out customer, still sees)
-            buyer = np.zeros(n_users, dtype=bool)
-            buyer[pair_user[y == 1]] = True
-            fit_mask &= buyer[pair_user]
+            buyer = np.zeros(int(group.max()) + 1, dtype=bool)
+            buyer[group[y == 1]] = True
+            fit_mask &= buyer[group]
         if y[fit_mask].sum() < self.min_positives // 2 or y[in_calib].sum() == 0:
             self.fallback_reason_ = (
                 "too few labelled purchases on one side of the calibration split"
             )
             return state
 
-        from sklearn.ensemble import HistGradientBoostingClassifier
         from sklearn.isotonic import IsotonicRegression
 
-        ranker = HistGradientBoostingClassifier(
+        with _single_thread():
+            ranker = self._fit_scorer(x[fit_mask], y[fit_mask], group[fit_mask])
+            self.ranker_ = ranker
+            self.ranker_kind_ = _RANKER_KINDS[self.ranker]
+            raw = self._raw(x[in_calib])
+        calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        calibrator.fit(raw, y[in_calib])
+        self.calibrator_ = calibrator
+        self.calibrated_ = True
+        return state
+
+    def _window_pairs(
+        self,
+        ev: EventArrays,
+        state: GeneratorState,
+        cut_day: float,
+        label_days: float,
+        settings: GeneratorSettings,
+        window: int,
+    ) -> _WindowPairs:
+        """The candidate pairs of one label window: the customers with events before
+        ``cut_day``, their features from ``state`` and whether they bought the item within
+        ``label_days`` after it."""
+        pre = ev.before(cut_day)
+        post = ~(ev.day < cut_day) & (ev.day < cut_day + label_days) & ev.purchase
+        users = np.unique(pre.user)
+        n_customers = len(users)
+        n_users, n_items = state.n_users, state.n_items
+        if 0 < self.max_ranker_customers < n_customers:
+            # its own stream: the split and negative sampling draw as without a bound
+            pick = np.random.default_rng([self.seed, 1, window]).choice(
+                n_customers, size=self.max_ranker_customers, replace=False
+            )
+            users = users[np.sort(pick)]
+        label = sp.csr_matrix(
+            (np.ones(int(post.sum())), (ev.user[post], ev.item[post])), shape=(n_users, n_items)
+        )
+        label.sum_duplicates()
+        # the history a user would have sent at the cut: every weighted event before it
+        seen = pre.weight > 0
+        hist = sp.csr_matrix(
+            (pre.weight[seen], (pre.user[seen], pre.item[seen])),
+            shape=(n_users, n_items),
+            dtype=np.float32,
+        )
+        rows_l, items_l, feats_l = [], [], []
+        for start in range(0, len(users), _CHUNK):
+            u = users[start : start + _CHUNK]
+            rows, items, feats, _ = state.pairs(u, hist[u], cut_day, settings)
+            self._mask_features(feats)
+            rows_l.append(u[rows])
+            items_l.append(items)
+            feats_l.append(feats)
+        pair_user = np.concatenate(rows_l)
+        pair_item = np.concatenate(items_l)
+        y = (np.asarray(label[pair_user, pair_item]).ravel() > 0).astype(np.int8)
+        return _WindowPairs(
+            user=pair_user,
+            # pairs come grouped by user (users ascending, rows sorted within a chunk)
+            group=pair_user.astype(np.int64) + window * n_users,
+            x=np.concatenate(feats_l),
+            y=y,
+            customers=n_customers,
+            n_label=int(label[users].nnz),
+        )
+
+    def _mask_features(self, x: NDArray[np.float32]) -> None:
+        """Zero the :data:`DECAYED_FEATURES` columns in place unless ``decayed_features``."""
+        if not self.decayed_features:
+            x[:, _DECAYED_COLS] = 0.0
+
+    def _fit_scorer(
+        self, x: NDArray[np.float32], y: NDArray[np.int8], group: NDArray[np.int64]
+    ) -> Any:
+        """Fit the pair scorer (``ranker``) on rows grouped by (window, customer)."""
+        if self.ranker == "lambdarank":
+            try:
+                from lightgbm import LGBMRanker
+            except ImportError as exc:  # pragma: no cover - a declared dependency
+                raise ModelError(f"hybrid: ranker 'lambdarank' needs lightgbm: {exc}") from None
+            sizes = np.diff(np.flatnonzero(np.r_[True, group[1:] != group[:-1], True]))
+            model = LGBMRanker(
+                objective="lambdarank",
+                n_estimators=self.max_iter,
+                learning_rate=self.learning_rate,
+                num_leaves=31,
+                min_child_samples=40,
+                reg_lambda=1.0,
+                subsample_for_bin=200_000,
+                random_state=self.seed,
+                n_jobs=1,
+                verbose=-1,
+            )
+            return model.fit(x, y, group=sizes)
+        if self.ranker != "classifier":
+            raise ModelError(
+                f"hybrid: ranker {self.ranker!r} is not one of 'classifier', 'lambdarank'"
+            )
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        model = HistGradientBoostingClassifier(
             max_iter=self.max_iter,
             learning_rate=self.learning_rate,
             max_leaf_nodes=31,
@@ -347,16 +481,7 @@ class HybridModel(Recommender):
             early_stopping=False,
             random_state=self.seed,
         )
-        with _single_thread():
-            ranker.fit(x[fit_mask], y[fit_mask])
-            raw = ranker.decision_function(x[in_calib])
-        calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        calibrator.fit(raw, y[in_calib])
-        self.ranker_ = ranker
-        self.calibrator_ = calibrator
-        self.calibrated_ = True
-        self.ranker_kind_ = "gradient_boosting"
-        return state
+        return model.fit(x, y)
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -366,6 +491,8 @@ class HybridModel(Recommender):
             return np.empty(0)
         if self.ranker_ is not None:
             with _single_thread():
+                if self.ranker_kind_ == "lambdarank":
+                    return np.asarray(self.ranker_.predict(x), dtype=np.float64)
                 return np.asarray(self.ranker_.decision_function(x), dtype=np.float64)
 
         # fixed blend: reciprocal ranks of the personal generators plus the repeat signal,
@@ -403,6 +530,7 @@ class HybridModel(Recommender):
         for start in range(0, len(users), _CHUNK):
             sl = slice(start, start + _CHUNK)
             r, i, x, s = self.state_.pairs(users[sl], hist[sl], now_day, self._settings())
+            self._mask_features(x)
             out_r.append(r + start)
             out_i.append(i)
             out_x.append(x)
@@ -690,4 +818,4 @@ def _best_owned_neighbour(
     return out
 
 
-__all__ = ["HybridModel", "ItemReason", "ModelError"]
+__all__ = ["DECAYED_FEATURES", "HybridModel", "ItemReason", "ModelError"]

@@ -275,3 +275,87 @@ def test_warm_als_starts_from_the_cut_states_factors(shop: TrainingData) -> None
     users, hist = probe(shop)
     (reasons,) = model.explain(users, hist, 5)
     assert reasons[0].item == shop.items.index("c3")
+
+
+def test_the_ranker_learns_from_several_label_windows(
+    model: HybridModel, shop: TrainingData
+) -> None:
+    """``train_windows`` label windows, back to back before ``as_of``: more training pairs,
+    the same customers, and what the one-window ranker finds is still found."""
+    several = HybridModel(factors=16, max_iter=100, train_windows=3).fit(shop)
+    stats, one = several.train_stats_, model.train_stats_
+    assert (stats["windows"], one["windows"]) == (3.0, 1.0)
+    assert stats["customers"] == one["customers"]
+    assert 2 * one["pairs"] < stats["pairs"]
+    assert several.ranker_kind_ == "gradient_boosting" and several.calibrated_
+    users, hist = probe(shop)
+    top, _ = several.recommend(users, hist, 3)
+    assert {shop.items.index("c3"), shop.items.index("q5")} <= set(top[0].tolist())
+
+
+def test_label_windows_stop_where_the_history_does(shop: TrainingData) -> None:
+    """A window is used only with at least its own length of history before it: the shop's
+    200 days and 30-day windows leave room for 5 (the newest cut at day 170 of the log)."""
+    from recsys.models.features import MICROS_PER_DAY, EventArrays
+
+    ev = EventArrays.from_training_data(shop)
+    span = AS_OF / MICROS_PER_DAY - ev.day[ev.purchase].min()
+    expected = int((span - 30.0) // 30.0)  # w = 0..expected-1 with cut - first >= 30 days
+    model = HybridModel(factors=8, max_iter=20, train_windows=50).fit(shop)
+    assert model.train_stats_["windows"] == expected == 5
+
+
+@pytest.fixture(scope="module")
+def ranked(shop: TrainingData) -> HybridModel:
+    """The measured candidate: LambdaRank over three windows with the decayed features."""
+    return HybridModel(
+        factors=16, max_iter=100, ranker="lambdarank", train_windows=3, decayed_features=True
+    ).fit(shop)
+
+
+def test_a_lambdarank_ranker_finds_the_due_consumable_and_the_complement(
+    ranked: HybridModel, shop: TrainingData
+) -> None:
+    assert ranked.ranker_kind_ == "lambdarank" and ranked.calibrated_
+    users, hist = probe(shop)
+    scores = ranked.score(users, hist)[0]
+    noise = np.array([shop.items.index(i) for i in NOISE])
+    assert scores[shop.items.index("c3")] > np.nanmax(scores[noise])
+    assert scores[shop.items.index("q5")] > np.nanmax(scores[noise])
+    proba = ranked.probability(users, hist)[0]
+    finite = np.isfinite(scores)
+    order = np.argsort(scores[finite], kind="stable")
+    assert np.all(np.diff(proba[finite][order]) >= -1e-6)  # calibrated: monotone in the score
+
+
+def test_a_lambdarank_model_round_trips(
+    ranked: HybridModel, shop: TrainingData, tmp_path: Path
+) -> None:
+    ranked.save(tmp_path / "m")
+    loaded = HybridModel.load(tmp_path / "m")
+    assert loaded.ranker_kind_ == "lambdarank"
+    users = np.arange(0, shop.n_users, 7)
+    hist = sp.csr_matrix(shop.interactions[users])
+    np.testing.assert_array_equal(ranked.score(users, hist), loaded.score(users, hist))
+
+
+def test_decayed_features_reach_the_ranker_only_when_asked(
+    model: HybridModel, ranked: HybridModel, shop: TrainingData
+) -> None:
+    from recsys.models.features import FEATURES
+    from recsys.models.hybrid import DECAYED_FEATURES
+
+    cols = [FEATURES.index(name) for name in DECAYED_FEATURES]
+    users = np.arange(0, shop.n_users, 5)
+    hist = sp.csr_matrix(shop.interactions[users])
+    off = model._pairs(users, hist, None)[2]
+    on = ranked._pairs(users, hist, None)[2]
+    assert not off[:, cols].any()
+    assert all(np.nanmax(on[:, c]) > 0 for c in cols)
+
+
+def test_an_unknown_ranker_is_named(shop: TrainingData) -> None:
+    from recsys.errors import ModelError
+
+    with pytest.raises(ModelError, match="'listwise'"):
+        HybridModel(factors=8, max_iter=10, ranker="listwise").fit(shop)
