@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         f"default model: {default}" + (f" with {json.dumps(overrides)}" if overrides else "") + "\n"
     )
     print(result.to_markdown())
+    print(_fit_markdown(result))
     print(_targets_markdown(targets, args.k))
     if args.json is not None:
         data = {
@@ -278,6 +279,28 @@ def _targets_markdown(targets: list[dict[str, Any]], k: int) -> str:
             f"| {t['what']} | {t['default']:.4f} | {t['baseline']:.4f} | {ratio} | {cuts} "
             f"| ≥ {t['target']:.2f}× | {'yes' if t['met'] else '**no**'} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def _fit_markdown(result: Any) -> str:
+    """Wall seconds of each model's fit per cut (the machine's load inflates them: compare
+    models of one run, not runs)."""
+    from recsys.data.schema import from_micros
+
+    dates = [str(from_micros(r.cut).date()) for r in result.cuts]
+    names = [m.name for m in result.cuts[-1].models] if result.cuts else []
+    lines = [
+        "Fit wall seconds per cut (same run):",
+        "",
+        "| model | " + " | ".join(dates) + " |",
+        "|---|" + "---:|" * len(dates),
+    ]
+    for name in names:
+        cells = []
+        for r in result.cuts:
+            found = [m for m in r.models if m.name == name]
+            cells.append(f"{found[0].fit_seconds:.1f}" if found else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
