@@ -654,6 +654,10 @@ class GeneratorState:
                     values[f.name] = int(a[f.name])
                 elif f.name == "as_of_day":
                     values[f.name] = float(a[f.name])
+                elif f.name == "decayed_share" and f.name not in a:
+                    # written before the decayed repeat features: a model of that release
+                    # does not read them (its ranker has no such column)
+                    values[f.name] = np.zeros(values["stats"].nnz)
                 else:
                     values[f.name] = a[f.name]
         except (KeyError, ValueError) as exc:

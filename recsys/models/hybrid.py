@@ -272,6 +272,9 @@ class HybridModel(Recommender):
         as_of_day = data.as_of / MICROS_PER_DAY
         self.ranker_: Any = None
         self.calibrator_: Any = None
+        # the ranker's feature columns when they are not all of FEATURES (a version trained
+        # by an earlier release: see load)
+        self.ranker_columns_: NDArray[np.intp] | None = None
         self.calibrated_ = False
         self.ranker_kind_ = "fixed_blend"
         self.fallback_reason_: str | None = None
@@ -490,6 +493,9 @@ class HybridModel(Recommender):
         if len(x) == 0:
             return np.empty(0)
         if self.ranker_ is not None:
+            columns = getattr(self, "ranker_columns_", None)
+            if columns is not None:
+                x = x[:, columns]
             with _single_thread():
                 if self.ranker_kind_ == "lambdarank":
                     return np.asarray(self.ranker_.predict(x), dtype=np.float64)
@@ -724,7 +730,7 @@ class HybridModel(Recommender):
             directory / _META_FILE,
             {
                 "params": self.get_params(),
-                "features": list(FEATURES),
+                "features": self._ranker_features(),
                 "ranker_kind": self.ranker_kind_,
                 "fallback_reason": self.fallback_reason_,
                 "calibrated": self.calibrated_,
@@ -734,20 +740,41 @@ class HybridModel(Recommender):
             },
         )
 
+    def _ranker_features(self) -> list[str]:
+        """The names of the columns the ranker reads, in its order."""
+        columns = getattr(self, "ranker_columns_", None)
+        if columns is None:
+            return list(FEATURES)
+        return [FEATURES[int(c)] for c in columns]
+
     @classmethod
     def load(cls, directory: Path) -> Self:
-        """Read a model written by :meth:`save`; the ranker only after its sha256 matched."""
+        """Read a model written by :meth:`save`; the ranker only after its sha256 matched.
+
+        A model saved by an earlier release whose features are a subset of this release's
+        :data:`~recsys.models.features.FEATURES` loads, and its ranker reads its own columns.
+        """
         from recsys.registry import load_joblib_checked
 
         directory = Path(directory)
         meta = load_json(directory / _META_FILE)
         try:
             model = cls(**meta["params"])
-            if list(meta["features"]) != list(FEATURES):
+            features = [str(f) for f in meta["features"]]
+            unknown = [f for f in features if f not in _COL]
+            if unknown:
                 raise ArtifactError(
-                    f"{directory / _META_FILE}: features {meta['features']} differ from this "
-                    f"version's {list(FEATURES)}; retrain the model"
+                    f"{directory / _META_FILE}: features {unknown} are not computed by this "
+                    f"release (it has {list(FEATURES)}); retrain the model"
                 )
+            # a version trained by an earlier release, with fewer features, keeps serving after
+            # an upgrade: its ranker is given its own columns (a release adds features, and a
+            # server that refused the current version would answer nothing until a retrain)
+            model.ranker_columns_ = (
+                None
+                if features == list(FEATURES)
+                else np.array([_COL[f] for f in features], dtype=np.intp)
+            )
             model.ranker_kind_ = meta["ranker_kind"]
             model.fallback_reason_ = meta["fallback_reason"]
             model.calibrated_ = bool(meta["calibrated"])

@@ -187,6 +187,64 @@ def test_a_version_from_before_the_als_parameters_loads(
     np.testing.assert_array_equal(model.score(users, hist), loaded.score(users, hist))
 
 
+def test_a_version_from_a_release_with_fewer_features_keeps_serving(
+    model: HybridModel, shop: TrainingData, tmp_path: Path
+) -> None:
+    """A release that adds features must still serve the version trained before the upgrade:
+    the old ranker reads its own columns, and a state without the new arrays loads."""
+    import json
+
+    import joblib
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from recsys.models.features import FEATURES
+    from recsys.models.hybrid import DECAYED_FEATURES
+    from recsys.registry import sha256_file
+
+    folder = tmp_path / "m"
+    model.save(folder)
+    old = [f for f in FEATURES if f not in DECAYED_FEATURES]
+    cols = [FEATURES.index(f) for f in old]
+    # the previous release's ranker: fitted on its 21 columns, not on this release's 24
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, len(old))).astype(np.float32)
+    ranker = HistGradientBoostingClassifier(max_iter=5).fit(x, x[:, 6] > 0)
+    joblib.dump({"ranker": ranker, "calibrator": None}, folder / "ranker.joblib")
+    meta = json.loads((folder / "hybrid.json").read_text())
+    meta.update(features=old, ranker_sha256=sha256_file(folder / "ranker.joblib"))
+    (folder / "hybrid.json").write_text(json.dumps(meta))
+    with np.load(folder / "state.npz") as state:
+        arrays = {k: state[k] for k in state.files if k != "decayed_share"}
+    np.savez(folder / "state.npz", **arrays)  # type: ignore[arg-type]
+
+    loaded = HybridModel.load(folder)
+    users = np.arange(0, shop.n_users, 7)
+    hist = sp.csr_matrix(shop.interactions[users])
+    rows, _items, feats, _ = loaded._pairs(users, hist, None)
+    assert len(rows) > 0
+    np.testing.assert_allclose(
+        loaded._raw(feats), ranker.decision_function(feats[:, cols]), rtol=1e-6
+    )
+    assert np.isfinite(loaded.score(users, hist)).any()
+    # saved again, it still names the columns its ranker reads
+    loaded.save(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "hybrid.json").read_text())["features"] == old
+
+
+def test_a_feature_this_release_does_not_compute_is_refused(
+    model: HybridModel, tmp_path: Path
+) -> None:
+    import json
+
+    model.save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "hybrid.json"
+    meta = json.loads(meta_path.read_text())
+    meta["features"] = [*meta["features"], "from_the_future"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="from_the_future"):
+        HybridModel.load(tmp_path / "m")
+
+
 def test_tampered_ranker_is_refused(model: HybridModel, tmp_path: Path) -> None:
     model.save(tmp_path / "m")
     path = tmp_path / "m" / "ranker.joblib"
