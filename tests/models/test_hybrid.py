@@ -417,3 +417,28 @@ def test_an_unknown_ranker_is_named(shop: TrainingData) -> None:
 
     with pytest.raises(ModelError, match="'listwise'"):
         HybridModel(factors=8, max_iter=10, ranker="listwise").fit(shop)
+
+
+def test_lists_and_explanations_equal_the_dense_top_k(
+    model: HybridModel, shop: TrainingData
+) -> None:
+    """Ranked from the candidate pairs, without a users × items row: the same lists as the
+    dense scores give, with every explained item's own score."""
+    from recsys.models.base import top_k
+    from tests.models.test_recommend_lists import assert_lists_equal
+
+    users = np.arange(shop.n_users)
+    rows, items, _, _ = model._pairs(users, shop.interactions, None)
+    keys = rows.astype(np.int64) * shop.n_items + items
+    assert len(np.unique(keys)) == len(keys)  # one candidate per (customer, item)
+    assert_lists_equal(model, shop, np.random.default_rng(5))
+    exclude = sp.csr_matrix(shop.interactions, copy=True)
+    exclude.data[:] = 1.0
+    scores = model.score(users, shop.interactions)
+    for ex in (None, exclude):
+        want, values = top_k(scores, 8, exclude=ex)
+        got = model.explain(users, shop.interactions, 8, exclude=ex)
+        for u in range(shop.n_users):
+            listed = want[u][want[u] >= 0]
+            assert [r.item for r in got[u]] == listed.tolist()
+            np.testing.assert_allclose([r.score for r in got[u]], values[u][: len(listed)])
