@@ -97,7 +97,8 @@ def create_app(
             try:
                 started = time.perf_counter()
                 await asyncio.to_thread(state.offers.prepare, state.engine, wait=True)
-                log.info("offer context ready in %.1f s", time.perf_counter() - started)
+                if state.offers.ready:
+                    log.info("offer context ready in %.1f s", time.perf_counter() - started)
             except RecsysError as exc:
                 log.error("offer context not built at start-up (built on first use): %s", exc)
         tasks = [asyncio.create_task(_follow_live(state, settings.live_refresh_s))]

@@ -586,18 +586,6 @@ class HybridModel(Recommender):
         shape = (len(users), self.state_.n_items)
         return [top_k_coo(rows, items, raw, shape, k, exclude=exclude) for exclude in excludes]
 
-    def recommend(
-        self,
-        users: NDArray[np.intp],
-        history: sp.csr_matrix,
-        k: int,
-        *,
-        exclude: sp.csr_matrix | None = None,
-        now: int | None = None,
-    ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
-        """Top-``k`` items per user (see :meth:`recommend_lists`)."""
-        return self.recommend_lists(users, history, k, excludes=[exclude], now=now)[0]
-
     def probability(
         self,
         users: NDArray[np.intp],
