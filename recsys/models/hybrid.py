@@ -494,9 +494,8 @@ class HybridModel(Recommender):
         if len(x) == 0:
             return np.empty(0)
         if self.ranker_ is not None:
-            columns = getattr(self, "ranker_columns_", None)
-            if columns is not None:
-                x = x[:, columns]
+            if self.ranker_columns_ is not None:
+                x = x[:, self.ranker_columns_]
             with _single_thread():
                 if self.ranker_kind_ == "lambdarank":
                     return np.asarray(self.ranker_.predict(x), dtype=np.float64)
@@ -757,10 +756,9 @@ class HybridModel(Recommender):
 
     def _ranker_features(self) -> list[str]:
         """The names of the columns the ranker reads, in its order."""
-        columns = getattr(self, "ranker_columns_", None)
-        if columns is None:
+        if self.ranker_columns_ is None:
             return list(FEATURES)
-        return [FEATURES[int(c)] for c in columns]
+        return [FEATURES[int(c)] for c in self.ranker_columns_]
 
     @classmethod
     def load(cls, directory: Path) -> Self:

@@ -291,12 +291,10 @@ class OfferService:
         """
         if self._snapshot is not None or not self.has_promotions:
             return
-        if not wait:
+        if wait:
+            self._shop(engine)  # built now, as the first request would have built it
+        else:
             self._rebuild_in_background(self.today(), engine)
-            return
-        with self._build_lock:
-            if self._snapshot is None:
-                self._build(self.today(), engine)
 
     @property
     def has_promotions(self) -> bool:
