@@ -209,6 +209,16 @@ def test_both_workers_answer(shop: Shop) -> None:
     assert len(pids) == 2
 
 
+def test_every_worker_answers_with_its_offer_context_built_after_a_restart(shop: Shop) -> None:
+    """A worker accepts connections only once the day's offer context is built: right after a
+    restart, every answer of both workers already has it (no request waits for the build)."""
+    shop.stop()
+    shop.start()
+    bodies = [_fresh("GET", f"{shop.url}/readyz").json() for _ in range(SPREAD)]
+    assert {b.get("offers") for b in bodies} == {"ready"}, bodies
+    assert len({_fresh("GET", f"{shop.url}/healthz").json()["worker"] for _ in range(40)}) == 2
+
+
 def test_often_viewed_with_serves_the_trained_model(shop: Shop) -> None:
     registry = Registry(shop.home / "models")
     version = registry.current_version()
