@@ -28,13 +28,16 @@ trigger             fires when
 from __future__ import annotations
 
 import calendar
-import math
-from collections.abc import Mapping, Sequence
+import gc
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN, EventFrame
 from recsys.offers.catalog import REDEMPTION_PREFIX
@@ -102,68 +105,131 @@ class PurchaseHistory:
 
     @classmethod
     def from_events(cls, events: EventFrame, until: date) -> PurchaseHistory:
-        """Purchases and returns of ``events`` before ``until`` (midnight UTC)."""
+        """Purchases and returns of ``events`` before ``until`` (midnight UTC).
+
+        Parameters
+        ----------
+        events
+            Any events; only purchases and returns before ``until`` are read.
+        until
+            The first day left out.
+
+        Returns
+        -------
+        PurchaseHistory
+            Every dict in the order a walk through the events in time (stable on equal
+            timestamps) would first meet its key; order values and returned values summed in
+            that walk's order.
+
+        Notes
+        -----
+        Grouped with sorts and counts instead of a walk over the events: the walk (a few dict
+        lookups and list appends per event, and a tuple rebuilt per line of an order) took
+        2.0 s on Online Retail, in every serving worker's start-up; this takes 0.8 s, most
+        of it in building the lists and tuples that callers read. Sums use ``np.bincount``
+        with weights, which adds in input order, so every float equals the walk's
+        left-to-right ``+=``.
+        """
+        # Every list, tuple and history built here survives (about 700,000 on Online Retail),
+        # and each of them counted towards the collector's next pass over the young objects:
+        # those passes, which free nothing, took 0.5 s of a 1.3 s build.
+        with _collector_paused():
+            return cls._grouped(events, until)
+
+    @classmethod
+    def _grouped(cls, events: EventFrame, until: date) -> PurchaseHistory:
+        """:meth:`from_events`, with the collector left as it is."""
         limit = day_start_micros(until)
         mask = (events.ts < limit) & np.isin(events.event_type, [PURCHASE, RETURN])
         ev = events.select(np.flatnonzero(mask))
         order = np.argsort(ev.ts, kind="stable")
-        orders: dict[tuple[str, object], int] = {}  # (user, order key) -> index in its lists
+        price = np.asarray(ev.price, dtype=np.float64)[order]
+        quantity = np.asarray(ev.quantity, dtype=np.float64)[order]
+        value = np.where(np.isnan(price), 0.0, price * quantity)
+        # codes in order of first appearance: the customers dict's order
+        user_code, user_names = _factorize(ev.user_id[order].tolist())
+        known = np.array([bool(u) for u in user_names], dtype=bool)[user_code]
+        is_return = np.asarray(ev.event_type[order] == RETURN, dtype=bool)
+        returns = np.flatnonzero(known & is_return)
+        # float even with no returns (bincount of nothing counts in int)
+        returned = np.bincount(
+            user_code[returns], weights=value[returns], minlength=len(user_names)
+        ).astype(np.float64)
+        lines = order[known & ~is_return]  # purchase lines in time order, indices into ev
+        if not len(lines):
+            return cls(
+                customers={},
+                item_days={},
+                item_price={},
+                redemptions={},
+                redeemed_value={},
+                until_day=day_number(until),
+            )
+        user = user_code[known & ~is_return]
+        value = value[known & ~is_return]
+        price = price[known & ~is_return]
+        ts = np.asarray(ev.ts, dtype=np.int64)[lines]
+        item, item_names = _factorize(ev.item_id[lines].tolist())
+        n = len(lines)
+        seq = np.arange(n)
+
+        # orders: (user, order id), or (user, timestamp) for a line without one
+        order_code, order_ids = _factorize(ev.order_id[lines].tolist())
+        no_id = order_ids.index(None) if None in order_ids else -1
+        without_id = order_code == no_id
+        second = np.where(without_id, ts, order_code)
+        by_key = np.lexsort((seq, second, without_id, user))
+        new_order = _starts(user[by_key], without_id[by_key], second[by_key])
+        first_line = by_key[new_order]  # lines are in time order: an order's earliest line
+        # numbered per customer, then by first line: a customer's orders are contiguous
+        renumber = np.empty(len(first_line), dtype=np.int64)
+        renumber[np.lexsort((first_line, user[first_line]))] = np.arange(len(first_line))
+        line_order = np.empty(n, dtype=np.int64)
+        line_order[by_key] = renumber[np.cumsum(new_order) - 1]
+        first_line = first_line[np.argsort(renumber)]
+        order_days = ts[first_line] // MICROS_PER_DAY
+        order_values = np.bincount(line_order, weights=value, minlength=len(first_line))
+        orders_of = np.bincount(user[first_line], minlength=len(user_names))
+
+        # an item's first line in each order: the order's items, and the customer's item days
+        by_item = np.lexsort((seq, item, line_order))
+        first_in_order = np.sort(by_item[_starts(line_order[by_item], item[by_item])])
+        grouped = first_in_order[np.argsort(line_order[first_in_order], kind="stable")]
+        names = _pick(item_names, item[grouped])
+        ends = np.cumsum(np.bincount(line_order[grouped], minlength=len(first_line))).tolist()
+        order_items = [tuple(names[lo:hi]) for lo, hi in zip([0, *ends[:-1]], ends, strict=True)]
+        item_days = _item_days(
+            user[first_in_order],
+            item[first_in_order],
+            order_days[line_order[first_in_order]],
+            user_names,
+            item_names,
+        )
+
+        priced = np.flatnonzero(~np.isnan(price) & (price > 0))
+        item_price = _medians(item[priced], price[priced], item_names)
+        redemptions, redeemed_value = _redemptions(
+            ev.recommendation_id[lines], user, line_order, value, user_names
+        )
+
+        days_list, values_list = order_days.tolist(), order_values.tolist()
+        returned_list = returned.tolist()
         customers: dict[str, CustomerHistory] = {}
-        item_days: dict[tuple[str, str], list[int]] = {}
-        prices: dict[str, list[float]] = {}
-        redeemed_orders: dict[tuple[str, str], set[object]] = {}
-        redeemed_value: dict[str, float] = {}
-        # plain Python values, read once in time order: indexing numpy arrays element by
-        # element cost more than the loop's own work (half a million events on Online Retail)
-        users = np.asarray(ev.user_id, dtype=object)[order].tolist()
-        items = np.asarray(ev.item_id, dtype=object)[order].tolist()
-        types = np.asarray(ev.event_type, dtype=object)[order].tolist()
-        order_ids = np.asarray(ev.order_id, dtype=object)[order].tolist()
-        recs = np.asarray(ev.recommendation_id, dtype=object)[order].tolist()
-        ts_list = np.asarray(ev.ts, dtype=np.int64)[order].tolist()
-        price_list = np.asarray(ev.price, dtype=np.float64)[order].tolist()
-        qty_list = np.asarray(ev.quantity, dtype=np.float64)[order].tolist()
-        order_item_sets: dict[tuple[str, object], set[str]] = {}
-        for user, item, etype, order_id, rec, ts, price, quantity in zip(
-            users, items, types, order_ids, recs, ts_list, price_list, qty_list, strict=True
-        ):
-            value = 0.0 if math.isnan(price) else price * quantity
-            if not user:
-                continue
-            hist = customers.get(user)
-            if hist is None:
-                hist = customers[user] = CustomerHistory()
-            if etype == RETURN:
-                hist.returned_value += value
-                continue
-            key = (user, order_id if order_id is not None else ("ts", ts))
-            pos = orders.get(key)
-            if pos is None:
-                pos = orders[key] = hist.n_orders
-                hist.order_days.append(ts // MICROS_PER_DAY)
-                hist.order_values.append(0.0)
-                hist.order_items.append(())
-                order_item_sets[key] = set()
-            hist.order_values[pos] += value
-            in_order = order_item_sets[key]
-            if item not in in_order:
-                in_order.add(item)
-                hist.order_items[pos] = (*hist.order_items[pos], item)
-                days = item_days.setdefault((user, item), [])
-                if not days or days[-1] != hist.order_days[pos]:
-                    days.append(hist.order_days[pos])
-            if not math.isnan(price) and price > 0:
-                prices.setdefault(item, []).append(price)
-            if isinstance(rec, str) and rec.startswith(REDEMPTION_PREFIX):
-                offer = rec[len(REDEMPTION_PREFIX) :]
-                redeemed_orders.setdefault((user, offer), set()).add(key)
-                redeemed_value[offer] = redeemed_value.get(offer, 0.0) + value
-        customers = {u: h for u, h in customers.items() if h.n_orders}
+        lo = 0
+        for code in np.flatnonzero(orders_of).tolist():
+            hi = lo + int(orders_of[code])
+            customers[user_names[code]] = CustomerHistory(
+                order_days=days_list[lo:hi],
+                order_values=values_list[lo:hi],
+                order_items=order_items[lo:hi],
+                returned_value=returned_list[code],
+            )
+            lo = hi
         return cls(
             customers=customers,
             item_days=item_days,
-            item_price={k: float(np.median(v)) for k, v in prices.items()},
-            redemptions={k: len(v) for k, v in redeemed_orders.items()},
+            item_price=item_price,
+            redemptions=redemptions,
             redeemed_value=redeemed_value,
             until_day=day_number(until),
         )
@@ -185,6 +251,136 @@ class PurchaseHistory:
             if len(gaps):
                 per_item.setdefault(item, []).append(float(np.median(gaps)))
         return {item: float(np.median(v)) for item, v in per_item.items()}
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No automatic garbage collection inside (left as it was found: off stays off)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _factorize(values: list[Any]) -> tuple[NDArray[np.int64], list[Any]]:
+    """Codes numbered by first appearance, and the distinct values in that order.
+
+    Values are told apart as dict keys are, the rule of the walk this replaces.
+    """
+    index = {v: k for k, v in enumerate(dict.fromkeys(values))}
+    codes = np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
+    return codes, list(index)
+
+
+def _pick(names: list[Any], codes: NDArray[np.int64]) -> list[Any]:
+    """``names[c]`` for each code (one C-level pass, not a Python loop)."""
+    return list(map(names.__getitem__, codes.tolist()))
+
+
+def _starts(*keys: NDArray[Any]) -> NDArray[np.bool_]:
+    """Where a run of equal keys starts, in arrays sorted by those keys."""
+    start = np.zeros(len(keys[0]), dtype=bool)
+    if len(start):
+        start[0] = True
+        for key in keys:
+            start[1:] |= key[1:] != key[:-1]
+    return start
+
+
+def _item_days(
+    users: NDArray[np.int64],
+    items: NDArray[np.int64],
+    days: NDArray[np.int64],
+    user_names: list[Any],
+    item_names: list[Any],
+) -> dict[tuple[str, str], list[int]]:
+    """Per (customer, item), the day of each order holding it, in time order.
+
+    The arguments are an item's first line in each order, in time order. A day equal to the
+    previous one is left out; an earlier one is kept (an order's day is its first line's, so
+    a late line of an old order can come after a newer order), as the walk did.
+    """
+    by_pair = np.lexsort((np.arange(len(users)), items, users))
+    users, items, days = users[by_pair], items[by_pair], days[by_pair]
+    new_pair = _starts(users, items)
+    keep = new_pair | _starts(days)
+    counts = np.bincount(np.cumsum(new_pair)[keep] - 1)
+    ends = np.cumsum(counts)
+    # the dict in the order the walk first met each pair
+    rank = np.argsort(by_pair[new_pair])
+    kept = days[keep].tolist()
+    return {
+        (u, i): kept[lo:hi]
+        for u, i, lo, hi in zip(
+            _pick(user_names, users[new_pair][rank]),
+            _pick(item_names, items[new_pair][rank]),
+            (ends - counts)[rank].tolist(),
+            ends[rank].tolist(),
+            strict=True,
+        )
+    }
+
+
+def _medians(
+    items: NDArray[np.int64], prices: NDArray[np.float64], item_names: list[Any]
+) -> dict[str, float]:
+    """Median price per item, as ``np.median`` computes it, keyed in first-line order."""
+    if not len(items):
+        return {}
+    by_item = np.lexsort((prices, items))
+    items, prices = items[by_item], prices[by_item]
+    start = np.flatnonzero(_starts(items))
+    count = np.diff(np.append(start, len(items)))
+    low = prices[start + (count - 1) // 2]
+    high = prices[start + count // 2]
+    # np.median averages the two middle values as (low + high) / 2; an odd count has one
+    median = np.where(count % 2 == 1, low, (low + high) / 2)
+    rank = np.argsort(np.minimum.reduceat(by_item, start))
+    return dict(zip(_pick(item_names, items[start][rank]), median[rank].tolist(), strict=True))
+
+
+def _redemptions(
+    recommendation_ids: NDArray[np.object_],
+    users: NDArray[np.int64],
+    orders: NDArray[np.int64],
+    values: NDArray[np.float64],
+    user_names: list[Any],
+) -> tuple[dict[tuple[str, str], int], dict[str, float]]:
+    """Distinct orders per (customer, offer) and value per offer of the redeeming lines.
+
+    The arguments are purchase lines in time order; ``orders`` numbers their orders.
+    """
+    present = np.flatnonzero(recommendation_ids.astype(bool))  # most lines have none
+    rows = np.array(
+        [
+            k
+            for k, rec in zip(present.tolist(), recommendation_ids[present].tolist(), strict=True)
+            if isinstance(rec, str) and rec.startswith(REDEMPTION_PREFIX)
+        ],
+        dtype=np.int64,
+    )
+    if not len(rows):
+        return {}, {}
+    cut = len(REDEMPTION_PREFIX)
+    offer, offer_names = _factorize([rec[cut:] for rec in recommendation_ids[rows].tolist()])
+    value = np.bincount(offer, weights=values[rows])
+    users, orders = users[rows], orders[rows]
+    by_pair = np.lexsort((np.arange(len(rows)), orders, offer, users))
+    new_pair = _starts(users[by_pair], offer[by_pair])
+    new_order = new_pair | _starts(orders[by_pair])
+    start = np.flatnonzero(new_pair)
+    count = np.add.reduceat(new_order.astype(np.int64), start)
+    # sorted by order within a pair: its earliest line is the smallest index, not the first
+    first_line = np.minimum.reduceat(by_pair, start)
+    rank = np.argsort(first_line)
+    first = first_line[rank]
+    keys = zip(_pick(user_names, users[first]), _pick(offer_names, offer[first]), strict=True)
+    return dict(zip(keys, count[rank].tolist(), strict=True)), dict(
+        zip(offer_names, value.tolist(), strict=True)
+    )
 
 
 # -- birthday ---------------------------------------------------------------------------------
