@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventFrame, from_micros
 from recsys.errors import DataError, ModelError, RecsysError
+from recsys.models.kernels import shared_ease_solves
 from recsys.registry import Registry
 from recsys.settings import Settings
 from recsys.store.base import EventStore
@@ -206,7 +207,8 @@ def run_training(
                     events, config, data_as_of, catalog, skipped=skipped, notify=notify
                 )
 
-        with progress.stage("fit"):
+        # shared_ease_solves: EASEModel and the hybrid's EASE generator solve one problem once
+        with progress.stage("fit"), shared_ease_solves():
             fitted, fit_info = _fit_all(config, data, skipped=skipped, notify=notify, warm=warm)
         default, fallback = _serving_default(config, fitted, skipped, notify)
 

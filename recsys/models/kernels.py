@@ -13,7 +13,7 @@ models that call them (``ALSModel``'s and ``HybridModel``'s parameters), never t
 
 =============  =============================================================================
 ALS            :func:`als_fit`, :func:`als_item_gram`, :func:`als_fold_in`
-EASE           :func:`ease_weights`, :func:`spd_inverse`
+EASE           :func:`ease_weights`, :func:`spd_inverse`, :func:`shared_ease_solves`
 co-occurrence  :func:`cooccurrence_counts`, :func:`basket_frequencies`,
                :func:`normalise_counts`, :func:`keep_top_neighbours`,
                :func:`cooccurrence_matrix`, :func:`cooccurrence_neighbours`
@@ -21,6 +21,11 @@ co-occurrence  :func:`cooccurrence_counts`, :func:`basket_frequencies`,
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
@@ -234,6 +239,66 @@ def ease_weights(
     x = sp.csr_matrix(matrix, dtype=np.float64, copy=True)
     if binary:
         x.data = (x.data > 0).astype(np.float64)
+        x.eliminate_zeros()  # only the pattern counts: one key for equal patterns
+    key = _ease_key(x, regularization) if _EASE_SOLVED is not None else None
+    if key is not None and _EASE_SOLVED is not None and key in _EASE_SOLVED:
+        _EASE_SOLVED.move_to_end(key)
+        return _EASE_SOLVED[key]
+    b = _ease_solve(x, regularization)
+    if key is not None and _EASE_SOLVED is not None:
+        b.flags.writeable = False  # shared between models: nobody may write into it
+        _EASE_SOLVED[key] = b
+        while len(_EASE_SOLVED) > _EASE_SOLVED_MAX:
+            _EASE_SOLVED.popitem(last=False)
+    return b
+
+
+#: EASE weights solved inside :func:`shared_ease_solves`, by problem (``None`` outside it)
+_EASE_SOLVED: OrderedDict[bytes, NDArray[np.float32]] | None = None
+#: how many it keeps (least recently used dropped first): a training stage solves at most
+#: three distinct problems with the default models (EASEModel's, the hybrid's ranker cut and
+#: its serving state)
+_EASE_SOLVED_MAX = 4
+
+
+@contextmanager
+def shared_ease_solves() -> Iterator[None]:
+    """Within the block, an EASE problem solved once is not solved again.
+
+    :func:`ease_weights` on the same matrix (the same binary pattern, or the same values when
+    not binary) and ridge returns the first result, read-only. The training stages and each
+    cut of an evaluation wrap their fits in it: :class:`~recsys.models.ease.EASEModel`, the
+    evaluation's ``repeat`` baseline and the hybrid's EASE generator solve the same problem
+    when they learn the same pattern of the same data (the hybrid's signal keeps fully
+    returned purchases, which the interaction matrix drops, so with returns in the data its
+    problem is its own). Outside the block nothing is kept, so a serving process holds no
+    copy. Nested blocks share the outer one's results.
+    """
+    global _EASE_SOLVED
+    if _EASE_SOLVED is not None:
+        yield
+        return
+    _EASE_SOLVED = OrderedDict()
+    try:
+        yield
+    finally:
+        _EASE_SOLVED = None
+
+
+def _ease_key(x: sp.csr_matrix, regularization: float) -> bytes:
+    """A digest of the EASE problem: shape, ridge and the matrix (sorted indices)."""
+    x.sort_indices()
+    h = hashlib.blake2b(digest_size=20)
+    h.update(np.asarray([*x.shape, x.nnz], dtype=np.int64).tobytes())
+    h.update(np.float64(regularization).tobytes())
+    # one index width, whatever scipy chose for this matrix
+    h.update(np.asarray(x.indptr, dtype=np.int64).tobytes())
+    h.update(np.asarray(x.indices, dtype=np.int64).tobytes())
+    h.update(np.asarray(x.data, dtype=np.float64).tobytes())
+    return h.digest()
+
+
+def _ease_solve(x: sp.csr_matrix, regularization: float) -> NDArray[np.float32]:
     gram = (x.T @ x).toarray()
     gram[np.diag_indices_from(gram)] += regularization
     # Cholesky: the Gram matrix plus a positive ridge is SPD (half the flops of LU)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
-from recsys.data.schema import EventFrame
+from recsys.data.schema import EventFrame, EventRow
 from recsys.models import kernels
 from recsys.models.als import ALSModel
 from recsys.models.cooccurrence import CooccurrenceModel
@@ -29,12 +29,15 @@ from recsys.models.features import (
     GeneratorState,
     collaborative_signal,
 )
+from recsys.models.hybrid import HybridModel
 from recsys.models.kernels import (
     als_fold_in,
     als_item_gram,
     cooccurrence_counts,
     cooccurrence_neighbours,
+    ease_weights,
     mirror_upper,
+    shared_ease_solves,
     spd_inverse,
 )
 from tests.models.conftest import AS_OF
@@ -256,3 +259,112 @@ def test_cosine_neighbours_are_the_brute_force_top_k(baskets: list[set[int]], k:
         keep = nonzero[np.lexsort((nonzero, -cosine[i, nonzero]))][:k]
         assert set(np.flatnonzero(got[i])) == set(keep.tolist())
         np.testing.assert_allclose(got[i, keep], cosine[i, keep], rtol=1e-6)
+
+
+# -- one EASE solve per problem within a training stage ---------------------------------------
+
+
+def _count_solves(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Wrap the real solver and record each call's ridge."""
+    calls: list[float] = []
+    real = kernels._ease_solve
+
+    def counting(x: sp.csr_matrix, regularization: float) -> np.ndarray:
+        calls.append(regularization)
+        return real(x, regularization)
+
+    monkeypatch.setattr(kernels, "_ease_solve", counting)
+    return calls
+
+
+def test_an_ease_problem_is_solved_once_within_shared_ease_solves(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
+    x = sp.csr_matrix((rng.random((40, 15)) < 0.3).astype(np.float32))
+    weighted = x.copy()  # the same pattern with other weights: the same binary problem
+    weighted.data = rng.uniform(0.5, 9.0, weighted.nnz).astype(np.float32)
+    alone = ease_weights(x, regularization=5.0, binary=True)
+    calls = _count_solves(monkeypatch)
+    with shared_ease_solves():
+        first = ease_weights(x, regularization=5.0, binary=True)
+        again = ease_weights(weighted, regularization=5.0, binary=True)
+        other_ridge = ease_weights(x, regularization=6.0, binary=True)
+        with shared_ease_solves():  # nested: the outer block's results
+            inner = ease_weights(x, regularization=5.0, binary=True)
+    assert again is first and inner is first
+    assert calls == [5.0, 6.0]
+    np.testing.assert_array_equal(first, alone)
+    assert not np.array_equal(other_ridge, first)
+    assert not first.flags.writeable  # shared between models: nobody writes into it
+    # outside the block nothing is kept
+    after = ease_weights(x, regularization=5.0, binary=True)
+    assert after is not first and after.flags.writeable
+    assert calls == [5.0, 6.0, 5.0]
+
+
+def test_weighted_ease_problems_differ_by_their_weights(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
+    x = sp.csr_matrix((rng.random((40, 15)) < 0.3).astype(np.float32))
+    weighted = x.copy()
+    weighted.data = rng.uniform(0.5, 9.0, weighted.nnz).astype(np.float32)
+    calls = _count_solves(monkeypatch)
+    with shared_ease_solves():
+        a = ease_weights(x, regularization=5.0, binary=False)
+        b = ease_weights(weighted, regularization=5.0, binary=False)
+    assert len(calls) == 2
+    assert not np.array_equal(a, b)
+
+
+def test_shared_ease_solves_keeps_the_most_recent_problems(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
+    mats = [
+        sp.csr_matrix((rng.random((30, 10)) < 0.3).astype(np.float32))
+        for _ in range(kernels._EASE_SOLVED_MAX + 1)
+    ]
+    calls = _count_solves(monkeypatch)
+    with shared_ease_solves():
+        for m in mats:
+            ease_weights(m, regularization=1.0, binary=True)
+        n = len(calls)
+        ease_weights(mats[-1], regularization=1.0, binary=True)  # kept
+        assert len(calls) == n
+        ease_weights(mats[0], regularization=1.0, binary=True)  # the oldest, dropped
+        assert len(calls) == n + 1
+
+
+def test_the_hybrid_and_ease_model_share_a_solve_when_they_learn_the_same_pattern(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without returns, the hybrid's serving EASE (its signal's pattern) is EASEModel's problem
+    (the interaction matrix's pattern): one solve, one array. A fully returned purchase stays
+    in the hybrid's signal and leaves the interaction matrix, so the two differ and each is
+    solved (the hybrid keeps its own input: dropping returned purchases from it lowered new
+    items' NDCG@10 on Online Retail by 2.2 %, 4 of 4 rolling cuts)."""
+    data = build_training_data(
+        EventFrame.from_rows(synthetic_rows()), InteractionConfig(), as_of=AS_OF
+    )
+    calls = _count_solves(monkeypatch)
+    with shared_ease_solves():
+        ease = EASEModel(regularization=500.0).fit(data)
+        hybrid = HybridModel(factors=8, max_iter=30, ease_lambda=500.0).fit(data)
+    assert hybrid.state_.ease is ease.weights_
+    assert len(calls) == 2  # EASEModel's (= the hybrid's serving state) and the ranker cut's
+
+    day = int(MICROS_PER_DAY)
+    rows = [
+        *synthetic_rows(),
+        EventRow("r1", "u0", None, "zz", "purchase", AS_OF - 5 * day, 1.0, None, "r-o", None),
+        EventRow("r2", "u0", None, "zz", "return", AS_OF - 4 * day, -1.0, None, "r-r", None),
+    ]
+    returned = build_training_data(EventFrame.from_rows(rows), InteractionConfig(), as_of=AS_OF)
+    u, i = returned.users.index("u0"), returned.items.index("zz")
+    assert i >= 0 and returned.interactions[u, i] == 0
+    calls.clear()
+    with shared_ease_solves():
+        ease = EASEModel(regularization=500.0).fit(returned)
+        hybrid = HybridModel(factors=8, max_iter=30, ease_lambda=500.0).fit(returned)
+    assert hybrid.state_.stats[u, i] == 1  # the hybrid's signal has the returned order
+    assert hybrid.state_.ease is not ease.weights_
+    assert len(calls) == 3
