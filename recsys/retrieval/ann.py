@@ -105,7 +105,7 @@ class AnnConfig(StrictModel):
     """
 
     kind: IndexKind = "auto"
-    min_items: int = Field(default=200_000, ge=1)
+    min_items: int = Field(default=50_000, ge=1)
     m: int = Field(default=32, ge=4, le=256)
     ef_construction: int = Field(default=200, ge=8)
     ef_search: int = Field(default=128, ge=1)
