@@ -180,6 +180,12 @@ class Engine:
             if name not in self.models:
                 raise ArtifactError(f"model version {version}: default model {name!r} is missing")
 
+    def warm_up(self) -> None:
+        """Every model's :meth:`~recsys.models.base.Recommender.warm_up`: what the first
+        requests would otherwise build (serving calls it before a loaded version answers)."""
+        for model in self.models.values():
+            model.warm_up()
+
     # -- loading ---------------------------------------------------------------------------
 
     @classmethod

@@ -135,6 +135,7 @@ class ServingState:
                     rules=self.rules,
                     model_loader=self.model_loader,
                 )
+                extra.warm_up()
             except RecsysError as exc:
                 log.warning("variant model version %s cannot be loaded: %s", version, exc)
             self._versions[version] = extra
@@ -245,6 +246,8 @@ class ServingState:
                     rules=self.rules,
                     model_loader=self.model_loader,
                 )
+                # before the swap: the first live requests on it do not pay for it
+                engine.warm_up()
             except RecsysError as exc:
                 self.last_error = str(exc)
                 self.metrics.reloads.labels(outcome="failed").inc()

@@ -144,6 +144,12 @@ class ALSModel(FactorRecommender):
         self._check_fitted("item_factors_")
         return als_fold_in(rows, self.item_factors_, self._item_gram(), alpha=self.alpha)
 
+    def warm_up(self) -> None:
+        """The item Gram matrix of the fold-in (``items × factors²`` flops: 0.4 s at 10^5
+        items), computed before the first live request rather than on it."""
+        if getattr(self, "item_factors_", None) is not None:
+            self._item_gram()
+
     def _item_gram(self) -> NDArray[np.float64]:
         if getattr(self, "_gram", None) is None:
             self._gram = als_item_gram(self.item_factors_, self.regularization)

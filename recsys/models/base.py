@@ -133,6 +133,11 @@ class Recommender(ABC):
         scores = self.score(users, history, now=now)
         return [top_k(scores, k, exclude=exclude) for exclude in excludes]
 
+    def warm_up(self) -> None:
+        """Build now what the model keeps between requests and would otherwise build on the
+        first one that needs it. Serving calls it after loading a version and before the new
+        version answers, so no customer's request pays for it. Nothing by default."""
+
     @abstractmethod
     def save(self, directory: Path) -> None:
         """Write the fitted state under ``directory`` (arrays as ``.npz``, the rest as JSON)."""

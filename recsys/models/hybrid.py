@@ -724,6 +724,13 @@ class HybridModel(Recommender):
 
     # -- persistence ------------------------------------------------------------------------
 
+    def warm_up(self) -> None:
+        """The ALS generator's item Gram matrix (the fold-in of a customer with live events
+        or none in the version), computed before the first such request rather than on it."""
+        state = getattr(self, "state_", None)
+        if state is not None:
+            state._item_gram(self.als_regularization)
+
     def save(self, directory: Path) -> None:
         """Write ``state.npz``, ``hybrid.json`` and (when learned) ``ranker.joblib``."""
         self._check_fitted("state_")

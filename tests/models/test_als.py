@@ -84,3 +84,18 @@ def test_fit_does_not_trigger_the_openblas_warning(tiny_data: TrainingData) -> N
 def test_same_seed_same_factors(tiny_data: TrainingData) -> None:
     a, b = _fit(tiny_data), _fit(tiny_data)
     np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
+
+
+def test_warm_up_computes_the_fold_in_gram_the_fold_in_would(tiny_data: TrainingData) -> None:
+    """The gram a live request's fold-in needs is built by warm_up, before any request, and
+    is the one the fold-in computes itself."""
+    model = ALSModel(factors=4, iterations=3, random_state=0).fit(tiny_data)
+    assert getattr(model, "_gram", None) is None
+    model.warm_up()
+    warmed = model._gram
+    assert warmed is not None
+    cold = ALSModel(factors=4, iterations=3, random_state=0).fit(tiny_data)
+    hist = tiny_data.interactions[:3]
+    np.testing.assert_array_equal(model.fold_in(hist), cold.fold_in(hist))
+    assert model._gram is warmed  # kept, not rebuilt
+    np.testing.assert_array_equal(warmed, cold._gram)

@@ -142,6 +142,21 @@ def test_save_load_round_trip(
             assert all(arrays[k].dtype != object for k in arrays.files)
 
 
+def test_warm_up_after_load_answers_as_before(
+    name: str, fitted: Recommender, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    """Serving warms a loaded model up before it answers: the same scores, folded-in users
+    (an unknown user with a history) included, and a second warm-up changes nothing."""
+    fitted.save(tmp_path / "model")
+    cold = MODELS[name].load(tmp_path / "model")
+    warm = MODELS[name].load(tmp_path / "model")
+    warm.warm_up()
+    warm.warm_up()
+    users = np.array([0, 5, -1, -1])
+    hist = history_of(tiny_data, [0, 5, 2, 7])
+    np.testing.assert_array_equal(warm.score(users, hist), cold.score(users, hist))
+
+
 def test_unknown_user_without_history(
     name: str, fitted: Recommender, tiny_data: TrainingData
 ) -> None:

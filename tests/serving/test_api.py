@@ -20,7 +20,7 @@ from recsys.registry import Registry
 from recsys.store.base import EventStore
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.serving.fakes import fake_loader, publish
+from tests.serving.fakes import FakeModel, fake_loader, publish
 
 KEY = {"X-API-Key": "secret-1"}
 
@@ -228,6 +228,21 @@ def test_corrupt_reload_keeps_old_version(client: TestClient, registry: Registry
     assert "users.json" in r.json()["message"]
     assert client.get("/readyz").json()["model_version"] == old
     assert client.get("/v1/users/u1/recommendations").status_code == 200
+
+
+def test_a_reloaded_version_is_warmed_up_before_it_serves(
+    client: TestClient, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a model builds on its first live request (the fold-in's gram) is built when the
+    version loads: every model of the new engine was warmed up before the swap."""
+    warmed: list[int] = []
+    monkeypatch.setattr(FakeModel, "warm_up", lambda self: warmed.append(id(self)))
+    version = publish(registry)
+    assert client.post("/v1/admin/models/reload", headers=KEY).status_code == 200
+    engine = client.app.state.recsys.engine  # type: ignore[attr-defined]
+    assert engine.version == version
+    assert {id(m) for m in engine.models.values()} <= set(warmed)
+    assert warmed
 
 
 def test_hot_reload_while_requests_run(client: TestClient, registry: Registry) -> None:
