@@ -65,7 +65,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.errors import ArtifactError, ModelError
+from recsys.errors import ArtifactError, ConfigError, ModelError
 from recsys.models.base import Recommender, load_json, save_json, top_k_coo
 from recsys.models.features import (
     FEATURES,
@@ -268,6 +268,8 @@ class HybridModel(Recommender):
     def fit(self, data: TrainingData) -> Self:
         """Learn the ranker on an internal time split, then build the generators on all data."""
         data.require_customers(self.name)
+        if self.train_windows < 1:
+            raise ConfigError(f"hybrid: train_windows must be at least 1, got {self.train_windows}")
         settings = self._settings()
         ev = EventArrays.from_training_data(data)
         as_of_day = data.as_of / MICROS_PER_DAY
@@ -319,7 +321,7 @@ class HybridModel(Recommender):
         # older windows only where a window's length of history precedes them
         cuts = [
             newest - w * label_days
-            for w in range(max(self.train_windows, 1))
+            for w in range(self.train_windows)
             if w == 0 or newest - w * label_days - first_day >= label_days
         ][::-1]
         windows = []

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame, EventRow
-from recsys.errors import ArtifactError
+from recsys.errors import ArtifactError, ConfigError
 from recsys.models.hybrid import HybridModel
 from tests.models.conftest import AS_OF, event
 
@@ -442,3 +442,8 @@ def test_lists_and_explanations_equal_the_dense_top_k(
             listed = want[u][want[u] >= 0]
             assert [r.item for r in got[u]] == listed.tolist()
             np.testing.assert_allclose([r.score for r in got[u]], values[u][: len(listed)])
+
+
+def test_fewer_than_one_label_window_is_refused_by_name(shop: TrainingData) -> None:
+    with pytest.raises(ConfigError, match="train_windows must be at least 1, got 0"):
+        HybridModel(train_windows=0).fit(shop)
