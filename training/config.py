@@ -133,6 +133,11 @@ class TrainingConfig(StrictModel):
         description="BLAS/OpenMP threads while evaluating and fitting; 0 = every core "
         "(os.cpu_count()), whatever OPENBLAS_NUM_THREADS says (that one is for serving).",
     )
+    huge_pages: bool = Field(
+        default=False,
+        description="Let numpy ask the kernel for transparent huge pages for its large arrays "
+        "while training (numpy's own default); an explicit NUMPY_MADVISE_HUGEPAGE wins.",
+    )
 
     @model_validator(mode="after")
     def _default_model_is_trained(self) -> TrainingConfig:

@@ -172,7 +172,11 @@ def run_training(
 
     check_model_params(config, dict(MODELS), config_source)
     timings: dict[str, float] = {}
-    with registry.lock(timeout=lock_timeout), _Progress(timings) as progress:
+    with (
+        registry.lock(timeout=lock_timeout),
+        numpy_huge_pages(config.huge_pages),
+        _Progress(timings) as progress,
+    ):
         with progress.stage("read"):
             events = store.read_events(until=as_of)
             catalog = store.read_items()
@@ -311,6 +315,35 @@ def _make(name: str, config: TrainingConfig) -> Any:
 
 def _factory(name: str, config: TrainingConfig) -> Callable[[], Any]:
     return lambda: _make(name, config)
+
+
+@contextmanager
+def numpy_huge_pages(enabled: bool) -> Iterator[None]:
+    """Within the block numpy asks (or does not ask) the kernel for transparent huge pages
+    for its large arrays (``madvise(MADV_HUGEPAGE)``), as ``[training] huge_pages`` says.
+
+    numpy asks by default. On the 2-core VM of ``benchmarks/RESULTS.md`` a training run's
+    items² temporaries (EASE) then spent twice the system time faulting them in: Online
+    Retail 53.9 / 55.9 s wall and 9.9 / 9.7 s system with huge pages against 47.7 / 50.9 s and
+    5.2 / 4.7 s without, alternating. Machines where huge pages pay set it to true. An operator's
+    ``NUMPY_MADVISE_HUGEPAGE`` (read by numpy at import) is left as it is, and so is a numpy
+    without the switch (a private function of numpy's; nothing else depends on it).
+    """
+    import importlib
+
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # pragma: no cover - a numpy without it
+        multiarray = None
+    switch: Callable[[bool], bool] | None = getattr(multiarray, "_set_madvise_hugepage", None)
+    if switch is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        yield
+        return
+    previous = bool(switch(enabled))
+    try:
+        yield
+    finally:
+        switch(previous)
 
 
 def _threads(config: TrainingConfig) -> int:

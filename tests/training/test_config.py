@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 
 from recsys.errors import ConfigError
 from training.config import TrainingConfig, check_model_params, load_training_config
+from training.pipeline import numpy_huge_pages
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -108,3 +110,25 @@ def test_a_valid_file_round_trips(tmp_path: Path) -> None:
     assert config.models["als"].params == {"factors": 8}
     assert config.promotion.mode == "absolute"
     assert config.enabled_models() == ["popular", "als"]
+
+
+def _huge_pages_now() -> bool:
+    """numpy's current madvise(MADV_HUGEPAGE) setting (set and put back)."""
+    multiarray = importlib.import_module("numpy._core.multiarray")
+    previous = bool(multiarray._set_madvise_hugepage(True))
+    multiarray._set_madvise_hugepage(previous)
+    return previous
+
+
+def test_huge_pages_are_set_for_the_run_and_put_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    assert load_training_config().huge_pages is False  # the shipped choice (RESULTS.md)
+    assert TrainingConfig.model_validate({"huge_pages": True}).huge_pages is True
+    before = _huge_pages_now()
+    with numpy_huge_pages(not before):
+        assert _huge_pages_now() is (not before)
+    assert _huge_pages_now() is before
+    # an operator's NUMPY_MADVISE_HUGEPAGE (numpy applied it at import) is left alone
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+    with numpy_huge_pages(not before):
+        assert _huge_pages_now() is before
