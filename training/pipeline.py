@@ -320,7 +320,7 @@ def _factory(name: str, config: TrainingConfig) -> Callable[[], Any]:
 @contextmanager
 def numpy_huge_pages(enabled: bool) -> Iterator[None]:
     """Within the block numpy asks (or does not ask) the kernel for transparent huge pages
-    for its large arrays (``madvise(MADV_HUGEPAGE)``), as ``[training] huge_pages`` says.
+    for its large arrays (``madvise(MADV_HUGEPAGE)``), as the config's ``huge_pages`` says.
 
     numpy asks by default. On the 2-core VM of ``benchmarks/RESULTS.md`` a training run's
     items² temporaries (EASE) then spent twice the system time faulting them in: Online
