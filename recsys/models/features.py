@@ -74,7 +74,11 @@ SIGNAL_WEIGHTS = {"purchase": 1.0, "cart": 0.3, "view": 0.1}
 
 #: Above this many items :meth:`GeneratorState.pairs` never builds a users × items array: it
 #: ranks co-occurrence on sparse rows and scores ALS in blocks of users (same answer, see there).
-SPARSE_ABOVE_ITEMS = 50_000
+#: Measured (benchmarks/RESULTS.md, "Sparse candidates from 3,000 items"), 4,096 customers'
+#: pairs: Ta-Feng (23,812 items) 5.4-6.8 s sparse against 8.2-11.3 s dense, Online Retail
+#: (3,877 items, EASE included) 4.0-4.1 s against 4.0-4.2 s; the dense path's users × items
+#: temporaries cost 6-8 s of system time (page faults) at Ta-Feng's size, the sparse one's 1.
+SPARSE_ABOVE_ITEMS = 3_000
 
 #: Bytes of float32 ALS scores one matrix product may produce. Both paths cut the batch into
 #: the same blocks of users: BLAS gives a row's dot products different last bits depending on
