@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from recsys.errors import ArtifactError, ConfigError, RegressionError
+from recsys.errors import ConfigError, RegressionError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,7 +111,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _train(args: argparse.Namespace) -> int:
     from recsys.settings import Settings, load_settings
     from training.config import load_training_config
-    from training.pipeline import open_default, parse_as_of, run_training
+    from training.pipeline import (
+        FINGERPRINT_KEY,
+        data_fingerprint,
+        open_default,
+        parse_as_of,
+        run_training,
+        trained_on,
+    )
 
     if args.engine == "spark":
         from training.spark import require_spark
@@ -127,13 +134,16 @@ def _train(args: argparse.Namespace) -> int:
     as_of = parse_as_of(args.as_of) if args.as_of else None
     store, registry = open_default(load_settings(Settings))
     try:
-        fingerprint = data_fingerprint(store, config.model_dump(mode="json"), as_of)
-        if args.if_changed and _already_trained(registry, fingerprint):
-            return 0
-        registry.annotations[FINGERPRINT_KEY] = fingerprint
         if args.engine == "spark":
+            # Spark reads its own copy of the events; the digest is of the store's
+            fingerprint = data_fingerprint(store, config, as_of)
+            if args.if_changed and trained_on(registry, fingerprint):
+                _say_up_to_date(registry.current_version())
+                return 0
+            registry.annotations[FINGERPRINT_KEY] = fingerprint
             result = _train_spark(args, config, source, as_of, store, registry)
         else:
+            # the pipeline digests the events it reads itself (one read of the store)
             result = run_training(
                 config,
                 store=store,
@@ -144,7 +154,11 @@ def _train(args: argparse.Namespace) -> int:
                 config_source=source,
                 lock_timeout=args.wait,
                 warm_start=args.warm_start,
+                if_changed=args.if_changed,
             )
+            if result.up_to_date:
+                _say_up_to_date(result.version)
+                return 0
     finally:
         store.close()
     manifest = result.manifest
@@ -197,53 +211,11 @@ def _train_spark(
     )
 
 
-#: Manifest key of the fingerprint of what a version was trained on.
-FINGERPRINT_KEY = "data_fingerprint"
-
-
-def data_fingerprint(store: Any, config: dict[str, Any], as_of: int | None) -> str:
-    """A digest of everything a training run depends on: the events it reads (before
-    ``as_of``), the catalogue, the training config and ``as_of`` itself.
-
-    Equal digests mean a new run would train on the same input, so ``--if-changed`` may skip
-    it. Reading the events costs a fraction of a training run (it reads them too).
-    """
-    import hashlib
-
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(store.read_events(until=as_of).fingerprint().encode())
-    for item in store.read_items():
-        digest.update(repr(item).encode("utf-8", "backslashreplace"))
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    digest.update(repr(as_of).encode())
-    return digest.hexdigest()
-
-
-def _already_trained(registry: Any, fingerprint: str) -> bool:
-    """Whether a version was trained on exactly this input: ``True`` (after saying so) when the
-    current one was; :class:`RegressionError` when a newer one was and its promotion was
-    refused (training again would be refused again); ``False`` otherwise."""
-    current = registry.current_version()
-    if current and registry.manifest(current).get(FINGERPRINT_KEY) == fingerprint:
-        print(
-            f"model version {current} is up to date: trained on the same data and config "
-            "(nothing to do; leave out --if-changed to train anyway)"
-        )
-        return True
-    for version in registry.version_names():
-        if version == current or (current and version < current):
-            break  # only versions published after the current one
-        try:
-            manifest = registry.manifest(version)
-        except ArtifactError:
-            continue  # a broken version was trained on nothing usable
-        if manifest.get(FINGERPRINT_KEY) == fingerprint:
-            reason = (manifest.get("promotion") or {}).get("reason", "not promoted")
-            raise RegressionError(
-                f"version {version} was already trained on this data and config and not "
-                f"promoted ({reason}); `recsys models promote {version}` serves it anyway"
-            )
-    return False
+def _say_up_to_date(version: str | None) -> None:
+    print(
+        f"model version {version} is up to date: trained on the same data and config "
+        "(nothing to do; leave out --if-changed to train anyway)"
+    )
 
 
 # -- models ---------------------------------------------------------------------------------------

@@ -698,3 +698,35 @@ def test_a_large_shop_evaluates_a_seeded_sample_with_confidence_intervals(
     }
     assert width["sampled"] > width["full"]
     assert set(full["cpu_seconds"]) >= {"read", "build", "evaluate", "fit"}
+
+
+def test_a_run_reads_the_events_once_and_records_their_fingerprint(
+    filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.store.base import EventStore
+    from training.config import load_training_config
+    from training.pipeline import FINGERPRINT_KEY, data_fingerprint
+
+    reads: list[int | None] = []
+    read = EventStore.read_events
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("until"))
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(EventStore, "read_events", counted)
+    config = _config(tmp_path)
+    assert main(["train", "--as-of", "2024-01-01", "--config", config]) == 0
+    assert len(reads) == 1
+    monkeypatch.setattr(EventStore, "read_events", read)
+    version = _registry().current_version() or ""
+    as_of = 1_704_067_200 * 1_000_000
+    # the digest the pipeline recorded is the one of the store's data (the formula --if-changed
+    # has always compared; a version trained before this change still matches)
+    expected = data_fingerprint(filled_store, load_training_config(config), as_of)
+    assert _registry().manifest(version)[FINGERPRINT_KEY] == expected
+    # and a change of the data changes it
+    filled_store.insert_events(
+        [EventRow("late", "u1", None, "i3", "purchase", START + 1, 1.0, 2.5, "o-late", None)]
+    )
+    assert data_fingerprint(filled_store, load_training_config(config), as_of) != expected
