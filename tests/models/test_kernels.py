@@ -15,6 +15,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame, EventRow
@@ -189,6 +190,51 @@ def test_the_cholesky_inverse_equals_the_lu_inverse(rng: np.random.Generator, n:
     gram = x.T @ x + 0.5 * np.eye(n)
     inverse = spd_inverse(gram.copy())
     np.testing.assert_allclose(inverse, np.linalg.inv(gram), rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 30), seed=st.integers(0, 2**16), ridge=st.floats(1e-2, 100.0))
+def test_the_float32_inverse_is_the_float64_inverse_in_single_precision(
+    n: int, seed: int, ridge: float
+) -> None:
+    x = np.random.default_rng(seed).random((2 * n, n))
+    g = x.T @ x + ridge * np.eye(n)
+    single = spd_inverse(g.astype(np.float32))
+    assert single.dtype == np.float32
+    np.testing.assert_array_equal(single, single.T)
+    # relative to the largest entry: single precision times the condition number
+    exact = np.linalg.inv(g)
+    err = np.abs(single - exact).max() / np.abs(exact).max()
+    assert err <= 1e-5 * np.linalg.cond(g)
+
+
+def _ease_float64(x: sp.csr_matrix, ridge: float) -> NDArray[np.float64]:
+    """EASE by its definition, in float64 with numpy's inverse (the reference)."""
+    dense = (x.toarray() > 0).astype(np.float64)
+    p = np.linalg.inv(dense.T @ dense + ridge * np.eye(dense.shape[1]))
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+@pytest.mark.parametrize(
+    ("ridge", "single"), [(500.0, True), (0.5, True), (0.05, False), (1e-3, False)]
+)
+def test_ease_is_solved_in_the_precision_its_conditioning_allows(
+    ridge: float, single: bool
+) -> None:
+    x = sp.random(400, 60, density=0.2, format="csr", random_state=7, dtype=np.float64)
+    x.data[:] = 1.0
+    gram = x.T @ x
+    bound = (np.abs(gram.toarray()).sum(axis=1).max() + ridge) / ridge
+    assert (bound <= kernels.EASE_FLOAT32_MAX_CONDITION) == single  # both sides covered
+    weights = ease_weights(x, regularization=ridge, binary=True)
+    assert weights.dtype == np.float32
+    reference = _ease_float64(x, ridge)
+    # float32 weights either way; the solve's own error is single precision times the bound
+    # when solved in float32, and far below float32's rounding of the result when in float64
+    err = np.abs(weights - reference).max() / np.abs(reference).max()
+    assert err <= (1e-6 * bound if single else 1e-6)
 
 
 def test_a_singular_gram_falls_back_to_the_lu_inverse() -> None:
