@@ -16,7 +16,17 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.models.base import load_csr, save_csr
+from recsys.models.base import (
+    COUNT,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    NONE,
+    POSITIVE,
+    SEED,
+    Constraint,
+    load_csr,
+    save_csr,
+)
 from recsys.models.factors import FactorRecommender
 from recsys.models.kernels import als_fit, als_fold_in, als_item_gram
 
@@ -62,6 +72,17 @@ class ALSModel(FactorRecommender):
 
     name: ClassVar[str] = "als"
     artifact_noun: ClassVar[str] = "an ALS model"
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "factors": (COUNT,),
+        "regularization": (NON_NEGATIVE,),
+        # confidence is alpha · weight: at 0 every interaction would weigh nothing
+        "alpha": (POSITIVE,),
+        "iterations": (COUNT,),
+        "random_state": (SEED, NONE),
+        "num_threads": (NON_NEGATIVE_INT,),  # 0 = every core
+        # new users and items of a warm start need at least one sweep to get factors
+        "warm_iterations": (COUNT,),
+    }
     _gram: NDArray[np.float64] | None = None
 
     def __init__(
@@ -89,7 +110,14 @@ class ALSModel(FactorRecommender):
         return cls(factors=4, iterations=20, regularization=0.05, random_state=7)
 
     def fit(self, data: TrainingData) -> Self:
-        """Factorise ``data.interactions``; return ``self``."""
+        """Factorise ``data.interactions``; return ``self``.
+
+        Raises
+        ------
+        InvalidParameterError
+            For a constructor argument outside :attr:`parameter_constraints`.
+        """
+        self._validate_params()
         train = sp.csr_matrix(data.interactions, dtype=np.float32)
         init = self._take_initial(train)
         self.user_factors_, self.item_factors_ = als_fit(

@@ -11,28 +11,217 @@ Conventions (the scikit-learn estimator contract):
 - learned state ends in ``_``; ``fit`` returns ``self``; using a model before ``fit`` raises
   :class:`~recsys.errors.NotFittedError`;
 - ``score`` returns ``NaN`` for items it cannot score, and a row of ``NaN`` for a user it knows
-  nothing about (unknown index ``-1`` and an empty history): the caller falls back.
+  nothing about (unknown index ``-1`` and an empty history): the caller falls back;
+- every constructor argument declares the values it accepts in
+  :attr:`Recommender.parameter_constraints` (scikit-learn's ``_parameter_constraints`` idea),
+  so :meth:`Recommender.check_params` can refuse a bad value in a training config before any
+  data is read, and ``fit`` refuses it the same way for a direct caller.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
+import numbers
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.errors import ArtifactError, NotFittedError
+from recsys.errors import ArtifactError, ConfigError, NotFittedError
 
 #: Index padding in :meth:`Recommender.recommend` results when fewer than ``k`` items scored.
 NO_ITEM = -1
+
+#: Largest seed numpy's legacy ``RandomState`` (implicit) and scikit-learn's ``random_state``
+#: accept; a larger one fails inside the library, minutes into a run.
+MAX_SEED = 2**32 - 1
+
+
+# -- parameter constraints -----------------------------------------------------------------------
+
+
+class InvalidParameterError(ConfigError):
+    """A model's constructor argument has a value the model cannot be fitted with.
+
+    A :class:`~recsys.errors.ConfigError`, so the command line prints it as one line; callers
+    that know where the value came from (a config file and its key) re-word it with
+    :attr:`param`, :attr:`value` and :attr:`allowed`.
+
+    Parameters
+    ----------
+    model
+        Registry name of the model (``"als"``).
+    param
+        The argument, dotted when it lies inside another (``"fallback_params.regularization"``).
+    value
+        The refused value.
+    allowed
+        What is allowed, as a phrase (``"must be an integer >= 1"``).
+    """
+
+    def __init__(self, model: str, param: str, value: object, allowed: str) -> None:
+        self.model = model
+        self.param = param
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{model}: {param} = {value!r}: {allowed}")
+
+
+class Constraint(ABC):
+    """One kind of value a model parameter accepts; a parameter lists one or more."""
+
+    @abstractmethod
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` satisfies this constraint."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The accepted values as a noun phrase (``"an integer >= 1"``), for error messages."""
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass, but ``factors = true`` in a config is a mistake, not 1
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _is_real(value: object) -> bool:
+    # an int is a fine float (TOML's ``regularization = 500``); a bool is not
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+class Interval(Constraint):
+    """An integer or a finite number within bounds.
+
+    Parameters
+    ----------
+    kind
+        ``"int"``: integers only (a float, even ``3.0``, is refused: counts are not
+        measured); ``"real"``: any finite number, integers included. Booleans never count.
+    low, high
+        The bounds; ``None`` for unbounded.
+    closed
+        Which bounds belong to the interval.
+    """
+
+    def __init__(
+        self,
+        kind: Literal["int", "real"],
+        low: float | None,
+        high: float | None,
+        *,
+        closed: Literal["both", "left", "right", "neither"] = "both",
+    ) -> None:
+        self.kind = kind
+        self.low = low
+        self.high = high
+        self.closed = closed
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` is of the interval's kind and lies within it."""
+        x: float
+        if self.kind == "int":
+            if not _is_int(value):
+                return False
+            x = int(value)  # type: ignore[call-overload]  # exact, however large
+        else:
+            if not _is_real(value):
+                return False
+            try:
+                x = float(value)  # type: ignore[arg-type]
+            except OverflowError:  # an int beyond any float
+                return False
+            if not math.isfinite(x):  # NaN and inf are TOML literals; no parameter means them
+                return False
+        low_in = self.closed in ("both", "left")
+        high_in = self.closed in ("both", "right")
+        above_low = self.low is None or x > self.low or (low_in and x == self.low)
+        below_high = self.high is None or x < self.high or (high_in and x == self.high)
+        return above_low and below_high
+
+    def describe(self) -> str:
+        """``"an integer >= 1"``, ``"a number > 0"``, ``"a number in [0, 1)"``..."""
+        noun = "an integer" if self.kind == "int" else "a number"
+        low_in = self.closed in ("both", "left")
+        high_in = self.closed in ("both", "right")
+        if self.low is not None and self.high is not None:
+            return (
+                f"{noun} in {'[' if low_in else '('}{_num(self.low)}, "
+                f"{_num(self.high)}{']' if high_in else ')'}"
+            )
+        if self.low is not None:
+            return f"{noun} {'>=' if low_in else '>'} {_num(self.low)}"
+        if self.high is not None:
+            return f"{noun} {'<=' if high_in else '<'} {_num(self.high)}"
+        return f"{'an' if self.kind == 'int' else 'a finite'} {noun.split()[-1]}"
+
+
+def _num(x: float) -> str:
+    """A bound as written in a config: ``1`` rather than ``1.0``."""
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+class Options(Constraint):
+    """One of a fixed set of strings (``source = "basket"``)."""
+
+    def __init__(self, *values: str) -> None:
+        self.values = values
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` is one of the strings."""
+        return isinstance(value, str) and value in self.values
+
+    def describe(self) -> str:
+        """``"one of 'basket', 'session'"``."""
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+class Boolean(Constraint):
+    """``true`` or ``false``, not a number that reads as one."""
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` is a boolean."""
+        return isinstance(value, bool | np.bool_)
+
+    def describe(self) -> str:
+        """``"a boolean (true or false)"``."""
+        return "a boolean (true or false)"
+
+
+class NoneValue(Constraint):
+    """``None`` (a library caller's "off"; TOML has no way to write it)."""
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` is ``None``."""
+        return value is None
+
+    def describe(self) -> str:
+        """``"None"``."""
+        return "None"
+
+
+#: Shorthands for the constraints most parameters use.
+COUNT = Interval("int", 1, None)  # sizes, iterations, factors
+NON_NEGATIVE_INT = Interval("int", 0, None)  # counts where 0 means "off" or "all"
+POSITIVE = Interval("real", 0, None, closed="neither")  # rates, scales, lengths of time
+NON_NEGATIVE = Interval("real", 0, None)  # ridge / L2 penalties
+PROBABILITY = Interval("real", 0, 1)
+SEED = Interval("int", 0, MAX_SEED)
+BOOLEAN = Boolean()
+NONE = NoneValue()
+
+
+def allowed_phrase(constraints: Sequence[Constraint]) -> str:
+    """``"must be an integer >= 1 or None"``: what a parameter with ``constraints`` accepts."""
+    return "must be " + " or ".join(c.describe() for c in constraints)
 
 
 class Recommender(ABC):
@@ -40,6 +229,40 @@ class Recommender(ABC):
 
     #: Registry name (``"als"``, ``"ease"``...): how configs and manifests refer to the model.
     name: ClassVar[str]
+
+    #: Constructor argument -> the constraints its value must satisfy one of. Every argument
+    #: has an entry (a test checks), so :meth:`check_params` covers every value a config
+    #: can give.
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {}
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Check constructor arguments against :attr:`parameter_constraints`, without data.
+
+        Training calls it for every configured model before anything is read, so a bad value
+        (``factors = -3``) fails in a second rather than at the model's fit, minutes into the
+        run; :meth:`fit` calls it too (:meth:`_validate_params`) for direct callers.
+
+        Parameters
+        ----------
+        params
+            Some or all of the constructor's arguments (an omitted one takes its default,
+            which is valid). Names the constructor does not take are not this method's
+            business: the constructor refuses them with a ``TypeError``.
+
+        Raises
+        ------
+        InvalidParameterError
+            For the first value that satisfies none of its constraints (in ``params`` order).
+        """
+        for key, value in params.items():
+            constraints = cls.parameter_constraints.get(key)
+            if constraints is not None and not any(c.accepts(value) for c in constraints):
+                raise InvalidParameterError(cls.name, key, value, allowed_phrase(constraints))
+
+    def _validate_params(self) -> None:
+        """:meth:`check_params` on this model's own arguments (the first thing ``fit`` does)."""
+        type(self).check_params(self.get_params())
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -156,8 +379,6 @@ class Recommender(ABC):
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (recorded in the manifest)."""
-        import inspect
-
         names = [
             p.name
             for p in inspect.signature(type(self).__init__).parameters.values()

@@ -7,6 +7,8 @@ all items (see ``/work/shared/data/README.md``), so every evaluation should incl
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -15,8 +17,46 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.errors import ArtifactError, ConfigError, RecsysError
-from recsys.models.base import Recommender, load_csr, save_csr
+from recsys.errors import ArtifactError, RecsysError
+from recsys.models.base import (
+    NONE,
+    Constraint,
+    InvalidParameterError,
+    Recommender,
+    load_csr,
+    save_csr,
+)
+
+
+class _FallbackName(Constraint):
+    """The registry name of any model but ``repeat`` (which would fall back on itself)."""
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` names a registered model other than ``repeat``."""
+        return isinstance(value, str) and value in _fallback_names()
+
+    def describe(self) -> str:
+        """``"one of 'als', 'bpr', ..."``."""
+        return "one of " + ", ".join(repr(n) for n in _fallback_names())
+
+
+def _fallback_names() -> list[str]:
+    # the registry imports this module: look it up when asked, not at import time
+    from recsys.models import MODELS
+
+    return sorted(n for n in MODELS if n != RepeatModel.name)
+
+
+class _ParamTable(Constraint):
+    """A table of constructor arguments (string keys; the values are the fallback's to check)."""
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` is a mapping with string keys."""
+        return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+
+    def describe(self) -> str:
+        """``"a table of parameters"``."""
+        return "a table of the fallback model's parameters"
 
 
 class RepeatModel(Recommender):
@@ -50,6 +90,53 @@ class RepeatModel(Recommender):
     """
 
     name: ClassVar[str] = "repeat"
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "fallback": (_FallbackName(),),
+        "fallback_params": (_ParamTable(), NONE),
+    }
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Check ``fallback`` and ``fallback_params``, then the fallback's own parameters.
+
+        The fallback's arguments are checked by the fallback class (the default ``ease`` when
+        ``fallback`` is not given), a name it does not take included, and an error names them
+        under ``fallback_params`` (``fallback_params.regularization``).
+
+        Parameters
+        ----------
+        params
+            Some or all of the constructor's arguments.
+
+        Raises
+        ------
+        InvalidParameterError
+            For the first value that is not allowed.
+        """
+        super().check_params(params)
+        fallback_params = params.get("fallback_params")
+        if not fallback_params:
+            return
+        from recsys.models import MODELS
+
+        default = inspect.signature(cls).parameters["fallback"].default
+        fallback_cls = MODELS[params.get("fallback", default)]
+        accepted = inspect.signature(fallback_cls).parameters
+        for key, value in fallback_params.items():
+            if key not in accepted:
+                raise InvalidParameterError(
+                    cls.name,
+                    f"fallback_params.{key}",
+                    value,
+                    f"not a parameter of {fallback_cls.name} "
+                    f"(its parameters: {', '.join(sorted(accepted)) or 'none'})",
+                )
+        try:
+            fallback_cls.check_params(fallback_params)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(
+                cls.name, f"fallback_params.{exc.param}", exc.value, exc.allowed
+            ) from None
 
     def __init__(self, *, fallback: str = "ease", fallback_params: dict[str, Any] | None = None):
         self.fallback = fallback
@@ -61,18 +148,20 @@ class RepeatModel(Recommender):
         return cls(fallback="ease", fallback_params={"regularization": 1.0})
 
     def _make_fallback(self) -> Recommender:
+        """The unfitted fallback (its name and arguments were checked by :meth:`check_params`)."""
         from recsys.models import model_class
 
-        if self.fallback == self.name:
-            raise ConfigError("repeat: the fallback model cannot be 'repeat' itself")
-        cls = model_class(self.fallback)
-        try:
-            return cls(**(self.fallback_params or {}))
-        except TypeError as exc:
-            raise ConfigError(f"repeat: fallback_params for {self.fallback!r}: {exc}") from None
+        return model_class(self.fallback)(**(self.fallback_params or {}))
 
     def fit(self, data: TrainingData) -> Self:
-        """Keep the purchase counts and fit the fallback; return ``self``."""
+        """Keep the purchase counts and fit the fallback; return ``self``.
+
+        Raises
+        ------
+        InvalidParameterError
+            For an argument outside :attr:`parameter_constraints`, the fallback's included.
+        """
+        self._validate_params()
         data.require_customers(self.name)
         fallback = self._make_fallback().fit(data)
         counts = sp.csr_matrix(data.purchase_counts, dtype=np.float32, copy=True)

@@ -13,6 +13,16 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
+from recsys.models.base import (
+    BOOLEAN,
+    COUNT,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    NONE,
+    POSITIVE,
+    SEED,
+    Constraint,
+)
 from recsys.models.factors import FactorRecommender
 
 
@@ -44,6 +54,15 @@ class BPRModel(FactorRecommender):
 
     name: ClassVar[str] = "bpr"
     artifact_noun: ClassVar[str] = "a BPR model"
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "factors": (COUNT,),
+        "learning_rate": (POSITIVE,),  # 0 would leave the random start untouched
+        "regularization": (NON_NEGATIVE,),
+        "iterations": (COUNT,),
+        "verify_negative_samples": (BOOLEAN,),
+        "random_state": (SEED, NONE),
+        "num_threads": (NON_NEGATIVE_INT,),  # 0 = every core
+    }
 
     def __init__(
         self,
@@ -70,7 +89,14 @@ class BPRModel(FactorRecommender):
         return cls(factors=8, iterations=200, learning_rate=0.05, random_state=3)
 
     def fit(self, data: TrainingData) -> Self:
-        """Train on which items each user interacted with; return ``self``."""
+        """Train on which items each user interacted with; return ``self``.
+
+        Raises
+        ------
+        InvalidParameterError
+            For a constructor argument outside :attr:`parameter_constraints`.
+        """
+        self._validate_params()
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         positives = sp.csr_matrix(data.interactions, dtype=np.float32, copy=True)

@@ -28,6 +28,9 @@ from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE
 from recsys.errors import ArtifactError
 from recsys.models.base import (
+    COUNT,
+    Constraint,
+    Interval,
     Recommender,
     load_arrays,
     load_json,
@@ -97,6 +100,12 @@ class BuyAgainModel(Recommender):
     """
 
     name: ClassVar[str] = "buy_again"
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "min_purchases": (COUNT,),
+        # f(r) rises as r / due_ratio (so > 0) and is 1 from due_ratio up to r = 2, where the
+        # overdue decay starts: a ratio above 2 would have that decay begin before "due"
+        "due_ratio": (Interval("real", 0, 2, closed="right"),),
+    }
 
     def __init__(self, *, min_purchases: int = 3, due_ratio: float = 0.8) -> None:
         self.min_purchases = min_purchases
@@ -108,7 +117,14 @@ class BuyAgainModel(Recommender):
         return cls(min_purchases=2)
 
     def fit(self, data: TrainingData) -> Self:
-        """Collect purchase occasions per user-item pair; return ``self``."""
+        """Collect purchase occasions per user-item pair; return ``self``.
+
+        Raises
+        ------
+        InvalidParameterError
+            For a constructor argument outside :attr:`parameter_constraints`.
+        """
+        self._validate_params()
         data.require_customers(self.name)
         ev = data.events
         users = np.asarray(data.event_user)

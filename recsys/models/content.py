@@ -29,6 +29,8 @@ from numpy.typing import NDArray
 from recsys.data.interactions import TrainingData
 from recsys.errors import ArtifactError, ModelError
 from recsys.models.base import (
+    COUNT,
+    Constraint,
     ItemSimilarity,
     Recommender,
     load_arrays,
@@ -69,6 +71,12 @@ class ContentModel(Recommender, ItemSimilarity):
     """
 
     name: ClassVar[str] = "content"
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "max_features": (COUNT,),
+        "ngram_max": (COUNT,),
+        # an integer: scikit-learn would read a float as a share of the items instead
+        "min_df": (COUNT,),
+    }
 
     vocabulary_: list[str]
     idf_: NDArray[np.float32]
@@ -91,7 +99,14 @@ class ContentModel(Recommender, ItemSimilarity):
         )
 
     def fit(self, data: TrainingData) -> Self:
-        """Vectorise every item's text (``data.item_title``, ``data.item_category``)."""
+        """Vectorise every item's text (``data.item_title``, ``data.item_category``).
+
+        Raises
+        ------
+        InvalidParameterError
+            For a constructor argument outside :attr:`parameter_constraints`.
+        """
+        self._validate_params()
         texts = [
             item_text(title, category)
             for title, category in zip(_titles(data), data.item_category, strict=True)

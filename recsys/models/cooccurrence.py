@@ -31,10 +31,14 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.errors import ConfigError, ModelError
+from recsys.errors import ModelError
 from recsys.models.base import (
+    BOOLEAN,
+    COUNT,
     NO_ITEM,
+    Constraint,
     ItemSimilarity,
+    Options,
     Recommender,
     load_arrays,
     load_csr,
@@ -91,6 +95,14 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
     """
 
     name: ClassVar[str] = "cooccurrence"
+
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "source": (Options(*SOURCES),),
+        "normalisation": (Options(*NORMALISATIONS),),
+        "min_support": (COUNT,),
+        "neighbours": (COUNT,),
+        "keep_counts": (BOOLEAN,),
+    }
 
     def __init__(
         self,
@@ -183,13 +195,13 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
 
         Raises
         ------
-        ConfigError
-            For an unknown ``source`` or ``normalisation``.
+        InvalidParameterError
+            For a constructor argument outside :attr:`parameter_constraints` (an unknown
+            ``source`` or ``normalisation``...).
         ModelError
             When the chosen source has no baskets (no orders, or no view sessions).
         """
-        if self.source not in SOURCES:
-            raise ConfigError(f"source: {self.source!r} is not one of {', '.join(SOURCES)}")
+        self._validate_params()
         if self.source == "basket":
             baskets, what = data.orders, "orders with a purchased item"
         else:

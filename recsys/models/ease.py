@@ -24,7 +24,15 @@ from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
 from recsys.errors import ArtifactError, ModelTooLargeError
-from recsys.models.base import Recommender, load_arrays, save_arrays
+from recsys.models.base import (
+    BOOLEAN,
+    COUNT,
+    POSITIVE,
+    Constraint,
+    Recommender,
+    load_arrays,
+    save_arrays,
+)
 from recsys.models.kernels import ease_weights
 
 
@@ -49,6 +57,13 @@ class EASEModel(Recommender):
     """
 
     name: ClassVar[str] = "ease"
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        # strictly positive: λ = 0 leaves XᵀX singular for any item bought with the same
+        # customers as another, and the inverse fails after the whole Gram is built
+        "regularization": (POSITIVE,),
+        "binary": (BOOLEAN,),
+        "max_items": (COUNT,),
+    }
 
     def __init__(
         self, *, regularization: float = 500.0, binary: bool = True, max_items: int = 15_000
@@ -71,7 +86,10 @@ class EASEModel(Recommender):
             When the catalogue has more than ``max_items`` items.
         ModelError
             When the data has no customer (guests only).
+        InvalidParameterError
+            For a constructor argument outside :attr:`parameter_constraints`.
         """
+        self._validate_params()
         data.require_customers(self.name)
         n_items = data.n_items
         if n_items > self.max_items:

@@ -65,8 +65,22 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.errors import ArtifactError, ConfigError, ModelError
-from recsys.models.base import Recommender, load_json, save_json, top_k_coo
+from recsys.errors import ArtifactError, ModelError
+from recsys.models.base import (
+    BOOLEAN,
+    COUNT,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    SEED,
+    Constraint,
+    Interval,
+    Options,
+    Recommender,
+    load_json,
+    save_json,
+    top_k_coo,
+)
 from recsys.models.features import (
     FEATURES,
     GENERATORS,
@@ -195,6 +209,38 @@ class HybridModel(Recommender):
     """
 
     name: ClassVar[str] = "hybrid"
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "label_days": (POSITIVE,),
+        # candidates per generator: 0 leaves a generator out of the candidates (its score
+        # and rank are still features)
+        "n_bought": (NON_NEGATIVE_INT,),
+        "n_als": (NON_NEGATIVE_INT,),
+        "n_ease": (NON_NEGATIVE_INT,),
+        "n_cooc": (NON_NEGATIVE_INT,),
+        "n_popular": (NON_NEGATIVE_INT,),
+        "factors": (COUNT,),
+        "als_regularization": (NON_NEGATIVE,),
+        "als_alpha": (POSITIVE,),  # confidence is alpha · signal: 0 would learn nothing
+        "als_warm_iterations": (NON_NEGATIVE_INT,),  # 0 = a cold fit
+        "ease_lambda": (POSITIVE,),  # as EASEModel's regularization: 0 may be singular
+        "max_ease_items": (NON_NEGATIVE_INT,),  # 0 = no EASE generator
+        # the classifier needs negatives (a share of 0 keeps none: one class, no fit)
+        "negative_rate": (Interval("real", 0, 1, closed="right"),),
+        # users on both sides of the split: a share of 0 or 1 leaves one side empty, and the
+        # ranker always falls back
+        "calibration_share": (Interval("real", 0, 1, closed="neither"),),
+        # at least 2: half of it is the least the classifier's side must hold, and with
+        # none there it would be fitted on one class
+        "min_positives": (Interval("int", 2, None),),
+        "max_iter": (COUNT,),
+        "learning_rate": (POSITIVE,),
+        "buyers_only": (BOOLEAN,),
+        "max_ranker_customers": (NON_NEGATIVE_INT,),  # 0 = every customer
+        "ranker": (Options(*_RANKER_KINDS),),
+        "decayed_features": (BOOLEAN,),
+        "train_windows": (COUNT,),
+        "seed": (SEED,),
+    }
 
     def __init__(
         self,
@@ -266,10 +312,17 @@ class HybridModel(Recommender):
         )
 
     def fit(self, data: TrainingData) -> Self:
-        """Learn the ranker on an internal time split, then build the generators on all data."""
+        """Learn the ranker on an internal time split, then build the generators on all data.
+
+        Raises
+        ------
+        InvalidParameterError
+            For a constructor argument outside :attr:`parameter_constraints`.
+        ModelError
+            When the data has no customer (guests only).
+        """
+        self._validate_params()
         data.require_customers(self.name)
-        if self.train_windows < 1:
-            raise ConfigError(f"hybrid: train_windows must be at least 1, got {self.train_windows}")
         settings = self._settings()
         ev = EventArrays.from_training_data(data)
         as_of_day = data.as_of / MICROS_PER_DAY
@@ -472,10 +525,7 @@ class HybridModel(Recommender):
                 verbose=-1,
             )
             return model.fit(x, y, group=sizes)
-        if self.ranker != "classifier":
-            raise ModelError(
-                f"hybrid: ranker {self.ranker!r} is not one of 'classifier', 'lambdarank'"
-            )
+        # "classifier": check_params (at the start of fit) allows no other
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         model = HistGradientBoostingClassifier(

@@ -17,9 +17,13 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.data.schema import MICROS_PER_DAY
+from recsys.data.schema import EVENT_TYPE_PATTERN, MICROS_PER_DAY
 from recsys.errors import ArtifactError
 from recsys.models.base import (
+    NONE,
+    POSITIVE,
+    Constraint,
+    Interval,
     Recommender,
     load_arrays,
     load_json,
@@ -31,6 +35,31 @@ from recsys.models.base import (
 
 #: Event weights used when a model is given none: a purchase says more than a view.
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "cart": 3.0, "purchase": 10.0}
+
+
+class EventWeights(Constraint):
+    """A table of event type -> finite number (``{view = 1.0, purchase = 10.0}``).
+
+    Any event-type name the store accepts (:data:`~recsys.data.schema.EVENT_TYPE_PATTERN`)
+    may be weighted, custom ones included; a negative weight is allowed (a ``return`` may
+    count against an item).
+    """
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` maps event-type names to finite numbers."""
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and EVENT_TYPE_PATTERN.match(k) and _finite_number(v)
+            for k, v in value.items()
+        )
+
+    def describe(self) -> str:
+        """What a weights table looks like."""
+        return "a table of event type -> number (e.g. {view = 1.0, purchase = 10.0})"
+
+
+def _finite_number(value: object) -> bool:
+    return Interval("real", None, None).accepts(value)
+
 
 #: Separator of category path levels (see :class:`recsys.data.schema.CatalogItem`).
 CATEGORY_SEPARATOR = " > "
@@ -178,6 +207,10 @@ class PopularModel(_ItemRanking):
     """
 
     name: ClassVar[str] = "popular"
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "half_life_days": (POSITIVE, NONE),  # None: no decay
+        "weights": (EventWeights(), NONE),  # None: DEFAULT_EVENT_WEIGHTS
+    }
 
     def __init__(
         self, *, half_life_days: float | None = 30.0, weights: dict[str, float] | None = None
@@ -186,7 +219,14 @@ class PopularModel(_ItemRanking):
         self.weights = weights
 
     def fit(self, data: TrainingData) -> Self:
-        """Sum decayed event weights per item; return ``self``."""
+        """Sum decayed event weights per item; return ``self``.
+
+        Raises
+        ------
+        InvalidParameterError
+            For a constructor argument outside :attr:`parameter_constraints`.
+        """
+        self._validate_params()
         w = _event_weights(data, self.weights)
         if self.half_life_days is not None:
             age_days = np.maximum(data.as_of - data.events.ts, 0) / MICROS_PER_DAY
@@ -225,6 +265,13 @@ class TrendingModel(_ItemRanking):
     """
 
     name: ClassVar[str] = "trending"
+    parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "window_days": (POSITIVE,),
+        "baseline_days": (POSITIVE,),  # the expected rate divides by it
+        # > 0: without a pseudo-count an item with no baseline scores r / 0
+        "smoothing": (POSITIVE,),
+        "weights": (EventWeights(), NONE),
+    }
 
     def __init__(
         self,
@@ -240,7 +287,14 @@ class TrendingModel(_ItemRanking):
         self.weights = weights
 
     def fit(self, data: TrainingData) -> Self:
-        """Compare each item's recent and baseline activity; return ``self``."""
+        """Compare each item's recent and baseline activity; return ``self``.
+
+        Raises
+        ------
+        InvalidParameterError
+            For a constructor argument outside :attr:`parameter_constraints`.
+        """
+        self._validate_params()
         w = _event_weights(data, self.weights)
         age_days = (data.as_of - data.events.ts) / MICROS_PER_DAY
         items = np.asarray(data.event_item)
