@@ -1,7 +1,9 @@
 """The training configuration: a frozen, strict model read from TOML.
 
 Unknown keys are rejected by name (``training.toml: unknown key 'models.als.params.factor'``
-is caught by the model-parameter check in :func:`check_model_params`). The default lives in
+is caught by the model-parameter check in :func:`check_model_params`, which also checks each
+model parameter's value: ``training.toml: models.als.params.factors = -3: must be an integer
+>= 1``). The default lives in
 ``training/configs/default.toml``, shipped as package data and read with
 :mod:`importlib.resources`, so it works from an installed wheel as well as from a checkout.
 """
@@ -185,22 +187,33 @@ def load_training_config(path: str | Path | None = None) -> TrainingConfig:
 
 
 def check_model_params(config: TrainingConfig, classes: dict[str, type], source: str) -> None:
-    """Check that every configured model exists and every parameter is a constructor argument.
+    """Check every configured model's name, parameter names and parameter values, without data.
+
+    Runs before a training run reads anything, so a typo or a bad value fails in a second with
+    the file and the key named, not minutes later at the model's fit (or as a "skipped"
+    notice in the evaluation). Disabled models are checked too: enabling one should not
+    reveal a mistake that was there all along. The values are checked by each class's
+    :meth:`~recsys.models.base.Recommender.check_params` (its ``parameter_constraints``).
 
     Parameters
     ----------
     config
         The validated config.
     classes
-        Model name -> class (``recsys.models.MODELS``).
+        Model name -> class (``recsys.models.MODELS``). A class without ``check_params``
+        (a stand-in in a test) has only its parameter names checked.
     source
         Where the config came from, for the message.
 
     Raises
     ------
     ConfigError
-        Naming ``models.<name>`` or ``models.<name>.params.<param>``.
+        Naming ``models.<name>`` or ``models.<name>.params.<param>``; for a bad value, one
+        line with the file, the key, the value and what is allowed
+        (``x.toml: models.als.params.factors = -3: must be an integer >= 1``).
     """
+    from recsys.models.base import InvalidParameterError
+
     for name, spec in config.models.items():
         cls = classes.get(spec.model or name)
         if cls is None:
@@ -210,12 +223,26 @@ def check_model_params(config: TrainingConfig, classes: dict[str, type], source:
                 f"{source}: unknown model {spec.model or name!r} at '{key}' (known: {known})"
             )
         params = inspect.signature(cls).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            allowed = set(params)
+            for key in spec.params:
+                if key not in allowed:
+                    raise ConfigError(
+                        f"{source}: unknown key 'models.{name}.params.{key}' "
+                        f"(parameters of {name}: {', '.join(sorted(allowed)) or 'none'})"
+                    )
+        check = getattr(cls, "check_params", None)
+        if check is None:
             continue
-        allowed = set(params)
-        for key in spec.params:
-            if key not in allowed:
-                raise ConfigError(
-                    f"{source}: unknown key 'models.{name}.params.{key}' "
-                    f"(parameters of {name}: {', '.join(sorted(allowed)) or 'none'})"
-                )
+        try:
+            check(spec.params)
+        except InvalidParameterError as exc:
+            raise ConfigError(
+                f"{source}: models.{name}.params.{exc.param} = {_shown(exc.value)}: {exc.allowed}"
+            ) from None
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to 80 characters: the message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
