@@ -4,7 +4,10 @@
 its class; :func:`model_class` looks one up with an error that lists the known names. A model
 module registers itself by adding one line below. Model modules must import
 ``recsys.models.base`` (or other model modules), never this package at import time, so the
-registry can import them without a cycle. Heavy libraries (implicit) are imported inside
+registry can import them without a cycle. Each class checks its constructor arguments
+without data (:meth:`~recsys.models.base.Recommender.check_params`, raising
+:class:`~recsys.models.base.InvalidParameterError`), which training runs for every configured
+model before it reads anything. Heavy libraries (implicit) are imported inside
 ``fit``, so importing the registry stays cheap.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from recsys.errors import ConfigError
 from recsys.models.als import ALSModel
-from recsys.models.base import Recommender
+from recsys.models.base import InvalidParameterError, Recommender
 from recsys.models.baselines import RepeatModel
 from recsys.models.bpr import BPRModel
 from recsys.models.buy_again import BuyAgainModel
@@ -64,6 +67,7 @@ __all__ = [
     "CooccurrenceModel",
     "EASEModel",
     "HybridModel",
+    "InvalidParameterError",
     "PopularModel",
     "Recommender",
     "RepeatModel",
