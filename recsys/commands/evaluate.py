@@ -98,7 +98,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from recsys.errors import ConfigError, DataError
     from recsys.evaluation.protocol import EvaluationResult, evaluate_models
     from recsys.evaluation.rolling import RollingResult, evaluate_rolling
-    from recsys.models import model_class
+    from recsys.models import InvalidParameterError, model_class
     from recsys.settings import Settings, load_settings
     from recsys.store import open_store
 
@@ -140,15 +140,21 @@ def _evaluate(args: argparse.Namespace) -> int:
         names = list(config.models) or list(DEFAULT_MODELS)
     if not names:
         raise ConfigError("--models: no model named")
+    source = str(args.config) if args.config else "interactions"
     models = {}
     for name in names:
         cls = model_class(name)  # an unknown name fails here, before any data is read
         params = config.models.get(name, {})
         try:
             models[name] = cls(**params)
+            cls.check_params(params)  # and a bad value: not after the store is read
         except TypeError as exc:
             raise ConfigError(f"models.{name}: {exc}") from None
-    source = str(args.config) if args.config else "interactions"
+        except InvalidParameterError as exc:
+            where = f"{args.config}: " if args.config else ""
+            raise ConfigError(
+                f"{where}models.{name}.{exc.param} = {exc.value!r}: {exc.allowed}"
+            ) from None
     interaction_config = validate(InteractionConfig, config.interactions, f"{source}: interactions")
 
     store = open_store(load_settings(Settings))

@@ -109,8 +109,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from recsys.models import MODELS
     from recsys.settings import Settings, load_settings
-    from training.config import load_training_config
+    from training.config import check_model_params, load_training_config
     from training.pipeline import (
         FINGERPRINT_KEY,
         data_fingerprint,
@@ -131,6 +132,8 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError("--events and --jdbc-jar are options of --engine spark")
     config = load_training_config(args.config)
     source = args.config or "training/configs/default.toml"
+    # every model and parameter value, before the store is opened (on a fresh home: created)
+    check_model_params(config, dict(MODELS), source)
     as_of = parse_as_of(args.as_of) if args.as_of else None
     store, registry = open_default(load_settings(Settings))
     try:

@@ -318,3 +318,17 @@ def test_command_line_rolling(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ):
         assert main(["evaluate", *bad]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_bad_parameter_value_is_named_before_the_store_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recsys.cli import main
+
+    config = tmp_path / "eval.toml"
+    config.write_text("cuts = 3\n[models.als]\nfactors = -3\n")
+    # an empty store: the parameter is the error, not the missing events
+    assert main(["evaluate", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert f"{config}: models.als.factors = -3: must be an integer >= 1" in err[0]
