@@ -193,3 +193,41 @@ def test_big_catalogue_recommends_and_explains(monkeypatch: pytest.MonkeyPatch) 
     assert all(len(r) == 5 for r in reasons)
     # a dense users × items float32 array for the 400 users alone would be 92 MiB
     assert grown_mib < 600
+
+
+@pytest.mark.parametrize("dense_product", [True, False])
+def test_both_paths_agree_whichever_product_scores_ease(
+    shop: TrainingData, monkeypatch: pytest.MonkeyPatch, dense_product: bool
+) -> None:
+    # a BLAS product of every block, or scipy's sparse product of every block; several blocks
+    monkeypatch.setattr(features, "EASE_DENSE_MIN_ROWS", 1 if dense_product else 10**9)
+    monkeypatch.setattr(features, "EASE_DENSE_MIN_DENSITY", 0.0)
+    monkeypatch.setattr(features, "ALS_BLOCK_BYTES", 3 * 4 * shop.n_items)
+    s = GeneratorSettings(factors=8)
+    state = build_state(shop, s)
+    assert state.ease is not None
+    users, hist = mixed_batch(shop, np.random.default_rng(3))
+    dense, sparse = both_paths(monkeypatch, state, users, hist, s)
+    assert len(dense[0]) > 0
+    assert_same(dense, sparse)
+
+
+def test_ease_scores_are_the_product_of_the_rows_and_the_weights() -> None:
+    rng = np.random.default_rng(0)
+    m = 200
+    ease = rng.normal(size=(m, m)).astype(np.float32)
+    for n, density in ((1, 0.05), (300, 0.05), (300, 0.001)):
+        block = sp.random(n, m, density=density, format="csr", random_state=1, dtype=np.float32)
+        expected = block.toarray().astype(np.float64) @ ease.astype(np.float64)
+        got = features._ease_scores(block, ease)
+        assert got.dtype == np.float32 and got.shape == (n, m)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+        dense = n >= features.EASE_DENSE_MIN_ROWS and (
+            block.nnz >= features.EASE_DENSE_MIN_DENSITY * n * m
+        )
+        if not dense:  # scipy's product, as before: the same bits
+            assert np.array_equal(got, np.asarray(block @ ease))
+    blocks = sp.random(700, m, density=0.05, format="csr", random_state=2, dtype=np.float32)
+    whole = features._ease_scores_blocks(blocks, ease)
+    for start, stop in features._als_blocks(700, m):
+        assert np.array_equal(whole[start:stop], features._ease_scores(blocks[start:stop], ease))
