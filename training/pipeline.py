@@ -267,6 +267,8 @@ def run_training(
     ModelError
         Neither the default model nor any of :data:`FALLBACK_DEFAULTS` could be trained.
     """
+    from threadpoolctl import threadpool_limits
+
     from recsys.models import MODELS
 
     check_model_params(config, dict(MODELS), config_source)
@@ -338,14 +340,17 @@ def run_training(
         with progress.stage("publish"), registry.publish() as staging:
             _write_version(staging.path, data, catalog, fitted)
             ann, indexes = _write_indexes(staging.path, config, fitted)
-            precomputed = _write_precomputed(
-                staging.path,
-                data,
-                default,
-                fitted,
-                indexes.get(default),
-                active_days=config.precompute.active_days,
-            )
+            # the configured threads, as while fitting (the hybrid's ranker predicts its
+            # big batches on them)
+            with threadpool_limits(limits=_threads(config)):
+                precomputed = _write_precomputed(
+                    staging.path,
+                    data,
+                    default,
+                    fitted,
+                    indexes.get(default),
+                    active_days=config.precompute.active_days,
+                )
             staging.manifest.update(
                 _manifest(
                     config,

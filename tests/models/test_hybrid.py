@@ -446,3 +446,23 @@ def test_lists_and_explanations_equal_the_dense_top_k(
 def test_fewer_than_one_label_window_is_refused_by_name(shop: TrainingData) -> None:
     with pytest.raises(ConfigError, match=r"hybrid: train_windows = 0: must be an integer >= 1"):
         HybridModel(train_windows=0).fit(shop)
+
+
+@pytest.mark.parametrize("fixture", ["model", "ranked"])
+def test_a_big_batch_on_several_threads_scores_as_small_ones(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from recsys.models import hybrid
+
+    fitted: HybridModel = request.getfixturevalue(fixture)
+    assert fitted.ranker_ is not None
+    columns = fitted.ranker_columns_
+    n_features = fitted.ranker_.n_features_in_ if columns is None else int(max(columns)) + 1
+    rng = np.random.default_rng(0)
+    x = rng.random((hybrid.PARALLEL_PREDICT_ROWS + 7, n_features)).astype(np.float32)
+    with threadpool_limits(2, "openmp"):
+        big = fitted._raw(x)  # one batch, on the threads allowed
+    small = np.concatenate([fitted._raw(x[i : i + 500]) for i in range(0, len(x), 500)])
+    np.testing.assert_array_equal(big, small)
