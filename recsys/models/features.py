@@ -951,13 +951,25 @@ def _rank_top_sparse(
     pos = vals > 0
     rows, cols, vals = rows[pos], scores.indices[pos].astype(np.intp), vals[pos]
     if vals.dtype == np.float32:
-        # One stable sort of a 64-bit key (row, then the value descending) instead of a
-        # three-key lexsort: the bits of a positive float32 sort as its value does. The order
-        # among equal values does not matter: a row with a tie in its list or at the cut is
-        # ranked densely below. 0.10 s against 0.52 s on 1.4 million entries (Online
-        # Retail's co-occurrence rows of 1,024 customers).
+        # One sort of a 64-bit key (row, then the value descending) instead of a three-key
+        # lexsort: the bits of a positive float32 sort as its value does. The order among
+        # equal keys does not matter: a row with a tie in its list or at the cut is ranked
+        # densely below.
         flipped = np.int64(0x7FFFFFFF) - vals.view(np.int32).astype(np.int64)
-        order = np.argsort((rows.astype(np.int64) << 31) | flipped, kind="stable")
+        key = (rows.astype(np.int64) << 31) | flipped
+        if len(key) > 2 * n * (k_eff + 1):
+            # Long rows: only each row's first k + 1 keys in order (the list and the entry
+            # that tells a tie at the cut) and any equal to the last of them can matter. The
+            # keys alone sort several times faster than their argsort (numpy's SIMD sort), so
+            # the cut is found by sorting them and only the few entries before it are argsorted.
+            counts = np.bincount(rows, minlength=n)
+            has = counts > 0
+            last = np.cumsum(counts) - counts + np.minimum(counts, k_eff + 1) - 1
+            cut = np.zeros(n, dtype=np.int64)
+            cut[has] = np.sort(key)[last[has]]
+            near = key <= cut[rows]
+            rows, cols, vals, key = rows[near], cols[near], vals[near], key[near]
+        order = np.argsort(key)
     else:
         order = np.lexsort((cols, -vals, rows))
     rows, cols, vals = rows[order], cols[order], vals[order]

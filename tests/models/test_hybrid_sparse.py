@@ -231,3 +231,21 @@ def test_ease_scores_are_the_product_of_the_rows_and_the_weights() -> None:
     whole = features._ease_scores_blocks(blocks, ease)
     for start, stop in features._als_blocks(700, m):
         assert np.array_equal(whole[start:stop], features._ease_scores(blocks[start:stop], ease))
+
+
+@pytest.mark.parametrize("levels", [1, 3, 1000])
+def test_long_rows_ranked_from_their_heads_equal_the_dense_ranking(levels: int) -> None:
+    # rows far longer than the list: only each row's head is argsorted (ties everywhere with
+    # few levels, rarely with many)
+    rng = np.random.default_rng(levels)
+    n, m, k = 30, 400, 5
+    dense = rng.integers(1, levels + 1, size=(n, m)).astype(np.float32) / levels
+    dense[rng.random((n, m)) > 0.7] = 0.0
+    scores = sp.csr_matrix(dense)
+    assert scores.nnz > 2 * n * (k + 1)
+    active = rng.random(n) < 0.9
+    expected = _rank_top(np.where(dense > 0, dense, -np.inf), k, active[:, None])
+    rows, items, ranks = _rank_top_sparse(scores, k, active)
+    got = np.full((n, m), k, dtype=np.int32)
+    got[rows, items] = ranks
+    assert np.array_equal(got, expected)
