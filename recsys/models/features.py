@@ -879,9 +879,9 @@ def _top_entries(
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int32]]:
     """Row, item and rank (0 = best) of the top ``k`` finite scores of each active row.
 
-    Ties are broken as numpy's ``argpartition`` (introselect, not stable) leaves them, then
-    by a stable sort: the order depends on the whole row, so every path that ranks a row
-    must rank that same dense row through this function.
+    Equal scores rank the lower item index first, in the list and at its cut: a row's list
+    depends on its own scores only, so :func:`_rank_top_sparse` ranks a sparse row the same
+    without making it dense.
     """
     n, m = scores.shape
     k_eff = min(k, m)
@@ -891,9 +891,25 @@ def _top_entries(
     s = np.where(np.isfinite(scores), scores, -np.inf)
     if k_eff < m:
         part = np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff]
+        head = np.take_along_axis(s, part, axis=1)
+        kth = head.min(axis=1, keepdims=True)  # each row's k-th largest score
+        # introselect keeps an arbitrary subset of the items equal to the k-th score; where
+        # it had to choose (more of them in the row than in the list), the lowest indices
+        # take the places (rows whose k-th score is -inf list none of them anyway)
+        over = np.flatnonzero(
+            ((s == kth).sum(axis=1) > (head == kth).sum(axis=1)) & np.isfinite(kth[:, 0])
+        )
+        if len(over):
+            sub, cut = s[over], kth[over]
+            above, equal = sub > cut, sub == cut
+            need = k_eff - above.sum(axis=1, keepdims=True)
+            first = np.cumsum(equal, axis=1, dtype=np.int32) <= need
+            part[over] = np.nonzero(above | (equal & first))[1].reshape(len(over), k_eff)
+        part = np.sort(part, axis=1)  # ascending items before the stable sort by score
     else:
         part = np.tile(np.arange(m), (n, 1))
     vals = np.take_along_axis(s, part, axis=1)
+    # stable: equal scores keep the ascending item order
     order = np.argsort(-vals, axis=1, kind="stable")
     part = np.take_along_axis(part, order, axis=1)
     vals = np.take_along_axis(vals, order, axis=1)
@@ -936,10 +952,8 @@ def _rank_top_sparse(
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int32]]:
     """:func:`_top_entries` of ``where(scores > 0, scores, -inf)`` read from sparse rows.
 
-    Without ties the ranking is the order of the positive values, whatever the row's other
-    entries. A tie among the ranked values (or at the cut) is settled by where introselect
-    happened to leave the tied items, which depends on the whole dense row; only those rows
-    are made dense (a few at a time) and ranked as the dense path ranks them.
+    The ranking is the order of the positive values, equal ones by ascending item index,
+    whatever the row's other entries: no row is made dense.
     """
     n, m = scores.shape
     k_eff = min(k, m)
@@ -951,48 +965,30 @@ def _rank_top_sparse(
     pos = vals > 0
     rows, cols, vals = rows[pos], scores.indices[pos].astype(np.intp), vals[pos]
     if vals.dtype == np.float32:
-        # One sort of a 64-bit key (row, then the value descending) instead of a three-key
-        # lexsort: the bits of a positive float32 sort as its value does. The order among
-        # equal keys does not matter: a row with a tie in its list or at the cut is ranked
-        # densely below.
+        # (row, value descending) packed in one 64-bit key: the bits of a positive float32
+        # sort as its value does
         flipped = np.int64(0x7FFFFFFF) - vals.view(np.int32).astype(np.int64)
         key = (rows.astype(np.int64) << 31) | flipped
         if len(key) > 2 * n * (k_eff + 1):
-            # Long rows: only each row's first k + 1 keys in order (the list and the entry
-            # that tells a tie at the cut) and any equal to the last of them can matter. The
-            # keys alone sort several times faster than their argsort (numpy's SIMD sort), so
-            # the cut is found by sorting them and only the few entries before it are argsorted.
+            # Long rows: only each row's first k keys in order and any equal to the k-th can
+            # be listed. The keys alone sort several times faster than their argsort (numpy's
+            # SIMD sort), so the cut is found that way and only the heads are ordered below.
             counts = np.bincount(rows, minlength=n)
             has = counts > 0
-            last = np.cumsum(counts) - counts + np.minimum(counts, k_eff + 1) - 1
+            last = np.cumsum(counts) - counts + np.minimum(counts, k_eff) - 1
             cut = np.zeros(n, dtype=np.int64)
             cut[has] = np.sort(key)[last[has]]
             near = key <= cut[rows]
-            rows, cols, vals, key = rows[near], cols[near], vals[near], key[near]
-        order = np.argsort(key)
+            rows, cols, key = rows[near], cols[near], key[near]
+        order = np.lexsort((cols, key))
     else:
         order = np.lexsort((cols, -vals, rows))
-    rows, cols, vals = rows[order], cols[order], vals[order]
+    rows, cols = rows[order], cols[order]
     counts = np.bincount(rows, minlength=n)
     # each entry's place in its row: rows are in order now
     within = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    tie = (rows[1:] == rows[:-1]) & (vals[1:] == vals[:-1]) & (within[:-1] < k_eff)
-    tied_rows = np.unique(rows[:-1][tie])
-    tied = np.zeros(n, dtype=bool)
-    tied[tied_rows] = True
-    keep = (within < k_eff) & active[rows] & ~tied[rows]
-    out_r = [rows[keep]]
-    out_i = [cols[keep]]
-    out_k = [within[keep].astype(np.int32)]
-    step = max(1, TOP_K_BYTES // (24 * m))
-    for start in range(0, len(tied_rows), step):
-        sel = tied_rows[start : start + step]
-        dense = np.asarray(scores[sel].todense(), dtype=np.float32)
-        r, i, rank = _top_entries(np.where(dense > 0, dense, -np.inf), k, active[sel])
-        out_r.append(sel[r])
-        out_i.append(i)
-        out_k.append(rank)
-    return _concat(out_r, np.intp), _concat(out_i, np.intp), _concat(out_k, np.int32)
+    keep = (within < k_eff) & active[rows]
+    return rows[keep], cols[keep], within[keep].astype(np.int32)
 
 
 def _merge_keys(

@@ -249,3 +249,34 @@ def test_long_rows_ranked_from_their_heads_equal_the_dense_ranking(levels: int) 
     got = np.full((n, m), k, dtype=np.int32)
     got[rows, items] = ranks
     assert np.array_equal(got, expected)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 8),
+    m=st.integers(1, 40),
+    k=st.integers(0, 45),
+    levels=st.integers(1, 5),
+    holes=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_top_entries_rank_by_score_then_the_lower_item(
+    n: int, m: int, k: int, levels: int, holes: float, seed: int
+) -> None:
+    """The law: a row's list is its finite scores by descending value, equal values by
+    ascending item index, cut at ``k``; inactive rows list nothing."""
+    rng = np.random.default_rng(seed)
+    scores = (rng.integers(0, levels + 1, size=(n, m)) / levels).astype(np.float32)
+    scores[rng.random((n, m)) < holes / 2] = np.nan
+    scores[rng.random((n, m)) < holes / 2] = -np.inf
+    active = rng.random(n) < 0.8
+    rows, items, ranks = features._top_entries(scores, k, active)
+    got = sorted(zip(rows.tolist(), ranks.tolist(), items.tolist(), strict=True))
+    expected = []
+    for r in range(n):
+        if not active[r]:
+            continue
+        finite = [j for j in range(m) if np.isfinite(scores[r, j])]
+        ranked = sorted(finite, key=lambda j: (-float(scores[r, j]), j))[:k]
+        expected += [(r, rank, j) for rank, j in enumerate(ranked)]
+    assert got == expected
