@@ -421,6 +421,19 @@ class GeneratorState:
         feats = self._features(rows, items, gen, stats_b, known, safe, now_day)
         return rows, items, feats, src
 
+    def tie_rank(self) -> NDArray[np.intp]:
+        """Each item's place when generator scores are equal: the more popular first, by the
+        order of the popular generator (decayed popularity, then all-time), then the item
+        index. A deterministic order that means something: which of equally scored items a
+        list gets used to depend on where introselect left them."""
+        cached: NDArray[np.intp] | None = self.__dict__.get("_tie_rank")
+        if cached is None or len(cached) != self.n_items:
+            order = np.lexsort((-self.item_pop_total, -self.item_pop_recent))
+            cached = np.empty(self.n_items, dtype=np.intp)
+            cached[order] = np.arange(self.n_items, dtype=np.intp)
+            self.__dict__["_tie_rank"] = cached
+        return cached
+
     def _dense_candidates(
         self,
         basis: sp.csr_matrix,
@@ -440,14 +453,15 @@ class GeneratorState:
         mask[bought[0], bought[1]] |= 1
         mask[live[0], live[1]] |= 1
         active = has_any[:, None]
-        als_rank = _rank_top(als, settings.n_als, active)
+        tie = self.tie_rank()
+        als_rank = _rank_top(als, settings.n_als, active, tie)
         mask[als_rank < settings.n_als] |= 2
         if ease is not None:
-            ease_rank = _rank_top(ease, settings.n_ease, active)
+            ease_rank = _rank_top(ease, settings.n_ease, active, tie)
             mask[ease_rank < settings.n_ease] |= 4
         else:
             ease_rank = np.full((n, m), settings.n_ease, dtype=np.int32)
-        cooc_rank = _rank_top(np.where(cooc > 0, cooc, -np.inf), settings.n_cooc, active)
+        cooc_rank = _rank_top(np.where(cooc > 0, cooc, -np.inf), settings.n_cooc, active, tie)
         mask[cooc_rank < settings.n_cooc] |= 8
         # popular fills a personal list; a user with no history at all gets no row (the
         # caller's fallback says which list it served instead)
@@ -485,7 +499,8 @@ class GeneratorState:
         cooc = sp.csr_matrix(basis @ self.cooc, dtype=np.float32)
         cooc.sum_duplicates()
         cooc.sort_indices()
-        c_rows, c_items, c_ranks = _rank_top_sparse(cooc, settings.n_cooc, has_any)
+        tie = self.tie_rank()
+        c_rows, c_items, c_ranks = _rank_top_sparse(cooc, settings.n_cooc, has_any, tie)
         pop_rows = np.repeat(np.flatnonzero(has_any), len(self.popular))
         pop_items = np.tile(self.popular, int(has_any.sum()))
         # everything but ALS and EASE is known before the blocks: merged once, sliced per block
@@ -504,14 +519,14 @@ class GeneratorState:
         ease_rank_l: list[NDArray[np.int32]] = []
         for start, stop in _als_blocks(n, m):
             block = _als_block_top(
-                uf[start:stop], self.item_factors, settings.n_als, has_any[start:stop]
+                uf[start:stop], self.item_factors, settings.n_als, has_any[start:stop], tie
             )
             parts = [(block.rows + start, block.items, 2)]
             ease_block = None
             if self.ease is not None:
                 ease_block = _ease_scores(basis[start:stop], self.ease)
                 er, ei, e_rank = _top_entries_chunked(
-                    ease_block, settings.n_ease, has_any[start:stop]
+                    ease_block, settings.n_ease, has_any[start:stop], tie
                 )
                 parts.append((er + start, ei, 4))
             lo, hi = np.searchsorted(pre_keys, [start * m, stop * m])
@@ -860,6 +875,7 @@ def _als_block_top(
     item_factors: NDArray[np.float32],
     k: int,
     active: NDArray[np.bool_],
+    tie_rank: NDArray[np.intp] | None = None,
 ) -> _AlsBlock:
     """Exact ALS top ``k`` of one block of users, by brute force over every item.
 
@@ -870,46 +886,53 @@ def _als_block_top(
     path exactly; brute force keeps it exact at ``len(user_vecs) × n_items`` float32 a block.
     """
     scores = np.asarray(user_vecs @ item_factors.T, dtype=np.float32)
-    rows, items, ranks = _top_entries_chunked(scores, k, active)
+    rows, items, ranks = _top_entries_chunked(scores, k, active, tie_rank)
     return _AlsBlock(rows=rows, items=items, ranks=ranks, scores=scores)
 
 
 def _top_entries(
-    scores: NDArray[np.floating], k: int, active: NDArray[np.bool_]
+    scores: NDArray[np.floating],
+    k: int,
+    active: NDArray[np.bool_],
+    tie_rank: NDArray[np.intp] | None = None,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int32]]:
     """Row, item and rank (0 = best) of the top ``k`` finite scores of each active row.
 
-    Equal scores rank the lower item index first, in the list and at its cut: a row's list
-    depends on its own scores only, so :func:`_rank_top_sparse` ranks a sparse row the same
-    without making it dense.
+    Equal scores rank by ``tie_rank`` (a permutation of the items, 0 first; ``None``: the
+    item index), in the list and at its cut: a row's list depends on its own scores only, so
+    :func:`_rank_top_sparse` ranks a sparse row the same without making it dense.
     """
     n, m = scores.shape
     k_eff = min(k, m)
     if k_eff == 0 or n == 0:
         z = np.empty(0, np.intp)
         return z, z, np.empty(0, np.int32)
+    tie = np.arange(m, dtype=np.intp) if tie_rank is None else np.asarray(tie_rank, np.intp)
     s = np.where(np.isfinite(scores), scores, -np.inf)
     if k_eff < m:
         part = np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff]
         head = np.take_along_axis(s, part, axis=1)
         kth = head.min(axis=1, keepdims=True)  # each row's k-th largest score
         # introselect keeps an arbitrary subset of the items equal to the k-th score; where
-        # it had to choose (more of them in the row than in the list), the lowest indices
-        # take the places (rows whose k-th score is -inf list none of them anyway)
+        # it had to choose (more of them in the row than in the list), the first by tie
+        # rank take the places (rows whose k-th score is -inf list none of them anyway)
         over = np.flatnonzero(
             ((s == kth).sum(axis=1) > (head == kth).sum(axis=1)) & np.isfinite(kth[:, 0])
         )
         if len(over):
-            sub, cut = s[over], kth[over]
+            by_tie = np.argsort(tie)  # the items in tie order
+            sub, cut = s[over][:, by_tie], kth[over]
             above, equal = sub > cut, sub == cut
             need = k_eff - above.sum(axis=1, keepdims=True)
             first = np.cumsum(equal, axis=1, dtype=np.int32) <= need
-            part[over] = np.nonzero(above | (equal & first))[1].reshape(len(over), k_eff)
-        part = np.sort(part, axis=1)  # ascending items before the stable sort by score
+            chosen = np.nonzero(above | (equal & first))[1].reshape(len(over), k_eff)
+            part[over] = by_tie[chosen]
+        # in tie order before the stable sort by score
+        part = np.take_along_axis(part, np.argsort(tie[part], axis=1), axis=1)
     else:
-        part = np.tile(np.arange(m), (n, 1))
+        part = np.tile(np.argsort(tie), (n, 1))
     vals = np.take_along_axis(s, part, axis=1)
-    # stable: equal scores keep the ascending item order
+    # stable: equal scores keep the tie order
     order = np.argsort(-vals, axis=1, kind="stable")
     part = np.take_along_axis(part, order, axis=1)
     vals = np.take_along_axis(vals, order, axis=1)
@@ -920,21 +943,31 @@ def _top_entries(
 
 
 def _top_entries_chunked(
-    scores: NDArray[np.floating], k: int, active: NDArray[np.bool_]
+    scores: NDArray[np.floating],
+    k: int,
+    active: NDArray[np.bool_],
+    tie_rank: NDArray[np.intp] | None = None,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int32]]:
     """:func:`_top_entries` a few rows at a time (its temporaries within :data:`TOP_K_BYTES`)."""
     n, m = scores.shape
     step = max(1, TOP_K_BYTES // (24 * max(m, 1)))
     out_r, out_i, out_k = [], [], []
     for start in range(0, n, step):
-        r, i, rank = _top_entries(scores[start : start + step], k, active[start : start + step])
+        r, i, rank = _top_entries(
+            scores[start : start + step], k, active[start : start + step], tie_rank
+        )
         out_r.append(r + start)
         out_i.append(i)
         out_k.append(rank)
     return _concat(out_r, np.intp), _concat(out_i, np.intp), _concat(out_k, np.int32)
 
 
-def _rank_top(scores: NDArray[np.floating], k: int, active: NDArray[np.bool_]) -> NDArray[np.int32]:
+def _rank_top(
+    scores: NDArray[np.floating],
+    k: int,
+    active: NDArray[np.bool_],
+    tie_rank: NDArray[np.intp] | None = None,
+) -> NDArray[np.int32]:
     """Per row, the rank (0 = best) of the top ``k`` finite scores; ``k`` for every other item.
 
     Rows where ``active`` is false rank nothing (a user with no history gets no
@@ -942,18 +975,21 @@ def _rank_top(scores: NDArray[np.floating], k: int, active: NDArray[np.bool_]) -
     """
     n, m = scores.shape
     ranks = np.full((n, m), k, dtype=np.int32)
-    rows, items, r = _top_entries(scores, k, active)
+    rows, items, r = _top_entries(scores, k, active, tie_rank)
     ranks[rows, items] = r
     return ranks
 
 
 def _rank_top_sparse(
-    scores: sp.csr_matrix, k: int, active: NDArray[np.bool_]
+    scores: sp.csr_matrix,
+    k: int,
+    active: NDArray[np.bool_],
+    tie_rank: NDArray[np.intp] | None = None,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int32]]:
     """:func:`_top_entries` of ``where(scores > 0, scores, -inf)`` read from sparse rows.
 
-    The ranking is the order of the positive values, equal ones by ascending item index,
-    whatever the row's other entries: no row is made dense.
+    The ranking is the order of the positive values, equal ones by ``tie_rank``, whatever
+    the row's other entries: no row is made dense.
     """
     n, m = scores.shape
     k_eff = min(k, m)
@@ -964,6 +1000,7 @@ def _rank_top_sparse(
     vals = scores.data
     pos = vals > 0
     rows, cols, vals = rows[pos], scores.indices[pos].astype(np.intp), vals[pos]
+    tie = cols if tie_rank is None else np.asarray(tie_rank, np.intp)[cols]
     if vals.dtype == np.float32:
         # (row, value descending) packed in one 64-bit key: the bits of a positive float32
         # sort as its value does
@@ -979,10 +1016,10 @@ def _rank_top_sparse(
             cut = np.zeros(n, dtype=np.int64)
             cut[has] = np.sort(key)[last[has]]
             near = key <= cut[rows]
-            rows, cols, key = rows[near], cols[near], key[near]
-        order = np.lexsort((cols, key))
+            rows, cols, key, tie = rows[near], cols[near], key[near], tie[near]
+        order = np.lexsort((tie, key))
     else:
-        order = np.lexsort((cols, -vals, rows))
+        order = np.lexsort((tie, -vals, rows))
     rows, cols = rows[order], cols[order]
     counts = np.bincount(rows, minlength=n)
     # each entry's place in its row: rows are in order now

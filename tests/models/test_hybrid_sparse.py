@@ -260,23 +260,32 @@ def test_long_rows_ranked_from_their_heads_equal_the_dense_ranking(levels: int) 
     holes=st.floats(0.0, 1.0),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_top_entries_rank_by_score_then_the_lower_item(
+def test_top_entries_rank_by_score_then_the_tie_rank(
     n: int, m: int, k: int, levels: int, holes: float, seed: int
 ) -> None:
-    """The law: a row's list is its finite scores by descending value, equal values by
-    ascending item index, cut at ``k``; inactive rows list nothing."""
+    """The law: a row's list is its finite scores by descending value, equal values by the
+    tie rank (the item index without one), cut at ``k``; inactive rows list nothing; the
+    sparse ranking of the positive scores is the same list."""
     rng = np.random.default_rng(seed)
+    tie_rank = None if seed % 3 == 0 else rng.permutation(m).astype(np.intp)
+    place = np.arange(m) if tie_rank is None else tie_rank
     scores = (rng.integers(0, levels + 1, size=(n, m)) / levels).astype(np.float32)
     scores[rng.random((n, m)) < holes / 2] = np.nan
     scores[rng.random((n, m)) < holes / 2] = -np.inf
     active = rng.random(n) < 0.8
-    rows, items, ranks = features._top_entries(scores, k, active)
+    rows, items, ranks = features._top_entries(scores, k, active, tie_rank)
     got = sorted(zip(rows.tolist(), ranks.tolist(), items.tolist(), strict=True))
     expected = []
     for r in range(n):
         if not active[r]:
             continue
         finite = [j for j in range(m) if np.isfinite(scores[r, j])]
-        ranked = sorted(finite, key=lambda j: (-float(scores[r, j]), j))[:k]
+        ranked = sorted(finite, key=lambda j: (-float(scores[r, j]), place[j]))[:k]
         expected += [(r, rank, j) for rank, j in enumerate(ranked)]
     assert got == expected
+    positive = np.where(np.isfinite(scores) & (scores > 0), scores, 0.0).astype(np.float32)
+    dense = _rank_top(np.where(positive > 0, positive, -np.inf), k, active[:, None], tie_rank)
+    r2, i2, k2 = _rank_top_sparse(sp.csr_matrix(positive), k, active, tie_rank)
+    sparse = np.full((n, m), k, dtype=np.int32)
+    sparse[r2, i2] = k2
+    assert np.array_equal(sparse, dense)
