@@ -783,10 +783,12 @@ class HybridModel(Recommender):
 
     def warm_up(self) -> None:
         """The ALS generator's item Gram matrix (the fold-in of a customer with live events
-        or none in the version), computed before the first such request rather than on it."""
+        or none in the version) and the candidates' tie order, computed before the first
+        such request rather than on it."""
         state = getattr(self, "state_", None)
         if state is not None:
             state._item_gram(self.als_regularization)
+            state.tie_rank()  # the order of equally scored candidates (a sort of the items)
 
     def save(self, directory: Path) -> None:
         """Write ``state.npz``, ``hybrid.json`` and (when learned) ``ranker.joblib``."""
