@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventFrame, from_micros
 from recsys.errors import ArtifactError, DataError, ModelError, RecsysError, RegressionError
+from recsys.models.hybrid import prediction_threads
 from recsys.models.kernels import shared_ease_solves
 from recsys.registry import Registry
 from recsys.settings import Settings
@@ -276,6 +277,8 @@ def run_training(
     with (
         registry.lock(timeout=lock_timeout),
         numpy_huge_pages(config.huge_pages),
+        # the hybrid's big ranker batches on the configured threads, as BLAS while fitting
+        prediction_threads(_threads(config)),
         _Progress(timings) as progress,
     ):
         with progress.stage("read"):

@@ -55,8 +55,9 @@ Everything else is ``.npz`` read with ``allow_pickle=False``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -549,11 +550,11 @@ class HybridModel(Recommender):
         if self.ranker_ is not None:
             if self.ranker_columns_ is not None:
                 x = x[:, self.ranker_columns_]
-            # a big batch (training's evaluation and stored lists) predicts on the OpenMP
-            # threads the caller allows (training's `threads`; serving limits its workers to
-            # one); a request's few hundred pairs on one, where threads cost more than they save
+            # a big batch inside prediction_threads (training's evaluation and stored lists)
+            # predicts on its threads; anything else (every serving request) on one, where
+            # threads cost more than they save and would oversubscribe the workers
             big = len(x) >= PARALLEL_PREDICT_ROWS
-            with nullcontext() if big else _single_thread():
+            with _openmp_threads(_PREDICT_THREADS.get() if big else 1):
                 if self.ranker_kind_ == "lambdarank":
                     return np.asarray(self.ranker_.predict(x), dtype=np.float64)
                 return np.asarray(self.ranker_.decision_function(x), dtype=np.float64)
@@ -892,10 +893,43 @@ def _pair_positions(
     return found.astype(np.intp)
 
 
-#: Pairs from which :meth:`HybridModel._raw` predicts on more than one thread: 150,000 pairs
-#: took 0.45-0.49 s on 2 threads against 0.91-1.01 s on one (120 trees, 30 features;
-#: predictions of rows are independent, so the scores are the same).
+#: Pairs from which :meth:`HybridModel._raw` predicts on the threads of
+#: :func:`prediction_threads`: 150,000 pairs took 0.45-0.49 s on 2 threads against 0.91-1.01 s
+#: on one (120 trees, 30 features; predictions of rows are independent, so the scores are the
+#: same).
 PARALLEL_PREDICT_ROWS = 20_000
+
+#: OpenMP threads of big ranker batches in this context (1 unless :func:`prediction_threads`).
+_PREDICT_THREADS: ContextVar[int] = ContextVar("recsys_predict_threads", default=1)
+
+
+@contextmanager
+def prediction_threads(threads: int) -> Iterator[None]:
+    """Within the block, the ranker predicts batches of :data:`PARALLEL_PREDICT_ROWS` pairs
+    or more on ``threads`` OpenMP threads.
+
+    The training pipeline opens it with its ``threads`` for its big batches (the evaluation's
+    lists, the stored lists). Outside it, as in a serving worker, every prediction uses one
+    thread: an OpenMP thread count set in one thread does not bind a web server's request
+    threads, so the limit is applied where the prediction runs.
+
+    Parameters
+    ----------
+    threads
+        OpenMP threads (at least 1).
+    """
+    token = _PREDICT_THREADS.set(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        _PREDICT_THREADS.reset(token)
+
+
+def _openmp_threads(threads: int) -> Any:
+    """scikit-learn's OpenMP pool limited to ``threads`` for the block."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(threads, "openmp")
 
 
 def _single_thread() -> Any:

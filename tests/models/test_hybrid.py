@@ -452,8 +452,6 @@ def test_fewer_than_one_label_window_is_refused_by_name(shop: TrainingData) -> N
 def test_a_big_batch_on_several_threads_scores_as_small_ones(
     fixture: str, request: pytest.FixtureRequest
 ) -> None:
-    from threadpoolctl import threadpool_limits
-
     from recsys.models import hybrid
 
     fitted: HybridModel = request.getfixturevalue(fixture)
@@ -462,7 +460,33 @@ def test_a_big_batch_on_several_threads_scores_as_small_ones(
     n_features = fitted.ranker_.n_features_in_ if columns is None else int(max(columns)) + 1
     rng = np.random.default_rng(0)
     x = rng.random((hybrid.PARALLEL_PREDICT_ROWS + 7, n_features)).astype(np.float32)
-    with threadpool_limits(2, "openmp"):
-        big = fitted._raw(x)  # one batch, on the threads allowed
+    with hybrid.prediction_threads(2):
+        big = fitted._raw(x)  # one batch, on two threads
     small = np.concatenate([fitted._raw(x[i : i + 500]) for i in range(0, len(x), 500)])
     np.testing.assert_array_equal(big, small)
+
+
+def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
+    model: HybridModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.models import hybrid
+
+    asked: list[int] = []
+    real = hybrid._openmp_threads
+
+    def record(threads: int) -> object:
+        asked.append(threads)
+        return real(threads)
+
+    monkeypatch.setattr(hybrid, "_openmp_threads", record)
+    columns = model.ranker_columns_
+    assert model.ranker_ is not None
+    width = model.ranker_.n_features_in_ if columns is None else int(max(columns)) + 1
+    big = np.zeros((hybrid.PARALLEL_PREDICT_ROWS, width), dtype=np.float32)
+    small = big[:100]
+    model._raw(big)  # outside the block (a serving worker): one thread
+    with hybrid.prediction_threads(2):
+        model._raw(small)  # a request-sized batch: one thread
+        model._raw(big)
+    model._raw(big)  # the block's setting does not outlive it
+    assert asked == [1, 1, 2, 1]
