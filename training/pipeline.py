@@ -343,8 +343,8 @@ def run_training(
         with progress.stage("publish"), registry.publish() as staging:
             _write_version(staging.path, data, catalog, fitted)
             ann, indexes = _write_indexes(staging.path, config, fitted)
-            # the configured threads, as while fitting (the hybrid's ranker predicts its
-            # big batches on them)
+            # the configured BLAS threads, as while fitting (the stored lists score every
+            # active customer)
             with threadpool_limits(limits=_threads(config)):
                 precomputed = _write_precomputed(
                     staging.path,

@@ -19,6 +19,7 @@ and serving features mean exactly the same thing.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,8 @@ ALS_BLOCK_BYTES = 256 << 20
 #: 0.10 s dense against 0.18 s sparse at 60 entries a row, 0.10 against 0.13 at 6; one live
 #: customer's row stays sparse (a dense one would read all of ``B`` for a few entries).
 EASE_DENSE_MIN_ROWS = 256
-#: See :data:`EASE_DENSE_MIN_ROWS`: a machine with a quarter of this one's BLAS speed still
-#: breaks even around this density.
+#: See :data:`EASE_DENSE_MIN_ROWS`. Not measured on other machines: the estimate is that one
+#: with a quarter of this one's BLAS speed still breaks even around this density.
 EASE_DENSE_MIN_DENSITY = 1 / 128
 
 #: Bytes of temporaries (scores, their negation, argpartition's int64 indices) one top-k pass
@@ -421,18 +422,16 @@ class GeneratorState:
         feats = self._features(rows, items, gen, stats_b, known, safe, now_day)
         return rows, items, feats, src
 
+    @cached_property
     def tie_rank(self) -> NDArray[np.intp]:
         """Each item's place when generator scores are equal: the more popular first, by the
         order of the popular generator (decayed popularity, then all-time), then the item
         index. A deterministic order that means something: which of equally scored items a
         list gets used to depend on where introselect left them."""
-        cached: NDArray[np.intp] | None = self.__dict__.get("_tie_rank")
-        if cached is None or len(cached) != self.n_items:
-            order = np.lexsort((-self.item_pop_total, -self.item_pop_recent))
-            cached = np.empty(self.n_items, dtype=np.intp)
-            cached[order] = np.arange(self.n_items, dtype=np.intp)
-            self.__dict__["_tie_rank"] = cached
-        return cached
+        order = np.lexsort((-self.item_pop_total, -self.item_pop_recent))
+        rank = np.empty(self.n_items, dtype=np.intp)
+        rank[order] = np.arange(self.n_items, dtype=np.intp)
+        return rank
 
     def _dense_candidates(
         self,
@@ -453,7 +452,7 @@ class GeneratorState:
         mask[bought[0], bought[1]] |= 1
         mask[live[0], live[1]] |= 1
         active = has_any[:, None]
-        tie = self.tie_rank()
+        tie = self.tie_rank
         als_rank = _rank_top(als, settings.n_als, active, tie)
         mask[als_rank < settings.n_als] |= 2
         if ease is not None:
@@ -499,7 +498,7 @@ class GeneratorState:
         cooc = sp.csr_matrix(basis @ self.cooc, dtype=np.float32)
         cooc.sum_duplicates()
         cooc.sort_indices()
-        tie = self.tie_rank()
+        tie = self.tie_rank
         c_rows, c_items, c_ranks = _rank_top_sparse(cooc, settings.n_cooc, has_any, tie)
         pop_rows = np.repeat(np.flatnonzero(has_any), len(self.popular))
         pop_items = np.tile(self.popular, int(has_any.sum()))

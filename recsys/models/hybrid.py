@@ -433,7 +433,7 @@ class HybridModel(Recommender):
 
         from sklearn.isotonic import IsotonicRegression
 
-        with _single_thread():
+        with _openmp_threads(1):
             ranker = self._fit_scorer(x[fit_mask], y[fit_mask], group[fit_mask])
         self.ranker_ = ranker
         self.ranker_kind_ = _RANKER_KINDS[self.ranker]
@@ -789,7 +789,7 @@ class HybridModel(Recommender):
         state = getattr(self, "state_", None)
         if state is not None:
             state._item_gram(self.als_regularization)
-            state.tie_rank()  # the order of equally scored candidates (a sort of the items)
+            _ = state.tie_rank  # the order of equally scored candidates (a sort of the items)
 
     def save(self, directory: Path) -> None:
         """Write ``state.npz``, ``hybrid.json`` and (when learned) ``ranker.joblib``."""
@@ -926,22 +926,15 @@ def prediction_threads(threads: int) -> Iterator[None]:
 
 
 def _openmp_threads(threads: int) -> Any:
-    """scikit-learn's OpenMP pool limited to ``threads`` for the block."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(threads, "openmp")
-
-
-def _single_thread() -> Any:
-    """Keep scikit-learn's OpenMP pool to one thread.
+    """scikit-learn's OpenMP pool limited to ``threads`` for the block.
 
     Its threads spin while waiting; on a small shared machine (the API's workers, the
     training pipeline, other jobs) that oversubscription made fitting ten times slower than
-    one thread, which is measured to cost little here.
+    one thread, so fitting and every request-sized prediction use one.
     """
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(1, "openmp")
+    return threadpool_limits(threads, "openmp")
 
 
 def _best_owned_neighbour(

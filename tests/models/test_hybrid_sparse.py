@@ -64,6 +64,16 @@ def both_paths(
     return dense, sparse
 
 
+def sparse_ranks(
+    scores: sp.csr_matrix, k: int, active: np.ndarray, tie_rank: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`_rank_top_sparse`'s entries as the users × items ranks :func:`_rank_top` gives."""
+    rows, items, ranks = _rank_top_sparse(scores, k, active, tie_rank)
+    out = np.full(scores.shape, k, dtype=np.int32)
+    out[rows, items] = ranks
+    return out
+
+
 def assert_same(dense: Pairs, sparse: Pairs) -> None:
     names = ("rows", "items", "features", "sources")
     for name, d, s in zip(names, dense, sparse, strict=True):
@@ -161,10 +171,8 @@ def test_sparse_ranking_equals_dense_ranking_with_ties(
     expected = _rank_top(np.where(dense > 0, dense, -np.inf), k, active[:, None])
     # float32 rows take one sort of a packed key, other dtypes a lexsort: the same ranking
     for dtype in (np.float32, np.float64):
-        rows, items, ranks = _rank_top_sparse(sp.csr_matrix(dense, dtype=dtype), k, active)
-        got = np.full((n, m), k, dtype=np.int32)
-        got[rows, items] = ranks
-        assert np.array_equal(got, expected)
+        rows, items, _ = _rank_top_sparse(sp.csr_matrix(dense, dtype=dtype), k, active)
+        assert np.array_equal(sparse_ranks(sp.csr_matrix(dense, dtype=dtype), k, active), expected)
         assert len(set(zip(rows.tolist(), items.tolist(), strict=True))) == len(rows)
 
 
@@ -245,10 +253,7 @@ def test_long_rows_ranked_from_their_heads_equal_the_dense_ranking(levels: int) 
     assert scores.nnz > 2 * n * (k + 1)
     active = rng.random(n) < 0.9
     expected = _rank_top(np.where(dense > 0, dense, -np.inf), k, active[:, None])
-    rows, items, ranks = _rank_top_sparse(scores, k, active)
-    got = np.full((n, m), k, dtype=np.int32)
-    got[rows, items] = ranks
-    assert np.array_equal(got, expected)
+    assert np.array_equal(sparse_ranks(scores, k, active), expected)
 
 
 @settings(max_examples=80, deadline=None)
@@ -285,7 +290,4 @@ def test_top_entries_rank_by_score_then_the_tie_rank(
     assert got == expected
     positive = np.where(np.isfinite(scores) & (scores > 0), scores, 0.0).astype(np.float32)
     dense = _rank_top(np.where(positive > 0, positive, -np.inf), k, active[:, None], tie_rank)
-    r2, i2, k2 = _rank_top_sparse(sp.csr_matrix(positive), k, active, tie_rank)
-    sparse = np.full((n, m), k, dtype=np.int32)
-    sparse[r2, i2] = k2
-    assert np.array_equal(sparse, dense)
+    assert np.array_equal(sparse_ranks(sp.csr_matrix(positive), k, active, tie_rank), dense)
