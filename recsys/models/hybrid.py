@@ -411,9 +411,6 @@ class HybridModel(Recommender):
             )
             return state
 
-        # a feature nobody has here (no prices in the data, no EASE) is constant for the
-        # ranker: scikit-learn's binning cannot take an all-NaN column
-        x[:, np.isnan(x).all(axis=0)] = 0.0
         rng = np.random.default_rng(self.seed)
         calib_users = rng.random(n_users) < self.calibration_share
         in_calib = calib_users[pair_user]
@@ -433,8 +430,13 @@ class HybridModel(Recommender):
 
         from sklearn.isotonic import IsotonicRegression
 
+        fit_x = x[fit_mask]
+        # a feature none of these pairs has (no prices in the data, no EASE, or a few pairs
+        # that happen to lack it) is constant for the ranker: scikit-learn's binning cannot
+        # take a column that is all NaN in the rows it is fitted on
+        fit_x[:, np.isnan(fit_x).all(axis=0)] = 0.0
         with _openmp_threads(1):
-            ranker = self._fit_scorer(x[fit_mask], y[fit_mask], group[fit_mask])
+            ranker = self._fit_scorer(fit_x, y[fit_mask], group[fit_mask])
         self.ranker_ = ranker
         self.ranker_kind_ = _RANKER_KINDS[self.ranker]
         raw = self._raw(x[in_calib])

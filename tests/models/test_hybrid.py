@@ -335,6 +335,36 @@ def test_warm_als_starts_from_the_cut_states_factors(shop: TrainingData) -> None
     assert reasons[0].item == shop.items.index("c3")
 
 
+def test_a_feature_no_fitted_pair_has_is_constant_for_the_ranker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small shop where no customer whose pairs the classifier fits on re-bought an item
+    (the calibration customers did): the repeat-interval features are NaN in every fitted
+    row, which scikit-learn's binning cannot take (a ValueError out of ``recsys train``)."""
+    from recsys.data.schema import MICROS_PER_DAY
+    from recsys.models.features import FEATURES
+    from tests.training.test_warm import _purchases
+
+    events = EventFrame.from_rows(_purchases(np.random.default_rng(20261123), 40, 60, 0))
+    cut = int(events.ts.max()) - 30 * MICROS_PER_DAY
+    cut -= cut % MICROS_PER_DAY
+    data = build_training_data(events.select(events.ts < cut), InteractionConfig(), as_of=cut)
+    seen: list[np.ndarray] = []
+    fit_scorer = HybridModel._fit_scorer
+
+    def spy(self: HybridModel, x: np.ndarray, y: np.ndarray, group: np.ndarray) -> object:
+        seen.append(x.copy())
+        return fit_scorer(self, x, y, group)
+
+    monkeypatch.setattr(HybridModel, "_fit_scorer", spy)
+    model = HybridModel(factors=8, max_iter=20, min_positives=10).fit(data)
+    assert model.ranker_kind_ == "gradient_boosting"
+    (x,) = seen
+    assert (x[:, FEATURES.index("interval_days")] == 0).all()  # NaN in every fitted row
+    users = np.arange(data.n_users, dtype=np.intp)
+    assert np.isfinite(model.score(users, sp.csr_matrix(data.interactions))).any()
+
+
 def test_the_ranker_learns_from_several_label_windows(
     model: HybridModel, shop: TrainingData
 ) -> None:
