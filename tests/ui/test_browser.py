@@ -63,6 +63,7 @@ from selenium.common.exceptions import (  # noqa: E402
 from selenium.webdriver import Chrome as WebDriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 
 
 @dataclass
@@ -179,16 +180,28 @@ def until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
         time.sleep(0.2)
 
 
+def find_list(driver: WebDriver, list_id: str) -> WebElement:
+    """The section of a rendered list; when there is none, fail naming the page shown instead
+    (its address, status heading and text), so a failure says what the browser got."""
+    try:
+        return driver.find_element(By.CSS_SELECTOR, f"section[aria-labelledby='{list_id}']")
+    except NoSuchElementException:
+        text = driver.find_element(By.TAG_NAME, "body").text[:800]
+        raise AssertionError(
+            f"no list {list_id!r} on {driver.current_url} ({driver.title!r}): {text!r}"
+        ) from None
+
+
 def list_items(driver: WebDriver, list_id: str = "list-1") -> list[str]:
     """The item ids of a rendered list, in order."""
-    section = driver.find_element(By.CSS_SELECTOR, f"section[aria-labelledby='{list_id}']")
+    section = find_list(driver, list_id)
     rows = section.find_elements(By.CSS_SELECTOR, "li[data-item]")
     return [li.get_attribute("data-item") or "" for li in rows]
 
 
 def list_titles(driver: WebDriver, list_id: str = "list-1") -> list[str]:
     """The titles of a rendered list, in order."""
-    section = driver.find_element(By.CSS_SELECTOR, f"section[aria-labelledby='{list_id}']")
+    section = find_list(driver, list_id)
     return [a.text for a in section.find_elements(By.CSS_SELECTOR, "a.title")]
 
 
