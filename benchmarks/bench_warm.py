@@ -6,8 +6,9 @@ holdout, cut at midnight UTC):
 * "yesterday's version" is trained on the events before the cut less the newest 1 % of them;
 * "today" adds that 1 %: a **full** fit and a **warm** fit (:mod:`training.warm`) on all events
   before the cut, both scored on the purchases after it (recall@10, NDCG@10);
-* (a) model level: ALS (from yesterday's factors, ``warm_iterations`` sweeps) and basket
-  co-occurrence (yesterday's counts plus the new baskets), fit seconds and quality;
+* (a) model level: ALS (from yesterday's factors, ``warm_iterations`` sweeps), basket
+  co-occurrence (yesterday's counts plus the new baskets) and the hybrid (yesterday's ranker,
+  its generators rebuilt with ALS from yesterday's factors), fit seconds and quality;
 * (b) pipeline level: ``run_training`` with the default configuration, full vs ``warm_start``
   (the warm run also skips the holdout evaluation; see :mod:`training.warm`).
 
@@ -66,7 +67,7 @@ def _timed(fn: Any) -> tuple[Any, float]:
 
 
 def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
-    """ALS and co-occurrence: full vs warm fit seconds and holdout quality."""
+    """ALS, co-occurrence and the hybrid: full vs warm fit seconds and holdout quality."""
     from threadpoolctl import threadpool_limits
 
     from recsys.data.interactions import build_training_data
@@ -74,6 +75,7 @@ def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
     from recsys.evaluation.protocol import evaluate_models
     from recsys.models.als import ALSModel
     from recsys.models.cooccurrence import CooccurrenceModel
+    from recsys.models.hybrid import HybridModel
 
     as_of = int(events.ts.max())
     cut = as_of - 30 * MICROS_PER_DAY
@@ -106,6 +108,12 @@ def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
         warm_co, warm_cs = _timed(
             lambda: CooccurrenceModel().warm_start(prev_co, items, new_baskets).fit(today)
         )
+        hybrid_params = dict(config.models["hybrid"].params)
+        prev_h = HybridModel(**hybrid_params).fit(old)
+        cold_h, cold_hs = _timed(lambda: HybridModel(**hybrid_params).fit(today))
+        warm_h, warm_hs = _timed(
+            lambda: HybridModel(**hybrid_params).warm_start(prev_h, users, items).fit(today)
+        )
         result = evaluate_models(
             events,
             {
@@ -113,6 +121,8 @@ def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
                 "als warm": _Fitted(warm_als),
                 "cooccurrence full": _Fitted(cold_co),
                 "cooccurrence warm": _Fitted(warm_co),
+                "hybrid full": _Fitted(cold_h),
+                "hybrid warm": _Fitted(warm_h),
             },
             cut=cut,
             k=10,
@@ -124,6 +134,8 @@ def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
         "als warm": warm_s,
         "cooccurrence full": cold_cs,
         "cooccurrence warm": warm_cs,
+        "hybrid full": cold_hs,
+        "hybrid warm": warm_hs,
     }
     for m in result.models:
         rows.append(

@@ -8,11 +8,16 @@ A nightly run on a shop whose data changed a little should not relearn everythin
   starts it), and ALS runs ``warm_iterations`` sweeps instead of ``iterations``;
 * a co-occurrence model starts from that version's pair counts and counts only the baskets
   (orders or sessions) of the events after that version's last event;
-* every other model (popularity, buy-again, the hybrid) is fitted as in a full run: they are
-  one pass over the events, or (the hybrid) not yet able to start from a previous state.
+* the hybrid keeps that version's ranker and calibration (it learns no ranker) and rebuilds
+  its candidate generators on all the events, their ALS starting from that version's factors
+  (:meth:`~recsys.models.hybrid.HybridModel.warm_start`): relearning the ranker is most of a
+  full fit, and what it learned (which candidate features predict a purchase) moves slowly;
+* every other model (popularity, buy-again, EASE) is fitted as in a full run: one pass over
+  the events, or (EASE) a solve that has nothing to start from.
 
 A model without a usable predecessor (absent from the current version, another class, other
-factor dimensions, counts not kept, or a time window that drops old baskets) is fitted cold and
+factor dimensions or hybrid parameters, counts not kept, or a time window that drops old
+baskets) is fitted cold and
 the reason is recorded in the manifest's ``warm_start`` table. Evaluating a warm-started model
 on the usual holdout would leak it (the current version has seen the holdout period), so a warm
 run does not evaluate: it publishes without metrics (the promotion gate then promotes, and says
@@ -119,8 +124,9 @@ def prepare(
     """
     from recsys.models.cooccurrence import CooccurrenceModel
     from recsys.models.factors import FactorRecommender
+    from recsys.models.hybrid import HybridModel
 
-    if not isinstance(model, FactorRecommender | CooccurrenceModel):
+    if not isinstance(model, FactorRecommender | CooccurrenceModel | HybridModel):
         return "cold: this model has no warm start"
     try:
         old = previous.model(name)
@@ -130,6 +136,17 @@ def prepare(
         return f"cold: {previous.version} has a {type(old).__name__} as {name!r}"
     items = previous.items.indices(data.items.ids)
     n_new_items = int((items < 0).sum())
+    if isinstance(model, HybridModel):
+        assert isinstance(old, HybridModel)
+        users = previous.users.indices(data.users.ids)
+        try:
+            model.warm_start(old, users, items)
+        except ModelError as exc:
+            return f"cold: {exc}"
+        return (
+            f"ranker and ALS factors from {previous.version} "
+            f"({int((users < 0).sum())} new users, {n_new_items} new items)"
+        )
     if isinstance(model, FactorRecommender):
         assert isinstance(old, FactorRecommender)
         if old.item_factors_.shape[1] != _width(model, old):

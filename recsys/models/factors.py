@@ -88,8 +88,8 @@ class FactorRecommender(Recommender):
             raise ModelError(f"{self.name}: cannot warm-start from a model that is not fitted")
         rng = np.random.default_rng(seed)
         self._initial = (
-            _mapped_rows(old_users, np.asarray(users, dtype=np.intp), rng),
-            _mapped_rows(old_items, np.asarray(items, dtype=np.intp), rng),
+            mapped_rows(old_users, np.asarray(users, dtype=np.intp), rng),
+            mapped_rows(old_items, np.asarray(items, dtype=np.intp), rng),
         )
         return self
 
@@ -260,11 +260,26 @@ class FactorRecommender(Recommender):
         """Read what :meth:`_save_state` wrote (nothing by default)."""
 
 
-def _mapped_rows(
+def mapped_rows(
     old: NDArray[np.float32], index: NDArray[np.intp], rng: np.random.Generator
 ) -> NDArray[np.float32]:
     """Rows of ``old`` at ``index``; where ``index`` is ``-1`` (or beyond ``old``), the
-    uniform ``[0, 0.01)`` start implicit gives every factor of a cold fit."""
+    uniform ``[0, 0.01)`` start implicit gives every factor of a cold fit.
+
+    Parameters
+    ----------
+    old
+        A previous fit's factors, one row per user or item.
+    index
+        For each row of the result, its row in ``old`` (``-1``: new since then).
+    rng
+        Draws the new rows' factors.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``len(index) × old.shape[1]`` float32 factors.
+    """
     out = (rng.random((len(index), old.shape[1]), dtype=np.float32) * 0.01).astype(np.float32)
     known = (index >= 0) & (index < old.shape[0])
     out[known] = old[index[known]]

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -137,6 +137,17 @@ class GeneratorSettings:
     seed: int = 0
 
 
+class Factors(Protocol):
+    """ALS factors to start from (a :class:`GeneratorState`, or a version's mapped onto
+    another vocabulary by :meth:`~recsys.models.hybrid.HybridModel.warm_start`)."""
+
+    @property
+    def user_factors(self) -> NDArray[np.float32]: ...
+
+    @property
+    def item_factors(self) -> NDArray[np.float32]: ...
+
+
 @dataclass
 class EventArrays:
     """The columns of the training events the generators need, in index space."""
@@ -224,11 +235,11 @@ class GeneratorState:
         as_of_day: float,
         settings: GeneratorSettings,
         *,
-        warm_from: GeneratorState | None = None,
+        warm_from: Factors | None = None,
     ) -> GeneratorState:
         """Learn every generator from the events ``ev`` (all before ``as_of_day``).
 
-        With ``warm_from`` (a state of the same users and items, learned from fewer events)
+        With ``warm_from`` (factors of the same users and items, learned from fewer events)
         and a positive ``settings.als_warm_iterations``, ALS starts from its factors and runs
         that many sweeps instead of ``als_iterations`` from random ones.
         """

@@ -58,7 +58,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -83,11 +83,13 @@ from recsys.models.base import (
     save_json,
     top_k_coo,
 )
+from recsys.models.factors import mapped_rows
 from recsys.models.features import (
     FEATURES,
     GENERATORS,
     MICROS_PER_DAY,
     EventArrays,
+    Factors,
     GeneratorSettings,
     GeneratorState,
 )
@@ -104,6 +106,18 @@ _CHUNK = 1024
 _PARTNER_BLOCK = 1 << 20
 #: The generators' defaults: one source for :class:`HybridModel`'s parameters and the settings.
 _DEFAULTS = GeneratorSettings()
+#: ALS sweeps of a fit warm-started from another version (:meth:`HybridModel.warm_start`)
+#: when ``als_warm_iterations`` is 0: ALSModel's ``warm_iterations`` default.
+WARM_START_ALS_ITERATIONS = 3
+
+
+@dataclass(frozen=True)
+class _WarmStart:
+    """What :meth:`HybridModel.warm_start` carries into the next fit."""
+
+    previous: HybridModel
+    user_factors: NDArray[np.float32]
+    item_factors: NDArray[np.float32]
 
 
 #: Features the ranker sees only with ``decayed_features`` (see :class:`HybridModel`).
@@ -211,6 +225,8 @@ class HybridModel(Recommender):
     """
 
     name: ClassVar[str] = "hybrid"
+    #: Set by :meth:`warm_start`, taken by the next :meth:`fit`.
+    _warm: _WarmStart | None = None
     parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
         "label_days": (POSITIVE,),
         # candidates per generator: 0 leaves a generator out of the candidates (its score
@@ -337,8 +353,16 @@ class HybridModel(Recommender):
         self.ranker_kind_ = "fixed_blend"
         self.fallback_reason_: str | None = None
         self.train_stats_: dict[str, float] = {}
-        cut_state = None
-        if not ev.purchase.any():
+        cut_state: Factors | None = None
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            self._carry_ranker(warm.previous)
+            cut_state = warm
+            settings = replace(
+                settings,
+                als_warm_iterations=self.als_warm_iterations or WARM_START_ALS_ITERATIONS,
+            )
+        elif not ev.purchase.any():
             self.fallback_reason_ = "no purchases in the training data"
         else:
             cut_state = self._fit_ranker(ev, data.n_users, data.n_items, as_of_day, settings)
@@ -349,6 +373,83 @@ class HybridModel(Recommender):
         )
         self.as_of_day_ = as_of_day
         return self
+
+    def warm_start(
+        self,
+        previous: HybridModel,
+        users: NDArray[np.intp],
+        items: NDArray[np.intp],
+        *,
+        seed: int | None = 0,
+    ) -> Self:
+        """Start the next :meth:`fit` from ``previous`` (the current version's hybrid).
+
+        The next fit keeps ``previous``'s ranker and calibration, and learns no ranker.
+        It rebuilds every generator on its data, so candidates and features see every new
+        event. The generators' ALS starts from ``previous``'s factors, mapped through the
+        two vocabularies, and runs ``als_warm_iterations`` sweeps (or
+        :data:`WARM_START_ALS_ITERATIONS` when that is 0).
+
+        This is for a nightly run after a small change of the data. The ranker learned which
+        candidate features predict a purchase; that changes slowly, while refitting it is
+        most of a full fit. A periodic full run relearns it.
+
+        Parameters
+        ----------
+        previous
+            A fitted hybrid with the same parameters.
+        users, items
+            For each user and item of the data the next fit will see, its index in
+            ``previous`` (``-1``: new since then; it starts as a cold ALS fit starts it).
+        seed
+            Seed of the new users' and items' initial factors.
+
+        Returns
+        -------
+        Self
+            ``self``, for chaining with :meth:`fit`.
+
+        Raises
+        ------
+        ModelError
+            ``previous`` is not fitted, has other parameters (its ranker would read other
+            candidates and features), or was trained by a release with other features.
+        """
+        state = getattr(previous, "state_", None)
+        if state is None:
+            raise ModelError(f"{self.name}: cannot warm-start from a model that is not fitted")
+        mine, theirs = self.get_params(), previous.get_params()
+        differ = sorted(k for k, v in mine.items() if theirs.get(k) != v)
+        if differ:
+            raise ModelError(
+                f"{self.name}: the previous model has other parameters ({', '.join(differ)}), "
+                "so its ranker does not fit these candidates"
+            )
+        if previous.ranker_columns_ is not None:
+            raise ModelError(
+                f"{self.name}: the previous model's ranker reads an earlier release's features"
+            )
+        rng = np.random.default_rng(seed)
+        self._warm = _WarmStart(
+            previous=previous,
+            user_factors=mapped_rows(state.user_factors, np.asarray(users, np.intp), rng),
+            item_factors=mapped_rows(state.item_factors, np.asarray(items, np.intp), rng),
+        )
+        return self
+
+    @property
+    def is_warm_started(self) -> bool:
+        """Whether the next :meth:`fit` starts from another version (:meth:`warm_start`)."""
+        return self._warm is not None
+
+    def _carry_ranker(self, previous: HybridModel) -> None:
+        """Rank with ``previous``'s ranker and calibration (a warm start's fit)."""
+        self.ranker_ = previous.ranker_
+        self.calibrator_ = previous.calibrator_
+        self.calibrated_ = previous.calibrated_
+        self.ranker_kind_ = previous.ranker_kind_
+        self.fallback_reason_ = previous.fallback_reason_
+        self.train_stats_ = dict(previous.train_stats_)
 
     def _fit_ranker(
         self,

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame, EventRow
-from recsys.errors import ArtifactError, ConfigError
+from recsys.errors import ArtifactError, ConfigError, ModelError
 from recsys.models.hybrid import HybridModel
 from tests.models.conftest import AS_OF, event
 
@@ -333,6 +333,69 @@ def test_warm_als_starts_from_the_cut_states_factors(shop: TrainingData) -> None
     users, hist = probe(shop)
     (reasons,) = model.explain(users, hist, 5)
     assert reasons[0].item == shop.items.index("c3")
+
+
+def test_a_warm_start_keeps_the_ranker_and_starts_als_from_the_previous_factors(
+    model: HybridModel, shop: TrainingData
+) -> None:
+    """Yesterday's model starts today's fit (one new customer, and a new item): the ranker
+    and its calibration are carried, and the generators' ALS runs its warm sweeps from
+    yesterday's factors, followed through the vocabularies by id."""
+    from recsys.models.factors import mapped_rows
+    from recsys.models.features import EventArrays, collaborative_signal
+    from recsys.models.hybrid import WARM_START_ALS_ITERATIONS
+    from recsys.models.kernels import als_fit
+
+    rows = synthetic_rows()
+    rows += [
+        event(len(rows) + j, "newcomer", item, "purchase", 1.0, order="newcomer-1")
+        for j, item in enumerate(["c3", "brand-new"])
+    ]
+    today = build_training_data(EventFrame.from_rows(rows), InteractionConfig(), as_of=AS_OF)
+    users = shop.users.indices(today.users.ids)
+    items = shop.items.indices(today.items.ids)
+    assert (users < 0).sum() == 1 and (items < 0).sum() == 1
+
+    warm = HybridModel(factors=16, max_iter=100).warm_start(model, users, items)
+    assert warm.is_warm_started
+    warm.fit(today)
+    assert not warm.is_warm_started  # one fit takes it
+    assert warm.ranker_ is model.ranker_ and warm.calibrator_ is model.calibrator_
+    assert warm.ranker_kind_ == model.ranker_kind_ and warm.train_stats_ == model.train_stats_
+    assert warm.state_.n_users == today.n_users and warm.state_.n_items == today.n_items
+
+    rng = np.random.default_rng(0)
+    start = (
+        mapped_rows(model.state_.user_factors, users, rng),
+        mapped_rows(model.state_.item_factors, items, rng),
+    )
+    expected = als_fit(
+        collaborative_signal(EventArrays.from_training_data(today), warm.state_.stats),
+        factors=16,
+        regularization=warm.als_regularization,
+        alpha=warm.als_alpha,
+        iterations=WARM_START_ALS_ITERATIONS,
+        seed=warm.seed,
+        threads=0,
+        init=start,
+    )
+    np.testing.assert_array_equal(warm.state_.user_factors, expected[0])
+    np.testing.assert_array_equal(warm.state_.item_factors, expected[1])
+    # the carried ranker ranks today's candidates: the new customer gets a list
+    u = today.users.index("newcomer")
+    top, _ = warm.recommend(np.array([u]), sp.csr_matrix(today.interactions[[u]]), 5)
+    assert (top[0] >= 0).all()
+
+
+def test_a_warm_start_needs_the_same_parameters_and_a_fitted_model(
+    model: HybridModel, shop: TrainingData
+) -> None:
+    ids = np.arange(shop.n_users, dtype=np.intp)
+    items = np.arange(shop.n_items, dtype=np.intp)
+    with pytest.raises(ModelError, match=r"other parameters \(factors, max_iter\)"):
+        HybridModel(factors=8).warm_start(model, ids, items)
+    with pytest.raises(ModelError, match="not fitted"):
+        HybridModel().warm_start(HybridModel(), ids, items)
 
 
 def test_a_feature_no_fitted_pair_has_is_constant_for_the_ranker(

@@ -20,6 +20,8 @@ from recsys.data.vocab import Vocabulary
 from recsys.errors import ModelError
 from recsys.models.als import ALSModel
 from recsys.models.cooccurrence import CooccurrenceModel, cooccurrence_counts
+from recsys.models.features import FEATURES
+from recsys.models.hybrid import HybridModel
 from recsys.registry import Registry
 from recsys.settings import Settings, load_settings
 from recsys.store import open_store
@@ -129,6 +131,7 @@ def test_warm_start_run_starts_from_the_current_version(
         "[models.popular]\n"
         "[models.als]\nparams = { factors = 8, iterations = 5 }\n"
         '[models.bought_together]\nmodel = "cooccurrence"\nparams = { min_support = 1 }\n'
+        "[models.hybrid]\nparams = { factors = 8, max_iter = 20, min_positives = 10 }\n"
     )
     store = open_store(load_settings(Settings))
     try:
@@ -150,6 +153,16 @@ def test_warm_start_run_starts_from_the_current_version(
     assert warm["models"]["als"].startswith(f"factors from {first} (1 new users")
     assert warm["models"]["bought_together"].startswith(f"counts from {first} plus ")
     assert warm["models"]["popular"].startswith("cold:")
+    assert warm["models"]["hybrid"].startswith(f"ranker and ALS factors from {first} (1 new users")
+    # the hybrid's ranker is the first version's: the same trees, learned on the same pairs
+    before, after = (
+        HybridModel.load(registry.path(v) / "models" / "hybrid") for v in (first, second)
+    )
+    assert before.ranker_kind_ == after.ranker_kind_ == "gradient_boosting"
+    assert after.train_stats_ == before.train_stats_
+    assert after.as_of_day_ > before.as_of_day_
+    x = rng.random((500, len(FEATURES)))
+    np.testing.assert_array_equal(after.ranker_.predict_proba(x), before.ranker_.predict_proba(x))
     assert manifest["metrics"] == {} and "warm start" in manifest["evaluation"]["skipped"]
     assert manifest["models"]["als"]["params"]["warm_iterations"] == 3
 
