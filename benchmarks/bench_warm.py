@@ -5,7 +5,8 @@ holdout, cut at midnight UTC):
 
 * "yesterday's version" is trained on the events before the cut less the newest 1 % of them;
 * "today" adds that 1 %: a **full** fit and a **warm** fit (:mod:`training.warm`) on all events
-  before the cut, both scored on the purchases after it (recall@10, NDCG@10);
+  before the cut, both scored on the purchases after it (recall@10, NDCG@10); with
+  ``--cuts N``, at N cut dates 30 days apart, with each ratio's mean, min and max;
 * (a) model level: ALS (from yesterday's factors, ``warm_iterations`` sweeps), basket
   co-occurrence (yesterday's counts plus the new baskets) and the hybrid (yesterday's ranker,
   its generators rebuilt with ALS from yesterday's factors), fit seconds and quality;
@@ -66,20 +67,60 @@ def _timed(fn: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
-    """ALS, co-occurrence and the hybrid: full vs warm fit seconds and holdout quality."""
+def model_level(events: Any, catalog: Any, config: Any, *, cuts: int = 1) -> list[dict[str, Any]]:
+    """ALS, co-occurrence and the hybrid: full vs warm fit seconds and holdout quality, at
+    ``cuts`` rolling cut dates 30 days apart (the newest: 30 days before the last event).
+
+    A second full hybrid fit with another seed ("hybrid full, seed 1") measures how far two
+    equally good full fits differ, the noise a warm fit's difference is read against.
+    """
+    from recsys.data.schema import MICROS_PER_DAY
+
+    as_of = int(events.ts.max())
+    newest = as_of - 30 * MICROS_PER_DAY
+    newest -= newest % MICROS_PER_DAY
+    rows = []
+    for c in range(cuts):
+        cut = newest - c * 30 * MICROS_PER_DAY
+        rows += _model_level_cut(events, catalog, config, cut)
+    if cuts > 1:
+        rows += _ratios(rows)
+    return rows
+
+
+def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per metric, warm / full (and seed 1 / seed 0) over the cuts: mean, min and max."""
+    by_cut: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if isinstance(r.get("recall@10"), float):
+            by_cut.setdefault(str(r["cut"]), {})[str(r["fit"])] = r
+    out = []
+    for num, den in (
+        ("als warm", "als full"),
+        ("cooccurrence warm", "cooccurrence full"),
+        ("hybrid warm", "hybrid full"),
+        ("hybrid full, seed 1", "hybrid full"),
+    ):
+        row: dict[str, Any] = {"fit": f"{num} / {den}", "cut": "mean [min, max]"}
+        for metric in ("seconds", "recall@10", "ndcg@10"):
+            ratio = np.array([f[num][metric] / f[den][metric] for f in by_cut.values()])
+            row[metric] = f"{ratio.mean():.3f} [{ratio.min():.3f}, {ratio.max():.3f}]"
+        out.append(row)
+    return out
+
+
+def _model_level_cut(events: Any, catalog: Any, config: Any, cut: int) -> list[dict[str, Any]]:
+    """One cut of :func:`model_level`."""
+    from datetime import UTC, datetime
+
     from threadpoolctl import threadpool_limits
 
     from recsys.data.interactions import build_training_data
-    from recsys.data.schema import MICROS_PER_DAY
     from recsys.evaluation.protocol import evaluate_models
     from recsys.models.als import ALSModel
     from recsys.models.cooccurrence import CooccurrenceModel
     from recsys.models.hybrid import HybridModel
 
-    as_of = int(events.ts.max())
-    cut = as_of - 30 * MICROS_PER_DAY
-    cut -= cut % MICROS_PER_DAY
     pre = np.sort(events.ts[events.ts < cut])
     yesterday = int(pre[int(0.99 * len(pre))])
     ic = config.interactions
@@ -96,6 +137,7 @@ def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
 
     new_baskets = _new_baskets("basket", today, fresh)
     als_params = dict(config.models["als"].params)
+    hybrid_params = dict(config.models["hybrid"].params)
     rows = []
     with threadpool_limits(limits=os.cpu_count() or 1):
         prev_als = ALSModel(**als_params).fit(old)
@@ -108,9 +150,9 @@ def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
         warm_co, warm_cs = _timed(
             lambda: CooccurrenceModel().warm_start(prev_co, items, new_baskets).fit(today)
         )
-        hybrid_params = dict(config.models["hybrid"].params)
         prev_h = HybridModel(**hybrid_params).fit(old)
         cold_h, cold_hs = _timed(lambda: HybridModel(**hybrid_params).fit(today))
+        other_h, other_hs = _timed(lambda: HybridModel(**{**hybrid_params, "seed": 1}).fit(today))
         warm_h, warm_hs = _timed(
             lambda: HybridModel(**hybrid_params).warm_start(prev_h, users, items).fit(today)
         )
@@ -122,6 +164,7 @@ def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
                 "cooccurrence full": _Fitted(cold_co),
                 "cooccurrence warm": _Fitted(warm_co),
                 "hybrid full": _Fitted(cold_h),
+                "hybrid full, seed 1": _Fitted(other_h),
                 "hybrid warm": _Fitted(warm_h),
             },
             cut=cut,
@@ -135,11 +178,14 @@ def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
         "cooccurrence full": cold_cs,
         "cooccurrence warm": warm_cs,
         "hybrid full": cold_hs,
+        "hybrid full, seed 1": other_hs,
         "hybrid warm": warm_hs,
     }
+    day = datetime.fromtimestamp(cut / 1e6, UTC).date().isoformat()
     for m in result.models:
         rows.append(
             {
+                "cut": day,
                 "fit": m.name,
                 "seconds": round(seconds[m.name], 2),
                 "recall@10": round(m.all_items["recall"], 4),
@@ -147,8 +193,8 @@ def model_level(events: Any, catalog: Any, config: Any) -> list[dict[str, Any]]:
             }
         )
     same = (warm_co.similarity_ != cold_co.similarity_).nnz == 0
-    rows.append({"fit": "cooccurrence lists identical", "seconds": "", "recall@10": same})
-    print(f"new events: {len(fresh.events):,} of {len(today.events):,}")
+    rows.append({"cut": day, "fit": "cooccurrence lists identical", "recall@10": same})
+    print(f"cut {day}: new events {len(fresh.events):,} of {len(today.events):,}", flush=True)
     return rows
 
 
@@ -231,6 +277,9 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="state folder whose store holds the data")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-models", action="store_true", help="only the whole-run part (b)")
+    parser.add_argument(
+        "--cuts", type=int, default=1, help="part (a) at this many cut dates, 30 days apart"
+    )
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-warm-"))
     os.environ["RECSYS_HOME"] = str(home)
@@ -248,7 +297,7 @@ def main() -> None:
     finally:
         store.close()
     if not args.skip_models:
-        for row in model_level(events, catalog, load_training_config(None)):
+        for row in model_level(events, catalog, load_training_config(None), cuts=args.cuts):
             print(row, flush=True)
     if not args.skip_pipeline:
         for row in pipeline_level(home, events):

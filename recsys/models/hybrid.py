@@ -183,7 +183,9 @@ class HybridModel(Recommender):
     als_warm_iterations
         ALS sweeps of the serving generators when they start from the factors the ranker's
         generators (learned up to the internal cut, the same users and items) ended with;
-        ``0`` fits them from random factors with the full ALS iterations.
+        ``0`` fits them from random factors with the full ALS iterations. Also the sweeps
+        of a fit started from another version's factors (:meth:`warm_start`), where ``0``
+        means :data:`WARM_START_ALS_ITERATIONS`.
     ease_lambda
         EASE L2 regularisation.
     max_ease_items
