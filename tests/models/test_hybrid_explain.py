@@ -14,12 +14,21 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame
 from recsys.models.base import top_k
 from recsys.models.features import GENERATORS
-from recsys.models.hybrid import _COL, HybridModel, ItemReason
+from recsys.models.hybrid import (
+    _COL,
+    HybridModel,
+    ItemReason,
+    _best_by_lookup,
+    _best_by_scan,
+    _best_owned_neighbour,
+)
 from tests.models.conftest import AS_OF
 from tests.models.test_hybrid import synthetic_rows
 
@@ -155,3 +164,44 @@ def test_ties_go_to_the_lowest_partner_index(model: HybridModel, shop: TrainingD
     assert_same(fast, reference_explain(tied, users, hist, 20))
     # the cache follows the state: the tied model did not reuse the original's transpose
     assert_same(model.explain(users, hist, 20), reference_explain(model, users, hist, 20))
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    n=st.integers(1, 6),
+    m=st.integers(1, 30),
+    density=st.floats(0.0, 1.0),
+    owned_share=st.floats(0.0, 1.0),
+    levels=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_partner_kernels_pick_the_strongest_owned_neighbour(
+    n: int, m: int, density: float, owned_share: float, levels: int, seed: int
+) -> None:
+    """The law of a partner: among the item's stored neighbours (explicit zeros included)
+    that the user owns, other than the item itself, the largest weight, ties to the lowest
+    index, -1 for none. Scanning the item's row and looking the owned items up agree with it
+    whichever side is shorter, and so does the dispatcher."""
+    rng = np.random.default_rng(seed)
+    stored = rng.random((m, m)) < density
+    r, c = np.nonzero(stored)  # row-major: sorted indices, no duplicates
+    weights = (rng.integers(0, levels + 1, size=len(r)) / levels).astype(np.float32)
+    by_item = sp.csr_matrix((weights, (r, c)), shape=(m, m))
+    assert by_item.nnz == len(r) and by_item.has_canonical_format
+    owned = rng.random((n, m)) < owned_share
+    ptr = np.r_[0, np.cumsum(owned.sum(axis=1))].astype(np.intp)
+    idx = np.nonzero(owned)[1].astype(np.int64)
+    n_pairs = int(rng.integers(0, 3 * n + 1))
+    rows = rng.integers(0, n, size=n_pairs).astype(np.intp)
+    items = rng.integers(0, m, size=n_pairs).astype(np.intp)
+    expected = []
+    for row, item in zip(rows.tolist(), items.tolist(), strict=True):
+        best, best_w = -1, -np.inf
+        lo, hi = by_item.indptr[item], by_item.indptr[item + 1]
+        for j, w in zip(by_item.indices[lo:hi].tolist(), by_item.data[lo:hi].tolist(), strict=True):
+            if j != item and owned[row, j] and w > best_w:
+                best, best_w = j, w
+        expected.append(best)
+    assert _best_by_scan(by_item, owned, rows, items).tolist() == expected
+    assert _best_by_lookup(by_item, ptr, idx, rows, items).tolist() == expected
+    assert _best_owned_neighbour(by_item, owned, ptr, idx, rows, items).tolist() == expected
