@@ -291,3 +291,50 @@ def test_top_entries_rank_by_score_then_the_tie_rank(
     positive = np.where(np.isfinite(scores) & (scores > 0), scores, 0.0).astype(np.float32)
     dense = _rank_top(np.where(positive > 0, positive, -np.inf), k, active[:, None], tie_rank)
     assert np.array_equal(sparse_ranks(sp.csr_matrix(positive), k, active, tie_rank), dense)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 6),
+    per_item=st.integers(100, 150),
+    k=st.integers(1, 6),
+    levels=st.integers(1, 6),
+    holes=st.floats(0.0, 1.0),
+    signed=st.booleans(),
+    wide=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sampled_top_entries_keep_the_law(
+    n: int, per_item: int, k: int, levels: int, holes: float, signed: bool, wide: bool, seed: int
+) -> None:
+    """Where :func:`features._top_entries` bounds rows by a sample (catalogues of ``~100 k``
+    items and more), its lists are still the law's: finite scores by descending value,
+    equal ones (``-0.0`` and ``0.0`` among them) by the tie rank, cut at ``k``; and exactly
+    what partitioning every row gives."""
+    m = per_item * k
+    rng = np.random.default_rng(seed)
+    tie_rank = None if seed % 3 == 0 else rng.permutation(m).astype(np.intp)
+    place = np.arange(m) if tie_rank is None else tie_rank
+    low = -levels if signed else 0
+    scores = (rng.integers(low, levels + 1, size=(n, m)) / levels).astype(
+        np.float64 if wide else np.float32
+    )
+    scores[(scores == 0) & (rng.random((n, m)) < 0.5)] = -0.0
+    scores[rng.random((n, m)) < holes / 2] = np.nan
+    scores[rng.random((n, m)) < holes / 4] = -np.inf
+    scores[rng.random((n, m)) < holes / 4] = np.inf
+    active = rng.random(n) < 0.8
+    assert features._top_sample_stride(m, k) >= features.TOP_SAMPLE_MIN_STRIDE
+    rows, items, ranks = features._top_entries(scores, k, active, tie_rank)
+    got = sorted(zip(rows.tolist(), ranks.tolist(), items.tolist(), strict=True))
+    expected = []
+    for r in range(n):
+        if not active[r]:
+            continue
+        finite = [j for j in range(m) if np.isfinite(scores[r, j])]
+        ranked = sorted(finite, key=lambda j: (-float(scores[r, j]), place[j]))[:k]
+        expected += [(r, rank, j) for rank, j in enumerate(ranked)]
+    assert got == expected
+    full = features._top_entries_full(scores, k, active, tie_rank)
+    for a, b in zip((rows, items, ranks), full, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
