@@ -973,10 +973,11 @@ def _top_entries(
 #: ``stride``-th item when the stride is at least this; below, the sample saves too little
 #: over partitioning the whole row.
 TOP_SAMPLE_MIN_STRIDE = 2
-#: Scores a row's sorted survivor costs as much as, for :func:`_top_sample_stride`. Ta-Feng's
-#: ALS blocks (24 of up to 117 × 23,812, k = 50) took 0.14-0.15 s at strides 4-5 (about
-#: ``sqrt(m / (25 k))``), 0.21 s at 2-3, 0.18-0.19 s at 6, 0.26-0.53 s at 8-16, and 0.41 s
-#: partitioning every row whole.
+#: Sample scores partitioned at the cost of sorting one survivor, for
+#: :func:`_top_sample_stride` (fitted, not derived). Ta-Feng's ALS blocks (24 of up to
+#: 117 × 23,812, k = 50) took 0.14-0.15 s at strides 4-5 (about ``sqrt(m / (25 k))``),
+#: 0.21 s at 2-3, 0.18-0.19 s at 6, 0.26-0.53 s at 8-16, and 0.41 s partitioning every row
+#: whole.
 TOP_SAMPLE_SORT_COST = 25
 
 
