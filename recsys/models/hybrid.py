@@ -648,6 +648,13 @@ class HybridModel(Recommender):
 
     # -- scoring ----------------------------------------------------------------------------
 
+    def _predict_rows(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
+        """The learned ranker's raw scores of ``x``, on this thread and one OpenMP thread."""
+        with _openmp_threads(1):
+            if self.ranker_kind_ == "lambdarank":
+                return np.asarray(self.ranker_.predict(x), dtype=np.float64)
+            return np.asarray(self.ranker_.decision_function(x), dtype=np.float64)
+
     def _raw(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
         """Ranker score of feature rows (higher = more likely bought)."""
         if len(x) == 0:
@@ -658,11 +665,18 @@ class HybridModel(Recommender):
             # a big batch inside prediction_threads (training's evaluation and stored lists)
             # predicts on its threads; anything else (every serving request) on one, where
             # threads cost more than they save and would oversubscribe the workers
-            big = len(x) >= PARALLEL_PREDICT_ROWS
-            with _openmp_threads(_PREDICT_THREADS.get() if big else 1):
-                if self.ranker_kind_ == "lambdarank":
-                    return np.asarray(self.ranker_.predict(x), dtype=np.float64)
-                return np.asarray(self.ranker_.decision_function(x), dtype=np.float64)
+            threads = _PREDICT_THREADS.get() if len(x) >= PARALLEL_PREDICT_ROWS else 1
+            if threads == 1:
+                return self._predict_rows(x)
+            # each thread predicts its own rows with one OpenMP thread: scikit-learn's OpenMP
+            # threads meet at a barrier after every tree, and on a busy machine (a training
+            # job beside serving workers) a descheduled thread held the other at each one,
+            # three times slower than one thread; separate rows wait for nothing
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads, thread_name_prefix="recsys-predict") as pool:
+                parts = pool.map(self._predict_rows, np.array_split(x, threads))
+                return np.concatenate(list(parts))
 
         # fixed blend: reciprocal ranks of the personal generators plus the repeat signal,
         # scaled to [0, 1]; ranks equal to the list length mean "not proposed"
@@ -1008,19 +1022,21 @@ def _pair_positions(
 
 
 #: Pairs from which :meth:`HybridModel._raw` predicts on the threads of
-#: :func:`prediction_threads`: 150,000 pairs took 0.45-0.49 s on 2 threads against 0.91-1.01 s
-#: on one (120 trees, 30 features; predictions of rows are independent, so the scores are the
-#: same).
+#: :func:`prediction_threads`, each thread its share of the rows on one OpenMP thread
+#: (predictions of rows are independent, so the scores are the same). 150,000 pairs, 120
+#: trees, Ta-Feng's ranker, medians of 3: 0.84 s on 2 such threads against 1.02 s on one while
+#: another process kept one core busy, where 2 OpenMP threads took 1.47 s (they wait for each
+#: other after every tree); on a quiet machine 0.43 s, as 2 OpenMP threads.
 PARALLEL_PREDICT_ROWS = 20_000
 
-#: OpenMP threads of big ranker batches in this context (1 unless :func:`prediction_threads`).
+#: Threads of big ranker batches in this context (1 unless :func:`prediction_threads`).
 _PREDICT_THREADS: ContextVar[int] = ContextVar("recsys_predict_threads", default=1)
 
 
 @contextmanager
 def prediction_threads(threads: int) -> Iterator[None]:
     """Within the block, the ranker predicts batches of :data:`PARALLEL_PREDICT_ROWS` pairs
-    or more on ``threads`` OpenMP threads.
+    or more on ``threads`` threads (each its share of the rows, on one OpenMP thread).
 
     The training pipeline opens it with its ``threads`` for its big batches (the evaluation's
     lists, the stored lists). Outside it, as in a serving worker, every prediction uses one
@@ -1030,7 +1046,7 @@ def prediction_threads(threads: int) -> Iterator[None]:
     Parameters
     ----------
     threads
-        OpenMP threads (at least 1).
+        Threads (at least 1).
     """
     token = _PREDICT_THREADS.set(max(1, int(threads)))
     try:

@@ -562,6 +562,11 @@ def test_a_big_batch_on_several_threads_scores_as_small_ones(
 def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
     model: HybridModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A big batch inside the block is split over that many Python threads, each predicting
+    its rows on one OpenMP thread (OpenMP threads wait for each other after every tree, and
+    one descheduled by another process stalls the rest); everything else on the caller's."""
+    import threading
+
     from recsys.models import hybrid
 
     asked: list[int] = []
@@ -571,15 +576,32 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
         asked.append(threads)
         return real(threads)
 
+    calls: list[tuple[str, int]] = []
+    predict_rows = HybridModel._predict_rows
+
+    def spy(self: HybridModel, x: np.ndarray) -> np.ndarray:
+        calls.append((threading.current_thread().name, len(x)))
+        return predict_rows(self, x)
+
     monkeypatch.setattr(hybrid, "_openmp_threads", record)
+    monkeypatch.setattr(HybridModel, "_predict_rows", spy)
     columns = model.ranker_columns_
     assert model.ranker_ is not None
     width = model.ranker_.n_features_in_ if columns is None else int(max(columns)) + 1
-    big = np.zeros((hybrid.PARALLEL_PREDICT_ROWS, width), dtype=np.float32)
+    n = hybrid.PARALLEL_PREDICT_ROWS
+    big = np.zeros((n, width), dtype=np.float32)
     small = big[:100]
-    model._raw(big)  # outside the block (a serving worker): one thread
+    here = threading.current_thread().name
+
+    model._raw(big)  # outside the block (a serving worker): here, one thread
+    assert calls == [(here, n)]
     with hybrid.prediction_threads(2):
-        model._raw(small)  # a request-sized batch: one thread
-        model._raw(big)
+        model._raw(small)  # a request-sized batch: here
+        assert calls[1:] == [(here, 100)]
+        model._raw(big)  # two threads, half the rows each
+        split = calls[2:]
+        assert sorted(rows for _, rows in split) == [n // 2, n - n // 2]
+        assert all(name.startswith("recsys-predict") for name, _ in split)
     model._raw(big)  # the block's setting does not outlive it
-    assert asked == [1, 1, 2, 1]
+    assert calls[4:] == [(here, n)]
+    assert asked == [1] * 5  # every prediction on one OpenMP thread
