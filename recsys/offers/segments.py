@@ -34,18 +34,20 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from recsys.data.schema import MICROS_PER_DAY, Customer, EventFrame
+from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN, Customer, EventFrame
 from recsys.offers.triggers import (
     CustomerHistory,
     PurchaseHistory,
+    _factorize,
+    _starts,
     day_number,
     day_start_micros,
 )
@@ -248,23 +250,10 @@ def compute_segments(
     seed
         Seed of k-means.
     """
-    if isinstance(as_of, date):
-        as_of_day = as_of
-        as_of_us = day_start_micros(as_of)
-    else:
-        as_of_us = int(as_of)
-        # a partial day counts: purchases earlier on the as_of day are kept
-        as_of_day = date(1970, 1, 1) + timedelta(days=math.ceil(as_of_us / MICROS_PER_DAY))
-    history = PurchaseHistory.from_events(events.select(events.ts < as_of_us), as_of_day)
+    # a partial day counts: purchases earlier on the as_of day are kept
+    as_of_us = day_start_micros(as_of) if isinstance(as_of, date) else int(as_of)
     opted_out = {c.user_id for c in customers if c.personalisation_opt_out}
-    users = sorted(u for u in history.customers if u not in opted_out)
-    as_of_days = as_of_us / MICROS_PER_DAY
-    recency = np.array(
-        [max(as_of_days - history.customers[u].order_days[-1], 0.0) for u in users],
-        dtype=np.float64,
-    )
-    frequency = np.array([history.customers[u].n_orders for u in users], dtype=np.float64)
-    monetary = np.array([history.customers[u].monetary for u in users], dtype=np.float64)
+    users, recency, frequency, monetary = customer_rfm(events, as_of_us, opted_out)
     r = quintile_scores(-recency)
     f = quintile_scores(frequency)
     m = quintile_scores(monetary)
@@ -284,6 +273,105 @@ def compute_segments(
         segment=segment,
         computed_at=as_of_us,
     )
+
+
+def customer_rfm(
+    events: EventFrame, as_of_us: int, opted_out: Container[str] = frozenset()
+) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Recency, frequency and monetary of every customer who bought before ``as_of_us``.
+
+    The values :class:`~recsys.offers.triggers.PurchaseHistory` gives (from the events
+    before ``as_of_us``): ``max(as_of_us / MICROS_PER_DAY - order_days[-1], 0.0)``,
+    ``n_orders`` and ``monetary``, computed without building it.
+
+    Parameters
+    ----------
+    events
+        Any events; purchases and returns before ``as_of_us`` are read.
+    as_of_us
+        Microseconds UTC; recency is measured to it (a fraction of a day included).
+    opted_out
+        Customers left out.
+
+    Returns
+    -------
+    tuple
+        ``user_id`` (ascending), recency in days, distinct orders and spend net of returns
+        (never below 0), as float64 arrays aligned with the ids.
+
+    Notes
+    -----
+    ``PurchaseHistory.from_events`` also builds every order's items, every customer-item's
+    days, median prices and redemptions, which segments do not read: 1.0 s of Online
+    Retail's 1.1 s and 2.9 s of Ta-Feng's 3.7 s (profiled, nice 19). Its rules are kept to
+    the bit: guests (a false ``user_id``) are left out; an order is a ``(user, order_id)``,
+    or a ``(user, ts)`` for a line without an id; an order's day is its earliest line's and
+    a customer's orders run by first line; an order's value is summed over its lines in
+    time order (``np.bincount`` adds in input order, as the history's does), a customer's
+    spend is Python's ``sum`` of their order values in that order (the same function as
+    :attr:`CustomerHistory.monetary`, whatever the Python version's float summation), and
+    returns are summed in time order, customers with returns but no order left out.
+    """
+    ts_all = np.asarray(events.ts, dtype=np.int64)
+    types = events.event_type
+    read = (ts_all < as_of_us) & np.isin(types, [PURCHASE, RETURN])
+    order = np.flatnonzero(read)
+    # time order, ties in event order: the order of the history's walk
+    order = order[np.argsort(ts_all[order], kind="stable")]
+    ts = ts_all[order]
+    price = np.asarray(events.price, dtype=np.float64)[order]
+    quantity = np.asarray(events.quantity, dtype=np.float64)[order]
+    value = np.where(np.isnan(price), 0.0, price * quantity)
+    user, names = _factorize(events.user_id[order].tolist())
+    known = np.array([bool(u) for u in names], dtype=bool)[user]
+    is_return = np.asarray(types[order] == RETURN, dtype=bool)
+    back = np.flatnonzero(known & is_return)
+    # float even with no returns (bincount of nothing counts in int)
+    returned = np.bincount(user[back], weights=value[back], minlength=len(names))
+    returned_list = returned.astype(np.float64).tolist()
+
+    lines = np.flatnonzero(known & ~is_return)  # purchase lines, time order
+    if not len(lines):
+        empty = np.empty(0, dtype=np.float64)
+        return [], empty, empty.copy(), empty.copy()
+    user, value, ts = user[lines], value[lines], ts[lines]
+    code, ids = _factorize(events.order_id[order[lines]].tolist())
+    no_id = ids.index(None) if None in ids else -1
+    without_id = code == no_id
+    second = np.where(without_id, ts, code)
+    seq = np.arange(len(lines))
+    by_key = np.lexsort((seq, second, without_id, user))
+    starts = _starts(user[by_key], without_id[by_key], second[by_key])
+    line_order = np.empty(len(lines), dtype=np.int64)
+    line_order[by_key] = np.cumsum(starts) - 1
+    order_value = np.bincount(line_order, weights=value)
+    first = by_key[starts]  # each order's earliest line (seq is the last sort key)
+    # a customer's orders by first line: their values in the order Python's sum adds them
+    by_first = np.lexsort((first, user[first]))
+    order_user = user[first][by_first]
+    counts = np.bincount(order_user, minlength=len(names))
+    ends = np.cumsum(counts)
+    values = order_value[by_first].tolist()
+    last_day = ts[first[by_first]] // MICROS_PER_DAY  # an order's day: its first line's
+
+    codes = [c for c in np.flatnonzero(counts).tolist() if names[c] not in opted_out]
+    codes.sort(key=names.__getitem__)
+    users = [names[c] for c in codes]
+    ends_list = ends.tolist()
+    counts_list = counts.tolist()
+    monetary = np.array(
+        [
+            max(sum(values[ends_list[c] - counts_list[c] : ends_list[c]]) - returned_list[c], 0.0)
+            for c in codes
+        ],
+        dtype=np.float64,
+    )
+    pick = np.asarray(codes, dtype=np.int64)
+    recency = as_of_us / MICROS_PER_DAY - last_day[ends[pick] - 1].astype(np.float64)
+    # max(r, 0.0) as Python takes it: r unless 0.0 > r (a NaN stays, -0.0 too)
+    recency = np.where(recency < 0.0, 0.0, recency)
+    frequency = counts[pick].astype(np.float64)
+    return users, recency, frequency, monetary
 
 
 def _clusters(

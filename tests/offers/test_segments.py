@@ -1,16 +1,24 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+from datetime import date, timedelta
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.schema import Customer
-from recsys.offers.segments import SEGMENT_LABELS, compute_segments, quintile_scores
+from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN, Customer, EventFrame, EventRow
+from recsys.offers.segments import (
+    SEGMENT_LABELS,
+    _clusters,
+    compute_segments,
+    customer_rfm,
+    quintile_scores,
+)
 from recsys.offers.store import read_segments, store_segments
+from recsys.offers.triggers import PurchaseHistory
 from recsys.store.base import EventStore
-from tests.offers.helpers import TODAY, frame, purchase
+from tests.offers.helpers import TODAY, frame, purchase, ts
 
 values = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=200)
 
@@ -64,3 +72,120 @@ def test_segments_round_trip_through_the_store(store: EventStore) -> None:
     assert np.allclose(back.monetary, table.monetary)
     assert store_segments(store, compute_segments(frame(_shop()[:3]), TODAY)) == 2
     assert len(read_segments(store) or []) == 2  # replaced, not appended
+
+
+# -- customer_rfm against the purchase history it replaces ------------------------------------
+
+
+def reference_rfm(
+    events: EventFrame, as_of_us: int, opted_out: set[str]
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """RFM as compute_segments read it from :class:`PurchaseHistory` (the oracle)."""
+    until = date(1970, 1, 1) + timedelta(days=math.ceil(as_of_us / MICROS_PER_DAY))
+    history = PurchaseHistory.from_events(events.select(events.ts < as_of_us), until)
+    users = sorted(u for u in history.customers if u not in opted_out)
+    as_of_days = as_of_us / MICROS_PER_DAY
+    recency = [max(as_of_days - history.customers[u].order_days[-1], 0.0) for u in users]
+    frequency = [history.customers[u].n_orders for u in users]
+    monetary = [history.customers[u].monetary for u in users]
+    return (
+        users,
+        np.array(recency, dtype=np.float64),
+        np.array(frequency, dtype=np.float64),
+        np.array(monetary, dtype=np.float64),
+    )
+
+
+def assert_same_rfm(events: EventFrame, as_of_us: int, opted_out: set[str]) -> list[str]:
+    fast = customer_rfm(events, as_of_us, opted_out)
+    slow = reference_rfm(events, as_of_us, opted_out)
+    assert fast[0] == slow[0]
+    for got, want in zip(fast[1:], slow[1:], strict=True):
+        assert got.dtype == np.float64 and got.tobytes() == want.tobytes()  # to the bit
+    return fast[0]
+
+
+# Few users, order ids and hours: orders share ids across customers, lines tie in time, a late
+# line of an old order follows a newer one, returns come with and without orders, and spend
+# sums (0.1 + 0.2, 1e16 + 1) depend on the order they are added in.
+_line = st.tuples(
+    st.sampled_from(["", None, "u0", "u1", "u2", "u3"]),
+    st.sampled_from([PURCHASE, PURCHASE, PURCHASE, RETURN, "view"]),
+    st.integers(-2, 30),  # days before TODAY
+    st.sampled_from([0, 6, 12, 23]),
+    st.sampled_from([1.0, 2.0, 3.0, 0.5, -1.0]),
+    st.sampled_from([None, 0.0, -1.0, 0.1, 0.2, 0.3, 1.5, 1e16]),
+    st.sampled_from([None, None, "o1", "o2", "o3"]),
+)
+
+
+#: (user, event type, days before TODAY, hour, quantity, price, order id)
+Line = tuple[str | None, str, int, int, float, float | None, str | None]
+
+
+def _lines(lines: list[Line]) -> EventFrame:
+    rows = [
+        # a None user (a guest, as an empty one) is what a frame may hold, not what a row types
+        EventRow(
+            f"e{j}",
+            user,  # type: ignore[arg-type]
+            None,
+            "a",
+            etype,
+            ts(TODAY - timedelta(days=back), hour),
+            qty,
+            price,
+            order,
+            None,
+        )
+        for j, (user, etype, back, hour, qty, price, order) in enumerate(lines)
+    ]
+    return frame(rows)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(_line, max_size=40),
+    hours=st.sampled_from([0, 1, 12, 23]),  # as_of: TODAY's midnight or later that day
+    opted_out=st.sets(st.sampled_from(["u0", "u1", "u9"])),
+)
+def test_customer_rfm_equals_the_purchase_history(
+    lines: list[Line], hours: int, opted_out: set[str]
+) -> None:
+    as_of_us = ts(TODAY, 0) + hours * 3_600_000_000 - (hours > 0)
+    assert_same_rfm(_lines(lines), as_of_us, opted_out)
+
+
+def test_customer_rfm_on_a_busy_shop() -> None:
+    rng = np.random.default_rng(3)
+    rows = [
+        EventRow(
+            f"e{j}",
+            "" if rng.random() < 0.05 else f"u{rng.integers(40)}",
+            None,
+            f"i{rng.integers(8)}",
+            "return" if rng.random() < 0.1 else "view" if rng.random() < 0.1 else "purchase",
+            ts(TODAY - timedelta(days=int(rng.integers(-3, 90))), int(rng.integers(24))),
+            float(rng.integers(1, 4)),
+            None if rng.random() < 0.1 else float(rng.choice([0.1, 0.2, 1.5, 2.25])),
+            None if rng.random() < 0.3 else f"o{rng.integers(30)}",
+            None,
+        )
+        for j in range(2000)
+    ]
+    events = frame(rows)
+    users = assert_same_rfm(events, ts(TODAY, 0) + 5, {"u3"})
+    assert len(users) > 30 and "u3" not in users
+    # and the whole table, clusters included, as compute_segments built it from the history
+    table = compute_segments(events, TODAY, [Customer("u3", personalisation_opt_out=True)])
+    users, recency, frequency, monetary = reference_rfm(events, ts(TODAY, 0), {"u3"})
+    assert table.user_id == users
+    assert table.monetary.tobytes() == monetary.tobytes()
+    assert table.cluster.tolist() == _clusters(recency, frequency, monetary, k=4, seed=0).tolist()
+
+
+def test_customer_rfm_of_no_purchase() -> None:
+    events = _lines([("u0", RETURN, 3, 12, 1.0, 2.0, "o1"), ("", PURCHASE, 3, 12, 1.0, 2.0, None)])
+    users, recency, frequency, monetary = customer_rfm(events, ts(TODAY, 0))
+    assert users == [] and len(recency) == len(frequency) == len(monetary) == 0
+    assert len(compute_segments(events, TODAY)) == 0
