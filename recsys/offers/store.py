@@ -30,15 +30,19 @@ class Send:
 
 def store_segments(store: EventStore, table: SegmentTable) -> int:
     """Replace the stored segments with ``table`` in one transaction; return rows written."""
+    # tolist() gives the same Python floats and ints as float()/int() of each numpy scalar,
+    # in one C pass per column: the per-element conversions were a third of storing Ta-Feng's
+    # 32,266 rows
+    computed_at = int(table.computed_at)
     rows = [
-        (u, float(r), float(f), float(m), rfm, int(c), seg, int(table.computed_at))
+        (u, r, f, m, rfm, c, seg, computed_at)
         for u, r, f, m, rfm, c, seg in zip(
             table.user_id,
-            table.recency_days,
-            table.frequency,
-            table.monetary,
+            np.asarray(table.recency_days, dtype=np.float64).tolist(),
+            np.asarray(table.frequency, dtype=np.float64).tolist(),
+            np.asarray(table.monetary, dtype=np.float64).tolist(),
             table.rfm,
-            table.cluster,
+            np.asarray(table.cluster, dtype=np.int64).tolist(),
             table.segment,
             strict=True,
         )
