@@ -11,12 +11,13 @@ from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN, Customer, Event
 from recsys.offers.segments import (
     SEGMENT_LABELS,
     _clusters,
+    _factorize_runs,
     compute_segments,
     customer_rfm,
     quintile_scores,
 )
 from recsys.offers.store import read_segments, store_segments
-from recsys.offers.triggers import PurchaseHistory
+from recsys.offers.triggers import PurchaseHistory, _factorize
 from recsys.store.base import EventStore
 from tests.offers.helpers import TODAY, frame, purchase, ts
 
@@ -189,3 +190,22 @@ def test_customer_rfm_of_no_purchase() -> None:
     users, recency, frequency, monetary = customer_rfm(events, ts(TODAY, 0))
     assert users == [] and len(recency) == len(frequency) == len(monetary) == 0
     assert len(compute_segments(events, TODAY)) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["", None, "a", "b", "ab", "c"]), st.integers(1, 4)),
+        max_size=15,
+    )
+)
+def test_factorize_runs_equals_the_dict_factorize(runs: list[tuple[str | None, int]]) -> None:
+    # runs of repeats (most values neighbour an equal one) and none (every value a run)
+    values = [v for v, n in runs for _ in range(n)]
+    for picked in (values, [v for v, _ in runs]):
+        column = np.empty(len(picked), dtype=object)
+        column[:] = picked
+        codes, names = _factorize_runs(column)
+        want_codes, want_names = _factorize(picked)
+        assert names == want_names and codes.tolist() == want_codes.tolist()
+        assert codes.dtype == np.int64
