@@ -31,8 +31,8 @@ class Send:
 def store_segments(store: EventStore, table: SegmentTable) -> int:
     """Replace the stored segments with ``table`` in one transaction; return rows written."""
     # tolist() gives the same Python floats and ints as float()/int() of each numpy scalar,
-    # in one C pass per column: the per-element conversions were a third of storing Ta-Feng's
-    # 32,266 rows
+    # in one C pass per column: storing Ta-Feng's 32,266 rows went from 0.184 s to 0.167 s
+    # (executemany is the rest)
     computed_at = int(table.computed_at)
     rows = [
         (u, r, f, m, rfm, c, seg, computed_at)
