@@ -1002,24 +1002,59 @@ def _top_above(
     rows, cols = np.divmod(flat, m)
     vals = scores.ravel()[flat]
     finite = vals != np.inf  # NaN and -inf never reach a finite bound
-    rows, cols, vals = rows[finite], cols[finite], vals[finite]
+    return _rank_entries(n, rows[finite], cols[finite], vals[finite], k, tie_rank)
+
+
+def _rank_entries(
+    n: int,
+    rows: NDArray[np.integer],
+    cols: NDArray[np.integer],
+    vals: NDArray[np.floating],
+    k: int,
+    tie_rank: NDArray[np.intp] | None,
+    *,
+    cut_long_rows: bool = False,
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int32]]:
+    """Row, item and rank of the ``k`` best of scattered ``(row, item, value)`` entries of
+    ``n`` rows: by value, equal values by ``tie_rank`` (``None``: the item index).
+
+    ``cut_long_rows`` first drops what cannot reach a row's head when the entries are many
+    (about ``2 k`` a row or more): the keys alone sort several times faster than their
+    argsort (numpy's SIMD sort), so each row's k-th key is found that way and only the heads
+    are ordered.
+    """
+    rows = np.asarray(rows, dtype=np.intp)
+    cols = np.asarray(cols, dtype=np.intp)
+    tie = cols if tie_rank is None else np.asarray(tie_rank, np.intp)[cols]
     if vals.dtype == np.float32:
         # (row, value descending) packed in one int64: a float32's bits, negative ones with
         # all but the sign flipped, order as the values do (+ 0.0 makes -0.0 equal to 0.0)
         bits = (vals + np.float32(0.0)).view(np.int32)
         ordered = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
         key = (rows.astype(np.int64) << 32) | (0x7FFFFFFF - ordered.astype(np.int64))
+        if cut_long_rows and len(key) > 2 * n * (k + 1):
+            counts = np.bincount(rows, minlength=n)
+            has = counts > 0
+            last = np.cumsum(counts) - counts + np.minimum(counts, k) - 1
+            cut = np.zeros(n, dtype=np.int64)
+            cut[has] = np.sort(key)[last[has]]
+            near = key <= cut[rows]
+            rows, cols, key, tie = rows[near], cols[near], key[near], tie[near]
         order = np.argsort(key, kind="stable")
-        if tie_rank is not None and np.any(key[order[1:]] == key[order[:-1]]):
-            order = np.lexsort((np.asarray(tie_rank, np.intp)[cols], key))
+        if np.any(key[order[1:]] == key[order[:-1]]):  # equal values: the tie order decides
+            order = np.lexsort((tie, key))
     else:
-        tie = cols if tie_rank is None else np.asarray(tie_rank, np.intp)[cols]
         order = np.lexsort((tie, -vals, rows))
     rows, cols = rows[order], cols[order]
     counts = np.bincount(rows, minlength=n)
-    rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    keep = rank < k
-    return rows[keep].astype(np.intp), cols[keep].astype(np.intp), rank[keep].astype(np.int32)
+    # each entry's place in its row: rows are in order now
+    within = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep = within < k
+    return (
+        rows[keep].astype(np.intp, copy=False),
+        cols[keep].astype(np.intp, copy=False),
+        within[keep].astype(np.int32),
+    )
 
 
 def _top_entries_full(
@@ -1124,35 +1159,10 @@ def _rank_top_sparse(
     if k_eff == 0 or n == 0 or scores.nnz == 0:
         return z, z, np.empty(0, np.int32)
     rows = np.repeat(np.arange(n, dtype=np.intp), np.diff(scores.indptr))
-    vals = scores.data
-    pos = vals > 0
-    rows, cols, vals = rows[pos], scores.indices[pos].astype(np.intp), vals[pos]
-    tie = cols if tie_rank is None else np.asarray(tie_rank, np.intp)[cols]
-    if vals.dtype == np.float32:
-        # (row, value descending) packed in one 64-bit key: the bits of a positive float32
-        # sort as its value does
-        flipped = np.int64(0x7FFFFFFF) - vals.view(np.int32).astype(np.int64)
-        key = (rows.astype(np.int64) << 31) | flipped
-        if len(key) > 2 * n * (k_eff + 1):
-            # Long rows: only each row's first k keys in order and any equal to the k-th can
-            # be listed. The keys alone sort several times faster than their argsort (numpy's
-            # SIMD sort), so the cut is found that way and only the heads are ordered below.
-            counts = np.bincount(rows, minlength=n)
-            has = counts > 0
-            last = np.cumsum(counts) - counts + np.minimum(counts, k_eff) - 1
-            cut = np.zeros(n, dtype=np.int64)
-            cut[has] = np.sort(key)[last[has]]
-            near = key <= cut[rows]
-            rows, cols, key, tie = rows[near], cols[near], key[near], tie[near]
-        order = np.lexsort((tie, key))
-    else:
-        order = np.lexsort((tie, -vals, rows))
-    rows, cols = rows[order], cols[order]
-    counts = np.bincount(rows, minlength=n)
-    # each entry's place in its row: rows are in order now
-    within = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    keep = (within < k_eff) & active[rows]
-    return rows[keep], cols[keep], within[keep].astype(np.int32)
+    pos = (scores.data > 0) & np.asarray(active)[rows]
+    return _rank_entries(
+        n, rows[pos], scores.indices[pos], scores.data[pos], k_eff, tie_rank, cut_long_rows=True
+    )
 
 
 def _merge_keys(
