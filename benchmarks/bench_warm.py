@@ -11,7 +11,10 @@ holdout, cut at midnight UTC):
   co-occurrence (yesterday's counts plus the new baskets) and the hybrid (yesterday's ranker,
   its generators rebuilt with ALS from yesterday's factors), fit seconds and quality;
 * (b) pipeline level: ``run_training`` with the default configuration, full vs ``warm_start``
-  (the warm run also skips the holdout evaluation; see :mod:`training.warm`).
+  (the warm run also skips the holdout evaluation; see :mod:`training.warm`), the warm run
+  once as configured (customers with no new event keep yesterday's stored list) and once
+  with every stored list scored again; each version scored as the API serves it (stored list
+  or live scoring) on the purchases after the cut.
 
 Run: ``.venv/bin/python -m benchmarks.bench_warm [--home DIR] [--skip-models]`` (``--home``: a
 state folder whose store already holds the data; otherwise Online Retail is ingested into a
@@ -198,16 +201,44 @@ def _model_level_cut(events: Any, catalog: Any, config: Any, cut: int) -> list[d
     return rows
 
 
-def pipeline_level(home: Path, events: Any) -> list[dict[str, Any]]:
-    """``run_training`` full vs warm on the default config: wall and CPU seconds, per stage,
-    and the share of each run that is the hybrid's fit.
+def pipeline_level(home: Path, events: Any, *, cuts: int = 1) -> list[dict[str, Any]]:
+    """:func:`_pipeline_level_cut` at ``cuts`` cut dates 30 days apart (the newest: 30 days
+    before the last event), with each ratio to the full run's mean, min and max."""
+    from recsys.data.schema import MICROS_PER_DAY
 
-    Yesterday's version is trained once and its registry restored before each of the two
-    runs, so both start from the same current version.
+    newest = int(events.ts.max()) - 30 * MICROS_PER_DAY
+    newest -= newest % MICROS_PER_DAY
+    rows = []
+    for c in range(cuts):
+        rows += _pipeline_level_cut(home, events, newest - c * 30 * MICROS_PER_DAY)
+    runs = list(dict.fromkeys(str(r["run"]) for r in rows))
+    for run in runs[1:]:
+        row: dict[str, Any] = {"run": f"{run} / full", "cut": "mean [min, max]"}
+        for metric in ("seconds", "cpu_seconds", "served_recall@10", "served_ndcg@10"):
+            ratio = np.array(
+                [
+                    r[metric] / f[metric]
+                    for r in rows
+                    for f in rows
+                    if r["run"] == run and f["run"] == "full" and r["cut"] == f["cut"]
+                ]
+            )
+            row[metric] = f"{ratio.mean():.3f} [{ratio.min():.3f}, {ratio.max():.3f}]"
+        rows.append(row)
+    return rows
+
+
+def _pipeline_level_cut(home: Path, events: Any, cut: int) -> list[dict[str, Any]]:
+    """``run_training`` full vs warm on the default config at ``cut``: wall and CPU seconds,
+    per stage, the share of each run that is the hybrid's fit, and the quality of what each
+    version serves (:func:`served_quality`).
+
+    Yesterday's version is trained once and its registry restored before each run, so every
+    run starts from the same current version.
     """
     import shutil
+    from datetime import UTC, datetime
 
-    from recsys.data.schema import MICROS_PER_DAY
     from recsys.registry import Registry
     from recsys.settings import Settings, load_settings
     from recsys.store import open_store
@@ -215,9 +246,6 @@ def pipeline_level(home: Path, events: Any) -> list[dict[str, Any]]:
     from training.pipeline import run_training
 
     config = load_training_config(None)
-    as_of = int(events.ts.max())
-    cut = as_of - 30 * MICROS_PER_DAY
-    cut -= cut % MICROS_PER_DAY
     pre = np.sort(events.ts[events.ts < cut])
     yesterday = int(pre[int(0.99 * len(pre))])
     settings = load_settings(Settings)
@@ -231,20 +259,26 @@ def pipeline_level(home: Path, events: Any) -> list[dict[str, Any]]:
     finally:
         store.close()
     shutil.copytree(models, saved)
+    rescore = config.precompute.model_copy(update={"carry_on_warm_start": False})
+    runs = {
+        "full": (config, False),
+        "warm": (config, True),
+        "warm, every list scored": (config.model_copy(update={"precompute": rescore}), True),
+    }
     rows = []
-    for mode in ("full", "warm"):
+    for mode, (run_config, warm_start) in runs.items():
         shutil.rmtree(models)
         shutil.copytree(saved, models)
         store = open_store(settings)
         try:
             start, cpu = time.perf_counter(), time.process_time()
             result = run_training(
-                config,
+                run_config,
                 store=store,
                 registry=Registry(models),
                 as_of=cut,
                 force=True,
-                warm_start=mode == "warm",
+                warm_start=warm_start,
                 notify=quiet,
             )
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
@@ -254,22 +288,72 @@ def pipeline_level(home: Path, events: Any) -> list[dict[str, Any]]:
         rows.append(
             {
                 "run": mode,
+                "cut": datetime.fromtimestamp(cut / 1e6, UTC).date().isoformat(),
                 "seconds": round(seconds, 1),
                 "cpu_seconds": round(cpu_seconds, 1),
                 "hybrid_fit_seconds": round(hybrid, 1),
                 "hybrid_share": round(hybrid / seconds, 2),
+                "carried": result.manifest.get("precomputed", {}).get("carried"),
                 **{k: round(v, 1) for k, v in result.timings.items()},
                 **{f"cpu_{k}": round(v, 1) for k, v in result.cpu_seconds.items()},
+                **served_quality(Registry(models), result.version, events, cut),
             }
         )
     shutil.rmtree(saved, ignore_errors=True)
-    full, warm = rows
-    print(
-        f"warm / full: {warm['seconds'] / full['seconds']:.2f}x wall, "
-        f"{warm['cpu_seconds'] / full['cpu_seconds']:.2f}x CPU",
-        flush=True,
-    )
+    full = rows[0]
+    for row in rows[1:]:
+        print(
+            f"{row['run']} / full: {row['seconds'] / full['seconds']:.2f}x wall, "
+            f"{row['cpu_seconds'] / full['cpu_seconds']:.2f}x CPU, served recall@10 "
+            f"{row['served_recall@10'] / full['served_recall@10']:.3f}x, NDCG@10 "
+            f"{row['served_ndcg@10'] / full['served_ndcg@10']:.3f}x",
+            flush=True,
+        )
     return rows
+
+
+def served_quality(registry: Any, version: str, events: Any, cut: int) -> dict[str, Any]:
+    """What the API would serve from ``version`` to the customers it knows who bought in the
+    30 days after ``cut``, scored on those purchases: the stored list where the engine answers
+    from it (as for a customer with nothing new), else the model's live scoring, with the
+    engine's default rules; recall@10 and NDCG@10
+    (:func:`~recsys.evaluation.metrics.ranking_metrics`).
+    """
+    from recsys.data.schema import MICROS_PER_DAY
+    from recsys.engine import Engine
+    from recsys.evaluation.metrics import ranking_metrics
+
+    engine = Engine.load(registry.path(version), registry)
+    after = (
+        (events.ts >= cut)
+        & (events.ts < cut + 30 * MICROS_PER_DAY)
+        & (events.event_type == "purchase")
+    )
+    users = engine.users.indices(events.user_id[after].astype(str))
+    items = engine.items.indices(events.item_id[after].astype(str))
+    known = (users >= 0) & (items >= 0)
+    ids = sorted(set(engine.users.ids_of(np.unique(users[known]))))
+    row = {uid: j for j, uid in enumerate(ids)}
+    uids = engine.users.ids_of(users[known])
+    relevant = sp.csr_matrix(
+        (np.ones(len(uids)), ([row[u] for u in uids], items[known])),
+        shape=(len(ids), len(engine.items)),
+    )
+    lists: list[Any] = [engine.recommend_precomputed(uid, 10) for uid in ids]
+    missing = [j for j, lst in enumerate(lists) if lst is None]
+    for j, lst in zip(missing, engine.recommend_batch([ids[j] for j in missing], 10), strict=True):
+        lists[j] = lst
+    topk = np.full((len(ids), 10), -1, dtype=np.intp)
+    for j, lst in enumerate(lists):
+        got = engine.items.indices([r.item_id for r in lst.items][:10])
+        topk[j, : len(got)] = got
+    metrics = ranking_metrics(topk, relevant, 10)
+    return {
+        "served_customers": len(ids),
+        "served_from_stored": len(ids) - len(missing),
+        "served_recall@10": round(float(np.nanmean(metrics["recall"])), 4),
+        "served_ndcg@10": round(float(np.nanmean(metrics["ndcg"])), 4),
+    }
 
 
 def main() -> None:
@@ -277,9 +361,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="state folder whose store holds the data")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-models", action="store_true", help="only the whole-run part (b)")
-    parser.add_argument(
-        "--cuts", type=int, default=1, help="part (a) at this many cut dates, 30 days apart"
-    )
+    parser.add_argument("--cuts", type=int, default=1, help="at this many cut dates, 30 days apart")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-warm-"))
     os.environ["RECSYS_HOME"] = str(home)
@@ -300,7 +382,7 @@ def main() -> None:
         for row in model_level(events, catalog, load_training_config(None), cuts=args.cuts):
             print(row, flush=True)
     if not args.skip_pipeline:
-        for row in pipeline_level(home, events):
+        for row in pipeline_level(home, events, cuts=args.cuts):
             print(row, flush=True)
 
 

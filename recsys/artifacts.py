@@ -219,7 +219,10 @@ class Precomputed:
 
     ``items`` (int32, ``-1`` pads) and ``scores`` (float32) are ``users × depth``;
     ``reason_codes`` (int32, same shape) index ``reasons`` when the model explains its choices.
-    The arrays are ``.npy`` files opened memory-mapped, so server workers share their pages.
+    A warm-started version may carry the previous version's rows of the customers with no
+    event since it (the manifest's ``precomputed.carried``): those are the list the model it
+    continued gave them. The arrays are ``.npy`` files opened memory-mapped, so server
+    workers share their pages.
     """
 
     model: str

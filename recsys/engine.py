@@ -316,7 +316,9 @@ class Engine:
     ) -> RecommendationList | None:
         """:meth:`recommend` for a customer with no events since training, answered from the
         version's precomputed lists in microseconds; ``None`` when those cannot give exactly
-        the answer :meth:`recommend` would (then call it). The caller checks the events."""
+        the answer :meth:`recommend` would (then call it), or for a list a warm run carried
+        (:class:`~recsys.artifacts.Precomputed`), the previous version's model would. The
+        caller checks the events."""
         if self.precomputed is None:
             return None
         return self._from_precomputed(user_id, k, self._rules_for(placement), filters)

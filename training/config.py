@@ -110,6 +110,13 @@ class PrecomputeConfig(StrictModel):
         "0 = every customer the version knows. Customers without a stored list are scored "
         "when they are asked for, as customers with new events always are.",
     )
+    carry_on_warm_start: bool = Field(
+        default=True,
+        description="On `recsys train --warm-start`, a customer with no event since the "
+        "current version keeps that version's stored list (from the model the warm start "
+        "continues); only customers with new events are scored. false: every active customer "
+        "is scored again, as in a full run.",
+    )
 
 
 class TrainingConfig(StrictModel):

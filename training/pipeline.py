@@ -345,6 +345,11 @@ def run_training(
             ann, indexes = _write_indexes(staging.path, config, fitted)
             # the configured BLAS threads, as while fitting (the stored lists score every
             # active customer)
+            carry = None
+            if warm is not None and config.precompute.carry_on_warm_start:
+                since = events.user_id[events.ts > warm[0].last_event]
+                changed = data.users.indices({u for u in since if u})
+                carry = warm[0], changed, fit_info.get(default, {}).get("warm_start")
             with threadpool_limits(limits=_threads(config)):
                 precomputed = _write_precomputed(
                     staging.path,
@@ -353,6 +358,7 @@ def run_training(
                     fitted,
                     indexes.get(default),
                     active_days=config.precompute.active_days,
+                    carry=carry,
                 )
             staging.manifest.update(
                 _manifest(
@@ -741,6 +747,7 @@ def _write_precomputed(
     *,
     active_days: float = 0.0,
     active: NDArray[np.intp] | None = None,
+    carry: tuple[Any, NDArray[np.intp], str | None] | None = None,
 ) -> dict[str, Any] | None:
     """The default model's top lists of the recently active customers, so the API serves most
     requests without scoring (see :class:`recsys.artifacts.Precomputed`); listed in the
@@ -758,10 +765,17 @@ def _write_precomputed(
     ``active`` gives those customers' indices when the caller has found them itself (the
     Spark engine, whose events are not on the driver); by default :func:`active_users`.
 
+    ``carry`` (a warm run: the current version, the indices of the customers with an event
+    since it, and how the default model started) keeps that version's list of every other
+    customer and scores only these (:func:`training.warm.carry_lists`); the entry then says
+    how many lists were carried, or why none was.
+
     Returns the manifest's ``precomputed`` entry (customers with a list, of how many, the
     window), or ``None`` when the default model was not trained.
     """
     from recsys.engine import precompute
+    from recsys.models.base import Explains
+    from training.warm import carry_lists
 
     model = fitted.get(default_model)
     if model is None:
@@ -769,15 +783,36 @@ def _write_precomputed(
     users = None
     if active_days > 0:
         users = active if active is not None else active_users(data, active_days)
-    lists = precompute(
-        model, default_model, data.interactions, data.items, index=index, users=users
-    )
-    lists.save(folder)
-    return {
+    entry: dict[str, Any] = {
         "users": data.n_users if users is None else len(users),
         "of": data.n_users,
         "active_days": active_days,
     }
+    carried = None
+    if carry is not None:
+        previous, changed, how = carry
+        listed = np.arange(data.n_users, dtype=np.intp) if users is None else users
+        found = carry_lists(
+            previous,
+            data,
+            default_model,
+            how,
+            listed,
+            changed,
+            explains=isinstance(model, Explains),
+        )
+        if isinstance(found, str):
+            entry["carried"] = {"users": 0, "why": found}
+        else:
+            carried, users = found, found.score
+            entry["carried"] = {"users": len(found.rows), "from": found.version}
+    lists = precompute(
+        model, default_model, data.interactions, data.items, index=index, users=users
+    )
+    if carried is not None:
+        lists = carried.merge(lists)
+    lists.save(folder)
+    return entry
 
 
 def active_users(data: TrainingData, days: float) -> NDArray[np.intp]:

@@ -177,3 +177,109 @@ def test_warm_start_run_starts_from_the_current_version(
     assert Vocabulary.from_json(json.loads((folder / "items.json").read_text())) == data.items
     assert model.counts_ is not None
     assert (model.counts_ != cooccurrence_counts(data.orders)).nnz == 0
+
+
+# -- stored lists carried by a warm run ------------------------------------------------------------
+
+
+def _stored(pre: Any, items: Vocabulary, u: int) -> list[tuple[str, float, tuple[str, ...]]]:
+    """Row ``u`` of stored lists as (item id, score, reasons)."""
+    out = []
+    for j, i in enumerate(np.asarray(pre.items[u]).tolist()):
+        if i < 0:
+            continue
+        why = pre.reasons[int(pre.reason_codes[u, j])] if pre.reason_codes is not None else ()
+        out.append((items.id(i), float(pre.scores[u, j]), why))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_merged_lists_hold_the_carried_rows_mapped_and_the_fresh_ones_as_scored(
+    data: st.DataObject,
+) -> None:
+    from recsys.artifacts import Precomputed
+    from training.warm import CarriedLists
+
+    n_old, n_new, m, depth = 6, 8, 12, 4
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    explains = data.draw(st.booleans())
+
+    def lists(n: int, reasons: tuple[tuple[str, ...], ...]) -> Precomputed:
+        items = np.stack([rng.permutation(m)[:depth] for _ in range(n)]).astype(np.int32)
+        items[rng.random(items.shape) < 0.2] = -1
+        items = np.sort(items, axis=1)[:, ::-1].copy()  # pads last
+        scores = np.where(items >= 0, rng.random(items.shape), np.nan).astype(np.float32)
+        codes = rng.integers(0, len(reasons), items.shape).astype(np.int32) if explains else None
+        return Precomputed("m", items, scores, codes, reasons if explains else ())
+
+    old = lists(n_old, (("a",), ("b", "c"), ("d",)))
+    fresh = lists(n_new, (("d",), ("e",)))
+    item_map = rng.permutation(m).astype(np.intp)
+    rows = np.sort(rng.choice(n_new, size=data.draw(st.integers(0, n_old)), replace=False))
+    old_rows = rng.choice(n_old, size=rows.size, replace=False).astype(np.intp)
+    carried = CarriedLists("v1", old, rows.astype(np.intp), old_rows, item_map, np.array([]))
+    merged = carried.merge(fresh)
+    old_ids = Vocabulary([f"i{j}" for j in range(m)])
+    new_ids = Vocabulary(old_ids.ids_of(np.argsort(item_map)))
+    for u in range(n_new):
+        if u in rows:
+            r = int(old_rows[np.flatnonzero(rows == u)[0]])
+            assert _stored(merged, new_ids, u) == _stored(old, old_ids, r)
+        else:
+            assert _stored(merged, new_ids, u) == _stored(fresh, new_ids, u)
+    assert len(set(merged.reasons)) == len(merged.reasons)
+
+
+@pytest.mark.parametrize(("model", "carry"), [("hybrid", True), ("als", True), ("hybrid", False)])
+def test_a_warm_run_keeps_the_stored_lists_of_customers_with_no_new_event(
+    tmp_path: Path, rng: np.random.Generator, model: str, carry: bool
+) -> None:
+    from recsys.artifacts import Precomputed
+    from recsys.engine import Engine, precompute
+
+    config = tmp_path / "train.toml"
+    config.write_text(
+        f'default_model = "{model}"\nthreads = 1\n'
+        f"[precompute]\ncarry_on_warm_start = {str(carry).lower()}\n"
+        "[models.als]\nparams = { factors = 8, iterations = 5 }\n"
+        "[models.hybrid]\nparams = { factors = 8, max_iter = 20, min_positives = 10 }\n"
+    )
+    store = open_store(load_settings(Settings))
+    try:
+        store.insert_events(_purchases(rng, 40, 60, 0))
+        assert main(["train", "--config", str(config)]) == 0
+        registry = Registry(load_settings(Settings).registry_path)
+        first = registry.current_version() or ""
+        # new events for five known customers and a new one; the other 35 have none
+        new = _purchases(rng, 5, 1, 61)
+        new.append(new[0]._replace(event_id="n", user_id="newcomer"))
+        store.insert_events(new)
+        assert main(["train", "--config", str(config), "--warm-start"]) == 0
+    finally:
+        store.close()
+    second = registry.current_version() or ""
+    entry = registry.manifest(second)["precomputed"]
+    before = Engine.load(registry.path(first), registry)
+    after = Engine.load(registry.path(second), registry)
+    old, pre = Precomputed.load(registry.path(first)), Precomputed.load(registry.path(second))
+    assert old is not None and pre is not None
+    listed = [u for u in range(len(after.users)) if (np.asarray(pre.items[u]) >= 0).any()]
+    assert len(listed) == entry["users"] == len(after.users)  # all active in 60 days
+    changed = {f"u{u}" for u in range(5)} | {"newcomer"}
+    fresh = precompute(
+        after.models[model], model, after.history, after.items, users=np.arange(len(after.users))
+    )
+    for u in listed:
+        uid = after.users.id(u)
+        stored = _stored(pre, after.items, u)
+        if carry and uid not in changed:
+            assert stored == _stored(old, before.items, before.users.index(uid))
+        else:
+            assert stored == _stored(fresh, after.items, u)
+    if carry:
+        assert entry["carried"] == {"users": len(listed) - len(changed), "from": first}
+        # the warm-started model moved: some carried list differs from today's scoring
+        assert any(_stored(pre, after.items, u) != _stored(fresh, after.items, u) for u in listed)
+    else:
+        assert "carried" not in entry
