@@ -119,6 +119,19 @@ class PrecomputeConfig(StrictModel):
     )
 
 
+class WarmStartConfig(StrictModel):
+    """How ``recsys train --warm-start`` keeps a version chain honest."""
+
+    full_every_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="A --warm-start run trains in full (relearning the hybrid's ranker and "
+        "measuring the holdout) when the last full run behind the current version is older "
+        "than this many days of data; 0 = never (a warm run always starts from the current "
+        "version).",
+    )
+
+
 class TrainingConfig(StrictModel):
     """Everything ``recsys train`` does, as one validated object."""
 
@@ -131,6 +144,7 @@ class TrainingConfig(StrictModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig)
+    warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     ann: AnnConfig = Field(
         default_factory=AnnConfig,
         description="Approximate top-k index built for factor models (ALS) whose catalogue "

@@ -54,6 +54,7 @@ from recsys.registry import Registry
 from recsys.settings import Settings
 from recsys.store.base import EventStore
 from training.config import TrainingConfig, check_model_params
+from training.warm import FULL_RUN_KEY
 
 log = logging.getLogger("training")
 
@@ -383,6 +384,9 @@ def run_training(
             staging.manifest["peak_memory_mib"] = {**progress.peaks, "publish": peak_rss_mib()}
             if fallback is not None:
                 staging.manifest.update(default_model=default, default_fallback=fallback)
+            # a warm version passes on the as-of of the full run it continues
+            full_run = data.as_of if warm is None else warm[0].last_full_run
+            staging.manifest[FULL_RUN_KEY] = None if full_run is None else _iso(full_run)
             if warm is not None:
                 staging.manifest["warm_start"] = {
                     "from": warm[0].version,
@@ -526,6 +530,18 @@ def _warm_start(
     if previous is None:
         notify("notice: --warm-start: no current version to start from; training in full")
         return None
+    every = config.warm_start.full_every_days
+    if every > 0:
+        full = previous.last_full_run
+        now = int(events.ts.max()) if as_of is None else as_of
+        if full is None or now - full > every * MICROS_PER_DAY:
+            since = "unknown" if full is None else f"as of {_iso(full)}"
+            notify(
+                f"notice: --warm-start: the last full run behind {previous.version} ({since}) "
+                f"is more than [warm_start] full_every_days = {every:g} days old; "
+                "training in full"
+            )
+            return None
     fresh = new_events(events, previous)
     new_data = build_training_data(fresh, config.interactions, as_of=as_of) if len(fresh) else None
     return previous, new_data

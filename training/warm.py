@@ -21,7 +21,9 @@ baskets) is fitted cold and
 the reason is recorded in the manifest's ``warm_start`` table. Evaluating a warm-started model
 on the usual holdout would leak it (the current version has seen the holdout period), so a warm
 run does not evaluate: it publishes without metrics (the promotion gate then promotes, and says
-why); a periodic full run keeps measuring. ``benchmarks/bench_warm.py`` measures the cost and
+why); a periodic full run keeps measuring: a warm run trains in full when the last full run
+behind the current version is older than ``[warm_start] full_every_days``
+(:attr:`Predecessor.last_full_run`). ``benchmarks/bench_warm.py`` measures the cost and
 the quality against a full run.
 """
 
@@ -39,6 +41,10 @@ from recsys.data.interactions import InteractionConfig, TrainingData
 from recsys.data.schema import EventFrame, to_micros
 from recsys.errors import ModelError, RecsysError
 from recsys.registry import Registry
+
+#: The manifest key of the as-of (ISO) of the full run a version continues: its own for a full
+#: run, passed on by each warm run; ``None`` when unknown.
+FULL_RUN_KEY = "full_run_as_of"
 
 
 @dataclass
@@ -92,6 +98,18 @@ class Predecessor:
             items=data.items,
             last_event=to_micros(datetime.fromisoformat(last)),
         )
+
+    @property
+    def last_full_run(self) -> int | None:
+        """Microseconds UTC of the as-of of the last full run behind this version (its own
+        when it was not warm-started; ``None`` when a warm version does not say)."""
+        from datetime import datetime
+
+        if "warm_start" not in self.manifest:
+            when = self.manifest.get("as_of")
+        else:
+            when = self.manifest.get(FULL_RUN_KEY)
+        return None if when is None else to_micros(datetime.fromisoformat(when))
 
     def model(self, name: str) -> Any:
         """Its fitted model ``name`` (loaded once), or a :class:`ModelError` saying why not."""

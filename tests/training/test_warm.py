@@ -283,3 +283,40 @@ def test_a_warm_run_keeps_the_stored_lists_of_customers_with_no_new_event(
         assert any(_stored(pre, after.items, u) != _stored(fresh, after.items, u) for u in listed)
     else:
         assert "carried" not in entry
+
+
+@pytest.mark.parametrize("every", [7, 0])
+def test_a_warm_run_trains_in_full_when_the_last_full_run_is_too_old(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str], every: int
+) -> None:
+    config = tmp_path / "train.toml"
+    config.write_text(
+        'default_model = "als"\nthreads = 1\n'
+        f"[warm_start]\nfull_every_days = {every}\n"
+        "[models.als]\nparams = { factors = 8, iterations = 5 }\n"
+    )
+    registry = Registry(load_settings(Settings).registry_path)
+    store = open_store(load_settings(Settings))
+    versions = []
+    try:
+        # a full run on days 0-59, warm runs after days 61 and 66, then one after day 71
+        for offset, days in ((0, 60), (61, 1), (66, 1), (71, 1)):
+            store.insert_events(_purchases(rng, 10, days, offset))
+            capsys.readouterr()
+            assert main(["train", "--config", str(config), "--warm-start"]) == 0
+            versions.append(registry.manifest(registry.current_version() or ""))
+    finally:
+        store.close()
+    full, warm1, warm2, last = versions
+    assert "warm_start" not in full
+    assert full["full_run_as_of"] == full["as_of"]
+    for warm in (warm1, warm2):
+        assert warm["warm_start"]["models"]["als"].startswith("factors from")
+        assert warm["full_run_as_of"] == full["as_of"]
+    if every:
+        # 12 days of data after the full run's as-of, 5 after the previous warm one
+        assert "warm_start" not in last and last["full_run_as_of"] == last["as_of"]
+        assert "full_every_days = 7 days old; training in full" in capsys.readouterr().err
+        assert last["metrics"]
+    else:
+        assert "warm_start" in last and last["full_run_as_of"] == full["as_of"]
