@@ -542,6 +542,15 @@ def _warm_start(
                 "training in full"
             )
             return None
+    # events before that version's newest that it did not see (ingested late) or that are
+    # gone (erased customers): its carried counts and stored lists would keep or miss them
+    now, then = int(np.count_nonzero(events.ts <= previous.last_event)), previous.events_seen
+    if then is not None and now != then:
+        notify(
+            f"notice: --warm-start: {now:,} events up to {previous.version}'s newest now, "
+            f"{then:,} when it was trained (events came late or were erased); training in full"
+        )
+        return None
     fresh = new_events(events, previous)
     new_data = build_training_data(fresh, config.interactions, as_of=as_of) if len(fresh) else None
     return previous, new_data

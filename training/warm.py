@@ -111,6 +111,15 @@ class Predecessor:
             when = self.manifest.get(FULL_RUN_KEY)
         return None if when is None else to_micros(datetime.fromisoformat(when))
 
+    @property
+    def events_seen(self) -> int | None:
+        """How many events up to :attr:`last_event` this version was trained on (``None``
+        when a time window dropped older ones: the count is not comparable)."""
+        if (self.manifest.get("interaction_config") or {}).get("window_days") is not None:
+            return None
+        events = (self.manifest.get("counts") or {}).get("events")
+        return None if events is None else int(events)
+
     def model(self, name: str) -> Any:
         """Its fitted model ``name`` (loaded once), or a :class:`ModelError` saying why not."""
         from recsys.artifacts import Manifest, model_folder

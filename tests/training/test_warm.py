@@ -320,3 +320,34 @@ def test_a_warm_run_trains_in_full_when_the_last_full_run_is_too_old(
         assert last["metrics"]
     else:
         assert "warm_start" in last and last["full_run_as_of"] == full["as_of"]
+
+
+def test_a_warm_run_trains_in_full_when_older_events_came_late(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "train.toml"
+    config.write_text(
+        'default_model = "als"\nthreads = 1\n'
+        "[models.als]\nparams = { factors = 8, iterations = 5 }\n"
+        '[models.bought_together]\nmodel = "cooccurrence"\nparams = { min_support = 1 }\n'
+    )
+    registry = Registry(load_settings(Settings).registry_path)
+    store = open_store(load_settings(Settings))
+    try:
+        store.insert_events(_purchases(rng, 10, 60, 0))
+        assert main(["train", "--config", str(config)]) == 0
+        # a day of new events and, ingested with them, orders of day 30 that the current
+        # version never saw: carried counts would miss them
+        late = _purchases(rng, 3, 1, 30)
+        store.insert_events([*_purchases(rng, 10, 1, 61), *late])
+        capsys.readouterr()
+        assert main(["train", "--config", str(config), "--warm-start"]) == 0
+        manifest = registry.manifest(registry.current_version() or "")
+        assert "warm_start" not in manifest
+        assert "(events came late or were erased); training in full" in capsys.readouterr().err
+        # nothing late since: the next run is warm
+        store.insert_events(_purchases(rng, 10, 1, 62))
+        assert main(["train", "--config", str(config), "--warm-start"]) == 0
+        assert "warm_start" in registry.manifest(registry.current_version() or "")
+    finally:
+        store.close()
