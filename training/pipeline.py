@@ -344,13 +344,13 @@ def run_training(
         with progress.stage("publish"), registry.publish() as staging:
             _write_version(staging.path, data, catalog, fitted)
             ann, indexes = _write_indexes(staging.path, config, fitted)
-            # the configured BLAS threads, as while fitting (the stored lists score every
-            # active customer)
             carry = None
             if warm is not None and config.precompute.carry_on_warm_start:
                 since = events.user_id[events.ts > warm[0].last_event]
                 changed = data.users.indices({u for u in since if u})
                 carry = warm[0], changed, fit_info.get(default, {}).get("warm_start")
+            # the configured BLAS threads, as while fitting (the stored lists score every
+            # active customer)
             with threadpool_limits(limits=_threads(config)):
                 precomputed = _write_precomputed(
                     staging.path,
@@ -544,10 +544,10 @@ def _warm_start(
             return None
     # events before that version's newest that it did not see (ingested late) or that are
     # gone (erased customers): its carried counts and stored lists would keep or miss them
-    now, then = int(np.count_nonzero(events.ts <= previous.last_event)), previous.events_seen
-    if then is not None and now != then:
+    seen, then = int(np.count_nonzero(events.ts <= previous.last_event)), previous.events_seen
+    if then is not None and seen != then:
         notify(
-            f"notice: --warm-start: {now:,} events up to {previous.version}'s newest now, "
+            f"notice: --warm-start: {seen:,} events up to {previous.version}'s newest now, "
             f"{then:,} when it was trained (events came late or were erased); training in full"
         )
         return None
