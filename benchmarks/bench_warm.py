@@ -14,7 +14,8 @@ holdout, cut at midnight UTC):
   (the warm run also skips the holdout evaluation; see :mod:`training.warm`), the warm run
   once as configured (customers with no new event keep yesterday's stored list) and once
   with every stored list scored again; each version scored as the API serves it (stored list
-  or live scoring) on the purchases after the cut.
+  or live scoring) on the purchases after the cut; with ``--noise``, against a second full run
+  with another seed of the hybrid too.
 
 Run: ``.venv/bin/python -m benchmarks.bench_warm [--home DIR] [--skip-models]`` (``--home``: a
 state folder whose store already holds the data; otherwise Online Retail is ingested into a
@@ -201,7 +202,9 @@ def _model_level_cut(events: Any, catalog: Any, config: Any, cut: int) -> list[d
     return rows
 
 
-def pipeline_level(home: Path, events: Any, *, cuts: int = 1) -> list[dict[str, Any]]:
+def pipeline_level(
+    home: Path, events: Any, *, cuts: int = 1, noise: bool = False
+) -> list[dict[str, Any]]:
     """:func:`_pipeline_level_cut` at ``cuts`` cut dates 30 days apart (the newest: 30 days
     before the last event), with each ratio to the full run's mean, min and max."""
     from recsys.data.schema import MICROS_PER_DAY
@@ -210,7 +213,7 @@ def pipeline_level(home: Path, events: Any, *, cuts: int = 1) -> list[dict[str, 
     newest -= newest % MICROS_PER_DAY
     rows = []
     for c in range(cuts):
-        rows += _pipeline_level_cut(home, events, newest - c * 30 * MICROS_PER_DAY)
+        rows += _pipeline_level_cut(home, events, newest - c * 30 * MICROS_PER_DAY, noise=noise)
     runs = list(dict.fromkeys(str(r["run"]) for r in rows))
     for run in runs[1:]:
         row: dict[str, Any] = {"run": f"{run} / full", "cut": "mean [min, max]"}
@@ -228,7 +231,9 @@ def pipeline_level(home: Path, events: Any, *, cuts: int = 1) -> list[dict[str, 
     return rows
 
 
-def _pipeline_level_cut(home: Path, events: Any, cut: int) -> list[dict[str, Any]]:
+def _pipeline_level_cut(
+    home: Path, events: Any, cut: int, *, noise: bool = False
+) -> list[dict[str, Any]]:
     """``run_training`` full vs warm on the default config at ``cut``: wall and CPU seconds,
     per stage, the share of each run that is the hybrid's fit, and the quality of what each
     version serves (:func:`served_quality`).
@@ -260,11 +265,19 @@ def _pipeline_level_cut(home: Path, events: Any, cut: int) -> list[dict[str, Any
         store.close()
     shutil.copytree(models, saved)
     rescore = config.precompute.model_copy(update={"carry_on_warm_start": False})
+    spec = config.models["hybrid"]
+    seed1 = spec.model_copy(update={"params": {**spec.params, "seed": 1}})
     runs = {
         "full": (config, False),
         "warm": (config, True),
         "warm, every list scored": (config.model_copy(update={"precompute": rescore}), True),
     }
+    if noise:
+        # how far two equally good full runs differ: the noise the warm runs are read against
+        runs["full, hybrid seed 1"] = (
+            config.model_copy(update={"models": {**config.models, "hybrid": seed1}}),
+            False,
+        )
     rows = []
     for mode, (run_config, warm_start) in runs.items():
         shutil.rmtree(models)
@@ -362,6 +375,11 @@ def main() -> None:
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-models", action="store_true", help="only the whole-run part (b)")
     parser.add_argument("--cuts", type=int, default=1, help="at this many cut dates, 30 days apart")
+    parser.add_argument(
+        "--noise",
+        action="store_true",
+        help="whole runs: a second full run with another seed of the hybrid (the noise)",
+    )
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-warm-"))
     os.environ["RECSYS_HOME"] = str(home)
@@ -382,7 +400,7 @@ def main() -> None:
         for row in model_level(events, catalog, load_training_config(None), cuts=args.cuts):
             print(row, flush=True)
     if not args.skip_pipeline:
-        for row in pipeline_level(home, events, cuts=args.cuts):
+        for row in pipeline_level(home, events, cuts=args.cuts, noise=args.noise):
             print(row, flush=True)
 
 
