@@ -122,8 +122,24 @@ def _purchases(rng: np.random.Generator, n_users: int, days: int, offset: int) -
     return rows
 
 
+def _train_each(config: Path, *batches: list[EventRow]) -> tuple[Registry, list[str]]:
+    """Store each batch of events, then ``recsys train --warm-start`` (the first run has no
+    version to start from: a full run); the registry and the versions, in order."""
+    registry = Registry(load_settings(Settings).registry_path)
+    store = open_store(load_settings(Settings))
+    versions = []
+    try:
+        for batch in batches:
+            store.insert_events(batch)
+            assert main(["train", "--config", str(config), "--warm-start"]) == 0
+            versions.append(registry.current_version() or "")
+    finally:
+        store.close()
+    return registry, versions
+
+
 def test_warm_start_run_starts_from_the_current_version(
-    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, rng: np.random.Generator
 ) -> None:
     config = tmp_path / "train.toml"
     config.write_text(
@@ -133,20 +149,11 @@ def test_warm_start_run_starts_from_the_current_version(
         '[models.bought_together]\nmodel = "cooccurrence"\nparams = { min_support = 1 }\n'
         "[models.hybrid]\nparams = { factors = 8, max_iter = 20, min_positives = 10 }\n"
     )
-    store = open_store(load_settings(Settings))
-    try:
-        store.insert_events(_purchases(rng, 40, 60, 0))
-        assert main(["train", "--config", str(config)]) == 0
-        registry = Registry(load_settings(Settings).registry_path)
-        first = registry.current_version()
-        # a day of new events, with a new customer and the same items
-        store.insert_events(_purchases(rng, 41, 1, 61))
-        capsys.readouterr()
-        assert main(["train", "--config", str(config), "--warm-start"]) == 0
-    finally:
-        store.close()
-    second = registry.current_version()
-    assert second is not None and second != first
+    # then a day of new events, with a new customer and the same items
+    registry, (first, second) = _train_each(
+        config, _purchases(rng, 40, 60, 0), _purchases(rng, 41, 1, 61)
+    )
+    assert second != first
     manifest = registry.manifest(second)
     warm = manifest["warm_start"]
     assert warm["from"] == first and warm["new_events"] > 0
@@ -245,20 +252,10 @@ def test_a_warm_run_keeps_the_stored_lists_of_customers_with_no_new_event(
         "[models.als]\nparams = { factors = 8, iterations = 5 }\n"
         "[models.hybrid]\nparams = { factors = 8, max_iter = 20, min_positives = 10 }\n"
     )
-    store = open_store(load_settings(Settings))
-    try:
-        store.insert_events(_purchases(rng, 40, 60, 0))
-        assert main(["train", "--config", str(config)]) == 0
-        registry = Registry(load_settings(Settings).registry_path)
-        first = registry.current_version() or ""
-        # new events for five known customers and a new one; the other 35 have none
-        new = _purchases(rng, 5, 1, 61)
-        new.append(new[0]._replace(event_id="n", user_id="newcomer"))
-        store.insert_events(new)
-        assert main(["train", "--config", str(config), "--warm-start"]) == 0
-    finally:
-        store.close()
-    second = registry.current_version() or ""
+    # then new events for five known customers and a new one; the other 35 have none
+    new = _purchases(rng, 5, 1, 61)
+    new.append(new[0]._replace(event_id="n", user_id="newcomer"))
+    registry, (first, second) = _train_each(config, _purchases(rng, 40, 60, 0), new)
     entry = registry.manifest(second)["precomputed"]
     before = Engine.load(registry.path(first), registry)
     after = Engine.load(registry.path(second), registry)
@@ -295,19 +292,15 @@ def test_a_warm_run_trains_in_full_when_the_last_full_run_is_too_old(
         f"[warm_start]\nfull_every_days = {every}\n"
         "[models.als]\nparams = { factors = 8, iterations = 5 }\n"
     )
-    registry = Registry(load_settings(Settings).registry_path)
-    store = open_store(load_settings(Settings))
-    versions = []
-    try:
-        # a full run on days 0-59, warm runs after days 61 and 66, then one after day 71
-        for offset, days in ((0, 60), (61, 1), (66, 1), (71, 1)):
-            store.insert_events(_purchases(rng, 10, days, offset))
-            capsys.readouterr()
-            assert main(["train", "--config", str(config), "--warm-start"]) == 0
-            versions.append(registry.manifest(registry.current_version() or ""))
-    finally:
-        store.close()
-    full, warm1, warm2, last = versions
+    # a full run on days 0-59, warm runs after days 61 and 66, then one after day 71
+    registry, names = _train_each(
+        config,
+        *(
+            _purchases(rng, 10, days, offset)
+            for offset, days in ((0, 60), (61, 1), (66, 1), (71, 1))
+        ),
+    )
+    full, warm1, warm2, last = (registry.manifest(v) for v in names)
     assert "warm_start" not in full
     assert full["full_run_as_of"] == full["as_of"]
     for warm in (warm1, warm2):
