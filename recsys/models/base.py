@@ -441,6 +441,28 @@ class Explains(Protocol):
 
 
 @runtime_checkable
+class ExplainsArrays(Protocol):
+    """A model that explains (:class:`Explains`) and also returns its explained lists as
+    arrays, one entry per listed item (the hybrid's
+    :class:`~recsys.models.hybrid.ExplainedLists`): what the stored lists read, without an
+    object per item."""
+
+    def explain_arrays(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        now: int | None = None,
+    ) -> Any:
+        """:meth:`Explains.explain`'s lists: ``rows``, ``items``, ``scores``, ``sources``,
+        ``bought_before``, ``due_for_repurchase``, ``often_bought_with`` arrays and
+        ``reason(e)``, entry ``e`` as the object ``explain`` lists."""
+        ...
+
+
+@runtime_checkable
 class ItemRanking(Protocol):
     """A non-personal model with one score per item (popular, trending)."""
 

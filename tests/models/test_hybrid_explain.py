@@ -10,6 +10,7 @@ fixed-blend fallback.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -205,3 +206,50 @@ def test_partner_kernels_pick_the_strongest_owned_neighbour(
     assert _best_by_scan(by_item, owned, rows, items).tolist() == expected
     assert _best_by_lookup(by_item, ptr, idx, rows, items).tolist() == expected
     assert _best_owned_neighbour(by_item, owned, ptr, idx, rows, items).tolist() == expected
+
+
+class _ObjectsOnly:
+    """The hybrid seen only through :meth:`HybridModel.explain` (no ``explain_arrays``): the
+    per-item loop :func:`recsys.engine.precompute` runs for such a model is the oracle."""
+
+    def __init__(self, model: HybridModel) -> None:
+        self.model = model
+
+    def explain(self, *args: Any, **kwargs: Any) -> list[list[ItemReason]]:
+        return self.model.explain(*args, **kwargs)
+
+
+@pytest.mark.parametrize("depth", [1, 7, 100])
+def test_stored_lists_from_arrays_equal_the_per_item_loop(
+    model: HybridModel, shop: TrainingData, depth: int
+) -> None:
+    from recsys.engine import precompute
+    from recsys.models.base import Explains, ExplainsArrays
+
+    assert isinstance(model, ExplainsArrays)
+    oracle = _ObjectsOnly(model)
+    assert isinstance(oracle, Explains) and not isinstance(oracle, ExplainsArrays)
+    hist = sp.csr_matrix(shop.interactions)
+    users = np.arange(0, shop.n_users, 2, dtype=np.intp)
+    # small batches: codes and the reason vocabulary carry over from batch to batch
+    fast = precompute(model, "hybrid", hist, shop.items, depth=depth, batch=7, users=users)
+    slow = precompute(oracle, "hybrid", hist, shop.items, depth=depth, batch=7, users=users)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(fast.items, slow.items)
+    np.testing.assert_array_equal(fast.scores, slow.scores)
+    np.testing.assert_array_equal(fast.reason_codes, slow.reason_codes)
+    assert fast.reasons == slow.reasons
+    # not vacuous: listed rows, and past the first items many distinct reasons, with partners
+    assert (fast.items[users] >= 0).any(axis=1).all()
+    if depth > 1:
+        assert len(fast.reasons) > 20
+        assert any(f.startswith("often_bought_with:") for r in fast.reasons for f in r)
+
+
+def test_explained_arrays_are_the_explanation(model: HybridModel, shop: TrainingData) -> None:
+    users = np.arange(0, shop.n_users, 3, dtype=np.intp)
+    hist = sp.csr_matrix(shop.interactions[users])
+    lists = model.explain_arrays(users, hist, 12)
+    explained = model.explain(users, hist, 12)
+    flat = [e for row in explained for e in row]
+    assert [lists.reason(e) for e in range(len(lists.rows))] == flat
+    assert lists.reasons() == flat
