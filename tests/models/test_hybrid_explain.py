@@ -253,3 +253,35 @@ def test_explained_arrays_are_the_explanation(model: HybridModel, shop: Training
     flat = [e for row in explained for e in row]
     assert [lists.reason(e) for e in range(len(lists.rows))] == flat
     assert lists.reasons() == flat
+
+
+def test_kept_stats_keys_follow_the_state_s_stats(model: HybridModel, shop: TrainingData) -> None:
+    """The state keeps its purchase stats' keys between batches (``_stats_keys``): the
+    features of a batch equal a fresh state's, and a state given other stats keys those."""
+    from recsys.models.features import stats_keys
+
+    state = model.state_
+    users = np.arange(0, shop.n_users, 2, dtype=np.intp)
+    hist = sp.csr_matrix(shop.interactions[users])
+    day = model.as_of_day_
+    settings_ = model._settings()
+    first = state.pairs(users, hist, day, settings_)
+    again = state.pairs(users, hist, day, settings_)  # from the kept keys
+    fresh = dataclasses.replace(state).pairs(users, hist, day, settings_)  # keys built anew
+    for a, b, c in zip(first, again, fresh, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    # other stats (each customer's first purchased pair dropped): other keys, other features
+    stats = state.stats.copy()
+    stats.data[stats.indptr[:-1][np.diff(stats.indptr) > 0]] = 0
+    stats.eliminate_zeros()
+    other = dataclasses.replace(state, stats=stats)
+    other._stats_keys_cache = state._stats_keys_cache  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(other._stats_keys(), stats_keys(stats, state.n_items))
+    original = state.stats
+    state.stats = stats  # the same state given other stats
+    try:
+        np.testing.assert_array_equal(state._stats_keys(), stats_keys(stats, state.n_items))
+    finally:
+        state.stats = original
+    np.testing.assert_array_equal(state._stats_keys(), stats_keys(original, state.n_items))
