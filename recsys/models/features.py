@@ -18,6 +18,7 @@ and serving features mean exactly the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -622,36 +623,35 @@ class GeneratorState:
         kn = known[rows]
         u_orders = np.where(kn, self.user_n_orders[ur], 0.0)
         nan = np.nan
-        return np.column_stack(
-            [
-                gen.als_score,
-                gen.als_rank,
-                gen.ease_score if gen.ease_score is not None else np.full(len(rows), nan),
-                gen.ease_rank,
-                gen.cooc_score,
-                gen.cooc_rank,
-                n_orders,
-                days_since,
-                due_ratio,
-                interval,
-                (n_orders > 0).astype(np.float64),
-                u_orders,
-                np.where(kn, self.user_n_items[ur], 0.0),
-                np.where(kn, now_day - self.user_first_day[ur], nan),
-                np.where(kn, now_day - self.user_last_day[ur], nan),
-                self.item_pop_recent[items],
-                self.item_trend[items],
-                self.item_price[items],
-                self.item_pop_total[items],
-                pop_rank[items],
-                np.where(u_orders > 0, n_orders / np.maximum(u_orders, 1.0), 0.0),
-                share,
-                repeat_rank,
-                # the share, not the count: the count grows with the history's length, which
-                # differs between the ranker's cut and serving (most on a short log)
-                self.item_pop_recent[items] / recent_total,
-            ]
-        ).astype(np.float32)
+        columns = (
+            gen.als_score,
+            gen.als_rank,
+            gen.ease_score if gen.ease_score is not None else np.full(len(rows), nan),
+            gen.ease_rank,
+            gen.cooc_score,
+            gen.cooc_rank,
+            n_orders,
+            days_since,
+            due_ratio,
+            interval,
+            (n_orders > 0).astype(np.float64),
+            u_orders,
+            np.where(kn, self.user_n_items[ur], 0.0),
+            np.where(kn, now_day - self.user_first_day[ur], nan),
+            np.where(kn, now_day - self.user_last_day[ur], nan),
+            self.item_pop_recent[items],
+            self.item_trend[items],
+            self.item_price[items],
+            self.item_pop_total[items],
+            pop_rank[items],
+            np.where(u_orders > 0, n_orders / np.maximum(u_orders, 1.0), 0.0),
+            share,
+            repeat_rank,
+            # the share, not the count: the count grows with the history's length, which
+            # differs between the ranker's cut and serving (most on a short log)
+            self.item_pop_recent[items] / recent_total,
+        )
+        return _stack_float32(columns, len(rows))
 
     def _stats_keys(self) -> NDArray[np.int64]:
         """:func:`stats_keys` of ``stats``, computed on the first batch and kept (a state is
@@ -1225,6 +1225,21 @@ def _lookup(
     hit = have[pos] == keys
     out[hit] = vals[pos[hit]]
     return out
+
+
+def _stack_float32(columns: Sequence[NDArray[Any]], n: int) -> NDArray[np.float32]:
+    """``np.column_stack(columns).astype(np.float32)`` (C order) for ``n``-long columns of
+    floats and integers, without the float64 matrix.
+
+    Each column is cast to float32 into a row of the transpose, then transposed once:
+    column_stack's float64 matrix and its astype took 19 ms a 125k feature rows (1,024
+    Ta-Feng customers' pairs), this 5 ms. The same values: a float is rounded to float32 once
+    either way, and an integer goes through float64 as column_stack takes it.
+    """
+    out = np.empty((len(columns), n), dtype=np.float32)
+    for j, column in enumerate(columns):
+        out[j] = column if column.dtype.kind == "f" else column.astype(np.float64)
+    return np.ascontiguousarray(out.T)
 
 
 def _concat(parts: list[Any], dtype: Any) -> NDArray[Any]:

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.models.features import _rank_within_rows, decayed_order_share
+from recsys.models.features import _rank_within_rows, _stack_float32, decayed_order_share
 
 
 def _share(
@@ -89,3 +89,34 @@ def test_rank_within_rows_ranks_masked_pairs_per_row() -> None:
     mask = np.array([True, True, False, True, True, False])
     got = _rank_within_rows(rows, values, mask)
     np.testing.assert_array_equal(got, [1.0, 0.0, np.nan, 0.0, 1.0, np.nan])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(0, 40),
+    kinds=st.lists(st.sampled_from(["f64", "f32", "i32", "i64", "big"]), min_size=1, max_size=8),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_float32_stack_is_column_stack_then_astype(n: int, kinds: list, seed: int) -> None:
+    """The feature matrix is written column by column into float32: the same values as the
+    float64 ``column_stack`` cast to float32 it replaced (NaN, infinities, values float32
+    rounds, integers beyond float32's exact range), in C order."""
+    rng = np.random.default_rng(seed)
+    columns = []
+    for kind in kinds:
+        if kind in ("f64", "f32"):
+            col = rng.normal(scale=10.0 ** rng.integers(-8, 40), size=n)
+            col[rng.random(n) < 0.2] = rng.choice([np.nan, np.inf, -np.inf, 0.0, -0.0])
+            with np.errstate(over="ignore"):
+                columns.append(col.astype(np.float32) if kind == "f32" else col)
+        elif kind == "big":  # int64 past 2**53: column_stack rounds them to float64 first
+            columns.append(rng.integers(-(2**62), 2**62, size=n, dtype=np.int64))
+        else:
+            columns.append(
+                rng.integers(-(2**31), 2**31 - 1, size=n).astype(kind.replace("i", "int"))
+            )
+    with np.errstate(over="ignore"):
+        expected = np.column_stack(columns).astype(np.float32)
+        got = _stack_float32(columns, n)
+    assert got.flags.c_contiguous and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
