@@ -457,9 +457,7 @@ def _weigh(
     bought = is_purchase & (q_int > 0)
     if bought.any():
         b = np.flatnonzero(bought)
-        order_key = _order_keys(order_code[b], ts[b])
-        distinct = np.unique(np.stack([pair[b], order_key]), axis=1)
-        n_orders = np.bincount(distinct[0], minlength=n_pairs).astype(np.int64)
+        n_orders = _distinct_counts(pair[b], _order_keys(order_code[b], ts[b]), n_pairs)
     else:
         n_orders = np.zeros(n_pairs, dtype=np.int64)
 
@@ -471,6 +469,24 @@ def _weigh(
         n_weighted=n_weighted,
         n_orders=n_orders,
     )
+
+
+def _distinct_counts(
+    group: NDArray[np.intp], key: NDArray[np.int64], n_groups: int
+) -> NDArray[np.int64]:
+    """Per group ``0..n_groups-1``, how many distinct ``key`` values its entries hold.
+
+    Sorted by (group, key), the first entry of each run counts: what
+    ``np.bincount(np.unique(np.stack([group, key]), axis=1)[0])`` counts, without sorting
+    16-byte records compared as bytes (800k synthetic purchases: 0.82-1.05 s that way,
+    0.24-0.30 s this way; a run builds its training data twice).
+    """
+    if len(group) == 0:
+        return np.zeros(n_groups, dtype=np.int64)
+    by = np.lexsort((key, group))
+    g, k = group[by], key[by]
+    first = np.r_[True, (g[1:] != g[:-1]) | (k[1:] != k[:-1])]
+    return np.bincount(g[first], minlength=n_groups).astype(np.int64)
 
 
 def _order_keys(order_code: NDArray[np.intp], ts: NDArray[np.int64]) -> NDArray[np.int64]:

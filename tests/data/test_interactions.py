@@ -331,3 +331,31 @@ def test_history_matrix_equals_the_training_rows(
     assert live.shape == td.interactions.shape
     assert (live != td.interactions).nnz == 0
     assert np.array_equal(live.toarray(), td.interactions.toarray())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(0, 300),
+    n_groups=st.integers(1, 20),
+    n_keys=st.integers(1, 10),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_distinct_counts_are_the_unique_records_per_group(
+    n: int, n_groups: int, n_keys: int, seed: int
+) -> None:
+    """A pair's order count is its number of distinct order keys (order codes, and the shifted
+    negative timestamps of order-less purchases): what counting the unique (pair, key)
+    records gives."""
+    from recsys.data.interactions import _distinct_counts
+
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, n_groups, size=n).astype(np.intp)
+    key = rng.integers(0, n_keys, size=n).astype(np.int64)
+    key[rng.random(n) < 0.3] = -2 - rng.integers(0, 10**15, size=1)  # timestamps
+    if n:
+        expected = np.bincount(np.unique(np.stack([group, key]), axis=1)[0], minlength=n_groups)
+    else:
+        expected = np.zeros(n_groups, dtype=np.int64)
+    got = _distinct_counts(group, key, n_groups)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, expected)
