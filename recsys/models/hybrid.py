@@ -55,6 +55,7 @@ Everything else is ``.npz`` read with ``allow_pickle=False``.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -1119,10 +1120,26 @@ def _openmp_threads(threads: int) -> Any:
     Its threads spin while waiting; on a small shared machine (the API's workers, the
     training pipeline, other jobs) that oversubscription made fitting ten times slower than
     one thread, so fitting and every request-sized prediction use one.
-    """
-    from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(threads, "openmp")
+    The OpenMP libraries are found once and kept while no module is imported:
+    ``threadpool_limits`` looks every loaded shared library up on each call (1.4-2 ms here),
+    and every prediction (each serving request, each thread of the stored lists' 97 batches)
+    opens this block. An import may load another OpenMP runtime (LightGBM's), so the
+    libraries are looked up again after one.
+    """
+    global _OPENMP
+    loaded = len(sys.modules)
+    cached = _OPENMP
+    if cached is None or cached[0] != loaded:
+        from threadpoolctl import ThreadpoolController
+
+        cached = (loaded, ThreadpoolController().select(user_api="openmp"))
+        _OPENMP = cached
+    return cached[1].limit(limits=threads)
+
+
+#: :func:`_openmp_threads`'s OpenMP libraries, with the number of modules loaded when found.
+_OPENMP: tuple[int, Any] | None = None
 
 
 #: Owned-list lookups that cost as much as scanning one stored neighbour: a pair looks its

@@ -605,3 +605,37 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
     model._raw(big)  # the block's setting does not outlive it
     assert calls[4:] == [(here, n)]
     assert asked == [1] * 5  # every prediction on one OpenMP thread
+
+
+def test_openmp_limit_is_applied_and_restored_with_kept_libraries() -> None:
+    """``_openmp_threads`` keeps the OpenMP libraries it found (no lookup of every shared
+    library per prediction) and still limits and restores them as ``threadpool_limits``
+    does; an import makes it look them up again (it may load another OpenMP runtime)."""
+    import sys
+
+    from threadpoolctl import threadpool_info
+
+    from recsys.models import hybrid
+
+    def openmp_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
+
+    before = openmp_threads()
+    assert before, "scikit-learn's OpenMP runtime is loaded"
+    for _ in range(2):  # the second from the kept libraries
+        with hybrid._openmp_threads(1):
+            assert openmp_threads() == [1] * len(before)
+        assert openmp_threads() == before
+    kept = hybrid._OPENMP
+    assert kept is not None and kept[0] == len(sys.modules)
+    with hybrid._openmp_threads(1):
+        pass
+    assert hybrid._OPENMP is kept  # nothing imported: the same libraries
+    sys.modules["_recsys_test_marker"] = sys  # as an import would grow sys.modules
+    try:
+        with hybrid._openmp_threads(1):
+            assert openmp_threads() == [1] * len(before)
+        assert hybrid._OPENMP is not kept
+    finally:
+        del sys.modules["_recsys_test_marker"]
+    assert openmp_threads() == before
