@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame, EventRow
@@ -639,3 +641,20 @@ def test_openmp_limit_is_applied_and_restored_with_kept_libraries() -> None:
     finally:
         del sys.modules["_recsys_test_marker"]
     assert openmp_threads() == before
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.integers(-5, 40), max_size=60),
+    sort=st.booleans(),
+)
+def test_distinct_counts_sorted_runs_and_anything_else(values: list[int], sort: bool) -> None:
+    """``_distinct`` is ``len(np.unique(values))``: from the runs of sorted values (a window's
+    customers), by np.unique otherwise."""
+    from recsys.models.hybrid import _distinct, _joined
+
+    a = np.array(sorted(values) if sort else values, dtype=np.intp)
+    assert _distinct(a) == len(np.unique(a))
+    parts = [a, a[:3]]
+    np.testing.assert_array_equal(_joined(parts), np.concatenate(parts))
+    assert _joined([a]) is a
