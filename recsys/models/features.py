@@ -179,7 +179,7 @@ class EventArrays:
             order_ids[missing] = [
                 f"\0{u}:{d}" for u, d in zip(user[missing], whole_days, strict=True)
             ]
-        _, order = np.unique(order_ids.astype(str), return_inverse=True)
+        order = _string_codes(order_ids)
         weight = np.zeros(len(etype), dtype=np.float64)
         for name, w in SIGNAL_WEIGHTS.items():
             weight[etype == name] = w
@@ -1225,6 +1225,17 @@ def _lookup(
     hit = have[pos] == keys
     out[hit] = vals[pos[hit]]
     return out
+
+
+def _string_codes(values: NDArray[np.object_]) -> NDArray[np.intp]:
+    """``np.unique(values.astype(str), return_inverse=True)[1]``: each value's index among the
+    sorted distinct strings, by a dict over the strings (as ``recsys.data.interactions``'
+    ``_factorize``) instead of numpy's sort of fixed-width strings. Python orders strings
+    by code point as numpy does. Ta-Feng's 817,741 order ids: 0.51-1.05 s that way, 0.41-0.45 s
+    this way (CPU, one process, loaded machine)."""
+    strings = values.astype(str).tolist()
+    lookup = {k: i for i, k in enumerate(sorted(dict.fromkeys(strings)))}
+    return np.fromiter(map(lookup.__getitem__, strings), dtype=np.intp, count=len(strings))
 
 
 def _stack_float32(columns: Sequence[NDArray[Any]], n: int) -> NDArray[np.float32]:

@@ -7,7 +7,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.models.features import _rank_within_rows, _stack_float32, decayed_order_share
+from recsys.models.features import (
+    _rank_within_rows,
+    _stack_float32,
+    _string_codes,
+    decayed_order_share,
+)
 
 
 def _share(
@@ -119,4 +124,26 @@ def test_float32_stack_is_column_stack_then_astype(n: int, kinds: list, seed: in
         expected = np.column_stack(columns).astype(np.float32)
         got = _stack_float32(columns, n)
     assert got.flags.c_contiguous and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=6),
+            st.text(alphabet="ab\x00-:", max_size=5),
+            st.integers(-50, 50),
+        ),
+        max_size=40,
+    )
+)
+def test_string_codes_are_numpy_s_unique_codes(values: list) -> None:
+    """Order ids get the codes ``np.unique`` of their strings gives (the order of orders that
+    decides ties), whatever the characters: NUL anywhere, astral code points, numbers."""
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    expected = np.unique(arr.astype(str), return_inverse=True)[1].ravel()
+    got = _string_codes(arr)
+    assert got.dtype == np.intp
     np.testing.assert_array_equal(got, expected)
