@@ -315,8 +315,9 @@ def test_a_warm_run_trains_in_full_when_the_last_full_run_is_too_old(
         assert "warm_start" in last and last["full_run_as_of"] == full["as_of"]
 
 
-def test_a_warm_run_trains_in_full_when_older_events_came_late(
-    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("change", ["late events", "an erasure"])
+def test_a_warm_run_trains_in_full_when_the_events_it_saw_changed(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str], change: str
 ) -> None:
     config = tmp_path / "train.toml"
     config.write_text(
@@ -329,17 +330,28 @@ def test_a_warm_run_trains_in_full_when_older_events_came_late(
     try:
         store.insert_events(_purchases(rng, 10, 60, 0))
         assert main(["train", "--config", str(config)]) == 0
-        # a day of new events and, ingested with them, orders of day 30 that the current
-        # version never saw: carried counts would miss them
-        late = _purchases(rng, 3, 1, 30)
-        store.insert_events([*_purchases(rng, 10, 1, 61), *late])
+        # a day of new events for three customers, and either orders of day 30 that the
+        # current version never saw (carried counts would miss them) or a customer erased
+        # (carried counts would keep their baskets)
+        store.insert_events(_purchases(rng, 3, 1, 61))
+        if change == "late events":
+            store.insert_events(_purchases(rng, 3, 1, 30))
+        else:
+            assert store.erase_user("u5") > 0
         capsys.readouterr()
-        assert main(["train", "--config", str(config), "--warm-start"]) == 0
-        manifest = registry.manifest(registry.current_version() or "")
-        assert "warm_start" not in manifest
+        # --force: the full run's metric is gated against the first version's, which this
+        # test is not about
+        assert main(["train", "--config", str(config), "--warm-start", "--force"]) == 0
+        version = registry.current_version() or ""
+        assert "warm_start" not in registry.manifest(version)
         assert "(events came late or were erased); training in full" in capsys.readouterr().err
-        # nothing late since: the next run is warm
-        store.insert_events(_purchases(rng, 10, 1, 62))
+        # the counts are those of the events now in the store
+        data = build_training_data(store.read_events(), InteractionConfig())
+        model = CooccurrenceModel.load(registry.path(version) / "models" / "bought_together")
+        assert model.counts_ is not None
+        assert (model.counts_ != cooccurrence_counts(data.orders)).nnz == 0
+        # nothing changed before the newest event since: the next run is warm
+        store.insert_events(_purchases(rng, 3, 1, 62))
         assert main(["train", "--config", str(config), "--warm-start"]) == 0
         assert "warm_start" in registry.manifest(registry.current_version() or "")
     finally:
