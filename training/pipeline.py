@@ -14,7 +14,8 @@ Stages, each timed and shown on a progress bar (stderr):
 4. **fit** every enabled model on all the data;
 5. **publish** a new version into the registry (atomically: a failure publishes nothing), with
    the default model's top lists of the customers active in the last
-   ``[precompute] active_days`` (the others are scored when asked for);
+   ``[precompute] active_days`` (the others are scored when asked for; a warm run keeps the
+   current version's list of each customer with no event since it);
 6. **promote** it, unless the gated metric is worse than the current version's by more than
    the allowed margin (``--force`` overrides; the version stays in the registry, not promoted).
 

@@ -13,7 +13,9 @@ A nightly run on a shop whose data changed a little should not relearn everythin
   (:meth:`~recsys.models.hybrid.HybridModel.warm_start`): relearning the ranker is most of a
   full fit, and what it learned (which candidate features predict a purchase) moves slowly;
 * every other model (popularity, buy-again, EASE) is fitted as in a full run: one pass over
-  the events, or (EASE) a solve that has nothing to start from.
+  the events, or (EASE) a solve that has nothing to start from;
+* the stored top lists of the customers with no event since that version are carried over
+  (:func:`carry_lists`); only the others are scored.
 
 A model without a usable predecessor (absent from the current version, another class, other
 factor dimensions or hybrid parameters, counts not kept, or a time window that drops old
