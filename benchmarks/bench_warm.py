@@ -295,6 +295,7 @@ def _pipeline_level_cut(
                 notify=quiet,
             )
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+            served = served_quality(store, Registry(models), result.version, events, cut)
         finally:
             store.close()
         hybrid = result.manifest["models"].get("hybrid", {}).get("fit_seconds", 0.0)
@@ -309,7 +310,7 @@ def _pipeline_level_cut(
                 "carried": result.manifest.get("precomputed", {}).get("carried"),
                 **{k: round(v, 1) for k, v in result.timings.items()},
                 **{f"cpu_{k}": round(v, 1) for k, v in result.cpu_seconds.items()},
-                **served_quality(Registry(models), result.version, events, cut),
+                **served,
             }
         )
     shutil.rmtree(saved, ignore_errors=True)
@@ -325,16 +326,20 @@ def _pipeline_level_cut(
     return rows
 
 
-def served_quality(registry: Any, version: str, events: Any, cut: int) -> dict[str, Any]:
+def served_quality(
+    store: Any, registry: Any, version: str, events: Any, cut: int
+) -> dict[str, Any]:
     """What the API would serve from ``version`` to the customers it knows who bought in the
-    30 days after ``cut``, scored on those purchases: the stored list where the engine answers
-    from it (as for a customer with nothing new), else the model's live scoring, with the
-    engine's default rules; recall@10 and NDCG@10
-    (:func:`~recsys.evaluation.metrics.ranking_metrics`).
+    30 days after ``cut``, scored on those purchases: the batch path of ``recsys recommend``
+    (:meth:`~recsys.service.RecommendationService.recommend_many`: the stored list where it
+    gives the answer, as for a customer with nothing new, else the model's scoring), with the
+    default rules; recall@10 and NDCG@10 (:func:`~recsys.evaluation.metrics.ranking_metrics`).
     """
     from recsys.data.schema import MICROS_PER_DAY
     from recsys.engine import Engine
     from recsys.evaluation.metrics import ranking_metrics
+    from recsys.live import LiveState
+    from recsys.service import FixedEngine, RecommendationService
 
     engine = Engine.load(registry.path(version), registry)
     after = (
@@ -352,10 +357,9 @@ def served_quality(registry: Any, version: str, events: Any, cut: int) -> dict[s
         (np.ones(len(uids)), ([row[u] for u in uids], items[known])),
         shape=(len(ids), len(engine.items)),
     )
-    lists: list[Any] = [engine.recommend_precomputed(uid, 10) for uid in ids]
-    missing = [j for j, lst in enumerate(lists) if lst is None]
-    for j, lst in zip(missing, engine.recommend_batch([ids[j] for j in missing], 10), strict=True):
-        lists[j] = lst
+    live = LiveState(store)
+    live.refresh()
+    lists = RecommendationService(store, FixedEngine(engine), live).recommend_many(ids, 10)
     topk = np.full((len(ids), 10), -1, dtype=np.intp)
     for j, lst in enumerate(lists):
         got = engine.items.indices([r.item_id for r in lst.items][:10])
@@ -363,7 +367,6 @@ def served_quality(registry: Any, version: str, events: Any, cut: int) -> dict[s
     metrics = ranking_metrics(topk, relevant, 10)
     return {
         "served_customers": len(ids),
-        "served_from_stored": len(ids) - len(missing),
         "served_recall@10": round(float(np.nanmean(metrics["recall"])), 4),
         "served_ndcg@10": round(float(np.nanmean(metrics["ndcg"])), 4),
     }
