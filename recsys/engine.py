@@ -52,7 +52,7 @@ from recsys.ranking.rules import (
     apply_rules,
     compile_rules,
 )
-from recsys.retrieval.ann import FactorModel, ItemIndex, load_index
+from recsys.retrieval.ann import FactorModel, ItemIndex, SearchesIndex, load_index
 from recsys.store.base import ItemChange
 
 log = logging.getLogger(__name__)
@@ -1142,11 +1142,21 @@ def _load_indexes(
     n_items: int,
 ) -> dict[str, ItemIndex]:
     """The approximate indexes the manifest's ``ann`` table lists (their files were verified
-    against the manifest's sha256 with the rest of the version before this runs)."""
+    against the manifest's sha256 with the rest of the version before this runs).
+
+    A model that searches vectors of its own (the hybrid's ALS generator) is handed its index
+    here; the others' are returned for the engine's retrieval."""
     out: dict[str, ItemIndex] = {}
     for name, spec in manifest.ann.items():
         model = models.get(name)
-        if not isinstance(model, FactorModel):
+        vectors: NDArray[np.float32] | None
+        if isinstance(model, FactorModel):
+            vectors = model.item_factors_
+        elif isinstance(model, SearchesIndex):
+            vectors = model.index_vectors()
+        else:
+            vectors = None
+        if vectors is None:
             raise ArtifactError(
                 f"model version {version_dir.name}: an index for {name!r}, "
                 "which is not a factor model of this version"
@@ -1157,16 +1167,20 @@ def _load_indexes(
                 f"model version {version_dir.name}: index file {spec.file!r} of {name!r} is not "
                 "among the manifest's files"
             )
-        out[name] = load_index(
+        index = load_index(
             version_dir / spec.file,
             n_items=n_items,
-            dim=int(model.item_factors_.shape[1]),
+            dim=int(vectors.shape[1]),
             exact_head=int(spec.params.get("exact_head", 0)),
             # usearch keeps neither in its file: the manifest's search setting, the model's
             # (memory-mapped) factors for the exact head
             ef_search=spec.params.get("ef_search"),
-            item_factors=model.item_factors_,
+            item_factors=vectors,
         )
+        if isinstance(model, SearchesIndex):
+            model.use_index(index)
+        else:
+            out[name] = index
     return out
 
 

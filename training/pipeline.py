@@ -859,6 +859,10 @@ def _write_indexes(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """An approximate top-k index per factor model when the catalogue reaches ``ann.min_items``.
 
+    A model that searches vectors of its own (:class:`~recsys.retrieval.ann.SearchesIndex`:
+    the hybrid's ALS generator) gets one over them the same way, and is handed it at once, so
+    the stored lists written after this come from it as the served ones do.
+
     The index file lies in the version folder, so the registry hashes it with every other
     file and :meth:`~recsys.registry.Registry.verify` checks it before the engine reads it.
     Returns the manifest's ``ann`` table (model name -> file relative to the version, index
@@ -868,6 +872,7 @@ def _write_indexes(
     from recsys.retrieval.ann import (
         FactorModel,
         FaissIndex,
+        SearchesIndex,
         UsearchIndex,
         build_index,
         save_index,
@@ -876,13 +881,18 @@ def _write_indexes(
     out: dict[str, dict[str, Any]] = {}
     built: dict[str, Any] = {}
     for name, model in fitted.items():
-        if not isinstance(model, FactorModel):
+        vectors: NDArray[np.float32] | None = None
+        if isinstance(model, FactorModel):
+            vectors = model.item_factors_
+        elif isinstance(model, SearchesIndex):
+            vectors = model.index_vectors()
+        if vectors is None:
             continue
-        n_items = int(model.item_factors_.shape[0])
+        n_items = int(vectors.shape[0])
         if not config.ann.wants_approximate(n_items):
             continue
         start = time.perf_counter()
-        index = build_index(model.item_factors_, config=config.ann)
+        index = build_index(vectors, config=config.ann)
         seconds = time.perf_counter() - start
         # wants_approximate: never the exact index
         assert isinstance(index, UsearchIndex | FaissIndex)
@@ -896,6 +906,8 @@ def _write_indexes(
             "params": _jsonable(index.params),
             "build_seconds": round(seconds, 3),
         }
+        if isinstance(model, SearchesIndex):
+            model.use_index(index)
         built[name] = index
     return out, built
 

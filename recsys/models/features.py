@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,6 +37,9 @@ from recsys.models.kernels import (
     cooccurrence_neighbours,
     ease_weights,
 )
+
+if TYPE_CHECKING:
+    from recsys.retrieval.ann import ItemIndex
 
 MICROS_PER_DAY = 86_400_000_000
 
@@ -361,12 +364,14 @@ class GeneratorState:
         history: sp.csr_matrix,
         now_day: float,
         settings: GeneratorSettings,
+        index: ItemIndex | None = None,
     ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float32], NDArray[np.uint8]]:
         """Candidates and their features for a batch of users.
 
         Above :data:`SPARSE_ABOVE_ITEMS` items the candidates come from sparse rows and blocks
         of users (memory bounded by :data:`ALS_BLOCK_BYTES`, not by users × items); the answer
-        is the same, pair for pair and bit for bit, as the dense path's.
+        is the same, pair for pair and bit for bit, as the dense path's, unless ``index`` is
+        given.
 
         Parameters
         ----------
@@ -379,6 +384,12 @@ class GeneratorState:
             The request time in days since the epoch.
         settings
             Sizes of the candidate lists.
+        index
+            An approximate index over :attr:`item_factors` (the version's, from
+            ``[ann] min_items`` items): the sparse path then takes each user's ALS list from it
+            and scores the other generators' candidates by one dot product per pair, so a
+            request touches no catalogue-long array. The lists are then approximate (the
+            index's recall) and the scores differ from the dense product in the last bits.
 
         Returns
         -------
@@ -425,7 +436,7 @@ class GeneratorState:
 
         if m > SPARSE_ABOVE_ITEMS:
             rows, items, src, gen = self._sparse_candidates(
-                basis, has_any, uf, bought, (hr, hc), settings
+                basis, has_any, uf, bought, (hr, hc), settings, index
             )
         else:
             rows, items, src, gen = self._dense_candidates(
@@ -499,12 +510,14 @@ class GeneratorState:
         bought: tuple[NDArray[np.intp], NDArray[np.intp]],
         live: tuple[NDArray[np.intp], NDArray[np.intp]],
         settings: GeneratorSettings,
+        index: ItemIndex | None = None,
     ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.uint8], _GeneratorColumns]:
         """The same candidates as :meth:`_dense_candidates` without a users × items array.
 
         Co-occurrence is ranked on the sparse rows of ``basis @ cooc``; ALS (and EASE, when
         the state has it) is scored and ranked one block of users at a time, the blocks the
-        dense path's product uses, and each pair's scores are read from its block.
+        dense path's product uses, and each pair's scores are read from its block. With an
+        ``index`` the ALS lists come from it instead (see :meth:`pairs`).
         """
         n, m = basis.shape[0], self.n_items
         cooc = sp.csr_matrix(basis @ self.cooc, dtype=np.float32)
@@ -535,7 +548,7 @@ class GeneratorState:
         ease_rank_l: list[NDArray[np.int32]] = []
         for start, stop in _als_blocks(n, m):
             block = _als_block_top(
-                uf[start:stop], self.item_factors, settings.n_als, has_any[start:stop], tie
+                uf[start:stop], self.item_factors, settings.n_als, has_any[start:stop], tie, index
             )
             parts = [(block.rows + start, block.items, 2)]
             ease_block = None
@@ -551,7 +564,7 @@ class GeneratorState:
             it = (keys % m).astype(np.intp)
             keys_l.append(keys)
             bits_l.append(bits)
-            als_l.append(block.scores[local, it])
+            als_l.append(block.at(local, it))
             als_rank_l.append(
                 _lookup(m, block.rows + start, block.items, block.ranks, keys, settings.n_als)
             )
@@ -857,12 +870,24 @@ class _GeneratorColumns:
 
 @dataclass
 class _AlsBlock:
-    """One block of users' ALS top lists (local rows) and their scores for every item."""
+    """One block of users' ALS top lists (local rows) and their scores for every item: a
+    dense ``scores`` block, or (from an index) the block's vectors to score pairs with."""
 
     rows: NDArray[np.intp]
     items: NDArray[np.intp]
     ranks: NDArray[np.int32]
-    scores: NDArray[np.float32]
+    scores: NDArray[np.float32] | None
+    user_vecs: NDArray[np.float32] | None = None
+    item_factors: NDArray[np.float32] | None = None
+
+    def at(self, local: NDArray[np.intp], items: NDArray[np.intp]) -> NDArray[np.float32]:
+        """The ALS score of each ``(local row, item)`` pair."""
+        if self.scores is not None:
+            return self.scores[local, items]
+        assert self.user_vecs is not None and self.item_factors is not None
+        return np.einsum(
+            "ij,ij->i", self.user_vecs[local], self.item_factors[items], dtype=np.float32
+        )
 
 
 def _als_blocks(n: int, m: int) -> list[tuple[int, int]]:
@@ -909,15 +934,29 @@ def _als_block_top(
     k: int,
     active: NDArray[np.bool_],
     tie_rank: NDArray[np.intp] | None = None,
+    index: ItemIndex | None = None,
 ) -> _AlsBlock:
-    """Exact ALS top ``k`` of one block of users, by brute force over every item.
+    """ALS top ``k`` of one block of users: exact, by brute force over every item, or from
+    an approximate ``index`` over ``item_factors``.
 
-    This is the seam for an approximate index (HNSW, IVF): it would return each user's top
-    items and ranks here without scoring the whole catalogue, and the other generators'
-    candidates would get their ALS score from per-pair dot products. Those differ from a
-    matrix product in the last bits, so the sparse path would then no longer match the dense
-    path exactly; brute force keeps it exact at ``len(user_vecs) × n_items`` float32 a block.
+    Brute force keeps the sparse path equal to the dense one bit for bit at
+    ``len(user_vecs) × n_items`` float32 a block. From an index, each active user's list is
+    its search (equal scores in the index's order, not ``tie_rank``'s) and the other
+    generators' candidates get their ALS score from per-pair dot products, which differ from
+    a matrix product in the last bits: a live request then touches no catalogue-long array.
     """
+    if index is not None:
+        act = np.flatnonzero(active)
+        found, _ = index.search(user_vecs[act], min(k, len(item_factors)))
+        r, rank = np.nonzero(found >= 0)
+        return _AlsBlock(
+            rows=act[r].astype(np.intp),
+            items=found[r, rank].astype(np.intp),
+            ranks=rank.astype(np.int32),
+            scores=None,
+            user_vecs=user_vecs,
+            item_factors=item_factors,
+        )
     scores = np.asarray(user_vecs @ item_factors.T, dtype=np.float32)
     rows, items, ranks = _top_entries_chunked(scores, k, active, tie_rank)
     return _AlsBlock(rows=rows, items=items, ranks=ranks, scores=scores)

@@ -61,7 +61,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -94,6 +94,9 @@ from recsys.models.features import (
     GeneratorSettings,
     GeneratorState,
 )
+
+if TYPE_CHECKING:
+    from recsys.retrieval.ann import ItemIndex
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +293,8 @@ class HybridModel(Recommender):
     name: ClassVar[str] = "hybrid"
     #: Set by :meth:`warm_start`, taken by the next :meth:`fit`.
     _warm: _WarmStart | None = None
+    #: An approximate index over the ALS generator's item factors (:meth:`use_index`).
+    als_index_: ItemIndex | None = None
     parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
         "label_days": (POSITIVE,),
         # candidates per generator: 0 leaves a generator out of the candidates (its score
@@ -404,6 +409,7 @@ class HybridModel(Recommender):
         """
         self._validate_params()
         data.require_customers(self.name)
+        self.als_index_ = None  # built over the previous fit's factors
         settings = self._settings()
         ev = EventArrays.from_training_data(data)
         as_of_day = data.as_of / MICROS_PER_DAY
@@ -775,7 +781,9 @@ class HybridModel(Recommender):
         out_r, out_i, out_x, out_s = [], [], [], []
         for start in range(0, len(users), _CHUNK):
             sl = slice(start, start + _CHUNK)
-            r, i, x, s = self.state_.pairs(users[sl], hist[sl], now_day, self._settings())
+            r, i, x, s = self.state_.pairs(
+                users[sl], hist[sl], now_day, self._settings(), self.als_index_
+            )
             self._mask_features(x)
             out_r.append(r + start)
             out_i.append(i)
@@ -970,6 +978,37 @@ class HybridModel(Recommender):
         return out
 
     # -- persistence ------------------------------------------------------------------------
+
+    def index_vectors(self) -> NDArray[np.float32] | None:
+        """The ALS generator's item factors, for an approximate index (:meth:`use_index`);
+        ``None`` when the model proposes no ALS candidates."""
+        self._check_fitted("state_")
+        return self.state_.item_factors if self.n_als > 0 else None
+
+    def use_index(self, index: ItemIndex | None) -> None:
+        """Take the ALS generator's candidates from ``index`` (built over
+        :meth:`index_vectors`) instead of scoring every item.
+
+        The version keeps the index as its own file: training builds it from
+        ``[ann] min_items`` items and the engine hands it over when it loads the version.
+        Above :data:`~recsys.models.features.SPARSE_ABOVE_ITEMS` items a request then touches
+        no catalogue-long array; the ALS lists are as exact as the index's recall (see
+        :meth:`~recsys.models.features.GeneratorState.pairs`). A refit drops it.
+
+        Raises
+        ------
+        ModelError
+            The index does not hold the generator's items and factor length.
+        """
+        self._check_fitted("state_")
+        if index is not None:
+            vectors = self.state_.item_factors
+            if (index.n_items, index.dim) != vectors.shape:
+                raise ModelError(
+                    f"hybrid: an index of {index.n_items} × {index.dim} vectors for an ALS "
+                    f"generator of {vectors.shape[0]} × {vectors.shape[1]}"
+                )
+        self.als_index_ = index
 
     def warm_up(self) -> None:
         """The ALS generator's item Gram matrix (the fold-in of a customer with live events

@@ -132,6 +132,21 @@ class FactorModel(Protocol):
         ...
 
 
+@runtime_checkable
+class SearchesIndex(Protocol):
+    """A model that is not a factor model but searches item vectors of its own (the hybrid's
+    ALS candidates): training builds an index over :meth:`index_vectors` as for a factor
+    model, and the engine hands the loaded index to :meth:`use_index`."""
+
+    def index_vectors(self) -> NDArray[np.float32] | None:
+        """The vectors to index (``n_items × d``), or ``None`` for no index."""
+        ...
+
+    def use_index(self, index: ItemIndex | None) -> None:
+        """Search ``index`` from now on."""
+        ...
+
+
 class ItemIndex(ABC):
     """Top-k items by inner product with a query vector."""
 

@@ -338,3 +338,110 @@ def test_sampled_top_entries_keep_the_law(
     full = features._top_entries_full(scores, k, active, tie_rank)
     for a, b in zip((rows, items, ranks), full, strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+# -- the ALS generator's candidates from an approximate index --------------------------------------
+
+
+def index_pairs(
+    monkeypatch: pytest.MonkeyPatch,
+    state: GeneratorState,
+    users: np.ndarray,
+    hist: sp.csr_matrix,
+    s: GeneratorSettings,
+    index: object,
+) -> tuple[Pairs, Pairs]:
+    """The sparse path without and with ``index``."""
+    now = AS_OF / MICROS_PER_DAY + 0.5
+    with monkeypatch.context() as mp:
+        mp.setattr(features, "SPARSE_ABOVE_ITEMS", 0)
+        return state.pairs(users, hist, now, s), state.pairs(users, hist, now, s, index)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_exact_index_gives_the_brute_force_candidates(
+    shop: TrainingData, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """An index that finds the true top lists changes nothing but the scores' last bits."""
+    from recsys.retrieval.ann import ExactIndex
+
+    s = GeneratorSettings(factors=8, n_als=5)
+    state = build_state(shop, s)
+    users, hist = mixed_batch(shop, np.random.default_rng(seed))
+    calls: list[int] = []
+    index = ExactIndex(state.item_factors)
+    search = index.search
+
+    def counted(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(queries))
+        return search(queries, k)
+
+    monkeypatch.setattr(index, "search", counted)
+    brute, indexed = index_pairs(monkeypatch, state, users, hist, s, index)
+    assert calls  # the ALS lists came from the index
+    assert len(brute[0]) > 0
+    for name, b, i in zip(
+        ("rows", "items", "sources"), brute[:2] + brute[3:], indexed[:2] + indexed[3:], strict=True
+    ):
+        assert np.array_equal(b, i), name
+    assert np.array_equal(np.isnan(brute[2]), np.isnan(indexed[2]))
+    rank, score = features.FEATURES.index("als_rank"), features.FEATURES.index("als_score")
+    others = [c for c in range(len(features.FEATURES)) if c != rank]
+    np.testing.assert_allclose(indexed[2][:, others], brute[2][:, others], rtol=1e-5, atol=1e-6)
+    # ranks agree but where two scores tie to the last bits, which either order may list first
+    moved = np.flatnonzero(indexed[2][:, rank] != brute[2][:, rank])
+    assert len(moved) <= 0.01 * len(brute[0])
+    for p in moved:
+        row = brute[0] == brute[0][p]
+        tied = row & (brute[2][:, rank] == indexed[2][p, rank])
+        assert np.isclose(brute[2][tied, score], brute[2][p, score], rtol=1e-5).all()
+
+
+def test_an_index_missing_items_only_drops_als_candidates(
+    shop: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the index does not return is not an ALS candidate; every other generator's
+    candidates stay as they were."""
+    from recsys.retrieval.ann import ExactIndex
+
+    s = GeneratorSettings(factors=8, n_als=5)
+    state = build_state(shop, s)
+    users, hist = mixed_batch(shop, np.random.default_rng(4))
+    exact = ExactIndex(state.item_factors)
+
+    class Blind(ExactIndex):
+        """The exact answer without each list's best item (a recall below 1)."""
+
+        def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            idx, vals = exact.search(queries, k)
+            return idx[:, 1:], vals[:, 1:]
+
+    brute, indexed = index_pairs(monkeypatch, state, users, hist, s, Blind(state.item_factors))
+    als = np.uint8(1 << features.GENERATORS.index("als"))
+
+    def by_pair(p: Pairs) -> dict[tuple[int, int], int]:
+        return {(int(r), int(i)): int(src) for r, i, src in zip(p[0], p[1], p[3], strict=True)}
+
+    b, i = by_pair(brute), by_pair(indexed)
+    for pair in b.keys() | i.keys():
+        assert b.get(pair, als) & ~als == i.get(pair, als) & ~als, pair
+    for row in np.unique(brute[0]):
+        listed_b = sum(1 for (r, _), src in b.items() if r == row and src & als)
+        listed_i = sum(1 for (r, _), src in i.items() if r == row and src & als)
+        assert listed_i == max(listed_b - 1, 0)
+
+
+def test_use_index_checks_the_shape_and_a_refit_drops_it(shop: TrainingData) -> None:
+    from recsys.errors import ModelError
+    from recsys.retrieval.ann import ExactIndex
+
+    model = HybridModel(factors=8, max_iter=20).fit(shop)
+    vectors = model.index_vectors()
+    assert vectors is not None and vectors.shape == (shop.n_items, 8)
+    with pytest.raises(ModelError, match="index of"):
+        model.use_index(ExactIndex(vectors[:, :4]))
+    model.use_index(ExactIndex(vectors))
+    assert model.als_index_ is not None
+    model.fit(shop)
+    assert model.als_index_ is None
+    assert HybridModel(factors=8, n_als=0, max_iter=20).fit(shop).index_vectors() is None

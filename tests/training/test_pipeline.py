@@ -505,6 +505,60 @@ def test_a_factor_model_over_min_items_ships_an_index_that_serving_searches(
     assert any(got.fallback is None and len(got.items) == 5 for got in served)
 
 
+def test_the_hybrid_ships_an_index_of_its_als_generator_that_serving_hands_it(
+    filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.engine import Engine
+    from recsys.models import features
+    from recsys.retrieval.ann import UsearchIndex
+
+    # the sparse candidate path (the one that searches the index) on this small catalogue
+    monkeypatch.setattr(features, "SPARSE_ABOVE_ITEMS", 0)
+    path = tmp_path / "hybrid.toml"
+    path.write_text(
+        'default_model = "hybrid"\nthreads = 1\n'
+        "[evaluation]\nenabled = false\n"
+        "[precompute]\nactive_days = 0\n"
+        "[models.hybrid]\nparams = { factors = 8, max_iter = 20 }\n"
+        "[ann]\nmin_items = 10\nm = 8\nef_search = 64\n"
+    )
+    searched: list[int] = []
+    original = UsearchIndex.search
+
+    def spy(self: UsearchIndex, queries: Any, k: int) -> Any:
+        searched.append(len(queries))
+        return original(self, queries, k)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(UsearchIndex, "search", spy)
+        assert main(["train", "--config", str(path)]) == 0
+    assert searched  # the stored lists' ALS candidates came from the index
+    registry = _registry()
+    version = registry.current_version()
+    assert version is not None
+    manifest = registry.verify(version)
+    folder = registry.path(version)
+    assert manifest["ann"]["hybrid"]["file"] == "index/hybrid.usearch"
+    assert manifest["ann"]["hybrid"]["dim"] == 8
+
+    engine = Engine.load(folder, registry)
+    hybrid = engine.models["hybrid"]
+    assert isinstance(hybrid.als_index_, UsearchIndex)  # type: ignore[attr-defined]
+    assert "hybrid" not in engine.indexes  # the model searches it, not the engine
+    searched.clear()
+    monkeypatch.setattr(UsearchIndex, "search", spy)
+    users = [f"u{u}" for u in range(60)]
+    # live: every customer scored now (an event since the version), not read from the store
+    rows = engine.history[np.arange(60)]
+    served = engine.models["hybrid"].recommend(np.arange(60), rows, 5)[0]
+    assert searched
+    exact = Engine.load(folder, registry)
+    exact.models["hybrid"].use_index(None)  # type: ignore[attr-defined]
+    # 25 items: an HNSW search visits them all, so the candidates equal brute force's
+    assert np.array_equal(served, exact.models["hybrid"].recommend(np.arange(60), rows, 5)[0])
+    assert _names(engine.recommend_batch(users, 5)) == _names(exact.recommend_batch(users, 5))
+
+
 def test_a_tampered_index_is_refused_and_the_old_version_keeps_serving(
     filled_store: Any, tmp_path: Path
 ) -> None:
