@@ -12,10 +12,12 @@ request at a time) and times each, so the table also gives each type's p50/p99 u
 (wrk itself reports only the whole mix).
 
 ``python -m benchmarks.bench_mixed [--smoke] [--items 1e5] [--users N] [--model als|hybrid]
-[--home DIR] [--duration 5] [--runs 3]``: ``--home`` keeps the trained shop in DIR and reuses it
-next time (training 10^5 items takes minutes); without it the shop is built in a temporary folder
-and removed at the end. The shop has ``--users`` customers (default: as many as items) with 20
-events each.
+[--ranker-customers N] [--home DIR] [--duration 5] [--runs 3]``: ``--home`` keeps the trained
+shop in DIR and reuses it next time (training 10^5 items takes minutes); without it the shop is
+built in a temporary folder and removed at the end. The shop has ``--users`` customers (default:
+as many as items) with 20 events each; ``--ranker-customers`` bounds the customers the hybrid's
+ranker learns from (its ``max_ranker_customers``; 0 = all), which bounds its fit at large
+catalogues.
 """
 
 from __future__ import annotations
@@ -189,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--users", type=float, default=None, help="customers (default: --items)")
     parser.add_argument("--model", choices=("als", "hybrid"), default="als")
+    parser.add_argument("--ranker-customers", type=int, default=0)
     parser.add_argument("--home", type=Path, default=None, help="keep and reuse the shop here")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -204,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _trained(home: Path, n_items: int, n_users: int, model: str) -> tuple[Path, list[str]]:
+def _trained(
+    home: Path, n_items: int, n_users: int, model: str, ranker_customers: int
+) -> tuple[Path, list[str]]:
     """The shop's current version and its users: trained now, or found in a kept ``home``."""
     from recsys.registry import Registry
 
@@ -218,13 +223,13 @@ def _trained(home: Path, n_items: int, n_users: int, model: str) -> tuple[Path, 
             if len(items) == n_items:
                 return folder, users
             raise SystemExit(f"{home}: its shop has {len(items):,} items, not {n_items:,}")
-    return train_version(home, n_users, n_items, 64, model=model)
+    return train_version(home, n_users, n_items, 64, model=model, ranker_customers=ranker_customers)
 
 
 def _bench(args: Any, tmp: Path, n_items: int, runs: int, seconds: float) -> int:
     home = args.home.resolve() if args.home is not None else tmp / "home"
     n_users = n_items if args.users is None or args.smoke else int(args.users)
-    folder, users = _trained(home, n_items, n_users, args.model)
+    folder, users = _trained(home, n_items, n_users, args.model, args.ranker_customers)
     items = json.loads((folder / "items.json").read_text(encoding="utf-8"))
     live = users[-LIVE_USERS:]
     known = users[:-LIVE_USERS]

@@ -64,15 +64,21 @@ params = {{ factors = {factors}, iterations = {iterations} }}
 #: Added for ``--model hybrid`` (ALS stays: the reference app reads its factors).
 HYBRID = """[models.hybrid]
 enabled = true
-params = {{ factors = {factors} }}
+params = {{ factors = {factors}, max_ranker_customers = {ranker_customers} }}
 """
 
 
 def train_version(
-    home: Path, n_users: int, n_items: int, factors: int, model: str = "als"
+    home: Path,
+    n_users: int,
+    n_items: int,
+    factors: int,
+    model: str = "als",
+    ranker_customers: int = 0,
 ) -> tuple[Path, list[str]]:
     """Generate, ingest and train into ``home`` (``model`` is the default model: ``als`` or
-    ``hybrid``); the version folder and its user ids."""
+    ``hybrid``, whose ranker learns from at most ``ranker_customers`` customers, 0 = all);
+    the version folder and its user ids."""
     from recsys.cli import main as cli
     from recsys.data.synthetic import generate_shop, write_shop
     from recsys.registry import Registry
@@ -80,7 +86,12 @@ def train_version(
     shop = generate_shop(n_users, n_items, 20 * n_users, seed=3)
     files = write_shop(shop, home / "data")
     cfg = home / "train.toml"
-    values = {"model": model, "factors": factors, "iterations": 15 if factors >= 32 else 2}
+    values = {
+        "model": model,
+        "factors": factors,
+        "iterations": 15 if factors >= 32 else 2,
+        "ranker_customers": ranker_customers,
+    }
     text = CONFIG.format(**values) + (HYBRID.format(**values) if model == "hybrid" else "")
     cfg.write_text(text, encoding="utf-8")
     with env_vars(RECSYS_HOME=str(home)), contextlib.redirect_stdout(io.StringIO()):

@@ -344,7 +344,10 @@ def run_training(
 
         with progress.stage("publish"), registry.publish() as staging:
             _write_version(staging.path, data, catalog, fitted)
-            ann, indexes = _write_indexes(staging.path, config, fitted)
+            # only the served model's: serving searches no other (an experiment's arm serves
+            # another version's default model), and at 10^6 items one build takes minutes
+            served = {default: fitted[default]} if default in fitted else {}
+            ann, indexes = _write_indexes(staging.path, config, served)
             carry = None
             if warm is not None and config.precompute.carry_on_warm_start:
                 since = events.user_id[events.ts > warm[0].last_event]
@@ -857,7 +860,8 @@ def active_users(data: TrainingData, days: float) -> NDArray[np.intp]:
 def _write_indexes(
     folder: Path, config: TrainingConfig, fitted: Mapping[str, Any]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """An approximate top-k index per factor model when the catalogue reaches ``ann.min_items``.
+    """An approximate top-k index per factor model of ``fitted`` (the publish stage passes
+    the served one) when the catalogue reaches ``ann.min_items``.
 
     A model that searches vectors of its own (:class:`~recsys.retrieval.ann.SearchesIndex`:
     the hybrid's ALS generator) gets one over them the same way, and is handed it at once, so

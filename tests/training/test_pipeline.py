@@ -520,6 +520,7 @@ def test_the_hybrid_ships_an_index_of_its_als_generator_that_serving_hands_it(
         "[evaluation]\nenabled = false\n"
         "[precompute]\nactive_days = 0\n"
         "[models.hybrid]\nparams = { factors = 8, max_iter = 20 }\n"
+        "[models.als]\nparams = { factors = 8, iterations = 5 }\n"
         "[ann]\nmin_items = 10\nm = 8\nef_search = 64\n"
     )
     searched: list[int] = []
@@ -540,6 +541,8 @@ def test_the_hybrid_ships_an_index_of_its_als_generator_that_serving_hands_it(
     folder = registry.path(version)
     assert manifest["ann"]["hybrid"]["file"] == "index/hybrid.usearch"
     assert manifest["ann"]["hybrid"]["dim"] == 8
+    # ALS is trained too, but serving searches only the served model's index: none for it
+    assert "als" in manifest["models"] and set(manifest["ann"]) == {"hybrid"}
 
     engine = Engine.load(folder, registry)
     hybrid = engine.models["hybrid"]
