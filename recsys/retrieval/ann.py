@@ -519,7 +519,8 @@ class UsearchIndex(ItemIndex):
     ----------
     index
         A ``usearch.index.Index`` with the inner-product metric and float32 vectors, item
-        index ``i`` stored under key ``i``.
+        index ``i`` stored under key ``i``; items whose vector is zero may be left out (see
+        :meth:`hnsw`).
     item_factors
         The same ``n_items × dim`` vectors in item order (the model's factors, themselves
         memory-mapped by :func:`~recsys.models.base.load_arrays`); needed for an exact head.
@@ -532,6 +533,9 @@ class UsearchIndex(ItemIndex):
         graph's candidates (see :attr:`AnnConfig.exact_head`).
     ef_construction
         Build-time candidate list size, when known (reported in :attr:`params`).
+    n_items
+        Items of the catalogue (keys ``0 .. n_items - 1``); ``None``: the rows of
+        ``item_factors``, else the vectors in the index.
     """
 
     kind: ClassVar[str] = "usearch"
@@ -544,16 +548,27 @@ class UsearchIndex(ItemIndex):
         threads: int = 1,
         exact_head: int = 0,
         ef_construction: int | None = None,
+        n_items: int | None = None,
     ) -> None:
         from usearch.index import MetricKind
 
         if index.metric_kind != MetricKind.IP:
             raise ModelError(f"a UsearchIndex needs the inner-product metric, not {index.metric}")
-        shape = (len(index), index.ndim)
+        if n_items is None:
+            n_items = len(index) if item_factors is None else int(item_factors.shape[0])
+        shape = (n_items, index.ndim)
         if item_factors is not None and item_factors.shape != shape:
             raise ModelError(
                 f"item factors of shape {item_factors.shape} do not match the index "
                 f"({shape[0]} × {shape[1]})"
+            )
+        # the graph holds exactly the non-zero vectors (hnsw): an index of another model
+        # version is told apart by their count, which the file alone cannot give
+        graphed = len(index) if item_factors is None else _nonzero_rows(item_factors)
+        if len(index) != graphed or len(index) > n_items:
+            raise ModelError(
+                f"the index holds {len(index)} vectors, the model {graphed} non-zero of "
+                f"{n_items} items"
             )
         self.index = index
         self.item_factors = item_factors
@@ -575,7 +590,15 @@ class UsearchIndex(ItemIndex):
         threads: int = 1,
         build_threads: int | None = None,
     ) -> UsearchIndex:
-        """Build a graph over ``item_factors`` (``build_threads`` default: all cores)."""
+        """Build a graph over ``item_factors`` (``build_threads`` default: all cores).
+
+        Items whose vector is all zeros are left out of the graph: every query scores them 0,
+        so they could only fill a list that has fewer positive scores than asked for, and many
+        equal vectors make the build crawl. An ALS item nobody interacted with has a zero
+        vector; on a synthetic 10^6-item shop with 2 * 10^6 events 74 % of the hybrid's ALS
+        items had one, and the build of the whole set had not finished after 15 minutes
+        (``benchmarks/RESULTS.md``).
+        """
         from usearch.index import Index, MetricKind
 
         items = _check_items(item_factors)
@@ -588,7 +611,11 @@ class UsearchIndex(ItemIndex):
             expansion_search=ef_search,
             enable_key_lookups=False,  # searched by vector only; the table costs memory
         )
-        index.add(np.arange(items.shape[0], dtype=np.uint64), items, threads=build_threads or 0)
+        keep = np.flatnonzero(_nonzero_mask(items))
+        if len(keep) == items.shape[0]:
+            index.add(np.arange(len(keep), dtype=np.uint64), items, threads=build_threads or 0)
+        elif len(keep):
+            index.add(keep.astype(np.uint64), items[keep], threads=build_threads or 0)
         return cls(
             index, items, threads=threads, exact_head=exact_head, ef_construction=ef_construction
         )
@@ -694,12 +721,15 @@ class UsearchIndex(ItemIndex):
         exact_head: int = 0,
         ef_search: int | None = None,
         item_factors: NDArray[np.float32] | None = None,
+        n_items: int | None = None,
     ) -> UsearchIndex:
         """Map an index written by :meth:`save`, read-only (``ArtifactError`` if unreadable).
 
         ``ef_search`` is not in usearch's file: the manifest keeps it (``None``: the
         :class:`AnnConfig` default). ``item_factors`` (the model's, in item order) are needed
-        when ``exact_head > 0``.
+        when ``exact_head > 0``. ``n_items``: the catalogue's size, which the file does not
+        hold when zero vectors were left out (``None``: the rows of ``item_factors``, else
+        the vectors in the file).
         """
         from usearch.index import Index, MetricKind, ScalarKind
 
@@ -729,7 +759,7 @@ class UsearchIndex(ItemIndex):
         except (RuntimeError, ValueError) as exc:
             raise ArtifactError(f"{path}: not a usearch index: {exc}") from None
         try:
-            return cls(index, item_factors, threads=threads, exact_head=exact_head)
+            return cls(index, item_factors, threads=threads, exact_head=exact_head, n_items=n_items)
         except ModelError as exc:
             raise ArtifactError(f"{path}: {exc}") from None
 
@@ -910,6 +940,9 @@ def load_index(
             exact_head=exact_head,
             ef_search=ef_search,
             item_factors=vectors,
+            # the file holds the non-zero vectors only: the model's factors tell how many
+            # items there are and check the count; without them the file's count must match
+            n_items=n_items if vectors is not None else None,
         )
     elif path.suffix == ".faiss":
         index = FaissIndex.load(path, threads=threads, exact_head=exact_head)
@@ -987,6 +1020,18 @@ def search_excluding(
         pending = np.asarray(short, dtype=np.intp)
         fetch[pending] = 2 * want
     return out_idx, out_val
+
+
+def _nonzero_mask(items: NDArray[np.floating[Any]], block: int = 1 << 16) -> NDArray[np.bool_]:
+    """Which rows have a non-zero entry (by blocks of rows: no items-long temporary matrix)."""
+    out = np.empty(items.shape[0], dtype=bool)
+    for start in range(0, items.shape[0], block):
+        out[start : start + block] = np.any(items[start : start + block] != 0, axis=1)
+    return out
+
+
+def _nonzero_rows(items: NDArray[np.floating[Any]]) -> int:
+    return int(np.count_nonzero(_nonzero_mask(items)))
 
 
 def _check_items(item_factors: NDArray[np.floating[Any]]) -> NDArray[np.float32]:

@@ -413,6 +413,42 @@ def test_usearch_with_a_full_candidate_list_equals_the_exact_index(
     assert [sorted(r) for r in idx.tolist()] == [sorted(r) for r in want_idx.tolist()]
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    n_items=st.integers(2, 200),
+    zero_share=st.floats(0.0, 1.0),
+    k=st.integers(1, 20),
+    seed=st.integers(0, 2**31),
+)
+def test_usearch_leaves_zero_vectors_out_and_still_answers_for_every_item(
+    tmp_path_factory: pytest.TempPathFactory, n_items: int, zero_share: float, k: int, seed: int
+) -> None:
+    """Zero vectors are not in the graph; the rest is searched as before, keys unchanged."""
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(n_items, 6)).astype(np.float32)
+    zero = rng.random(n_items) < zero_share
+    items[zero] = 0.0
+    queries = rng.normal(size=(3, 6)).astype(np.float32)
+    graph = UsearchIndex.hnsw(items, m=8, ef_search=n_items, build_threads=1)
+    assert graph.n_items == n_items and len(graph.index) == int((~zero).sum())
+    idx, vals = graph.search(queries, k)
+    # the exact answer among the non-zero items, in their own indices
+    keep = np.flatnonzero(~zero)
+    want = np.full((3, k), -1)
+    if len(keep):
+        sub, _ = ExactIndex(items[keep]).search(queries, min(k, len(keep)))
+        want[:, : sub.shape[1]] = keep[sub]
+    assert [sorted(r) for r in idx.tolist()] == [sorted(r) for r in want.tolist()]
+    assert np.isneginf(vals[idx < 0]).all()
+    # read back from its file, told the catalogue's size (the file holds only the graph's)
+    path = save_index(graph, tmp_path_factory.mktemp("zeros") / "graph")
+    back = load_index(path, n_items=n_items, dim=6, item_factors=items, ef_search=n_items)
+    assert back.n_items == n_items
+    assert [sorted(r) for r in back.search(queries, k)[0].tolist()] == [
+        sorted(r) for r in want.tolist()
+    ]
+
+
 def test_usearch_graph_recall_at_default_parameters(data: tuple[np.ndarray, np.ndarray]) -> None:
     items, queries = data
     truth, _ = ExactIndex(items).search(queries, 10)
