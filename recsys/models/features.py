@@ -104,6 +104,12 @@ EASE_DENSE_MIN_ROWS = 256
 #: with a quarter of this one's BLAS speed still breaks even around this density.
 EASE_DENSE_MIN_DENSITY = 1 / 128
 
+#: Batches of at most this many users (a live request is one) multiply their rows with the
+#: co-occurrence matrix by :func:`_few_rows_product`, whose cost follows their entries, not the
+#: catalogue: scipy's product and a pass through CSC allocate items-long arrays per call, 3.5 ms
+#: of a live hybrid request at 10^6 items (benchmarks/RESULTS.md).
+FEW_ROWS = 64
+
 #: Bytes of temporaries (scores, their negation, argpartition's int64 indices) one top-k pass
 #: over dense rows may use; rows are ranked independently, so splitting them changes nothing.
 TOP_K_BYTES = 64 << 20
@@ -407,9 +413,20 @@ class GeneratorState:
             raise ValueError(f"history has shape {hist.shape}, expected {(n, m)}")
 
         # purchase stats of the batch (known users only; unknown users have none)
-        stats_b = self.stats[safe]
-        stats_b = sp.diags(known.astype(np.float64)) @ stats_b
-        stats_b = sp.csr_matrix(stats_b)
+        stats_b = sp.csr_matrix(self.stats[safe])
+        if not known.all():
+            # the unknown users' rows emptied (not a product with a diagonal matrix: scipy's
+            # sparse product allocates an items-long work array per call)
+            counts = np.where(known, np.diff(stats_b.indptr), 0)
+            keep = np.repeat(known, np.diff(stats_b.indptr))
+            stats_b = sp.csr_matrix(
+                (
+                    stats_b.data[keep],
+                    stats_b.indices[keep],
+                    np.concatenate([[0], np.cumsum(counts)]),
+                ),
+                shape=stats_b.shape,
+            )
         stats_b.eliminate_zeros()
         stats_b.sort_indices()
         # what the generators condition on: purchases, plus whatever the live history holds
@@ -444,6 +461,18 @@ class GeneratorState:
             )
         feats = self._features(rows, items, gen, stats_b, known, safe, now_day)
         return rows, items, feats, src
+
+    @cached_property
+    def _recent_total(self) -> float:
+        """The items' recent popularity summed (kept: an items-long sum per request)."""
+        return max(float(self.item_pop_recent.sum()), 1e-12)
+
+    @cached_property
+    def _pop_rank(self) -> NDArray[np.int32]:
+        """Each item's place in :attr:`popular`, ``len(popular)`` for the others (kept)."""
+        rank = np.full(self.n_items, len(self.popular), dtype=np.int32)
+        rank[self.popular] = np.arange(len(self.popular), dtype=np.int32)
+        return rank
 
     @cached_property
     def tie_rank(self) -> NDArray[np.intp]:
@@ -520,12 +549,17 @@ class GeneratorState:
         ``index`` the ALS lists come from it instead (see :meth:`pairs`).
         """
         n, m = basis.shape[0], self.n_items
-        cooc = sp.csr_matrix(basis @ self.cooc, dtype=np.float32)
-        # A product's rows come in no column order. Through CSC and back, each conversion a
-        # linear pass, they come out sorted: 2,048 Ta-Feng customers' rows (505k entries per
-        # 256) took about 0.10 s that way against 0.15-0.19 s sorting every row
-        # (csr_sort_indices). Then sum_duplicates only checks (a product has no duplicates).
-        cooc = cooc.tocsc().tocsr()
+        if n <= FEW_ROWS:
+            cooc = _few_rows_product(basis, self.cooc)
+            cooc.sort_indices()
+        else:
+            cooc = sp.csr_matrix(basis @ self.cooc, dtype=np.float32)
+            # A product's rows come in no column order. Through CSC and back, each conversion
+            # a linear pass, they come out sorted: 2,048 Ta-Feng customers' rows (505k entries
+            # per 256) took about 0.10 s that way against 0.15-0.19 s sorting every row
+            # (csr_sort_indices); the passes are items-long, which a few rows do not amortise.
+            cooc = cooc.tocsc().tocsr()
+        # sum_duplicates then only checks (a product has no duplicates)
         cooc.sum_duplicates()
         cooc.sort_indices()
         tie = self.tie_rank
@@ -628,10 +662,8 @@ class GeneratorState:
             due_ratio = days_since / np.maximum(interval, 1.0)
 
         repeat_rank = _rank_within_rows(rows, share, n_orders > 0)
-        recent_total = max(float(self.item_pop_recent.sum()), 1e-12)
-
-        pop_rank = np.full(m, len(self.popular), dtype=np.int32)
-        pop_rank[self.popular] = np.arange(len(self.popular), dtype=np.int32)
+        recent_total = self._recent_total
+        pop_rank = self._pop_rank
         ur = safe[rows]
         kn = known[rows]
         u_orders = np.where(kn, self.user_n_orders[ur], 0.0)
@@ -1264,6 +1296,29 @@ def _lookup(
     hit = have[pos] == keys
     out[hit] = vals[pos[hit]]
     return out
+
+
+def _few_rows_product(basis: sp.csr_matrix, mat: sp.csr_matrix) -> sp.csr_matrix:
+    """``basis @ mat`` as float32, through the columns the product can reach only.
+
+    The rows of ``mat`` that ``basis`` touches and their columns are renumbered in order,
+    multiplied by scipy, and the columns mapped back: every sum adds the same products in the
+    same order as the whole product, so the values are the same to the bit, while no array is
+    as long as the catalogue. Rows come back in no column order, as a product's do.
+    """
+    n, m = basis.shape[0], mat.shape[1]
+    touched = np.unique(basis.indices)
+    sub = sp.csr_matrix(mat[touched])
+    cols = np.unique(sub.indices)
+    local_basis = sp.csr_matrix(
+        (basis.data, np.searchsorted(touched, basis.indices), basis.indptr),
+        shape=(n, len(touched)),
+    )
+    local_sub = sp.csr_matrix(
+        (sub.data, np.searchsorted(cols, sub.indices), sub.indptr), shape=(len(touched), len(cols))
+    )
+    out = sp.csr_matrix(local_basis @ local_sub, dtype=np.float32)
+    return sp.csr_matrix((out.data, cols[out.indices], out.indptr), shape=(n, m))
 
 
 def _string_codes(values: NDArray[np.object_]) -> NDArray[np.intp]:

@@ -963,7 +963,7 @@ class HybridModel(Recommender):
         owned = np.zeros((n, m), dtype=bool)
         owned.ravel()[keys] = True
         by_item = self._cooc_by_item()
-        counts = np.diff(by_item.indptr)[items]
+        counts = by_item.indptr[items + 1] - by_item.indptr[items]  # not an items-long diff
         # bound the expanded (pair, neighbour) arrays: about _PARTNER_BLOCK entries at a time
         # (the owned-list path expands no more than the neighbour rows it replaces)
         ends = np.cumsum(counts)

@@ -445,3 +445,31 @@ def test_use_index_checks_the_shape_and_a_refit_drops_it(shop: TrainingData) -> 
     model.fit(shop)
     assert model.als_index_ is None
     assert HybridModel(factors=8, n_als=0, max_iter=20).fit(shop).index_vectors() is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 8),
+    m=st.integers(1, 80),
+    density=st.floats(0.0, 0.5),
+    wide=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_few_rows_product_equals_the_whole_product_bit_for_bit(
+    n: int, m: int, density: float, wide: bool, seed: int
+) -> None:
+    """A live request's rows times the co-occurrence matrix, without items-long arrays."""
+    rng = np.random.default_rng(seed)
+    basis = sp.random(n, m, density=density, format="csr", random_state=rng, dtype=np.float32)
+    basis.data[:] = rng.choice([1.0, 2.0, 0.3], size=basis.nnz)
+    mat = sp.random(
+        m, m, density=0.2, format="csr", random_state=rng, dtype=np.float64 if wide else np.float32
+    )
+    want = sp.csr_matrix(basis @ mat, dtype=np.float32)
+    got = features._few_rows_product(basis, mat)
+    assert got.shape == (n, m) and got.dtype == np.float32
+    for x in (want, got):
+        x.sort_indices()
+    assert np.array_equal(got.indptr, want.indptr)
+    assert np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.data.view(np.uint32), want.data.view(np.uint32))
