@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "live": ("benchmarks.bench_live", True),
     "sessions": ("benchmarks.bench_sessions", True),
     "mixed": ("benchmarks.bench_mixed", True),
+    "live_path": ("benchmarks.bench_live_path", True),
     "rolling": ("benchmarks.bench_rolling", False),
     "ann": ("benchmarks.bench_ann", True),
     "matrix": ("benchmarks.bench_matrix", False),

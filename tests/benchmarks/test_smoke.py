@@ -70,4 +70,5 @@ def test_smoke_run_writes_every_report(tmp_path: Path) -> None:
         assert (tmp_path / f"{name}.md").read_text(encoding="utf-8").strip()
         assert isinstance(json.loads((tmp_path / f"{name}.json").read_text()), dict)
     assert (tmp_path / "scale.png").stat().st_size > 0
+    assert "| as loaded |" in (tmp_path / "live_path.md").read_text(encoding="utf-8")
     assert "== summary" in done.stdout

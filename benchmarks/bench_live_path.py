@@ -1,0 +1,151 @@
+"""A live customer's list in one process: the engine's work without HTTP (issue 16).
+
+Loads the current version of a shop (``--home``, e.g. one that ``bench_mixed --home`` trained)
+with :meth:`recsys.engine.Engine.load`, then times ``Engine.recommend(user, 10, events=...)``
+for ``--requests`` of the shop's last customers, each with one view posted one second before
+the request (an hour after the version's cut), so every list is scored live. One BLAS/OpenMP
+thread, as a server worker runs; a few requests of warm-up first.
+
+When the default model searches an approximate index of its own (the hybrid's ALS candidates,
+:class:`recsys.retrieval.ann.SearchesIndex`), the runs alternate with the index and without it
+(``use_index(None)``: the exact scan of every item), ``--runs`` of each, on the same loaded
+model; otherwise one row per run.
+
+``python -m benchmarks.bench_live_path --home DIR [--requests 200] [--runs 2]``; ``--smoke``
+trains a tiny hybrid shop in a temporary folder instead.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from benchmarks.common import base_parser, markdown_table, out_dir
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def time_live(engine: Any, users: list[str], items: list[str], seed: int = 0) -> list[float]:
+    """Milliseconds of each ``users``' live list (one view of a random item each)."""
+    from recsys.data.schema import EventFrame
+
+    rng = np.random.default_rng(seed)
+    now = engine.as_of + 3_600_000_000
+    out = []
+    for j, user in enumerate(users):
+        item = items[int(rng.integers(len(items)))]
+        events = EventFrame.from_rows(
+            [
+                (
+                    f"probe-{seed}-{j}",
+                    user,
+                    None,
+                    item,
+                    "view",
+                    now - 1_000_000,
+                    1.0,
+                    None,
+                    None,
+                    None,
+                )
+            ]
+        )
+        started = time.perf_counter()
+        engine.recommend(user, 10, events=events, now=now)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--home", type=Path, default=None, help="the shop (its current version)")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args(argv)
+    tmp = None
+    try:
+        if args.smoke:
+            from benchmarks.bench_serving import train_version
+
+            tmp = Path(tempfile.mkdtemp(prefix="bench-live-path-"))
+            train_version(tmp, 300, 400, 8, model="hybrid")
+            home, n_requests, runs = tmp, 20, 1
+        elif args.home is None:
+            parser.error("--home is required (or --smoke)")
+        else:
+            home, n_requests, runs = args.home, args.requests, args.runs
+        return _bench(args, home, n_requests, runs)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench(args: Any, home: Path, n_requests: int, runs: int) -> int:
+    from recsys.engine import Engine
+    from recsys.registry import Registry
+    from recsys.retrieval.ann import SearchesIndex
+
+    registry = Registry(home / "models")
+    version = registry.current_version()
+    if version is None:
+        raise SystemExit(f"{home}: no current model version")
+    folder = registry.path(version)
+    started = time.perf_counter()
+    engine = Engine.load(folder, registry)
+    load_s = time.perf_counter() - started
+    model = engine.models[engine.default_model]
+    warm_up = getattr(model, "warm_up", None)
+    if warm_up is not None:
+        warm_up()
+    users = json.loads((folder / "users.json").read_text(encoding="utf-8"))
+    items = json.loads((folder / "items.json").read_text(encoding="utf-8"))[:5000]
+    probe = users[-(n_requests + 5) :]
+    index = getattr(model, "als_index_", None) if isinstance(model, SearchesIndex) else None
+    settings = (
+        [("index", index), ("index off", None)] if index is not None else [("as loaded", None)]
+    )
+    rows = []
+    with threadpool_limits(1):
+        time_live(engine, probe[:5], items, seed=99)
+        for run in range(runs):
+            for name, value in settings:
+                if index is not None:
+                    model.use_index(value)  # type: ignore[union-attr]
+                times = time_live(engine, probe[5:], items, seed=run)
+                rows.append(
+                    [
+                        name,
+                        run + 1,
+                        len(times),
+                        f"{_quantile(times, 0.5):.2f}",
+                        f"{_quantile(times, 0.9):.2f}",
+                        f"{_quantile(times, 0.99):.2f}",
+                    ]
+                )
+    if index is not None:
+        model.use_index(index)  # type: ignore[union-attr]
+    table = markdown_table(
+        ["ALS candidates", "run", "requests", "p50 ms", "p90 ms", "p99 ms"], rows
+    )
+    text = (
+        f"Version {version}: {len(users):,} customers, {len(engine.items):,} items, "
+        f"default model {engine.default_model}; loaded in {load_s:.1f} s.\n\n{table}\n"
+    )
+    print(text)
+    (out_dir(args) / "live_path.md").write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
