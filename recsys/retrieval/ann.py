@@ -562,10 +562,11 @@ class UsearchIndex(ItemIndex):
                 f"item factors of shape {item_factors.shape} do not match the index "
                 f"({shape[0]} × {shape[1]})"
             )
-        # the graph holds exactly the non-zero vectors (hnsw): an index of another model
-        # version is told apart by their count, which the file alone cannot give
+        # the graph holds exactly the non-zero vectors (hnsw), or every item (an index built
+        # before zero vectors were left out): an index of another model version is told apart
+        # by the count, which the file alone cannot give
         graphed = len(index) if item_factors is None else _nonzero_rows(item_factors)
-        if len(index) != graphed or len(index) > n_items:
+        if len(index) not in (graphed, n_items) or len(index) > n_items:
             raise ModelError(
                 f"the index holds {len(index)} vectors, the model {graphed} non-zero of "
                 f"{n_items} items"
@@ -596,8 +597,8 @@ class UsearchIndex(ItemIndex):
         so they could only fill a list that has fewer positive scores than asked for, and many
         equal vectors make the build crawl. An ALS item nobody interacted with has a zero
         vector; on a synthetic 10^6-item shop with 2 * 10^6 events 74 % of the hybrid's ALS
-        items had one, and the build of the whole set had not finished after 15 minutes
-        (``benchmarks/RESULTS.md``).
+        items had one, and the build of the whole set had not finished after 8.5 minutes
+        (``benchmarks/RESULTS.md``, "Eighth session").
         """
         from usearch.index import Index, MetricKind
 

@@ -404,10 +404,23 @@ def test_usearch_with_a_full_candidate_list_equals_the_exact_index(
     rng = np.random.default_rng(seed)
     items = rng.normal(size=(n_items, dim)).astype(np.float32)
     queries = rng.normal(size=(4, dim)).astype(np.float32)
-    # ef_search >= n_items: the search keeps every item it reaches, i.e. the whole graph
+    want_idx, want_vals = ExactIndex(items).search(queries, k)
+    # ef_search >= n_items keeps every item the search reaches, but an inner-product graph
+    # need not reach them all (hypothesis found 185 items in 2 dimensions where one of the
+    # top 14 was missed): what holds is that every answer is a true, ordered inner product
     graph = UsearchIndex.hnsw(items, m=8, ef_search=n_items, build_threads=1)
     idx, vals = graph.search(queries, k)
-    want_idx, want_vals = ExactIndex(items).search(queries, k)
+    found = idx >= 0
+    np.testing.assert_allclose(
+        vals[found],
+        np.einsum("qd,qkd->qk", queries, items[np.where(found, idx, 0)])[found],
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    assert (vals <= want_vals[:, :1] + 1e-4).all()
+    # with the whole catalogue as its exact head the answer is the exact one
+    graph.set_search_params(exact_head=n_items)
+    idx, vals = graph.search(queries, k)
     np.testing.assert_allclose(vals, want_vals, rtol=1e-4, atol=1e-4)
     # same items wherever the exact scores are not tied (continuous random data: never)
     assert [sorted(r) for r in idx.tolist()] == [sorted(r) for r in want_idx.tolist()]
@@ -559,3 +572,24 @@ def test_a_usearch_file_of_another_metric_is_refused(tmp_path: Path) -> None:
     cosine.save(str(tmp_path / "cos.usearch"))
     with pytest.raises(ArtifactError, match="inner product on float32"):
         load_index(tmp_path / "cos.usearch")
+
+
+def test_an_index_of_every_item_built_before_zero_vectors_were_left_out_still_loads(
+    tmp_path: Path,
+) -> None:
+    """A version published by an earlier release has zero vectors in its graph: it serves."""
+    from usearch.index import Index, MetricKind
+
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(50, 4)).astype(np.float32)
+    items[:10] = 0.0
+    old = Index(ndim=4, metric=MetricKind.IP, dtype="f32", enable_key_lookups=False)
+    old.add(np.arange(50, dtype=np.uint64), items)
+    old.save(str(tmp_path / "old.usearch"))
+    loaded = load_index(tmp_path / "old.usearch", n_items=50, dim=4, item_factors=items)
+    assert loaded.n_items == 50 and len(loaded.index) == 50  # type: ignore[attr-defined]
+    new = save_index(UsearchIndex.hnsw(items), tmp_path / "new")
+    assert len(load_index(new, n_items=50, item_factors=items).index) == 40  # type: ignore[attr-defined]
+    # neither count: another model's index
+    with pytest.raises(ArtifactError, match="holds 40 vectors"):
+        load_index(new, n_items=50, item_factors=rng.normal(size=(50, 4)).astype(np.float32))
