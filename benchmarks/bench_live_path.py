@@ -28,12 +28,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks.common import base_parser, markdown_table, out_dir
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+from benchmarks.common import base_parser, markdown_table, nearest_rank, out_dir
 
 
 def time_live(engine: Any, users: list[str], items: list[str], seed: int = 0) -> list[float]:
@@ -128,9 +123,9 @@ def _bench(args: Any, home: Path, n_requests: int, runs: int) -> int:
                         name,
                         run + 1,
                         len(times),
-                        f"{_quantile(times, 0.5):.2f}",
-                        f"{_quantile(times, 0.9):.2f}",
-                        f"{_quantile(times, 0.99):.2f}",
+                        f"{nearest_rank(times, 0.5):.2f}",
+                        f"{nearest_rank(times, 0.9):.2f}",
+                        f"{nearest_rank(times, 0.99):.2f}",
                     ]
                 )
     if index is not None:

@@ -46,7 +46,7 @@ from benchmarks.bench_serving import (
     train_version,
     wrk_run,
 )
-from benchmarks.common import base_parser, out_dir
+from benchmarks.common import base_parser, nearest_rank, out_dir
 
 KEY = "bench-key"
 LIVE_USERS = 500
@@ -148,10 +148,9 @@ class TypeSampler:
         out: dict[str, float] = {}
         for kind, values in self.times.items():
             if values:
-                ordered = sorted(values)
-                out[f"{kind}_p50"] = ordered[len(ordered) // 2]
-                out[f"{kind}_p99"] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-                out[f"{kind}_n"] = float(len(ordered))
+                out[f"{kind}_p50"] = nearest_rank(values, 0.5)
+                out[f"{kind}_p99"] = nearest_rank(values, 0.99)
+                out[f"{kind}_n"] = float(len(values))
         return out
 
 

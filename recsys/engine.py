@@ -52,7 +52,13 @@ from recsys.ranking.rules import (
     apply_rules,
     compile_rules,
 )
-from recsys.retrieval.ann import FactorModel, ItemIndex, SearchesIndex, load_index
+from recsys.retrieval.ann import (
+    FactorModel,
+    ItemIndex,
+    SearchesIndex,
+    indexed_vectors,
+    load_index,
+)
 from recsys.store.base import ItemChange
 
 log = logging.getLogger(__name__)
@@ -1149,13 +1155,7 @@ def _load_indexes(
     out: dict[str, ItemIndex] = {}
     for name, spec in manifest.ann.items():
         model = models.get(name)
-        vectors: NDArray[np.float32] | None
-        if isinstance(model, FactorModel):
-            vectors = model.item_factors_
-        elif isinstance(model, SearchesIndex):
-            vectors = model.index_vectors()
-        else:
-            vectors = None
+        vectors = indexed_vectors(model)
         if vectors is None:
             raise ArtifactError(
                 f"model version {version_dir.name}: an index for {name!r}, "

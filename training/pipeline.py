@@ -874,22 +874,18 @@ def _write_indexes(
     """
     from recsys.artifacts import index_base
     from recsys.retrieval.ann import (
-        FactorModel,
         FaissIndex,
         SearchesIndex,
         UsearchIndex,
         build_index,
+        indexed_vectors,
         save_index,
     )
 
     out: dict[str, dict[str, Any]] = {}
     built: dict[str, Any] = {}
     for name, model in fitted.items():
-        vectors: NDArray[np.float32] | None = None
-        if isinstance(model, FactorModel):
-            vectors = model.item_factors_
-        elif isinstance(model, SearchesIndex):
-            vectors = model.index_vectors()
+        vectors = indexed_vectors(model)
         if vectors is None:
             continue
         n_items = int(vectors.shape[0])

@@ -417,8 +417,9 @@ class GeneratorState:
         if not known.all():
             # the unknown users' rows emptied (not a product with a diagonal matrix: scipy's
             # sparse product allocates an items-long work array per call)
-            counts = np.where(known, np.diff(stats_b.indptr), 0)
-            keep = np.repeat(known, np.diff(stats_b.indptr))
+            lengths = np.diff(stats_b.indptr)
+            counts = np.where(known, lengths, 0)
+            keep = np.repeat(known, lengths)
             stats_b = sp.csr_matrix(
                 (
                     stats_b.data[keep],
@@ -550,8 +551,8 @@ class GeneratorState:
         """
         n, m = basis.shape[0], self.n_items
         if n <= FEW_ROWS:
+            # its rows unsorted, as a product's: sorted below
             cooc = _few_rows_product(basis, self.cooc)
-            cooc.sort_indices()
         else:
             cooc = sp.csr_matrix(basis @ self.cooc, dtype=np.float32)
             # A product's rows come in no column order. Through CSC and back, each conversion
@@ -559,7 +560,7 @@ class GeneratorState:
             # per 256) took about 0.10 s that way against 0.15-0.19 s sorting every row
             # (csr_sort_indices); the passes are items-long, which a few rows do not amortise.
             cooc = cooc.tocsc().tocsr()
-        # sum_duplicates then only checks (a product has no duplicates)
+        # a product has no duplicates: sum_duplicates only checks (and sorts the few rows)
         cooc.sum_duplicates()
         cooc.sort_indices()
         tie = self.tie_rank

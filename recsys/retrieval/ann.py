@@ -147,6 +147,17 @@ class SearchesIndex(Protocol):
         ...
 
 
+def indexed_vectors(model: object) -> NDArray[np.float32] | None:
+    """The item vectors an index of ``model`` is built over: a factor model's factors, the
+    vectors a :class:`SearchesIndex` model names; ``None`` for any other model (or when it
+    names none)."""
+    if isinstance(model, FactorModel):
+        return model.item_factors_
+    if isinstance(model, SearchesIndex):
+        return model.index_vectors()
+    return None
+
+
 class ItemIndex(ABC):
     """Top-k items by inner product with a query vector."""
 
