@@ -58,6 +58,9 @@ HISTORY = "history.npz"
 PURCHASES = "purchases.npz"
 MODELS_DIR = "models"
 PRECOMPUTED_DIR = "precomputed"
+#: Manifest key: the store generation a version's catalogue was read at, and the store's id
+#: (``{"generation": int, "store": str}``; see :meth:`recsys.engine.Engine.catalog_read_at`).
+CATALOG_READ_KEY = "catalog_read"
 INDEX_DIR = "index"
 
 

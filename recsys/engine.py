@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recsys.artifacts import Manifest, Precomputed, model_folder, read_version
+from recsys.artifacts import CATALOG_READ_KEY, Manifest, Precomputed, model_folder, read_version
 from recsys.data.interactions import InteractionConfig, history_matrix
 from recsys.data.schema import PURCHASE, CatalogItem, EventFrame
 from recsys.data.vocab import Vocabulary
@@ -186,6 +186,23 @@ class Engine:
         for name in (default_model,):
             if name not in self.models:
                 raise ArtifactError(f"model version {version}: default model {name!r} is missing")
+
+    @property
+    def new_items(self) -> tuple[CatalogItem, ...]:
+        """In-stock items of the live catalogue this version does not know, newest first
+        (none until :meth:`with_catalog`)."""
+        return self._new_items
+
+    def catalog_read_at(self, store_id: str) -> int:
+        """The generation of the store ``store_id`` this version's catalogue was read at:
+        the live catalogue laid over it needs only the rows changed later
+        (:meth:`recsys.live.LiveState.follow_catalog`). ``-1`` (every row) for a version that
+        does not say, or read another store."""
+        entry = self.manifest.get(CATALOG_READ_KEY)
+        if not isinstance(entry, Mapping) or entry.get("store") != store_id:
+            return -1
+        generation = entry.get("generation")
+        return generation if isinstance(generation, int) and generation >= 0 else -1
 
     def warm_up(self) -> None:
         """Every model's :meth:`~recsys.models.base.Recommender.warm_up`: what the first
@@ -572,7 +589,8 @@ class Engine:
     def with_catalog(self, changes: Mapping[str, ItemChange]) -> Engine:
         """This version with the live catalogue: each stored item's stock, price and category
         as the store has them now (a retired item is out of stock), over the catalogue the
-        version was trained with. A shallow copy, like :meth:`with_rules`.
+        version was trained with (a price, margin or category the row leaves empty keeps the
+        version's). A shallow copy, like :meth:`with_rules`.
 
         Items the store has and the version does not know cannot be scored by its models and
         are left out here.
@@ -584,14 +602,20 @@ class Engine:
         in_stock = base.in_stock.copy()
         price = base.price.copy()
         category = base.category.copy()
+        margin = base.margin.copy() if base.margin is not None else np.full(len(price), np.nan)
         if known.size:
             rows = [changes[ids[j]] for j in known.tolist()]
             at = idx[known]
             in_stock[at] = [c.item.in_stock and not c.retired for c in rows]
-            price[at] = [np.nan if c.item.price is None else c.item.price for c in rows]
-            category[at] = np.array([c.item.category or "" for c in rows], dtype=object)
+            # a field the row leaves empty keeps the version's value (training filled it from
+            # events), so that the rows changed since the version give what all rows give
+            pairs = list(zip(at.tolist(), rows, strict=True))
+            price[at] = [price[i] if c.item.price is None else c.item.price for i, c in pairs]
+            margin[at] = [margin[i] if c.item.margin is None else c.item.margin for i, c in pairs]
+            named = [c.item.category or category[i] for i, c in pairs]
+            category[at] = np.array(named, dtype=object)
         live = copy.copy(self)
-        live.catalog = CatalogArrays(self.items, category, price, in_stock)
+        live.catalog = CatalogArrays(self.items, category, price, in_stock, margin)
         live._compiled = {}
         live._popular_lists = {}
         # items added to the shop since training: no model knows them yet, but the popular and

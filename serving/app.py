@@ -82,21 +82,23 @@ def create_app(
         state.service.exposures = state.exposures
         state.service.offers = state.offers
         state.live.on_change(state.reload_shared_files)
-        try:
-            await asyncio.to_thread(state.live.refresh)
-        except RecsysError as exc:
-            log.error("cannot read the store's live state: %s", exc)
+        # the version first: the live catalogue then reads only the rows changed since it
         try:
             await asyncio.to_thread(state.reload)
         except RecsysError as exc:
             log.error("no model version loaded; /readyz answers 503: %s", exc)
+        try:
+            await asyncio.to_thread(state.live.refresh)
+        except RecsysError as exc:
+            log.error("cannot read the store's live state: %s", exc)
         if state.offers is not None and state.engine is not None:
             # the day's shop context is built before this worker takes a request: a request
             # that waited for it took 5-45 s (benchmarks/RESULTS.md, "Offers per customer"),
             # while a worker starting up is skipped by the connections (the others answer)
             try:
                 started = time.perf_counter()
-                await asyncio.to_thread(state.offers.prepare, state.engine, wait=True)
+                # with the live catalogue laid over the version, as requests will ask
+                await asyncio.to_thread(_prepare_offers, state)
                 if state.offers.ready:
                     log.info("offer context ready in %.1f s", time.perf_counter() - started)
             except RecsysError as exc:
@@ -170,6 +172,11 @@ def _offer_service(settings: ServingSettings, store: EventStore) -> OfferService
         store, promotions_path(settings), today=(lambda: fixed) if fixed else None
     )
     return service.load()
+
+
+def _prepare_offers(state: ServingState) -> None:
+    assert state.offers is not None and state.engine is not None
+    state.offers.prepare(state.service.prepare(state.engine), wait=True)
 
 
 async def _follow_live(state: ServingState, interval: float) -> None:

@@ -20,6 +20,7 @@ from recsys.errors import ArtifactError, ModelError, RecsysError
 from recsys.experiments.exposures import ExposureWriter
 from recsys.experiments.registry import ExperimentRegistry
 from recsys.live import LiveState
+from recsys.memory import release_free_memory
 from recsys.offers.service import OfferService
 from recsys.ranking.rules import RulesFile
 from recsys.service import RecommendationService
@@ -141,7 +142,20 @@ class ServingState:
             self._versions[version] = extra
             if extra is not None:
                 self._lease()
+                self._follow_catalog()
             return extra
+
+    def _follow_catalog(self) -> None:
+        """Hold the live catalogue rows the loaded versions need: those changed after the
+        oldest of their catalogues (called with ``_versions_lock`` held)."""
+        engines = [e for e in (self.engine, *self._versions.values()) if e is not None]
+        if not engines:
+            return
+        try:
+            store_id = self.live.store_id
+            self.live.follow_catalog(min(e.catalog_read_at(store_id) for e in engines))
+        except RecsysError as exc:  # the view stays as it was: still right, only bigger
+            log.warning("live catalogue: cannot read the store: %s", exc)
 
     def writers(self) -> list[WriterHealth]:
         """The background writers' health (exposures, offer impressions)."""
@@ -259,6 +273,7 @@ class ServingState:
             self._lease(previous.version if previous is not None else None)
             with self._versions_lock:
                 self._versions.clear()  # failed variant versions get another chance
+                self._follow_catalog()
             self.last_error = None
             self.loaded_at = time.time()
             self.metrics.set_version(engine.version)
@@ -300,3 +315,4 @@ def _freeze_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    release_free_memory()  # what loading read and let go (a replaced version too)

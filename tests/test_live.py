@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,39 @@ def test_patch_of_an_unknown_item_is_not_found(store: EventStore) -> None:
     assert store.read_items() == [], "retired items leave the catalogue readers see"
     store.upsert_items([CatalogItem("i1")])
     assert [i.item_id for i in store.read_items()] == ["i1"]
+
+
+def test_a_view_that_follows_a_generation_holds_only_the_rows_changed_after_it(
+    store: EventStore,
+) -> None:
+    store.upsert_items([CatalogItem("i1"), CatalogItem("i2")])
+    read_at = store.generation()  # where a version would have read its catalogue
+    store.patch_item("i2", {"in_stock": False})
+    store.upsert_items([CatalogItem("i3")])
+    view = LiveState(store)
+    view.follow_catalog(read_at)  # before the first read: it starts there
+    view.refresh()
+    assert sorted(view.catalog) == ["i2", "i3"] and view.catalog_since == read_at
+    before = view.catalog_generation
+    view.follow_catalog(-1)  # an older version came in: the rows in between are read
+    assert sorted(view.catalog) == ["i1", "i2", "i3"] and view.catalog_generation > before
+    view.follow_catalog(store.generation())  # only newer versions serve: everything goes
+    assert dict(view.catalog) == {}
+    store.retire_item("i1")
+    view.refresh()
+    assert sorted(view.catalog) == ["i1"] and view.catalog["i1"].retired
+    # a version that read a later generation than the store has: the store went back
+    view.follow_catalog(store.generation() + 5)
+    assert view.catalog_since == -1 and sorted(view.catalog) == ["i1", "i2", "i3"]
+
+
+def test_the_store_id_is_one_per_store(store: EventStore, tmp_path: Path) -> None:
+    from recsys.store.sqlite import SQLiteStore
+
+    first = store.store_id()
+    assert len(first) == 32 and store.store_id() == first
+    other = SQLiteStore(tmp_path / "other.db")
+    try:
+        assert other.store_id() != first
+    finally:
+        other.close()

@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from recsys.artifacts import CATALOG_READ_KEY
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventFrame, from_micros
 from recsys.errors import ArtifactError, DataError, ModelError, RecsysError, RegressionError
@@ -124,6 +125,33 @@ class TrainingResult:
 
 #: Manifest key of the fingerprint of what a version was trained on.
 FINGERPRINT_KEY = "data_fingerprint"
+
+
+@dataclass(frozen=True)
+class CatalogRead:
+    """The catalogue as a training run read it from the store.
+
+    ``generation`` is the store's generation before the read: every row changed after it has
+    a higher one, so a server that lays the rows changed since over the version's catalogue
+    sees the store's catalogue (without holding every item). ``retired`` items are left out
+    of ``items``; the version keeps those it knows (from events) as stored, out of stock.
+    """
+
+    items: list[CatalogItem]
+    retired: list[CatalogItem]
+    generation: int
+    store_id: str
+
+    @classmethod
+    def of(cls, store: EventStore) -> CatalogRead:
+        """Read ``store``'s catalogue now."""
+        generation = store.generation()  # first: a row written during the read is later
+        return cls(store.read_items(), store.retired_items(), generation, store.store_id())
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """What the manifest records (:data:`recsys.artifacts.CATALOG_READ_KEY`): a server
+        reads only the catalogue rows changed after it (:mod:`recsys.live`)."""
+        return {"generation": self.generation, "store": self.store_id}
 
 
 def input_fingerprint(
@@ -285,7 +313,8 @@ def run_training(
     ):
         with progress.stage("read"):
             events = store.read_events(until=as_of)
-            catalog = store.read_items()
+            read = CatalogRead.of(store)
+            catalog = read.items
         if len(events) == 0:
             where = f" before {from_micros(as_of).isoformat()}" if as_of is not None else ""
             raise DataError(
@@ -343,7 +372,7 @@ def run_training(
         )
 
         with progress.stage("publish"), registry.publish() as staging:
-            _write_version(staging.path, data, catalog, fitted)
+            _write_version(staging.path, data, read, fitted)
             # only the served model's: serving searches no other (an experiment's arm serves
             # another version's default model), and at 10^6 items one build takes minutes
             served = {default: fitted[default]} if default in fitted else {}
@@ -379,6 +408,7 @@ def run_training(
                 )
             )
             staging.manifest[FINGERPRINT_KEY] = fingerprint
+            staging.manifest[CATALOG_READ_KEY] = read.manifest_entry()
             staging.manifest["cpu_seconds"] = {
                 k: round(v, 3) for k, v in progress.cpu_seconds.items()
             }
@@ -750,9 +780,7 @@ def _decide(
 # -- the version folder --------------------------------------------------------------------------
 
 
-def _write_version(
-    folder: Path, data: Any, catalog: list[CatalogItem], fitted: Mapping[str, Any]
-) -> None:
+def _write_version(folder: Path, data: Any, read: CatalogRead, fitted: Mapping[str, Any]) -> None:
     """Write the files the serving engine reads (their format: :mod:`recsys.artifacts`)."""
     from recsys.artifacts import write_version
 
@@ -760,7 +788,7 @@ def _write_version(
         folder,
         users=data.users,
         items=data.items,
-        catalog=_catalog_rows(data, catalog),
+        catalog=_catalog_rows(data, read.items, read.retired),
         history=data.interactions,
         purchases=data.purchase_counts,
         models=fitted,
@@ -912,9 +940,14 @@ def _write_indexes(
     return out, built
 
 
-def _catalog_rows(data: Any, catalog: list[CatalogItem]) -> list[dict[str, Any]]:
-    """One row per item in index order; items absent from the catalogue get what events say."""
-    by_id = {c.item_id: c for c in catalog}
+def _catalog_rows(
+    data: Any, catalog: list[CatalogItem], retired: list[CatalogItem] | None = None
+) -> list[dict[str, Any]]:
+    """One row per item in index order; items absent from the catalogue get what events say.
+    An item the shop ``retired`` keeps its stored row, out of stock (as a server's live
+    catalogue has it)."""
+    by_id = {c.item_id: replace(c, in_stock=False) for c in retired or ()}
+    by_id.update((c.item_id, c) for c in catalog)
     rows = []
     for i, item_id in enumerate(data.items.ids):
         c = by_id.get(item_id)

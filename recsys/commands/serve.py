@@ -101,6 +101,7 @@ def _recommend(args: argparse.Namespace) -> int:
     engine = Engine.load(registry.path(version), registry, rules=rules)
     store = open_store(settings)
     live = LiveState(store)
+    live.follow_catalog(engine.catalog_read_at(live.store_id))  # rows changed since it only
     live.refresh()  # erasures, consents and the catalogue as they are now
     service = RecommendationService(store, FixedEngine(engine), live)
     users = engine.users.ids if args.all else _read_users(Path(args.users))

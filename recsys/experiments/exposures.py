@@ -292,6 +292,7 @@ def offline_estimate(
     from recsys.service import FixedEngine, RecommendationService
 
     live = LiveState(store)
+    live.follow_catalog(candidate.catalog_read_at(live.store_id))
     live.refresh()
     service = RecommendationService(store, FixedEngine(candidate), live)
     by_length: dict[int, list[str]] = {}

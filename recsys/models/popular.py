@@ -77,6 +77,19 @@ def category_mask(categories: list[str], category: str) -> NDArray[np.bool_]:
     )
 
 
+def category_table(categories: Sequence[str]) -> tuple[list[str], NDArray[np.int32]]:
+    """The distinct categories (in order of first appearance) and each item's index among
+    them: 10^6 items share a few thousand categories, and a string per item cost ~60 bytes
+    of every server worker's memory."""
+    code_of: dict[str, int] = {}
+    codes = np.fromiter(
+        (code_of.setdefault(str(c), len(code_of)) for c in categories),
+        dtype=np.int32,
+        count=len(categories),
+    )
+    return list(code_of), codes
+
+
 def _event_weights(data: TrainingData, weights: dict[str, float] | None) -> NDArray[np.float64]:
     table = DEFAULT_EVENT_WEIGHTS if weights is None else weights
     types = data.events.event_type
@@ -94,7 +107,9 @@ class _ItemRanking(Recommender):
 
     item_scores_: NDArray[np.float32]
     listed_: NDArray[np.bool_]
-    item_category_: list[str]
+    #: The distinct categories, and each item's index among them (:func:`category_table`).
+    category_names_: list[str]
+    category_codes_: NDArray[np.int32]
     #: Every scored item, best first (:func:`~recsys.models.base.ranking_order`), computed on
     #: first use after a fit or a load.
     _order: NDArray[np.intp] | None = None
@@ -102,8 +117,13 @@ class _ItemRanking(Recommender):
     def _store(self, data: TrainingData, scores: NDArray[Any], listed: NDArray[np.bool_]) -> None:
         self.item_scores_ = np.asarray(scores, dtype=np.float32)
         self.listed_ = np.asarray(listed, dtype=bool)
-        self.item_category_ = list(data.item_category)
+        self.category_names_, self.category_codes_ = category_table(data.item_category)
         self._order = None
+
+    @property
+    def item_category_(self) -> list[str]:
+        """Each item's category path."""
+        return [self.category_names_[c] for c in self.category_codes_.tolist()]
 
     def score(
         self,
@@ -159,17 +179,24 @@ class _ItemRanking(Recommender):
         self._check_fitted("item_scores_")
         mask = self.listed_.copy()
         if category is not None:
-            mask &= category_mask(self.item_category_, category)
+            # matched once per distinct category, not per item
+            mask &= category_mask(self.category_names_, category)[self.category_codes_]
         candidates = np.flatnonzero(mask)
         order = np.lexsort((candidates, -self.item_scores_[candidates]))[: max(k, 0)]
         chosen = candidates[order].astype(np.intp)
         return chosen, self.item_scores_[chosen]
 
     def save(self, directory: Path) -> None:
-        """Write params and categories (JSON) and the item scores (``.npz``)."""
+        """Write params, the distinct categories (JSON), and the item scores and category
+        codes (``.npz``)."""
         directory = self._write_params(directory, "item_scores_")
-        save_json(directory / "categories.json", self.item_category_)
-        save_arrays(directory / "scores.npz", scores=self.item_scores_, listed=self.listed_)
+        save_json(directory / "category_names.json", self.category_names_)
+        save_arrays(
+            directory / "scores.npz",
+            scores=self.item_scores_,
+            listed=self.listed_,
+            category_codes=self.category_codes_,
+        )
 
     @classmethod
     def load(cls, directory: Path) -> Self:
@@ -177,16 +204,30 @@ class _ItemRanking(Recommender):
         directory = Path(directory)
         model = cls._from_params(directory, f"a {cls.name} model")
         arrays = load_arrays(directory / "scores.npz")
-        categories = load_json(directory / "categories.json")
         try:
             model.item_scores_ = arrays["scores"].astype(np.float32)
             model.listed_ = arrays["listed"].astype(bool)
             model._order = None
         except KeyError as exc:
             raise ArtifactError(f"{directory}: not a {cls.name} model: {exc}") from None
-        if not isinstance(categories, list) or len(categories) != len(model.item_scores_):
-            raise ArtifactError(f"{directory}/categories.json: not one category per item")
-        model.item_category_ = [str(c) for c in categories]
+        n = len(model.item_scores_)
+        if "category_codes" in arrays:
+            names = load_json(directory / "category_names.json")
+            codes = np.asarray(arrays["category_codes"])
+            if (
+                not isinstance(names, list)
+                or codes.shape != (n,)
+                or codes.dtype.kind not in "iu"
+                or (n and not 0 <= int(codes.min()) <= int(codes.max()) < len(names))
+            ):
+                raise ArtifactError(f"{directory}: not one known category per item")
+            model.category_names_ = [str(c) for c in names]
+            model.category_codes_ = codes.astype(np.int32, copy=False)
+        else:  # a version written before the codes: one category string per item
+            categories = load_json(directory / "categories.json")
+            if not isinstance(categories, list) or len(categories) != n:
+                raise ArtifactError(f"{directory}/categories.json: not one category per item")
+            model.category_names_, model.category_codes_ = category_table(categories)
         return model
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from recsys.data.schema import PURCHASE, RETURN
 from recsys.errors import ConfigError
 from recsys.offers.catalog import PromotionCatalog
+from recsys.offers.items import VersionCatalog
 from recsys.offers.ranking import (
     HybridProbabilities,
     OfferCandidate,
@@ -216,16 +217,25 @@ def build_shop_context(
     settings: TriggerSettings | None = None,
     seed: int = 0,
     max_cached: int | None = None,
+    catalog: VersionCatalog | None = None,
 ) -> ShopContext:
     """The shop-level part of :func:`build_campaign_context`, no customer kept.
 
     The store's events are read once (as for a campaign) to sum what ranking needs about
     every customer (:class:`~recsys.offers.ranking.ShopTotals`, segment norms, popularity,
     complements); then every customer's history, profile, segment and impressions are let
-    go. ``max_cached`` bounds the hybrid model's per-customer cache.
+    go. ``max_cached`` bounds the hybrid model's per-customer cache. ``catalog``: the
+    catalogue the server holds (the store's is read as rows without it).
     """
     ctx, scale = _read_context(
-        store, promotions, today, models=models, settings=settings, seed=seed, serving=True
+        store,
+        promotions,
+        today,
+        models=models,
+        settings=settings,
+        seed=seed,
+        serving=True,
+        catalog=catalog,
     )
     return ShopContext(ctx.shop_part(max_cached=max_cached), scale)
 
@@ -239,6 +249,7 @@ def _read_context(
     settings: TriggerSettings | None,
     seed: int,
     serving: bool,
+    catalog: VersionCatalog | None = None,
 ) -> tuple[OfferContext, SegmentScale]:
     """The whole context, and the segment scale of the day. ``serving``: no impressions (read
     per customer) and no k-means (a server needs the labels only, which the scale gives)."""
@@ -294,7 +305,9 @@ def _read_context(
         customers=customers,
         # retired items included, as out of stock: an item missing from the catalogue would
         # count as in stock
-        catalog=[
+        catalog=catalog
+        if catalog is not None
+        else [
             replace(c.item, in_stock=c.item.in_stock and not c.retired)
             for c in store.item_changes()
         ],

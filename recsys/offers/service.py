@@ -48,8 +48,10 @@ from typing import TYPE_CHECKING, Any
 from recsys.config import read_config_file, validate, write_config_file
 from recsys.data.schema import PURCHASE, RETURN, Customer
 from recsys.errors import ConfigError, NotFoundError, RecsysError
+from recsys.memory import release_free_memory
 from recsys.offers.campaigns import LoadedModels, ShopContext, build_shop_context
 from recsys.offers.catalog import Promotion, PromotionCatalog, parse_promotions
+from recsys.offers.items import VersionCatalog
 from recsys.offers.ranking import (
     OfferCandidate,
     OfferContext,
@@ -334,6 +336,10 @@ class OfferService:
             models=_models_of(engine, today),
             settings=self.settings,
             max_cached=self.cache_size,
+            # the engine's catalogue arrays (live changes laid over), not the store's rows
+            catalog=(
+                VersionCatalog(engine.catalog, engine.new_items) if engine is not None else None
+            ),
         )
         self.builds += 1
         version = engine.version if engine is not None else None
@@ -347,6 +353,8 @@ class OfferService:
         self._snapshot = snap
         with self._histories_lock:
             self._histories.clear()  # keyed by day too; what is there is of another day
+        # every purchase was read to sum the shop's totals, and let go
+        release_free_memory()
         return snap
 
     # -- one customer, per request ---------------------------------------------------------

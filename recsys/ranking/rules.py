@@ -171,6 +171,7 @@ class CatalogArrays:
     category: NDArray[np.object_]
     price: NDArray[np.float64]  # NaN where unknown
     in_stock: NDArray[np.bool_]
+    margin: NDArray[np.float64] | None = None  # NaN where unknown; None: not known at all
     # derived, filled on first use: distinct categories and each item's code among them, and
     # the masks of the prefix sets asked for so far
     _category_codes: tuple[list[str], NDArray[np.integer]] | None = field(
@@ -193,6 +194,7 @@ class CatalogArrays:
         n = len(items)
         category = np.full(n, "", dtype=object)
         price = np.full(n, np.nan)
+        margin = np.full(n, np.nan)
         in_stock = np.ones(n, dtype=bool)
         for rec in records:
             i = items.index(str(rec.get("item_id", "")))
@@ -201,8 +203,10 @@ class CatalogArrays:
             category[i] = rec.get("category") or ""
             p = rec.get("price")
             price[i] = np.nan if p is None else float(p)
+            m = rec.get("margin")
+            margin[i] = np.nan if m is None else float(m)
             in_stock[i] = bool(rec.get("in_stock", True))
-        return cls(items=items, category=category, price=price, in_stock=in_stock)
+        return cls(items=items, category=category, price=price, in_stock=in_stock, margin=margin)
 
     @classmethod
     def from_table(cls, table: CatalogTable) -> CatalogArrays:
@@ -213,7 +217,11 @@ class CatalogArrays:
         # a string per item (as a JSON catalogue gives) cost ~60
         category = names[codes]
         catalog = cls(
-            items=table.items, category=category, price=table.price, in_stock=table.in_stock
+            items=table.items,
+            category=category,
+            price=table.price,
+            in_stock=table.in_stock,
+            margin=table.margin,
         )
         object.__setattr__(catalog, "_category_codes", (table.category_names, codes))
         return catalog

@@ -334,6 +334,13 @@ class EventStore(ABC):
             )
             return cur.rowcount > 0
 
+    def retired_items(self) -> list[CatalogItem]:
+        """The items taken out of the shop (:meth:`retire_item`), as last stored, by id."""
+        rows = self._query(
+            f"SELECT {', '.join(_ITEM_COLUMNS)} FROM items WHERE retired ORDER BY item_id"
+        )
+        return [_item(r) for r in rows]
+
     def get_item(self, item_id: str) -> CatalogItem | None:
         """One stored item (retired ones included), or ``None``."""
         rows = self._query(
@@ -380,6 +387,12 @@ class EventStore(ABC):
         if key is None:
             key = self._tombstone_key = self._read_secret("tombstone_key")
         return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()[:40]
+
+    def store_id(self) -> str:
+        """A random id of this store, made once and the same in every process: what a model
+        version records of the store it read (its catalogue generation means nothing in
+        another store, or in this one recreated)."""
+        return self._read_secret("store_id").hex()[:32]
 
     def _read_secret(self, name: str) -> bytes:
         rows = self._query("SELECT value FROM store_secrets WHERE name = ?", (name,))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from recsys.data.interactions import TrainingData
+from recsys.errors import ArtifactError
 from recsys.models.popular import PopularModel, TrendingModel, category_mask
 from tests.models.conftest import AS_OF, event, make_training_data
 
@@ -72,3 +75,40 @@ def test_trending_lists_only_items_active_in_the_window(days_before: float) -> N
     rows = [event(0, "u", "old", "purchase", days_before), event(1, "u", "new", "view", 2.0)]
     model = TrendingModel().fit(make_training_data(rows, as_of=AS_OF))
     assert model.popular_items(5)[0].tolist() == [0]  # "new" sorts before "old"
+
+
+def test_categories_are_stored_as_codes_and_a_version_with_one_string_per_item_still_loads(
+    tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    import json
+
+    from recsys.models.base import load_arrays, save_arrays
+
+    model = PopularModel().fit(tiny_data)
+    model.save(tmp_path / "new")
+    names = json.loads((tmp_path / "new" / "category_names.json").read_text())
+    assert len(names) == len(set(names)) < tiny_data.n_items  # one entry per category
+    loaded = PopularModel.load(tmp_path / "new")
+    assert loaded.item_category_ == list(tiny_data.item_category)
+    # the format before codes: categories.json with one string per item
+    model.save(tmp_path / "old")
+    old = tmp_path / "old"
+    arrays = load_arrays(old / "scores.npz")
+    save_arrays(old / "scores.npz", scores=arrays["scores"], listed=arrays["listed"])
+    (old / "category_names.json").unlink()
+    (old / "categories.json").write_text(json.dumps(list(tiny_data.item_category)))
+    before = PopularModel.load(old)
+    assert before.item_category_ == loaded.item_category_
+    for category in {c.split(" > ")[0] for c in tiny_data.item_category}:
+        np.testing.assert_array_equal(
+            before.popular_items(5, category)[0], model.popular_items(5, category)[0]
+        )
+    # codes that name no category are refused
+    save_arrays(
+        tmp_path / "new" / "scores.npz",
+        scores=arrays["scores"],
+        listed=arrays["listed"],
+        category_codes=np.full(tiny_data.n_items, len(names), dtype=np.int32),
+    )
+    with pytest.raises(ArtifactError, match="not one known category per item"):
+        PopularModel.load(tmp_path / "new")

@@ -787,3 +787,56 @@ def test_a_run_reads_the_events_once_and_records_their_fingerprint(
         [EventRow("late", "u1", None, "i3", "purchase", START + 1, 1.0, 2.5, "o-late", None)]
     )
     assert data_fingerprint(filled_store, load_training_config(config), as_of) != expected
+
+
+def test_the_catalogue_rows_changed_since_the_version_give_the_whole_live_catalogue(
+    filled_store: Any, tmp_path: Path
+) -> None:
+    """A server holds only the catalogue rows changed after the version read its catalogue;
+    laid over the version, they give what every row laid over it gives (stock, price,
+    margin, category, new items), retirements before and after training included."""
+    from recsys.engine import Engine
+    from recsys.live import LiveState
+
+    store = filled_store
+    store.upsert_items(
+        [
+            CatalogItem(f"i{j}", category=f"C{j % 3}", price=1.0 + j, margin=0.5, in_stock=j != 5)
+            for j in range(1, 8)
+        ]
+    )
+    store.retire_item("i3")  # sold before (it has events), retired before training
+    store.retire_item("i6")
+    path = tmp_path / "train.toml"
+    path.write_text('default_model = "popular"\nthreads = 1\n[models.popular]\n')
+    assert main(["train", "--config", str(path)]) == 0
+    registry = _registry()
+    version = registry.current_version()
+    assert version is not None
+    entry = registry.manifest(version)["catalog_read"]
+    assert entry == {"generation": entry["generation"], "store": store.store_id()}
+
+    store.patch_item("i1", {"in_stock": False})
+    store.patch_item("i2", {"price": 9.5, "margin": 2.0, "category": "Moved"})
+    store.retire_item("i4")
+    store.upsert_items([CatalogItem("i6", category="Back")])  # retired, then back, no price
+    store.upsert_items([CatalogItem("n1", title="New", category="C0", price=2.0)])
+
+    engine = Engine.load(registry.path(version), registry)
+    whole, since = LiveState(store), LiveState(store)
+    whole.refresh()
+    since.follow_catalog(engine.catalog_read_at(since.store_id))
+    since.refresh()
+    assert since.catalog_since == entry["generation"] >= 0
+    assert sorted(since.catalog) == ["i1", "i2", "i4", "i6", "n1"]
+    assert len(whole.catalog) == 9  # i0-i7 and n1
+    a = engine.with_catalog(whole.catalog)
+    b = engine.with_catalog(since.catalog)
+    for field_ in ("in_stock", "price", "margin", "category"):
+        np.testing.assert_array_equal(getattr(a.catalog, field_), getattr(b.catalog, field_))
+    assert a.new_items == b.new_items and [it.item_id for it in b.new_items] == ["n1"]
+    i = engine.items.index
+    assert not b.catalog.in_stock[i("i3")], "retired before training: out of stock"
+    assert b.catalog.in_stock[i("i6")] and not b.catalog.in_stock[i("i4")]
+    assert b.catalog.price[i("i2")] == 9.5 and b.catalog.category[i("i2")] == "Moved"
+    assert engine.catalog_read_at("another store") == -1

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from recsys.artifacts import CATALOG_READ_KEY
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem, from_micros
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError, DataError, ModelError
@@ -26,6 +27,7 @@ from recsys.registry import Registry
 from recsys.store.base import EventStore
 from training.config import TrainingConfig, check_model_params
 from training.pipeline import (
+    CatalogRead,
     Notify,
     TrainingResult,
     _decide,
@@ -140,7 +142,8 @@ def run_spark_training(
         try:
             with progress.stage("read"):
                 raw, source = read_events(spark, options, settings, store)
-                catalog = store.read_items()
+                read = CatalogRead.of(store)
+                catalog = read.items
             with progress.stage("build"):
                 data, ev = _build(raw, config, as_of, catalog)
             skipped: dict[str, str] = {}
@@ -158,7 +161,7 @@ def run_spark_training(
             registry, config, metrics, force=force, promote=promote, default_model=default
         )
         with progress.stage("publish"), registry.publish() as staging:
-            _write_version(staging.path, data, catalog, fitted)
+            _write_version(staging.path, data, read, fitted)
             ann, indexes = _write_indexes(staging.path, config, fitted)
             precomputed = _write_precomputed(
                 staging.path,
@@ -185,6 +188,7 @@ def run_spark_training(
                     promotion={"promoted": promote_it, "reason": reason, "forced": force},
                 )
             )
+            staging.manifest[CATALOG_READ_KEY] = read.manifest_entry()
             staging.manifest.update(
                 engine="spark",
                 default_model=default,
