@@ -29,10 +29,15 @@ already there. Serving code of another tree can then be measured on the very sam
 putting that tree first on the servers' path: ``--server-path /tmp/tree`` (the version is
 published by this tree's code; older servers read the files they know).
 
+``--trained HOME`` measures instead the version promoted in a shop trained by ``recsys train``
+(e.g. the ``--home`` of ``bench_mixed --model hybrid``: the hybrid with its offers context,
+catalogue and live state as a shop serves them), ``--runs`` times; the requests are for the last
+4,000 customers of its ``users.json``.
+
 Target (issue 16): at 10^6 items, PSS with 2 workers <= 1.3x PSS with 1 worker.
 
 Run: ``.venv/bin/python -m benchmarks.bench_memory [--smoke] [--items 1e6] [--kinds usearch,hnsw]
-[--home DIR] [--server-path TREE]``
+[--home DIR] [--server-path TREE] [--trained HOME --runs N]``
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import http.client
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -415,6 +421,98 @@ def report(res: dict[str, Any], command: str, load: tuple[float, float]) -> str:
     return "\n".join(lines)
 
 
+def _main_trained(
+    args: Any, servers: list[tuple[str, ...]], command: str, load_before: float
+) -> int:
+    """``--trained``: the promoted version of a trained shop, ``--runs`` times per server."""
+    from recsys.registry import Registry
+
+    home = Path(args.trained)
+    registry = Registry(home / "models")
+    version = registry.current_version()
+    if version is None:
+        raise SystemExit(f"{home}: no promoted version (train it first)")
+    folder = registry.path(version)
+    manifest = registry.manifest(version)
+    users = json.loads((folder / "users.json").read_text(encoding="utf-8"))[-4000:]
+    runs = []
+    for name, tree in servers:
+        for i in range(args.runs):
+            print(f"-- {name}: run {i + 1} of {args.runs}", flush=True)
+            run = measure_kind(
+                "trained",
+                home,
+                users,
+                folder,
+                args.requests,
+                server_path=tree or None,
+                load_timeout_s=args.load_timeout,
+            )
+            runs.append({"server": name, "tree": tree, **run})
+            print(f"-- {name}: ratio {run['ratio']:.3f}", flush=True)
+    res = {
+        "home": str(home),
+        "version": version,
+        "default_model": manifest.get("default_model"),
+        "items": manifest.get("counts", {}).get("items"),
+        "requests": args.requests,
+        "runs": runs,
+    }
+    text = report_trained(res, command, (load_before, os.getloadavg()[0]))
+    write_report(out_dir(args), "memory", text, res)
+    print(text)
+    return 0
+
+
+def report_trained(res: dict[str, Any], command: str, load: tuple[float, float]) -> str:
+    """The Markdown section of a ``--trained`` run: every run, and the median per server."""
+    lines = [
+        "## Server memory of a trained shop with 1 and 2 workers (issue 16)",
+        "",
+        f"Command: `{command}` · machine: {machine()} · 1-min load average before / after: "
+        f"{load[0]:.2f} / {load[1]:.2f}",
+        "",
+        f"Version {res['version']} of {res['home']} (default model {res['default_model']}, "
+        f"{res['items']} items); {res['requests']} recommendation requests per server; PSS "
+        "read once every worker had answered /healthz.",
+        "",
+    ]
+    rows = []
+    by_server: dict[str, list[float]] = {}
+    for run in res["runs"]:
+        anon = [m.get("anonymous", 0.0) for m in run["w1"]["by_mapping"].values()]
+        by_server.setdefault(run["server"], []).append(run["ratio"])
+        rows.append(
+            [
+                run["server"],
+                f"{run['w1']['pss_mib']:.0f}",
+                f"{run['w2']['pss_mib']:.0f}",
+                f"{sum(anon):.0f}",
+                f"{run['ratio']:.3f}",
+                "met" if run["ratio"] <= TARGET_RATIO else "NOT met",
+            ]
+        )
+    lines.append(
+        markdown_table(
+            [
+                "server code",
+                "PSS 1 worker MiB",
+                "PSS 2 workers MiB",
+                "1 worker's anonymous MiB",
+                "ratio",
+                f"<= {TARGET_RATIO}x",
+            ],
+            rows,
+        )
+    )
+    lines.append("")
+    for server, ratios in by_server.items():
+        median = statistics.median(ratios)
+        lines.append(f"Median ratio, {server}: {median:.3f} ({len(ratios)} runs)")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def published(
     home: Path, kind: str, args: Any, index_cache: Path | None
 ) -> tuple[Path, list[str], dict[str, Any]]:
@@ -474,6 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "first on the servers' PYTHONPATH (empty: this tree)",
     )
     parser.add_argument("--load-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--trained", default=None, help="measure the version promoted in this trained shop"
+    )
+    parser.add_argument("--runs", type=int, default=1, help="repeats per server (--trained)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.items, args.users, args.factors, args.requests = "5000", 500, 16, 40
@@ -492,6 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "build": {},
         "runs": [],
     }
+    if args.trained:
+        return _main_trained(args, servers, command.strip(), load_before)
     with contextlib.ExitStack() as stack:
         root = (
             Path(args.home)

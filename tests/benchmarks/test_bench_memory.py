@@ -70,3 +70,28 @@ def test_bench_vocab_smoke_compares_both_forms(tmp_path: Path) -> None:
         "ids_of (10 indices)",
     }
     assert all(c["dict_us"] > 0 and c["arrays_us"] > 0 for c in result["cases"].values())
+
+
+def test_a_trained_shops_report_gives_every_run_and_the_median() -> None:
+    from benchmarks.bench_memory import report_trained
+
+    def run(w1: float, w2: float) -> dict[str, object]:
+        return {
+            "server": "this tree",
+            "w1": {"pss_mib": w1, "by_mapping": {"1": {"anonymous": 200.0, "factors": 500.0}}},
+            "w2": {"pss_mib": w2, "by_mapping": {}},
+            "ratio": w2 / w1,
+        }
+
+    res = {
+        "home": "/h",
+        "version": "v1",
+        "default_model": "hybrid",
+        "items": 10,
+        "requests": 4,
+        "runs": [run(1000, 1250), run(1000, 1400), run(1000, 1290)],
+    }
+    text = report_trained(res, "cmd", (0.5, 0.7))
+    assert "| this tree | 1000 | 1400 | 200 | 1.400 | NOT met |" in text
+    assert "| this tree | 1000 | 1250 | 200 | 1.250 | met |" in text
+    assert "Median ratio, this tree: 1.290 (3 runs)" in text
