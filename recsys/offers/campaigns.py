@@ -268,13 +268,12 @@ def _read_context(
         segment_of = table.segment_of()
     hybrid = complements = due = None
     if models is not None:
-        item_ids = models.items.ids
         if "hybrid" in models.models:
             hybrid = HybridProbabilities(
                 models.models["hybrid"], models.users, models.items, models.history, today
             )
         if "bought_together" in models.models:
-            complements = Complements.from_model(models.models["bought_together"], item_ids)
+            complements = Complements.from_model(models.models["bought_together"], models.items.ids)
         if "buy_again" in models.models:
             model = models.models["buy_again"]
             users = models.users
@@ -283,7 +282,7 @@ def _read_context(
                 return due_items_from_model(
                     model,
                     users.index(user_id),
-                    item_ids,
+                    models.items,
                     today,
                     max_ratio=settings.replenishment_max_ratio,
                 )

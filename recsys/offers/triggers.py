@@ -40,6 +40,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN, EventFrame
+from recsys.data.vocab import Vocabulary
 from recsys.offers.catalog import REDEMPTION_PREFIX
 
 _EPOCH = date(1970, 1, 1)
@@ -461,7 +462,7 @@ def due_items_from_history(
 def due_items_from_model(
     model: object,
     user_index: int,
-    item_ids: Sequence[str],
+    item_ids: Sequence[str] | Vocabulary,
     today: date,
     *,
     max_ratio: float = 2.0,
@@ -469,8 +470,10 @@ def due_items_from_model(
     """Due items from a fitted :class:`~recsys.models.buy_again.BuyAgainModel`.
 
     ``user_index`` is the customer's index in the model's user vocabulary (``-1``: unknown,
-    nothing due); ``item_ids`` maps its item indices back to ids.
+    nothing due); ``item_ids`` maps its item indices back to ids (a server passes the
+    version's vocabulary: a list of 10^6 ids would be ~70 MiB in every worker).
     """
+    name = item_ids.id if isinstance(item_ids, Vocabulary) else item_ids.__getitem__
     if user_index < 0:
         return []
     stats = model.purchase_stats(  # type: ignore[attr-defined]
@@ -481,7 +484,7 @@ def due_items_from_model(
     hit = (ratio >= threshold) & (ratio < max_ratio)
     out = [
         DueItem(
-            item_ids[int(i)],
+            name(int(i)),
             float(stats.days_since_last[k]),
             float(stats.interval_days[k]),
             float(stats.due_ratio[k]),
