@@ -35,14 +35,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from recsys.data.columns import CatalogTable
+from recsys.data.columns import CatalogTable, StringColumn
 from recsys.data.schema import to_micros
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ArtifactError
@@ -58,6 +58,8 @@ HISTORY = "history.npz"
 PURCHASES = "purchases.npz"
 MODELS_DIR = "models"
 PRECOMPUTED_DIR = "precomputed"
+#: The stored lists' reason combinations, packed text (:class:`ReasonTable`).
+REASON_TEXT = "reason_text.npz"
 #: Manifest key: the store generation a version's catalogue was read at, and the store's id
 #: (``{"generation": int, "store": str}``; see :meth:`recsys.engine.Engine.catalog_read_at`).
 CATALOG_READ_KEY = "catalog_read"
@@ -216,6 +218,58 @@ def model_folder(folder: Path, name: str) -> Path:
     return folder / MODELS_DIR / name
 
 
+class ReasonTable(Sequence[tuple[str, ...]]):
+    """The distinct reason combinations of a version's stored lists, each decoded when asked
+    for (JSON text per combination, packed as UTF-8 with offsets and memory-mapped).
+
+    At 10^6 items a hybrid version had 83,377 of them (an item id in many): 29 MiB as Python
+    tuples in every worker, for the few a request names. The combinations asked for are kept
+    decoded, up to ``_CACHED`` of them.
+    """
+
+    _CACHED = 8192
+
+    def __init__(self, column: StringColumn) -> None:
+        self._column = column
+        self._decoded: dict[int, tuple[str, ...]] = {}
+
+    @classmethod
+    def of(cls, reasons: Sequence[Sequence[str]]) -> ReasonTable:
+        """A table of ``reasons`` (one combination each)."""
+        if isinstance(reasons, ReasonTable):
+            return reasons
+        return cls(StringColumn.from_strings([json.dumps(list(r)) for r in reasons]))
+
+    def __len__(self) -> int:
+        return len(self._column)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, ...]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[str, ...]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[str, ...] | Sequence[tuple[str, ...]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"reason combination {index} of {n}")
+        index %= n
+        hit = self._decoded.get(index)
+        if hit is None:
+            hit = tuple(str(x) for x in json.loads(self._column[index]))
+            if len(self._decoded) >= self._CACHED:
+                self._decoded.clear()
+            self._decoded[index] = hit
+        return hit
+
+    @property
+    def column(self) -> StringColumn:
+        """The packed text (what :meth:`Precomputed.save` writes)."""
+        return self._column
+
+
 @dataclass(frozen=True)
 class Precomputed:
     """The default model's top ``depth`` items per known user, computed when it was trained.
@@ -232,7 +286,7 @@ class Precomputed:
     items: NDArray[np.int32]
     scores: NDArray[np.float32]
     reason_codes: NDArray[np.int32] | None
-    reasons: tuple[tuple[str, ...], ...]
+    reasons: Sequence[tuple[str, ...]]
 
     @property
     def depth(self) -> int:
@@ -247,11 +301,10 @@ class Precomputed:
         np.save(folder / "scores.npy", np.ascontiguousarray(self.scores, dtype=np.float32))
         if self.reason_codes is not None:
             np.save(folder / "reasons.npy", np.ascontiguousarray(self.reason_codes, np.int32))
-        meta = {
-            "model": self.model,
-            "depth": self.depth,
-            "reasons": [list(r) for r in self.reasons],
-        }
+        # the combinations as packed text, memory-mapped by every worker (a JSON list was
+        # decoded into each worker's memory)
+        save_arrays(folder / REASON_TEXT, **ReasonTable.of(self.reasons).column.to_arrays("r"))
+        meta = {"model": self.model, "depth": self.depth, "reason_count": len(self.reasons)}
         (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
 
     @classmethod
@@ -269,7 +322,21 @@ class Precomputed:
                 codes = np.load(folder / "reasons.npy", mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{folder}: cannot read the precomputed lists: {exc}") from None
-        reasons = tuple(tuple(str(x) for x in r) for r in meta.get("reasons", []))
+        reasons: Sequence[tuple[str, ...]]
+        if (folder / REASON_TEXT).is_file():
+            try:
+                reasons = ReasonTable(
+                    StringColumn.from_arrays(load_arrays(folder / REASON_TEXT), "r")
+                )
+            except ValueError as exc:
+                raise ArtifactError(f"{folder / REASON_TEXT}: {exc}") from None
+            if len(reasons) != meta.get("reason_count"):
+                raise ArtifactError(
+                    f"{folder}: {len(reasons)} reason combinations, not "
+                    f"the {meta.get('reason_count')} meta.json says"
+                )
+        else:  # a version written before the packed text
+            reasons = tuple(tuple(str(x) for x in r) for r in meta.get("reasons", []))
         shapes = {items.shape, scores.shape} | ({codes.shape} if codes is not None else set())
         if len(shapes) != 1 or items.ndim != 2:
             raise ArtifactError(f"{folder}: precomputed arrays differ in shape: {sorted(shapes)}")

@@ -8,8 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from recsys.artifacts import Manifest, Precomputed, read_version, write_version
+from recsys.artifacts import (
+    REASON_TEXT,
+    Manifest,
+    Precomputed,
+    ReasonTable,
+    read_version,
+    write_version,
+)
 from recsys.data.columns import CatalogTable
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ArtifactError
@@ -129,3 +138,49 @@ def test_unreadable_arrays_are_refused_naming_the_file(tmp_path: Path, name: str
     (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:100])
     with pytest.raises(ArtifactError, match=name):
         read_version(tmp_path)
+
+
+reason_texts = st.text(st.characters(codec="utf-8"), max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(reason_texts, max_size=4), max_size=20))
+def test_reason_combinations_come_back_as_stored(combos: list[list[str]]) -> None:
+    """Law: the packed table gives every combination as it was, in order, any text included
+    (newlines, quotes, non-ASCII), and reading one twice gives the same."""
+    table = ReasonTable.of(combos)
+    assert len(table) == len(combos)
+    assert [table[i] for i in range(len(table))] == [tuple(c) for c in combos]
+    assert list(table) == [tuple(c) for c in combos] == table[:]
+    if combos:
+        assert table[-1] == tuple(combos[-1]) and table[0] is table[0]
+    with pytest.raises(IndexError):
+        table[len(combos)]
+
+
+def test_stored_lists_keep_their_reasons_packed_and_older_versions_still_load(
+    tmp_path: Path,
+) -> None:
+    reasons = (("model:hybrid", "source:als"), ("often_bought_with:a\nb",))
+    codes = np.array([[1, 0]], np.int32)
+    lists = Precomputed(
+        "m", np.array([[2, 0]], np.int32), np.ones((1, 2), np.float32), codes, reasons
+    )
+    lists.save(tmp_path)
+    meta = json.loads((tmp_path / "precomputed" / "meta.json").read_text())
+    assert "reasons" not in meta and meta["reason_count"] == 2
+    back = Precomputed.load(tmp_path)
+    assert back is not None and isinstance(back.reasons, ReasonTable)
+    assert [back.reasons[c] for c in back.reason_codes[0].tolist()] == [reasons[1], reasons[0]]
+    # a version written before the packed text: the combinations in meta.json
+    (tmp_path / "precomputed" / REASON_TEXT).unlink()
+    meta["reasons"] = [list(r) for r in reasons]
+    (tmp_path / "precomputed" / "meta.json").write_text(json.dumps(meta))
+    old = Precomputed.load(tmp_path)
+    assert old is not None and tuple(old.reasons) == reasons
+    # packed text that disagrees with meta.json is refused
+    lists.save(tmp_path)
+    meta["reason_count"] = 3
+    (tmp_path / "precomputed" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="2 reason combinations, not the 3"):
+        Precomputed.load(tmp_path)
