@@ -357,14 +357,20 @@ def measure_kind(
     return out
 
 
-def report(res: dict[str, Any], command: str, load: tuple[float, float]) -> str:
-    """The Markdown section."""
-    lines = [
-        "## Server memory with 1 and 2 workers (issue 16)",
+def _header(title: str, command: str, load: tuple[float, float]) -> list[str]:
+    return [
+        f"## {title}",
         "",
         f"Command: `{command}` · machine: {machine()} · 1-min load average before / after: "
         f"{load[0]:.2f} / {load[1]:.2f}",
         "",
+    ]
+
+
+def report(res: dict[str, Any], command: str, load: tuple[float, float]) -> str:
+    """The Markdown section."""
+    lines = [
+        *_header("Server memory with 1 and 2 workers (issue 16)", command, load),
         f"{res['items']:,} items × {res['factors']} factors, {res['users']:,} customers, "
         f"{res['events_per_user']} history items each, random ALS factors; "
         f"{res['requests']} live requests per server (no precomputed lists); PSS read once "
@@ -467,11 +473,7 @@ def _main_trained(
 def report_trained(res: dict[str, Any], command: str, load: tuple[float, float]) -> str:
     """The Markdown section of a ``--trained`` run: every run, and the median per server."""
     lines = [
-        "## Server memory of a trained shop with 1 and 2 workers (issue 16)",
-        "",
-        f"Command: `{command}` · machine: {machine()} · 1-min load average before / after: "
-        f"{load[0]:.2f} / {load[1]:.2f}",
-        "",
+        *_header("Server memory of a trained shop with 1 and 2 workers (issue 16)", command, load),
         f"Version {res['version']} of {res['home']} (default model {res['default_model']}, "
         f"{res['items']} items); {res['requests']} recommendation requests per server; PSS "
         "read once every worker had answered /healthz.",
