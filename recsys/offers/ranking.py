@@ -365,8 +365,11 @@ class OfferContext:
         # ~10^5 of them (prices, base rates, popularity, intervals, complements) kept ~120 MiB
         # of a worker's pages from being reused or returned at 10^6 items. A pickle round trip
         # makes new objects (copy.deepcopy would keep the same strings).
-        kept = (empty, self.fallback.with_history(empty), self.totals, self.complements)
-        empty, fallback, totals, complements = pickle.loads(pickle.dumps(kept))
+        # (complements asked of a model hold the model: they are kept as they are)
+        plain = None if self.complements.from_a_model else self.complements
+        kept = (empty, self.fallback.with_history(empty), self.totals, plain)
+        empty, fallback, totals, plain = pickle.loads(pickle.dumps(kept))
+        complements = self.complements if plain is None else plain
         hybrid = self.hybrid
         if hybrid is not None and max_cached is not None:
             hybrid = hybrid.bounded(max_cached)

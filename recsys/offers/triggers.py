@@ -579,6 +579,54 @@ def cross_sell_window(
     return None
 
 
+class ModelNeighbours(Mapping[str, list[tuple[str, float]]]):
+    """A co-occurrence model's ``k`` best neighbours of an item, asked of the model when an item
+    is looked up, by id; items without any are absent.
+
+    Every item's neighbours at once was 10^6 rows of ``k`` pairs in every server worker at
+    10^6 items, for the few items a request's customer bought. Asked for ones are kept, up to
+    ``_CACHED`` items.
+    """
+
+    _CACHED = 65_536
+
+    def __init__(self, model: object, items: Vocabulary, k: int) -> None:
+        self.model = model
+        self.vocab = items
+        self.k = k
+        self._cache: dict[str, list[tuple[str, float]]] = {}
+
+    def __getitem__(self, item: str) -> list[tuple[str, float]]:
+        hit = self._cache.get(item)
+        if hit is None:
+            i = self.vocab.index(item)
+            if i < 0:
+                raise KeyError(item)
+            idx, scores = self.model.similar_items(  # type: ignore[attr-defined]
+                np.array([i], dtype=np.intp), self.k
+            )
+            keep = [
+                (j, float(v))
+                for j, v in zip(idx[0].tolist(), scores[0].tolist(), strict=True)
+                if j >= 0
+            ]
+            names = self.vocab.ids_of([j for j, _ in keep])
+            hit = [(name, v) for name, (_, v) in zip(names, keep, strict=True)]
+            if len(self._cache) >= self._CACHED:
+                self._cache.clear()
+            self._cache[item] = hit
+        if not hit:
+            raise KeyError(item)
+        return hit
+
+    def __iter__(self) -> Iterator[str]:
+        """Every item with a neighbour (asks the model for every item: tests, not serving)."""
+        return (item for item in self.vocab.ids if item in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class Complements:
     """Bought-together neighbours of items, by id.
 
@@ -587,20 +635,23 @@ class Complements:
     """
 
     def __init__(self, neighbours: Mapping[str, list[tuple[str, float]]]) -> None:
-        self.neighbours = dict(neighbours)
+        self.neighbours: Mapping[str, list[tuple[str, float]]] = (
+            neighbours if isinstance(neighbours, ModelNeighbours) else dict(neighbours)
+        )
+
+    @property
+    def from_a_model(self) -> bool:
+        """Whether the neighbours are asked of a model item by item (nothing to copy)."""
+        return isinstance(self.neighbours, ModelNeighbours)
 
     @classmethod
-    def from_model(cls, model: object, item_ids: Sequence[str], k: int = 10) -> Complements:
-        """Neighbours from a fitted co-occurrence model."""
-        idx, scores = model.similar_items(  # type: ignore[attr-defined]
-            np.arange(len(item_ids), dtype=np.intp), k
-        )
-        out: dict[str, list[tuple[str, float]]] = {}
-        for row, (its, ss) in enumerate(zip(idx.tolist(), scores.tolist(), strict=True)):
-            pairs = [(item_ids[j], float(s)) for j, s in zip(its, ss, strict=True) if j >= 0]
-            if pairs:
-                out[item_ids[row]] = pairs
-        return cls(out)
+    def from_model(
+        cls, model: object, items: Vocabulary | Sequence[str], k: int = 10
+    ) -> Complements:
+        """Neighbours from a fitted co-occurrence model, asked for item by item
+        (:class:`ModelNeighbours`)."""
+        vocab = items if isinstance(items, Vocabulary) else Vocabulary(items)
+        return cls(ModelNeighbours(model, vocab, k))
 
     @classmethod
     def from_history(

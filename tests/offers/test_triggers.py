@@ -128,3 +128,29 @@ def test_history_ignores_events_from_today_on() -> None:
     rows = [purchase("u", "a", TODAY - D(days=1)), purchase("u", "b", TODAY)]
     hist = PurchaseHistory.from_events(frame(rows), TODAY)
     assert hist.customers["u"].order_items == [("a",)]
+
+
+def test_complements_asked_of_a_model_item_by_item_are_its_neighbours() -> None:
+    """Law: looking an item up gives the model's ``k`` best neighbours of it, by id, as one
+    call for every item at once gives them; items without any, or unknown, are absent."""
+    import numpy as np
+
+    from recsys.models.cooccurrence import CooccurrenceModel
+    from tests.models.conftest import make_training_data, tiny_rows
+
+    data = make_training_data(tiny_rows())
+    model = CooccurrenceModel().fit(data)
+    ids = data.items.ids
+    comp = Complements.from_model(model, data.items, k=3)
+    assert comp.from_a_model
+    idx, scores = model.similar_items(np.arange(len(ids), dtype=np.intp), 3)
+    expected = {
+        ids[r]: [(ids[j], float(s)) for j, s in zip(row, srow, strict=True) if j >= 0]
+        for r, (row, srow) in enumerate(zip(idx.tolist(), scores.tolist(), strict=True))
+    }
+    expected = {k: v for k, v in expected.items() if v}
+    assert expected, "the tiny shop has bought-together pairs"
+    assert dict(comp.neighbours) == expected
+    assert comp.neighbours.get("no-such-item") is None
+    basket = sorted(expected)[:2]
+    assert comp.for_basket(basket) == Complements(expected).for_basket(basket)
