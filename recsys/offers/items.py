@@ -88,15 +88,6 @@ class ItemColumn(Mapping[str, V], Generic[V]):
                 return value
         return self._fallback[key]
 
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
-            return False
-        try:
-            self[key]
-        except KeyError:
-            return False
-        return True
-
     def __iter__(self) -> Iterator[str]:
         seen = set(self._extra)
         yield from self._extra

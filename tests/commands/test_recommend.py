@@ -116,3 +116,38 @@ def test_the_apis_rules_file_applies_unless_rules_are_given(
     allow_all = tmp_path / "none.toml"
     allow_all.write_text("", encoding="utf-8")
     assert run(tmp_path / "explicit.csv", "--all", "--k", "3", "--rules", str(allow_all)) == plain
+
+
+def test_batch_scoring_leaves_out_items_taken_out_of_stock_after_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command reads only the catalogue rows changed since the version (its manifest's
+    ``catalog_read``) and still sees a change made after training."""
+    from recsys.data.schema import CatalogItem
+    from recsys.registry import Registry
+
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path))
+    store = open_store(load_settings(Settings))
+    rows = synthetic_rows(seed=5)
+    store.insert_events(rows)
+    store.upsert_items([CatalogItem(i, category="Home") for i in sorted({r.item_id for r in rows})])
+    config = tmp_path / "train.toml"
+    config.write_text(
+        'default_model = "popular"\nthreads = 1\n[evaluation]\nenabled = false\n[models.popular]\n'
+    )
+    assert main(["train", "--config", str(config)]) == 0
+    registry = Registry(load_settings(Settings).registry_path)
+    version = registry.current_version()
+    assert version is not None and registry.manifest(version)["catalog_read"]["generation"] > 0
+
+    def items(out: str) -> list[str]:
+        return [line.split(",")[2] for line in out.splitlines()[1:]]
+
+    before = run(tmp_path / "before.csv", "--all", "--k", "5")
+    listed = sorted(set(items(before)))
+    store.patch_item(listed[0], {"in_stock": False})
+    store.retire_item(listed[1])
+    store.close()
+    after = run(tmp_path / "after.csv", "--all", "--k", "5")
+    assert listed[0] not in items(after) and listed[1] not in items(after)
+    assert len(after.splitlines()) == len(before.splitlines())
