@@ -416,3 +416,39 @@ def test_a_purchase_leaves_every_workers_next_list_at_once(shop: Shop) -> None:
         assert _fresh("POST", f"{shop.url}/v1/events", json=body, headers=H).status_code == 200
         for _ in range(6):  # fresh connections: both workers answer some
             assert first not in _ids(_fresh("GET", f"{shop.url}{path}").json())
+
+
+def test_a_stock_change_holds_across_a_retrain_reload_and_a_rollback(shop: Shop) -> None:
+    """Workers read only the catalogue rows changed since their version was trained: a change
+    made before a newer version is in that version, and a rollback to an older version reads
+    again what that version did not see."""
+    hero = "i0007"  # pinned first in every list while it is in stock
+    path = "/v1/popular?k=5"
+    in_stock = lambda b: _ids(b)[:1] == [hero]  # noqa: E731
+    out_of_stock = lambda b: hero not in _ids(b)  # noqa: E731
+    _every_answer(shop, path, in_stock)
+    before = Registry(shop.home / "models").current_version()
+    assert before
+    patch = {"in_stock": False}
+    assert _fresh("PATCH", f"{shop.url}/v1/items/{hero}", json=patch, headers=H).is_success
+    _every_answer(shop, path, out_of_stock)
+    # a newer version, trained after the change, holds it; both workers reload onto it
+    config = shop.home.parent / "train.toml"
+    done = run_cli(["train", "--config", str(config), "--force"], shop.env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    newest = Registry(shop.home / "models").current_version()
+    assert newest and newest != before
+    _every_answer(shop, "/readyz", lambda b: b.get("model_version") == newest)
+    _every_answer(shop, path, out_of_stock)
+    # back to the version trained while it was in stock: the workers read again the rows
+    # that version did not see
+    assert run_cli(["models", "promote", before], shop.env).returncode == 0
+    _every_answer(shop, "/readyz", lambda b: b.get("model_version") == before)
+    _every_answer(shop, path, out_of_stock)
+    # a change after both versions, then the newer one again: the change holds
+    back = {"in_stock": True}
+    assert _fresh("PATCH", f"{shop.url}/v1/items/{hero}", json=back, headers=H).is_success
+    _every_answer(shop, path, in_stock)
+    assert run_cli(["models", "promote", newest], shop.env).returncode == 0
+    _every_answer(shop, "/readyz", lambda b: b.get("model_version") == newest)
+    _every_answer(shop, path, in_stock)
