@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -876,7 +876,7 @@ class Engine:
         rows: sp.csr_matrix,
         k: int,
         now: int | None,
-    ) -> tuple[list[Candidates], list[dict[int, tuple[str, ...]] | None]]:
+    ) -> tuple[list[Candidates], list[Mapping[int, tuple[str, ...]] | None]]:
         """The scored items per user, and per-item reasons from a model that explains.
 
         A model with ``explain`` (the hybrid) is asked for a generous top list with its
@@ -891,9 +891,13 @@ class Engine:
         if not isinstance(model, Explains):
             dense = model.score(users, rows, now=now)
             return [Candidates.from_dense(row) for row in dense], [None] * len(users)
-        lists = model.explain(users, rows, candidate_depth(k, len(self.items)), now=now)
+        depth = candidate_depth(k, len(self.items))
+        if isinstance(model, ExplainsArrays):
+            arrays = model.explain_arrays(users, rows, depth, now=now)
+            return _explained_candidates(arrays, len(users), k, self.default_model, self.items)
+        lists = model.explain(users, rows, depth, now=now)
         scores: list[Candidates] = []
-        reasons: list[dict[int, tuple[str, ...]] | None] = []
+        reasons: list[Mapping[int, tuple[str, ...]] | None] = []
         for explained in lists:
             why: dict[int, tuple[str, ...]] = {}
             best: dict[int, float] = {}
@@ -996,6 +1000,69 @@ def _in_category(path: str, prefix: str) -> bool:
     """Whether category ``path`` is ``prefix`` or lies under it (whole levels only)."""
     prefix = prefix.strip()
     return path == prefix or path.startswith(prefix + CATEGORY_SEPARATOR)
+
+
+def _explained_candidates(
+    lists: Any, n_rows: int, k: int, model_name: str, items: Vocabulary
+) -> tuple[list[Candidates], list[Mapping[int, tuple[str, ...]] | None]]:
+    """:meth:`Engine._score`'s candidates and reasons from a model's explained lists as
+    arrays (:class:`~recsys.models.base.ExplainsArrays`): the same as from its per-item
+    lists, with each row's reasons built only for the items the rules read."""
+    rows = np.asarray(lists.rows, dtype=np.intp)
+    bounds = np.searchsorted(rows, np.arange(n_rows + 1))
+    scores: list[Candidates] = []
+    reasons: list[Mapping[int, tuple[str, ...]] | None] = []
+    for r in range(n_rows):
+        lo, hi = int(bounds[r]), int(bounds[r + 1])
+        idx = np.asarray(lists.items[lo:hi], dtype=np.intp)
+        vals = np.asarray(lists.scores[lo:hi], dtype=np.float32)
+        # a repeated item keeps its last entry, as the per-item lists give it
+        last = {i: lo + j for j, i in enumerate(idx.tolist())}
+        keep = np.fromiter(last.values(), dtype=np.intp, count=len(last)) - lo
+        idx, vals = idx[keep], vals[keep]
+        finite = np.isfinite(vals)
+        scores.append(Candidates(idx[finite], vals[finite]))
+        # the rules take the best items first: their partners are found in one search
+        first = sorted(last.values())[: 4 * k + 8]
+        reasons.append(_LazyReasons(lists, last, first, model_name, items))
+    return scores, reasons
+
+
+class _LazyReasons(Mapping[int, tuple[str, ...]]):
+    """Item index -> its API reasons, built when read (:func:`apply_rules` reads the items
+    it keeps: about ``k`` of the hundred ranked)."""
+
+    def __init__(
+        self,
+        lists: Any,
+        entry_of: dict[int, int],
+        first: list[int],
+        model_name: str,
+        items: Vocabulary,
+    ) -> None:
+        self._lists = lists
+        self._entry_of = entry_of
+        self._first = first
+        self._model = model_name
+        self._items = items
+        self._built: dict[int, tuple[str, ...]] = {}
+
+    def __getitem__(self, item: int) -> tuple[str, ...]:
+        why = self._built.get(item)
+        if why is None:
+            e = self._entry_of[item]  # KeyError: not listed
+            prefetch = getattr(self._lists, "prefetch", None)
+            if self._first and prefetch is not None:
+                prefetch(self._first)
+            self._first = []
+            why = self._built[item] = _reason_tuple(self._model, self._lists.reason(e), self._items)
+        return why
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._entry_of)
+
+    def __len__(self) -> int:
+        return len(self._entry_of)
 
 
 def _reason_tuple(model_name: str, explained: Any, items: Vocabulary) -> tuple[str, ...]:

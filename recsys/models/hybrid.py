@@ -56,10 +56,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -177,7 +178,12 @@ def generator_names(bits: int) -> tuple[str, ...]:
 class ExplainedLists:
     """:meth:`HybridModel.explain`'s top lists as arrays: entry ``e`` is an item of row
     ``rows[e]`` (the entries row by row, each row's in rank order), with the fields of its
-    :class:`ItemReason` (``sources`` as generator bits, ``often_bought_with`` -1 for none)."""
+    :class:`ItemReason` (``sources`` as generator bits, ``often_bought_with`` -1 for none).
+
+    ``often_bought_with`` is found when first read, for every entry; :meth:`prefetch` finds
+    it for a few entries only: a request shows ten of the hundred items it ranks, and the
+    partner search is the dearest part of an explanation.
+    """
 
     n_rows: int
     rows: NDArray[np.intp]
@@ -187,11 +193,32 @@ class ExplainedLists:
     sources: NDArray[np.uint8]
     bought_before: NDArray[np.bool_]
     due_for_repurchase: NDArray[np.bool_]
-    often_bought_with: NDArray[np.int64]
+    #: entries' positions -> their partners (-1: none)
+    partners_of: Callable[[NDArray[np.intp]], NDArray[np.int64]] = field(repr=False)
+    _found: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+
+    @cached_property
+    def often_bought_with(self) -> NDArray[np.int64]:
+        """Per entry, the user's item most co-bought with it, or -1."""
+        return self.partners_of(np.arange(len(self.items), dtype=np.intp))
+
+    def prefetch(self, entries: Sequence[int]) -> None:
+        """Find the partners of ``entries`` in one search (:meth:`reason` reads them)."""
+        todo = [e for e in dict.fromkeys(entries) if e not in self._found]
+        if todo and "often_bought_with" not in self.__dict__:
+            found = self.partners_of(np.asarray(todo, dtype=np.intp))
+            self._found.update(zip(todo, found.tolist(), strict=True))
+
+    def _partner(self, e: int) -> int:
+        if "often_bought_with" in self.__dict__:
+            return int(self.often_bought_with[e])
+        if e not in self._found:
+            self.prefetch([e])
+        return self._found[e]
 
     def reason(self, e: int) -> ItemReason:
         """Entry ``e`` as an :class:`ItemReason`."""
-        partner = int(self.often_bought_with[e])
+        partner = self._partner(e)
         return ItemReason(
             item=int(self.items[e]),
             score=float(self.scores[e]),
@@ -765,7 +792,7 @@ class HybridModel(Recommender):
 
     def _proba(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         if self.calibrator_ is not None and len(raw):
-            return np.asarray(self.calibrator_.predict(raw), dtype=np.float64)
+            return isotonic_predict(self.calibrator_, raw)
         return np.clip(raw, 0.0, 1.0)
 
     def _now_day(self, now: int | None) -> float:
@@ -906,17 +933,24 @@ class HybridModel(Recommender):
         p = _pair_positions(rows, items, m, sel_row, sel_item)
         f = x[p]
         sel_raw = raw[p]
+        hist = sp.csr_matrix(history)
+        sel_row = sel_row.astype(np.intp, copy=False)
+        sel_item = sel_item.astype(np.intp, copy=False)
+
+        def partners_of(entries: NDArray[np.intp]) -> NDArray[np.int64]:
+            return self._partners(users, hist, sel_row[entries], sel_item[entries])
+
         return ExplainedLists(
             n_rows=n,
-            rows=sel_row.astype(np.intp, copy=False),
-            items=sel_item.astype(np.intp, copy=False),
+            rows=sel_row,
+            items=sel_item,
             scores=sel_raw,
             # the calibrator maps each value on its own, so one call equals one call per item
             probabilities=self._proba(sel_raw),
             sources=src[p],
             bought_before=f[:, _COL["bought_before"]] > 0,
             due_for_repurchase=(f[:, _COL["n_orders"]] >= 2) & (f[:, _COL["due_ratio"]] >= 1.0),
-            often_bought_with=self._partners(users, sp.csr_matrix(history), sel_row, sel_item),
+            partners_of=partners_of,
         )
 
     def _cooc_by_item(self) -> sp.csr_matrix:
@@ -1104,6 +1138,28 @@ class HybridModel(Recommender):
             raise ArtifactError(f"{directory / _META_FILE}: learned ranker without a sha256")
         model.state_ = GeneratorState.load(directory / _STATE_FILE)
         return model
+
+
+def isotonic_predict(calibrator: Any, raw: NDArray[np.floating]) -> NDArray[np.float64]:
+    """``calibrator.predict(raw)`` of a fitted ``IsotonicRegression(out_of_bounds="clip")``,
+    with scikit-learn's arithmetic (its scipy ``interp1d`` calls ``numpy.interp`` for float64
+    thresholds): the same bits, without the input checks that were most of a live request's
+    calibration of a hundred items. Any other calibrator is asked of its ``predict``."""
+    from sklearn.isotonic import IsotonicRegression
+
+    x = getattr(calibrator, "X_thresholds_", None)
+    if (
+        type(calibrator) is not IsotonicRegression
+        or calibrator.out_of_bounds != "clip"
+        or x is None
+        or x.dtype != np.float64
+    ):
+        return np.asarray(calibrator.predict(raw), dtype=np.float64)
+    y = np.asarray(calibrator.y_thresholds_, dtype=np.float64)
+    t = np.clip(np.asarray(raw, dtype=np.float64).reshape(-1), calibrator.X_min_, calibrator.X_max_)
+    if len(y) == 1:
+        return y.repeat(t.shape)
+    return np.interp(t, x, y)  # what interp1d delegates to for float64 thresholds
 
 
 def _joined(parts: list[NDArray[Any]]) -> NDArray[Any]:

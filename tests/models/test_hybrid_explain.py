@@ -285,3 +285,83 @@ def test_kept_stats_keys_follow_the_state_s_stats(model: HybridModel, shop: Trai
     finally:
         state.stats = original
     np.testing.assert_array_equal(state._stats_keys(), stats_keys(original, state.n_items))
+
+
+def test_partners_found_for_a_few_entries_are_those_of_every_entry(
+    model: HybridModel, shop: TrainingData, rng: np.random.Generator
+) -> None:
+    """:meth:`ExplainedLists.prefetch` (a request's few shown items) finds the same partners
+    as the whole lists' ``often_bought_with``, and :meth:`reason` reads them."""
+    users = np.arange(0, shop.n_users, 2, dtype=np.intp)
+    hist = sp.csr_matrix(shop.interactions[users])
+    whole = model.explain_arrays(users, hist, 20)
+    partners = whole.often_bought_with
+    assert (partners >= 0).sum() > 50  # not vacuous
+    for _ in range(5):
+        few = model.explain_arrays(users, hist, 20)
+        entries = rng.choice(len(few.rows), size=int(rng.integers(1, 40)), replace=False)
+        few.prefetch(entries.tolist())
+        assert "often_bought_with" not in few.__dict__  # only those entries were searched
+        assert [few.reason(int(e)) for e in entries] == [whole.reason(int(e)) for e in entries]
+        # an entry not prefetched is found on its own
+        other = int(np.setdiff1d(np.arange(len(few.rows)), entries)[0])
+        assert few.reason(other) == whole.reason(other)
+        np.testing.assert_array_equal(few.often_bought_with, partners)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 200),
+    scale=st.floats(0.01, 100.0),
+    rounding=st.sampled_from([None, 0, 1, 3]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_isotonic_predict_is_scikit_learns(
+    n: int, scale: float, rounding: int | None, seed: int
+) -> None:
+    """The calibration without scikit-learn's input checks gives its very bits: on random
+    points, on every threshold and beyond both ends, with ties and with one threshold."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from recsys.models.hybrid import isotonic_predict
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n) * scale
+    if rounding is not None:
+        x = np.round(x, rounding)
+    y = (rng.random(n) < 1 / (1 + np.exp(-x / scale))).astype(float)
+    cal = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
+    t = np.concatenate(
+        [rng.normal(size=64) * scale * 2, cal.X_thresholds_, [cal.X_min_ - 1, cal.X_max_ + 1]]
+    )
+    expected = cal.predict(t)
+    got = isotonic_predict(cal, t)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_request_s_reasons_from_arrays_are_the_per_item_lists(
+    model: HybridModel, shop: TrainingData
+) -> None:
+    """The engine's candidates and reasons from the explained arrays (reasons built when the
+    rules read them) equal those from the per-item lists."""
+    from recsys.engine import _explained_candidates, _reason_tuple
+
+    users = np.arange(0, shop.n_users, 3, dtype=np.intp)
+    hist = sp.csr_matrix(shop.interactions[users])
+    scores, reasons = _explained_candidates(
+        model.explain_arrays(users, hist, 60), len(users), 10, "hybrid", shop.items
+    )
+    for r, explained in enumerate(model.explain(users, hist, 60)):
+        best = {e.item: e.score for e in explained}
+        why = {e.item: _reason_tuple("hybrid", e, shop.items) for e in explained}
+        np.testing.assert_array_equal(scores[r].index, np.fromiter(best, dtype=np.intp))
+        np.testing.assert_array_equal(scores[r].score, np.fromiter(best.values(), dtype=np.float32))
+        lazy = reasons[r]
+        assert lazy is not None and len(lazy) == len(why)
+        # read in an order of its own: the best items, one far down, then every one
+        items = list(why)
+        for item in items[:3] + items[-1:] + items:
+            assert lazy[item] == why[item]
+        assert dict(lazy) == why
+    assert any(f.startswith("often_bought_with:") for m in reasons for r in m.values() for f in r)  # type: ignore[union-attr]
