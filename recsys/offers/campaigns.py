@@ -273,7 +273,7 @@ def _read_context(
                 models.models["hybrid"], models.users, models.items, models.history, today
             )
         if "bought_together" in models.models:
-            complements = Complements.from_model(models.models["bought_together"], models.items.ids)
+            complements = Complements.from_model(models.models["bought_together"], models.items)
         if "buy_again" in models.models:
             model = models.models["buy_again"]
             users = models.users

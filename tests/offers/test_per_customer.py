@@ -244,6 +244,33 @@ def test_per_customer_offers_equal_the_shop_wide_context(
     assert shop.customers == {} and shop.history.customers == {} and shop.impressions == {}
 
 
+def test_a_server_s_offers_read_no_list_of_every_item_id(
+    trained: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's shop context and its per-customer offers never list every item id: at
+    10^6 items the bought-together complements' list and index of them were 117 MiB in every
+    worker (benchmarks/RESULTS.md, "Tenth session")."""
+    from recsys.data.vocab import Vocabulary
+
+    registry_path, version = trained
+    registry = Registry(registry_path)
+    engine = Engine.load(registry.path(version), registry)
+    store = _fresh_store(tmp_path)
+    svc = _service(store)
+
+    def every_id(self: Vocabulary) -> list[str]:
+        raise AssertionError("a list of every item id was made")
+
+    monkeypatch.setattr(Vocabulary, "ids", property(every_id))
+    shop = svc.context(engine)
+    assert shop.complements.from_a_model
+    fired: set[str] = set()
+    for user in sorted({u for u in store.read_events().user_id if u})[:40]:
+        offers = svc.rank(user, engine=engine, customer=store.get_customer(user), k=6)
+        fired.update(o.trigger for o in offers)
+    assert "cross_sell" in fired, fired  # the complements were asked
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(
