@@ -151,8 +151,9 @@ class Engine:
         self._new_items: tuple[CatalogItem, ...] = ()
         self._new_ids: dict[str, int] = {}
         self._new_vectors: sp.csr_matrix | None = None
-        self.history = history.tocsr().astype(np.float32)
-        self.purchases = purchases.tocsr().astype(np.float32)
+        # float32 as a version stores them: no copy, the workers share the memory-mapped arrays
+        self.history = history.tocsr().astype(np.float32, copy=False)
+        self.purchases = purchases.tocsr().astype(np.float32, copy=False)
         self.models = dict(models)
         self.default_model = default_model
         self.interaction_config = interaction_config

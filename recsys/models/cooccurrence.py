@@ -294,7 +294,8 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
         """Read a model written by :meth:`save`."""
         model = cls._from_params(directory, "a co-occurrence model")
         directory = Path(directory)
-        model.similarity_ = load_csr(directory / "similarity.npz").astype(np.float32)
+        # float32 as stored: no copy, the workers share the memory-mapped arrays
+        model.similarity_ = load_csr(directory / "similarity.npz").astype(np.float32, copy=False)
         model.counts_, model.item_baskets_, model.n_baskets_ = None, None, 0
         if (directory / COUNTS_FILE).exists() and (directory / BASKETS_FILE).exists():
             # versions before the counts were kept have neither: such a model serves the

@@ -205,8 +205,9 @@ class _ItemRanking(Recommender):
         model = cls._from_params(directory, f"a {cls.name} model")
         arrays = load_arrays(directory / "scores.npz")
         try:
-            model.item_scores_ = arrays["scores"].astype(np.float32)
-            model.listed_ = arrays["listed"].astype(bool)
+            # as stored: no copy, the workers share the memory-mapped arrays
+            model.item_scores_ = arrays["scores"].astype(np.float32, copy=False)
+            model.listed_ = arrays["listed"].astype(bool, copy=False)
             model._order = None
         except KeyError as exc:
             raise ArtifactError(f"{directory}: not a {cls.name} model: {exc}") from None

@@ -9,19 +9,25 @@ start are reflected at once, across processes; an erasure leaves nothing persona
 
 from __future__ import annotations
 
+import json
+import mmap
+import time
 import tomllib
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.cli import main
 from recsys.data.schema import CatalogItem, Customer, EventRow
+from recsys.data.vocab import Vocabulary
 from recsys.engine import Engine
 from recsys.offers.campaigns import build_campaign_context
 from recsys.offers.catalog import parse_promotions
@@ -34,6 +40,7 @@ from recsys.registry import Registry
 from recsys.settings import Settings, load_settings
 from recsys.store import open_store
 from recsys.store.base import EventStore
+from serving.app import create_app
 from tests.offers.helpers import frame, purchase, ts
 from tests.reliability.helpers import SHOP_TRAINING_TOML
 
@@ -250,8 +257,6 @@ def test_a_server_s_offers_read_no_list_of_every_item_id(
     """A server's shop context and its per-customer offers never list every item id: at
     10^6 items the bought-together complements' list and index of them were 117 MiB in every
     worker (benchmarks/RESULTS.md, "Tenth session")."""
-    from recsys.data.vocab import Vocabulary
-
     registry_path, version = trained
     registry = Registry(registry_path)
     engine = Engine.load(registry.path(version), registry)
@@ -269,6 +274,87 @@ def test_a_server_s_offers_read_no_list_of_every_item_id(
         offers = svc.rank(user, engine=engine, customer=store.get_customer(user), k=6)
         fired.update(o.trigger for o in offers)
     assert "cross_sell" in fired, fired  # the complements were asked
+
+
+def test_a_server_makes_no_list_of_every_id_from_start_to_answers(
+    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker holds its version's ids in memory-mapped vocabularies: neither its start-up
+    (version, live state, offers) nor any request type lists every id (the cost of one list
+    of 10^6 ids and its index was 117 MiB in every worker)."""
+    registry_path, version = trained
+    home = registry_path.parent
+    folder = Registry(registry_path).path(version)
+    users = json.loads((folder / "users.json").read_text(encoding="utf-8"))
+    items = json.loads((folder / "items.json").read_text(encoding="utf-8"))
+    monkeypatch.setenv("RECSYS_HOME", str(home))
+    monkeypatch.setenv("RECSYS_API_KEYS", "k")
+
+    def every_id(self: Vocabulary) -> list[str]:
+        raise AssertionError("a list of every id was made")
+
+    monkeypatch.setattr(Vocabulary, "ids", property(every_id))
+    key = {"X-API-Key": "k"}
+    with TestClient(create_app()) as client:
+        assert client.get("/readyz").json()["offers"] == "ready"
+        for user in users[:20]:
+            for path in ("recommendations?k=5", "offers"):
+                assert client.get(f"/v1/users/{user}/{path}").status_code == 200
+        event = {
+            "event_id": uuid4().hex,
+            "user_id": users[0],
+            "session_id": "s-1",
+            "item_id": items[1],
+            "event_type": "view",
+            "timestamp": time.time(),
+        }
+        assert client.post("/v1/events", json=[event], headers=key).status_code == 200
+        live = client.get(f"/v1/users/{users[0]}/recommendations?k=5").json()
+        assert live["fallback"] is None and live["items"]
+        for path in (
+            "/v1/users/nobody/recommendations?session_id=s-1",
+            "/v1/sessions/s-1/recommendations",
+            f"/v1/items/{items[0]}/similar",
+            f"/v1/items/{items[0]}/often-viewed-with",
+            f"/v1/items/{items[0]}/bought-together",
+            "/v1/popular",
+            "/v1/trending",
+        ):
+            assert client.get(path).status_code == 200, path
+        body = {"item_ids": items[:2], "user_id": users[1]}
+        assert client.post("/v1/baskets/complete", json=body).status_code == 200
+
+
+def _memory_mapped(array: Any) -> bool:
+    while array is not None:
+        if isinstance(array, np.memmap | mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+def test_a_loaded_version_s_arrays_stay_memory_mapped(
+    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history, purchases, co-occurrence similarities and popularity scores a worker
+    loads are the version's memory-mapped arrays (shared by every worker), not copies: the
+    float32 copies were 40 MiB in every worker at 10^6 items."""
+    import recsys.models.base
+
+    monkeypatch.setattr(recsys.models.base, "MMAP_MIN_BYTES", 0)  # every array mapped
+    registry_path, version = trained
+    registry = Registry(registry_path)
+    engine = Engine.load(registry.path(version), registry)
+    arrays = {
+        "history": engine.history.data,
+        "history indices": engine.history.indices,
+        "purchases": engine.purchases.data,
+        "bought_together": engine.models["bought_together"].similarity_.data,
+        "bought_together indptr": engine.models["bought_together"].similarity_.indptr,
+        "popular": engine.models["popular"].item_scores_,
+    }
+    copied = [name for name, array in arrays.items() if not _memory_mapped(array)]
+    assert not copied, copied
 
 
 @settings(max_examples=40, deadline=None)
