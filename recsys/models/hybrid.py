@@ -194,7 +194,7 @@ class ExplainedLists:
     bought_before: NDArray[np.bool_]
     due_for_repurchase: NDArray[np.bool_]
     #: entries' positions -> their partners (-1: none)
-    partners_of: Callable[[NDArray[np.intp]], NDArray[np.int64]] = field(repr=False)
+    partners_of: Callable[[NDArray[np.intp]], NDArray[np.int64]] = field(repr=False, compare=False)
     _found: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
