@@ -96,6 +96,8 @@ class EventStore(ABC):
 
     #: ``"sqlite"`` or ``"postgresql"``.
     backend: str
+    #: What makes ``ORDER BY`` on text follow its bytes (Python's order of ``str``).
+    _BYTE_ORDER = ""
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -636,6 +638,16 @@ class EventStore(ABC):
         """Every customer profile, ordered by id."""
         rows = self._query(f"SELECT {', '.join(_CUSTOMER_COLUMNS)} FROM customers ORDER BY user_id")
         return [_customer(r) for r in rows]
+
+    def customer_ids_starting_with(self, prefix: str, limit: int) -> list[str]:
+        """Ids of the customer profiles that start with ``prefix``, in sorted order, at most
+        ``limit`` (a search box: the profiles are not all read)."""
+        rows = self._query(
+            "SELECT user_id FROM customers WHERE substr(user_id, 1, ?) = ? "
+            f"ORDER BY user_id{self._BYTE_ORDER} LIMIT ?",
+            (len(prefix), prefix, max(0, int(limit))),
+        )
+        return [str(r[0]) for r in rows]
 
     def get_customer(self, user_id: str) -> Customer | None:
         """One customer's profile, or ``None``."""

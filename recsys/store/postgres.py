@@ -35,6 +35,8 @@ class PostgresStore(EventStore):
     """
 
     backend = "postgresql"
+    # the database's collation may order text by language rules; "C" orders by the bytes
+    _BYTE_ORDER = ' COLLATE "C"'
 
     def __init__(self, url: str) -> None:
         super().__init__()

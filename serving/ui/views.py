@@ -108,7 +108,6 @@ class Pages:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._catalog: tuple[int, dict[str, CatalogItem]] | None = None
-        self._customers: tuple[int, list[str]] | None = None
         self._preview: tuple[int, RecommendationService] | None = None
         self._campaigns: dict[tuple[Any, ...], CampaignResult] = {}
         # previews being computed in the background, and the errors they ended with
@@ -218,17 +217,13 @@ class Pages:
 
     def search(self, state: ServingState, query: str) -> list[str]:
         """Customer ids that start with ``query`` (profiles, and customers the serving
-        version knows), at most :data:`SEARCH_LIMIT`."""
-        generation = state.live.generation
-        held = self._customers
-        if held is None or held[0] != generation or generation < 0:
-            ids = {c.user_id for c in state.store.read_customers()}
-            if state.engine is not None:
-                ids.update(state.engine.users.ids)
-            held = (generation, sorted(ids))
-            self._customers = held
+        version knows), sorted, at most :data:`SEARCH_LIMIT`. Each source gives its first
+        ones, so no worker holds a list of every customer (at 10^6 customers, 110 MiB)."""
         q = query.strip()
-        return [u for u in held[1] if u.startswith(q)][:SEARCH_LIMIT]
+        found = set(state.store.customer_ids_starting_with(q, SEARCH_LIMIT))
+        if state.engine is not None:
+            found.update(state.engine.users.starting_with(q, SEARCH_LIMIT))
+        return sorted(found)[:SEARCH_LIMIT]
 
     def customer(
         self, state: ServingState, user_id: str, compare: str | None = None

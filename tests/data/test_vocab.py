@@ -119,3 +119,45 @@ def test_arrays_that_do_not_fit_together_are_refused(change, message: str) -> No
     change(arrays)
     with pytest.raises(ValueError, match=message):
         Vocabulary.from_arrays(arrays)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stems=st.lists(ID, min_size=1, max_size=4),
+    tails=st.lists(st.text(alphabet="ab\x00é\U0001f600\ud800", max_size=20), max_size=60),
+    prefix=st.text(alphabet="ab\x00é", max_size=3),
+    limit=st.integers(0, 12),
+    data=st.data(),
+)
+def test_ids_starting_with_a_prefix_are_the_sorted_smallest(
+    stems: list[str], tails: list[str], prefix: str, limit: int, data: st.DataObject
+) -> None:
+    """Both forms give the ``limit`` smallest ids that start with ``prefix``, sorted: ids
+    sharing long heads (more than 8 bytes), NULs, surrogates and 4-byte characters included."""
+    ids = list(dict.fromkeys(data.draw(st.sampled_from(stems)) + t for t in tails))
+    expected = sorted(i for i in ids if i.startswith(prefix))[:limit]
+    d = Vocabulary(ids)
+    assert d.starting_with(prefix, limit) == expected
+    assert _arrays_form(d).starting_with(prefix, limit) == expected
+    # a prefix taken from an id: at least that id matches
+    if ids and limit:
+        head = ids[0][: data.draw(st.integers(0, len(ids[0])))]
+        want = sorted(i for i in ids if i.startswith(head))[:limit]
+        assert _arrays_form(d).starting_with(head, limit) == want
+
+
+def test_ids_starting_with_share_long_heads_without_listing_every_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = [f"customer-{n:07d}" for n in range(0, 200_000, 7)][::-1]
+    a = _arrays_form(Vocabulary(ids))
+    monkeypatch.setattr(vocab_module._IdArrays, "all", None)  # would list every id
+    assert a.starting_with("customer-00", 3) == [
+        "customer-0000000",
+        "customer-0000007",
+        "customer-0000014",
+    ]
+    assert a.starting_with("", 2) == ["customer-0000000", "customer-0000007"]
+    heads = sorted(i for i in ids if i.startswith("customer-0199"))
+    assert len(heads) > 50 and a.starting_with("customer-0199", 50) == heads[:50]
+    assert a.starting_with("x", 5) == []

@@ -90,6 +90,23 @@ def test_items_and_customers_round_trip(store: EventStore) -> None:
     assert store.get_customer("nobody") is None
 
 
+def test_customer_ids_starting_with_a_prefix_come_sorted_by_their_text(
+    store: EventStore,
+) -> None:
+    """The search box's profile ids: those that start with the prefix, in Python's order of
+    the text (the bytes, whatever the database's collation), at most the limit."""
+    ids = ["u10", "U2", "u2", "u1", "ü3", "u1é", "u1_z", "v1", "u", "a-u1"]
+    store.upsert_customers([Customer(i, None, None, None, False, False) for i in ids])
+    assert store.customer_ids_starting_with("u1", 10) == sorted(
+        i for i in ids if i.startswith("u1")
+    )
+    assert store.customer_ids_starting_with("u", 3) == sorted(i for i in ids if i[0] == "u")[:3]
+    assert store.customer_ids_starting_with("", 4) == sorted(ids)[:4]
+    assert store.customer_ids_starting_with("ü", 5) == ["ü3"]
+    assert store.customer_ids_starting_with("%", 5) == []
+    assert store.customer_ids_starting_with("u", 0) == []
+
+
 def test_merge_attaches_guest_session(store: EventStore) -> None:
     store.insert_events([_event(i, user="", session_id="s1") for i in range(3)])
     store.insert_events([_event(9, user="u7", session_id="s1")])

@@ -182,6 +182,22 @@ def test_search_opens_an_exact_id_and_lists_prefixes(logged_in: TestClient) -> N
     assert "No customer id starts with" in logged_in.get("/ui/customers?q=zz").text
 
 
+def test_search_lists_no_id_of_every_customer(
+    logged_in: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search asks the store and the version's vocabulary for the ids with the prefix:
+    no worker keeps (or makes) a list of every customer."""
+    from recsys.data.vocab import Vocabulary
+
+    def every_id(self: Vocabulary) -> list[str]:
+        raise AssertionError("a list of every id was made")
+
+    monkeypatch.setattr(Vocabulary, "ids", property(every_id))
+    html = logged_in.get("/ui/customers?q=u").text
+    assert 'href="/ui/customers/u2"' in html and 'href="/ui/customers/u3"' in html
+    assert logged_in.get("/ui/customers?q=u1").headers["location"] == "/ui/customers/u1"
+
+
 def test_customer_page_profile_history_lists_and_offers(logged_in: TestClient) -> None:
     html = logged_in.get("/ui/customers/u1").text
     assert "United Kingdom" in html
