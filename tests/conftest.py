@@ -24,6 +24,19 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
+def no_list_of_every_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make :attr:`Vocabulary.ids` (a list of every id) raise while the test runs: a server
+    must never need one (at 10^6 items one list and its index were 117 MiB in every worker,
+    benchmarks/RESULTS.md, "Tenth session")."""
+    from recsys.data.vocab import Vocabulary
+
+    def every_id(self: Vocabulary) -> list[str]:
+        raise AssertionError("a list of every id was made")
+
+    monkeypatch.setattr(Vocabulary, "ids", property(every_id))
+
+
+@pytest.fixture
 def online_retail() -> Path:
     """The full UCI Online Retail file; skips where ../shared/data is absent."""
     if not ONLINE_RETAIL.exists():

@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 
 from recsys.cli import main
 from recsys.data.schema import CatalogItem, Customer, EventRow
-from recsys.data.vocab import Vocabulary
 from recsys.engine import Engine
 from recsys.offers.campaigns import build_campaign_context
 from recsys.offers.catalog import parse_promotions
@@ -252,7 +251,7 @@ def test_per_customer_offers_equal_the_shop_wide_context(
 
 
 def test_a_server_s_offers_read_no_list_of_every_item_id(
-    trained: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained: tuple[Path, str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """A server's shop context and its per-customer offers never list every item id: at
     10^6 items the bought-together complements' list and index of them were 117 MiB in every
@@ -262,11 +261,7 @@ def test_a_server_s_offers_read_no_list_of_every_item_id(
     engine = Engine.load(registry.path(version), registry)
     store = _fresh_store(tmp_path)
     svc = _service(store)
-
-    def every_id(self: Vocabulary) -> list[str]:
-        raise AssertionError("a list of every item id was made")
-
-    monkeypatch.setattr(Vocabulary, "ids", property(every_id))
+    request.getfixturevalue("no_list_of_every_id")  # from here on
     shop = svc.context(engine)
     assert shop.complements.from_a_model
     fired: set[str] = set()
@@ -277,7 +272,7 @@ def test_a_server_s_offers_read_no_list_of_every_item_id(
 
 
 def test_a_server_makes_no_list_of_every_id_from_start_to_answers(
-    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """A worker holds its version's ids in memory-mapped vocabularies: neither its start-up
     (version, live state, offers) nor any request type lists every id (the cost of one list
@@ -289,11 +284,7 @@ def test_a_server_makes_no_list_of_every_id_from_start_to_answers(
     items = json.loads((folder / "items.json").read_text(encoding="utf-8"))
     monkeypatch.setenv("RECSYS_HOME", str(home))
     monkeypatch.setenv("RECSYS_API_KEYS", "k")
-
-    def every_id(self: Vocabulary) -> list[str]:
-        raise AssertionError("a list of every id was made")
-
-    monkeypatch.setattr(Vocabulary, "ids", property(every_id))
+    request.getfixturevalue("no_list_of_every_id")  # from here on
     key = {"X-API-Key": "k"}
     with TestClient(create_app()) as client:
         assert client.get("/readyz").json()["offers"] == "ready"
