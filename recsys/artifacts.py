@@ -30,6 +30,7 @@ objects, so that a server or tool of an older release still reads a new version.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -223,15 +224,18 @@ class ReasonTable(Sequence[tuple[str, ...]]):
     for (JSON text per combination, packed as UTF-8 with offsets and memory-mapped).
 
     At 10^6 items a hybrid version had 83,377 of them (an item id in many): 29 MiB as Python
-    tuples in every worker, for the few a request names. The combinations asked for are kept
-    decoded, up to ``_CACHED`` of them.
+    tuples in every worker, for the few a request names. The ``_CACHED`` combinations asked
+    for most recently are kept decoded.
     """
 
     _CACHED = 8192
 
     def __init__(self, column: StringColumn) -> None:
         self._column = column
-        self._decoded: dict[int, tuple[str, ...]] = {}
+        self._decoded = functools.lru_cache(maxsize=self._CACHED)(self._decode)
+
+    def _decode(self, index: int) -> tuple[str, ...]:
+        return tuple(str(x) for x in json.loads(self._column[index]))
 
     @classmethod
     def of(cls, reasons: Sequence[Sequence[str]]) -> ReasonTable:
@@ -255,14 +259,7 @@ class ReasonTable(Sequence[tuple[str, ...]]):
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"reason combination {index} of {n}")
-        index %= n
-        hit = self._decoded.get(index)
-        if hit is None:
-            hit = tuple(str(x) for x in json.loads(self._column[index]))
-            if len(self._decoded) >= self._CACHED:
-                self._decoded.clear()
-            self._decoded[index] = hit
-        return hit
+        return self._decoded(index % n)
 
     @property
     def column(self) -> StringColumn:

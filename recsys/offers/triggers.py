@@ -28,6 +28,7 @@ trigger             fires when
 from __future__ import annotations
 
 import calendar
+import functools
 import gc
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -584,8 +585,8 @@ class ModelNeighbours(Mapping[str, list[tuple[str, float]]]):
     is looked up, by id; items without any are absent.
 
     Every item's neighbours at once was 10^6 rows of ``k`` pairs in every server worker at
-    10^6 items, for the few items a request's customer bought. Asked for ones are kept, up to
-    ``_CACHED`` items.
+    10^6 items, for the few items a request's customer bought. The ``_CACHED`` items asked
+    for most recently are kept.
     """
 
     _CACHED = 65_536
@@ -594,27 +595,23 @@ class ModelNeighbours(Mapping[str, list[tuple[str, float]]]):
         self.model = model
         self.vocab = items
         self.k = k
-        self._cache: dict[str, list[tuple[str, float]]] = {}
+        self._asked = functools.lru_cache(maxsize=self._CACHED)(self._ask)
+
+    def _ask(self, item: str) -> list[tuple[str, float]]:
+        """The model's neighbours of ``item`` (none for an item it does not know)."""
+        i = self.vocab.index(item)
+        if i < 0:
+            return []
+        idx, scores = self.model.similar_items(  # type: ignore[attr-defined]
+            np.array([i], dtype=np.intp), self.k
+        )
+        pairs = zip(idx[0].tolist(), scores[0].tolist(), strict=True)
+        keep = [(j, float(v)) for j, v in pairs if j >= 0]
+        names = self.vocab.ids_of([j for j, _ in keep])
+        return [(name, v) for name, (_, v) in zip(names, keep, strict=True)]
 
     def __getitem__(self, item: str) -> list[tuple[str, float]]:
-        hit = self._cache.get(item)
-        if hit is None:
-            i = self.vocab.index(item)
-            if i < 0:
-                raise KeyError(item)
-            idx, scores = self.model.similar_items(  # type: ignore[attr-defined]
-                np.array([i], dtype=np.intp), self.k
-            )
-            keep = [
-                (j, float(v))
-                for j, v in zip(idx[0].tolist(), scores[0].tolist(), strict=True)
-                if j >= 0
-            ]
-            names = self.vocab.ids_of([j for j, _ in keep])
-            hit = [(name, v) for name, (_, v) in zip(names, keep, strict=True)]
-            if len(self._cache) >= self._CACHED:
-                self._cache.clear()
-            self._cache[item] = hit
+        hit = self._asked(item)
         if not hit:
             raise KeyError(item)
         return hit
