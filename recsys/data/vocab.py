@@ -148,6 +148,8 @@ class _IdArrays:
         utf8 = self.utf8
         idx = np.flatnonzero(ends - starts >= len(prefix))
         for j, byte in enumerate(prefix):
+            if not len(idx):
+                break  # a long prefix costs no more than the ids it could match
             idx = idx[utf8[starts[idx] + j] == byte]
         chosen: list[NDArray[np.int64]] = []
         need, pos = limit, len(prefix)

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.data.schema import CatalogItem, Customer
+from recsys.data.schema import MAX_ID_LENGTH, CatalogItem, Customer
 from recsys.engine import RecommendationList
 from recsys.errors import ConfigError, NotFoundError, RecsysError
 from recsys.experiments.definitions import Experiment
@@ -220,6 +220,8 @@ class Pages:
         version knows), sorted, at most :data:`SEARCH_LIMIT`. Each source gives its first
         ones, so no worker holds a list of every customer (at 10^6 customers, 110 MiB)."""
         q = query.strip()
+        if len(q) > MAX_ID_LENGTH:
+            return []  # no id is that long
         found = set(state.store.customer_ids_starting_with(q, SEARCH_LIMIT))
         if state.engine is not None:
             found.update(state.engine.users.starting_with(q, SEARCH_LIMIT))

@@ -190,6 +190,9 @@ def test_search_lists_no_id_of_every_customer(
     html = logged_in.get("/ui/customers?q=u").text
     assert 'href="/ui/customers/u2"' in html and 'href="/ui/customers/u3"' in html
     assert logged_in.get("/ui/customers?q=u1").headers["location"] == "/ui/customers/u1"
+    # a query longer than any id finds none, at once
+    long = logged_in.get("/ui/customers", params={"q": "u" * 20_000})
+    assert long.status_code == 200 and "No customer id starts with" in long.text
 
 
 def test_customer_page_profile_history_lists_and_offers(logged_in: TestClient) -> None:
