@@ -161,13 +161,7 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
         # old index -> new index, so the carried counts land in the new item order
         old_to_new = np.full(old_counts.shape[0], -1, dtype=np.intp)
         old_to_new[items[known]] = known
-        old = old_counts.tocoo()
-        keep = (old_to_new[old.row] >= 0) & (old_to_new[old.col] >= 0)
-        carried = sp.csr_matrix(
-            (old.data[keep], (old_to_new[old.row[keep]], old_to_new[old.col[keep]])),
-            shape=(n_items, n_items),
-            dtype=np.int64,
-        )
+        carried = _renumbered(sp.csr_matrix(old_counts), old_to_new, n_items)
         item_baskets = np.zeros(n_items, dtype=np.int64)
         item_baskets[known] = previous.item_baskets_[items[known]]
         new = sp.csr_matrix(new_baskets)
@@ -305,6 +299,39 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
             model.item_baskets_ = np.asarray(arrays["item_baskets"], dtype=np.int64)
             model.n_baskets_ = int(arrays["n_baskets"][0])
         return model
+
+
+def _renumbered(m: sp.csr_matrix, old_to_new: NDArray[np.intp], n: int) -> sp.csr_matrix:
+    """Square ``m`` with its items renumbered by ``old_to_new`` (``-1``: dropped), ``n × n``
+    int64.
+
+    When the renumbering keeps the items' order (the usual case: the vocabulary sorts ids, so
+    new items slot in between) the CSR arrays are carried as they are, without the sort of
+    every pair that a COO round trip makes (0.3 s of a warm run on Online Retail's 7.5M pairs).
+    """
+    kept = old_to_new[old_to_new >= 0]
+    if m.has_canonical_format and (np.diff(kept) > 0).all():
+        row_of = np.repeat(old_to_new, np.diff(m.indptr))
+        cols = old_to_new[m.indices]
+        keep = (row_of >= 0) & (cols >= 0)
+        per_row = np.bincount(row_of[keep], minlength=n)
+        out = sp.csr_matrix(
+            (
+                m.data[keep].astype(np.int64),
+                cols[keep],
+                np.concatenate(([0], np.cumsum(per_row))),
+            ),
+            shape=(n, n),
+        )
+        out.has_sorted_indices = True
+        return out
+    old = m.tocoo()
+    keep = (old_to_new[old.row] >= 0) & (old_to_new[old.col] >= 0)
+    return sp.csr_matrix(
+        (old.data[keep], (old_to_new[old.row[keep]], old_to_new[old.col[keep]])),
+        shape=(n, n),
+        dtype=np.int64,
+    )
 
 
 __all__ = [

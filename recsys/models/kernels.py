@@ -449,10 +449,15 @@ def normalise_counts(
         counts = counts.copy()
         counts.data[counts.data < min_support] = 0
         counts.eliminate_zeros()
-    counts = counts.tocoo()
+    # in place of the CSR structure: a COO round trip re-sorted millions of pairs (a third of
+    # a warm co-occurrence fit on Online Retail) to give the same matrix
+    if not counts.has_canonical_format:
+        counts = counts.copy()
+        counts.sum_duplicates()
+    row = np.repeat(np.arange(counts.shape[0], dtype=counts.indices.dtype), np.diff(counts.indptr))
     item_baskets = np.asarray(item_baskets, dtype=np.float64)
     c = counts.data.astype(np.float64)
-    ni, nj = item_baskets[counts.row], item_baskets[counts.col]
+    ni, nj = item_baskets[row], item_baskets[counts.indices]
     if normalisation == "count":
         values = c
     elif normalisation == "lift":
@@ -463,37 +468,45 @@ def normalise_counts(
         values = c / np.sqrt(ni * nj)
     else:
         values = c / ni
-    out = sp.csr_matrix((values, (counts.row, counts.col)), shape=counts.shape)
-    out.sort_indices()
+    out = sp.csr_matrix((values, counts.indices.copy(), counts.indptr.copy()), shape=counts.shape)
+    out.has_sorted_indices = True  # counts' canonical order, kept
     return out
 
 
 def keep_top_neighbours(matrix: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
     """Keep the ``neighbours`` largest entries of each row (ties broken by lower index).
 
-    One small sort per row: on Online Retail's 5.5M pairs this took 0.6 s where a single
-    lexsort of every entry took 3.5 s. Returns float32 with sorted indices.
+    Returns float32 with sorted indices. Only a row with more entries than ``neighbours`` is
+    looked at, by its ``neighbours``-th largest value (a partition, not a sort): on Online
+    Retail's 5.5M pairs this took 0.1 s where a sort per row took 0.35 s and one lexsort of
+    every entry 3.5 s.
     """
     m = sp.csr_matrix(matrix)
-    rows, cols, vals = [], [], []
-    for r in range(m.shape[0]):
-        start, end = m.indptr[r], m.indptr[r + 1]
-        idx, val = m.indices[start:end], m.data[start:end]
-        if len(idx) > neighbours:
-            order = np.lexsort((idx, -val))[:neighbours]
-            idx, val = idx[order], val[order]
-        rows.append(np.full(len(idx), r))
-        cols.append(idx)
-        vals.append(val)
-    if not rows:
-        empty = np.empty(0, dtype=np.intp)
-        return sp.csr_matrix((np.empty(0, np.float32), (empty, empty)), shape=m.shape)
+    if not m.has_canonical_format:
+        m = m.copy()
+        m.sum_duplicates()
+    keep = np.ones(m.nnz, dtype=bool)
+    lengths = np.diff(m.indptr)
+    for r in np.flatnonzero(lengths > neighbours).tolist():
+        start, end = int(m.indptr[r]), int(m.indptr[r + 1])
+        val = m.data[start:end]
+        if np.isnan(val).any():  # NaN last, as a sort of -val puts it
+            order = np.lexsort((m.indices[start:end], -val))[neighbours:]
+            keep[start + order] = False
+            continue
+        cut = len(val) - neighbours
+        threshold = np.partition(val, cut)[cut]
+        row_keep = val > threshold
+        # the ties at the threshold: the lowest indices first (the row's indices are sorted)
+        ties = np.flatnonzero(val == threshold)[: neighbours - int(row_keep.sum())]
+        row_keep[ties] = True
+        keep[start:end] = row_keep
+    kept = np.concatenate(([0], np.cumsum(keep)))
     out = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        (m.data[keep].astype(np.float32), m.indices[keep], kept[m.indptr]),
         shape=m.shape,
-        dtype=np.float32,
     )
-    out.sort_indices()
+    out.has_sorted_indices = True
     return out
 
 

@@ -98,6 +98,68 @@ def test_top_neighbours_keeps_each_rows_largest(baskets: list[set[int]], k: int)
             assert dropped.max() <= kept_dense[r][kept_dense[r] > 0].min() + 1e-6
 
 
+def _top_by_sorting(m: sp.csr_matrix, k: int) -> dict[tuple[int, int], float]:
+    """Each row's ``k`` largest entries by a full sort: value descending, NaN last, ties by
+    lower column."""
+    m = sp.csr_matrix(m, copy=True)
+    m.sum_duplicates()
+    kept = {}
+    for r in range(m.shape[0]):
+        cols = m.indices[m.indptr[r] : m.indptr[r + 1]]
+        vals = m.data[m.indptr[r] : m.indptr[r + 1]]
+        ranked = sorted(
+            zip(cols.tolist(), vals.tolist(), strict=True),
+            key=lambda cv: (np.isnan(cv[1]), -cv[1] if not np.isnan(cv[1]) else 0.0, cv[0]),
+        )
+        kept.update({(r, c): v for c, v in ranked[:k]})
+    return kept
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.integers(0, 4),
+            st.integers(0, 7),
+            # few distinct values: ties at the cut are the point
+            st.sampled_from([0.5, 1.0, 1.0, 2.0, 3.0, float("nan")]),
+        ),
+        max_size=40,
+    ),
+    k=st.integers(1, 6),
+)
+def test_top_neighbours_is_a_sort_of_each_row(
+    entries: list[tuple[int, int, float]], k: int
+) -> None:
+    """The partition equals a full sort of each row, ties broken by lower index, NaN last,
+    whatever the input's order and duplicates."""
+    rows, cols, vals = (list(x) for x in zip(*entries, strict=True)) if entries else ([], [], [])
+    # built unsorted, duplicates left in
+    m = sp.csr_matrix(
+        (np.asarray(vals, np.float64), (np.asarray(rows, int), np.asarray(cols, int))),
+        shape=(5, 8),
+    )
+    expected = _top_by_sorting(m, k)
+    got = keep_top_neighbours(m, k)
+    assert got.dtype == np.float32 and got.has_sorted_indices
+    # the flag is true because it is so: indices strictly increase along each row
+    assert all(
+        (np.diff(got.indices[got.indptr[r] : got.indptr[r + 1]]) > 0).all() for r in range(5)
+    )
+    found = {
+        (r, int(c)): float(v)
+        for r in range(5)
+        for c, v in zip(
+            got.indices[got.indptr[r] : got.indptr[r + 1]],
+            got.data[got.indptr[r] : got.indptr[r + 1]],
+            strict=True,
+        )
+    }
+    assert found.keys() == expected.keys()
+    for key, value in expected.items():
+        assert np.isnan(found[key]) if np.isnan(value) else found[key] == np.float32(value)
+
+
 def test_conditional_is_not_symmetric() -> None:
     m = as_matrix([{0, 1}, {0}, {0}, {0, 2}])
     s = cooccurrence_matrix(m, "conditional").toarray()
@@ -140,3 +202,35 @@ def test_similar_items_stay_in_the_group(tiny_data: TrainingData) -> None:
 def test_neighbours_caps_each_list(tiny_data: TrainingData) -> None:
     model = CooccurrenceModel(min_support=1, neighbours=1).fit(tiny_data)
     assert np.diff(model.similarity_.indptr).max() == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    baskets=baskets_strategy,
+    targets=st.lists(st.integers(-1, 9), min_size=N_ITEMS, max_size=N_ITEMS),
+    ordered=st.booleans(),
+)
+def test_carried_counts_are_renumbered_like_pairs(
+    baskets: list[set[int]], targets: list[int], ordered: bool
+) -> None:
+    """The warm start's renumbering of yesterday's counts equals moving each pair (i, j) to
+    (new i, new j), whether the new numbering keeps the items' order (the fast way) or not."""
+    from recsys.models.cooccurrence import _renumbered
+
+    counts = cooccurrence_counts(as_matrix(baskets))
+    # a mapping onto 10 items, one-to-one among those kept; sorted when ``ordered``
+    kept = sorted(set(t for t in targets if t >= 0))
+    seen: set[int] = set()
+    old_to_new = np.array(
+        [t if t >= 0 and not (t in seen or seen.add(t)) else -1 for t in targets], dtype=np.intp
+    )
+    if ordered:
+        old_to_new[old_to_new >= 0] = kept[: int((old_to_new >= 0).sum())]
+    got = _renumbered(counts, old_to_new, 10).toarray()
+    expected = np.zeros((10, 10), dtype=np.int64)
+    dense = counts.toarray()
+    for i, j in zip(*np.nonzero(dense), strict=True):
+        if old_to_new[i] >= 0 and old_to_new[j] >= 0:
+            expected[old_to_new[i], old_to_new[j]] = dense[i, j]
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.int64
