@@ -541,6 +541,10 @@ def _fit_one(
         )
     with threadpool_limits(limits=_threads(config)):
         model.fit(data)
+    # what of the warm start the fit could not use (EASE's update failing its check)
+    note = getattr(model, "warm_note_", None) if how is not None else None
+    if note:
+        how = f"{how}; {note}"
     return model, time.perf_counter() - start, how
 
 

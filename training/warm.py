@@ -12,8 +12,12 @@ A nightly run on a shop whose data changed a little should not relearn everythin
   its candidate generators on all the events, their ALS starting from that version's factors
   (:meth:`~recsys.models.hybrid.HybridModel.warm_start`): relearning the ranker is most of a
   full fit, and what it learned (which candidate features predict a purchase) moves slowly;
-* every other model (popularity, buy-again, EASE) is fitted as in a full run: one pass over
-  the events, or (EASE) a solve that has nothing to start from;
+* EASE (the model, and the hybrid's EASE generator) corrects that version's solution for the
+  customers with new events, by a low-rank update checked against the new data
+  (:func:`~recsys.models.kernels.ease_update`; a full solve when the check fails, said in the
+  manifest);
+* every other model (popularity, buy-again) is fitted as in a full run: one pass over the
+  events;
 * the stored top lists of the customers with no event since that version are carried over
   (:func:`carry_lists`); only the others are scored.
 
@@ -153,10 +157,11 @@ def prepare(
         What the warm start does, for the manifest (``"cold: <why>"`` when it does nothing).
     """
     from recsys.models.cooccurrence import CooccurrenceModel
+    from recsys.models.ease import EASEModel
     from recsys.models.factors import FactorRecommender
     from recsys.models.hybrid import HybridModel
 
-    if not isinstance(model, FactorRecommender | CooccurrenceModel | HybridModel):
+    if not isinstance(model, FactorRecommender | CooccurrenceModel | HybridModel | EASEModel):
         return "cold: this model has no warm start"
     try:
         old = previous.model(name)
@@ -166,15 +171,27 @@ def prepare(
         return f"cold: {previous.version} has a {type(old).__name__} as {name!r}"
     items = previous.items.indices(data.items.ids)
     n_new_items = int((items < 0).sum())
+    changed = changed_customers(new_data)
+    if isinstance(model, EASEModel):
+        assert isinstance(old, EASEModel)
+        try:
+            model.warm_start(old, items, changed)
+        except ModelError as exc:
+            return f"cold: {exc}"
+        return (
+            f"weights from {previous.version}, corrected for {changed} customers with new "
+            f"events ({n_new_items} new items)"
+        )
     if isinstance(model, HybridModel):
         assert isinstance(old, HybridModel)
         users = previous.users.indices(data.users.ids)
         try:
-            model.warm_start(old, users, items)
+            model.warm_start(old, users, items, changed_users=changed)
         except ModelError as exc:
             return f"cold: {exc}"
         return (
-            f"ranker and ALS factors from {previous.version} "
+            f"ranker and ALS factors from {previous.version}, its EASE corrected for "
+            f"{changed} customers with new events "
             f"({int((users < 0).sum())} new users, {n_new_items} new items)"
         )
     if isinstance(model, FactorRecommender):
@@ -196,6 +213,14 @@ def prepare(
     except ModelError as exc:
         return f"cold: {exc}"
     return f"counts from {previous.version} plus {baskets.shape[0]} new baskets"
+
+
+def changed_customers(new_data: TrainingData | None) -> int:
+    """How many customers have events in ``new_data`` (the events since the last version):
+    the rows of the customer × item matrices that may differ."""
+    if new_data is None:
+        return 0
+    return len({u for u in new_data.events.user_id.tolist() if u is not None})
 
 
 def new_events(events: EventFrame, previous: Predecessor) -> EventFrame:

@@ -9,8 +9,10 @@ from about 16,300 items (measured on 2026-11-30 on an identity-like 16,300 and 1
 on Ta-Feng's 18,210-item catalogue; 15,000 ran without fault), and a refusal is a notice where
 a crash takes every other model down with it.
 
-The weights are :func:`recsys.models.kernels.ease_weights`, the same kernel the hybrid's EASE
-generator calls.
+The weights are :func:`recsys.models.kernels.ease_solution`, the same kernel the hybrid's EASE
+generator calls. A warm start (:meth:`EASEModel.warm_start`) corrects the current version's
+solution for the customers with new events (:func:`recsys.models.kernels.ease_update`) instead
+of solving again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
-from recsys.errors import ArtifactError, ModelTooLargeError
+from recsys.errors import ArtifactError, ModelError, ModelTooLargeError
 from recsys.models.base import (
     BOOLEAN,
     COUNT,
@@ -33,7 +35,7 @@ from recsys.models.base import (
     load_arrays,
     save_arrays,
 )
-from recsys.models.kernels import ease_weights
+from recsys.models.kernels import EaseStart, ease_solve_from
 
 
 class EASEModel(Recommender):
@@ -54,6 +56,11 @@ class EASEModel(Recommender):
     ----------
     weights_ : numpy.ndarray
         The ``n_items × n_items`` float32 matrix ``B`` (zero diagonal).
+    diagonal_ : numpy.ndarray or None
+        ``diag(P)``, which with ``B`` gives ``P`` back for a warm start (``None``: a version
+        written before it was kept).
+    warm_note_ : str or None
+        After a warm-started fit, why the start was not used (``None`` when it was).
     """
 
     name: ClassVar[str] = "ease"
@@ -71,6 +78,45 @@ class EASEModel(Recommender):
         self.regularization = regularization
         self.binary = binary
         self.max_items = max_items
+
+    #: What :meth:`warm_start` set for the next :meth:`fit`.
+    _start: EaseStart | None = None
+    diagonal_: NDArray[np.float64] | None = None
+    warm_note_: str | None = None
+
+    def warm_start(self, previous: EASEModel, items: NDArray[np.intp], changed_users: int) -> Self:
+        """Make the next :meth:`fit` correct ``previous``'s solution for the customers whose
+        rows changed, instead of solving again (:func:`~recsys.models.kernels.ease_update`;
+        it solves in full when the correction fails its check).
+
+        Parameters
+        ----------
+        previous
+            The current version's model.
+        items
+            For each item of the data the next fit will see, its index in ``previous``
+            (``-1``: new since then).
+        changed_users
+            How many customers have events since ``previous`` was fitted.
+
+        Returns
+        -------
+        Self
+
+        Raises
+        ------
+        ModelError
+            ``previous`` has another ridge or input, or kept no ``diag(P)`` (a version from
+            before it was kept).
+        """
+        if previous.diagonal_ is None or getattr(previous, "weights_", None) is None:
+            raise ModelError("ease: the previous version kept no diag(P) to start from")
+        if (previous.regularization, previous.binary) != (self.regularization, self.binary):
+            raise ModelError("ease: the previous version has another regularization or input")
+        self._start = EaseStart(
+            previous.weights_, previous.diagonal_, np.asarray(items, np.intp), changed_users
+        )
+        return self
 
     @classmethod
     def contract_factory(cls) -> EASEModel:
@@ -100,8 +146,12 @@ class EASEModel(Recommender):
                 "use als, or raise max_items (beyond about 16,000 items the inverse crashes "
                 "with the scipy wheel's OpenBLAS)"
             )
-        self.weights_ = ease_weights(
-            data.interactions, regularization=self.regularization, binary=self.binary
+        start, self._start = self._start, None
+        self.weights_, self.diagonal_, self.warm_note_ = ease_solve_from(
+            data.interactions,
+            regularization=self.regularization,
+            binary=self.binary,
+            start=start,
         )
         return self
 
@@ -128,7 +178,8 @@ class EASEModel(Recommender):
     def save(self, directory: Path) -> None:
         """Write params (JSON) and ``B`` (``.npz``)."""
         directory = self._write_params(directory, "weights_")
-        save_arrays(directory / "weights.npz", weights=self.weights_)
+        kept = {} if self.diagonal_ is None else {"diagonal": self.diagonal_}
+        save_arrays(directory / "weights.npz", weights=self.weights_, **kept)
 
     @classmethod
     def load(cls, directory: Path) -> Self:
@@ -137,6 +188,7 @@ class EASEModel(Recommender):
         arrays = load_arrays(Path(directory) / "weights.npz")
         try:
             model.weights_ = arrays["weights"].astype(np.float32, copy=False)
+            model.diagonal_ = arrays.get("diagonal")  # None: written before it was kept
         except KeyError as exc:
             raise ArtifactError(f"{directory}: not an EASE model: {exc}") from None
         return model

@@ -31,11 +31,12 @@ from numpy.typing import NDArray
 from recsys.data.interactions import TrainingData
 from recsys.models.base import load_arrays, save_arrays
 from recsys.models.kernels import (
+    EaseStart,
     als_fit,
     als_fold_in,
     als_item_gram,
     cooccurrence_neighbours,
-    ease_weights,
+    ease_solve_from,
 )
 
 if TYPE_CHECKING:
@@ -233,6 +234,9 @@ class GeneratorState:
     item_factors: NDArray[np.float32]
     ease: NDArray[np.float32] | None  # items × items, or None when the catalogue is too big
     cooc: sp.csr_matrix  # items × items, row j = items bought with j (cosine), diagonal 0
+    # diag(P) of the EASE solve, a warm start's way back to P (None: no EASE, or written
+    # before it was kept)
+    ease_diagonal: NDArray[np.float64] | None = None
 
     # -- building -------------------------------------------------------------------------------
 
@@ -246,12 +250,17 @@ class GeneratorState:
         settings: GeneratorSettings,
         *,
         warm_from: Factors | None = None,
+        ease_from: EaseStart | None = None,
+        notes: list[str] | None = None,
     ) -> GeneratorState:
         """Learn every generator from the events ``ev`` (all before ``as_of_day``).
 
         With ``warm_from`` (factors of the same users and items, learned from fewer events)
         and a positive ``settings.als_warm_iterations``, ALS starts from its factors and runs
-        that many sweeps instead of ``als_iterations`` from random ones.
+        that many sweeps instead of ``als_iterations`` from random ones. With ``ease_from``
+        the EASE generator corrects that solution instead of solving again
+        (:func:`~recsys.models.kernels.ease_solve_from`); why it could not is appended to
+        ``notes``.
         """
         p = ev.purchase
         pu, pi, po, pd = ev.user[p], ev.item[p], ev.order[p], ev.day[p]
@@ -326,9 +335,13 @@ class GeneratorState:
             if warm and warm_from is not None
             else None,
         )
-        ease = None
+        ease = ease_diagonal = None
         if 0 < n_items <= settings.max_ease_items:
-            ease = ease_weights(signal, regularization=settings.ease_lambda, binary=True)
+            ease, ease_diagonal, note = ease_solve_from(
+                signal, regularization=settings.ease_lambda, binary=True, start=ease_from
+            )
+            if note is not None and notes is not None:
+                notes.append(f"EASE generator {note}")
 
         # basket co-occurrence (cosine), kept sparse: the top neighbours of each item
         baskets = sp.csr_matrix(
@@ -360,6 +373,7 @@ class GeneratorState:
             item_factors=item_factors,
             ease=ease,
             cooc=cooc,
+            ease_diagonal=ease_diagonal,
         )
 
     # -- stage 1 + features -----------------------------------------------------------------
@@ -763,6 +777,8 @@ class GeneratorState:
                     values[f.name] = int(a[f.name])
                 elif f.name == "as_of_day":
                     values[f.name] = float(a[f.name])
+                elif f.name == "ease_diagonal" and f.name not in a:
+                    values[f.name] = None  # written before it was kept: no warm EASE
                 elif f.name == "decayed_share" and f.name not in a:
                     # written before the decayed repeat features: a model of that release
                     # does not read them (its ranker has no such column)

@@ -95,6 +95,7 @@ from recsys.models.features import (
     GeneratorSettings,
     GeneratorState,
 )
+from recsys.models.kernels import EaseStart
 
 if TYPE_CHECKING:
     from recsys.retrieval.ann import ItemIndex
@@ -123,6 +124,7 @@ class _WarmStart:
     previous: HybridModel
     user_factors: NDArray[np.float32]
     item_factors: NDArray[np.float32]
+    ease: EaseStart | None = None
 
 
 #: Features the ranker sees only with ``decayed_features`` (see :class:`HybridModel`).
@@ -464,9 +466,18 @@ class HybridModel(Recommender):
             cut_state = self._fit_ranker(ev, data.n_users, data.n_items, as_of_day, settings)
         if self.fallback_reason_:
             log.info("hybrid: using the fixed blend: %s", self.fallback_reason_)
+        notes: list[str] = []
         self.state_ = GeneratorState.build(
-            ev, data.n_users, data.n_items, as_of_day, settings, warm_from=cut_state
+            ev,
+            data.n_users,
+            data.n_items,
+            as_of_day,
+            settings,
+            warm_from=cut_state,
+            ease_from=warm.ease if warm is not None else None,
+            notes=notes,
         )
+        self.warm_note_ = "; ".join(notes) or None
         self.as_of_day_ = as_of_day
         return self
 
@@ -477,6 +488,7 @@ class HybridModel(Recommender):
         items: NDArray[np.intp],
         *,
         seed: int | None = 0,
+        changed_users: int | None = None,
     ) -> Self:
         """Start the next :meth:`fit` from ``previous`` (the current version's hybrid).
 
@@ -499,6 +511,10 @@ class HybridModel(Recommender):
             ``previous`` (``-1``: new since then; it starts as a cold ALS fit starts it).
         seed
             Seed of the new users' and items' initial factors.
+        changed_users
+            How many customers have events since ``previous`` was fitted: with it, the EASE
+            generator corrects ``previous``'s solution instead of solving again
+            (:func:`~recsys.models.kernels.ease_update`). ``None``: it solves again.
 
         Returns
         -------
@@ -526,10 +542,15 @@ class HybridModel(Recommender):
                 f"{self.name}: the previous model's ranker reads an earlier release's features"
             )
         rng = np.random.default_rng(seed)
+        items = np.asarray(items, np.intp)
+        ease = None
+        if changed_users is not None and state.ease is not None and state.ease_diagonal is not None:
+            ease = EaseStart(state.ease, state.ease_diagonal, items, changed_users)
         self._warm = _WarmStart(
             previous=previous,
             user_factors=mapped_rows(state.user_factors, np.asarray(users, np.intp), rng),
-            item_factors=mapped_rows(state.item_factors, np.asarray(items, np.intp), rng),
+            item_factors=mapped_rows(state.item_factors, items, rng),
+            ease=ease,
         )
         return self
 

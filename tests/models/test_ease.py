@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import TrainingData
 from recsys.data.vocab import Vocabulary
-from recsys.errors import ModelTooLargeError
+from recsys.errors import ModelError, ModelTooLargeError
 from recsys.models.ease import EASEModel
 
 
@@ -52,3 +52,129 @@ def test_binary_ignores_weights(tiny_data: TrainingData) -> None:
     np.testing.assert_allclose(a.weights_, b.weights_)
     c = EASEModel(regularization=2.0, binary=False).fit(scaled)
     assert not np.allclose(a.weights_, c.weights_)
+
+
+# -- warm start: a low-rank correction of yesterday's solution --------------------------------
+
+
+def _shop(rng: np.random.Generator, users: int, items: int) -> sp.csr_matrix:
+    """Customers who each bought a few items, popular ones more often."""
+    weights = 1.0 / np.arange(1, items + 1) ** 0.7
+    rows = []
+    for _ in range(users):
+        size = int(rng.integers(2, 12))
+        rows.append(rng.choice(items, size=size, replace=False, p=weights / weights.sum()))
+    indptr = np.cumsum([0] + [len(r) for r in rows])
+    data = np.ones(indptr[-1], dtype=np.float32)
+    return sp.csr_matrix((data, np.concatenate(rows), indptr), shape=(users, items))
+
+
+def _tomorrow(
+    rng: np.random.Generator, x: sp.csr_matrix, changed: int, new_users: int, new_items: int
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Yesterday's matrix with ``changed`` customers buying more (some returned an item: a
+    row may lose entries too), ``new_users`` new rows and ``new_items`` items slotted in
+    between the old ones (ids sorted); the new matrix and each new column's old index."""
+    n = x.shape[1] + new_items
+    slots = np.sort(rng.choice(n, size=new_items, replace=False))
+    old_of = np.full(n, -1, dtype=np.intp)
+    old_of[np.setdiff1d(np.arange(n), slots)] = np.arange(x.shape[1])
+    new_of = np.flatnonzero(old_of >= 0)
+    dense = np.zeros((x.shape[0] + new_users, n), dtype=np.float32)
+    dense[: x.shape[0], new_of] = x.toarray()
+    for u in rng.choice(x.shape[0], size=changed, replace=False):
+        dense[u, rng.choice(n, size=3, replace=False)] = 1.0
+        bought = np.flatnonzero(dense[u])
+        dense[u, bought[0]] = 0.0  # one item returned
+    for u in range(x.shape[0], dense.shape[0]):
+        dense[u, rng.choice(n, size=4, replace=False)] = 1.0
+    if new_items:
+        dense[rng.choice(dense.shape[0], size=3), slots[0]] = 1.0  # a new item sells at once
+    return sp.csr_matrix(dense), old_of
+
+
+@pytest.mark.parametrize(("changed", "new_users", "new_items"), [(5, 0, 0), (8, 3, 2), (0, 0, 0)])
+def test_a_warm_update_equals_solving_again(
+    rng: np.random.Generator, changed: int, new_users: int, new_items: int
+) -> None:
+    from recsys.models.kernels import ease_solution, ease_update
+
+    before = _shop(rng, 400, 150)
+    after, old_of = _tomorrow(rng, before, changed, new_users, new_items)
+    yesterday = ease_solution(before, regularization=20.0, binary=True)
+    full = ease_solution(after, regularization=20.0, binary=True)
+    updated = ease_update(
+        after,
+        regularization=20.0,
+        binary=True,
+        previous=yesterday,
+        previous_items=old_of,
+        changed_users=changed + new_users,
+    )
+    assert not isinstance(updated, str), updated
+    b, diagonal = updated
+    assert b.dtype == np.float32 and b.shape == full[0].shape
+    scale = np.abs(full[0]).max()
+    assert np.abs(b - full[0]).max() <= 1e-4 * scale
+    np.testing.assert_allclose(diagonal, full[1], rtol=1e-4)
+    assert (np.diag(b) == 0).all()
+    # and yesterday's weights were not today's: the update did change something
+    if changed + new_users:
+        assert np.abs(yesterday[0] - full[0][np.ix_(old_of >= 0, old_of >= 0)]).max() > 1e-3 * scale
+
+
+def test_a_warm_update_that_misses_changes_is_refused_and_solved_in_full(
+    rng: np.random.Generator,
+) -> None:
+    """Told of too few changed customers, the correction cannot span the change: its check
+    on the new matrix refuses it, and the solve from scratch answers."""
+    from recsys.models.kernels import EaseStart, ease_solution, ease_solve_from, ease_update
+
+    before = _shop(rng, 400, 150)
+    after, old_of = _tomorrow(rng, before, 40, 0, 0)
+    yesterday = ease_solution(before, regularization=20.0, binary=True)
+    kwargs = dict(regularization=20.0, binary=True, previous=yesterday, previous_items=old_of)
+    assert "residual" in str(ease_update(after, changed_users=0, **kwargs))  # type: ignore[arg-type]
+    start = EaseStart(*yesterday, old_of, changed_users=0)
+    b, diagonal, note = ease_solve_from(after, regularization=20.0, binary=True, start=start)
+    assert note is not None and note.startswith("solved in full, not updated: its residual")
+    full = ease_solution(after, regularization=20.0, binary=True)
+    np.testing.assert_array_equal(b, full[0])
+    np.testing.assert_array_equal(diagonal, full[1])
+    # an item of yesterday's that is gone, or too many changes for the catalogue
+    gone = old_of.copy()
+    gone[gone == 7] = -1
+    assert ease_update(after, changed_users=3, **{**kwargs, "previous_items": gone}) == (  # type: ignore[arg-type]
+        "items were dropped since then"
+    )
+    assert "too many" in str(ease_update(after, changed_users=30, **kwargs))  # type: ignore[arg-type]
+
+
+def test_an_ease_model_warm_starts_from_a_saved_version(
+    tiny_data: TrainingData, rng: np.random.Generator, tmp_path
+) -> None:
+    before = _shop(rng, 400, 150)
+    after, old_of = _tomorrow(rng, before, 4, 1, 1)
+    vocab = Vocabulary(f"u{k:04d}" for k in range(after.shape[0]))
+
+    def data(x: sp.csr_matrix) -> TrainingData:
+        items = Vocabulary(f"i{k:04d}" for k in range(x.shape[1]))
+        users = Vocabulary(vocab.ids[: x.shape[0]])
+        return dataclasses.replace(tiny_data, users=users, items=items, interactions=x)
+
+    EASEModel(regularization=20.0).fit(data(before)).save(tmp_path / "ease")
+    previous = EASEModel.load(tmp_path / "ease")
+    assert previous.diagonal_ is not None
+    warm = EASEModel(regularization=20.0).warm_start(previous, old_of, changed_users=5)
+    warm.fit(data(after))
+    assert warm.warm_note_ is None  # the update was used
+    cold = EASEModel(regularization=20.0).fit(data(after))
+    assert np.abs(warm.weights_ - cold.weights_).max() <= 1e-4 * np.abs(cold.weights_).max()
+    # a version written before diag(P) was kept cannot start a warm fit
+    previous.diagonal_ = None
+    with pytest.raises(ModelError, match="diag"):
+        EASEModel(regularization=20.0).warm_start(previous, old_of, changed_users=5)
+    with pytest.raises(ModelError, match="regularization"):
+        EASEModel(regularization=5.0).warm_start(
+            EASEModel.load(tmp_path / "ease"), old_of, changed_users=5
+        )

@@ -97,14 +97,16 @@ def test_factors_follow_their_ids_and_new_ones_start_small(rng: np.random.Genera
     assert (user_init[1] < 0.01).all() and (item_init[2] < 0.01).all()
 
 
-def _purchases(rng: np.random.Generator, n_users: int, days: int, offset: int) -> list[EventRow]:
-    weights = 1.0 / np.arange(1, 31)
+def _purchases(
+    rng: np.random.Generator, n_users: int, days: int, offset: int, n_items: int = 30
+) -> list[EventRow]:
+    weights = 1.0 / np.arange(1, n_items + 1)
     weights /= weights.sum()
     rows = []
     for u in range(n_users):
         for o in range(3):
             ts = START + (offset + int(rng.integers(0, days))) * MICROS_PER_DAY
-            for j, item in enumerate(rng.choice(30, size=3, p=weights, replace=False)):
+            for j, item in enumerate(rng.choice(n_items, size=3, p=weights, replace=False)):
                 rows.append(
                     EventRow(
                         f"e{offset}-{u}-{o}-{j}",
@@ -138,6 +140,56 @@ def _train_each(config: Path, *batches: list[EventRow]) -> tuple[Registry, list[
     return registry, versions
 
 
+def test_a_warm_run_corrects_ease_for_the_customers_with_new_events(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """EASE and the hybrid's EASE generator are corrected, not solved again, and come out as
+    a full run's: the manifest says so, and the weights match to float32 rounding."""
+    from recsys.models.ease import EASEModel
+
+    config = tmp_path / "train.toml"
+    config.write_text(
+        'default_model = "ease"\nthreads = 1\n'
+        "[models.ease]\nparams = { regularization = 20.0 }\n"
+        "[models.hybrid]\nparams = { factors = 8, max_iter = 20, min_positives = 10 }\n"
+    )
+    # three customers come back the next day
+    registry, (first, second) = _train_each(
+        config, _purchases(rng, 200, 60, 0, n_items=120), _purchases(rng, 3, 1, 61, n_items=120)
+    )
+    models = registry.manifest(second)["warm_start"]["models"]
+    assert models["ease"].startswith(f"weights from {first}, corrected for 3 customers with new")
+    assert models["hybrid"].startswith(
+        f"ranker and ALS factors from {first}, its EASE corrected for 3 customers"
+    )
+    assert "solved in full" not in models["ease"] + models["hybrid"]
+    # the same data trained in full
+    assert main(["train", "--config", str(config), "--force"]) == 0
+    third = registry.current_version()
+    assert third is not None and "warm_start" not in registry.manifest(third)
+    warm, full = (EASEModel.load(registry.path(v) / "models" / "ease") for v in (second, third))
+    assert np.abs(warm.weights_ - full.weights_).max() <= 1e-4 * np.abs(full.weights_).max()
+    warm_h, full_h = (
+        HybridModel.load(registry.path(v) / "models" / "hybrid").state_.ease
+        for v in (second, third)
+    )
+    assert warm_h is not None and full_h is not None
+    assert np.abs(warm_h - full_h).max() <= 1e-4 * np.abs(full_h).max()
+    # yesterday's weights differ by more: the correction did something
+    from recsys.artifacts import read_version
+
+    before = EASEModel.load(registry.path(first) / "models" / "ease")
+    old_of = read_version(registry.path(first)).items.indices(
+        read_version(registry.path(third)).items.ids
+    )
+    kept = np.flatnonzero(old_of >= 0)
+    yesterday = before.weights_[np.ix_(old_of[kept], old_of[kept])]
+    assert (
+        np.abs(yesterday - full.weights_[np.ix_(kept, kept)]).max()
+        > 1e-2 * np.abs(full.weights_).max()
+    )
+
+
 def test_warm_start_run_starts_from_the_current_version(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
@@ -160,7 +212,12 @@ def test_warm_start_run_starts_from_the_current_version(
     assert warm["models"]["als"].startswith(f"factors from {first} (1 new users")
     assert warm["models"]["bought_together"].startswith(f"counts from {first} plus ")
     assert warm["models"]["popular"].startswith("cold:")
-    assert warm["models"]["hybrid"].startswith(f"ranker and ALS factors from {first} (1 new users")
+    # 41 customers with new events are too many to correct the EASE of 30 items: solved
+    assert warm["models"]["hybrid"] == (
+        f"ranker and ALS factors from {first}, its EASE corrected for 41 customers with new "
+        "events (1 new users, 0 new items); EASE generator solved in full, not updated: "
+        "41 changed customers are too many for 30 items"
+    )
     # the hybrid's ranker is the first version's: the same trees, learned on the same pairs
     before, after = (
         HybridModel.load(registry.path(v) / "models" / "hybrid") for v in (first, second)
