@@ -11,13 +11,15 @@ Per request type: during every wrk run one more connection sends the types in tu
 request at a time) and times each, so the table also gives each type's p50/p99 under that load
 (wrk itself reports only the whole mix).
 
-``python -m benchmarks.bench_mixed [--smoke] [--items 1e5] [--users N] [--model als|hybrid]
+``python -m benchmarks.bench_mixed [--smoke] [--items 1e5] [--users N] [--model als|hybrid|packaged]
 [--ranker-customers N] [--home DIR] [--duration 5] [--runs 3]``: ``--home`` keeps the trained
 shop in DIR and reuses it next time (training 10^5 items takes minutes); without it the shop is
 built in a temporary folder and removed at the end. The shop has ``--users`` customers (default:
 as many as items) with 20 events each; ``--ranker-customers`` bounds the customers the hybrid's
 ranker learns from (its ``max_ranker_customers``; 0 = all), which bounds its fit at large
-catalogues.
+catalogues. ``--model packaged`` trains ``training/configs/default.toml`` as shipped (every
+model in it, the hybrid serving; evaluation off), what ``bench_memory --trained`` should
+measure: a reduced config leaves out models whose memory a shop pays.
 """
 
 from __future__ import annotations
@@ -189,7 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--users", type=float, default=None, help="customers (default: --items)")
-    parser.add_argument("--model", choices=("als", "hybrid"), default="als")
+    parser.add_argument(
+        "--model",
+        choices=("als", "hybrid", "packaged"),
+        default="als",
+        help="the shop's training: ALS, or ALS and the hybrid, or the packaged config",
+    )
     parser.add_argument("--ranker-customers", type=int, default=0)
     parser.add_argument("--home", type=Path, default=None, help="keep and reuse the shop here")
     args = parser.parse_args(argv)

@@ -77,8 +77,10 @@ def train_version(
     ranker_customers: int = 0,
 ) -> tuple[Path, list[str]]:
     """Generate, ingest and train into ``home`` (``model`` is the default model: ``als`` or
-    ``hybrid``, whose ranker learns from at most ``ranker_customers`` customers, 0 = all);
-    the version folder and its user ids."""
+    ``hybrid``, whose ranker learns from at most ``ranker_customers`` customers, 0 = all;
+    ``packaged``: ``training/configs/default.toml`` as shipped, every model of it, the hybrid
+    serving, with only the evaluation off and ``max_ranker_customers`` set); the version
+    folder and its user ids."""
     from recsys.cli import main as cli
     from recsys.data.synthetic import generate_shop, write_shop
     from recsys.registry import Registry
@@ -92,21 +94,51 @@ def train_version(
         "iterations": 15 if factors >= 32 else 2,
         "ranker_customers": ranker_customers,
     }
-    text = CONFIG.format(**values) + (HYBRID.format(**values) if model == "hybrid" else "")
-    cfg.write_text(text, encoding="utf-8")
+    if model != "packaged":
+        text = CONFIG.format(**values) + (HYBRID.format(**values) if model == "hybrid" else "")
+        cfg.write_text(text, encoding="utf-8")
     with env_vars(RECSYS_HOME=str(home)), contextlib.redirect_stdout(io.StringIO()):
         rc = cli(["ingest", str(files["events"]), "--catalog", str(files["catalog"])])
         if rc != 0:
             raise RuntimeError(f"recsys ingest exited {rc}")
-        rc = cli(["train", "--config", str(cfg)])
-        if rc != 0:
-            raise RuntimeError(f"recsys train exited {rc}")
+        if model == "packaged":
+            _train_packaged(home, ranker_customers)
+        else:
+            rc = cli(["train", "--config", str(cfg)])
+            if rc != 0:
+                raise RuntimeError(f"recsys train exited {rc}")
     registry = Registry(home / "models")
     version = registry.current_version()
     assert version is not None
     folder = registry.path(version)
     users = json.loads((folder / "users.json").read_text(encoding="utf-8"))
     return folder, users
+
+
+def _train_packaged(home: Path, ranker_customers: int) -> None:
+    """``recsys train`` with the packaged config (what a shop serves: every model of it), the
+    evaluation off and the hybrid's ranker on at most ``ranker_customers`` customers. A
+    reduced config once hid 157 MiB a worker that the packaged one's models cost."""
+    from recsys.registry import Registry
+    from recsys.settings import Settings, load_settings
+    from recsys.store import open_store
+    from training.config import load_training_config
+    from training.pipeline import run_training
+
+    config = load_training_config(None)
+    hybrid = config.models["hybrid"]
+    params = {**hybrid.params, "max_ranker_customers": ranker_customers}
+    config = config.model_copy(
+        update={
+            "evaluation": config.evaluation.model_copy(update={"enabled": False}),
+            "models": {**config.models, "hybrid": hybrid.model_copy(update={"params": params})},
+        }
+    )
+    store = open_store(load_settings(Settings))
+    try:
+        run_training(config, store=store, registry=Registry(home / "models"))
+    finally:
+        store.close()
 
 
 def free_port() -> int:
