@@ -9,6 +9,14 @@ average before and after, so the default can be chosen on numbers from the same 
 
     python -m benchmarks.bench_kernels --items 4000 --users 4300 --reps 3
     python -m benchmarks.bench_kernels --home ~/.recsys --reps 3     # a real shop's matrix
+
+``--warm K`` measures instead a warm run's EASE (:func:`recsys.models.kernels.ease_update`):
+yesterday's matrix is this one with K customers' rows cut short (a third of their entries,
+picked at random, not yet there), today's is this one. It alternates a full solve of today's
+matrix with the update from yesterday's solution, and prints both medians and the largest
+difference of the weights:
+
+    python -m benchmarks.bench_kernels --items 10000 --users 11000 --warm 150 --reps 3
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from recsys.models.kernels import ease_weights
+from recsys.models.kernels import ease_solution, ease_update, ease_weights
 
 
 def _matrix(args: argparse.Namespace) -> sp.csr_matrix:
@@ -46,6 +54,46 @@ def _matrix(args: argparse.Namespace) -> sp.csr_matrix:
     return m
 
 
+def warm(matrix: sp.csr_matrix, changed: int, reps: int) -> None:
+    """A full solve of ``matrix`` against the update from a matrix with ``changed`` customers'
+    rows a third shorter, alternating; medians and the largest weight difference."""
+    rng = np.random.default_rng(1)
+    today = sp.csr_matrix(matrix, dtype=np.float32)
+    yesterday = today.tolil()
+    for u in rng.choice(today.shape[0], size=changed, replace=False):
+        cols = today.indices[today.indptr[u] : today.indptr[u + 1]]
+        for c in rng.choice(cols, size=len(cols) // 3, replace=False):
+            yesterday[u, c] = 0.0
+    start = ease_solution(sp.csr_matrix(yesterday), regularization=500.0, binary=True)
+    same = np.arange(today.shape[1])
+    times: dict[str, list[float]] = {"full solve": [], "update": []}
+    for rep in range(reps):
+        w = time.perf_counter()
+        full = ease_solution(today, regularization=500.0, binary=True)
+        times["full solve"].append(time.perf_counter() - w)
+        w = time.perf_counter()
+        updated = ease_update(
+            today,
+            regularization=500.0,
+            binary=True,
+            previous=start,
+            previous_items=same,
+            changed_users=changed,
+        )
+        times["update"].append(time.perf_counter() - w)
+        if isinstance(updated, str):
+            raise SystemExit(f"the update refused: {updated}")
+        gap = float(np.abs(updated[0] - full[0]).max() / np.abs(full[0]).max())
+        print(
+            f"rep {rep}: full {times['full solve'][-1]:.2f} s, update {times['update'][-1]:.2f} s,"
+            f" largest weight difference {gap:.1e} of the largest weight",
+            flush=True,
+        )
+    full_s, update_s = (statistics.median(times[k]) for k in ("full solve", "update"))
+    print(f"load average after: {os.getloadavg()}")
+    print(f"median: full solve {full_s:.2f} s, update {update_s:.2f} s ({update_s / full_s:.2f}x)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="a RECSYS_HOME whose events give the matrix")
@@ -54,10 +102,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-user", type=float, default=60.0)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--warm", type=int, default=0, help="the warm update after this many customers changed"
+    )
     args = parser.parse_args(argv)
     matrix = _matrix(args)
     print(f"matrix {matrix.shape[0]} x {matrix.shape[1]}, {matrix.nnz} entries")
     print(f"load average before: {os.getloadavg()}")
+    if args.warm:
+        warm(matrix, args.warm, args.reps)
+        return
     wall: dict[int, list[float]] = {t: [] for t in args.threads}
     cpu: dict[int, list[float]] = {t: [] for t in args.threads}
     for rep in range(args.reps):
