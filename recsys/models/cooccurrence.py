@@ -307,7 +307,7 @@ def _renumbered(m: sp.csr_matrix, old_to_new: NDArray[np.intp], n: int) -> sp.cs
 
     When the renumbering keeps the items' order (the usual case: the vocabulary sorts ids, so
     new items slot in between) the CSR arrays are carried as they are, without the sort of
-    every pair that a COO round trip makes (0.3 s of a warm run on Online Retail's 7.5M pairs).
+    every pair that a COO round trip makes (13M pairs: 0.24-0.66 s against 1.1-1.4 s).
     """
     kept = old_to_new[old_to_new >= 0]
     if m.has_canonical_format and (np.diff(kept) > 0).all():
