@@ -541,7 +541,7 @@ def _fit_one(
         )
     with threadpool_limits(limits=_threads(config)):
         model.fit(data)
-    # what of the warm start the fit could not use (EASE's update failing its check)
+    # what became of the warm start inside the fit (EASE corrected, or solved in full and why)
     note = getattr(model, "warm_note_", None) if how is not None else None
     if note:
         how = f"{how}; {note}"

@@ -178,10 +178,7 @@ def prepare(
             model.warm_start(old, items, changed)
         except ModelError as exc:
             return f"cold: {exc}"
-        return (
-            f"weights from {previous.version}, corrected for {changed} customers with new "
-            f"events ({n_new_items} new items)"
-        )
+        return f"weights from {previous.version} ({n_new_items} new items)"
     if isinstance(model, HybridModel):
         assert isinstance(old, HybridModel)
         users = previous.users.indices(data.users.ids)
@@ -190,8 +187,7 @@ def prepare(
         except ModelError as exc:
             return f"cold: {exc}"
         return (
-            f"ranker and ALS factors from {previous.version}, its EASE corrected for "
-            f"{changed} customers with new events "
+            f"ranker and ALS factors from {previous.version} "
             f"({int((users < 0).sum())} new users, {n_new_items} new items)"
         )
     if isinstance(model, FactorRecommender):

@@ -60,7 +60,8 @@ class EASEModel(Recommender):
         ``diag(P)``, which with ``B`` gives ``P`` back for a warm start (``None``: a version
         written before it was kept).
     warm_note_ : str or None
-        After a warm-started fit, why the start was not used (``None`` when it was).
+        After a warm-started fit, whether the weights were corrected or solved in full, and
+        why (``None`` after a cold fit).
     """
 
     name: ClassVar[str] = "ease"

@@ -125,6 +125,8 @@ class _WarmStart:
     user_factors: NDArray[np.float32]
     item_factors: NDArray[np.float32]
     ease: EaseStart | None = None
+    #: why the EASE generator cannot start from ``previous`` (it then solves in full)
+    ease_note: str | None = None
 
 
 #: Features the ranker sees only with ``decayed_features`` (see :class:`HybridModel`).
@@ -466,7 +468,7 @@ class HybridModel(Recommender):
             cut_state = self._fit_ranker(ev, data.n_users, data.n_items, as_of_day, settings)
         if self.fallback_reason_:
             log.info("hybrid: using the fixed blend: %s", self.fallback_reason_)
-        notes: list[str] = []
+        notes: list[str] = [warm.ease_note] if warm is not None and warm.ease_note else []
         self.state_ = GeneratorState.build(
             ev,
             data.n_users,
@@ -543,14 +545,18 @@ class HybridModel(Recommender):
             )
         rng = np.random.default_rng(seed)
         items = np.asarray(items, np.intp)
-        ease = None
-        if changed_users is not None and state.ease is not None and state.ease_diagonal is not None:
-            ease = EaseStart(state.ease, state.ease_diagonal, items, changed_users)
+        ease, ease_note = None, None
+        if changed_users is not None and state.ease is not None:
+            if state.ease_diagonal is None:
+                ease_note = "EASE generator solved in full: the previous version kept no diag(P)"
+            else:
+                ease = EaseStart(state.ease, state.ease_diagonal, items, changed_users)
         self._warm = _WarmStart(
             previous=previous,
             user_factors=mapped_rows(state.user_factors, np.asarray(users, np.intp), rng),
             item_factors=mapped_rows(state.item_factors, items, rng),
             ease=ease,
+            ease_note=ease_note,
         )
         return self
 

@@ -490,8 +490,8 @@ def ease_solve_from(
     matrix: sp.csr_matrix, *, regularization: float, binary: bool, start: EaseStart | None
 ) -> tuple[NDArray[np.float32], NDArray[np.float64], str | None]:
     """:func:`ease_update` from ``start`` when given, else (or when it refuses)
-    :func:`ease_solution`: ``B``, ``diag(P)`` and why ``start`` was not used (``None`` when
-    it was, or when there was none)."""
+    :func:`ease_solution`: ``B``, ``diag(P)`` and, with a ``start``, what became of it (for
+    the manifest; ``None`` without one)."""
     if start is not None:
         updated = ease_update(
             matrix,
@@ -502,7 +502,8 @@ def ease_solve_from(
             changed_users=start.changed_users,
         )
         if not isinstance(updated, str):
-            return (*updated, None)
+            k = start.changed_users
+            return (*updated, f"corrected for {k} customers with new events by a low-rank update")
         b, diagonal = ease_solution(matrix, regularization=regularization, binary=binary)
         return b, diagonal, f"solved in full, not updated: {updated}"
     return (*ease_solution(matrix, regularization=regularization, binary=binary), None)

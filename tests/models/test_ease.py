@@ -167,7 +167,7 @@ def test_an_ease_model_warm_starts_from_a_saved_version(
     assert previous.diagonal_ is not None
     warm = EASEModel(regularization=20.0).warm_start(previous, old_of, changed_users=5)
     warm.fit(data(after))
-    assert warm.warm_note_ is None  # the update was used
+    assert warm.warm_note_ == "corrected for 5 customers with new events by a low-rank update"
     cold = EASEModel(regularization=20.0).fit(data(after))
     assert np.abs(warm.weights_ - cold.weights_).max() <= 1e-4 * np.abs(cold.weights_).max()
     # a version written before diag(P) was kept cannot start a warm fit

@@ -658,3 +658,27 @@ def test_distinct_counts_sorted_runs_and_anything_else(values: list[int], sort: 
     parts = [a, a[:3]]
     np.testing.assert_array_equal(_joined(parts), np.concatenate(parts))
     assert _joined([a]) is a
+
+
+def test_a_warm_start_from_a_version_without_diag_p_solves_ease_and_says_so(
+    shop: TrainingData, model: HybridModel
+) -> None:
+    """A version written before diag(P) was kept cannot start the EASE generator's update:
+    the warm fit solves it in full and its note (the manifest's) says why."""
+    import copy
+    import dataclasses
+
+    same = np.arange(shop.n_users), np.arange(shop.n_items)
+    old = copy.copy(model)
+    assert model.state_.ease is not None and model.state_.ease_diagonal is not None
+    old.state_ = dataclasses.replace(model.state_, ease_diagonal=None)
+    warm = HybridModel(factors=16, max_iter=100).warm_start(old, *same, changed_users=1)
+    warm.fit(shop)
+    assert warm.warm_note_ == "EASE generator solved in full: the previous version kept no diag(P)"
+    assert warm.state_.ease is not None and warm.state_.ease_diagonal is not None
+    # and from the version as written now, the same data: corrected, to float32 rounding
+    again = HybridModel(factors=16, max_iter=100).warm_start(model, *same, changed_users=1)
+    again.fit(shop)
+    assert again.warm_note_ is not None and again.warm_note_.startswith("EASE generator corrected")
+    scale = np.abs(warm.state_.ease).max()
+    assert np.abs(again.state_.ease - warm.state_.ease).max() <= 1e-4 * scale
