@@ -924,7 +924,9 @@ def _write_indexes(
         if not config.ann.wants_approximate(n_items):
             continue
         start = time.perf_counter()
-        index = build_index(vectors, config=config.ann)
+        # searched with the training's threads: the stored lists written next search it for
+        # every active customer (a server loads the file with its own ``ann.threads``)
+        index = build_index(vectors, config=config.ann, threads=_threads(config))
         seconds = time.perf_counter() - start
         # wants_approximate: never the exact index
         assert isinstance(index, UsearchIndex | FaissIndex)

@@ -1017,12 +1017,7 @@ class HybridModel(Recommender):
         if len(known):
             st = self.state_.stats[users[known]]
             parts.append(np.repeat(known.astype(np.int64), np.diff(st.indptr)) * m + st.indices)
-        keys = np.unique(np.concatenate(parts))
-        owned_ptr = np.searchsorted(keys, np.arange(n + 1, dtype=np.int64) * m)
-        owned_idx = keys % m
-        # a dense owned mask: explain is called with bounded batches (the caller's chunks)
-        owned = np.zeros((n, m), dtype=bool)
-        owned.ravel()[keys] = True
+        owned = _OwnedItems(np.unique(np.concatenate(parts)), n, m)
         by_item = self._cooc_by_item()
         counts = by_item.indptr[items + 1] - by_item.indptr[items]  # not an items-long diff
         # bound the expanded (pair, neighbour) arrays: about _PARTNER_BLOCK entries at a time
@@ -1033,7 +1028,7 @@ class HybridModel(Recommender):
             limit = ends[start] - counts[start] + _PARTNER_BLOCK
             stop = max(int(np.searchsorted(ends, limit, "right")), start + 1)
             out[start:stop] = _best_owned_neighbour(
-                by_item, owned, owned_ptr, owned_idx, rows[start:stop], items[start:stop]
+                by_item, owned, rows[start:stop], items[start:stop]
             )
             start = stop
         return out
@@ -1290,11 +1285,55 @@ _OPENMP: tuple[int, Any] | None = None
 _LOOKUP_COST = 3
 
 
+#: Largest ``users × items`` batch whose owned items also get a dense mask (bytes): a live
+#: request (one user) looks its items up in it at any catalogue size below 4 * 10^6 items.
+#: A batch of stored lists (256 users) over 650k items would zero 166 MB a batch for it;
+#: those look the sorted keys up instead, in the same answers.
+_DENSE_OWNED = 1 << 22
+
+
+class _OwnedItems:
+    """The items each row's user has, as sorted unique keys ``row * m + item``.
+
+    Parameters
+    ----------
+    keys
+        Sorted unique keys, each ``row * m + item`` with ``0 <= row < n``, ``0 <= item < m``.
+    n, m
+        Rows and items.
+    """
+
+    def __init__(self, keys: NDArray[np.int64], n: int, m: int) -> None:
+        self.keys = keys
+        self.m = m
+        #: row ``r``'s items, ascending: ``idx[ptr[r]:ptr[r + 1]]``
+        self.ptr: NDArray[np.intp] = np.searchsorted(keys, np.arange(n + 1, dtype=np.int64) * m)
+        self.idx: NDArray[np.int64] = keys % m if m else keys
+        self.mask: NDArray[np.bool_] | None = None
+        if n * m <= _DENSE_OWNED:
+            self.mask = np.zeros((n, m), dtype=bool)
+            self.mask.ravel()[keys] = True
+
+    @classmethod
+    def from_mask(cls, mask: NDArray[np.bool_]) -> _OwnedItems:
+        """From a dense ``n × m`` mask (tests)."""
+        n, m = mask.shape
+        return cls(np.flatnonzero(mask).astype(np.int64), n, m)
+
+    def has(self, rows: NDArray[np.intp], items: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Whether row ``rows[e]``'s user has item ``items[e]``, per entry."""
+        if self.mask is not None:
+            return self.mask[rows, items]
+        if len(self.keys) == 0:
+            return np.zeros(len(rows), dtype=bool)
+        query = rows.astype(np.int64) * self.m + items
+        at = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
+        return np.asarray(self.keys[at] == query)
+
+
 def _best_owned_neighbour(
     by_item: sp.csr_matrix,
-    owned: NDArray[np.bool_],
-    owned_ptr: NDArray[np.intp],
-    owned_idx: NDArray[np.int64],
+    owned: _OwnedItems,
     rows: NDArray[np.intp],
     items: NDArray[np.intp],
 ) -> NDArray[np.int64]:
@@ -1308,10 +1347,7 @@ def _best_owned_neighbour(
     by_item
         Co-occurrence by item (row ``i``: the neighbours of ``i``), sorted indices.
     owned
-        ``owned[row, item]``: whether the row's user has the item.
-    owned_ptr, owned_idx
-        The same as lists: row ``r``'s items, ascending, are
-        ``owned_idx[owned_ptr[r]:owned_ptr[r + 1]]``.
+        Each row's user's items.
     rows, items
         The pairs.
 
@@ -1321,7 +1357,7 @@ def _best_owned_neighbour(
         The partner of each pair, or -1.
     """
     out = np.full(len(rows), -1, dtype=np.int64)
-    n_owned = owned_ptr[rows + 1] - owned_ptr[rows]
+    n_owned = owned.ptr[rows + 1] - owned.ptr[rows]
     n_neighbours = by_item.indptr[items + 1] - by_item.indptr[items]
     # A popular candidate's row holds hundreds of neighbours where a user owns a few dozen
     # items: such pairs look the owned items up instead of scanning the row. Both paths see
@@ -1332,7 +1368,7 @@ def _best_owned_neighbour(
         lookup[:] = False
     a, b = np.flatnonzero(lookup), np.flatnonzero(~lookup)
     if len(a):
-        out[a] = _best_by_lookup(by_item, owned_ptr, owned_idx, rows[a], items[a])
+        out[a] = _best_by_lookup(by_item, owned.ptr, owned.idx, rows[a], items[a])
     if len(b):
         out[b] = _best_by_scan(by_item, owned, rows[b], items[b])
     return out
@@ -1351,7 +1387,7 @@ def _expand(
 
 def _best_by_scan(
     by_item: sp.csr_matrix,
-    owned: NDArray[np.bool_],
+    owned: _OwnedItems,
     rows: NDArray[np.intp],
     items: NDArray[np.intp],
 ) -> NDArray[np.int64]:
@@ -1360,7 +1396,7 @@ def _best_by_scan(
     counts = by_item.indptr[items + 1].astype(np.int64) - lo
     pair, pos = _expand(lo, counts)
     cand = by_item.indices[pos]
-    ok = owned[rows[pair], cand] & (cand != items[pair])
+    ok = owned.has(rows[pair], cand) & (cand != items[pair])
     # entries stay grouped by pair and in storage order within a pair
     return _first_best(len(rows), pair[ok], cand[ok], by_item.data[pos[ok]])
 

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import recsys.models.hybrid as hybrid_module
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame
 from recsys.models.base import top_k
@@ -29,6 +30,7 @@ from recsys.models.hybrid import (
     _best_by_lookup,
     _best_by_scan,
     _best_owned_neighbour,
+    _OwnedItems,
 )
 from tests.models.conftest import AS_OF
 from tests.models.test_hybrid import synthetic_rows
@@ -203,9 +205,16 @@ def test_partner_kernels_pick_the_strongest_owned_neighbour(
             if j != item and owned[row, j] and w > best_w:
                 best, best_w = j, w
         expected.append(best)
-    assert _best_by_scan(by_item, owned, rows, items).tolist() == expected
+    dense = _OwnedItems.from_mask(owned)
+    assert dense.mask is not None
+    # the same items without the dense mask (as for a batch over a large catalogue)
+    keyed = _OwnedItems.from_mask(owned)
+    keyed.mask = None
+    assert keyed.ptr.tolist() == ptr.tolist() and keyed.idx.tolist() == idx.tolist()
+    for each in (dense, keyed):
+        assert _best_by_scan(by_item, each, rows, items).tolist() == expected
+        assert _best_owned_neighbour(by_item, each, rows, items).tolist() == expected
     assert _best_by_lookup(by_item, ptr, idx, rows, items).tolist() == expected
-    assert _best_owned_neighbour(by_item, owned, ptr, idx, rows, items).tolist() == expected
 
 
 class _ObjectsOnly:
@@ -307,6 +316,20 @@ def test_partners_found_for_a_few_entries_are_those_of_every_entry(
         other = int(np.setdiff1d(np.arange(len(few.rows)), entries)[0])
         assert few.reason(other) == whole.reason(other)
         np.testing.assert_array_equal(few.often_bought_with, partners)
+
+
+def test_partners_without_a_dense_mask_are_the_same(
+    model: HybridModel, shop: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch too large for a dense users × items mask (a batch of stored lists over a large
+    catalogue) finds every partner by looking its users' sorted items up, the same ones."""
+    users = np.arange(shop.n_users, dtype=np.intp)
+    hist = sp.csr_matrix(shop.interactions[users])
+    dense = model.explain_arrays(users, hist, 20).often_bought_with
+    assert (dense >= 0).sum() > 50  # not vacuous
+    monkeypatch.setattr(hybrid_module, "_DENSE_OWNED", 0)
+    keyed = model.explain_arrays(users, hist, 20).often_bought_with
+    np.testing.assert_array_equal(keyed, dense)
 
 
 @settings(max_examples=150, deadline=None)
