@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
@@ -142,6 +143,17 @@ class EventFrame:
         """A frame with no events."""
         o = np.empty(0, dtype=object)
         return cls(o, o, o, o, o, np.empty(0, np.int64), np.empty(0), np.empty(0), o, o)
+
+    @classmethod
+    def concat(cls, frames: Sequence[EventFrame]) -> EventFrame:
+        """The events of ``frames`` one after the other."""
+        if len(frames) == 0:
+            return cls.empty()
+        if len(frames) == 1:
+            return frames[0]
+        return cls(
+            **{name: np.concatenate([getattr(f, name) for f in frames]) for name in EVENT_COLUMNS}
+        )
 
     def select(self, mask: NDArray[np.bool_] | NDArray[np.intp]) -> EventFrame:
         """The events picked by a boolean mask or an index array."""

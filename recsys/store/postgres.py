@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,9 @@ import psycopg
 from recsys.data.schema import EVENT_COLUMNS, EventRow
 from recsys.errors import StoreError
 from recsys.store.base import EventStore
+
+#: numbers the server-side cursors of batched reads
+_cursor_names = itertools.count()
 
 _COLS = ", ".join(EVENT_COLUMNS)
 # Bulk writes go through COPY into a temporary table, then one INSERT that skips stored ids:
@@ -63,6 +67,12 @@ class PostgresStore(EventStore):
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
+
+    def _batch_cursor(self, conn: Any) -> Any:
+        # a server-side cursor: a client-side one receives the whole result before the first
+        # batch (10^7 events at once in libpq's memory); named per read, as a connection may
+        # hold more than one at a time
+        return conn.cursor(name=f"recsys_read_{next(_cursor_names)}")
 
     def _dialect_terms(self) -> dict[str, str]:
         return {"bool": "BOOLEAN", "json": "TEXT", "serial": "BIGSERIAL PRIMARY KEY"}

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pytest
 
-from recsys.data.schema import CatalogItem, Customer, EventRow
+import recsys.store.base as base_module
+from recsys.data.schema import EVENT_COLUMNS, CatalogItem, Customer, EventRow
+from recsys.errors import StoreError
 from recsys.store.base import EventStore
 
 
@@ -59,6 +62,45 @@ def test_read_events_filters_and_orders(store: EventStore) -> None:
     assert frame.ts.tolist() == [2_000_000, 4_000_000, 6_000_000]
     assert set(frame.event_type) == {"purchase"}
     assert frame.price.tolist() == [2.5, 2.5, 2.5]
+
+
+def test_read_events_in_batches_is_the_whole_read(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read taken from the driver a few rows at a time (as a large store is) gives the same
+    frame as in one batch, in order, with the filters; the next read sees a new write."""
+    rows = [
+        _event(
+            i, user=f"u{i % 4}", kind="view" if i % 3 else "purchase", price=None if i % 5 else 1.0
+        )
+        for i in range(23)
+    ]
+    store.insert_events(rows[::-1])
+    whole = store.read_events()
+    part = store.read_events(since=3_000_000, event_types=["purchase"])
+    monkeypatch.setattr(base_module, "_READ_BATCH", 4)
+    batches = list(store._query_batches("SELECT event_id FROM events ORDER BY seq"))
+    assert [len(b) for b in batches] == [4, 4, 4, 4, 4, 3]
+    for name in EVENT_COLUMNS:
+        np.testing.assert_array_equal(getattr(store.read_events(), name), getattr(whole, name))
+    assert whole.event_id.tolist() == [f"e{i}" for i in range(23)]
+    assert np.isnan(whole.price[1]) and whole.price[5] == 1.0
+    np.testing.assert_array_equal(
+        store.read_events(since=3_000_000, event_types=["purchase"]).event_id, part.event_id
+    )
+    assert part.event_id.tolist() == ["e3", "e6", "e9", "e12", "e15", "e18", "e21"]
+    assert len(store.read_events(until=0)) == 0
+    store.insert_events([_event(30)])
+    assert store.read_events().event_id[-1] == "e30"
+
+
+def test_a_failed_batched_read_is_a_store_error(store: EventStore) -> None:
+    """A driver error in the middle of a batched read is the store's error, and the store
+    answers the next read."""
+    store.insert_events([_event(i) for i in range(3)])
+    with pytest.raises(StoreError):
+        list(store._query_batches("SELECT no_such_column FROM events"))
+    assert len(store.read_events()) == 3
 
 
 def test_user_events_are_the_most_recent_oldest_first(store: EventStore) -> None:
