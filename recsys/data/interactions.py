@@ -507,9 +507,35 @@ def _is(type_ids: list[str], type_code: NDArray[np.intp], name: str) -> NDArray[
 def _factorize(values: NDArray[np.object_]) -> tuple[list[str], NDArray[np.intp]]:
     """Sorted distinct values and each value's index among them; ``None`` gets ``-1``.
 
+    Codes follow string order, so they compare the same way in any subset of the events.
+    Strings are encoded by Arrow's hash table: 10^7 events' ids in a fraction of the time of
+    Python dicts, whose lookups miss the cache once the distinct ids run to 10^5-10^6 (the
+    dict path took 38 of the 65 s of building a 10^7-event shop's matrices). UTF-8 bytes
+    sort as the strings' code points do, as Python orders ``str``. Values Arrow does not
+    take as strings (not ``str``, or lone surrogates) go through :func:`_factorize_objects`.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        encoded = pa.array(values, type=pa.string()).dictionary_encode()
+    except (pa.ArrowException, UnicodeError):
+        return _factorize_objects(values)
+    words = encoded.dictionary
+    order = pc.array_sort_indices(words).to_numpy()
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order), dtype=np.intp)
+    # a null (None) index is -1, which the extra slot at the end of ``rank`` maps to -1
+    at = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    codes = np.append(rank, -1)[at]
+    return words.take(pa.array(order)).to_pylist(), codes
+
+
+def _factorize_objects(values: NDArray[np.object_]) -> tuple[list[str], NDArray[np.intp]]:
+    """:func:`_factorize` by Python dicts, for any orderable hashable values.
+
     ``dict.fromkeys`` and ``map`` over a dict's ``__getitem__`` run in C: ten times faster
-    than ``np.unique`` on object arrays. Codes follow string order, so they compare the same
-    way in any subset of the events.
+    than ``np.unique`` on object arrays.
     """
     distinct = sorted(k for k in dict.fromkeys(values.tolist()) if k is not None)
     lookup: dict[object, int] = {k: i for i, k in enumerate(distinct)}

@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.config import validate
-from recsys.data.interactions import InteractionConfig, build_training_data, history_matrix
+from recsys.data.interactions import (
+    InteractionConfig,
+    _factorize,
+    _factorize_objects,
+    build_training_data,
+    history_matrix,
+)
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventFrame
 from recsys.errors import ConfigError
 
@@ -359,3 +365,37 @@ def test_distinct_counts_are_the_unique_records_per_group(
     got = _distinct_counts(group, key, n_groups)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.text(max_size=6),
+            st.sampled_from(["", "a", "B", "é", "\u00ff", "\u0100", "\U0001f600", "\uffff"]),
+        ),
+        max_size=60,
+    )
+)
+def test_factorize_numbers_distinct_strings_in_python_order(values: list[str | None]) -> None:
+    """The law of the ids' codes: the distinct strings in Python's order (code points, which
+    Arrow's sort of UTF-8 bytes must match, astral characters included), each value's
+    position among them, -1 for None; and the dict path gives the same."""
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    distinct, codes = _factorize(column)
+    expected = sorted({v for v in values if v is not None})
+    assert distinct == expected
+    assert codes.tolist() == [-1 if v is None else expected.index(v) for v in values]
+    again, again_codes = _factorize_objects(column)
+    assert again == distinct and again_codes.tolist() == codes.tolist()
+
+
+def test_factorize_takes_values_arrow_cannot_encode() -> None:
+    """Lone surrogates and non-strings are numbered by the dict path, in Python's order."""
+    column = np.array(["b", "\ud800", None, "a", "\ud800"], dtype=object)
+    distinct, codes = _factorize(column)
+    assert distinct == ["a", "b", "\ud800"] and codes.tolist() == [1, 2, -1, 0, 2]
+    distinct, codes = _factorize(np.array([3, None, 1, 3], dtype=object))
+    assert distinct == [1, 3] and codes.tolist() == [1, -1, 0, 1]
