@@ -26,9 +26,12 @@ from recsys.models.base import NO_ITEM, Recommender, load_arrays, save_arrays, t
 #: File of a factor model's version folder holding ``user_factors`` and ``item_factors``.
 FACTORS_FILE = "factors.npz"
 
-#: Scores per block of users (``rows × n_items``, about 4 MiB of ``float32``): the product of
-#: one block is ranked while it is in cache, and no ``users × items`` batch is held.
-SCORE_BLOCK_ELEMENTS = 1 << 20
+#: Scores per block of users (``rows × n_items``, 64 MiB of ``float32``): no ``users × items``
+#: batch is held. Each block reads every item factor once, so the block needs enough rows to
+#: make the product compute-bound: at 650k items 4 MiB blocks held 2 users and scoring 1,024
+#: users took 17.3 s against 3.4 s for 64 MiB blocks (25 users); at 69k items 0.35 s
+#: against 0.17 s (``benchmarks/RESULTS.md``, "Twelfth session").
+SCORE_BLOCK_ELEMENTS = 1 << 24
 
 
 class FactorRecommender(Recommender):
