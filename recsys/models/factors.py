@@ -26,12 +26,14 @@ from recsys.models.base import NO_ITEM, Recommender, load_arrays, save_arrays, t
 #: File of a factor model's version folder holding ``user_factors`` and ``item_factors``.
 FACTORS_FILE = "factors.npz"
 
-#: Scores per block of users (``rows × n_items``, 64 MiB of ``float32``): no ``users × items``
-#: batch is held. Each block reads every item factor once, so the block needs enough rows to
-#: make the product compute-bound: at 650k items 4 MiB blocks held 2 users and scoring 1,024
-#: users took 17.3 s against 3.4 s for 64 MiB blocks (25 users); at 69k items 0.35 s
-#: against 0.17 s (``benchmarks/RESULTS.md``, "Twelfth session").
-SCORE_BLOCK_ELEMENTS = 1 << 24
+#: Scores per block of users (``rows × n_items``, about 4 MiB of ``float32``): the product of
+#: one block is ranked while it is in cache, and no ``users × items`` batch is held.
+SCORE_BLOCK_ELEMENTS = 1 << 20
+#: Fewest users per block, whatever the catalogue: each block reads every item factor once,
+#: so a block of 2 users (4 MiB at 650k items) made the product memory-bound. Scoring 1,024
+#: users at 650k items took 17.3 s in 2-user blocks against 3.4 s in 25-user ones
+#: (``benchmarks/RESULTS.md``, "Twelfth session").
+SCORE_BLOCK_MIN_ROWS = 32
 
 
 class FactorRecommender(Recommender):
@@ -174,7 +176,7 @@ class FactorRecommender(Recommender):
         rows with a vector are multiplied; the others are ``NaN``.
         """
         n_items = self.item_factors_.shape[0]
-        step = max(2, SCORE_BLOCK_ELEMENTS // max(n_items, 1))
+        step = max(SCORE_BLOCK_MIN_ROWS, SCORE_BLOCK_ELEMENTS // max(n_items, 1))
         has_vector = ~np.isnan(vectors[:, 0]) if vectors.shape[1] else np.zeros(len(vectors), bool)
         for lo in range(0, len(vectors), step):
             hi = min(lo + step, len(vectors))

@@ -113,7 +113,10 @@ def test_factor_lists_equal_the_dense_top_k_in_small_blocks(
 ) -> None:
     model = FAST[name]().fit(shop)
     # three users per block: the last block of a batch is then often a single user
-    with patch.object(factors, "SCORE_BLOCK_ELEMENTS", 3 * shop.n_items):
+    with (
+        patch.object(factors, "SCORE_BLOCK_ELEMENTS", 3 * shop.n_items),
+        patch.object(factors, "SCORE_BLOCK_MIN_ROWS", 1),
+    ):
         assert_lists_equal(model, shop, rng)
 
 
