@@ -518,9 +518,14 @@ def _factorize(values: NDArray[np.object_]) -> tuple[list[str], NDArray[np.intp]
     import pyarrow.compute as pc
 
     try:
-        encoded = pa.array(values, type=pa.string()).dictionary_encode()
+        # 64-bit offsets: one array however many bytes the ids take (32-bit offsets stop at
+        # 2 GiB, and pyarrow would then answer in chunks, each with its own dictionary)
+        strings = pa.array(values, type=pa.large_string())
     except (pa.ArrowException, UnicodeError):
         return _factorize_objects(values)
+    if not isinstance(strings, pa.Array):  # chunked after all: numbered the slow way
+        return _factorize_objects(values)
+    encoded = strings.dictionary_encode()
     words = encoded.dictionary
     order = pc.array_sort_indices(words).to_numpy()
     rank = np.empty(len(order), dtype=np.intp)
