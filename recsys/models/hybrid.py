@@ -1314,12 +1314,6 @@ class _OwnedItems:
             self.mask = np.zeros((n, m), dtype=bool)
             self.mask.ravel()[keys] = True
 
-    @classmethod
-    def from_mask(cls, mask: NDArray[np.bool_]) -> _OwnedItems:
-        """From a dense ``n × m`` mask (tests)."""
-        n, m = mask.shape
-        return cls(np.flatnonzero(mask).astype(np.int64), n, m)
-
     def has(self, rows: NDArray[np.intp], items: NDArray[np.int64]) -> NDArray[np.bool_]:
         """Whether row ``rows[e]``'s user has item ``items[e]``, per entry."""
         if self.mask is not None:

@@ -169,6 +169,12 @@ def test_ties_go_to_the_lowest_partner_index(model: HybridModel, shop: TrainingD
     assert_same(model.explain(users, hist, 20), reference_explain(model, users, hist, 20))
 
 
+def _owned_from_mask(mask: np.ndarray) -> _OwnedItems:
+    """The owned items of a dense ``n × m`` mask."""
+    n, m = mask.shape
+    return _OwnedItems(np.flatnonzero(mask).astype(np.int64), n, m)
+
+
 @settings(max_examples=120, deadline=None)
 @given(
     n=st.integers(1, 6),
@@ -205,10 +211,10 @@ def test_partner_kernels_pick_the_strongest_owned_neighbour(
             if j != item and owned[row, j] and w > best_w:
                 best, best_w = j, w
         expected.append(best)
-    dense = _OwnedItems.from_mask(owned)
+    dense = _owned_from_mask(owned)
     assert dense.mask is not None
     # the same items without the dense mask (as for a batch over a large catalogue)
-    keyed = _OwnedItems.from_mask(owned)
+    keyed = _owned_from_mask(owned)
     keyed.mask = None
     assert keyed.ptr.tolist() == ptr.tolist() and keyed.idx.tolist() == idx.tolist()
     for each in (dense, keyed):
