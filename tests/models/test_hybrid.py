@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame, EventRow
@@ -643,18 +641,63 @@ def test_openmp_limit_is_applied_and_restored_with_kept_libraries() -> None:
     assert openmp_threads() == before
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    values=st.lists(st.integers(-5, 40), max_size=60),
-    sort=st.booleans(),
-)
-def test_distinct_counts_sorted_runs_and_anything_else(values: list[int], sort: bool) -> None:
-    """``_distinct`` is ``len(np.unique(values))``: from the runs of sorted values (a window's
-    customers), by np.unique otherwise."""
-    from recsys.models.hybrid import _distinct, _joined
+def test_buyers_only_builds_the_pairs_the_ranker_reads_and_no_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ``buyers_only`` a window's pairs are built for the calibration customers and the
+    customers who bought in it: each of those gets exactly the pairs (and features) it gets
+    with every customer's built, and every customer left out is outside the calibration
+    share and bought none of its candidates, so nothing the ranker reads is lost."""
+    rows = synthetic_rows()
+    # lapsed customers: purchases only long before any label window
+    for u in range(80):
+        for j in range(3):
+            rows.append(
+                event(len(rows), f"lapsed{u}", NOISE[(u + j) % len(NOISE)], "purchase", 120.0 + j)
+            )
+    data = build_training_data(EventFrame.from_rows(rows), InteractionConfig(), as_of=AS_OF)
+    built: dict[bool, list[object]] = {True: [], False: []}
+    original = HybridModel._window_pairs
 
-    a = np.array(sorted(values) if sort else values, dtype=np.intp)
-    assert _distinct(a) == len(np.unique(a))
+    def capture(self: HybridModel, *args: object, **kwargs: object) -> object:
+        out = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        built[self.buyers_only].append(out)
+        return out
+
+    monkeypatch.setattr(HybridModel, "_window_pairs", capture)
+    fitted = {
+        b: HybridModel(factors=16, max_iter=30, buyers_only=b).fit(data) for b in (True, False)
+    }
+    assert len(built[True]) == len(built[False]) >= 1
+    calib = np.random.default_rng(0).random(data.n_users) < 0.2  # the model's seed and share
+    for some, every in zip(built[True], built[False], strict=True):
+        assert (some.customers, some.sampled, some.n_label) == (
+            every.customers,
+            every.sampled,
+            every.n_label,
+        )
+        kept = np.isin(every.user, some.user)
+        np.testing.assert_array_equal(every.user[kept], some.user)
+        np.testing.assert_array_equal(every.x[kept], some.x)
+        np.testing.assert_array_equal(every.y[kept], some.y)
+        left = np.unique(every.user[~kept])
+        assert len(left) >= 40  # the lapsed customers outside the calibration share
+        assert not calib[left].any()
+        assert every.y[~kept].sum() == 0
+        assert set(np.unique(some.user[calib[some.user]])) == set(
+            np.unique(every.user[calib[every.user]])
+        )
+    # the same customers and positives are counted; both learned a ranker
+    for key in ("customers", "ranker_customers", "positives", "candidate_recall"):
+        assert fitted[True].train_stats_[key] == fitted[False].train_stats_[key]
+    assert fitted[True].train_stats_["pairs"] < fitted[False].train_stats_["pairs"]
+    assert fitted[True].ranker_kind_ == fitted[False].ranker_kind_ == "gradient_boosting"
+
+
+def test_joined_is_the_one_part_itself_or_a_concatenation() -> None:
+    from recsys.models.hybrid import _joined
+
+    a = np.arange(7, dtype=np.intp)
     parts = [a, a[:3]]
     np.testing.assert_array_equal(_joined(parts), np.concatenate(parts))
     assert _joined([a]) is a
