@@ -51,9 +51,13 @@ class ALSModel(FactorRecommender):
     iterations
         Number of ALS sweeps.
     random_state
-        Seed of the initial factors (fits are repeatable with the same seed and one thread).
+        Seed of the initial factors (fits are repeatable with the same seed).
     num_threads
-        Threads implicit's solver uses while fitting; ``0`` means every core.
+        Threads implicit's solver uses while fitting; ``0`` (the default) means every core
+        OpenMP is allowed (the training pipeline's ``threads``). The factors do not depend
+        on it: the conjugate-gradient solver computes each user's (each item's) row on its
+        own from a Gram matrix computed once per sweep. One thread made the model's two fits
+        of a Ta-Feng run 6.3 s each on 2 cores (benchmarks/RESULTS.md, thirteenth session).
     warm_iterations
         ALS sweeps of a fit that starts from a previous version's factors
         (:meth:`~recsys.models.factors.FactorRecommender.warm_start`): they start near the
@@ -93,7 +97,7 @@ class ALSModel(FactorRecommender):
         alpha: float = 0.1,
         iterations: int = 15,
         random_state: int | None = 0,
-        num_threads: int = 1,
+        num_threads: int = 0,
         warm_iterations: int = 3,
     ) -> None:
         self.factors = factors

@@ -32,6 +32,33 @@ def test_fold_in_equals_implicit_recalculate_user(tiny_data: TrainingData) -> No
     np.testing.assert_allclose(model.fold_in(rows), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_the_factors_do_not_depend_on_the_threads(tiny_data: TrainingData) -> None:
+    """Each row of a sweep is solved on its own: one thread or several give the same bits,
+    so the default uses every core the training allows."""
+    one = _fit(tiny_data, num_threads=1)
+    two = _fit(tiny_data, num_threads=2)
+    default = _fit(tiny_data)
+    assert default.num_threads == 0
+    for other in (two, default):
+        np.testing.assert_array_equal(one.user_factors_, other.user_factors_)
+        np.testing.assert_array_equal(one.item_factors_, other.item_factors_)
+    # and on a matrix big enough for both threads to share every sweep
+    from recsys.models.kernels import als_fit
+
+    rng = np.random.default_rng(3)
+    x = sp.csr_matrix(
+        (rng.random(30_000) * 10, (rng.integers(0, 3_000, 30_000), rng.integers(0, 800, 30_000))),
+        shape=(3_000, 800),
+        dtype=np.float32,
+    )
+    fits = [
+        als_fit(x, factors=16, regularization=0.01, alpha=0.1, iterations=3, seed=0, threads=t)
+        for t in (1, 2)
+    ]
+    for a, b in zip(*fits, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_fold_in_is_the_same_with_the_gram_summed_in_blocks(
     tiny_data: TrainingData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
