@@ -298,8 +298,6 @@ def run_training(
     ModelError
         Neither the default model nor any of :data:`FALLBACK_DEFAULTS` could be trained.
     """
-    from threadpoolctl import threadpool_limits
-
     from recsys.models import MODELS
 
     check_model_params(config, dict(MODELS), config_source)
@@ -384,7 +382,7 @@ def run_training(
                 carry = warm[0], changed, fit_info.get(default, {}).get("warm_start")
             # the configured BLAS threads, as while fitting (the stored lists score every
             # active customer)
-            with threadpool_limits(limits=_threads(config)):
+            with _thread_limit(config):
                 precomputed = _write_precomputed(
                     staging.path,
                     data,
@@ -523,13 +521,24 @@ def _threads(config: TrainingConfig) -> int:
     return config.threads or os.cpu_count() or 1
 
 
+def _thread_limit(config: TrainingConfig) -> Any:
+    """``threadpool_limits`` to :func:`_threads` for a block that evaluates or fits.
+
+    A limit reaches only the runtimes loaded when the block opens, and implicit's ALS solver
+    (its own OpenMP runtime, loaded on its first import) would run on every core under a
+    ``threads = 1`` the user set: it is loaded first.
+    """
+    import implicit.cpu.als  # noqa: F401  (loads the OpenMP runtime the limit must reach)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=_threads(config))
+
+
 def _fit_one(
     name: str, config: TrainingConfig, data: Any, warm: _Warm | None = None
 ) -> tuple[Any, float, str | None]:
     """Fit model ``name`` on ``data`` (warm-started when ``warm`` is given): the model, the
     seconds it took and, for a warm run, how it started."""
-    from threadpoolctl import threadpool_limits
-
     start = time.perf_counter()
     model = _make(name, config)
     how = None
@@ -539,7 +548,7 @@ def _fit_one(
         how = prepare(
             name, model, data, warm[0], new_data=warm[1], interactions=config.interactions
         )
-    with threadpool_limits(limits=_threads(config)):
+    with _thread_limit(config):
         model.fit(data)
     # what became of the warm start inside the fit (EASE corrected, or solved in full and why)
     note = getattr(model, "warm_note_", None) if how is not None else None
@@ -657,10 +666,8 @@ def _evaluate(
     not_evaluated = [n for n in config.enabled_models() if n not in names]
     if not_evaluated:
         info["not_evaluated"] = not_evaluated
-    from threadpoolctl import threadpool_limits
-
     try:
-        with threadpool_limits(limits=_threads(config)):
+        with _thread_limit(config):
             result = evaluate_models(
                 events,
                 {n: _factory(n, config) for n in names},
