@@ -296,7 +296,7 @@ class HybridModel(Recommender):
         Gradient boosting iterations and learning rate.
     buyers_only
         Fit the classifier only on customers who bought in the label window (calibration
-        still uses every held-out customer).
+        still uses every held-out customer); no other customer's candidate pairs are built.
     max_ranker_customers
         The ranker learns from at most this many customers (with events before the internal
         cut), drawn at random with ``seed``; ``0`` takes every one. Building their candidate
