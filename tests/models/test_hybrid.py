@@ -648,6 +648,8 @@ def test_buyers_only_builds_the_pairs_the_ranker_reads_and_no_others(
     customers who bought in it: each of those gets exactly the pairs (and features) it gets
     with every customer's built, and every customer left out is outside the calibration
     share and bought none of its candidates, so nothing the ranker reads is lost."""
+    from recsys.models.features import FEATURES
+
     rows = synthetic_rows()
     # lapsed customers: purchases only long before any label window
     for u in range(80):
@@ -678,7 +680,18 @@ def test_buyers_only_builds_the_pairs_the_ranker_reads_and_no_others(
         )
         kept = np.isin(every.user, some.user)
         np.testing.assert_array_equal(every.user[kept], some.user)
-        np.testing.assert_array_equal(every.x[kept], some.x)
+        # the same features, to float32 rounding: the ALS and EASE scores are products of
+        # other batches of customers (BLAS picks its kernels by the sizes, so the last bits
+        # differ), and a near tie between two scores may then swap two ranks
+        x_some, x_every = some.x, every.x[kept]
+        gap = np.abs(np.nan_to_num(x_every) - np.nan_to_num(x_some))
+        np.testing.assert_array_equal(np.isnan(x_every), np.isnan(x_some))
+        ranks = [k for k, name in enumerate(FEATURES) if name.endswith("_rank")]
+        others = [k for k in range(len(FEATURES)) if k not in ranks]
+        scale = np.nanmax(np.abs(x_every[:, others]), axis=0, initial=1.0)
+        assert (gap[:, others] <= 1e-6 * scale).all()
+        assert gap[:, ranks].max(initial=0.0) <= 1.0
+        assert (gap[:, ranks] > 0).mean() < 0.01
         np.testing.assert_array_equal(every.y[kept], some.y)
         left = np.unique(every.user[~kept])
         assert len(left) >= 40  # the lapsed customers outside the calibration share

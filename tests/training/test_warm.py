@@ -261,6 +261,19 @@ def _stored(pre: Any, items: Vocabulary, u: int) -> list[tuple[str, float, tuple
     return out
 
 
+def _close(
+    a: list[tuple[str, float, tuple[str, ...]]], b: list[tuple[str, float, tuple[str, ...]]]
+) -> bool:
+    """The same items and reasons in the same order, the scores to float32 rounding: the
+    same model scoring a customer in another batch (BLAS picks its kernels by the matrix
+    sizes, so the last bits of a dot product may differ)."""
+    x, y = np.array([s for _, s, _ in a]), np.array([s for _, s, _ in b])
+    scale = float(np.abs(x).max(initial=0.0))
+    return [(i, why) for i, _, why in a] == [(i, why) for i, _, why in b] and bool(
+        np.allclose(x, y, rtol=1e-5, atol=1e-6 * scale)
+    )
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_merged_lists_hold_the_carried_rows_mapped_and_the_fresh_ones_as_scored(
@@ -334,11 +347,13 @@ def test_a_warm_run_keeps_the_stored_lists_of_customers_with_no_new_event(
         if carry and uid not in changed:
             assert stored == _stored(old, before.items, before.users.index(uid))
         else:
-            assert stored == _stored(fresh, after.items, u)
+            assert _close(stored, _stored(fresh, after.items, u))
     if carry:
         assert entry["carried"] == {"users": len(listed) - len(changed), "from": first}
         # the warm-started model moved: some carried list differs from today's scoring
-        assert any(_stored(pre, after.items, u) != _stored(fresh, after.items, u) for u in listed)
+        assert not all(
+            _close(_stored(pre, after.items, u), _stored(fresh, after.items, u)) for u in listed
+        )
     else:
         assert "carried" not in entry
 
