@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from recsys.models.kernels import ease_solution, ease_update, ease_weights
+from recsys.models.kernels import ease_input_rows, ease_solution, ease_update, ease_weights
 
 
 def _matrix(args: argparse.Namespace) -> sp.csr_matrix:
@@ -65,6 +65,7 @@ def warm(matrix: sp.csr_matrix, changed: int, reps: int) -> None:
         for c in rng.choice(cols, size=len(cols) // 3, replace=False):
             yesterday[u, c] = 0.0
     start = ease_solution(sp.csr_matrix(yesterday), regularization=500.0, binary=True)
+    rows = ease_input_rows(sp.csr_matrix(yesterday), binary=True)
     same = np.arange(today.shape[1])
     times: dict[str, list[float]] = {"full solve": [], "update": []}
     for rep in range(reps):
@@ -78,7 +79,7 @@ def warm(matrix: sp.csr_matrix, changed: int, reps: int) -> None:
             binary=True,
             previous=start,
             previous_items=same,
-            changed_users=changed,
+            previous_rows=rows,
         )
         times["update"].append(time.perf_counter() - w)
         if isinstance(updated, str):

@@ -13,7 +13,8 @@ A nightly run on a shop whose data changed a little should not relearn everythin
   (:meth:`~recsys.models.hybrid.HybridModel.warm_start`): relearning the ranker is most of a
   full fit, and what it learned (which candidate features predict a purchase) moves slowly;
 * EASE (the model, and the hybrid's EASE generator) corrects that version's solution for the
-  customers with new events, by a low-rank update checked against the new data
+  rows that changed since (found by comparing its input rows with today's), by a low-rank
+  update checked against the new data
   (:func:`~recsys.models.kernels.ease_update`; a full solve when the check fails, said in the
   manifest);
 * every other model (popularity, buy-again) is fitted as in a full run: one pass over the
@@ -171,11 +172,10 @@ def prepare(
         return f"cold: {previous.version} has a {type(old).__name__} as {name!r}"
     items = previous.items.indices(data.items.ids)
     n_new_items = int((items < 0).sum())
-    changed = changed_customers(new_data)
     if isinstance(model, EASEModel):
         assert isinstance(old, EASEModel)
         try:
-            model.warm_start(old, items, changed)
+            model.warm_start(old, items)
         except ModelError as exc:
             return f"cold: {exc}"
         return f"weights from {previous.version} ({n_new_items} new items)"
@@ -183,7 +183,7 @@ def prepare(
         assert isinstance(old, HybridModel)
         users = previous.users.indices(data.users.ids)
         try:
-            model.warm_start(old, users, items, changed_users=changed)
+            model.warm_start(old, users, items)
         except ModelError as exc:
             return f"cold: {exc}"
         return (
@@ -209,14 +209,6 @@ def prepare(
     except ModelError as exc:
         return f"cold: {exc}"
     return f"counts from {previous.version} plus {baskets.shape[0]} new baskets"
-
-
-def changed_customers(new_data: TrainingData | None) -> int:
-    """How many customers have events in ``new_data`` (the events since the last version):
-    the rows of the customer × item matrices that may differ."""
-    if new_data is None:
-        return 0
-    return len({u for u in new_data.events.user_id.tolist() if u is not None})
 
 
 def new_events(events: EventFrame, previous: Predecessor) -> EventFrame:

@@ -11,14 +11,14 @@ a crash takes every other model down with it.
 
 The weights are :func:`recsys.models.kernels.ease_solution`, the same kernel the hybrid's EASE
 generator calls. A warm start (:meth:`EASEModel.warm_start`) corrects the current version's
-solution for the customers with new events (:func:`recsys.models.kernels.ease_update`) instead
-of solving again.
+solution for the rows that changed since (:func:`recsys.models.kernels.ease_update`) instead of
+solving again.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,7 +35,7 @@ from recsys.models.base import (
     load_arrays,
     save_arrays,
 )
-from recsys.models.kernels import EaseStart, ease_solve_from
+from recsys.models.kernels import EaseStart, ease_input_rows, ease_solve_from
 
 
 class EASEModel(Recommender):
@@ -59,6 +59,10 @@ class EASEModel(Recommender):
     diagonal_ : numpy.ndarray or None
         ``diag(P)``, which with ``B`` gives ``P`` back for a warm start (``None``: a version
         written before it was kept).
+    rows_ : scipy.sparse.csr_matrix or None
+        The input rows the weights were solved from
+        (:func:`~recsys.models.kernels.ease_input_rows`): a warm start finds from them which
+        rows changed since (``None``: a version written before they were kept).
     warm_note_ : str or None
         After a warm-started fit, whether the weights were corrected or solved in full, and
         why (``None`` after a cold fit).
@@ -83,12 +87,13 @@ class EASEModel(Recommender):
     #: What :meth:`warm_start` set for the next :meth:`fit`.
     _start: EaseStart | None = None
     diagonal_: NDArray[np.float64] | None = None
+    rows_: sp.csr_matrix | None = None
     warm_note_: str | None = None
 
-    def warm_start(self, previous: EASEModel, items: NDArray[np.intp], changed_users: int) -> Self:
-        """Make the next :meth:`fit` correct ``previous``'s solution for the customers whose
-        rows changed, instead of solving again (:func:`~recsys.models.kernels.ease_update`;
-        it solves in full when the correction fails its check).
+    def warm_start(self, previous: EASEModel, items: NDArray[np.intp]) -> Self:
+        """Make the next :meth:`fit` correct ``previous``'s solution for the rows that changed
+        since, instead of solving again (:func:`~recsys.models.kernels.ease_update`; it solves
+        in full when the correction fails its check or would not pay).
 
         Parameters
         ----------
@@ -97,8 +102,6 @@ class EASEModel(Recommender):
         items
             For each item of the data the next fit will see, its index in ``previous``
             (``-1``: new since then).
-        changed_users
-            How many customers have events since ``previous`` was fitted.
 
         Returns
         -------
@@ -107,15 +110,17 @@ class EASEModel(Recommender):
         Raises
         ------
         ModelError
-            ``previous`` has another ridge or input, or kept no ``diag(P)`` (a version from
-            before it was kept).
+            ``previous`` has another ridge or input, or kept no ``diag(P)`` or input rows (a
+            version from before they were kept).
         """
-        if previous.diagonal_ is None or getattr(previous, "weights_", None) is None:
-            raise ModelError("ease: the previous version kept no diag(P) to start from")
+        if getattr(previous, "weights_", None) is None:
+            raise ModelError("ease: the previous model is not fitted")
+        if previous.diagonal_ is None or previous.rows_ is None:
+            raise ModelError("ease: the previous version kept no diag(P) and rows to start from")
         if (previous.regularization, previous.binary) != (self.regularization, self.binary):
             raise ModelError("ease: the previous version has another regularization or input")
         self._start = EaseStart(
-            previous.weights_, previous.diagonal_, np.asarray(items, np.intp), changed_users
+            previous.weights_, previous.diagonal_, np.asarray(items, np.intp), previous.rows_
         )
         return self
 
@@ -154,6 +159,7 @@ class EASEModel(Recommender):
             binary=self.binary,
             start=start,
         )
+        self.rows_ = ease_input_rows(data.interactions, self.binary)
         return self
 
     def _prepare(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -179,7 +185,15 @@ class EASEModel(Recommender):
     def save(self, directory: Path) -> None:
         """Write params (JSON) and ``B`` (``.npz``)."""
         directory = self._write_params(directory, "weights_")
-        kept = {} if self.diagonal_ is None else {"diagonal": self.diagonal_}
+        kept: dict[str, NDArray[Any]] = {}
+        if self.diagonal_ is not None:
+            kept["diagonal"] = self.diagonal_
+        if self.rows_ is not None:
+            # the pattern when binary (its values are all 1)
+            kept["rows_indptr"], kept["rows_indices"] = self.rows_.indptr, self.rows_.indices
+            kept["rows_shape"] = np.asarray(self.rows_.shape, dtype=np.int64)
+            if not self.binary:
+                kept["rows_data"] = self.rows_.data
         save_arrays(directory / "weights.npz", weights=self.weights_, **kept)
 
     @classmethod
@@ -190,6 +204,12 @@ class EASEModel(Recommender):
         try:
             model.weights_ = arrays["weights"].astype(np.float32, copy=False)
             model.diagonal_ = arrays.get("diagonal")  # None: written before it was kept
+            if "rows_indptr" in arrays:
+                indices = arrays["rows_indices"]
+                data = arrays.get("rows_data", np.ones(len(indices), dtype=np.float32))
+                model.rows_ = sp.csr_matrix(
+                    (data, indices, arrays["rows_indptr"]), shape=tuple(arrays["rows_shape"])
+                )
         except KeyError as exc:
             raise ArtifactError(f"{directory}: not an EASE model: {exc}") from None
         return model

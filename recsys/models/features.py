@@ -36,6 +36,7 @@ from recsys.models.kernels import (
     als_fold_in,
     als_item_gram,
     cooccurrence_neighbours,
+    ease_input_rows,
     ease_solve_from,
 )
 
@@ -237,6 +238,9 @@ class GeneratorState:
     # diag(P) of the EASE solve, a warm start's way back to P (None: no EASE, or written
     # before it was kept)
     ease_diagonal: NDArray[np.float64] | None = None
+    # the rows the EASE solve read (its binary pattern), for a warm start to find which
+    # changed (None: no EASE, or written before they were kept)
+    ease_rows: sp.csr_matrix | None = None
 
     # -- building -------------------------------------------------------------------------------
 
@@ -335,11 +339,12 @@ class GeneratorState:
             if warm and warm_from is not None
             else None,
         )
-        ease = ease_diagonal = None
+        ease = ease_diagonal = ease_rows = None
         if 0 < n_items <= settings.max_ease_items:
             ease, ease_diagonal, note = ease_solve_from(
                 signal, regularization=settings.ease_lambda, binary=True, start=ease_from
             )
+            ease_rows = ease_input_rows(signal, binary=True)
             if note is not None and notes is not None:
                 notes.append(f"EASE generator {note}")
 
@@ -374,6 +379,7 @@ class GeneratorState:
             ease=ease,
             cooc=cooc,
             ease_diagonal=ease_diagonal,
+            ease_rows=ease_rows,
         )
 
     # -- stage 1 + features -----------------------------------------------------------------
@@ -777,7 +783,7 @@ class GeneratorState:
                     values[f.name] = int(a[f.name])
                 elif f.name == "as_of_day":
                     values[f.name] = float(a[f.name])
-                elif f.name == "ease_diagonal" and f.name not in a:
+                elif f.name in ("ease_diagonal", "ease_rows") and f.name not in a:
                     values[f.name] = None  # written before it was kept: no warm EASE
                 elif f.name == "decayed_share" and f.name not in a:
                     # written before the decayed repeat features: a model of that release

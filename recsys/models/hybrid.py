@@ -491,7 +491,6 @@ class HybridModel(Recommender):
         items: NDArray[np.intp],
         *,
         seed: int | None = 0,
-        changed_users: int | None = None,
     ) -> Self:
         """Start the next :meth:`fit` from ``previous`` (the current version's hybrid).
 
@@ -499,7 +498,9 @@ class HybridModel(Recommender):
         It rebuilds every generator on its data, so candidates and features see every new
         event. The generators' ALS starts from ``previous``'s factors, mapped through the
         two vocabularies, and runs ``als_warm_iterations`` sweeps (or
-        :data:`WARM_START_ALS_ITERATIONS` when that is 0).
+        :data:`WARM_START_ALS_ITERATIONS` when that is 0). Its EASE generator corrects
+        ``previous``'s solution for the rows that changed since
+        (:func:`~recsys.models.kernels.ease_update`).
 
         This is for a nightly run after a small change of the data. The ranker learned which
         candidate features predict a purchase; that changes slowly, while refitting it is
@@ -514,10 +515,6 @@ class HybridModel(Recommender):
             ``previous`` (``-1``: new since then; it starts as a cold ALS fit starts it).
         seed
             Seed of the new users' and items' initial factors.
-        changed_users
-            How many customers have events since ``previous`` was fitted: with it, the EASE
-            generator corrects ``previous``'s solution instead of solving again
-            (:func:`~recsys.models.kernels.ease_update`). ``None``: it solves again.
 
         Returns
         -------
@@ -547,11 +544,13 @@ class HybridModel(Recommender):
         rng = np.random.default_rng(seed)
         items = np.asarray(items, np.intp)
         ease, ease_note = None, None
-        if changed_users is not None and state.ease is not None:
-            if state.ease_diagonal is None:
-                ease_note = "EASE generator solved in full: the previous version kept no diag(P)"
+        if state.ease is not None:
+            if state.ease_diagonal is None or state.ease_rows is None:
+                ease_note = (
+                    "EASE generator solved in full: the previous version kept no diag(P) and rows"
+                )
             else:
-                ease = EaseStart(state.ease, state.ease_diagonal, items, changed_users)
+                ease = EaseStart(state.ease, state.ease_diagonal, items, state.ease_rows)
         self._warm = _WarmStart(
             previous=previous,
             user_factors=mapped_rows(state.user_factors, np.asarray(users, np.intp), rng),

@@ -360,9 +360,59 @@ def _weights_of_inverse(
 
 #: The largest relative residual ``‖(XᵀX + λI) · P · Z − Z‖ / ‖Z‖`` (``Z`` random probes) at
 #: which a warm :func:`ease_update` is kept; above it the problem is solved in full. About 100
-#: float32 roundings: on Online Retail a float32 solve leaves 6e-7 and the update 1.3e-6,
-#: while yesterday's ``P`` as it is leaves 2e-2.
+#: float32 roundings: on Online Retail a float32 solve leaves 6e-7, while yesterday's ``P`` as
+#: it is leaves 2e-2.
 EASE_UPDATE_MAX_RESIDUAL = 1e-5
+
+
+def ease_input_rows(matrix: sp.csr_matrix, binary: bool) -> sp.csr_matrix:
+    """What an EASE solve of ``matrix`` keeps of its input for the next :func:`ease_update`:
+    the rows as the solve reads them (``binary``: the pattern, float32 ones)."""
+    return sp.csr_matrix(_ease_input(matrix, binary), dtype=np.float32)
+
+
+def _row_digests(x: sp.csr_matrix) -> NDArray[np.uint64]:
+    """A 64-bit digest of each row's entries, whatever their order: the sum (mod 2⁶⁴) of a
+    random word per column, times the value's bits. Equal rows have equal digests; unequal
+    rows collide with probability about 2⁻⁶⁴, and a collision only leaves a change out of the
+    update, which its residual check then refuses."""
+    words = np.random.default_rng(0x5EED).integers(
+        1, np.iinfo(np.uint64).max, size=x.shape[1], dtype=np.uint64, endpoint=True
+    )
+    bits = np.asarray(x.data, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        terms = words[x.indices] * (bits | np.uint64(1 << 40))
+        sums = np.concatenate([np.zeros(1, np.uint64), np.cumsum(terms, dtype=np.uint64)])
+        return sums[x.indptr[1:]] - sums[x.indptr[:-1]]
+
+
+def _changed_rows(
+    old: sp.csr_matrix, new: sp.csr_matrix
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """The rows of ``new`` and of ``old`` (same columns) left over when the two are matched
+    as multisets of rows: what ``newᵀ new − oldᵀ old`` is made of. Empty rows are left out
+    (they add nothing)."""
+    d_old, d_new = _row_digests(old), _row_digests(new)
+    keep_old = np.flatnonzero(np.diff(old.indptr) > 0)
+    keep_new = np.flatnonzero(np.diff(new.indptr) > 0)
+    d_old, d_new = d_old[keep_old], d_new[keep_new]
+    digests = np.concatenate([d_old, d_new])
+    if not len(digests):
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    side = np.concatenate([np.zeros(len(d_old), np.int8), np.ones(len(d_new), np.int8)])
+    rows = np.concatenate([keep_old, keep_new])
+    order = np.lexsort((side, digests))
+    digests, side, rows = digests[order], side[order], rows[order]
+    # a run of equal digests holds a old rows, then b new ones: b − a new rows or a − b old
+    # ones are left over (equal rows: which ones does not matter)
+    first = np.flatnonzero(np.r_[True, digests[1:] != digests[:-1]])
+    lengths = np.diff(np.r_[first, len(digests)])
+    olds = np.add.reduceat((side == 0).astype(np.intp), first)
+    rank = np.arange(len(digests)) - np.repeat(first, lengths)  # place within the run
+    a, b = np.repeat(olds, lengths), np.repeat(lengths - olds, lengths)
+    unmatched_old = (side == 0) & (rank >= b)
+    unmatched_new = (side == 1) & (rank - a >= a)
+    return np.sort(rows[unmatched_new]), np.sort(rows[unmatched_old])
 
 
 def ease_update(
@@ -372,20 +422,21 @@ def ease_update(
     binary: bool,
     previous: tuple[NDArray[np.floating], NDArray[np.floating]],
     previous_items: NDArray[np.integer],
-    changed_users: int,
-    seed: int = 0,
-) -> tuple[NDArray[np.float32], NDArray[np.float64]] | str:
+    previous_rows: sp.csr_matrix,
+) -> tuple[NDArray[np.float32], NDArray[np.float64], tuple[int, int]] | str:
     """EASE on ``matrix`` from an earlier solution, by a low-rank correction; a sentence
     saying why not when the update cannot be trusted or would not pay (then solve in full).
 
-    When only ``k`` customers' rows changed since the earlier solution ``P₀``, the Gram matrix
-    changed by at most rank ``2k`` (each row's old outer product out, its new one in), so
-    ``E = I − P₀ · A`` (``A = XᵀX + λI``) has that rank too. A randomised range finder
-    (Halko, Martinsson and Tropp 2011) gives ``E = Q · W`` from products with ``P₀`` and the
-    sparse ``X``, and then ``A⁻¹ = (I − E)⁻¹ · P₀ = P₀ + Q (I − W Q)⁻¹ W P₀`` (Woodbury):
-    four ``items² × (2k + 16)`` products instead of an ``items³`` inverse. Nothing of the
-    earlier data is needed: whatever changed, the result is checked against ``A`` itself on
-    random probes (:data:`EASE_UPDATE_MAX_RESIDUAL`) and refused if it does not invert it.
+    The earlier solution ``P₀ = A₀⁻¹`` (``A₀ = X₀ᵀX₀ + λI``) was solved from the rows
+    ``previous_rows`` (``X₀``, :func:`ease_input_rows`). Matched as multisets, the rows of
+    ``X₀`` and of today's ``X`` differ in ``m`` rows: those added (a customer's row as it is
+    now, a new customer's) and those gone (the same customer's row as it was, an erased
+    customer's). They are ``U`` with signs ``S = ±1``, ``A = A₀ + UᵀSU``, and Woodbury gives
+    ``A⁻¹ = P₀ − (U P₀)ᵀ (S + U P₀ Uᵀ)⁻¹ (U P₀)``: one ``items² × m`` product and a sparse
+    one instead of an ``items³`` inverse. Which rows changed is found here, whatever the
+    reason (new events, returns, erasures, a time window sliding). The result is checked
+    against ``A`` itself on random probes (:data:`EASE_UPDATE_MAX_RESIDUAL`) and refused if it
+    does not invert it.
 
     Parameters
     ----------
@@ -398,33 +449,39 @@ def ease_update(
         then; a new item starts as an item nobody bought, ``P₀ = 1/λ``). An item of
         ``previous`` that is no longer a column makes the update refuse: dropping it is not a
         low-rank change.
-    changed_users
-        How many customers' rows may differ (those with events since then, new ones
-        included).
-    seed
-        The random sketch's seed.
+    previous_rows
+        The earlier solve's input rows, in its own item order (:func:`ease_input_rows`).
 
     Returns
     -------
     tuple or str
-        ``(B, diag(P))`` as :func:`ease_solution` returns them, or why there is none.
+        ``(B, diag(P))`` as :func:`ease_solution` returns them and how many rows came in and
+        went out (``U``'s rows of each sign), or why there is none.
     """
-    from scipy import linalg
     from scipy.linalg import blas
 
-    x = _ease_input(matrix, binary).astype(np.float32)
+    x = ease_input_rows(matrix, binary)
     b0, d0 = previous
     n = x.shape[1]
     mapping = np.asarray(previous_items, dtype=np.intp)
     known = np.flatnonzero(mapping >= 0)
     old = mapping[known]
-    rank = 2 * int(changed_users) + 16
     if len(mapping) != n or len(np.unique(old)) != b0.shape[0]:
         return "items were dropped since then"
     if regularization <= 0:
         return "no ridge"
-    if 3 * rank > n:  # the products would cost about what the inverse costs
-        return f"{changed_users} changed customers are too many for {n} items"
+    if previous_rows.shape[1] != b0.shape[0]:
+        return "the earlier input rows do not match its weights"
+    # yesterday's rows in today's columns
+    column = np.empty(b0.shape[0], dtype=np.intp)
+    column[old] = known
+    rows0 = sp.csr_matrix(previous_rows, dtype=np.float32, copy=True)
+    rows0.indices = column[rows0.indices].astype(rows0.indices.dtype)
+    rows0 = sp.csr_matrix(rows0, shape=(rows0.shape[0], n))
+    added, gone = _changed_rows(rows0, x)
+    m = len(added) + len(gone)
+    if 2 * m > n:  # the products would cost about what the inverse costs
+        return f"{m} changed rows are too many for {n} items"
     # P0 in this run's item order, float32 (the weights are stored in float32)
     scale = (-np.asarray(d0, dtype=np.float64)).astype(np.float32)
     in_order = bool((old == np.arange(len(old))).all())  # ids sorted: new ones slot in between
@@ -437,33 +494,29 @@ def ease_update(
     p[known, known] = np.asarray(d0, dtype=np.float32)[old]
     fresh = np.flatnonzero(mapping < 0)
     p[fresh, fresh] = np.float32(1.0 / regularization)
+    if m:
+        u = sp.vstack([x[added], rows0[gone]], format="csr", dtype=np.float32)
+        signs = np.r_[np.ones(len(added)), -np.ones(len(gone))]
+        # P0 is symmetric up to rounding: U P0 = (P0 Uᵀ)ᵀ, rows of P0 summed per row of U
+        y = np.asarray(u @ p, dtype=np.float32)
+        core = np.diag(signs) + np.asarray(u @ y.T, dtype=np.float64)
+        try:
+            z = np.linalg.solve(core, y.astype(np.float64)).astype(np.float32)
+        except np.linalg.LinAlgError:
+            return "its core matrix is singular"
+        # P0 − yᵀ z, in place on the Fortran view (a second items² array would be 61 MB at
+        # 4k items)
+        p = blas.sgemm(-1.0, z, y, trans_a=True, trans_b=False, beta=1.0, c=p.T, overwrite_c=True).T
     xt = sp.csr_matrix(x.T)
     lam = np.float32(regularization)
-
-    def gram(v: NDArray[np.float32]) -> NDArray[np.float32]:
-        return np.asarray(xt @ (x @ v), dtype=np.float32) + lam * v
-
-    rng = np.random.default_rng(seed)
-    omega = rng.standard_normal((n, rank), dtype=np.float32)
-    # an orthonormal basis of E's range (LAPACK's QR is 4x faster on Fortran order)
-    sketch = np.asfortranarray(omega - p @ gram(omega))
-    q = linalg.qr(sketch, mode="economic", overwrite_a=True, check_finite=False)[0]
-    v = p @ q  # P0 Q
-    av = gram(v)  # A P0 Q, so W = Qᵀ E = Qᵀ − (A P0 Q)ᵀ
-    # W P0 = (P0 Q)ᵀ − (A P0 Q)ᵀ P0; p.T is p's Fortran-order view, so BLAS copies nothing
-    w_p0 = v.T - blas.sgemm(1.0, av, p.T, trans_a=True, trans_b=True)
-    # (I − W Q)⁻¹ W P0, rank × items, with I − W Q = (A P0 Q)ᵀ Q as Qᵀ Q = I
-    correction = np.linalg.solve(av.T @ q, w_p0)
-    # P0 + Q · correction, added in place on the Fortran view (a second items² array would
-    # be 61 MB at 4k items)
-    p = blas.sgemm(
-        1.0, correction, q, trans_a=True, trans_b=True, beta=1.0, c=p.T, overwrite_c=True
-    ).T
-    probes = rng.standard_normal((n, 8), dtype=np.float32)
-    residual = np.linalg.norm(gram(p @ probes) - probes) / np.linalg.norm(probes)
+    probes = np.random.default_rng(0).standard_normal((n, 8), dtype=np.float32)
+    applied = p @ probes
+    residual = np.linalg.norm(
+        np.asarray(xt @ (x @ applied), dtype=np.float32) + lam * applied - probes
+    ) / np.linalg.norm(probes)
     if not residual <= EASE_UPDATE_MAX_RESIDUAL:
         return f"its residual {residual:.1e} is above {EASE_UPDATE_MAX_RESIDUAL:.0e}"
-    return _weights_of_inverse(p)
+    return (*_weights_of_inverse(p), (len(added), len(gone)))
 
 
 @dataclass(frozen=True)
@@ -476,14 +529,14 @@ class EaseStart:
         Its ``B`` and ``diag(P)`` (:func:`ease_solution`).
     items
         For each item of the next problem, its index in ``weights`` (``-1``: new).
-    changed_users
-        How many customers have events since then.
+    rows
+        The rows it was solved from (:func:`ease_input_rows`).
     """
 
     weights: NDArray[np.float32]
     diagonal: NDArray[np.float64]
     items: NDArray[np.intp]
-    changed_users: int
+    rows: sp.csr_matrix
 
 
 def ease_solve_from(
@@ -499,11 +552,12 @@ def ease_solve_from(
             binary=binary,
             previous=(start.weights, start.diagonal),
             previous_items=start.items,
-            changed_users=start.changed_users,
+            previous_rows=start.rows,
         )
         if not isinstance(updated, str):
-            k = start.changed_users
-            return (*updated, f"corrected for {k} customers with new events by a low-rank update")
+            b, diagonal, (came, went) = updated
+            return b, diagonal, f"corrected by a low-rank update ({came} rows in, {went} out)"
+
         b, diagonal = ease_solution(matrix, regularization=regularization, binary=binary)
         return b, diagonal, f"solved in full, not updated: {updated}"
     return (*ease_solution(matrix, regularization=regularization, binary=binary), None)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys.data.interactions import TrainingData
 from recsys.data.vocab import Vocabulary
@@ -97,7 +100,7 @@ def _tomorrow(
 def test_a_warm_update_equals_solving_again(
     rng: np.random.Generator, changed: int, new_users: int, new_items: int
 ) -> None:
-    from recsys.models.kernels import ease_solution, ease_update
+    from recsys.models.kernels import ease_input_rows, ease_solution, ease_update
 
     before = _shop(rng, 400, 150)
     after, old_of = _tomorrow(rng, before, changed, new_users, new_items)
@@ -109,10 +112,14 @@ def test_a_warm_update_equals_solving_again(
         binary=True,
         previous=yesterday,
         previous_items=old_of,
-        changed_users=changed + new_users,
+        previous_rows=ease_input_rows(before, binary=True),
     )
     assert not isinstance(updated, str), updated
-    b, diagonal = updated
+    b, diagonal, (came, went) = updated
+    # a changed customer's row comes in as it is and goes out as it was, a new one comes in;
+    # up to 3 customers bought the new items too
+    assert came - went == new_users
+    assert changed <= went <= changed + (3 if new_items else 0)
     assert b.dtype == np.float32 and b.shape == full[0].shape
     scale = np.abs(full[0]).max()
     assert np.abs(b - full[0]).max() <= 1e-4 * scale
@@ -123,31 +130,87 @@ def test_a_warm_update_equals_solving_again(
         assert np.abs(yesterday[0] - full[0][np.ix_(old_of >= 0, old_of >= 0)]).max() > 1e-3 * scale
 
 
-def test_a_warm_update_that_misses_changes_is_refused_and_solved_in_full(
+def _row_multiset(x: sp.csr_matrix, rows: np.ndarray) -> Counter[tuple[int, ...]]:
+    return Counter(tuple(x[int(r)].indices.tolist()) for r in rows)
+
+
+def test_a_warm_update_finds_the_changed_rows_whatever_the_order_or_the_reason(
     rng: np.random.Generator,
 ) -> None:
-    """Told of too few changed customers, the correction cannot span the change: its check
-    on the new matrix refuses it, and the solve from scratch answers."""
-    from recsys.models.kernels import EaseStart, ease_solution, ease_solve_from, ease_update
+    """Rows are matched as multisets: customers in another order, an erased customer, equal
+    rows (one more of them today), empty rows and a changed row leave over exactly the rows
+    of one multiset that the other lacks, and the Gram matrices differ by those rows."""
+    from recsys.models.kernels import _changed_rows, ease_input_rows, ease_solution, ease_update
+
+    before = _shop(rng, 300, 90)
+    dense = before.toarray()
+    dense[[10, 11]] = dense[12]  # three equal rows yesterday
+    today = dense[rng.permutation(len(dense))]  # the rows in another order
+    today = np.vstack([today, dense[12], np.zeros((2, 90))])  # a fourth equal row, empty rows
+    today = np.delete(today, np.flatnonzero((today == dense[40]).all(axis=1))[0], axis=0)
+    changed = np.flatnonzero((today == dense[7]).all(axis=1))[0]
+    today[changed, [0, 1]] = 1.0 - today[changed, [0, 1]]  # bought one item, returned another
+    x0 = ease_input_rows(sp.csr_matrix(dense.astype(np.float32)), binary=True)
+    x = ease_input_rows(sp.csr_matrix(today.astype(np.float32)), binary=True)
+    added, gone = _changed_rows(x0, x)
+    everything_old = _row_multiset(x0, np.arange(x0.shape[0]))
+    everything_new = _row_multiset(x, np.arange(x.shape[0]))
+    empty: tuple[int, ...] = ()
+    assert _row_multiset(x, added) == everything_new - everything_old - Counter({empty: 2})
+    assert _row_multiset(x0, gone) == everything_old - everything_new
+    assert 3 <= len(added) + len(gone) <= 4  # row 40 and row 7 as it was; 7 now and a 12
+    gram = (x.T @ x).toarray() - (x0.T @ x0).toarray()
+    u_plus, u_minus = x[added].toarray(), x0[gone].toarray()
+    np.testing.assert_allclose(gram, u_plus.T @ u_plus - u_minus.T @ u_minus)
+    updated = ease_update(
+        sp.csr_matrix(today),
+        regularization=20.0,
+        binary=True,
+        previous=ease_solution(sp.csr_matrix(dense), regularization=20.0, binary=True),
+        previous_items=np.arange(90),
+        previous_rows=x0,
+    )
+    assert not isinstance(updated, str), updated
+    full = ease_solution(sp.csr_matrix(today), regularization=20.0, binary=True)
+    assert np.abs(updated[0] - full[0]).max() <= 1e-4 * np.abs(full[0]).max()
+
+
+def test_a_warm_update_from_the_wrong_rows_is_refused_and_solved_in_full(
+    rng: np.random.Generator,
+) -> None:
+    """Given rows that are not those yesterday's solution was solved from, the correction
+    does not invert today's matrix: its check refuses it, and the solve from scratch
+    answers."""
+    from recsys.models.kernels import (
+        EaseStart,
+        ease_input_rows,
+        ease_solution,
+        ease_solve_from,
+        ease_update,
+    )
 
     before = _shop(rng, 400, 150)
-    after, old_of = _tomorrow(rng, before, 40, 0, 0)
+    after, old_of = _tomorrow(rng, before, 10, 0, 0)
     yesterday = ease_solution(before, regularization=20.0, binary=True)
     kwargs = dict(regularization=20.0, binary=True, previous=yesterday, previous_items=old_of)
-    assert "residual" in str(ease_update(after, changed_users=0, **kwargs))  # type: ignore[arg-type]
-    start = EaseStart(*yesterday, old_of, changed_users=0)
-    b, diagonal, note = ease_solve_from(after, regularization=20.0, binary=True, start=start)
+    # yesterday's rows with 5 customers' rows other than they were
+    wrong = ease_input_rows(_tomorrow(rng, before, 5, 0, 0)[0], binary=True)
+    assert "residual" in str(ease_update(after, previous_rows=wrong, **kwargs))  # type: ignore[arg-type]
+    start = EaseStart(*yesterday, old_of, rows=wrong)
+    b, _, note = ease_solve_from(after, regularization=20.0, binary=True, start=start)
     assert note is not None and note.startswith("solved in full, not updated: its residual")
     full = ease_solution(after, regularization=20.0, binary=True)
     np.testing.assert_array_equal(b, full[0])
-    np.testing.assert_array_equal(diagonal, full[1])
-    # an item of yesterday's that is gone, or too many changes for the catalogue
+    # an item dropped since is not a low-rank change; nor are more changed rows than half
+    # the items
+    rows = ease_input_rows(before, binary=True)
     gone = old_of.copy()
-    gone[gone == 7] = -1
-    assert ease_update(after, changed_users=3, **{**kwargs, "previous_items": gone}) == (  # type: ignore[arg-type]
+    gone[gone == 3] = -1
+    assert ease_update(after, previous_rows=rows, **{**kwargs, "previous_items": gone}) == (  # type: ignore[arg-type]
         "items were dropped since then"
     )
-    assert "too many" in str(ease_update(after, changed_users=30, **kwargs))  # type: ignore[arg-type]
+    many, _ = _tomorrow(rng, before, 100, 0, 0)
+    assert "too many" in str(ease_update(many, previous_rows=rows, **kwargs))  # type: ignore[arg-type]
 
 
 def test_an_ease_model_warm_starts_from_a_saved_version(
@@ -165,16 +228,54 @@ def test_an_ease_model_warm_starts_from_a_saved_version(
     EASEModel(regularization=20.0).fit(data(before)).save(tmp_path / "ease")
     previous = EASEModel.load(tmp_path / "ease")
     assert previous.diagonal_ is not None
-    warm = EASEModel(regularization=20.0).warm_start(previous, old_of, changed_users=5)
+    assert previous.rows_ is not None
+    np.testing.assert_array_equal(previous.rows_.toarray(), (before.toarray() > 0))
+    warm = EASEModel(regularization=20.0).warm_start(previous, old_of)
     warm.fit(data(after))
-    assert warm.warm_note_ == "corrected for 5 customers with new events by a low-rank update"
+    # the rows that changed: 4 customers' and those who bought the new item, and the newcomer
+    went = int((after[: before.shape[0]][:, old_of >= 0] != before).sum(axis=1).astype(bool).sum())
+    went += int(after[: before.shape[0]][:, old_of < 0].getnnz(axis=1).astype(bool).sum())
+    assert warm.warm_note_ == f"corrected by a low-rank update ({went + 1} rows in, {went} out)"
     cold = EASEModel(regularization=20.0).fit(data(after))
     assert np.abs(warm.weights_ - cold.weights_).max() <= 1e-4 * np.abs(cold.weights_).max()
-    # a version written before diag(P) was kept cannot start a warm fit
+    # a version written before diag(P) or its rows were kept cannot start a warm fit
     previous.diagonal_ = None
     with pytest.raises(ModelError, match="diag"):
-        EASEModel(regularization=20.0).warm_start(previous, old_of, changed_users=5)
+        EASEModel(regularization=20.0).warm_start(previous, old_of)
+    older = EASEModel.load(tmp_path / "ease")
+    older.rows_ = None
+    with pytest.raises(ModelError, match="rows"):
+        EASEModel(regularization=20.0).warm_start(older, old_of)
     with pytest.raises(ModelError, match="regularization"):
-        EASEModel(regularization=5.0).warm_start(
-            EASEModel.load(tmp_path / "ease"), old_of, changed_users=5
-        )
+        EASEModel(regularization=5.0).warm_start(EASEModel.load(tmp_path / "ease"), old_of)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    old=st.lists(st.frozensets(st.integers(0, 5), max_size=4), max_size=12),
+    new=st.lists(st.frozensets(st.integers(0, 5), max_size=4), max_size=12),
+)
+def test_the_changed_rows_are_the_multiset_difference(
+    old: list[frozenset[int]], new: list[frozenset[int]]
+) -> None:
+    """Whatever two sets of rows (repeats, empty rows, any order): the rows left over are
+    each side's rows less the other's, as multisets, so the Gram matrices differ by them."""
+    from recsys.models.kernels import _changed_rows
+
+    def matrix(rows: list[frozenset[int]]) -> sp.csr_matrix:
+        dense = np.zeros((len(rows), 6), dtype=np.float32)
+        for r, items in enumerate(rows):
+            dense[r, sorted(items)] = 1.0
+        return sp.csr_matrix(dense)
+
+    x0, x = matrix(old), matrix(new)
+    added, gone = _changed_rows(x0, x)
+    empty: frozenset[int] = frozenset()
+    assert Counter(new[r] for r in added) == Counter(new) - Counter(old) - Counter(
+        {empty: len(new)}
+    )
+    assert Counter(old[r] for r in gone) == Counter(old) - Counter(new) - Counter({empty: len(old)})
+    u_plus, u_minus = x[added].toarray(), x0[gone].toarray()
+    np.testing.assert_array_equal(
+        (x.T @ x).toarray() - (x0.T @ x0).toarray(), u_plus.T @ u_plus - u_minus.T @ u_minus
+    )

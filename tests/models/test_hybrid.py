@@ -716,24 +716,29 @@ def test_joined_is_the_one_part_itself_or_a_concatenation() -> None:
     assert _joined([a]) is a
 
 
-def test_a_warm_start_from_a_version_without_diag_p_solves_ease_and_says_so(
-    shop: TrainingData, model: HybridModel
+@pytest.mark.parametrize("missing", ["ease_diagonal", "ease_rows"])
+def test_a_warm_start_from_a_version_without_diag_p_or_rows_solves_ease_and_says_so(
+    shop: TrainingData, model: HybridModel, missing: str
 ) -> None:
-    """A version written before diag(P) was kept cannot start the EASE generator's update:
-    the warm fit solves it in full and its note (the manifest's) says why."""
+    """A version written before diag(P) and the EASE rows were kept cannot start the EASE
+    generator's update: the warm fit solves it in full and its note (the manifest's) says
+    why."""
     import copy
     import dataclasses
 
     same = np.arange(shop.n_users), np.arange(shop.n_items)
     old = copy.copy(model)
     assert model.state_.ease is not None and model.state_.ease_diagonal is not None
-    old.state_ = dataclasses.replace(model.state_, ease_diagonal=None)
-    warm = HybridModel(factors=16, max_iter=100).warm_start(old, *same, changed_users=1)
+    assert model.state_.ease_rows is not None
+    old.state_ = dataclasses.replace(model.state_, **{missing: None})
+    warm = HybridModel(factors=16, max_iter=100).warm_start(old, *same)
     warm.fit(shop)
-    assert warm.warm_note_ == "EASE generator solved in full: the previous version kept no diag(P)"
+    assert warm.warm_note_ == (
+        "EASE generator solved in full: the previous version kept no diag(P) and rows"
+    )
     assert warm.state_.ease is not None and warm.state_.ease_diagonal is not None
     # and from the version as written now, the same data: corrected, to float32 rounding
-    again = HybridModel(factors=16, max_iter=100).warm_start(model, *same, changed_users=1)
+    again = HybridModel(factors=16, max_iter=100).warm_start(model, *same)
     again.fit(shop)
     assert again.warm_note_ is not None and again.warm_note_.startswith("EASE generator corrected")
     scale = np.abs(warm.state_.ease).max()

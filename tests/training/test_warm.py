@@ -161,7 +161,7 @@ def test_a_warm_run_corrects_ease_for_the_customers_with_new_events(
     import re
 
     # an item nobody had bought may sell on the second day: "(0 new items)" or "(1 new items)"
-    corrected = "corrected for 3 customers with new events by a low-rank update"
+    corrected = r"corrected by a low-rank update \(3 rows in, 3 out\)"
     assert re.fullmatch(rf"weights from {first} \(\d new items\); {corrected}", models["ease"])
     assert re.fullmatch(
         rf"ranker and ALS factors from {first} \(0 new users, \d new items\); EASE generator "
@@ -217,10 +217,11 @@ def test_warm_start_run_starts_from_the_current_version(
     assert warm["models"]["als"].startswith(f"factors from {first} (1 new users")
     assert warm["models"]["bought_together"].startswith(f"counts from {first} plus ")
     assert warm["models"]["popular"].startswith("cold:")
-    # 41 customers with new events are too many to correct the EASE of 30 items: solved
+    # 41 customers with new events (81 rows in or out) are too many to correct the EASE of
+    # 30 items: solved
     assert warm["models"]["hybrid"] == (
         f"ranker and ALS factors from {first} (1 new users, 0 new items); EASE generator "
-        "solved in full, not updated: 41 changed customers are too many for 30 items"
+        "solved in full, not updated: 81 changed rows are too many for 30 items"
     )
     # the hybrid's ranker is the first version's: the same trees, learned on the same pairs
     before, after = (
