@@ -9,7 +9,9 @@ machine, runs alternating; ``OPENBLAS_NUM_THREADS=1`` for both.
 
 Per request type: during every wrk run one more connection sends the types in turn (one
 request at a time) and times each, so the table also gives each type's p50/p99 under that load
-(wrk itself reports only the whole mix).
+(wrk itself reports only the whole mix). With that connection, "1 connection" is two; so with
+one worker the mix also runs from that client alone ("w1 c1 alone": the types drawn with the
+mix's shares, each timed), which is what issue 16's "live-path p99 at 1 connection" asks for.
 
 ``python -m benchmarks.bench_mixed [--smoke] [--items 1e5] [--users N] [--model als|hybrid|packaged]
 [--ranker-customers N] [--home DIR] [--duration 5] [--runs 3]``: ``--home`` keeps the trained
@@ -93,15 +95,23 @@ end
 
 
 TYPES = ("known", "live", "unknown", "offers", "event")
+#: issue 16's mix, in TYPES order (the Lua script's shares)
+MIX = (65, 20, 5, 5, 5)
 
 
 class TypeSampler:
-    """Times each request type, one request at a time over one connection, while wrk loads the
-    server (the latency a request of that type sees under the mix)."""
+    """Times each request type, one request at a time over one connection: the types in
+    turn while wrk loads the server (the latency a request of that type sees under the mix),
+    or, with ``mix``, drawn with the mix's shares as the only connection (issue 16's "at 1
+    connection": wrk's connection and this one would be two)."""
 
-    def __init__(self, port: int, known: list[str], live: list[str], items: list[str]) -> None:
-        self.port, self.known, self.live, self.items = port, known, live, items
+    def __init__(
+        self, port: int, known: list[str], live: list[str], items: list[str], mix: bool = False
+    ) -> None:
+        self.port, self.known, self.live, self.items, self.mix = port, known, live, items, mix
         self.times: dict[str, list[float]] = {t: [] for t in TYPES}
+        self.failed = 0
+        self.elapsed = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -116,10 +126,11 @@ class TypeSampler:
     def _run(self) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per sampled request
         rng = random.Random(self.port)
+        began = time.perf_counter()
         with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30.0) as c:
             n = 0
             while not self._stop.is_set():
-                kind = TYPES[n % len(TYPES)]
+                kind = rng.choices(TYPES, weights=MIX)[0] if self.mix else TYPES[n % len(TYPES)]
                 n += 1
                 started = time.perf_counter()
                 if kind == "event":
@@ -144,10 +155,20 @@ class TypeSampler:
                 elapsed = (time.perf_counter() - started) * 1000
                 if r.status_code < 300:
                     self.times[kind].append(elapsed)
+                else:
+                    self.failed += 1
+        self.elapsed = time.perf_counter() - began
 
     def summary(self) -> dict[str, float]:
-        """p50 and p99 in ms per type (``<type>_p50``, ``<type>_p99``)."""
+        """p50 and p99 in ms per type (``<type>_p50``, ``<type>_p99``); with ``mix``, also
+        the whole mix's (``rps``, ``p50_ms``, ``p99_ms``, ``non_2xx``) as wrk reports it."""
         out: dict[str, float] = {}
+        every = [t for values in self.times.values() for t in values]
+        if self.mix and every:
+            out["rps"] = (len(every) + self.failed) / max(self.elapsed, 1e-9)
+            out["p50_ms"] = nearest_rank(every, 0.5)
+            out["p99_ms"] = nearest_rank(every, 0.99)
+            out["non_2xx"] = float(self.failed)
         for kind, values in self.times.items():
             if values:
                 out[f"{kind}_p50"] = nearest_rank(values, 0.5)
@@ -272,6 +293,12 @@ def _bench(args: Any, tmp: Path, n_items: int, runs: int, seconds: float) -> int
                             run = wrk_run(port, script, c, seconds)
                         run.update(sampler.summary())
                         results.setdefault(f"{name} w{workers} c{c}", []).append(run)
+            if workers == 1:  # the mix from one connection alone, timed per type
+                for _ in range(runs):
+                    for name, port in (("real", rp), ("reference", fp)):
+                        with TypeSampler(port, known, live, items, mix=True) as sampler:
+                            time.sleep(seconds)
+                        results.setdefault(f"{name} w1 c1 alone", []).append(sampler.summary())
         finally:
             stop(real)
             if ref is not None:
@@ -292,7 +319,7 @@ def _bench(args: Any, tmp: Path, n_items: int, runs: int, seconds: float) -> int
         "|---|---|---|---|---|---|---|",
     ]
     ratios = []
-    for setting in ("w1 c1", "w1 c16", "w2 c16"):
+    for setting in ("w1 c1", "w1 c1 alone", "w1 c16", "w2 c16"):
         r, f = med.get(f"real {setting}"), med.get(f"reference {setting}")
         if r and f:
             ratios.append(
@@ -317,7 +344,8 @@ def _bench(args: Any, tmp: Path, n_items: int, runs: int, seconds: float) -> int
     text = (
         "\n".join([*header, *rows])
         + "\n\nPer request type (one extra connection timing each type in turn under the load;"
-        + " medians over the runs):\n\n"
+        + ' "c1 alone": the mix from one Python client, the only connection; medians over the'
+        + " runs):\n\n"
         + "\n".join(per_type)
         + "\n\nRatios real/reference: "
         + "; ".join(ratios)
