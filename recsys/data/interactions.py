@@ -504,6 +504,12 @@ def _is(type_ids: list[str], type_code: NDArray[np.intp], name: str) -> NDArray[
 # -- helpers --------------------------------------------------------------------------------
 
 
+#: Below this many values :func:`_factorize` numbers them with Python dicts: Arrow's fixed
+#: cost (about 50 µs a call, two calls per live request's history) is more than the dicts
+#: take for up to about a thousand values.
+FACTORIZE_ARROW_MIN = 1024
+
+
 def _factorize(values: NDArray[np.object_]) -> tuple[list[str], NDArray[np.intp]]:
     """Sorted distinct values and each value's index among them; ``None`` gets ``-1``.
 
@@ -514,6 +520,8 @@ def _factorize(values: NDArray[np.object_]) -> tuple[list[str], NDArray[np.intp]
     sort as the strings' code points do, as Python orders ``str``. Values Arrow does not
     take as strings (not ``str``, or lone surrogates) go through :func:`_factorize_objects`.
     """
+    if len(values) < FACTORIZE_ARROW_MIN:
+        return _factorize_objects(values)
     import pyarrow as pa
     import pyarrow.compute as pc
 

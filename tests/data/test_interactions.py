@@ -399,3 +399,21 @@ def test_factorize_takes_values_arrow_cannot_encode() -> None:
     assert distinct == ["a", "b", "\ud800"] and codes.tolist() == [1, 2, -1, 0, 2]
     distinct, codes = _factorize(np.array([3, None, 1, 3], dtype=object))
     assert distinct == [1, 3] and codes.tolist() == [1, -1, 0, 1]
+
+
+@settings(max_examples=80, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.text(max_size=4)), max_size=40))
+def test_arrow_and_dicts_number_ids_alike(values: list[str | None]) -> None:
+    """Small inputs are numbered with dicts, large ones with Arrow: both give the distinct
+    values in string order and the same codes (None: -1), lone surrogates included."""
+    from recsys.data import interactions
+
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    by_dicts = interactions._factorize_objects(column)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(interactions, "FACTORIZE_ARROW_MIN", 0)
+        by_arrow = interactions._factorize(column)
+    assert by_arrow[0] == by_dicts[0] == sorted({v for v in values if v is not None})
+    np.testing.assert_array_equal(by_arrow[1], by_dicts[1])
+    assert interactions._factorize(column)[0] == by_dicts[0]  # below the threshold: dicts
