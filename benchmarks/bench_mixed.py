@@ -21,7 +21,9 @@ as many as items) with 20 events each; ``--ranker-customers`` bounds the custome
 ranker learns from (its ``max_ranker_customers``; 0 = all), which bounds its fit at large
 catalogues. ``--model packaged`` trains ``training/configs/default.toml`` as shipped (every
 model in it, the hybrid serving; evaluation off), what ``bench_memory --trained`` should
-measure: a reduced config leaves out models whose memory a shop pays.
+measure: a reduced config leaves out models whose memory a shop pays. The runs post events,
+and each event since the version makes a live customer's list dearer, so the store is put back
+as it was at the end: runs on a kept ``--home`` start alike.
 """
 
 from __future__ import annotations
@@ -257,6 +259,43 @@ def _bench(args: Any, tmp: Path, n_items: int, runs: int, seconds: float) -> int
     home = args.home.resolve() if args.home is not None else tmp / "home"
     n_users = n_items if args.users is None or args.smoke else int(args.users)
     folder, users = _trained(home, n_items, n_users, args.model, args.ranker_customers)
+    # every run posts events, and a live customer's list costs more with each event since the
+    # version: the store is put back as it was at the end, so the next run starts alike
+    saved = _snapshot_store(home, tmp / "store")
+    try:
+        return _bench_on(args, tmp, home, folder, users, n_items, runs, seconds)
+    finally:
+        _restore_store(home, saved)
+
+
+def _snapshot_store(home: Path, to: Path) -> list[Path]:
+    """Copy the SQLite store's files (``recsys.db`` and its WAL) into ``to``."""
+    to.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for path in home.glob("recsys.db*"):
+        shutil.copy2(path, to / path.name)
+        kept.append(to / path.name)
+    return kept
+
+
+def _restore_store(home: Path, saved: list[Path]) -> None:
+    """Put the files :func:`_snapshot_store` copied back (no server has the store open)."""
+    for path in home.glob("recsys.db*"):
+        path.unlink()
+    for path in saved:
+        shutil.copy2(path, home / path.name)
+
+
+def _bench_on(
+    args: Any,
+    tmp: Path,
+    home: Path,
+    folder: Path,
+    users: list[str],
+    n_items: int,
+    runs: int,
+    seconds: float,
+) -> int:
     items = json.loads((folder / "items.json").read_text(encoding="utf-8"))
     live = users[-LIVE_USERS:]
     known = users[:-LIVE_USERS]
