@@ -56,8 +56,10 @@ class ALSModel(FactorRecommender):
         Threads implicit's solver uses while fitting; ``0`` (the default) means every core
         OpenMP is allowed (the training pipeline's ``threads``). The factors do not depend
         on it: the conjugate-gradient solver computes each user's (each item's) row on its
-        own from a Gram matrix computed once per sweep. One thread made the model's two fits
-        of a Ta-Feng run 6.3 s each on 2 cores (benchmarks/RESULTS.md, thirteenth session).
+        own from a Gram matrix computed once per sweep. One thread was the default until the
+        thirteenth session; with every core (and that session's fewer ranker pairs) a Ta-Feng
+        run's fit stage took 22.9-25.6 s against 28.4-28.6 s on 2 cores (benchmarks/RESULTS.md,
+        "Thirteenth and fourteenth sessions").
     warm_iterations
         ALS sweeps of a fit that starts from a previous version's factors
         (:meth:`~recsys.models.factors.FactorRecommender.warm_start`): they start near the

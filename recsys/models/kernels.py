@@ -476,8 +476,10 @@ def ease_update(
     column = np.empty(b0.shape[0], dtype=np.intp)
     column[old] = known
     rows0 = sp.csr_matrix(previous_rows, dtype=np.float32, copy=True)
-    rows0.indices = column[rows0.indices].astype(rows0.indices.dtype)
-    rows0 = sp.csr_matrix(rows0, shape=(rows0.shape[0], n))
+    rows0 = sp.csr_matrix(
+        (rows0.data, column[rows0.indices], rows0.indptr), shape=(rows0.shape[0], n)
+    )
+    rows0.sort_indices()  # ids not in order: a column may have moved before another
     added, gone = _changed_rows(rows0, x)
     m = len(added) + len(gone)
     if 2 * m > n:  # the products would cost about what the inverse costs

@@ -279,3 +279,26 @@ def test_the_changed_rows_are_the_multiset_difference(
     np.testing.assert_array_equal(
         (x.T @ x).toarray() - (x0.T @ x0).toarray(), u_plus.T @ u_plus - u_minus.T @ u_minus
     )
+
+
+def test_a_warm_update_follows_items_that_moved(rng: np.random.Generator) -> None:
+    """Today's columns in another order than yesterday's (ids that do not sort as before):
+    yesterday's weights and rows are carried to today's columns before the correction."""
+    from recsys.models.kernels import ease_input_rows, ease_solution, ease_update
+
+    before = _shop(rng, 300, 80)
+    after, _ = _tomorrow(rng, before, 6, 2, 0)
+    moved = rng.permutation(80)  # today's column j is yesterday's column moved[j]
+    today = sp.csr_matrix(after[:, moved])
+    updated = ease_update(
+        today,
+        regularization=20.0,
+        binary=True,
+        previous=ease_solution(before, regularization=20.0, binary=True),
+        previous_items=moved,
+        previous_rows=ease_input_rows(before, binary=True),
+    )
+    assert not isinstance(updated, str), updated
+    full = ease_solution(today, regularization=20.0, binary=True)
+    assert np.abs(updated[0] - full[0]).max() <= 1e-4 * np.abs(full[0]).max()
+    assert updated[2] == (8, 6)
