@@ -618,8 +618,9 @@ class HybridModel(Recommender):
             )
         assert state is not None
         n_customers = max(wp.customers for wp in windows)
-        # one window (the default) is taken as it is: its features are 3.4 M × 24 float32 on
-        # Ta-Feng, and a copy of them cost a third of a gigabyte and its time
+        # one window (the default) is taken as it is: its features are 2.0 M × 24 float32 on
+        # Ta-Feng (3.4 M before af8e9fb), and a copy of them cost a fifth of a gigabyte and
+        # its time
         pair_user = _joined([wp.user for wp in windows])
         group = _joined([wp.group for wp in windows])
         x = _joined([wp.x for wp in windows])
