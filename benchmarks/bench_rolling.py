@@ -31,6 +31,12 @@ Usage::
 
 ``--sample-customers F`` keeps a deterministic share ``F`` of the customers (those whose
 sha256 of the id falls below ``F``), all their events, for data too large for the machine.
+
+``--seeds N`` fits the default model with N seeds (its ``seed`` parameter: the configured one,
+then 1, 2, ...) in the same run, the baselines once. The hybrid's seed alone moved Ta-Feng's
+means by 7-24 % (benchmarks/RESULTS.md, thirteenth session), more than most settings it would
+compare: a table then gives each seed's means and their spread, and the targets are checked on
+the mean over the seeds.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -100,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override one parameter of the default model (VALUE is JSON, e.g. "
         "als_regularization=0.01); repeatable. Compares a setting without editing the config",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="fit the default model with this many seeds (its `seed` parameter) and check the "
+        "targets on their mean",
     )
     parser.add_argument("--target-all", type=float, default=1.05, help="all-items target ratio")
     parser.add_argument("--target-new", type=float, default=1.10, help="new-items target ratio")
@@ -158,6 +173,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--default-param {item!r}: expected KEY=VALUE")
         overrides[key] = json.loads(value)
     models: dict[str, Any] = {"default": configured(default, overrides)}
+    defaults = ["default"]
+    if args.seeds > 1:
+        first = models["default"]()
+        if "seed" not in first.get_params():
+            parser.error(f"--seeds: the default model {default!r} has no seed parameter")
+        seeds = [first.get_params()["seed"]]
+        seeds += [s for s in range(args.seeds * 2) if s not in seeds][: args.seeds - 1]
+        for seed in seeds[1:]:
+            models[f"default seed={seed}"] = configured(default, {**overrides, "seed": seed})
+            defaults.append(f"default seed={seed}")
     models.update({name: configured(name) for name in BASELINES})
     models["ease"] = lambda: model_class("ease")(**ease_params)
     models["repeat"] = lambda: RepeatModel(fallback="ease", fallback_params=ease_params)
@@ -179,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     load_after = os.getloadavg()
 
-    targets = _targets(result, args.k, args.target_all, args.target_new, args.all_vs)
+    targets = _targets(
+        result, args.k, args.target_all, args.target_new, args.all_vs, defaults=defaults
+    )
     print(f"`{' '.join(['benchmarks/bench_rolling.py', *(argv or sys.argv[1:])])}`")
     print(
         f"run {started_at:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} min, {machine()}; "
@@ -187,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         f"default model: {default}" + (f" with {json.dumps(overrides)}" if overrides else "") + "\n"
     )
     print(result.to_markdown())
+    if len(defaults) > 1:
+        print(_seeds_markdown(result, defaults, args.k))
     print(_fit_markdown(result))
     print(_targets_markdown(targets, args.k))
     if args.json is not None:
@@ -221,14 +250,23 @@ def _sample_customers(events: Any, share: float) -> Any:
 
 
 def _targets(
-    result: Any, k: int, target_all: float, target_new: float, all_vs: str
+    result: Any,
+    k: int,
+    target_all: float,
+    target_new: float,
+    all_vs: str,
+    *,
+    defaults: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Issue 12's targets: ratios of the default model's means to the baselines' means.
 
     ``all_vs`` names the all-items baseline: ``repeat`` (the customer's own items + EASE, the
     Online Retail target) or ``best`` (the best mean of every baseline, the Ta-Feng target).
-    Each row also gives the ratio's range over the cuts, so one lucky cut shows.
+    Each row also gives the ratio's range over the cuts, so one lucky cut shows. With several
+    ``defaults`` (the default model with other seeds), the default's value at each cut is
+    their mean.
     """
+    defaults = defaults or ["default"]
     baselines_all = [b for b in (*BASELINES, "repeat", "repeat_popular") if _n(result, b)]
     baselines_new = [b for b in BASELINES if _n(result, b)]
     out = []
@@ -241,16 +279,18 @@ def _targets(
             if not pool:
                 continue
             best = max(pool, key=lambda b: result.spread(b, metric, which).mean)
-            mine = result.values("default", metric, which)
+            mine = np.mean([result.values(d, metric, which) for d in defaults], axis=0)
             theirs = result.values(best, metric, which)
             per_cut = [a / b for a, b in zip(mine, theirs, strict=True) if b > 0]
             base = result.spread(best, metric, which).mean
-            ratio = result.spread("default", metric, which).mean / base if base > 0 else None
+            mean = float(np.nanmean(mine))
+            ratio = mean / base if base > 0 else None
+            name = "default" if len(defaults) == 1 else f"default (mean of {len(defaults)} seeds)"
             out.append(
                 {
-                    "what": f"{metric}@{k} {which} items: default / {best}"
+                    "what": f"{metric}@{k} {which} items: {name} / {best}"
                     + (f" (best of {', '.join(pool)})" if len(pool) > 1 else ""),
-                    "default": result.spread("default", metric, which).mean,
+                    "default": mean,
                     "baseline": base,
                     "ratio": ratio,
                     "per_cut": per_cut,
@@ -259,6 +299,27 @@ def _targets(
                 }
             )
     return out
+
+
+def _seeds_markdown(result: Any, defaults: list[str], k: int) -> str:
+    """Each seed's means over the cuts, their mean, and the spread (max − min) / mean."""
+    pairs = [(m, w) for m in ("recall", "ndcg") for w in ("all", "new")]
+    lines = [
+        "The default model by seed (means over the cuts):",
+        "",
+        "| seed | " + " | ".join(f"{m}@{k} {w}" for m, w in pairs) + " |",
+        "|---|" + "---:|" * len(pairs),
+    ]
+    means = {d: [result.spread(d, m, w).mean for m, w in pairs] for d in defaults}
+    for d in defaults:
+        label = d.removeprefix("default seed=") if d != "default" else "configured"
+        lines.append(f"| {label} | " + " | ".join(f"{v:.4f}" for v in means[d]) + " |")
+    columns = np.array([means[d] for d in defaults])
+    mean = columns.mean(axis=0)
+    spread = (columns.max(axis=0) - columns.min(axis=0)) / np.where(mean > 0, mean, np.nan)
+    lines.append("| **mean** | " + " | ".join(f"**{v:.4f}**" for v in mean) + " |")
+    lines.append("| (max − min) / mean | " + " | ".join(f"{v:.1%}" for v in spread) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _n(result: Any, name: str) -> int:

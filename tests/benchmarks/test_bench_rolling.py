@@ -55,3 +55,24 @@ def test_targets_are_ratios_of_the_means_with_per_cut_ranges() -> None:
     top = max(result.spread(b, "recall", "all").mean for b in pool)
     assert best["baseline"] == pytest.approx(top)
     assert best["ratio"] == pytest.approx(result.spread("default", "recall", "all").mean / top)
+
+
+def test_with_several_seeds_the_targets_read_their_mean() -> None:
+    """The default model fitted with several seeds: each cut's value is the seeds' mean, and
+    the seed table gives each one's means and their spread."""
+    from benchmarks.bench_rolling import _seeds_markdown
+
+    models = {n: "popular" for n in ("popular", "als", "ease", "repeat_popular")}
+    models.update({"default": "repeat", "default seed=1": "popular", "repeat": "repeat"})
+    result = evaluate_rolling(_shop(), models, n_cuts=3, window_days=20)
+    defaults = ["default", "default seed=1"]
+    rows = _targets(result, 10, target_all=1.05, target_new=1.0, all_vs="repeat", defaults=defaults)
+    both = [result.spread(d, "recall", "all").mean for d in defaults]
+    assert both[0] != both[1]
+    assert rows[0]["what"].startswith("recall@10 all items: default (mean of 2 seeds) / repeat")
+    assert rows[0]["default"] == pytest.approx(np.mean(both))
+    assert rows[0]["ratio"] == pytest.approx(np.mean(both) / both[0])  # repeat is "default"
+    table = _seeds_markdown(result, defaults, 10)
+    assert "| configured | " in table and "| 1 | " in table
+    spread = abs(both[0] - both[1]) / np.mean(both)
+    assert table.splitlines()[-1].split(" | ")[1] == f"{spread:.1%}"  # recall@10 all
