@@ -33,10 +33,10 @@ Usage::
 sha256 of the id falls below ``F``), all their events, for data too large for the machine.
 
 ``--seeds N`` fits the default model with N seeds (its ``seed`` parameter: the configured one,
-then 1, 2, ...) in the same run, the baselines once. The hybrid's seed alone moved Ta-Feng's
-means by 7-24 % (benchmarks/RESULTS.md, thirteenth session), more than most settings it would
-compare: a table then gives each seed's means and their spread, and the targets are checked on
-the mean over the seeds.
+then 1, 2, ...) in the same run, the baselines once. The hybrid's seed moved Ta-Feng's means by
+1.6-3.5 % (benchmarks/RESULTS.md, "Thirteenth and fourteenth sessions"), more than many
+settings it would compare. A table then gives each seed's means and their spread, and the
+targets are checked on the mean over the seeds.
 """
 
 from __future__ import annotations
