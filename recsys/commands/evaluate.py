@@ -80,6 +80,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--k", type=int, metavar="N", help="list length (default 10)")
     p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="also fit each model that has a seed with N - 1 other seeds, listed as "
+        "'NAME seed=S': the spread a seed alone gives, to read differences against",
+    )
+    p.add_argument(
         "--models",
         metavar="NAMES",
         help=f"comma-separated registry names (default {','.join(DEFAULT_MODELS)})",
@@ -155,6 +163,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{where}models.{name}.{exc.param} = {exc.value!r}: {exc.allowed}"
             ) from None
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    models.update(_other_seeds(models, args.seeds))
     interaction_config = validate(InteractionConfig, config.interactions, f"{source}: interactions")
 
     store = open_store(load_settings(Settings))
@@ -200,6 +211,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.plot is not None and isinstance(result, EvaluationResult):
         result.plot(args.plot)
     return 0
+
+
+#: The parameters that seed a model's random draws (the hybrid's, the factor models').
+SEED_PARAMS = ("seed", "random_state")
+
+
+def _other_seeds(models: dict[str, Any], n_seeds: int) -> dict[str, Any]:
+    """``'NAME seed=S'``: each model with a seed parameter, again with ``n_seeds - 1`` other
+    seeds (the smallest non-negative ones other than its own)."""
+    out: dict[str, Any] = {}
+    for name, model in models.items():
+        params = model.get_params()
+        key = next((k for k in SEED_PARAMS if k in params), None)
+        if key is None or n_seeds < 2:
+            continue
+        own = params[key]
+        others = [s for s in range(n_seeds + 1) if s != own][: n_seeds - 1]
+        for seed in others:
+            out[f"{name} seed={seed}"] = type(model)(**{**params, key: seed})
+    return out
 
 
 def _stderr(message: str) -> None:

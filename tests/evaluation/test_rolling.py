@@ -332,3 +332,27 @@ def test_a_bad_parameter_value_is_named_before_the_store_is_read(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert f"{config}: models.als.factors = -3: must be an integer >= 1" in err[0]
+
+
+def test_command_line_other_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--seeds 3: each model with a seed is fitted again with two other seeds, under its own
+    name; a model without one is not repeated."""
+    from recsys.cli import main
+    from recsys.settings import Settings, load_settings
+    from recsys.store import open_store
+
+    store = open_store(load_settings(Settings))
+    store.insert_events(shop().rows())
+    store.close()
+    argv = ["evaluate", "--cuts", "2", "--window", "20", "--models", "popular,als", "--json"]
+    assert main([*argv, "--seeds", "3"]) == 0
+    data: dict[str, Any] = json.loads(capsys.readouterr().out)
+    assert sorted(data["summary"]) == ["als", "als seed=1", "als seed=2", "popular"]
+    recalls = {n: data["summary"][n]["recall@10_all"]["mean"] for n in data["summary"]}
+    assert len({recalls["als"], recalls["als seed=1"], recalls["als seed=2"]}) > 1
+    # the configured seed is the one the plain run uses
+    assert main(argv) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["summary"]["als"]["recall@10_all"]["mean"] == recalls["als"]
+    assert main([*argv, "--seeds", "0"]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err
