@@ -518,7 +518,8 @@ def _factorize(values: NDArray[np.object_]) -> tuple[list[str], NDArray[np.intp]
     Python dicts, whose lookups miss the cache once the distinct ids run to 10^5-10^6 (the
     dict path took 38 of the 65 s of building a 10^7-event shop's matrices). UTF-8 bytes
     sort as the strings' code points do, as Python orders ``str``. Values Arrow does not
-    take as strings (not ``str``, or lone surrogates) go through :func:`_factorize_objects`.
+    take as strings (not ``str``, or lone surrogates) go through :func:`_factorize_objects`,
+    and so do fewer than :data:`FACTORIZE_ARROW_MIN` values (a live request's events).
     """
     if len(values) < FACTORIZE_ARROW_MIN:
         return _factorize_objects(values)
