@@ -32,11 +32,11 @@ Usage::
 ``--sample-customers F`` keeps a deterministic share ``F`` of the customers (those whose
 sha256 of the id falls below ``F``), all their events, for data too large for the machine.
 
-``--seeds N`` fits the default model with N seeds (its ``seed`` parameter: the configured one,
-then 1, 2, ...) in the same run, the baselines once. The hybrid's seed moved Ta-Feng's means by
-1.6-3.5 % (benchmarks/RESULTS.md, "Thirteenth and fourteenth sessions"), more than many
-settings it would compare. A table then gives each seed's means and their spread, and the
-targets are checked on the mean over the seeds.
+``--seeds N`` fits the default model with N seeds (its configured one, then the smallest
+others: :func:`recsys.evaluation.rolling.other_seeds`) in the same run, the baselines once. The
+hybrid's seed moved Ta-Feng's means by 1.6-3.5 % (benchmarks/RESULTS.md, "Thirteenth and
+fourteenth sessions"), more than many settings it would compare. A table then gives each
+seed's means and their spread, and the targets are checked on the mean over the seeds.
 """
 
 from __future__ import annotations
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds",
         type=int,
         default=1,
-        help="fit the default model with this many seeds (its `seed` parameter) and check the "
-        "targets on their mean",
+        help="fit the default model with this many seeds and check the targets on their mean",
     )
     parser.add_argument("--target-all", type=float, default=1.05, help="all-items target ratio")
     parser.add_argument("--target-new", type=float, default=1.10, help="new-items target ratio")
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
     from recsys.data.ingest import ingest_events
-    from recsys.evaluation.rolling import evaluate_rolling
+    from recsys.evaluation.rolling import evaluate_rolling, other_seeds
     from recsys.models import model_class
     from recsys.models.baselines import RepeatModel
     from recsys.store.sqlite import SQLiteStore
@@ -173,16 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--default-param {item!r}: expected KEY=VALUE")
         overrides[key] = json.loads(value)
     models: dict[str, Any] = {"default": configured(default, overrides)}
-    defaults = ["default"]
-    if args.seeds > 1:
-        first = models["default"]()
-        if "seed" not in first.get_params():
-            parser.error(f"--seeds: the default model {default!r} has no seed parameter")
-        seeds = [first.get_params()["seed"]]
-        seeds += [s for s in range(args.seeds * 2) if s not in seeds][: args.seeds - 1]
-        for seed in seeds[1:]:
-            models[f"default seed={seed}"] = configured(default, {**overrides, "seed": seed})
-            defaults.append(f"default seed={seed}")
+    seeded = other_seeds({"default": models["default"]()}, args.seeds)
+    if args.seeds > 1 and not seeded:
+        parser.error(f"--seeds: the default model {default!r} has no seed parameter")
+    models.update(seeded)
+    defaults = ["default", *seeded]
     models.update({name: configured(name) for name in BASELINES})
     models["ease"] = lambda: model_class("ease")(**ease_params)
     models["repeat"] = lambda: RepeatModel(fallback="ease", fallback_params=ease_params)

@@ -105,7 +105,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from recsys.data.schema import to_micros
     from recsys.errors import ConfigError, DataError
     from recsys.evaluation.protocol import EvaluationResult, evaluate_models
-    from recsys.evaluation.rolling import RollingResult, evaluate_rolling
+    from recsys.evaluation.rolling import RollingResult, evaluate_rolling, other_seeds
     from recsys.models import InvalidParameterError, model_class
     from recsys.settings import Settings, load_settings
     from recsys.store import open_store
@@ -165,7 +165,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             ) from None
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-    models.update(_other_seeds(models, args.seeds))
+    models.update(other_seeds(models, args.seeds))
     interaction_config = validate(InteractionConfig, config.interactions, f"{source}: interactions")
 
     store = open_store(load_settings(Settings))
@@ -211,26 +211,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.plot is not None and isinstance(result, EvaluationResult):
         result.plot(args.plot)
     return 0
-
-
-#: The parameters that seed a model's random draws (the hybrid's, the factor models').
-SEED_PARAMS = ("seed", "random_state")
-
-
-def _other_seeds(models: dict[str, Any], n_seeds: int) -> dict[str, Any]:
-    """``'NAME seed=S'``: each model with a seed parameter, again with ``n_seeds - 1`` other
-    seeds (the smallest non-negative ones other than its own)."""
-    out: dict[str, Any] = {}
-    for name, model in models.items():
-        params = model.get_params()
-        key = next((k for k in SEED_PARAMS if k in params), None)
-        if key is None or n_seeds < 2:
-            continue
-        own = params[key]
-        others = [s for s in range(n_seeds + 1) if s != own][: n_seeds - 1]
-        for seed in others:
-            out[f"{name} seed={seed}"] = type(model)(**{**params, key: seed})
-    return out
 
 
 def _stderr(message: str) -> None:

@@ -19,7 +19,7 @@ from recsys.evaluation.metrics import (
     ranking_metrics,
 )
 from recsys.evaluation.protocol import EvaluationResult, ModelResult, evaluate_models
-from recsys.evaluation.rolling import RollingResult, Spread, evaluate_rolling
+from recsys.evaluation.rolling import RollingResult, Spread, evaluate_rolling, other_seeds
 from recsys.evaluation.splits import (
     Split,
     default_cut,
@@ -46,6 +46,7 @@ __all__ = [
     "last_basket_split",
     "mean_metrics",
     "novelty",
+    "other_seeds",
     "random_split",
     "ranking_metrics",
     "rolling_cuts",

@@ -261,3 +261,38 @@ def _cell(spread: Spread) -> str:
 
 def _num(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.3f}"
+
+
+#: The parameters that seed a model's random draws (the hybrid's, the factor models').
+SEED_PARAMS = ("seed", "random_state")
+
+
+def other_seeds(models: Mapping[str, Any], n_seeds: int) -> dict[str, Any]:
+    """Each model with a seed parameter, again with ``n_seeds - 1`` other seeds.
+
+    The spread a seed alone gives is what a difference between two settings must exceed
+    (``recsys evaluate --seeds N``).
+
+    Parameters
+    ----------
+    models
+        Name -> fitted or unfitted model instance (``get_params`` and a keyword constructor).
+    n_seeds
+        Seeds per model, its own included; below 2 nothing is added.
+
+    Returns
+    -------
+    dict
+        ``"NAME seed=S"`` -> a new instance with seed ``S``: the smallest non-negative seeds
+        other than the model's own. Models without a seed parameter get none.
+    """
+    out: dict[str, Any] = {}
+    for name, model in models.items():
+        params = model.get_params()
+        key = next((k for k in SEED_PARAMS if k in params), None)
+        if key is None or n_seeds < 2:
+            continue
+        own = params[key]
+        for seed in [s for s in range(n_seeds + 1) if s != own][: n_seeds - 1]:
+            out[f"{name} seed={seed}"] = type(model)(**{**params, key: seed})
+    return out
