@@ -14,16 +14,17 @@ one worker the mix also runs from that client alone ("w1 c1 alone": the types dr
 mix's shares, each timed), which is what issue 16's "live-path p99 at 1 connection" asks for.
 
 ``python -m benchmarks.bench_mixed [--smoke] [--items 1e5] [--users N] [--model als|hybrid|packaged]
-[--ranker-customers N] [--home DIR] [--duration 5] [--runs 3]``: ``--home`` keeps the trained
-shop in DIR and reuses it next time (training 10^5 items takes minutes); without it the shop is
-built in a temporary folder and removed at the end. The shop has ``--users`` customers (default:
-as many as items) with 20 events each; ``--ranker-customers`` bounds the customers the hybrid's
-ranker learns from (its ``max_ranker_customers``; 0 = all), which bounds its fit at large
-catalogues. ``--model packaged`` trains ``training/configs/default.toml`` as shipped (every
-model in it, the hybrid serving; evaluation off), what ``bench_memory --trained`` should
-measure: a reduced config leaves out models whose memory a shop pays. The runs post events,
-and each event since the version makes a live customer's list dearer, so the store is put back
-as it was at the end: runs on a kept ``--home`` start alike.
+[--ranker-customers N] [--home DIR] [--alone-only] [--duration 5] [--runs 3]``: ``--alone-only``
+runs only "w1 c1 alone"; ``--home`` keeps the trained shop in DIR and reuses it next time (training
+10^5 items takes minutes); without it the shop is built in a temporary folder and removed at the
+end. The shop has ``--users`` customers (default: as many as items) with 20 events each;
+``--ranker-customers`` bounds the customers the hybrid's ranker learns from (its
+``max_ranker_customers``; 0 = all), which bounds its fit at large catalogues. ``--model packaged``
+trains ``training/configs/default.toml`` as shipped (every model in it, the hybrid serving;
+evaluation off), what ``bench_memory --trained`` should measure: a reduced config leaves out models
+whose memory a shop pays. The runs post events, and each event since the version makes a live
+customer's list dearer, so the store is put back as it was at the end: runs on a kept ``--home``
+start alike.
 """
 
 from __future__ import annotations
@@ -222,6 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--ranker-customers", type=int, default=0)
     parser.add_argument("--home", type=Path, default=None, help="keep and reuse the shop here")
+    parser.add_argument(
+        "--alone-only",
+        action="store_true",
+        help='only "w1 c1 alone" (issue 16\'s live p99 at 1 connection): no wrk, one worker',
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("skipped: wrk is not installed (Debian's package wrk)")
@@ -312,7 +318,7 @@ def _bench_on(
     probe = f"/v1/users/{users[0]}/recommendations?k=10"
     results: dict[str, list[dict[str, Any]]] = {}
     offers_ready: dict[int, float] = {}
-    for workers in (1,) if args.smoke else (1, 2):
+    for workers in (1,) if args.smoke or args.alone_only else (1, 2):
         rp, fp = free_port(), free_port()
         real = start(
             [recsys_bin, "serve", "--port", str(rp), "--workers", str(workers), "--no-access-log"],
@@ -325,7 +331,7 @@ def _bench_on(
             offers_ready[workers] = _wait_offers(rp)
             _prime(rp, live, items)
             ref = start_reference(fp, workers, env, probe)
-            for c in (1, 16) if workers == 1 else (16,):
+            for c in () if args.alone_only else (1, 16) if workers == 1 else (16,):
                 for _ in range(runs):
                     for name, port in (("real", rp), ("reference", fp)):
                         with TypeSampler(port, known, live, items) as sampler:

@@ -1269,6 +1269,8 @@ def _load_indexes(
             ef_search=spec.params.get("ef_search"),
             item_factors=vectors,
         )
+        # a customer asks the same search on every page they browse (see ItemIndex.remember)
+        index.remember()
         if isinstance(model, SearchesIndex):
             model.use_index(index)
         else:

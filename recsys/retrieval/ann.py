@@ -39,7 +39,9 @@ file and renames it over the old one, and a published version is never written a
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -54,6 +56,10 @@ from recsys.models.base import NO_ITEM, load_arrays, save_arrays
 
 #: Rows of ``queries × n_items`` scores the exact index computes at once (bounds its memory).
 _EXACT_BLOCK_CELLS = 8_000_000
+
+#: Single-query answers a served index remembers (:meth:`ItemIndex.remember`): 1 × k items
+#: and scores each, about 1.2 kB at k = 100, so at most about 5 MB a worker.
+RECENT_ANSWERS = 4096
 
 IndexKind = Literal["auto", "exact", "usearch", "hnsw", "ivf"]
 
@@ -167,6 +173,8 @@ class ItemIndex(ABC):
 
     #: What :func:`load_index` and manifests call this kind of index.
     kind: ClassVar[str]
+    #: The remembered answers (:meth:`remember`); ``None``: every query is searched.
+    _answers: _Answers | None = None
 
     @property
     @abstractmethod
@@ -187,6 +195,22 @@ class ItemIndex(ABC):
     @abstractmethod
     def save(self, path: Path) -> None:
         """Write the index to one file (no pickle)."""
+
+    def remember(self, size: int = RECENT_ANSWERS) -> None:
+        """Keep the answers to the last ``size`` single-vector queries (``0``: none).
+
+        A customer's query vector does not change between their requests: a known customer's
+        is their stored factors whatever they do next, so a customer browsing asks the same
+        search on every page. A remembered answer is the one the index gave, returned without
+        searching again (searches are deterministic, so it is the same answer). Serving turns
+        it on (:class:`recsys.engine.Engine` on load); a benchmark of search speed must not.
+        """
+        self._answers = _Answers(size) if size > 0 else None
+
+    def _forget(self) -> None:
+        """Drop the remembered answers (the search parameters changed)."""
+        if self._answers is not None:
+            self._answers.clear()
 
     def search(
         self, queries: NDArray[np.floating[Any]], k: int
@@ -216,6 +240,20 @@ class ItemIndex(ABC):
         q = self._check_queries(queries)
         if k < 0:
             raise ModelError(f"k must be >= 0, got {k}")
+        answers = self._answers
+        if answers is None or q.shape[0] != 1:
+            return self._search_checked(q, k)
+        key = (k, q.tobytes())
+        hit = answers.get(key)
+        if hit is None:
+            hit = self._search_checked(q, k)
+            answers.put(key, hit)
+        # copies: the remembered arrays stay as the index gave them whatever a caller does
+        return hit[0].copy(), hit[1].copy()
+
+    def _search_checked(
+        self, q: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         n = q.shape[0]
         idx = np.full((n, k), NO_ITEM, dtype=np.int64)
         vals = np.full((n, k), -np.inf, dtype=np.float32)
@@ -246,6 +284,40 @@ class ItemIndex(ABC):
         if not np.issubdtype(q.dtype, np.number):
             raise ModelError(f"{type(self).__name__}: queries must be numbers, got {q.dtype}")
         return np.ascontiguousarray(q, dtype=np.float32)
+
+
+class _Answers:
+    """The last ``size`` answers by key, least recently used dropped first (thread-safe)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[
+            tuple[int, bytes], tuple[NDArray[np.int64], NDArray[np.float32]]
+        ] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, bytes]) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is not None:
+                self._data.move_to_end(key)
+            return hit
+
+    def put(
+        self, key: tuple[int, bytes], value: tuple[NDArray[np.int64], NDArray[np.float32]]
+    ) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class ExactIndex(ItemIndex):
@@ -449,6 +521,7 @@ class FaissIndex(ItemIndex):
     ) -> None:
         """Change the speed/recall trade-off (HNSW ``ef_search`` and ``exact_head``, IVF
         ``nprobe``) in place."""
+        self._forget()
         import faiss
 
         if exact_head is not None:
@@ -671,6 +744,7 @@ class UsearchIndex(ItemIndex):
         self, *, ef_search: int | None = None, exact_head: int | None = None
     ) -> None:
         """Change ``ef_search`` and ``exact_head`` in place."""
+        self._forget()
         if exact_head is not None:
             if exact_head < 0:
                 raise ModelError(f"exact_head must be >= 0, got {exact_head}")

@@ -127,6 +127,46 @@ def test_ivf_recall_with_enough_probes(data: tuple[np.ndarray, np.ndarray]) -> N
     assert recall(index.search(queries, 10)[0], truth) >= 0.98
 
 
+@pytest.mark.parametrize("kind", ["usearch", "hnsw", "exact"])
+def test_remembered_answers_are_the_searched_ones(
+    kind: str, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    items, queries = data[0], data[1][:12]
+    index = build_index(items, kind=kind, exact_head=100)
+    fresh = [index.search(q, 10) for q in queries]
+    index.remember(8)
+    for _ in range(2):  # the first pass searches and keeps, the second reads what was kept
+        for q, want in zip(queries, fresh, strict=True):
+            got = index.search(q, 10)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+    answers = index._answers
+    assert answers is not None and len(answers) == 8  # the least recently used went first
+    # what a caller does to an answer does not change the remembered one
+    got = index.search(queries[-1], 10)
+    got[0][:] = -7
+    np.testing.assert_array_equal(index.search(queries[-1], 10)[0], fresh[-1][0])
+    # another k is another question; a batch is searched, not remembered
+    np.testing.assert_array_equal(index.search(queries[-1], 5)[0], fresh[-1][0][:, :5])
+    assert len(answers) == 8
+    index.search(queries[:3], 10)
+    assert len(answers) == 8
+
+
+def test_changed_search_parameters_forget_the_answers(data: tuple[np.ndarray, np.ndarray]) -> None:
+    items, queries = data[0], data[1][:5]
+    index = build_index(items, kind="usearch", exact_head=0, ef_search=16)
+    index.remember()
+    for q in queries:
+        index.search(q, 10)
+    assert index._answers is not None and len(index._answers) == 5
+    index.set_search_params(exact_head=len(items))  # now exact: the head is every item
+    assert len(index._answers) == 0
+    truth, _ = ExactIndex(items).search(queries, 10)
+    found = np.vstack([index.search(q, 10)[0] for q in queries])
+    np.testing.assert_array_equal(found, truth)
+
+
 @pytest.mark.parametrize("kind", ["usearch", "hnsw"])
 def test_one_query_at_a_time_equals_the_batch(
     kind: str, data: tuple[np.ndarray, np.ndarray]

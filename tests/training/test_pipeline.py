@@ -584,6 +584,19 @@ def test_the_hybrid_ships_an_index_of_its_als_generator_that_serving_hands_it(
     # 25 items: an HNSW search visits them all, so the candidates equal brute force's
     assert np.array_equal(served, exact.models["hybrid"].recommend(np.arange(60), rows, 5)[0])
     assert _names(engine.recommend_batch(users, 5)) == _names(exact.recommend_batch(users, 5))
+    # a customer asking again (the next page they browse) gets the search the index remembered
+    inner: list[int] = []
+    original_inner = UsearchIndex._search
+
+    def spy_inner(self: UsearchIndex, queries: Any, k: int) -> Any:
+        inner.append(len(queries))
+        return original_inner(self, queries, k)
+
+    monkeypatch.setattr(UsearchIndex, "_search", spy_inner)
+    first = hybrid.recommend(np.array([3]), rows[3], 5)[0]
+    again = hybrid.recommend(np.array([3]), rows[3], 5)[0]
+    assert inner == [1]
+    assert np.array_equal(first, again) and np.array_equal(first[0], served[3])
 
 
 def test_a_tampered_index_is_refused_and_the_old_version_keeps_serving(
