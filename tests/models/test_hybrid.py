@@ -464,10 +464,24 @@ def ranked(shop: TrainingData) -> HybridModel:
     ).fit(shop)
 
 
-def test_a_lambdarank_ranker_finds_the_due_consumable_and_the_complement(
-    ranked: HybridModel, shop: TrainingData
+@pytest.fixture(scope="module")
+def pointwise_lightgbm(shop: TrainingData) -> HybridModel:
+    """The scikit-learn classifier's settings, fitted with LightGBM's binary objective."""
+    return HybridModel(factors=16, max_iter=100, ranker="lightgbm").fit(shop)
+
+
+@pytest.fixture(params=["lambdarank", "lightgbm"])
+def lightgbm_ranked(
+    request: pytest.FixtureRequest, ranked: HybridModel, pointwise_lightgbm: HybridModel
+) -> HybridModel:
+    return ranked if request.param == "lambdarank" else pointwise_lightgbm
+
+
+def test_lightgbm_rankers_find_the_due_consumable_and_the_complement(
+    lightgbm_ranked: HybridModel, shop: TrainingData
 ) -> None:
-    assert ranked.ranker_kind_ == "lambdarank" and ranked.calibrated_
+    ranked = lightgbm_ranked
+    assert ranked.ranker_kind_ in ("lambdarank", "lightgbm_binary") and ranked.calibrated_
     users, hist = probe(shop)
     scores = ranked.score(users, hist)[0]
     noise = np.array([shop.items.index(i) for i in NOISE])
@@ -479,15 +493,31 @@ def test_a_lambdarank_ranker_finds_the_due_consumable_and_the_complement(
     assert np.all(np.diff(proba[finite][order]) >= -1e-6)  # calibrated: monotone in the score
 
 
-def test_a_lambdarank_model_round_trips(
-    ranked: HybridModel, shop: TrainingData, tmp_path: Path
+def test_lightgbm_ranked_models_round_trip(
+    lightgbm_ranked: HybridModel, shop: TrainingData, tmp_path: Path
 ) -> None:
+    ranked = lightgbm_ranked
     ranked.save(tmp_path / "m")
     loaded = HybridModel.load(tmp_path / "m")
-    assert loaded.ranker_kind_ == "lambdarank"
+    assert loaded.ranker_kind_ == ranked.ranker_kind_
     users = np.arange(0, shop.n_users, 7)
     hist = sp.csr_matrix(shop.interactions[users])
     np.testing.assert_array_equal(ranked.score(users, hist), loaded.score(users, hist))
+
+
+def test_the_lightgbm_classifier_is_scored_by_its_log_odds(
+    pointwise_lightgbm: HybridModel, shop: TrainingData
+) -> None:
+    """Serving reads the booster's raw score, not the scikit-learn wrapper: the same order as
+    the wrapper's probability, and exactly its log-odds."""
+    from recsys.models.features import FEATURES
+
+    x = np.random.default_rng(0).random((200, len(FEATURES))).astype(np.float32)
+    x[::7, 3] = np.nan  # a feature a pair lacks
+    raw = pointwise_lightgbm._raw(x)
+    proba = pointwise_lightgbm.ranker_.predict_proba(x)[:, 1]
+    np.testing.assert_allclose(1.0 / (1.0 + np.exp(-raw)), proba, rtol=1e-9, atol=1e-12)
+    assert len(np.unique(raw)) > 10  # the trees split: not a constant
 
 
 def test_decayed_features_reach_the_ranker_only_when_asked(
