@@ -96,6 +96,7 @@ from recsys.models.features import (
     GeneratorState,
 )
 from recsys.models.kernels import EaseStart
+from recsys.models.trees import lightgbm_booster
 
 if TYPE_CHECKING:
     from recsys.retrieval.ann import ItemIndex
@@ -338,6 +339,8 @@ class HybridModel(Recommender):
     _warm: _WarmStart | None = None
     #: An approximate index over the ALS generator's item factors (:meth:`use_index`).
     als_index_: ItemIndex | None = None
+    #: The fitted ranker and its trees in LightGBM (:meth:`_tree_booster`); not saved.
+    _booster_of: tuple[Any, Any] | None = None
     parameter_constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
         "label_days": (POSITIVE,),
         # candidates per generator: 0 leaves a generator out of the candidates (its score
@@ -817,13 +820,25 @@ class HybridModel(Recommender):
 
     def _predict_rows(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
         """The learned ranker's raw scores of ``x``, on this thread and one OpenMP thread."""
-        if self.ranker_kind_ in _LIGHTGBM_KINDS:
-            # the booster itself: the scikit-learn wrapper's checks cost more than its trees
-            # on a request's ~150 rows; the raw score is the log-odds (LambdaRank: its score)
-            booster = self.ranker_.booster_
+        # a LightGBM ranker's booster itself: the scikit-learn wrapper's checks cost more than
+        # its trees on a request's ~150 rows; the raw score is the log-odds (LambdaRank: its
+        # score). scikit-learn's trees are handed to LightGBM too (the same scores to the bit,
+        # a third of the time: recsys.models.trees)
+        booster = (
+            self.ranker_.booster_ if self.ranker_kind_ in _LIGHTGBM_KINDS else self._tree_booster()
+        )
+        if booster is not None:
             return np.asarray(booster.predict(x, raw_score=True, num_threads=1), dtype=np.float64)
         with _openmp_threads(1):
             return np.asarray(self.ranker_.decision_function(x), dtype=np.float64)
+
+    def _tree_booster(self) -> Any | None:
+        """The scikit-learn ranker's trees in LightGBM, built once per fitted ranker."""
+        built = self._booster_of
+        if built is None or built[0] is not self.ranker_:
+            built = (self.ranker_, lightgbm_booster(self.ranker_))
+            self._booster_of = built  # two threads building at once build the same
+        return built[1]
 
     def _raw(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
         """Ranker score of feature rows (higher = more likely bought)."""

@@ -505,6 +505,19 @@ def test_lightgbm_ranked_models_round_trip(
     np.testing.assert_array_equal(ranked.score(users, hist), loaded.score(users, hist))
 
 
+def test_the_classifiers_trees_are_predicted_by_lightgbm_to_the_bit(
+    model: HybridModel, shop: TrainingData
+) -> None:
+    """Serving predicts scikit-learn's ranker through LightGBM (recsys.models.trees): the
+    same scores as scikit-learn's own prediction, exactly."""
+    assert model.ranker_kind_ == "gradient_boosting"
+    users = np.arange(0, shop.n_users, 3)
+    _rows, _items, feats, _ = model._pairs(users, sp.csr_matrix(shop.interactions[users]), None)
+    raw = model._raw(feats)
+    assert model._booster_of is not None and model._booster_of[1] is not None
+    np.testing.assert_array_equal(raw, model.ranker_.decision_function(feats))
+
+
 def test_the_lightgbm_classifier_is_scored_by_its_log_odds(
     pointwise_lightgbm: HybridModel, shop: TrainingData
 ) -> None:
@@ -594,7 +607,8 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
 ) -> None:
     """A big batch inside the block is split over that many Python threads, each predicting
     its rows on one OpenMP thread (OpenMP threads wait for each other after every tree, and
-    one descheduled by another process stalls the rest); everything else on the caller's."""
+    one descheduled by another process stalls the rest); everything else on the caller's.
+    The trees are walked by LightGBM (recsys.models.trees), told to use one thread."""
     import threading
 
     from recsys.models import hybrid
@@ -613,8 +627,18 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
         calls.append((threading.current_thread().name, len(x)))
         return predict_rows(self, x)
 
+    import lightgbm
+
+    threads: list[int] = []
+    booster_predict = lightgbm.Booster.predict
+
+    def told(self: lightgbm.Booster, x: np.ndarray, **kwargs: object) -> np.ndarray:
+        threads.append(int(kwargs["num_threads"]))  # type: ignore[call-overload]
+        return booster_predict(self, x, **kwargs)  # type: ignore[arg-type]
+
     monkeypatch.setattr(hybrid, "_openmp_threads", record)
     monkeypatch.setattr(HybridModel, "_predict_rows", spy)
+    monkeypatch.setattr(lightgbm.Booster, "predict", told)
     columns = model.ranker_columns_
     assert model.ranker_ is not None
     width = model.ranker_.n_features_in_ if columns is None else int(max(columns)) + 1
@@ -634,7 +658,8 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
         assert all(name.startswith("recsys-predict") for name, _ in split)
     model._raw(big)  # the block's setting does not outlive it
     assert calls[4:] == [(here, n)]
-    assert asked == [1] * 5  # every prediction on one OpenMP thread
+    # every prediction on one OpenMP thread: LightGBM's walk of the trees is told so
+    assert asked == [] and threads == [1] * 5
 
 
 def test_openmp_limit_is_applied_and_restored_with_kept_libraries() -> None:
