@@ -15,7 +15,8 @@ count, tenure and recency, and the item's decayed popularity (count and share),
 trend and price. Scikit-learn's ``HistGradientBoostingClassifier`` is used because it takes
 ``NaN`` natively (an item never bought has no interval, EASE may be off), needs no feature
 scaling, and fits ~10⁵ rows in seconds on two cores, where ``GradientBoostingClassifier``
-takes minutes.
+takes minutes. Its fitted trees are predicted by LightGBM's predictor
+(:mod:`recsys.models.trees`: the same scores to the bit, a third of the time on a request).
 
 How the ranker learns (inside :meth:`HybridModel.fit`): the generators are built from the
 events before an internal cut (``as_of`` minus ``label_days``), the label of a candidate pair
