@@ -1131,12 +1131,14 @@ class HybridModel(Recommender):
 
     def warm_up(self) -> None:
         """The ALS generator's item Gram matrix (the fold-in of a customer with live events
-        or none in the version) and the candidates' tie order, computed before the first
-        such request rather than on it."""
+        or none in the version), the candidates' tie order and the ranker's trees in
+        LightGBM, built before the first such request rather than on it."""
         state = getattr(self, "state_", None)
         if state is not None:
             state._item_gram(self.als_regularization)
             _ = state.tie_rank  # the order of equally scored candidates (a sort of the items)
+        if getattr(self, "ranker_", None) is not None and self.ranker_kind_ not in _LIGHTGBM_KINDS:
+            self._tree_booster()  # 11 ms for the 10^6-item shop's 120 trees
 
     def save(self, directory: Path) -> None:
         """Write ``state.npz``, ``hybrid.json`` and (when learned) ``ranker.joblib``."""

@@ -511,10 +511,12 @@ def test_the_classifiers_trees_are_predicted_by_lightgbm_to_the_bit(
     """Serving predicts scikit-learn's ranker through LightGBM (recsys.models.trees): the
     same scores as scikit-learn's own prediction, exactly."""
     assert model.ranker_kind_ == "gradient_boosting"
+    model._booster_of = None
+    model.warm_up()  # built before the first request, not on it
+    assert model._booster_of is not None and model._booster_of[1] is not None
     users = np.arange(0, shop.n_users, 3)
     _rows, _items, feats, _ = model._pairs(users, sp.csr_matrix(shop.interactions[users]), None)
     raw = model._raw(feats)
-    assert model._booster_of is not None and model._booster_of[1] is not None
     np.testing.assert_array_equal(raw, model.ranker_.decision_function(feats))
 
 
