@@ -88,3 +88,21 @@ def test_what_lightgbm_cannot_be_given_is_refused() -> None:
     three = HistGradientBoostingClassifier(max_iter=5).fit(x, x[:, 0] % 3)  # 3 trees a round
     assert lightgbm_booster(three) is None
     assert lightgbm_booster(object()) is None  # not a fitted gradient boosting at all
+
+
+def test_request_threads_predict_at_once(
+    fitted: tuple[HistGradientBoostingClassifier, np.ndarray],
+) -> None:
+    """A server's request threads share one booster: predictions made at the same time are
+    each the one made alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, x = fitted
+    booster = lightgbm_booster(model)
+    batches = [x[i : i + 150] for i in range(0, 4500, 150)]
+    alone = [raw(booster, b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            together = list(pool.map(lambda b: raw(booster, b), batches))
+            for a, t in zip(alone, together, strict=True):
+                np.testing.assert_array_equal(a, t)
