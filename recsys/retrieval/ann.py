@@ -521,21 +521,24 @@ class FaissIndex(ItemIndex):
     ) -> None:
         """Change the speed/recall trade-off (HNSW ``ef_search`` and ``exact_head``, IVF
         ``nprobe``) in place."""
-        self._forget()
-        import faiss
+        try:
+            import faiss
 
-        if exact_head is not None:
-            self._set_exact_head(int(exact_head))
+            if exact_head is not None:
+                self._set_exact_head(int(exact_head))
 
-        if ef_search is not None:
-            if not isinstance(self.index, faiss.IndexHNSW):
-                raise ModelError(f"ef_search applies to HNSW, not {type(self.index).__name__}")
-            self.index.hnsw.efSearch = int(ef_search)
-        if nprobe is not None:
-            ivf = faiss.try_extract_index_ivf(self.index)
-            if ivf is None:
-                raise ModelError(f"nprobe applies to IVF, not {type(self.index).__name__}")
-            ivf.nprobe = int(nprobe)
+            if ef_search is not None:
+                if not isinstance(self.index, faiss.IndexHNSW):
+                    raise ModelError(f"ef_search applies to HNSW, not {type(self.index).__name__}")
+                self.index.hnsw.efSearch = int(ef_search)
+            if nprobe is not None:
+                ivf = faiss.try_extract_index_ivf(self.index)
+                if ivf is None:
+                    raise ModelError(f"nprobe applies to IVF, not {type(self.index).__name__}")
+                ivf.nprobe = int(nprobe)
+        finally:
+            # after the change: no answer searched with the old parameters stays
+            self._forget()
 
     def _set_exact_head(self, head: int) -> None:
         import faiss
@@ -744,21 +747,24 @@ class UsearchIndex(ItemIndex):
         self, *, ef_search: int | None = None, exact_head: int | None = None
     ) -> None:
         """Change ``ef_search`` and ``exact_head`` in place."""
-        self._forget()
-        if exact_head is not None:
-            if exact_head < 0:
-                raise ModelError(f"exact_head must be >= 0, got {exact_head}")
-            size = min(int(exact_head), self.n_items)
-            if size == 0:
-                self._head = None
-            elif self.item_factors is None:
-                raise ModelError("an exact head needs the item factors (give item_factors)")
-            else:
-                self._head = _NormHead(self.item_factors, size)
-        if ef_search is not None:
-            if ef_search < 1:
-                raise ModelError(f"ef_search must be >= 1, got {ef_search}")
-            self.index.expansion_search = int(ef_search)
+        try:
+            if exact_head is not None:
+                if exact_head < 0:
+                    raise ModelError(f"exact_head must be >= 0, got {exact_head}")
+                size = min(int(exact_head), self.n_items)
+                if size == 0:
+                    self._head = None
+                elif self.item_factors is None:
+                    raise ModelError("an exact head needs the item factors (give item_factors)")
+                else:
+                    self._head = _NormHead(self.item_factors, size)
+            if ef_search is not None:
+                if ef_search < 1:
+                    raise ModelError(f"ef_search must be >= 1, got {ef_search}")
+                self.index.expansion_search = int(ef_search)
+        finally:
+            # after the change: no answer searched with the old parameters stays
+            self._forget()
 
     def _search(
         self, queries: NDArray[np.float32], k: int
