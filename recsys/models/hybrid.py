@@ -315,13 +315,13 @@ class HybridModel(Recommender):
         (``benchmarks/RESULTS.md``); a bound is a trade of quality for cost.
     ranker
         ``"classifier"``: scikit-learn's ``HistGradientBoostingClassifier`` (pointwise);
-        ``"lightgbm"``: the same pointwise classifier with LightGBM (its binary objective,
-        the same trees' size, leaves and regularisation), whose prediction of a request's
-        candidates costs about a quarter of scikit-learn's, but not the default: over 4
-        rolling cuts and 3 seeds it equals the classifier on Online Retail and is 1.5-6 %
-        below it on Ta-Feng, with a wider seed spread (``benchmarks/RESULTS.md``, fifteenth
-        session); ``"lambdarank"``: LightGBM's ``LGBMRanker`` with the LambdaRank
-        objective, each customer's pairs in one label window a query.
+        ``"lightgbm"``: the same pointwise classifier fitted by LightGBM (its binary
+        objective, the same trees' size, leaves and regularisation; a fit 12-25 % cheaper),
+        not the default: over 4 rolling cuts and 3 seeds it equals the classifier on Online
+        Retail and is 1.5-6 % below it on Ta-Feng, with a wider seed spread
+        (``benchmarks/RESULTS.md``, fifteenth session); ``"lambdarank"``: LightGBM's
+        ``LGBMRanker`` with the LambdaRank objective, each customer's pairs in one label
+        window a query. All three are predicted by LightGBM's predictor.
     decayed_features
         Give the ranker :data:`DECAYED_FEATURES` (the time-decayed personal item frequency,
         the item's rank among the customer's by it, the item's share of recent popularity);
