@@ -2,11 +2,11 @@
 
 The hybrid's ranker is scikit-learn's ``HistGradientBoostingClassifier``. Its prediction of
 a live request's ~120-150 candidate pairs took 1.5 ms of a 5.5 ms request at 10^6 items
-(``benchmarks/RESULTS.md``, fifteenth session), most of it not in the trees: input checks,
-and a Python call with its own buffers per tree. LightGBM's predictor walks the same kind of
-trees in one C++ call. :func:`lightgbm_booster` writes the fitted trees in LightGBM's model
-format, so that predicting costs what LightGBM's does while the model, its fit and its
-quality stay scikit-learn's.
+(``benchmarks/RESULTS.md``, fifteenth session), about half of it outside the walk of the
+trees: input checks, and a Python call with its own buffers per tree. LightGBM's predictor
+walks the same kind of trees in one C++ call. :func:`lightgbm_booster` writes the fitted
+trees in LightGBM's model format, so that predicting costs what LightGBM's does while the
+model, its fit and its quality stay scikit-learn's.
 
 The scores are the same to the bit: each split is the same feature, threshold (written with
 ``repr``, which reads back to the same float64) and side for a missing value (LightGBM's
