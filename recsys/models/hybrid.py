@@ -767,42 +767,28 @@ class HybridModel(Recommender):
         self, x: NDArray[np.float32], y: NDArray[np.int8], group: NDArray[np.int64]
     ) -> Any:
         """Fit the pair scorer (``ranker``) on rows grouped by (window, customer)."""
-        if self.ranker == "lightgbm":
-            from lightgbm import LGBMClassifier
-
-            # scikit-learn's defaults where the classifier below leaves them (255 bins from
-            # a 200,000-row sample, no row or column sampling): the same model, another library
-            return LGBMClassifier(
-                objective="binary",
-                n_estimators=self.max_iter,
-                learning_rate=self.learning_rate,
-                num_leaves=31,
-                min_child_samples=40,
-                reg_lambda=1.0,
-                subsample_for_bin=200_000,
-                random_state=self.seed,
-                n_jobs=1,
-                verbose=-1,
-            ).fit(x, y)
-        if self.ranker == "lambdarank":
+        if self.ranker in ("lightgbm", "lambdarank"):
             try:
-                from lightgbm import LGBMRanker
+                from lightgbm import LGBMClassifier, LGBMRanker
             except ImportError as exc:  # pragma: no cover - a declared dependency
-                raise ModelError(f"hybrid: ranker 'lambdarank' needs lightgbm: {exc}") from None
+                raise ModelError(f"hybrid: ranker {self.ranker!r} needs lightgbm: {exc}") from None
+            # the trees of the scikit-learn classifier below, and its defaults where it leaves
+            # them (255 bins from a 200,000-row sample, no row or column sampling)
+            trees: dict[str, Any] = {
+                "n_estimators": self.max_iter,
+                "learning_rate": self.learning_rate,
+                "num_leaves": 31,
+                "min_child_samples": 40,
+                "reg_lambda": 1.0,
+                "subsample_for_bin": 200_000,
+                "random_state": self.seed,
+                "n_jobs": 1,
+                "verbose": -1,
+            }
+            if self.ranker == "lightgbm":
+                return LGBMClassifier(objective="binary", **trees).fit(x, y)
             sizes = np.diff(np.flatnonzero(np.r_[True, group[1:] != group[:-1], True]))
-            model = LGBMRanker(
-                objective="lambdarank",
-                n_estimators=self.max_iter,
-                learning_rate=self.learning_rate,
-                num_leaves=31,
-                min_child_samples=40,
-                reg_lambda=1.0,
-                subsample_for_bin=200_000,
-                random_state=self.seed,
-                n_jobs=1,
-                verbose=-1,
-            )
-            return model.fit(x, y, group=sizes)
+            return LGBMRanker(objective="lambdarank", **trees).fit(x, y, group=sizes)
         # "classifier": check_params (at the start of fit) allows no other
         from sklearn.ensemble import HistGradientBoostingClassifier
 
