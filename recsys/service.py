@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from recsys.experiments.definitions import HOLDOUT, Experiment
 from recsys.experiments.exposures import Exposure
 from recsys.experiments.offpolicy import explore
 from recsys.live import LiveState
+from recsys.lru import LRU
 from recsys.ranking.rules import RequestFilters, RulesFile
 from recsys.store.base import EventStore
 
@@ -516,28 +516,20 @@ class _TimedCache:
     for the engine that made it (a new catalogue, rules or version makes a new engine)."""
 
     def __init__(self, *, maxsize: int, ttl_s: float) -> None:
-        self.maxsize = maxsize
         self.ttl_s = ttl_s
-        self._data: OrderedDict[Hashable, tuple[float, Engine, RecommendationList]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._data: LRU[Hashable, tuple[float, Engine, RecommendationList]] = LRU(maxsize)
 
     def get(self, key: Hashable, engine: Engine) -> RecommendationList | None:
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is None:
-                return None
-            if hit[1] is not engine or time.monotonic() - hit[0] > self.ttl_s:
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return hit[2]
+        hit = self._data.get(key)
+        if hit is None:
+            return None
+        if hit[1] is not engine or time.monotonic() - hit[0] > self.ttl_s:
+            self._data.pop(key)
+            return None
+        return hit[2]
 
     def put(self, key: Hashable, engine: Engine, value: RecommendationList) -> None:
-        with self._lock:
-            self._data[key] = (time.monotonic(), engine, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+        self._data.put(key, (time.monotonic(), engine, value))
 
 
 def _in_shop(offers: list[OfferCandidate], engine: Engine) -> list[OfferCandidate]:

@@ -39,9 +39,7 @@ file and renames it over the old one, and a published version is never written a
 from __future__ import annotations
 
 import os
-import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -52,6 +50,7 @@ from pydantic import Field
 
 from recsys.config import StrictModel, validate
 from recsys.errors import ArtifactError, ModelError
+from recsys.lru import LRU
 from recsys.models.base import NO_ITEM, load_arrays, save_arrays
 
 #: Rows of ``queries × n_items`` scores the exact index computes at once (bounds its memory).
@@ -173,8 +172,9 @@ class ItemIndex(ABC):
 
     #: What :func:`load_index` and manifests call this kind of index.
     kind: ClassVar[str]
-    #: The remembered answers (:meth:`remember`); ``None``: every query is searched.
-    _answers: _Answers | None = None
+    #: The remembered answers by ``(k, query bytes)`` (:meth:`remember`); ``None``: every
+    #: query is searched.
+    _answers: LRU[tuple[int, bytes], tuple[NDArray[np.int64], NDArray[np.float32]]] | None = None
 
     @property
     @abstractmethod
@@ -205,7 +205,7 @@ class ItemIndex(ABC):
         searching again (searches are deterministic, so it is the same answer). Serving turns
         it on (:class:`recsys.engine.Engine` on load); a benchmark of search speed must not.
         """
-        self._answers = _Answers(size) if size > 0 else None
+        self._answers = LRU(size) if size > 0 else None
 
     def _forget(self) -> None:
         """Drop the remembered answers (the search parameters changed)."""
@@ -284,40 +284,6 @@ class ItemIndex(ABC):
         if not np.issubdtype(q.dtype, np.number):
             raise ModelError(f"{type(self).__name__}: queries must be numbers, got {q.dtype}")
         return np.ascontiguousarray(q, dtype=np.float32)
-
-
-class _Answers:
-    """The last ``size`` answers by key, least recently used dropped first (thread-safe)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[
-            tuple[int, bytes], tuple[NDArray[np.int64], NDArray[np.float32]]
-        ] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[int, bytes]) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is not None:
-                self._data.move_to_end(key)
-            return hit
-
-    def put(
-        self, key: tuple[int, bytes], value: tuple[NDArray[np.int64], NDArray[np.float32]]
-    ) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 class ExactIndex(ItemIndex):
