@@ -228,6 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help='only "w1 c1 alone" (issue 16\'s live p99 at 1 connection): no wrk, one worker',
     )
+    parser.add_argument(
+        "--only",
+        choices=("w1 c1", "w1 c16", "w2 c16"),
+        default=None,
+        help='only this wrk setting (no "c1 alone" runs): one setting compared quickly',
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("skipped: wrk is not installed (Debian's package wrk)")
@@ -318,7 +324,11 @@ def _bench_on(
     probe = f"/v1/users/{users[0]}/recommendations?k=10"
     results: dict[str, list[dict[str, Any]]] = {}
     offers_ready: dict[int, float] = {}
-    for workers in (1,) if args.smoke or args.alone_only else (1, 2):
+    settings = [(1, 1), (1, 16), (2, 16)]
+    if args.only:
+        settings = [(int(w[1:]), int(c[1:])) for w, c in [args.only.split()]]
+    worker_counts = sorted({w for w, _ in settings})
+    for workers in (1,) if args.smoke or args.alone_only else worker_counts:
         rp, fp = free_port(), free_port()
         real = start(
             [recsys_bin, "serve", "--port", str(rp), "--workers", str(workers), "--no-access-log"],
@@ -331,14 +341,14 @@ def _bench_on(
             offers_ready[workers] = _wait_offers(rp)
             _prime(rp, live, items)
             ref = start_reference(fp, workers, env, probe)
-            for c in () if args.alone_only else (1, 16) if workers == 1 else (16,):
+            for c in () if args.alone_only else [c for w, c in settings if w == workers]:
                 for _ in range(runs):
                     for name, port in (("real", rp), ("reference", fp)):
                         with TypeSampler(port, known, live, items) as sampler:
                             run = wrk_run(port, script, c, seconds)
                         run.update(sampler.summary())
                         results.setdefault(f"{name} w{workers} c{c}", []).append(run)
-            if workers == 1:  # the mix from one connection alone, timed per type
+            if workers == 1 and not args.only:  # the mix from one connection alone, per type
                 for _ in range(runs):
                     for name, port in (("real", rp), ("reference", fp)):
                         with TypeSampler(port, known, live, items, mix=True) as sampler:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
@@ -67,6 +68,15 @@ def create_app(
         # oversubscribe the cores and collapse throughput.
         limiter = threadpool_limits(limits=1)
         state = _build_state(settings, store, registry, rules, metrics, model_loader)
+        if settings.request_threads:
+            # the pool that runs every synchronous route (FastAPI's and run_in_threadpool's):
+            # requests beyond it wait in arrival order instead of time-slicing the GIL, so a
+            # slower request (a live list, offers) is not stretched by every one in flight;
+            # event intake, short and mostly waiting on the store, keeps a pool of the
+            # framework's size, so a write held by a batch job's lock never holds the reads
+            default = anyio.to_thread.current_default_thread_limiter()
+            state.write_limiter = anyio.CapacityLimiter(default.total_tokens)
+            default.total_tokens = settings.request_threads
         app.state.recsys = state
         state.experiments = ExperimentRegistry(experiments_path(settings)).load()
         state.exposures = ExposureWriter(

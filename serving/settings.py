@@ -26,6 +26,14 @@ class ServingSettings(Settings):
     max_in_flight: int = Field(
         default=64, ge=1, description="Requests in flight past which the API answers 503."
     )
+    request_threads: int = Field(
+        default=4,
+        ge=0,
+        le=1000,
+        description="Read requests a worker computes at once (0: the framework's 40); the "
+        "others wait their turn in order instead of sharing the GIL. Event intake has its own "
+        "threads.",
+    )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest request body accepted, in bytes."
     )

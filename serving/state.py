@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from recsys.engine import Engine, ModelLoader
 from recsys.errors import ArtifactError, ModelError, RecsysError
 from recsys.experiments.exposures import ExposureWriter
@@ -59,6 +61,9 @@ class ServingState:
         self.exposures: ExposureWriter | None = None
         # Personalised offers: set up in the app's lifespan (None: the endpoints answer 404).
         self.offers: OfferService | None = None
+        # The threads event intake runs on when reads have a bounded pool
+        # (RECSYS_REQUEST_THREADS): set up in the app's lifespan (None: the reads' pool).
+        self.write_limiter: anyio.CapacityLimiter | None = None
         # The store's live state (erasures, catalogue) as this process last read it, and the
         # one request path that uses it: both set up in the app's lifespan.
         self.live = LiveState(store, interval_s=settings.live_refresh_s)

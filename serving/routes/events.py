@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Body, Depends
 
 from recsys.data.ingest import EVENT_FIELDS, parse_event
@@ -12,6 +14,7 @@ from recsys.errors import DataError
 from serving.deps import State, require_key
 from serving.responses import OrjsonResponse
 from serving.schemas import EventsOut
+from serving.state import ServingState
 
 router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(require_key)])
 
@@ -25,7 +28,7 @@ _EXAMPLE = {
 
 
 @router.post("/events", response_model=EventsOut)
-def post_events(
+async def post_events(
     state: State,
     body: Annotated[Any, Body(examples=[_EXAMPLE, [_EXAMPLE]])],
 ) -> OrjsonResponse:
@@ -39,6 +42,13 @@ def post_events(
     object wrapping one (``{"events": [...]}``). A bad event refuses the whole batch with 422
     naming its position (``line``, from 1), field and value.
     """
+    return await anyio.to_thread.run_sync(
+        partial(_store_events, state, body), limiter=state.write_limiter
+    )
+
+
+def _store_events(state: ServingState, body: Any) -> OrjsonResponse:
+    """Validate and store the events of one request (see :func:`post_events`)."""
     events = body if isinstance(body, list) else [body]
     limit = state.settings.max_batch_events
     if not events or len(events) > limit:

@@ -19,7 +19,7 @@ from fastapi import Request
 from recsys.registry import Registry
 from recsys.store.base import EventStore
 from serving.app import create_app
-from serving.deps import get_state
+from serving.deps import get_state, read_access
 from serving.settings import ServingSettings
 from tests.reliability.helpers import child_env, running_server
 from tests.serving.fakes import fake_loader, publish
@@ -132,7 +132,68 @@ def test_a_key_sent_in_the_query_string_is_not_logged(tmp_path: Path) -> None:
     assert KEY not in text
 
 
+def test_event_intake_is_not_queued_behind_the_reads(
+    sqlite_store: EventStore, registry: Registry
+) -> None:
+    """With the reads' pool full (one thread, held), an event batch is still stored at once:
+    a write waiting on the store cannot hold the reads' threads, nor wait for them."""
+    release = threading.Event()
+    held = threading.Semaphore(0)
+
+    def held_read() -> None:
+        held.release()
+        release.wait(timeout=20)
+
+    sqlite_store.insert_events([])
+    with _client(sqlite_store, registry, request_threads=1) as client:
+        client.app.dependency_overrides[read_access] = held_read  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            try:
+                read = pool.submit(client.get, "/v1/popular")
+                assert held.acquire(timeout=10)
+                write = pool.submit(
+                    client.post, "/v1/events", json=[EVENT], headers={"X-API-Key": KEY}
+                )
+                answer = write.result(timeout=10)
+                assert not read.done()  # the read still holds the only thread
+            finally:
+                release.set()
+            assert read.result(timeout=10).status_code == 200
+    assert answer.status_code == 200 and answer.json()["inserted"] == 1
+    assert len(sqlite_store.read_events()) == 1
+
+
 # -- 9. overload and body cap ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("request_threads", "most"), [(2, 2), (0, 6)])
+def test_request_threads_bound_the_requests_computed_at_once(
+    sqlite_store: EventStore, registry: Registry, request_threads: int, most: int
+) -> None:
+    """``RECSYS_REQUEST_THREADS`` caps the routes running at once; the rest wait and answer.
+
+    With 0 (the framework's pool of 40) all six requests run together, so the cap is what
+    holds the count at 2, not the test's own concurrency.
+    """
+    lock = threading.Lock()
+    active = [0, 0]  # now, most seen
+
+    def counted_state(request: Request) -> object:
+        with lock:
+            active[0] += 1
+            active[1] = max(active[1], active[0])
+        time.sleep(0.3)  # long enough for every request to have been let in if allowed
+        with lock:
+            active[0] -= 1
+        return request.app.state.recsys
+
+    sqlite_store.insert_events([])
+    with _client(sqlite_store, registry, request_threads=request_threads) as client:
+        client.app.dependency_overrides[get_state] = counted_state  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(lambda _: client.get("/v1/popular"), range(6)))
+    assert [r.status_code for r in answers] == [200] * 6
+    assert active[1] == most
 
 
 def test_past_max_in_flight_answers_503_quickly(
