@@ -58,5 +58,10 @@ class LRU(Generic[K, V]):
         with self._lock:
             self._data.clear()
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is held (its recency unchanged)."""
+        with self._lock:
+            return key in self._data
+
     def __len__(self) -> int:
         return len(self._data)

@@ -9,15 +9,15 @@ from hypothesis import strategies as st
 from recsys.lru import LRU
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["get", "put", "pop"]), st.integers(0, 6), st.integers()),
+    st.tuples(st.sampled_from(["get", "put", "pop", "in"]), st.integers(0, 6), st.integers()),
     max_size=60,
 )
 
 
 @given(st.integers(1, 4), ops)
 def test_it_holds_the_most_recently_used(size: int, steps: list[tuple[str, int, int]]) -> None:
-    """The law: after any gets, puts and pops, the store answers as a list of (key, value)
-    kept in order of use, cut to the ``size`` most recent."""
+    """The law: after any gets, puts, pops and membership tests, the store answers as a list
+    of (key, value) kept in order of use, cut to the ``size`` most recent."""
     lru: LRU[int, int] = LRU(size)
     model: list[tuple[int, int]] = []  # least recent first
     for op, key, value in steps:
@@ -30,6 +30,8 @@ def test_it_holds_the_most_recently_used(size: int, steps: list[tuple[str, int, 
             lru.put(key, value)
             model = [kv for kv in model if kv[0] != key] + [(key, value)]
             model = model[-size:]
+        elif op == "in":  # asking whether a key is held does not make it recent
+            assert (key in lru) == (key in held)
         else:
             lru.pop(key)
             model = [kv for kv in model if kv[0] != key]

@@ -32,8 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
-import threading
-from collections import OrderedDict
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -44,6 +43,7 @@ from pydantic import Field
 
 from recsys.config import StrictModel
 from recsys.data.schema import CatalogItem, Customer
+from recsys.lru import LRU
 from recsys.offers.catalog import Promotion, PromotionCatalog
 from recsys.offers.eligibility import CustomerFacts, OfferUsage, ineligibility, spent_on
 from recsys.offers.items import ItemColumn, VersionCatalog
@@ -205,22 +205,16 @@ class HybridProbabilities:
         self.today = today
         self.now = day_start_micros(today)
         self.max_cached = max_cached
-        self._cache: OrderedDict[str, dict[str, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        # None: every customer asked for (a campaign's batch), never dropped
+        self._cache: LRU[str, dict[str, float]] = LRU(
+            sys.maxsize if max_cached is None else max(max_cached, 1)
+        )
 
     def bounded(self, max_cached: int) -> HybridProbabilities:
         """The same model with an empty cache of at most ``max_cached`` customers."""
         return HybridProbabilities(
             self.model, self.users, self.items, self.history, self.today, max_cached=max_cached
         )
-
-    def _put(self, user_id: str, probs: dict[str, float]) -> None:
-        with self._lock:
-            self._cache[user_id] = probs
-            self._cache.move_to_end(user_id)
-            if self.max_cached is not None:
-                while len(self._cache) > self.max_cached:
-                    self._cache.popitem(last=False)
 
     @property
     def calibrated(self) -> bool:
@@ -247,7 +241,7 @@ class HybridProbabilities:
                 ids = self.items.ids_of(cols)  # type: ignore[attr-defined]
                 out[u] = dict(zip(ids, probs[r, cols].tolist(), strict=True))
         for u, probs_of in out.items():
-            self._put(u, probs_of)
+            self._cache.put(u, probs_of)
         return out
 
     def candidates(self, user_id: str | None) -> dict[str, float]:
@@ -258,7 +252,7 @@ class HybridProbabilities:
         if hit is None:
             computed = self.prefetch([user_id])
             # another thread may have computed it meanwhile (then prefetch skipped it)
-            hit = computed[user_id] if user_id in computed else self._cache.get(user_id, {})
+            hit = computed[user_id] if user_id in computed else self._cache.get(user_id) or {}
         return hit
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from recsys.config import read_config_file, validate, write_config_file
 from recsys.data.schema import PURCHASE, RETURN, Customer
 from recsys.errors import ConfigError, NotFoundError, RecsysError
+from recsys.lru import LRU
 from recsys.memory import release_free_memory
 from recsys.offers.campaigns import LoadedModels, ShopContext, build_shop_context
 from recsys.offers.catalog import Promotion, PromotionCatalog, parse_promotions
@@ -149,10 +149,10 @@ class OfferService:
         self.max_pending = max_pending
         self.cache_ttl_s = cache_ttl_s
         self.cache_size = cache_size
-        self._histories: OrderedDict[tuple[str, date, int], tuple[float, PurchaseHistory]] = (
-            OrderedDict()
+        # per customer: (day, store generation, monotonic time read, their history)
+        self._histories: LRU[str, tuple[date, int, float, PurchaseHistory]] = LRU(
+            max(cache_size, 1)
         )
-        self._histories_lock = threading.Lock()
         # impressions shown by this process and not yet written, per customer: (offer, ts)
         self._pending: dict[str, list[tuple[str, int]]] = {}
         self._catalog = PromotionCatalog([])
@@ -351,8 +351,7 @@ class OfferService:
         )
         snap = _Snapshot(today, version, shop)
         self._snapshot = snap
-        with self._histories_lock:
-            self._histories.clear()  # keyed by day too; what is there is of another day
+        self._histories.clear()  # what is there is of another day
         # every purchase was read to sum the shop's totals, and let go
         release_free_memory()
         return snap
@@ -398,23 +397,16 @@ class OfferService:
 
     def _history(self, user_id: str, today: date, generation: int) -> PurchaseHistory:
         """The customer's purchases and returns up to the end of the serving day (cached)."""
-        key = (user_id, today, generation)
         now = time.monotonic()
-        with self._histories_lock:
-            hit = self._histories.get(key)
-            if hit is not None and now - hit[0] <= self.cache_ttl_s:
-                self._histories.move_to_end(key)
-                return hit[1]
+        hit = self._histories.get(user_id)
+        if hit is not None and hit[:2] == (today, generation) and now - hit[2] <= self.cache_ttl_s:
+            return hit[3]
         end = today + timedelta(days=1)
         events = self.store.user_events_of_types(
             user_id, [PURCHASE, RETURN], until=day_start_micros(end)
         )
         history = PurchaseHistory.from_events(events, end)
-        with self._histories_lock:
-            self._histories[key] = (now, history)
-            self._histories.move_to_end(key)
-            while len(self._histories) > self.cache_size:
-                self._histories.popitem(last=False)
+        self._histories.put(user_id, (today, generation, now, history))
         return history
 
     def _impressions(self, user_id: str, today: date) -> dict[str, list[int]]:
@@ -485,9 +477,7 @@ class OfferService:
         with self._record_lock:
             self._forgotten.add(user_id)
             self._pending.pop(user_id, None)
-        with self._histories_lock:
-            for key in [k for k in self._histories if k[0] == user_id]:
-                del self._histories[key]
+        self._histories.pop(user_id)
         self.flush()
 
     def record(self, user_id: str, offers: list[OfferCandidate], ts: int | None = None) -> int:
