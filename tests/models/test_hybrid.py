@@ -800,3 +800,34 @@ def test_a_warm_start_from_a_version_without_diag_p_or_rows_solves_ease_and_says
     assert again.warm_note_ is not None and again.warm_note_.startswith("EASE generator corrected")
     scale = np.abs(warm.state_.ease).max()
     assert np.abs(again.state_.ease - warm.state_.ease).max() <= 1e-4 * scale
+
+
+@pytest.mark.parametrize(
+    ("ranker", "monotone"), [("classifier", True), ("lightgbm", True), ("classifier", False)]
+)
+def test_a_monotone_ranker_moves_only_in_the_allowed_direction(
+    shop: TrainingData, ranker: str, monotone: bool
+) -> None:
+    """Sweeping a constrained feature of a candidate row over its fitted range, all else
+    equal, never moves the score against the feature's sign (more orders, a better generator
+    rank, more popularity). Unconstrained, the same ranker does, on most features."""
+    from recsys.models.features import FEATURES
+    from recsys.models.hybrid import MONOTONE
+
+    fitted = HybridModel(factors=16, max_iter=100, ranker=ranker, monotone=monotone).fit(shop)
+    assert fitted.ranker_ is not None and fitted.calibrated_
+    users = np.arange(shop.n_users)
+    _rows, _items, feats, _ = fitted._pairs(users, sp.csr_matrix(shop.interactions), None)
+    rows = feats[np.random.default_rng(0).choice(len(feats), 200, replace=False)]
+    against = {}
+    for name, sign in MONOTONE.items():
+        col = FEATURES.index(name)
+        grid = np.quantile(np.nan_to_num(feats[:, col]), np.linspace(0, 1, 30))
+        x = np.repeat(rows, len(grid), axis=0)
+        x[:, col] = np.tile(grid.astype(np.float32), len(rows))
+        signed = sign * fitted._raw(x).reshape(len(rows), len(grid))
+        against[name] = int((np.diff(signed, axis=1) < 0).any(axis=1).sum())
+    if monotone:
+        assert against == dict.fromkeys(MONOTONE, 0)
+    else:
+        assert sum(n > 0 for n in against.values()) >= len(MONOTONE) // 2, against

@@ -119,6 +119,7 @@ BAD_VALUES: list[tuple[str, str, Any]] = [
     ("hybrid", "max_ranker_customers", -1),
     ("hybrid", "ranker", "xgboost"),
     ("hybrid", "decayed_features", "no"),
+    ("hybrid", "monotone", "yes"),
     ("hybrid", "train_windows", 0),
     ("hybrid", "seed", -1),
 ]
