@@ -1,8 +1,9 @@
 """A small thread-safe store of the most recently used values.
 
 Serving keeps recent answers in several places (an index's single-query searches, the live
-lists of customers who just acted); each needs the same few operations under a lock, with the
-least recently used value dropped first once ``size`` are held.
+lists of customers who just acted, the offers' purchase histories and hybrid candidates); each
+needs the same few operations under a lock, with the least recently used value dropped first
+once ``size`` are held.
 """
 
 from __future__ import annotations
