@@ -149,6 +149,69 @@ def ranking_metrics(
     return out
 
 
+def grouped_ndcg(
+    group: NDArray[np.integer],
+    score: NDArray[np.floating],
+    relevant: NDArray[np.integer] | NDArray[np.bool_],
+    k: int = 10,
+) -> float:
+    """Mean NDCG@``k`` of ranking each group's rows by ``score``, over groups with a relevant row.
+
+    The mean of :func:`grouped_ndcg_each` (``NaN`` when no group has a relevant row).
+    """
+    each = grouped_ndcg_each(group, score, relevant, k)
+    return float(each.mean()) if len(each) else float("nan")
+
+
+def grouped_ndcg_each(
+    group: NDArray[np.integer],
+    score: NDArray[np.floating],
+    relevant: NDArray[np.integer] | NDArray[np.bool_],
+    k: int = 10,
+) -> NDArray[np.float64]:
+    """NDCG@``k`` of ranking each group's rows by ``score``, for each group with a relevant row.
+
+    For candidate lists in long form (a row per (user, candidate) pair, as a re-ranker scores
+    them): the group is the user, and the relevant rows are the candidates they went on to
+    buy. The ideal DCG counts only the group's own relevant rows, so this measures the order
+    of the candidates, not their recall. Equal scores keep the rows' order.
+
+    Parameters
+    ----------
+    group
+        Group of each row (any integers; rows of a group need not be adjacent).
+    score
+        Higher first.
+    relevant
+        Non-zero: a relevant row.
+    k
+        Cut-off.
+
+    Returns
+    -------
+    numpy.ndarray
+        One value per group with a relevant row, in ascending order of the group labels.
+    """
+    if k < 1:
+        raise DataError(f"k must be at least 1, got {k}")
+    group = np.asarray(group)
+    if len(group) == 0:
+        return np.empty(0)
+    order = np.lexsort((-np.asarray(score, dtype=np.float64), group))
+    g = group[order]
+    rel = (np.asarray(relevant)[order] != 0).astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[starts, len(g)])
+    position = np.arange(len(g)) - np.repeat(starts, sizes)
+    discount = np.where(position < k, 1.0 / np.log2(np.minimum(position, k) + 2.0), 0.0)
+    gid = np.repeat(np.arange(len(starts)), sizes)
+    dcg = np.bincount(gid, weights=rel * discount)
+    n_rel = np.bincount(gid, weights=rel).astype(np.intp)
+    ideal = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))][np.minimum(n_rel, k)]
+    has = n_rel > 0
+    return np.asarray(dcg[has] / ideal[has], dtype=np.float64)
+
+
 def mean_metrics(per_user: dict[str, NDArray[np.float64]]) -> dict[str, float]:
     """Average each metric over the users that have relevant items (``NaN`` skipped).
 

@@ -163,6 +163,16 @@ _RANKER_KINDS = {
 }
 #: ``ranker_kind_`` values whose ranker is a LightGBM model (predicted through its booster).
 _LIGHTGBM_KINDS = frozenset({"lightgbm_binary", "lambdarank"})
+#: The values of :class:`HybridModel`'s ``repeat_first``.
+REPEAT_FIRST = ("never", "always", "auto")
+#: ``repeat_first="auto"`` puts the customer's purchases first when, on the newest window's
+#: buyers, that order's NDCG@10 is ahead of the probe ranker's by more than this many standard
+#: errors of their paired differences. Two, the usual bar: what one window's buyers show by
+#: chance does not switch the order. The probe's own seed moves the test too (one of 12
+#: rolling fits on Online Retail passed it at t = 2.4 and lost after the cut); 1 and 2 made
+#: the same choices over 4 cuts x 3 seeds of both data sets, 3 gave up a Ta-Feng cut that
+#: repeat first won (benchmarks/RESULTS.md, seventeenth session).
+REPEAT_FIRST_T = 2.0
 
 
 @dataclass(frozen=True)
@@ -358,9 +368,24 @@ class HybridModel(Recommender):
         those directions. Over 4 rolling cuts and 3 seeds it raised Ta-Feng's NDCG@10 by 2.7 %
         (all items) and 10.8 % (new items) and left Online Retail within its seed spread, for
         a fit no slower (``benchmarks/RESULTS.md``, sixteenth session).
+    repeat_first
+        ``"never"``: the learned ranker orders every candidate. ``"always"``: the items the
+        customer bought come first, most orders first, and the ranker orders the items
+        with as many orders (and all the rest); lists without bought items are the
+        ranker's either way. ``"auto"``: a test in the fit picks one of the two (with at
+        least 2 ``train_windows``): a ranker learned on every window but the newest ranks
+        the newest window's candidates both ways, and repeat first serves when its NDCG@10
+        on the window's buyers is ahead by more than :data:`REPEAT_FIRST_T` standard errors
+        (``train_stats_`` holds both means and the t statistic; ``repeat_first_`` the
+        choice). The probe costs one more ranker fit on the older windows.
     seed
         Seed of every random choice (ALS init, the ranker's customers, user split, negative
         sampling).
+
+    Attributes
+    ----------
+    repeat_first_ : bool
+        Whether the customer's own purchases come first (see ``repeat_first``).
     """
 
     name: ClassVar[str] = "hybrid"
@@ -401,6 +426,7 @@ class HybridModel(Recommender):
         "decayed_features": (BOOLEAN,),
         "train_windows": (COUNT,),
         "monotone": (BOOLEAN,),
+        "repeat_first": (Options(*REPEAT_FIRST),),
         "seed": (SEED,),
     }
 
@@ -430,6 +456,7 @@ class HybridModel(Recommender):
         decayed_features: bool = False,
         train_windows: int = 1,
         monotone: bool = True,
+        repeat_first: str = "never",
         seed: int = 0,
     ) -> None:
         self.label_days = label_days
@@ -455,6 +482,7 @@ class HybridModel(Recommender):
         self.decayed_features = decayed_features
         self.train_windows = train_windows
         self.monotone = monotone
+        self.repeat_first = repeat_first
         self.seed = seed
 
     # -- fitting ----------------------------------------------------------------------------
@@ -498,6 +526,7 @@ class HybridModel(Recommender):
         self.ranker_columns_: NDArray[np.intp] | None = None
         self.calibrated_ = False
         self.ranker_kind_ = "fixed_blend"
+        self.repeat_first_ = False
         self.fallback_reason_: str | None = None
         self.train_stats_: dict[str, float] = {}
         cut_state: Factors | None = None
@@ -617,6 +646,7 @@ class HybridModel(Recommender):
         self.calibrator_ = previous.calibrator_
         self.calibrated_ = previous.calibrated_
         self.ranker_kind_ = previous.ranker_kind_
+        self.repeat_first_ = previous.repeat_first_
         self.fallback_reason_ = previous.fallback_reason_
         self.train_stats_ = dict(previous.train_stats_)
 
@@ -688,7 +718,50 @@ class HybridModel(Recommender):
             )
             return state
 
+        gate = None
+        if self.repeat_first == "auto":
+            if len(windows) < 2:
+                self.train_stats_["gate"] = 0.0  # one window: nothing older to learn from
+            else:
+                gate = self._gate(windows, calib_users)
+                if gate is None:
+                    self.train_stats_["gate"] = 0.0
+                else:
+                    self.train_stats_.update(
+                        gate=1.0,
+                        gate_learned_ndcg=gate[0],
+                        gate_repeat_first_ndcg=gate[1],
+                        gate_t=gate[2],
+                    )
+        ranker = self._learn(x, y, group, calib_users[pair_user], rng)
+        if isinstance(ranker, str):
+            self.fallback_reason_ = ranker
+            return state
+        from sklearn.isotonic import IsotonicRegression
+
+        self.ranker_ = ranker
+        self.ranker_kind_ = _RANKER_KINDS[self.ranker]
+        self.repeat_first_ = self.repeat_first == "always" or (
+            gate is not None and gate[2] > REPEAT_FIRST_T
+        )
         in_calib = calib_users[pair_user]
+        raw = self._raw(x[in_calib])
+        calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        calibrator.fit(raw, y[in_calib])
+        self.calibrator_ = calibrator
+        self.calibrated_ = True
+        return state
+
+    def _learn(
+        self,
+        x: NDArray[np.float32],
+        y: NDArray[np.int8],
+        group: NDArray[np.int64],
+        in_calib: NDArray[np.bool_],
+        rng: np.random.Generator,
+    ) -> Any:
+        """Fit the ranker on the pairs of customers outside the calibration split (its
+        negatives sampled, ``buyers_only`` applied); a string says why it cannot learn."""
         fit_mask = ~in_calib & ((y == 1) | (rng.random(len(y)) < self.negative_rate))
         if self.buyers_only:
             # rank among customers who did buy: a customer with no purchase in the window
@@ -698,28 +771,59 @@ class HybridModel(Recommender):
             buyer[group[y == 1]] = True
             fit_mask &= buyer[group]
         if y[fit_mask].sum() < self.min_positives // 2 or y[in_calib].sum() == 0:
-            self.fallback_reason_ = (
-                "too few labelled purchases on one side of the calibration split"
-            )
-            return state
-
-        from sklearn.isotonic import IsotonicRegression
-
+            return "too few labelled purchases on one side of the calibration split"
         fit_x = x[fit_mask]
         # a feature none of these pairs has (no prices in the data, no EASE, or a few pairs
         # that happen to lack it) is constant for the ranker: scikit-learn's binning cannot
         # take a column that is all NaN in the rows it is fitted on
         fit_x[:, np.isnan(fit_x).all(axis=0)] = 0.0
         with _openmp_threads(1):
-            ranker = self._fit_scorer(fit_x, y[fit_mask], group[fit_mask])
-        self.ranker_ = ranker
-        self.ranker_kind_ = _RANKER_KINDS[self.ranker]
-        raw = self._raw(x[in_calib])
-        calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        calibrator.fit(raw, y[in_calib])
-        self.calibrator_ = calibrator
-        self.calibrated_ = True
-        return state
+            return self._fit_scorer(fit_x, y[fit_mask], group[fit_mask])
+
+    def _gate(
+        self, windows: list[_WindowPairs], calib_users: NDArray[np.bool_]
+    ) -> tuple[float, float, float] | None:
+        """``repeat_first="auto"``'s test: a ranker learned on every window but the newest,
+        and the same ranker behind the customer's own purchases, each scored by NDCG@10 on
+        the newest window's buyers. Returns (learned, repeat first, the paired t statistic of
+        the buyers' differences), or ``None`` when the older windows cannot teach a ranker.
+
+        The newest window is later than every pair the probe learned from, as the served
+        lists are later than the final ranker's: a ranker that only fits its own windows'
+        mood (Ta-Feng's short, seasonal windows) loses this test where it would lose after
+        the cut.
+        """
+        older, newest = windows[:-1], windows[-1]
+        user = _joined([wp.user for wp in older])
+        probe = self._learn(
+            _joined([wp.x for wp in older]),
+            _joined([wp.y for wp in older]),
+            _joined([wp.group for wp in older]),
+            calib_users[user],
+            # its own stream: the final ranker's negatives are drawn as without the gate
+            np.random.default_rng([self.seed, 2]),
+        )
+        if isinstance(probe, str):
+            return None
+        # the newest window's buyers, each of their candidates once
+        buyer = np.zeros(int(newest.group.max()) + 1, dtype=bool)
+        buyer[newest.group[newest.y == 1]] = True
+        keep = buyer[newest.group]
+        x, y, group = newest.x[keep], newest.y[keep], newest.group[keep]
+        if self.ranker in ("lightgbm", "lambdarank"):
+            learned = np.asarray(probe.booster_.predict(x, raw_score=True), dtype=np.float64)
+        else:
+            learned = np.asarray(probe.decision_function(x), dtype=np.float64)
+        from recsys.evaluation.metrics import grouped_ndcg_each
+
+        by_ranker = grouped_ndcg_each(group, learned, y)
+        by_first = grouped_ndcg_each(group, _repeat_first(x, learned), y)
+        # the paired t statistic of the buyers' differences: how far the mean difference is
+        # from what one window of buyers makes by chance
+        diff = by_first - by_ranker
+        spread = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+        t = float(diff.mean() / (spread / np.sqrt(len(diff)))) if spread > 0 else 0.0
+        return float(by_ranker.mean()), float(by_first.mean()), t
 
     def _window_pairs(
         self,
@@ -866,23 +970,16 @@ class HybridModel(Recommender):
         if len(x) == 0:
             return np.empty(0)
         if self.ranker_ is not None:
-            if self.ranker_columns_ is not None:
-                x = x[:, self.ranker_columns_]
+            rows = x if self.ranker_columns_ is None else x[:, self.ranker_columns_]
             # a big batch inside prediction_threads (training's evaluation and stored lists)
             # predicts on its threads; anything else (every serving request) on one, where
             # threads cost more than they save and would oversubscribe the workers
-            threads = _PREDICT_THREADS.get() if len(x) >= PARALLEL_PREDICT_ROWS else 1
+            threads = _PREDICT_THREADS.get() if len(rows) >= PARALLEL_PREDICT_ROWS else 1
             if threads == 1:
-                return self._predict_rows(x)
-            # each thread predicts its own rows with one OpenMP thread: scikit-learn's OpenMP
-            # threads meet at a barrier after every tree, and on a busy machine (a training
-            # job beside serving workers) a descheduled thread held the other at each one,
-            # three times slower than one thread; separate rows wait for nothing
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(threads, thread_name_prefix="recsys-predict") as pool:
-                parts = pool.map(self._predict_rows, np.array_split(x, threads))
-                return np.concatenate(list(parts))
+                raw = self._predict_rows(rows)
+            else:
+                raw = self._predict_parallel(rows, threads)
+            return _repeat_first(x, raw) if self.repeat_first_ else raw
 
         # fixed blend: reciprocal ranks of the personal generators plus the repeat signal,
         # scaled to [0, 1]; ranks equal to the list length mean "not proposed"
@@ -899,6 +996,18 @@ class HybridModel(Recommender):
             + 0.2 * rr("pop_rank", self.n_popular)
         )
         return blend / 5.2
+
+    def _predict_parallel(self, x: NDArray[np.float32], threads: int) -> NDArray[np.float64]:
+        """:meth:`_predict_rows` on ``threads`` threads, each on its own rows."""
+        # each thread predicts its own rows with one OpenMP thread: scikit-learn's OpenMP
+        # threads meet at a barrier after every tree, and on a busy machine (a training
+        # job beside serving workers) a descheduled thread held the other at each one,
+        # three times slower than one thread; separate rows wait for nothing
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="recsys-predict") as pool:
+            parts = pool.map(self._predict_rows, np.array_split(x, threads))
+            return np.concatenate(list(parts))
 
     def _proba(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         if self.calibrator_ is not None and len(raw):
@@ -1182,6 +1291,7 @@ class HybridModel(Recommender):
                 "params": self.get_params(),
                 "features": self._ranker_features(),
                 "ranker_kind": self.ranker_kind_,
+                "repeat_first": self.repeat_first_,
                 "fallback_reason": self.fallback_reason_,
                 "calibrated": self.calibrated_,
                 "ranker_sha256": ranker_sha,
@@ -1225,6 +1335,9 @@ class HybridModel(Recommender):
                 else np.array([_COL[f] for f in features], dtype=np.intp)
             )
             model.ranker_kind_ = meta["ranker_kind"]
+            # absent from a version trained before repeat_first existed: it ranked by the
+            # ranker alone
+            model.repeat_first_ = bool(meta.get("repeat_first", False))
             model.fallback_reason_ = meta["fallback_reason"]
             model.calibrated_ = bool(meta["calibrated"])
             model.as_of_day_ = float(meta["as_of_day"])
@@ -1245,6 +1358,14 @@ class HybridModel(Recommender):
             raise ArtifactError(f"{directory / _META_FILE}: learned ranker without a sha256")
         model.state_ = GeneratorState.load(directory / _STATE_FILE)
         return model
+
+
+def _repeat_first(x: NDArray[np.float32], raw: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Scores that put the items with more of the customer's orders first and keep the
+    ranker's order (``raw``) among items with as many orders (``repeat_first``)."""
+    orders = np.nan_to_num(x[:, _COL["n_orders"]].astype(np.float64))
+    # arctan maps any raw score into (0, 1), in its order: one more order always outranks it
+    return orders + 0.5 + np.arctan(raw) / np.pi
 
 
 def isotonic_predict(calibrator: Any, raw: NDArray[np.floating]) -> NDArray[np.float64]:

@@ -16,6 +16,7 @@ from recsys.evaluation.metrics import (
     catalog_coverage,
     exposure,
     gini,
+    grouped_ndcg,
     hit_matrix,
     mean_ci,
     mean_metrics,
@@ -252,3 +253,42 @@ def test_mean_ci_holds_the_mean_and_widens_with_the_level(
     assert lo <= arr.mean() + 1e-12 and arr.mean() - 1e-12 <= hi
     wider_lo, wider_hi = mean_ci(arr, min(0.999, level + 0.005))
     assert wider_lo <= lo + 1e-12 and hi <= wider_hi + 1e-12
+
+
+# -- NDCG of candidate lists in long form --------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_grouped_ndcg_is_the_list_ndcg_of_each_group_ranked_by_score(data: st.DataObject) -> None:
+    """Rows shuffled across groups, each group ranked by its distinct scores, give the mean
+    NDCG@k that ranking_metrics gives the same lists (over the groups with a relevant row)."""
+    n_groups = data.draw(st.integers(1, 5))
+    n_items = data.draw(st.integers(1, 8))
+    k = data.draw(st.integers(1, 10))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    relevant = rng.random((n_groups, n_items)) < 0.3
+    scores = np.stack([rng.permutation(n_items) for _ in range(n_groups)]).astype(float)
+    group = np.repeat(np.arange(n_groups) * 7 + 3, n_items)  # labels need not be 0..n-1
+    order = rng.permutation(n_groups * n_items)
+    got = grouped_ndcg(group[order], scores.ravel()[order], relevant.ravel()[order], k)
+    topk = np.argsort(-scores, axis=1)
+    padded = np.full((n_groups, max(k, n_items)), -1)
+    padded[:, :n_items] = topk
+    expected = mean_metrics(ranking_metrics(padded, sp.csr_matrix(relevant), k))["ndcg"]
+    if relevant.any():
+        assert got == pytest.approx(expected)
+    else:
+        assert math.isnan(got) and math.isnan(expected)
+
+
+def test_grouped_ndcg_by_hand() -> None:
+    # group 5: the relevant row second of two (1 / log2(3)); group 1: first of one (1);
+    # group 9 has no relevant row and does not count
+    got = grouped_ndcg(
+        np.array([5, 1, 5, 9]), np.array([2.0, 0.0, 1.0, 4.0]), np.array([0, 1, 1, 0]), k=10
+    )
+    assert got == pytest.approx((1.0 / math.log2(3) + 1.0) / 2)
+    assert grouped_ndcg(np.array([5, 5]), np.array([2.0, 1.0]), np.array([0, 1]), k=1) == 0.0
+    with pytest.raises(DataError, match="k must be at least 1"):
+        grouped_ndcg(np.array([1]), np.array([1.0]), np.array([1]), k=0)

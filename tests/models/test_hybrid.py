@@ -65,6 +65,32 @@ def synthetic_rows(seed: int = 7) -> list[EventRow]:
     return rows
 
 
+def shift_rows(seed: int = 3) -> list[EventRow]:
+    """A shop whose customers changed habit a month ago.
+
+    Until 30 days before ``as_of`` every order of each of 150 customers is two items they
+    never bought before (from 120); in the last 30 days every order is two of their own
+    earlier items.
+    """
+    rng = np.random.default_rng(seed)
+    rows: list[EventRow] = []
+    for u in range(150):
+        user, bought, n = f"s{u}", list[str](), 0
+        day = 200.0 - rng.uniform(0, 7)
+        while day > 0.5:
+            if day > 30.0:
+                fresh = [f"i{j}" for j in rng.permutation(120) if f"i{j}" not in bought]
+                items = fresh[:2]
+            else:
+                items = [str(i) for i in rng.choice(bought, size=2, replace=False)]
+            for item in items:
+                rows.append(event(len(rows), user, item, "purchase", day, order=f"{user}-{n}"))
+            bought += [i for i in items if i not in bought]
+            day -= rng.uniform(5, 9)
+            n += 1
+    return rows
+
+
 @pytest.fixture(scope="module")
 def shop() -> TrainingData:
     return build_training_data(
@@ -831,3 +857,91 @@ def test_a_monotone_ranker_moves_only_in_the_allowed_direction(
         assert against == dict.fromkeys(MONOTONE, 0)
     else:
         assert sum(n > 0 for n in against.values()) >= len(MONOTONE) // 2, against
+
+
+# -- repeat first ---------------------------------------------------------------------------
+
+
+def _candidate_scores(fitted: HybridModel, shop: TrainingData) -> tuple[np.ndarray, ...]:
+    rows, _items, feats, _ = fitted._pairs(
+        np.arange(shop.n_users), sp.csr_matrix(shop.interactions), None
+    )
+    return rows, feats, fitted._raw(feats)
+
+
+def test_repeat_first_puts_the_customers_own_purchases_first_in_the_rankers_order(
+    shop: TrainingData, model: HybridModel
+) -> None:
+    """With ``repeat_first="always"`` every customer's candidates come in order of their
+    orders of the item, and the ranker orders the items with as many; ``"never"`` (the same
+    ranker: the same seed, no probe) puts some unbought or less-bought item above them."""
+    from recsys.models.features import FEATURES
+
+    first = HybridModel(factors=16, max_iter=100, repeat_first="always").fit(shop)
+    assert first.repeat_first_ and not model.repeat_first_
+    rows, feats, raw = _candidate_scores(first, shop)
+    _, _, plain = _candidate_scores(model, shop)
+    orders = feats[:, FEATURES.index("n_orders")]
+    broken_by_plain = 0
+    for u in np.unique(rows):
+        mine = rows == u
+        by_first = np.argsort(-raw[mine], kind="stable")
+        assert np.all(np.diff(orders[mine][by_first]) <= 0)
+        for n in np.unique(orders[mine]):  # within equal orders, the ranker's order
+            same = orders[mine] == n
+            assert np.array_equal(
+                np.argsort(-raw[mine][same], kind="stable"),
+                np.argsort(-plain[mine][same], kind="stable"),
+            )
+        by_plain = np.argsort(-plain[mine], kind="stable")
+        broken_by_plain += bool(np.any(np.diff(orders[mine][by_plain]) > 0))
+    assert broken_by_plain > 0
+    # a probability still rises with the served score (the calibration saw repeat-first scores)
+    proba = first._proba(raw)
+    order = np.argsort(raw)
+    assert np.all(np.diff(proba[order]) >= -1e-9)
+
+
+@pytest.mark.parametrize(("rows", "expected"), [(synthetic_rows, False), (shift_rows, True)])
+def test_auto_repeat_first_follows_the_newest_window(rows: object, expected: bool) -> None:
+    """``repeat_first="auto"`` learns a ranker on the older windows and scores both orders on
+    the newest (repeat first must be ahead by two standard errors). Where habits hold (the
+    synthetic shop: due consumables, complements, noise items bought once) the learned order
+    wins; where customers turned from new items to their own a month ago, a ranker learned
+    before that loses to their purchases first."""
+    from recsys.models.hybrid import REPEAT_FIRST_T
+
+    assert callable(rows)
+    data = build_training_data(EventFrame.from_rows(rows()), InteractionConfig(), as_of=AS_OF)
+    fitted = HybridModel(factors=16, max_iter=100, train_windows=3, repeat_first="auto").fit(data)
+    stats = fitted.train_stats_
+    assert stats["windows"] == 3 and stats["gate"] == 1.0
+    learned, first = stats["gate_learned_ndcg"], stats["gate_repeat_first_ndcg"]
+    assert 0.0 <= learned <= 1.0 and 0.0 <= first <= 1.0
+    assert fitted.repeat_first_ is expected
+    assert (stats["gate_t"] > REPEAT_FIRST_T) is expected
+    assert (first > learned) is expected
+
+
+def test_auto_repeat_first_needs_an_older_window_and_is_saved(
+    shop: TrainingData, tmp_path: Path
+) -> None:
+    """With one window there is nothing older to learn the probe from: the ranker serves
+    alone and the stats say the test did not run. The choice travels with the saved model,
+    and a version saved before the choice existed loads as "ranker alone"."""
+    import json
+
+    one = HybridModel(factors=16, max_iter=100, repeat_first="auto").fit(shop)
+    assert one.train_stats_["gate"] == 0.0 and not one.repeat_first_
+    first = HybridModel(factors=16, max_iter=100, repeat_first="always").fit(shop)
+    first.save(tmp_path / "m")
+    loaded = HybridModel.load(tmp_path / "m")
+    assert loaded.repeat_first_
+    users = np.arange(5)
+    history = sp.csr_matrix(shop.interactions)[users]
+    np.testing.assert_array_equal(loaded.score(users, history), first.score(users, history))
+    meta_path = tmp_path / "m" / "hybrid.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["repeat_first"]
+    meta_path.write_text(json.dumps(meta))
+    assert not HybridModel.load(tmp_path / "m").repeat_first_

@@ -120,6 +120,7 @@ BAD_VALUES: list[tuple[str, str, Any]] = [
     ("hybrid", "ranker", "xgboost"),
     ("hybrid", "decayed_features", "no"),
     ("hybrid", "monotone", "yes"),
+    ("hybrid", "repeat_first", "sometimes"),
     ("hybrid", "train_windows", 0),
     ("hybrid", "seed", -1),
 ]

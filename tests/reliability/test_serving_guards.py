@@ -175,15 +175,19 @@ def test_request_threads_bound_the_requests_computed_at_once(
     With 0 (the framework's pool of 40) all six requests run together, so the cap is what
     holds the count at 2, not the test's own concurrency.
     """
-    lock = threading.Lock()
+    changed = threading.Condition()
     active = [0, 0]  # now, most seen
 
     def counted_state(request: Request) -> object:
-        with lock:
+        with changed:
             active[0] += 1
             active[1] = max(active[1], active[0])
-        time.sleep(0.3)  # long enough for every request to have been let in if allowed
-        with lock:
+            changed.notify_all()
+            # each request stays in until all six are (uncapped) or 2 s have passed (capped:
+            # the others cannot come in): a slow machine only lengthens the wait, where a
+            # fixed sleep let a late request find the others gone
+            changed.wait_for(lambda: active[0] == 6, timeout=2.0)
+        with changed:
             active[0] -= 1
         return request.app.state.recsys
 
