@@ -733,6 +733,14 @@ class HybridModel(Recommender):
                         gate_repeat_first_ndcg=gate[1],
                         gate_t=gate[2],
                     )
+                    log.info(
+                        "hybrid: newest window NDCG@10 %.4f learned, %.4f own purchases first "
+                        "(t = %.2f): %s",
+                        gate[0],
+                        gate[1],
+                        gate[2],
+                        "own purchases first" if gate[2] > REPEAT_FIRST_T else "learned order",
+                    )
         ranker = self._learn(x, y, group, calib_users[pair_user], rng)
         if isinstance(ranker, str):
             self.fallback_reason_ = ranker
