@@ -1,0 +1,156 @@
+"""The hybrid's ``repeat_first`` test over rolling cuts: what it chose, and what each order scored.
+
+At each of 4 rolling cuts (:func:`recsys.evaluation.splits.rolling_cuts`, ``--window`` days
+apart, tested on the ``--window`` days after each) and for each of ``--seeds`` seeds, the
+shipped hybrid is fitted once with ``repeat_first="auto"``; its lists are then scored three
+ways from that one fit: ``never`` (the learned order), ``always`` (the customer's own
+purchases first) and ``auto`` (what the fit's test chose). The test's numbers (the probe's
+NDCG@10 both ways on the newest label window, and the paired t statistic) are printed per
+cut and seed, and the means over cuts and seeds per way, for ``repeat_first`` thresholds 0-3
+(the decision "t above the threshold" replayed from the recorded t).
+
+The events are read from a state folder that ``recsys ingest`` filled (``--home``), weighted
+with the training config's ``[interactions]``; ``repeat_popular`` (own items, then
+popularity) is scored alongside unless ``--no-baseline``.
+
+Usage::
+
+    RECSYS_HOME=/tmp/tfh .venv/bin/recsys ingest ../shared/data/ta_feng_events.csv.gz \\
+        --format generic
+    nice -n 5 .venv/bin/python benchmarks/bench_repeat_first.py --home /tmp/tfh --window 21 \\
+        --json tf.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine
+
+WAYS = ("never", "always", "auto")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, required=True, help="state folder with the events")
+    parser.add_argument("--window", type=int, default=30, help="days after each cut")
+    parser.add_argument("--cuts", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write every number here")
+    args = parser.parse_args(argv)
+
+    from threadpoolctl import threadpool_limits
+
+    from recsys.data.interactions import TrainingData
+    from recsys.evaluation.protocol import evaluate_models
+    from recsys.evaluation.splits import rolling_cuts
+    from recsys.models.base import Recommender
+    from recsys.models.baselines import RepeatModel
+    from recsys.models.hybrid import HybridModel
+    from recsys.store.sqlite import SQLiteStore
+    from training.config import load_training_config
+
+    store = SQLiteStore(args.home / "recsys.db")
+    events, catalog = store.read_events(), store.read_items()
+    store.close()
+    config = load_training_config()
+    params = {**dict(config.models["hybrid"].params), "repeat_first": "auto"}
+    print(f"{machine()}; hybrid {params}", flush=True)
+    fits: dict[tuple[int, int], tuple[HybridModel, float]] = {}
+
+    def way(seed: int, name: str) -> type[Recommender]:
+        class Way(HybridModel):
+            """One fit per (cut, seed), shared by the three ways, ordered as ``name`` says."""
+
+            def fit(self, data: TrainingData) -> Any:
+                key = (data.as_of, seed)
+                if key not in fits:
+                    start = time.perf_counter()
+                    model = HybridModel(**{**params, "seed": seed}).fit(data)
+                    fits[key] = model, time.perf_counter() - start
+                fitted = fits[key][0]
+                self.__dict__.update(fitted.__dict__)
+                self.repeat_first_ = {"never": False, "always": True}.get(
+                    name, fitted.repeat_first_
+                )
+                return self
+
+        return Way
+
+    models: dict[str, Any] = {
+        f"{name}/{seed}": way(seed, name) for seed in range(args.seeds) for name in WAYS
+    }
+    if not args.no_baseline:
+        models["repeat_popular"] = lambda: RepeatModel(fallback="popular")
+    rows = []
+    for i, cut in enumerate(rolling_cuts(events, args.cuts, window_days=args.window)):
+        start = time.perf_counter()
+        with threadpool_limits(2):
+            result = evaluate_models(
+                events,
+                models,
+                cut=cut,
+                k=10,
+                interaction_config=config.interactions,
+                catalog=catalog,
+                horizon=int(args.window * 86_400 * 10**6),
+            )
+        tests = {
+            str(seed): {
+                **{k: v for k, v in fitted.train_stats_.items() if k.startswith("gate")},
+                "fit_seconds": seconds,
+            }
+            for (as_of, seed), (fitted, seconds) in fits.items()
+            if as_of == cut
+        }
+        print(f"cut {i}: {result.n_users} customers, {time.perf_counter() - start:.0f} s")
+        for seed, test in tests.items():
+            print(f"  seed {seed} test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
+        scores = {
+            m.name: [
+                m.all_items["recall"],
+                m.all_items["ndcg"],
+                m.new_items["recall"],
+                m.new_items["ndcg"],
+            ]
+            for m in result.models
+        }
+        for name, v in scores.items():
+            print(f"  {name:16s} all {v[0]:.4f} / {v[1]:.4f}  new {v[2]:.4f} / {v[3]:.4f}")
+        rows.append({"cut": i, "tests": tests, "models": scores})
+
+    print("\nmean over cuts and seeds (R@10 / NDCG@10 all, new), and the spread of seed means")
+    for name in [*WAYS, "repeat_popular"][: len(WAYS) + (not args.no_baseline)]:
+        v = np.array([[s for k, s in r["models"].items() if k.split("/")[0] == name] for r in rows])
+        by_seed = v.mean(axis=0)
+        print(
+            f"  {name:16s}",
+            " ".join(f"{x:.4f}" for x in v.mean(axis=(0, 1))),
+            "spread",
+            " ".join(f"{x:.4f}" for x in by_seed.max(axis=0) - by_seed.min(axis=0)),
+        )
+    for threshold in (0.0, 1.0, 2.0, 3.0):
+
+        def chosen(r: dict[str, Any], seed: int, threshold: float = threshold) -> list[float]:
+            first = r["tests"][str(seed)].get("gate_t", 0.0) > threshold
+            return list(r["models"][f"{'always' if first else 'never'}/{seed}"])
+
+        picked = np.array([[chosen(r, s) for s in range(args.seeds)] for r in rows])
+        print(f"  t > {threshold:.0f}          ", " ".join(f"{x:.4f}" for x in picked.mean((0, 1))))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
