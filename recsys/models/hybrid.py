@@ -699,7 +699,6 @@ class HybridModel(Recommender):
         # its time
         pair_user = _joined([wp.user for wp in windows])
         group = _joined([wp.group for wp in windows])
-        x = _joined([wp.x for wp in windows])
         y = _joined([wp.y for wp in windows])
         n_pos = int(y.sum())
         self.train_stats_ = {
@@ -741,6 +740,9 @@ class HybridModel(Recommender):
                         gate[2],
                         "own purchases first" if gate[2] > REPEAT_FIRST_T else "learned order",
                     )
+        # joined after the test: its probe's copy of the older windows is gone by then, so
+        # the peak is the final ranker's, as without the test
+        x = _joined([wp.x for wp in windows])
         ranker = self._learn(x, y, group, calib_users[pair_user], rng)
         if isinstance(ranker, str):
             self.fallback_reason_ = ranker
