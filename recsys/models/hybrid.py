@@ -717,33 +717,30 @@ class HybridModel(Recommender):
             )
             return state
 
-        gate = None
+        # each window's features stay where they are: the ranker and the calibration read
+        # their rows of them (_selected), and a copy of all of them was 0.55 GB at 10^6 events
+        xs = [wp.x for wp in windows]
+        in_calib = calib_users[pair_user]
+        test = self.repeat_first == "auto" and len(windows) >= 2
+        threads = _PREDICT_THREADS.get()  # the training run's threads (1 outside one)
+        gate: tuple[float, float, float] | None = None
+        if test and threads >= 2:
+            # the probe and the final ranker learn at once, each on one thread: they share
+            # nothing but the windows they read, and their draws are their own streams
+            from concurrent.futures import ThreadPoolExecutor
+
+            with (
+                _openmp_threads(1),
+                ThreadPoolExecutor(1, thread_name_prefix="recsys-probe") as pool,
+            ):
+                probe = pool.submit(self._gate, windows, calib_users, 1)
+                ranker = self._learn(xs, y, group, in_calib, rng)
+                gate = probe.result()
+        else:
+            gate = self._gate(windows, calib_users, threads) if test else None
+            ranker = self._learn(xs, y, group, in_calib, rng)
         if self.repeat_first == "auto":
-            if len(windows) < 2:
-                self.train_stats_["gate"] = 0.0  # one window: nothing older to learn from
-            else:
-                gate = self._gate(windows, calib_users)
-                if gate is None:
-                    self.train_stats_["gate"] = 0.0
-                else:
-                    self.train_stats_.update(
-                        gate=1.0,
-                        gate_learned_ndcg=gate[0],
-                        gate_repeat_first_ndcg=gate[1],
-                        gate_t=gate[2],
-                    )
-                    log.info(
-                        "hybrid: newest window NDCG@10 %.4f learned, %.4f own purchases first "
-                        "(t = %.2f): %s",
-                        gate[0],
-                        gate[1],
-                        gate[2],
-                        "own purchases first" if gate[2] > REPEAT_FIRST_T else "learned order",
-                    )
-        # joined after the test: its probe's copy of the older windows is gone by then, so
-        # the peak is the final ranker's, as without the test
-        x = _joined([wp.x for wp in windows])
-        ranker = self._learn(x, y, group, calib_users[pair_user], rng)
+            self._record_gate(gate)  # None: one window, or the older ones taught no probe
         if isinstance(ranker, str):
             self.fallback_reason_ = ranker
             return state
@@ -754,24 +751,42 @@ class HybridModel(Recommender):
         self.repeat_first_ = self.repeat_first == "always" or (
             gate is not None and gate[2] > REPEAT_FIRST_T
         )
-        in_calib = calib_users[pair_user]
-        raw = self._raw(x[in_calib])
+        raw = self._raw(_selected(xs, in_calib))
         calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         calibrator.fit(raw, y[in_calib])
         self.calibrator_ = calibrator
         self.calibrated_ = True
         return state
 
+    def _record_gate(self, gate: tuple[float, float, float] | None) -> None:
+        """Keep the repeat-first test's numbers in ``train_stats_`` and log its choice."""
+        if gate is None:
+            self.train_stats_["gate"] = 0.0
+            return
+        self.train_stats_.update(
+            gate=1.0, gate_learned_ndcg=gate[0], gate_repeat_first_ndcg=gate[1], gate_t=gate[2]
+        )
+        log.info(
+            "hybrid: newest window NDCG@10 %.4f learned, %.4f own purchases first (t = %.2f): %s",
+            gate[0],
+            gate[1],
+            gate[2],
+            "own purchases first" if gate[2] > REPEAT_FIRST_T else "learned order",
+        )
+
     def _learn(
         self,
-        x: NDArray[np.float32],
+        xs: list[NDArray[np.float32]],
         y: NDArray[np.int8],
         group: NDArray[np.int64],
         in_calib: NDArray[np.bool_],
         rng: np.random.Generator,
     ) -> Any:
         """Fit the ranker on the pairs of customers outside the calibration split (its
-        negatives sampled, ``buyers_only`` applied); a string says why it cannot learn."""
+        negatives sampled, ``buyers_only`` applied); a string says why it cannot learn.
+
+        ``xs`` are the windows' features, whose rows ``y``, ``group`` and ``in_calib`` follow
+        end to end."""
         fit_mask = ~in_calib & ((y == 1) | (rng.random(len(y)) < self.negative_rate))
         if self.buyers_only:
             # rank among customers who did buy: a customer with no purchase in the window
@@ -782,7 +797,7 @@ class HybridModel(Recommender):
             fit_mask &= buyer[group]
         if y[fit_mask].sum() < self.min_positives // 2 or y[in_calib].sum() == 0:
             return "too few labelled purchases on one side of the calibration split"
-        fit_x = x[fit_mask]
+        fit_x = _selected(xs, fit_mask)
         # a feature none of these pairs has (no prices in the data, no EASE, or a few pairs
         # that happen to lack it) is constant for the ranker: scikit-learn's binning cannot
         # take a column that is all NaN in the rows it is fitted on
@@ -791,7 +806,7 @@ class HybridModel(Recommender):
             return self._fit_scorer(fit_x, y[fit_mask], group[fit_mask])
 
     def _gate(
-        self, windows: list[_WindowPairs], calib_users: NDArray[np.bool_]
+        self, windows: list[_WindowPairs], calib_users: NDArray[np.bool_], threads: int
     ) -> tuple[float, float, float] | None:
         """``repeat_first="auto"``'s test: a ranker learned on every window but the newest,
         and the same ranker behind the customer's own purchases, each scored by NDCG@10 on
@@ -806,7 +821,7 @@ class HybridModel(Recommender):
         older, newest = windows[:-1], windows[-1]
         user = _joined([wp.user for wp in older])
         probe = self._learn(
-            _joined([wp.x for wp in older]),
+            [wp.x for wp in older],
             _joined([wp.y for wp in older]),
             _joined([wp.group for wp in older]),
             calib_users[user],
@@ -821,9 +836,12 @@ class HybridModel(Recommender):
         keep = buyer[newest.group]
         x, y, group = newest.x[keep], newest.y[keep], newest.group[keep]
         if self.ranker in ("lightgbm", "lambdarank"):
-            learned = np.asarray(probe.booster_.predict(x, raw_score=True), dtype=np.float64)
+            learned = np.asarray(
+                probe.booster_.predict(x, raw_score=True, num_threads=threads), dtype=np.float64
+            )
         else:
-            learned = np.asarray(probe.decision_function(x), dtype=np.float64)
+            with _openmp_threads(threads):
+                learned = np.asarray(probe.decision_function(x), dtype=np.float64)
         from recsys.evaluation.metrics import grouped_ndcg_each
 
         by_ranker = grouped_ndcg_each(group, learned, y)
@@ -1403,6 +1421,20 @@ def isotonic_predict(calibrator: Any, raw: NDArray[np.floating]) -> NDArray[np.f
 def _joined(parts: list[NDArray[Any]]) -> NDArray[Any]:
     """``np.concatenate(parts)``; a single part itself, not a copy (it is only read)."""
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _selected(parts: list[NDArray[Any]], mask: NDArray[np.bool_]) -> NDArray[Any]:
+    """``np.concatenate(parts)[mask]`` without the concatenation: only the chosen rows are
+    copied."""
+    out = np.empty((int(mask.sum()), *parts[0].shape[1:]), dtype=parts[0].dtype)
+    at = start = 0
+    for part in parts:
+        mine = mask[start : start + len(part)]
+        n = int(mine.sum())
+        np.compress(mine, part, axis=0, out=out[at : at + n])
+        at += n
+        start += len(part)
+    return out
 
 
 def _pair_positions(

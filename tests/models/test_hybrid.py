@@ -945,3 +945,22 @@ def test_auto_repeat_first_needs_an_older_window_and_is_saved(
     del meta["repeat_first"]
     meta_path.write_text(json.dumps(meta))
     assert not HybridModel.load(tmp_path / "m").repeat_first_
+
+
+def test_the_probe_learning_beside_the_final_ranker_changes_nothing() -> None:
+    """In a training run with 2 threads the repeat-first probe learns on its own thread while
+    the final ranker learns: the model, the test's numbers and its choice are those of the
+    same fit on one thread (each draws from its own stream, each reads only its rows)."""
+    from recsys.models.hybrid import prediction_threads
+
+    data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
+    fits = []
+    for threads in (1, 2):
+        with prediction_threads(threads):
+            model = HybridModel(factors=16, max_iter=60, train_windows=3, repeat_first="auto")
+            fits.append(model.fit(data))
+    one, two = fits
+    users = np.arange(data.n_users)
+    history = sp.csr_matrix(data.interactions)
+    np.testing.assert_array_equal(one.score(users, history), two.score(users, history))
+    assert one.train_stats_ == two.train_stats_ and one.repeat_first_ and two.repeat_first_
