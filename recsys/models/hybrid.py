@@ -377,7 +377,9 @@ class HybridModel(Recommender):
         the newest window's candidates both ways, and repeat first serves when its NDCG@10
         on the window's buyers is ahead by more than :data:`REPEAT_FIRST_T` standard errors
         (``train_stats_`` holds both means and the t statistic; ``repeat_first_`` the
-        choice). The probe costs one more ranker fit on the older windows.
+        choice). The probe costs one more ranker fit on the older windows; inside
+        :func:`prediction_threads` of 2 or more (a training run) it learns on its own thread
+        beside the final ranker.
     seed
         Seed of every random choice (ALS init, the ranker's customers, user split, negative
         sampling).
