@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame, EventRow
@@ -964,3 +966,17 @@ def test_the_probe_learning_beside_the_final_ranker_changes_nothing() -> None:
     history = sp.csr_matrix(data.interactions)
     np.testing.assert_array_equal(one.score(users, history), two.score(users, history))
     assert one.train_stats_ == two.train_stats_ and one.repeat_first_ and two.repeat_first_
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=4), st.integers(0, 2**16))
+def test_selected_rows_are_the_joined_rows_under_the_mask(sizes: list[int], seed: int) -> None:
+    """The ranker's rows taken window by window are the rows of the joined windows."""
+    from recsys.models.hybrid import _selected
+
+    rng = np.random.default_rng(seed)
+    parts = [rng.random((n, 3)).astype(np.float32) for n in sizes]
+    mask = rng.random(sum(sizes)) < 0.5
+    got = _selected(parts, mask)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.concatenate(parts)[mask])
