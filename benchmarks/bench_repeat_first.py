@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
     from recsys.data.interactions import TrainingData
-    from recsys.evaluation.protocol import evaluate_models
-    from recsys.evaluation.splits import rolling_cuts
+    from recsys.evaluation.rolling import evaluate_rolling
     from recsys.models.base import Recommender
     from recsys.models.baselines import RepeatModel
     from recsys.models.hybrid import HybridModel
@@ -92,28 +91,28 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_baseline:
         models["repeat_popular"] = lambda: RepeatModel(fallback="popular")
+    start = time.perf_counter()
+    with threadpool_limits(2):
+        rolling = evaluate_rolling(
+            events,
+            models,
+            n_cuts=args.cuts,
+            window_days=args.window,
+            interaction_config=config.interactions,
+            catalog=catalog,
+        )
+    print(f"{time.perf_counter() - start:.0f} s")
     rows = []
-    for i, cut in enumerate(rolling_cuts(events, args.cuts, window_days=args.window)):
-        start = time.perf_counter()
-        with threadpool_limits(2):
-            result = evaluate_models(
-                events,
-                models,
-                cut=cut,
-                k=10,
-                interaction_config=config.interactions,
-                catalog=catalog,
-                horizon=int(args.window * 86_400 * 10**6),
-            )
+    for i, result in enumerate(rolling.cuts):
         tests = {
             str(seed): {
                 **{k: v for k, v in fitted.train_stats_.items() if k.startswith("gate")},
                 "fit_seconds": seconds,
             }
             for (as_of, seed), (fitted, seconds) in fits.items()
-            if as_of == cut
+            if as_of == result.cut
         }
-        print(f"cut {i}: {result.n_users} customers, {time.perf_counter() - start:.0f} s")
+        print(f"cut {i}: {result.n_users} customers")
         for seed, test in tests.items():
             print(f"  seed {seed} test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
         scores = {

@@ -837,13 +837,8 @@ class HybridModel(Recommender):
         buyer[newest.group[newest.y == 1]] = True
         keep = buyer[newest.group]
         x, y, group = newest.x[keep], newest.y[keep], newest.group[keep]
-        if self.ranker in ("lightgbm", "lambdarank"):
-            learned = np.asarray(
-                probe.booster_.predict(x, raw_score=True, num_threads=threads), dtype=np.float64
-            )
-        else:
-            with _openmp_threads(threads):
-                learned = np.asarray(probe.decision_function(x), dtype=np.float64)
+        lightgbm = _RANKER_KINDS[self.ranker] in _LIGHTGBM_KINDS
+        learned = _ranker_scores(probe, probe.booster_ if lightgbm else None, x, threads)
         from recsys.evaluation.metrics import grouped_ndcg_each
 
         by_ranker = grouped_ndcg_each(group, learned, y)
@@ -982,10 +977,7 @@ class HybridModel(Recommender):
         booster = (
             self.ranker_.booster_ if self.ranker_kind_ in _LIGHTGBM_KINDS else self._tree_booster()
         )
-        if booster is not None:
-            return np.asarray(booster.predict(x, raw_score=True, num_threads=1), dtype=np.float64)
-        with _openmp_threads(1):
-            return np.asarray(self.ranker_.decision_function(x), dtype=np.float64)
+        return _ranker_scores(self.ranker_, booster, x, 1)
 
     def _tree_booster(self) -> Any | None:
         """The scikit-learn ranker's trees in LightGBM, built once per fitted ranker."""
@@ -1388,6 +1380,17 @@ class HybridModel(Recommender):
             raise ArtifactError(f"{directory / _META_FILE}: learned ranker without a sha256")
         model.state_ = GeneratorState.load(directory / _STATE_FILE)
         return model
+
+
+def _ranker_scores(
+    ranker: Any, booster: Any | None, x: NDArray[np.float32], threads: int
+) -> NDArray[np.float64]:
+    """A learned ranker's raw scores of ``x`` on ``threads`` threads: through its LightGBM
+    ``booster`` when it has one, else its own ``decision_function``."""
+    if booster is not None:
+        return np.asarray(booster.predict(x, raw_score=True, num_threads=threads), dtype=np.float64)
+    with _openmp_threads(threads):
+        return np.asarray(ranker.decision_function(x), dtype=np.float64)
 
 
 def _repeat_first(x: NDArray[np.float32], raw: NDArray[np.float64]) -> NDArray[np.float64]:
