@@ -344,6 +344,7 @@ def run_training(
 
         skipped: dict[str, str] = {}
         warm = _warm_start(registry, events, config, as_of, notify) if warm_start else None
+        held = _serving_choices(registry, config)
         metrics: dict[str, dict[str, float | None]]
         evaluation: dict[str, Any]
         with progress.stage("evaluate"):
@@ -357,12 +358,14 @@ def run_training(
                 )
             else:
                 metrics, evaluation = _evaluate(
-                    events, config, data_as_of, catalog, skipped=skipped, notify=notify
+                    events, config, data_as_of, catalog, skipped=skipped, notify=notify, held=held
                 )
 
         # shared_ease_solves: EASEModel and the hybrid's EASE generator solve one problem once
         with progress.stage("fit"), shared_ease_solves():
-            fitted, fit_info = _fit_all(config, data, skipped=skipped, notify=notify, warm=warm)
+            fitted, fit_info = _fit_all(
+                config, data, skipped=skipped, notify=notify, warm=warm, held=held
+            )
         default, fallback = _serving_default(config, fitted, skipped, notify)
 
         promote_it, reason = _decide(
@@ -472,15 +475,40 @@ def _build(
     return data
 
 
-def _make(name: str, config: TrainingConfig) -> Any:
+def _make(name: str, config: TrainingConfig, held: Choices | None = None) -> Any:
     from recsys.models import model_class
+    from recsys.models.hybrid import HybridModel
 
     spec = config.models[name]
-    return model_class(spec.model or name)(**spec.params)
+    model = model_class(spec.model or name)(**spec.params)
+    if held and name in held and isinstance(model, HybridModel):
+        model.hold_choice(held[name])
+    return model
 
 
-def _factory(name: str, config: TrainingConfig) -> Callable[[], Any]:
-    return lambda: _make(name, config)
+def _factory(name: str, config: TrainingConfig, held: Choices) -> Callable[[], Any]:
+    return lambda: _make(name, config, held)
+
+
+#: The serving version's hybrid choices (:class:`~recsys.models.hybrid.RepeatChoice`) by
+#: model name.
+Choices = Mapping[str, Any]
+
+
+def _serving_choices(registry: Registry, config: TrainingConfig) -> Choices:
+    """What the current version's hybrids chose by their ``repeat_first`` test, by model name:
+    a full run's hybrids change it only when their own test agrees with that version's
+    (:meth:`~recsys.models.hybrid.HybridModel.hold_choice`), so the served order does not
+    flip between versions on one test's chance. Empty without a current version."""
+    from recsys.artifacts import model_folder
+    from recsys.models.hybrid import RepeatChoice
+
+    current = registry.current_version()
+    if current is None:
+        return {}
+    folder = registry.path(current)
+    found = {n: RepeatChoice.of_saved(model_folder(folder, n)) for n in config.enabled_models()}
+    return {n: c for n, c in found.items() if c is not None}
 
 
 @contextmanager
@@ -535,12 +563,17 @@ def _thread_limit(config: TrainingConfig) -> Any:
 
 
 def _fit_one(
-    name: str, config: TrainingConfig, data: Any, warm: _Warm | None = None
+    name: str,
+    config: TrainingConfig,
+    data: Any,
+    warm: _Warm | None = None,
+    held: Choices | None = None,
 ) -> tuple[Any, float, str | None]:
-    """Fit model ``name`` on ``data`` (warm-started when ``warm`` is given): the model, the
-    seconds it took and, for a warm run, how it started."""
+    """Fit model ``name`` on ``data`` (warm-started when ``warm`` is given, holding the
+    serving version's choices ``held``): the model, the seconds it took and, for a warm run,
+    how it started."""
     start = time.perf_counter()
-    model = _make(name, config)
+    model = _make(name, config, held)
     how = None
     if warm is not None:
         from training.warm import prepare
@@ -645,8 +678,10 @@ def _evaluate(
     *,
     skipped: dict[str, str],
     notify: Notify,
+    held: Choices,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
-    """Fit on the events before the cut, measure on the purchases after it.
+    """Fit on the events before the cut, measure on the purchases after it (the hybrids
+    holding the serving version's choices ``held``, as the final fit does).
 
     Models that cannot fit the pre-cut data are skipped (the default model failing fails the
     run): :func:`~recsys.evaluation.protocol.evaluate_models` goes on with the others and
@@ -670,7 +705,7 @@ def _evaluate(
         with _thread_limit(config):
             result = evaluate_models(
                 events,
-                {n: _factory(n, config) for n in names},
+                {n: _factory(n, config, held) for n in names},
                 cut=cut,
                 k=ev.k,
                 interaction_config=config.interactions,
@@ -721,6 +756,7 @@ def _fit_all(
     skipped: dict[str, str],
     notify: Notify,
     warm: _Warm | None = None,
+    held: Choices | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     from tqdm import tqdm
 
@@ -729,7 +765,7 @@ def _fit_all(
     info: dict[str, dict[str, Any]] = {}
     for name in tqdm(names, desc="fit", unit="model", file=sys.stderr, disable=None, leave=False):
         try:
-            model, seconds, how = _fit_one(name, config, data, warm)
+            model, seconds, how = _fit_one(name, config, data, warm, held)
         except ModelError as exc:
             _skip(name, exc, skipped, notify)
             continue

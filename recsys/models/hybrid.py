@@ -176,6 +176,60 @@ REPEAT_FIRST_T = 2.0
 
 
 @dataclass(frozen=True)
+class RepeatChoice:
+    """What a version's ``repeat_first="auto"`` test chose, and its t statistic.
+
+    :meth:`HybridModel.hold_choice` takes it from the version that serves, so that the next
+    fit changes the order only when its test and that version's ask for it together
+    (:func:`held_choice`).
+
+    Attributes
+    ----------
+    first
+        Whether that version serves the customer's own purchases first.
+    t
+        Its test's t statistic (see :data:`REPEAT_FIRST_T`); ``None`` when it ran no test.
+    """
+
+    first: bool
+    t: float | None
+
+    @classmethod
+    def of_saved(cls, directory: Path) -> RepeatChoice | None:
+        """The choice of the hybrid saved in ``directory`` (:meth:`HybridModel.save`);
+        ``None`` when it was not chosen by a test (``repeat_first`` was not ``"auto"``, or
+        the folder holds no hybrid or one from before the test existed)."""
+        try:
+            meta = load_json(directory / _META_FILE)
+            if meta["params"].get("repeat_first") != "auto" or "repeat_first" not in meta:
+                return None
+            stats = meta.get("train_stats") or {}
+            t = stats.get("gate_t") if stats.get("gate") else None
+            return cls(first=bool(meta["repeat_first"]), t=None if t is None else float(t))
+        except (ArtifactError, KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
+def held_choice(t: float, previous: RepeatChoice | None) -> bool:
+    """Whether a fit whose test gave ``t`` serves the customer's own purchases first, when
+    the version serving chose ``previous``.
+
+    Without a previous test, or when the test agrees with the version's choice, the test
+    decides alone (``t`` above :data:`REPEAT_FIRST_T`). To change the version's choice the
+    mean of the two tests' t must pass the bar. One test errs by chance (the probe's seed
+    moves it: one of 12 rolling fits on Online Retail passed at t = 2.4 after t = -0.5 at the
+    cut before, and lost after its cut), and a shop's lists should not flip between versions
+    on one such draw; a test far past the bar (Ta-Feng's t = 10-20) still switches at once.
+    The mean, not a sum of independent evidence: consecutive runs' newest windows overlap,
+    so their tests are not independent.
+    """
+    says_first = t > REPEAT_FIRST_T
+    if previous is None or previous.t is None or previous.first == says_first:
+        return says_first
+    return (previous.t + t) / 2.0 > REPEAT_FIRST_T
+
+
+@dataclass(frozen=True)
 class _WindowPairs:
     """The ranker's training pairs of one label window (see ``HybridModel._window_pairs``)."""
 
@@ -377,7 +431,9 @@ class HybridModel(Recommender):
         the newest window's candidates both ways, and repeat first serves when its NDCG@10
         on the window's buyers is ahead by more than :data:`REPEAT_FIRST_T` standard errors
         (``train_stats_`` holds both means and the t statistic; ``repeat_first_`` the
-        choice). The probe costs one more ranker fit on the older windows; inside
+        choice). A training run hands the fit the serving version's choice
+        (:meth:`hold_choice`): a change of it then needs the two tests' mean t past the bar.
+        The probe costs one more ranker fit on the older windows; inside
         :func:`prediction_threads` of 2 or more (a training run) it learns on its own thread
         beside the final ranker.
     seed
@@ -393,6 +449,8 @@ class HybridModel(Recommender):
     name: ClassVar[str] = "hybrid"
     #: Set by :meth:`warm_start`, taken by the next :meth:`fit`.
     _warm: _WarmStart | None = None
+    #: Set by :meth:`hold_choice`, taken by the next :meth:`fit`.
+    _previous_choice: RepeatChoice | None = None
     #: An approximate index over the ALS generator's item factors (:meth:`use_index`).
     als_index_: ItemIndex | None = None
     #: The fitted ranker and its trees in LightGBM (:meth:`_tree_booster`); not saved.
@@ -533,6 +591,7 @@ class HybridModel(Recommender):
         self.train_stats_: dict[str, float] = {}
         cut_state: Factors | None = None
         warm, self._warm = self._warm, None
+        previous_choice, self._previous_choice = self._previous_choice, None
         if warm is not None:
             self._carry_ranker(warm.previous)
             cut_state = warm
@@ -543,7 +602,9 @@ class HybridModel(Recommender):
         elif not ev.purchase.any():
             self.fallback_reason_ = "no purchases in the training data"
         else:
-            cut_state = self._fit_ranker(ev, data.n_users, data.n_items, as_of_day, settings)
+            cut_state = self._fit_ranker(
+                ev, data.n_users, data.n_items, as_of_day, settings, previous_choice
+            )
         if self.fallback_reason_:
             log.info("hybrid: using the fixed blend: %s", self.fallback_reason_)
         notes: list[str] = [warm.ease_note] if warm is not None and warm.ease_note else []
@@ -637,6 +698,23 @@ class HybridModel(Recommender):
         )
         return self
 
+    def hold_choice(self, previous: RepeatChoice | None) -> Self:
+        """Let the next :meth:`fit`'s ``repeat_first="auto"`` test change ``previous`` (the
+        serving version's choice, :meth:`RepeatChoice.of_saved`) only when the mean of its
+        t and ``previous``'s passes :data:`REPEAT_FIRST_T` (:func:`held_choice`).
+
+        ``train_stats_["gate_held"]`` is 1 when the fit kept ``previous``'s choice against
+        its own test. Other ``repeat_first`` values, and a fit whose test cannot run, ignore
+        it.
+
+        Returns
+        -------
+        Self
+            ``self``, for chaining with :meth:`fit`.
+        """
+        self._previous_choice = previous
+        return self
+
     @property
     def is_warm_started(self) -> bool:
         """Whether the next :meth:`fit` starts from another version (:meth:`warm_start`)."""
@@ -659,10 +737,11 @@ class HybridModel(Recommender):
         n_items: int,
         as_of_day: float,
         settings: GeneratorSettings,
+        previous_choice: RepeatChoice | None = None,
     ) -> GeneratorState | None:
         """Learn the ranker on ``train_windows`` label windows before ``as_of``; return the
         generators learned at the newest cut (``None`` when the history is too short to cut),
-        whether the ranker was learned or not."""
+        whether the ranker was learned or not. ``previous_choice``: see :meth:`hold_choice`."""
         first_day = float(ev.day[ev.purchase].min())
         span = as_of_day - first_day
         # a short history still gets a split: at most a third of it becomes the label window
@@ -741,8 +820,12 @@ class HybridModel(Recommender):
         else:
             gate = self._gate(windows, calib_users, threads) if test else None
             ranker = self._learn(xs, y, group, in_calib, rng)
+        first = self.repeat_first == "always"
         if self.repeat_first == "auto":
-            self._record_gate(gate)  # None: one window, or the older ones taught no probe
+            says_first = gate is not None and gate[2] > REPEAT_FIRST_T
+            # None: one window, or the older ones taught no probe (nothing to hold against)
+            first = says_first if gate is None else held_choice(gate[2], previous_choice)
+            self._record_gate(gate, held=first != says_first)
         if isinstance(ranker, str):
             self.fallback_reason_ = ranker
             return state
@@ -750,9 +833,7 @@ class HybridModel(Recommender):
 
         self.ranker_ = ranker
         self.ranker_kind_ = _RANKER_KINDS[self.ranker]
-        self.repeat_first_ = self.repeat_first == "always" or (
-            gate is not None and gate[2] > REPEAT_FIRST_T
-        )
+        self.repeat_first_ = first
         raw = self._raw(_selected(xs, in_calib))
         calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         calibrator.fit(raw, y[in_calib])
@@ -760,20 +841,30 @@ class HybridModel(Recommender):
         self.calibrated_ = True
         return state
 
-    def _record_gate(self, gate: tuple[float, float, float] | None) -> None:
-        """Keep the repeat-first test's numbers in ``train_stats_`` and log its choice."""
+    def _record_gate(self, gate: tuple[float, float, float] | None, *, held: bool) -> None:
+        """Keep the repeat-first test's numbers in ``train_stats_`` and log its choice
+        (``held``: the serving version's choice kept against the test)."""
         if gate is None:
             self.train_stats_["gate"] = 0.0
             return
         self.train_stats_.update(
-            gate=1.0, gate_learned_ndcg=gate[0], gate_repeat_first_ndcg=gate[1], gate_t=gate[2]
+            gate=1.0,
+            gate_learned_ndcg=gate[0],
+            gate_repeat_first_ndcg=gate[1],
+            gate_t=gate[2],
+            gate_held=float(held),
         )
+        says_first = gate[2] > REPEAT_FIRST_T
+        order = "own purchases first" if says_first != held else "learned order"
         log.info(
-            "hybrid: newest window NDCG@10 %.4f learned, %.4f own purchases first (t = %.2f): %s",
+            "hybrid: newest window NDCG@10 %.4f learned, %.4f own purchases first (t = %.2f): %s%s",
             gate[0],
             gate[1],
             gate[2],
-            "own purchases first" if gate[2] > REPEAT_FIRST_T else "learned order",
+            order,
+            " (held: the mean t of this test and the serving version's is below the bar)"
+            if held
+            else "",
         )
 
     def _learn(

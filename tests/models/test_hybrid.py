@@ -949,6 +949,76 @@ def test_auto_repeat_first_needs_an_older_window_and_is_saved(
     assert not HybridModel.load(tmp_path / "m").repeat_first_
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(-30, 30),
+    st.one_of(st.none(), st.tuples(st.booleans(), st.one_of(st.none(), st.floats(-30, 30)))),
+)
+def test_a_held_choice_changes_only_when_the_two_tests_ask_together(
+    t: float, previous: tuple[bool, float | None] | None
+) -> None:
+    """The served order is the test's or the serving version's: the test's whenever they
+    agree or there is no previous test; a change of the version's order needs the two
+    tests' mean t past the bar, so a test that only just passes does not switch it after
+    one that did not."""
+    from recsys.models.hybrid import REPEAT_FIRST_T, RepeatChoice, held_choice
+
+    says_first = t > REPEAT_FIRST_T
+    choice = None if previous is None else RepeatChoice(*previous)
+    got = held_choice(t, choice)
+    if choice is None or choice.t is None or says_first == choice.first:
+        assert got is says_first
+        return
+    # a change either way: own purchases first exactly when the mean t passes the bar
+    assert got is ((choice.t + t) / 2 > REPEAT_FIRST_T)
+
+
+def test_a_test_that_only_just_passes_is_held_and_a_decisive_one_is_not() -> None:
+    """Online Retail's one wrong choice (t = 2.4 after -0.5) is held; Ta-Feng's turn to own
+    purchases first (t = 20 after -2.2) is not (``benchmarks/RESULTS.md``, 18th session)."""
+    from recsys.models.hybrid import RepeatChoice, held_choice
+
+    assert held_choice(2.4, RepeatChoice(first=False, t=-0.5)) is False
+    assert held_choice(20.0, RepeatChoice(first=False, t=-2.2)) is True
+    assert held_choice(2.4, None) is True
+
+
+def test_a_fit_holds_the_serving_versions_order_against_one_test(tmp_path: Path) -> None:
+    """On the shop whose customers turned to their own items, the test asks for their own
+    purchases first (t about 18). A version serving the learned order whose own test was
+    far below the bar keeps it (``gate_held``: the mean t is below it); one whose test was
+    near it switches; a version chosen without a test does not hold it. The choice is read
+    back from the saved model."""
+    from recsys.models.hybrid import RepeatChoice
+
+    data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
+
+    def fit(previous: RepeatChoice | None) -> HybridModel:
+        model = HybridModel(factors=16, max_iter=60, train_windows=3, repeat_first="auto")
+        return model.hold_choice(previous).fit(data)
+
+    alone = fit(None)
+    assert alone.repeat_first_ and alone.train_stats_["gate_held"] == 0.0
+    far_below = 2 * 1.0 - alone.train_stats_["gate_t"]  # the two tests' mean t is 1
+    held = fit(RepeatChoice(first=False, t=far_below))
+    assert not held.repeat_first_ and held.train_stats_["gate_held"] == 1.0
+    # the same test's numbers: only the choice differs
+    assert held.train_stats_["gate_t"] == alone.train_stats_["gate_t"]
+    switched = fit(RepeatChoice(first=False, t=0.5))
+    assert switched.repeat_first_ and switched.train_stats_["gate_held"] == 0.0
+    assert fit(RepeatChoice(first=False, t=None)).repeat_first_
+    held.save(tmp_path / "held")
+    assert RepeatChoice.of_saved(tmp_path / "held") == RepeatChoice(
+        first=False, t=held.train_stats_["gate_t"]
+    )
+    # a fit holds a choice once: the next fit of the same model tests alone
+    assert held.fit(data).repeat_first_
+    always = HybridModel(factors=16, max_iter=60, repeat_first="always").fit(data)
+    always.save(tmp_path / "always")
+    assert RepeatChoice.of_saved(tmp_path / "always") is None
+    assert RepeatChoice.of_saved(tmp_path / "nothing") is None
+
+
 def test_the_probe_learning_beside_the_final_ranker_changes_nothing() -> None:
     """In a training run with 2 threads the repeat-first probe learns on its own thread while
     the final ranker learns: the model, the test's numbers and its choice are those of the

@@ -877,3 +877,46 @@ def test_the_catalogue_rows_changed_since_the_version_give_the_whole_live_catalo
     assert b.catalog.in_stock[i("i6")] and not b.catalog.in_stock[i("i4")]
     assert b.catalog.price[i("i2")] == 9.5 and b.catalog.category[i("i2")] == "Moved"
     assert engine.catalog_read_at("another store") == -1
+
+
+def test_a_full_run_changes_the_served_repeat_first_order_only_when_two_tests_ask_together(
+    tmp_path: Path,
+) -> None:
+    """A hybrid's ``repeat_first="auto"`` test decides the first version's order. A later
+    full run keeps the serving version's order against its own test unless the mean of the
+    two tests' t passes the bar: after a version whose test was far below it, one run does
+    not switch the order, the next does."""
+    from tests.models.test_hybrid import shift_rows
+
+    store = open_store(load_settings(Settings))
+    store.insert_events(shift_rows())
+    store.close()
+    path = tmp_path / "hybrid.toml"
+    path.write_text(
+        'default_model = "hybrid"\nthreads = 1\n'
+        "[evaluation]\nenabled = false\n"
+        "[precompute]\nactive_days = 0\n"
+        "[models.hybrid]\nparams = { factors = 16, max_iter = 60, train_windows = 3, "
+        'repeat_first = "auto" }\n'
+    )
+    registry = _registry()
+
+    def run() -> tuple[Path, dict[str, Any]]:
+        assert main(["train", "--config", str(path)]) == 0
+        meta_path = registry.path(registry.current_version()) / "models" / "hybrid" / "hybrid.json"
+        return meta_path, json.loads(meta_path.read_text(encoding="utf-8"))
+
+    meta_path, first = run()
+    # the customers turned to their own items: the test asks for them first
+    assert first["repeat_first"] and first["train_stats"]["gate_t"] > 2.0
+    assert first["train_stats"]["gate_held"] == 0.0
+    # as if that version's test had kept the learned order, far below the bar
+    first["repeat_first"] = False
+    first["train_stats"]["gate_t"] = -first["train_stats"]["gate_t"]
+    meta_path.write_text(json.dumps(first), encoding="utf-8")
+
+    _, second = run()  # its test asks for the change; the mean with the serving one's does not
+    assert not second["repeat_first"] and second["train_stats"]["gate_held"] == 1.0
+    assert second["train_stats"]["gate_t"] > 2.0
+    _, third = run()  # a second test in a row asks for it
+    assert third["repeat_first"] and third["train_stats"]["gate_held"] == 0.0
