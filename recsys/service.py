@@ -205,7 +205,9 @@ class RecommendationService:
         if not uid or self.store.backend != "sqlite" or arm.holdout:
             return None, arm
         engine = arm.engine
-        if self.live_events and len(self.store.user_events(uid, limit=1, since=engine.as_of)):
+        # one statement for both questions (see EventStore.serving_facts)
+        fresh, opted_out = self.store.serving_facts(uid, engine.as_of)
+        if self.live_events and fresh:
             return None, arm
         if engine.users.index(uid) < 0:
             if request.session_id or request.filters.exclude:
@@ -222,7 +224,8 @@ class RecommendationService:
                 personalise=False,
             )
             return self._serve(listed, arm, endpoint, uid, placement=request.placement), arm
-        if engine.precomputed is None or not self.personal_allowed(uid):
+        if engine.precomputed is None or opted_out or self.live.is_erased(uid):
+            # nothing stored to answer from, or nothing personal allowed (personal_allowed)
             return None, arm
         result = engine.recommend_precomputed(
             uid, request.k, placement=request.placement, filters=request.filters

@@ -121,6 +121,21 @@ def test_user_events_of_types_reads_one_customer_whole_and_in_order(store: Event
     assert store.user_events_of_types("nobody", ["purchase"]).event_id.tolist() == []
 
 
+def test_serving_facts_are_the_event_and_consent_reads_in_one(store: EventStore) -> None:
+    """Whether a customer has an event newer than a time, and whether they opted out of
+    personalisation: what ``user_events(since=...)`` and ``get_customer`` say."""
+    store.insert_events([_event(i, user="u1") for i in range(1, 4)] + [_event(9, user="u2")])
+    store.upsert_customers([Customer("u2", personalisation_opt_out=True), Customer("u3")])
+    for user in ("u1", "u2", "u3", "nobody"):
+        for since in (0, 2_000_000, 3_000_000, 9_000_000):
+            fresh, opted_out = store.serving_facts(user, since)
+            assert fresh is (len(store.user_events(user, limit=1, since=since)) > 0)
+            customer = store.get_customer(user)
+            assert opted_out is (customer is not None and customer.personalisation_opt_out)
+    assert store.serving_facts("u1", 2_000_000) == (True, False)
+    assert store.serving_facts("u2", 9_000_000) == (False, True)
+
+
 def test_items_and_customers_round_trip(store: EventStore) -> None:
     item = CatalogItem("i1", "Mug", "Home > Kitchen", 4.5, False, 1.2, {"colour": "red"})
     cust = Customer("u1", date(1990, 2, 28), date(2020, 1, 1), "UK", True, False)
