@@ -44,6 +44,7 @@ from recsys.ranking.rules import RequestFilters, RulesFile
 from recsys.store.base import EventStore
 
 if TYPE_CHECKING:
+    from recsys.data.schema import Customer
     from recsys.experiments.exposures import ExposureWriter
     from recsys.experiments.registry import ExperimentRegistry
     from recsys.offers.ranking import OfferCandidate
@@ -265,7 +266,12 @@ class RecommendationService:
         erased and not opted out of personalisation; ``False`` for no id)."""
         if not user_id or self.live.is_erased(user_id):
             return False
-        customer = self.store.get_customer(user_id)
+        return self._allowed(user_id, self.store.get_customer(user_id))
+
+    def _allowed(self, user_id: str | None, customer: Customer | None) -> bool:
+        """:meth:`personal_allowed` with ``user_id``'s profile read (``customer``)."""
+        if not user_id or self.live.is_erased(user_id):
+            return False
         return not (customer is not None and customer.personalisation_opt_out)
 
     def session(self, session_id: str, request: ListRequest | None = None) -> Served:
@@ -334,12 +340,15 @@ class RecommendationService:
         if self.offers is None:
             raise NotFoundError("offers are not set up on this server")
         arm = arm or self.arm(user_id)
+        # one read of the profile for the list, the promotions and the consents (each read
+        # is a wait for the GIL under load)
+        customer = self.store.get_customer(user_id)
+        allowed = self._allowed(user_id, customer)
         if arm.holdout:
             result = self._holdout(arm, k)
         else:
-            result = self._personal(arm.engine, ListRequest(user_id, k, "offers"))
-        customer = self.store.get_customer(user_id)
-        personal = not arm.holdout and self.personal_allowed(user_id)
+            result = self._personal(arm.engine, ListRequest(user_id, k, "offers"), allowed)
+        personal = not arm.holdout and allowed
         chosen: list[OfferCandidate] = []
         if not (customer is not None and customer.marketing_opt_out):
             chosen = self.offers.rank(
@@ -442,10 +451,14 @@ class RecommendationService:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _personal(self, engine: Engine, request: ListRequest) -> RecommendationList:
+    def _personal(
+        self, engine: Engine, request: ListRequest, allowed: bool | None = None
+    ) -> RecommendationList:
+        """The customer's list (live from their events since the version); ``allowed``:
+        :meth:`personal_allowed` when the caller read it already."""
         uid = request.user_id
         common: dict[str, Any] = {"placement": request.placement, "filters": request.filters}
-        if not self.personal_allowed(uid):
+        if not (self.personal_allowed(uid) if allowed is None else allowed):
             return engine.recommend(uid or "", request.k, personalise=False, **common)
         assert uid is not None
         # only what the version did not train on: the rest is already in its history
