@@ -7,7 +7,9 @@ ways from that one fit: ``never`` (the learned order), ``always`` (the customer'
 purchases first) and ``auto`` (what the fit's test chose). The test's numbers (the probe's
 NDCG@10 both ways on the newest label window, and the paired t statistic) are printed per
 cut and seed, and the means over cuts and seeds per way, for ``repeat_first`` thresholds 0-3
-(the decision "t above the threshold" replayed from the recorded t).
+(the decision "t above the threshold" replayed from the recorded t), and the choices a
+training run makes when it holds the serving version's (the cuts taken as successive
+versions, oldest first: :func:`recsys.models.hybrid.held_choice`).
 
 The events are read from a state folder that ``recsys ingest`` filled (``--home``), weighted
 with the training config's ``[interactions]``; ``repeat_popular`` (own items, then
@@ -146,9 +148,30 @@ def main(argv: list[str] | None = None) -> int:
 
         picked = np.array([[chosen(r, s) for s in range(args.seeds)] for r in rows])
         print(f"  t > {threshold:.0f}          ", " ".join(f"{x:.4f}" for x in picked.mean((0, 1))))
+    firsts, held = held_means(rows, args.seeds)
+    print(f"  held ({firsts} first)    ", " ".join(f"{x:.4f}" for x in held))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def held_means(rows: list[dict[str, Any]], seeds: int) -> tuple[int, list[float]]:
+    """The cuts as successive versions (oldest first): each seed's choice held against its
+    choice at the cut before, as a training run holds the serving version's
+    (:func:`~recsys.models.hybrid.held_choice`). Returns how many fits served own purchases
+    first, and the means of their scores over cuts and seeds."""
+    from recsys.models.hybrid import RepeatChoice, held_choice
+
+    scores, firsts = [], 0
+    for seed in range(seeds):
+        previous = None
+        for r in rows:
+            t = r["tests"][str(seed)].get("gate_t")
+            first = False if t is None else held_choice(t, previous)
+            previous = RepeatChoice(first, t)
+            firsts += first
+            scores.append(r["models"][f"{'always' if first else 'never'}/{seed}"])
+    return firsts, [float(x) for x in np.mean(scores, axis=0)]
 
 
 if __name__ == "__main__":
