@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,6 +37,7 @@ from recsys.models.base import (
     ItemSimilarity,
     Recommender,
     candidate_depth,
+    implements,
 )
 from recsys.models.content import ContentModel, item_text
 from recsys.ranking.rules import (
@@ -679,7 +680,7 @@ class Engine:
         u = self.users.index(user_id)
         if u < 0 or self.history.indptr[u] == self.history.indptr[u + 1]:
             return None
-        explains = isinstance(self.models[self.default_model], Explains)
+        explains = implements(self.models[self.default_model], Explains)
         if explains:
             if candidate_depth(k, len(self.items)) > pre.depth:
                 return None
@@ -889,14 +890,14 @@ class Engine:
         index = self.indexes.get(self.default_model)
         if index is not None and isinstance(model, FactorModel):
             return self._search_index(model, index, users, rows, k), [None] * len(users)
-        if not isinstance(model, Explains):
+        if not implements(model, Explains):
             dense = model.score(users, rows, now=now)
             return [Candidates.from_dense(row) for row in dense], [None] * len(users)
         depth = candidate_depth(k, len(self.items))
-        if isinstance(model, ExplainsArrays):
-            arrays = model.explain_arrays(users, rows, depth, now=now)
+        if implements(model, ExplainsArrays):
+            arrays = cast(ExplainsArrays, model).explain_arrays(users, rows, depth, now=now)
             return _explained_candidates(arrays, len(users), k, self.default_model, self.items)
-        lists = model.explain(users, rows, depth, now=now)
+        lists = cast(Explains, model).explain(users, rows, depth, now=now)
         scores: list[Candidates] = []
         reasons: list[Mapping[int, tuple[str, ...]] | None] = []
         for explained in lists:

@@ -200,3 +200,14 @@ def test_get_params_round_trip(name: str) -> None:
     clone = MODELS[name](**params)
     assert clone.get_params() == params
     assert json.loads(json.dumps(params)) == params  # recorded in the manifest as JSON
+
+
+def test_implements_answers_as_isinstance_for_every_model(fitted: Recommender) -> None:
+    """The engine's remembered protocol checks say what ``isinstance`` says, for every
+    registered model (fitted) and for no model."""
+    from recsys.models.base import Explains, ExplainsArrays, ItemRanking, implements
+
+    for protocol in (Explains, ExplainsArrays, ItemRanking):
+        for subject in (fitted, None):
+            for _ in range(2):  # the first answer is computed, the second remembered
+                assert implements(subject, protocol) is isinstance(subject, protocol)
