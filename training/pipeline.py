@@ -497,9 +497,10 @@ Choices = Mapping[str, Any]
 
 def _serving_choices(registry: Registry, config: TrainingConfig) -> Choices:
     """What the current version's hybrids chose by their ``repeat_first`` test, by model name:
-    a full run's hybrids change it only when their own test agrees with that version's
-    (:meth:`~recsys.models.hybrid.HybridModel.hold_choice`), so the served order does not
-    flip between versions on one test's chance. Empty without a current version."""
+    a full run's hybrids change it only when the mean t of their test and that version's
+    asks for the change (:meth:`~recsys.models.hybrid.HybridModel.hold_choice`), so the
+    served order does not flip between versions on one test's chance. Empty without a
+    current version."""
     from recsys.artifacts import model_folder
     from recsys.models.hybrid import RepeatChoice
 

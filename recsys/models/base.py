@@ -467,9 +467,9 @@ def implements(model: object, protocol: type) -> bool:
     :class:`ExplainsArrays`), answered once per class.
 
     ``isinstance`` against a runtime-checkable protocol collects the protocol's members on
-    every call: about 18 µs on Python 3.11, a third of the time a customer's stored list takes
-    to serve (``benchmarks/RESULTS.md``, eighteenth session). Methods belong to the class, so
-    the class's answer is every instance's.
+    every call: 5.7 µs on Python 3.11 for a model without them, and a customer's stored list
+    cost 10-14 % less without it (``benchmarks/RESULTS.md``, eighteenth session). Methods
+    belong to the class, so the class's answer is every instance's.
     """
     key = (type(model), protocol)
     known = _IMPLEMENTS.get(key)

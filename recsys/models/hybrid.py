@@ -862,7 +862,8 @@ class HybridModel(Recommender):
             gate[1],
             gate[2],
             order,
-            " (held: the mean t of this test and the serving version's is below the bar)"
+            " (held: the serving version's order; the mean t of its test and this one does "
+            "not ask for the change)"
             if held
             else "",
         )
