@@ -48,7 +48,7 @@ from numpy.typing import NDArray
 
 from recsys.artifacts import CATALOG_READ_KEY
 from recsys.data.interactions import TrainingData
-from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventFrame, from_micros
+from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, EventFrame, from_micros
 from recsys.errors import ArtifactError, DataError, ModelError, RecsysError, RegressionError
 from recsys.models.hybrid import prediction_threads
 from recsys.models.kernels import shared_ease_solves
@@ -320,6 +320,7 @@ def run_training(
                 "load some with `recsys ingest` first"
             )
         data_as_of = int(events.ts.max()) if as_of is None else as_of
+        _warn_if_purchases_stop_early(events, data_as_of, notify)
         # from the events this run reads: a second read of the store for the digest alone
         # cost as much as the read stage (2.6 s of Online Retail's run)
         fingerprint = input_fingerprint(events, catalog, config, as_of)
@@ -473,6 +474,29 @@ def _build(
             f"{data.n_users} users, {data.n_items} items after the [interactions] filters)"
         )
     return data
+
+
+#: Days between the newest purchase and the as-of beyond which a run says so.
+STALE_PURCHASES_DAYS = 60
+
+
+def _warn_if_purchases_stop_early(events: EventFrame, as_of: int, notify: Notify) -> None:
+    """A notice when the newest purchase is more than :data:`STALE_PURCHASES_DAYS` before
+    the as-of: the models that learn from the last weeks' purchases (the hybrid's label
+    windows, trending) then see none, and the hybrid falls back to its fixed blend. A few
+    events far newer than the rest (a demo's sample with one view posted today, a clock
+    gone wrong) move the as-of there; ``--as-of`` sets it."""
+    bought = events.event_type == PURCHASE
+    if not bought.any():
+        return
+    newest = int(events.ts[bought].max())
+    days = (as_of - newest) / MICROS_PER_DAY
+    if days > STALE_PURCHASES_DAYS:
+        notify(
+            f"notice: the newest purchase ({_iso(newest)}) is {days:,.0f} days before the "
+            f"as-of ({_iso(as_of)}): models that learn from recent purchases see none; "
+            "if the newer events are not the shop's, pass --as-of"
+        )
 
 
 def _make(name: str, config: TrainingConfig, held: Choices | None = None) -> Any:

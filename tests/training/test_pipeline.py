@@ -920,3 +920,20 @@ def test_a_full_run_changes_the_served_repeat_first_order_only_when_two_tests_as
     assert second["train_stats"]["gate_t"] > 2.0
     _, third = run()  # a second test in a row asks for it
     assert third["repeat_first"] and third["train_stats"]["gate_held"] == 0.0
+
+
+def test_a_run_says_when_the_newest_purchase_is_long_before_its_as_of(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One view far newer than every purchase (a demo's old sample with an event posted
+    today) moves the as-of: the run says so and names ``--as-of``; a shop whose purchases
+    are current hears nothing."""
+    assert main(["train", "--config", _config(tmp_path)]) == 0
+    assert "newest purchase" not in capsys.readouterr().err
+    later = START + 400 * MICROS_PER_DAY
+    filled_store.insert_events(
+        [EventRow("late", "u1", None, "i1", "view", later, 1.0, None, None, None)]
+    )
+    assert main(["train", "--config", _config(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "notice: the newest purchase" in err and "--as-of" in err
