@@ -50,7 +50,7 @@ from recsys.artifacts import CATALOG_READ_KEY
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, EventFrame, from_micros
 from recsys.errors import ArtifactError, DataError, ModelError, RecsysError, RegressionError
-from recsys.models.hybrid import prediction_threads
+from recsys.models.hybrid import HybridModel, RepeatChoice, prediction_threads
 from recsys.models.kernels import shared_ease_solves
 from recsys.registry import Registry
 from recsys.settings import Settings
@@ -501,7 +501,6 @@ def _warn_if_purchases_stop_early(events: EventFrame, as_of: int, notify: Notify
 
 def _make(name: str, config: TrainingConfig, held: Choices | None = None) -> Any:
     from recsys.models import model_class
-    from recsys.models.hybrid import HybridModel
 
     spec = config.models[name]
     model = model_class(spec.model or name)(**spec.params)
@@ -514,9 +513,8 @@ def _factory(name: str, config: TrainingConfig, held: Choices) -> Callable[[], A
     return lambda: _make(name, config, held)
 
 
-#: The serving version's hybrid choices (:class:`~recsys.models.hybrid.RepeatChoice`) by
-#: model name.
-Choices = Mapping[str, Any]
+#: The serving version's hybrid choices by model name.
+Choices = Mapping[str, RepeatChoice]
 
 
 def _serving_choices(registry: Registry, config: TrainingConfig) -> Choices:
@@ -526,7 +524,6 @@ def _serving_choices(registry: Registry, config: TrainingConfig) -> Choices:
     served order does not flip between versions on one test's chance. Empty without a
     current version."""
     from recsys.artifacts import model_folder
-    from recsys.models.hybrid import RepeatChoice
 
     current = registry.current_version()
     if current is None:
