@@ -328,6 +328,57 @@ def test_marketing_opt_out_gets_no_promotion_on_any_channel(shop: Shop) -> None:
         assert body["offers"] == []
 
 
+def test_personalisation_opt_out_from_a_batch_load_holds_on_every_worker(
+    shop: Shop, tmp_path: Path
+) -> None:
+    """A known customer with nothing new since training is answered from the stored lists
+    without leaving the event loop (here: a buyer of the pinned item, asking for one item,
+    which the stored list answers exactly). A consent withdrawn by another process (``recsys
+    ingest --customers``) turns their list and offers non-personal on every worker at once,
+    and given back, personal again."""
+    import csv
+    import gzip
+
+    with gzip.open(shop.data / "events.csv.gz", "rt", encoding="utf-8") as f:
+        buyers = sorted(
+            {
+                row["user_id"]
+                for row in csv.DictReader(f)
+                if row["item_id"] == "i0007" and row["event_type"] == "purchase"
+            }
+            - {""}
+        )
+    path = f"/v1/users/{buyers[0]}/recommendations?k=1"
+    before = _fresh("GET", f"{shop.url}{path}").json()
+    assert before["fallback"] is None and _ids(before) == ["i0007"]
+    # an event long before the versions' data ends: the customer stays on the stored lists
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "event_id,user_id,item_id,event_type,timestamp\n"
+        f"consent-{shop.backend},{buyers[0]},i0001,view,2020-01-01T00:00:00Z\n",
+        encoding="utf-8",
+    )
+    header = "user_id,birthday,signup_date,region,marketing_opt_out,personalisation_opt_out\n"
+
+    def consent(opted_out: bool) -> None:
+        customers = tmp_path / "customers.csv"
+        customers.write_text(
+            f"{header}{buyers[0]},,,,false,{str(opted_out).lower()}\n", encoding="utf-8"
+        )
+        done = run_cli(["ingest", str(events), "--customers", str(customers)], shop.env)
+        assert done.returncode == 0, done.stderr
+
+    consent(True)
+    try:
+        for _ in range(SPREAD):  # fresh connections: both workers answer some
+            assert _fresh("GET", f"{shop.url}{path}").json()["fallback"] == "popular"
+            offers = _fresh("GET", f"{shop.url}/v1/users/{buyers[0]}/offers?k=5").json()
+            assert offers["fallback"] is not None
+    finally:
+        consent(False)
+    _every_answer(shop, path, lambda body: body["fallback"] is None)
+
+
 def test_erasure_holds_on_every_worker_reload_variant_rollback_restart_and_reingest(
     shop: Shop,
 ) -> None:
