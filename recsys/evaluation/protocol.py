@@ -209,6 +209,7 @@ def evaluate_models(
     max_users: int | None = None,
     seed: int = 0,
     notify: Notify = _ignore,
+    variants: Callable[[str, Recommender], Mapping[str, Recommender]] | None = None,
 ) -> EvaluationResult:
     """Fit each model on the events before ``cut`` and score it on the purchases after.
 
@@ -244,6 +245,11 @@ def evaluate_models(
         Seed of that sample.
     notify
         Receives a one-line notice for each model skipped because it cannot fit the data.
+    variants
+        Receives each model's name and the model once fitted, and returns more models to
+        score by name, without a fit of their own: the same fit used another way (e.g.
+        :meth:`recsys.models.hybrid.HybridModel.in_order`). Their results follow their
+        model's, with its fit seconds.
 
     Returns
     -------
@@ -316,36 +322,40 @@ def evaluate_models(
                 notify(f"notice: model {name!r} skipped: {exc}")
                 continue
             fit_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            lists, new_lists = _rank(model, truth.user_index, history, bought_before, k, cut)
-            score_seconds = time.perf_counter() - start
-
-            per_user = M.ranking_metrics(lists, truth.relevant, k)
-            per_user_new = M.ranking_metrics(new_lists, relevant_new, k)
-            by_segment: dict[str, dict[str, Any]] = {}
-            if segment_of is not None:
-                for seg in sorted(set(segment_of.tolist())):
-                    mask = segment_of == seg
-                    by_segment[seg] = {
-                        "users": int(mask.sum()),
-                        "all": M.mean_metrics({m: v[mask] for m, v in per_user.items()}),
-                        "new": M.mean_metrics({m: v[mask] for m, v in per_user_new.items()}),
-                    }
-            results.append(
-                ModelResult(
-                    name=name,
-                    all_items=M.mean_metrics(per_user),
-                    new_items=M.mean_metrics(per_user_new),
-                    coverage=M.catalog_coverage(lists, data.n_items),
-                    novelty=M.novelty(lists, item_users, data.n_users),
-                    gini=M.gini(M.exposure(lists, data.n_items)),
-                    fit_seconds=fit_seconds,
-                    score_seconds=score_seconds,
-                    segments=by_segment,
-                    all_items_ci95={m: M.mean_ci(v) for m, v in per_user.items()},
-                    new_items_ci95={m: M.mean_ci(v) for m, v in per_user_new.items()},
+            scored = {name: model, **(variants(name, model) if variants is not None else {})}
+            for scored_name, scored_model in scored.items():
+                start = time.perf_counter()
+                lists, new_lists = _rank(
+                    scored_model, truth.user_index, history, bought_before, k, cut
                 )
-            )
+                score_seconds = time.perf_counter() - start
+
+                per_user = M.ranking_metrics(lists, truth.relevant, k)
+                per_user_new = M.ranking_metrics(new_lists, relevant_new, k)
+                by_segment: dict[str, dict[str, Any]] = {}
+                if segment_of is not None:
+                    for seg in sorted(set(segment_of.tolist())):
+                        mask = segment_of == seg
+                        by_segment[seg] = {
+                            "users": int(mask.sum()),
+                            "all": M.mean_metrics({m: v[mask] for m, v in per_user.items()}),
+                            "new": M.mean_metrics({m: v[mask] for m, v in per_user_new.items()}),
+                        }
+                results.append(
+                    ModelResult(
+                        name=scored_name,
+                        all_items=M.mean_metrics(per_user),
+                        new_items=M.mean_metrics(per_user_new),
+                        coverage=M.catalog_coverage(lists, data.n_items),
+                        novelty=M.novelty(lists, item_users, data.n_users),
+                        gini=M.gini(M.exposure(lists, data.n_items)),
+                        fit_seconds=fit_seconds,
+                        score_seconds=score_seconds,
+                        segments=by_segment,
+                        all_items_ci95={m: M.mean_ci(v) for m, v in per_user.items()},
+                        new_items_ci95={m: M.mean_ci(v) for m, v in per_user_new.items()},
+                    )
+                )
 
     return EvaluationResult(
         cut=cut,

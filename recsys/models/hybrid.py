@@ -55,6 +55,7 @@ Everything else is ``.npz`` read with ``allow_pickle=False``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -208,6 +209,20 @@ class RepeatChoice:
             return cls(first=bool(meta["repeat_first"]), t=None if t is None else float(t))
         except (ArtifactError, KeyError, TypeError, ValueError, AttributeError):
             return None
+
+    @classmethod
+    def of_model(cls, model: object) -> RepeatChoice | None:
+        """The choice of a fitted :class:`HybridModel` whose ranker was learned, as
+        :meth:`of_saved` reads it back once saved; ``None`` for any other model, one whose
+        ``repeat_first`` is not ``"auto"``, or one that ranks with the fixed blend (whose
+        order has no choice)."""
+        if not isinstance(model, HybridModel) or model.repeat_first != "auto":
+            return None
+        if getattr(model, "ranker_", None) is None:
+            return None
+        stats = model.train_stats_
+        t = stats.get("gate_t") if stats.get("gate") else None
+        return cls(first=bool(model.repeat_first_), t=None if t is None else float(t))
 
 
 def held_choice(t: float, previous: RepeatChoice | None) -> bool:
@@ -714,6 +729,18 @@ class HybridModel(Recommender):
         """
         self._previous_choice = previous
         return self
+
+    def in_order(self, first: bool) -> Self:
+        """This fitted model serving the customer's own purchases first (``first``) or in
+        the learned order: a shallow copy that shares every learned array.
+
+        A training run's evaluation scores both orders of one fit, so that the promotion
+        gate reads the order the final fit serves when the two fits' tests choose
+        differently.
+        """
+        other = copy.copy(self)
+        other.repeat_first_ = bool(first)
+        return other
 
     @property
     def is_warm_started(self) -> bool:

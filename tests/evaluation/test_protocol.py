@@ -124,6 +124,31 @@ def test_models_given_as_factories_and_segments(events: EventFrame) -> None:
     assert good.all_items["recall"] > result["bad"].all_items["recall"]
 
 
+def test_variants_score_the_same_fit_another_way_without_fitting(events: EventFrame) -> None:
+    """A variant is scored as it is given: the protocol does not fit it (a fit of this one
+    would leave it no scores and no hits), and its result follows its model's, with the
+    model's fit seconds."""
+
+    def reversed_order(name: str, model: Recommender) -> dict[str, Recommender]:
+        assert isinstance(model, FixedOrder)
+        other = FixedOrder()  # its own fit would score nothing
+        other.scores_, other.seen_now_ = 5 - model.scores_, []
+        return {f"{name} reversed": other}
+
+    result = evaluate_models(
+        events,
+        {"fixed": FixedOrder(order=("x", "w", "y", "z")), "bad": FixedOrder(order=("w",))},
+        cut=CUT,
+        k=2,
+        variants=lambda name, model: reversed_order(name, model) if name == "fixed" else {},
+    )
+    assert [m.name for m in result.models] == ["fixed", "fixed reversed", "bad"]
+    # lists [z, y]: a's truth {x, v, w} none, b's {y} and c's {z} all
+    assert result["fixed reversed"].all_items["recall"] == pytest.approx((0 + 1 + 1) / 3)
+    assert result["fixed"].all_items["recall"] == pytest.approx((2 / 3 + 0 + 0) / 3)
+    assert result["fixed reversed"].fit_seconds == result["fixed"].fit_seconds
+
+
 def test_default_cut_holds_out_the_last_month(events: EventFrame) -> None:
     # newest event on day 120: the cut is day 90, which keeps the same two periods here
     result = evaluate_models(events, {"fixed": FixedOrder(order=("x",))})

@@ -1019,6 +1019,30 @@ def test_a_fit_holds_the_serving_versions_order_against_one_test(tmp_path: Path)
     assert RepeatChoice.of_saved(tmp_path / "nothing") is None
 
 
+def test_one_fit_in_either_order_and_its_choice_read_from_the_model(tmp_path: Path) -> None:
+    """``in_order`` serves the other order of the same fit without touching the model; the
+    choice :meth:`RepeatChoice.of_model` reads is the one saved; models whose order is not
+    a test's choice have none."""
+    from recsys.models.hybrid import RepeatChoice
+
+    data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
+    model = HybridModel(factors=16, max_iter=60, train_windows=3, repeat_first="auto").fit(data)
+    assert model.repeat_first_
+    users = np.arange(data.n_users)
+    first = model.recommend(users, data.interactions, k=10)[0]
+    learned = model.in_order(False).recommend(users, data.interactions, k=10)[0]
+    assert model.repeat_first_ and model.in_order(True).repeat_first_
+    assert not np.array_equal(first, learned)
+    np.testing.assert_array_equal(model.recommend(users, data.interactions, k=10)[0], first)
+    model.save(tmp_path / "m")
+    assert RepeatChoice.of_model(model) == RepeatChoice.of_saved(tmp_path / "m")
+    assert RepeatChoice.of_model(model) == RepeatChoice(True, model.train_stats_["gate_t"])
+    always = HybridModel(factors=16, max_iter=60, repeat_first="always").fit(data)
+    assert RepeatChoice.of_model(always) is None
+    assert RepeatChoice.of_model(HybridModel(repeat_first="auto")) is None  # not fitted
+    assert RepeatChoice.of_model(object()) is None
+
+
 def test_the_probe_learning_beside_the_final_ranker_changes_nothing() -> None:
     """In a training run with 2 threads the repeat-first probe learns on its own thread while
     the final ranker learns: the model, the test's numbers and its choice are those of the

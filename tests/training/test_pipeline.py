@@ -922,6 +922,42 @@ def test_a_full_run_changes_the_served_repeat_first_order_only_when_two_tests_as
     assert third["repeat_first"] and third["train_stats"]["gate_held"] == 0.0
 
 
+def test_the_gate_reads_the_holdout_metrics_of_the_order_the_final_fit_serves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On the shop whose customers turned to their own items 30 days ago, the evaluation's
+    fit (before a 30-day holdout) chooses the learned order and the final fit own purchases
+    first. The holdout scored both orders of the evaluation's fit: the model's metrics, which
+    the promotion gate reads, are those of the order that serves (own purchases first, well
+    ahead on a holdout of repeat orders), and the other order's are kept beside them."""
+    from tests.models.test_hybrid import shift_rows
+
+    store = open_store(load_settings(Settings))
+    store.insert_events(shift_rows())
+    store.close()
+    path = tmp_path / "hybrid.toml"
+    path.write_text(
+        'default_model = "hybrid"\nthreads = 1\n'
+        "[evaluation]\nholdout_days = 30\n"
+        "[precompute]\nactive_days = 0\n"
+        "[models.hybrid]\nparams = { factors = 16, max_iter = 60, train_windows = 3, "
+        'repeat_first = "auto" }\n'
+    )
+    registry = _registry()
+    assert main(["train", "--config", str(path)]) == 0
+    assert "the final fit serves own purchases first" in capsys.readouterr().err
+    folder = registry.path(registry.current_version())
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    served = json.loads((folder / "models" / "hybrid" / "hybrid.json").read_text("utf-8"))
+    assert served["repeat_first"]
+    entry = manifest["evaluation"]["repeat_first"]["hybrid"]
+    assert entry["first"] is False and entry["served"] == "other_order"
+    ours, learned = manifest["metrics"]["hybrid"], entry["other_order"]
+    assert ours["ndcg@10"] > learned["ndcg@10"] + 0.1
+    assert manifest["evaluation"]["ci95"]["hybrid"] != entry["other_order_ci95"]
+    assert set(manifest["evaluation"]["score_seconds"]) == {"hybrid"}
+
+
 def test_a_run_says_when_the_newest_purchase_is_long_before_its_as_of(
     filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
