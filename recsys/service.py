@@ -181,40 +181,49 @@ class RecommendationService:
     # -- personal lists ------------------------------------------------------------------------
 
     def recommend(
-        self, request: ListRequest, *, endpoint: str = "recommendations", arm: Arm | None = None
+        self,
+        request: ListRequest,
+        *,
+        endpoint: str = "recommendations",
+        arm: Arm | None = None,
+        allowed: bool | None = None,
     ) -> Served:
-        """A customer's list, under their experiment arm (the exposure is queued); ``arm`` as
-        :meth:`recommend_fast` chose it, when it came first."""
+        """A customer's list, under their experiment arm (the exposure is queued); ``arm``
+        and ``allowed`` (:meth:`personal_allowed`) as :meth:`recommend_fast` found them, when
+        it came first."""
         arm = arm or self.arm(request.user_id)
         if arm.holdout:
             return self._serve(self._holdout(arm, request.k), arm, endpoint, request.user_id)
-        result = self._personal(arm.engine, request)
+        result = self._personal(arm.engine, request, allowed)
         return self._serve(result, arm, endpoint, request.user_id, placement=request.placement)
 
     def recommend_fast(
         self, request: ListRequest, *, endpoint: str = "recommendations"
-    ) -> tuple[Served | None, Arm]:
+    ) -> tuple[Served | None, Arm, bool | None]:
         """:meth:`recommend` for the common cases, answered without blocking on a store whose
         reads take microseconds (SQLite): a known customer with nothing new since training,
         from the precomputed lists, and a customer the version does not know, with nothing
         new and no session, the non-personal list. ``None`` when that does not apply: then
-        pass the arm it chose to :meth:`recommend` (an arm is chosen, and counted, once per
-        request).
+        pass the arm it chose (an arm is chosen, and counted, once per request) and whether
+        anything personal is allowed (``None`` when it did not read it) to :meth:`recommend`,
+        which then reads the customer's profile no more (a live customer's list is one
+        statement fewer).
         """
         uid = request.user_id
         arm = self.arm(uid)
         if not uid or self.store.backend != "sqlite" or arm.holdout:
-            return None, arm
+            return None, arm, None
         engine = arm.engine
         # one statement for both questions (see EventStore.serving_facts)
         fresh, opted_out = self.store.serving_facts(uid, engine.as_of)
+        allowed = not opted_out and not self.live.is_erased(uid)
         if self.live_events and fresh:
-            return None, arm
+            return None, arm, allowed
         if engine.users.index(uid) < 0:
             if request.session_id or request.filters.exclude:
                 # a guest who is browsing gets the session's list; a request's own exclusions
                 # make a list the engine does not keep, built in the thread pool, off the loop
-                return None, arm
+                return None, arm, allowed
             # unknown to the version and nothing new: the non-personal list, whatever their
             # consent says (the engine keeps it built per rules, filters and k)
             listed = engine.recommend(
@@ -224,16 +233,17 @@ class RecommendationService:
                 filters=request.filters,
                 personalise=False,
             )
-            return self._serve(listed, arm, endpoint, uid, placement=request.placement), arm
-        if engine.precomputed is None or opted_out or self.live.is_erased(uid):
+            served = self._serve(listed, arm, endpoint, uid, placement=request.placement)
+            return served, arm, allowed
+        if engine.precomputed is None or not allowed:
             # nothing stored to answer from, or nothing personal allowed (personal_allowed)
-            return None, arm
+            return None, arm, allowed
         result = engine.recommend_precomputed(
             uid, request.k, placement=request.placement, filters=request.filters
         )
         if result is None:
-            return None, arm
-        return self._serve(result, arm, endpoint, uid, placement=request.placement), arm
+            return None, arm, allowed
+        return self._serve(result, arm, endpoint, uid, placement=request.placement), arm, allowed
 
     def recommend_many(
         self, user_ids: Sequence[str], k: int, *, filters: RequestFilters = RequestFilters()

@@ -49,6 +49,42 @@ def test_batch_and_single_requests_agree_on_consent_and_erasure(
     assert service.recommend_fast(ListRequest("u1", 3))[0] is None
 
 
+def test_a_live_customers_consent_is_read_once_per_request(
+    service: RecommendationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A customer with an event since the version leaves the fast path with their consent
+    read (in its one statement): the full path then reads no profile, and keeps to what that
+    read said, personal or not."""
+    store = service.store
+    engine = service.engines.require_engine()
+    store.insert_events(
+        [EventRow("e9", "u1", None, "D", "view", engine.as_of + 10, 1.0, None, None, None)]
+    )
+    reads: list[str] = []
+    real = store.get_customer
+
+    def counted(user_id: str) -> Customer | None:
+        reads.append(user_id)
+        return real(user_id)
+
+    monkeypatch.setattr(store, "get_customer", counted)
+    request = ListRequest("u1", 3)
+    served, arm, allowed = service.recommend_fast(request)
+    assert served is None and allowed is True
+    assert service.recommend(request, arm=arm, allowed=allowed).result.fallback is None
+    assert reads == []
+    store.upsert_customers([Customer("u1", personalisation_opt_out=True)])
+    served, arm, allowed = service.recommend_fast(request)
+    assert served is None and allowed is False
+    assert service.recommend(request, arm=arm, allowed=allowed).result.fallback == "popular"
+    assert reads == []
+    store.upsert_customers([Customer("u1")])
+    assert service.recommend(request).result.fallback is None
+    assert reads == ["u1"], "without the fast path's read, the full path reads the profile"
+    service.erase("u1")
+    assert service.recommend_fast(request)[2] is False
+
+
 def test_stock_and_retirement_apply_to_every_list(service: RecommendationService) -> None:
     store = service.store
     top = _ids(service, "u1", 1)[0]

@@ -47,9 +47,11 @@ async def recommendations(
     request = ListRequest(user_id, k, placement, filters, session_id)
     service = state.service
     # the common case answers on the event loop (a thread hop costs more than the answer)
-    served, arm = service.recommend_fast(request)
+    served, arm, allowed = service.recommend_fast(request)
     if served is None:
-        served = await run_in_threadpool(partial(service.recommend, request, arm=arm))
+        served = await run_in_threadpool(
+            partial(service.recommend, request, arm=arm, allowed=allowed)
+        )
     return list_response(served, state, "recommendations")
 
 
