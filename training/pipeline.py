@@ -522,16 +522,24 @@ def _serving_choices(registry: Registry, config: TrainingConfig) -> Choices:
     """What the current version's hybrids chose by their ``repeat_first`` test, by model name:
     a full run's hybrids change it only when the mean t of their test and that version's
     asks for the change (:meth:`~recsys.models.hybrid.HybridModel.hold_choice`), so the
-    served order does not flip between versions on one test's chance. Empty without a
-    current version."""
+    served order does not flip between versions on one test's chance. Only hybrids whose
+    params are the config's now count. Empty without a current version."""
     from recsys.artifacts import model_folder
 
     current = registry.current_version()
     if current is None:
         return {}
     folder = registry.path(current)
-    found = {n: RepeatChoice.of_saved(model_folder(folder, n)) for n in config.enabled_models()}
-    return {n: c for n, c in found.items() if c is not None}
+    found: dict[str, RepeatChoice] = {}
+    for name in config.enabled_models():
+        model = _make(name, config)
+        if not isinstance(model, HybridModel):
+            continue
+        # a version trained with other params tested another model: nothing to hold
+        choice = RepeatChoice.of_saved(model_folder(folder, name), params=model.get_params())
+        if choice is not None:
+            found[name] = choice
+    return found
 
 
 @contextmanager

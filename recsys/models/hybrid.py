@@ -56,9 +56,10 @@ Everything else is ``.npz`` read with ``allow_pickle=False``.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -196,13 +197,25 @@ class RepeatChoice:
     t: float | None
 
     @classmethod
-    def of_saved(cls, directory: Path) -> RepeatChoice | None:
+    def of_saved(
+        cls, directory: Path, *, params: Mapping[str, Any] | None = None
+    ) -> RepeatChoice | None:
         """The choice of the hybrid saved in ``directory`` (:meth:`HybridModel.save`);
         ``None`` when it was not chosen by a test (``repeat_first`` was not ``"auto"``, or
-        the folder holds no hybrid or one from before the test existed)."""
+        the folder holds no hybrid or one from before the test existed).
+
+        ``params``: the constructor arguments of the model that would hold the choice
+        (:meth:`HybridModel.get_params`); a hybrid saved with others gives ``None``. Its
+        test measured another model (another ranker, other windows), and a shop that
+        changes its config should not need two runs for the change to reach the order.
+        """
         try:
             meta = load_json(directory / _META_FILE)
             if meta["params"].get("repeat_first") != "auto" or "repeat_first" not in meta:
+                return None
+            if params is not None and meta["params"] != json.loads(
+                json.dumps(dict(params), default=repr)
+            ):
                 return None
             stats = meta.get("train_stats") or {}
             t = stats.get("gate_t") if stats.get("gate") else None

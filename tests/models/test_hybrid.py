@@ -1017,6 +1017,11 @@ def test_a_fit_holds_the_serving_versions_order_against_one_test(tmp_path: Path)
     always.save(tmp_path / "always")
     assert RepeatChoice.of_saved(tmp_path / "always") is None
     assert RepeatChoice.of_saved(tmp_path / "nothing") is None
+    # held only by the model it tested: the same params, not others
+    same = HybridModel(factors=16, max_iter=60, train_windows=3, repeat_first="auto")
+    assert RepeatChoice.of_saved(tmp_path / "held", params=same.get_params()) is not None
+    other = HybridModel(factors=16, max_iter=60, train_windows=2, repeat_first="auto")
+    assert RepeatChoice.of_saved(tmp_path / "held", params=other.get_params()) is None
 
 
 def test_one_fit_in_either_order_and_its_choice_read_from_the_model(tmp_path: Path) -> None:

@@ -920,6 +920,13 @@ def test_a_full_run_changes_the_served_repeat_first_order_only_when_two_tests_as
     assert second["train_stats"]["gate_t"] > 2.0
     _, third = run()  # a second test in a row asks for it
     assert third["repeat_first"] and third["train_stats"]["gate_held"] == 0.0
+    # a version trained with other params tested another model: the next run tests alone
+    third["repeat_first"] = False
+    third["train_stats"]["gate_t"] = -third["train_stats"]["gate_t"]
+    meta_path.write_text(json.dumps(third), encoding="utf-8")
+    path.write_text(path.read_text().replace("max_iter = 60", "max_iter = 61"))
+    _, fourth = run()
+    assert fourth["repeat_first"] and fourth["train_stats"]["gate_held"] == 0.0
 
 
 def test_the_gate_reads_the_holdout_metrics_of_the_order_the_final_fit_serves(
