@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -359,7 +360,7 @@ def run_training(
                 )
             else:
                 metrics, evaluation = _evaluate(
-                    events, config, data_as_of, catalog, skipped=skipped, notify=notify, held=held
+                    events, config, data_as_of, catalog, skipped=skipped, notify=notify
                 )
 
         # shared_ease_solves: EASEModel and the hybrid's EASE generator solve one problem once
@@ -367,7 +368,7 @@ def run_training(
             fitted, fit_info = _fit_all(
                 config, data, skipped=skipped, notify=notify, warm=warm, held=held
             )
-        _served_orders(metrics, evaluation, fitted, notify)
+        _served_orders(metrics, evaluation, fitted)
         default, fallback = _serving_default(config, fitted, skipped, notify)
 
         promote_it, reason = _decide(
@@ -510,8 +511,13 @@ def _make(name: str, config: TrainingConfig, held: Choices | None = None) -> Any
     return model
 
 
-def _factory(name: str, config: TrainingConfig, held: Choices) -> Callable[[], Any]:
-    return lambda: _make(name, config, held)
+def _evaluated(name: str, config: TrainingConfig) -> Any:
+    """Model ``name`` for the evaluation's fit: a hybrid skips its ``repeat_first`` test,
+    for the holdout scores both orders of it (:func:`_evaluate`)."""
+    model = _make(name, config)
+    if isinstance(model, HybridModel):
+        model.without_order_test()
+    return model
 
 
 #: The serving version's hybrid choices by model name.
@@ -709,17 +715,15 @@ def _evaluate(
     *,
     skipped: dict[str, str],
     notify: Notify,
-    held: Choices,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
-    """Fit on the events before the cut, measure on the purchases after it (the hybrids
-    holding the serving version's choices ``held``, as the final fit does).
+    """Fit on the events before the cut, measure on the purchases after it.
 
     Models that cannot fit the pre-cut data are skipped (the default model failing fails the
     run): :func:`~recsys.evaluation.protocol.evaluate_models` goes on with the others and
     scores none of its rows. Returns flattened metrics per model and a description of the
     holdout (with the sample, each metric's 95 % confidence interval and, under
-    ``"repeat_first"``, each hybrid's test's choice with the metrics of the other order of
-    the same fit: see :func:`_served_orders`).
+    ``"repeat_first"``, the metrics of each hybrid's other order: see
+    :func:`_served_orders`).
     """
     from recsys.evaluation.protocol import evaluate_models
 
@@ -737,8 +741,8 @@ def _evaluate(
     chosen: dict[str, RepeatChoice] = {}
 
     def other_order(name: str, model: Any) -> dict[str, Any]:
-        # a hybrid whose test chose its order: the holdout scores the other order of the
-        # same fit too, for the final fit may choose it (_served_orders)
+        # a hybrid whose order a test chooses: the holdout scores both orders of the same
+        # fit, and the final fit's test picks the one that counts (_served_orders)
         choice = RepeatChoice.of_model(model)
         if choice is None:
             return {}
@@ -749,7 +753,7 @@ def _evaluate(
         with _thread_limit(config):
             result = evaluate_models(
                 events,
-                {n: _factory(n, config, held) for n in names},
+                {n: partial(_evaluated, n, config) for n in names},
                 cut=cut,
                 k=ev.k,
                 interaction_config=config.interactions,
@@ -790,8 +794,6 @@ def _evaluate(
         info["repeat_first"] = {
             name: {
                 "first": choice.first,
-                "t": choice.t,
-                "served": "evaluated",
                 "other_order": metrics.pop(_other_order_name(name)),
                 "other_order_ci95": ci95.pop(_other_order_name(name)),
             }
@@ -811,17 +813,18 @@ def _served_orders(
     metrics: dict[str, dict[str, float | None]],
     evaluation: dict[str, Any],
     fitted: Mapping[str, Any],
-    notify: Notify,
 ) -> None:
     """Make ``metrics`` (and the manifest's evaluation) those of the order each hybrid's
-    final fit serves.
+    final fit serves, in place.
 
-    The evaluation's fit and the final fit run their own ``repeat_first`` tests, on windows
-    a holdout apart, and can choose differently (``make run``'s first train chose own
-    purchases first before the cut at t = 3.63, and the learned order in its final fit at
-    t = -1.98). The holdout scored both orders of the evaluation's fit (:func:`_evaluate`):
-    where the final fit chose the other one, its metrics become the model's, so the
-    promotion gate passes the order that serves. In place.
+    The evaluation's fit skips the ``repeat_first`` test and the holdout scores both of its
+    orders (:func:`_evaluate`); the final fit's test, on the newest window, chooses the order
+    that serves. Where that is own purchases first, its metrics become the model's, so the
+    promotion gate passes the order that serves. Two tests, one per fit, could choose
+    differently: ``make run``'s first train chose own purchases first before the holdout
+    (t = 4.22) and the learned order in its final fit (t = -3.07), and the gate read the
+    order that did not serve. ``evaluation["repeat_first"][name]["first"]`` says which
+    order the model's metrics are.
     """
     for name, entry in (evaluation.get("repeat_first") or {}).items():
         final = RepeatChoice.of_model(fitted.get(name))
@@ -830,12 +833,7 @@ def _served_orders(
         entry["other_order"], metrics[name] = metrics[name], entry["other_order"]
         ci95 = evaluation["ci95"]
         entry["other_order_ci95"], ci95[name] = ci95[name], entry["other_order_ci95"]
-        entry["served"] = "other_order"
-        served = "own purchases first" if final.first else "the learned order"
-        notify(
-            f"notice: {name}: the final fit serves {served}, which the evaluation's fit did "
-            "not choose; the holdout's metrics are that order's, scored on the evaluation's fit"
-        )
+        entry["first"] = final.first
 
 
 def _finite(value: float) -> float | None:

@@ -459,11 +459,11 @@ class HybridModel(Recommender):
         the newest window's candidates both ways, and repeat first serves when its NDCG@10
         on the window's buyers is ahead by more than :data:`REPEAT_FIRST_T` standard errors
         (``train_stats_`` holds both means and the t statistic; ``repeat_first_`` the
-        choice). A training run hands the fit the serving version's choice
+        choice). A training run hands its final fit the serving version's choice
         (:meth:`hold_choice`): a change of it then needs the two tests' mean t past the bar.
-        The probe costs one more ranker fit on the older windows; inside
-        :func:`prediction_threads` of 2 or more (a training run) it learns on its own thread
-        beside the final ranker.
+        Its evaluation's fit runs no test (:meth:`without_order_test`). The probe costs one
+        more ranker fit on the older windows; inside :func:`prediction_threads` of 2 or more
+        (a training run) it learns on its own thread beside the final ranker.
     seed
         Seed of every random choice (ALS init, the ranker's customers, user split, negative
         sampling).
@@ -479,6 +479,8 @@ class HybridModel(Recommender):
     _warm: _WarmStart | None = None
     #: Set by :meth:`hold_choice`, taken by the next :meth:`fit`.
     _previous_choice: RepeatChoice | None = None
+    #: Set by :meth:`without_order_test`, taken by the next :meth:`fit`.
+    _skip_order_test: bool = False
     #: An approximate index over the ALS generator's item factors (:meth:`use_index`).
     als_index_: ItemIndex | None = None
     #: The fitted ranker and its trees in LightGBM (:meth:`_tree_booster`); not saved.
@@ -620,6 +622,7 @@ class HybridModel(Recommender):
         cut_state: Factors | None = None
         warm, self._warm = self._warm, None
         previous_choice, self._previous_choice = self._previous_choice, None
+        skip_test, self._skip_order_test = self._skip_order_test, False
         if warm is not None:
             self._carry_ranker(warm.previous)
             cut_state = warm
@@ -631,7 +634,13 @@ class HybridModel(Recommender):
             self.fallback_reason_ = "no purchases in the training data"
         else:
             cut_state = self._fit_ranker(
-                ev, data.n_users, data.n_items, as_of_day, settings, previous_choice
+                ev,
+                data.n_users,
+                data.n_items,
+                as_of_day,
+                settings,
+                previous_choice,
+                test_order=not skip_test,
             )
         if self.fallback_reason_:
             log.info("hybrid: using the fixed blend: %s", self.fallback_reason_)
@@ -743,13 +752,27 @@ class HybridModel(Recommender):
         self._previous_choice = previous
         return self
 
+    def without_order_test(self) -> Self:
+        """Let the next :meth:`fit` skip the ``repeat_first="auto"`` test (and its probe
+        ranker): it serves the learned order, and :meth:`in_order` gives the other.
+
+        A training run's evaluation scores both orders of its fit and keeps the metrics of
+        the order the final fit's test chooses, so its own test would choose nothing.
+
+        Returns
+        -------
+        Self
+            ``self``, for chaining with :meth:`fit`.
+        """
+        self._skip_order_test = True
+        return self
+
     def in_order(self, first: bool) -> Self:
         """This fitted model serving the customer's own purchases first (``first``) or in
         the learned order: a shallow copy that shares every learned array.
 
-        A training run's evaluation scores both orders of one fit, so that the promotion
-        gate reads the order the final fit serves when the two fits' tests choose
-        differently.
+        A training run's evaluation scores both orders of one fit (:meth:`without_order_test`),
+        so that the promotion gate reads the order the final fit serves.
         """
         other = copy.copy(self)
         other.repeat_first_ = bool(first)
@@ -778,10 +801,13 @@ class HybridModel(Recommender):
         as_of_day: float,
         settings: GeneratorSettings,
         previous_choice: RepeatChoice | None = None,
+        *,
+        test_order: bool = True,
     ) -> GeneratorState | None:
         """Learn the ranker on ``train_windows`` label windows before ``as_of``; return the
         generators learned at the newest cut (``None`` when the history is too short to cut),
-        whether the ranker was learned or not. ``previous_choice``: see :meth:`hold_choice`."""
+        whether the ranker was learned or not. ``previous_choice``: see :meth:`hold_choice`;
+        ``test_order``: see :meth:`without_order_test`."""
         first_day = float(ev.day[ev.purchase].min())
         span = as_of_day - first_day
         # a short history still gets a split: at most a third of it becomes the label window
@@ -842,7 +868,7 @@ class HybridModel(Recommender):
         # their rows of them (_selected), and a copy of all of them was 0.55 GB at 10^6 events
         xs = [wp.x for wp in windows]
         in_calib = calib_users[pair_user]
-        test = self.repeat_first == "auto" and len(windows) >= 2
+        test = self.repeat_first == "auto" and len(windows) >= 2 and test_order
         threads = _PREDICT_THREADS.get()  # the training run's threads (1 outside one)
         gate: tuple[float, float, float] | None = None
         if test and threads >= 2:

@@ -1044,6 +1044,15 @@ def test_one_fit_in_either_order_and_its_choice_read_from_the_model(tmp_path: Pa
     assert RepeatChoice.of_model(model) == RepeatChoice(True, model.train_stats_["gate_t"])
     always = HybridModel(factors=16, max_iter=60, repeat_first="always").fit(data)
     assert RepeatChoice.of_model(always) is None
+    # without its test (and its probe) a fit serves the learned order, once
+    untested = HybridModel(factors=16, max_iter=60, train_windows=3, repeat_first="auto")
+    untested.without_order_test().fit(data)
+    assert RepeatChoice.of_model(untested) == RepeatChoice(False, None)
+    assert "gate_t" not in untested.train_stats_
+    np.testing.assert_array_equal(
+        untested.in_order(True).recommend(users, data.interactions, k=10)[0], first
+    )
+    assert untested.fit(data).repeat_first_
     assert RepeatChoice.of_model(HybridModel(repeat_first="auto")) is None  # not fitted
     assert RepeatChoice.of_model(object()) is None
 
