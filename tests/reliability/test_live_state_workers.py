@@ -379,6 +379,51 @@ def test_personalisation_opt_out_from_a_batch_load_holds_on_every_worker(
     _every_answer(shop, path, lambda body: body["fallback"] is None)
 
 
+def test_personalisation_opt_out_holds_on_every_worker_on_the_live_path(
+    shop: Shop, tmp_path: Path
+) -> None:
+    """A known customer with an event since the version is answered by the live path (the
+    fast path reads their consent in its one statement and hands it on). A consent withdrawn
+    by another process turns their list non-personal on every worker, and given back,
+    personal again."""
+    user = "u0060"
+    body = [
+        {
+            "event_id": f"live-consent-{shop.backend}",
+            "user_id": user,
+            "item_id": "i0001",
+            "event_type": "view",
+            "timestamp": time.time(),
+        }
+    ]
+    assert _fresh("POST", f"{shop.url}/v1/events", json=body, headers=H).status_code == 200
+    path = f"/v1/users/{user}/recommendations?k=3"
+    _every_answer(shop, path, lambda answer: answer["fallback"] is None)
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "event_id,user_id,item_id,event_type,timestamp\n"
+        f"live-consent-old-{shop.backend},{user},i0001,view,2020-01-01T00:00:00Z\n",
+        encoding="utf-8",
+    )
+
+    def consent(opted_out: bool) -> None:
+        customers = tmp_path / "customers.csv"
+        customers.write_text(
+            "user_id,birthday,signup_date,region,marketing_opt_out,personalisation_opt_out\n"
+            f"{user},,,,false,{str(opted_out).lower()}\n",
+            encoding="utf-8",
+        )
+        done = run_cli(["ingest", str(events), "--customers", str(customers)], shop.env)
+        assert done.returncode == 0, done.stderr
+
+    consent(True)
+    try:
+        _every_answer(shop, path, lambda answer: answer["fallback"] == "popular")
+    finally:
+        consent(False)
+    _every_answer(shop, path, lambda answer: answer["fallback"] is None)
+
+
 def test_erasure_holds_on_every_worker_reload_variant_rollback_restart_and_reingest(
     shop: Shop,
 ) -> None:
