@@ -304,6 +304,37 @@ def evaluate_models(
         else None
     )
 
+    def measure(name: str, model: Recommender, fit_seconds: float) -> ModelResult:
+        """Score one fitted model on every evaluated customer."""
+        start = time.perf_counter()
+        lists, new_lists = _rank(model, truth.user_index, history, bought_before, k, cut)
+        score_seconds = time.perf_counter() - start
+
+        per_user = M.ranking_metrics(lists, truth.relevant, k)
+        per_user_new = M.ranking_metrics(new_lists, relevant_new, k)
+        by_segment: dict[str, dict[str, Any]] = {}
+        if segment_of is not None:
+            for seg in sorted(set(segment_of.tolist())):
+                mask = segment_of == seg
+                by_segment[seg] = {
+                    "users": int(mask.sum()),
+                    "all": M.mean_metrics({m: v[mask] for m, v in per_user.items()}),
+                    "new": M.mean_metrics({m: v[mask] for m, v in per_user_new.items()}),
+                }
+        return ModelResult(
+            name=name,
+            all_items=M.mean_metrics(per_user),
+            new_items=M.mean_metrics(per_user_new),
+            coverage=M.catalog_coverage(lists, data.n_items),
+            novelty=M.novelty(lists, item_users, data.n_users),
+            gini=M.gini(M.exposure(lists, data.n_items)),
+            fit_seconds=fit_seconds,
+            score_seconds=score_seconds,
+            segments=by_segment,
+            all_items_ci95={m: M.mean_ci(v) for m, v in per_user.items()},
+            new_items_ci95={m: M.mean_ci(v) for m, v in per_user_new.items()},
+        )
+
     results = []
     skipped: dict[str, str] = {}
     # models that solve the same EASE problem on this data (EASEModel, the repeat baseline,
@@ -322,40 +353,9 @@ def evaluate_models(
                 notify(f"notice: model {name!r} skipped: {exc}")
                 continue
             fit_seconds = time.perf_counter() - start
-            scored = {name: model, **(variants(name, model) if variants is not None else {})}
-            for scored_name, scored_model in scored.items():
-                start = time.perf_counter()
-                lists, new_lists = _rank(
-                    scored_model, truth.user_index, history, bought_before, k, cut
-                )
-                score_seconds = time.perf_counter() - start
-
-                per_user = M.ranking_metrics(lists, truth.relevant, k)
-                per_user_new = M.ranking_metrics(new_lists, relevant_new, k)
-                by_segment: dict[str, dict[str, Any]] = {}
-                if segment_of is not None:
-                    for seg in sorted(set(segment_of.tolist())):
-                        mask = segment_of == seg
-                        by_segment[seg] = {
-                            "users": int(mask.sum()),
-                            "all": M.mean_metrics({m: v[mask] for m, v in per_user.items()}),
-                            "new": M.mean_metrics({m: v[mask] for m, v in per_user_new.items()}),
-                        }
-                results.append(
-                    ModelResult(
-                        name=scored_name,
-                        all_items=M.mean_metrics(per_user),
-                        new_items=M.mean_metrics(per_user_new),
-                        coverage=M.catalog_coverage(lists, data.n_items),
-                        novelty=M.novelty(lists, item_users, data.n_users),
-                        gini=M.gini(M.exposure(lists, data.n_items)),
-                        fit_seconds=fit_seconds,
-                        score_seconds=score_seconds,
-                        segments=by_segment,
-                        all_items_ci95={m: M.mean_ci(v) for m, v in per_user.items()},
-                        new_items_ci95={m: M.mean_ci(v) for m, v in per_user_new.items()},
-                    )
-                )
+            results.append(measure(name, model, fit_seconds))
+            for variant, other in (variants(name, model) if variants is not None else {}).items():
+                results.append(measure(variant, other, fit_seconds))
 
     return EvaluationResult(
         cut=cut,

@@ -217,9 +217,7 @@ class RepeatChoice:
                 json.dumps(dict(params), default=repr)
             ):
                 return None
-            stats = meta.get("train_stats") or {}
-            t = stats.get("gate_t") if stats.get("gate") else None
-            return cls(first=bool(meta["repeat_first"]), t=None if t is None else float(t))
+            return cls._of(bool(meta["repeat_first"]), meta.get("train_stats") or {})
         except (ArtifactError, KeyError, TypeError, ValueError, AttributeError):
             return None
 
@@ -233,9 +231,14 @@ class RepeatChoice:
             return None
         if getattr(model, "ranker_", None) is None:
             return None
-        stats = model.train_stats_
+        return cls._of(bool(model.repeat_first_), model.train_stats_)
+
+    @classmethod
+    def _of(cls, first: bool, stats: Mapping[str, Any]) -> RepeatChoice:
+        """The choice ``first`` with its test's t from a fit's ``train_stats_`` (none when
+        the fit ran no test)."""
         t = stats.get("gate_t") if stats.get("gate") else None
-        return cls(first=bool(model.repeat_first_), t=None if t is None else float(t))
+        return cls(first=first, t=None if t is None else float(t))
 
 
 def held_choice(t: float, previous: RepeatChoice | None) -> bool:

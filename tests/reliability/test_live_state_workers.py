@@ -328,6 +328,26 @@ def test_marketing_opt_out_gets_no_promotion_on_any_channel(shop: Shop) -> None:
         assert body["offers"] == []
 
 
+def _set_consent(shop: Shop, folder: Path, user: str, *, opted_out: bool) -> None:
+    """Withdraw (or give back) ``user``'s personalisation consent from another process:
+    ``recsys ingest --customers`` with one event long before the version's data ends (it
+    changes no list)."""
+    events = folder / "events.csv"
+    events.write_text(
+        "event_id,user_id,item_id,event_type,timestamp\n"
+        f"consent-{shop.backend}-{user},{user},i0001,view,2020-01-01T00:00:00Z\n",
+        encoding="utf-8",
+    )
+    customers = folder / "customers.csv"
+    customers.write_text(
+        "user_id,birthday,signup_date,region,marketing_opt_out,personalisation_opt_out\n"
+        f"{user},,,,false,{str(opted_out).lower()}\n",
+        encoding="utf-8",
+    )
+    done = run_cli(["ingest", str(events), "--customers", str(customers)], shop.env)
+    assert done.returncode == 0, done.stderr
+
+
 def test_personalisation_opt_out_from_a_batch_load_holds_on_every_worker(
     shop: Shop, tmp_path: Path
 ) -> None:
@@ -351,31 +371,16 @@ def test_personalisation_opt_out_from_a_batch_load_holds_on_every_worker(
     path = f"/v1/users/{buyers[0]}/recommendations?k=1"
     before = _fresh("GET", f"{shop.url}{path}").json()
     assert before["fallback"] is None and _ids(before) == ["i0007"]
-    # an event long before the versions' data ends: the customer stays on the stored lists
-    events = tmp_path / "events.csv"
-    events.write_text(
-        "event_id,user_id,item_id,event_type,timestamp\n"
-        f"consent-{shop.backend},{buyers[0]},i0001,view,2020-01-01T00:00:00Z\n",
-        encoding="utf-8",
-    )
-    header = "user_id,birthday,signup_date,region,marketing_opt_out,personalisation_opt_out\n"
-
-    def consent(opted_out: bool) -> None:
-        customers = tmp_path / "customers.csv"
-        customers.write_text(
-            f"{header}{buyers[0]},,,,false,{str(opted_out).lower()}\n", encoding="utf-8"
-        )
-        done = run_cli(["ingest", str(events), "--customers", str(customers)], shop.env)
-        assert done.returncode == 0, done.stderr
-
-    consent(True)
+    # the consent load's event is long before the version's data ends: the customer stays on
+    # the stored lists
+    _set_consent(shop, tmp_path, buyers[0], opted_out=True)
     try:
         for _ in range(SPREAD):  # fresh connections: both workers answer some
             assert _fresh("GET", f"{shop.url}{path}").json()["fallback"] == "popular"
             offers = _fresh("GET", f"{shop.url}/v1/users/{buyers[0]}/offers?k=5").json()
             assert offers["fallback"] is not None
     finally:
-        consent(False)
+        _set_consent(shop, tmp_path, buyers[0], opted_out=False)
     _every_answer(shop, path, lambda body: body["fallback"] is None)
 
 
@@ -399,28 +404,11 @@ def test_personalisation_opt_out_holds_on_every_worker_on_the_live_path(
     assert _fresh("POST", f"{shop.url}/v1/events", json=body, headers=H).status_code == 200
     path = f"/v1/users/{user}/recommendations?k=3"
     _every_answer(shop, path, lambda answer: answer["fallback"] is None)
-    events = tmp_path / "events.csv"
-    events.write_text(
-        "event_id,user_id,item_id,event_type,timestamp\n"
-        f"live-consent-old-{shop.backend},{user},i0001,view,2020-01-01T00:00:00Z\n",
-        encoding="utf-8",
-    )
-
-    def consent(opted_out: bool) -> None:
-        customers = tmp_path / "customers.csv"
-        customers.write_text(
-            "user_id,birthday,signup_date,region,marketing_opt_out,personalisation_opt_out\n"
-            f"{user},,,,false,{str(opted_out).lower()}\n",
-            encoding="utf-8",
-        )
-        done = run_cli(["ingest", str(events), "--customers", str(customers)], shop.env)
-        assert done.returncode == 0, done.stderr
-
-    consent(True)
+    _set_consent(shop, tmp_path, user, opted_out=True)
     try:
         _every_answer(shop, path, lambda answer: answer["fallback"] == "popular")
     finally:
-        consent(False)
+        _set_consent(shop, tmp_path, user, opted_out=False)
     _every_answer(shop, path, lambda answer: answer["fallback"] is None)
 
 

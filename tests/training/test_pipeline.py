@@ -879,13 +879,10 @@ def test_the_catalogue_rows_changed_since_the_version_give_the_whole_live_catalo
     assert engine.catalog_read_at("another store") == -1
 
 
-def test_a_full_run_changes_the_served_repeat_first_order_only_when_two_tests_ask_together(
-    tmp_path: Path,
-) -> None:
-    """A hybrid's ``repeat_first="auto"`` test decides the first version's order. A later
-    full run keeps the serving version's order against its own test unless the mean of the
-    two tests' t passes the bar: after a version whose test was far below it, one run does
-    not switch the order, the next does."""
+def _shift_shop(tmp_path: Path, evaluation: str) -> Path:
+    """Store the shop whose customers turned to their own items 30 days ago
+    (``tests.models.test_hybrid.shift_rows``); return a config that trains a small hybrid
+    with ``repeat_first = "auto"`` on it, with ``evaluation`` as its ``[evaluation]`` table."""
     from tests.models.test_hybrid import shift_rows
 
     store = open_store(load_settings(Settings))
@@ -894,11 +891,22 @@ def test_a_full_run_changes_the_served_repeat_first_order_only_when_two_tests_as
     path = tmp_path / "hybrid.toml"
     path.write_text(
         'default_model = "hybrid"\nthreads = 1\n'
-        "[evaluation]\nenabled = false\n"
+        f"[evaluation]\n{evaluation}\n"
         "[precompute]\nactive_days = 0\n"
         "[models.hybrid]\nparams = { factors = 16, max_iter = 60, train_windows = 3, "
         'repeat_first = "auto" }\n'
     )
+    return path
+
+
+def test_a_full_run_changes_the_served_repeat_first_order_only_when_two_tests_ask_together(
+    tmp_path: Path,
+) -> None:
+    """A hybrid's ``repeat_first="auto"`` test decides the first version's order. A later
+    full run keeps the serving version's order against its own test unless the mean of the
+    two tests' t passes the bar: after a version whose test was far below it, one run does
+    not switch the order, the next does."""
+    path = _shift_shop(tmp_path, "enabled = false")
     registry = _registry()
 
     def run() -> tuple[Path, dict[str, Any]]:
@@ -938,19 +946,7 @@ def test_the_gate_reads_the_holdout_metrics_of_the_order_the_final_fit_serves(
     orders, and the model's metrics, which the promotion gate reads, are those of the order
     that serves (own purchases first, well ahead on a holdout of repeat orders), with the
     other order's kept beside them."""
-    from tests.models.test_hybrid import shift_rows
-
-    store = open_store(load_settings(Settings))
-    store.insert_events(shift_rows())
-    store.close()
-    path = tmp_path / "hybrid.toml"
-    path.write_text(
-        'default_model = "hybrid"\nthreads = 1\n'
-        "[evaluation]\nholdout_days = 30\n"
-        "[precompute]\nactive_days = 0\n"
-        "[models.hybrid]\nparams = { factors = 16, max_iter = 60, train_windows = 3, "
-        'repeat_first = "auto" }\n'
-    )
+    path = _shift_shop(tmp_path, "holdout_days = 30")
     registry = _registry()
     assert main(["train", "--config", str(path)]) == 0
     folder = registry.path(registry.current_version())
