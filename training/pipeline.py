@@ -397,6 +397,7 @@ def run_training(
                     indexes.get(default),
                     active_days=config.precompute.active_days,
                     carry=carry,
+                    ann_entry=ann.get(default),
                 )
             staging.manifest.update(
                 _manifest(
@@ -944,6 +945,7 @@ def _write_precomputed(
     active_days: float = 0.0,
     active: NDArray[np.intp] | None = None,
     carry: tuple[Any, NDArray[np.intp], str | None] | None = None,
+    ann_entry: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The default model's top lists of the recently active customers, so the API serves most
     requests without scoring (see :class:`recsys.artifacts.Precomputed`); listed in the
@@ -965,6 +967,12 @@ def _write_precomputed(
     since it, and how the default model started) keeps that version's list of every other
     customer and scores only these (:func:`training.warm.carry_lists`); the entry then says
     how many lists were carried, or why none was.
+
+    A model that searches an index of its own with a known customer's stored vector (the
+    hybrid: :class:`~recsys.retrieval.ann.SearchesIndex`) has the index's answers for the
+    customers scored here kept first, in one batch that the lists then read, and saved
+    beside the index (:func:`_keep_answers`; ``ann_entry``, the model's ``ann`` entry,
+    gets their ``answers``): those customers' live requests read them instead of searching.
 
     Returns the manifest's ``precomputed`` entry (customers with a list, of how many, the
     window), or ``None`` when the default model was not trained.
@@ -1002,6 +1010,10 @@ def _write_precomputed(
         else:
             carried, users = found, found.score
             entry["carried"] = {"users": len(found.rows), "from": found.version}
+    if index is not None and ann_entry is not None:
+        answers = _keep_answers(folder, default_model, model, index, users, data.n_users)
+        if answers is not None:
+            ann_entry["answers"] = answers
     lists = precompute(
         model, default_model, data.interactions, data.items, index=index, users=users
     )
@@ -1009,6 +1021,37 @@ def _write_precomputed(
         lists = carried.merge(lists)
     lists.save(folder)
     return entry
+
+
+def _keep_answers(
+    folder: Path,
+    name: str,
+    model: Any,
+    index: Any,
+    users: NDArray[np.intp] | None,
+    n_users: int,
+) -> dict[str, Any] | None:
+    """Keep ``index``'s answers to the stored query vectors of ``users`` (``None``: all
+    ``n_users``) of a :class:`~recsys.retrieval.ann.SearchesIndex` model, and write them
+    beside the index; the ``ann`` entry's ``answers`` (``None`` for any other model)."""
+    from recsys.artifacts import index_base
+    from recsys.retrieval.ann import SearchesIndex
+
+    if not isinstance(model, SearchesIndex):
+        return None
+    start = time.perf_counter()
+    keys = np.arange(n_users, dtype=np.intp) if users is None else np.asarray(users, np.intp)
+    queries, k = model.index_queries(keys)
+    kept = index.keep_answers(keys, queries, k)
+    path = index_base(folder, name).with_suffix(".answers.npz")
+    path.parent.mkdir(exist_ok=True)
+    kept.save(path)
+    return {
+        "file": path.relative_to(folder).as_posix(),
+        "users": len(kept.keys),
+        "k": kept.k,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
 
 def active_users(data: TrainingData, days: float) -> NDArray[np.intp]:

@@ -473,8 +473,11 @@ class GeneratorState:
         hr, hc = hist.nonzero()
 
         if m > SPARSE_ABOVE_ITEMS:
+            # a known user's ALS query is their stored vector: the index may have kept its
+            # answer (ItemIndex.keep_answers); a folded-in vector has no key
+            row_users = np.where(known, users, -1) if index is not None else None
             rows, items, src, gen = self._sparse_candidates(
-                basis, has_any, uf, bought, (hr, hc), settings, index
+                basis, has_any, uf, bought, (hr, hc), settings, index, row_users
             )
         else:
             rows, items, src, gen = self._dense_candidates(
@@ -561,13 +564,15 @@ class GeneratorState:
         live: tuple[NDArray[np.intp], NDArray[np.intp]],
         settings: GeneratorSettings,
         index: ItemIndex | None = None,
+        row_users: NDArray[np.intp] | None = None,
     ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.uint8], _GeneratorColumns]:
         """The same candidates as :meth:`_dense_candidates` without a users × items array.
 
         Co-occurrence is ranked on the sparse rows of ``basis @ cooc``; ALS (and EASE, when
         the state has it) is scored and ranked one block of users at a time, the blocks the
         dense path's product uses, and each pair's scores are read from its block. With an
-        ``index`` the ALS lists come from it instead (see :meth:`pairs`).
+        ``index`` the ALS lists come from it instead (see :meth:`pairs`), searched under
+        ``row_users`` (per row, the user whose stored vector it is, or -1).
         """
         n, m = basis.shape[0], self.n_items
         if n <= FEW_ROWS:
@@ -603,7 +608,13 @@ class GeneratorState:
         ease_rank_l: list[NDArray[np.int32]] = []
         for start, stop in _als_blocks(n, m):
             block = _als_block_top(
-                uf[start:stop], self.item_factors, settings.n_als, has_any[start:stop], tie, index
+                uf[start:stop],
+                self.item_factors,
+                settings.n_als,
+                has_any[start:stop],
+                tie,
+                index,
+                None if row_users is None else row_users[start:stop],
             )
             parts = [(block.rows + start, block.items, 2)]
             ease_block = None
@@ -990,6 +1001,7 @@ def _als_block_top(
     active: NDArray[np.bool_],
     tie_rank: NDArray[np.intp] | None = None,
     index: ItemIndex | None = None,
+    keys: NDArray[np.intp] | None = None,
 ) -> _AlsBlock:
     """ALS top ``k`` of one block of users: exact, by brute force over every item, or from
     an approximate ``index`` over ``item_factors``.
@@ -999,10 +1011,14 @@ def _als_block_top(
     its search (equal scores in the index's order, not ``tie_rank``'s) and the other
     generators' candidates get their ALS score from per-pair dot products, which differ from
     a matrix product in the last bits: a live request then touches no catalogue-long array.
+    ``keys`` (per row: the user whose stored vector it is, or -1) lets the index answer
+    from the answers it kept (:meth:`~recsys.retrieval.ann.ItemIndex.keep_answers`).
     """
     if index is not None:
         act = np.flatnonzero(active)
-        found, _ = index.search(user_vecs[act], min(k, len(item_factors)))
+        found, _ = index.search(
+            user_vecs[act], min(k, len(item_factors)), None if keys is None else keys[act]
+        )
         r, rank = np.nonzero(found >= 0)
         return _AlsBlock(
             rows=act[r].astype(np.intp),

@@ -1441,6 +1441,14 @@ class HybridModel(Recommender):
                 )
         self.als_index_ = index
 
+    def index_queries(self, users: NDArray[np.intp]) -> tuple[NDArray[np.float32], int]:
+        """The ALS generator's query vectors of known ``users`` (their stored factors: a live
+        request folds in only a customer the fit did not know) and the items it asks the
+        index for, for :meth:`~recsys.retrieval.ann.ItemIndex.keep_answers`."""
+        self._check_fitted("state_")
+        vectors = np.ascontiguousarray(self.state_.user_factors[users], dtype=np.float32)
+        return vectors, min(self._settings().n_als, self.state_.n_items)
+
     def warm_up(self) -> None:
         """The ALS generator's item Gram matrix (the fold-in of a customer with live events
         or none in the version), the candidates' tie order and the ranker's trees in

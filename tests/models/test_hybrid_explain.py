@@ -369,6 +369,41 @@ def test_isotonic_predict_is_scikit_learns(
     np.testing.assert_array_equal(got, expected)
 
 
+def test_a_request_s_partners_are_searched_a_block_at_a_time(
+    model: HybridModel, shop: TrainingData
+) -> None:
+    """The rules read the best items first: reading a row's top ``k`` searches the partners
+    of ``k + 2`` entries at once; a read further down searches the next ``k`` with it."""
+    from dataclasses import replace
+
+    from recsys.engine import _explained_candidates
+
+    users = np.array([1], dtype=np.intp)
+    lists = model.explain_arrays(users, sp.csr_matrix(shop.interactions[users]), 60)
+    searched: list[int] = []
+
+    def counted(entries: np.ndarray) -> np.ndarray:
+        searched.append(len(entries))
+        return lists.partners_of(entries)
+
+    spied = replace(lists, partners_of=counted)
+    _, reasons = _explained_candidates(spied, 1, 5, "hybrid", shop.items)
+    lazy = reasons[0]
+    assert lazy is not None and len(lazy) > 20
+    items = list(lazy)  # rank order
+    for item in items[:5]:
+        lazy[item]
+    assert searched == [5 + 2]  # one search: the first block (the entries read are in it)
+    lazy[items[6]]  # within the first block: no search
+    assert len(searched) == 1
+    lazy[items[15]]  # past it: the next five and that one
+    assert searched == [7, 6]
+    # each reason is the one the full search gives
+    full = _explained_candidates(lists, 1, 5, "hybrid", shop.items)[1][0]
+    assert full is not None
+    assert all(lazy[i] == full[i] for i in items)
+
+
 def test_a_request_s_reasons_from_arrays_are_the_per_item_lists(
     model: HybridModel, shop: TrainingData
 ) -> None:

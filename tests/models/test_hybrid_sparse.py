@@ -372,9 +372,11 @@ def test_an_exact_index_gives_the_brute_force_candidates(
     index = ExactIndex(state.item_factors)
     search = index.search
 
-    def counted(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def counted(
+        queries: np.ndarray, k: int, keys: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         calls.append(len(queries))
-        return search(queries, k)
+        return search(queries, k, keys)
 
     monkeypatch.setattr(index, "search", counted)
     brute, indexed = index_pairs(monkeypatch, state, users, hist, s, index)
@@ -412,8 +414,10 @@ def test_an_index_missing_items_only_drops_als_candidates(
     class Blind(ExactIndex):
         """The exact answer without each list's best item (a recall below 1)."""
 
-        def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            idx, vals = exact.search(queries, k)
+        def search(
+            self, queries: np.ndarray, k: int, keys: np.ndarray | None = None
+        ) -> tuple[np.ndarray, np.ndarray]:
+            idx, vals = exact.search(queries, k, keys)
             return idx[:, 1:], vals[:, 1:]
 
     brute, indexed = index_pairs(monkeypatch, state, users, hist, s, Blind(state.item_factors))

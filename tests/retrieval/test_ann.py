@@ -16,6 +16,7 @@ from recsys.retrieval import (
     AnnConfig,
     ExactIndex,
     FaissIndex,
+    KeptAnswers,
     UsearchIndex,
     build_index,
     load_index,
@@ -151,6 +152,76 @@ def test_remembered_answers_are_the_searched_ones(
     assert len(answers) == 8
     index.search(queries[:3], 10)
     assert len(answers) == 8
+
+
+@pytest.mark.parametrize("kind", ["usearch", "hnsw", "exact"])
+def test_kept_answers_are_the_searched_ones_and_others_are_searched(
+    kind: str, data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    items, queries = data[0], data[1][:20]
+    index = build_index(items, kind=kind, exact_head=100, threads=2)
+    fresh = [index.search(q, 10) for q in queries]
+    keys = np.array([40, 7, 12, 3, 99, 5, 60, 8, 1, 30])  # customers 0-9 of the queries
+    kept = index.keep_answers(keys, queries[:10], 10)  # one batch, on two threads
+    np.testing.assert_array_equal(kept.keys, np.sort(keys))
+    searched: list[int] = []
+    inner = index._search
+
+    def spy(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        searched.append(len(q))
+        return inner(q, k)
+
+    index._search = spy  # type: ignore[method-assign]
+    # a batch of kept customers, others (-1: a vector of no customer) and an unkept one
+    ask = np.array([3, 0, 1, 2, 14, 15])
+    ask_keys = np.array([keys[3], -1, keys[1], keys[2], -1, 123])
+    got_i, got_s = index.search(queries[ask], 10, ask_keys)
+    assert searched == [3]  # only the rows without a kept answer were searched
+    for row, q in enumerate(ask):
+        np.testing.assert_array_equal(got_i[row], fresh[q][0][0])
+        # a batch's BLAS product may differ in the last bits from one query's (exact index)
+        np.testing.assert_allclose(got_s[row], fresh[q][1][0], rtol=1e-6)
+    # another k is another question: searched
+    searched.clear()
+    index.search(queries[3], 5, np.array([keys[3]]))
+    assert searched == [1]
+    # saved and read back (the version's file) they answer the same
+    kept.save(tmp_path / "answers.npz")
+    back = KeptAnswers.load(tmp_path / "answers.npz")
+    index.use_answers(None)
+    searched.clear()
+    index.search(queries[3], 10, np.array([keys[3]]))
+    assert searched == [1]
+    index.use_answers(back)
+    searched.clear()
+    got = index.search(queries[:10], 10, keys)
+    assert searched == []
+    np.testing.assert_array_equal(got[0], np.vstack([f[0] for f in fresh[:10]]))
+
+
+def test_kept_answers_refuse_what_they_cannot_answer(
+    data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    items, queries = data[0], data[1][:4]
+    index = build_index(items, kind="usearch", exact_head=0)
+    with pytest.raises(ModelError, match="repeat"):
+        index.keep_answers(np.array([1, 1, 2, 3]), queries, 5)
+    with pytest.raises(ModelError, match="3 keys for 4 queries"):
+        index.keep_answers(np.array([1, 2, 3]), queries, 5)
+    kept = index.keep_answers(np.array([4, 1, 2, 3]), queries, 5)
+    with pytest.raises(ModelError, match="2 keys for 1 queries"):
+        index.search(queries[0], 5, np.array([1, 2]))
+    # new search parameters make other answers: the kept ones go with the remembered ones
+    index.set_search_params(ef_search=8)
+    assert index._kept is None
+    np.savez(
+        tmp_path / "bad.npz", keys=np.array([2, 1]), items=kept.items[:2], scores=kept.scores[:2]
+    )
+    with pytest.raises(ArtifactError, match="not sorted"):
+        KeptAnswers.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "short.npz", keys=np.array([1, 2]), items=kept.items[:2])
+    with pytest.raises(ArtifactError, match="without 'scores'"):
+        KeptAnswers.load(tmp_path / "short.npz")
 
 
 def test_changed_search_parameters_forget_the_answers(data: tuple[np.ndarray, np.ndarray]) -> None:

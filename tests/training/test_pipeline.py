@@ -479,7 +479,9 @@ def test_a_factor_model_over_min_items_ships_an_index_that_serving_searches(
     from recsys.registry import sha256_file
     from recsys.retrieval.ann import UsearchIndex
 
-    config = _als_config(tmp_path, "min_items = 10\nm = 8\nef_search = 64\nexact_head = 5")
+    # every item in the exact head: the lists equal exact scoring whatever the graph (a graph
+    # of 25 items with m = 8 can leave an item unreachable: it did in 1 run of 5)
+    config = _als_config(tmp_path, "min_items = 10\nm = 8\nef_search = 64\nexact_head = 25")
     at_training: list[int] = []
     original = UsearchIndex.search
 
@@ -500,11 +502,11 @@ def test_a_factor_model_over_min_items_ships_an_index_that_serving_searches(
     assert entry["file"] == "index/als.usearch"
     assert manifest["files"]["index/als.usearch"] == sha256_file(folder / "index/als.usearch")
     assert entry["n_items"] == manifest["counts"]["items"] and entry["dim"] == 8
-    assert entry["params"]["type"] == "usearch HNSW" and entry["params"]["exact_head"] == 5
+    assert entry["params"]["type"] == "usearch HNSW" and entry["params"]["exact_head"] == 25
 
     engine = Engine.load(folder, registry)
     index = engine.indexes["als"]
-    assert isinstance(index, UsearchIndex) and index.exact_head == 5
+    assert isinstance(index, UsearchIndex) and index.exact_head == 25
     exact = Engine.load(folder, registry)
     exact.indexes = {}  # the same version scored over every item
     assert exact.precomputed is not None
@@ -523,7 +525,6 @@ def test_a_factor_model_over_min_items_ships_an_index_that_serving_searches(
     users = [f"u{u}" for u in range(60)] + ["nobody"]
     served = engine.recommend_batch(users, 5)
     assert calls and min(calls) >= 5  # fetched more than k, from the index
-    # 25 items: an HNSW search visits them all, so the lists equal the exact ones
     assert _names(served) == _names(exact.recommend_batch(users, 5))
     assert served[-1].fallback == "popular"
     assert any(got.fallback is None and len(got.items) == 5 for got in served)
@@ -550,14 +551,27 @@ def test_the_hybrid_ships_an_index_of_its_als_generator_that_serving_hands_it(
     searched: list[int] = []
     original = UsearchIndex.search
 
-    def spy(self: UsearchIndex, queries: Any, k: int) -> Any:
+    def spy(self: UsearchIndex, queries: Any, k: int, keys: Any = None) -> Any:
         searched.append(len(queries))
-        return original(self, queries, k)
+        return original(self, queries, k, keys)
+
+    graph: list[int] = []
+    graph_search = UsearchIndex._search
+
+    def spy_graph(self: UsearchIndex, queries: Any, k: int) -> Any:
+        graph.append(len(queries))
+        return graph_search(self, queries, k)
 
     with monkeypatch.context() as patch:
         patch.setattr(UsearchIndex, "search", spy)
+        patch.setattr(UsearchIndex, "_search", spy_graph)
+        # blocks of 10 customers: each block reads its own customers' kept answers
+        patch.setattr(features, "ALS_BLOCK_BYTES", 4 * 25 * 10)
         assert main(["train", "--config", str(path)]) == 0
     assert searched  # the stored lists' ALS candidates came from the index
+    # the graph was searched once, for the answers kept (every customer, one batch): the
+    # stored lists read them
+    assert graph == [60]
     registry = _registry()
     version = registry.current_version()
     assert version is not None
@@ -565,6 +579,10 @@ def test_the_hybrid_ships_an_index_of_its_als_generator_that_serving_hands_it(
     folder = registry.path(version)
     assert manifest["ann"]["hybrid"]["file"] == "index/hybrid.usearch"
     assert manifest["ann"]["hybrid"]["dim"] == 8
+    # the index's answers to every stored customer (active_days = 0), kept beside it
+    answers = manifest["ann"]["hybrid"]["answers"]
+    assert answers["file"] == "index/hybrid.answers.npz" and answers["file"] in manifest["files"]
+    assert answers["users"] == 60 and answers["k"] == 25  # n_als 50, 25 items
     # ALS is trained too, but serving searches only the served model's index: none for it
     assert "als" in manifest["models"] and set(manifest["ann"]) == {"hybrid"}
 
@@ -593,10 +611,19 @@ def test_the_hybrid_ships_an_index_of_its_als_generator_that_serving_hands_it(
         return original_inner(self, queries, k)
 
     monkeypatch.setattr(UsearchIndex, "_search", spy_inner)
+    # a known customer's first live request reads the answer training kept: no search
     first = hybrid.recommend(np.array([3]), rows[3], 5)[0]
-    again = hybrid.recommend(np.array([3]), rows[3], 5)[0]
-    assert inner == [1]
-    assert np.array_equal(first, again) and np.array_equal(first[0], served[3])
+    assert inner == [] and np.array_equal(first[0], served[3])
+    # the same as searching (the kept answers dropped)
+    hybrid.als_index_.use_answers(None)  # type: ignore[attr-defined]
+    searched_now = hybrid.recommend(np.array([3]), rows[3], 5)[0]
+    assert inner == [1] and np.array_equal(searched_now, first)
+    # a customer the version does not know is folded in and searched, once: asking again
+    # (the next page they browse) gets the search the index remembered
+    inner.clear()
+    guest = hybrid.recommend(np.array([-1]), rows[3], 5)[0]
+    again = hybrid.recommend(np.array([-1]), rows[3], 5)[0]
+    assert inner == [1] and np.array_equal(guest, again)
 
 
 def test_a_tampered_index_is_refused_and_the_old_version_keeps_serving(

@@ -171,6 +171,7 @@ def run_spark_training(
                 indexes.get(default),
                 active_days=config.precompute.active_days,
                 active=active,
+                ann_entry=ann.get(default),
             )
             staging.manifest.update(
                 _manifest(
