@@ -13,6 +13,12 @@ model; otherwise one row per run. Each run also times the lists of the shop's fi
 ``max(--requests, 1000)`` customers with nothing new since training ("stored lists": the
 precomputed list a known customer's page gets, scored live where there is none).
 
+When that index holds the answers training kept for the stored customers
+(:meth:`recsys.retrieval.ann.ItemIndex.keep_answers`), each of ``--requests`` of those customers'
+first live list (the index's memory of recent searches off) is also timed twice, with the kept
+answers and searching the graph, in a random order per customer: the rows "first list, kept"
+and "first list, searched", and the median of the paired ratios.
+
 ``python -m benchmarks.bench_live_path --home DIR [--requests 200] [--runs 2] [--no-exact]``
 (``--no-exact``: the index runs only); ``--smoke``
 trains a tiny hybrid shop in a temporary folder instead.
@@ -63,6 +69,37 @@ def time_live(engine: Any, users: list[str], items: list[str], seed: int = 0) ->
         engine.recommend(user, 10, events=events, now=now)
         out.append((time.perf_counter() - started) * 1000)
     return out
+
+
+def time_first_lists(
+    engine: Any, index: Any, users: list[str], items: list[str], seed: int = 0
+) -> tuple[list[float], list[float]]:
+    """Milliseconds of each of ``users``' live list (one view each) read from the answers
+    ``index`` kept, and searched, in a random order per customer, with the index's memory
+    of recent searches off (every list is a customer's first). Restores both after."""
+    from recsys.data.schema import EventFrame
+
+    kept = index._kept
+    rng = np.random.default_rng(seed)
+    now = engine.as_of + 3_600_000_000
+    out: dict[bool, list[float]] = {True: [], False: []}
+    remembered = index._answers
+    index.remember(0)
+    try:
+        for j, user in enumerate(users):
+            item = items[int(rng.integers(len(items)))]
+            events = EventFrame.from_rows(
+                [(f"first-{j}", user, None, item, "view", now - 1_000_000, 1.0, None, None, None)]
+            )
+            for use_kept in rng.permutation([True, False]).tolist():
+                index.use_answers(kept if use_kept else None)
+                started = time.perf_counter()
+                engine.recommend(user, 10, events=events, now=now)
+                out[use_kept].append((time.perf_counter() - started) * 1000)
+    finally:
+        index.use_answers(kept)
+        index._answers = remembered
+    return out[True], out[False]
 
 
 def time_stored(engine: Any, users: list[str]) -> list[float]:
@@ -135,12 +172,12 @@ def _bench(args: Any, home: Path, n_requests: int, runs: int) -> int:
         settings = settings[:1]
     rows = []
 
-    def row(name: str, run: int, times: list[float], cpu_ms: float) -> list[Any]:
+    def row(name: str, run: int, times: list[float], cpu_ms: float | None) -> list[Any]:
         return [
             name,
             run + 1,
             len(times),
-            f"{cpu_ms:.3f}",
+            "-" if cpu_ms is None else f"{cpu_ms:.3f}",
             f"{nearest_rank(times, 0.5):.3f}",
             f"{nearest_rank(times, 0.9):.3f}",
             f"{nearest_rank(times, 0.99):.3f}",
@@ -166,13 +203,27 @@ def _bench(args: Any, home: Path, n_requests: int, runs: int) -> int:
                 rows.append(row(name, run, times, cpu_ms))
     if index is not None:
         model.use_index(index)  # type: ignore[union-attr]
+    paired = ""
+    kept = getattr(index, "_kept", None)
+    if kept is not None:
+        at = kept.find(np.arange(len(users)))
+        first = [users[i] for i in np.flatnonzero(at >= 0)[-n_requests:]]
+        with threadpool_limits(1):
+            with_kept, searched = time_first_lists(engine, index, first, items)
+        rows.append(row("first list, kept", 0, with_kept, None))
+        rows.append(row("first list, searched", 0, searched, None))
+        ratio = float(np.median(np.array(with_kept) / np.array(searched)))
+        paired = (
+            f"\nFirst live lists of {len(first):,} customers with kept answers: kept / searched, "
+            f"median of the paired ratios {ratio:.3f}.\n"
+        )
     table = markdown_table(
         ["list", "run", "requests", "CPU ms/request", "p50 ms", "p90 ms", "p99 ms"],
         rows,
     )
     text = (
         f"Version {version}: {len(users):,} customers, {len(engine.items):,} items, "
-        f"default model {engine.default_model}; loaded in {load_s:.1f} s.\n\n{table}\n"
+        f"default model {engine.default_model}; loaded in {load_s:.1f} s.\n\n{table}\n{paired}"
     )
     print(text)
     (out_dir(args) / "live_path.md").write_text(text, encoding="utf-8")
