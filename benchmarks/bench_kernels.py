@@ -17,6 +17,12 @@ matrix with the update from yesterday's solution, and prints both medians and th
 difference of the weights:
 
     python -m benchmarks.bench_kernels --items 10000 --users 11000 --warm 150 --reps 3
+
+``--ranker ROWS`` measures instead the hybrid's LightGBM ranker (the default config's
+LambdaRank) learning on ROWS synthetic candidate pairs, 30 to a customer, with each
+``--threads`` count, alternating; it checks that every count learns the same trees:
+
+    python -m benchmarks.bench_kernels --ranker 112000 --reps 4
 """
 
 from __future__ import annotations
@@ -95,6 +101,39 @@ def warm(matrix: sp.csr_matrix, changed: int, reps: int) -> None:
     print(f"median: full solve {full_s:.2f} s, update {update_s:.2f} s ({update_s / full_s:.2f}x)")
 
 
+def ranker(rows: int, thread_counts: list[int], reps: int) -> None:
+    """The default hybrid's ranker learning on ``rows`` pairs with each thread count,
+    alternating: wall medians, and whether the trees equal the first count's."""
+    import json
+
+    from recsys.models.features import FEATURES
+    from recsys.models.hybrid import HybridModel
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, len(FEATURES))).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan  # features a pair lacks
+    y = (np.nan_to_num(x[:, 0]) + rng.normal(size=rows) > 1.5).astype(np.int8)
+    group = np.sort(rng.integers(0, max(rows // 30, 1), rows)).astype(np.int64)
+    model = HybridModel(ranker="lambdarank", decayed_features=True, train_windows=3)
+    wall: dict[int, list[float]] = {t: [] for t in thread_counts}
+    trees: dict[int, str] = {}
+    for rep in range(reps):
+        for threads in thread_counts:
+            w = time.perf_counter()
+            fitted = model._fit_scorer(x, y, group, threads=threads)
+            wall[threads].append(time.perf_counter() - w)
+            trees[threads] = json.dumps(fitted.booster_.dump_model()["tree_info"])
+            print(f"rep {rep} threads {threads}: {wall[threads][-1]:.2f} s", flush=True)
+    print(f"load average after: {os.getloadavg()}")
+    base = statistics.median(wall[thread_counts[0]])
+    print("| threads | wall s (median) | wall / first | the first count's trees |")
+    print("|---:|---:|---:|---|")
+    for threads in thread_counts:
+        median = statistics.median(wall[threads])
+        same = "yes" if trees[threads] == trees[thread_counts[0]] else "NO"
+        print(f"| {threads} | {median:.2f} | {median / base:.2f} | {same} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="a RECSYS_HOME whose events give the matrix")
@@ -106,7 +145,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--warm", type=int, default=0, help="the warm update after this many customers changed"
     )
+    parser.add_argument(
+        "--ranker", type=int, default=0, help="the hybrid's ranker learning on this many pairs"
+    )
     args = parser.parse_args(argv)
+    if args.ranker:
+        print(f"load average before: {os.getloadavg()}")
+        ranker(args.ranker, args.threads, args.reps)
+        return
     matrix = _matrix(args)
     print(f"matrix {matrix.shape[0]} x {matrix.shape[1]}, {matrix.nnz} entries")
     print(f"load average before: {os.getloadavg()}")

@@ -466,7 +466,8 @@ class HybridModel(Recommender):
         (:meth:`hold_choice`): a change of it then needs the two tests' mean t past the bar.
         Its evaluation's fit runs no test (:meth:`without_order_test`). The probe costs one
         more ranker fit on the older windows; inside :func:`prediction_threads` of 2 or more
-        (a training run) it learns on its own thread beside the final ranker.
+        (a training run) it learns on its own thread beside the final ranker. A fit without
+        the test learns a LightGBM ranker on those threads (the same trees as on one).
     seed
         Seed of every random choice (ALS init, the ranker's customers, user split, negative
         sampling).
@@ -888,7 +889,9 @@ class HybridModel(Recommender):
                 gate = probe.result()
         else:
             gate = self._gate(windows, calib_users, threads) if test else None
-            ranker = self._learn(xs, y, group, in_calib, rng)
+            # learning alone (no probe beside it: the evaluation's fit), the ranker takes
+            # the run's threads; a LightGBM ranker learns the same trees on any number
+            ranker = self._learn(xs, y, group, in_calib, rng, threads=threads)
         first = self.repeat_first == "always"
         if self.repeat_first == "auto":
             says_first = gate is not None and gate[2] > REPEAT_FIRST_T
@@ -944,12 +947,14 @@ class HybridModel(Recommender):
         group: NDArray[np.int64],
         in_calib: NDArray[np.bool_],
         rng: np.random.Generator,
+        *,
+        threads: int = 1,
     ) -> Any:
         """Fit the ranker on the pairs of customers outside the calibration split (its
         negatives sampled, ``buyers_only`` applied); a string says why it cannot learn.
 
         ``xs`` are the windows' features, whose rows ``y``, ``group`` and ``in_calib`` follow
-        end to end."""
+        end to end. ``threads``: see :meth:`_fit_scorer`."""
         fit_mask = ~in_calib & ((y == 1) | (rng.random(len(y)) < self.negative_rate))
         if self.buyers_only:
             # rank among customers who did buy: a customer with no purchase in the window
@@ -966,7 +971,7 @@ class HybridModel(Recommender):
         # take a column that is all NaN in the rows it is fitted on
         fit_x[:, np.isnan(fit_x).all(axis=0)] = 0.0
         with _openmp_threads(1):
-            return self._fit_scorer(fit_x, y[fit_mask], group[fit_mask])
+            return self._fit_scorer(fit_x, y[fit_mask], group[fit_mask], threads=threads)
 
     def _gate(
         self, windows: list[_WindowPairs], calib_users: NDArray[np.bool_], threads: int
@@ -1085,9 +1090,18 @@ class HybridModel(Recommender):
             x[:, _DECAYED_COLS] = 0.0
 
     def _fit_scorer(
-        self, x: NDArray[np.float32], y: NDArray[np.int8], group: NDArray[np.int64]
+        self,
+        x: NDArray[np.float32],
+        y: NDArray[np.int8],
+        group: NDArray[np.int64],
+        *,
+        threads: int = 1,
     ) -> Any:
-        """Fit the pair scorer (``ranker``) on rows grouped by (window, customer)."""
+        """Fit the pair scorer (``ranker``) on rows grouped by (window, customer).
+
+        A LightGBM ranker learns on ``threads`` threads, and learns the same trees on any
+        number (deterministic mode over column-wise histograms); the scikit-learn
+        classifier learns on one."""
         signs = [MONOTONE.get(name, 0) if self.monotone else 0 for name in FEATURES]
         if self.ranker in ("lightgbm", "lambdarank"):
             try:
@@ -1108,6 +1122,11 @@ class HybridModel(Recommender):
                 "verbose": -1,
                 "monotone_constraints": signs,
             }
+            if threads > 1:
+                # column-wise, threads split the histograms' features and sum each feature's
+                # bins in row order, as one thread does (row- or column-wise): the trees are
+                # one thread's, bit for bit (tests/models/test_hybrid.py)
+                trees.update(n_jobs=threads, deterministic=True, force_col_wise=True)
             if self.ranker == "lightgbm":
                 return LGBMClassifier(objective="binary", **trees).fit(x, y)
             sizes = np.diff(np.flatnonzero(np.r_[True, group[1:] != group[:-1], True]))

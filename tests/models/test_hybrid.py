@@ -443,9 +443,11 @@ def test_a_feature_no_fitted_pair_has_is_constant_for_the_ranker(
     seen: list[np.ndarray] = []
     fit_scorer = HybridModel._fit_scorer
 
-    def spy(self: HybridModel, x: np.ndarray, y: np.ndarray, group: np.ndarray) -> object:
+    def spy(
+        self: HybridModel, x: np.ndarray, y: np.ndarray, group: np.ndarray, *, threads: int = 1
+    ) -> object:
         seen.append(x.copy())
-        return fit_scorer(self, x, y, group)
+        return fit_scorer(self, x, y, group, threads=threads)
 
     monkeypatch.setattr(HybridModel, "_fit_scorer", spy)
     model = HybridModel(factors=8, max_iter=20, min_positives=10).fit(data)
@@ -1074,6 +1076,46 @@ def test_the_probe_learning_beside_the_final_ranker_changes_nothing() -> None:
     history = sp.csr_matrix(data.interactions)
     np.testing.assert_array_equal(one.score(users, history), two.score(users, history))
     assert one.train_stats_ == two.train_stats_ and one.repeat_first_ and two.repeat_first_
+
+
+def test_a_ranker_learning_alone_takes_the_threads_and_learns_the_same_trees() -> None:
+    """The evaluation's fit (no order test, no probe beside it) learns its LightGBM ranker on
+    the run's threads: the trees, and so every score, are those of one thread, bit for bit."""
+    from recsys.models.hybrid import prediction_threads
+
+    data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
+    fits = []
+    for threads in (1, 2, 3):
+        with prediction_threads(threads):
+            model = HybridModel(factors=16, max_iter=60, train_windows=3, ranker="lambdarank")
+            fits.append(model.without_order_test().fit(data))
+    assert [f.ranker_.get_params()["n_jobs"] for f in fits] == [1, 2, 3]
+    trees = [f.ranker_.booster_.dump_model()["tree_info"] for f in fits]
+    assert len(trees[0]) == 60 and trees[1] == trees[0] and trees[2] == trees[0]
+    users = np.arange(data.n_users)
+    history = sp.csr_matrix(data.interactions)
+    for other in fits[1:]:
+        np.testing.assert_array_equal(fits[0].score(users, history), other.score(users, history))
+
+
+@pytest.mark.parametrize("ranker", ["lambdarank", "lightgbm"])
+def test_lightgbm_learns_the_same_trees_on_any_number_of_threads(ranker: str) -> None:
+    """Enough rows (60,000, a tenth of them missing values) that the threads share the
+    histograms' work: the trees of 2 and 3 threads are those of one."""
+    from recsys.models.features import FEATURES
+
+    rng = np.random.default_rng(3)
+    n = 60_000
+    x = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(x[:, 0]) + rng.normal(size=n) > 1.5).astype(np.int8)
+    group = np.sort(rng.integers(0, n // 30, n)).astype(np.int64)
+    model = HybridModel(ranker=ranker, max_iter=30)
+    trees = [
+        model._fit_scorer(x, y, group, threads=t).booster_.dump_model()["tree_info"]
+        for t in (1, 2, 3)
+    ]
+    assert len(trees[0]) == 30 and trees[1] == trees[0] and trees[2] == trees[0]
 
 
 @settings(max_examples=60, deadline=None)
