@@ -65,7 +65,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -105,13 +105,18 @@ if TYPE_CHECKING:
     from recsys.retrieval.ann import ItemIndex
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _STATE_FILE = "state.npz"
 _RANKER_FILE = "ranker.joblib"
 _META_FILE = "hybrid.json"
 _COL = {name: i for i, name in enumerate(FEATURES)}
-#: Users scored at once: bounds the dense ``chunk × n_items`` score matrices.
-_CHUNK = 1024
+#: Users scored at once: bounds the dense ``chunk × n_items`` score matrices, and is what
+#: :func:`_each_chunk` shares among a training run's threads (a window's 1,400 customers on 2
+#: threads: 6 chunks of 256, where chunks of 1,024 left one thread half the work). Online
+#: Retail's candidate pairs took as long in chunks of 256 as of 1,024 on one thread (2.0-2.2 s)
+#: and gave the same features to the bit.
+_CHUNK = 256
 #: Expanded (pair, neighbour) entries examined at once when looking for reason partners.
 _PARTNER_BLOCK = 1 << 20
 #: The generators' defaults: one source for :class:`HybridModel`'s parameters and the settings.
@@ -1062,14 +1067,17 @@ class HybridModel(Recommender):
             shape=(n_users, n_items),
             dtype=np.float32,
         )
-        rows_l, items_l, feats_l = [], [], []
-        for start in range(0, len(users), _CHUNK):
+
+        def chunk(start: int) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float32]]:
             u = users[start : start + _CHUNK]
             rows, items, feats, _ = state.pairs(u, hist[u], cut_day, settings)
             self._mask_features(feats)
-            rows_l.append(u[rows])
-            items_l.append(items)
-            feats_l.append(feats)
+            return u[rows], items, feats
+
+        rows_l, items_l, feats_l = zip(
+            *_each_chunk(chunk, range(0, len(users), _CHUNK), _PREDICT_THREADS.get()),
+            strict=True,
+        )
         pair_user = np.concatenate(rows_l)
         pair_item = np.concatenate(items_l)
         y = (np.asarray(label[pair_user, pair_item]).ravel() > 0).astype(np.int8)
@@ -1226,20 +1234,24 @@ class HybridModel(Recommender):
         users = np.asarray(users, dtype=np.intp)
         hist = sp.csr_matrix(history)
         now_day = self._now_day(now)
-        out_r, out_i, out_x, out_s = [], [], [], []
-        for start in range(0, len(users), _CHUNK):
+        settings = self._settings()
+
+        def chunk(
+            start: int,
+        ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float32], NDArray[np.uint8]]:
             sl = slice(start, start + _CHUNK)
-            r, i, x, s = self.state_.pairs(
-                users[sl], hist[sl], now_day, self._settings(), self.als_index_
-            )
+            r, i, x, s = self.state_.pairs(users[sl], hist[sl], now_day, settings, self.als_index_)
             self._mask_features(x)
-            out_r.append(r + start)
-            out_i.append(i)
-            out_x.append(x)
-            out_s.append(s)
-        if not out_r:
+            return r + start, i, x, s
+
+        # an index's searches set their library's threads process-wide: its batches stay on
+        # one thread here (they search in one multi-threaded batch of their own)
+        threads = _PREDICT_THREADS.get() if self.als_index_ is None else 1
+        parts = _each_chunk(chunk, range(0, len(users), _CHUNK), threads)
+        if not parts:
             z = np.empty(0, np.intp)
             return z, z, np.empty((0, len(FEATURES)), np.float32), np.empty(0, np.uint8)
+        out_r, out_i, out_x, out_s = zip(*parts, strict=True)
         return (
             np.concatenate(out_r),
             np.concatenate(out_i),
@@ -1677,6 +1689,33 @@ def prediction_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         _PREDICT_THREADS.reset(token)
+
+
+def _each_chunk(work: Callable[[int], _T], starts: range, threads: int) -> list[_T]:
+    """``work`` of each of ``starts``, in order: on ``threads`` threads when there are two
+    chunks or more, each on one BLAS thread.
+
+    A batch's candidate pairs are numpy's sorts, selections and gathers, which release the
+    interpreter's lock: Online Retail's 4,059 customers in chunks of 1,024 took 1.4-1.9 s on
+    2 threads against 2.8-3.3 s on one (``benchmarks/RESULTS.md``, twenty-second session).
+    Each chunk's pairs are its own, so the answer is that of the chunks one by one on one
+    BLAS thread, bit for bit. Only
+    :func:`prediction_threads` (a training run's big batches) asks for more than one: a
+    serving worker's requests are already as many threads as it has.
+    """
+    if threads < 2 or len(starts) < 2:
+        return [work(start) for start in starts]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    # two chunks each on the run's BLAS threads would put twice as many threads as cores
+    # on the ALS scores' products, whose spinning threads then wait for each other
+    with (
+        threadpool_limits(1, "blas"),
+        ThreadPoolExecutor(min(threads, len(starts)), thread_name_prefix="recsys-pairs") as pool,
+    ):
+        return list(pool.map(work, starts))
 
 
 def _openmp_threads(threads: int) -> Any:

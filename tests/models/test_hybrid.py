@@ -1098,6 +1098,47 @@ def test_a_ranker_learning_alone_takes_the_threads_and_learns_the_same_trees() -
         np.testing.assert_array_equal(fits[0].score(users, history), other.score(users, history))
 
 
+def test_chunks_of_pairs_on_several_threads_give_the_one_threads_model_and_lists(
+    shop: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside prediction_threads the candidate pairs of a window, and of a batch of lists, are
+    built chunk by chunk on its threads (chunks of 7 customers here): the pairs, the ranker
+    learned on them and every score are those of one thread."""
+    import threading
+
+    from recsys.models import hybrid
+    from recsys.models.features import GeneratorState
+
+    monkeypatch.setattr(hybrid, "_CHUNK", 7)
+    names: set[str] = set()
+    pairs = GeneratorState.pairs
+
+    def spy(self: GeneratorState, *args: object, **kwargs: object) -> object:
+        names.add(threading.current_thread().name)
+        return pairs(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GeneratorState, "pairs", spy)
+    users = np.arange(shop.n_users)
+    history = sp.csr_matrix(shop.interactions)
+    out = []
+    for threads in (1, 2):
+        names.clear()
+        with hybrid.prediction_threads(threads):
+            model = HybridModel(factors=16, max_iter=40, train_windows=2, ranker="lambdarank")
+            model.without_order_test().fit(shop)
+            out.append((model, model._pairs(users, history, None), model.score(users, history)))
+        assert any(n.startswith("recsys-pairs") for n in names) == (threads == 2)
+    (one, pairs_one, scores_one), (two, pairs_two, scores_two) = out
+    assert one.train_stats_ == two.train_stats_ and one.train_stats_["pairs"] > 0
+    assert (
+        one.ranker_.booster_.dump_model()["tree_info"]
+        == two.ranker_.booster_.dump_model()["tree_info"]
+    )
+    for a, b in zip(pairs_one, pairs_two, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(scores_one, scores_two)
+
+
 @pytest.mark.parametrize("ranker", ["lambdarank", "lightgbm"])
 def test_lightgbm_learns_the_same_trees_on_any_number_of_threads(ranker: str) -> None:
     """Enough rows (60,000, a tenth of them missing values) that the threads share the
