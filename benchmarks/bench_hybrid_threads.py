@@ -1,0 +1,73 @@
+"""The default hybrid's fit and every customer's top 10 with a training run's threads,
+against the same on one thread (its ranker and candidate pairs; chunks of 1,024 customers,
+the earlier layout), alternating in one process.
+
+Both run inside ``prediction_threads(2)`` and BLAS limited to 2, as ``recsys train`` on
+2 cores; the "one thread" variant only keeps the ranker's learning and the pairs' chunks on
+one thread. Prints each fit's wall time, the medians and the paired ratios::
+
+    python -m benchmarks.bench_hybrid_threads --home /tmp/online_retail --reps 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", required=True, help="a RECSYS_HOME with ingested events")
+    parser.add_argument("--reps", type=int, default=4)
+    args = parser.parse_args(argv)
+    os.environ["RECSYS_HOME"] = args.home
+    import implicit.cpu.als  # noqa: F401  (its OpenMP runtime loaded before the limit)
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from recsys.data.interactions import InteractionConfig, build_training_data
+    from recsys.models import hybrid
+    from recsys.models.hybrid import HybridModel, prediction_threads
+    from recsys.settings import Settings
+    from recsys.store import open_store
+    from training.config import load_training_config
+
+    data = build_training_data(open_store(Settings()).read_events(), InteractionConfig())
+    params = load_training_config().models["hybrid"].params
+    each, fit_scorer = hybrid._each_chunk, HybridModel._fit_scorer
+    chunk = hybrid._CHUNK
+
+    def one_thread(on: bool) -> None:
+        hybrid._CHUNK = 1024 if on else chunk
+        hybrid._each_chunk = (  # type: ignore[assignment]
+            (lambda work, starts, threads: each(work, starts, 1)) if on else each
+        )
+
+        def fit_one(self: Any, x: Any, y: Any, group: Any, *, threads: int = 1) -> Any:
+            return fit_scorer(self, x, y, group, threads=1)
+
+        HybridModel._fit_scorer = fit_one if on else fit_scorer  # type: ignore[method-assign]
+
+    users = np.arange(data.n_users)
+    times: dict[str, list[float]] = {"one thread": [], "threads": []}
+    for rep in range(args.reps):
+        for name in times:
+            one_thread(name == "one thread")
+            with threadpool_limits(2), prediction_threads(2):
+                start = time.perf_counter()
+                model = HybridModel(**params).without_order_test().fit(data)
+                model.recommend_lists(users, data.interactions, 10, excludes=(None,))
+                times[name].append(time.perf_counter() - start)
+            print(f"rep {rep} {name}: {times[name][-1]:.2f} s", flush=True)
+    one_thread(False)
+    one, many = (statistics.median(times[k]) for k in ("one thread", "threads"))
+    paired = [round(b / a, 3) for a, b in zip(times["one thread"], times["threads"], strict=True)]
+    print(f"median: one thread {one:.2f} s, threads {many:.2f} s ({many / one:.3f}x)")
+    print(f"paired ratios: {paired}")
+
+
+if __name__ == "__main__":
+    main()
