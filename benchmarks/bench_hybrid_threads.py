@@ -1,6 +1,8 @@
 """The default hybrid's fit and every customer's top 10 with a training run's threads,
 against the same on one thread (its ranker and candidate pairs; chunks of 1,024 customers,
-the earlier layout), alternating in one process.
+the earlier layout), alternating in one process. Then the stored lists of every customer
+(``recsys.engine.precompute``) from the last fit, in batches of 256 (the earlier default)
+against the hybrid's default batch, alternating, and whether the lists are the same.
 
 Both run inside ``prediction_threads(2)`` and BLAS limited to 2, as ``recsys train`` on
 2 cores; the "one thread" variant only keeps the ranker's learning and the pairs' chunks on
@@ -63,6 +65,28 @@ def main(argv: list[str] | None = None) -> None:
                 times[name].append(time.perf_counter() - start)
             print(f"rep {rep} {name}: {times[name][-1]:.2f} s", flush=True)
     one_thread(False)
+    from recsys.engine import PRECOMPUTE_PAIRS_BATCH, precompute
+
+    batches: dict[int, list[float]] = {256: [], PRECOMPUTE_PAIRS_BATCH: []}
+    lists: dict[int, Any] = {}
+    with threadpool_limits(2), prediction_threads(2):
+        for rep in range(args.reps):
+            for batch in batches:
+                start = time.perf_counter()
+                lists[batch] = precompute(
+                    model, "hybrid", data.interactions, data.items, batch=batch
+                )
+                batches[batch].append(time.perf_counter() - start)
+                print(f"rep {rep} stored lists, batch {batch}: {batches[batch][-1]:.2f} s")
+    a, b = lists[256], lists[PRECOMPUTE_PAIRS_BATCH]
+    same = (
+        all(np.array_equal(x, y) for x, y in ((a.items, b.items), (a.reason_codes, b.reason_codes)))
+        and np.array_equal(a.scores, b.scores, equal_nan=True)
+        and a.reasons == b.reasons
+    )
+    for batch, values in batches.items():
+        print(f"stored lists, batch {batch}: median {statistics.median(values):.2f} s")
+    print(f"the same lists: {same}")
     one, many = (statistics.median(times[k]) for k in ("one thread", "threads"))
     paired = [round(b / a, 3) for a, b in zip(times["one thread"], times["threads"], strict=True)]
     print(f"median: one thread {one:.2f} s, threads {many:.2f} s ({many / one:.3f}x)")

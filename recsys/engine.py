@@ -1111,6 +1111,18 @@ def _flag_ids(flag: str, items: Vocabulary) -> str:
 PRECOMPUTED_DEPTH = candidate_depth(20, 10**9)
 
 
+#: Customers per model call of :func:`precompute`: a dense model holds ``batch × n_items``
+#: float32 scores at a time.
+PRECOMPUTE_BATCH = 256
+#: The same for a model that lists from its candidate pairs, holding no items-long row (the
+#: hybrid: about 150 pairs a customer). Its batches are split among a training run's threads
+#: (:func:`recsys.models.hybrid.prediction_threads`), which a batch of 256 (one chunk of
+#: pairs) could not be: Online Retail's 4,322 lists took 5.1-5.4 s in batches of 1,024 against
+#: 6.8-6.9 s in batches of 256 on 2 threads, the same lists (benchmarks/RESULTS.md,
+#: twenty-second session).
+PRECOMPUTE_PAIRS_BATCH = 1024
+
+
 def precompute(
     model: Recommender,
     model_name: str,
@@ -1118,7 +1130,7 @@ def precompute(
     items: Vocabulary,
     *,
     depth: int = PRECOMPUTED_DEPTH,
-    batch: int = 256,
+    batch: int | None = None,
     index: ItemIndex | None = None,
     users: NDArray[np.integer] | None = None,
 ) -> Precomputed:
@@ -1134,7 +1146,9 @@ def precompute(
         The item vocabulary (reason flags name item ids, never indices).
     depth, batch
         List length per user; users scored per model call (bounds memory:
-        ``batch × n_items`` float32 scores at a time).
+        ``batch × n_items`` float32 scores at a time). By default
+        :data:`PRECOMPUTE_BATCH`, or :data:`PRECOMPUTE_PAIRS_BATCH` for a model that lists
+        from its candidate pairs (:class:`~recsys.models.base.ExplainsArrays`).
     index
         The version's approximate index of a factor model: the lists then come from it, as
         the engine serves that model, without scoring every item.
@@ -1159,6 +1173,8 @@ def precompute(
             bad = int(todo[0] if todo[0] < 0 else todo[-1])
             raise ConfigError(f"precompute: user index {bad} is outside the {n_users} users")
     depth = max(1, min(depth, n_items))
+    if batch is None:
+        batch = PRECOMPUTE_PAIRS_BATCH if isinstance(model, ExplainsArrays) else PRECOMPUTE_BATCH
     out_items = np.full((n_users, depth), -1, dtype=np.int32)
     out_scores = np.full((n_users, depth), np.nan, dtype=np.float32)
     explains = isinstance(model, Explains)

@@ -260,6 +260,27 @@ def test_stored_lists_from_arrays_equal_the_per_item_loop(
         assert any(f.startswith("often_bought_with:") for r in fast.reasons for f in r)
 
 
+def test_stored_lists_in_big_batches_on_threads_equal_small_batches_on_one(
+    model: HybridModel, shop: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hybrid's default batch (PRECOMPUTE_PAIRS_BATCH: several chunks of pairs, here
+    chunks of 5 customers) built on a training run's 2 threads: the lists of batches of 7
+    customers on one thread."""
+    from recsys import engine
+    from recsys.models import hybrid
+
+    monkeypatch.setattr(hybrid, "_CHUNK", 5)
+    hist = sp.csr_matrix(shop.interactions)
+    assert engine.PRECOMPUTE_PAIRS_BATCH > hybrid._CHUNK < shop.n_users
+    small = engine.precompute(model, "hybrid", hist, shop.items, depth=10, batch=7)
+    with hybrid.prediction_threads(2):
+        big = engine.precompute(model, "hybrid", hist, shop.items, depth=10)
+    np.testing.assert_array_equal(big.items, small.items)
+    np.testing.assert_array_equal(big.scores, small.scores)
+    np.testing.assert_array_equal(big.reason_codes, small.reason_codes)
+    assert big.reasons == small.reasons and (big.items >= 0).any()
+
+
 def test_explained_arrays_are_the_explanation(model: HybridModel, shop: TrainingData) -> None:
     users = np.arange(0, shop.n_users, 3, dtype=np.intp)
     hist = sp.csr_matrix(shop.interactions[users])
