@@ -1697,11 +1697,11 @@ def _each_chunk(work: Callable[[int], _T], starts: range, threads: int) -> list[
 
     A batch's candidate pairs are numpy's sorts, selections and gathers, which release the
     interpreter's lock: Online Retail's 4,059 customers in chunks of 1,024 took 1.4-1.9 s on
-    2 threads against 2.8-3.3 s on one (``benchmarks/RESULTS.md``, twenty-second session).
+    2 threads against 2.6-3.3 s on one (``benchmarks/RESULTS.md``, twenty-second session).
     Each chunk's pairs are its own, so the answer is that of the chunks one by one on one
-    BLAS thread, bit for bit. Only
-    :func:`prediction_threads` (a training run's big batches) asks for more than one: a
-    serving worker's requests are already as many threads as it has.
+    BLAS thread, bit for bit. Only :func:`prediction_threads` (a training run's big batches)
+    asks for more than one: a serving worker's requests are already as many threads as it
+    has. The BLAS limit is process-wide: nothing else of the run computes meanwhile.
     """
     if threads < 2 or len(starts) < 2:
         return [work(start) for start in starts]
