@@ -9,6 +9,14 @@ Both run inside ``prediction_threads(2)`` and BLAS limited to 2, as ``recsys tra
 one thread. Prints each fit's wall time, the medians and the paired ratios::
 
     python -m benchmarks.bench_hybrid_threads --home /tmp/online_retail --reps 4
+
+``--whole-runs N`` instead times N whole training runs of each variant (``run_training``
+with the default config, ``force`` and no promotion), alternating in one process; the
+"one thread" variant also stores lists in batches of 256. It publishes versions into the
+home, so give it a copy::
+
+    cp -r $HOME_OF_THE_SHOP /tmp/bench_home
+    python -m benchmarks.bench_hybrid_threads --home /tmp/bench_home --whole-runs 3
 """
 
 from __future__ import annotations
@@ -24,12 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", required=True, help="a RECSYS_HOME with ingested events")
     parser.add_argument("--reps", type=int, default=4)
+    parser.add_argument("--whole-runs", type=int, default=0, help="whole training runs instead")
     args = parser.parse_args(argv)
     os.environ["RECSYS_HOME"] = args.home
     import implicit.cpu.als  # noqa: F401  (its OpenMP runtime loaded before the limit)
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    from recsys import engine
     from recsys.data.interactions import InteractionConfig, build_training_data
     from recsys.models import hybrid
     from recsys.models.hybrid import HybridModel, prediction_threads
@@ -37,13 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     from recsys.store import open_store
     from training.config import load_training_config
 
-    data = build_training_data(open_store(Settings()).read_events(), InteractionConfig())
-    params = load_training_config().models["hybrid"].params
     each, fit_scorer = hybrid._each_chunk, HybridModel._fit_scorer
-    chunk = hybrid._CHUNK
+    chunk, pairs_batch = hybrid._CHUNK, engine.PRECOMPUTE_PAIRS_BATCH
 
     def one_thread(on: bool) -> None:
         hybrid._CHUNK = 1024 if on else chunk
+        engine.PRECOMPUTE_PAIRS_BATCH = 256 if on else pairs_batch
         hybrid._each_chunk = (  # type: ignore[assignment]
             (lambda work, starts, threads: each(work, starts, 1)) if on else each
         )
@@ -53,6 +62,11 @@ def main(argv: list[str] | None = None) -> None:
 
         HybridModel._fit_scorer = fit_one if on else fit_scorer  # type: ignore[method-assign]
 
+    if args.whole_runs:
+        whole_runs(args.whole_runs, one_thread)
+        return
+    data = build_training_data(open_store(Settings()).read_events(), InteractionConfig())
+    params = load_training_config().models["hybrid"].params
     users = np.arange(data.n_users)
     times: dict[str, list[float]] = {"one thread": [], "threads": []}
     for rep in range(args.reps):
@@ -91,6 +105,41 @@ def main(argv: list[str] | None = None) -> None:
     paired = [round(b / a, 3) for a, b in zip(times["one thread"], times["threads"], strict=True)]
     print(f"median: one thread {one:.2f} s, threads {many:.2f} s ({many / one:.3f}x)")
     print(f"paired ratios: {paired}")
+
+
+def whole_runs(runs: int, one_thread: Any) -> None:
+    """``runs`` whole training runs per variant, alternating: wall time and stage times."""
+    from recsys.settings import Settings, load_settings
+    from training.config import load_training_config
+    from training.pipeline import open_default, run_training
+
+    config = load_training_config()
+    store, registry = open_default(load_settings(Settings))
+    times: dict[str, list[float]] = {"one thread": [], "threads": []}
+    try:
+        for rep in range(runs):
+            for name in times:
+                one_thread(name == "one thread")
+                start = time.perf_counter()
+                result = run_training(
+                    config,
+                    store=store,
+                    registry=registry,
+                    force=True,
+                    promote=False,
+                    notify=lambda _message: None,
+                )
+                times[name].append(time.perf_counter() - start)
+                stages = result.manifest.get("timings", {})
+                shown = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+                print(f"rep {rep} {name}: {times[name][-1]:.2f} s ({shown})", flush=True)
+    finally:
+        one_thread(False)
+        store.close()
+    one, many = (statistics.median(times[k]) for k in ("one thread", "threads"))
+    paired = [round(b / a, 3) for a, b in zip(times["one thread"], times["threads"], strict=True)]
+    print(f"median: one thread {one:.2f} s, threads {many:.2f} s ({many / one:.3f}x)")
+    print(f"paired ratios: {paired} (median {statistics.median(paired):.3f})")
 
 
 if __name__ == "__main__":
