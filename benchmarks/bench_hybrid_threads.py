@@ -50,16 +50,17 @@ def main(argv: list[str] | None = None) -> None:
     each, fit_scorer = hybrid._each_chunk, HybridModel._fit_scorer
     chunk, pairs_batch = hybrid._CHUNK, engine.PRECOMPUTE_PAIRS_BATCH
 
+    def each_one(work: Any, starts: range, threads: int) -> Any:
+        return each(work, starts, 1)
+
+    def fit_one(self: Any, x: Any, y: Any, group: Any, *, threads: int = 1) -> Any:
+        return fit_scorer(self, x, y, group, threads=1)
+
     def one_thread(on: bool) -> None:
+        """The earlier paths (``on``) or this tree's."""
         hybrid._CHUNK = 1024 if on else chunk
         engine.PRECOMPUTE_PAIRS_BATCH = 256 if on else pairs_batch
-        hybrid._each_chunk = (  # type: ignore[assignment]
-            (lambda work, starts, threads: each(work, starts, 1)) if on else each
-        )
-
-        def fit_one(self: Any, x: Any, y: Any, group: Any, *, threads: int = 1) -> Any:
-            return fit_scorer(self, x, y, group, threads=1)
-
+        hybrid._each_chunk = each_one if on else each
         HybridModel._fit_scorer = fit_one if on else fit_scorer  # type: ignore[method-assign]
 
     if args.whole_runs:
@@ -79,20 +80,32 @@ def main(argv: list[str] | None = None) -> None:
                 times[name].append(time.perf_counter() - start)
             print(f"rep {rep} {name}: {times[name][-1]:.2f} s", flush=True)
     one_thread(False)
-    from recsys.engine import PRECOMPUTE_PAIRS_BATCH, precompute
+    _report(times)
+    stored_lists(model, data, args.reps)
 
-    batches: dict[int, list[float]] = {256: [], PRECOMPUTE_PAIRS_BATCH: []}
+
+def stored_lists(model: Any, data: Any, reps: int) -> None:
+    """Every customer's stored list from ``model`` in batches of 256 (the earlier default)
+    against the hybrid's default batch, alternating on 2 threads: medians, and whether the
+    lists are the same."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from recsys import engine
+    from recsys.models.hybrid import prediction_threads
+
+    batches: dict[int, list[float]] = {256: [], engine.PRECOMPUTE_PAIRS_BATCH: []}
     lists: dict[int, Any] = {}
     with threadpool_limits(2), prediction_threads(2):
-        for rep in range(args.reps):
+        for rep in range(reps):
             for batch in batches:
                 start = time.perf_counter()
-                lists[batch] = precompute(
+                lists[batch] = engine.precompute(
                     model, "hybrid", data.interactions, data.items, batch=batch
                 )
                 batches[batch].append(time.perf_counter() - start)
                 print(f"rep {rep} stored lists, batch {batch}: {batches[batch][-1]:.2f} s")
-    a, b = lists[256], lists[PRECOMPUTE_PAIRS_BATCH]
+    a, b = lists[256], lists[engine.PRECOMPUTE_PAIRS_BATCH]
     same = (
         all(np.array_equal(x, y) for x, y in ((a.items, b.items), (a.reason_codes, b.reason_codes)))
         and np.array_equal(a.scores, b.scores, equal_nan=True)
@@ -101,10 +114,14 @@ def main(argv: list[str] | None = None) -> None:
     for batch, values in batches.items():
         print(f"stored lists, batch {batch}: median {statistics.median(values):.2f} s")
     print(f"the same lists: {same}")
+
+
+def _report(times: dict[str, list[float]]) -> None:
+    """Medians of both variants and their ratios, pair by pair."""
     one, many = (statistics.median(times[k]) for k in ("one thread", "threads"))
     paired = [round(b / a, 3) for a, b in zip(times["one thread"], times["threads"], strict=True)]
     print(f"median: one thread {one:.2f} s, threads {many:.2f} s ({many / one:.3f}x)")
-    print(f"paired ratios: {paired}")
+    print(f"paired ratios: {paired} (median {statistics.median(paired):.3f})")
 
 
 def whole_runs(runs: int, one_thread: Any) -> None:
@@ -136,10 +153,7 @@ def whole_runs(runs: int, one_thread: Any) -> None:
     finally:
         one_thread(False)
         store.close()
-    one, many = (statistics.median(times[k]) for k in ("one thread", "threads"))
-    paired = [round(b / a, 3) for a, b in zip(times["one thread"], times["threads"], strict=True)]
-    print(f"median: one thread {one:.2f} s, threads {many:.2f} s ({many / one:.3f}x)")
-    print(f"paired ratios: {paired} (median {statistics.median(paired):.3f})")
+    _report(times)
 
 
 if __name__ == "__main__":
