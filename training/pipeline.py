@@ -370,76 +370,35 @@ def run_training(
             )
         _served_orders(metrics, evaluation, fitted)
         default, fallback = _serving_default(config, fitted, skipped, notify)
-
-        promote_it, reason = _decide(
-            registry, config, metrics, force=force, promote=promote, default_model=default
-        )
-
-        with progress.stage("publish"), registry.publish() as staging:
-            _write_version(staging.path, data, read, fitted)
-            # only the served model's: serving searches no other (an experiment's arm serves
-            # another version's default model), and at 10^6 items one build takes minutes
-            served = {default: fitted[default]} if default in fitted else {}
-            ann, indexes = _write_indexes(staging.path, config, served)
-            carry = None
-            if warm is not None and config.precompute.carry_on_warm_start:
-                since = events.user_id[events.ts > warm[0].last_event]
-                changed = data.users.indices({u for u in since if u})
-                carry = warm[0], changed, fit_info.get(default, {}).get("warm_start")
-            # the configured BLAS threads, as while fitting (the stored lists score every
-            # active customer)
-            with _thread_limit(config):
-                precomputed = _write_precomputed(
-                    staging.path,
-                    data,
-                    default,
-                    fitted,
-                    indexes.get(default),
-                    active_days=config.precompute.active_days,
-                    carry=carry,
-                    ann_entry=ann.get(default),
-                )
-            staging.manifest.update(
-                _manifest(
-                    config,
-                    config_source,
-                    data,
-                    fit_info=fit_info,
-                    skipped=skipped,
-                    metrics=metrics,
-                    evaluation=evaluation,
-                    timings=timings,
-                    promotion={"promoted": promote_it, "reason": reason, "forced": force},
-                )
-            )
-            staging.manifest[FINGERPRINT_KEY] = fingerprint
-            staging.manifest[CATALOG_READ_KEY] = read.manifest_entry()
-            staging.manifest["cpu_seconds"] = {
-                k: round(v, 3) for k, v in progress.cpu_seconds.items()
+        carry = None
+        if warm is not None and config.precompute.carry_on_warm_start:
+            since = events.user_id[events.ts > warm[0].last_event]
+            changed = data.users.indices({u for u in since if u})
+            carry = warm[0], changed, fit_info.get(default, {}).get("warm_start")
+        # a warm version passes on the as-of of the full run it continues
+        full_run = data.as_of if warm is None else warm[0].last_full_run
+        extra: dict[str, Any] = {
+            FINGERPRINT_KEY: fingerprint,
+            FULL_RUN_KEY: None if full_run is None else _iso(full_run),
+        }
+        if warm is not None:
+            extra["warm_start"] = {
+                "from": warm[0].version,
+                "new_events": 0 if warm[1] is None else len(warm[1].events),
+                "models": {n: i["warm_start"] for n, i in fit_info.items()},
             }
-            if precomputed is not None:
-                staging.manifest["precomputed"] = precomputed
-            # the publish stage is still open: its own peak is the one read here
-            staging.manifest["peak_memory_mib"] = {**progress.peaks, "publish": peak_rss_mib()}
-            if fallback is not None:
-                staging.manifest.update(default_model=default, default_fallback=fallback)
-            # a warm version passes on the as-of of the full run it continues
-            full_run = data.as_of if warm is None else warm[0].last_full_run
-            staging.manifest[FULL_RUN_KEY] = None if full_run is None else _iso(full_run)
-            if warm is not None:
-                staging.manifest["warm_start"] = {
-                    "from": warm[0].version,
-                    "new_events": 0 if warm[1] is None else len(warm[1].events),
-                    "models": {n: i["warm_start"] for n, i in fit_info.items()},
-                }
-            if ann:
-                staging.manifest["ann"] = ann
-        version = staging.version
-
-        with progress.stage("promote"):
-            if promote_it:
-                registry.promote(version, reason=reason)
-        notify(f"version {version}: {'promoted' if promote_it else 'NOT promoted'} ({reason})")
+        result = publish_run(
+            registry,
+            config,
+            config_source,
+            Fitted(data, read, fitted, fit_info, skipped, metrics, evaluation, default, fallback),
+            progress,
+            force=force,
+            promote=promote,
+            notify=notify,
+            carry=carry,
+            manifest=extra,
+        )
 
         with progress.stage("segments"):
             # Customer segments (RFM + clusters) are recomputed with every training, measured
@@ -448,20 +407,124 @@ def run_training(
 
             segment_as_of = data_as_of + 1 if as_of is None else as_of
             store_segments(store, compute_segments(events, segment_as_of, store.read_customers()))
-        return TrainingResult(
-            version=version,
-            promoted=promote_it,
-            reason=reason,
-            metrics=metrics,
-            skipped=skipped,
-            timings=dict(timings),
-            manifest=registry.manifest(version),
-            default_model=default,
-            cpu_seconds=dict(progress.cpu_seconds),
-        )
+        return replace(result, timings=dict(timings), cpu_seconds=dict(progress.cpu_seconds))
 
 
 # -- stages --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Fitted:
+    """A run's fitted models and what its manifest says of them, ready for :func:`publish_run`.
+
+    ``data`` is the run's :class:`~recsys.data.interactions.TrainingData` (or the Spark
+    engine's equivalent), ``read`` the catalogue it read, ``models`` and ``info`` the fitted
+    models and their manifest entries by name, ``skipped`` why others were not trained,
+    ``metrics`` and ``evaluation`` the holdout's, and ``default`` the model that serves
+    (``fallback``: the manifest's ``default_fallback`` when it is not the configured one,
+    else ``None``).
+    """
+
+    data: Any
+    read: CatalogRead
+    models: dict[str, Any]
+    info: dict[str, dict[str, Any]]
+    skipped: dict[str, str]
+    metrics: dict[str, dict[str, float | None]]
+    evaluation: dict[str, Any]
+    default: str
+    fallback: dict[str, str] | None
+
+
+def publish_run(
+    registry: Registry,
+    config: TrainingConfig,
+    config_source: str,
+    run: Fitted,
+    progress: _Progress,
+    *,
+    force: bool,
+    promote: bool,
+    notify: Notify,
+    active: NDArray[np.intp] | None = None,
+    carry: tuple[Any, NDArray[np.intp], str | None] | None = None,
+    manifest: Mapping[str, Any] | None = None,
+) -> TrainingResult:
+    """Decide on promotion, publish ``run`` as a version and promote it if so: the
+    **publish** and **promote** stages of every engine's run, so that a version reads the same
+    whichever engine trained it.
+
+    The version holds the models, the served model's approximate index (serving searches no
+    other: an experiment's arm serves another version's default model, and at 10^6 items one
+    build takes minutes) and its stored lists (``active`` and ``carry``: see
+    :func:`_write_precomputed`), scored on the configured threads as while fitting. The
+    engine's own manifest entries (``manifest``) are written last.
+
+    Returns
+    -------
+    TrainingResult
+        With the timings and CPU seconds of the stages so far.
+    """
+    promote_it, reason = _decide(
+        registry, config, run.metrics, force=force, promote=promote, default_model=run.default
+    )
+    with progress.stage("publish"), registry.publish() as staging:
+        _write_version(staging.path, run.data, run.read, run.models)
+        served = {run.default: run.models[run.default]} if run.default in run.models else {}
+        ann, indexes = _write_indexes(staging.path, config, served)
+        with _thread_limit(config):
+            precomputed = _write_precomputed(
+                staging.path,
+                run.data,
+                run.default,
+                run.models,
+                indexes.get(run.default),
+                active_days=config.precompute.active_days,
+                active=active,
+                carry=carry,
+                ann_entry=ann.get(run.default),
+            )
+        staging.manifest.update(
+            _manifest(
+                config,
+                config_source,
+                run.data,
+                fit_info=run.info,
+                skipped=run.skipped,
+                metrics=run.metrics,
+                evaluation=run.evaluation,
+                timings=progress.timings,
+                promotion={"promoted": promote_it, "reason": reason, "forced": force},
+            )
+        )
+        staging.manifest[CATALOG_READ_KEY] = run.read.manifest_entry()
+        staging.manifest["cpu_seconds"] = {k: round(v, 3) for k, v in progress.cpu_seconds.items()}
+        if precomputed is not None:
+            staging.manifest["precomputed"] = precomputed
+        # the publish stage is still open: its own peak is the one read here
+        staging.manifest["peak_memory_mib"] = {**progress.peaks, "publish": peak_rss_mib()}
+        if run.fallback is not None:
+            staging.manifest.update(default_model=run.default, default_fallback=run.fallback)
+        if ann:
+            staging.manifest["ann"] = ann
+        staging.manifest.update(manifest or {})
+    version = staging.version
+
+    with progress.stage("promote"):
+        if promote_it:
+            registry.promote(version, reason=reason)
+    notify(f"version {version}: {'promoted' if promote_it else 'NOT promoted'} ({reason})")
+    return TrainingResult(
+        version=version,
+        promoted=promote_it,
+        reason=reason,
+        metrics=run.metrics,
+        skipped=run.skipped,
+        timings=dict(progress.timings),
+        manifest=registry.manifest(version),
+        default_model=run.default,
+        cpu_seconds=dict(progress.cpu_seconds),
+    )
 
 
 def _build(

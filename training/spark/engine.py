@@ -19,7 +19,6 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recsys.artifacts import CATALOG_READ_KEY
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem, from_micros
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError, DataError, ModelError
@@ -28,17 +27,13 @@ from recsys.store.base import EventStore
 from training.config import TrainingConfig, check_model_params
 from training.pipeline import (
     CatalogRead,
+    Fitted,
     Notify,
     TrainingResult,
-    _decide,
     _jsonable,
-    _manifest,
     _Progress,
     _stderr,
-    _write_indexes,
-    _write_precomputed,
-    _write_version,
-    peak_rss_mib,
+    publish_run,
 )
 from training.spark import jobs
 from training.spark.session import SparkOptions, read_events, start
@@ -156,44 +151,32 @@ def run_spark_training(
             if not borrowed:
                 spark.stop()
         default, fallback = _default(config, fitted, skipped, notify)
-        metrics: dict[str, dict[str, float | None]] = {}
-        promote_it, reason = _decide(
-            registry, config, metrics, force=force, promote=promote, default_model=default
-        )
-        with progress.stage("publish"), registry.publish() as staging:
-            _write_version(staging.path, data, read, fitted)
-            ann, indexes = _write_indexes(staging.path, config, fitted)
-            precomputed = _write_precomputed(
-                staging.path,
+        return publish_run(
+            registry,
+            config,
+            config_source,
+            Fitted(
                 data,
-                default,
+                read,
                 fitted,
-                indexes.get(default),
-                active_days=config.precompute.active_days,
-                active=active,
-                ann_entry=ann.get(default),
-            )
-            staging.manifest.update(
-                _manifest(
-                    config,
-                    config_source,
-                    data,
-                    fit_info=fit_info,
-                    skipped=skipped,
-                    metrics=metrics,
-                    evaluation={
-                        "skipped": "the Spark engine does not evaluate yet; a local run "
-                        "(--engine local) measures the holdout"
-                    },
-                    timings=timings,
-                    promotion={"promoted": promote_it, "reason": reason, "forced": force},
-                )
-            )
-            staging.manifest[CATALOG_READ_KEY] = read.manifest_entry()
-            staging.manifest.update(
-                engine="spark",
-                default_model=default,
-                spark={
+                fit_info,
+                skipped,
+                {},
+                {
+                    "skipped": "the Spark engine does not evaluate yet; a local run "
+                    "(--engine local) measures the holdout"
+                },
+                default,
+                fallback,
+            ),
+            progress,
+            force=force,
+            promote=promote,
+            notify=notify,
+            active=active,
+            manifest={
+                "engine": "spark",
+                "spark": {
                     "master": options.master,
                     "version": spark_version,
                     "source": source,
@@ -202,29 +185,11 @@ def run_spark_training(
                     # nothing here is fitted on a sample of customers: the models Spark
                     # cannot train are skipped, not sampled
                     "sampled": {},
+                    # the manifest's cpu_seconds: this (driver) process's; the executors'
+                    # are in Spark's own UI and event log
+                    "cpu_seconds": "driver only",
                 },
-                peak_memory_mib={**progress.peaks, "publish": peak_rss_mib()},
-            )
-            if precomputed is not None:
-                staging.manifest["precomputed"] = precomputed
-            if fallback is not None:
-                staging.manifest["default_fallback"] = fallback
-            if ann:
-                staging.manifest["ann"] = ann
-        version = staging.version
-        with progress.stage("promote"):
-            if promote_it:
-                registry.promote(version, reason=reason)
-        notify(f"version {version}: {'promoted' if promote_it else 'NOT promoted'} ({reason})")
-        return TrainingResult(
-            version=version,
-            promoted=promote_it,
-            reason=reason,
-            metrics=metrics,
-            skipped=skipped,
-            timings=dict(timings),
-            manifest=registry.manifest(version),
-            default_model=default,
+            },
         )
 
 
