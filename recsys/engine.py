@@ -1133,6 +1133,7 @@ def precompute(
     batch: int | None = None,
     index: ItemIndex | None = None,
     users: NDArray[np.integer] | None = None,
+    threads: int = 1,
 ) -> Precomputed:
     """Every user's top ``depth`` items from ``model`` (with reasons when it explains).
 
@@ -1157,6 +1158,12 @@ def precompute(
         customers); every other row is left empty (``-1``), and the engine scores those
         customers live, as it does customers with events newer than the version. ``None``:
         every user.
+    threads
+        From 2, a model that lists from its candidate pairs has each batch's lists stored
+        (their reasons coded, :func:`_store_explained`) on a thread of their own while it
+        ranks the next batch: the storing is one thread's work (a third of Ta-Feng's
+        stored lists), the ranking runs on the training run's threads. The lists are the
+        same, codes included: batches are stored one at a time, in order.
 
     Raises
     ------
@@ -1181,45 +1188,87 @@ def precompute(
     codes = np.full((n_users, depth), 0, dtype=np.int32) if explains else None
     vocab: dict[tuple[str, ...], int] = {}
     codes_of: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
-    for start in range(0, todo.size, batch):
-        chunk = todo[start : start + batch]
-        rows = history[chunk]
-        if isinstance(model, ExplainsArrays) and codes is not None:
-            _store_explained(
-                model.explain_arrays(chunk, rows, depth, now=None),
-                chunk,
-                depth,
-                (out_items, out_scores, codes),
-                lambda e: _reason_tuple(model_name, e, items),
-                (codes_of, vocab),
-            )
-            continue
-        if isinstance(model, Explains) and codes is not None:
-            for r, explained in enumerate(model.explain(chunk, rows, depth, now=None)):
-                u = int(chunk[r])
-                for j, e in enumerate(explained[:depth]):
-                    # few distinct (sources, flags) pairs recur across millions of items: build
-                    # each one's reason strings once
-                    key = (tuple(e.sources), tuple(e.reasons))
-                    code = codes_of.get(key)
-                    if code is None:
-                        why = _reason_tuple(model_name, e, items)
-                        code = codes_of[key] = vocab.setdefault(why, len(vocab))
-                    out_items[u, j] = e.item
-                    out_scores[u, j] = e.score
-                    codes[u, j] = code
-            continue
-        top: NDArray[np.signedinteger[Any]]
-        if index is not None and isinstance(model, FactorModel):
-            top, vals = index.search(model.user_vectors(chunk, rows), depth)
-        else:
-            # the model's own top-k: popular, buy-again and factor models rank without a
-            # users x items row (equal to top_k of their scores)
-            top, vals = model.recommend(chunk, rows, depth)
-        top[~np.isfinite(vals)] = -1
-        out_items[chunk] = top
-        out_scores[chunk] = np.where(top >= 0, vals, np.nan)
+    arrays = isinstance(model, ExplainsArrays) and codes is not None
+    with _Behind(threads >= 2 and arrays) as behind:
+        for start in range(0, todo.size, batch):
+            chunk = todo[start : start + batch]
+            rows = history[chunk]
+            if isinstance(model, ExplainsArrays) and codes is not None:
+                behind.run(
+                    _store_explained,
+                    model.explain_arrays(chunk, rows, depth, now=None),
+                    chunk,
+                    depth,
+                    (out_items, out_scores, codes),
+                    lambda e: _reason_tuple(model_name, e, items),
+                    (codes_of, vocab),
+                )
+                continue
+            if isinstance(model, Explains) and codes is not None:
+                for r, explained in enumerate(model.explain(chunk, rows, depth, now=None)):
+                    u = int(chunk[r])
+                    for j, e in enumerate(explained[:depth]):
+                        # few distinct (sources, flags) pairs recur across millions of items: build
+                        # each one's reason strings once
+                        key = (tuple(e.sources), tuple(e.reasons))
+                        code = codes_of.get(key)
+                        if code is None:
+                            why = _reason_tuple(model_name, e, items)
+                            code = codes_of[key] = vocab.setdefault(why, len(vocab))
+                        out_items[u, j] = e.item
+                        out_scores[u, j] = e.score
+                        codes[u, j] = code
+                continue
+            top: NDArray[np.signedinteger[Any]]
+            if index is not None and isinstance(model, FactorModel):
+                top, vals = index.search(model.user_vectors(chunk, rows), depth)
+            else:
+                # the model's own top-k: popular, buy-again and factor models rank without a
+                # users x items row (equal to top_k of their scores)
+                top, vals = model.recommend(chunk, rows, depth)
+            top[~np.isfinite(vals)] = -1
+            out_items[chunk] = top
+            out_scores[chunk] = np.where(top >= 0, vals, np.nan)
     return Precomputed(model_name, out_items, out_scores, codes, tuple(vocab))
+
+
+class _Behind:
+    """Runs calls one at a time, in order, on a thread of its own (``enabled``), each while
+    the caller prepares the next; or at once on the caller's thread. Leaving the block waits
+    for the last call (and raises its error)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._pool = None
+        if enabled:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="recsys-store")
+        self._pending: Any = None
+
+    def run(self, call: Callable[..., None], *args: Any) -> None:
+        if self._pool is None:
+            call(*args)
+            return
+        # at most one call behind: the next waits for it (the order, and one batch's lists
+        # in memory beside the one being ranked)
+        self._wait()
+        self._pending = self._pool.submit(call, *args)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> _Behind:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        try:
+            if kind is None:
+                self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
 
 def _store_explained(

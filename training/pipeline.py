@@ -483,6 +483,7 @@ def publish_run(
                 active=active,
                 carry=carry,
                 ann_entry=ann.get(run.default),
+                threads=_threads(config),
             )
         staging.manifest.update(
             _manifest(
@@ -1009,6 +1010,7 @@ def _write_precomputed(
     active: NDArray[np.intp] | None = None,
     carry: tuple[Any, NDArray[np.intp], str | None] | None = None,
     ann_entry: dict[str, Any] | None = None,
+    threads: int = 1,
 ) -> dict[str, Any] | None:
     """The default model's top lists of the recently active customers, so the API serves most
     requests without scoring (see :class:`recsys.artifacts.Precomputed`); listed in the
@@ -1036,6 +1038,8 @@ def _write_precomputed(
     customers scored here kept first, in one batch that the lists then read, and saved
     beside the index (:func:`_keep_answers`; ``ann_entry``, the model's ``ann`` entry,
     gets their ``answers``): those customers' live requests read them instead of searching.
+
+    ``threads``: the run's (:func:`recsys.engine.precompute`'s).
 
     Returns the manifest's ``precomputed`` entry (customers with a list, of how many, the
     window), or ``None`` when the default model was not trained.
@@ -1078,7 +1082,13 @@ def _write_precomputed(
         if answers is not None:
             ann_entry["answers"] = answers
     lists = precompute(
-        model, default_model, data.interactions, data.items, index=index, users=users
+        model,
+        default_model,
+        data.interactions,
+        data.items,
+        index=index,
+        users=users,
+        threads=threads,
     )
     if carried is not None:
         lists = carried.merge(lists)

@@ -281,6 +281,55 @@ def test_stored_lists_in_big_batches_on_threads_equal_small_batches_on_one(
     assert big.reasons == small.reasons and (big.items >= 0).any()
 
 
+def test_stored_lists_stored_behind_the_ranking_equal_stored_in_turn(
+    model: HybridModel, shop: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``threads=2``: each batch's lists stored on a thread of their own while the next
+    batch ranks; the same lists, codes and reason vocabulary as one thread (batches of 7:
+    codes carry over from batch to batch, so an out-of-order store would renumber them)."""
+    import threading
+
+    from recsys import engine
+
+    hist = sp.csr_matrix(shop.interactions)
+    users = np.arange(0, shop.n_users, 2, dtype=np.intp)
+    in_turn = engine.precompute(model, "hybrid", hist, shop.items, batch=7, users=users)
+    store, where = engine._store_explained, []
+
+    def spy(*args: Any) -> None:
+        where.append(threading.current_thread().name)
+        store(*args)
+
+    monkeypatch.setattr(engine, "_store_explained", spy)
+    behind = engine.precompute(model, "hybrid", hist, shop.items, batch=7, users=users, threads=2)
+    np.testing.assert_array_equal(behind.items, in_turn.items)
+    np.testing.assert_array_equal(behind.scores, in_turn.scores)
+    np.testing.assert_array_equal(behind.reason_codes, in_turn.reason_codes)
+    assert behind.reasons == in_turn.reasons and len(behind.reasons) > 20
+    assert len(where) == -(-len(users) // 7) > 2
+    assert all(name.startswith("recsys-store") for name in where)
+
+
+def test_an_error_storing_behind_the_ranking_is_raised(
+    model: HybridModel, shop: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys import engine
+
+    calls = []
+
+    def fails(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("the second batch")
+
+    monkeypatch.setattr(engine, "_store_explained", fails)
+    hist = sp.csr_matrix(shop.interactions)
+    with pytest.raises(MemoryError, match="the second batch"):
+        engine.precompute(model, "hybrid", hist, shop.items, batch=7, threads=2)
+    # the batches after the failed one were not all ranked and stored regardless
+    assert len(calls) < -(-shop.n_users // 7)
+
+
 def test_explained_arrays_are_the_explanation(model: HybridModel, shop: TrainingData) -> None:
     users = np.arange(0, shop.n_users, 3, dtype=np.intp)
     hist = sp.csr_matrix(shop.interactions[users])
