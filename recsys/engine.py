@@ -1188,6 +1188,7 @@ def precompute(
     codes = np.full((n_users, depth), 0, dtype=np.int32) if explains else None
     vocab: dict[tuple[str, ...], int] = {}
     codes_of: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
+    by_key: dict[int, int] = {}  # _store_explained's reason keys -> codes
     arrays = isinstance(model, ExplainsArrays) and codes is not None
     with _Behind(threads >= 2 and arrays) as behind:
         for start in range(0, todo.size, batch):
@@ -1201,7 +1202,7 @@ def precompute(
                     depth,
                     (out_items, out_scores, codes),
                     lambda e: _reason_tuple(model_name, e, items),
-                    (codes_of, vocab),
+                    (codes_of, vocab, by_key),
                 )
                 continue
             if isinstance(model, Explains) and codes is not None:
@@ -1277,7 +1278,11 @@ def _store_explained(
     depth: int,
     out: tuple[NDArray[np.int32], NDArray[np.float32], NDArray[np.int32]],
     why: Callable[[Any], tuple[str, ...]],
-    seen: tuple[dict[tuple[tuple[str, ...], tuple[str, ...]], int], dict[tuple[str, ...], int]],
+    seen: tuple[
+        dict[tuple[tuple[str, ...], tuple[str, ...]], int],
+        dict[tuple[str, ...], int],
+        dict[int, int],
+    ],
 ) -> None:
     """:func:`precompute`'s rows of ``chunk`` from a model's explained lists as arrays
     (:class:`~recsys.models.base.ExplainsArrays`): the codes and the reason vocabulary come
@@ -1288,7 +1293,7 @@ def _store_explained(
     built and read one object per item (24,701 Ta-Feng customers, 2.4 M items).
     """
     out_items, out_scores, codes = out
-    codes_of, vocab = seen
+    codes_of, vocab, by_key = seen
     rows = np.asarray(lists.rows, dtype=np.intp)
     if len(rows) == 0:
         return
@@ -1303,14 +1308,19 @@ def _store_explained(
     key |= np.asarray(lists.sources, dtype=np.int64)[keep] << 2
     key |= np.asarray(lists.bought_before, dtype=np.int64)[keep] << 1
     key |= np.asarray(lists.due_for_repurchase, dtype=np.int64)[keep]
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    distinct, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     code_of = np.empty(len(first), dtype=np.int32)
     for q in np.argsort(first, kind="stable").tolist():
-        e = lists.reason(int(keep[first[q]]))
-        k = (tuple(e.sources), tuple(e.reasons))
-        code = codes_of.get(k)
+        # a key met in an earlier batch has its code: no reason object built again (a
+        # key holds everything the reason is made of)
+        code = by_key.get(int(distinct[q]))
         if code is None:
-            code = codes_of[k] = vocab.setdefault(why(e), len(vocab))
+            e = lists.reason(int(keep[first[q]]))
+            k = (tuple(e.sources), tuple(e.reasons))
+            code = codes_of.get(k)
+            if code is None:
+                code = codes_of[k] = vocab.setdefault(why(e), len(vocab))
+            by_key[int(distinct[q])] = code
         code_of[q] = code
     users = chunk[rows]
     out_items[users, place] = np.asarray(lists.items)[keep]
