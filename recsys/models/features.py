@@ -18,11 +18,12 @@ and serving features mean exactly the same thing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -256,6 +257,7 @@ class GeneratorState:
         warm_from: Factors | None = None,
         ease_from: EaseStart | None = None,
         notes: list[str] | None = None,
+        threads: int = 1,
     ) -> GeneratorState:
         """Learn every generator from the events ``ev`` (all before ``as_of_day``).
 
@@ -265,6 +267,11 @@ class GeneratorState:
         the EASE generator corrects that solution instead of solving again
         (:func:`~recsys.models.kernels.ease_solve_from`); why it could not is appended to
         ``notes``.
+
+        From 2 ``threads`` (a training run's), the basket co-occurrence is counted on a
+        thread of its own while ALS and EASE solve: its sparse product is one thread's
+        work, theirs leaves part of the cores idle (Online Retail: 0.78x the time of the
+        three one after another). The state is the same.
         """
         p = ev.purchase
         pu, pi, po, pd = ev.user[p], ev.item[p], ev.order[p], ev.day[p]
@@ -319,43 +326,48 @@ class GeneratorState:
         popular = np.argsort(-(item_pop_recent + 1e-9 * item_pop_total), kind="stable")
         popular = popular[: settings.n_popular].astype(np.intp)
 
-        # the collaborative signal: purchase orders, plus carts and views at a lower weight
-        signal = collaborative_signal(ev, stats)
-        warm = (
-            warm_from is not None
-            and settings.als_warm_iterations > 0
-            and warm_from.user_factors.shape == (n_users, settings.factors)
-            and warm_from.item_factors.shape == (n_items, settings.factors)
-        )
-        user_factors, item_factors = als_fit(
-            signal,
-            factors=settings.factors,
-            regularization=settings.als_regularization,
-            alpha=settings.als_alpha,
-            iterations=settings.als_warm_iterations if warm else settings.als_iterations,
-            seed=settings.seed,
-            threads=0,
-            init=(warm_from.user_factors, warm_from.item_factors)
-            if warm and warm_from is not None
-            else None,
-        )
-        ease = ease_diagonal = ease_rows = None
-        if 0 < n_items <= settings.max_ease_items:
-            ease, ease_diagonal, note = ease_solve_from(
-                signal, regularization=settings.ease_lambda, binary=True, start=ease_from
-            )
-            ease_rows = ease_input_rows(signal, binary=True)
-            if note is not None and notes is not None:
-                notes.append(f"EASE generator {note}")
-
         # basket co-occurrence (cosine), kept sparse: the top neighbours of each item
         baskets = sp.csr_matrix(
             (np.ones(len(ti), np.float32), (po[first], ti)),
             shape=(int(po.max(initial=-1)) + 1, n_items),
         )
-        cooc = cooccurrence_neighbours(
-            baskets, normalisation="cosine", min_support=1, neighbours=settings.cooc_neighbours
+        cooc_of = partial(
+            cooccurrence_neighbours,
+            baskets,
+            normalisation="cosine",
+            min_support=1,
+            neighbours=settings.cooc_neighbours,
         )
+        with _beside(cooc_of, threads >= 2) as cooc_result:
+            # the collaborative signal: purchase orders, plus carts and views at a lower weight
+            signal = collaborative_signal(ev, stats)
+            warm = (
+                warm_from is not None
+                and settings.als_warm_iterations > 0
+                and warm_from.user_factors.shape == (n_users, settings.factors)
+                and warm_from.item_factors.shape == (n_items, settings.factors)
+            )
+            user_factors, item_factors = als_fit(
+                signal,
+                factors=settings.factors,
+                regularization=settings.als_regularization,
+                alpha=settings.als_alpha,
+                iterations=settings.als_warm_iterations if warm else settings.als_iterations,
+                seed=settings.seed,
+                threads=0,
+                init=(warm_from.user_factors, warm_from.item_factors)
+                if warm and warm_from is not None
+                else None,
+            )
+            ease = ease_diagonal = ease_rows = None
+            if 0 < n_items <= settings.max_ease_items:
+                ease, ease_diagonal, note = ease_solve_from(
+                    signal, regularization=settings.ease_lambda, binary=True, start=ease_from
+                )
+                ease_rows = ease_input_rows(signal, binary=True)
+                if note is not None and notes is not None:
+                    notes.append(f"EASE generator {note}")
+        cooc = cooc_result()
 
         return cls(
             n_users=n_users,
@@ -825,6 +837,23 @@ def collaborative_signal(ev: EventArrays, stats: sp.csr_matrix) -> sp.csr_matrix
         signal = sp.csr_matrix(signal + extra)
     signal.data = np.log1p(signal.data).astype(np.float32)
     return signal
+
+
+_T = TypeVar("_T")
+
+
+@contextmanager
+def _beside(call: Callable[[], _T], enabled: bool) -> Iterator[Callable[[], _T]]:
+    """``call`` on a thread of its own while the block runs (``enabled``); the block gets a
+    function that returns its result (waiting for it). Not ``enabled``, that function is
+    ``call`` itself, run when asked on the caller's thread."""
+    if not enabled:
+        yield call
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="recsys-beside") as pool:
+        yield pool.submit(call).result
 
 
 def decayed_order_share(

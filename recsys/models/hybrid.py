@@ -663,6 +663,7 @@ class HybridModel(Recommender):
             warm_from=cut_state,
             ease_from=warm.ease if warm is not None else None,
             notes=notes,
+            threads=_PREDICT_THREADS.get(),
         )
         self.warm_note_ = "; ".join(notes) or None
         self.as_of_day_ = as_of_day
@@ -843,7 +844,13 @@ class HybridModel(Recommender):
             # oldest first, each ALS warm-started from the previous (older) cut's factors:
             # a later cut's factors have seen an older window's labels, never the reverse
             state = GeneratorState.build(
-                ev.before(cut_day), n_users, n_items, cut_day, settings, warm_from=state
+                ev.before(cut_day),
+                n_users,
+                n_items,
+                cut_day,
+                settings,
+                warm_from=state,
+                threads=_PREDICT_THREADS.get(),
             )
             windows.append(
                 self._window_pairs(ev, state, cut_day, label_days, settings, w, calib_users)

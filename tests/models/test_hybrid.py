@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -361,6 +362,41 @@ def test_warm_als_starts_from_the_cut_states_factors(shop: TrainingData) -> None
     users, hist = probe(shop)
     (reasons,) = model.explain(users, hist, 5)
     assert reasons[0].item == shop.items.index("c3")
+
+
+def test_a_state_built_on_threads_is_the_state_built_on_one(
+    shop: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From 2 threads the co-occurrence is counted on a thread of its own while ALS and EASE
+    solve: every array of the state is the one thread's, bit for bit."""
+    import dataclasses
+    import threading
+
+    from recsys.models import features
+    from recsys.models.features import MICROS_PER_DAY, EventArrays, GeneratorSettings
+
+    s = GeneratorSettings(factors=8)
+    ev = EventArrays.from_training_data(shop)
+    as_of_day = AS_OF / MICROS_PER_DAY
+    one = features.GeneratorState.build(ev, shop.n_users, shop.n_items, as_of_day, s)
+    counted, where = features.cooccurrence_neighbours, []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        where.append(threading.current_thread().name)
+        return counted(*args, **kwargs)
+
+    monkeypatch.setattr(features, "cooccurrence_neighbours", spy)
+    two = features.GeneratorState.build(ev, shop.n_users, shop.n_items, as_of_day, s, threads=2)
+    assert len(where) == 1 and where[0].startswith("recsys-beside")
+    assert one.ease is not None and one.cooc.nnz > 0
+    for f in dataclasses.fields(one):
+        a, b = getattr(one, f.name), getattr(two, f.name)
+        if sp.issparse(a):
+            assert (a != b).nnz == 0 and a.dtype == b.dtype, f.name
+        elif isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b, err_msg=f.name)
+        else:
+            assert a == b, f.name
 
 
 def test_a_warm_start_keeps_the_ranker_and_starts_als_from_the_previous_factors(
