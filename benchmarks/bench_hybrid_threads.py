@@ -17,6 +17,13 @@ home, so give it a copy::
 
     cp -r $HOME_OF_THE_SHOP /tmp/bench_home
     python -m benchmarks.bench_hybrid_threads --home /tmp/bench_home --whole-runs 3
+
+``--builds N`` instead times N fits of the hybrid (every customer's top 10 not included)
+with its generator states built on one thread (co-occurrence counted after ALS and EASE)
+against the run's threads (counted beside them), alternating, and says whether the fitted
+states are the same::
+
+    python -m benchmarks.bench_hybrid_threads --home /tmp/online_retail --builds 3
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--home", required=True, help="a RECSYS_HOME with ingested events")
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--whole-runs", type=int, default=0, help="whole training runs instead")
+    parser.add_argument("--builds", type=int, default=0, help="fits, states on 1 or 2 threads")
     args = parser.parse_args(argv)
     os.environ["RECSYS_HOME"] = args.home
     import implicit.cpu.als  # noqa: F401  (its OpenMP runtime loaded before the limit)
@@ -68,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     data = build_training_data(open_store(Settings()).read_events(), InteractionConfig())
     params = load_training_config().models["hybrid"].params
+    if args.builds:
+        builds(args.builds, data, params)
+        return
     users = np.arange(data.n_users)
     times: dict[str, list[float]] = {"one thread": [], "threads": []}
     for rep in range(args.reps):
@@ -114,6 +125,53 @@ def stored_lists(model: Any, data: Any, reps: int) -> None:
     for batch, values in batches.items():
         print(f"stored lists, batch {batch}: median {statistics.median(values):.2f} s")
     print(f"the same lists: {same}")
+
+
+def builds(reps: int, data: Any, params: dict[str, Any]) -> None:
+    """``reps`` fits of the hybrid each way, alternating: its generator states built on one
+    thread, or on the run's 2 (``GeneratorState.build``'s ``threads``); medians, paired
+    ratios, and whether the last fits' states are the same."""
+    import dataclasses
+
+    import numpy as np
+    import scipy.sparse as sp
+    from threadpoolctl import threadpool_limits
+
+    from recsys.models.features import GeneratorState
+    from recsys.models.hybrid import HybridModel, prediction_threads
+
+    build = GeneratorState.build.__func__  # type: ignore[attr-defined]
+
+    def one_thread_build(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        return build(cls, *args, **{**kwargs, "threads": 1})
+
+    times: dict[str, list[float]] = {"one thread": [], "threads": []}
+    states: dict[str, Any] = {}
+    try:
+        for rep in range(reps):
+            for name in times:
+                GeneratorState.build = (  # type: ignore[method-assign]
+                    classmethod(one_thread_build) if name == "one thread" else classmethod(build)
+                )
+                with threadpool_limits(2), prediction_threads(2):
+                    start = time.perf_counter()
+                    states[name] = HybridModel(**params).without_order_test().fit(data).state_
+                    times[name].append(time.perf_counter() - start)
+                print(f"rep {rep} {name}: {times[name][-1]:.2f} s", flush=True)
+    finally:
+        GeneratorState.build = classmethod(build)  # type: ignore[method-assign]
+    a, b = states["one thread"], states["threads"]
+    same = True
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if sp.issparse(x):
+            same &= (x != y).nnz == 0
+        elif isinstance(x, np.ndarray):
+            same &= bool(np.array_equal(x, y, equal_nan=True))
+        else:
+            same &= x == y
+    _report(times)
+    print(f"the same states: {same}")
 
 
 def _report(times: dict[str, list[float]]) -> None:
