@@ -156,18 +156,18 @@ def run_spark_training(
             config,
             config_source,
             Fitted(
-                data,
-                read,
-                fitted,
-                fit_info,
-                skipped,
-                {},
-                {
+                data=data,
+                read=read,
+                models=fitted,
+                info=fit_info,
+                skipped=skipped,
+                metrics={},
+                evaluation={
                     "skipped": "the Spark engine does not evaluate yet; a local run "
                     "(--engine local) measures the holdout"
                 },
-                default,
-                fallback,
+                default=default,
+                fallback=fallback,
             ),
             progress,
             force=force,
