@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.artifacts import CATALOG_READ_KEY, Manifest, Precomputed, model_folder, read_version
+from recsys.concurrency import Behind
 from recsys.data.interactions import InteractionConfig, history_matrix
 from recsys.data.schema import PURCHASE, CatalogItem, EventFrame
 from recsys.data.vocab import Vocabulary
@@ -1190,7 +1191,7 @@ def precompute(
     codes_of: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
     by_key: dict[int, int] = {}  # _store_explained's reason keys -> codes
     arrays = isinstance(model, ExplainsArrays) and codes is not None
-    with _Behind(threads >= 2 and arrays) as behind:
+    with Behind(threads >= 2 and arrays, name="recsys-store") as behind:
         for start in range(0, todo.size, batch):
             chunk = todo[start : start + batch]
             rows = history[chunk]
@@ -1231,45 +1232,6 @@ def precompute(
             out_items[chunk] = top
             out_scores[chunk] = np.where(top >= 0, vals, np.nan)
     return Precomputed(model_name, out_items, out_scores, codes, tuple(vocab))
-
-
-class _Behind:
-    """Runs calls one at a time, in order, on a thread of its own (``enabled``), each while
-    the caller prepares the next; or at once on the caller's thread. Leaving the block waits
-    for the last call (and raises its error)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._pool = None
-        if enabled:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="recsys-store")
-        self._pending: Any = None
-
-    def run(self, call: Callable[..., None], *args: Any) -> None:
-        if self._pool is None:
-            call(*args)
-            return
-        # at most one call behind: the next waits for it (the order, and one batch's lists
-        # in memory beside the one being ranked)
-        self._wait()
-        self._pending = self._pool.submit(call, *args)
-
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def __enter__(self) -> _Behind:
-        return self
-
-    def __exit__(self, kind: object, *exc: object) -> None:
-        try:
-            if kind is None:
-                self._wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
 
 
 def _store_explained(

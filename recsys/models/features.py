@@ -18,17 +18,17 @@ and serving features mean exactly the same thing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from recsys.concurrency import beside
 from recsys.data.interactions import TrainingData
 from recsys.models.base import load_arrays, save_arrays
 from recsys.models.kernels import (
@@ -338,7 +338,7 @@ class GeneratorState:
             min_support=1,
             neighbours=settings.cooc_neighbours,
         )
-        with _beside(cooc_of, threads >= 2) as cooc_result:
+        with beside(cooc_of, threads >= 2) as cooc_result:
             # the collaborative signal: purchase orders, plus carts and views at a lower weight
             signal = collaborative_signal(ev, stats)
             warm = (
@@ -837,23 +837,6 @@ def collaborative_signal(ev: EventArrays, stats: sp.csr_matrix) -> sp.csr_matrix
         signal = sp.csr_matrix(signal + extra)
     signal.data = np.log1p(signal.data).astype(np.float32)
     return signal
-
-
-_T = TypeVar("_T")
-
-
-@contextmanager
-def _beside(call: Callable[[], _T], enabled: bool) -> Iterator[Callable[[], _T]]:
-    """``call`` on a thread of its own while the block runs (``enabled``); the block gets a
-    function that returns its result (waiting for it). Not ``enabled``, that function is
-    ``call`` itself, run when asked on the caller's thread."""
-    if not enabled:
-        yield call
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="recsys-beside") as pool:
-        yield pool.submit(call).result
 
 
 def decayed_order_share(

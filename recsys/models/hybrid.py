@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
@@ -71,6 +71,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from recsys.concurrency import beside
 from recsys.data.interactions import TrainingData
 from recsys.errors import ArtifactError, ModelError
 from recsys.models.base import (
@@ -890,15 +891,10 @@ class HybridModel(Recommender):
         if test and threads >= 2:
             # the probe and the final ranker learn at once, each on one thread: they share
             # nothing but the windows they read, and their draws are their own streams
-            from concurrent.futures import ThreadPoolExecutor
-
-            with (
-                _openmp_threads(1),
-                ThreadPoolExecutor(1, thread_name_prefix="recsys-probe") as pool,
-            ):
-                probe = pool.submit(self._gate, windows, calib_users, 1)
+            probe = partial(self._gate, windows, calib_users, 1)
+            with _openmp_threads(1), beside(probe, name="recsys-probe") as probe_result:
                 ranker = self._learn(xs, y, group, in_calib, rng)
-                gate = probe.result()
+                gate = probe_result()
         else:
             gate = self._gate(windows, calib_users, threads) if test else None
             # learning alone (no probe beside it: the evaluation's fit), the ranker takes
@@ -1708,7 +1704,8 @@ def _each_chunk(work: Callable[[int], _T], starts: range, threads: int) -> list[
     Each chunk's pairs are its own, so the answer is that of the chunks one by one on one
     BLAS thread, bit for bit. Only :func:`prediction_threads` (a training run's big batches)
     asks for more than one: a serving worker's requests are already as many threads as it
-    has. The BLAS limit is process-wide: nothing else of the run computes meanwhile.
+    has. The BLAS limit is process-wide: nothing else of the run uses BLAS meanwhile (the
+    stored lists' coding beside it, :class:`recsys.concurrency.Behind`, does not).
     """
     if threads < 2 or len(starts) < 2:
         return [work(start) for start in starts]
