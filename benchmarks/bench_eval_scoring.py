@@ -102,6 +102,21 @@ def legacy_rank(
     return np.vstack(lists), np.vstack(new_lists)
 
 
+def current_rank(
+    model: Any,
+    user_index: NDArray[np.intp],
+    history: sp.csr_matrix,
+    bought_before: sp.csr_matrix,
+    k: int,
+    now: int,
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``recsys.evaluation.protocol._rank`` of one model."""
+    from recsys.evaluation.protocol import _rank
+
+    ((lists, new_lists, _),) = _rank([model], user_index, history, bought_before, k, now)
+    return lists, new_lists
+
+
 def make_model(name: str) -> Any:
     """The model as the default training config has it (BPR, off by default, shortened)."""
     from recsys.models import ALSModel, BPRModel, BuyAgainModel, PopularModel, TrendingModel
@@ -135,7 +150,7 @@ def main() -> None:
 
     from recsys.data.interactions import InteractionConfig, build_training_data
     from recsys.evaluation import metrics as M
-    from recsys.evaluation.protocol import _bought_before, _history_rows, _rank, _truth
+    from recsys.evaluation.protocol import _bought_before, _history_rows, _truth
     from recsys.evaluation.splits import default_cut, time_split
     from recsys.settings import Settings
     from recsys.store import open_store
@@ -175,7 +190,7 @@ def main() -> None:
             runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
             out: dict[str, tuple[NDArray[np.intp], NDArray[np.intp]]] = {}
             for _ in range(args.repeats):
-                for label, rank in (("before", legacy_rank), ("after", _rank)):
+                for label, rank in (("before", legacy_rank), ("after", current_rank)):
                     wall, cpu = time.perf_counter(), time.process_time()
                     out[label] = rank(model, truth.user_index, history, before_items, args.k, cut)
                     runs[label].append(

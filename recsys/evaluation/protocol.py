@@ -58,7 +58,7 @@ from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError, DataError, ModelError
 from recsys.evaluation import metrics as M
 from recsys.evaluation.splits import default_cut, time_split
-from recsys.models.base import NO_ITEM, Recommender
+from recsys.models.base import NO_ITEM, Recommender, shared_scoring
 from recsys.models.kernels import shared_ease_solves
 
 #: What :func:`evaluate_models` accepts per model: a fitted-or-not instance (it is refitted), a
@@ -304,12 +304,24 @@ def evaluate_models(
         else None
     )
 
-    def measure(name: str, model: Recommender, fit_seconds: float) -> ModelResult:
-        """Score one fitted model on every evaluated customer."""
-        start = time.perf_counter()
-        lists, new_lists = _rank(model, truth.user_index, history, bought_before, k, cut)
-        score_seconds = time.perf_counter() - start
+    def measure_all(named: list[tuple[str, Recommender]], fit_seconds: float) -> list[ModelResult]:
+        """Score fitted models (one model and its variants) on every evaluated customer."""
+        ranked = _rank(
+            [model for _, model in named], truth.user_index, history, bought_before, k, cut
+        )
+        return [
+            measure(name, lists, new_lists, seconds, fit_seconds)
+            for (name, _), (lists, new_lists, seconds) in zip(named, ranked, strict=True)
+        ]
 
+    def measure(
+        name: str,
+        lists: NDArray[np.intp],
+        new_lists: NDArray[np.intp],
+        score_seconds: float,
+        fit_seconds: float,
+    ) -> ModelResult:
+        """One model's result from its lists."""
         per_user = M.ranking_metrics(lists, truth.relevant, k)
         per_user_new = M.ranking_metrics(new_lists, relevant_new, k)
         by_segment: dict[str, dict[str, Any]] = {}
@@ -353,9 +365,8 @@ def evaluate_models(
                 notify(f"notice: model {name!r} skipped: {exc}")
                 continue
             fit_seconds = time.perf_counter() - start
-            results.append(measure(name, model, fit_seconds))
-            for variant, other in (variants(name, model) if variants is not None else {}).items():
-                results.append(measure(variant, other, fit_seconds))
+            others = variants(name, model) if variants is not None else {}
+            results.extend(measure_all([(name, model), *others.items()], fit_seconds))
 
     return EvaluationResult(
         cut=cut,
@@ -485,32 +496,43 @@ def _history_rows(data: TrainingData, user_index: NDArray[np.intp]) -> sp.csr_ma
 
 
 def _rank(
-    model: Recommender,
+    models: list[Recommender],
     user_index: NDArray[np.intp],
     history: sp.csr_matrix,
     bought_before: sp.csr_matrix,
     k: int,
     now: int,
-) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Top-``k`` lists with and without previously bought items, scoring each batch once.
+) -> list[tuple[NDArray[np.intp], NDArray[np.intp], float]]:
+    """Each model's top-``k`` lists with and without previously bought items, and the
+    seconds it took, scoring each batch once.
 
     Both lists come from one :meth:`~recsys.models.base.Recommender.recommend_lists` call: a
     model that ranks without dense rows (popular, trending, buy-again, ALS, BPR) does so, the
-    others score the batch once for both.
+    others score the batch once for both. The models (one fit and its variants) take each
+    batch in turn inside :func:`~recsys.models.base.shared_scoring`, so a variant that
+    shares its model's scoring of the batch reads it instead of scoring again.
     """
-    lists, new_lists = [], []
-    for start in range(0, user_index.size, BATCH_USERS):
-        stop = min(start + BATCH_USERS, user_index.size)
-        (every, _), (new, _) = model.recommend_lists(
-            user_index[start:stop],
-            history[start:stop],
-            k,
-            excludes=(None, bought_before[start:stop]),
-            now=now,
-        )
-        lists.append(_pad(every, k))
-        new_lists.append(_pad(new, k))
-    return np.vstack(lists), np.vstack(new_lists)
+    lists: list[list[NDArray[np.intp]]] = [[] for _ in models]
+    new_lists: list[list[NDArray[np.intp]]] = [[] for _ in models]
+    seconds = [0.0 for _ in models]
+    with shared_scoring():
+        for start in range(0, user_index.size, BATCH_USERS):
+            stop = min(start + BATCH_USERS, user_index.size)
+            # one set of slices for every model: the shared scoring knows a batch by them
+            users, rows, before = (
+                user_index[start:stop],
+                history[start:stop],
+                bought_before[start:stop],
+            )
+            for m, model in enumerate(models):
+                began = time.perf_counter()
+                (every, _), (new, _) = model.recommend_lists(
+                    users, rows, k, excludes=(None, before), now=now
+                )
+                seconds[m] += time.perf_counter() - began
+                lists[m].append(_pad(every, k))
+                new_lists[m].append(_pad(new, k))
+    return [(np.vstack(lists[m]), np.vstack(new_lists[m]), seconds[m]) for m in range(len(models))]
 
 
 def _pad(lists: NDArray[np.intp], k: int) -> NDArray[np.intp]:

@@ -27,9 +27,11 @@ import numbers
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -421,6 +423,61 @@ class ItemSimilarity(ABC):
         self, items: NDArray[np.intp], k: int
     ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
         """The ``k`` most related items of each item, best first, padded with ``-1``/``-inf``."""
+
+
+#: The last batch scored inside :func:`shared_scoring` (its key and value), ``None`` outside.
+_SHARED_SCORING: ContextVar[list[tuple[tuple[object, ...], Any]] | None] = ContextVar(
+    "recsys_shared_scoring", default=None
+)
+
+_T = TypeVar("_T")
+
+
+@contextmanager
+def shared_scoring() -> Iterator[None]:
+    """Within the block, one fit used several ways scores each batch once.
+
+    An evaluation scores a model and its variants (the same fit used another way, e.g.
+    :meth:`~recsys.models.hybrid.HybridModel.in_order`) on one batch after the other: a model
+    that names what its scoring of a batch depends on (:func:`scored_once`) computes it for
+    the first and hands the others the same arrays. Only the last batch is kept, so the
+    block holds one batch's scores at most; outside it nothing is kept (a serving process
+    remembers no request). Nested blocks share the outer one's.
+    """
+    if _SHARED_SCORING.get() is not None:
+        yield
+        return
+    token = _SHARED_SCORING.set([])
+    try:
+        yield
+    finally:
+        _SHARED_SCORING.reset(token)
+
+
+def scored_once(key: tuple[object, ...], compute: Callable[[], _T]) -> _T:
+    """``compute()``; inside :func:`shared_scoring`, the value last computed under an equal
+    ``key``, if that was the last batch scored.
+
+    ``key`` holds everything the value depends on: fitted state and input arrays compare by
+    identity (the block keeps them alive, so an identity is not reused), numbers and strings
+    by value. The caller must not write into the value: another model reads it too.
+    """
+    kept = _SHARED_SCORING.get()
+    if kept is None:
+        return compute()
+    if kept and _same_key(kept[0][0], key):
+        value: _T = kept[0][1]
+        return value
+    value = compute()
+    kept[:] = [(key, value)]
+    return value
+
+
+def _same_key(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return len(a) == len(b) and all(
+        x is y or (type(x) is type(y) and isinstance(x, int | float | str) and x == y)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 @runtime_checkable

@@ -87,6 +87,7 @@ from recsys.models.base import (
     Recommender,
     load_json,
     save_json,
+    scored_once,
     top_k_coo,
 )
 from recsys.models.factors import mapped_rows
@@ -1180,6 +1181,19 @@ class HybridModel(Recommender):
 
     def _raw(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
         """Ranker score of feature rows (higher = more likely bought)."""
+        return self._in_served_order(x, self._learned_raw(x))
+
+    def _in_served_order(
+        self, x: NDArray[np.float32], learned: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """:meth:`_learned_raw`'s scores of ``x`` in the order this model serves
+        (``repeat_first_``: the customer's own purchases first)."""
+        if self.repeat_first_ and self.ranker_ is not None and len(x):
+            return _repeat_first(x, learned)
+        return learned
+
+    def _learned_raw(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
+        """The ranker's (or the fixed blend's) score of feature rows, before ``repeat_first_``."""
         if len(x) == 0:
             return np.empty(0)
         if self.ranker_ is not None:
@@ -1189,10 +1203,8 @@ class HybridModel(Recommender):
             # threads cost more than they save and would oversubscribe the workers
             threads = _PREDICT_THREADS.get() if len(rows) >= PARALLEL_PREDICT_ROWS else 1
             if threads == 1:
-                raw = self._predict_rows(rows)
-            else:
-                raw = self._predict_parallel(rows, threads)
-            return _repeat_first(x, raw) if self.repeat_first_ else raw
+                return self._predict_rows(rows)
+            return self._predict_parallel(rows, threads)
 
         # fixed blend: reciprocal ranks of the personal generators plus the repeat signal,
         # scaled to [0, 1]; ranks equal to the list length mean "not proposed"
@@ -1289,10 +1301,33 @@ class HybridModel(Recommender):
         excludes: Sequence[sp.csr_matrix | None],
         now: int | None = None,
     ) -> list[tuple[NDArray[np.intp], NDArray[np.float32]]]:
-        """:meth:`score`'s top lists, ranked from the candidate pairs without a dense row."""
+        """:meth:`score`'s top lists, ranked from the candidate pairs without a dense row.
+
+        Inside :func:`~recsys.models.base.shared_scoring`, this fit in its other order
+        (:meth:`in_order`) reads the same batch's pairs and ranker scores instead of
+        computing them again.
+        """
         self._check_fitted("state_")
-        rows, items, x, _ = self._pairs(users, history, now)
-        raw = self._raw(x)
+
+        def learned() -> tuple[
+            NDArray[np.intp], NDArray[np.intp], NDArray[np.float32], NDArray[np.float64]
+        ]:
+            rows, items, x, _ = self._pairs(users, history, now)
+            return rows, items, x, self._learned_raw(x)
+
+        # everything the pairs and the learned scores read; repeat_first_ is applied after
+        key = (
+            self.state_,
+            self.ranker_,
+            self.ranker_columns_,
+            self.als_index_,
+            self.decayed_features,
+            users,
+            history,
+            now,
+        )
+        rows, items, x, raw = scored_once(key, learned)
+        raw = self._in_served_order(x, raw)
         shape = (len(users), self.state_.n_items)
         return [top_k_coo(rows, items, raw, shape, k, exclude=exclude) for exclude in excludes]
 

@@ -18,7 +18,7 @@ from recsys.data.schema import MICROS_PER_DAY, EventFrame, EventRow
 from recsys.errors import ConfigError, DataError
 from recsys.evaluation import evaluate_models
 from recsys.evaluation.protocol import sample_customers
-from recsys.models.base import Recommender
+from recsys.models.base import Recommender, scored_once
 
 DAY = MICROS_PER_DAY
 CUT = 100 * DAY
@@ -147,6 +147,56 @@ def test_variants_score_the_same_fit_another_way_without_fitting(events: EventFr
     assert result["fixed reversed"].all_items["recall"] == pytest.approx((0 + 1 + 1) / 3)
     assert result["fixed"].all_items["recall"] == pytest.approx((2 / 3 + 0 + 0) / 3)
     assert result["fixed reversed"].fit_seconds == result["fixed"].fit_seconds
+
+
+class SharedOrder(FixedOrder):
+    """:class:`FixedOrder` whose scoring of a batch is shared by its copies
+    (:func:`~recsys.models.base.scored_once`); ``reverse`` ranks the other way."""
+
+    reverse = False
+
+    def fit(self, data: TrainingData) -> Self:
+        self.batches_: list[int] = []  # the rows of each batch computed, shared with copies
+        return super().fit(data)
+
+    def score(
+        self, users: NDArray[np.intp], history: sp.csr_matrix, *, now: int | None = None
+    ) -> NDArray[np.float32]:
+        def compute() -> NDArray[np.float32]:
+            self.batches_.append(len(users))
+            return super(SharedOrder, self).score(users, history, now=now)
+
+        scores = scored_once((self.scores_, users, history, now), compute)
+        return -scores if self.reverse else scores
+
+
+def test_a_model_and_its_variants_take_each_batch_in_turn_and_share_its_scoring(
+    events: EventFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The protocol hands a model and its variants the same batches one after the other,
+    inside :func:`~recsys.models.base.shared_scoring`: a variant that shares its model's
+    scoring computes no batch, and every result is what it would be alone."""
+    import copy
+
+    from recsys.evaluation import protocol
+
+    monkeypatch.setattr(protocol, "BATCH_USERS", 2)  # 3 customers: two batches
+
+    def reversed_order(name: str, model: Recommender) -> dict[str, Recommender]:
+        assert isinstance(model, SharedOrder)
+        other = copy.copy(model)
+        other.reverse = True
+        return {f"{name} reversed": other}
+
+    shared = SharedOrder(order=("x", "w", "y", "z"))
+    result = evaluate_models(events, {"fixed": shared}, cut=CUT, k=2, variants=reversed_order)
+    assert shared.batches_ == [2, 1]  # each batch scored once, for both orders
+    # the same lists as each order alone: [x, w] and [z, y]
+    assert result["fixed"].all_items["recall"] == pytest.approx((2 / 3 + 0 + 0) / 3)
+    assert result["fixed reversed"].all_items["recall"] == pytest.approx((0 + 1 + 1) / 3)
+    alone = evaluate_models(events, {"fixed": FixedOrder(order=("z", "y", "w", "x"))}, cut=CUT, k=2)
+    assert result["fixed reversed"].all_items == alone["fixed"].all_items
+    assert result["fixed reversed"].new_items == alone["fixed"].new_items
 
 
 def test_default_cut_holds_out_the_last_month(events: EventFrame) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -63,3 +64,36 @@ def test_object_arrays_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ArtifactError, match=r"b\.npz"):
         load_arrays(tmp_path / "b.npz")
+
+
+def test_shared_scoring_computes_a_batch_once_for_equal_keys() -> None:
+    """Outside the block every call computes; inside, the last key's value is handed to an
+    equal key (objects by identity, numbers by value) and any other key computes again."""
+    from recsys.models.base import scored_once, shared_scoring
+
+    calls: list[int] = []
+
+    def compute(value: int) -> Any:
+        def run() -> list[int]:
+            calls.append(value)
+            return [value]
+
+        return run
+
+    state, users = object(), np.arange(3)
+    assert scored_once((state, users, 10**15), compute(1)) == [1]
+    assert scored_once((state, users, 10**15), compute(2)) == [2]  # outside: computed again
+    assert calls == [1, 2]
+    with shared_scoring():
+        first = scored_once((state, users, 10**15), compute(3))
+        # a big int made again is another object with the same value: the same key
+        assert scored_once((state, users, int("1" + "0" * 15)), compute(4)) is first
+        assert scored_once((state, users.copy(), 10**15), compute(5)) == [5]  # another array
+        assert scored_once((state, users, 10**15), compute(6)) == [6]  # only the last is kept
+        assert scored_once((state, users, 10**15, None), compute(7)) == [7]  # another length
+        assert scored_once((state, users, 1.0), compute(8)) == [8]
+        assert scored_once((state, users, 1), compute(9)) == [9]  # 1 is not 1.0
+        with shared_scoring():  # a nested block shares the outer one's
+            assert scored_once((state, users, 1), compute(10)) == [9]
+    assert scored_once((state, users, 1), compute(11)) == [11]
+    assert calls == [1, 2, 3, 5, 6, 7, 8, 9, 11]

@@ -1095,6 +1095,43 @@ def test_one_fit_in_either_order_and_its_choice_read_from_the_model(tmp_path: Pa
     assert RepeatChoice.of_model(object()) is None
 
 
+def test_both_orders_of_one_fit_share_a_batchs_pairs_and_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inside :func:`~recsys.models.base.shared_scoring` the fit in its other order
+    (:meth:`HybridModel.in_order`) reads the batch's candidate pairs and ranker scores the
+    first order computed: one computation for both, and the lists each order has alone."""
+    from recsys.models.base import shared_scoring
+
+    data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
+    model = HybridModel(factors=16, max_iter=60, train_windows=3, repeat_first="auto")
+    model.without_order_test().fit(data)
+    orders = [model, model.in_order(True)]
+    users, history = np.arange(data.n_users), data.interactions
+    excludes = (None, history)
+    alone = [m.recommend_lists(users, history, 10, excludes=excludes) for m in orders]
+    assert not np.array_equal(alone[0][0][0], alone[1][0][0])  # the orders differ here
+    computed: list[int] = []
+    pairs = HybridModel._pairs
+
+    def spy(self: HybridModel, *args: Any, **kwargs: Any) -> Any:
+        computed.append(len(args[0]))
+        return pairs(self, *args, **kwargs)
+
+    monkeypatch.setattr(HybridModel, "_pairs", spy)
+    with shared_scoring():
+        shared = [m.recommend_lists(users, history, 10, excludes=excludes) for m in orders]
+        assert computed == [data.n_users]
+        # other rows, or another time: computed again
+        model.recommend_lists(users[:3], history[:3], 10, excludes=(None,))
+        orders[1].recommend_lists(users, history, 10, excludes=excludes, now=AS_OF + 1)
+    assert computed == [data.n_users, 3, data.n_users]
+    for one, both in zip(alone, shared, strict=True):
+        for (items, scores), (items2, scores2) in zip(one, both, strict=True):
+            np.testing.assert_array_equal(items, items2)
+            np.testing.assert_array_equal(scores, scores2)
+
+
 def test_the_probe_learning_beside_the_final_ranker_changes_nothing() -> None:
     """In a training run with 2 threads the repeat-first probe learns on its own thread while
     the final ranker learns: the model, the test's numbers and its choice are those of the
