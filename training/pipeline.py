@@ -349,27 +349,25 @@ def run_training(
         held = _serving_choices(registry, config)
         metrics: dict[str, dict[str, float | None]]
         evaluation: dict[str, Any]
-        # one block of shared EASE solves for the evaluation and the final fit: EASEModel and
-        # the hybrid's EASE generator solve one problem once, and the final hybrid's label
-        # windows (the evaluation's cuts) are problems the evaluation's hybrid solved
-        with shared_ease_solves():
-            with progress.stage("evaluate"):
-                if warm is not None:
-                    metrics, evaluation = (
-                        {},
-                        {
-                            "skipped": f"warm start from {warm[0].version}: a warm-started "
-                            "model has seen the holdout period; full runs measure"
-                        },
-                    )
-                else:
-                    metrics, evaluation = _evaluate(
-                        events, config, data_as_of, catalog, skipped=skipped, notify=notify
-                    )
-            with progress.stage("fit"):
-                fitted, fit_info = _fit_all(
-                    config, data, skipped=skipped, notify=notify, warm=warm, held=held
+        with progress.stage("evaluate"):
+            if warm is not None:
+                metrics, evaluation = (
+                    {},
+                    {
+                        "skipped": f"warm start from {warm[0].version}: a warm-started model has "
+                        "seen the holdout period; full runs measure"
+                    },
                 )
+            else:
+                metrics, evaluation = _evaluate(
+                    events, config, data_as_of, catalog, skipped=skipped, notify=notify
+                )
+
+        # shared_ease_solves: EASEModel and the hybrid's EASE generator solve one problem once
+        with progress.stage("fit"), shared_ease_solves():
+            fitted, fit_info = _fit_all(
+                config, data, skipped=skipped, notify=notify, warm=warm, held=held
+            )
         _served_orders(metrics, evaluation, fitted)
         default, fallback = _serving_default(config, fitted, skipped, notify)
         carry = None

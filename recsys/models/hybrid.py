@@ -825,12 +825,6 @@ class HybridModel(Recommender):
         # a short history still gets a split: at most a third of it becomes the label window
         label_days = min(self.label_days, span / 3.0)
         newest = as_of_day - label_days
-        if label_days >= 1.0:
-            # the cuts on day boundaries (UTC), where a training run's evaluation cuts: the
-            # final fit's label windows are then the evaluation fit's cuts and their EASE
-            # problems are solved once (shared_ease_solves). The newest window ends at the
-            # as-of's midnight: the purchases of less than a day before it label nothing
-            newest = float(np.floor(newest))
         if (
             label_days <= 0
             or not ev.before(newest).purchase.any()

@@ -250,23 +250,17 @@ def ease_solution(
 ) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
     """:func:`ease_weights` with ``diag(P)``: together they give ``P`` back
     (``P = −B · diag(P)`` off the diagonal), the start of a warm :func:`ease_update`."""
-    # the problem is its Gram matrix: the same rows in another order, or with more users
-    # who have no entry (a training run's evaluation knows fewer customers than its final
-    # fit), are the same problem under the same key
-    gram = _sparse_gram(_ease_input(matrix, binary))
-    key = _ease_key(gram, regularization) if _EASE_SOLVED is not None else None
+    x = _ease_input(matrix, binary)
+    key = _ease_key(x, regularization) if _EASE_SOLVED is not None else None
     if key is not None and _EASE_SOLVED is not None and key in _EASE_SOLVED:
         _EASE_SOLVED.move_to_end(key)
         return _EASE_SOLVED[key]
-    solved = _ease_solve(gram, regularization)
+    solved = _ease_solve(x, regularization)
     if key is not None and _EASE_SOLVED is not None:
         for array in solved:
             array.flags.writeable = False  # shared between models: nobody may write into it
         _EASE_SOLVED[key] = solved
-        while len(_EASE_SOLVED) > 1 and (
-            len(_EASE_SOLVED) > _EASE_SOLVED_MAX
-            or sum(b.nbytes for b, _ in _EASE_SOLVED.values()) > _EASE_SOLVED_MAX_BYTES
-        ):
+        while len(_EASE_SOLVED) > _EASE_SOLVED_MAX:
             _EASE_SOLVED.popitem(last=False)
     return solved
 
@@ -281,33 +275,24 @@ def _ease_input(matrix: sp.csr_matrix, binary: bool) -> sp.csr_matrix:
 
 #: EASE weights solved inside :func:`shared_ease_solves`, by problem (``None`` outside it)
 _EASE_SOLVED: OrderedDict[bytes, tuple[NDArray[np.float32], NDArray[np.float64]]] | None = None
-#: how many it keeps (least recently used dropped first). A training run solves EASEModel's
-#: problem and each of the hybrid's states' (3 label windows and the serving state) in its
-#: evaluation, then again in its final fit, where the hybrid's label windows are the
-#: evaluation's cuts: the oldest comes back 4 or 5 solves later (EASEModel fitted before or
-#: after the hybrid)
-_EASE_SOLVED_MAX = 6
-#: and within how many bytes of weights (the newest is always kept): on a catalogue near the
-#: hybrid's ``max_ease_items`` one weights matrix is 0.9 GB, and a block that kept four would
-#: hold more than the models do
-_EASE_SOLVED_MAX_BYTES = 1 << 30
+#: how many it keeps (least recently used dropped first): a training stage solves at most
+#: three distinct problems with the default models (EASEModel's, the hybrid's ranker cut and
+#: its serving state)
+_EASE_SOLVED_MAX = 4
 
 
 @contextmanager
 def shared_ease_solves() -> Iterator[None]:
     """Within the block, an EASE problem solved once is not solved again.
 
-    :func:`ease_weights` of the same problem (the same Gram matrix ``xᵀx`` of the binary
-    pattern, or of the values when not binary: the same rows in any order, with or without
-    empty ones) and ridge returns the first result, read-only. A training run wraps its
-    evaluation and its final fit in one block, and each cut of an evaluation wraps its fits:
-    :class:`~recsys.models.ease.EASEModel`, the evaluation's ``repeat`` baseline and the
-    hybrid's EASE generator solve the same problem when they learn the same pattern of the
-    same data (the hybrid's signal keeps fully returned purchases, which the interaction
-    matrix drops, so with returns in the data its problem is its own), and the final hybrid's
-    label windows are its evaluation's cuts (:meth:`HybridModel.fit
-    <recsys.models.hybrid.HybridModel.fit>`). Outside the block nothing is kept, so a
-    serving process holds no copy. Nested blocks share the outer one's results.
+    :func:`ease_weights` on the same matrix (the same binary pattern, or the same values when
+    not binary) and ridge returns the first result, read-only. The training stages and each
+    cut of an evaluation wrap their fits in it: :class:`~recsys.models.ease.EASEModel`, the
+    evaluation's ``repeat`` baseline and the hybrid's EASE generator solve the same problem
+    when they learn the same pattern of the same data (the hybrid's signal keeps fully
+    returned purchases, which the interaction matrix drops, so with returns in the data its
+    problem is its own). Outside the block nothing is kept, so a serving process holds no
+    copy. Nested blocks share the outer one's results.
     """
     global _EASE_SOLVED
     if _EASE_SOLVED is not None:
@@ -320,25 +305,16 @@ def shared_ease_solves() -> Iterator[None]:
         _EASE_SOLVED = None
 
 
-def _sparse_gram(x: sp.csr_matrix) -> sp.csr_matrix:
-    """``xᵀx`` in float32, sorted indices."""
-    # the sparse product in float32: counts are exact below 2^24, and converting a float64
-    # product of millions of pairs cost more than the product itself
-    x32 = sp.csr_matrix(x, dtype=np.float32)
-    gram = sp.csr_matrix(x32.T @ x32)
-    gram.sort_indices()
-    return gram
-
-
-def _ease_key(gram: sp.csr_matrix, regularization: float) -> bytes:
-    """A digest of the EASE problem: the ridge and the Gram matrix (:func:`_sparse_gram`)."""
+def _ease_key(x: sp.csr_matrix, regularization: float) -> bytes:
+    """A digest of the EASE problem: shape, ridge and the matrix (sorted indices)."""
+    x.sort_indices()
     h = hashlib.blake2b(digest_size=20)
-    h.update(np.asarray([*gram.shape, gram.nnz], dtype=np.int64).tobytes())
+    h.update(np.asarray([*x.shape, x.nnz], dtype=np.int64).tobytes())
     h.update(np.float64(regularization).tobytes())
     # one index width, whatever scipy chose for this matrix
-    h.update(np.asarray(gram.indptr, dtype=np.int64).tobytes())
-    h.update(np.asarray(gram.indices, dtype=np.int64).tobytes())
-    h.update(np.asarray(gram.data, dtype=np.float32).tobytes())
+    h.update(np.asarray(x.indptr, dtype=np.int64).tobytes())
+    h.update(np.asarray(x.indices, dtype=np.int64).tobytes())
+    h.update(np.asarray(x.data, dtype=np.float64).tobytes())
     return h.digest()
 
 
@@ -352,9 +328,12 @@ EASE_FLOAT32_MAX_CONDITION = 5_000.0
 
 
 def _ease_solve(
-    sparse_gram: sp.csr_matrix, regularization: float
+    x: sp.csr_matrix, regularization: float
 ) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
-    gram = sparse_gram.toarray()
+    # the sparse product in float32 too: counts are exact below 2^24, and converting a
+    # float64 product of millions of pairs cost more than the product itself
+    x32 = sp.csr_matrix(x, dtype=np.float32)
+    gram = (x32.T @ x32).toarray()
     # the bound from the dense rows: the sparse product's abs-and-sum took as long as the
     # product itself
     largest = float(np.abs(gram).sum(axis=1).max(initial=0.0))

@@ -522,32 +522,6 @@ def test_label_windows_stop_where_the_history_does(shop: TrainingData) -> None:
     assert model.train_stats_["windows"] == expected == 5
 
 
-def test_label_windows_are_cut_at_midnight_as_the_evaluation_cuts(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With an as-of in the middle of a day, every label window is cut at a midnight (UTC), a
-    whole number of label lengths before the as-of's: where a training run's evaluation
-    cuts, so the final fit's windows are the evaluation fit's and share their EASE solves."""
-    from recsys.models.features import MICROS_PER_DAY, GeneratorState
-
-    as_of = AS_OF + MICROS_PER_DAY * 5 // 12  # 10:00
-    data = build_training_data(
-        EventFrame.from_rows(synthetic_rows()), InteractionConfig(), as_of=as_of
-    )
-    built: list[float] = []
-    build = GeneratorState.build.__func__  # type: ignore[attr-defined]
-
-    def spy(cls: type[GeneratorState], *args: Any, **kwargs: Any) -> GeneratorState:
-        built.append(args[3])
-        return build(cls, *args, **kwargs)
-
-    monkeypatch.setattr(GeneratorState, "build", classmethod(spy))
-    HybridModel(factors=8, max_iter=20, train_windows=3).fit(data)
-    midnight = (as_of - as_of % MICROS_PER_DAY) / MICROS_PER_DAY
-    # the three windows, then the serving state at the as-of itself
-    assert built == [midnight - 90, midnight - 60, midnight - 30, as_of / MICROS_PER_DAY]
-
-
 @pytest.fixture(scope="module")
 def ranked(shop: TrainingData) -> HybridModel:
     """The measured candidate: LambdaRank over three windows with the decayed features."""
