@@ -260,7 +260,10 @@ def ease_solution(
         for array in solved:
             array.flags.writeable = False  # shared between models: nobody may write into it
         _EASE_SOLVED[key] = solved
-        while len(_EASE_SOLVED) > _EASE_SOLVED_MAX:
+        while len(_EASE_SOLVED) > 1 and (
+            len(_EASE_SOLVED) > _EASE_SOLVED_MAX
+            or sum(b.nbytes for b, _ in _EASE_SOLVED.values()) > _EASE_SOLVED_MAX_BYTES
+        ):
             _EASE_SOLVED.popitem(last=False)
     return solved
 
@@ -279,6 +282,10 @@ _EASE_SOLVED: OrderedDict[bytes, tuple[NDArray[np.float32], NDArray[np.float64]]
 #: three distinct problems with the default models (EASEModel's, the hybrid's ranker cut and
 #: its serving state)
 _EASE_SOLVED_MAX = 4
+#: and within how many bytes of weights (the newest is always kept): on a catalogue near the
+#: hybrid's ``max_ease_items`` (15,000) one weights matrix is 0.9 GB, and four of them kept
+#: for a stage would hold 3.6 GB beyond what its models hold
+_EASE_SOLVED_MAX_BYTES = 1 << 30
 
 
 @contextmanager

@@ -348,6 +348,29 @@ def test_an_ease_problem_is_solved_once_within_shared_ease_solves(
     assert calls == [5.0, 6.0, 5.0]
 
 
+def test_shared_ease_solves_keeps_weights_within_a_byte_budget(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
+    """The block keeps the newest solves whose weights fit its budget, and always the newest."""
+    mats = [sp.csr_matrix((rng.random((30, 10)) < 0.3).astype(np.float32)) for _ in range(3)]
+    # room for two 10 x 10 float32 weights, not three
+    monkeypatch.setattr(kernels, "_EASE_SOLVED_MAX_BYTES", 2 * 10 * 10 * 4)
+    calls = _count_solves(monkeypatch)
+    with shared_ease_solves():
+        for m in mats:
+            ease_weights(m, regularization=1.0, binary=True)
+        ease_weights(mats[1], regularization=1.0, binary=True)  # kept
+        ease_weights(mats[2], regularization=1.0, binary=True)  # kept
+        assert len(calls) == 3
+        ease_weights(mats[0], regularization=1.0, binary=True)  # dropped: solved again
+        assert len(calls) == 4
+    monkeypatch.setattr(kernels, "_EASE_SOLVED_MAX_BYTES", 1)  # not even one fits
+    with shared_ease_solves():
+        ease_weights(mats[0], regularization=1.0, binary=True)
+        ease_weights(mats[0], regularization=1.0, binary=True)  # the newest stays
+    assert len(calls) == 5
+
+
 def test_weighted_ease_problems_differ_by_their_weights(
     monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
 ) -> None:
