@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from typing import Any
+
+from benchmarks.common import paired_summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,10 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         for x, y in zip(lists["apart"], lists["shared"], strict=True)
         for a, b in zip(x, y, strict=True)
     )
-    apart, shared = (statistics.median(times[w]) for w in ("apart", "shared"))
-    paired = [round(y / x, 3) for x, y in zip(times["apart"], times["shared"], strict=True)]
-    print(f"median: apart {apart:.2f} s, shared {shared:.2f} s ({shared / apart:.3f}x)")
-    print(f"paired ratios: {paired} (median {statistics.median(paired):.3f})")
+    print(paired_summary(times, "apart", "shared"))
     print(f"the same lists: {same}")
 
 

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import cut_scores
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -118,15 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     rows = []
     for i, result in enumerate(rolling.cuts):
-        scores = {
-            m.name: [
-                m.all_items["recall"],
-                m.all_items["ndcg"],
-                m.new_items["recall"],
-                m.new_items["ndcg"],
-            ]
-            for m in result.models
-        }
+        scores = cut_scores(result)
         rows.append(scores)
         print(f"cut {i}: " + ", ".join(f"{k} {np.round(v, 4).tolist()}" for k, v in scores.items()))
 

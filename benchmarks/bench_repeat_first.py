@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine
+from benchmarks.common import cut_scores, machine
 
 WAYS = ("never", "always", "auto")
 
@@ -117,15 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cut {i}: {result.n_users} customers")
         for seed, test in tests.items():
             print(f"  seed {seed} test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
-        scores = {
-            m.name: [
-                m.all_items["recall"],
-                m.all_items["ndcg"],
-                m.new_items["recall"],
-                m.new_items["ndcg"],
-            ]
-            for m in result.models
-        }
+        scores = cut_scores(result)
         for name, v in scores.items():
             print(f"  {name:16s} all {v[0]:.4f} / {v[1]:.4f}  new {v[2]:.4f} / {v[3]:.4f}")
         rows.append({"cut": i, "tests": tests, "models": scores})

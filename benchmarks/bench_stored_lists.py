@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from typing import Any
+
+from benchmarks.common import paired_summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,10 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         and (a.reason_codes is None or np.array_equal(a.reason_codes, b.reason_codes))
         and a.reasons == b.reasons
     )
-    one, two = (statistics.median(times[t]) for t in (1, 2))
-    paired = [round(y / x, 3) for x, y in zip(times[1], times[2], strict=True)]
-    print(f"median: threads=1 {one:.2f} s, threads=2 {two:.2f} s ({two / one:.3f}x)")
-    print(f"paired ratios: {paired} (median {statistics.median(paired):.3f})")
+    print(paired_summary({f"threads={t}": v for t, v in times.items()}, "threads=1", "threads=2"))
     print(f"the same lists: {same}")
 
 

@@ -68,6 +68,31 @@ def interleaved(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[
     return times
 
 
+def paired_summary(times: dict[str, list[float]], before: str, after: str) -> str:
+    """Two ways timed alternately, one repetition each at a time: their medians, the ratio of
+    the medians and each repetition's ``after / before``, as two printable lines."""
+    a, b = statistics.median(times[before]), statistics.median(times[after])
+    paired = [round(y / x, 3) for x, y in zip(times[before], times[after], strict=True)]
+    return (
+        f"median: {before} {a:.2f} s, {after} {b:.2f} s ({b / a:.3f}x)\n"
+        f"paired ratios: {paired} (median {statistics.median(paired):.3f})"
+    )
+
+
+def cut_scores(result: Any) -> dict[str, list[float]]:
+    """Each model of one cut's evaluation (an ``EvaluationResult``) by name: recall and NDCG
+    on all items, then on the items new to the customer."""
+    return {
+        m.name: [
+            m.all_items["recall"],
+            m.all_items["ndcg"],
+            m.new_items["recall"],
+            m.new_items["ndcg"],
+        ]
+        for m in result.models
+    }
+
+
 def median(values: Sequence[float]) -> float:
     """The median (``nan`` for no values)."""
     return statistics.median(values) if values else float("nan")
