@@ -249,7 +249,9 @@ def evaluate_models(
         Receives each model's name and the model once fitted, and returns more models to
         score by name, without a fit of their own: the same fit used another way (e.g.
         :meth:`recsys.models.hybrid.HybridModel.in_order`). Their results follow their
-        model's, with its fit seconds.
+        model's, with its fit seconds. Each batch goes to the model, then to its variants,
+        inside :func:`~recsys.models.base.shared_scoring`: a variant's score seconds leave
+        out what it read from its model's scoring.
 
     Returns
     -------

@@ -1315,13 +1315,14 @@ class HybridModel(Recommender):
             rows, items, x, _ = self._pairs(users, history, now)
             return rows, items, x, self._learned_raw(x)
 
-        # everything the pairs and the learned scores read; repeat_first_ is applied after
+        # everything the pairs and the learned scores read (the fit, its parameters, the
+        # batch); repeat_first_ is applied after, so in_order copies share the key
         key = (
             self.state_,
             self.ranker_,
             self.ranker_columns_,
             self.als_index_,
-            self.decayed_features,
+            repr(sorted(self.get_params().items())),
             users,
             history,
             now,

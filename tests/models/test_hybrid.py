@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -1122,10 +1123,13 @@ def test_both_orders_of_one_fit_share_a_batchs_pairs_and_scores(
     with shared_scoring():
         shared = [m.recommend_lists(users, history, 10, excludes=excludes) for m in orders]
         assert computed == [data.n_users]
-        # other rows, or another time: computed again
+        # other rows, another time, or the same fit with another parameter: computed again
         model.recommend_lists(users[:3], history[:3], 10, excludes=(None,))
         orders[1].recommend_lists(users, history, 10, excludes=excludes, now=AS_OF + 1)
-    assert computed == [data.n_users, 3, data.n_users]
+        other_depth = copy.copy(orders[1])
+        other_depth.n_popular += 1
+        other_depth.recommend_lists(users, history, 10, excludes=excludes, now=AS_OF + 1)
+    assert computed == [data.n_users, 3, data.n_users, data.n_users]
     for one, both in zip(alone, shared, strict=True):
         for (items, scores), (items2, scores2) in zip(one, both, strict=True):
             np.testing.assert_array_equal(items, items2)
