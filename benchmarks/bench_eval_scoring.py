@@ -102,18 +102,11 @@ def legacy_rank(
     return np.vstack(lists), np.vstack(new_lists)
 
 
-def current_rank(
-    model: Any,
-    user_index: NDArray[np.intp],
-    history: sp.csr_matrix,
-    bought_before: sp.csr_matrix,
-    k: int,
-    now: int,
-) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """``recsys.evaluation.protocol._rank`` of one model."""
+def current_rank(model: Any, *args: Any) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``recsys.evaluation.protocol._rank`` of one model, called as :func:`legacy_rank`."""
     from recsys.evaluation.protocol import _rank
 
-    ((lists, new_lists, _),) = _rank([model], user_index, history, bought_before, k, now)
+    ((lists, new_lists, _),) = _rank([model], *args)
     return lists, new_lists
 
 
