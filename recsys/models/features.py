@@ -211,6 +211,63 @@ class EventArrays:
         return EventArrays(**{f.name: getattr(self, f.name)[m] for f in fields(self)})
 
 
+class StateBuilder(Protocol):
+    """Builds the generators of a training run (:meth:`HybridModel.fit
+    <recsys.models.hybrid.HybridModel.fit>` calls it once per label window and once at the
+    end): :class:`LocalStates` from events in memory, the Spark engine's from a cluster."""
+
+    @property
+    def n_users(self) -> int: ...
+
+    @property
+    def n_items(self) -> int: ...
+
+    def __call__(
+        self,
+        before: float | None,
+        as_of_day: float,
+        settings: GeneratorSettings,
+        warm_from: Factors | None,
+        ease_from: EaseStart | None = None,
+        notes: list[str] | None = None,
+    ) -> GeneratorState:
+        """The generators learned from the events before day ``before`` (``None``: all of
+        them), as of ``as_of_day``; the other arguments are :meth:`GeneratorState.build`'s."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalStates:
+    """:class:`StateBuilder` over events in memory: :meth:`GeneratorState.build`."""
+
+    events: EventArrays
+    n_users: int
+    n_items: int
+    threads: int = 1
+
+    def __call__(
+        self,
+        before: float | None,
+        as_of_day: float,
+        settings: GeneratorSettings,
+        warm_from: Factors | None,
+        ease_from: EaseStart | None = None,
+        notes: list[str] | None = None,
+    ) -> GeneratorState:
+        """See :class:`StateBuilder`."""
+        return GeneratorState.build(
+            self.events if before is None else self.events.before(before),
+            self.n_users,
+            self.n_items,
+            as_of_day,
+            settings,
+            warm_from=warm_from,
+            ease_from=ease_from,
+            notes=notes,
+            threads=self.threads,
+        )
+
+
 @dataclass
 class GeneratorState:
     """Everything the candidate generators and the feature builder learned from one slice."""

@@ -99,6 +99,8 @@ from recsys.models.features import (
     Factors,
     GeneratorSettings,
     GeneratorState,
+    LocalStates,
+    StateBuilder,
 )
 from recsys.models.kernels import EaseStart
 from recsys.models.trees import lightgbm_booster
@@ -616,10 +618,42 @@ class HybridModel(Recommender):
         """
         self._validate_params()
         data.require_customers(self.name)
+        ev = EventArrays.from_training_data(data)
+        states = LocalStates(ev, data.n_users, data.n_items, threads=_PREDICT_THREADS.get())
+        return self._fit_events(ev, data.as_of / MICROS_PER_DAY, states)
+
+    def fit_sampled(self, sample: EventArrays, as_of_day: float, states: StateBuilder) -> Self:
+        """Learn as :meth:`fit` does, with the generators built elsewhere (the Spark engine).
+
+        ``states`` builds every :class:`~recsys.models.features.GeneratorState` (each label
+        window's and the final one) from all the customers' events; the ranker learns from
+        the candidates, features and labels of the customers in ``sample`` only (their events,
+        in the states' index space). The model is the one :meth:`fit` learns when ``sample``
+        holds every customer and ``states`` builds what :meth:`fit` builds.
+
+        Parameters
+        ----------
+        sample
+            The events of a sample of customers.
+        as_of_day
+            The training data's ``as_of`` in days since the epoch.
+        states
+            See :class:`StateBuilder`.
+
+        Returns
+        -------
+        Self
+            The fitted model.
+        """
+        self._validate_params()
+        if self._warm is not None:
+            raise ModelError(f"{self.name}: a warm start needs the whole data (use fit)")
+        return self._fit_events(sample, as_of_day, states)
+
+    def _fit_events(self, ev: EventArrays, as_of_day: float, build: StateBuilder) -> Self:
+        """:meth:`fit`'s work on ``ev``, each generator state from ``build``."""
         self.als_index_ = None  # built over the previous fit's factors
         settings = self._settings()
-        ev = EventArrays.from_training_data(data)
-        as_of_day = data.as_of / MICROS_PER_DAY
         self.ranker_: Any = None
         self.calibrator_: Any = None
         # the ranker's feature columns when they are not all of FEATURES (a version trained
@@ -645,27 +679,18 @@ class HybridModel(Recommender):
             self.fallback_reason_ = "no purchases in the training data"
         else:
             cut_state = self._fit_ranker(
-                ev,
-                data.n_users,
-                data.n_items,
-                as_of_day,
-                settings,
-                previous_choice,
-                test_order=not skip_test,
+                ev, build, as_of_day, settings, previous_choice, test_order=not skip_test
             )
         if self.fallback_reason_:
             log.info("hybrid: using the fixed blend: %s", self.fallback_reason_)
         notes: list[str] = [warm.ease_note] if warm is not None and warm.ease_note else []
-        self.state_ = GeneratorState.build(
-            ev,
-            data.n_users,
-            data.n_items,
+        self.state_ = build(
+            None,
             as_of_day,
             settings,
-            warm_from=cut_state,
-            ease_from=warm.ease if warm is not None else None,
-            notes=notes,
-            threads=_PREDICT_THREADS.get(),
+            cut_state,
+            warm.ease if warm is not None else None,
+            notes,
         )
         self.warm_note_ = "; ".join(notes) or None
         self.as_of_day_ = as_of_day
@@ -808,8 +833,7 @@ class HybridModel(Recommender):
     def _fit_ranker(
         self,
         ev: EventArrays,
-        n_users: int,
-        n_items: int,
+        build: StateBuilder,
         as_of_day: float,
         settings: GeneratorSettings,
         previous_choice: RepeatChoice | None = None,
@@ -818,8 +842,10 @@ class HybridModel(Recommender):
     ) -> GeneratorState | None:
         """Learn the ranker on ``train_windows`` label windows before ``as_of``; return the
         generators learned at the newest cut (``None`` when the history is too short to cut),
-        whether the ranker was learned or not. ``previous_choice``: see :meth:`hold_choice`;
-        ``test_order``: see :meth:`without_order_test`."""
+        whether the ranker was learned or not. ``ev``: the events of the customers the ranker
+        learns from; ``build``: each cut's generators (from every customer's events);
+        ``previous_choice``: see :meth:`hold_choice`; ``test_order``: see
+        :meth:`without_order_test`."""
         first_day = float(ev.day[ev.purchase].min())
         span = as_of_day - first_day
         # a short history still gets a split: at most a third of it becomes the label window
@@ -839,21 +865,13 @@ class HybridModel(Recommender):
             if w == 0 or newest - w * label_days - first_day >= label_days
         ][::-1]
         rng = np.random.default_rng(self.seed)
-        calib_users = rng.random(n_users) < self.calibration_share
+        calib_users = rng.random(build.n_users) < self.calibration_share
         windows = []
         state: GeneratorState | None = None
         for w, cut_day in enumerate(cuts):
             # oldest first, each ALS warm-started from the previous (older) cut's factors:
             # a later cut's factors have seen an older window's labels, never the reverse
-            state = GeneratorState.build(
-                ev.before(cut_day),
-                n_users,
-                n_items,
-                cut_day,
-                settings,
-                warm_from=state,
-                threads=_PREDICT_THREADS.get(),
-            )
+            state = build(cut_day, cut_day, settings, state)
             windows.append(
                 self._window_pairs(ev, state, cut_day, label_days, settings, w, calib_users)
             )

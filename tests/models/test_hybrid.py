@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
-from recsys.data.schema import EventFrame, EventRow
+from recsys.data.schema import MICROS_PER_DAY, EventFrame, EventRow
 from recsys.errors import ArtifactError, ConfigError, ModelError
 from recsys.models.hybrid import HybridModel
 from tests.models.conftest import AS_OF, event
@@ -175,6 +175,31 @@ def test_the_ranker_learns_from_a_bounded_sample_of_customers(
     assert model.train_stats_["ranker_customers"] == model.train_stats_["customers"]
     users, hist = probe(shop)
     np.testing.assert_array_equal(above.score(users, hist), model.score(users, hist))
+
+
+def test_fit_sampled_learns_the_ranker_from_the_sample_and_the_generators_from_all(
+    model: HybridModel, shop: TrainingData
+) -> None:
+    from recsys.models.features import EventArrays, LocalStates
+
+    ev = EventArrays.from_training_data(shop)
+    states = LocalStates(ev, shop.n_users, shop.n_items)
+    as_of_day = shop.as_of / MICROS_PER_DAY
+    # every customer in the sample, and the states fit builds: fit's model
+    whole = HybridModel(factors=16, max_iter=100).fit_sampled(ev, as_of_day, states)
+    users, hist = probe(shop)
+    np.testing.assert_array_equal(whole.score(users, hist), model.score(users, hist))
+    # a third of the customers: the ranker sees only theirs, the generators everyone's
+    picked = np.flatnonzero(np.random.default_rng(0).random(shop.n_users) < 1 / 3)
+    keep = np.isin(ev.user, picked)
+    sample = EventArrays(**{k: getattr(ev, k)[keep] for k in vars(ev)})
+    part = HybridModel(factors=16, max_iter=100).fit_sampled(sample, as_of_day, states)
+    assert part.ranker_kind_ == "gradient_boosting"
+    assert part.train_stats_["customers"] <= len(picked)
+    assert part.train_stats_["customers"] < model.train_stats_["customers"] / 2
+    assert (part.state_.stats != model.state_.stats).nnz == 0
+    np.testing.assert_array_equal(part.state_.item_factors, model.state_.item_factors)
+    assert not np.array_equal(part.score(users, hist), model.score(users, hist))
 
 
 def test_tiny_data_falls_back_to_a_fixed_blend(tiny_data: TrainingData) -> None:
