@@ -18,7 +18,7 @@ and serving features mean exactly the same thing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property, partial
 from pathlib import Path
@@ -178,37 +178,78 @@ class EventArrays:
         """Keep the events whose user and item are in the vocabularies."""
         ev = data.events
         keep = (data.event_user >= 0) & (data.event_item >= 0)
-        etype = np.asarray(ev.event_type, dtype=object)[keep]
-        user = np.asarray(data.event_user, dtype=np.intp)[keep]
-        ts = np.asarray(ev.ts, dtype=np.int64)[keep]
+        return cls.from_columns(
+            user=np.asarray(data.event_user, dtype=np.intp)[keep],
+            item=np.asarray(data.event_item, dtype=np.intp)[keep],
+            ts=np.asarray(ev.ts, dtype=np.int64)[keep],
+            event_type=np.asarray(ev.event_type, dtype=object)[keep],
+            order_id=np.asarray(ev.order_id, dtype=object)[keep],
+            price=np.asarray(ev.price, dtype=np.float64)[keep],
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        *,
+        user: NDArray[np.intp],
+        item: NDArray[np.intp],
+        ts: NDArray[np.int64],
+        event_type: NDArray[np.object_],
+        order_id: NDArray[np.object_],
+        price: NDArray[np.float64],
+    ) -> EventArrays:
+        """From events in index space (``ts`` in microseconds, ``order_id`` ``None`` where
+        the event has none)."""
         day = ts / MICROS_PER_DAY
-        order_ids = np.asarray(ev.order_id, dtype=object)[keep]
-        missing = np.array([o is None for o in order_ids], dtype=bool)
+        missing = np.array([o is None for o in order_id], dtype=bool)
         if missing.any():
             # A purchase without an order id: everything the user bought that day is one order.
             whole_days = (ts[missing] // MICROS_PER_DAY).astype(np.int64)
-            order_ids = order_ids.copy()
-            order_ids[missing] = [
+            order_id = order_id.copy()
+            order_id[missing] = [
                 f"\0{u}:{d}" for u, d in zip(user[missing], whole_days, strict=True)
             ]
-        order = _string_codes(order_ids)
-        weight = np.zeros(len(etype), dtype=np.float64)
+        weight = np.zeros(len(event_type), dtype=np.float64)
         for name, w in SIGNAL_WEIGHTS.items():
-            weight[etype == name] = w
+            weight[event_type == name] = w
         return cls(
             user=user,
-            item=np.asarray(data.event_item, dtype=np.intp)[keep],
+            item=item,
             day=day,
-            order=order.astype(np.intp),
-            purchase=etype == "purchase",
+            order=_string_codes(order_id).astype(np.intp),
+            purchase=event_type == "purchase",
             weight=weight,
-            price=np.asarray(ev.price, dtype=np.float64)[keep],
+            price=price,
         )
 
     def before(self, day: float) -> EventArrays:
         """The events strictly before ``day``."""
         m = self.day < day
         return EventArrays(**{f.name: getattr(self, f.name)[m] for f in fields(self)})
+
+
+@dataclass
+class StateCounts:
+    """What a :class:`GeneratorState` counts from the events, before ALS and EASE solve:
+    :meth:`GeneratorState.build` counts it in memory, the Spark engine on a cluster."""
+
+    #: user-item distinct purchase orders (CSR, sorted indices); the arrays below are
+    #: aligned with its data
+    stats: sp.csr_matrix
+    first_day: NDArray[np.float64]
+    last_day: NDArray[np.float64]
+    decayed_share: NDArray[np.float64]
+    user_n_orders: NDArray[np.float64]
+    user_first_day: NDArray[np.float64]  # NaN: no purchase
+    user_last_day: NDArray[np.float64]
+    #: per item, over the distinct (user, item, order) purchases: decayed, in the last 30
+    #: days, in the 90 days before those, in all
+    item_pop_recent: NDArray[np.float64]
+    item_recent: NDArray[np.float64]
+    item_before: NDArray[np.float64]
+    item_pop_total: NDArray[np.float64]
+    item_price: NDArray[np.float64]  # mean of the events' prices, NaN: none
+    signal: sp.csr_matrix  # :func:`collaborative_signal`
 
 
 class StateBuilder(Protocol):
@@ -351,10 +392,9 @@ class GeneratorState:
             tu, po[first], tday, pos, stats.nnz, n_users, settings.repeat_decay
         )
 
-        # users: distinct orders, distinct items, first/last purchase
+        # users: distinct orders, first/last purchase
         _, ord_first = np.unique(po, return_index=True)
         user_n_orders = np.bincount(pu[ord_first], minlength=n_users).astype(np.float64)
-        user_n_items = np.diff(stats.indptr).astype(np.float64)
         user_first_day = np.full(n_users, np.nan)
         user_last_day = np.full(n_users, np.nan)
         if len(pu):
@@ -366,23 +406,31 @@ class GeneratorState:
             user_first_day[seen] = uf[seen]
             user_last_day[seen] = ul[seen]
 
-        # items: decayed popularity (distinct user-orders), 30-day trend, price
+        # items: decayed popularity (distinct user-orders), the last 30 days, the 90 before
         age = np.maximum(as_of_day - tday, 0.0)
         decay = 0.5 ** (age / settings.popularity_half_life_days)
-        item_pop_recent = np.bincount(ti, weights=decay, minlength=n_items).astype(np.float64)
-        recent = np.bincount(ti, weights=(age < 30).astype(float), minlength=n_items)
-        before = np.bincount(
-            ti, weights=((age >= 30) & (age < 120)).astype(float), minlength=n_items
-        )
-        item_trend = (recent + 1.0) / (before / 3.0 + 1.0)
-        item_pop_total = np.bincount(ti, minlength=n_items).astype(np.float64)
         price_sum = np.bincount(ev.item, weights=np.nan_to_num(ev.price), minlength=n_items)
         price_n = np.bincount(ev.item, weights=np.isfinite(ev.price), minlength=n_items)
         with np.errstate(invalid="ignore", divide="ignore"):
             item_price = np.where(price_n > 0, price_sum / np.maximum(price_n, 1), np.nan)
-        popular = np.argsort(-(item_pop_recent + 1e-9 * item_pop_total), kind="stable")
-        popular = popular[: settings.n_popular].astype(np.intp)
-
+        counts = StateCounts(
+            stats=stats,
+            first_day=first_day,
+            last_day=last_day,
+            decayed_share=decayed_share,
+            user_n_orders=user_n_orders,
+            user_first_day=user_first_day,
+            user_last_day=user_last_day,
+            item_pop_recent=np.bincount(ti, weights=decay, minlength=n_items).astype(np.float64),
+            item_recent=np.bincount(ti, minlength=n_items, weights=age < 30).astype(np.float64),
+            item_before=np.bincount(
+                ti, weights=(age >= 30) & (age < 120), minlength=n_items
+            ).astype(np.float64),
+            item_pop_total=np.bincount(ti, minlength=n_items).astype(np.float64),
+            item_price=item_price,
+            # the collaborative signal: purchase orders, plus carts and views at a lower weight
+            signal=collaborative_signal(ev, stats),
+        )
         # basket co-occurrence (cosine), kept sparse: the top neighbours of each item
         baskets = sp.csr_matrix(
             (np.ones(len(ti), np.float32), (po[first], ti)),
@@ -395,9 +443,42 @@ class GeneratorState:
             min_support=1,
             neighbours=settings.cooc_neighbours,
         )
-        with beside(cooc_of, threads >= 2) as cooc_result:
-            # the collaborative signal: purchase orders, plus carts and views at a lower weight
-            signal = collaborative_signal(ev, stats)
+        return cls.from_counts(
+            counts,
+            cooc_of,
+            as_of_day,
+            settings,
+            warm_from=warm_from,
+            ease_from=ease_from,
+            notes=notes,
+            beside_solves=threads >= 2,
+        )
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: StateCounts,
+        cooc_of: Callable[[], sp.csr_matrix],
+        as_of_day: float,
+        settings: GeneratorSettings,
+        *,
+        warm_from: Factors | None = None,
+        ease_from: EaseStart | None = None,
+        notes: list[str] | None = None,
+        beside_solves: bool = False,
+    ) -> GeneratorState:
+        """The state from what was counted of the events (:meth:`build`'s first part, or
+        the Spark engine's jobs): ALS and EASE solve ``counts.signal`` here, and
+        ``cooc_of`` gives the co-occurrence neighbours (``beside_solves``: on a thread of
+        its own while they solve). See :meth:`build` for the other arguments."""
+        stats, signal = counts.stats, counts.signal
+        n_users, n_items = stats.shape
+        item_trend = (counts.item_recent + 1.0) / (counts.item_before / 3.0 + 1.0)
+        popular = np.argsort(
+            -(counts.item_pop_recent + 1e-9 * counts.item_pop_total), kind="stable"
+        )
+        popular = popular[: settings.n_popular].astype(np.intp)
+        with beside(cooc_of, beside_solves) as cooc_result:
             warm = (
                 warm_from is not None
                 and settings.als_warm_iterations > 0
@@ -431,17 +512,17 @@ class GeneratorState:
             n_items=n_items,
             as_of_day=as_of_day,
             stats=stats,
-            first_day=first_day,
-            last_day=last_day,
-            decayed_share=decayed_share,
-            user_n_orders=user_n_orders,
-            user_n_items=user_n_items,
-            user_first_day=user_first_day,
-            user_last_day=user_last_day,
-            item_pop_recent=item_pop_recent,
+            first_day=counts.first_day,
+            last_day=counts.last_day,
+            decayed_share=counts.decayed_share,
+            user_n_orders=counts.user_n_orders,
+            user_n_items=np.diff(stats.indptr).astype(np.float64),
+            user_first_day=counts.user_first_day,
+            user_last_day=counts.user_last_day,
+            item_pop_recent=counts.item_pop_recent,
             item_trend=item_trend,
-            item_price=item_price,
-            item_pop_total=item_pop_total,
+            item_price=counts.item_price,
+            item_pop_total=counts.item_pop_total,
             popular=popular,
             user_factors=user_factors,
             item_factors=item_factors,
