@@ -964,14 +964,22 @@ def collaborative_signal(ev: EventArrays, stats: sp.csr_matrix) -> sp.csr_matrix
     """What the ALS and EASE generators learn from: ``log1p`` of the distinct purchase orders
     (``stats``) plus the carts and views at their :data:`SIGNAL_WEIGHTS`, ``users × items``
     float32 (``log1p`` so a wholesaler's hundred orders do not dwarf everyone's one)."""
-    signal = sp.csr_matrix(stats, dtype=np.float32, copy=True)
     extra_mask = ~ev.purchase & (ev.weight > 0)
+    extra = None
     if extra_mask.any():
         extra = sp.csr_matrix(
             (ev.weight[extra_mask], (ev.user[extra_mask], ev.item[extra_mask])),
             shape=stats.shape,
             dtype=np.float32,
         )
+    return signal_of(stats, extra)
+
+
+def signal_of(stats: sp.csr_matrix, extra: sp.csr_matrix | None) -> sp.csr_matrix:
+    """:func:`collaborative_signal` from its two parts: the distinct purchase orders and the
+    summed weights of the other events (``None``: none)."""
+    signal = sp.csr_matrix(stats, dtype=np.float32, copy=True)
+    if extra is not None:
         signal = sp.csr_matrix(signal + extra)
     signal.data = np.log1p(signal.data).astype(np.float32)
     return signal

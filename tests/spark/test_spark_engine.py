@@ -250,3 +250,63 @@ def test_spark_reads_a_postgresql_store_over_jdbc(spark: Any, pg_url: str) -> No
     assert rows.num_rows == len(expected) > 1000
     got = dict(zip(rows.column("event_id").to_pylist(), rows.column("ts").to_pylist(), strict=True))
     assert got == dict(zip(expected.event_id.tolist(), expected.ts.tolist(), strict=True))
+
+
+def _synthetic_events() -> Any:
+    """A synthetic shop's events (views, carts, purchases, returns, guests), a third of its
+    purchases without an order id (each then one order per customer and day)."""
+    import dataclasses
+
+    from recsys.data.synthetic import generate_shop
+
+    events = generate_shop(300, 100, 30_000, seed=5, days=100).events
+    order_id = events.order_id.copy()
+    purchase = np.flatnonzero(events.event_type == "purchase")
+    order_id[purchase[::3]] = None
+    return dataclasses.replace(events, order_id=order_id)
+
+
+@pytest.mark.parametrize("source", ["sample", "synthetic"])
+def test_spark_generator_states_equal_the_local_ones(
+    spark: Any, sample_events: Any, source: str
+) -> None:
+    from recsys.models.features import EventArrays, GeneratorSettings, LocalStates
+    from training.spark.state import SparkStates, generator_events
+
+    events, catalog = sample_events if source == "sample" else (_synthetic_events(), [])
+    data = build_training_data(events, InteractionConfig(), catalog=catalog)
+    ev = EventArrays.from_training_data(data)
+    local = LocalStates(ev, data.n_users, data.n_items)
+    remote = SparkStates(generator_events(_indexed(spark, data)), data.n_users, data.n_items)
+    settings = GeneratorSettings(factors=8, als_iterations=4, cooc_neighbours=20)
+    as_of_day = data.as_of / MICROS_PER_DAY
+    cut = as_of_day - 21.3
+    for before, day in ((cut, cut), (None, as_of_day)):
+        a = local(before, day, settings, None)
+        b = remote(before, day, settings, None)
+        assert a.stats.nnz > 300 and a.cooc.nnz > 200  # something to compare
+        for name in ("stats", "cooc"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert np.array_equal(x.indptr, y.indptr) and np.array_equal(x.indices, y.indices)
+            np.testing.assert_allclose(y.data, x.data, rtol=1e-5, err_msg=name)
+        for name in (
+            "first_day",
+            "last_day",
+            "decayed_share",
+            "user_n_orders",
+            "user_n_items",
+            "user_first_day",
+            "user_last_day",
+            "item_pop_recent",
+            "item_trend",
+            "item_price",
+            "item_pop_total",
+        ):
+            np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-9, err_msg=name)
+        np.testing.assert_array_equal(b.popular, a.popular)
+        # ALS and EASE solve the same signal with the same kernels: the same factors up to
+        # the order of floating-point sums in the signal (views and carts summed in float32
+        # locally, in float64 by Spark: factors about 0.5 apart by 3e-4 on this shop)
+        np.testing.assert_allclose(b.item_factors, a.item_factors, atol=2e-3)
+        assert a.ease is not None and b.ease is not None
+        np.testing.assert_allclose(b.ease, a.ease, atol=1e-5)
