@@ -22,6 +22,7 @@ from recsys.data.interactions import InteractionConfig, TrainingData, build_trai
 from recsys.data.schema import MICROS_PER_DAY
 from recsys.models.als import ALSModel
 from recsys.models.cooccurrence import CooccurrenceModel
+from recsys.models.hybrid import HybridModel
 
 SAMPLE = Path(__file__).resolve().parents[2] / "recsys/data/sample/online_retail_sample.csv.gz"
 
@@ -165,11 +166,12 @@ def test_a_spark_version_is_served_like_a_local_one(
     assert any(events_dir.glob("date=2011-*/part-0.parquet"))
     config = tmp_path / "spark.toml"
     config.write_text(
-        'default_model = "als"\nthreads = 1\n[evaluation]\nenabled = false\n'
+        'default_model = "hybrid"\nthreads = 1\n[evaluation]\nenabled = false\n'
         "[models.popular]\n[models.buy_again]\n"
         "[models.als]\nparams = { factors = 16, iterations = 5 }\n"
         '[models.bought_together]\nmodel = "cooccurrence"\n'
-        "[models.hybrid]\n[precompute]\nactive_days = 20\n"
+        "[models.hybrid]\nparams = { factors = 16, max_ranker_customers = 300 }\n"
+        "[models.ease]\n[precompute]\nactive_days = 20\n"
     )
     capsys.readouterr()
     code = main(
@@ -187,7 +189,7 @@ def test_a_spark_version_is_served_like_a_local_one(
     )
     assert code == 0, capsys.readouterr().err
     err = capsys.readouterr().err
-    assert "model 'hybrid' skipped: hybrid: not trained by the Spark engine" in err
+    assert "model 'ease' skipped: ease: not trained by the Spark engine" in err
 
     registry = Registry(load_settings(Settings).registry_path)
     version = registry.current_version()
@@ -195,8 +197,13 @@ def test_a_spark_version_is_served_like_a_local_one(
     manifest = registry.manifest(version)
     assert manifest["engine"] == "spark"
     assert manifest["spark"]["source"].startswith("parquet:")
-    assert manifest["spark"]["sampled"] == {}
-    assert set(manifest["models"]) == {"popular", "buy_again", "als", "bought_together"}
+    # the hybrid's ranker learned from 300 customers, its generators from all of them
+    sampled = manifest["spark"]["sampled"]
+    assert set(sampled) == {"hybrid"}
+    assert sampled["hybrid"]["customers"] == 300 < sampled["hybrid"]["of"]
+    assert sampled["hybrid"]["of"] == manifest["counts"]["users"]
+    assert set(manifest["models"]) == {"popular", "buy_again", "als", "bought_together", "hybrid"}
+    assert manifest["default_model"] == "hybrid" and manifest.get("default_fallback") is None
     # the stored lists are for the customers active in the window, as a local run's
     from recsys.data.schema import MICROS_PER_DAY
     from recsys.store import open_store
@@ -209,6 +216,10 @@ def test_a_spark_version_is_served_like_a_local_one(
     assert 0 < len(active) < pre["of"]
 
     engine = Engine.load(registry.path(version), registry)
+    assert engine.default_model == "hybrid"
+    hybrid = engine.models["hybrid"]
+    assert isinstance(hybrid, HybridModel) and hybrid.ranker_ is not None
+    assert hybrid.train_stats_["customers"] <= 300
     customer = engine.users.ids[0]
     listed = engine.recommend(customer, 5)
     assert len(listed.items) == 5
@@ -310,3 +321,43 @@ def test_spark_generator_states_equal_the_local_ones(
         np.testing.assert_allclose(b.item_factors, a.item_factors, atol=2e-3)
         assert a.ease is not None and b.ease is not None
         np.testing.assert_allclose(b.ease, a.ease, atol=1e-5)
+
+
+class _SparkHybrid(HybridModel):
+    """The hybrid as the Spark engine fits it: generators from Spark, the ranker from a
+    sample of customers (all of them unless ``max_ranker_customers``)."""
+
+    session: Any = None
+
+    def fit(self, data: TrainingData) -> Self:
+        from training.spark.state import SparkStates, generator_events, sample_events
+
+        events = generator_events(_indexed(self.session, data)).cache()
+        try:
+            customers = self.max_ranker_customers or data.n_users
+            sample, _ = sample_events(events, data.n_users, customers, seed=self.seed)
+            states = SparkStates(events, data.n_users, data.n_items)
+            return self.fit_sampled(sample, data.as_of / MICROS_PER_DAY, states)
+        finally:
+            events.unpersist()
+
+
+def test_the_spark_hybrids_recall_is_within_five_percent_of_the_local_one(
+    spark: Any, sample_events: Any
+) -> None:
+    from recsys.evaluation.protocol import evaluate_models
+
+    events, catalog = sample_events
+    cut = int(events.ts.max()) - 30 * MICROS_PER_DAY
+    cut -= cut % MICROS_PER_DAY
+    params = {"factors": 16}
+    remote = _SparkHybrid(**params)
+    remote.session = spark
+    result = evaluate_models(
+        events, {"local": HybridModel(**params), "spark": remote}, cut=cut, k=10, catalog=catalog
+    )
+    local, distributed = result["local"].all_items, result["spark"].all_items
+    print({"local": local, "spark": distributed})
+    assert local["recall"] > 0.1  # the sample has signal to lose
+    for metric in ("recall", "ndcg"):
+        assert distributed[metric] >= 0.95 * local[metric], (metric, distributed, local)

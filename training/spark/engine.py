@@ -3,7 +3,8 @@ the events, published in the same version format as :func:`training.pipeline.run
 
 Stages (timed into the manifest like the local run's): **read** (Spark reads the events),
 **build** (the weighted matrix and the vocabularies, in Spark SQL), **fit** (each model's
-Spark job, then the model assembled on the driver), **publish** and **promote**. There is no
+Spark job, then the model assembled on the driver; the hybrid's ranker learns from a sample of
+customers, said in the manifest's ``spark.sampled``), **publish** and **promote**. There is no
 holdout evaluation yet (the manifest says so under ``evaluation.skipped``); the promotion gate
 then promotes, as for a first version.
 """
@@ -39,7 +40,8 @@ from training.spark import jobs
 from training.spark.session import SparkOptions, read_events, start
 
 #: Model classes the Spark engine trains (registry names); others are skipped with a notice.
-DISTRIBUTED = ("als", "cooccurrence", "popular", "trending", "buy_again")
+#: The hybrid's ranker learns from a sample of customers (:func:`_fit_hybrid`).
+DISTRIBUTED = ("als", "cooccurrence", "popular", "trending", "buy_again", "hybrid")
 
 #: What serves when the configured default is not trained here, first trained first.
 SPARK_FALLBACKS = ("als", "popular", "trending")
@@ -142,8 +144,11 @@ def run_spark_training(
             with progress.stage("build"):
                 data, ev = _build(raw, config, as_of, catalog)
             skipped: dict[str, str] = {}
+            sampled: dict[str, dict[str, Any]] = {}
             with progress.stage("fit"):
-                fitted, fit_info = _fit_all(config, data, ev, skipped=skipped, notify=notify)
+                fitted, fit_info = _fit_all(
+                    config, data, ev, skipped=skipped, sampled=sampled, notify=notify
+                )
                 # whose lists are stored: found here, while the session runs
                 active = jobs.active_users(ev, data.as_of, config.precompute.active_days)
         finally:
@@ -182,9 +187,9 @@ def run_spark_training(
                     "source": source,
                     "distributed": sorted(fitted),
                     "not_distributed": sorted(skipped),
-                    # nothing here is fitted on a sample of customers: the models Spark
-                    # cannot train are skipped, not sampled
-                    "sampled": {},
+                    # what learned from a sample of customers (the hybrid's ranker); the
+                    # models Spark cannot train are skipped, not sampled
+                    "sampled": sampled,
                     # the manifest's cpu_seconds: this (driver) process's; the executors'
                     # are in Spark's own UI and event log
                     "cpu_seconds": "driver only",
@@ -295,9 +300,11 @@ def _fit_all(
     ev: Any,
     *,
     skipped: dict[str, str],
+    sampled: dict[str, dict[str, Any]],
     notify: Notify,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Fit every enabled model that has a Spark implementation; skip the others."""
+    """Fit every enabled model that has a Spark implementation; skip the others. What a
+    model learned from a sample of customers is said in ``sampled``."""
     from training.pipeline import _make
 
     fitted: dict[str, Any] = {}
@@ -314,7 +321,10 @@ def _fit_all(
         model = _make(name, config)
         start_time = time.perf_counter()
         try:
-            _FITS[kind](model, data, ev)
+            if kind == "hybrid":
+                sampled[name] = _fit_hybrid(model, data, ev, config)
+            else:
+                _FITS[kind](model, data, ev)
         except ModelError as exc:
             skipped[name] = str(exc)
             notify(f"notice: model {name!r} skipped: {exc}")
@@ -426,6 +436,41 @@ def _fit_buy_again(model: Any, data: SparkData, ev: Any) -> None:
     item_interval[p["item_index"]] = p["item_interval"]
     model.item_interval_ = item_interval
     model.as_of_ = int(data.as_of)
+
+
+def _fit_hybrid(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> dict[str, Any]:
+    """The hybrid: its generators count every customer's events in Spark
+    (:class:`~training.spark.state.SparkStates`), its ranker learns from the candidates and
+    labels of a sample of customers collected to the driver. Returns the manifest's entry for
+    the sample."""
+    from recsys.models.hybrid import prediction_threads
+    from training.pipeline import _thread_limit, _threads
+    from training.spark.state import (
+        SPARK_RANKER_CUSTOMERS,
+        SparkStates,
+        generator_events,
+        sample_events,
+    )
+
+    if data.n_users == 0:
+        raise ModelError(f"{model.name}: needs customers, and the training data has none")
+    threads = _threads(config)
+    events = generator_events(ev).cache()
+    try:
+        customers = model.max_ranker_customers or SPARK_RANKER_CUSTOMERS
+        sample, drawn = sample_events(events, data.n_users, customers, seed=model.seed)
+        states = SparkStates(events, data.n_users, data.n_items, threads=threads)
+        with prediction_threads(threads), _thread_limit(config):
+            model.fit_sampled(sample, data.as_of / MICROS_PER_DAY, states)
+    finally:
+        events.unpersist()
+    return {
+        "customers": drawn,
+        "of": data.n_users,
+        "learns": "the ranker and its calibration, from these customers' candidates and "
+        "purchases; the candidate generators count every customer's events in Spark, and "
+        "their ALS and EASE solve on the driver",
+    }
 
 
 _FITS = {
