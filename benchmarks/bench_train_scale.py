@@ -11,10 +11,13 @@ Configurations:
 * ``default``: ``training/configs/default.toml`` (the hybrid serves; evaluation on);
 * ``comparable``: the models the Spark engine trains (popular, trending, buy_again, als,
   bought_together; ``default_model = "als"``; no evaluation: the Spark engine does not
-  evaluate), so local and Spark do the same work.
+  evaluate), so local and Spark do the same work;
+* ``hybrid``: ``comparable`` plus the default configuration's hybrid, which serves (on Spark
+  its ranker learns from a sample of customers, all of them up to its
+  ``max_ranker_customers``).
 
 Run: ``nice -n 10 .venv/bin/python -m benchmarks.bench_train_scale --events 100000 --items
-10000 --users 10000 [--engine local|spark] [--config default|comparable]``; prints one row.
+10000 --users 10000 [--engine local|spark] [--config default|comparable|hybrid]``; prints one row.
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ params = { factors = 64, iterations = 15 }
 model = "cooccurrence"
 params = { source = "basket" }
 """
+
+
+def hybrid_config() -> str:
+    """:data:`COMPARABLE` with the default configuration's ``[models.hybrid]`` serving."""
+    default = Path(__file__).resolve().parents[1] / "training/configs/default.toml"
+    section = re.search(r"^\[models\.hybrid\]\n(?:[^\[].*\n|\n)*", default.read_text(), re.M)
+    assert section is not None, "training/configs/default.toml has no [models.hybrid]"
+    return COMPARABLE.replace('default_model = "als"', 'default_model = "hybrid"') + section[0]
 
 
 def _tree_rss_kib(root: int) -> int:
@@ -145,16 +156,16 @@ def main() -> None:
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--engine", choices=("local", "spark"), default="local")
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--config", choices=("default", "comparable"), default="default")
+    parser.add_argument("--config", choices=("default", "comparable", "hybrid"), default="default")
     parser.add_argument("--home", type=Path, help="reuse this state folder's store")
     args = parser.parse_args()
     recsys = str(Path(sys.executable).with_name("recsys"))
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     env = prepare_store(home, events=args.events, items=args.items, users=args.users)
     cmd = [recsys, "train", "--no-promote"]
-    if args.config == "comparable":
-        config = home / "comparable.toml"
-        config.write_text(COMPARABLE)
+    if args.config != "default":
+        config = home / f"{args.config}.toml"
+        config.write_text(COMPARABLE if args.config == "comparable" else hybrid_config())
         cmd += ["--config", str(config)]
     if args.engine == "spark":
         cmd += ["--engine", "spark", "--master", args.master]

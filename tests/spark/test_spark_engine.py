@@ -288,7 +288,10 @@ def test_spark_generator_states_equal_the_local_ones(
     data = build_training_data(events, InteractionConfig(), catalog=catalog)
     ev = EventArrays.from_training_data(data)
     local = LocalStates(ev, data.n_users, data.n_items)
-    remote = SparkStates(generator_events(_indexed(spark, data)), data.n_users, data.n_items)
+    # on 2 threads the co-occurrence's Spark jobs run beside the driver's solves
+    threads = 2 if source == "synthetic" else 1
+    events = generator_events(_indexed(spark, data))
+    remote = SparkStates(events, data.n_users, data.n_items, threads=threads)
     settings = GeneratorSettings(factors=8, als_iterations=4, cooc_neighbours=20)
     as_of_day = data.as_of / MICROS_PER_DAY
     cut = as_of_day - 21.3

@@ -109,19 +109,19 @@ class SparkStates:
             .cache()
         )
         try:
-            counts = self._counts(ev, triples, as_of_day, settings)
-            cooc = self._cooccurrence(triples, settings)
+            # the co-occurrence's Spark jobs run while the driver solves ALS and EASE
+            return GeneratorState.from_counts(
+                self._counts(ev, triples, as_of_day, settings),
+                lambda: self._cooccurrence(triples, settings),
+                as_of_day,
+                settings,
+                warm_from=warm_from,
+                ease_from=ease_from,
+                notes=notes,
+                beside_solves=self.threads >= 2,
+            )
         finally:
             triples.unpersist()
-        return GeneratorState.from_counts(
-            counts,
-            lambda: cooc,
-            as_of_day,
-            settings,
-            warm_from=warm_from,
-            ease_from=ease_from,
-            notes=notes,
-        )
 
     def _counts(
         self, ev: DataFrame, triples: DataFrame, as_of_day: float, settings: GeneratorSettings
