@@ -46,3 +46,39 @@ def test_spark_without_java_says_how_to_install_it(
 def test_spark_options_need_the_spark_engine(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--events", "/nowhere"]) == 2
     assert "--events and --jdbc-jar are options of --engine spark" in capsys.readouterr().err
+
+
+def test_the_spark_engine_holds_the_serving_versions_repeat_first_choice(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The serving version's repeat-first choice reaches the hybrid the Spark engine fits,
+    as it reaches a local run's (the fit itself is tested in tests/spark)."""
+    from recsys.models.hybrid import HybridModel, RepeatChoice
+    from training.config import load_training_config
+    from training.spark import engine
+
+    path = tmp_path / "hybrid.toml"
+    path.write_text('default_model = "hybrid"\n[models.hybrid]\n[models.ease]\n')
+    config = load_training_config(path)
+    fitted: list[HybridModel] = []
+
+    def fit(model: HybridModel, *args: Any) -> dict[str, Any]:
+        fitted.append(model)
+        return {"customers": 1, "of": 1}
+
+    monkeypatch.setattr(engine, "_fit_hybrid", fit)
+    choice = RepeatChoice(first=True, t=3.0)
+    skipped: dict[str, str] = {}
+    sampled: dict[str, dict[str, Any]] = {}
+    models, _ = engine._fit_all(
+        config,
+        None,  # type: ignore[arg-type]  (read by _fit_hybrid only, replaced here)
+        None,
+        skipped=skipped,
+        sampled=sampled,
+        held={"hybrid": choice},
+        notify=lambda _: None,
+    )
+    assert set(models) == {"hybrid"} and set(skipped) == {"ease"}
+    assert fitted[0]._previous_choice == choice
+    assert sampled == {"hybrid": {"customers": 1, "of": 1}}

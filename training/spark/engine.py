@@ -28,11 +28,13 @@ from recsys.store.base import EventStore
 from training.config import TrainingConfig, check_model_params
 from training.pipeline import (
     CatalogRead,
+    Choices,
     Fitted,
     Notify,
     TrainingResult,
     _jsonable,
     _Progress,
+    _serving_choices,
     _stderr,
     publish_run,
 )
@@ -145,9 +147,11 @@ def run_spark_training(
                 data, ev = _build(raw, config, as_of, catalog)
             skipped: dict[str, str] = {}
             sampled: dict[str, dict[str, Any]] = {}
+            # the serving version's repeat-first choices, held as a local run holds them
+            held = _serving_choices(registry, config)
             with progress.stage("fit"):
                 fitted, fit_info = _fit_all(
-                    config, data, ev, skipped=skipped, sampled=sampled, notify=notify
+                    config, data, ev, skipped=skipped, sampled=sampled, held=held, notify=notify
                 )
                 # whose lists are stored: found here, while the session runs
                 active = jobs.active_users(ev, data.as_of, config.precompute.active_days)
@@ -301,10 +305,12 @@ def _fit_all(
     *,
     skipped: dict[str, str],
     sampled: dict[str, dict[str, Any]],
+    held: Choices,
     notify: Notify,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Fit every enabled model that has a Spark implementation; skip the others. What a
-    model learned from a sample of customers is said in ``sampled``."""
+    model learned from a sample of customers is said in ``sampled``; ``held``: the serving
+    version's choices (:func:`training.pipeline._serving_choices`)."""
     from training.pipeline import _make
 
     fitted: dict[str, Any] = {}
@@ -318,7 +324,7 @@ def _fit_all(
             )
             notify(f"notice: model {name!r} skipped: {skipped[name]}")
             continue
-        model = _make(name, config)
+        model = _make(name, config, held)
         start_time = time.perf_counter()
         try:
             if kind == "hybrid":
