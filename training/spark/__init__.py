@@ -8,11 +8,15 @@ manifest says (``engine: spark``). What runs where:
 Spark (distributed)         reading the events (PostgreSQL over JDBC, or a Parquet
                             export), the weighted customer × product matrix (Spark SQL),
                             ALS (MLlib, ``implicitPrefs``), co-occurrence lists,
-                            popularity and trending, buy-again intervals
-the driver (one machine)    the vocabularies, assembling the models, the precomputed
-                            top lists and indexes, publishing
-not trained                 models without a Spark implementation (the hybrid, EASE, BPR):
-                            skipped with a notice; the manifest's ``spark.not_distributed``
+                            popularity and trending, buy-again intervals, the hybrid's
+                            generator counts per label window (:mod:`.state`)
+the driver (one machine)    the vocabularies, assembling the models, the hybrid's ALS and
+                            EASE solves on those counts and its ranker on a sample of
+                            customers (the manifest's ``spark.sampled``), the
+                            precomputed top lists and indexes, publishing
+not trained                 models without a Spark implementation (EASE, BPR, content,
+                            repeat): skipped with a notice; the manifest's
+                            ``spark.not_distributed``
 ==========================  =========================================================
 
 PySpark is an optional extra (``pip install 'recsys-engine[spark]'``) and needs a Java
