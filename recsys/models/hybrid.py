@@ -847,9 +847,7 @@ class HybridModel(Recommender):
         ``previous_choice``: see :meth:`hold_choice`; ``test_order``: see
         :meth:`without_order_test`."""
         first_day = float(ev.day[ev.purchase].min())
-        span = as_of_day - first_day
-        # a short history still gets a split: at most a third of it becomes the label window
-        label_days = min(self.label_days, span / 3.0)
+        label_days = self.label_window(first_day, as_of_day)
         newest = as_of_day - label_days
         if (
             label_days <= 0
@@ -939,6 +937,12 @@ class HybridModel(Recommender):
         self.calibrator_ = calibrator
         self.calibrated_ = True
         return state
+
+    def label_window(self, first_purchase_day: float, as_of_day: float) -> float:
+        """The length in days of the ranker's label windows for a history from
+        ``first_purchase_day`` to ``as_of_day``: ``label_days``, or a third of a shorter
+        history (the newest window then starts ``as_of_day`` minus this)."""
+        return min(self.label_days, (as_of_day - first_purchase_day) / 3.0)
 
     def _record_gate(self, gate: tuple[float, float, float] | None, *, held: bool) -> None:
         """Keep the repeat-first test's numbers in ``train_stats_`` and log its choice

@@ -201,7 +201,8 @@ def test_a_spark_version_is_served_like_a_local_one(
     sampled = manifest["spark"]["sampled"]
     assert set(sampled) == {"hybrid"}
     assert sampled["hybrid"]["customers"] == 300 < sampled["hybrid"]["of"]
-    assert sampled["hybrid"]["of"] == manifest["counts"]["users"]
+    # drawn among the customers with history before the newest label window
+    assert sampled["hybrid"]["of"] < manifest["counts"]["users"]
     assert set(manifest["models"]) == {"popular", "buy_again", "als", "bought_together", "hybrid"}
     assert manifest["default_model"] == "hybrid" and manifest.get("default_fallback") is None
     # the stored lists are for the customers active in the window, as a local run's
@@ -333,12 +334,18 @@ class _SparkHybrid(HybridModel):
     session: Any = None
 
     def fit(self, data: TrainingData) -> Self:
-        from training.spark.state import SparkStates, generator_events, sample_events
+        from training.spark.state import (
+            SparkStates,
+            generator_events,
+            ranker_customers,
+            sample_events,
+        )
 
         events = generator_events(_indexed(self.session, data)).cache()
         try:
-            customers = self.max_ranker_customers or data.n_users
-            sample, _ = sample_events(events, data.n_users, customers, seed=self.seed)
+            pool = ranker_customers(events, None)
+            customers = self.max_ranker_customers or len(pool)
+            sample, _ = sample_events(events, pool, customers, seed=self.seed)
             states = SparkStates(events, data.n_users, data.n_items)
             return self.fit_sampled(sample, data.as_of / MICROS_PER_DAY, states)
         finally:

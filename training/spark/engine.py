@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recsys.data.schema import MICROS_PER_DAY, CatalogItem, from_micros
+from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, from_micros
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError, DataError, ModelError
 from recsys.registry import Registry
@@ -449,32 +449,44 @@ def _fit_hybrid(model: Any, data: SparkData, ev: Any, config: TrainingConfig) ->
     (:class:`~training.spark.state.SparkStates`), its ranker learns from the candidates and
     labels of a sample of customers collected to the driver. Returns the manifest's entry for
     the sample."""
+    from pyspark.sql import functions as f
+
     from recsys.models.hybrid import prediction_threads
     from training.pipeline import _thread_limit, _threads
     from training.spark.state import (
         SPARK_RANKER_CUSTOMERS,
         SparkStates,
         generator_events,
+        ranker_customers,
         sample_events,
     )
 
     if data.n_users == 0:
         raise ModelError(f"{model.name}: needs customers, and the training data has none")
     threads = _threads(config)
+    as_of_day = data.as_of / MICROS_PER_DAY
     events = generator_events(ev).cache()
     try:
+        # drawn among the customers with history before the newest label window, as the
+        # local fit draws in each window among those with history before it
+        first = events.where(f.col("event_type") == PURCHASE).agg(f.min("day")).first()
+        newest = None
+        if first is not None and first[0] is not None:
+            newest = as_of_day - model.label_window(float(first[0]), as_of_day)
+        pool = ranker_customers(events, newest)
         customers = model.max_ranker_customers or SPARK_RANKER_CUSTOMERS
-        sample, drawn = sample_events(events, data.n_users, customers, seed=model.seed)
+        sample, drawn = sample_events(events, pool, customers, seed=model.seed)
         states = SparkStates(events, data.n_users, data.n_items, threads=threads)
         with prediction_threads(threads), _thread_limit(config):
-            model.fit_sampled(sample, data.as_of / MICROS_PER_DAY, states)
+            model.fit_sampled(sample, as_of_day, states)
     finally:
         events.unpersist()
     return {
         "customers": drawn,
-        "of": data.n_users,
+        "of": len(pool),
         "learns": "the ranker and its calibration, from these customers' candidates and "
-        "purchases; the candidate generators count every customer's events in Spark, and "
+        "purchases (drawn among the customers with history before the newest label "
+        "window); the candidate generators count every customer's events in Spark, and "
         "their ALS and EASE solve on the driver",
     }
 

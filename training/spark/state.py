@@ -282,11 +282,21 @@ class SparkStates:
         return cooc
 
 
+def ranker_customers(events: DataFrame, before: float | None) -> NDArray[np.intp]:
+    """The customers a hybrid's ranker can learn from (sorted indices): those with an event
+    before day ``before``, the newest label window's start (``None``: every customer with an
+    event). A customer whose history starts later has no candidates at any window."""
+    f = _f()
+    frame = events if before is None else events.where(f.col("day") < before)
+    table = frame.select("u").distinct().toArrow()
+    return np.sort(np.asarray(table.column("u"), dtype=np.intp))
+
+
 def sample_events(
-    events: DataFrame, n_users: int, customers: int, *, seed: int | None
+    events: DataFrame, pool: NDArray[np.intp], customers: int, *, seed: int | None
 ) -> tuple[EventArrays, int]:
     """The events (:func:`generator_events`' frame) of ``customers`` customers drawn at
-    random (all of them when there are no more), collected to the driver.
+    random from ``pool`` (all of them when it holds no more), collected to the driver.
 
     Returns
     -------
@@ -294,14 +304,13 @@ def sample_events(
         The sample's events in time order, and the number of customers drawn.
     """
     f = _f()
-    frame = events
-    drawn = n_users
-    if customers < n_users:
-        picked = np.random.default_rng(seed).choice(n_users, size=customers, replace=False)
-        spark = events.sparkSession
-        who = spark.createDataFrame([(int(u),) for u in np.sort(picked)], "u int")
-        frame = events.join(f.broadcast(who), on="u")
-        drawn = customers
+    picked = pool
+    if customers < len(pool):
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.choice(pool, size=customers, replace=False))
+    spark = events.sparkSession
+    who = spark.createDataFrame([(int(u),) for u in picked], "u int")
+    frame = events.join(f.broadcast(who), on="u")
     table = frame.select("u", "i", "ts", "event_type", "order_id", "price").toArrow()
     u = np.asarray(table.column("u"), dtype=np.intp)
     i = np.asarray(table.column("i"), dtype=np.intp)
@@ -320,4 +329,4 @@ def sample_events(
         order_id=order_id[order],
         price=price[order],
     )
-    return sample, drawn
+    return sample, len(picked)
