@@ -94,19 +94,18 @@ def _run(cmd: list[str], env: dict[str, str]) -> tuple[str, dict[str, float]]:
     (GNU time's, and the peak of the whole process tree sampled every 0.5 s)."""
     import time
 
-    proc_ = subprocess.Popen(
-        ["/usr/bin/time", "-v", *cmd], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    tree_peak = 0
-    while proc_.poll() is None:
-        tree_peak = max(tree_peak, _tree_rss_kib(proc_.pid))
-        time.sleep(0.5)
-    stdout, stderr = proc_.communicate()
-    proc = subprocess.CompletedProcess(proc_.args, proc_.returncode, stdout, stderr)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    err = proc.stderr
+    # the child's output goes to files, not pipes: Spark's JVM logs enough warnings to fill a
+    # pipe's buffer while this loop samples memory, and then blocks on its next line
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as log:
+        proc_ = subprocess.Popen(["/usr/bin/time", "-v", *cmd], env=env, stdout=out, stderr=log)
+        tree_peak = 0
+        while proc_.poll() is None:
+            tree_peak = max(tree_peak, _tree_rss_kib(proc_.pid))
+            time.sleep(0.5)
+        log.seek(0)
+        err = log.read()
+    if proc_.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc_.returncode}):\n{err[-3000:]}")
 
     def grab(label: str) -> float:
         found = re.search(rf"{re.escape(label)}: ([0-9:.]+)", err)
