@@ -66,7 +66,7 @@ def test_the_spark_engine_holds_the_serving_versions_repeat_first_choice(
         fitted.append(model)
         return {"customers": 1, "of": 1}
 
-    monkeypatch.setattr(engine, "_fit_hybrid", fit)
+    monkeypatch.setitem(engine._FITS, "hybrid", fit)
     choice = RepeatChoice(first=True, t=3.0)
     skipped: dict[str, str] = {}
     sampled: dict[str, dict[str, Any]] = {}

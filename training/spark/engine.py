@@ -12,7 +12,7 @@ then promotes, as for a first version.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -327,15 +327,14 @@ def _fit_all(
         model = _make(name, config, held)
         start_time = time.perf_counter()
         try:
-            if kind == "hybrid":
-                sampled[name] = _fit_hybrid(model, data, ev, config)
-            else:
-                _FITS[kind](model, data, ev)
+            sample = _FITS[kind](model, data, ev, config)
         except ModelError as exc:
             skipped[name] = str(exc)
             notify(f"notice: model {name!r} skipped: {exc}")
             continue
         fitted[name] = model
+        if sample is not None:
+            sampled[name] = sample
         info[name] = {
             "name": name,
             "model": kind,
@@ -347,7 +346,7 @@ def _fit_all(
     return fitted, info
 
 
-def _fit_als(model: Any, data: SparkData, ev: Any) -> None:
+def _fit_als(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:
     if data.n_users == 0:
         raise ModelError(f"{model.name}: needs customers, and the training data has none")
     model.user_factors_, model.item_factors_ = jobs.als_factors(
@@ -364,7 +363,7 @@ def _fit_als(model: Any, data: SparkData, ev: Any) -> None:
     model._gram = None
 
 
-def _fit_cooccurrence(model: Any, data: SparkData, ev: Any) -> None:
+def _fit_cooccurrence(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:
     from recsys.models.cooccurrence import NORMALISATIONS, SOURCES
 
     if model.source not in SOURCES:
@@ -395,7 +394,7 @@ def _fit_cooccurrence(model: Any, data: SparkData, ev: Any) -> None:
     model.counts_, model.item_baskets_, model.n_baskets_ = None, None, n_baskets
 
 
-def _fit_popular(model: Any, data: SparkData, ev: Any) -> None:
+def _fit_popular(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:
     from recsys.models.popular import DEFAULT_EVENT_WEIGHTS
 
     weights = model.weights or DEFAULT_EVENT_WEIGHTS
@@ -407,7 +406,7 @@ def _fit_popular(model: Any, data: SparkData, ev: Any) -> None:
     model._store(data, scores, scores > 0)
 
 
-def _fit_trending(model: Any, data: SparkData, ev: Any) -> None:
+def _fit_trending(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:
     from recsys.models.popular import DEFAULT_EVENT_WEIGHTS
 
     weights = model.weights or DEFAULT_EVENT_WEIGHTS
@@ -429,7 +428,7 @@ def _fit_trending(model: Any, data: SparkData, ev: Any) -> None:
     model._store(data, scores, recent > 0)
 
 
-def _fit_buy_again(model: Any, data: SparkData, ev: Any) -> None:
+def _fit_buy_again(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:
     if data.n_users == 0:
         raise ModelError(f"{model.name}: needs customers, and the training data has none")
     p = jobs.buy_again_pairs(ev, min_purchases=model.min_purchases)
@@ -491,12 +490,15 @@ def _fit_hybrid(model: Any, data: SparkData, ev: Any, config: TrainingConfig) ->
     }
 
 
-_FITS = {
+#: Each model's Spark fit: it returns the manifest's entry for what it learned from a sample
+#: of customers (``spark.sampled``), or ``None`` when it learned from all of them.
+_FITS: dict[str, Callable[[Any, SparkData, Any, TrainingConfig], dict[str, Any] | None]] = {
     "als": _fit_als,
     "cooccurrence": _fit_cooccurrence,
     "popular": _fit_popular,
     "trending": _fit_trending,
     "buy_again": _fit_buy_again,
+    "hybrid": _fit_hybrid,
 }
 
 
