@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -289,64 +289,30 @@ def evaluate_models(
     data = build_training_data(
         split.train, interaction_config or InteractionConfig(), as_of=cut, catalog=list(catalog)
     )
-    truth = _truth(split.test, data, users, max_users=max_users, seed=seed)
-    if truth.n_users == 0:
+    candidates = sorted(set(split.test.user_id.astype(str).tolist()))
+    if users == "both_periods":
+        bought = data.events.event_type == PURCHASE
+        before = set(data.events.user_id[bought].astype(str).tolist())
+        candidates = [u for u in candidates if u in before and u in data.users]
+    purchased = split.train.event_type == PURCHASE
+    holdout = Holdout.of(
+        data,
+        candidates,
+        test=Bought(split.test.user_id, split.test.item_id),
+        before=Bought(split.train.user_id[purchased], split.train.item_id[purchased]),
+        cut=cut,
+        k=k,
+        max_users=max_users,
+        seed=seed,
+        segments=segments,
+        n_train_events=len(split.train),
+        horizon=horizon,
+    )
+    if holdout.n_users == 0:
         who = "also bought before" if users == "both_periods" else "is in the training data"
         raise DataError(
             f"no customer to evaluate: nobody who bought on or after "
             f"{from_micros(cut).date()} {who}"
-        )
-    bought_before = _bought_before(split.train, data.items, truth)
-    relevant_new = _new_only(truth.relevant, bought_before)
-    history = _history_rows(data, truth.user_index)
-    item_users = np.diff(sp.csc_matrix(data.interactions).indptr)
-    segment_of = (
-        np.array([segments.get(u, "(none)") for u in truth.user_ids], dtype=object)
-        if segments is not None
-        else None
-    )
-
-    def measure_all(named: list[tuple[str, Recommender]], fit_seconds: float) -> list[ModelResult]:
-        """Score fitted models (one model and its variants) on every evaluated customer."""
-        ranked = _rank(
-            [model for _, model in named], truth.user_index, history, bought_before, k, cut
-        )
-        return [
-            measure(name, lists, new_lists, seconds, fit_seconds)
-            for (name, _), (lists, new_lists, seconds) in zip(named, ranked, strict=True)
-        ]
-
-    def measure(
-        name: str,
-        lists: NDArray[np.intp],
-        new_lists: NDArray[np.intp],
-        score_seconds: float,
-        fit_seconds: float,
-    ) -> ModelResult:
-        """One model's result from its lists."""
-        per_user = M.ranking_metrics(lists, truth.relevant, k)
-        per_user_new = M.ranking_metrics(new_lists, relevant_new, k)
-        by_segment: dict[str, dict[str, Any]] = {}
-        if segment_of is not None:
-            for seg in sorted(set(segment_of.tolist())):
-                mask = segment_of == seg
-                by_segment[seg] = {
-                    "users": int(mask.sum()),
-                    "all": M.mean_metrics({m: v[mask] for m, v in per_user.items()}),
-                    "new": M.mean_metrics({m: v[mask] for m, v in per_user_new.items()}),
-                }
-        return ModelResult(
-            name=name,
-            all_items=M.mean_metrics(per_user),
-            new_items=M.mean_metrics(per_user_new),
-            coverage=M.catalog_coverage(lists, data.n_items),
-            novelty=M.novelty(lists, item_users, data.n_users),
-            gini=M.gini(M.exposure(lists, data.n_items)),
-            fit_seconds=fit_seconds,
-            score_seconds=score_seconds,
-            segments=by_segment,
-            all_items_ci95={m: M.mean_ci(v) for m, v in per_user.items()},
-            new_items_ci95={m: M.mean_ci(v) for m, v in per_user_new.items()},
         )
 
     results = []
@@ -368,22 +334,192 @@ def evaluate_models(
                 continue
             fit_seconds = time.perf_counter() - start
             others = variants(name, model) if variants is not None else {}
-            results.extend(measure_all([(name, model), *others.items()], fit_seconds))
+            results.extend(holdout.measure([(name, model), *others.items()], fit_seconds))
+    return holdout.result(results, skipped)
 
-    return EvaluationResult(
-        cut=cut,
-        k=k,
-        n_users=truth.n_users,
-        n_users_new=int(np.count_nonzero(np.diff(relevant_new.indptr))),
-        n_items=data.n_items,
-        n_train_events=len(split.train),
-        n_test_purchases=truth.n_purchases,
-        models=results,
-        skipped=skipped,
-        horizon=horizon,
-        n_users_eligible=truth.n_eligible,
-        sample_seed=seed if truth.n_eligible > truth.n_users else None,
-    )
+
+class Bought(NamedTuple):
+    """Purchase lines: the customer and the product of each (two aligned arrays of ids)."""
+
+    user_id: NDArray[Any]
+    item_id: NDArray[Any]
+
+
+class Holdout:
+    """The customers a holdout evaluates, what they bought after the cut, and the measuring of
+    a fitted model's lists on them: the steps 3 to 6 of the protocol (module docstring).
+
+    :func:`evaluate_models` builds one from an event log; an engine that keeps its events
+    elsewhere (the Spark engine) builds one from the purchases it collected, and measures its
+    own fits with :meth:`measure`.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        truth: _Truth,
+        bought_before: sp.csr_matrix,
+        *,
+        cut: int,
+        k: int,
+        segments: Mapping[str, str] | None,
+        n_train_events: int,
+        horizon: int | None,
+    ) -> None:
+        self.data = data
+        self.truth = truth
+        self.bought_before = bought_before
+        self.relevant_new = _new_only(truth.relevant, bought_before)
+        self.history = _history_rows(data, truth.user_index)
+        self.item_users = np.diff(sp.csc_matrix(data.interactions).indptr)
+        self.segment_of = (
+            np.array([segments.get(u, "(none)") for u in truth.user_ids], dtype=object)
+            if segments is not None
+            else None
+        )
+        self.cut, self.k, self.n_train_events, self.horizon = cut, k, n_train_events, horizon
+
+    @classmethod
+    def of(
+        cls,
+        data: Any,
+        customers: Iterable[str],
+        *,
+        test: Bought,
+        before: Bought,
+        cut: int,
+        k: int,
+        max_users: int | None = None,
+        seed: int = 0,
+        segments: Mapping[str, str] | None = None,
+        n_train_events: int,
+        horizon: int | None = None,
+    ) -> Holdout:
+        """The holdout of ``customers`` (a sample of ``max_users`` of them, with ``seed``).
+
+        Parameters
+        ----------
+        data
+            The training data the models are fitted on (a
+            :class:`~recsys.data.interactions.TrainingData`, or an engine's equivalent with
+            its ``users``, ``items``, ``interactions``, ``n_users`` and ``n_items``).
+        customers
+            The eligible customers' ids.
+        test
+            The purchases on or after the cut (at least those of ``customers``).
+        before
+            The purchases before the cut (at least those of ``customers``), whatever the
+            training filters kept: what each customer had bought, for the new-items metrics.
+        cut, k, max_users, seed, segments, horizon
+            As for :func:`evaluate_models`.
+        n_train_events
+            The number of events before the cut, for the result.
+
+        Returns
+        -------
+        Holdout
+            Ready to :meth:`measure` models fitted on ``data``.
+        """
+        truth = _truth(test, data.items, data.users, customers, max_users=max_users, seed=seed)
+        return cls(
+            data,
+            truth,
+            _bought_before(before, data.items, truth),
+            cut=cut,
+            k=k,
+            segments=segments,
+            n_train_events=n_train_events,
+            horizon=horizon,
+        )
+
+    @property
+    def n_users(self) -> int:
+        """The number of customers evaluated."""
+        return self.truth.n_users
+
+    def measure(
+        self, named: list[tuple[str, Recommender]], fit_seconds: float
+    ) -> list[ModelResult]:
+        """Score fitted models (one model and its variants, which read its scoring of each
+        batch: see :func:`evaluate_models`) on every evaluated customer.
+
+        Parameters
+        ----------
+        named
+            ``(name, model)`` pairs, each fitted on the holdout's ``data``.
+        fit_seconds
+            The seconds their fit took, for their results.
+
+        Returns
+        -------
+        list of ModelResult
+            One per pair, in order.
+        """
+        truth = self.truth
+        ranked = _rank(
+            [model for _, model in named],
+            truth.user_index,
+            self.history,
+            self.bought_before,
+            self.k,
+            self.cut,
+        )
+        return [
+            self._result(name, lists, new_lists, seconds, fit_seconds)
+            for (name, _), (lists, new_lists, seconds) in zip(named, ranked, strict=True)
+        ]
+
+    def result(self, models: list[ModelResult], skipped: Mapping[str, str]) -> EvaluationResult:
+        """The evaluation of ``models`` (measured here) and of the ``skipped`` ones."""
+        return EvaluationResult(
+            cut=self.cut,
+            k=self.k,
+            n_users=self.truth.n_users,
+            n_users_new=int(np.count_nonzero(np.diff(self.relevant_new.indptr))),
+            n_items=self.data.n_items,
+            n_train_events=self.n_train_events,
+            n_test_purchases=self.truth.n_purchases,
+            models=models,
+            skipped=dict(skipped),
+            horizon=self.horizon,
+            n_users_eligible=self.truth.n_eligible,
+            sample_seed=self.truth.seed if self.truth.n_eligible > self.truth.n_users else None,
+        )
+
+    def _result(
+        self,
+        name: str,
+        lists: NDArray[np.intp],
+        new_lists: NDArray[np.intp],
+        score_seconds: float,
+        fit_seconds: float,
+    ) -> ModelResult:
+        """One model's result from its lists."""
+        k, data = self.k, self.data
+        per_user = M.ranking_metrics(lists, self.truth.relevant, k)
+        per_user_new = M.ranking_metrics(new_lists, self.relevant_new, k)
+        by_segment: dict[str, dict[str, Any]] = {}
+        if self.segment_of is not None:
+            for seg in sorted(set(self.segment_of.tolist())):
+                mask = self.segment_of == seg
+                by_segment[seg] = {
+                    "users": int(mask.sum()),
+                    "all": M.mean_metrics({m: v[mask] for m, v in per_user.items()}),
+                    "new": M.mean_metrics({m: v[mask] for m, v in per_user_new.items()}),
+                }
+        return ModelResult(
+            name=name,
+            all_items=M.mean_metrics(per_user),
+            new_items=M.mean_metrics(per_user_new),
+            coverage=M.catalog_coverage(lists, data.n_items),
+            novelty=M.novelty(lists, self.item_users, data.n_users),
+            gini=M.gini(M.exposure(lists, data.n_items)),
+            fit_seconds=fit_seconds,
+            score_seconds=score_seconds,
+            segments=by_segment,
+            all_items_ci95={m: M.mean_ci(v) for m, v in per_user.items()},
+            new_items_ci95={m: M.mean_ci(v) for m, v in per_user_new.items()},
+        )
 
 
 def sample_customers(ids: Iterable[str], n: int, *, seed: int = 0) -> list[str]:
@@ -422,6 +558,7 @@ class _Truth:
     relevant: sp.csr_matrix  # users × (training items + items first seen after the cut)
     n_purchases: int
     n_eligible: int  # customers before any sample
+    seed: int
 
     @property
     def n_users(self) -> int:
@@ -429,54 +566,56 @@ class _Truth:
 
 
 def _truth(
-    test: EventFrame, data: TrainingData, users: str, *, max_users: int | None, seed: int
+    test: Bought,
+    items: Vocabulary,
+    users: Vocabulary,
+    customers: Iterable[str],
+    *,
+    max_users: int | None,
+    seed: int,
 ) -> _Truth:
     """The evaluated customers (a sample above ``max_users``) and the distinct items each
     bought on or after the cut."""
-    test_users = test.user_id.astype(str)
-    candidates = sorted(set(test_users.tolist()))
-    if users == "both_periods":
-        bought = data.events.event_type == PURCHASE
-        before = set(data.events.user_id[bought].astype(str).tolist())
-        candidates = [u for u in candidates if u in before and u in data.users]
+    candidates = sorted(set(customers))
     eligible = len(candidates)
     if max_users is not None:
         candidates = sample_customers(candidates, max_users, seed=seed)
     user_vocab = Vocabulary(candidates)
+    test_items = np.asarray(test.item_id).astype(str)
     # items first seen after the cut get columns past the training catalogue
-    items = data.items.extend(sorted(set(test.item_id.astype(str).tolist())))
-    rows = user_vocab.indices(test_users)
+    wide = items.extend(sorted(set(test_items.tolist())))
+    rows = user_vocab.indices(np.asarray(test.user_id).astype(str))
     keep = rows >= 0
-    cols = items.indices(test.item_id[keep].astype(str))
+    cols = wide.indices(test_items[keep])
     relevant = sp.csr_matrix(
         (np.ones(cols.size, dtype=np.float32), (rows[keep], cols)),
-        shape=(len(user_vocab), len(items)),
+        shape=(len(user_vocab), len(wide)),
     )
     relevant.sum_duplicates()
     relevant.data[:] = 1.0
     return _Truth(
         user_ids=candidates,
-        user_index=data.users.indices(candidates),
+        user_index=users.indices(candidates),
         relevant=relevant,
         n_purchases=int(keep.sum()),
         n_eligible=eligible,
+        seed=seed,
     )
 
 
-def _bought_before(train: EventFrame, items: Vocabulary, truth: _Truth) -> sp.csr_matrix:
+def _bought_before(before: Bought, items: Vocabulary, truth: _Truth) -> sp.csr_matrix:
     """``users × n_items`` binary matrix of what each customer bought before the cut."""
-    bought = train.event_type == PURCHASE
     user_vocab = Vocabulary(truth.user_ids)
-    rows = user_vocab.indices(train.user_id[bought].astype(str))
-    cols = items.indices(train.item_id[bought].astype(str))
+    rows = user_vocab.indices(np.asarray(before.user_id).astype(str))
+    cols = items.indices(np.asarray(before.item_id).astype(str))
     keep = (rows >= 0) & (cols >= 0)
-    before = sp.csr_matrix(
+    bought = sp.csr_matrix(
         (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols[keep])),
         shape=(truth.n_users, len(items)),
     )
-    before.sum_duplicates()
-    before.data[:] = 1.0
-    return before
+    bought.sum_duplicates()
+    bought.data[:] = 1.0
+    return bought
 
 
 def _new_only(relevant: sp.csr_matrix, before: sp.csr_matrix) -> sp.csr_matrix:
