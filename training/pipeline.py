@@ -51,6 +51,7 @@ from recsys.artifacts import CATALOG_READ_KEY
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, EventFrame, from_micros
 from recsys.errors import ArtifactError, DataError, ModelError, RecsysError, RegressionError
+from recsys.evaluation.protocol import EvaluationResult
 from recsys.models.hybrid import HybridModel, RepeatChoice, prediction_threads
 from recsys.models.kernels import shared_ease_solves
 from recsys.registry import Registry
@@ -805,43 +806,75 @@ def _evaluate(
     ev = config.evaluation
     if not ev.enabled:
         return {}, {"skipped": "disabled in the config"}
-    cut = as_of - int(ev.holdout_days * MICROS_PER_DAY)
-    cut -= cut % MICROS_PER_DAY  # a date a person can name, as recsys evaluate uses
-    info: dict[str, Any] = {"cut": _iso(cut), "holdout_days": ev.holdout_days, "k": ev.k}
-
-    names = config.evaluated_models()
-    not_evaluated = [n for n in config.enabled_models() if n not in names]
-    if not_evaluated:
-        info["not_evaluated"] = not_evaluated
-    chosen: dict[str, RepeatChoice] = {}
-
-    def other_order(name: str, model: Any) -> dict[str, Any]:
-        # a hybrid whose order a test chooses: the holdout scores both orders of the same
-        # fit, and the final fit's test picks the one that counts (_served_orders)
-        choice = RepeatChoice.of_model(model)
-        if choice is None:
-            return {}
-        chosen[name] = choice
-        return {_other_order_name(name): model.in_order(not choice.first)}
-
+    cut = holdout_cut(as_of, config)
+    info = holdout_info(cut, config, config.evaluated_models())
+    orders = OrderVariants()
     try:
         with _thread_limit(config):
             result = evaluate_models(
                 events,
-                {n: partial(_evaluated, n, config) for n in names},
+                {n: partial(_evaluated, n, config) for n in config.evaluated_models()},
                 cut=cut,
                 k=ev.k,
                 interaction_config=config.interactions,
                 catalog=catalog,
                 max_users=ev.max_users or None,
                 seed=ev.seed,
-                variants=other_order,
+                variants=orders,
             )
     except DataError as exc:
         notify(f"notice: evaluation skipped: {exc}")
         return {}, {**info, "skipped": str(exc)}
     for name, why in result.skipped.items():
         _skip(name, ModelError(why), skipped, notify)
+    return holdout_entries(result, info, orders.chosen, config)
+
+
+def holdout_cut(as_of: int, config: TrainingConfig) -> int:
+    """The holdout's cut: ``holdout_days`` before ``as_of``, at the start of that UTC day."""
+    cut = as_of - int(config.evaluation.holdout_days * MICROS_PER_DAY)
+    return cut - cut % MICROS_PER_DAY  # a date a person can name, as recsys evaluate uses
+
+
+def holdout_info(cut: int, config: TrainingConfig, names: list[str]) -> dict[str, Any]:
+    """The manifest's ``evaluation`` entry before any measurement: the cut, the window, ``k``
+    and the enabled models not among ``names`` (the evaluated ones)."""
+    ev = config.evaluation
+    info: dict[str, Any] = {"cut": _iso(cut), "holdout_days": ev.holdout_days, "k": ev.k}
+    not_evaluated = [n for n in config.enabled_models() if n not in names]
+    if not_evaluated:
+        info["not_evaluated"] = not_evaluated
+    return info
+
+
+class OrderVariants:
+    """The holdout's variants (:func:`~recsys.evaluation.protocol.evaluate_models`): a
+    hybrid whose order a test chooses is scored in both orders of the same fit, and the final
+    fit's test picks the one that counts (:func:`_served_orders`). ``chosen`` holds each such
+    hybrid's choice by name."""
+
+    def __init__(self) -> None:
+        self.chosen: dict[str, RepeatChoice] = {}
+
+    def __call__(self, name: str, model: Any) -> dict[str, Any]:
+        """The other order of ``model``'s fit by its name, or nothing."""
+        choice = RepeatChoice.of_model(model)
+        if choice is None:
+            return {}
+        self.chosen[name] = choice
+        return {_other_order_name(name): model.in_order(not choice.first)}
+
+
+def holdout_entries(
+    result: EvaluationResult,
+    info: dict[str, Any],
+    chosen: Mapping[str, RepeatChoice],
+    config: TrainingConfig,
+) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
+    """Flattened metrics per model and the manifest's ``evaluation`` entry (``info``
+    completed: the sample, each metric's 95 % confidence interval, the fit and score seconds
+    and, under ``"repeat_first"``, the metrics of each hybrid's other order)."""
+    ev = config.evaluation
     info.update(
         users=result.n_users,
         users_eligible=result.n_users_eligible,

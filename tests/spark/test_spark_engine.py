@@ -166,11 +166,12 @@ def test_a_spark_version_is_served_like_a_local_one(
     assert any(events_dir.glob("date=2011-*/part-0.parquet"))
     config = tmp_path / "spark.toml"
     config.write_text(
-        'default_model = "hybrid"\nthreads = 1\n[evaluation]\nenabled = false\n'
+        'default_model = "hybrid"\nthreads = 1\n[evaluation]\nmax_users = 200\n'
         "[models.popular]\n[models.buy_again]\n"
         "[models.als]\nparams = { factors = 16, iterations = 5 }\n"
         '[models.bought_together]\nmodel = "cooccurrence"\n'
-        "[models.hybrid]\nparams = { factors = 16, max_ranker_customers = 300 }\n"
+        "[models.hybrid]\nparams = { factors = 16, max_ranker_customers = 300, "
+        'repeat_first = "auto" }\n'
         "[models.ease]\n[precompute]\nactive_days = 20\n"
     )
     capsys.readouterr()
@@ -205,6 +206,12 @@ def test_a_spark_version_is_served_like_a_local_one(
     assert sampled["hybrid"]["of"] < manifest["counts"]["users"]
     assert set(manifest["models"]) == {"popular", "buy_again", "als", "bought_together", "hybrid"}
     assert manifest["default_model"] == "hybrid" and manifest.get("default_fallback") is None
+    # measured on the holdout before it was published: the gate has a metric to compare
+    assert manifest["evaluation"]["users"] == 200 < manifest["evaluation"]["users_eligible"]
+    assert set(manifest["metrics"]) == {"popular", "buy_again", "als", "bought_together", "hybrid"}
+    assert manifest["metrics"]["hybrid"]["ndcg@10"] > manifest["metrics"]["popular"]["ndcg@10"]
+    assert "hybrid" in manifest["evaluation"]["repeat_first"]
+    assert manifest["promotion"]["reason"] == "first version"
     # the stored lists are for the customers active in the window, as a local run's
     from recsys.data.schema import MICROS_PER_DAY
     from recsys.store import open_store
@@ -371,3 +378,55 @@ def test_the_spark_hybrids_recall_is_within_five_percent_of_the_local_one(
     assert local["recall"] > 0.1  # the sample has signal to lose
     for metric in ("recall", "ndcg"):
         assert distributed[metric] >= 0.95 * local[metric], (metric, distributed, local)
+
+
+def test_the_spark_holdout_measures_what_the_local_one_measures(
+    spark: Any, sample_events: Any
+) -> None:
+    """The same customers, truth and metrics: the models whose Spark fit is the local fit
+    (popularity, buy-again, co-occurrence lists) score the same on both engines' holdouts."""
+    from training.config import TrainingConfig
+    from training.export import events_table
+    from training.pipeline import _evaluate as local_evaluate
+    from training.spark.engine import _evaluate as spark_evaluate
+
+    events, catalog = sample_events
+    config = TrainingConfig.model_validate(
+        {
+            "default_model": "popular",
+            "threads": 1,
+            "evaluation": {"max_users": 150, "seed": 3},
+            "models": {
+                "popular": {},
+                "buy_again": {},
+                "bought_together": {"model": "cooccurrence"},
+                "bpr": {"evaluate": True},
+            },
+        }
+    )
+    raw = spark.createDataFrame(events_table(events)).drop("date")
+    cached = set(spark.sparkContext._jsc.getPersistentRDDs().keys())
+    notices: list[str] = []
+    spark_skipped: dict[str, str] = {}
+    remote, remote_info = spark_evaluate(
+        raw, config, None, catalog, skipped=spark_skipped, notify=notices.append
+    )
+    local, local_info = local_evaluate(
+        events, config, int(events.ts.max()), catalog, skipped={}, notify=notices.append
+    )
+    same = ("cut", "users", "users_eligible", "users_new", "train_events", "test_purchases")
+    assert {k: remote_info[k] for k in same} == {k: local_info[k] for k in same}
+    assert remote_info["users"] == 150 < remote_info["users_eligible"]
+    assert remote_info["sample"] == local_info["sample"] == {"max_users": 150, "seed": 3}
+    # BPR has no Spark fit: not evaluated (and not trained: the run skips it later)
+    assert set(remote) == {"popular", "buy_again", "bought_together"}
+    assert remote_info["not_evaluated"] == ["bpr"] and not spark_skipped
+    for name in remote:
+        for metric, value in local[name].items():
+            assert remote[name][metric] == pytest.approx(value, rel=1e-6, abs=1e-9), (
+                name,
+                metric,
+            )
+    assert remote["popular"]["ndcg@10"] > 0  # something to measure
+    # nothing of the holdout's fits stays cached in the session
+    assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) == cached

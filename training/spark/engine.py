@@ -2,11 +2,12 @@
 the events, published in the same version format as :func:`training.pipeline.run_training`.
 
 Stages (timed into the manifest like the local run's): **read** (Spark reads the events),
+**evaluate** (the local run's holdout: the models fitted in Spark on the events before the cut,
+the evaluated customers' purchases collected and scored on the driver, :func:`_evaluate`),
 **build** (the weighted matrix and the vocabularies, in Spark SQL), **fit** (each model's
 Spark job, then the model assembled on the driver; the hybrid's ranker learns from a sample of
-customers, said in the manifest's ``spark.sampled``), **publish** and **promote**. There is no
-holdout evaluation yet (the manifest says so under ``evaluation.skipped``); the promotion gate
-then promotes, as for a first version.
+customers, said in the manifest's ``spark.sampled``), **publish** and **promote** (the local
+run's promotion gate, on the holdout's metric).
 """
 
 from __future__ import annotations
@@ -31,11 +32,19 @@ from training.pipeline import (
     Choices,
     Fitted,
     Notify,
+    OrderVariants,
     TrainingResult,
+    _evaluated,
     _jsonable,
+    _make,
     _Progress,
+    _served_orders,
     _serving_choices,
     _stderr,
+    _thread_limit,
+    holdout_cut,
+    holdout_entries,
+    holdout_info,
     publish_run,
 )
 from training.spark import jobs
@@ -65,6 +74,13 @@ class SparkData:
     events: Any
     #: (``u``, ``i``, ``weight``): the interaction matrix as a cached Spark DataFrame
     ratings: Any = None
+    #: the Spark DataFrames cached for this data, released by :meth:`release`
+    cached: tuple[Any, ...] = ()
+
+    def release(self) -> None:
+        """Unpersist the DataFrames cached for this data (the holdout's, once measured)."""
+        for frame in self.cached:
+            frame.unpersist()
 
     @property
     def n_users(self) -> int:
@@ -143,15 +159,25 @@ def run_spark_training(
                 raw, source = read_events(spark, options, settings, store)
                 read = CatalogRead.of(store)
                 catalog = read.items
+            skipped: dict[str, str] = {}
+            with progress.stage("evaluate"):
+                metrics, evaluation = _evaluate(
+                    raw, config, as_of, catalog, skipped=skipped, notify=notify
+                )
             with progress.stage("build"):
                 data, ev = _build(raw, config, as_of, catalog)
-            skipped: dict[str, str] = {}
             sampled: dict[str, dict[str, Any]] = {}
             # the serving version's repeat-first choices, held as a local run holds them
             held = _serving_choices(registry, config)
             with progress.stage("fit"):
                 fitted, fit_info = _fit_all(
-                    config, data, ev, skipped=skipped, sampled=sampled, held=held, notify=notify
+                    config,
+                    data,
+                    ev,
+                    skipped=skipped,
+                    sampled=sampled,
+                    held=held,
+                    notify=notify,
                 )
                 # whose lists are stored: found here, while the session runs
                 active = jobs.active_users(ev, data.as_of, config.precompute.active_days)
@@ -159,6 +185,7 @@ def run_spark_training(
             spark_version = spark.version
             if not borrowed:
                 spark.stop()
+        _served_orders(metrics, evaluation, fitted)
         default, fallback = _default(config, fitted, skipped, notify)
         return publish_run(
             registry,
@@ -170,11 +197,8 @@ def run_spark_training(
                 models=fitted,
                 info=fit_info,
                 skipped=skipped,
-                metrics={},
-                evaluation={
-                    "skipped": "the Spark engine does not evaluate yet; a local run "
-                    "(--engine local) measures the holdout"
-                },
+                metrics=metrics,
+                evaluation=evaluation,
                 default=default,
                 fallback=fallback,
             ),
@@ -200,6 +224,131 @@ def run_spark_training(
                 },
             },
         )
+
+
+def _evaluate(
+    raw: Any,
+    config: TrainingConfig,
+    as_of: int | None,
+    catalog: list[CatalogItem],
+    *,
+    skipped: dict[str, str],
+    notify: Notify,
+) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
+    """The local run's holdout (:func:`training.pipeline._evaluate`), with Spark's fits.
+
+    The models are fitted in Spark on the events before the cut (:func:`_build` with the cut
+    as ``as_of``); the eligible customers (who bought before the cut and after it) are found
+    in Spark, and the purchases of those evaluated (a sample of ``max_users``, drawn as the
+    local run draws) are collected to the driver, which scores them. The models the Spark
+    engine does not train are not evaluated: they are not trained either. A model that
+    cannot fit the pre-cut data is skipped for the run, as in a local run.
+    """
+    from pyspark.sql import functions as f
+
+    ev_config = config.evaluation
+    if not ev_config.enabled:
+        return {}, {"skipped": "disabled in the config"}
+    bought = f.col("event_type") == PURCHASE
+    if as_of is None:
+        data_as_of = raw.where(f.col("ts").isNotNull()).agg(f.max("ts")).first()
+        if data_as_of is None or data_as_of[0] is None:
+            return {}, {"skipped": "no events"}
+        as_of = int(data_as_of[0]) + 1  # the newest event is in the holdout, as locally
+        cut = holdout_cut(int(data_as_of[0]), config)
+    else:
+        cut = holdout_cut(as_of, config)
+    names = [n for n in config.evaluated_models() if _kind(config, n) in DISTRIBUTED]
+    info = holdout_info(cut, config, names)
+    try:
+        data, ev = _build(raw, config, cut, catalog)
+    except DataError as exc:
+        notify(f"notice: evaluation skipped: {exc}")
+        return {}, {**info, "skipped": str(exc)}
+    try:
+        after = raw.where(
+            (f.col("ts") >= cut)
+            & (f.col("ts") < as_of)
+            & bought
+            & f.col("user_id").isNotNull()
+            & (f.col("user_id") != "")
+        )
+        before = ev.where(bought & (f.col("u") >= 0)).select("user_id").distinct()
+        customers = [
+            str(r[0]) for r in after.select("user_id").distinct().join(before, "user_id").collect()
+        ]
+        if not customers:
+            raise DataError(
+                "no customer to evaluate: nobody who bought on or after "
+                f"{from_micros(cut).date()} also bought before"
+            )
+        holdout = _holdout(raw, data, customers, after, cut, config)
+        chosen = OrderVariants()
+        measured = []
+        fitted, fit_info = _fit_all(
+            config,
+            data,
+            ev,
+            skipped=skipped,
+            sampled={},
+            held=None,
+            notify=notify,
+            names=names,
+        )
+        with _thread_limit(config):
+            for name, model in fitted.items():
+                measured.extend(
+                    holdout.measure(
+                        [(name, model), *chosen(name, model).items()],
+                        fit_info[name]["fit_seconds"],
+                    )
+                )
+    except DataError as exc:
+        notify(f"notice: evaluation skipped: {exc}")
+        return {}, {**info, "skipped": str(exc)}
+    finally:
+        data.release()
+    return holdout_entries(holdout.result(measured, {}), info, chosen.chosen, config)
+
+
+def _holdout(
+    raw: Any,
+    data: SparkData,
+    customers: list[str],
+    after: Any,
+    cut: int,
+    config: TrainingConfig,
+) -> Any:
+    """The :class:`~recsys.evaluation.protocol.Holdout` of ``customers`` (a sample of
+    ``max_users``), from their purchases collected to the driver."""
+    from pyspark.sql import functions as f
+
+    from recsys.evaluation.protocol import Bought, Holdout, sample_customers
+
+    ev_config = config.evaluation
+    drawn = sample_customers(customers, ev_config.max_users or len(customers), seed=ev_config.seed)
+    spark = raw.sparkSession
+    who = f.broadcast(spark.createDataFrame([(u,) for u in drawn], "user_id string"))
+
+    def purchases(frame: Any) -> Bought:
+        table = frame.join(who, "user_id").select("user_id", "item_id").toArrow()
+        return Bought(
+            np.asarray(table.column("user_id").to_pylist(), dtype=object),
+            np.asarray(table.column("item_id").to_pylist(), dtype=object),
+        )
+
+    before = raw.where((f.col("ts") < cut) & (f.col("event_type") == PURCHASE))
+    return Holdout.of(
+        data,
+        customers,
+        test=purchases(after),
+        before=purchases(before),
+        cut=cut,
+        k=ev_config.k,
+        max_users=ev_config.max_users or None,
+        seed=ev_config.seed,
+        n_train_events=len(data.events),
+    )
 
 
 def _build(
@@ -264,6 +413,7 @@ def _build(
         as_of=data_as_of,
         events=_EventSpan(int(n), np.array([int(lo), int(hi)], dtype=np.int64)),
         ratings=matrix.select("u", "i", "weight"),
+        cached=(ev, indexed, matrix),
     )
     return data, indexed
 
@@ -305,18 +455,21 @@ def _fit_all(
     *,
     skipped: dict[str, str],
     sampled: dict[str, dict[str, Any]],
-    held: Choices,
+    held: Choices | None,
     notify: Notify,
+    names: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Fit every enabled model that has a Spark implementation; skip the others. What a
-    model learned from a sample of customers is said in ``sampled``; ``held``: the serving
-    version's choices (:func:`training.pipeline._serving_choices`)."""
-    from training.pipeline import _make
-
+    """Fit ``names`` (every enabled model) that have a Spark implementation; skip the
+    others, and those already in ``skipped``. What a model learned from a sample of customers
+    is said in ``sampled``. ``held``: the serving version's choices
+    (:func:`training.pipeline._serving_choices`), or ``None`` for the holdout's fits (each
+    hybrid then skips its order test: :func:`training.pipeline._evaluated`)."""
     fitted: dict[str, Any] = {}
     info: dict[str, dict[str, Any]] = {}
-    for name in config.enabled_models():
-        kind = config.models[name].model or name
+    for name in config.enabled_models() if names is None else names:
+        if name in skipped:
+            continue
+        kind = _kind(config, name)
         if kind not in DISTRIBUTED:
             skipped[name] = (
                 f"{kind}: not trained by the Spark engine (it has no distributed "
@@ -324,7 +477,7 @@ def _fit_all(
             )
             notify(f"notice: model {name!r} skipped: {skipped[name]}")
             continue
-        model = _make(name, config, held)
+        model = _evaluated(name, config) if held is None else _make(name, config, held)
         start_time = time.perf_counter()
         try:
             sample = _FITS[kind](model, data, ev, config)
@@ -344,6 +497,11 @@ def _fit_all(
             "engine": "spark",
         }
     return fitted, info
+
+
+def _kind(config: TrainingConfig, name: str) -> str:
+    """The registry name of model ``name``'s class."""
+    return config.models[name].model or name
 
 
 def _fit_als(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:
