@@ -430,3 +430,59 @@ def test_the_spark_holdout_measures_what_the_local_one_measures(
     assert remote["popular"]["ndcg@10"] > 0  # something to measure
     # nothing of the holdout's fits stays cached in the session
     assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) == cached
+
+
+@pytest.mark.parametrize(
+    ("source", "min_user_events", "min_item_users"),
+    [("sample", 1, 1), ("sample", 4, 3), ("synthetic", 20, 40)],
+)
+def test_the_spark_training_data_equals_the_local_one(
+    spark: Any, sample_events: Any, source: str, min_user_events: int, min_item_users: int
+) -> None:
+    """The vocabularies, the matrices and each event's indices, with the interaction
+    filters applied to a fixed point in Spark as locally."""
+    from training.config import TrainingConfig
+    from training.export import events_table
+    from training.spark.engine import _build
+
+    events, catalog = sample_events if source == "sample" else (_synthetic_events(), [])
+    interactions = {"min_user_events": min_user_events, "min_item_users": min_item_users}
+    config = TrainingConfig.model_validate(
+        {"default_model": "popular", "interactions": interactions, "models": {"popular": {}}}
+    )
+    local = build_training_data(events, config.interactions, catalog=catalog)
+    unfiltered = build_training_data(events, InteractionConfig(), catalog=catalog)
+    if min_user_events > 1:
+        # the filters drop customers and products, and dropping one takes others below
+        assert len(local.users) < len(unfiltered.users)
+        # (catalogue products stay in the vocabulary, with an empty column)
+        used = [np.count_nonzero(d.interactions.getnnz(axis=0)) for d in (local, unfiltered)]
+        assert used[0] < used[1]
+    raw = spark.createDataFrame(events_table(events)).drop("date")
+    data, indexed = _build(raw, config, None, catalog)
+    try:
+        assert data.users.ids == local.users.ids
+        assert data.items.ids == local.items.ids
+        assert data.as_of == local.as_of
+        for name in ("interactions", "purchase_counts"):
+            x, y = getattr(local, name), getattr(data, name)
+            assert np.array_equal(x.indptr, y.indptr) and np.array_equal(x.indices, y.indices)
+            np.testing.assert_allclose(y.data, x.data, rtol=1e-5, err_msg=name)
+        got = indexed.select("event_id", "u", "i").toArrow()
+        by_event = dict(
+            zip(
+                got.column("event_id").to_pylist(),
+                zip(got.column("u").to_pylist(), got.column("i").to_pylist(), strict=True),
+                strict=True,
+            )
+        )
+        want = dict(
+            zip(
+                local.events.event_id.tolist(),
+                zip(local.event_user.tolist(), local.event_item.tolist(), strict=True),
+                strict=True,
+            )
+        )
+        assert by_event == want
+    finally:
+        data.release()

@@ -131,8 +131,7 @@ def run_spark_training(
     Raises
     ------
     ConfigError
-        PySpark or Java missing (:func:`training.spark.require_spark`), or an interaction
-        filter the Spark engine does not implement.
+        PySpark or Java missing (:func:`training.spark.require_spark`).
     DataError
         No events to train on.
     """
@@ -141,12 +140,6 @@ def run_spark_training(
 
     require_spark()
     check_model_params(config, dict(MODELS), config_source)
-    ic = config.interactions
-    if ic.min_user_events != 1 or ic.min_item_users != 1:
-        raise ConfigError(
-            f"{config_source}: the Spark engine does not apply min_user_events / "
-            "min_item_users yet (leave both at 1, or train with --engine local)"
-        )
     timings: dict[str, float] = {}
     from pyspark.sql import SparkSession
 
@@ -369,11 +362,21 @@ def _build(
         ev = ev.where(f.col("ts") >= data_as_of - round(ic.window_days * MICROS_PER_DAY))
         lo, hi, n = ev.agg(f.min("ts"), f.max("ts"), f.count("*")).collect()[0]
     ev = ev.cache()
-    pairs = jobs.weighted_pairs(ev, ic, data_as_of).cache()
+    weighted = jobs.weighted_pairs(ev, ic, data_as_of).cache()
+    pairs = jobs.core_pairs(weighted, ic.min_user_events, ic.min_item_users)
     # vocabularies in the local engine's order (sorted ids), built on the driver: one string
     # per customer and per product is small next to the events
     user_ids = sorted(str(r[0]) for r in pairs.select("user_id").distinct().collect())
     item_ids = {str(r[0]) for r in ev.select("item_id").distinct().collect()}
+    emptied: set[str] = set()
+    if pairs is not weighted:
+        # a product the filters emptied leaves the vocabulary, as locally (a catalogue one
+        # stays, with an empty column), and its events index no product; one without any
+        # customer's weight (only guests' or zero-weight events) stays
+        gone = weighted.select("item_id").distinct().join(pairs, "item_id", "left_anti")
+        emptied = {str(r[0]) for r in gone.collect()}
+        item_ids -= emptied
+        weighted.unpersist()
     items = Vocabulary.from_values([*item_ids, *(c.item_id for c in catalog)])
     users = Vocabulary(user_ids)
     spark = ev.sparkSession
@@ -381,7 +384,7 @@ def _build(
         [(u, k) for k, u in enumerate(users.ids)], "user_id string, u int"
     )
     items_df = spark.createDataFrame(
-        [(i, k) for k, i in enumerate(items.ids)], "item_id string, i int"
+        [(i, k) for k, i in enumerate(items.ids) if i not in emptied], "item_id string, i int"
     )
     indexed = jobs.with_indices(ev, users_df, items_df).cache()
     matrix = (

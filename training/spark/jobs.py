@@ -131,9 +131,49 @@ def weighted_pairs(events: DataFrame, config: InteractionConfig, as_of: int) -> 
         .agg(
             f.sum("w").alias("weight"),
             f.countDistinct(f.when(bought, order_key)).alias("n_orders"),
+            # the events that added weight: what min_user_events counts
+            f.sum((f.col("w") > 0).cast("long")).alias("n_weighted"),
         )
         .where(f.col("weight") > 0)
     )
+
+
+def core_pairs(pairs: DataFrame, min_user_events: int, min_item_users: int) -> DataFrame:
+    """The pairs of :func:`weighted_pairs` that survive ``min_user_events`` and
+    ``min_item_users``, applied again until neither drops anything (a k-core), as
+    :func:`recsys.data.interactions.build_training_data` applies them: a customer's events are
+    those that added weight (``n_weighted``), a product's users the distinct customers with a
+    pair. Each round is one Spark job over the surviving pairs, cached; the result is cached
+    (``pairs`` is returned unchanged when both bounds are 1).
+    """
+    if min_user_events <= 1 and min_item_users <= 1:
+        return pairs
+    f = _f()
+    alive = pairs.cache()
+    n = alive.count()
+    while True:
+        users = (
+            alive.groupBy("user_id")
+            .agg(f.sum("n_weighted").alias("events"))
+            .where(f.col("events") >= min_user_events)
+            .select("user_id")
+        )
+        items = (
+            alive.groupBy("item_id")
+            .agg(f.count("*").alias("n_users"))
+            .where(f.col("n_users") >= min_item_users)
+            .select("item_id")
+        )
+        # cached and counted before the next round reads it, which then reads the cache
+        # instead of recomputing every earlier round's joins
+        still = alive.join(users, "user_id", "left_semi").join(items, "item_id", "left_semi")
+        still = still.cache()
+        m = still.count()
+        alive.unpersist()
+        alive = still
+        if m == n:
+            return alive
+        n = m
 
 
 def baskets(events: DataFrame, source: str) -> DataFrame:
