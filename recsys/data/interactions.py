@@ -27,7 +27,7 @@ reproduce a row of :func:`build_training_data` bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -287,12 +287,6 @@ def build_training_data(
     )
 
     item_category, item_price = _item_attributes(items, catalog, ev, event_item)
-    item_title = [""] * len(items)
-    for c in catalog:
-        i = items.index(c.item_id)
-        if i >= 0:
-            words = [str(v) for v in (c.attributes or {}).values() if isinstance(v, str)]
-            item_title[i] = " ".join([c.title, *words]).strip()
     return TrainingData(
         users=users,
         items=items,
@@ -306,7 +300,7 @@ def build_training_data(
         item_category=item_category,
         item_price=item_price,
         as_of=as_of,
-        item_title=item_title,
+        item_title=item_titles(items, catalog),
     )
 
 
@@ -643,3 +637,15 @@ def _item_attributes(
         median[it[starts]] = (lo + hi) / 2
         price = np.where(np.isnan(price), median, price)
     return category, price
+
+
+def item_titles(items: Vocabulary, catalog: Iterable[CatalogItem]) -> list[str]:
+    """Each item's title and string attribute values (``""`` when the catalogue has none):
+    what :class:`~recsys.models.content.ContentModel` reads, by item index."""
+    title = [""] * len(items)
+    for c in catalog:
+        i = items.index(c.item_id)
+        if i >= 0:
+            words = [str(v) for v in (c.attributes or {}).values() if isinstance(v, str)]
+            title[i] = " ".join([c.title, *words]).strip()
+    return title

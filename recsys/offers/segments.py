@@ -254,6 +254,32 @@ def compute_segments(
     as_of_us = day_start_micros(as_of) if isinstance(as_of, date) else int(as_of)
     opted_out = {c.user_id for c in customers if c.personalisation_opt_out}
     users, recency, frequency, monetary = customer_rfm(events, as_of_us, opted_out)
+    return segments_of(users, recency, frequency, monetary, as_of_us, k=k, seed=seed)
+
+
+def segments_of(
+    users: list[str],
+    recency: NDArray[np.float64],
+    frequency: NDArray[np.float64],
+    monetary: NDArray[np.float64],
+    as_of_us: int,
+    *,
+    k: int = 4,
+    seed: int = 0,
+) -> SegmentTable:
+    """The segment table of customers whose recency, frequency and monetary were computed
+    elsewhere (:func:`customer_rfm`, or the Spark engine's job of the same rules): their
+    quintile scores, clusters and labels, as :func:`compute_segments` gives them.
+
+    Parameters
+    ----------
+    users, recency, frequency, monetary
+        As :func:`customer_rfm` returns them (ids ascending).
+    as_of_us
+        When they were measured (microseconds UTC).
+    k, seed
+        As for :func:`compute_segments`.
+    """
     r = quintile_scores(-recency)
     f = quintile_scores(frequency)
     m = quintile_scores(monetary)

@@ -58,7 +58,10 @@ def sample_events(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def spark() -> Iterator[Any]:
     from training.spark.session import SparkOptions, start
 
-    session = start(SparkOptions(master="local[2]", driver_memory="1g"))
+    # 2g: each test builds its events as a local relation, which the driver holds; at 1g an
+    # out-of-memory error in the thread that serves Arrow batches hung the module (Spark
+    # never completes the collect it was serving)
+    session = start(SparkOptions(master="local[2]", driver_memory="2g"))
     yield session
     session.stop()
 
@@ -172,7 +175,7 @@ def test_a_spark_version_is_served_like_a_local_one(
         '[models.bought_together]\nmodel = "cooccurrence"\n'
         "[models.hybrid]\nparams = { factors = 16, max_ranker_customers = 300, "
         'repeat_first = "auto" }\n'
-        "[models.ease]\n[precompute]\nactive_days = 20\n"
+        "[models.ease]\n[models.content]\n[precompute]\nactive_days = 20\n"
     )
     capsys.readouterr()
     code = main(
@@ -204,19 +207,27 @@ def test_a_spark_version_is_served_like_a_local_one(
     assert sampled["hybrid"]["customers"] == 300 < sampled["hybrid"]["of"]
     # drawn among the customers with history before the newest label window
     assert sampled["hybrid"]["of"] < manifest["counts"]["users"]
-    assert set(manifest["models"]) == {"popular", "buy_again", "als", "bought_together", "hybrid"}
+    served = {"popular", "buy_again", "als", "bought_together", "hybrid", "content"}
+    assert set(manifest["models"]) == served
     assert manifest["default_model"] == "hybrid" and manifest.get("default_fallback") is None
     # measured on the holdout before it was published: the gate has a metric to compare
     assert manifest["evaluation"]["users"] == 200 < manifest["evaluation"]["users_eligible"]
-    assert set(manifest["metrics"]) == {"popular", "buy_again", "als", "bought_together", "hybrid"}
+    assert set(manifest["metrics"]) == served
     assert manifest["metrics"]["hybrid"]["ndcg@10"] > manifest["metrics"]["popular"]["ndcg@10"]
     assert "hybrid" in manifest["evaluation"]["repeat_first"]
     assert manifest["promotion"]["reason"] == "first version"
     # the stored lists are for the customers active in the window, as a local run's
     from recsys.data.schema import MICROS_PER_DAY
+    from recsys.offers.store import read_segments
     from recsys.store import open_store
 
-    events = open_store(load_settings(Settings)).read_events()
+    store = open_store(load_settings(Settings))
+    events = store.read_events()
+    # the customers' segments were computed with the run, at its as-of, as a local run's
+    segments = read_segments(store)
+    assert segments is not None and segments.computed_at == int(events.ts.max()) + 1
+    bought = events.user_id[events.event_type == "purchase"].astype(str)
+    assert set(segments.user_id) == {u for u in bought.tolist() if u}
     since = int(events.ts.max()) - 20 * MICROS_PER_DAY
     active = {u for u in events.user_id[events.ts >= since].astype(str).tolist() if u}
     pre = manifest["precomputed"]
@@ -231,6 +242,15 @@ def test_a_spark_version_is_served_like_a_local_one(
     customer = engine.users.ids[0]
     listed = engine.recommend(customer, 5)
     assert len(listed.items) == 5
+    # the content model learned the catalogue's text on the driver: a product's similar
+    # products share words with it
+    content = engine.models["content"]
+    item = engine.items.index("85123A")  # WHITE HANGING HEART T-LIGHT HOLDER
+    assert item >= 0
+    similar, _ = content.similar_items(np.array([item]), 5)
+    title = {c.item_id: c.title for c in store.read_items()}
+    titles = [title.get(engine.items.ids[int(i)], "") for i in similar[0]]
+    assert any("HEART" in t for t in titles), titles
     bought = engine.models["bought_together"]
     assert isinstance(bought, CooccurrenceModel) and bought.similarity_.nnz > 0
     # the Spark ALS version ranks as ALS does: the scores are the factors' dot products
@@ -486,3 +506,32 @@ def test_the_spark_training_data_equals_the_local_one(
         assert by_event == want
     finally:
         data.release()
+
+
+@pytest.mark.parametrize("source", ["sample", "synthetic"])
+def test_the_spark_customer_segments_equal_the_local_ones(
+    spark: Any, sample_events: Any, source: str
+) -> None:
+    """RFM by the same rules (orders with and without an id, returns, guests left out),
+    then the same quintiles, labels and clusters."""
+    from recsys.offers.segments import compute_segments, customer_rfm, segments_of
+    from training.export import events_table
+    from training.spark import jobs
+
+    events, _ = sample_events if source == "sample" else (_synthetic_events(), [])
+    as_of = int(events.ts.max()) - 10 * MICROS_PER_DAY  # later events are not read
+    raw = spark.createDataFrame(events_table(events)).drop("date")
+    users, recency, frequency, monetary = jobs.customer_rfm(raw, as_of)
+    want = customer_rfm(events, as_of)
+    assert users == want[0] and len(users) >= 250
+    np.testing.assert_allclose(recency, want[1], rtol=1e-12)
+    np.testing.assert_array_equal(frequency, want[2])
+    # summed in another order than Python's sum: equal to the last bits
+    np.testing.assert_allclose(monetary, want[3], rtol=1e-9, atol=1e-9)
+    if source == "synthetic":
+        assert (events.event_type == "return").any()
+        assert any(o is None for o in events.order_id[events.event_type == "purchase"])
+    table = segments_of(users, recency, frequency, monetary, as_of)
+    local = compute_segments(events, as_of)
+    assert table.rfm == local.rfm and table.segment == local.segment
+    np.testing.assert_array_equal(table.cluster, local.cluster)

@@ -10,14 +10,16 @@ Spark (distributed)         reading the events (PostgreSQL over JDBC, or a Parqu
                             ALS (MLlib, ``implicitPrefs``), co-occurrence lists,
                             popularity and trending, buy-again intervals, the hybrid's
                             generator counts per label window (:mod:`.state`), the same
-                            again on the events before the holdout's cut, and the
-                            holdout's eligible customers
+                            again on the events before the holdout's cut, the
+                            holdout's eligible customers, every customer's RFM
 the driver (one machine)    the vocabularies, assembling the models, the hybrid's ALS and
                             EASE solves on those counts and its ranker on a sample of
                             customers (the manifest's ``spark.sampled``), scoring the
                             holdout's customers (``max_users`` of them), the
+                            segments' quintiles and clusters, the content model
+                            (it reads only the catalogue), the
                             precomputed top lists and indexes, publishing
-not trained                 models without a Spark implementation (EASE, BPR, content,
+not trained                 models without a Spark implementation (EASE, BPR,
                             repeat): skipped with a notice; the manifest's
                             ``spark.not_distributed``
 ==========================  =========================================================

@@ -6,21 +6,23 @@ Stages (timed into the manifest like the local run's): **read** (Spark reads the
 the evaluated customers' purchases collected and scored on the driver, :func:`_evaluate`),
 **build** (the weighted matrix and the vocabularies, in Spark SQL), **fit** (each model's
 Spark job, then the model assembled on the driver; the hybrid's ranker learns from a sample of
-customers, said in the manifest's ``spark.sampled``), **publish** and **promote** (the local
-run's promotion gate, on the holdout's metric).
+customers, said in the manifest's ``spark.sampled``), **segments** (every customer's RFM in
+Spark SQL, their segments on the driver, stored as a local run stores them), **publish** and
+**promote** (the local run's promotion gate, on the holdout's metric).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from recsys.data.interactions import item_titles
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, from_micros
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError, DataError, ModelError
@@ -51,8 +53,9 @@ from training.spark import jobs
 from training.spark.session import SparkOptions, read_events, start
 
 #: Model classes the Spark engine trains (registry names); others are skipped with a notice.
-#: The hybrid's ranker learns from a sample of customers (:func:`_fit_hybrid`).
-DISTRIBUTED = ("als", "cooccurrence", "popular", "trending", "buy_again", "hybrid")
+#: The hybrid's ranker learns from a sample of customers (:func:`_fit_hybrid`); the content
+#: model reads only the catalogue, on the driver (:func:`_fit_content`).
+DISTRIBUTED = ("als", "cooccurrence", "popular", "trending", "buy_again", "hybrid", "content")
 
 #: What serves when the configured default is not trained here, first trained first.
 SPARK_FALLBACKS = ("als", "popular", "trending")
@@ -72,6 +75,8 @@ class SparkData:
     item_price: NDArray[np.float64]
     as_of: int
     events: Any
+    #: each item's title and string attributes (``""``: none), for the content model
+    item_title: list[str] = field(default_factory=list)
     #: (``u``, ``i``, ``weight``): the interaction matrix as a cached Spark DataFrame
     ratings: Any = None
     #: the Spark DataFrames cached for this data, released by :meth:`release`
@@ -174,6 +179,10 @@ def run_spark_training(
                 )
                 # whose lists are stored: found here, while the session runs
                 active = jobs.active_users(ev, data.as_of, config.precompute.active_days)
+            with progress.stage("segments"):
+                # customer segments (RFM + clusters), recomputed with every training at the
+                # same as-of as a local run's, so offers' eligibility reads current ones
+                _store_segments(raw, store, data.as_of + 1 if as_of is None else as_of)
         finally:
             spark_version = spark.version
             if not borrowed:
@@ -217,6 +226,20 @@ def run_spark_training(
                 },
             },
         )
+
+
+def _store_segments(raw: Any, store: EventStore, as_of: int) -> None:
+    """Compute every customer's RFM in Spark (:func:`jobs.customer_rfm`), their segments
+    on the driver, and store them (opted-out customers left out, as locally)."""
+    from recsys.offers import store_segments
+    from recsys.offers.segments import segments_of
+
+    users, recency, frequency, monetary = jobs.customer_rfm(raw, as_of)
+    opted_out = {c.user_id for c in store.read_customers() if c.personalisation_opt_out}
+    keep = np.array([u not in opted_out for u in users], dtype=bool)
+    kept = [u for u, k in zip(users, keep.tolist(), strict=True) if k]
+    table = segments_of(kept, recency[keep], frequency[keep], monetary[keep], as_of)
+    store_segments(store, table)
 
 
 def _evaluate(
@@ -415,6 +438,7 @@ def _build(
         item_price=price,
         as_of=data_as_of,
         events=_EventSpan(int(n), np.array([int(lo), int(hi)], dtype=np.int64)),
+        item_title=item_titles(items, catalog),
         ratings=matrix.select("u", "i", "weight"),
         cached=(ev, indexed, matrix),
     )
@@ -604,6 +628,11 @@ def _fit_buy_again(model: Any, data: SparkData, ev: Any, config: TrainingConfig)
     model.as_of_ = int(data.as_of)
 
 
+def _fit_content(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:
+    # the catalogue's titles and categories are all it reads: nothing to distribute
+    model.fit(data)
+
+
 def _fit_hybrid(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> dict[str, Any]:
     """The hybrid: its generators count every customer's events in Spark
     (:class:`~training.spark.state.SparkStates`), its ranker learns from the candidates and
@@ -660,6 +689,7 @@ _FITS: dict[str, Callable[[Any, SparkData, Any, TrainingConfig], dict[str, Any] 
     "trending": _fit_trending,
     "buy_again": _fit_buy_again,
     "hybrid": _fit_hybrid,
+    "content": _fit_content,
 }
 
 

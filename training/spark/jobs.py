@@ -372,3 +372,65 @@ def _factor_matrix(table: Any, n: int, factors: int) -> NDArray[np.float32]:
         values = np.asarray(table.column("features").combine_chunks().flatten(), dtype=np.float32)
         out[ids] = values.reshape(len(ids), factors)
     return out
+
+
+def customer_rfm(
+    events: DataFrame, as_of_us: int
+) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Recency (days), frequency (distinct orders) and monetary (spend net of returns, never
+    below 0) of every customer who bought before ``as_of_us``, ids ascending: the rules of
+    :func:`recsys.offers.segments.customer_rfm`, in Spark SQL, one row per customer to the
+    driver (opted-out customers are the caller's to leave out).
+
+    An order is a customer's ``order_id``, or their ``ts`` for a line without one; its day is
+    its earliest line's; a line's value is ``price × quantity`` (0 without a price); returns
+    subtract their value; guests and customers with returns but no order are left out.
+    """
+    f = _f()
+    known = f.col("user_id").isNotNull() & (f.col("user_id") != "")
+    ev = events.where((f.col("ts") < as_of_us) & f.col("event_type").isin(PURCHASE, RETURN) & known)
+    price = f.col("price")
+    value = f.when(price.isNull() | f.isnan(price), f.lit(0.0)).otherwise(price * f.col("quantity"))
+    ev = ev.withColumn("value", value)
+    returned = (
+        ev.where(f.col("event_type") == RETURN)
+        .groupBy("user_id")
+        .agg(f.sum("value").alias("returned"))
+    )
+    orders = (
+        ev.where(f.col("event_type") == PURCHASE)
+        .groupBy(
+            "user_id",
+            f.col("order_id").isNull().alias("no_id"),
+            f.coalesce(f.col("order_id"), f.col("ts").cast("string")).alias("key"),
+        )
+        .agg(f.sum("value").alias("value"), f.min("ts").alias("first"))
+    )
+    table = (
+        orders.groupBy("user_id")
+        .agg(
+            f.count("*").alias("n"),
+            f.sum("value").alias("spent"),
+            f.max(f.expr(f"first div {MICROS_PER_DAY}")).alias("last_day"),
+        )
+        .join(returned, "user_id", "left")
+        .select(
+            "user_id",
+            "n",
+            "last_day",
+            f.greatest(
+                f.col("spent") - f.coalesce(f.col("returned"), f.lit(0.0)), f.lit(0.0)
+            ).alias("monetary"),
+        )
+        .orderBy("user_id")
+        .toArrow()
+    )
+    users = [str(u) for u in table.column("user_id").to_pylist()]
+    last_day = np.asarray(table.column("last_day"), dtype=np.float64)
+    recency = np.maximum(as_of_us / MICROS_PER_DAY - last_day, 0.0)
+    return (
+        users,
+        recency,
+        np.asarray(table.column("n"), dtype=np.float64),
+        np.asarray(table.column("monetary"), dtype=np.float64),
+    )
