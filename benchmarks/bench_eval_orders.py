@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from recsys.data.interactions import build_training_data
     from recsys.data.schema import MICROS_PER_DAY
-    from recsys.evaluation.protocol import _bought_before, _history_rows, _rank, _truth
+    from recsys.evaluation.protocol import Holdout, _rank
     from recsys.evaluation.splits import time_split
     from recsys.models.hybrid import HybridModel, prediction_threads
     from recsys.settings import Settings
@@ -55,9 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     split = time_split(events, cut)
     data = build_training_data(split.train, config.interactions, as_of=cut)
     ev = config.evaluation
-    truth = _truth(split.test, data, "both_periods", max_users=ev.max_users or None, seed=ev.seed)
-    before = _bought_before(split.train, data.items, truth)
-    history = _history_rows(data, truth.user_index)
+    holdout = Holdout.of_split(data, split, max_users=ev.max_users or None, seed=ev.seed)
+    truth, before, history = holdout.truth, holdout.bought_before, holdout.history
     times: dict[str, list[float]] = {"apart": [], "shared": []}
     lists: dict[str, list[Any]] = {}
     with threadpool_limits(2), prediction_threads(2):

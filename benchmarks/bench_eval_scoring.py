@@ -143,7 +143,7 @@ def main() -> None:
 
     from recsys.data.interactions import InteractionConfig, build_training_data
     from recsys.evaluation import metrics as M
-    from recsys.evaluation.protocol import _bought_before, _history_rows, _truth
+    from recsys.evaluation.protocol import Holdout
     from recsys.evaluation.splits import default_cut, time_split
     from recsys.settings import Settings
     from recsys.store import open_store
@@ -153,9 +153,8 @@ def main() -> None:
     cut = default_cut(events)
     split = time_split(events, cut)
     data = build_training_data(split.train, InteractionConfig(), as_of=cut)
-    truth = _truth(split.test, data, "both_periods", max_users=args.max_users, seed=0)
-    before_items = _bought_before(split.train, data.items, truth)
-    history = _history_rows(data, truth.user_index)
+    holdout = Holdout.of_split(data, split, max_users=args.max_users, seed=0)
+    truth, before_items, history = holdout.truth, holdout.bought_before, holdout.history
     relevant_new = truth.relevant - truth.relevant.multiply(
         sp.csr_matrix(
             (before_items.data, before_items.indices, before_items.indptr),

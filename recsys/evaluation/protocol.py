@@ -57,7 +57,7 @@ from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, EventFrame
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError, DataError, ModelError
 from recsys.evaluation import metrics as M
-from recsys.evaluation.splits import default_cut, time_split
+from recsys.evaluation.splits import Split, default_cut, time_split
 from recsys.models.base import NO_ITEM, Recommender, shared_scoring
 from recsys.models.kernels import shared_ease_solves
 
@@ -289,23 +289,14 @@ def evaluate_models(
     data = build_training_data(
         split.train, interaction_config or InteractionConfig(), as_of=cut, catalog=list(catalog)
     )
-    candidates = sorted(set(split.test.user_id.astype(str).tolist()))
-    if users == "both_periods":
-        bought = data.events.event_type == PURCHASE
-        before = set(data.events.user_id[bought].astype(str).tolist())
-        candidates = [u for u in candidates if u in before and u in data.users]
-    purchased = split.train.event_type == PURCHASE
-    holdout = Holdout.of(
+    holdout = Holdout.of_split(
         data,
-        candidates,
-        test=Bought(split.test.user_id, split.test.item_id),
-        before=Bought(split.train.user_id[purchased], split.train.item_id[purchased]),
-        cut=cut,
+        split,
+        users=users,
         k=k,
         max_users=max_users,
         seed=seed,
         segments=segments,
-        n_train_events=len(split.train),
         horizon=horizon,
     )
     if holdout.n_users == 0:
@@ -429,6 +420,44 @@ class Holdout:
             k=k,
             segments=segments,
             n_train_events=n_train_events,
+            horizon=horizon,
+        )
+
+    @classmethod
+    def of_split(
+        cls,
+        data: TrainingData,
+        split: Split,
+        *,
+        users: Literal["both_periods", "test"] = "both_periods",
+        k: int = 10,
+        max_users: int | None = None,
+        seed: int = 0,
+        segments: Mapping[str, str] | None = None,
+        horizon: int | None = None,
+    ) -> Holdout:
+        """The holdout of an event log's :class:`~recsys.evaluation.splits.Split`, ``data``
+        built from its training events; ``users`` and the other arguments as for
+        :func:`evaluate_models`, which builds its holdout so."""
+        if split.cut is None:
+            raise ConfigError("a holdout is of a time split (one cut for every customer)")
+        candidates = sorted(set(split.test.user_id.astype(str).tolist()))
+        if users == "both_periods":
+            bought = data.events.event_type == PURCHASE
+            before = set(data.events.user_id[bought].astype(str).tolist())
+            candidates = [u for u in candidates if u in before and u in data.users]
+        purchased = split.train.event_type == PURCHASE
+        return cls.of(
+            data,
+            candidates,
+            test=Bought(split.test.user_id, split.test.item_id),
+            before=Bought(split.train.user_id[purchased], split.train.item_id[purchased]),
+            cut=split.cut,
+            k=k,
+            max_users=max_users,
+            seed=seed,
+            segments=segments,
+            n_train_events=len(split.train),
             horizon=horizon,
         )
 

@@ -156,7 +156,7 @@ def test_spark_als_recall_is_within_ten_percent_of_implicits(
 
 
 def test_a_spark_version_is_served_like_a_local_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from recsys.cli import main
     from recsys.engine import Engine
@@ -178,6 +178,8 @@ def test_a_spark_version_is_served_like_a_local_one(
         "[models.ease]\n[models.content]\n[precompute]\nactive_days = 20\n"
     )
     capsys.readouterr()
+    # the run borrows the module's session (a notebook's, in a shop) and leaves it as it was
+    cached = set(spark.sparkContext._jsc.getPersistentRDDs().keys())
     code = main(
         [
             "train",
@@ -194,6 +196,7 @@ def test_a_spark_version_is_served_like_a_local_one(
     assert code == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     assert "model 'ease' skipped: ease: not trained by the Spark engine" in err
+    assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) == cached
 
     registry = Registry(load_settings(Settings).registry_path)
     version = registry.current_version()

@@ -183,6 +183,8 @@ def run_spark_training(
                 # customer segments (RFM + clusters), recomputed with every training at the
                 # same as-of as a local run's, so offers' eligibility reads current ones
                 _store_segments(raw, store, data.as_of + 1 if as_of is None else as_of)
+            # a session the caller keeps (borrowed) keeps nothing cached of this run
+            data.release()
         finally:
             spark_version = spark.version
             if not borrowed:
