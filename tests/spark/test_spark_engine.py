@@ -196,7 +196,8 @@ def test_a_spark_version_is_served_like_a_local_one(
     assert code == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     assert "model 'ease' skipped: ease: not trained by the Spark engine" in err
-    assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) == cached
+    # nothing new cached (earlier tests' frames may be cleaned meanwhile: a subset)
+    assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) <= cached
 
     registry = Registry(load_settings(Settings).registry_path)
     version = registry.current_version()
@@ -452,7 +453,8 @@ def test_the_spark_holdout_measures_what_the_local_one_measures(
             )
     assert remote["popular"]["ndcg@10"] > 0  # something to measure
     # nothing of the holdout's fits stays cached in the session
-    assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) == cached
+    # nothing new cached (earlier tests' frames may be cleaned meanwhile: a subset)
+    assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) <= cached
 
 
 @pytest.mark.parametrize(
