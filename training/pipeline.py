@@ -807,13 +807,14 @@ def _evaluate(
     if not ev.enabled:
         return {}, {"skipped": "disabled in the config"}
     cut = holdout_cut(as_of, config)
-    info = holdout_info(cut, config, config.evaluated_models())
+    names = config.evaluated_models()
+    info = holdout_info(cut, config, names)
     orders = OrderVariants()
     try:
         with _thread_limit(config):
             result = evaluate_models(
                 events,
-                {n: partial(_evaluated, n, config) for n in config.evaluated_models()},
+                {n: partial(_evaluated, n, config) for n in names},
                 cut=cut,
                 k=ev.k,
                 interaction_config=config.interactions,

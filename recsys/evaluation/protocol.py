@@ -385,6 +385,7 @@ class Holdout:
         segments: Mapping[str, str] | None = None,
         n_train_events: int,
         horizon: int | None = None,
+        drawn_from: int | None = None,
     ) -> Holdout:
         """The holdout of ``customers`` (a sample of ``max_users`` of them, with ``seed``).
 
@@ -405,13 +406,26 @@ class Holdout:
             As for :func:`evaluate_models`.
         n_train_events
             The number of events before the cut, for the result.
+        drawn_from
+            When given, ``customers`` is the sample already drawn
+            (:func:`sample_customers` with ``max_users`` and ``seed``) from this many eligible
+            customers: an engine that collects only the sample's purchases draws it first,
+            and it is not drawn again.
 
         Returns
         -------
         Holdout
             Ready to :meth:`measure` models fitted on ``data``.
         """
-        truth = _truth(test, data.items, data.users, customers, max_users=max_users, seed=seed)
+        truth = _truth(
+            test,
+            data.items,
+            data.users,
+            customers,
+            max_users=max_users if drawn_from is None else None,
+            seed=seed,
+            eligible=drawn_from,
+        )
         return cls(
             data,
             truth,
@@ -602,11 +616,14 @@ def _truth(
     *,
     max_users: int | None,
     seed: int,
+    eligible: int | None = None,
 ) -> _Truth:
     """The evaluated customers (a sample above ``max_users``) and the distinct items each
-    bought on or after the cut."""
+    bought on or after the cut; ``eligible``: how many ``customers`` were drawn from, when
+    they are a sample already."""
     candidates = sorted(set(customers))
-    eligible = len(candidates)
+    if eligible is None:
+        eligible = len(candidates)
     if max_users is not None:
         candidates = sample_customers(candidates, max_users, seed=seed)
     user_vocab = Vocabulary(candidates)

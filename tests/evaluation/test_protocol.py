@@ -13,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from recsys.data.interactions import TrainingData
+from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import MICROS_PER_DAY, EventFrame, EventRow
 from recsys.errors import ConfigError, DataError
 from recsys.evaluation import evaluate_models
-from recsys.evaluation.protocol import sample_customers
+from recsys.evaluation.protocol import Bought, Holdout, sample_customers
+from recsys.evaluation.splits import time_split
 from recsys.models.base import Recommender, scored_once
 
 DAY = MICROS_PER_DAY
@@ -268,6 +269,40 @@ def test_a_sample_is_the_full_protocol_on_the_sampled_customers(
     assert sampled["fixed"].all_items == alone["fixed"].all_items
     assert sampled["fixed"].new_items == alone["fixed"].new_items
     assert sampled["fixed"].all_items_ci95 == alone["fixed"].all_items_ci95
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_holdout_of_a_sample_drawn_already_is_the_holdout_that_draws_it(
+    events: EventFrame, seed: int
+) -> None:
+    # the Spark engine draws the sample first (it collects only their purchases) and tells
+    # the holdout how many it drew from, instead of the holdout drawing it a second time
+    split = time_split(events, cut=CUT)
+    data = build_training_data(split.train, InteractionConfig())
+    drawing = Holdout.of_split(data, split, k=2, max_users=2, seed=seed)
+    eligible = ["a", "b", "c"]
+    drawn = sample_customers(eligible, 2, seed=seed)
+    purchased = split.train.event_type == "purchase"
+    given = Holdout.of(
+        data,
+        drawn,
+        test=Bought(split.test.user_id, split.test.item_id),
+        before=Bought(split.train.user_id[purchased], split.train.item_id[purchased]),
+        cut=CUT,
+        k=2,
+        max_users=2,
+        seed=seed,
+        n_train_events=len(split.train),
+        drawn_from=len(eligible),
+    )
+    assert given.truth.user_ids == drawing.truth.user_ids == drawn
+    assert given.truth.n_eligible == drawing.truth.n_eligible == 3
+    assert (given.truth.relevant != drawing.truth.relevant).nnz == 0
+    assert (given.bought_before != drawing.bought_before).nnz == 0
+    fixed = FixedOrder(order=("x", "w", "y", "z")).fit(data)
+    assert given.result(given.measure([("fixed", fixed)], 0.0), {})["fixed"].all_items == (
+        drawing.result(drawing.measure([("fixed", fixed)], 0.0), {})["fixed"].all_items
+    )
 
 
 def test_a_sample_no_smaller_than_the_customers_is_no_sample(events: EventFrame) -> None:

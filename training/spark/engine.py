@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -157,13 +157,16 @@ def run_spark_training(
                 raw, source = read_events(spark, options, settings, store)
                 read = CatalogRead.of(store)
                 catalog = read.items
+                # the events' span, read once: without an as-of both the evaluation's cut
+                # and the build's as-of are the newest event's
+                span = _span(raw) if as_of is None else None
             skipped: dict[str, str] = {}
             with progress.stage("evaluate"):
                 metrics, evaluation = _evaluate(
-                    raw, config, as_of, catalog, skipped=skipped, notify=notify
+                    raw, config, as_of, catalog, span=span, skipped=skipped, notify=notify
                 )
             with progress.stage("build"):
-                data, ev = _build(raw, config, as_of, catalog)
+                data, ev = _build(raw, config, as_of, catalog, span=span)
             sampled: dict[str, dict[str, Any]] = {}
             # the serving version's repeat-first choices, held as a local run holds them
             held = _serving_choices(registry, config)
@@ -250,6 +253,7 @@ def _evaluate(
     as_of: int | None,
     catalog: list[CatalogItem],
     *,
+    span: _Span | None = None,
     skipped: dict[str, str],
     notify: Notify,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
@@ -260,7 +264,8 @@ def _evaluate(
     in Spark, and the purchases of those evaluated (a sample of ``max_users``, drawn as the
     local run draws) are collected to the driver, which scores them. The models the Spark
     engine does not train are not evaluated: they are not trained either. A model that
-    cannot fit the pre-cut data is skipped for the run, as in a local run.
+    cannot fit the pre-cut data is skipped for the run, as in a local run. ``span``: the
+    events' (:func:`_span`), when ``as_of`` is not given.
     """
     from pyspark.sql import functions as f
 
@@ -269,11 +274,11 @@ def _evaluate(
         return {}, {"skipped": "disabled in the config"}
     bought = f.col("event_type") == PURCHASE
     if as_of is None:
-        data_as_of = raw.where(f.col("ts").isNotNull()).agg(f.max("ts")).first()
-        if data_as_of is None or data_as_of[0] is None:
+        newest = (span if span is not None else _span(raw)).newest
+        if newest is None:
             return {}, {"skipped": "no events"}
-        as_of = int(data_as_of[0]) + 1  # the newest event is in the holdout, as locally
-        cut = holdout_cut(int(data_as_of[0]), config)
+        as_of = newest + 1  # the newest event is in the holdout, as locally
+        cut = holdout_cut(newest, config)
     else:
         cut = holdout_cut(as_of, config)
     names = [n for n in config.evaluated_models() if _kind(config, n) in DISTRIBUTED]
@@ -358,7 +363,7 @@ def _holdout(
     before = raw.where((f.col("ts") < cut) & (f.col("event_type") == PURCHASE))
     return Holdout.of(
         data,
-        customers,
+        drawn,
         test=purchases(after),
         before=purchases(before),
         cut=cut,
@@ -366,26 +371,53 @@ def _holdout(
         max_users=ev_config.max_users or None,
         seed=ev_config.seed,
         n_train_events=len(data.events),
+        drawn_from=len(set(customers)),
     )
 
 
+class _Span(NamedTuple):
+    """The oldest and newest event times (``None`` without any) and the number of events."""
+
+    oldest: int | None
+    newest: int | None
+    n: int
+
+
+def _span(ev: Any) -> _Span:
+    """The :class:`_Span` of an events DataFrame (one Spark job)."""
+    from pyspark.sql import functions as f
+
+    lo, hi, n = ev.agg(f.min("ts"), f.max("ts"), f.count("*")).collect()[0]
+    return _Span(None if lo is None else int(lo), None if hi is None else int(hi), int(n))
+
+
 def _build(
-    raw: Any, config: TrainingConfig, as_of: int | None, catalog: list[CatalogItem]
+    raw: Any,
+    config: TrainingConfig,
+    as_of: int | None,
+    catalog: list[CatalogItem],
+    *,
+    span: _Span | None = None,
 ) -> tuple[SparkData, Any]:
-    """The weighted matrix and vocabularies (Spark SQL), and the indexed events DataFrame."""
+    """The weighted matrix and vocabularies (Spark SQL), and the indexed events DataFrame;
+    ``span``: ``raw``'s, when known and ``as_of`` is not given."""
     from pyspark.sql import functions as f
 
     ic = config.interactions
     ev = raw if as_of is None else raw.where(f.col("ts") < as_of)
-    span = ev.agg(f.min("ts").alias("lo"), f.max("ts").alias("hi"), f.count("*").alias("n"))
-    lo, hi, n = span.collect()[0]
-    if not n:
+    lo, hi, n = span if span is not None and as_of is None else _span(ev)
+    if lo is None or hi is None:
         where = f" before {from_micros(as_of).isoformat()}" if as_of is not None else ""
         raise DataError(f"no events to train on{where}; load some with `recsys ingest` first")
-    data_as_of = int(hi) if as_of is None else int(as_of)
+    data_as_of = hi if as_of is None else int(as_of)
     if ic.window_days is not None:
         ev = ev.where(f.col("ts") >= data_as_of - round(ic.window_days * MICROS_PER_DAY))
-        lo, hi, n = ev.agg(f.min("ts"), f.max("ts"), f.count("*")).collect()[0]
+        lo, hi, n = _span(ev)
+        if lo is None or hi is None:
+            raise DataError(
+                f"no events to train on in the {ic.window_days:g} days (`window_days`) "
+                f"before {from_micros(data_as_of).isoformat()}"
+            )
     ev = ev.cache()
     weighted = jobs.weighted_pairs(ev, ic, data_as_of).cache()
     pairs = jobs.core_pairs(weighted, ic.min_user_events, ic.min_item_users)
@@ -439,7 +471,7 @@ def _build(
         item_category=categories,
         item_price=price,
         as_of=data_as_of,
-        events=_EventSpan(int(n), np.array([int(lo), int(hi)], dtype=np.int64)),
+        events=_EventSpan(n, np.array([lo, hi], dtype=np.int64)),
         item_title=item_titles(items, catalog),
         ratings=matrix.select("u", "i", "weight"),
         cached=(ev, indexed, matrix),
