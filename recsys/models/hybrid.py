@@ -19,7 +19,8 @@ takes minutes. Its fitted trees are predicted by LightGBM's predictor
 (:mod:`recsys.models.trees`: the same scores to the bit, a third of the time on a request).
 
 How the ranker learns (inside :meth:`HybridModel.fit`): the generators are built from the
-events before an internal cut (``as_of`` minus ``label_days``), the label of a candidate pair
+events before an internal cut (``as_of`` minus ``label_days``, at midnight UTC before it when
+``label_days`` is whole days), the label of a candidate pair
 is "purchased within ``label_days`` of the cut", and the classifier learns when to repeat and
 when to discover. With ``train_windows`` above 1 it learns from that many such cuts, one
 ``label_days`` apart, at once: one window is one month's mood (a holiday, a promotion), several
@@ -848,7 +849,7 @@ class HybridModel(Recommender):
         :meth:`without_order_test`."""
         first_day = float(ev.day[ev.purchase].min())
         label_days = self.label_window(first_day, as_of_day)
-        newest = as_of_day - label_days
+        newest = self.newest_cut(first_day, as_of_day)
         if (
             label_days <= 0
             or not ev.before(newest).purchase.any()
@@ -941,8 +942,21 @@ class HybridModel(Recommender):
     def label_window(self, first_purchase_day: float, as_of_day: float) -> float:
         """The length in days of the ranker's label windows for a history from
         ``first_purchase_day`` to ``as_of_day``: ``label_days``, or a third of a shorter
-        history (the newest window then starts ``as_of_day`` minus this)."""
+        history (the newest window then starts at :meth:`newest_cut`)."""
         return min(self.label_days, (as_of_day - first_purchase_day) / 3.0)
+
+    def newest_cut(self, first_purchase_day: float, as_of_day: float) -> float:
+        """The day the newest label window starts (days since the epoch): ``as_of_day``
+        minus :meth:`label_window`, at the midnight UTC before it when that is
+        ``label_days`` in whole days."""
+        label_days = self.label_window(first_purchase_day, as_of_day)
+        newest = as_of_day - label_days
+        if label_days == self.label_days and float(label_days).is_integer():
+            # whole-day windows start at midnight UTC, as the evaluations' cuts do: a run later
+            # the same day learns from the same windows, and a final fit's windows are cut
+            # where the rolling-origin evaluation's fits (at midnight) cut theirs
+            newest = float(np.floor(newest))
+        return newest
 
     def _record_gate(self, gate: tuple[float, float, float] | None, *, held: bool) -> None:
         """Keep the repeat-first test's numbers in ``train_stats_`` and log its choice

@@ -202,6 +202,33 @@ def test_fit_sampled_learns_the_ranker_from_the_sample_and_the_generators_from_a
     assert not np.array_equal(part.score(users, hist), model.score(users, hist))
 
 
+@pytest.mark.parametrize("label_days", [30.0, 7.5])
+def test_whole_day_label_windows_start_at_midnight(shop: TrainingData, label_days: float) -> None:
+    """A run later the same day learns from the same windows, cut where the evaluations'
+    fits (at midnight) cut theirs; a shortened window (a short history) is not moved."""
+    from recsys.models.features import EventArrays, LocalStates
+
+    ev = EventArrays.from_training_data(shop)
+    local = LocalStates(ev, shop.n_users, shop.n_items)
+    cuts: list[float] = []
+
+    class Recording:
+        n_users, n_items = local.n_users, local.n_items
+
+        def __call__(self, before: float | None, *args: Any, **kwargs: Any) -> Any:
+            if before is not None:
+                cuts.append(before)
+            return local(before, *args, **kwargs)
+
+    as_of_day = shop.as_of / MICROS_PER_DAY + 0.4  # 09:36 UTC
+    model = HybridModel(factors=8, max_iter=30, label_days=label_days, train_windows=3)
+    model.fit_sampled(ev, as_of_day, Recording())
+    newest = np.floor(as_of_day - 30.0) if label_days == 30.0 else as_of_day - 7.5
+    assert model.newest_cut(float(ev.day.min()), as_of_day) == newest
+    np.testing.assert_allclose(cuts, [newest - 2 * label_days, newest - label_days, newest])
+    assert all(float(c).is_integer() for c in cuts) == (label_days == 30.0)
+
+
 def test_tiny_data_falls_back_to_a_fixed_blend(tiny_data: TrainingData) -> None:
     model = HybridModel(factors=4).fit(tiny_data)
     assert model.ranker_kind_ == "fixed_blend"

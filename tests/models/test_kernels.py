@@ -348,6 +348,59 @@ def test_an_ease_problem_is_solved_once_within_shared_ease_solves(
     assert calls == [5.0, 6.0, 5.0]
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), binary=st.booleans(), ridge=st.sampled_from([0.5, 5.0, 50.0]))
+def test_items_without_interactions_are_solved_apart(seed: int, binary: bool, ridge: float) -> None:
+    """Their rows and columns of ``XᵀX + λI`` are ``λI``: zero weights, ``P = 1/λ``, and the
+    others' weights are the dense inverse's."""
+    rng = np.random.default_rng(seed)
+    dense = np.where(rng.random((25, 12)) < 0.3, rng.uniform(0.5, 4.0, (25, 12)), 0.0)
+    dense[:, rng.random(12) < 0.4] = 0.0  # some items nobody touched
+    x = (dense > 0).astype(np.float64) if binary else dense
+    p = np.linalg.inv(x.T @ x + ridge * np.eye(12))
+    expected = -p / np.diag(p)
+    np.fill_diagonal(expected, 0.0)
+    b, diagonal = kernels.ease_solution(
+        sp.csr_matrix(dense.astype(np.float32)), regularization=ridge, binary=binary
+    )
+    np.testing.assert_allclose(b, expected, rtol=2e-3, atol=1e-5)
+    np.testing.assert_allclose(diagonal, np.diag(p), rtol=2e-3)
+    empty = ~x.any(axis=0)
+    assert not b[empty].any() and not b[:, empty].any()
+    np.testing.assert_array_equal(diagonal[empty], 1.0 / ridge)
+
+
+def test_the_same_problem_in_another_vocabulary_is_solved_once(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
+    """The same purchases among more customers and products (a vocabulary that also holds
+    those first seen after a label window's cut) are the same problem: one solve."""
+    x = sp.csr_matrix((rng.random((40, 15)) < 0.3).astype(np.float32))
+    # two new items between the old ones, three customers without a purchase before the cut,
+    # the rows in another order
+    wide = np.zeros((43, 17), dtype=np.float32)
+    columns = np.array([0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16])
+    wide[np.ix_(rng.permutation(43)[:40], columns)] = x.toarray()
+    calls = _count_solves(monkeypatch)
+    with shared_ease_solves():
+        narrow_b, narrow_d = kernels.ease_solution(x, regularization=5.0, binary=True)
+        wide_b, wide_d = kernels.ease_solution(sp.csr_matrix(wide), regularization=5.0, binary=True)
+        kernels.ease_solution(
+            sp.csr_matrix(np.delete(wide, 11, axis=1)), regularization=5.0, binary=True
+        )
+    assert calls == [5.0]
+    np.testing.assert_array_equal(wide_b[np.ix_(columns, columns)], narrow_b)
+    np.testing.assert_array_equal(wide_d[columns], narrow_d)
+    assert not wide_b[[3, 11]].any() and not wide_b[:, [3, 11]].any()
+    np.testing.assert_array_equal(wide_d[[3, 11]], 1.0 / 5.0)
+    # a purchase more (the window one day later) is another problem
+    wide[rng.permutation(43)[0], 3] = 1.0
+    with shared_ease_solves():
+        kernels.ease_solution(x, regularization=5.0, binary=True)
+        kernels.ease_solution(sp.csr_matrix(wide), regularization=5.0, binary=True)
+    assert calls == [5.0, 5.0, 5.0]
+
+
 def test_shared_ease_solves_keeps_weights_within_a_byte_budget(
     monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
 ) -> None:

@@ -695,7 +695,7 @@ def _fit_hybrid(model: Any, data: SparkData, ev: Any, config: TrainingConfig) ->
         first = events.where(f.col("event_type") == PURCHASE).agg(f.min("day")).first()
         newest = None
         if first is not None and first[0] is not None:
-            newest = as_of_day - model.label_window(float(first[0]), as_of_day)
+            newest = model.newest_cut(float(first[0]), as_of_day)
         pool = ranker_customers(events, newest)
         customers = model.max_ranker_customers or SPARK_RANKER_CUSTOMERS
         sample, drawn = sample_events(events, pool, customers, seed=model.seed)
