@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import MICROS_PER_DAY
+from recsys.errors import DataError
 from recsys.models.als import ALSModel
 from recsys.models.cooccurrence import CooccurrenceModel
 from recsys.models.hybrid import HybridModel
@@ -511,6 +512,39 @@ def test_the_spark_training_data_equals_the_local_one(
         assert by_event == want
     finally:
         data.release()
+
+
+def test_the_events_span_read_once_is_the_span_the_build_reads(
+    spark: Any, sample_events: Any
+) -> None:
+    """A run reads the events' span in its read stage and hands it to the evaluation and
+    the build; a window with no event in it is a one-line error, not a crash."""
+    from training.config import TrainingConfig
+    from training.export import events_table
+    from training.spark.engine import _build, _span
+
+    events, catalog = sample_events
+    raw = spark.createDataFrame(events_table(events)).drop("date")
+    span = _span(raw)
+    assert span == (int(events.ts.min()), int(events.ts.max()), len(events))
+    config = TrainingConfig.model_validate({"default_model": "popular", "models": {"popular": {}}})
+    data, _ = _build(raw, config, None, catalog, span=span)
+    try:
+        assert data.as_of == span.newest
+        assert len(data.events) == span.n
+        assert list(data.events.ts) == [span.oldest, span.newest]
+    finally:
+        data.release()
+    windowed = TrainingConfig.model_validate(
+        {
+            "default_model": "popular",
+            "interactions": {"window_days": 1.0},
+            "models": {"popular": {}},
+        }
+    )
+    later = span.newest + 400 * MICROS_PER_DAY
+    with pytest.raises(DataError, match=r"no events to train on in the 1 days \(`window_days`\)"):
+        _build(raw, windowed, later, catalog)
 
 
 @pytest.mark.parametrize("source", ["sample", "synthetic"])
