@@ -370,6 +370,13 @@ def test_items_without_interactions_are_solved_apart(seed: int, binary: bool, ri
     np.testing.assert_array_equal(diagonal[empty], 1.0 / ridge)
 
 
+def test_a_matrix_without_interactions_has_zero_weights(capfd: pytest.CaptureFixture[str]) -> None:
+    b, diagonal = kernels.ease_solution(sp.csr_matrix((5, 4)), regularization=2.0, binary=True)
+    assert b.shape == (4, 4) and not b.any()
+    np.testing.assert_array_equal(diagonal, 0.5)
+    assert capfd.readouterr().err == ""  # LAPACK was not handed an empty matrix
+
+
 def test_the_same_problem_in_another_vocabulary_is_solved_once(
     monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
 ) -> None:
