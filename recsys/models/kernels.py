@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -255,8 +255,7 @@ def ease_solution(
     ``XᵀX`` are zero, so ``XᵀX + λI`` is ``λ`` there and decoupled from the rest, ``P`` is
     ``1/λ`` on their diagonal and their weights are zero. What is solved is the problem of
     the other items alone: smaller (the hybrid's label windows leave out the items first sold
-    after their cut: a fifth less solving on Online Retail), and found again within
-    :func:`shared_ease_solves` whatever items without interactions a vocabulary adds.
+    after their cut: a fifth less solving on Online Retail).
     """
     x = _ease_input(matrix, binary)
     n = x.shape[1]
@@ -264,23 +263,34 @@ def ease_solution(
     if not len(used):  # nothing to solve (LAPACK refuses an empty matrix)
         empty = (np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.float64))
         return _expand_solution(empty, used, n, regularization)
-    if len(used) < n:
-        x = sp.csr_matrix(x[:, used])
-    solved = _kept(x, regularization)
-    return solved if len(used) == n else _expand_solution(solved, used, n, regularization)
+    if len(used) == n:
+        return _kept(x, regularization, b"", lambda: _ease_solve(x, regularization))
+    inner = sp.csr_matrix(x[:, used])
+    # kept as placed among the unused items, the array the models hold: a second, inner
+    # copy of every kept solution would hold twice the memory for the same sharing
+    return _kept(
+        inner,
+        regularization,
+        _layout_key(used, n),
+        lambda: _expand_solution(_ease_solve(inner, regularization), used, n, regularization),
+    )
 
 
 def _kept(
-    x: sp.csr_matrix, regularization: float
+    x: sp.csr_matrix,
+    regularization: float,
+    layout: bytes,
+    solve: Callable[[], tuple[NDArray[np.float32], NDArray[np.float64]]],
 ) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
-    """:func:`_ease_solve` of ``x``, or its earlier result within :func:`shared_ease_solves`."""
+    """``solve()`` (the EASE solution of ``x`` placed by ``layout``), or its earlier result
+    within :func:`shared_ease_solves`."""
     if _EASE_SOLVED is None:
-        return _ease_solve(x, regularization)
-    key = _ease_key(x, regularization)
+        return solve()
+    key = _ease_key(x, regularization) + layout
     if key in _EASE_SOLVED:
         _EASE_SOLVED.move_to_end(key)
         return _EASE_SOLVED[key]
-    solved = _ease_solve(x, regularization)
+    solved = solve()
     for array in solved:
         array.flags.writeable = False  # shared between models: nobody may write into it
     _EASE_SOLVED[key] = solved
@@ -290,6 +300,14 @@ def _kept(
     ):
         _EASE_SOLVED.popitem(last=False)
     return solved
+
+
+def _layout_key(used: NDArray[np.intp], n: int) -> bytes:
+    """A digest of where the ``used`` items are among ``n``."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(np.int64(n).tobytes())
+    h.update(np.asarray(used, dtype=np.int64).tobytes())
+    return h.digest()
 
 
 def _expand_solution(

@@ -377,35 +377,37 @@ def test_a_matrix_without_interactions_has_zero_weights(capfd: pytest.CaptureFix
     assert capfd.readouterr().err == ""  # LAPACK was not handed an empty matrix
 
 
-def test_the_same_problem_in_another_vocabulary_is_solved_once(
+def test_the_same_problem_among_other_customers_is_solved_once(
     monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
 ) -> None:
-    """The same purchases among more customers and products (a vocabulary that also holds
-    those first seen after a label window's cut) are the same problem: one solve."""
+    """``XᵀX`` does not see whose rows they are: the same purchases with more customers (none
+    of their purchases in it) and the rows in another order are one solve. Among more
+    products, the solution is placed differently and kept apart, with the same weights."""
     x = sp.csr_matrix((rng.random((40, 15)) < 0.3).astype(np.float32))
-    # two new items between the old ones, three customers without a purchase before the cut,
-    # the rows in another order
+    tall = np.zeros((43, 15), dtype=np.float32)
+    tall[rng.permutation(43)[:40]] = x.toarray()
+    # two products nobody bought, between the others
     wide = np.zeros((43, 17), dtype=np.float32)
     columns = np.array([0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16])
-    wide[np.ix_(rng.permutation(43)[:40], columns)] = x.toarray()
+    wide[:, columns] = tall
     calls = _count_solves(monkeypatch)
     with shared_ease_solves():
-        narrow_b, narrow_d = kernels.ease_solution(x, regularization=5.0, binary=True)
+        narrow = kernels.ease_solution(x, regularization=5.0, binary=True)
+        again = kernels.ease_solution(sp.csr_matrix(tall), regularization=5.0, binary=True)
+        assert calls == [5.0] and again[0] is narrow[0]
         wide_b, wide_d = kernels.ease_solution(sp.csr_matrix(wide), regularization=5.0, binary=True)
-        kernels.ease_solution(
-            sp.csr_matrix(np.delete(wide, 11, axis=1)), regularization=5.0, binary=True
-        )
-    assert calls == [5.0]
-    np.testing.assert_array_equal(wide_b[np.ix_(columns, columns)], narrow_b)
-    np.testing.assert_array_equal(wide_d[columns], narrow_d)
+        wide_again = kernels.ease_solution(sp.csr_matrix(wide), regularization=5.0, binary=True)
+        assert calls == [5.0, 5.0] and wide_again[0] is wide_b
+    np.testing.assert_array_equal(wide_b[np.ix_(columns, columns)], narrow[0])
+    np.testing.assert_array_equal(wide_d[columns], narrow[1])
     assert not wide_b[[3, 11]].any() and not wide_b[:, [3, 11]].any()
     np.testing.assert_array_equal(wide_d[[3, 11]], 1.0 / 5.0)
-    # a purchase more (the window one day later) is another problem
-    wide[rng.permutation(43)[0], 3] = 1.0
+    # a purchase more or less (the window one day later) is another problem
+    tall[0, 3] = 1.0 - tall[0, 3]
     with shared_ease_solves():
         kernels.ease_solution(x, regularization=5.0, binary=True)
-        kernels.ease_solution(sp.csr_matrix(wide), regularization=5.0, binary=True)
-    assert calls == [5.0, 5.0, 5.0]
+        kernels.ease_solution(sp.csr_matrix(tall), regularization=5.0, binary=True)
+    assert calls == [5.0, 5.0, 5.0, 5.0]
 
 
 def test_shared_ease_solves_keeps_weights_within_a_byte_budget(
