@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from recsys.data.schema import personalisation_opt_outs
 from recsys.engine import Engine, RecommendationList
 from recsys.errors import NotFoundError
 from recsys.experiments.assignment import assign
@@ -252,7 +253,7 @@ class RecommendationService:
         live events; erasure, consent and the live catalogue as for one request. Answered from
         the precomputed lists wherever they give the same list, the rest scored in batches."""
         engine = self.prepare(self.engines.require_engine())
-        opted_out = {c.user_id for c in self.store.read_customers() if c.personalisation_opt_out}
+        opted_out = personalisation_opt_outs(self.store.read_customers())
         out: list[RecommendationList | None] = []
         for uid in user_ids:
             if uid in opted_out or self.live.is_erased(uid):

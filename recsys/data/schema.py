@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
@@ -91,6 +91,12 @@ class Customer:
     region: str | None = None
     marketing_opt_out: bool = False
     personalisation_opt_out: bool = False
+
+
+def personalisation_opt_outs(customers: Iterable[Customer]) -> set[str]:
+    """The ids of the customers who opted out of personalisation: no segment, no personal
+    list is computed for them."""
+    return {c.user_id for c in customers if c.personalisation_opt_out}
 
 
 @dataclass(frozen=True)

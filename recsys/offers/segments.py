@@ -42,7 +42,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN, Customer, EventFrame
+from recsys.data.schema import (
+    MICROS_PER_DAY,
+    PURCHASE,
+    RETURN,
+    Customer,
+    EventFrame,
+    personalisation_opt_outs,
+)
 from recsys.offers.triggers import (
     CustomerHistory,
     PurchaseHistory,
@@ -185,7 +192,7 @@ class SegmentScale:
         """The scale :func:`compute_segments` would give at ``as_of``'s midnight, from a
         history of the purchases before it (no k-means: a server needs the labels only)."""
         day = day_number(as_of)
-        opted_out = {c.user_id for c in customers if c.personalisation_opt_out}
+        opted_out = personalisation_opt_outs(customers)
         kept = [h for u, h in history.customers.items() if u not in opted_out]
         recency = np.array([max(float(day - h.order_days[-1]), 0.0) for h in kept])
         frequency = np.array([float(h.n_orders) for h in kept])
@@ -204,7 +211,7 @@ class SegmentScale:
     ) -> dict[str, str]:
         """``user_id -> segment`` of every customer of ``history`` (opt-outs left out), as
         :meth:`SegmentTable.segment_of` gives it."""
-        opted_out = {c.user_id for c in customers if c.personalisation_opt_out}
+        opted_out = personalisation_opt_outs(customers)
         out = {}
         for user, h in history.customers.items():
             label = None if user in opted_out else self.segment(h)
@@ -252,7 +259,7 @@ def compute_segments(
     """
     # a partial day counts: purchases earlier on the as_of day are kept
     as_of_us = day_start_micros(as_of) if isinstance(as_of, date) else int(as_of)
-    opted_out = {c.user_id for c in customers if c.personalisation_opt_out}
+    opted_out = personalisation_opt_outs(customers)
     users, recency, frequency, monetary = customer_rfm(events, as_of_us, opted_out)
     return segments_of(users, recency, frequency, monetary, as_of_us, k=k, seed=seed)
 

@@ -23,7 +23,13 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import item_titles
-from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, from_micros
+from recsys.data.schema import (
+    MICROS_PER_DAY,
+    PURCHASE,
+    CatalogItem,
+    from_micros,
+    personalisation_opt_outs,
+)
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError, DataError, ModelError
 from recsys.registry import Registry
@@ -240,7 +246,7 @@ def _store_segments(raw: Any, store: EventStore, as_of: int) -> None:
     from recsys.offers.segments import segments_of
 
     users, recency, frequency, monetary = jobs.customer_rfm(raw, as_of)
-    opted_out = {c.user_id for c in store.read_customers() if c.personalisation_opt_out}
+    opted_out = personalisation_opt_outs(store.read_customers())
     keep = np.array([u not in opted_out for u in users], dtype=bool)
     kept = [u for u, k in zip(users, keep.tolist(), strict=True) if k]
     table = segments_of(kept, recency[keep], frequency[keep], monetary[keep], as_of)
@@ -290,11 +296,7 @@ def _evaluate(
         return {}, {**info, "skipped": str(exc)}
     try:
         after = raw.where(
-            (f.col("ts") >= cut)
-            & (f.col("ts") < as_of)
-            & bought
-            & f.col("user_id").isNotNull()
-            & (f.col("user_id") != "")
+            (f.col("ts") >= cut) & (f.col("ts") < as_of) & bought & jobs.is_customer()
         )
         before = ev.where(bought & (f.col("u") >= 0)).select("user_id").distinct()
         customers = [

@@ -41,6 +41,13 @@ def _f() -> Any:
     return functions
 
 
+def is_customer() -> Any:
+    """The column condition of an event with a customer: a guest's ``user_id`` is null or
+    ``""``, as for :func:`recsys.data.interactions.build_training_data`."""
+    f = _f()
+    return f.col("user_id").isNotNull() & (f.col("user_id") != "")
+
+
 def with_indices(events: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
     """``events`` with ``u`` and ``i``: indices in the vocabularies (``-1`` when absent)."""
     f = _f()
@@ -75,7 +82,7 @@ def weighted_pairs(events: DataFrame, config: InteractionConfig, as_of: int) -> 
     f = _f()
     from pyspark.sql import Window
 
-    ev = events.where(f.col("user_id").isNotNull() & (f.col("user_id") != ""))
+    ev = events.where(is_customer())
     weights = f.create_map(*[x for k, v in config.weights.items() for x in (f.lit(k), f.lit(v))])
     is_purchase = f.col("event_type") == PURCHASE
     is_return = f.col("event_type") == RETURN
@@ -387,8 +394,9 @@ def customer_rfm(
     subtract their value; guests and customers with returns but no order are left out.
     """
     f = _f()
-    known = f.col("user_id").isNotNull() & (f.col("user_id") != "")
-    ev = events.where((f.col("ts") < as_of_us) & f.col("event_type").isin(PURCHASE, RETURN) & known)
+    ev = events.where(
+        (f.col("ts") < as_of_us) & f.col("event_type").isin(PURCHASE, RETURN) & is_customer()
+    )
     price = f.col("price")
     value = f.when(price.isNull() | f.isnan(price), f.lit(0.0)).otherwise(price * f.col("quantity"))
     ev = ev.withColumn("value", value)
