@@ -125,24 +125,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from threadpoolctl import threadpool_limits
 
-    from recsys.data.ingest import ingest_events
     from recsys.evaluation.rolling import evaluate_rolling, other_seeds
     from recsys.models import model_class
     from recsys.models.baselines import RepeatModel
-    from recsys.store.sqlite import SQLiteStore
     from training.config import load_training_config
 
     load_before = os.getloadavg()
     started_at = datetime.now(UTC)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStore(Path(tmp) / "store.db")
-        try:
-            ingest_events(store, args.data, format=args.format)
-            events = store.read_events()
-            catalog = store.read_items()
-        finally:
-            store.close()
+    events, catalog = load_events(args.data, args.format)
     n_loaded = len(events)
     if args.sample_customers < 1.0:
         events = _sample_customers(events, args.sample_customers)
@@ -228,6 +219,21 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.json.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     return 0
+
+
+def load_events(path: Path, format: str) -> tuple[Any, Any]:
+    """The events and catalogue of ``path`` through the product's own ingest path (into a
+    temporary SQLite store)."""
+    from recsys.data.ingest import ingest_events
+    from recsys.store.sqlite import SQLiteStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "store.db")
+        try:
+            ingest_events(store, path, format=format)
+            return store.read_events(), store.read_items()
+        finally:
+            store.close()
 
 
 def _sample_customers(events: Any, share: float) -> Any:
