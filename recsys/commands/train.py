@@ -75,6 +75,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="--engine spark: the PostgreSQL JDBC driver (default: Debian's "
         "/usr/share/java/postgresql.jar from libpostgresql-jdbc-java)",
     )
+    p.add_argument(
+        "--checkpoint-dir",
+        metavar="URL",
+        help="--engine spark: where MLlib's ALS checkpoints (hdfs://, s3a://: storage every "
+        "executor reaches; default: the run's temporary folder on a local master, none on "
+        "another)",
+    )
+    p.add_argument(
+        "--als-blocks",
+        type=int,
+        metavar="N",
+        help="--engine spark: MLlib ALS's user and item blocks (default: one per core of a "
+        "local master, MLlib's 10 on another; about the executors' cores on a cluster)",
+    )
     p.set_defaults(handler=_train)
 
     m = sub.add_parser(
@@ -128,8 +142,12 @@ def _train(args: argparse.Namespace) -> int:
         require_spark()
         if args.warm_start:
             raise ConfigError("--warm-start is for --engine local (the Spark engine refits)")
-    elif args.events or args.jdbc_jar:
-        raise ConfigError("--events and --jdbc-jar are options of --engine spark")
+        if args.als_blocks is not None and args.als_blocks < 1:
+            raise ConfigError(f"--als-blocks: {args.als_blocks} is not a positive whole number")
+    elif args.events or args.jdbc_jar or args.checkpoint_dir or args.als_blocks is not None:
+        raise ConfigError(
+            "--events, --jdbc-jar, --checkpoint-dir and --als-blocks are options of --engine spark"
+        )
     config = load_training_config(args.config)
     source = args.config or "training/configs/default.toml"
     # every model and parameter value, before the store is opened (on a fresh home: created)
@@ -199,6 +217,8 @@ def _train_spark(
         master=args.master,
         events=Path(args.events) if args.events else None,
         jdbc_jar=Path(args.jdbc_jar) if args.jdbc_jar else None,
+        checkpoint_dir=args.checkpoint_dir,
+        als_blocks=args.als_blocks or 0,
     )
     return run_spark_training(
         config,

@@ -56,15 +56,64 @@ def sample_events(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from training.spark.session import SparkOptions, start
 
     # 2g: each test builds its events as a local relation, which the driver holds; at 1g an
     # out-of-memory error in the thread that serves Arrow batches hung the module (Spark
     # never completes the collect it was serving)
-    session = start(SparkOptions(master="local[2]", driver_memory="2g"))
+    scratch = tmp_path_factory.mktemp("spark-scratch")
+    session = start(SparkOptions(master="local[2]", driver_memory="2g"), scratch=scratch)
     yield session
     session.stop()
+
+
+def test_a_local_session_checkpoints_into_its_scratch_folder(spark: Any) -> None:
+    """MLlib ignores ALS's checkpointInterval without a checkpoint folder; :func:`start` gives
+    a local master's session one in the run's scratch space (a session that has one keeps
+    it: the runs below borrow this one)."""
+    folder = spark.sparkContext.getCheckpointDir()
+    assert folder is not None
+    assert Path(folder.removeprefix("file:")).parent.name == "checkpoints"
+
+
+def test_mllib_als_runs_on_the_sessions_blocks_and_checkpoints(
+    spark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One block per core of the local[2] master unless ``spark.recsys.als.blocks`` says
+    otherwise; 12 iterations pass ALS's checkpoint interval (10), and the checkpoint is
+    written where the session says."""
+    import pyspark.ml.recommendation as recommendation
+
+    from recsys.errors import ConfigError
+    from training.spark import jobs
+    from training.spark.session import ALS_BLOCKS_CONF, als_blocks
+
+    blocks: list[tuple[int, int]] = []
+
+    class RecordedALS(recommendation.ALS):  # the real estimator, its blocks recorded
+        def _fit(self, dataset: Any) -> Any:
+            blocks.append((self.getNumUserBlocks(), self.getNumItemBlocks()))
+            return super()._fit(dataset)
+
+    monkeypatch.setattr(recommendation, "ALS", RecordedALS)
+    rng = np.random.default_rng(0)
+    rows = [(int(u), int(i), 1.0) for u, i in rng.integers(0, 40, size=(300, 2))]
+    ratings = spark.createDataFrame(rows, "u int, i int, weight float")
+    folder = Path(spark.sparkContext.getCheckpointDir().removeprefix("file:"))
+    kwargs: dict[str, Any] = {"factors": 4, "regularization": 0.1, "alpha": 1.0, "seed": 0}
+    try:
+        users, items = jobs.als_factors(ratings, 40, 40, iterations=12, **kwargs)
+        assert users.shape == items.shape == (40, 4) and np.abs(items).sum() > 0
+        assert any(folder.glob("rdd-*")), "ALS wrote no checkpoint"
+        spark.conf.set(ALS_BLOCKS_CONF, "3")
+        jobs.als_factors(ratings, 40, 40, iterations=2, **kwargs)
+        assert blocks == [(2, 2), (3, 3)]
+        spark.conf.set(ALS_BLOCKS_CONF, "0")
+        with pytest.raises(ConfigError, match=r"spark\.recsys\.als\.blocks: '0' is not a positive"):
+            als_blocks(spark)
+    finally:
+        spark.conf.unset(ALS_BLOCKS_CONF)
 
 
 def _indexed(spark: Any, data: TrainingData) -> Any:
@@ -157,8 +206,13 @@ def test_spark_als_recall_is_within_ten_percent_of_implicits(
 
 
 def test_a_spark_version_is_served_like_a_local_one(
-    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    spark: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import tempfile
+
     from recsys.cli import main
     from recsys.engine import Engine
     from recsys.registry import Registry
@@ -181,6 +235,10 @@ def test_a_spark_version_is_served_like_a_local_one(
     capsys.readouterr()
     # the run borrows the module's session (a notebook's, in a shop) and leaves it as it was
     cached = set(spark.sparkContext._jsc.getPersistentRDDs().keys())
+    # and its scratch folder is gone when it ends
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     code = main(
         [
             "train",
@@ -199,6 +257,7 @@ def test_a_spark_version_is_served_like_a_local_one(
     assert "model 'ease' skipped: ease: not trained by the Spark engine" in err
     # nothing new cached (earlier tests' frames may be cleaned meanwhile: a subset)
     assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) <= cached
+    assert list(temporary.iterdir()) == []
 
     registry = Registry(load_settings(Settings).registry_path)
     version = registry.current_version()
@@ -268,8 +327,33 @@ def test_a_spark_version_is_served_like_a_local_one(
     )
 
 
+def test_a_sqlite_store_is_read_through_the_runs_scratch_folder(spark: Any, tmp_path: Path) -> None:
+    from recsys.data.ingest import ingest_events
+    from recsys.store.sqlite import SQLiteStore
+    from training.spark.session import SparkOptions, read_events
+
+    class _Settings:
+        database_url = None
+
+    store = SQLiteStore(tmp_path / "store.db")
+    try:
+        ingest_events(store, SAMPLE, format="online-retail")
+        expected = store.read_events()
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        frame, source = read_events(
+            spark, SparkOptions(master="local[2]"), _Settings(), store, scratch
+        )
+    finally:
+        store.close()
+    assert source == "sqlite (via Parquet)"
+    # the copy is the scratch folder's, which the run removes when it ends
+    assert [p.name for p in scratch.iterdir()] == ["events.parquet"]
+    assert frame.count() == len(expected) > 1000
+
+
 @pytest.mark.postgres
-def test_spark_reads_a_postgresql_store_over_jdbc(spark: Any, pg_url: str) -> None:
+def test_spark_reads_a_postgresql_store_over_jdbc(spark: Any, pg_url: str, tmp_path: Path) -> None:
     from recsys.data.ingest import ingest_events
     from recsys.store.postgres import PostgresStore
     from training.spark.session import DEBIAN_JDBC_JAR, SparkOptions, read_events
@@ -286,7 +370,9 @@ def test_spark_reads_a_postgresql_store_over_jdbc(spark: Any, pg_url: str) -> No
         class _Settings:
             database_url = pg_url
 
-        frame, source = read_events(spark, SparkOptions(master="local[2]"), _Settings(), store)
+        frame, source = read_events(
+            spark, SparkOptions(master="local[2]"), _Settings(), store, tmp_path
+        )
     finally:
         store.close()
     assert source == "postgresql (jdbc)"

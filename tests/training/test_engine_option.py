@@ -43,9 +43,36 @@ def test_spark_without_java_says_how_to_install_it(
     assert "openjdk-17-jre-headless" in capsys.readouterr().err
 
 
-def test_spark_options_need_the_spark_engine(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--events", "/nowhere"]) == 2
-    assert "--events and --jdbc-jar are options of --engine spark" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--events", "/nowhere"],
+        ["--jdbc-jar", "/nowhere.jar"],
+        ["--checkpoint-dir", "hdfs:///checkpoints"],
+        ["--als-blocks", "4"],
+    ],
+)
+def test_spark_options_need_the_spark_engine(
+    option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", *option]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: --events, --jdbc-jar, --checkpoint-dir and --als-blocks are options of "
+        "--engine spark"
+    ]
+
+
+@pytest.mark.parametrize("blocks", ["0", "-2"])
+def test_als_blocks_below_one_are_refused_before_anything_is_read(
+    blocks: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training import spark
+
+    monkeypatch.setattr(spark, "require_spark", lambda: None)
+    assert main(["train", "--engine", "spark", "--als-blocks", blocks]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --als-blocks: {blocks} is not a positive whole number"]
 
 
 def test_the_spark_engine_holds_the_serving_versions_repeat_first_choice(

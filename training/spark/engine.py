@@ -13,9 +13,11 @@ Spark SQL, their segments on the driver, stored as a local run stores them), **p
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -156,11 +158,17 @@ def run_spark_training(
 
     # a session the caller already runs (a notebook, a test) is theirs to stop, not ours
     borrowed = SparkSession.getActiveSession() is not None
-    with registry.lock(timeout=lock_timeout), _Progress(timings) as progress:
-        spark = start(options)
+    with (
+        registry.lock(timeout=lock_timeout),
+        _Progress(timings) as progress,
+        # the run's scratch space (a SQLite store's events as Parquet, a local master's ALS
+        # checkpoints), removed with everything in it when the run ends, failed or not
+        tempfile.TemporaryDirectory(prefix="recsys-spark-") as scratch,
+    ):
+        spark = start(options, scratch=Path(scratch))
         try:
             with progress.stage("read"):
-                raw, source = read_events(spark, options, settings, store)
+                raw, source = read_events(spark, options, settings, store, Path(scratch))
                 read = CatalogRead.of(store)
                 catalog = read.items
                 # the events' span, read once: without an as-of both the evaluation's cut

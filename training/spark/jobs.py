@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from recsys.data.interactions import InteractionConfig
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN
+from training.spark.session import als_blocks
 
 #: Quantities are matched against returns in integer millionths, as the local engine does.
 _QUANTITY_SCALE = 1_000_000
@@ -349,9 +350,11 @@ def als_factors(
     ones at 1: the same model up to the constant) and it scales the L2 penalty by each row's
     number of ratings (ALS-WR); ``regularization`` is passed through as ``regParam``.
     Users and items with no rating keep zero factors (they score nothing, as in a cold fit).
+    Its user and item blocks are :func:`~training.spark.session.als_blocks`'s.
     """
     from pyspark.ml.recommendation import ALS
 
+    blocks = als_blocks(matrix.sparkSession)
     als = ALS(
         rank=factors,
         maxIter=iterations,
@@ -364,6 +367,10 @@ def als_factors(
         seed=0 if seed is None else seed,
         nonnegative=False,
         coldStartStrategy="nan",
+        # MLlib's 10 blocks are for a cluster: on a local[2] master 2 fitted 10^6 ratings
+        # in 0.85x the time (benchmarks/RESULTS.md, twenty-ninth session)
+        numUserBlocks=blocks,
+        numItemBlocks=blocks,
     )
     fitted = als.fit(matrix)
     return (

@@ -4,12 +4,12 @@ Events come from a Parquet export (``recsys export events``) or, with a PostgreS
 straight from its ``events`` table over JDBC, read in parallel ranges of ``ts``. The JDBC
 driver is Debian's ``libpostgresql-jdbc-java`` (``/usr/share/java/postgresql.jar``) unless
 ``jdbc_jar`` names another jar. A SQLite store is exported to a temporary Parquet folder
-first: SQLite has no network reader, and that store is for one machine anyway.
+first, into the run's scratch folder: SQLite has no network reader, and that store is for
+one machine anyway.
 """
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,13 @@ from recsys.errors import ConfigError, DataError
 
 #: Where Debian's libpostgresql-jdbc-java puts the PostgreSQL JDBC driver.
 DEBIAN_JDBC_JAR = Path("/usr/share/java/postgresql.jar")
+
+#: MLlib ALS's default ``numUserBlocks`` and ``numItemBlocks``.
+MLLIB_ALS_BLOCKS = 10
+
+#: The session conf key the ALS fits read their blocks from (:func:`als_blocks`); set by
+#: :func:`start` from :attr:`SparkOptions.als_blocks`, or by ``spark-submit --conf``.
+ALS_BLOCKS_CONF = "spark.recsys.als.blocks"
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,14 @@ class SparkOptions:
         master, Spark's default (200) otherwise.
     driver_memory
         ``spark.driver.memory`` (the driver collects the vocabularies and the matrix).
+    checkpoint_dir
+        Where MLlib's ALS cuts its lineage every 10 iterations (``setCheckpointDir``); on a
+        cluster it must be storage every executor reaches (``hdfs://``, ``s3a://``).
+        ``None``: a folder of the run's scratch space on a local master; no checkpoints on
+        another (a lineage of many iterations can then overflow an executor's stack).
+    als_blocks
+        MLlib ALS's user and item blocks (``numUserBlocks``, ``numItemBlocks``); ``0``: one
+        per core of a local master, MLlib's default (10) on another.
     """
 
     master: str = "local[*]"
@@ -45,10 +60,17 @@ class SparkOptions:
     jdbc_jar: Path | None = None
     partitions: int = 0
     driver_memory: str = "4g"
+    checkpoint_dir: str | None = None
+    als_blocks: int = 0
 
 
-def start(options: SparkOptions, *, app: str = "recsys-train") -> Any:
-    """A SparkSession for ``options`` (the JDBC jar on its class path when there is one)."""
+def start(options: SparkOptions, *, app: str = "recsys-train", scratch: Path | None = None) -> Any:
+    """A SparkSession for ``options`` (the JDBC jar on its class path when there is one).
+
+    Its checkpoint folder is ``options.checkpoint_dir``, else ``scratch / "checkpoints"`` on
+    a local master (``scratch``: the run's temporary folder, which the caller removes); a
+    session that already has one (a notebook's, a test's) keeps it.
+    """
     import os
     import sys
 
@@ -64,7 +86,9 @@ def start(options: SparkOptions, *, app: str = "recsys-train") -> Any:
         # Arrow moves collected columns to numpy without a row-by-row Python pass
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
     )
-    partitions = options.partitions or _local_partitions(options.master)
+    # 4 shuffle partitions per core of a local master: Spark's 200 are mostly empty tasks on
+    # a few cores, and on the bundled sample they tripled a run's time
+    partitions = options.partitions or 4 * local_cores(options.master)
     if partitions:
         builder = builder.config("spark.sql.shuffle.partitions", str(partitions))
     jar = options.jdbc_jar or (DEBIAN_JDBC_JAR if DEBIAN_JDBC_JAR.exists() else None)
@@ -73,27 +97,53 @@ def start(options: SparkOptions, *, app: str = "recsys-train") -> Any:
     # the driver's Python is the executors' Python on a local master
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
+    context = session.sparkContext
+    context.setLogLevel("ERROR")
+    checkpoints = options.checkpoint_dir
+    if checkpoints is None and scratch is not None and local_cores(options.master):
+        checkpoints = str(scratch / "checkpoints")
+    # without a checkpoint folder MLlib ignores ALS's checkpointInterval, and the lineage of
+    # 15 iterations overflowed an executor's stack at 10^6 ratings (benchmarks/RESULTS.md)
+    if checkpoints is not None and context.getCheckpointDir() is None:
+        context.setCheckpointDir(checkpoints)
+    if options.als_blocks:
+        session.conf.set(ALS_BLOCKS_CONF, str(options.als_blocks))
     return session
 
 
-def _local_partitions(master: str) -> int:
-    """4 shuffle partitions per core of a ``local[N]`` master (Spark's 200 are mostly empty
-    tasks on a few cores: on the bundled sample they tripled a run's time)."""
+def als_blocks(spark: Any) -> int:
+    """MLlib ALS's user and item blocks in ``spark``: its ``spark.recsys.als.blocks``, else
+    one per core of a local master, else MLlib's default (10)."""
+    value = spark.conf.get(ALS_BLOCKS_CONF, None)
+    if value is not None:
+        try:
+            blocks = int(value)
+        except ValueError:
+            blocks = 0
+        if blocks < 1:
+            raise ConfigError(f"{ALS_BLOCKS_CONF}: {value!r} is not a positive whole number")
+        return blocks
+    return local_cores(spark.sparkContext.master) or MLLIB_ALS_BLOCKS
+
+
+def local_cores(master: str) -> int:
+    """The cores of a ``local``, ``local[N]`` or ``local[*]`` master; 0 for another master."""
     import os
 
     if not master.startswith("local"):
         return 0
     inside = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
     if inside in ("*", ""):
-        return 4 * (os.cpu_count() or 1)
+        return os.cpu_count() or 1
     try:
-        return 4 * max(int(inside.split(",")[0]), 1)
+        return max(int(inside.split(",")[0]), 1)
     except ValueError:
         return 0
 
 
-def read_events(spark: Any, options: SparkOptions, settings: Any, store: Any) -> tuple[Any, str]:
+def read_events(
+    spark: Any, options: SparkOptions, settings: Any, store: Any, scratch: Path
+) -> tuple[Any, str]:
     """The events as a DataFrame with the store's columns, and a description of the source.
 
     Parameters
@@ -105,7 +155,9 @@ def read_events(spark: Any, options: SparkOptions, settings: Any, store: Any) ->
     settings
         The engine's settings (``database_url`` selects PostgreSQL over JDBC).
     store
-        The open store (a SQLite store is exported to a temporary folder first).
+        The open store (a SQLite store is exported to ``scratch`` first).
+    scratch
+        The run's temporary folder, which the caller removes once the frame is read.
 
     Raises
     ------
@@ -140,7 +192,7 @@ def read_events(spark: Any, options: SparkOptions, settings: Any, store: Any) ->
 
     # SQLite: through one temporary Parquet file (a day-partitioned export is for sharing;
     # one file per day would be one Spark task per day here)
-    path = Path(tempfile.mkdtemp(prefix="recsys-spark-")) / "events.parquet"
+    path = scratch / "events.parquet"
     pq.write_table(events_table(store.read_events()), path)
     frame = spark.read.parquet(str(path)).select(*EVENT_COLUMNS)
     return _fewer_partitions(spark, frame), f"{store.backend} (via Parquet)"
