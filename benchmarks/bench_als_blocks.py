@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", default="10,2,4", help="block counts, comma-separated")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument(
+        "--no-checkpoints",
+        action="store_true",
+        help="no checkpoint folder (MLlib then ignores ALS's checkpointInterval)",
+    )
     args = parser.parse_args(argv)
 
     from training.spark.session import SparkOptions, start
@@ -97,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     matrix = ratings(args.ratings, args.users, args.items)
     with tempfile.TemporaryDirectory(prefix="bench-als-blocks-") as scratch:
         spark = start(
-            SparkOptions(master=args.master), app="bench-als-blocks", scratch=Path(scratch)
+            SparkOptions(master=args.master),
+            app="bench-als-blocks",
+            scratch=None if args.no_checkpoints else Path(scratch),
         )
         try:
             seconds = measure(spark, matrix, args.users, args.items, blocks, args.repeats)
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(seconds[blocks[0]])
     print(
         f"\n{len(matrix['u'])} ratings, {args.users} customers, {args.items} products, "
-        f"{args.master}"
+        f"{args.master}, {'no checkpoints' if args.no_checkpoints else 'checkpoints'}"
     )
     print("| blocks | fits, s | median s | ratio to the first |")
     print("|---:|---|---:|---:|")

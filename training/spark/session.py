@@ -102,8 +102,9 @@ def start(options: SparkOptions, *, app: str = "recsys-train", scratch: Path | N
     checkpoints = options.checkpoint_dir
     if checkpoints is None and scratch is not None and local_cores(options.master):
         checkpoints = str(scratch / "checkpoints")
-    # without a checkpoint folder MLlib ignores ALS's checkpointInterval, and the lineage of
-    # 15 iterations overflowed an executor's stack at 10^6 ratings (benchmarks/RESULTS.md)
+    # without a checkpoint folder MLlib ignores ALS's checkpointInterval: its lineage grows
+    # with the iterations, the cause MLlib names for a StackOverflowError (one scratch fit of
+    # 10^6 ratings failed so, two others did not: benchmarks/RESULTS.md, twenty-ninth session)
     if checkpoints is not None and context.getCheckpointDir() is None:
         context.setCheckpointDir(checkpoints)
     if options.als_blocks:
