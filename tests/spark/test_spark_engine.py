@@ -235,6 +235,7 @@ def test_a_spark_version_is_served_like_a_local_one(
     capsys.readouterr()
     # the run borrows the module's session (a notebook's, in a shop) and leaves it as it was
     cached = set(spark.sparkContext._jsc.getPersistentRDDs().keys())
+    checkpoints = spark.sparkContext.getCheckpointDir()
     # and its scratch folder is gone when it ends
     temporary = tmp_path / "tmp"
     temporary.mkdir()
@@ -250,6 +251,8 @@ def test_a_spark_version_is_served_like_a_local_one(
             str(events_dir),
             "--config",
             str(config),
+            "--als-blocks",
+            "3",
         ]
     )
     assert code == 0, capsys.readouterr().err
@@ -258,6 +261,10 @@ def test_a_spark_version_is_served_like_a_local_one(
     # nothing new cached (earlier tests' frames may be cleaned meanwhile: a subset)
     assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) <= cached
     assert list(temporary.iterdir()) == []
+    from training.spark.session import ALS_BLOCKS_CONF
+
+    assert spark.conf.get(ALS_BLOCKS_CONF, None) is None
+    assert spark.sparkContext.getCheckpointDir() == checkpoints
 
     registry = Registry(load_settings(Settings).registry_path)
     version = registry.current_version()

@@ -58,7 +58,7 @@ from training.pipeline import (
     publish_run,
 )
 from training.spark import jobs
-from training.spark.session import SparkOptions, read_events, start
+from training.spark.session import ALS_BLOCKS_CONF, SparkOptions, read_events, start
 
 #: Model classes the Spark engine trains (registry names); others are skipped with a notice.
 #: The hybrid's ranker learns from a sample of customers (:func:`_fit_hybrid`); the content
@@ -156,8 +156,11 @@ def run_spark_training(
     timings: dict[str, float] = {}
     from pyspark.sql import SparkSession
 
-    # a session the caller already runs (a notebook, a test) is theirs to stop, not ours
-    borrowed = SparkSession.getActiveSession() is not None
+    # a session the caller already runs (a notebook, a test) is theirs to stop, not ours,
+    # and keeps its own checkpoint folder and ALS blocks once the run is over
+    callers = SparkSession.getActiveSession()
+    borrowed = callers is not None
+    callers_blocks = None if callers is None else callers.conf.get(ALS_BLOCKS_CONF, None)
     with (
         registry.lock(timeout=lock_timeout),
         _Progress(timings) as progress,
@@ -165,7 +168,7 @@ def run_spark_training(
         # checkpoints), removed with everything in it when the run ends, failed or not
         tempfile.TemporaryDirectory(prefix="recsys-spark-") as scratch,
     ):
-        spark = start(options, scratch=Path(scratch))
+        spark = start(options, scratch=None if borrowed else Path(scratch))
         try:
             with progress.stage("read"):
                 raw, source = read_events(spark, options, settings, store, Path(scratch))
@@ -206,6 +209,10 @@ def run_spark_training(
             spark_version = spark.version
             if not borrowed:
                 spark.stop()
+            elif callers_blocks is None:
+                spark.conf.unset(ALS_BLOCKS_CONF)
+            else:
+                spark.conf.set(ALS_BLOCKS_CONF, callers_blocks)
         _served_orders(metrics, evaluation, fitted)
         default, fallback = _default(config, fitted, skipped, notify)
         return publish_run(

@@ -68,8 +68,8 @@ def start(options: SparkOptions, *, app: str = "recsys-train", scratch: Path | N
     """A SparkSession for ``options`` (the JDBC jar on its class path when there is one).
 
     Its checkpoint folder is ``options.checkpoint_dir``, else ``scratch / "checkpoints"`` on
-    a local master (``scratch``: the run's temporary folder, which the caller removes); a
-    session that already has one (a notebook's, a test's) keeps it.
+    a local master (``scratch``: the run's temporary folder, which the caller removes; ``None``
+    for a session the caller runs); a session that already has one keeps it.
     """
     import os
     import sys
