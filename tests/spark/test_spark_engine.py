@@ -103,8 +103,11 @@ def test_mllib_als_runs_on_the_sessions_blocks_and_checkpoints(
     folder = Path(spark.sparkContext.getCheckpointDir().removeprefix("file:"))
     kwargs: dict[str, Any] = {"factors": 4, "regularization": 0.1, "alpha": 1.0, "seed": 0}
     try:
+        cached = set(spark.sparkContext._jsc.getPersistentRDDs().keys())
         users, items = jobs.als_factors(ratings, 40, 40, iterations=12, **kwargs)
         assert users.shape == items.shape == (40, 4) and np.abs(items).sum() > 0
+        # MLlib's cached factors are released with the fit, not when the JVM collects them
+        assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) <= cached
         assert any(folder.glob("rdd-*")), "ALS wrote no checkpoint"
         spark.conf.set(ALS_BLOCKS_CONF, "3")
         jobs.als_factors(ratings, 40, 40, iterations=2, **kwargs)

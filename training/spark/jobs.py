@@ -372,11 +372,20 @@ def als_factors(
         numUserBlocks=blocks,
         numItemBlocks=blocks,
     )
+    context = matrix.sparkSession.sparkContext
+    cached = set(context._jsc.getPersistentRDDs().keys())
     fitted = als.fit(matrix)
-    return (
+    out = (
         _factor_matrix(fitted.userFactors.toArrow(), n_users, factors),
         _factor_matrix(fitted.itemFactors.toArrow(), n_items, factors),
     )
+    # MLlib leaves the fit's factors cached (its finalStorageLevel) until the JVM collects
+    # the model: a run's evaluation fit held them through the final one, and a session the
+    # caller keeps kept them after the run
+    for key, rdd in context._jsc.getPersistentRDDs().items():
+        if key not in cached and rdd.name() in ("userFactors", "itemFactors"):
+            rdd.unpersist(False)
+    return out
 
 
 def _factor_matrix(table: Any, n: int, factors: int) -> NDArray[np.float32]:
