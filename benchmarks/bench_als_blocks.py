@@ -14,13 +14,14 @@ Needs the ``spark`` extra and Java.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import interleaved, markdown_table, median
 
 
 def ratings(n: int, users: int, items: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -48,8 +49,9 @@ def measure(
     *,
     factors: int = 64,
     iterations: int = 15,
-) -> dict[int, list[float]]:
-    """Seconds of each fit, by block count (the conf ``spark.recsys.als.blocks``)."""
+) -> dict[str, list[float]]:
+    """Seconds of each fit, by block count (the conf ``spark.recsys.als.blocks``), the
+    counts alternating."""
     import pyarrow as pa
 
     from training.spark import jobs
@@ -57,28 +59,25 @@ def measure(
 
     frame = spark.createDataFrame(pa.table(matrix)).cache()
     frame.count()
-    seconds: dict[int, list[float]] = {b: [] for b in blocks}
+
+    def fit(b: int) -> None:
+        spark.conf.set(ALS_BLOCKS_CONF, str(b))
+        jobs.als_factors(
+            frame,
+            users,
+            items,
+            factors=factors,
+            regularization=0.01,
+            alpha=1.0,
+            iterations=iterations,
+            seed=0,
+        )
+
     try:
-        for _ in range(repeats):
-            for b in blocks:
-                spark.conf.set(ALS_BLOCKS_CONF, str(b))
-                start = time.perf_counter()
-                jobs.als_factors(
-                    frame,
-                    users,
-                    items,
-                    factors=factors,
-                    regularization=0.01,
-                    alpha=1.0,
-                    iterations=iterations,
-                    seed=0,
-                )
-                seconds[b].append(time.perf_counter() - start)
-                print(f"blocks {b}: {seconds[b][-1]:.1f} s", flush=True)
+        return interleaved({str(b): partial(fit, b) for b in blocks}, repeats)
     finally:
         spark.conf.unset(ALS_BLOCKS_CONF)
         frame.unpersist()
-    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,17 +109,21 @@ def main(argv: list[str] | None = None) -> int:
             seconds = measure(spark, matrix, args.users, args.items, blocks, args.repeats)
         finally:
             spark.stop()
-    base = statistics.median(seconds[blocks[0]])
+    base = median(seconds[str(blocks[0])])
     print(
-        f"\n{len(matrix['u'])} ratings, {args.users} customers, {args.items} products, "
+        f"{len(matrix['u'])} ratings, {args.users} customers, {args.items} products, "
         f"{args.master}, {'no checkpoints' if args.no_checkpoints else 'checkpoints'}"
     )
-    print("| blocks | fits, s | median s | ratio to the first |")
-    print("|---:|---|---:|---:|")
-    for b in blocks:
-        median = statistics.median(seconds[b])
-        fits = " / ".join(f"{s:.1f}" for s in seconds[b])
-        print(f"| {b} | {fits} | {median:.1f} | {median / base:.2f}x |")
+    rows = [
+        (
+            b,
+            " / ".join(f"{t:.1f}" for t in seconds[str(b)]),
+            median(seconds[str(b)]),
+            f"{median(seconds[str(b)]) / base:.2f}x",
+        )
+        for b in blocks
+    ]
+    print(markdown_table(["blocks", "fits, s", "median s", "ratio to the first"], rows))
     return 0
 
 
