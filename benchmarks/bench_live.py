@@ -19,6 +19,7 @@ and the next GET, end to end).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -102,9 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--refresh", type=float, default=0.5, help="RECSYS_LIVE_REFRESH_S")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args(argv)
+    # the shop is this run's own and nothing reads it again (every run left one in /tmp)
+    with tempfile.TemporaryDirectory(prefix="bench-live-") as work:
+        return _bench(args, Path(work))
+
+
+def _bench(args: argparse.Namespace, work: Path) -> int:
     trials = 3 if args.smoke else args.trials
     out = out_dir(args)
-    work = Path(tempfile.mkdtemp(prefix="bench-live-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     env.update(
         RECSYS_HOME=str(work / "home"),
