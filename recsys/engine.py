@@ -38,6 +38,7 @@ from recsys.models.base import (
     ItemSimilarity,
     Recommender,
     candidate_depth,
+    csr_rows,
     implements,
 )
 from recsys.models.content import ContentModel, item_text
@@ -742,7 +743,7 @@ class Engine:
 
     def _history_row(self, user_id: str, events: EventFrame | None) -> tuple[int, sp.csr_matrix]:
         u = self.users.index(user_id)
-        row = self.history[u] if u >= 0 else self._empty_row
+        row = csr_rows(self.history, [u]) if u >= 0 else self._empty_row
         live = self._live_events(events)
         if live is not None and len(live):
             row = (row + self._fold(live, user_id)).tocsr()

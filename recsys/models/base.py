@@ -834,6 +834,79 @@ def _mmap_member(path: Path, info: zipfile.ZipInfo) -> NDArray[Any] | None:
     return mapped.view(np.ndarray)
 
 
+def csr_row_arrays(
+    matrix: sp.csr_matrix, rows: NDArray[np.integer] | Sequence[int]
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """The ``(data, indices, indptr)`` of ``matrix[rows]`` for a CSR matrix and non-negative
+    row numbers (repeats allowed), by slicing its arrays: no matrix object is built.
+
+    The same rows as scipy's fancy indexing, each row's entries in their stored order. A
+    serving request gathers one or a few rows, where scipy's indexing cost about 90-140 µs a
+    call (its checks and the new matrix) against 7 µs for the slices: scipy's overheads on
+    one-row matrices were about a quarter of a 10^5-item live list's time.
+
+    Parameters
+    ----------
+    matrix
+        Any CSR matrix.
+    rows
+        Row numbers in ``[0, matrix.shape[0])``, in the order wanted.
+
+    Returns
+    -------
+    data, indices, indptr
+        Of ``matrix``'s dtypes; ``indptr`` has ``len(rows) + 1`` entries. For one row,
+        ``data`` and ``indices`` are views of ``matrix``'s: copy them before writing.
+    """
+    rows = np.asarray(rows, dtype=np.intp)
+    indptr = matrix.indptr
+    if len(rows) == 1:  # a request's one customer: views, no gather
+        r = int(rows[0])
+        if not 0 <= r < matrix.shape[0]:
+            raise IndexError(f"row {r} is not in [0, {matrix.shape[0]})")
+        start, stop = int(indptr[r]), int(indptr[r + 1])
+        return (
+            matrix.data[start:stop],
+            matrix.indices[start:stop],
+            np.array([0, stop - start], dtype=indptr.dtype),
+        )
+    if len(rows) and (rows.min() < 0 or rows.max() >= matrix.shape[0]):
+        raise IndexError(f"row numbers must lie in [0, {matrix.shape[0]})")
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    out_ptr = np.zeros(len(rows) + 1, dtype=indptr.dtype)
+    np.cumsum(lengths, out=out_ptr[1:])
+    # each kept entry's position in ``matrix``: its position in the output shifted by how far
+    # its row moved
+    pos = np.arange(int(out_ptr[-1]), dtype=np.intp) + np.repeat(
+        (starts - out_ptr[:-1]).astype(np.intp, copy=False), lengths
+    )
+    return matrix.data[pos], matrix.indices[pos], out_ptr
+
+
+def csr_rows(matrix: sp.csr_matrix, rows: NDArray[np.integer] | Sequence[int]) -> sp.csr_matrix:
+    """``matrix[rows]``, a new matrix of copied rows, built from :func:`csr_row_arrays`
+    (about half scipy's indexing time for a few rows: the rest is the new matrix's checks).
+
+    Parameters
+    ----------
+    matrix
+        Any CSR matrix.
+    rows
+        Row numbers in ``[0, matrix.shape[0])``, in the order wanted.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``len(rows) × matrix.shape[1]``, of ``matrix``'s dtype.
+    """
+    data, indices, indptr = csr_row_arrays(matrix, rows)
+    # copies: scipy's in-place methods (sort_indices, eliminate_zeros) must not reach matrix
+    return sp.csr_matrix(
+        (data.copy(), indices.copy(), indptr), shape=(len(indptr) - 1, matrix.shape[1])
+    )
+
+
 def save_csr(path: Path, matrix: sp.csr_matrix) -> None:
     """Save a CSR matrix without pickle."""
     m = sp.csr_matrix(matrix)

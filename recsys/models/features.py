@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from recsys.concurrency import beside
 from recsys.data.interactions import TrainingData
-from recsys.models.base import load_arrays, save_arrays
+from recsys.models.base import csr_row_arrays, csr_rows, load_arrays, save_arrays
 from recsys.models.kernels import (
     EaseStart,
     als_fit,
@@ -583,7 +583,7 @@ class GeneratorState:
             raise ValueError(f"history has shape {hist.shape}, expected {(n, m)}")
 
         # purchase stats of the batch (known users only; unknown users have none)
-        stats_b = sp.csr_matrix(self.stats[safe])
+        stats_b = csr_rows(self.stats, safe)
         if not known.all():
             # the unknown users' rows emptied (not a product with a diagonal matrix: scipy's
             # sparse product allocates an items-long work array per call)
@@ -1505,14 +1505,14 @@ def _few_rows_product(basis: sp.csr_matrix, mat: sp.csr_matrix) -> sp.csr_matrix
     """
     n, m = basis.shape[0], mat.shape[1]
     touched = np.unique(basis.indices)
-    sub = sp.csr_matrix(mat[touched])
-    cols = np.unique(sub.indices)
+    sub_data, sub_indices, sub_indptr = csr_row_arrays(mat, touched)
+    cols = np.unique(sub_indices)
     local_basis = sp.csr_matrix(
         (basis.data, np.searchsorted(touched, basis.indices), basis.indptr),
         shape=(n, len(touched)),
     )
     local_sub = sp.csr_matrix(
-        (sub.data, np.searchsorted(cols, sub.indices), sub.indptr), shape=(len(touched), len(cols))
+        (sub_data, np.searchsorted(cols, sub_indices), sub_indptr), shape=(len(touched), len(cols))
     )
     out = sp.csr_matrix(local_basis @ local_sub, dtype=np.float32)
     return sp.csr_matrix((out.data, cols[out.indices], out.indptr), shape=(n, m))

@@ -86,6 +86,7 @@ from recsys.models.base import (
     Interval,
     Options,
     Recommender,
+    csr_row_arrays,
     load_json,
     save_json,
     scored_once,
@@ -1496,8 +1497,8 @@ class HybridModel(Recommender):
         ]
         known = np.flatnonzero((users >= 0) & (users < self.state_.n_users))
         if len(known):
-            st = self.state_.stats[users[known]]
-            parts.append(np.repeat(known.astype(np.int64), np.diff(st.indptr)) * m + st.indices)
+            _, st_items, st_ptr = csr_row_arrays(self.state_.stats, users[known])
+            parts.append(np.repeat(known.astype(np.int64), np.diff(st_ptr)) * m + st_items)
         owned = _OwnedItems(np.unique(np.concatenate(parts)), n, m)
         by_item = self._cooc_by_item()
         counts = by_item.indptr[items + 1] - by_item.indptr[items]  # not an items-long diff
