@@ -601,9 +601,7 @@ class GeneratorState:
         stats_b.eliminate_zeros()
         stats_b.sort_indices()
         # what the generators condition on: purchases, plus whatever the live history holds
-        basis = (stats_b > 0).astype(np.float32) + (hist > 0).astype(np.float32)
-        basis = sp.csr_matrix(basis)
-        basis.data[:] = 1.0
+        basis = _positive_union(stats_b, hist)
         has_any = np.diff(basis.indptr) > 0
 
         # ALS: stored factors for known users, folded in from the history for the others (the
@@ -620,7 +618,7 @@ class GeneratorState:
         uf[~known & ~has_any] = 0.0
         # bought before: the most-ordered items (capped, for wholesalers with huge histories)
         bought = _top_sparse_rows(stats_b, settings.n_bought)
-        hr, hc = hist.nonzero()
+        hr, hc = _nonzero_cells(hist)
 
         if m > SPARSE_ABOVE_ITEMS:
             # a known user's ALS query is their stored vector: the index may have kept its
@@ -1056,6 +1054,27 @@ def stats_keys(m: sp.csr_matrix, n_cols: int) -> NDArray[np.int64]:
     """``row * n_cols + col`` of every stored entry, in storage order (sorted if indices are)."""
     rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
     return rows * n_cols + m.indices.astype(np.int64)
+
+
+def _nonzero_cells(a: sp.csr_matrix) -> tuple[NDArray[Any], NDArray[Any]]:
+    """``a.nonzero()``, the same arrays in the same order, from ``a``'s own arrays (scipy's
+    builds a COO copy of the matrix first)."""
+    nonzero = a.data != 0
+    rows = np.repeat(np.arange(a.shape[0], dtype=a.indices.dtype), np.diff(a.indptr))
+    return rows[nonzero], a.indices[nonzero]
+
+
+def _positive_union(a: sp.csr_matrix, b: sp.csr_matrix) -> sp.csr_matrix:
+    """``(a > 0) + (b > 0)`` with every stored value 1.0, as float32 CSR with sorted indices:
+    the cells positive in either matrix.
+
+    From the entries' keys in one pass: scipy's comparisons, casts and sum built five
+    matrices, about a twentieth of a live list's time at 10^5 items.
+    """
+    n, m = a.shape
+    keys = np.unique(np.concatenate([stats_keys(a, m)[a.data > 0], stats_keys(b, m)[b.data > 0]]))
+    indptr = np.searchsorted(keys, np.arange(n + 1, dtype=np.int64) * m)
+    return sp.csr_matrix((np.ones(len(keys), dtype=np.float32), keys % m, indptr), shape=(n, m))
 
 
 def _state_positions(

@@ -1,4 +1,5 @@
-"""csr_rows and csr_row_arrays: scipy's fancy row indexing by slicing the CSR arrays."""
+"""The live path's sparse helpers against the scipy expressions they replace: csr_rows and
+csr_row_arrays (fancy row indexing), the hybrid's nonzero cells and positive union."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.models.base import csr_row_arrays, csr_rows
+from recsys.models.features import _nonzero_cells, _positive_union
 
 
 @st.composite
@@ -63,3 +65,33 @@ def test_rows_outside_the_matrix_are_refused(rows: list[int]) -> None:
     matrix = sp.csr_matrix(np.eye(2, dtype=np.float32))
     with pytest.raises(IndexError):
         csr_row_arrays(matrix, rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_matrix_and_rows())
+def test_nonzero_cells_equal_scipys_nonzero(case: tuple[sp.csr_matrix, list[int]]) -> None:
+    matrix, _ = case
+    rows, cols = _nonzero_cells(matrix)
+    want_rows, want_cols = matrix.nonzero()
+    assert np.array_equal(rows, want_rows) and np.array_equal(cols, want_cols)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_matrix_and_rows(), st.data())
+def test_positive_union_equals_the_sum_of_comparisons(
+    case: tuple[sp.csr_matrix, list[int]], data: st.DataObject
+) -> None:
+    a, _ = case
+    n, m = a.shape
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    b = sp.random(
+        n, m, density=data.draw(st.floats(0, 1)), format="csr", dtype=np.float32, rng=seed
+    )
+    b.data -= 0.5  # some negative entries, which do not count
+    want = sp.csr_matrix((a > 0).astype(np.float32) + (b > 0).astype(np.float32))
+    want.data[:] = 1.0
+    got = _positive_union(a, b)
+    assert got.dtype == np.float32 and got.shape == (n, m) and got.has_sorted_indices
+    assert np.array_equal(got.indptr, want.indptr)
+    assert np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.data, want.data)
