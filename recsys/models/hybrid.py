@@ -1292,7 +1292,10 @@ class HybridModel(Recommender):
             start: int,
         ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float32], NDArray[np.uint8]]:
             sl = slice(start, start + _CHUNK)
-            r, i, x, s = self.state_.pairs(users[sl], hist[sl], now_day, settings, self.als_index_)
+            # a request's rows are one chunk: its history as it is (pairs only reads it), not
+            # a sliced copy
+            rows = hist if len(users) <= _CHUNK else hist[sl]
+            r, i, x, s = self.state_.pairs(users[sl], rows, now_day, settings, self.als_index_)
             self._mask_features(x)
             return r + start, i, x, s
 
