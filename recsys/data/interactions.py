@@ -559,6 +559,17 @@ def _csr(
     shape: tuple[int, int],
 ) -> sp.csr_matrix:
     """float32 CSR with sorted indices and no explicit zeros (duplicates summed)."""
+    key = rows.astype(np.int64) * shape[1] + cols
+    if len(key) < 2 or bool((key[1:] > key[:-1]).all()):
+        # the weighted pairs come one per cell in row-major order: the arrays are the CSR's
+        # already, without scipy's COO copy, sort and passes (a live request's fold of a few
+        # events spent 0.16 ms there at 10^5 items)
+        data = values.astype(np.float32)
+        kept = data != 0
+        counts = np.bincount(rows[kept], minlength=shape[0])
+        indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return sp.csr_matrix((data[kept], cols[kept].astype(np.intp), indptr), shape=shape)
     m = sp.csr_matrix(
         (values.astype(np.float32), (rows.astype(np.intp), cols.astype(np.intp))),
         shape=shape,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from recsys.config import validate
 from recsys.data.interactions import (
     InteractionConfig,
+    _csr,
     _factorize,
     _factorize_objects,
     build_training_data,
@@ -417,3 +418,39 @@ def test_arrow_and_dicts_number_ids_alike(values: list[str | None]) -> None:
     assert by_arrow[0] == by_dicts[0] == sorted({v for v in values if v is not None})
     np.testing.assert_array_equal(by_arrow[1], by_dicts[1])
     assert interactions._factorize(column)[0] == by_dicts[0]  # below the threshold: dicts
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 6),
+    st.lists(
+        st.tuples(
+            st.integers(0, 4),
+            st.integers(0, 5),
+            st.sampled_from([0.0, 1e-50, 0.5, 1.0, 2.5, -1.0]),
+        ),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_csr_equals_scipys_coo_construction(
+    n: int, m: int, cells: list[tuple[int, int, float]], one_per_cell: bool
+) -> None:
+    # one entry per cell in row-major order (what _weigh gives) takes the direct path; any
+    # other order, or repeated cells, scipy's: both must give the same matrix, to the bit
+    cells = [(r % n, c % m, v) for r, c, v in cells]
+    if one_per_cell:
+        cells = sorted({(r, c): (r, c, v) for r, c, v in cells}.values())
+    rows = np.array([c[0] for c in cells], dtype=np.intp)
+    cols = np.array([c[1] for c in cells], dtype=np.intp)
+    values = np.array([c[2] for c in cells], dtype=np.float64)
+    want = sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=(n, m), dtype=np.float32)
+    want.sum_duplicates()
+    want.sort_indices()
+    want.eliminate_zeros()
+    got = _csr(rows, cols, values, (n, m))
+    assert got.dtype == np.float32 and got.has_sorted_indices
+    assert np.array_equal(got.indptr, want.indptr) and got.indptr.dtype == want.indptr.dtype
+    assert np.array_equal(got.indices, want.indices) and got.indices.dtype == want.indices.dtype
+    assert np.array_equal(got.data, want.data)
