@@ -887,13 +887,7 @@ def csr_row_arrays(
 def csr_rows(matrix: sp.csr_matrix, rows: NDArray[np.integer] | Sequence[int]) -> sp.csr_matrix:
     """``matrix[rows]``, a new matrix of copied rows, built from :func:`csr_row_arrays`
     (about half scipy's indexing time for a few rows: the rest is the new matrix's checks).
-
-    Parameters
-    ----------
-    matrix
-        Any CSR matrix.
-    rows
-        Row numbers in ``[0, matrix.shape[0])``, in the order wanted.
+    ``matrix`` and ``rows`` as in :func:`csr_row_arrays`.
 
     Returns
     -------
