@@ -38,6 +38,7 @@ from recsys.models.base import (
     ItemSimilarity,
     Recommender,
     candidate_depth,
+    csr_row_arrays,
     csr_rows,
     implements,
 )
@@ -772,10 +773,9 @@ class Engine:
     def _purchased(self, u: int, events: EventFrame | None) -> NDArray[np.intp]:
         bought: NDArray[np.intp] = np.empty(0, np.intp)
         if u >= 0:
-            # slice the CSR arrays directly: scipy's row indexing costs more than the request
-            m = self.purchases
-            lo, hi = m.indptr[u], m.indptr[u + 1]
-            bought = m.indices[lo:hi][m.data[lo:hi] > 0].astype(np.intp)
+            # the row's arrays, not scipy's row indexing (which costs more than the request)
+            data, indices, _ = csr_row_arrays(self.purchases, [u])
+            bought = indices[data > 0].astype(np.intp)
         extra: NDArray[np.intp] = np.empty(0, np.intp)
         if events is not None and len(events):
             ids = events.item_id[events.event_type == PURCHASE].tolist()

@@ -103,6 +103,7 @@ from recsys.models.features import (
     GeneratorState,
     LocalStates,
     StateBuilder,
+    stats_keys,
 )
 from recsys.models.kernels import EaseStart
 from recsys.models.trees import lightgbm_booster
@@ -1495,9 +1496,7 @@ class HybridModel(Recommender):
             return out
         # each user's items as sorted unique keys row * m + item: the owned lists (the cheaper
         # side of a pair when the candidate has many neighbours) and the dense mask below
-        parts = [
-            np.repeat(np.arange(n, dtype=np.int64), np.diff(history.indptr)) * m + history.indices
-        ]
+        parts = [stats_keys(history, m)]
         known = np.flatnonzero((users >= 0) & (users < self.state_.n_users))
         if len(known):
             _, st_items, st_ptr = csr_row_arrays(self.state_.stats, users[known])
