@@ -29,6 +29,7 @@ start alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ from benchmarks.bench_serving import (
     train_version,
     wrk_run,
 )
-from benchmarks.common import base_parser, nearest_rank, out_dir
+from benchmarks.common import base_parser, frozen_heap, nearest_rank, out_dir
 
 KEY = "bench-key"
 LIVE_USERS = 500
@@ -117,14 +118,18 @@ class TypeSampler:
         self.elapsed = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._frozen = contextlib.ExitStack()
 
     def __enter__(self) -> TypeSampler:
+        # the client's own collector pauses are not the server's latency (frozen_heap)
+        self._frozen.enter_context(frozen_heap())
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
+        self._frozen.close()
 
     def _run(self) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per sampled request

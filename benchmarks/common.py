@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -189,3 +190,21 @@ def env_vars(**values: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep this process's garbage collector off what it holds now, for the ``with`` block.
+
+    A timing client that holds a shop's ids (10^5 strings and more) pays for the collector
+    walking them all whenever a full collection runs, and charges that pause to the request
+    it was timing: on a 10^5-item shop, a known customer's p99 over one connection was 6.6 ms
+    with the heap as it was and 2.1 ms frozen, for the same server's answers (the server
+    freezes its own loaded models likewise, ``serving/state.py``).
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
