@@ -15,6 +15,7 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
@@ -43,7 +44,12 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 
 def out_dir(args: argparse.Namespace) -> Path:
-    """The output folder of a run (created)."""
+    """The output folder of a run (created): ``--out``, else ``benchmarks/`` for a full run
+    and a new temporary folder for a smoke run (its tiny numbers must not overwrite the
+    committed plots and tables next to RESULTS.md), the same one for the whole run."""
+    if args.out is None and getattr(args, "smoke", False):
+        args.out = Path(tempfile.mkdtemp(prefix="recsys-bench-smoke-"))
+        print(f"smoke run: writing to {args.out}", file=sys.stderr)
     path = Path(args.out) if args.out is not None else BENCH_DIR
     path.mkdir(parents=True, exist_ok=True)
     return path
