@@ -5,7 +5,10 @@ training, 20% for customers who posted events in the last minute (the live path:
 for unknown customers, 5% offers, 5% ``POST /v1/events`` (one view of a live customer). The
 reference (``benchmarks/reference_app.py``) answers every read by exact ALS scoring, unknown
 customers from a fixed list, and accepts events without storing them. Same version, same
-machine, runs alternating; ``OPENBLAS_NUM_THREADS=1`` for both.
+machine, runs alternating; ``OPENBLAS_NUM_THREADS=1`` for both. Before every run each live
+customer posts one new event (a new item each time), so that every run starts with their kept
+lists out of date, as the first does (a customer's list is reused until their next event).
+The report's JSON holds every run's figures beside the medians.
 
 Per request type: during every wrk run one more connection sends the types in turn (one
 request at a time) and times each, so the table also gives each type's p50/p99 under that load
@@ -30,6 +33,7 @@ start alike.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -54,7 +58,7 @@ from benchmarks.bench_serving import (
     train_version,
     wrk_run,
 )
-from benchmarks.common import base_parser, frozen_heap, nearest_rank, out_dir
+from benchmarks.common import base_parser, frozen_heap, nearest_rank, out_dir, write_report
 
 KEY = "bench-key"
 LIVE_USERS = 500
@@ -185,15 +189,17 @@ class TypeSampler:
         return out
 
 
-def _prime(port: int, live: list[str], items: list[str]) -> None:
-    """Every live customer posts one event before the runs (their next list is live)."""
+def _prime(port: int, live: list[str], items: list[str], round_: int = 0) -> None:
+    """Every live customer posts one new event, of a new item for each ``round_``: before
+    every run, so that none starts with the lists the run before it left kept (a customer's
+    list is reused until their next event)."""
     with httpx.Client(timeout=30.0) as c:
         for j, user in enumerate(live):
             body = [
                 {
-                    "event_id": f"prime-{port}-{j}",
+                    "event_id": f"prime-{port}-{round_}-{j}",
                     "user_id": user,
-                    "item_id": items[j % len(items)],
+                    "item_id": items[(j + round_ * len(live)) % len(items)],
                     "event_type": "view",
                 }
             ]
@@ -344,11 +350,12 @@ def _bench_on(
         ref = None
         try:
             offers_ready[workers] = _wait_offers(rp)
-            _prime(rp, live, items)
             ref = start_reference(fp, workers, env, probe)
+            rounds = itertools.count()
             for c in () if args.alone_only else [c for w, c in settings if w == workers]:
                 for _ in range(runs):
                     for name, port in (("real", rp), ("reference", fp)):
+                        _prime(port, live, items, next(rounds))
                         with TypeSampler(port, known, live, items) as sampler:
                             run = wrk_run(port, script, c, seconds)
                         run.update(sampler.summary())
@@ -356,6 +363,7 @@ def _bench_on(
             if workers == 1 and not args.only:  # the mix from one connection alone, per type
                 for _ in range(runs):
                     for name, port in (("real", rp), ("reference", fp)):
+                        _prime(port, live, items, next(rounds))
                         with TypeSampler(port, known, live, items, mix=True) as sampler:
                             time.sleep(seconds)
                         results.setdefault(f"{name} w1 c1 alone", []).append(sampler.summary())
@@ -411,8 +419,9 @@ def _bench_on(
         + "; ".join(ratios)
         + f"\n\nOffer context built {offers_ready} s after start (by workers).\n"
     )
-    print(text)
-    (out_dir(args) / "mixed.md").write_text(text, encoding="utf-8")
+    # every run's figures beside the medians: runs on one server differ (e.g. a live customer's
+    # first list against a kept one), and a median hides which
+    write_report(out_dir(args), "mixed", text, {"runs": results, "offers_ready_s": offers_ready})
     return 0
 
 

@@ -80,4 +80,7 @@ def test_smoke_run_writes_every_report(tmp_path: Path) -> None:
     assert "| as loaded |" in (out / "live_path.md").read_text(encoding="utf-8")
     if shutil.which("wrk") is not None:  # .ci/run installs it; without it bench_mixed skips
         assert (out / "mixed.md").read_text(encoding="utf-8").strip()
+        runs = json.loads((out / "mixed.json").read_text())["runs"]
+        assert runs["real w1 c1 alone"] and runs["reference w1 c1 alone"]
+        assert all(r["non_2xx"] == 0 for rs in runs.values() for r in rs)
     assert "== summary" in done.stdout
