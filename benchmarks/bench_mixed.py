@@ -5,10 +5,11 @@ training, 20% for customers who posted events in the last minute (the live path:
 for unknown customers, 5% offers, 5% ``POST /v1/events`` (one view of a live customer). The
 reference (``benchmarks/reference_app.py``) answers every read by exact ALS scoring, unknown
 customers from a fixed list, and accepts events without storing them. Same version, same
-machine, runs alternating; ``OPENBLAS_NUM_THREADS=1`` for both. Before every run each live
-customer posts one new event (a new item each time), so that every run starts with their kept
-lists out of date, as the first does (a customer's list is reused until their next event).
-The report's JSON holds every run's figures beside the medians.
+machine, runs alternating; ``OPENBLAS_NUM_THREADS=1`` for both. Before every pair of runs each
+live customer posts one new event to the real API (a new item each time; the reference keeps
+no events), so that every run starts with their kept lists out of date, as the first does (a
+customer's list is reused until their next event). The report's JSON holds every run's figures
+beside the medians.
 
 Per request type: during every wrk run one more connection sends the types in turn (one
 request at a time) and times each, so the table also gives each type's p50/p99 under that load
@@ -191,8 +192,8 @@ class TypeSampler:
 
 def _prime(port: int, live: list[str], items: list[str], round_: int = 0) -> None:
     """Every live customer posts one new event, of a new item for each ``round_``: before
-    every run, so that none starts with the lists the run before it left kept (a customer's
-    list is reused until their next event)."""
+    every pair of runs, so that none starts with the lists the run before it left kept (a
+    customer's list is reused until their next event)."""
     with httpx.Client(timeout=30.0) as c:
         for j, user in enumerate(live):
             body = [
@@ -354,16 +355,16 @@ def _bench_on(
             rounds = itertools.count()
             for c in () if args.alone_only else [c for w, c in settings if w == workers]:
                 for _ in range(runs):
+                    _prime(rp, live, items, next(rounds))  # the reference keeps no events
                     for name, port in (("real", rp), ("reference", fp)):
-                        _prime(port, live, items, next(rounds))
                         with TypeSampler(port, known, live, items) as sampler:
                             run = wrk_run(port, script, c, seconds)
                         run.update(sampler.summary())
                         results.setdefault(f"{name} w{workers} c{c}", []).append(run)
             if workers == 1 and not args.only:  # the mix from one connection alone, per type
                 for _ in range(runs):
+                    _prime(rp, live, items, next(rounds))
                     for name, port in (("real", rp), ("reference", fp)):
-                        _prime(port, live, items, next(rounds))
                         with TypeSampler(port, known, live, items, mix=True) as sampler:
                             time.sleep(seconds)
                         results.setdefault(f"{name} w1 c1 alone", []).append(sampler.summary())

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from benchmarks.bench_memory import wait_for_workers
 from benchmarks.bench_vocab import main as bench_vocab
+from tests.benchmarks.helpers import http_server
 
 
 class _Server:
@@ -41,11 +41,8 @@ def healthz() -> Iterator[tuple[int, list[int]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], answer
-    server.shutdown()
+    with http_server(Handler) as port:
+        yield port, answer
 
 
 def test_a_worker_counts_as_loaded_once_it_answered(healthz: tuple[int, list[int]]) -> None:

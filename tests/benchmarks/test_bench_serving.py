@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gc
 import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from benchmarks.bench_serving import python_run
+from tests.benchmarks.helpers import http_server
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):
@@ -28,12 +28,8 @@ class _Answer(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with http_server(_Answer) as bound:
+        yield bound
 
 
 def test_python_run_times_every_request_and_counts_the_failed_ones(port: int) -> None:
