@@ -859,12 +859,7 @@ class HybridModel(Recommender):
         ):
             self.fallback_reason_ = "history too short to hold out a label window"
             return None
-        # older windows only where a window's length of history precedes them
-        cuts = [
-            newest - w * label_days
-            for w in range(self.train_windows)
-            if w == 0 or newest - w * label_days - first_day >= label_days
-        ][::-1]
+        cuts = self.window_cuts(first_day, as_of_day)
         rng = np.random.default_rng(self.seed)
         calib_users = rng.random(build.n_users) < self.calibration_share
         windows = []
@@ -959,6 +954,25 @@ class HybridModel(Recommender):
             # where the rolling-origin evaluation's fits (at midnight) cut theirs
             newest = float(np.floor(newest))
         return newest
+
+    def window_cuts(self, first_purchase_day: float, as_of_day: float) -> list[float]:
+        """The days (since the epoch) the ranker's label windows start, oldest first: the
+        newest at :meth:`newest_cut`, each older one a :meth:`label_window` before the next,
+        up to ``train_windows``, and only where a window's length of history precedes it.
+
+        A history shorter than ``3 * label_days`` has windows a third of its length, so the
+        second window has exactly its own length of history before it. Counted in floating
+        point that was decided by rounding (88.0 days fell 1.2e-12 days short, 88.5 did
+        not), and a warm start one day later kept a ranker learned on one window where a
+        full run learned on two; the count is taken with a tolerance of 1e-9 windows.
+        """
+        label_days = self.label_window(first_purchase_day, as_of_day)
+        newest = self.newest_cut(first_purchase_day, as_of_day)
+        if label_days <= 0:
+            return [newest]
+        room = (newest - first_purchase_day) / label_days - 1.0  # older windows that fit
+        older = min(self.train_windows - 1, max(0, int(np.floor(room + 1e-9))))
+        return [newest - w * label_days for w in range(older, -1, -1)]
 
     def _record_gate(self, gate: tuple[float, float, float] | None, *, held: bool) -> None:
         """Keep the repeat-first test's numbers in ``train_stats_`` and log its choice

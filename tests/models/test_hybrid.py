@@ -575,6 +575,40 @@ def test_label_windows_stop_where_the_history_does(shop: TrainingData) -> None:
     assert model.train_stats_["windows"] == expected == 5
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.floats(10_000.0, 30_000.0),
+    history=st.floats(0.5, 89.99),
+    windows=st.integers(1, 5),
+)
+def test_a_short_history_has_two_label_windows_whatever_the_rounding(
+    first: float, history: float, windows: int
+) -> None:
+    """A history shorter than three 30-day windows is cut in thirds: the newest window and
+    one older one, with exactly its own length of history before it, at any start and
+    length (88.0 days lost the older one to rounding, 88.5 did not)."""
+    model = HybridModel(label_days=30.0, train_windows=windows)
+    cuts = model.window_cuts(first, first + history)
+    assert len(cuts) == min(windows, 2)
+    assert cuts == sorted(cuts)
+    third = history / 3.0
+    assert cuts[-1] == pytest.approx(first + 2 * third)
+    assert cuts[0] - first == pytest.approx(third if windows > 1 else 2 * third)
+
+
+def test_label_window_cuts_keep_their_whole_days_and_count() -> None:
+    """A long history: whole 30-day windows, the newest at the midnight before as_of - 30,
+    as many as fit with 30 days of history before each."""
+    model = HybridModel(label_days=30.0, train_windows=50)
+    cuts = model.window_cuts(100.0, 300.4)  # newest at day 270 (floor of 270.4)
+    assert cuts == [150.0 + 30.0 * w for w in range(5)]
+    assert HybridModel(label_days=30.0, train_windows=3).window_cuts(100.0, 300.4) == [
+        210.0,
+        240.0,
+        270.0,
+    ]
+
+
 @pytest.fixture(scope="module")
 def ranked(shop: TrainingData) -> HybridModel:
     """The measured candidate: LambdaRank over three windows with the decayed features."""
