@@ -965,6 +965,19 @@ class HybridModel(Recommender):
         point that was decided by rounding (88.0 days fell 1.2e-12 days short, 88.5 did
         not), and a warm start one day later kept a ranker learned on one window where a
         full run learned on two; the count is taken with a tolerance of 1e-9 windows.
+
+        Parameters
+        ----------
+        first_purchase_day
+            The first purchase of the training data, in days since the epoch.
+        as_of_day
+            The training data's ``as_of``, in days since the epoch.
+
+        Returns
+        -------
+        list of float
+            At least one day (the newest window), at most ``train_windows``, each
+            :meth:`label_window` days after the one before.
         """
         label_days = self.label_window(first_purchase_day, as_of_day)
         newest = self.newest_cut(first_purchase_day, as_of_day)
