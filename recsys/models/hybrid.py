@@ -851,7 +851,8 @@ class HybridModel(Recommender):
         :meth:`without_order_test`."""
         first_day = float(ev.day[ev.purchase].min())
         label_days = self.label_window(first_day, as_of_day)
-        newest = self.newest_cut(first_day, as_of_day)
+        cuts = self.window_cuts(first_day, as_of_day)
+        newest = cuts[-1]
         if (
             label_days <= 0
             or not ev.before(newest).purchase.any()
@@ -859,7 +860,6 @@ class HybridModel(Recommender):
         ):
             self.fallback_reason_ = "history too short to hold out a label window"
             return None
-        cuts = self.window_cuts(first_day, as_of_day)
         rng = np.random.default_rng(self.seed)
         calib_users = rng.random(build.n_users) < self.calibration_share
         windows = []
