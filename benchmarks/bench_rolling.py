@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from threadpoolctl import threadpool_limits
 
+    from recsys.environment import library_versions, platform_info
     from recsys.evaluation.rolling import evaluate_rolling, other_seeds
     from recsys.models import model_class
     from recsys.models.baselines import RepeatModel
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             "started_at": started_at.isoformat(timespec="seconds"),
             "seconds": seconds,
             "machine": machine(),
+            "platform": platform_info(),
+            "libraries": library_versions(),
             "load_before": load_before,
             "load_after": load_after,
             "default_model": default,

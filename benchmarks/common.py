@@ -173,14 +173,23 @@ def pyplot() -> Any:
 
 
 def machine() -> str:
-    """A one-line description of this machine (cores and memory)."""
+    """A one-line description of this machine: cores, memory, Python, CPU and BLAS kernels.
+
+    The CPU and the kernels OpenBLAS chose for it belong in every report: the same code on
+    another CPU generation rounds differently, and the hybrid's metrics move with it.
+    """
+    from recsys.environment import blas_kernels, cpu_model
+
     mem = ""
     try:
         pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         mem = f", {pages / 2**30:.0f} GiB"
     except (ValueError, OSError):
         pass
-    return f"{os.cpu_count()} cores{mem}, Python {sys.version.split()[0]}"
+    blas = "; ".join(blas_kernels()) or "none found"
+    return (
+        f"{os.cpu_count()} cores{mem}, Python {sys.version.split()[0]}, {cpu_model()}, BLAS {blas}"
+    )
 
 
 @contextlib.contextmanager

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import resource
 import sys
 import time
@@ -40,7 +39,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ from numpy.typing import NDArray
 from recsys.artifacts import CATALOG_READ_KEY
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, EventFrame, from_micros
+from recsys.environment import library_versions, platform_info
 from recsys.errors import ArtifactError, DataError, ModelError, RecsysError, RegressionError
 from recsys.evaluation.protocol import EvaluationResult
 from recsys.models.hybrid import HybridModel, RepeatChoice, prediction_threads
@@ -65,14 +64,6 @@ log = logging.getLogger("training")
 Notify = Callable[[str], None]
 
 #: Library versions recorded in every manifest (distribution name -> manifest key).
-_LIBRARIES = {
-    "numpy": "numpy",
-    "scipy": "scipy",
-    "implicit": "implicit",
-    "scikit-learn": "sklearn",
-    "recsys-engine": "recsys",
-}
-
 _STAGES = ("read", "build", "evaluate", "fit", "publish", "promote")
 
 #: Models that serve when the configured default cannot be trained, first trained first: they
@@ -1305,19 +1296,10 @@ def _manifest(
         "metrics": metrics,
         "evaluation": evaluation,
         "timings": {k: round(v, 3) for k, v in timings.items()},
-        "libraries": _library_versions(),
+        "libraries": library_versions({"recsys-engine": "recsys"}),
+        "platform": platform_info(),
         "promotion": promotion,
     }
-
-
-def _library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist, key in _LIBRARIES.items():
-        try:
-            out[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[key] = "not installed"
-    return out
 
 
 def _jsonable(value: Any) -> Any:

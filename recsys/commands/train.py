@@ -351,6 +351,14 @@ def _show(args: argparse.Namespace) -> int:
     if table:
         lines.append(table)
     lines.append("libraries    " + ", ".join(f"{k} {v}" for k, v in sorted(libs.items())))
+    machine = m.get("platform") or {}
+    if machine:
+        # the BLAS kernels round differently on another CPU: metrics of two versions trained
+        # on different machines differ by that too
+        lines.append(
+            f"platform     {machine.get('cpu')}, {machine.get('cores')} cores, BLAS "
+            + "; ".join(machine.get("blas") or ["none found"])
+        )
     lines.append(f"files        {len(m.get('files') or {})}")
     print("\n".join(lines))
     return 0

@@ -155,7 +155,16 @@ def test_a_run_publishes_a_version_that_models_show_describes(
     assert manifest["counts"]["orders"] == stats.orders
     assert manifest["data_window"]["first_event"].startswith("2023-11-")
     assert 0.0 < manifest["metrics"]["fixed"]["ndcg@10"] <= 1.0
-    assert set(manifest["libraries"]) >= {"python", "numpy", "scipy", "implicit", "sklearn"}
+    assert set(manifest["libraries"]) >= {
+        "python",
+        "numpy",
+        "scipy",
+        "implicit",
+        "lightgbm",
+        "sklearn",
+        "recsys",
+    }
+    assert manifest["platform"]["blas"] and manifest["platform"]["cores"] >= 1
     assert set(manifest["timings"]) >= {"read", "build", "evaluate", "fit"}
 
     items = json.loads((folder / "items.json").read_text())
@@ -179,6 +188,8 @@ def test_a_run_publishes_a_version_that_models_show_describes(
     assert "data window  2023-11-" in shown
     assert "broken" in shown and "skipped" in shown
     assert "ndcg@10" in shown and "fixed" in shown
+    assert f"platform     {manifest['platform']['cpu']}, " in shown
+    assert manifest["platform"]["blas"][0] in shown
     assert main(["models", "list"]) == 0
     assert f"* {version}" in capsys.readouterr().out
 
