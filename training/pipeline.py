@@ -48,7 +48,12 @@ from numpy.typing import NDArray
 from recsys.artifacts import CATALOG_READ_KEY
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, EventFrame, from_micros
-from recsys.environment import library_versions, platform_info
+from recsys.environment import (
+    NUMERIC_LIBRARIES,
+    blas_kernels,
+    library_versions,
+    platform_info,
+)
 from recsys.errors import ArtifactError, DataError, ModelError, RecsysError, RegressionError
 from recsys.evaluation.protocol import EvaluationResult
 from recsys.models.hybrid import HybridModel, RepeatChoice, prediction_threads
@@ -1009,11 +1014,33 @@ def _decide(
         floor = old - margin
         allowed = f"{margin:g} points"
     compared = f"{metric} {new:.4f} vs {old:.4f} of current version {current}"
+    other = _other_numerics(old_manifest)
+    if other:
+        # not a reason to refuse or to promote: the operator reading why should know that
+        # part of the difference is the machine's (another CPU's kernels, another library)
+        compared += f" (trained with other numerics: {other})"
     if new >= floor:
         return True, f"{compared}, within {allowed}"
     if force:
         return True, f"forced: {compared}, worse by more than {allowed}"
     return False, f"{compared}: worse by more than {allowed} (--force promotes anyway)"
+
+
+def _other_numerics(manifest: Mapping[str, Any]) -> str:
+    """What differs between the numerics a version was trained with and this process's: the
+    numeric libraries' versions and the BLAS kernels (see :mod:`recsys.environment`); empty
+    when nothing does, or when the version recorded nothing to compare (an older version)."""
+    differ = []
+    old_libraries = manifest.get("libraries") or {}
+    for key, version in library_versions().items():
+        if key in NUMERIC_LIBRARIES.values() and old_libraries.get(key, version) != version:
+            differ.append(f"{key} {old_libraries[key]} -> {version}")
+    old_blas = (manifest.get("platform") or {}).get("blas")
+    if old_blas is not None:
+        blas = blas_kernels()
+        if list(old_blas) != blas:
+            differ.append(f"BLAS {'; '.join(old_blas) or 'none'} -> {'; '.join(blas) or 'none'}")
+    return ", ".join(differ)
 
 
 # -- the version folder --------------------------------------------------------------------------

@@ -218,6 +218,32 @@ def test_the_regression_gate_refuses_and_force_overrides(
     assert registry.current_version() == good
 
 
+def test_the_gate_says_when_the_current_version_had_other_numerics(
+    filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another CPU's BLAS kernels or another LightGBM move the metric by themselves: the
+    gate's reason says so (without changing the decision); the same numerics say nothing."""
+    import training.pipeline as pipeline
+
+    registry = _registry()
+    for _ in range(2):
+        assert main(["train", "--config", _config(tmp_path)]) == 0
+    same = registry.manifest(registry.current_version() or "")["promotion"]["reason"]
+    assert "within" in same and "other numerics" not in same
+
+    real = pipeline.library_versions()
+    monkeypatch.setattr(
+        pipeline, "library_versions", lambda extra=None: {**real, "lightgbm": "3.3.5"}
+    )
+    monkeypatch.setattr(pipeline, "blas_kernels", lambda: ["openblas 0.3.21 Haswell"])
+    assert main(["train", "--config", _config(tmp_path)]) == 0
+    reason = registry.manifest(registry.current_version() or "")["promotion"]["reason"]
+    was = "; ".join(registry.manifest(registry.version_names()[1])["platform"]["blas"])
+    assert f"lightgbm {real['lightgbm']} -> 3.3.5" in reason
+    assert f"BLAS {was} -> openblas 0.3.21 Haswell" in reason
+    assert reason.endswith("within 2.0%")
+
+
 def test_no_promote_publishes_only(filled_store: Any, tmp_path: Path) -> None:
     assert main(["train", "--no-promote", "--config", _config(tmp_path)]) == 0
     registry = _registry()
