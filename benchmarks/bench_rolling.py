@@ -37,6 +37,15 @@ others: :func:`recsys.evaluation.rolling.other_seeds`) in the same run, the base
 hybrid's seed moved Ta-Feng's means by 1.6-3.5 % (benchmarks/RESULTS.md, "Thirteenth and
 fourteenth sessions"), more than many settings it would compare. A table then gives each
 seed's means and their spread, and the targets are checked on the mean over the seeds.
+
+``--baseline FILE`` compares the run with an earlier one's ``--json`` (the same data and
+cuts): every model's four means then and now, what differs in the numerics (the libraries'
+versions, the CPU and its BLAS kernels), and exit status 1 when a target's default mean fell
+by more than ``--max-drop`` (1 %). With the same code, data and numerics the numbers are the
+same to the bit, so a check on every change of the models catches a drift the day it comes;
+``benchmarks/baselines/`` holds the reference runs (see its README). Across CPUs the hybrid's
+means move by 1-4 % with the BLAS kernels alone (RESULTS.md, thirty-fourth session): compare
+on the baseline's platform, or force its kernels (``OPENBLAS_CORETYPE=Haswell``).
 """
 
 from __future__ import annotations
@@ -117,7 +126,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--target-all", type=float, default=1.05, help="all-items target ratio")
     parser.add_argument("--target-new", type=float, default=1.10, help="new-items target ratio")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="an earlier run's --json with the same data and cuts: every model's means now "
+        "against it, what else differs (libraries, BLAS kernels), and exit 1 when a target's "
+        "default mean fell by more than --max-drop",
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.01,
+        help="with --baseline: the largest fall of a target's default mean still accepted "
+        "(a fraction; the same code, data and numerics give the same numbers to the bit)",
+    )
     args = parser.parse_args(argv)
+    then = None
+    if args.baseline is not None:
+        try:
+            then = json.loads(args.baseline.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--baseline {args.baseline}: {exc}")
     if not args.data.exists():
         # a fresh clone has no ../shared: skip with a note rather than fail
         print(f"skipped: {args.data} not found (see ../shared/data/README.md)", file=sys.stderr)
@@ -204,24 +234,123 @@ def main(argv: list[str] | None = None) -> int:
         print(_seeds_markdown(result, defaults, args.k))
     print(_fit_markdown(result))
     print(_targets_markdown(targets, args.k))
+    data = {
+        "command": sys.argv,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "seconds": seconds,
+        "machine": machine(),
+        "platform": platform_info(),
+        "libraries": library_versions(),
+        "load_before": load_before,
+        "load_after": load_after,
+        "default_model": default,
+        "default_overrides": overrides,
+        "sample_customers": args.sample_customers,
+        "result": result.to_dict(),
+        "targets": targets,
+    }
     if args.json is not None:
-        data = {
-            "command": sys.argv,
-            "started_at": started_at.isoformat(timespec="seconds"),
-            "seconds": seconds,
-            "machine": machine(),
-            "platform": platform_info(),
-            "libraries": library_versions(),
-            "load_before": load_before,
-            "load_after": load_after,
-            "default_model": default,
-            "default_overrides": overrides,
-            "sample_customers": args.sample_customers,
-            "result": result.to_dict(),
-            "targets": targets,
-        }
         args.json.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    if then is not None:
+        # through JSON, as a baseline file holds it
+        report, drops = compare_runs(then, json.loads(json.dumps(data, default=str)), args.max_drop)
+        print(f"Against {args.baseline}:\n\n{report}")
+        if drops:
+            print("\n".join(f"drop: {drop}" for drop in drops), file=sys.stderr)
+            return 1
     return 0
+
+
+#: The four means compared with a baseline run, in the summary's keys.
+_MEANS = ("recall@10_all", "ndcg@10_all", "recall@10_new", "ndcg@10_new")
+
+
+def compare_runs(
+    then: dict[str, Any], now: dict[str, Any], max_drop: float
+) -> tuple[str, list[str]]:
+    """Every model's means in ``now`` against ``then`` (two ``--json`` reports), and the falls.
+
+    Same code, data, libraries and BLAS kernels give the same numbers to the bit, so a change
+    there is the code's; with other numerics it can be the machine's alone (the hybrid's
+    means moved 1-4 % between two CPUs' kernels), and the report says what differs.
+
+    Parameters
+    ----------
+    then, now : dict
+        The reports, as ``--json`` writes them.
+    max_drop : float
+        The largest relative fall of a target's default mean (the mean over the seeds) that is
+        not reported as a drop.
+
+    Returns
+    -------
+    tuple of (str, list of str)
+        A markdown report and one line per drop (empty: none).
+
+    Raises
+    ------
+    SystemExit
+        With one line, when the two runs cut the data differently (not comparable).
+    """
+    for key in ("cut_dates", "window_days", "k"):
+        if then["result"].get(key) != now["result"].get(key):
+            raise SystemExit(
+                f"error: the baseline's {key} {then['result'].get(key)} is not this run's "
+                f"{now['result'].get(key)}: not comparable"
+            )
+    lines = []
+    differs = _numerics_differ(then, now)
+    lines.append(
+        "Numerics: "
+        + ("the same libraries and BLAS kernels" if not differs else "; ".join(differs))
+    )
+    lines.append("")
+    lines.append("| model | " + " | ".join(f"{m} then → now" for m in _MEANS) + " |")
+    lines.append("|---|" + "---:|" * len(_MEANS))
+    for model, means in now["result"]["summary"].items():
+        before = then["result"]["summary"].get(model)
+        if before is None:
+            continue
+        cells = []
+        for metric in _MEANS:
+            a, b = (before.get(metric) or {}).get("mean"), (means.get(metric) or {}).get("mean")
+            cells.append("–" if a is None or b is None else f"{a:.4f} → {b:.4f} ({_ratio(b, a)})")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    drops = []
+    earlier = {row["what"]: row for row in then.get("targets", [])}
+    for row in now.get("targets", []):
+        old = earlier.get(row["what"])
+        if old is None or not old["default"]:
+            continue
+        change = row["default"] / old["default"] - 1.0
+        if change < -max_drop:
+            drops.append(
+                f"{row['what']}: the default's mean {old['default']:.4f} -> {row['default']:.4f} "
+                f"({change:+.1%}, more than {max_drop:.1%})"
+                + (f"; numerics differ: {'; '.join(differs)}" if differs else "")
+            )
+    return "\n".join(lines) + "\n", drops
+
+
+def _numerics_differ(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    out = []
+    a, b = then.get("libraries"), now.get("libraries")
+    if a is None:
+        out.append("the baseline recorded no library versions")
+    else:
+        out += [f"{k} {a.get(k)} -> {v}" for k, v in sorted(b.items()) if a.get(k) != v]
+    a, b = then.get("platform"), now.get("platform")
+    if a is None:
+        out.append("the baseline recorded no CPU or BLAS kernels")
+    else:
+        for key in ("cpu", "blas"):
+            if a.get(key) != b.get(key):
+                out.append(f"{key} {a.get(key)} -> {b.get(key)}")
+    return out
+
+
+def _ratio(new: float, old: float) -> str:
+    return f"{new / old:.3f}x" if old else "–"
 
 
 def load_events(path: Path, format: str) -> tuple[Any, Any]:

@@ -201,9 +201,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             notify=_stderr,
         )
     table = result.to_markdown()
-    print(result.to_json() if args.json else table, end="\n" if args.json else "")
+    print(_json(result) if args.json else table, end="\n" if args.json else "")
     if args.out is not None:
-        text = result.to_json() if args.out.suffix.lower() == ".json" else table
+        text = _json(result) if args.out.suffix.lower() == ".json" else table
         try:
             args.out.write_text(text, encoding="utf-8")
         except OSError as exc:
@@ -215,3 +215,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _json(result: Any) -> str:
+    """The result as JSON, with the numerics it was measured with (``environment``): the
+    same run on another CPU's BLAS kernels or other library versions gives other numbers."""
+    import json
+
+    from recsys.environment import library_versions, platform_info
+
+    data = result.to_dict()
+    data["environment"] = {
+        "libraries": library_versions({"recsys-engine": "recsys"}),
+        "platform": platform_info(),
+    }
+    return json.dumps(data, indent=2, sort_keys=True, allow_nan=False)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -76,3 +80,52 @@ def test_with_several_seeds_the_targets_read_their_mean() -> None:
     assert "| configured | " in table and "| 1 | " in table
     spread = abs(both[0] - both[1]) / np.mean(both)
     assert table.splitlines()[-1].split(" | ")[1] == f"{spread:.1%}"  # recall@10 all
+
+
+def _report(result: Any, rows: list[dict[str, Any]], blas: str) -> dict[str, Any]:
+    return json.loads(
+        json.dumps(
+            {
+                "result": result.to_dict(),
+                "targets": rows,
+                "libraries": {"numpy": "2.4.6", "lightgbm": "4.7.0"},
+                "platform": {"cpu": "AMD EPYC (family 25, model 17)", "blas": [blas]},
+            },
+            default=str,
+        )
+    )
+
+
+def test_a_baseline_run_reports_every_models_means_and_the_defaults_drops() -> None:
+    from benchmarks.bench_rolling import compare_runs
+
+    models = {"default": "repeat", "popular": "popular", "als": "popular", "repeat": "repeat"}
+    models["repeat_popular"] = "repeat"
+    result = evaluate_rolling(_shop(), models, n_cuts=3, window_days=20)
+    rows = _targets(result, 10, target_all=1.05, target_new=1.0, all_vs="repeat")
+    now = _report(result, rows, "openblas 0.3.30 SkylakeX")
+
+    report, drops = compare_runs(copy.deepcopy(now), now, max_drop=0.01)
+    assert drops == []
+    assert "Numerics: the same libraries and BLAS kernels" in report
+    mean = result.spread("default", "recall", "all").mean
+    assert f"| default | {mean:.4f} → {mean:.4f} (1.000x)" in report
+
+    then = copy.deepcopy(now)
+    then["platform"]["blas"] = ["openblas 0.3.30 Haswell"]
+    first = then["targets"][0]
+    first["default"] = now["targets"][0]["default"] * 1.05  # the default was 5 % better then
+    report, drops = compare_runs(then, now, max_drop=0.01)
+    assert len(drops) == 1 and drops[0].startswith(first["what"])
+    assert "-4.8%" in drops[0] and "Haswell" in drops[0]
+    assert "blas ['openblas 0.3.30 Haswell'] -> ['openblas 0.3.30 SkylakeX']" in report
+    assert compare_runs(then, now, max_drop=0.05)[1] == []  # within a wider tolerance
+
+    older = copy.deepcopy(now)
+    del older["libraries"], older["platform"]  # a report from before they were recorded
+    assert "the baseline recorded no library versions" in compare_runs(older, now, 0.01)[0]
+
+    other = copy.deepcopy(now)
+    other["result"]["cut_dates"] = other["result"]["cut_dates"][1:]
+    with pytest.raises(SystemExit, match=r"cut_dates .* not comparable"):
+        compare_runs(other, now, max_drop=0.01)

@@ -305,6 +305,7 @@ def test_command_line_rolling(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert len(data["cut_dates"]) == 4 and data["window_days"] == 20
     recall = data["summary"]["repeat"]["recall@10_all"]
     assert recall["min"] <= recall["mean"] <= recall["max"] and recall["n"] == 4
+    assert data["environment"]["libraries"]["lightgbm"] and data["environment"]["platform"]["blas"]
     config = tmp_path / "eval.toml"
     config.write_text("cuts = 3\nwindow_days = 25\n[models.popular]\n")
     assert main(["evaluate", "--config", str(config), "--json"]) == 0
