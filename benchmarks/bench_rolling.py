@@ -315,7 +315,8 @@ def compare_runs(
         for metric in _MEANS:
             a, b = (before.get(metric) or {}).get("mean"), (means.get(metric) or {}).get("mean")
             cells.append("–" if a is None or b is None else f"{a:.4f} → {b:.4f} ({_ratio(b, a)})")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        if set(cells) != {"–"}:  # a model skipped in both runs has no row
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
     drops = []
     earlier = {row["what"]: row for row in then.get("targets", [])}
     for row in now.get("targets", []):

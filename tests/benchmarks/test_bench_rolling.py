@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -129,3 +130,21 @@ def test_a_baseline_run_reports_every_models_means_and_the_defaults_drops() -> N
     other["result"]["cut_dates"] = other["result"]["cut_dates"][1:]
     with pytest.raises(SystemExit, match=r"cut_dates .* not comparable"):
         compare_runs(other, now, max_drop=0.01)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "baselines").glob("*.json")),
+    ids=lambda p: p.name,
+)
+def test_the_stored_reference_runs_can_be_compared_with(path: Path) -> None:
+    """A reference run in benchmarks/baselines is a whole report that --baseline reads,
+    with the numerics it came from, and listed in the folder's README."""
+    from benchmarks.bench_rolling import compare_runs
+
+    data = json.loads(path.read_text())
+    assert data["platform"]["blas"] and data["libraries"]["lightgbm"]
+    assert data["targets"] and data["result"]["summary"]["default"]
+    report, drops = compare_runs(data, copy.deepcopy(data), max_drop=0.0)
+    assert drops == [] and "| default | " in report
+    assert f"`{path.name}`" in (path.parent / "README.md").read_text()
