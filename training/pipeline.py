@@ -68,7 +68,6 @@ log = logging.getLogger("training")
 
 Notify = Callable[[str], None]
 
-#: Library versions recorded in every manifest (distribution name -> manifest key).
 _STAGES = ("read", "build", "evaluate", "fit", "publish", "promote")
 
 #: Models that serve when the configured default cannot be trained, first trained first: they
