@@ -21,6 +21,9 @@ Usage::
         --format generic
     nice -n 5 .venv/bin/python benchmarks/bench_repeat_first.py --home /tmp/tfh --window 21 \\
         --json tf.json
+
+``--before DAY`` keeps the events before that day only, so that the cuts fall in the shop's
+first months, where the label windows are thirds of a short history.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,13 @@ from benchmarks.common import cut_scores, machine
 WAYS = ("never", "always", "auto")
 
 
+def events_before(events: Any, day: date) -> Any:
+    """The events before ``day`` (00:00 UTC): an :class:`~recsys.data.schema.EventFrame`."""
+    from recsys.data.schema import to_micros
+
+    return events.select(events.ts < to_micros(datetime.combine(day, datetime.min.time(), UTC)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True, help="state folder with the events")
@@ -49,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--json", type=Path, help="also write every number here")
+    parser.add_argument(
+        "--before",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="only the events before this day (UTC), so that the cuts fall in a shop's first "
+        "months: the short histories whose label windows are thirds",
+    )
     args = parser.parse_args(argv)
 
     from threadpoolctl import threadpool_limits
@@ -64,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     store = SQLiteStore(args.home / "recsys.db")
     events, catalog = store.read_events(), store.read_items()
     store.close()
+    if args.before is not None:
+        events = events_before(events, args.before)
+        print(f"{len(events):,} events before {args.before}", flush=True)
     config = load_training_config()
     params = {**dict(config.models["hybrid"].params), "repeat_first": "auto"}
     print(f"{machine()}; hybrid {params}", flush=True)

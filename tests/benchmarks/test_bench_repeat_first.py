@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 import pytest
 
-from benchmarks.bench_repeat_first import held_means
+from benchmarks.bench_repeat_first import events_before, held_means
+from recsys.data.schema import EventFrame, EventRow, to_micros
+
+
+def test_events_before_a_day_end_at_its_midnight_utc() -> None:
+    midnight = to_micros(datetime(2011, 3, 1, tzinfo=UTC))
+    rows = [
+        EventRow(f"e{n}", "u", None, "i", "purchase", midnight + dt, 1.0, None, f"o{n}", None)
+        for n, dt in enumerate((-1, 0, 1))
+    ]
+    kept = events_before(EventFrame.from_rows(rows), date(2011, 3, 1))
+    assert kept.event_id.tolist() == ["e0"]
 
 
 def test_the_cuts_replayed_as_versions_hold_a_lone_test_and_follow_a_decisive_one() -> None:
