@@ -66,6 +66,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, machine
+from recsys.environment import numerics_differ
 
 DEFAULT_DATA = SHARED_DATA / "online_retail.csv.gz"
 #: The learned and popularity baselines of issue 12 (configured as `recsys train` ships them).
@@ -299,11 +300,14 @@ def compare_runs(
                 f"{now['result'].get(key)}: not comparable"
             )
     lines = []
-    differs = _numerics_differ(then, now)
+    differs = numerics_differ(then, now, unrecorded="the baseline")
     lines.append(
         "Numerics: "
         + ("the same libraries and BLAS kernels" if not differs else "; ".join(differs))
     )
+    cpus = [(run.get("platform") or {}).get("cpu") for run in (then, now)]
+    if cpus[0] != cpus[1]:  # the same kernels give the same numbers; said for the reader
+        lines.append(f"CPU: {cpus[0] or 'not recorded'} -> {cpus[1]}")
     lines.append("")
     lines.append("| model | " + " | ".join(f"{m} then → now" for m in _MEANS) + " |")
     lines.append("|---|" + "---:|" * len(_MEANS))
@@ -331,23 +335,6 @@ def compare_runs(
                 + (f"; numerics differ: {'; '.join(differs)}" if differs else "")
             )
     return "\n".join(lines) + "\n", drops
-
-
-def _numerics_differ(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    out = []
-    a, b = then.get("libraries"), now.get("libraries")
-    if a is None:
-        out.append("the baseline recorded no library versions")
-    else:
-        out += [f"{k} {a.get(k)} -> {v}" for k, v in sorted(b.items()) if a.get(k) != v]
-    a, b = then.get("platform"), now.get("platform")
-    if a is None:
-        out.append("the baseline recorded no CPU or BLAS kernels")
-    else:
-        for key in ("cpu", "blas"):
-            if a.get(key) != b.get(key):
-                out.append(f"{key} {a.get(key)} -> {b.get(key)}")
-    return out
 
 
 def _ratio(new: float, old: float) -> str:

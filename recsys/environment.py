@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
@@ -110,3 +111,49 @@ def platform_info() -> dict[str, Any]:
         ``{"cpu": str, "cores": int, "blas": list of str}``.
     """
     return {"cpu": cpu_model(), "cores": os.cpu_count() or 1, "blas": blas_kernels()}
+
+
+def numerics_differ(
+    then: Mapping[str, Any], now: Mapping[str, Any], *, unrecorded: str | None = None
+) -> list[str]:
+    """What differs between the numerics two records were produced with.
+
+    Only what changes a model's numbers is compared: the numeric libraries' versions
+    (:data:`NUMERIC_LIBRARIES`) and the BLAS kernels. Another CPU with the same kernels, or
+    another Python, gives the same numbers.
+
+    Parameters
+    ----------
+    then, now : mapping
+        Two records with ``"libraries"`` (as :func:`library_versions` gives) and
+        ``"platform"`` (as :func:`platform_info` gives) entries: a version's manifest, a
+        benchmark's ``--json`` report.
+    unrecorded : str, optional
+        What ``then`` is called in a line that says it recorded no libraries or no BLAS
+        kernels (``"the baseline"``). Without it, what ``then`` did not record (a version
+        older than these entries) is not compared and not mentioned.
+
+    Returns
+    -------
+    list of str
+        One line per difference, e.g. ``"lightgbm 4.7.0 -> 3.3.5"`` or
+        ``"BLAS openblas 0.3.30 SkylakeX -> openblas 0.3.30 Haswell"``; empty when the
+        numerics are the same.
+    """
+    out: list[str] = []
+    old, new = then.get("libraries"), now.get("libraries") or {}
+    if old is None:
+        if unrecorded:
+            out.append(f"{unrecorded} recorded no library versions")
+    else:
+        for key in NUMERIC_LIBRARIES.values():
+            if key in old and key in new and old[key] != new[key]:
+                out.append(f"{key} {old[key]} -> {new[key]}")
+    old_blas = (then.get("platform") or {}).get("blas")
+    new_blas = (now.get("platform") or {}).get("blas") or []
+    if old_blas is None:
+        if unrecorded:
+            out.append(f"{unrecorded} recorded no BLAS kernels")
+    elif list(old_blas) != list(new_blas):
+        out.append(f"BLAS {'; '.join(old_blas) or 'none'} -> {'; '.join(new_blas) or 'none'}")
+    return out

@@ -13,6 +13,7 @@ from recsys.environment import (
     blas_kernels,
     cpu_model,
     library_versions,
+    numerics_differ,
     platform_info,
 )
 
@@ -54,3 +55,25 @@ def test_platform_info_has_the_cpu_cores_and_kernels() -> None:
     assert info["cpu"] == cpu_model() and info["cpu"]
     assert info["cores"] == (os.cpu_count() or 1)
     assert info["blas"] == blas_kernels()
+
+
+def test_numerics_differ_names_libraries_and_kernels_but_not_the_cpu_or_python() -> None:
+    then = {
+        "libraries": {"python": "3.11.2", "numpy": "2.4.6", "lightgbm": "4.7.0"},
+        "platform": {"cpu": "AMD EPYC (family 25, model 1)", "blas": ["openblas 0.3.30 Haswell"]},
+    }
+    now = {
+        "libraries": {"python": "3.12.1", "numpy": "2.4.6", "lightgbm": "4.6.0"},
+        "platform": {"cpu": "AMD EPYC (family 25, model 17)", "blas": ["openblas 0.3.30 SkylakeX"]},
+    }
+    assert numerics_differ(then, now) == [
+        "lightgbm 4.7.0 -> 4.6.0",
+        "BLAS openblas 0.3.30 Haswell -> openblas 0.3.30 SkylakeX",
+    ]
+    same = {**now, "libraries": {**now["libraries"], "python": "3.11.2"}}
+    assert numerics_differ(same, now) == []
+    assert numerics_differ({}, now) == []  # an older record: nothing to compare
+    assert numerics_differ({}, now, unrecorded="the baseline") == [
+        "the baseline recorded no library versions",
+        "the baseline recorded no BLAS kernels",
+    ]

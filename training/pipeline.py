@@ -49,9 +49,9 @@ from recsys.artifacts import CATALOG_READ_KEY
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, EventFrame, from_micros
 from recsys.environment import (
-    NUMERIC_LIBRARIES,
     blas_kernels,
     library_versions,
+    numerics_differ,
     platform_info,
 )
 from recsys.errors import ArtifactError, DataError, ModelError, RecsysError, RegressionError
@@ -1026,20 +1026,11 @@ def _decide(
 
 
 def _other_numerics(manifest: Mapping[str, Any]) -> str:
-    """What differs between the numerics a version was trained with and this process's: the
-    numeric libraries' versions and the BLAS kernels (see :mod:`recsys.environment`); empty
-    when nothing does, or when the version recorded nothing to compare (an older version)."""
-    differ = []
-    old_libraries = manifest.get("libraries") or {}
-    for key, version in library_versions().items():
-        if key in NUMERIC_LIBRARIES.values() and old_libraries.get(key, version) != version:
-            differ.append(f"{key} {old_libraries[key]} -> {version}")
-    old_blas = (manifest.get("platform") or {}).get("blas")
-    if old_blas is not None:
-        blas = blas_kernels()
-        if list(old_blas) != blas:
-            differ.append(f"BLAS {'; '.join(old_blas) or 'none'} -> {'; '.join(blas) or 'none'}")
-    return ", ".join(differ)
+    """What differs between the numerics a version was trained with and this process's (see
+    :func:`recsys.environment.numerics_differ`); empty when nothing does, or when the version
+    recorded nothing to compare (an older version)."""
+    now = {"libraries": library_versions(), "platform": {"blas": blas_kernels()}}
+    return ", ".join(numerics_differ(manifest, now))
 
 
 # -- the version folder --------------------------------------------------------------------------

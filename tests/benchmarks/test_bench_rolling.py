@@ -119,12 +119,16 @@ def test_a_baseline_run_reports_every_models_means_and_the_defaults_drops() -> N
     report, drops = compare_runs(then, now, max_drop=0.01)
     assert len(drops) == 1 and drops[0].startswith(first["what"])
     assert "-4.8%" in drops[0] and "Haswell" in drops[0]
-    assert "blas ['openblas 0.3.30 Haswell'] -> ['openblas 0.3.30 SkylakeX']" in report
+    assert "BLAS openblas 0.3.30 Haswell -> openblas 0.3.30 SkylakeX" in report
+    assert "CPU:" not in report  # the same CPU is not mentioned
     assert compare_runs(then, now, max_drop=0.05)[1] == []  # within a wider tolerance
 
     older = copy.deepcopy(now)
     del older["libraries"], older["platform"]  # a report from before they were recorded
-    assert "the baseline recorded no library versions" in compare_runs(older, now, 0.01)[0]
+    report = compare_runs(older, now, 0.01)[0]
+    assert "the baseline recorded no library versions" in report
+    assert "the baseline recorded no BLAS kernels" in report
+    assert "CPU: not recorded -> AMD EPYC (family 25, model 17)" in report
 
     other = copy.deepcopy(now)
     other["result"]["cut_dates"] = other["result"]["cut_dates"][1:]
