@@ -23,7 +23,8 @@ Usage::
         --json tf.json
 
 ``--before DAY`` keeps the events before that day only, so that the cuts fall in the shop's
-first months, where the label windows are thirds of a short history.
+first months, where the label windows are thirds of a short history; ``--after DAY`` drops
+those before it, as if the shop had opened that day (a young shop at another season).
 """
 
 from __future__ import annotations
@@ -45,11 +46,20 @@ from benchmarks.common import cut_scores, machine
 WAYS = ("never", "always", "auto")
 
 
-def events_before(events: Any, day: date) -> Any:
-    """The events before ``day`` (00:00 UTC): an :class:`~recsys.data.schema.EventFrame`."""
+def events_between(events: Any, after: date | None, before: date | None) -> Any:
+    """The events from ``after`` (00:00 UTC, included) to ``before`` (00:00 UTC, excluded),
+    either end open when ``None``: an :class:`~recsys.data.schema.EventFrame`."""
     from recsys.data.schema import to_micros
 
-    return events.select(events.ts < to_micros(datetime.combine(day, datetime.min.time(), UTC)))
+    def micros(day: date) -> int:
+        return to_micros(datetime.combine(day, datetime.min.time(), UTC))
+
+    keep = np.ones(len(events), dtype=bool)
+    if after is not None:
+        keep &= events.ts >= micros(after)
+    if before is not None:
+        keep &= events.ts < micros(before)
+    return events.select(keep)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only the events before this day (UTC), so that the cuts fall in a shop's first "
         "months: the short histories whose label windows are thirds",
     )
+    parser.add_argument(
+        "--after",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="only the events from this day (UTC) on: the shop as if it had opened that day",
+    )
     args = parser.parse_args(argv)
 
     from threadpoolctl import threadpool_limits
@@ -82,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     store = SQLiteStore(args.home / "recsys.db")
     events, catalog = store.read_events(), store.read_items()
     store.close()
-    if args.before is not None:
-        events = events_before(events, args.before)
-        print(f"{len(events):,} events before {args.before}", flush=True)
+    if args.before is not None or args.after is not None:
+        events = events_between(events, args.after, args.before)
+        print(f"{len(events):,} events from {args.after} to {args.before}", flush=True)
+    first_day = float(events.ts.min()) / 86_400e6
     config = load_training_config()
     params = {**dict(config.models["hybrid"].params), "repeat_first": "auto"}
     print(f"{machine()}; hybrid {params}", flush=True)
@@ -130,18 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         tests = {
             str(seed): {
                 **{k: v for k, v in fitted.train_stats_.items() if k.startswith("gate")},
+                "windows": fitted.train_stats_.get("windows", 0.0),
                 "fit_seconds": seconds,
             }
             for (as_of, seed), (fitted, seconds) in fits.items()
             if as_of == result.cut
         }
-        print(f"cut {i}: {result.n_users} customers")
+        history = result.cut / 86_400e6 - first_day
+        print(f"cut {i}: {result.n_users} customers, {history:.0f} days of history")
         for seed, test in tests.items():
             print(f"  seed {seed} test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
         scores = cut_scores(result)
         for name, v in scores.items():
             print(f"  {name:16s} all {v[0]:.4f} / {v[1]:.4f}  new {v[2]:.4f} / {v[3]:.4f}")
-        rows.append({"cut": i, "tests": tests, "models": scores})
+        rows.append({"cut": i, "history_days": history, "tests": tests, "models": scores})
 
     print("\nmean over cuts and seeds (R@10 / NDCG@10 all, new), and the spread of seed means")
     for name in [*WAYS, "repeat_popular"][: len(WAYS) + (not args.no_baseline)]:
@@ -163,24 +182,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  t > {threshold:.0f}          ", " ".join(f"{x:.4f}" for x in picked.mean((0, 1))))
     firsts, held = held_means(rows, args.seeds)
     print(f"  held ({firsts} first)    ", " ".join(f"{x:.4f}" for x in held))
+    firsts, ruled = held_means(rows, args.seeds, first_below_windows=3)
+    print(
+        f"  held, own first below 3 windows ({firsts} first)", " ".join(f"{x:.4f}" for x in ruled)
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
 
 
-def held_means(rows: list[dict[str, Any]], seeds: int) -> tuple[int, list[float]]:
+def held_means(
+    rows: list[dict[str, Any]], seeds: int, *, first_below_windows: int = 0
+) -> tuple[int, list[float]]:
     """The cuts as successive versions (oldest first): each seed's choice held against its
     choice at the cut before, as a training run holds the serving version's
     (:func:`~recsys.models.hybrid.held_choice`). Returns how many fits served own purchases
-    first, and the means of their scores over cuts and seeds."""
+    first, and the means of their scores over cuts and seeds.
+
+    ``first_below_windows``: a fit whose ranker learned on fewer label windows than this
+    serves own purchases first without its test (a candidate rule for short histories,
+    where the probe learns on a single window)."""
     from recsys.models.hybrid import RepeatChoice, held_choice
 
     scores, firsts = [], 0
     for seed in range(seeds):
         previous = None
         for r in rows:
-            t = r["tests"][str(seed)].get("gate_t")
-            first = False if t is None else held_choice(t, previous)
+            test = r["tests"][str(seed)]
+            t = test.get("gate_t")
+            if test.get("windows", first_below_windows) < first_below_windows:
+                first = True
+            else:
+                first = False if t is None else held_choice(t, previous)
             previous = RepeatChoice(first, t)
             firsts += first
             scores.append(r["models"][f"{'always' if first else 'never'}/{seed}"])
