@@ -77,7 +77,9 @@ def blas_kernels() -> list[str]:
         )
         if text not in seen:
             seen.append(text)
-    return seen
+    # sorted: threadpoolctl lists the libraries in the order they were loaded, which depends
+    # on what the process imported first, not on the numerics
+    return sorted(seen)
 
 
 def cpu_model() -> str:
@@ -154,6 +156,6 @@ def numerics_differ(
     if old_blas is None:
         if unrecorded:
             out.append(f"{unrecorded} recorded no BLAS kernels")
-    elif list(old_blas) != list(new_blas):
+    elif sorted(old_blas) != sorted(new_blas):  # older records kept the order of loading
         out.append(f"BLAS {'; '.join(old_blas) or 'none'} -> {'; '.join(new_blas) or 'none'}")
     return out

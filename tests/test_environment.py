@@ -32,7 +32,7 @@ def test_library_versions_name_every_numeric_library_and_python() -> None:
 def test_blas_kernels_name_the_library_and_its_kernels() -> None:
     kernels = blas_kernels()
     assert kernels, "numpy and scipy load a BLAS"
-    assert len(kernels) == len(set(kernels))
+    assert len(kernels) == len(set(kernels)) and kernels == sorted(kernels)
     for entry in kernels:
         assert len(entry.split()) >= 2, entry  # library and version at least
 
@@ -73,6 +73,9 @@ def test_numerics_differ_names_libraries_and_kernels_but_not_the_cpu_or_python()
     same = {**now, "libraries": {**now["libraries"], "python": "3.11.2"}}
     assert numerics_differ(same, now) == []
     assert numerics_differ({}, now) == []  # an older record: nothing to compare
+    both = ["openblas 0.3.30 SkylakeX", "openblas 0.3.31.188.0 SkylakeX"]
+    loaded = {"platform": {"blas": both}}  # the same kernels, loaded in another order
+    assert numerics_differ(loaded, {"platform": {"blas": both[::-1]}}) == []
     assert numerics_differ({}, now, unrecorded="the baseline") == [
         "the baseline recorded no library versions",
         "the baseline recorded no BLAS kernels",
