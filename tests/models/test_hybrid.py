@@ -1074,6 +1074,30 @@ def test_auto_repeat_first_needs_an_older_window_and_is_saved(
     assert not HybridModel.load(tmp_path / "m").repeat_first_
 
 
+def test_a_young_shop_serves_own_purchases_first_without_the_test() -> None:
+    """On less history than ``REPEAT_FIRST_MIN_WINDOWS`` label windows the probe would learn
+    on one window: no test runs and own purchases come first, in the synthetic shop too
+    (whose test on the same 100 days keeps the learned order, t = -4.2); the choice is one a later
+    version's test decides alone (no t to hold). An evaluation's fit, which runs no test,
+    still serves the learned order."""
+    from recsys.models.hybrid import REPEAT_FIRST_MIN_WINDOWS, RepeatChoice
+
+    days = REPEAT_FIRST_MIN_WINDOWS * 30 - 20  # label_days is 30
+    rows = [r for r in synthetic_rows() if r.ts > AS_OF - days * MICROS_PER_DAY]
+    data = build_training_data(EventFrame.from_rows(rows), InteractionConfig(), as_of=AS_OF)
+
+    def model() -> HybridModel:
+        return HybridModel(factors=16, max_iter=100, train_windows=3, repeat_first="auto")
+
+    young = model().fit(data)
+    assert young.ranker_ is not None and young.train_stats_["windows"] == 2
+    assert young.repeat_first_ and young.train_stats_["gate_young"] == 1.0
+    assert young.train_stats_["gate"] == 0.0 and "gate_t" not in young.train_stats_
+    assert RepeatChoice.of_model(young) == RepeatChoice(first=True, t=None)
+    evaluated = model().without_order_test().fit(data)
+    assert not evaluated.repeat_first_ and "gate_young" not in evaluated.train_stats_
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.floats(-30, 30),

@@ -1025,6 +1025,36 @@ def test_the_gate_reads_the_holdout_metrics_of_the_order_the_final_fit_serves(
     assert set(manifest["evaluation"]["score_seconds"]) == {"hybrid"}
 
 
+def test_a_young_shops_run_serves_own_purchases_first_and_gates_on_that_order(
+    tmp_path: Path,
+) -> None:
+    """A shop with less than four label windows of history: the final fit runs no test and
+    serves own purchases first (the synthetic shop, whose test on the same 100 days keeps
+    the learned order, t = -4.2), and the metrics the promotion gate reads are that order's."""
+    from recsys.models.hybrid import REPEAT_FIRST_MIN_WINDOWS
+    from tests.models.conftest import AS_OF
+    from tests.models.test_hybrid import synthetic_rows
+
+    days = REPEAT_FIRST_MIN_WINDOWS * 30 - 20
+    store = open_store(load_settings(Settings))
+    store.insert_events([r for r in synthetic_rows() if r.ts > AS_OF - days * MICROS_PER_DAY])
+    store.close()
+    path = tmp_path / "hybrid.toml"
+    path.write_text(
+        'default_model = "hybrid"\nthreads = 1\n[evaluation]\nholdout_days = 14\n'
+        "[precompute]\nactive_days = 0\n"
+        "[models.hybrid]\nparams = { factors = 16, max_iter = 60, train_windows = 3, "
+        'repeat_first = "auto" }\n'
+    )
+    assert main(["train", "--config", str(path)]) == 0
+    folder = _registry().path(_registry().current_version())
+    served = json.loads((folder / "models" / "hybrid" / "hybrid.json").read_text("utf-8"))
+    assert served["repeat_first"] and served["train_stats"]["gate_young"] == 1.0
+    assert "gate_t" not in served["train_stats"]
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["evaluation"]["repeat_first"]["hybrid"]["first"] is True
+
+
 def test_a_run_says_when_the_newest_purchase_is_long_before_its_as_of(
     filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
