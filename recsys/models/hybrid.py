@@ -940,9 +940,10 @@ class HybridModel(Recommender):
             first = True
             self.train_stats_.update(gate=0.0, gate_young=1.0)
             log.info(
-                "hybrid: %.0f days of history, under %d label windows: own purchases first "
-                "(no repeat-first test)",
+                "hybrid: %.0f days of history, under %.0f (%d label windows): own purchases "
+                "first, no repeat-first test",
                 as_of_day - first_day,
+                REPEAT_FIRST_MIN_WINDOWS * self.label_days,
                 REPEAT_FIRST_MIN_WINDOWS,
             )
         elif self.repeat_first == "auto":
