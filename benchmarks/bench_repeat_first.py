@@ -33,7 +33,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cut_scores, machine
+from recsys.data.schema import MICROS_PER_DAY
 
 WAYS = ("never", "always", "auto")
 
@@ -49,16 +50,13 @@ WAYS = ("never", "always", "auto")
 def events_between(events: Any, after: date | None, before: date | None) -> Any:
     """The events from ``after`` (00:00 UTC, included) to ``before`` (00:00 UTC, excluded),
     either end open when ``None``: an :class:`~recsys.data.schema.EventFrame`."""
-    from recsys.data.schema import to_micros
-
-    def micros(day: date) -> int:
-        return to_micros(datetime.combine(day, datetime.min.time(), UTC))
+    from recsys.offers.triggers import day_start_micros
 
     keep = np.ones(len(events), dtype=bool)
     if after is not None:
-        keep &= events.ts >= micros(after)
+        keep &= events.ts >= day_start_micros(after)
     if before is not None:
-        keep &= events.ts < micros(before)
+        keep &= events.ts < day_start_micros(before)
     return events.select(keep)
 
 
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.before is not None or args.after is not None:
         events = events_between(events, args.after, args.before)
         print(f"{len(events):,} events from {args.after} to {args.before}", flush=True)
-    first_day = float(events.ts.min()) / 86_400e6
+    first_day = float(events.ts.min()) / MICROS_PER_DAY
     config = load_training_config()
     params = {**dict(config.models["hybrid"].params), "repeat_first": "auto"}
     print(f"{machine()}; hybrid {params}", flush=True)
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             for (as_of, seed), (fitted, seconds) in fits.items()
             if as_of == result.cut
         }
-        history = result.cut / 86_400e6 - first_day
+        history = result.cut / MICROS_PER_DAY - first_day
         print(f"cut {i}: {result.n_users} customers, {history:.0f} days of history")
         for seed, test in tests.items():
             print(f"  seed {seed} test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))

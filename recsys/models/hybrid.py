@@ -915,10 +915,11 @@ class HybridModel(Recommender):
         in_calib = calib_users[pair_user]
         # a history too short for a probe on two windows: own purchases first, untested (an
         # evaluation's fit, which runs no test, serves the learned order as it always does)
+        history_days = as_of_day - first_day
         young = (
             self.repeat_first == "auto"
             and test_order
-            and as_of_day - first_day < REPEAT_FIRST_MIN_WINDOWS * self.label_days
+            and history_days < REPEAT_FIRST_MIN_WINDOWS * self.label_days
         )
         test = self.repeat_first == "auto" and not young and len(windows) >= 2 and test_order
         threads = _PREDICT_THREADS.get()  # the training run's threads (1 outside one)
@@ -942,7 +943,7 @@ class HybridModel(Recommender):
             log.info(
                 "hybrid: %.0f days of history, under %.0f (%d label windows): own purchases "
                 "first, no repeat-first test",
-                as_of_day - first_day,
+                history_days,
                 REPEAT_FIRST_MIN_WINDOWS * self.label_days,
                 REPEAT_FIRST_MIN_WINDOWS,
             )

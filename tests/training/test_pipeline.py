@@ -949,8 +949,14 @@ def _shift_shop(tmp_path: Path, evaluation: str) -> Path:
     with ``repeat_first = "auto"`` on it, with ``evaluation`` as its ``[evaluation]`` table."""
     from tests.models.test_hybrid import shift_rows
 
+    return _hybrid_shop(tmp_path, shift_rows(), evaluation)
+
+
+def _hybrid_shop(tmp_path: Path, rows: list[EventRow], evaluation: str) -> Path:
+    """Store ``rows``; return a config that trains a small hybrid with ``repeat_first =
+    "auto"`` on them, with ``evaluation`` as its ``[evaluation]`` table."""
     store = open_store(load_settings(Settings))
-    store.insert_events(shift_rows())
+    store.insert_events(rows)
     store.close()
     path = tmp_path / "hybrid.toml"
     path.write_text(
@@ -1036,16 +1042,8 @@ def test_a_young_shops_run_serves_own_purchases_first_and_gates_on_that_order(
     from tests.models.test_hybrid import synthetic_rows
 
     days = REPEAT_FIRST_MIN_WINDOWS * 30 - 20
-    store = open_store(load_settings(Settings))
-    store.insert_events([r for r in synthetic_rows() if r.ts > AS_OF - days * MICROS_PER_DAY])
-    store.close()
-    path = tmp_path / "hybrid.toml"
-    path.write_text(
-        'default_model = "hybrid"\nthreads = 1\n[evaluation]\nholdout_days = 14\n'
-        "[precompute]\nactive_days = 0\n"
-        "[models.hybrid]\nparams = { factors = 16, max_iter = 60, train_windows = 3, "
-        'repeat_first = "auto" }\n'
-    )
+    young = [r for r in synthetic_rows() if r.ts > AS_OF - days * MICROS_PER_DAY]
+    path = _hybrid_shop(tmp_path, young, "holdout_days = 14")
     assert main(["train", "--config", str(path)]) == 0
     folder = _registry().path(_registry().current_version())
     served = json.loads((folder / "models" / "hybrid" / "hybrid.json").read_text("utf-8"))
