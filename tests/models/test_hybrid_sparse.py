@@ -220,6 +220,36 @@ def test_both_paths_agree_whichever_product_scores_ease(
     assert_same(dense, sparse)
 
 
+@pytest.mark.parametrize("sparse_path", [False, True])
+def test_the_ease_generator_proposes_each_users_n_ease_best_items(
+    shop: TrainingData, monkeypatch: pytest.MonkeyPatch, sparse_path: bool
+) -> None:
+    # the depth of the EASE list is the setting that carries Online Retail's new items
+    # (training/configs/default.toml): each user with a history gets exactly their n_ease
+    # best EASE items, and a deeper list keeps the shallower one
+    monkeypatch.setattr(features, "SPARSE_ABOVE_ITEMS", 0 if sparse_path else 10**12)
+    users = np.arange(min(shop.n_users, 40), dtype=np.intp)
+    hist = sp.csr_matrix((len(users), shop.n_items), dtype=np.float32)
+    now = AS_OF / MICROS_PER_DAY + 0.5
+    state = build_state(shop, GeneratorSettings(factors=8))
+    assert state.ease is not None
+    ease_bit = 1 << features.GENERATORS.index("ease")
+    rank_col = features.FEATURES.index("ease_rank")
+    proposed = {}
+    for depth in (5, 40):
+        s = GeneratorSettings(factors=8, n_ease=depth)
+        rows, items, feats, src = state.pairs(users, hist, now, s)
+        from_ease = (src & ease_bit) > 0
+        assert np.array_equal(from_ease, feats[:, rank_col] < depth)
+        per_row = np.bincount(rows[from_ease], minlength=len(users))
+        active = np.diff(state.stats[users].indptr) > 0
+        assert active.sum() > 10
+        assert (per_row[active] == min(depth, shop.n_items)).all()
+        assert (per_row[~active] == 0).all()
+        proposed[depth] = set(zip(rows[from_ease].tolist(), items[from_ease].tolist(), strict=True))
+    assert proposed[5] < proposed[40]
+
+
 def test_ease_scores_are_the_product_of_the_rows_and_the_weights() -> None:
     rng = np.random.default_rng(0)
     m = 200
