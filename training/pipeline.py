@@ -730,6 +730,13 @@ def _warm_start(
                 "training in full"
             )
             return None
+    changed = _changed_model_config(previous.manifest.get("training_config"), config)
+    if changed:
+        notify(
+            f"notice: --warm-start: {previous.version} was trained with another "
+            f"{', '.join(changed)}; training in full"
+        )
+        return None
     # events before that version's newest that it did not see (ingested late) or that are
     # gone (erased customers): its carried counts and stored lists would keep or miss them
     seen, then = int(np.count_nonzero(events.ts <= previous.last_event)), previous.events_seen
@@ -742,6 +749,27 @@ def _warm_start(
     fresh = new_events(events, previous)
     new_data = build_training_data(fresh, config.interactions, as_of=as_of) if len(fresh) else None
     return previous, new_data
+
+
+def _changed_model_config(trained: Any, config: TrainingConfig) -> list[str]:
+    """The config sections a warm start cannot carry across, where the current version's
+    (its manifest's ``training_config``) differs from ``config``: the interaction weights
+    and each model's spec (``[models.<name>]``). A warm start continues that version's
+    factors, counts and ranker, which were fitted with its settings (a ranker learned on
+    50-deep EASE lists scoring 100-deep ones); the other sections (evaluation, promotion,
+    threads...) do not reach a fitted model. A version whose manifest has no config (written
+    before it was recorded) is not held against."""
+    if not isinstance(trained, dict):
+        return []
+    now = config.model_dump(mode="json")
+    changed = []
+    if trained.get("interactions") != now["interactions"]:
+        changed.append("[interactions]")
+    before = trained.get("models") or {}
+    for name, spec in now["models"].items():
+        if name in before and before[name] != spec:
+            changed.append(f"[models.{name}]")
+    return changed
 
 
 def _skip(name: str, exc: ModelError, skipped: dict[str, str], notify: Notify) -> None:

@@ -30,7 +30,9 @@ on the usual holdout would leak it (the current version has seen the holdout per
 run does not evaluate: it publishes without metrics (the promotion gate then promotes, and says
 why); a periodic full run keeps measuring: a warm run trains in full when the last full run
 behind the current version is older than ``[warm_start] full_every_days``
-(:attr:`Predecessor.last_full_run`). ``benchmarks/bench_warm.py`` measures the cost and
+(:attr:`Predecessor.last_full_run`), and when the config's interactions or a model's spec
+changed since that version (``training.pipeline``: a new setting is evaluated before it
+serves). ``benchmarks/bench_warm.py`` measures the cost and
 the quality against a full run.
 """
 

@@ -392,6 +392,56 @@ def test_a_warm_run_trains_in_full_when_the_last_full_run_is_too_old(
         assert "warm_start" in last and last["full_run_as_of"] == full["as_of"]
 
 
+@pytest.mark.parametrize(
+    ("iterations", "interactions", "changed"),
+    [
+        (5, "", None),  # only the evaluation changed: nothing that reaches a model
+        (6, "", "[models.als]"),
+        (5, "[interactions]\nweights = { purchase = 5.0 }\n", "[interactions]"),
+    ],
+    ids=["evaluation only", "model params", "interaction weights"],
+)
+def test_a_warm_run_trains_in_full_when_the_models_config_changed(
+    tmp_path: Path,
+    rng: np.random.Generator,
+    capsys: pytest.CaptureFixture[str],
+    iterations: int,
+    interactions: str,
+    changed: str | None,
+) -> None:
+    # the ALS factors of a version fitted with 5 iterations, or on other interaction
+    # weights, are not where a run with the new settings would start from
+    def write(k: int, iterations: int, interactions: str) -> None:
+        config.write_text(
+            f'default_model = "als"\nthreads = 1\n[evaluation]\nk = {k}\nmetric = "ndcg@{k}"\n'
+            f"{interactions}"
+            f"[models.als]\nparams = {{ factors = 8, iterations = {iterations} }}\n"
+        )
+
+    config = tmp_path / "train.toml"
+    write(10, 5, "")
+    registry = Registry(load_settings(Settings).registry_path)
+    store = open_store(load_settings(Settings))
+    try:
+        store.insert_events(_purchases(rng, 10, 60, 0))
+        assert main(["train", "--config", str(config)]) == 0
+        first = registry.current_version() or ""
+        store.insert_events(_purchases(rng, 3, 1, 61))
+        write(5, iterations, interactions)
+        capsys.readouterr()
+        assert main(["train", "--config", str(config), "--warm-start", "--force"]) == 0
+        manifest = registry.manifest(registry.current_version() or "")
+        err = capsys.readouterr().err
+        if changed is None:
+            assert manifest["warm_start"]["from"] == first
+            assert "training in full" not in err
+        else:
+            assert "warm_start" not in manifest
+            assert f"{first} was trained with another {changed}; training in full" in err
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("change", ["late events", "an erasure"])
 def test_a_warm_run_trains_in_full_when_the_events_it_saw_changed(
     tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str], change: str
