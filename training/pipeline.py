@@ -754,11 +754,12 @@ def _warm_start(
 def _changed_model_config(trained: Any, config: TrainingConfig) -> list[str]:
     """The config sections a warm start cannot carry across, where the current version's
     (its manifest's ``training_config``) differs from ``config``: the interaction weights
-    and each model's spec (``[models.<name>]``). A warm start continues that version's
-    factors, counts and ranker, which were fitted with its settings (a ranker learned on
-    50-deep EASE lists scoring 100-deep ones); the other sections (evaluation, promotion,
-    threads...) do not reach a fitted model. A version whose manifest has no config (written
-    before it was recorded) is not held against."""
+    and each model's spec (``[models.<name>]``). A warm run publishes without metrics, so a
+    changed setting would serve unevaluated; and it continues that version's factors and
+    counts, fitted with the old settings (a model whose own parameters differ refuses them
+    and is fitted cold, but nothing compared the interaction weights). The other sections
+    (evaluation, promotion, threads...) do not reach a fitted model. A version whose
+    manifest has no config (written before it was recorded) is not held against."""
     if not isinstance(trained, dict):
         return []
     now = config.model_dump(mode="json")

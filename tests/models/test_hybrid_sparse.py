@@ -233,6 +233,8 @@ def test_the_ease_generator_proposes_each_users_n_ease_best_items(
     now = AS_OF / MICROS_PER_DAY + 0.5
     state = build_state(shop, GeneratorSettings(factors=8))
     assert state.ease is not None
+    active = np.diff(state.stats[users].indptr) > 0
+    assert active.sum() > 10
     ease_bit = 1 << features.GENERATORS.index("ease")
     rank_col = features.FEATURES.index("ease_rank")
     proposed = {}
@@ -242,8 +244,6 @@ def test_the_ease_generator_proposes_each_users_n_ease_best_items(
         from_ease = (src & ease_bit) > 0
         assert np.array_equal(from_ease, feats[:, rank_col] < depth)
         per_row = np.bincount(rows[from_ease], minlength=len(users))
-        active = np.diff(state.stats[users].indptr) > 0
-        assert active.sum() > 10
         assert (per_row[active] == min(depth, shop.n_items)).all()
         assert (per_row[~active] == 0).all()
         proposed[depth] = set(zip(rows[from_ease].tolist(), items[from_ease].tolist(), strict=True))
