@@ -197,6 +197,19 @@ REPEAT_FIRST_T = 2.0
 #: of 84 fits and on every shop's means, and never below the test's means (six shops;
 #: benchmarks/RESULTS.md, thirty-fifth session).
 REPEAT_FIRST_MIN_WINDOWS = 4
+#: The values of :class:`HybridModel`'s ``discover_order``.
+DISCOVER_ORDERS = ("learned", "auto")
+#: The weights of the shop's popularity order that ``discover_order="auto"`` tries against the
+#: learned order among a customer's never-bought candidates (reciprocal-rank fusion, see
+#: :func:`_discover_scores`); 0, the learned order, is the one a test must beat.
+DISCOVER_WEIGHTS = (0.5, 1.0, 2.0)
+#: ``discover_order="auto"`` mixes in the popularity order when its NDCG@10 on the held-out
+#: customers' new purchases is ahead of the learned order's by more than this many standard
+#: errors of their paired differences (the bar of :data:`REPEAT_FIRST_T`).
+DISCOVER_T = 2.0
+#: The constant of reciprocal-rank fusion: a rank r counts ``1 / (DISCOVER_RRF_K + r)``. The
+#: usual 60 flattens a top-10 list's ranks; 10 was the value measured.
+DISCOVER_RRF_K = 10.0
 
 
 @dataclass(frozen=True)
@@ -293,6 +306,17 @@ class _WindowPairs:
     customers: int
     sampled: int  # customers in the window's sample, whether their pairs were built or not
     n_label: int
+
+
+@dataclass(frozen=True)
+class _Probed:
+    """What the probe ranker's tests found on the newest window (``HybridModel._gate``)."""
+
+    #: the repeat-first test: NDCG@10 learned, own purchases first, and the paired t
+    gate: tuple[float, float, float]
+    #: the discover order's weight of popularity (:func:`_discover_choice`) and its numbers
+    discover_weight: float
+    discover_stats: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -493,6 +517,19 @@ class HybridModel(Recommender):
         more ranker fit on the older windows; inside :func:`prediction_threads` of 2 or more
         (a training run) it learns on its own thread beside the final ranker. A fit without
         the test learns a LightGBM ranker on those threads (the same trees as on one).
+    discover_order
+        The order of the candidates the customer never bought (the "discover" list, and their
+        places in any list). ``"learned"``: the ranker's. ``"auto"``: the repeat-first test's
+        probe (a ranker learned on every window but the newest) also scores the newest
+        window's never-bought candidates with the shop's recent popularity mixed in by
+        reciprocal-rank fusion (:func:`_discover_scores`, each weight of
+        :data:`DISCOVER_WEIGHTS`), and the weight whose NDCG@10 of the buyers' new purchases
+        is best serves when it beats the learned order by more than :data:`DISCOVER_T`
+        standard errors (``train_stats_`` holds every weight's NDCG and t,
+        ``discover_weight_`` the choice). The slots the learned order gives the customer's
+        purchases in a list do not move, and the scores keep their scale. The test runs
+        where the repeat-first test would (a fit with :meth:`without_order_test`, or on a
+        young shop, serves the learned order) and costs the probe, shared with that test.
     seed
         Seed of every random choice (ALS init, the ranker's customers, user split, negative
         sampling).
@@ -501,6 +538,9 @@ class HybridModel(Recommender):
     ----------
     repeat_first_ : bool
         Whether the customer's own purchases come first (see ``repeat_first``).
+    discover_weight_ : float
+        The popularity order's weight in the discover order (see ``discover_order``); 0 for
+        the learned order.
     """
 
     name: ClassVar[str] = "hybrid"
@@ -546,6 +586,7 @@ class HybridModel(Recommender):
         "train_windows": (COUNT,),
         "monotone": (BOOLEAN,),
         "repeat_first": (Options(*REPEAT_FIRST),),
+        "discover_order": (Options(*DISCOVER_ORDERS),),
         "seed": (SEED,),
     }
 
@@ -576,6 +617,7 @@ class HybridModel(Recommender):
         train_windows: int = 1,
         monotone: bool = True,
         repeat_first: str = "never",
+        discover_order: str = "learned",
         seed: int = 0,
     ) -> None:
         self.label_days = label_days
@@ -602,6 +644,7 @@ class HybridModel(Recommender):
         self.train_windows = train_windows
         self.monotone = monotone
         self.repeat_first = repeat_first
+        self.discover_order = discover_order
         self.seed = seed
 
     # -- fitting ----------------------------------------------------------------------------
@@ -678,6 +721,7 @@ class HybridModel(Recommender):
         self.calibrated_ = False
         self.ranker_kind_ = "fixed_blend"
         self.repeat_first_ = False
+        self.discover_weight_ = 0.0
         self.fallback_reason_: str | None = None
         self.train_stats_: dict[str, float] = {}
         cut_state: Factors | None = None
@@ -843,6 +887,7 @@ class HybridModel(Recommender):
         self.calibrated_ = previous.calibrated_
         self.ranker_kind_ = previous.ranker_kind_
         self.repeat_first_ = previous.repeat_first_
+        self.discover_weight_ = previous.discover_weight_
         self.fallback_reason_ = previous.fallback_reason_
         self.train_stats_ = dict(previous.train_stats_)
 
@@ -921,21 +966,40 @@ class HybridModel(Recommender):
             and test_order
             and history_days < REPEAT_FIRST_MIN_WINDOWS * self.label_days
         )
-        test = self.repeat_first == "auto" and not young and len(windows) >= 2 and test_order
+        # the probe tests the repeat-first order and the discover order alike; a young shop
+        # serves own purchases first without the repeat-first test, but its probe still
+        # tests the discover order
+        test = (
+            ((self.repeat_first == "auto" and not young) or self.discover_order == "auto")
+            and len(windows) >= 2
+            and test_order
+        )
         threads = _PREDICT_THREADS.get()  # the training run's threads (1 outside one)
-        gate: tuple[float, float, float] | None = None
+        tested: _Probed | None = None
         if test and threads >= 2:
             # the probe and the final ranker learn at once, each on one thread: they share
             # nothing but the windows they read, and their draws are their own streams
             probe = partial(self._gate, windows, calib_users, 1)
             with _openmp_threads(1), beside(probe, name="recsys-probe") as probe_result:
                 ranker = self._learn(xs, y, group, in_calib, rng)
-                gate = probe_result()
+                tested = probe_result()
         else:
-            gate = self._gate(windows, calib_users, threads) if test else None
+            tested = self._gate(windows, calib_users, threads) if test else None
             # learning alone (no probe beside it: the evaluation's fit), the ranker takes
             # the run's threads; a LightGBM ranker learns the same trees on any number
             ranker = self._learn(xs, y, group, in_calib, rng, threads=threads)
+        gate = None if tested is None else tested.gate
+        discover = 0.0
+        if self.discover_order == "auto" and tested is not None:
+            discover = tested.discover_weight
+            self.train_stats_.update(tested.discover_stats)
+            log.info(
+                "hybrid: newest window's new purchases NDCG@10 %.4f in the learned order: %s",
+                tested.discover_stats.get("discover_learned_ndcg", float("nan")),
+                f"popularity mixed in, weight {tested.discover_weight:g}"
+                if tested.discover_weight
+                else "the learned order",
+            )
         first = self.repeat_first == "always"
         if young:
             first = True
@@ -960,7 +1024,8 @@ class HybridModel(Recommender):
         self.ranker_ = ranker
         self.ranker_kind_ = _RANKER_KINDS[self.ranker]
         self.repeat_first_ = first
-        raw = self._raw(_selected(xs, in_calib))
+        self.discover_weight_ = discover
+        raw = self._raw(_selected(xs, in_calib), group[in_calib])
         calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         calibrator.fit(raw, y[in_calib])
         self.calibrator_ = calibrator
@@ -1080,11 +1145,13 @@ class HybridModel(Recommender):
 
     def _gate(
         self, windows: list[_WindowPairs], calib_users: NDArray[np.bool_], threads: int
-    ) -> tuple[float, float, float] | None:
-        """``repeat_first="auto"``'s test: a ranker learned on every window but the newest,
-        and the same ranker behind the customer's own purchases, each scored by NDCG@10 on
-        the newest window's buyers. Returns (learned, repeat first, the paired t statistic of
-        the buyers' differences), or ``None`` when the older windows cannot teach a ranker.
+    ) -> _Probed | None:
+        """``repeat_first="auto"``'s and ``discover_order="auto"``'s test: a ranker learned on
+        every window but the newest, and the same ranker behind the customer's own purchases,
+        each scored by NDCG@10 on the newest window's buyers, and the discover orders on
+        their never-bought candidates (:func:`_discover_choice`). Returns the repeat-first
+        numbers (learned, repeat first, the paired t statistic of the buyers' differences)
+        and the discover choice, or ``None`` when the older windows cannot teach a ranker.
 
         The newest window is later than every pair the probe learned from, as the served
         lists are later than the final ranker's: a ranker that only fits its own windows'
@@ -1119,7 +1186,9 @@ class HybridModel(Recommender):
         diff = by_first - by_ranker
         spread = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
         t = float(diff.mean() / (spread / np.sqrt(len(diff)))) if spread > 0 else 0.0
-        return float(by_ranker.mean()), float(by_first.mean()), t
+        new = ~(np.nan_to_num(x[:, _COL["n_orders"]]) > 0)
+        weight, stats = _discover_choice(group[new], x[new], y[new], learned[new])
+        return _Probed((float(by_ranker.mean()), float(by_first.mean()), t), weight, stats)
 
     def _window_pairs(
         self,
@@ -1275,16 +1344,30 @@ class HybridModel(Recommender):
             self._booster_of = built  # two threads building at once build the same
         return built[1]
 
-    def _raw(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
-        """Ranker score of feature rows (higher = more likely bought)."""
-        return self._in_served_order(x, self._learned_raw(x))
+    def _raw(
+        self, x: NDArray[np.float32], rows: NDArray[np.integer] | None = None
+    ) -> NDArray[np.float64]:
+        """Ranker score of feature rows (higher = more likely bought); ``rows`` says whose
+        candidate each row is (needed with a discover order, ``discover_weight_``)."""
+        return self._in_served_order(rows, x, self._learned_raw(x))
 
     def _in_served_order(
-        self, x: NDArray[np.float32], learned: NDArray[np.float64]
+        self,
+        rows: NDArray[np.integer] | None,
+        x: NDArray[np.float32],
+        learned: NDArray[np.float64],
     ) -> NDArray[np.float64]:
-        """:meth:`_learned_raw`'s scores of ``x`` in the order this model serves
-        (``repeat_first_``: the customer's own purchases first)."""
-        if self.repeat_first_ and self.ranker_ is not None and len(x):
+        """:meth:`_learned_raw`'s scores of ``x`` (the candidates of customers ``rows``) in
+        the order this model serves: the never-bought candidates in the discover order
+        (``discover_weight_``), then with ``repeat_first_`` the customer's own purchases
+        first."""
+        if self.ranker_ is None or not len(x):
+            return learned
+        if self.discover_weight_ > 0:
+            if rows is None:
+                raise ValueError("a discover order needs the customer of each row")
+            learned = _discover_scores(rows, x, learned, self.discover_weight_)
+        if self.repeat_first_:
             return _repeat_first(x, learned)
         return learned
 
@@ -1388,7 +1471,7 @@ class HybridModel(Recommender):
         self._check_fitted("state_")
         rows, items, x, _ = self._pairs(users, history, now)
         out = np.full((len(users), self.state_.n_items), np.nan, dtype=np.float32)
-        out[rows, items] = self._raw(x)
+        out[rows, items] = self._raw(x, rows)
         return out
 
     def recommend_lists(
@@ -1427,7 +1510,7 @@ class HybridModel(Recommender):
             now,
         )
         rows, items, x, raw = scored_once(key, learned)
-        raw = self._in_served_order(x, raw)
+        raw = self._in_served_order(rows, x, raw)
         shape = (len(users), self.state_.n_items)
         return [top_k_coo(rows, items, raw, shape, k, exclude=exclude) for exclude in excludes]
 
@@ -1447,7 +1530,7 @@ class HybridModel(Recommender):
         self._check_fitted("state_")
         rows, items, x, _ = self._pairs(users, history, now)
         out = np.full((len(users), self.state_.n_items), np.nan, dtype=np.float32)
-        out[rows, items] = self._proba(self._raw(x))
+        out[rows, items] = self._proba(self._raw(x, rows))
         return out
 
     def calibrate(self, raw: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -1494,7 +1577,7 @@ class HybridModel(Recommender):
         users = np.asarray(users, dtype=np.intp)
         rows, items, x, src = self._pairs(users, history, now)
         n, m = len(users), self.state_.n_items
-        raw = self._raw(x)
+        raw = self._raw(x, rows)
         # ranked from the candidate pairs alone: a dense users × items score matrix and pair
         # index were 1.7 GB per batch of 2,048 customers at 69k items
         top, _ = top_k_coo(rows, items, raw, (n, m), k, exclude=exclude)
@@ -1650,6 +1733,7 @@ class HybridModel(Recommender):
                 "features": self._ranker_features(),
                 "ranker_kind": self.ranker_kind_,
                 "repeat_first": self.repeat_first_,
+                "discover_weight": self.discover_weight_,
                 "fallback_reason": self.fallback_reason_,
                 "calibrated": self.calibrated_,
                 "ranker_sha256": ranker_sha,
@@ -1696,6 +1780,8 @@ class HybridModel(Recommender):
             # absent from a version trained before repeat_first existed: it ranked by the
             # ranker alone
             model.repeat_first_ = bool(meta.get("repeat_first", False))
+            # absent from a version trained before discover_order existed: the learned order
+            model.discover_weight_ = float(meta.get("discover_weight", 0.0))
             model.fallback_reason_ = meta["fallback_reason"]
             model.calibrated_ = bool(meta["calibrated"])
             model.as_of_day_ = float(meta["as_of_day"])
@@ -1735,6 +1821,79 @@ def _repeat_first(x: NDArray[np.float32], raw: NDArray[np.float64]) -> NDArray[n
     orders = np.nan_to_num(x[:, _COL["n_orders"]].astype(np.float64))
     # arctan maps any raw score into (0, 1), in its order: one more order always outranks it
     return orders + 0.5 + np.arctan(raw) / np.pi
+
+
+def _ranks_within(rows: NDArray[np.integer], *keys: NDArray[Any]) -> NDArray[np.intp]:
+    """Each entry's rank (0 = first) among its row's entries, ordered by ``keys`` (the last
+    key primary, as :func:`numpy.lexsort` reads them; ascending), ties by position."""
+    order = np.lexsort((*keys, rows))
+    sorted_rows = rows[order]
+    rank = np.empty(len(rows), dtype=np.intp)
+    rank[order] = np.arange(len(rows)) - np.searchsorted(sorted_rows, sorted_rows)
+    return rank
+
+
+def _discover_scores(
+    rows: NDArray[np.integer],
+    x: NDArray[np.float32],
+    learned: NDArray[np.float64],
+    weight: float,
+) -> NDArray[np.float64]:
+    """``learned`` with each customer's never-bought candidates put in the discover order: the
+    reciprocal-rank fusion of their learned rank and their rank by the shop's recent
+    popularity (weighted ``weight``).
+
+    The scores are handed out again, not made anew: the never-bought candidates of a row keep
+    the set of learned scores they had, best to the first in the fused order. A list with
+    the customer's purchases in it keeps the slots where the learned order put them, and the
+    scores keep their scale (the calibration reads them).
+    """
+    new = np.flatnonzero(~(np.nan_to_num(x[:, _COL["n_orders"]]) > 0))
+    if not len(new):
+        return learned
+    r = np.asarray(rows)[new]
+    score = learned[new]
+    by_learned = _ranks_within(r, -score)
+    pop = np.nan_to_num(x[new, _COL["item_pop_recent"]].astype(np.float64), nan=-1.0)
+    total = np.nan_to_num(x[new, _COL["item_pop_total"]].astype(np.float64), nan=-1.0)
+    by_pop = _ranks_within(r, by_learned, -total, -pop)
+    fused = 1.0 / (DISCOVER_RRF_K + by_learned) + weight / (DISCOVER_RRF_K + by_pop)
+    out = learned.copy()
+    # both orders group the rows alike: the k-th entry of one is the k-th of the other's row
+    out[new[np.lexsort((by_learned, -fused, r))]] = score[np.lexsort((-score, r))]
+    return out
+
+
+def _discover_choice(
+    group: NDArray[np.integer],
+    x: NDArray[np.float32],
+    y: NDArray[np.integer],
+    learned: NDArray[np.float64],
+) -> tuple[float, dict[str, float]]:
+    """``discover_order="auto"``'s test on never-bought candidates (rows ``x`` of customers
+    ``group``, labelled ``y``, scored ``learned``): the weight of :data:`DISCOVER_WEIGHTS`
+    whose :func:`_discover_scores` NDCG@10 of the bought rows is best, when it is ahead of
+    the learned order by more than :data:`DISCOVER_T` standard errors of the customers'
+    paired differences, else 0. Returns it and the numbers (``train_stats_`` keys)."""
+    from recsys.evaluation.metrics import grouped_ndcg_each
+
+    stats = {"discover_buyers": float(len(np.unique(group[y == 1])))}
+    if stats["discover_buyers"] < 2:
+        return 0.0, stats
+    base = grouped_ndcg_each(group, learned, y)
+    stats["discover_learned_ndcg"] = float(base.mean())
+    best, best_mean = 0.0, float(base.mean())
+    for weight in DISCOVER_WEIGHTS:
+        each = grouped_ndcg_each(group, _discover_scores(group, x, learned, weight), y)
+        diff = each - base
+        spread = float(diff.std(ddof=1))
+        t = float(diff.mean() / (spread / np.sqrt(len(diff)))) if spread > 0 else 0.0
+        stats[f"discover_ndcg_{weight:g}"] = float(each.mean())
+        stats[f"discover_t_{weight:g}"] = t
+        if t > DISCOVER_T and each.mean() > best_mean:
+            best, best_mean = weight, float(each.mean())
+    stats["discover_weight"] = best
+    return best, stats
 
 
 def isotonic_predict(calibrator: Any, raw: NDArray[np.floating]) -> NDArray[np.float64]:

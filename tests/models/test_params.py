@@ -121,6 +121,7 @@ BAD_VALUES: list[tuple[str, str, Any]] = [
     ("hybrid", "decayed_features", "no"),
     ("hybrid", "monotone", "yes"),
     ("hybrid", "repeat_first", "sometimes"),
+    ("hybrid", "discover_order", "popular"),
     ("hybrid", "train_windows", 0),
     ("hybrid", "seed", -1),
 ]

@@ -1,0 +1,208 @@
+"""The hybrid's discover order: the never-bought candidates ordered by the fusion of the
+learned order and the shop's popularity, chosen per shop by a test on held-out customers."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
+from recsys.data.schema import EventFrame
+from recsys.models.features import FEATURES
+from recsys.models.hybrid import (
+    DISCOVER_T,
+    DISCOVER_WEIGHTS,
+    HybridModel,
+    _discover_choice,
+    _discover_scores,
+)
+from tests.models.conftest import AS_OF
+from tests.models.test_hybrid import synthetic_rows
+
+N_ORDERS = FEATURES.index("n_orders")
+POP = FEATURES.index("item_pop_recent")
+
+
+def _features(orders: np.ndarray, pop: np.ndarray) -> np.ndarray:
+    x = np.zeros((len(orders), len(FEATURES)), dtype=np.float32)
+    x[:, N_ORDERS] = orders
+    x[:, POP] = pop
+    return x
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 4),  # customer
+            st.integers(0, 2),  # orders of the item
+            st.floats(0, 100, allow_nan=False),  # popularity
+            st.floats(-5, 5, allow_nan=False),  # learned score
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from([0.5, 1.0, 2.0, 1e6]),
+)
+def test_the_discover_order_hands_each_customers_new_items_their_own_scores(
+    entries: list[tuple[int, int, float, float]], weight: float
+) -> None:
+    """Per customer, the never-bought candidates keep the set of scores they had (so the
+    slots their purchases hold in a list do not move) and bought ones keep theirs; with a
+    weight that drowns the learned order, the new items come in popularity order."""
+    rows = np.array([e[0] for e in entries])
+    orders = np.array([e[1] for e in entries], dtype=np.float32)
+    pop = np.array([e[2] for e in entries], dtype=np.float32)
+    learned = np.array([e[3] for e in entries], dtype=np.float64)
+    out = _discover_scores(rows, _features(orders, pop), learned, weight)
+    bought = orders > 0
+    np.testing.assert_array_equal(out[bought], learned[bought])
+    for u in np.unique(rows):
+        new = (rows == u) & ~bought
+        assert sorted(out[new]) == sorted(learned[new])
+        if weight == 1e6 and len(np.unique(pop[new])) == new.sum():
+            # distinct popularity: the most popular new item gets the best score, and so on
+            by_pop = np.argsort(-pop[new])
+            assert np.all(np.diff(out[new][by_pop]) <= 0)
+
+
+def test_a_weight_that_does_not_move_a_rank_changes_nothing() -> None:
+    """The learned order and the popularity order agreeing, the scores are the learned ones."""
+    rows = np.zeros(5, dtype=np.intp)
+    learned = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    x = _features(np.zeros(5), np.array([50.0, 40.0, 30.0, 20.0, 10.0]))
+    np.testing.assert_array_equal(_discover_scores(rows, x, learned, 2.0), learned)
+
+
+def _window(
+    rng: np.random.Generator, buys_popular: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """300 customers with 20 never-bought candidates each, scored by a ranker that puts the
+    least popular first (plus noise); each bought the most popular one (``buys_popular``) or
+    the ranker's first. Returns the rows' customers, features, labels and scores."""
+    customers, per = 300, 20
+    group = np.repeat(np.arange(customers), per)
+    pop = rng.permutation(np.tile(np.arange(per, dtype=np.float32), customers))
+    x = _features(np.zeros(len(group)), pop)
+    learned = -pop + rng.normal(0, 0.1, len(group))
+    y = np.zeros(len(group), dtype=np.int8)
+    for c in range(customers):
+        mine = np.flatnonzero(group == c)
+        y[mine[np.argmax(pop[mine] if buys_popular else learned[mine])]] = 1
+    return group, x, y, learned
+
+
+@pytest.mark.parametrize("buys_popular", [True, False])
+def test_the_test_mixes_in_popularity_only_where_the_new_purchases_follow_it(
+    buys_popular: bool,
+) -> None:
+    """The decision rule on a constructed window: the customers' new purchases are the most
+    popular candidates, which the ranker puts last: a weight of popularity wins by far more
+    than :data:`DISCOVER_T` standard errors. Where they bought the ranker's first, the
+    learned order stays."""
+    group, x, y, learned = _window(np.random.default_rng(3), buys_popular)
+    weight, stats = _discover_choice(group, x, y, learned)
+    assert stats["discover_buyers"] == 300 and stats["discover_weight"] == weight
+    if buys_popular:
+        assert weight > 0 and stats[f"discover_t_{weight:g}"] > DISCOVER_T
+        assert stats[f"discover_ndcg_{weight:g}"] > stats["discover_learned_ndcg"]
+    else:
+        assert weight == 0.0 and stats["discover_learned_ndcg"] == pytest.approx(1.0)
+        assert all(stats[f"discover_t_{w:g}"] < DISCOVER_T for w in DISCOVER_WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def shop() -> TrainingData:
+    return build_training_data(
+        EventFrame.from_rows(synthetic_rows()), InteractionConfig(), as_of=AS_OF
+    )
+
+
+@pytest.fixture(scope="module")
+def auto(shop: TrainingData) -> HybridModel:
+    return HybridModel(factors=16, max_iter=100, train_windows=3, discover_order="auto").fit(shop)
+
+
+def test_a_fit_runs_the_test_and_a_learned_order_runs_none(
+    auto: HybridModel, shop: TrainingData
+) -> None:
+    """The test's numbers are in ``train_stats_``; the default (``"learned"``) fit runs no
+    test and serves the learned order."""
+    stats = auto.train_stats_
+    assert stats["discover_buyers"] > 0
+    assert 0.0 <= stats["discover_learned_ndcg"] <= 1.0
+    assert stats["discover_weight"] == auto.discover_weight_
+    plain = HybridModel(factors=16, max_iter=100, train_windows=3).fit(shop)
+    assert plain.discover_weight_ == 0.0 and "discover_buyers" not in plain.train_stats_
+
+
+def test_a_discover_order_serves_the_same_lists_on_every_path(
+    auto: HybridModel, shop: TrainingData, tmp_path: Path
+) -> None:
+    """With popularity mixed in, the dense scores, the lists from the pairs and the
+    explanations agree, the lists without the customer's purchases change, and the order
+    travels with the saved model (a version saved before it existed loads as the learned
+    order)."""
+    from recsys.models.base import top_k
+    from tests.models.test_recommend_lists import assert_lists_equal
+
+    mixed = copy.copy(auto)
+    mixed.discover_weight_ = 2.0
+    assert_lists_equal(mixed, shop, np.random.default_rng(5))
+    users = np.arange(shop.n_users)
+    exclude = sp.csr_matrix(shop.interactions, copy=True)
+    exclude.data[:] = 1.0
+    scores = mixed.score(users, shop.interactions)
+    want, _ = top_k(scores, 8, exclude=exclude)
+    got = mixed.explain(users, shop.interactions, 8, exclude=exclude)
+    for u in range(shop.n_users):
+        assert [r.item for r in got[u]] == want[u][want[u] >= 0].tolist()
+    learned = copy.copy(auto)
+    learned.discover_weight_ = 0.0
+    before, _ = top_k(learned.score(users, shop.interactions), 8, exclude=exclude)
+    assert not np.array_equal(before, want)
+    mixed.save(tmp_path / "m")
+    loaded = HybridModel.load(tmp_path / "m")
+    assert loaded.discover_weight_ == 2.0
+    np.testing.assert_array_equal(loaded.score(users, shop.interactions), scores)
+    meta_path = tmp_path / "m" / "hybrid.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["discover_weight"]
+    meta_path.write_text(json.dumps(meta))
+    assert HybridModel.load(tmp_path / "m").discover_weight_ == 0.0
+
+
+def test_a_young_shop_tests_the_discover_order_but_not_repeat_first() -> None:
+    """Under ``REPEAT_FIRST_MIN_WINDOWS`` label windows of history own purchases come first
+    untested, and the probe (learned on one window) still tests the discover order; an
+    evaluation's fit runs no probe and serves the learned order."""
+    from recsys.data.schema import MICROS_PER_DAY
+    from recsys.models.hybrid import REPEAT_FIRST_MIN_WINDOWS
+
+    days = REPEAT_FIRST_MIN_WINDOWS * 30 - 20  # label_days is 30
+    rows = [r for r in synthetic_rows() if r.ts > AS_OF - days * MICROS_PER_DAY]
+    data = build_training_data(EventFrame.from_rows(rows), InteractionConfig(), as_of=AS_OF)
+
+    def model() -> HybridModel:
+        return HybridModel(
+            factors=16,
+            max_iter=100,
+            train_windows=3,
+            repeat_first="auto",
+            discover_order="auto",
+        )
+
+    young = model().fit(data)
+    stats = young.train_stats_
+    assert young.repeat_first_ and stats["gate_young"] == 1.0 and "gate_t" not in stats
+    assert stats["discover_buyers"] > 0 and stats["discover_weight"] == young.discover_weight_
+    evaluated = model().without_order_test().fit(data)
+    assert evaluated.discover_weight_ == 0.0
+    assert "discover_buyers" not in evaluated.train_stats_
