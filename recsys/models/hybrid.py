@@ -203,9 +203,9 @@ DISCOVER_ORDERS = ("learned", "auto")
 #: learned order among a customer's never-bought candidates (reciprocal-rank fusion, see
 #: :func:`_discover_scores`); 0, the learned order, is the one a test must beat.
 DISCOVER_WEIGHTS = (0.5, 1.0, 2.0)
-#: ``discover_order="auto"`` mixes in the popularity order when its NDCG@10 on the held-out
-#: customers' new purchases is ahead of the learned order's by more than this many standard
-#: errors of their paired differences (the bar of :data:`REPEAT_FIRST_T`).
+#: ``discover_order="auto"`` mixes in the popularity order when the probe's NDCG@10 of the
+#: newest window's new purchases with it is ahead of the learned order's by more than this
+#: many standard errors of the buyers' paired differences (the bar of :data:`REPEAT_FIRST_T`).
 DISCOVER_T = 2.0
 #: The constant of reciprocal-rank fusion: a rank r counts ``1 / (DISCOVER_RRF_K + r)``. The
 #: usual 60 flattens a top-10 list's ranks; 10 was the value measured.
@@ -527,9 +527,12 @@ class HybridModel(Recommender):
         is best serves when it beats the learned order by more than :data:`DISCOVER_T`
         standard errors (``train_stats_`` holds every weight's NDCG and t,
         ``discover_weight_`` the choice). The slots the learned order gives the customer's
-        purchases in a list do not move, and the scores keep their scale. The test runs
-        where the repeat-first test would (a fit with :meth:`without_order_test`, or on a
-        young shop, serves the learned order) and costs the probe, shared with that test.
+        purchases in a list do not move, and the scores keep their scale. The test needs 2
+        ``train_windows`` and also runs on a young shop, where the repeat-first test does
+        not (Ta-Feng's every rolling cut is one, and the mix is where it gains); a fit with
+        :meth:`without_order_test` (a training run's evaluation) serves the learned order. It
+        costs the probe, shared with the repeat-first test. A warm start keeps the choice
+        with the ranker; a full run does not hold the serving version's choice.
     seed
         Seed of every random choice (ALS init, the ranker's customers, user split, negative
         sampling).
