@@ -1184,12 +1184,8 @@ class HybridModel(Recommender):
 
         by_ranker = grouped_ndcg_each(group, learned, y)
         by_first = grouped_ndcg_each(group, _repeat_first(x, learned), y)
-        # the paired t statistic of the buyers' differences: how far the mean difference is
-        # from what one window of buyers makes by chance
-        diff = by_first - by_ranker
-        spread = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
-        t = float(diff.mean() / (spread / np.sqrt(len(diff)))) if spread > 0 else 0.0
-        new = ~(np.nan_to_num(x[:, _COL["n_orders"]]) > 0)
+        t = _paired_t(by_first - by_ranker)
+        new = _never_bought(x)
         weight, stats = _discover_choice(group[new], x[new], y[new], learned[new])
         return _Probed((float(by_ranker.mean()), float(by_first.mean()), t), weight, stats)
 
@@ -1826,10 +1822,21 @@ def _repeat_first(x: NDArray[np.float32], raw: NDArray[np.float64]) -> NDArray[n
     return orders + 0.5 + np.arctan(raw) / np.pi
 
 
-def _ranks_within(rows: NDArray[np.integer], *keys: NDArray[Any]) -> NDArray[np.intp]:
-    """Each entry's rank (0 = first) among its row's entries, ordered by ``keys`` (the last
-    key primary, as :func:`numpy.lexsort` reads them; ascending), ties by position."""
-    order = np.lexsort((*keys, rows))
+def _paired_t(diff: NDArray[np.float64]) -> float:
+    """The paired t statistic of per-customer differences between two orders: how far their
+    mean is from what one window of customers makes by chance (0 without a spread)."""
+    spread = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    return float(diff.mean() / (spread / np.sqrt(len(diff)))) if spread > 0 else 0.0
+
+
+def _never_bought(x: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """Which candidate rows the customer never bought (no orders of the item)."""
+    return ~(np.nan_to_num(x[:, _COL["n_orders"]]) > 0)
+
+
+def _ranks_within(rows: NDArray[np.integer], order: NDArray[np.intp]) -> NDArray[np.intp]:
+    """Each entry's rank (0 = first) among its row's entries, given ``order``: a
+    :func:`numpy.lexsort` of the entries whose primary key is ``rows``."""
     sorted_rows = rows[order]
     rank = np.empty(len(rows), dtype=np.intp)
     rank[order] = np.arange(len(rows)) - np.searchsorted(sorted_rows, sorted_rows)
@@ -1851,19 +1858,20 @@ def _discover_scores(
     the customer's purchases in it keeps the slots where the learned order put them, and the
     scores keep their scale (the calibration reads them).
     """
-    new = np.flatnonzero(~(np.nan_to_num(x[:, _COL["n_orders"]]) > 0))
+    new = np.flatnonzero(_never_bought(x))
     if not len(new):
         return learned
     r = np.asarray(rows)[new]
     score = learned[new]
-    by_learned = _ranks_within(r, -score)
+    best_first = np.lexsort((-score, r))
+    by_learned = _ranks_within(r, best_first)
     pop = np.nan_to_num(x[new, _COL["item_pop_recent"]].astype(np.float64), nan=-1.0)
     total = np.nan_to_num(x[new, _COL["item_pop_total"]].astype(np.float64), nan=-1.0)
-    by_pop = _ranks_within(r, by_learned, -total, -pop)
+    by_pop = _ranks_within(r, np.lexsort((by_learned, -total, -pop, r)))
     fused = 1.0 / (DISCOVER_RRF_K + by_learned) + weight / (DISCOVER_RRF_K + by_pop)
     out = learned.copy()
     # both orders group the rows alike: the k-th entry of one is the k-th of the other's row
-    out[new[np.lexsort((by_learned, -fused, r))]] = score[np.lexsort((-score, r))]
+    out[new[np.lexsort((by_learned, -fused, r))]] = score[best_first]
     return out
 
 
@@ -1888,9 +1896,7 @@ def _discover_choice(
     best, best_mean = 0.0, float(base.mean())
     for weight in DISCOVER_WEIGHTS:
         each = grouped_ndcg_each(group, _discover_scores(group, x, learned, weight), y)
-        diff = each - base
-        spread = float(diff.std(ddof=1))
-        t = float(diff.mean() / (spread / np.sqrt(len(diff)))) if spread > 0 else 0.0
+        t = _paired_t(each - base)
         stats[f"discover_ndcg_{weight:g}"] = float(each.mean())
         stats[f"discover_t_{weight:g}"] = t
         if t > DISCOVER_T and each.mean() > best_mean:
