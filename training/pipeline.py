@@ -34,7 +34,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -56,7 +56,7 @@ from recsys.environment import (
 )
 from recsys.errors import ArtifactError, DataError, ModelError, RecsysError, RegressionError
 from recsys.evaluation.protocol import EvaluationResult
-from recsys.models.hybrid import HybridModel, RepeatChoice, prediction_threads
+from recsys.models.hybrid import HybridModel, RepeatChoice, ServedOrder, prediction_threads
 from recsys.models.kernels import shared_ease_solves
 from recsys.registry import Registry
 from recsys.settings import Settings
@@ -583,8 +583,8 @@ def _make(name: str, config: TrainingConfig, held: Choices | None = None) -> Any
 
 
 def _evaluated(name: str, config: TrainingConfig) -> Any:
-    """Model ``name`` for the evaluation's fit: a hybrid skips its ``repeat_first`` test,
-    for the holdout scores both orders of it (:func:`_evaluate`)."""
+    """Model ``name`` for the evaluation's fit: a hybrid skips its order tests, for the
+    holdout scores every order of it (:func:`_evaluate`)."""
     model = _make(name, config)
     if isinstance(model, HybridModel):
         model.without_order_test()
@@ -822,8 +822,7 @@ def _evaluate(
     run): :func:`~recsys.evaluation.protocol.evaluate_models` goes on with the others and
     scores none of its rows. Returns flattened metrics per model and a description of the
     holdout (with the sample, each metric's 95 % confidence interval and, under
-    ``"repeat_first"``, the metrics of each hybrid's other order: see
-    :func:`_served_orders`).
+    ``"orders"``, the metrics of each hybrid's other orders: see :func:`_served_orders`).
     """
     from recsys.evaluation.protocol import evaluate_models
 
@@ -874,31 +873,35 @@ def holdout_info(cut: int, config: TrainingConfig, names: list[str]) -> dict[str
 
 class OrderVariants:
     """The holdout's variants (:func:`~recsys.evaluation.protocol.evaluate_models`): a
-    hybrid whose order a test chooses is scored in both orders of the same fit, and the final
-    fit's test picks the one that counts (:func:`_served_orders`). ``chosen`` holds each such
-    hybrid's choice by name."""
+    hybrid whose order its tests choose is scored in every order of the same fit
+    (:meth:`~recsys.models.hybrid.HybridModel.order_choices`), and the final fit's tests
+    pick the one that counts (:func:`_served_orders`). ``chosen`` holds each such hybrid's
+    orders by name, the one its evaluation fit serves first."""
 
     def __init__(self) -> None:
-        self.chosen: dict[str, RepeatChoice] = {}
+        self.chosen: dict[str, tuple[ServedOrder, ...]] = {}
 
     def __call__(self, name: str, model: Any) -> dict[str, Any]:
-        """The other order of ``model``'s fit by its name, or nothing."""
-        choice = RepeatChoice.of_model(model)
-        if choice is None:
+        """``model``'s fit in its other orders by their names, or nothing."""
+        orders = model.order_choices() if isinstance(model, HybridModel) else ()
+        if not orders:
             return {}
-        self.chosen[name] = choice
-        return {_other_order_name(name): model.in_order(not choice.first)}
+        self.chosen[name] = orders
+        return {
+            _order_name(name, order): model.in_order(order.first, order.discover_weight)
+            for order in orders[1:]
+        }
 
 
 def holdout_entries(
     result: EvaluationResult,
     info: dict[str, Any],
-    chosen: Mapping[str, RepeatChoice],
+    chosen: Mapping[str, Sequence[ServedOrder]],
     config: TrainingConfig,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
     """Flattened metrics per model and the manifest's ``evaluation`` entry (``info``
     completed: the sample, each metric's 95 % confidence interval, the fit and score seconds
-    and, under ``"repeat_first"``, the metrics of each hybrid's other order)."""
+    and, under ``"orders"``, the metrics of each hybrid's other orders)."""
     ev = config.evaluation
     info.update(
         users=result.n_users,
@@ -923,23 +926,37 @@ def holdout_entries(
         intervals.update({f"new_{k}@{ev.k}": v for k, v in m.new_items_ci95.items()})
         ci95[m.name] = {k: [_finite(lo), _finite(hi)] for k, (lo, hi) in intervals.items()}
     info["ci95"] = ci95
-    if chosen:
-        info["repeat_first"] = {
-            name: {
-                "first": choice.first,
-                "other_order": metrics.pop(_other_order_name(name)),
-                "other_order_ci95": ci95.pop(_other_order_name(name)),
-            }
-            for name, choice in chosen.items()
+    entries: dict[str, Any] = {}
+    for name, (served, *others) in chosen.items():
+        entries[name] = {
+            **_order_entry(served),
+            "others": [
+                {
+                    **_order_entry(order),
+                    "metrics": metrics.pop(_order_name(name, order)),
+                    "ci95": ci95.pop(_order_name(name, order)),
+                }
+                for order in others
+            ],
         }
         for seconds in (info["fit_seconds"], info["score_seconds"]):
-            for name in chosen:
-                seconds.pop(_other_order_name(name), None)
+            for order in others:
+                seconds.pop(_order_name(name, order), None)
+    if entries:
+        info["orders"] = entries
     return metrics, info
 
 
-def _other_order_name(name: str) -> str:
-    return f"{name}[other order]"
+def _order_name(name: str, order: ServedOrder) -> str:
+    return f"{name}[first={order.first}, discover={order.discover_weight:g}]"
+
+
+def _order_entry(order: ServedOrder) -> dict[str, Any]:
+    return {"first": order.first, "discover_weight": order.discover_weight}
+
+
+def _order_of(entry: Mapping[str, Any]) -> ServedOrder:
+    return ServedOrder(bool(entry["first"]), float(entry["discover_weight"]))
 
 
 def _served_orders(
@@ -950,23 +967,30 @@ def _served_orders(
     """Make ``metrics`` (and the manifest's evaluation) those of the order each hybrid's
     final fit serves, in place.
 
-    The evaluation's fit skips the ``repeat_first`` test and the holdout scores both of its
-    orders (:func:`_evaluate`); the final fit's test, on the newest window, chooses the order
-    that serves. Where that is own purchases first, its metrics become the model's, so the
+    The evaluation's fit runs no test and the holdout scores it in every order its tests
+    choose among (:func:`_evaluate`); the final fit's tests, on the newest window, choose
+    the order that serves. Where that is another, its metrics become the model's, so the
     promotion gate passes the order that serves. Two tests, one per fit, could choose
     differently: ``make run``'s first train chose own purchases first before the holdout
     (t = 4.22) and the learned order in its final fit (t = -3.07), and the gate read the
-    order that did not serve. ``evaluation["repeat_first"][name]["first"]`` says which
-    order the model's metrics are.
+    order that did not serve. ``evaluation["orders"][name]`` says which order the model's
+    metrics are (``first``, ``discover_weight``), the others' sit beside them.
     """
-    for name, entry in (evaluation.get("repeat_first") or {}).items():
-        final = RepeatChoice.of_model(fitted.get(name))
-        if final is None or final.first == entry["first"] or name not in metrics:
+    for name, entry in (evaluation.get("orders") or {}).items():
+        final = ServedOrder.of_model(fitted.get(name))
+        if final is None or name not in metrics:
             continue
-        entry["other_order"], metrics[name] = metrics[name], entry["other_order"]
+        others: list[dict[str, Any]] = entry["others"]
+        match = next((o for o in others if _order_of(o) == final), None)
+        if match is None:  # the served order, or one the holdout did not score
+            continue
         ci95 = evaluation["ci95"]
-        entry["other_order_ci95"], ci95[name] = ci95[name], entry["other_order_ci95"]
-        entry["first"] = final.first
+        others.remove(match)
+        others.append(
+            {**_order_entry(_order_of(entry)), "metrics": metrics[name], "ci95": ci95[name]}
+        )
+        metrics[name], ci95[name] = match["metrics"], match["ci95"]
+        entry.update(_order_entry(final))
 
 
 def _finite(value: float) -> float | None:

@@ -276,6 +276,34 @@ class RepeatChoice:
         return cls(first=first, t=None if t is None else float(t))
 
 
+@dataclass(frozen=True)
+class ServedOrder:
+    """An order a fitted hybrid serves: the customer's own purchases first or not, and the
+    weight of the shop's popularity in the order of never-bought candidates (0: the learned
+    order). A training run's holdout scores one fit in every order its tests choose among
+    (:meth:`HybridModel.order_choices`) and keeps the metrics of the one the final fit serves.
+
+    Attributes
+    ----------
+    first
+        Whether the customer's own purchases come first (``repeat_first_``).
+    discover_weight
+        The popularity weight of the discover order (``discover_weight_``).
+    """
+
+    first: bool
+    discover_weight: float
+
+    @classmethod
+    def of_model(cls, model: object) -> ServedOrder | None:
+        """The order a fitted :class:`HybridModel` with a learned ranker serves; ``None``
+        for any other model, an unfitted one, or one ranking with the fixed blend (which
+        has no order to choose)."""
+        if not isinstance(model, HybridModel) or getattr(model, "ranker_", None) is None:
+            return None
+        return cls(bool(model.repeat_first_), float(model.discover_weight_))
+
+
 def held_choice(t: float, previous: RepeatChoice | None) -> bool:
     """Whether a fit whose test gave ``t`` serves the customer's own purchases first, when
     the version serving chose ``previous``.
@@ -853,11 +881,13 @@ class HybridModel(Recommender):
         return self
 
     def without_order_test(self) -> Self:
-        """Let the next :meth:`fit` skip the ``repeat_first="auto"`` test (and its probe
-        ranker): it serves the learned order, and :meth:`in_order` gives the other.
+        """Let the next :meth:`fit` skip the ``repeat_first="auto"`` and
+        ``discover_order="auto"`` tests (and their probe ranker): it serves the learned
+        order, and :meth:`in_order` gives the others
+        (:meth:`order_choices`).
 
-        A training run's evaluation scores both orders of its fit and keeps the metrics of
-        the order the final fit's test chooses, so its own test would choose nothing.
+        A training run's evaluation scores every order of its fit and keeps the metrics of
+        the order the final fit's tests choose, so its own tests would choose nothing.
 
         Returns
         -------
@@ -867,16 +897,43 @@ class HybridModel(Recommender):
         self._skip_order_test = True
         return self
 
-    def in_order(self, first: bool) -> Self:
+    def in_order(self, first: bool, discover_weight: float | None = None) -> Self:
         """This fitted model serving the customer's own purchases first (``first``) or in
-        the learned order: a shallow copy that shares every learned array.
+        the learned order, and its never-bought candidates with the shop's popularity mixed
+        in at ``discover_weight`` (0: the learned order; ``None``: as this fit serves them):
+        a shallow copy that shares every learned array.
 
-        A training run's evaluation scores both orders of one fit (:meth:`without_order_test`),
-        so that the promotion gate reads the order the final fit serves.
+        A training run's evaluation scores every order of one fit (:meth:`order_choices`,
+        :meth:`without_order_test`), so that the promotion gate reads the order the final
+        fit serves.
         """
         other = copy.copy(self)
         other.repeat_first_ = bool(first)
+        if discover_weight is not None:
+            other.discover_weight_ = float(discover_weight)
         return other
+
+    def order_choices(self) -> tuple[ServedOrder, ...]:
+        """Every order this fit's tests choose among, the one it serves first: own purchases
+        first or not (``repeat_first="auto"``) by the learned discover order or popularity
+        mixed in at each of :data:`DISCOVER_WEIGHTS` (``discover_order="auto"``). Empty
+        when no test chooses (neither is ``"auto"``, or the ranker was not learned).
+
+        The orders with one weight follow each other (first or not), and inside
+        :func:`~recsys.models.base.shared_scoring` a batch's discover order for a weight is
+        computed once for both (:meth:`recommend_lists`).
+        """
+        served = ServedOrder.of_model(self)
+        if served is None:
+            return ()
+        firsts = [served.first]
+        if self.repeat_first == "auto":
+            firsts.append(not served.first)
+        weights = [served.discover_weight]
+        if self.discover_order == "auto":
+            weights += [w for w in (0.0, *DISCOVER_WEIGHTS) if w != served.discover_weight]
+        orders = [ServedOrder(first, weight) for weight in weights for first in firsts]
+        return tuple(orders) if len(orders) > 1 else ()
 
     @property
     def is_warm_started(self) -> bool:
@@ -1355,17 +1412,25 @@ class HybridModel(Recommender):
         rows: NDArray[np.integer] | None,
         x: NDArray[np.float32],
         learned: NDArray[np.float64],
+        discovered: dict[float, NDArray[np.float64]] | None = None,
     ) -> NDArray[np.float64]:
         """:meth:`_learned_raw`'s scores of ``x`` (the candidates of customers ``rows``) in
         the order this model serves: the never-bought candidates in the discover order
         (``discover_weight_``), then with ``repeat_first_`` the customer's own purchases
-        first."""
+        first. ``discovered``: the discover orders of ``learned`` computed so far, by
+        weight; the one computed here is added."""
         if self.ranker_ is None or not len(x):
             return learned
-        if self.discover_weight_ > 0:
+        weight = self.discover_weight_
+        if weight > 0:
             if rows is None:
                 raise ValueError("a discover order needs the customer of each row")
-            learned = _discover_scores(rows, x, learned, self.discover_weight_)
+            found = None if discovered is None else discovered.get(weight)
+            if found is None:
+                found = _discover_scores(rows, x, learned, weight)
+                if discovered is not None:
+                    discovered[weight] = found
+            learned = found
         if self.repeat_first_:
             return _repeat_first(x, learned)
         return learned
@@ -1491,13 +1556,19 @@ class HybridModel(Recommender):
         self._check_fitted("state_")
 
         def learned() -> tuple[
-            NDArray[np.intp], NDArray[np.intp], NDArray[np.float32], NDArray[np.float64]
+            NDArray[np.intp],
+            NDArray[np.intp],
+            NDArray[np.float32],
+            NDArray[np.float64],
+            dict[float, NDArray[np.float64]],
         ]:
             rows, items, x, _ = self._pairs(users, history, now)
-            return rows, items, x, self._learned_raw(x)
+            # the last: the batch's discover orders by weight, filled as the fit's orders
+            # ask for them (one computation per weight; nothing else writes the value)
+            return rows, items, x, self._learned_raw(x), {}
 
         # everything the pairs and the learned scores read (the fit, its parameters, the
-        # batch); repeat_first_ is applied after, so in_order copies share the key
+        # batch); the served order is applied after, so in_order copies share the key
         key = (
             self.state_,
             self.ranker_,
@@ -1508,8 +1579,8 @@ class HybridModel(Recommender):
             history,
             now,
         )
-        rows, items, x, raw = scored_once(key, learned)
-        raw = self._in_served_order(rows, x, raw)
+        rows, items, x, raw, discovered = scored_once(key, learned)
+        raw = self._in_served_order(rows, x, raw, discovered)
         shape = (len(users), self.state_.n_items)
         return [top_k_coo(rows, items, raw, shape, k, exclude=exclude) for exclude in excludes]
 

@@ -20,6 +20,7 @@ from recsys.models.hybrid import (
     DISCOVER_T,
     DISCOVER_WEIGHTS,
     HybridModel,
+    ServedOrder,
     _discover_choice,
     _discover_scores,
 )
@@ -206,3 +207,60 @@ def test_a_young_shop_tests_the_discover_order_but_not_repeat_first() -> None:
     evaluated = model().without_order_test().fit(data)
     assert evaluated.discover_weight_ == 0.0
     assert "discover_buyers" not in evaluated.train_stats_
+
+
+@pytest.mark.parametrize(
+    ("repeat_first", "discover_order", "n"),
+    [("auto", "auto", 8), ("auto", "learned", 2), ("never", "auto", 4), ("never", "learned", 0)],
+)
+def test_a_fit_lists_every_order_its_tests_choose_among(
+    auto: HybridModel, repeat_first: str, discover_order: str, n: int
+) -> None:
+    """``order_choices``: the served order first, then every other combination of the
+    orders whose test is "auto" (none when no test chooses), each weight's orders next to
+    each other; a fit ranking with the fixed blend has none."""
+    model = copy.copy(auto)
+    model.repeat_first, model.discover_order = repeat_first, discover_order
+    orders = model.order_choices()
+    assert len(orders) == len(set(orders)) == n
+    if n:
+        assert orders[0] == ServedOrder.of_model(model)
+        weights = [o.discover_weight for o in orders]
+        assert set(weights) <= {0.0, *DISCOVER_WEIGHTS}
+        runs = [w for i, w in enumerate(weights) if i == 0 or w != weights[i - 1]]
+        assert len(runs) == len(set(runs))
+    blend = copy.copy(model)
+    blend.ranker_ = None
+    assert blend.order_choices() == () and ServedOrder.of_model(blend) is None
+
+
+def test_the_orders_of_one_fit_compute_each_weights_discover_order_once(
+    auto: HybridModel, shop: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside ``shared_scoring`` a batch's eight orders compute the discover order once per
+    weight and each order's lists are the ones it has alone (``in_order``)."""
+    import recsys.models.hybrid as hybrid
+    from recsys.models.base import shared_scoring
+
+    model = copy.copy(auto)
+    model.repeat_first = model.discover_order = "auto"
+    orders = [model.in_order(o.first, o.discover_weight) for o in model.order_choices()]
+    users, history = np.arange(shop.n_users), shop.interactions
+    excludes = (None, history)
+    alone = [m.recommend_lists(users, history, 10, excludes=excludes) for m in orders]
+    assert len({a[1][0].tobytes() for a in alone}) > 2  # the orders' lists differ
+    weights: list[float] = []
+    real = hybrid._discover_scores
+
+    def spy(rows: np.ndarray, x: np.ndarray, learned: np.ndarray, weight: float) -> np.ndarray:
+        weights.append(weight)
+        return real(rows, x, learned, weight)
+
+    monkeypatch.setattr(hybrid, "_discover_scores", spy)
+    with shared_scoring():
+        shared = [m.recommend_lists(users, history, 10, excludes=excludes) for m in orders]
+    assert sorted(weights) == sorted(DISCOVER_WEIGHTS)
+    for got, want in zip(shared, alone, strict=True):
+        for (gi, gs), (wi, ws) in zip(got, want, strict=True):
+            np.testing.assert_array_equal(gi, wi)
+            np.testing.assert_array_equal(gs, ws)

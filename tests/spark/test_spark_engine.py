@@ -288,7 +288,7 @@ def test_a_spark_version_is_served_like_a_local_one(
     assert manifest["evaluation"]["users"] == 200 < manifest["evaluation"]["users_eligible"]
     assert set(manifest["metrics"]) == served
     assert manifest["metrics"]["hybrid"]["ndcg@10"] > manifest["metrics"]["popular"]["ndcg@10"]
-    assert "hybrid" in manifest["evaluation"]["repeat_first"]
+    assert "hybrid" in manifest["evaluation"]["orders"]
     assert manifest["promotion"]["reason"] == "first version"
     # the stored lists are for the customers active in the window, as a local run's
     from recsys.data.schema import MICROS_PER_DAY

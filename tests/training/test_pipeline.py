@@ -952,9 +952,12 @@ def _shift_shop(tmp_path: Path, evaluation: str) -> Path:
     return _hybrid_shop(tmp_path, shift_rows(), evaluation)
 
 
-def _hybrid_shop(tmp_path: Path, rows: list[EventRow], evaluation: str) -> Path:
+def _hybrid_shop(
+    tmp_path: Path, rows: list[EventRow], evaluation: str, *, discover: bool = False
+) -> Path:
     """Store ``rows``; return a config that trains a small hybrid with ``repeat_first =
-    "auto"`` on them, with ``evaluation`` as its ``[evaluation]`` table."""
+    "auto"`` (and ``discover_order = "auto"`` with ``discover``) on them, with
+    ``evaluation`` as its ``[evaluation]`` table."""
     store = open_store(load_settings(Settings))
     store.insert_events(rows)
     store.close()
@@ -964,7 +967,7 @@ def _hybrid_shop(tmp_path: Path, rows: list[EventRow], evaluation: str) -> Path:
         f"[evaluation]\n{evaluation}\n"
         "[precompute]\nactive_days = 0\n"
         "[models.hybrid]\nparams = { factors = 16, max_iter = 60, train_windows = 3, "
-        'repeat_first = "auto" }\n'
+        'repeat_first = "auto"' + (', discover_order = "auto"' if discover else "") + " }\n"
     )
     return path
 
@@ -1023,12 +1026,93 @@ def test_the_gate_reads_the_holdout_metrics_of_the_order_the_final_fit_serves(
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     served = json.loads((folder / "models" / "hybrid" / "hybrid.json").read_text("utf-8"))
     assert served["repeat_first"] and served["train_stats"]["gate_t"] > 2.0
-    entry = manifest["evaluation"]["repeat_first"]["hybrid"]
-    assert entry["first"] is True
-    ours, learned = manifest["metrics"]["hybrid"], entry["other_order"]
-    assert ours["ndcg@10"] > learned["ndcg@10"] + 0.1
-    assert manifest["evaluation"]["ci95"]["hybrid"] != entry["other_order_ci95"]
+    entry = manifest["evaluation"]["orders"]["hybrid"]
+    assert entry["first"] is True and entry["discover_weight"] == 0.0
+    (learned,) = entry["others"]
+    assert learned["first"] is False and learned["discover_weight"] == 0.0
+    ours = manifest["metrics"]["hybrid"]
+    assert ours["ndcg@10"] > learned["metrics"]["ndcg@10"] + 0.1
+    assert manifest["evaluation"]["ci95"]["hybrid"] != learned["ci95"]
     assert set(manifest["evaluation"]["score_seconds"]) == {"hybrid"}
+
+
+def test_the_holdout_scores_every_order_and_the_gate_reads_the_served_one(
+    tmp_path: Path,
+) -> None:
+    """With both order tests (``repeat_first`` and ``discover_order`` "auto") the holdout
+    scores the evaluation's fit in all eight orders (own purchases first or not, by the
+    learned discover order or popularity mixed in at each weight), each on its own lists,
+    and the model's metrics are those of the order ``hybrid.json`` says the final fit
+    serves; the seven others sit beside them and take no entry of their own."""
+    from itertools import product
+
+    from recsys.models.hybrid import DISCOVER_WEIGHTS
+    from tests.models.test_hybrid import shift_rows
+
+    path = _hybrid_shop(tmp_path, shift_rows(), "holdout_days = 30", discover=True)
+    assert main(["train", "--config", str(path)]) == 0
+    folder = _registry().path(_registry().current_version())
+    served = json.loads((folder / "models" / "hybrid" / "hybrid.json").read_text("utf-8"))
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    evaluation = manifest["evaluation"]
+    entry = evaluation["orders"]["hybrid"]
+    assert (entry["first"], entry["discover_weight"]) == (
+        served["repeat_first"],
+        served["discover_weight"],
+    )
+    others = {(o["first"], o["discover_weight"]): o for o in entry["others"]}
+    assert len(others) == len(entry["others"]) == 7
+    every = set(product((False, True), (0.0, *DISCOVER_WEIGHTS)))
+    assert set(others) | {(entry["first"], entry["discover_weight"])} == every
+    assert set(evaluation["score_seconds"]) == set(evaluation["ci95"]) == {"hybrid"}
+    assert "hybrid" in manifest["metrics"] and not any("[" in n for n in manifest["metrics"])
+    # each order was scored on its own lists: the weights move the new items' ranks
+    first = entry["first"]
+    new_ndcg = {w: o["metrics"]["new_ndcg@10"] for (f, w), o in others.items() if f == first}
+    new_ndcg[entry["discover_weight"]] = manifest["metrics"]["hybrid"]["new_ndcg@10"]
+    assert len(set(new_ndcg.values())) > 1, new_ndcg
+
+
+def test_the_metrics_become_those_of_the_order_the_final_fit_serves() -> None:
+    """``_served_orders`` swaps the model's metrics (and intervals) with the scored order
+    the final fit serves, keeps the evaluation fit's order among the others, and leaves
+    them alone when the final fit serves the evaluation's order or one not scored."""
+    from recsys.data.interactions import InteractionConfig, build_training_data
+    from recsys.data.schema import EventFrame
+    from recsys.models.hybrid import HybridModel
+    from tests.models.conftest import AS_OF
+    from tests.models.test_hybrid import shift_rows
+    from training.pipeline import _served_orders
+
+    data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
+    model = HybridModel(factors=16, max_iter=60, train_windows=2, discover_order="auto")
+    model.without_order_test().fit(data)
+
+    def evaluation() -> tuple[dict[str, Any], dict[str, Any]]:
+        metrics = {"hybrid": {"ndcg@10": 0.1}, "popular": {"ndcg@10": 0.05}}
+        others = [
+            {"first": False, "discover_weight": w, "metrics": {"ndcg@10": w}, "ci95": {"w": w}}
+            for w in (0.5, 1.0, 2.0)
+        ]
+        entry = {"first": False, "discover_weight": 0.0, "others": others}
+        return metrics, {"ci95": {"hybrid": {"w": 0.0}}, "orders": {"hybrid": entry}}
+
+    metrics, ev = evaluation()
+    _served_orders(metrics, ev, {"hybrid": model.in_order(False, 2.0)})
+    assert metrics == {"hybrid": {"ndcg@10": 2.0}, "popular": {"ndcg@10": 0.05}}
+    assert ev["ci95"]["hybrid"] == {"w": 2.0}
+    entry = ev["orders"]["hybrid"]
+    assert (entry["first"], entry["discover_weight"]) == (False, 2.0)
+    kept = {o["discover_weight"]: (o["metrics"], o["ci95"]) for o in entry["others"]}
+    assert kept == {
+        0.0: ({"ndcg@10": 0.1}, {"w": 0.0}),
+        0.5: ({"ndcg@10": 0.5}, {"w": 0.5}),
+        1.0: ({"ndcg@10": 1.0}, {"w": 1.0}),
+    }
+    for final in (model, model.in_order(True, 1.0)):  # the same order; one not scored
+        metrics, ev = evaluation()
+        _served_orders(metrics, ev, {"hybrid": final})
+        assert (metrics, ev) == evaluation()
 
 
 def test_a_young_shops_run_serves_own_purchases_first_and_gates_on_that_order(
@@ -1050,7 +1134,7 @@ def test_a_young_shops_run_serves_own_purchases_first_and_gates_on_that_order(
     assert served["repeat_first"] and served["train_stats"]["gate_young"] == 1.0
     assert "gate_t" not in served["train_stats"]
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["evaluation"]["repeat_first"]["hybrid"]["first"] is True
+    assert manifest["evaluation"]["orders"]["hybrid"]["first"] is True
 
 
 def test_a_run_says_when_the_newest_purchase_is_long_before_its_as_of(
