@@ -36,7 +36,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -929,10 +929,10 @@ def holdout_entries(
     entries: dict[str, Any] = {}
     for name, (served, *others) in chosen.items():
         entries[name] = {
-            **_order_entry(served),
+            **asdict(served),
             "others": [
                 {
-                    **_order_entry(order),
+                    **asdict(order),
                     "metrics": metrics.pop(_order_name(name, order)),
                     "ci95": ci95.pop(_order_name(name, order)),
                 }
@@ -949,10 +949,6 @@ def holdout_entries(
 
 def _order_name(name: str, order: ServedOrder) -> str:
     return f"{name}[first={order.first}, discover={order.discover_weight:g}]"
-
-
-def _order_entry(order: ServedOrder) -> dict[str, Any]:
-    return {"first": order.first, "discover_weight": order.discover_weight}
 
 
 def _order_of(entry: Mapping[str, Any]) -> ServedOrder:
@@ -986,11 +982,9 @@ def _served_orders(
             continue
         ci95 = evaluation["ci95"]
         others.remove(match)
-        others.append(
-            {**_order_entry(_order_of(entry)), "metrics": metrics[name], "ci95": ci95[name]}
-        )
+        others.append({**asdict(_order_of(entry)), "metrics": metrics[name], "ci95": ci95[name]})
         metrics[name], ci95[name] = match["metrics"], match["ci95"]
-        entry.update(_order_entry(final))
+        entry.update(asdict(final))
 
 
 def _finite(value: float) -> float | None:
