@@ -888,7 +888,9 @@ class OrderVariants:
             return {}
         self.chosen[name] = orders
         return {
-            _order_name(name, order): model.in_order(order.first, order.discover_weight)
+            _order_name(name, order): model.in_order(
+                order.first, order.discover_weight, order.discover_by
+            )
             for order in orders[1:]
         }
 
@@ -948,11 +950,14 @@ def holdout_entries(
 
 
 def _order_name(name: str, order: ServedOrder) -> str:
-    return f"{name}[first={order.first}, discover={order.discover_weight:g}]"
+    mix = f"{order.discover_by} {order.discover_weight:g}" if order.discover_weight else "0"
+    return f"{name}[first={order.first}, discover={mix}]"
 
 
 def _order_of(entry: Mapping[str, Any]) -> ServedOrder:
-    return ServedOrder(bool(entry["first"]), float(entry["discover_weight"]))
+    # an entry written before the EASE mix existed mixed popularity in
+    by = str(entry.get("discover_by", "popularity"))
+    return ServedOrder(bool(entry["first"]), float(entry["discover_weight"]), by)
 
 
 def _served_orders(
@@ -970,7 +975,8 @@ def _served_orders(
     differently: ``make run``'s first train chose own purchases first before the holdout
     (t = 4.22) and the learned order in its final fit (t = -3.07), and the gate read the
     order that did not serve. ``evaluation["orders"][name]`` says which order the model's
-    metrics are (``first``, ``discover_weight``), the others' sit beside them.
+    metrics are (``first``, ``discover_weight``, ``discover_by``), the others' sit beside
+    them.
     """
     for name, entry in (evaluation.get("orders") or {}).items():
         final = ServedOrder.of_model(fitted.get(name))

@@ -199,10 +199,24 @@ REPEAT_FIRST_T = 2.0
 REPEAT_FIRST_MIN_WINDOWS = 4
 #: The values of :class:`HybridModel`'s ``discover_order``.
 DISCOVER_ORDERS = ("learned", "auto")
-#: The weights of the shop's popularity order that ``discover_order="auto"`` tries against the
-#: learned order among a customer's never-bought candidates (reciprocal-rank fusion, see
-#: :func:`_discover_scores`); 0, the learned order, is the one a test must beat.
-DISCOVER_WEIGHTS = (0.5, 1.0, 2.0)
+#: The orders ``discover_order="auto"`` mixes into the learned order of a customer's
+#: never-bought candidates (reciprocal-rank fusion, see :func:`_discover_scores`): the shop's
+#: recent popularity, and the rank by the hybrid's EASE score (when the fit has an EASE
+#: generator, under ``max_ease_items``).
+DISCOVER_BY = ("popularity", "ease")
+#: The mixes ``discover_order="auto"`` tries against the learned order (weight 0, the one a
+#: test must beat): an order of :data:`DISCOVER_BY` and its weight. EASE's weights are the
+#: scratch runs' (benchmarks/RESULTS.md, thirty-eighth session): on a 4,000-item grocery shop
+#: new items rose with the weight up to 4 (0.0431, 0.0457, 0.0463 NDCG@10 at 1, 2, 4 against
+#: the learned order's 0.0321), and on Online Retail they fell with it (the test's business).
+DISCOVER_MIXES: tuple[tuple[str, float], ...] = (
+    ("popularity", 0.5),
+    ("popularity", 1.0),
+    ("popularity", 2.0),
+    ("ease", 1.0),
+    ("ease", 2.0),
+    ("ease", 4.0),
+)
 #: ``discover_order="auto"`` mixes in the popularity order when the probe's NDCG@10 of the
 #: newest window's new purchases with it is ahead of the learned order's by more than this
 #: many standard errors of the buyers' paired differences (the bar of :data:`REPEAT_FIRST_T`).
@@ -279,20 +293,24 @@ class RepeatChoice:
 @dataclass(frozen=True)
 class ServedOrder:
     """An order a fitted hybrid serves: the customer's own purchases first or not, and the
-    weight of the shop's popularity in the order of never-bought candidates (0: the learned
-    order). A training run's holdout scores one fit in every order its tests choose among
-    (:meth:`HybridModel.order_choices`) and keeps the metrics of the one the final fit serves.
+    order mixed into the learned order of never-bought candidates, with its weight (0: the
+    learned order alone). A training run's holdout scores one fit in every order its tests
+    choose among (:meth:`HybridModel.order_choices`) and keeps the metrics of the one the
+    final fit serves.
 
     Attributes
     ----------
     first
         Whether the customer's own purchases come first (``repeat_first_``).
     discover_weight
-        The popularity weight of the discover order (``discover_weight_``).
+        The weight of the order mixed into the discover order (``discover_weight_``).
+    discover_by
+        The order mixed in, one of :data:`DISCOVER_BY` (``discover_by_``).
     """
 
     first: bool
     discover_weight: float
+    discover_by: str = "popularity"
 
     @classmethod
     def of_model(cls, model: object) -> ServedOrder | None:
@@ -301,7 +319,9 @@ class ServedOrder:
         has no order to choose)."""
         if not isinstance(model, HybridModel) or getattr(model, "ranker_", None) is None:
             return None
-        return cls(bool(model.repeat_first_), float(model.discover_weight_))
+        return cls(
+            bool(model.repeat_first_), float(model.discover_weight_), str(model.discover_by_)
+        )
 
 
 def held_choice(t: float, previous: RepeatChoice | None) -> bool:
@@ -342,8 +362,8 @@ class _Probed:
 
     #: the repeat-first test: NDCG@10 learned, own purchases first, and the paired t
     gate: tuple[float, float, float]
-    #: the discover order's weight of popularity (:func:`_discover_choice`) and its numbers
-    discover_weight: float
+    #: the discover order's mix (:func:`_discover_choice`: its order and weight) and numbers
+    discover: tuple[str, float]
     discover_stats: dict[str, float]
 
 
@@ -549,11 +569,12 @@ class HybridModel(Recommender):
         The order of the candidates the customer never bought (the "discover" list, and their
         places in any list). ``"learned"``: the ranker's. ``"auto"``: the repeat-first test's
         probe (a ranker learned on every window but the newest) also scores the newest
-        window's never-bought candidates with the shop's recent popularity mixed in by
-        reciprocal-rank fusion (:func:`_discover_scores`, each weight of
-        :data:`DISCOVER_WEIGHTS`), and the weight whose NDCG@10 of the buyers' new purchases
-        is best serves when it beats the learned order by more than :data:`DISCOVER_T`
-        standard errors (``train_stats_`` holds every weight's NDCG and t,
+        window's never-bought candidates with another order mixed in by reciprocal-rank
+        fusion (:func:`_discover_scores`, each mix of :data:`DISCOVER_MIXES`: the shop's
+        recent popularity, or the rank by the EASE score when the fit has an EASE
+        generator), and the mix whose NDCG@10 of the buyers' new purchases is best serves
+        when it beats the learned order by more than :data:`DISCOVER_T` standard errors
+        (``train_stats_`` holds every mix's NDCG and t, ``discover_by_`` and
         ``discover_weight_`` the choice). The slots the learned order gives the customer's
         purchases in a list do not move, and the scores keep their scale. The test needs 2
         ``train_windows`` and also runs on a young shop, where the repeat-first test does
@@ -570,8 +591,10 @@ class HybridModel(Recommender):
     repeat_first_ : bool
         Whether the customer's own purchases come first (see ``repeat_first``).
     discover_weight_ : float
-        The popularity order's weight in the discover order (see ``discover_order``); 0 for
+        The weight of the order mixed into the discover order (see ``discover_order``); 0 for
         the learned order.
+    discover_by_ : str
+        The order mixed in, one of :data:`DISCOVER_BY` ("popularity" when none is).
     """
 
     name: ClassVar[str] = "hybrid"
@@ -753,6 +776,7 @@ class HybridModel(Recommender):
         self.ranker_kind_ = "fixed_blend"
         self.repeat_first_ = False
         self.discover_weight_ = 0.0
+        self.discover_by_ = "popularity"
         self.fallback_reason_: str | None = None
         self.train_stats_: dict[str, float] = {}
         cut_state: Factors | None = None
@@ -897,11 +921,13 @@ class HybridModel(Recommender):
         self._skip_order_test = True
         return self
 
-    def in_order(self, first: bool, discover_weight: float | None = None) -> Self:
+    def in_order(
+        self, first: bool, discover_weight: float | None = None, discover_by: str = "popularity"
+    ) -> Self:
         """This fitted model serving the customer's own purchases first (``first``) or in
-        the learned order, and its never-bought candidates with the shop's popularity mixed
-        in at ``discover_weight`` (0: the learned order; ``None``: as this fit serves them):
-        a shallow copy that shares every learned array.
+        the learned order, and its never-bought candidates with the order ``discover_by``
+        (one of :data:`DISCOVER_BY`) mixed in at ``discover_weight`` (0: the learned order;
+        ``None``: as this fit serves them): a shallow copy that shares every learned array.
 
         A training run's evaluation scores every order of one fit (:meth:`order_choices`,
         :meth:`without_order_test`), so that the promotion gate reads the order the final
@@ -910,17 +936,21 @@ class HybridModel(Recommender):
         other = copy.copy(self)
         other.repeat_first_ = bool(first)
         if discover_weight is not None:
+            _check_discover_by(discover_by)
+            # weight 0 is the learned order, whatever would have been mixed in
+            other.discover_by_ = discover_by if discover_weight else "popularity"
             other.discover_weight_ = float(discover_weight)
         return other
 
     def order_choices(self) -> tuple[ServedOrder, ...]:
         """Every order this fit's tests choose among, the one it serves first: own purchases
-        first or not (``repeat_first="auto"``) by the learned discover order or popularity
-        mixed in at each of :data:`DISCOVER_WEIGHTS` (``discover_order="auto"``). Empty
-        when no test chooses (neither is ``"auto"``, or the ranker was not learned).
+        first or not (``repeat_first="auto"``) by the learned discover order or each mix of
+        :data:`DISCOVER_MIXES` (``discover_order="auto"``; EASE's only when the fit has an
+        EASE generator). Empty when no test chooses (neither is ``"auto"``, or the ranker
+        was not learned).
 
-        The orders with one weight follow each other (first or not), and inside
-        :func:`~recsys.models.base.shared_scoring` a batch's discover order for a weight is
+        The orders with one mix follow each other (first or not), and inside
+        :func:`~recsys.models.base.shared_scoring` a batch's discover order for a mix is
         computed once for both (:meth:`recommend_lists`).
         """
         served = ServedOrder.of_model(self)
@@ -929,10 +959,15 @@ class HybridModel(Recommender):
         firsts = [served.first]
         if self.repeat_first == "auto":
             firsts.append(not served.first)
-        weights = [served.discover_weight]
+        mixes = [(served.discover_by, served.discover_weight)]
         if self.discover_order == "auto":
-            weights += [w for w in (0.0, *DISCOVER_WEIGHTS) if w != served.discover_weight]
-        orders = [ServedOrder(first, weight) for weight in weights for first in firsts]
+            with_ease = self.state_.ease is not None
+            mixes += [
+                mix
+                for mix in (("popularity", 0.0), *DISCOVER_MIXES)
+                if mix != mixes[0] and (with_ease or mix[0] != "ease")
+            ]
+        orders = [ServedOrder(first, weight, by) for by, weight in mixes for first in firsts]
         return tuple(orders) if len(orders) > 1 else ()
 
     @property
@@ -948,6 +983,7 @@ class HybridModel(Recommender):
         self.ranker_kind_ = previous.ranker_kind_
         self.repeat_first_ = previous.repeat_first_
         self.discover_weight_ = previous.discover_weight_
+        self.discover_by_ = previous.discover_by_
         self.fallback_reason_ = previous.fallback_reason_
         self.train_stats_ = dict(previous.train_stats_)
 
@@ -1049,15 +1085,15 @@ class HybridModel(Recommender):
             # the run's threads; a LightGBM ranker learns the same trees on any number
             ranker = self._learn(xs, y, group, in_calib, rng, threads=threads)
         gate = None if tested is None else tested.gate
-        discover = 0.0
+        discover = ("popularity", 0.0)
         if self.discover_order == "auto" and tested is not None:
-            discover = tested.discover_weight
+            discover = tested.discover
             self.train_stats_.update(tested.discover_stats)
             log.info(
                 "hybrid: newest window's new purchases NDCG@10 %.4f in the learned order: %s",
                 tested.discover_stats.get("discover_learned_ndcg", float("nan")),
-                f"popularity mixed in, weight {tested.discover_weight:g}"
-                if tested.discover_weight
+                f"{discover[0]} mixed in, weight {discover[1]:g}"
+                if discover[1]
                 else "the learned order",
             )
         first = self.repeat_first == "always"
@@ -1084,7 +1120,7 @@ class HybridModel(Recommender):
         self.ranker_ = ranker
         self.ranker_kind_ = _RANKER_KINDS[self.ranker]
         self.repeat_first_ = first
-        self.discover_weight_ = discover
+        self.discover_by_, self.discover_weight_ = discover
         raw = self._raw(_selected(xs, in_calib), group[in_calib])
         calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         calibrator.fit(raw, y[in_calib])
@@ -1243,8 +1279,8 @@ class HybridModel(Recommender):
         by_first = grouped_ndcg_each(group, _repeat_first(x, learned), y)
         t = _paired_t(by_first - by_ranker)
         new = _never_bought(x)
-        weight, stats = _discover_choice(group[new], x[new], y[new], learned[new])
-        return _Probed((float(by_ranker.mean()), float(by_first.mean()), t), weight, stats)
+        mix, stats = _discover_choice(group[new], x[new], y[new], learned[new])
+        return _Probed((float(by_ranker.mean()), float(by_first.mean()), t), mix, stats)
 
     def _window_pairs(
         self,
@@ -1412,24 +1448,24 @@ class HybridModel(Recommender):
         rows: NDArray[np.integer] | None,
         x: NDArray[np.float32],
         learned: NDArray[np.float64],
-        discovered: dict[float, NDArray[np.float64]] | None = None,
+        discovered: dict[tuple[str, float], NDArray[np.float64]] | None = None,
     ) -> NDArray[np.float64]:
         """:meth:`_learned_raw`'s scores of ``x`` (the candidates of customers ``rows``) in
         the order this model serves: the never-bought candidates in the discover order
-        (``discover_weight_``), then with ``repeat_first_`` the customer's own purchases
-        first. ``discovered``: the discover orders of ``learned`` computed so far, by
-        weight; the one computed here is added."""
+        (``discover_by_``, ``discover_weight_``), then with ``repeat_first_`` the customer's
+        own purchases first. ``discovered``: the discover orders of ``learned`` computed so
+        far, by mix; the one computed here is added."""
         if self.ranker_ is None or not len(x):
             return learned
-        weight = self.discover_weight_
-        if weight > 0:
+        mix = (self.discover_by_, self.discover_weight_)
+        if mix[1] > 0:
             if rows is None:
                 raise ValueError("a discover order needs the customer of each row")
-            found = None if discovered is None else discovered.get(weight)
+            found = None if discovered is None else discovered.get(mix)
             if found is None:
-                found = _discover_scores(rows, x, learned, weight)
+                found = _discover_scores(rows, x, learned, mix[1], mix[0])
                 if discovered is not None:
-                    discovered[weight] = found
+                    discovered[mix] = found
             learned = found
         if self.repeat_first_:
             return _repeat_first(x, learned)
@@ -1560,11 +1596,11 @@ class HybridModel(Recommender):
             NDArray[np.intp],
             NDArray[np.float32],
             NDArray[np.float64],
-            dict[float, NDArray[np.float64]],
+            dict[tuple[str, float], NDArray[np.float64]],
         ]:
             rows, items, x, _ = self._pairs(users, history, now)
-            # the last: the batch's discover orders by weight, filled as the fit's orders
-            # ask for them (one computation per weight; nothing else writes the value)
+            # the last: the batch's discover orders by mix, filled as the fit's orders ask
+            # for them (one computation per mix; nothing else writes the value)
             return rows, items, x, self._learned_raw(x), {}
 
         # everything the pairs and the learned scores read (the fit, its parameters, the
@@ -1804,6 +1840,7 @@ class HybridModel(Recommender):
                 "ranker_kind": self.ranker_kind_,
                 "repeat_first": self.repeat_first_,
                 "discover_weight": self.discover_weight_,
+                "discover_by": self.discover_by_,
                 "fallback_reason": self.fallback_reason_,
                 "calibrated": self.calibrated_,
                 "ranker_sha256": ranker_sha,
@@ -1852,6 +1889,8 @@ class HybridModel(Recommender):
             model.repeat_first_ = bool(meta.get("repeat_first", False))
             # absent from a version trained before discover_order existed: the learned order
             model.discover_weight_ = float(meta.get("discover_weight", 0.0))
+            # absent from a version trained before the EASE mix existed: popularity's weight
+            model.discover_by_ = _check_discover_by(str(meta.get("discover_by", "popularity")))
             model.fallback_reason_ = meta["fallback_reason"]
             model.calibrated_ = bool(meta["calibrated"])
             model.as_of_day_ = float(meta["as_of_day"])
@@ -1914,15 +1953,24 @@ def _ranks_within(rows: NDArray[np.integer], order: NDArray[np.intp]) -> NDArray
     return rank
 
 
+def _check_discover_by(by: str) -> str:
+    """``by`` when it is one of :data:`DISCOVER_BY`, else a ``ValueError`` naming it."""
+    if by not in DISCOVER_BY:
+        raise ValueError(f"unknown discover order {by!r}: expected one of {list(DISCOVER_BY)}")
+    return by
+
+
 def _discover_scores(
     rows: NDArray[np.integer],
     x: NDArray[np.float32],
     learned: NDArray[np.float64],
     weight: float,
+    by: str = "popularity",
 ) -> NDArray[np.float64]:
     """``learned`` with each customer's never-bought candidates put in the discover order: the
-    reciprocal-rank fusion of their learned rank and their rank by the shop's recent
-    popularity (weighted ``weight``).
+    reciprocal-rank fusion of their learned rank and their rank (weighted ``weight``) by
+    ``by``: the shop's recent popularity, or the hybrid's EASE score (a candidate without
+    one last, then by recent popularity).
 
     The scores are handed out again, not made anew: the never-bought candidates of a row keep
     the set of learned scores they had, best to the first in the fused order. A list with
@@ -1938,8 +1986,13 @@ def _discover_scores(
     by_learned = _ranks_within(r, best_first)
     pop = np.nan_to_num(x[new, _COL["item_pop_recent"]].astype(np.float64), nan=-1.0)
     total = np.nan_to_num(x[new, _COL["item_pop_total"]].astype(np.float64), nan=-1.0)
-    by_pop = _ranks_within(r, np.lexsort((by_learned, -total, -pop, r)))
-    fused = 1.0 / (DISCOVER_RRF_K + by_learned) + weight / (DISCOVER_RRF_K + by_pop)
+    if _check_discover_by(by) == "ease":
+        ease = np.nan_to_num(x[new, _COL["ease_score"]].astype(np.float64), nan=-np.inf)
+        keys: tuple[NDArray[Any], ...] = (by_learned, -total, -pop, -ease, r)
+    else:
+        keys = (by_learned, -total, -pop, r)
+    by_other = _ranks_within(r, np.lexsort(keys))
+    fused = 1.0 / (DISCOVER_RRF_K + by_learned) + weight / (DISCOVER_RRF_K + by_other)
     out = learned.copy()
     # both orders group the rows alike: the k-th entry of one is the k-th of the other's row
     out[new[np.lexsort((by_learned, -fused, r))]] = score[best_first]
@@ -1951,28 +2004,34 @@ def _discover_choice(
     x: NDArray[np.float32],
     y: NDArray[np.integer],
     learned: NDArray[np.float64],
-) -> tuple[float, dict[str, float]]:
+) -> tuple[tuple[str, float], dict[str, float]]:
     """``discover_order="auto"``'s test on never-bought candidates (rows ``x`` of customers
-    ``group``, labelled ``y``, scored ``learned``): the weight of :data:`DISCOVER_WEIGHTS`
-    whose :func:`_discover_scores` NDCG@10 of the bought rows is best, when it is ahead of
-    the learned order by more than :data:`DISCOVER_T` standard errors of the customers'
-    paired differences, else 0. Returns it and the numbers (``train_stats_`` keys)."""
+    ``group``, labelled ``y``, scored ``learned``): the mix of :data:`DISCOVER_MIXES` (EASE's
+    only when the rows have EASE scores) whose :func:`_discover_scores` NDCG@10 of the
+    bought rows is best, when it is ahead of the learned order by more than
+    :data:`DISCOVER_T` standard errors of the customers' paired differences, else
+    ``("popularity", 0.0)``, the learned order. Returns it and the numbers
+    (``train_stats_`` keys: ``discover_ndcg_<by>_<weight>``, ``discover_t_<by>_<weight>``,
+    the chosen ``discover_weight`` and ``discover_ease``, 1 when EASE's)."""
     from recsys.evaluation.metrics import grouped_ndcg_each
 
     stats = {"discover_buyers": float(len(np.unique(group[y == 1])))}
-    if stats["discover_buyers"] < 2:
-        return 0.0, stats
-    base = grouped_ndcg_each(group, learned, y)
-    stats["discover_learned_ndcg"] = float(base.mean())
-    best, best_mean = 0.0, float(base.mean())
-    for weight in DISCOVER_WEIGHTS:
-        each = grouped_ndcg_each(group, _discover_scores(group, x, learned, weight), y)
-        t = _paired_t(each - base)
-        stats[f"discover_ndcg_{weight:g}"] = float(each.mean())
-        stats[f"discover_t_{weight:g}"] = t
-        if t > DISCOVER_T and each.mean() > best_mean:
-            best, best_mean = weight, float(each.mean())
-    stats["discover_weight"] = best
+    best, best_mean = ("popularity", 0.0), -np.inf
+    if stats["discover_buyers"] >= 2:
+        base = grouped_ndcg_each(group, learned, y)
+        stats["discover_learned_ndcg"] = best_mean = float(base.mean())
+        with_ease = bool(np.isfinite(x[:, _COL["ease_score"]]).any())
+        for by, weight in DISCOVER_MIXES:
+            if by == "ease" and not with_ease:
+                continue
+            each = grouped_ndcg_each(group, _discover_scores(group, x, learned, weight, by), y)
+            t = _paired_t(each - base)
+            stats[f"discover_ndcg_{by}_{weight:g}"] = float(each.mean())
+            stats[f"discover_t_{by}_{weight:g}"] = t
+            if t > DISCOVER_T and each.mean() > best_mean:
+                best, best_mean = (by, weight), float(each.mean())
+    stats["discover_weight"] = best[1]
+    stats["discover_ease"] = float(best[0] == "ease")
     return best, stats
 
 

@@ -1040,13 +1040,13 @@ def test_the_holdout_scores_every_order_and_the_gate_reads_the_served_one(
     tmp_path: Path,
 ) -> None:
     """With both order tests (``repeat_first`` and ``discover_order`` "auto") the holdout
-    scores the evaluation's fit in all eight orders (own purchases first or not, by the
-    learned discover order or popularity mixed in at each weight), each on its own lists,
-    and the model's metrics are those of the order ``hybrid.json`` says the final fit
-    serves; the seven others sit beside them and take no entry of their own."""
+    scores the evaluation's fit in all fourteen orders (own purchases first or not, by the
+    learned discover order or popularity or the EASE rank mixed in at each weight), each on
+    its own lists, and the model's metrics are those of the order ``hybrid.json`` says the
+    final fit serves; the thirteen others sit beside them and take no entry of their own."""
     from itertools import product
 
-    from recsys.models.hybrid import DISCOVER_WEIGHTS
+    from recsys.models.hybrid import DISCOVER_MIXES
     from tests.models.test_hybrid import shift_rows
 
     path = _hybrid_shop(tmp_path, shift_rows(), "holdout_days = 30", discover=True)
@@ -1056,21 +1056,27 @@ def test_the_holdout_scores_every_order_and_the_gate_reads_the_served_one(
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     evaluation = manifest["evaluation"]
     entry = evaluation["orders"]["hybrid"]
-    assert (entry["first"], entry["discover_weight"]) == (
+
+    def key(o: dict[str, Any]) -> tuple[bool, str, float]:
+        return (o["first"], o["discover_by"], o["discover_weight"])
+
+    assert key(entry) == (
         served["repeat_first"],
+        served["discover_by"],
         served["discover_weight"],
     )
-    others = {(o["first"], o["discover_weight"]): o for o in entry["others"]}
-    assert len(others) == len(entry["others"]) == 7
-    every = set(product((False, True), (0.0, *DISCOVER_WEIGHTS)))
-    assert set(others) | {(entry["first"], entry["discover_weight"])} == every
+    others = {key(o): o for o in entry["others"]}
+    assert len(others) == len(entry["others"]) == 13
+    every = {(f, *mix) for f, mix in product((False, True), (("popularity", 0.0), *DISCOVER_MIXES))}
+    assert set(others) | {key(entry)} == every
     assert set(evaluation["score_seconds"]) == set(evaluation["ci95"]) == {"hybrid"}
     assert "hybrid" in manifest["metrics"] and not any("[" in n for n in manifest["metrics"])
-    # each order was scored on its own lists: the weights move the new items' ranks
+    # each order was scored on its own lists: the mixes move the new items' ranks, and
+    # differently for popularity and EASE
     first = entry["first"]
-    new_ndcg = {w: o["metrics"]["new_ndcg@10"] for (f, w), o in others.items() if f == first}
-    new_ndcg[entry["discover_weight"]] = manifest["metrics"]["hybrid"]["new_ndcg@10"]
-    assert len(set(new_ndcg.values())) > 1, new_ndcg
+    new_ndcg = {k[1:]: o["metrics"]["new_ndcg@10"] for k, o in others.items() if k[0] == first}
+    new_ndcg[key(entry)[1:]] = manifest["metrics"]["hybrid"]["new_ndcg@10"]
+    assert len(set(new_ndcg.values())) > 2, new_ndcg
 
 
 def test_the_metrics_become_those_of_the_order_the_final_fit_serves() -> None:
@@ -1091,25 +1097,33 @@ def test_the_metrics_become_those_of_the_order_the_final_fit_serves() -> None:
     def evaluation() -> tuple[dict[str, Any], dict[str, Any]]:
         metrics = {"hybrid": {"ndcg@10": 0.1}, "popular": {"ndcg@10": 0.05}}
         others = [
-            {"first": False, "discover_weight": w, "metrics": {"ndcg@10": w}, "ci95": {"w": w}}
-            for w in (0.5, 1.0, 2.0)
+            {
+                "first": False,
+                "discover_weight": w,
+                "discover_by": by,
+                "metrics": {"ndcg@10": w},
+                "ci95": {"w": w},
+            }
+            for by, w in (("popularity", 0.5), ("popularity", 1.0), ("ease", 2.0))
         ]
-        entry = {"first": False, "discover_weight": 0.0, "others": others}
+        entry = {"first": False, "discover_weight": 0.0, "discover_by": "popularity"}
+        entry["others"] = others
         return metrics, {"ci95": {"hybrid": {"w": 0.0}}, "orders": {"hybrid": entry}}
 
     metrics, ev = evaluation()
-    _served_orders(metrics, ev, {"hybrid": model.in_order(False, 2.0)})
+    _served_orders(metrics, ev, {"hybrid": model.in_order(False, 2.0, "ease")})
     assert metrics == {"hybrid": {"ndcg@10": 2.0}, "popular": {"ndcg@10": 0.05}}
     assert ev["ci95"]["hybrid"] == {"w": 2.0}
     entry = ev["orders"]["hybrid"]
-    assert (entry["first"], entry["discover_weight"]) == (False, 2.0)
+    assert (entry["first"], entry["discover_by"], entry["discover_weight"]) == (False, "ease", 2.0)
     kept = {o["discover_weight"]: (o["metrics"], o["ci95"]) for o in entry["others"]}
     assert kept == {
         0.0: ({"ndcg@10": 0.1}, {"w": 0.0}),
         0.5: ({"ndcg@10": 0.5}, {"w": 0.5}),
         1.0: ({"ndcg@10": 1.0}, {"w": 1.0}),
     }
-    for final in (model, model.in_order(True, 1.0)):  # the same order; one not scored
+    # the same order; one not scored; popularity at the weight EASE was scored at
+    for final in (model, model.in_order(True, 1.0), model.in_order(False, 2.0)):
         metrics, ev = evaluation()
         _served_orders(metrics, ev, {"hybrid": final})
         assert (metrics, ev) == evaluation()
