@@ -1890,7 +1890,12 @@ class HybridModel(Recommender):
             # absent from a version trained before discover_order existed: the learned order
             model.discover_weight_ = float(meta.get("discover_weight", 0.0))
             # absent from a version trained before the EASE mix existed: popularity's weight
-            model.discover_by_ = _check_discover_by(str(meta.get("discover_by", "popularity")))
+            model.discover_by_ = str(meta.get("discover_by", "popularity"))
+            if model.discover_by_ not in DISCOVER_BY:
+                raise ArtifactError(
+                    f"{directory / _META_FILE}: discover_by {model.discover_by_!r} is not an "
+                    f"order of this release (it has {list(DISCOVER_BY)}); retrain the model"
+                )
             model.fallback_reason_ = meta["fallback_reason"]
             model.calibrated_ = bool(meta["calibrated"])
             model.as_of_day_ = float(meta["as_of_day"])

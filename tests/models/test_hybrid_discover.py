@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame
+from recsys.errors import ArtifactError
 from recsys.models.features import FEATURES
 from recsys.models.hybrid import (
     DISCOVER_BY,
@@ -230,6 +231,9 @@ def test_a_discover_order_serves_the_same_lists_on_every_path(
     assert not np.array_equal(served["popularity"], served["ease"])
     meta_path = tmp_path / "ease" / "hybrid.json"
     meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "discover_by": "bm25"}))
+    with pytest.raises(ArtifactError, match="discover_by 'bm25'"):
+        HybridModel.load(tmp_path / "ease")
     del meta["discover_by"]
     meta_path.write_text(json.dumps(meta))
     old = HybridModel.load(tmp_path / "ease")
