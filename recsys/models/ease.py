@@ -202,7 +202,9 @@ class EASEModel(Recommender):
         model = cls._from_params(directory, "an EASE model")
         arrays = load_arrays(Path(directory) / "weights.npz")
         try:
-            model.weights_ = arrays["weights"].astype(np.float32, copy=False)
+            # C order: scipy's sparse product copies a Fortran-ordered one per call (an
+            # earlier release wrote it so; see kernels._ease_solve)
+            model.weights_ = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
             model.diagonal_ = arrays.get("diagonal")  # None: written before it was kept
             if "rows_indptr" in arrays:
                 indices = arrays["rows_indices"]

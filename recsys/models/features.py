@@ -19,7 +19,7 @@ and serving features mean exactly the same thing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -144,6 +144,7 @@ class GeneratorSettings:
     als_warm_iterations: int = 0
     ease_lambda: float = 500.0
     max_ease_items: int = 15_000
+    ease_most_bought: bool = False
     cooc_neighbours: int = 100
     popularity_half_life_days: float = 30.0
     repeat_decay: float = 0.9
@@ -340,6 +341,9 @@ class GeneratorState:
     # the rows the EASE solve read (its binary pattern), for a warm start to find which
     # changed (None: no EASE, or written before they were kept)
     ease_rows: sp.csr_matrix | None = None
+    # the items ``ease`` is over, ascending, when the catalogue is above max_ease_items and
+    # EASE was solved on its most bought ones (None: every item, or no EASE)
+    ease_items: NDArray[np.intp] | None = None
 
     # -- building -------------------------------------------------------------------------------
 
@@ -498,11 +502,17 @@ class GeneratorState:
                 else None,
             )
             ease = ease_diagonal = ease_rows = None
-            if 0 < n_items <= settings.max_ease_items:
+            ease_input, ease_items = signal, ease_subset(signal, counts.item_pop_total, settings)
+            if ease_items is not None:
+                # the solve and its warm start see the most bought items only
+                ease_input = sp.csr_matrix(signal[:, ease_items])
+                if ease_from is not None:
+                    ease_from = replace(ease_from, items=ease_from.items[ease_items])
+            if 0 < ease_input.shape[1] <= settings.max_ease_items:
                 ease, ease_diagonal, note = ease_solve_from(
-                    signal, regularization=settings.ease_lambda, binary=True, start=ease_from
+                    ease_input, regularization=settings.ease_lambda, binary=True, start=ease_from
                 )
-                ease_rows = ease_input_rows(signal, binary=True)
+                ease_rows = ease_input_rows(ease_input, binary=True)
                 if note is not None and notes is not None:
                     notes.append(f"EASE generator {note}")
         cooc = cooc_result()
@@ -530,6 +540,7 @@ class GeneratorState:
             cooc=cooc,
             ease_diagonal=ease_diagonal,
             ease_rows=ease_rows,
+            ease_items=ease_items if ease is not None else None,
         )
 
     # -- stage 1 + features -----------------------------------------------------------------
@@ -657,6 +668,53 @@ class GeneratorState:
         rank[order] = np.arange(self.n_items, dtype=np.intp)
         return rank
 
+    @cached_property
+    def _ease_pos(self) -> NDArray[np.intp] | None:
+        """Each item's column in :attr:`ease`, ``-1`` for the others (``None``: every item
+        has its own column, or there is no EASE; kept)."""
+        if self.ease_items is None:
+            return None
+        pos = np.full(self.n_items, -1, dtype=np.intp)
+        pos[self.ease_items] = np.arange(len(self.ease_items), dtype=np.intp)
+        return pos
+
+    @cached_property
+    def _ease_tie(self) -> NDArray[np.intp]:
+        """:attr:`tie_rank` of the columns of :attr:`ease`, as a permutation of them (kept)."""
+        if self.ease_items is None:
+            return self.tie_rank
+        rank = np.empty(len(self.ease_items), dtype=np.intp)
+        rank[np.argsort(self.tie_rank[self.ease_items], kind="stable")] = np.arange(
+            len(self.ease_items), dtype=np.intp
+        )
+        return rank
+
+    def _ease_basis(self, basis: sp.csr_matrix) -> sp.csr_matrix:
+        """``basis`` on the columns of :attr:`ease` (itself when EASE is over every item):
+        one pass over its entries, nothing items-long (a live request is one row)."""
+        pos, sub = self._ease_pos, self.ease_items
+        if pos is None or sub is None:
+            return basis
+        col = pos[basis.indices]
+        keep = col >= 0
+        # the position map is increasing, so each row's kept columns stay sorted
+        kept = np.concatenate([[0], np.cumsum(keep)])[basis.indptr]
+        return sp.csr_matrix((basis.data[keep], col[keep], kept), shape=(basis.shape[0], len(sub)))
+
+    def _ease_at(
+        self, scores: NDArray[np.float32], rows: NDArray[np.intp], items: NDArray[np.intp]
+    ) -> NDArray[np.float32]:
+        """The EASE scores of pairs from ``rows × ease columns`` scores; NaN for an item
+        outside :attr:`ease_items` (it has no EASE score, as in a state without EASE)."""
+        pos = self._ease_pos
+        if pos is None:
+            return scores[rows, items]
+        col = pos[items]
+        out = np.full(len(rows), np.nan, dtype=np.float32)
+        ok = col >= 0
+        out[ok] = scores[rows[ok], col[ok]]
+        return out
+
     def _dense_candidates(
         self,
         basis: sp.csr_matrix,
@@ -669,7 +727,14 @@ class GeneratorState:
         """The candidates through users × items arrays (fastest on small catalogues)."""
         n, m = basis.shape[0], self.n_items
         als = _als_scores(uf, self.item_factors)
-        ease = _ease_scores_blocks(basis, self.ease) if self.ease is not None else None
+        ease = None
+        if self.ease is not None:
+            ease = _ease_scores_blocks(self._ease_basis(basis), self.ease, m)
+            if self.ease_items is not None:
+                # items outside the EASE list have no score: never listed, NaN as a feature
+                full = np.full((n, m), np.nan, dtype=np.float32)
+                full[:, self.ease_items] = ease
+                ease = full
         cooc = np.asarray((basis @ self.cooc).todense(), dtype=np.float32)
 
         mask = np.zeros((n, m), dtype=np.uint8)
@@ -754,6 +819,7 @@ class GeneratorState:
         als_rank_l: list[NDArray[np.int32]] = []
         ease_l: list[NDArray[np.float32]] = []
         ease_rank_l: list[NDArray[np.int32]] = []
+        ease_basis = self._ease_basis(basis) if self.ease is not None else None
         for start, stop in _als_blocks(n, m):
             block = _als_block_top(
                 uf[start:stop],
@@ -766,11 +832,13 @@ class GeneratorState:
             )
             parts = [(block.rows + start, block.items, 2)]
             ease_block = None
-            if self.ease is not None:
-                ease_block = _ease_scores(basis[start:stop], self.ease)
+            if self.ease is not None and ease_basis is not None:
+                ease_block = _ease_scores(ease_basis[start:stop], self.ease)
                 er, ei, e_rank = _top_entries_chunked(
-                    ease_block, settings.n_ease, has_any[start:stop], tie
+                    ease_block, settings.n_ease, has_any[start:stop], self._ease_tie
                 )
+                if self.ease_items is not None:
+                    ei = self.ease_items[ei]
                 parts.append((er + start, ei, 4))
             lo, hi = np.searchsorted(pre_keys, [start * m, stop * m])
             keys, bits = _merge_keys(m, *parts, keys=pre_keys[lo:hi], bits=pre_bits[lo:hi])
@@ -783,7 +851,7 @@ class GeneratorState:
                 _lookup(m, block.rows + start, block.items, block.ranks, keys, settings.n_als)
             )
             if ease_block is not None:
-                ease_l.append(ease_block[local, it])
+                ease_l.append(self._ease_at(ease_block, local, it))
                 ease_rank_l.append(_lookup(m, er + start, ei, e_rank, keys, settings.n_ease))
         keys = _concat(keys_l, np.int64)
         rows = (keys // m).astype(np.intp)
@@ -942,7 +1010,7 @@ class GeneratorState:
                     values[f.name] = int(a[f.name])
                 elif f.name == "as_of_day":
                     values[f.name] = float(a[f.name])
-                elif f.name in ("ease_diagonal", "ease_rows") and f.name not in a:
+                elif f.name in ("ease_diagonal", "ease_rows", "ease_items") and f.name not in a:
                     values[f.name] = None  # written before it was kept: no warm EASE
                 elif f.name == "decayed_share" and f.name not in a:
                     # written before the decayed repeat features: a model of that release
@@ -952,10 +1020,33 @@ class GeneratorState:
                     values[f.name] = a[f.name]
         except (KeyError, ValueError) as exc:
             raise ArtifactError(f"{path}: incomplete generator state: {exc}") from None
+        if values["ease"] is not None and not values["ease"].flags.c_contiguous:
+            # written in Fortran order by an earlier release: scipy's sparse product would
+            # copy all of it per call (see kernels._ease_solve), so once here instead
+            values["ease"] = np.ascontiguousarray(values["ease"])
         return cls(**values)
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def ease_subset(
+    signal: sp.csr_matrix, item_pop_total: NDArray[np.float64], settings: GeneratorSettings
+) -> NDArray[np.intp] | None:
+    """The items the EASE generator is solved on when the catalogue is above
+    ``settings.max_ease_items`` and ``settings.ease_most_bought``: the ``max_ease_items``
+    items most customers have in ``signal`` (more purchases first, then the lower index),
+    ascending. ``None``: every item (a catalogue within the limit), or none (no EASE).
+
+    A dense EASE costs items² memory and items³ time, so a large catalogue has none; its
+    most bought items are where the co-purchase signal EASE learns is (on Ta-Feng's 18,210
+    items, the 5,000 most bought hold most purchases: ``benchmarks/RESULTS.md``)."""
+    n_items, k = signal.shape[1], settings.max_ease_items
+    if n_items <= k or k == 0 or not settings.ease_most_bought:
+        return None
+    customers = np.bincount(signal.indices, minlength=n_items)
+    order = np.lexsort((np.arange(n_items), -item_pop_total, -customers))
+    return np.sort(order[:k]).astype(np.intp)
 
 
 def collaborative_signal(ev: EventArrays, stats: sp.csr_matrix) -> sp.csr_matrix:
@@ -1147,11 +1238,13 @@ def _ease_scores(block: sp.csr_matrix, ease: NDArray[np.float32]) -> NDArray[np.
     return np.asarray(block @ ease, dtype=np.float32)
 
 
-def _ease_scores_blocks(basis: sp.csr_matrix, ease: NDArray[np.float32]) -> NDArray[np.float32]:
-    """All users × items EASE scores by the blocks of :func:`_als_blocks`: the sparse path
-    scores the same blocks, so both give every row the same last bits (see
-    :data:`ALS_BLOCK_BYTES`)."""
-    blocks = _als_blocks(basis.shape[0], ease.shape[1])
+def _ease_scores_blocks(
+    basis: sp.csr_matrix, ease: NDArray[np.float32], n_items: int
+) -> NDArray[np.float32]:
+    """All users × EASE columns scores by the blocks of :func:`_als_blocks` over ``n_items``
+    (the catalogue's, which EASE may cover a part of): the sparse path scores the same
+    blocks, so both give every row the same last bits (see :data:`ALS_BLOCK_BYTES`)."""
+    blocks = _als_blocks(basis.shape[0], n_items)
     if len(blocks) <= 1:
         return _ease_scores(basis, ease)
     out = np.empty((basis.shape[0], ease.shape[1]), dtype=np.float32)

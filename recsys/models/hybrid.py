@@ -2,7 +2,8 @@
 
 Stage 1 proposes, for every user, the union of (see :data:`~recsys.models.features.GENERATORS`)
 the items they bought before (their most-ordered ``n_bought``), the ALS top ``n_als``, the EASE
-top ``n_ease`` (skipped when the catalogue exceeds ``max_ease_items``), the basket
+top ``n_ease`` (above ``max_ease_items`` items skipped, or with ``ease_most_bought`` solved on
+the ``max_ease_items`` most bought items), the basket
 co-occurrence top ``n_cooc`` of their items and the ``n_popular`` most popular items: about
 100-200 candidates a user.
 
@@ -504,6 +505,10 @@ class HybridModel(Recommender):
         EASE L2 regularisation.
     max_ease_items
         Largest catalogue the EASE generator is built for (its cost is cubic in items).
+    ease_most_bought
+        Above ``max_ease_items`` items, solve the EASE generator on the ``max_ease_items``
+        items most customers bought (:func:`~recsys.models.features.ease_subset`) instead of
+        leaving it out; the other items have no EASE score.
     negative_rate
         Share of negative pairs kept for fitting the classifier.
     calibration_share
@@ -623,6 +628,7 @@ class HybridModel(Recommender):
         "als_warm_iterations": (NON_NEGATIVE_INT,),  # 0 = a cold fit
         "ease_lambda": (POSITIVE,),  # as EASEModel's regularization: 0 may be singular
         "max_ease_items": (NON_NEGATIVE_INT,),  # 0 = no EASE generator
+        "ease_most_bought": (BOOLEAN,),
         # the classifier needs negatives (a share of 0 keeps none: one class, no fit)
         "negative_rate": (Interval("real", 0, 1, closed="right"),),
         # users on both sides of the split: a share of 0 or 1 leaves one side empty, and the
@@ -659,6 +665,7 @@ class HybridModel(Recommender):
         als_warm_iterations: int = _DEFAULTS.als_warm_iterations,
         ease_lambda: float = _DEFAULTS.ease_lambda,
         max_ease_items: int = _DEFAULTS.max_ease_items,
+        ease_most_bought: bool = _DEFAULTS.ease_most_bought,
         negative_rate: float = 0.3,
         calibration_share: float = 0.2,
         min_positives: int = 50,
@@ -686,6 +693,7 @@ class HybridModel(Recommender):
         self.als_warm_iterations = als_warm_iterations
         self.ease_lambda = ease_lambda
         self.max_ease_items = max_ease_items
+        self.ease_most_bought = ease_most_bought
         self.negative_rate = negative_rate
         self.calibration_share = calibration_share
         self.min_positives = min_positives
@@ -716,6 +724,7 @@ class HybridModel(Recommender):
             als_warm_iterations=self.als_warm_iterations,
             ease_lambda=self.ease_lambda,
             max_ease_items=self.max_ease_items,
+            ease_most_bought=self.ease_most_bought,
             seed=self.seed,
         )
 
@@ -877,7 +886,14 @@ class HybridModel(Recommender):
                     "EASE generator solved in full: the previous version kept no diag(P) and rows"
                 )
             else:
-                ease = EaseStart(state.ease, state.ease_diagonal, items, state.ease_rows)
+                if state.ease_items is not None:
+                    # previous's EASE is over its most bought items: an item's index in it
+                    column = np.full(state.n_items, -1, dtype=np.intp)
+                    column[state.ease_items] = np.arange(len(state.ease_items), dtype=np.intp)
+                    ease_of = np.where(items >= 0, column[np.maximum(items, 0)], -1)
+                else:
+                    ease_of = items
+                ease = EaseStart(state.ease, state.ease_diagonal, ease_of, state.ease_rows)
         self._warm = _WarmStart(
             previous=previous,
             user_factors=mapped_rows(state.user_factors, np.asarray(users, np.intp), rng),
@@ -1982,26 +1998,47 @@ def _discover_scores(
     the customer's purchases in it keeps the slots where the learned order put them, and the
     scores keep their scale (the calibration reads them).
     """
-    new = np.flatnonzero(_never_bought(x))
-    if not len(new):
-        return learned
-    r = np.asarray(rows)[new]
-    score = learned[new]
-    best_first = np.lexsort((-score, r))
-    by_learned = _ranks_within(r, best_first)
-    pop = np.nan_to_num(x[new, _COL["item_pop_recent"]].astype(np.float64), nan=-1.0)
-    total = np.nan_to_num(x[new, _COL["item_pop_total"]].astype(np.float64), nan=-1.0)
-    if _check_discover_by(by) == "ease":
-        ease = np.nan_to_num(x[new, _COL["ease_score"]].astype(np.float64), nan=-np.inf)
-        keys: tuple[NDArray[Any], ...] = (by_learned, -total, -pop, -ease, r)
-    else:
-        keys = (by_learned, -total, -pop, r)
-    by_other = _ranks_within(r, np.lexsort(keys))
-    fused = 1.0 / (DISCOVER_RRF_K + by_learned) + weight / (DISCOVER_RRF_K + by_other)
-    out = learned.copy()
-    # both orders group the rows alike: the k-th entry of one is the k-th of the other's row
-    out[new[np.lexsort((by_learned, -fused, r))]] = score[best_first]
-    return out
+    return _DiscoverOrders(rows, x, learned).scores(weight, by)
+
+
+class _DiscoverOrders:
+    """:func:`_discover_scores` of one batch for several mixes: the learned ranks once, and
+    the rank by each order once, not once per mix (the probe tries six; each rank is a sort
+    of every never-bought candidate)."""
+
+    def __init__(
+        self, rows: NDArray[np.integer], x: NDArray[np.float32], learned: NDArray[np.float64]
+    ) -> None:
+        self.x, self.learned = x, learned
+        self.new = np.flatnonzero(_never_bought(x))
+        self.r = np.asarray(rows)[self.new]
+        self.score = learned[self.new]
+        self.best_first = np.lexsort((-self.score, self.r))
+        self.by_learned = _ranks_within(self.r, self.best_first)
+        self._by_other: dict[str, NDArray[np.intp]] = {}
+
+    def scores(self, weight: float, by: str = "popularity") -> NDArray[np.float64]:
+        """The batch's scores in the discover order mixing ``by`` in at ``weight``."""
+        new, r = self.new, self.r
+        if not len(new):
+            return self.learned
+        by_other = self._by_other.get(by)
+        if by_other is None:
+            x = self.x
+            pop = np.nan_to_num(x[new, _COL["item_pop_recent"]].astype(np.float64), nan=-1.0)
+            total = np.nan_to_num(x[new, _COL["item_pop_total"]].astype(np.float64), nan=-1.0)
+            if _check_discover_by(by) == "ease":
+                ease = np.nan_to_num(x[new, _COL["ease_score"]].astype(np.float64), nan=-np.inf)
+                keys: tuple[NDArray[Any], ...] = (self.by_learned, -total, -pop, -ease, r)
+            else:
+                keys = (self.by_learned, -total, -pop, r)
+            by_other = self._by_other[by] = _ranks_within(r, np.lexsort(keys))
+        by_learned = self.by_learned
+        fused = 1.0 / (DISCOVER_RRF_K + by_learned) + weight / (DISCOVER_RRF_K + by_other)
+        out = self.learned.copy()
+        # both orders group the rows alike: the k-th entry of one is the k-th of the other's row
+        out[new[np.lexsort((by_learned, -fused, r))]] = self.score[self.best_first]
+        return out
 
 
 def _discover_choice(
@@ -2026,10 +2063,11 @@ def _discover_choice(
         base = grouped_ndcg_each(group, learned, y)
         stats["discover_learned_ndcg"] = best_mean = float(base.mean())
         with_ease = bool(np.isfinite(x[:, _COL["ease_score"]]).any())
+        orders = _DiscoverOrders(group, x, learned)
         for by, weight in DISCOVER_MIXES:
             if by == "ease" and not with_ease:
                 continue
-            each = grouped_ndcg_each(group, _discover_scores(group, x, learned, weight, by), y)
+            each = grouped_ndcg_each(group, orders.scores(weight, by), y)
             t = _paired_t(each - base)
             stats[f"discover_ndcg_{by}_{weight:g}"] = float(each.mean())
             stats[f"discover_t_{by}_{weight:g}"] = t

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,3 +303,20 @@ def test_a_warm_update_follows_items_that_moved(rng: np.random.Generator) -> Non
     full = ease_solution(today, regularization=20.0, binary=True)
     assert np.abs(updated[0] - full[0]).max() <= 1e-4 * np.abs(full[0]).max()
     assert updated[2] == (8, 6)
+
+
+def test_weights_written_in_fortran_order_load_in_c_order(
+    tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    """An earlier release saved the weights as the Cholesky inverse left them, in Fortran
+    order; scoring a sparse row against them would copy them whole on every call."""
+    model = EASEModel(regularization=20.0).fit(tiny_data)
+    assert model.weights_.flags.c_contiguous
+    x = sp.csr_matrix(tiny_data.interactions[:3])
+    expected = model.score(np.arange(3), x)
+    model.weights_ = np.asfortranarray(model.weights_)
+    model.save(tmp_path / "ease")
+    loaded = EASEModel.load(tmp_path / "ease")
+    assert loaded.weights_.flags.c_contiguous
+    np.testing.assert_array_equal(loaded.weights_, model.weights_)
+    np.testing.assert_array_equal(loaded.score(np.arange(3), x), expected)

@@ -955,6 +955,30 @@ def test_a_warm_start_from_a_version_without_diag_p_or_rows_solves_ease_and_says
     assert np.abs(again.state_.ease - warm.state_.ease).max() <= 1e-4 * scale
 
 
+def test_a_warm_start_corrects_ease_on_the_most_bought_items(shop: TrainingData) -> None:
+    """A version whose EASE generator covers its most bought items only starts the next
+    one's update through its own columns; a vocabulary that drops some of them is solved in
+    full, and says so."""
+    params = {"factors": 16, "max_iter": 100, "max_ease_items": 30, "ease_most_bought": True}
+    model = HybridModel(**params).fit(shop)
+    sub = model.state_.ease_items
+    assert model.state_.ease is not None and sub is not None and len(sub) == 30
+    users, items = np.arange(shop.n_users), np.arange(shop.n_items)
+    warm = HybridModel(**params).warm_start(model, users, items).fit(shop)
+    assert warm.warm_note_ == "EASE generator corrected by a low-rank update (0 rows in, 0 out)"
+    assert warm.state_.ease_items is not None
+    np.testing.assert_array_equal(warm.state_.ease_items, sub)
+    scale = np.abs(model.state_.ease).max()
+    assert np.abs(warm.state_.ease - model.state_.ease).max() <= 1e-4 * scale
+    # today's items are yesterday's in reverse: most of yesterday's EASE items are not
+    # today's, so no update
+    cold = HybridModel(**params).warm_start(model, users, items[::-1]).fit(shop)
+    assert cold.warm_note_ == (
+        "EASE generator solved in full, not updated: items were dropped since then"
+    )
+    np.testing.assert_array_equal(cold.state_.ease, model.state_.ease)
+
+
 @pytest.mark.parametrize(
     ("ranker", "monotone"), [("classifier", True), ("lightgbm", True), ("classifier", False)]
 )

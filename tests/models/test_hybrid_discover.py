@@ -26,6 +26,7 @@ from recsys.models.hybrid import (
     ServedOrder,
     _discover_choice,
     _discover_scores,
+    _DiscoverOrders,
 )
 from tests.models.conftest import AS_OF
 from tests.models.test_hybrid import synthetic_rows
@@ -84,6 +85,26 @@ def test_the_discover_order_hands_each_customers_new_items_their_own_scores(
             # distinct keys: the first new item by the mixed-in order gets the best score
             by_key = np.argsort(-mixed_in[new])
             assert np.all(np.diff(out[new][by_key]) <= 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_one_batchs_orders_for_several_mixes_equal_each_mix_alone(seed: int) -> None:
+    """The probe computes every mix from one :class:`_DiscoverOrders` (the ranks shared):
+    each mix, in any order, is what that mix gives alone."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    rows = np.sort(rng.integers(0, 6, n))
+    x = _features(
+        rng.integers(0, 2, n).astype(np.float32),
+        rng.integers(0, 5, n).astype(np.float32),  # ties in popularity
+        np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)).astype(np.float32),
+    )
+    learned = rng.normal(size=n)
+    orders = _DiscoverOrders(rows, x, learned)
+    for by, weight in [DISCOVER_MIXES[i] for i in rng.permutation(len(DISCOVER_MIXES))]:
+        alone = _discover_scores(rows, x, learned, weight, by)
+        np.testing.assert_array_equal(orders.scores(weight, by), alone)
 
 
 def test_an_unknown_discover_order_is_refused_by_name() -> None:

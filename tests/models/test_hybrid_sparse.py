@@ -9,6 +9,7 @@ compare it with the dense path.
 from __future__ import annotations
 
 import resource
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +109,10 @@ def mixed_batch(shop: TrainingData, rng: np.random.Generator) -> tuple[np.ndarra
 SETTINGS = [
     pytest.param(GeneratorSettings(factors=8), id="defaults"),
     pytest.param(GeneratorSettings(factors=8, max_ease_items=0), id="no-ease"),
+    # EASE on the 30 most bought of the shop's 70 items
+    pytest.param(
+        GeneratorSettings(factors=8, max_ease_items=30, ease_most_bought=True), id="most-bought"
+    ),
     # short lists: ties at the cut; lists longer than the catalogue: every item ranked
     pytest.param(GeneratorSettings(factors=8, n_als=3, n_ease=2, n_cooc=2), id="short"),
     pytest.param(GeneratorSettings(factors=8, n_als=500, n_ease=500, n_cooc=500), id="long"),
@@ -250,6 +255,87 @@ def test_the_ease_generator_proposes_each_users_n_ease_best_items(
     assert proposed[5] < proposed[40]
 
 
+@pytest.mark.parametrize("sparse_path", [False, True])
+def test_above_max_ease_items_ease_is_solved_on_the_most_bought_items(
+    shop: TrainingData, monkeypatch: pytest.MonkeyPatch, sparse_path: bool, tmp_path: Path
+) -> None:
+    """With ``ease_most_bought`` a catalogue above ``max_ease_items`` gets the EASE of its
+    most bought items: the kernel's solution on their columns, whose list only they enter;
+    every other item has no EASE score, as in a state without EASE."""
+    from recsys.models.kernels import ease_solution
+
+    k = 30
+    s = GeneratorSettings(factors=8, max_ease_items=k, ease_most_bought=True, n_ease=12)
+    state = build_state(shop, s)
+    assert build_state(shop, GeneratorSettings(factors=8, max_ease_items=k)).ease is None
+    sub = state.ease_items
+    assert state.ease is not None and sub is not None
+    assert len(sub) == k and (np.diff(sub) > 0).all()
+    # the items most customers have: none left out has more than one kept
+    ev = EventArrays.from_training_data(shop)
+    signal = features.collaborative_signal(ev, state.stats)
+    customers = np.bincount(signal.indices, minlength=shop.n_items)
+    out = np.setdiff1d(np.arange(shop.n_items), sub)
+    assert customers[out].max() <= customers[sub].min()
+    assert customers[out].max() < customers[sub].max()
+    weights, _ = ease_solution(
+        sp.csr_matrix(signal[:, sub]), regularization=s.ease_lambda, binary=True
+    )
+    np.testing.assert_array_equal(state.ease, weights)
+
+    monkeypatch.setattr(features, "SPARSE_ABOVE_ITEMS", 0 if sparse_path else 10**12)
+    users, hist = mixed_batch(shop, np.random.default_rng(4))
+    now = AS_OF / MICROS_PER_DAY + 0.5
+    rows, items, feats, src = state.pairs(users, hist, now, s)
+    score = feats[:, features.FEATURES.index("ease_score")]
+    rank = feats[:, features.FEATURES.index("ease_rank")]
+    inside = np.isin(items, sub)
+    assert inside.any() and (~inside).any()
+    assert np.isnan(score[~inside]).all() and (rank[~inside] == s.n_ease).all()
+    assert np.isfinite(score[inside]).all()
+    from_ease = (src & (1 << features.GENERATORS.index("ease"))) > 0
+    assert inside[from_ease].all()
+    # each row's EASE list: its n_ease best items of the subset, by the product's scores
+    basis = sp.csr_matrix(((csr_rows_of(state, users) > 0) + (hist > 0)) > 0, dtype=np.float32)
+    scores = np.asarray(basis[:, sub] @ state.ease)
+    at = scores[rows[inside], np.searchsorted(sub, items[inside])]
+    np.testing.assert_allclose(score[inside], at, rtol=1e-5, atol=1e-6)
+    for row in np.unique(rows[from_ease]):
+        listed = np.sort(items[from_ease & (rows == row)])
+        assert len(listed) == s.n_ease
+        best = np.sort(scores[row])[::-1][s.n_ease - 1]
+        assert (scores[row][np.searchsorted(sub, listed)] >= best - 1e-5).all()
+
+    state.save(tmp_path / "state.npz")
+    again = GeneratorState.load(tmp_path / "state.npz")
+    assert again.ease_items is not None and np.array_equal(again.ease_items, sub)
+    assert_same((rows, items, feats, src), again.pairs(users, hist, now, s))
+
+
+def test_an_ease_written_in_fortran_order_loads_in_c_order(
+    shop: TrainingData, tmp_path: Path
+) -> None:
+    """An earlier release saved the EASE generator as the Cholesky inverse left it, in
+    Fortran order; scipy's product of a sparse row with it would copy it whole per call."""
+    import dataclasses
+
+    state = build_state(shop, GeneratorSettings(factors=8))
+    assert state.ease is not None and state.ease.flags.c_contiguous
+    dataclasses.replace(state, ease=np.asfortranarray(state.ease)).save(tmp_path / "s.npz")
+    loaded = GeneratorState.load(tmp_path / "s.npz")
+    assert loaded.ease is not None and loaded.ease.flags.c_contiguous
+    np.testing.assert_array_equal(loaded.ease, state.ease)
+
+
+def csr_rows_of(state: GeneratorState, users: np.ndarray) -> sp.csr_matrix:
+    """The purchase stats of ``users`` (empty rows for unknown ones)."""
+    known = (users >= 0) & (users < state.n_users)
+    out = sp.lil_matrix((len(users), state.n_items), dtype=np.float64)
+    for row in np.flatnonzero(known):
+        out[row] = state.stats[users[row]]
+    return sp.csr_matrix(out)
+
+
 def test_ease_scores_are_the_product_of_the_rows_and_the_weights() -> None:
     rng = np.random.default_rng(0)
     m = 200
@@ -266,7 +352,7 @@ def test_ease_scores_are_the_product_of_the_rows_and_the_weights() -> None:
         if not dense:  # scipy's product, as before: the same bits
             assert np.array_equal(got, np.asarray(block @ ease))
     blocks = sp.random(700, m, density=0.05, format="csr", random_state=2, dtype=np.float32)
-    whole = features._ease_scores_blocks(blocks, ease)
+    whole = features._ease_scores_blocks(blocks, ease, m)
     for start, stop in features._als_blocks(700, m):
         assert np.array_equal(whole[start:stop], features._ease_scores(blocks[start:stop], ease))
 

@@ -370,6 +370,22 @@ def test_items_without_interactions_are_solved_apart(seed: int, binary: bool, ri
     np.testing.assert_array_equal(diagonal[empty], 1.0 / ridge)
 
 
+@pytest.mark.parametrize("untouched", [False, True])
+@pytest.mark.parametrize("ridge", [5.0, 1e-3])  # solved in float32, in float64
+def test_ease_weights_come_in_c_order(untouched: bool, ridge: float) -> None:
+    """scipy's sparse-times-dense product ravels the dense side: a copy of all of ``B`` per
+    product when it is in Fortran order, as the Cholesky inverse hands it back."""
+    x = sp.random(300, 50, density=0.2, format="csr", random_state=3, dtype=np.float32)
+    if untouched:
+        x = sp.csr_matrix(x.multiply(np.arange(50) % 7 != 0))
+    b, _ = kernels.ease_solution(x, regularization=ridge, binary=True)
+    assert b.flags.c_contiguous
+    p = np.linalg.inv((x > 0).T.astype(np.float64) @ (x > 0) + ridge * np.eye(50))
+    expected = -p / np.diag(p)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(b, expected, rtol=2e-3, atol=1e-4 * np.abs(expected).max())
+
+
 def test_a_matrix_without_interactions_has_zero_weights(capfd: pytest.CaptureFixture[str]) -> None:
     b, diagonal = kernels.ease_solution(sp.csr_matrix((5, 4)), regularization=2.0, binary=True)
     assert b.shape == (4, 4) and not b.any()

@@ -108,6 +108,7 @@ BAD_VALUES: list[tuple[str, str, Any]] = [
     ("hybrid", "als_warm_iterations", -1),
     ("hybrid", "ease_lambda", 0),
     ("hybrid", "max_ease_items", -1),
+    ("hybrid", "ease_most_bought", "yes"),
     ("hybrid", "negative_rate", 0),
     ("hybrid", "negative_rate", 1.5),
     ("hybrid", "calibration_share", 0),
