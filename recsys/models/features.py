@@ -669,7 +669,7 @@ class GeneratorState:
         return rank
 
     @cached_property
-    def _ease_pos(self) -> NDArray[np.intp] | None:
+    def ease_columns(self) -> NDArray[np.intp] | None:
         """Each item's column in :attr:`ease`, ``-1`` for the others (``None``: every item
         has its own column, or there is no EASE; kept)."""
         if self.ease_items is None:
@@ -692,7 +692,7 @@ class GeneratorState:
     def _ease_basis(self, basis: sp.csr_matrix) -> sp.csr_matrix:
         """``basis`` on the columns of :attr:`ease` (itself when EASE is over every item):
         one pass over its entries, nothing items-long (a live request is one row)."""
-        pos, sub = self._ease_pos, self.ease_items
+        pos, sub = self.ease_columns, self.ease_items
         if pos is None or sub is None:
             return basis
         col = pos[basis.indices]
@@ -706,7 +706,7 @@ class GeneratorState:
     ) -> NDArray[np.float32]:
         """The EASE scores of pairs from ``rows × ease columns`` scores; NaN for an item
         outside :attr:`ease_items` (it has no EASE score, as in a state without EASE)."""
-        pos = self._ease_pos
+        pos = self.ease_columns
         if pos is None:
             return scores[rows, items]
         col = pos[items]

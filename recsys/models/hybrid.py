@@ -886,13 +886,13 @@ class HybridModel(Recommender):
                     "EASE generator solved in full: the previous version kept no diag(P) and rows"
                 )
             else:
-                if state.ease_items is not None:
-                    # previous's EASE is over its most bought items: an item's index in it
-                    column = np.full(state.n_items, -1, dtype=np.intp)
-                    column[state.ease_items] = np.arange(len(state.ease_items), dtype=np.intp)
-                    ease_of = np.where(items >= 0, column[np.maximum(items, 0)], -1)
-                else:
-                    ease_of = items
+                # previous's EASE may be over its most bought items: an item's index in it
+                column = state.ease_columns
+                ease_of = (
+                    items
+                    if column is None
+                    else np.where(items >= 0, column[np.maximum(items, 0)], -1)
+                )
                 ease = EaseStart(state.ease, state.ease_diagonal, ease_of, state.ease_rows)
         self._warm = _WarmStart(
             previous=previous,
