@@ -161,6 +161,52 @@ def test_probabilities_are_calibrated_and_monotone(model: HybridModel, shop: Tra
     assert p.max() - p.min() > 0.3
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=60),
+    share=st.floats(0.05, 1.0),
+    cap=st.integers(1, 400),
+    seed=st.integers(0, 2**16),
+)
+def test_the_calibration_sample_keeps_whole_groups_of_calibration_pairs(
+    sizes: list[int], share: float, cap: int, seed: int
+) -> None:
+    from recsys.models import hybrid
+
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    in_calib = np.random.default_rng(seed).random(len(sizes))[group] < share
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hybrid, "CALIBRATION_PAIRS", cap)
+        kept = hybrid._calibration_sample(in_calib, group, seed)
+        again = hybrid._calibration_sample(in_calib, group, seed)
+    assert not (kept & ~in_calib).any()  # only calibration pairs
+    if in_calib.sum() <= cap:
+        assert np.array_equal(kept, in_calib)
+    # a group is kept whole or not at all
+    for g in np.unique(group[in_calib]):
+        mine = kept[(group == g) & in_calib]
+        assert mine.all() or not mine.any()
+    assert np.array_equal(kept, again)  # the same draw for the same seed
+
+
+def test_a_calibration_on_a_sample_of_pairs_is_still_calibrated(
+    model: HybridModel, shop: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.models import hybrid
+
+    full = model.train_stats_["calibration_pairs"]
+    monkeypatch.setattr(hybrid, "CALIBRATION_PAIRS", int(full // 3))
+    sampled = HybridModel(factors=16, max_iter=100).fit(shop)
+    assert 0 < sampled.train_stats_["calibration_pairs"] < full / 1.5
+    # the ranker is the same: the sample draws from its own stream
+    users = np.arange(shop.n_users)
+    hist = sp.csr_matrix(shop.interactions)
+    np.testing.assert_array_equal(sampled.score(users, hist), model.score(users, hist))
+    proba = sampled.probability(users, hist)
+    finite = np.isfinite(proba)
+    assert proba[finite].max() - proba[finite].min() > 0.3
+
+
 def test_the_ranker_learns_from_a_bounded_sample_of_customers(
     model: HybridModel, shop: TrainingData
 ) -> None:
