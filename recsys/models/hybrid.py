@@ -518,7 +518,8 @@ class HybridModel(Recommender):
     negative_rate
         Share of negative pairs kept for fitting the classifier.
     calibration_share
-        Share of users held out to calibrate probabilities.
+        Share of users held out to calibrate probabilities (the curve learns on about
+        :data:`CALIBRATION_PAIRS` of their candidate pairs at most).
     min_positives
         Fewer labelled purchases than this: use the fixed blend instead of a learned ranker.
     max_iter, learning_rate
