@@ -23,6 +23,14 @@ LambdaRank) learning on ROWS synthetic candidate pairs, 30 to a customer, with e
 ``--threads`` count, alternating; it checks that every count learns the same trees:
 
     python -m benchmarks.bench_kernels --ranker 112000 --reps 4
+
+``--sorts PAIRS`` measures instead :func:`recsys.models.kernels.order_within_rows` against
+the ``np.lexsort`` it replaced, on PAIRS candidate pairs (150 to a customer, rows in order,
+ties among the values): ``float32`` scores (the lists' sort), ``float64`` scores (the
+ranker's raw scores: the discover order and the NDCG of its test), alternating; it checks
+that both give the same order:
+
+    python -m benchmarks.bench_kernels --sorts 2000000 --reps 5
 """
 
 from __future__ import annotations
@@ -134,6 +142,36 @@ def ranker(rows: int, thread_counts: list[int], reps: int) -> None:
         print(f"| {threads} | {median:.2f} | {median / base:.2f} | {same} |")
 
 
+def sorts(pairs: int, reps: int) -> None:
+    """``order_within_rows`` against ``np.lexsort((-values, rows))`` on ``pairs`` candidate
+    pairs, alternating: wall medians, and whether the orders are equal."""
+    from recsys.models.kernels import order_within_rows
+
+    rng = np.random.default_rng(0)
+    rows = np.repeat(np.arange(max(pairs // 150, 1)), 150)[:pairs]
+    print("| values | lexsort ms (median) | order_within_rows ms | ratio | same order |")
+    print("|---|---:|---:|---:|---|")
+    for dtype in (np.float32, np.float64):
+        values = rng.normal(size=len(rows)).astype(dtype)
+        values[rng.random(len(rows)) < 0.1] = 0.5  # ties, as equal counts and popularities
+        wall: dict[str, list[float]] = {"lexsort": [], "packed": []}
+        same = True
+        for _ in range(reps):
+            w = time.perf_counter()
+            expected = np.lexsort((-values, rows))
+            wall["lexsort"].append(time.perf_counter() - w)
+            w = time.perf_counter()
+            got = order_within_rows(rows, values)
+            wall["packed"].append(time.perf_counter() - w)
+            same = same and bool(np.array_equal(got, expected))
+        lex, packed = (statistics.median(wall[k]) * 1000 for k in ("lexsort", "packed"))
+        name = np.dtype(dtype).name
+        print(
+            f"| {name} | {lex:.1f} | {packed:.1f} | {packed / lex:.2f} | "
+            f"{'yes' if same else 'NO'} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="a RECSYS_HOME whose events give the matrix")
@@ -148,7 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ranker", type=int, default=0, help="the hybrid's ranker learning on this many pairs"
     )
+    parser.add_argument(
+        "--sorts", type=int, default=0, help="the pairs' sort by row and score, on this many"
+    )
     args = parser.parse_args(argv)
+    if args.sorts:
+        print(f"load average before: {os.getloadavg()}")
+        sorts(args.sorts, args.reps)
+        return
     if args.ranker:
         print(f"load average before: {os.getloadavg()}")
         ranker(args.ranker, args.threads, args.reps)

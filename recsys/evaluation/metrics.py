@@ -37,6 +37,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.errors import DataError
+from recsys.models.kernels import order_within_rows
 
 #: Names of the per-user ranking metrics, in report order.
 RANKING_METRICS: Final = ("precision", "recall", "capped_recall", "ndcg", "map", "hit_rate", "mrr")
@@ -197,7 +198,7 @@ def grouped_ndcg_each(
     group = np.asarray(group)
     if len(group) == 0:
         return np.empty(0)
-    order = np.lexsort((-np.asarray(score, dtype=np.float64), group))
+    order = order_within_rows(group, np.asarray(score, dtype=np.float64))
     g = group[order]
     rel = (np.asarray(relevant)[order] != 0).astype(np.float64)
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])

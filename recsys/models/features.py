@@ -37,8 +37,10 @@ from recsys.models.kernels import (
     als_fold_in,
     als_item_gram,
     cooccurrence_neighbours,
+    descending_keys,
     ease_input_rows,
     ease_solve_from,
+    order_within_rows,
 )
 
 if TYPE_CHECKING:
@@ -1134,7 +1136,7 @@ def _rank_within_rows(
     idx = np.flatnonzero(mask)
     if len(idx) == 0:
         return out
-    order = idx[np.lexsort((idx, -values[idx], rows[idx]))]
+    order = idx[order_within_rows(rows[idx], values[idx])]
     r = rows[order]
     first = np.searchsorted(r, r, side="left")
     out[order] = np.arange(len(order)) - first
@@ -1183,7 +1185,7 @@ def _state_positions(
 def _top_sparse_rows(m: sp.csr_matrix, k: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Row and column of the ``k`` largest stored entries of each row (all if fewer)."""
     rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    order = np.lexsort((-m.data, rows))
+    order = order_within_rows(rows, m.data)
     start = m.indptr[:-1][rows[order]]
     within = np.arange(len(order)) - start
     keep = order[within < k]
@@ -1424,12 +1426,10 @@ def _rank_entries(
     rows = np.asarray(rows, dtype=np.intp)
     cols = np.asarray(cols, dtype=np.intp)
     tie = cols if tie_rank is None else np.asarray(tie_rank, np.intp)[cols]
-    if vals.dtype == np.float32:
-        # (row, value descending) packed in one int64: a float32's bits, negative ones with
-        # all but the sign flipped, order as the values do (+ 0.0 makes -0.0 equal to 0.0)
-        bits = (vals + np.float32(0.0)).view(np.int32)
-        ordered = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
-        key = (rows.astype(np.int64) << 32) | (0x7FFFFFFF - ordered.astype(np.int64))
+    desc = descending_keys(vals) if vals.dtype == np.float32 else None
+    if desc is not None:
+        # (row, value descending) packed in one int64
+        key = (rows.astype(np.int64) << 32) | desc
         if cut_long_rows and len(key) > 2 * n * (k + 1):
             counts = np.bincount(rows, minlength=n)
             has = counts > 0

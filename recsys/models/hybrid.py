@@ -106,7 +106,7 @@ from recsys.models.features import (
     StateBuilder,
     stats_keys,
 )
-from recsys.models.kernels import EaseStart
+from recsys.models.kernels import EaseStart, order_within_rows
 from recsys.models.trees import lightgbm_booster
 
 if TYPE_CHECKING:
@@ -2022,7 +2022,7 @@ class _DiscoverOrders:
         self.new = np.flatnonzero(_never_bought(x))
         self.r = np.asarray(rows)[self.new]
         self.score = learned[self.new]
-        self.best_first = np.lexsort((-self.score, self.r))
+        self.best_first = order_within_rows(self.r, self.score)
         self.by_learned = _ranks_within(self.r, self.best_first)
         self._by_other: dict[str, NDArray[np.intp]] = {}
 
@@ -2036,17 +2036,23 @@ class _DiscoverOrders:
             x = self.x
             pop = np.nan_to_num(x[new, _COL["item_pop_recent"]].astype(np.float64), nan=-1.0)
             total = np.nan_to_num(x[new, _COL["item_pop_total"]].astype(np.float64), nan=-1.0)
+            # np.lexsort((by_learned, -total, -pop[, -ease], r)) as stable sorts from the last
+            # key up, each with the rows: the best-first order has by_learned ascending
+            order = self.best_first
             if _check_discover_by(by) == "ease":
                 ease = np.nan_to_num(x[new, _COL["ease_score"]].astype(np.float64), nan=-np.inf)
-                keys: tuple[NDArray[Any], ...] = (self.by_learned, -total, -pop, -ease, r)
+                keys: tuple[NDArray[np.float64], ...] = (total, pop, ease)
             else:
-                keys = (self.by_learned, -total, -pop, r)
-            by_other = self._by_other[by] = _ranks_within(r, np.lexsort(keys))
+                keys = (total, pop)
+            for key in keys:
+                order = order_within_rows(r, key, order)
+            by_other = self._by_other[by] = _ranks_within(r, order)
         by_learned = self.by_learned
         fused = 1.0 / (DISCOVER_RRF_K + by_learned) + weight / (DISCOVER_RRF_K + by_other)
         out = self.learned.copy()
         # both orders group the rows alike: the k-th entry of one is the k-th of the other's row
-        out[new[np.lexsort((by_learned, -fused, r))]] = self.score[self.best_first]
+        # np.lexsort((by_learned, -fused, r)), from the order by (r, by_learned)
+        out[new[order_within_rows(r, fused, self.best_first)]] = self.score[self.best_first]
         return out
 
 

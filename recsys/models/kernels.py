@@ -841,3 +841,62 @@ def cooccurrence_neighbours(
     """
     full = cooccurrence_matrix(baskets, normalisation, min_support=min_support)
     return keep_top_neighbours(full, neighbours)
+
+
+def descending_keys(values: NDArray[np.floating]) -> NDArray[np.int64] | None:
+    """Integer keys in ``[0, 2**32)`` that order as ``-values`` does, equal for equal values
+    (``-0.0`` equals ``0.0``); ``None`` for values with a ``NaN`` or not floating point.
+
+    A ``float32`` (or a ``float64`` that ``float32`` holds exactly, as the ranker's features
+    cast up) is its bits: negative ones with all but the sign flipped order as the values
+    do. Any other ``float64`` is its rank among the distinct values (one sort).
+    """
+    v = np.asarray(values)
+    if v.dtype == np.float64:
+        with np.errstate(over="ignore"):  # a value beyond float32's range is not held
+            narrow = v.astype(np.float32)
+        if np.array_equal(narrow, v):  # False with a NaN: the float64 test below says None
+            v = narrow
+    if v.dtype == np.float32:
+        if np.isnan(v).any():
+            return None
+        bits = (v + np.float32(0.0)).view(np.int32)
+        bits ^= (bits >> 31) & np.int32(0x7FFFFFFF)
+        key = bits.astype(np.int64)
+        np.subtract(0x7FFFFFFF, key, out=key)  # in place: the keys are 8 bytes an entry
+        return key
+    if v.dtype != np.float64 or np.isnan(v).any():
+        return None
+    _, rank = np.unique(-v, return_inverse=True)
+    return np.asarray(rank, dtype=np.int64).reshape(-1)
+
+
+def order_within_rows(
+    rows: NDArray[np.integer],
+    values: NDArray[np.floating],
+    start: NDArray[np.intp] | None = None,
+) -> NDArray[np.intp]:
+    """``np.lexsort((-values, rows))``: entries by row, then by value, best first; entries
+    with equal row and value in the order of ``start`` (indices of every entry; default:
+    their index order).
+
+    One stable argsort of ``row << 32 | key`` (:func:`descending_keys`) where the rows are
+    in ``[0, 2**31)`` and the values allow: several times faster than the lexsort (0.3 M
+    candidate pairs: 11 ms against 71 ms here), which it falls back to otherwise. The
+    training run sorts tens of millions of candidate pairs this way (the evaluation's lists,
+    the discover order and its test).
+    """
+    r = np.asarray(rows)
+    v = np.asarray(values)
+    if start is not None:
+        r, v = r[start], v[start]
+    key = None
+    if len(r) and r.min() >= 0 and r.max() < 2**31:
+        key = descending_keys(v)
+    if key is None:
+        order = np.lexsort((-v, r))
+    else:
+        key |= r.astype(np.int64) << 32
+        order = np.argsort(key, kind="stable")
+        del key
+    return np.asarray(order if start is None else np.asarray(start)[order], dtype=np.intp)

@@ -21,6 +21,7 @@ from recsys.models.features import FEATURES
 from recsys.models.hybrid import (
     DISCOVER_BY,
     DISCOVER_MIXES,
+    DISCOVER_RRF_K,
     DISCOVER_T,
     HybridModel,
     ServedOrder,
@@ -34,6 +35,7 @@ from tests.models.test_hybrid import synthetic_rows
 N_ORDERS = FEATURES.index("n_orders")
 POP = FEATURES.index("item_pop_recent")
 EASE = FEATURES.index("ease_score")
+TOTAL = FEATURES.index("item_pop_total")
 
 
 def _features(orders: np.ndarray, pop: np.ndarray, ease: np.ndarray | None = None) -> np.ndarray:
@@ -105,6 +107,53 @@ def test_one_batchs_orders_for_several_mixes_equal_each_mix_alone(seed: int) -> 
     for by, weight in [DISCOVER_MIXES[i] for i in rng.permutation(len(DISCOVER_MIXES))]:
         alone = _discover_scores(rows, x, learned, weight, by)
         np.testing.assert_array_equal(orders.scores(weight, by), alone)
+
+
+def _lexsort_discover_scores(
+    rows: np.ndarray, x: np.ndarray, learned: np.ndarray, weight: float, by: str
+) -> np.ndarray:
+    """The discover order as np.lexsort wrote it before :func:`order_within_rows` (the
+    reference: three to five stable sorts of every key)."""
+    new = np.flatnonzero(~(np.nan_to_num(x[:, N_ORDERS]) > 0))
+    r, score = rows[new], learned[new]
+    best_first = np.lexsort((-score, r))
+    by_learned = np.empty(len(new), dtype=np.intp)
+    by_learned[best_first] = np.arange(len(new)) - np.searchsorted(r[best_first], r[best_first])
+    pop = np.nan_to_num(x[new, POP].astype(np.float64), nan=-1.0)
+    total = np.nan_to_num(x[new, TOTAL].astype(np.float64), nan=-1.0)
+    keys: tuple[np.ndarray, ...] = (by_learned, -total, -pop, r)
+    if by == "ease":
+        ease = np.nan_to_num(x[new, EASE].astype(np.float64), nan=-np.inf)
+        keys = (by_learned, -total, -pop, -ease, r)
+    other = np.lexsort(keys)
+    by_other = np.empty(len(new), dtype=np.intp)
+    by_other[other] = np.arange(len(new)) - np.searchsorted(r[other], r[other])
+    fused = 1.0 / (DISCOVER_RRF_K + by_learned) + weight / (DISCOVER_RRF_K + by_other)
+    out = learned.copy()
+    out[new[np.lexsort((by_learned, -fused, r))]] = score[best_first]
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(DISCOVER_MIXES))
+def test_the_discover_order_equals_the_lexsort_reference(seed: int, mix: tuple[str, float]) -> None:
+    """The packed-key sorts give the lexsort's order to the entry, ties included: equal
+    learned scores, equal popularity and totals, NaN EASE scores, rows in any order."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 80))
+    rows = rng.integers(0, 5, n)
+    x = _features(
+        rng.integers(0, 2, n).astype(np.float32),
+        rng.integers(0, 4, n).astype(np.float32),
+        np.where(rng.random(n) < 0.3, np.nan, rng.integers(-2, 3, n)).astype(np.float32),
+    )
+    x[:, TOTAL] = np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 3, n))
+    learned = rng.integers(-3, 4, n) / 2.0 + (rng.random() < 0.5) * rng.normal(size=n)
+    by, weight = mix
+    np.testing.assert_array_equal(
+        _discover_scores(rows, x, learned, weight, by),
+        _lexsort_discover_scores(rows, x, learned, weight, by),
+    )
 
 
 def test_an_unknown_discover_order_is_refused_by_name() -> None:

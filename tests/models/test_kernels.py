@@ -38,6 +38,7 @@ from recsys.models.kernels import (
     cooccurrence_neighbours,
     ease_weights,
     mirror_upper,
+    order_within_rows,
     shared_ease_solves,
     spd_inverse,
 )
@@ -515,3 +516,53 @@ def test_the_hybrid_and_ease_model_share_a_solve_when_they_learn_the_same_patter
     assert hybrid.state_.stats[u, i] == 1  # the hybrid's signal has the returned order
     assert hybrid.state_.ease is not ease.weights_
     assert len(calls) == 3
+
+
+_SORT_VALUES = st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, 1e-30, -1e30, np.inf, -np.inf, np.nan])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-2, 5), _SORT_VALUES | st.floats(-4, 4)), max_size=60),
+    st.sampled_from([np.float32, np.float64]),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_order_within_rows_is_the_lexsort(
+    entries: list[tuple[int, float]], dtype: type, with_start: bool, seed: int
+) -> None:
+    """:func:`order_within_rows` is ``np.lexsort((-values, rows))`` to the entry: equal
+    values (and -0.0 against 0.0) in index order or the given start order, infinities, NaN
+    and negative rows (the lexsort itself) alike, float32 and float64."""
+    rows = np.array([e[0] for e in entries], dtype=np.intp)
+    values = np.array([e[1] for e in entries], dtype=dtype)
+    start = np.random.default_rng(seed).permutation(len(rows)) if with_start else None
+    expected = (
+        np.lexsort((-values, rows))
+        if start is None
+        else start[np.lexsort((-values[start], rows[start]))]
+    )
+    np.testing.assert_array_equal(order_within_rows(rows, values, start), expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_SORT_VALUES | st.floats(width=32), min_size=1, max_size=40),
+    st.lists(st.floats(allow_nan=False), max_size=5),
+)
+def test_descending_keys_order_as_the_negated_values(
+    values: list[float], wide: list[float]
+) -> None:
+    """Keys in [0, 2**32), equal exactly for equal values, smaller for larger values: for
+    float32 (bits), float64 that float32 holds (bits) and other float64 (ranks)."""
+    narrow = np.array(values, dtype=np.float32)
+    for v in (narrow, narrow.astype(np.float64), np.array(values + wide, dtype=np.float64)):
+        key = kernels.descending_keys(v)
+        if np.isnan(v).any():
+            assert key is None
+            continue
+        assert key is not None and key.dtype == np.int64
+        assert key.min() >= 0 and key.max() < 2**32
+        for a, b in combinations(range(len(v)), 2):
+            assert (key[a] == key[b]) == (v[a] == v[b])
+            assert (key[a] < key[b]) == (v[a] > v[b])

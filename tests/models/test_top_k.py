@@ -82,7 +82,10 @@ def test_top_k_coo_equals_the_dense_top_k(
 ) -> None:
     scores, k, exclude = case
     rows, cols = np.nonzero(~np.isnan(scores))
-    # listed in a shuffled order: the entries' order must not matter
+    # listed in (row, column) order, as a model's candidate pairs come, and shuffled: the
+    # entries' order must not matter
+    got = top_k_coo(rows, cols, scores[rows, cols], scores.shape, k, exclude=exclude)
+    assert_same(got, reference(scores, k, exclude))
     perm = np.random.default_rng(len(rows)).permutation(len(rows))
     rows, cols = rows[perm], cols[perm]
     got = top_k_coo(rows, cols, scores[rows, cols], scores.shape, k, exclude=exclude)
