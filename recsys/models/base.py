@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from recsys.data.interactions import TrainingData
 from recsys.errors import ArtifactError, ConfigError, NotFittedError
-from recsys.models.kernels import order_within_rows
+from recsys.models import kernels
 
 #: Index padding in :meth:`Recommender.recommend` results when fewer than ``k`` items scored.
 NO_ITEM = -1
@@ -694,12 +694,15 @@ def top_k_coo(
         blocked = coo.row.astype(np.int64) * m + coo.col
         keep &= ~np.isin(row.astype(np.int64) * m + col, blocked)
     row, col, val = row[keep], col[keep], val[keep]
-    # lexsort((col, -val, row)): the pairs usually come sorted by (row, col) (a model's
-    # candidate pairs), and then equal (row, value) entries are in column order already
-    pair = row.astype(np.int64) * m + col
-    by_pair = None if np.all(pair[1:] > pair[:-1]) else np.argsort(pair, kind="stable")
-    del pair
-    order = order_within_rows(row, val, by_pair)
+    if len(row) < kernels.PACKED_SORT_MIN:
+        order = np.lexsort((col, -val, row))
+    else:
+        # the same order: the pairs usually come sorted by (row, col) (a model's candidate
+        # pairs), and then equal (row, value) entries are in column order already
+        pair = row.astype(np.int64) * m + col
+        by_pair = None if np.all(pair[1:] > pair[:-1]) else np.argsort(pair, kind="stable")
+        del pair
+        order = kernels.order_within_rows(row, val, by_pair)
     row, col, val = row[order], col[order], val[order]
     slot = _rank_within(row, n)
     first = slot < k

@@ -543,6 +543,9 @@ def test_order_within_rows_is_the_lexsort(
         else start[np.lexsort((-values[start], rows[start]))]
     )
     np.testing.assert_array_equal(order_within_rows(rows, values, start), expected)
+    with pytest.MonkeyPatch.context() as mp:  # the packed sort at any size, not the lexsort
+        mp.setattr(kernels, "PACKED_SORT_MIN", 0)
+        np.testing.assert_array_equal(order_within_rows(rows, values, start), expected)
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from unittest.mock import patch
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.models import base
+from recsys.models import base, kernels
 from recsys.models.base import NO_ITEM, ranking_order, top_k, top_k_coo, top_k_of_order
 
 VALUES = [np.nan, np.inf, -np.inf, -2.0, -0.0, 0.0, 0.5, 1.0, 3.0]
@@ -82,14 +83,15 @@ def test_top_k_coo_equals_the_dense_top_k(
 ) -> None:
     scores, k, exclude = case
     rows, cols = np.nonzero(~np.isnan(scores))
-    # listed in (row, column) order, as a model's candidate pairs come, and shuffled: the
-    # entries' order must not matter
-    got = top_k_coo(rows, cols, scores[rows, cols], scores.shape, k, exclude=exclude)
-    assert_same(got, reference(scores, k, exclude))
     perm = np.random.default_rng(len(rows)).permutation(len(rows))
-    rows, cols = rows[perm], cols[perm]
-    got = top_k_coo(rows, cols, scores[rows, cols], scores.shape, k, exclude=exclude)
-    assert_same(got, reference(scores, k, exclude))
+    # listed in (row, column) order, as a model's candidate pairs come, and shuffled: the
+    # entries' order must not matter; with a lexsort and with the packed sort (large batches)
+    for packed_min in (kernels.PACKED_SORT_MIN, 0):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(kernels, "PACKED_SORT_MIN", packed_min)
+            for r, c in ((rows, cols), (rows[perm], cols[perm])):
+                got = top_k_coo(r, c, scores[r, c], scores.shape, k, exclude=exclude)
+                assert_same(got, reference(scores, k, exclude))
 
 
 @settings(max_examples=300, deadline=None)
