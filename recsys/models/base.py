@@ -697,8 +697,8 @@ def top_k_coo(
     if len(row) < kernels.PACKED_SORT_MIN:
         order = np.lexsort((col, -val, row))
     else:
-        # the same order: the pairs usually come sorted by (row, col) (a model's candidate
-        # pairs), and then equal (row, value) entries are in column order already
+        # the lexsort's order: the pairs usually come sorted by (row, col) (a model's
+        # candidate pairs), and then equal (row, value) entries are in column order already
         pair = row.astype(np.int64) * m + col
         by_pair = None if np.all(pair[1:] > pair[:-1]) else np.argsort(pair, kind="stable")
         del pair
