@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from recsys.artifacts import CATALOG_READ_KEY, Manifest, Precomputed, model_folder, read_version
 from recsys.concurrency import Behind
-from recsys.data.interactions import InteractionConfig, history_matrix
+from recsys.data.interactions import InteractionConfig, history_row
 from recsys.data.schema import PURCHASE, CatalogItem, EventFrame
 from recsys.data.vocab import Vocabulary
 from recsys.errors import ArtifactError, ConfigError, NotFoundError
@@ -743,32 +743,37 @@ class Engine:
         return i
 
     def _history_row(self, user_id: str, events: EventFrame | None) -> tuple[int, sp.csr_matrix]:
+        """The customer's row: their training row plus their live events' weights (a new
+        ``1 × items`` CSR with sorted columns and no zeros)."""
         u = self.users.index(user_id)
-        row = csr_rows(self.history, [u]) if u >= 0 else self._empty_row
         live = self._live_events(events)
-        if live is not None and len(live):
-            row = (row + self._fold(live, user_id)).tocsr()
-            row.eliminate_zeros()
-        return u, row
+        if live is None or not len(live):
+            return u, csr_rows(self.history, [u]) if u >= 0 else self._empty_row
+        # the same weighting training uses; history_matrix drops events at or after as_of:
+        # measure from just after the newest
+        as_of = max(int(live.ts.max()), int(time.time() * 1_000_000)) + 1
+        cols, weights = history_row(live, self.items, self.interaction_config, as_of=as_of)
+        if u >= 0 and self.history.indptr[u] < self.history.indptr[u + 1]:
+            data, indices, _ = csr_row_arrays(self.history, [u])
+            # the sum of the two rows by their arrays: scipy's sparse sum, its conversions
+            # and checks cost more than the fold (a column in both is summed in float32,
+            # as scipy sums them)
+            cols = np.concatenate([indices.astype(np.intp, copy=False), cols])
+            weights = np.concatenate([data, weights])
+            order = np.argsort(cols, kind="stable")
+            cols, weights = cols[order], weights[order]
+            starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+            cols, weights = cols[starts], np.add.reduceat(weights, starts)
+            kept = weights != 0
+            cols, weights = cols[kept], weights[kept]
+        indptr = np.array([0, len(cols)], dtype=np.intp)
+        return u, sp.csr_matrix((weights, cols, indptr), shape=(1, len(self.items)))
 
     def _live_events(self, events: EventFrame | None) -> EventFrame | None:
         # Only events the version did not train on: the rest are already in its history.
         if events is None or len(events) == 0:
             return None
         return events.select(events.ts > self.as_of)
-
-    def _fold(self, events: EventFrame, user_id: str) -> sp.csr_matrix:
-        """The same weighting training uses, applied to a few live events (one row)."""
-        frame = EventFrame(
-            **{
-                **{name: getattr(events, name) for name in events.__dataclass_fields__},
-                "user_id": np.full(len(events), user_id, dtype=object),
-            }
-        )
-        # history_matrix drops events at or after as_of: measure from just after the newest
-        as_of = int(max(int(events.ts.max()), int(time.time() * 1_000_000))) + 1
-        matrix = history_matrix(frame, [user_id], self.items, self.interaction_config, as_of=as_of)
-        return sp.csr_matrix(matrix, dtype=np.float32)
 
     def _purchased(self, u: int, events: EventFrame | None) -> NDArray[np.intp]:
         bought: NDArray[np.intp] = np.empty(0, np.intp)

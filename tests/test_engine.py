@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from recsys.data.interactions import history_matrix
 from recsys.data.schema import EventFrame, EventRow
 from recsys.engine import Engine
 from recsys.errors import ArtifactError, NotFoundError
@@ -49,6 +54,50 @@ def test_live_events_are_folded_in(engine: Engine) -> None:
     got = engine.recommend("newbie", 1, events=ev)
     assert got.fallback is None
     assert got.items[0].item_id == "H"  # D's neighbour
+
+
+# the engine is only read: one per test function is enough
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    user=st.sampled_from(["u1", "u2", "u3", "newbie"]),
+    live=st.lists(
+        st.tuples(
+            st.sampled_from(["A", "B", "D", "F", "H", "unknown"]),
+            st.sampled_from(["view", "cart", "purchase", "return"]),
+            st.sampled_from([0.5, 1.0, 3.0]),
+            st.integers(0, 48),  # hours
+        ),
+        max_size=8,
+    ),
+)
+def test_live_row_is_the_history_plus_the_folded_events(
+    engine: Engine, user: str, live: list[tuple[str, str, float, int]]
+) -> None:
+    """The live row (built from arrays) equals what scipy makes of the training row plus
+    history_matrix's row for the events, bit for bit: the fold-in sees the same history."""
+    # events dated after the request, so that the fold's decay counts from the newest
+    # (the engine measures from just after it, or from now when that is later)
+    future = int(time.time() * 1_000_000) + 10**12
+    rows = [
+        EventRow(f"e{j}", user, None, item, kind, future + h * 3_600_000_000, q, None, "o1", None)
+        for j, (item, kind, q, h) in enumerate(live)
+    ]
+    ev = EventFrame.from_rows(rows)
+    u, got = engine._history_row(user, ev)
+    assert u == engine.users.index(user)
+    want = engine.history[u] if u >= 0 else sp.csr_matrix((1, len(engine.items)), dtype=np.float32)
+    if rows:
+        as_of = int(ev.ts.max()) + 1
+        fold = history_matrix(ev, [user], engine.items, engine.interaction_config, as_of=as_of)
+        want = (want + fold).tocsr()
+    want.eliminate_zeros()
+    want.sort_indices()
+    assert got.shape == (1, len(engine.items))
+    assert got.dtype == np.float32
+    assert np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.data.view(np.int32), want.data.view(np.int32))
 
 
 def test_similar_and_unknown_item(engine: Engine) -> None:

@@ -360,6 +360,48 @@ def history_matrix(
     return matrix
 
 
+def history_row(
+    events: EventFrame,
+    items: Vocabulary,
+    config: InteractionConfig,
+    *,
+    as_of: int,
+) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+    """One customer's weighted row: :func:`history_matrix` for a single user, as arrays.
+
+    The serving path's live fold-in of a few events: every event counts as the customer's
+    (whatever its ``user_id``), and no sparse matrix is built (at 10^5 items the matrix's
+    construction and checks cost more than the weighting).
+
+    Parameters
+    ----------
+    events
+        The customer's events, in any order; items ``items`` does not hold are ignored.
+    items, config, as_of
+        As in :func:`history_matrix`.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The item columns in ascending order and their float32 weights, none zero: the
+        nonzero entries of :func:`history_matrix`'s row for these events, bit for bit.
+    """
+    as_of = int(as_of)
+    ts = np.asarray(events.ts, dtype=np.int64)
+    keep = ts < as_of
+    if config.window_days is not None:
+        keep &= ts >= as_of - round(config.window_days * MICROS_PER_DAY)
+    ev = events.select(keep)
+    item_code = items.indices(ev.item_id)
+    user_code = np.zeros(len(ev), dtype=np.intp)
+    pairs = _weigh(ev, user_code, item_code, len(items), config, as_of, _Codes.of(ev))
+    # the weights as _csr stores them: float32, then the zeros (underflow included) dropped
+    weight = pairs.weight[pairs.weight > 0].astype(np.float32)
+    cols = pairs.item[pairs.weight > 0]
+    kept = weight != 0
+    return cols[kept], weight[kept]
+
+
 # -- the weighting both share ---------------------------------------------------------------
 
 

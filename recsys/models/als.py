@@ -164,7 +164,8 @@ class ALSModel(FactorRecommender):
             elif start != end:
                 fold.append(row)
         if fold:
-            out[fold] = self.fold_in(history[fold])
+            # every row folded (a live request's one row): no scipy row indexing
+            out[fold] = self.fold_in(history if len(fold) == len(users) else history[fold])
         return out
 
     def fold_in(self, rows: sp.csr_matrix) -> NDArray[np.float32]:

@@ -18,8 +18,10 @@ from recsys.data.interactions import (
     _factorize_objects,
     build_training_data,
     history_matrix,
+    history_row,
 )
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventFrame
+from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError
 
 DAY = MICROS_PER_DAY
@@ -338,6 +340,32 @@ def test_history_matrix_equals_the_training_rows(
     assert live.shape == td.interactions.shape
     assert (live != td.interactions).nnz == 0
     assert np.array_equal(live.toarray(), td.interactions.toarray())
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_EVENT, min_size=0, max_size=30), _CONFIG, st.integers(0, 21 * 24))
+def test_history_row_is_the_one_customer_matrix_row(
+    raw: list[tuple[str, str, str, int, float, str | None]],
+    config: InteractionConfig,
+    as_of_hours: int,
+) -> None:
+    """history_row takes every event as the one customer's: its arrays are the nonzero
+    entries of history_matrix's row for the same events under one user id, bit for bit."""
+    rows = [
+        (f"e{k}", u, None, i, t, T0 + h * 3_600_000_000, q, None, o, None)
+        for k, (u, i, t, h, q, o) in enumerate(raw)
+    ]
+    events = frame(*rows) if rows else EventFrame.empty()
+    mine = frame(*[(r[0], "me", *r[2:]) for r in rows]) if rows else EventFrame.empty()
+    items = Vocabulary(["a", "b", "c"])  # "d" is not in the model: ignored
+    as_of = T0 + as_of_hours * 3_600_000_000
+    cols, weights = history_row(events, items, config, as_of=as_of)
+    want = history_matrix(mine, ["me"], items, config, as_of=as_of)
+    want.eliminate_zeros()
+    assert weights.dtype == np.float32
+    assert np.array_equal(cols, want.indices)
+    assert np.array_equal(weights.view(np.int32), want.data.astype(np.float32).view(np.int32))
+    assert bool((weights != 0).all())
 
 
 @settings(max_examples=200, deadline=None)
