@@ -954,6 +954,10 @@ class UsearchIndex(ItemIndex):
             raise ArtifactError(f"{path}: {exc}") from None
 
 
+#: cells (rows × head × graph candidates) compared at once when merging the head
+MERGE_CHUNK_CELLS = 1 << 20
+
+
 class _NormHead:
     """The ``size`` items of largest norm, scored by brute force and merged with a graph's
     candidates (:attr:`AnnConfig.exact_head`).
@@ -993,25 +997,27 @@ class _NormHead:
         *,
         threads: int,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        """The best ``k`` of a graph's candidates (``idx``, ``scores``) and the head's top
-        ``k``, each item once."""
+        """The best ``k`` of a graph's candidates (``idx``, ``scores``, each item at most
+        once per row, as HNSW searches give them) and the head's top ``k``, each item once:
+        a head item the graph also found keeps the graph's entry. Best first; equal scores
+        in the graph's order, then the head's."""
         import faiss
 
         take = min(k, self.size)
         faiss.omp_set_num_threads(threads)
         head_scores, local = self.flat.search(queries, take)
         head_idx = np.where(local >= 0, self.items[np.maximum(local, 0)], NO_ITEM)
+        # the head's items the graph found too, compared pairwise (a few thousand cells a
+        # row: less than sorting each row, and a few numpy calls for a request's one row)
+        dup = np.empty(head_idx.shape, dtype=bool)
+        step = max(1, MERGE_CHUNK_CELLS // max(1, take * idx.shape[1]))
+        for r in range(0, len(dup), step):
+            dup[r : r + step] = (head_idx[r : r + step, :, None] == idx[r : r + step, None, :]).any(
+                axis=2
+            )
         cand = np.concatenate([idx, head_idx], axis=1)
-        vals = np.concatenate([scores, head_scores], axis=1)
+        vals = np.concatenate([scores, np.where(dup, -np.inf, head_scores)], axis=1)
         vals[cand < 0] = -np.inf
-        # an item found by both: keep one copy (same inner product either way)
-        order = np.argsort(cand, axis=1, kind="stable")
-        sorted_cand = np.take_along_axis(cand, order, axis=1)
-        dup = np.zeros_like(sorted_cand, dtype=bool)
-        dup[:, 1:] = (sorted_cand[:, 1:] == sorted_cand[:, :-1]) & (sorted_cand[:, 1:] >= 0)
-        np.put_along_axis(
-            vals, order, np.where(dup, -np.inf, np.take_along_axis(vals, order, 1)), 1
-        )
         best = np.argsort(-vals, axis=1, kind="stable")[:, :k]
         out_idx = np.take_along_axis(cand, best, axis=1)
         out_val = np.take_along_axis(vals, best, axis=1).astype(np.float32, copy=False)

@@ -469,6 +469,57 @@ def test_exact_head_results_are_distinct_sorted_inner_products(
         assert recall(idx, truth) == 1.0
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.integers(1, 6),
+    k=st.integers(1, 12),
+    head=st.integers(1, 40),
+    chunk=st.sampled_from([1, 50, 1 << 20]),
+)
+def test_head_merge_keeps_each_item_once_best_first(
+    seed: int, n: int, k: int, head: int, chunk: int
+) -> None:
+    """The merge against its definition: the graph's candidates, then the head's top k that
+    the graph did not find, best first with ties in that order, the first k; chunked or not."""
+    from recsys.retrieval import ann
+
+    rng = np.random.default_rng(seed)
+    n_items, dim = 60, 4
+    vectors = rng.normal(size=(n_items, dim)).astype(np.float32)
+    queries = rng.normal(size=(n, dim)).astype(np.float32)
+    norm_head = ann._NormHead(vectors, head)
+    # graph rows: distinct items (some from the head), padded with -1; scores on a coarse
+    # grid so that ties occur, the graph's own (not the head's) for the items both hold
+    idx = np.full((n, k), -1, dtype=np.int64)
+    scores = np.full((n, k), -np.inf, dtype=np.float32)
+    for r in range(n):
+        found = int(rng.integers(0, k + 1))
+        idx[r, :found] = rng.choice(n_items, found, replace=False)
+        scores[r, :found] = rng.integers(-4, 5, found) / 2
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ann, "MERGE_CHUNK_CELLS", chunk)
+        got_idx, got_val = norm_head.merge(queries, k, idx.copy(), scores.copy(), threads=1)
+    head_vals, local = norm_head.flat.search(queries, min(k, norm_head.size))
+    for r in range(n):
+        entries = [
+            (float(v), p, int(i)) for p, (i, v) in enumerate(zip(idx[r], scores[r], strict=True))
+        ]
+        graph = {int(i) for i in idx[r] if i >= 0}
+        for p, (j, v) in enumerate(zip(local[r], head_vals[r], strict=True)):
+            item = int(norm_head.items[j]) if j >= 0 else -1
+            if item >= 0 and item not in graph:
+                entries.append((float(v), k + p, item))
+        kept = sorted(
+            (e for e in entries if e[2] >= 0 and np.isfinite(e[0])), key=lambda e: (-e[0], e[1])
+        )
+        want = [e[2] for e in kept[:k]]
+        assert got_idx[r, : len(want)].tolist() == want
+        assert np.array_equal(got_val[r, : len(want)], np.float32([e[0] for e in kept[:k]]))
+        assert (got_idx[r, len(want) :] == -1).all()
+        assert np.isneginf(got_val[r, len(want) :]).all()
+
+
 def test_exact_head_repairs_what_the_graph_misses(data: tuple[np.ndarray, np.ndarray]) -> None:
     items, queries = data
     truth, _ = brute_force(items, queries, 10)
