@@ -337,10 +337,7 @@ def history_matrix(
         count here). The filters are not applied: a live user is never dropped.
     """
     as_of = int(as_of)
-    ts = np.asarray(events.ts, dtype=np.int64)
-    keep = ts < as_of
-    if config.window_days is not None:
-        keep &= ts >= as_of - round(config.window_days * MICROS_PER_DAY)
+    keep = _in_window(events, config, as_of)
     distinct = list(dict.fromkeys(users))
     row_of = {u: r for r, u in enumerate(distinct) if u != ""}
     get = row_of.get
@@ -387,19 +384,24 @@ def history_row(
         nonzero entries of :func:`history_matrix`'s row for these events, bit for bit.
     """
     as_of = int(as_of)
-    ts = np.asarray(events.ts, dtype=np.int64)
-    keep = ts < as_of
-    if config.window_days is not None:
-        keep &= ts >= as_of - round(config.window_days * MICROS_PER_DAY)
-    ev = events.select(keep)
+    ev = events.select(_in_window(events, config, as_of))
     item_code = items.indices(ev.item_id)
     user_code = np.zeros(len(ev), dtype=np.intp)
     pairs = _weigh(ev, user_code, item_code, len(items), config, as_of, _Codes.of(ev))
     # the weights as _csr stores them: float32, then the zeros (underflow included) dropped
-    weight = pairs.weight[pairs.weight > 0].astype(np.float32)
-    cols = pairs.item[pairs.weight > 0]
+    alive = pairs.weight > 0
+    weight = pairs.weight[alive].astype(np.float32)
     kept = weight != 0
-    return cols[kept], weight[kept]
+    return pairs.item[alive][kept], weight[kept]
+
+
+def _in_window(events: EventFrame, config: InteractionConfig, as_of: int) -> NDArray[np.bool_]:
+    """The events a live history counts: before ``as_of``, within ``config.window_days``."""
+    ts = np.asarray(events.ts, dtype=np.int64)
+    keep = ts < as_of
+    if config.window_days is not None:
+        keep &= ts >= as_of - round(config.window_days * MICROS_PER_DAY)
+    return keep
 
 
 # -- the weighting both share ---------------------------------------------------------------

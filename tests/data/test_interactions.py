@@ -319,6 +319,14 @@ _CONFIG = st.builds(
 )
 
 
+def _rows(raw: list[tuple[str, str, str, int, float, str | None]]) -> list[tuple[object, ...]]:
+    """Event rows from drawn (user, item, type, hour, quantity, order) tuples."""
+    return [
+        (f"e{k}", u, None, i, t, T0 + h * 3_600_000_000, q, None, o, None)
+        for k, (u, i, t, h, q, o) in enumerate(raw)
+    ]
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.lists(_EVENT, min_size=1, max_size=30), _CONFIG, st.integers(0, 21 * 24))
 def test_history_matrix_equals_the_training_rows(
@@ -326,10 +334,7 @@ def test_history_matrix_equals_the_training_rows(
     config: InteractionConfig,
     as_of_hours: int,
 ) -> None:
-    rows = [
-        (f"e{k}", u, None, i, t, T0 + h * 3_600_000_000, q, None, o, None)
-        for k, (u, i, t, h, q, o) in enumerate(raw)
-    ]
+    rows = _rows(raw)
     events = frame(*rows)
     as_of = T0 + as_of_hours * 3_600_000_000
     td = build_training_data(events, config, as_of=as_of)
@@ -351,10 +356,7 @@ def test_history_row_is_the_one_customer_matrix_row(
 ) -> None:
     """history_row takes every event as the one customer's: its arrays are the nonzero
     entries of history_matrix's row for the same events under one user id, bit for bit."""
-    rows = [
-        (f"e{k}", u, None, i, t, T0 + h * 3_600_000_000, q, None, o, None)
-        for k, (u, i, t, h, q, o) in enumerate(raw)
-    ]
+    rows = _rows(raw)
     events = frame(*rows) if rows else EventFrame.empty()
     mine = frame(*[(r[0], "me", *r[2:]) for r in rows]) if rows else EventFrame.empty()
     items = Vocabulary(["a", "b", "c"])  # "d" is not in the model: ignored
@@ -366,6 +368,24 @@ def test_history_row_is_the_one_customer_matrix_row(
     assert np.array_equal(cols, want.indices)
     assert np.array_equal(weights.view(np.int32), want.data.astype(np.float32).view(np.int32))
     assert bool((weights != 0).all())
+
+
+def test_history_row_counts_only_the_window_before_as_of() -> None:
+    """An event older than window_days, or at as_of or later, adds nothing to the live row
+    (an item the vocabulary holds, so only the dates can drop it)."""
+    as_of = T0 + 10 * DAY
+    events = frame(
+        ev("u", "a", "view", 2.0),  # outside the 5-day window
+        ev("u", "b", "view", 8.0),
+        ev("u", "c", "view", 10.0),  # not before as_of
+    )
+    cols, weights = history_row(
+        events, Vocabulary(["a", "b", "c"]), cfg(window_days=5.0), as_of=as_of
+    )
+    assert cols.tolist() == [1]
+    assert weights.tolist() == [1.0]
+    cols, _ = history_row(events, Vocabulary(["a", "b", "c"]), cfg(), as_of=as_of)
+    assert cols.tolist() == [0, 1]
 
 
 @settings(max_examples=200, deadline=None)
