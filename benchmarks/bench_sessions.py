@@ -6,8 +6,9 @@ publishes it) on the sessions that ended before the cut, and every later session
 two distinct viewed items is replayed: the last item is hidden and the earlier ones rank the
 catalogue. Compared in the same run:
 
-(the model's settings are those of ``[models.viewed_with]`` in the default training config,
-chosen by this benchmark's mean over the cuts)
+(the model's settings are read from ``[models.viewed_with]`` in the default training config,
+and the recency half-life is :data:`recsys.engine.SESSION_HALF_LIFE`: both chosen by this
+benchmark's mean over the cuts; ``--params`` and ``--half-life`` try others)
 
 * ``session list``: what ``GET /v1/sessions/{id}/recommendations`` ranks by
   (:func:`recsys.engine.neighbour_scores` with :func:`recsys.engine.session_weights`, the
@@ -18,7 +19,8 @@ chosen by this benchmark's mean over the cuts)
   similar (cosine over viewed items) to the session so far vote for their items;
 * ``popularity``: views in the training sessions.
 
-``python -m benchmarks.bench_sessions [--smoke] [--cuts 4]``
+``python -m benchmarks.bench_sessions [--smoke] [--cuts 4] [--params '{"alpha": 0.8}']
+[--half-life 2]``
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,8 +39,9 @@ import scipy.sparse as sp
 from benchmarks.common import SHARED_DATA, base_parser, out_dir
 from recsys.data.interactions import InteractionConfig, build_training_data
 from recsys.data.schema import EventFrame, EventRow
-from recsys.engine import neighbour_scores, session_weights
+from recsys.engine import SESSION_HALF_LIFE, neighbour_scores, session_weights
 from recsys.models.cooccurrence import CooccurrenceModel
+from training.config import load_training_config
 
 DATA = SHARED_DATA / "yoochoose_clicks_100k.csv.gz"
 K = 10
@@ -101,22 +105,17 @@ def evaluate_cut(
     sessions: dict[str, tuple[int, int, list[str]]],
     cut: int,
     *,
-    neighbours: int = 50,
-    half_life: float = 2.0,
-    min_support: int = 1,
-    normalisation: str = "conditional",
+    params: dict[str, Any],
+    half_life: float = SESSION_HALF_LIFE,
 ) -> dict[str, float]:
-    """Hit rate@10 and MRR@10 of each method for the sessions that start after ``cut``."""
+    """Hit rate@10 and MRR@10 of each method for the sessions that start after ``cut``, with
+    the "often viewed with" model built from ``params``."""
     train = events.select(events.ts < cut)
     data = build_training_data(
         train, InteractionConfig(weights={"view": 1.0}, half_life_days=None), as_of=cut
     )
-    model = CooccurrenceModel(
-        source="session",
-        neighbours=neighbours,
-        min_support=min_support,
-        normalisation=normalisation,  # type: ignore[arg-type]
-    ).fit(data)
+    model = CooccurrenceModel(**params).fit(data)
+    neighbours = model.neighbours
     vocab = data.items
     n = len(vocab)
     counts = np.asarray(data.sessions.sum(axis=0)).ravel()
@@ -172,7 +171,12 @@ def evaluate_cut(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--cuts", type=int, default=4)
+    parser.add_argument(
+        "--params", type=json.loads, default={}, help="JSON over [models.viewed_with]'s params"
+    )
+    parser.add_argument("--half-life", type=float, default=SESSION_HALF_LIFE)
     args = parser.parse_args(argv)
+    params = {**load_training_config().models["viewed_with"].params, **args.params}
     if not DATA.exists():
         print(f"skipped: {DATA} is absent")
         return 0
@@ -181,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lo, hi = int(events.ts.min()), int(events.ts.max())
     # cuts over the last 40% of the week, each with sessions after it to test on
     cuts = [int(lo + (hi - lo) * f) for f in np.linspace(0.6, 0.9, max(args.cuts, 1))]
-    results = [evaluate_cut(events, sessions, c) for c in cuts]
+    results = [
+        evaluate_cut(events, sessions, c, params=params, half_life=args.half_life) for c in cuts
+    ]
     methods = ("session", "viewed_with", "sknn", "popular")
     summary: dict[str, dict[str, float]] = {}
     for m in methods:
@@ -199,8 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "viewed_with/popular": [r["viewed_with_hit"] / r["popular_hit"] for r in results],
     }
     report = {
+        "params": params,
+        "half_life": args.half_life,
         "cuts": len(results),
         "sessions_per_cut": [int(r["sessions"]) for r in results],
+        "hit_per_cut": {m: [round(r[f"{m}_hit"], 4) for r in results] for m in methods},
         "summary": summary,
         "ratios": {k: [round(x, 2) for x in v] for k, v in ratios.items()},
     }

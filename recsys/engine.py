@@ -80,6 +80,10 @@ SIMILAR_KINDS = tuple(SIMILAR_MODELS)
 TRENDING_MODEL = "trending"
 #: Users scored per model call in :meth:`Engine.recommend_batch`.
 BATCH_USERS = 512
+#: Steps back in a session at which an item counts half as much as the last one. 1 against 1.5
+#: and 2 (and 4 in a scratch run): next-item hit rate@10 on the YooChoose sample, 4 rolling cuts,
+#: higher at every cut (benchmarks/RESULTS.md, "Forty-fourth session").
+SESSION_HALF_LIFE = 1.0
 #: Non-personal lists kept per engine (one per rules, request filters and k asked for).
 _POPULAR_LISTS = 256
 
@@ -500,7 +504,7 @@ class Engine:
         item_ids: Sequence[str],
         k: int,
         *,
-        half_life: float = 2.0,
+        half_life: float = SESSION_HALF_LIFE,
         placement: str | None = None,
         filters: RequestFilters = RequestFilters(),
     ) -> RecommendationList:
@@ -953,7 +957,7 @@ class Engine:
         ]
 
 
-def session_weights(n: int, half_life: float = 2.0) -> NDArray[np.float32]:
+def session_weights(n: int, half_life: float = SESSION_HALF_LIFE) -> NDArray[np.float32]:
     """Recency weights of a session's ``n`` items, oldest first: the last counts 1, one
     ``half_life`` steps earlier 0.5."""
     steps = np.arange(n, dtype=np.float32)[::-1]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from recsys.data.interactions import history_matrix
 from recsys.data.schema import EventFrame, EventRow
-from recsys.engine import Engine
+from recsys.engine import SESSION_HALF_LIFE, Engine, session_weights
 from recsys.errors import ArtifactError, NotFoundError
 from recsys.ranking.rules import RequestFilters
 from recsys.registry import Registry
@@ -141,3 +141,18 @@ def test_popular_category_filter(engine: Engine) -> None:
     got = engine.popular(5, category="Paper")
     assert {r.item_id for r in got.items} == {"F", "G"}
     assert np.all(np.diff([r.score for r in got.items]) <= 0)
+
+
+@given(st.integers(1, 30), st.integers(1, 6))
+def test_session_weights_halve_every_half_life_steps_back(n: int, half_life: int) -> None:
+    w = session_weights(n, half_life)
+    assert w.dtype == np.float32 and len(w) == n
+    assert w[-1] == 1.0, "the last item counts fully"
+    assert (np.diff(w) > 0).all(), "older items count less"
+    if n > half_life:
+        assert w[-1 - half_life] == 0.5
+
+
+def test_session_lists_weigh_the_item_before_the_last_half() -> None:
+    assert SESSION_HALF_LIFE == 1.0  # chosen over 4 rolling cuts (RESULTS.md)
+    np.testing.assert_array_equal(session_weights(3), [0.25, 0.5, 1.0])

@@ -12,10 +12,13 @@ lift            ``c_ij · N / (n_i · n_j)``              yes
 jaccard         ``c_ij / (n_i + n_j − c_ij)``           yes
 cosine          ``c_ij / √(n_i · n_j)``                 yes
 conditional     ``c_ij / n_i`` = P(j | i)               no
+asymmetric      ``c_ij / (n_i^α · n_j^(1−α))``          no
 ==============  ======================================  =========
 
 where ``c_ij`` counts the baskets holding both, ``n_i`` those holding ``i`` and ``N`` all
-baskets. Only the ``neighbours`` best of each item are kept, as a sparse matrix.
+baskets. ``asymmetric`` is Aiolli's asymmetric cosine: ``alpha`` (α) 1 is ``conditional``,
+0.5 ``cosine``; in between, P(j | i) with a little of the popular items' lead taken off.
+Only the ``neighbours`` best of each item are kept, as a sparse matrix.
 
 The counting, normalising and pruning are :mod:`recsys.models.kernels`' (re-exported here),
 which the hybrid's basket generator calls too.
@@ -36,6 +39,7 @@ from recsys.models.base import (
     BOOLEAN,
     COUNT,
     NO_ITEM,
+    PROBABILITY,
     Constraint,
     ItemSimilarity,
     Options,
@@ -54,7 +58,7 @@ from recsys.models.kernels import (
     normalise_counts,
 )
 
-Normalisation = Literal["count", "lift", "jaccard", "cosine", "conditional"]
+Normalisation = Literal["count", "lift", "jaccard", "cosine", "conditional", "asymmetric"]
 SOURCES: tuple[str, ...] = ("basket", "session")
 
 #: Files of a model folder holding the pair counts and the per-item basket counts.
@@ -71,12 +75,13 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
         ``"basket"`` (``TrainingData.orders``: bought together) or ``"session"``
         (``TrainingData.sessions``: viewed together).
     normalisation
-        One of ``count``, ``lift``, ``jaccard``, ``cosine``, ``conditional``.
+        One of ``count``, ``lift``, ``jaccard``, ``cosine``, ``conditional``, ``asymmetric``.
     min_support
         Pairs that co-occur in fewer baskets than this are dropped (noise).
     neighbours
         Neighbours kept per item.
-
+    alpha
+        The exponent of ``asymmetric`` (in [0, 1]; read by no other normalisation).
     keep_counts
         Keep every pair count (``counts.npz`` in the version) so that the next run can start
         from them and count only the new baskets (:meth:`warm_start`).
@@ -101,6 +106,7 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
         "normalisation": (Options(*NORMALISATIONS),),
         "min_support": (COUNT,),
         "neighbours": (COUNT,),
+        "alpha": (PROBABILITY,),
         "keep_counts": (BOOLEAN,),
     }
 
@@ -111,12 +117,14 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
         normalisation: Normalisation = "cosine",
         min_support: int = 2,
         neighbours: int = 50,
+        alpha: float = 0.5,
         keep_counts: bool = True,
     ) -> None:
         self.source = source
         self.normalisation = normalisation
         self.min_support = min_support
         self.neighbours = neighbours
+        self.alpha = alpha
         self.keep_counts = keep_counts
 
     #: What :meth:`warm_start` carried over, consumed by the next :meth:`fit`.
@@ -213,7 +221,12 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
             item_baskets, n_baskets = basket_frequencies(baskets), int(baskets.shape[0])
         self._carried = None
         full = normalise_counts(
-            counts, item_baskets, n_baskets, self.normalisation, min_support=self.min_support
+            counts,
+            item_baskets,
+            n_baskets,
+            self.normalisation,
+            min_support=self.min_support,
+            alpha=self.alpha,
         )
         self.similarity_ = keep_top_neighbours(full, self.neighbours)
         self.counts_ = sp.csr_matrix(counts, dtype=np.int32) if self.keep_counts else None

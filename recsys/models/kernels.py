@@ -40,7 +40,14 @@ from recsys.errors import ConfigError
 _F = TypeVar("_F", np.float32, np.float64)
 
 #: Normalisations of :func:`normalise_counts` (see :mod:`recsys.models.cooccurrence`).
-NORMALISATIONS: tuple[str, ...] = ("count", "lift", "jaccard", "cosine", "conditional")
+NORMALISATIONS: tuple[str, ...] = (
+    "count",
+    "lift",
+    "jaccard",
+    "cosine",
+    "conditional",
+    "asymmetric",
+)
 
 #: Item rows per block when summing the factors' Gram matrix (float64 sums in bounded memory).
 GRAM_BLOCK = 65_536
@@ -731,25 +738,24 @@ def normalise_counts(
     normalisation: str = "count",
     *,
     min_support: int = 1,
+    alpha: float = 0.5,
 ) -> sp.csr_matrix:
     """Normalised co-occurrence from pair counts, per-item basket counts and the basket total.
 
     With ``c_ij`` the baskets holding both items, ``n_i`` those holding ``i`` and ``N`` all
     baskets: ``count`` is ``c_ij``, ``lift`` ``c_ij · N / (n_i · n_j)``, ``jaccard``
-    ``c_ij / (n_i + n_j − c_ij)``, ``cosine`` ``c_ij / √(n_i · n_j)`` and ``conditional``
-    ``c_ij / n_i`` (not symmetric). Kept apart from the counting so that counts carried over
-    from an earlier fit plus those of new baskets give the same matrix as counting everything
-    again (a warm start).
+    ``c_ij / (n_i + n_j − c_ij)``, ``cosine`` ``c_ij / √(n_i · n_j)``, ``conditional``
+    ``c_ij / n_i`` and ``asymmetric`` ``c_ij / (n_i^α · n_j^(1−α))`` (Aiolli's asymmetric
+    cosine: ``alpha`` 1 is ``conditional``, 0.5 ``cosine``; not symmetric). Kept apart from
+    the counting so that counts carried over from an earlier fit plus those of new baskets
+    give the same matrix as counting everything again (a warm start).
 
     Raises
     ------
     ConfigError
-        For an unknown ``normalisation``.
+        For an unknown ``normalisation``, or ``alpha`` outside [0, 1].
     """
-    if normalisation not in NORMALISATIONS:
-        raise ConfigError(
-            f"normalisation: {normalisation!r} is not one of {', '.join(NORMALISATIONS)}"
-        )
+    check_normalisation(normalisation, alpha)
     counts = sp.csr_matrix(counts)
     if min_support > 1:
         counts = counts.copy()
@@ -772,8 +778,11 @@ def normalise_counts(
         values = c / (ni + nj - c)
     elif normalisation == "cosine":
         values = c / np.sqrt(ni * nj)
-    else:
+    elif normalisation == "conditional":
         values = c / ni
+    else:
+        # the same expression as the Spark engine's, so that both round alike
+        values = c / (ni**alpha * nj ** (1.0 - alpha))
     out = sp.csr_matrix((values, counts.indices.copy(), counts.indptr.copy()), shape=counts.shape)
     out.has_sorted_indices = True  # counts' canonical order, kept
     return out
@@ -816,30 +825,47 @@ def keep_top_neighbours(matrix: sp.csr_matrix, neighbours: int) -> sp.csr_matrix
     return out
 
 
-def cooccurrence_matrix(
-    baskets: sp.csr_matrix, normalisation: str = "count", *, min_support: int = 1
-) -> sp.csr_matrix:
-    """Normalised co-occurrence of every pair (:func:`normalise_counts`), float64."""
+def check_normalisation(normalisation: str, alpha: float) -> None:
+    """Raise :class:`~recsys.errors.ConfigError` for an unknown ``normalisation`` or an
+    ``alpha`` outside [0, 1]."""
     if normalisation not in NORMALISATIONS:
         raise ConfigError(
             f"normalisation: {normalisation!r} is not one of {', '.join(NORMALISATIONS)}"
         )
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha: {alpha!r} is not between 0 and 1")
+
+
+def cooccurrence_matrix(
+    baskets: sp.csr_matrix,
+    normalisation: str = "count",
+    *,
+    min_support: int = 1,
+    alpha: float = 0.5,
+) -> sp.csr_matrix:
+    """Normalised co-occurrence of every pair (:func:`normalise_counts`), float64."""
+    check_normalisation(normalisation, alpha)
     b = sp.csr_matrix(baskets, copy=True)
     b.sum_duplicates()
     b.eliminate_zeros()
     counts = cooccurrence_counts(b, min_support=min_support)
-    return normalise_counts(counts, basket_frequencies(b), b.shape[0], normalisation)
+    return normalise_counts(counts, basket_frequencies(b), b.shape[0], normalisation, alpha=alpha)
 
 
 def cooccurrence_neighbours(
-    baskets: sp.csr_matrix, *, normalisation: str, min_support: int, neighbours: int
+    baskets: sp.csr_matrix,
+    *,
+    normalisation: str,
+    min_support: int,
+    neighbours: int,
+    alpha: float = 0.5,
 ) -> sp.csr_matrix:
     """The ``neighbours`` strongest co-occurring items of each item, ``items × items`` float32.
 
     :func:`cooccurrence_matrix` pruned by :func:`keep_top_neighbours`: what
     :class:`~recsys.models.cooccurrence.CooccurrenceModel` learns from the same baskets.
     """
-    full = cooccurrence_matrix(baskets, normalisation, min_support=min_support)
+    full = cooccurrence_matrix(baskets, normalisation, min_support=min_support, alpha=alpha)
     return keep_top_neighbours(full, neighbours)
 
 

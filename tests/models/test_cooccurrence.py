@@ -63,11 +63,11 @@ def test_symmetric_measures_give_symmetric_matrices(baskets: list[set[int]], nor
 
 
 @settings(max_examples=40, deadline=None)
-@given(baskets_strategy)
-def test_normalisations_match_their_definitions(baskets: list[set[int]]) -> None:
+@given(baskets_strategy, st.floats(0.0, 1.0))
+def test_normalisations_match_their_definitions(baskets: list[set[int]], alpha: float) -> None:
     m = as_matrix(baskets)
     c = brute_force(baskets).astype(np.float64)
-    n = np.asarray(m.sum(axis=0)).ravel()
+    n = np.asarray(m.sum(axis=0), dtype=np.float64).ravel()
     pairs = c > 0
     i, j = np.nonzero(pairs)
     expect = {
@@ -75,13 +75,26 @@ def test_normalisations_match_their_definitions(baskets: list[set[int]]) -> None
         "jaccard": c[i, j] / (n[i] + n[j] - c[i, j]),
         "cosine": c[i, j] / np.sqrt(n[i] * n[j]),
         "conditional": c[i, j] / n[i],
+        "asymmetric": c[i, j] / (n[i] ** alpha * n[j] ** (1 - alpha)),
     }
     for norm, values in expect.items():
-        got = cooccurrence_matrix(m, norm).toarray()
+        got = cooccurrence_matrix(m, norm, alpha=alpha).toarray()
         np.testing.assert_allclose(got[i, j], values, err_msg=norm)
         assert (got[~pairs] == 0).all()
-        if norm in ("jaccard", "cosine", "conditional"):
+        if norm in ("jaccard", "cosine", "conditional", "asymmetric"):
             assert got.max(initial=0) <= 1 + 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(baskets_strategy)
+def test_asymmetric_cosine_spans_conditional_and_cosine(baskets: list[set[int]]) -> None:
+    m = as_matrix(baskets)
+    for alpha, same_as in ((1.0, "conditional"), (0.5, "cosine")):
+        np.testing.assert_allclose(
+            cooccurrence_matrix(m, "asymmetric", alpha=alpha).toarray(),
+            cooccurrence_matrix(m, same_as).toarray(),
+            err_msg=same_as,
+        )
 
 
 @settings(max_examples=40, deadline=None)
@@ -170,6 +183,25 @@ def test_conditional_is_not_symmetric() -> None:
 def test_unknown_normalisation_is_named() -> None:
     with pytest.raises(ConfigError, match="'pmi'"):
         cooccurrence_matrix(as_matrix([{0, 1}]), "pmi")
+
+
+def test_asymmetric_cosine_weighs_down_the_popular_neighbour() -> None:
+    # 1 is in 2 baskets, 2 in 4; each is with 0 in 2 of them: P(1 | 0) = P(2 | 0) = 0.5
+    m = as_matrix([{0, 1}, {0, 1}, {0, 2}, {0, 2}, {2}, {2}, {3}])
+    s = cooccurrence_matrix(m, "asymmetric", alpha=0.75).toarray()
+    assert s[0, 1] == pytest.approx(2 / (4**0.75 * 2**0.25))
+    assert s[0, 2] == pytest.approx(2 / (4**0.75 * 4**0.25))
+    assert s[0, 1] > s[0, 2]
+    conditional = cooccurrence_matrix(m, "conditional")
+    assert conditional[0, 1] == conditional[0, 2]
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5])
+def test_an_alpha_outside_zero_to_one_is_named(alpha: float, tiny_data: TrainingData) -> None:
+    with pytest.raises(ConfigError, match=f"alpha: {alpha}"):
+        cooccurrence_matrix(as_matrix([{0, 1}]), "asymmetric", alpha=alpha)
+    with pytest.raises(ConfigError, match="alpha"):
+        CooccurrenceModel(normalisation="asymmetric", alpha=alpha).fit(tiny_data)
 
 
 def test_no_sessions_is_a_clear_model_error(tiny_data: TrainingData) -> None:

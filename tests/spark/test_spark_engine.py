@@ -134,17 +134,29 @@ def _indexed(spark: Any, data: TrainingData) -> Any:
     return jobs.with_indices(frame, users, items)
 
 
-def test_spark_cooccurrence_lists_equal_the_local_engines(spark: Any, sample_events: Any) -> None:
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},  # as the local default fits it
+        # the sample has no views: the session lists' normalisation on the orders
+        {"normalisation": "asymmetric", "alpha": 0.85, "min_support": 1},
+    ],
+    ids=["cosine", "asymmetric"],
+)
+def test_spark_cooccurrence_lists_equal_the_local_engines(
+    spark: Any, sample_events: Any, params: dict[str, Any]
+) -> None:
     from training.spark import jobs
 
     events, catalog = sample_events
     data = build_training_data(events, InteractionConfig(), catalog=catalog)
-    local = CooccurrenceModel().fit(data)
+    local = CooccurrenceModel(**params).fit(data)
     rows, cols, values, n_baskets = jobs.cooccurrence_lists(
         jobs.baskets(_indexed(spark, data), "basket"),
         normalisation=local.normalisation,
         min_support=local.min_support,
         neighbours=local.neighbours,
+        alpha=local.alpha,
     )
     remote = sp.csr_matrix((values, (rows, cols)), shape=local.similarity_.shape)
     remote.sort_indices()

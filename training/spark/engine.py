@@ -600,20 +600,19 @@ def _fit_als(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> No
 
 
 def _fit_cooccurrence(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:
-    from recsys.models.cooccurrence import NORMALISATIONS, SOURCES
+    from recsys.models.cooccurrence import SOURCES
+    from recsys.models.kernels import check_normalisation
 
     if model.source not in SOURCES:
         raise ConfigError(f"source: {model.source!r} is not one of {', '.join(SOURCES)}")
-    if model.normalisation not in NORMALISATIONS:
-        raise ConfigError(
-            f"normalisation: {model.normalisation!r} is not one of {', '.join(NORMALISATIONS)}"
-        )
+    check_normalisation(model.normalisation, model.alpha)
     basket_items = jobs.baskets(ev, model.source).cache()
     rows, cols, values, n_baskets = jobs.cooccurrence_lists(
         basket_items,
         normalisation=model.normalisation,
         min_support=model.min_support,
         neighbours=model.neighbours,
+        alpha=model.alpha,
     )
     basket_items.unpersist()
     if n_baskets == 0:

@@ -213,8 +213,10 @@ def cooccurrence_lists(
     normalisation: str,
     min_support: int,
     neighbours: int,
+    alpha: float = 0.5,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64], int]:
-    """The ``neighbours`` best co-occurring items of every item.
+    """The ``neighbours`` best co-occurring items of every item (``alpha``: the exponent of
+    the ``asymmetric`` normalisation).
 
     Returns
     -------
@@ -244,6 +246,8 @@ def cooccurrence_lists(
         "jaccard": f.col("c") / (f.col("na") + f.col("nb") - f.col("c")),
         "cosine": f.col("c") / f.sqrt(f.col("na") * f.col("nb")),
         "conditional": f.col("c") / f.col("na"),
+        "asymmetric": f.col("c")
+        / (f.pow(f.col("na"), float(alpha)) * f.pow(f.col("nb"), 1.0 - float(alpha))),
     }[normalisation]
     best = Window.partitionBy("a").orderBy(f.col("v").desc(), f.col("b").asc())
     kept = (
