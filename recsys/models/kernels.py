@@ -755,7 +755,7 @@ def normalise_counts(
     ConfigError
         For an unknown ``normalisation``, or ``alpha`` outside [0, 1].
     """
-    check_normalisation(normalisation, alpha)
+    _check_normalisation(normalisation, alpha)
     counts = sp.csr_matrix(counts)
     if min_support > 1:
         counts = counts.copy()
@@ -825,7 +825,7 @@ def keep_top_neighbours(matrix: sp.csr_matrix, neighbours: int) -> sp.csr_matrix
     return out
 
 
-def check_normalisation(normalisation: str, alpha: float) -> None:
+def _check_normalisation(normalisation: str, alpha: float) -> None:
     """Raise :class:`~recsys.errors.ConfigError` for an unknown ``normalisation`` or an
     ``alpha`` outside [0, 1]."""
     if normalisation not in NORMALISATIONS:
@@ -844,7 +844,7 @@ def cooccurrence_matrix(
     alpha: float = 0.5,
 ) -> sp.csr_matrix:
     """Normalised co-occurrence of every pair (:func:`normalise_counts`), float64."""
-    check_normalisation(normalisation, alpha)
+    _check_normalisation(normalisation, alpha)
     b = sp.csr_matrix(baskets, copy=True)
     b.sum_duplicates()
     b.eliminate_zeros()

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import MICROS_PER_DAY
-from recsys.errors import DataError
+from recsys.errors import ConfigError, DataError
 from recsys.models.als import ALSModel
 from recsys.models.cooccurrence import CooccurrenceModel
 from recsys.models.hybrid import HybridModel
@@ -166,6 +166,20 @@ def test_spark_cooccurrence_lists_equal_the_local_engines(
     assert np.array_equal(remote.indptr, local.similarity_.indptr)
     assert np.array_equal(remote.indices, local.similarity_.indices)
     np.testing.assert_allclose(remote.data, local.similarity_.data, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [({"normalisation": "asymmetric", "alpha": 2.0}, "alpha"), ({"source": "order"}, "source")],
+)
+def test_a_bad_cooccurrence_parameter_is_refused_before_spark_runs(
+    params: dict[str, Any], named: str
+) -> None:
+    from training.spark import engine
+
+    # the model's own constraints, as the local fit checks them: nothing else is reached
+    with pytest.raises(ConfigError, match=named):
+        engine._fit_cooccurrence(CooccurrenceModel(**params), None, None, None)
 
 
 class _SparkALS(ALSModel):

@@ -33,7 +33,7 @@ from recsys.data.schema import (
     personalisation_opt_outs,
 )
 from recsys.data.vocab import Vocabulary
-from recsys.errors import ConfigError, DataError, ModelError
+from recsys.errors import DataError, ModelError
 from recsys.registry import Registry
 from recsys.store.base import EventStore
 from training.config import TrainingConfig, check_model_params
@@ -600,12 +600,7 @@ def _fit_als(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> No
 
 
 def _fit_cooccurrence(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:
-    from recsys.models.cooccurrence import SOURCES
-    from recsys.models.kernels import check_normalisation
-
-    if model.source not in SOURCES:
-        raise ConfigError(f"source: {model.source!r} is not one of {', '.join(SOURCES)}")
-    check_normalisation(model.normalisation, model.alpha)
+    model._validate_params()  # what the local fit checks first: source, normalisation, alpha...
     basket_items = jobs.baskets(ev, model.source).cache()
     rows, cols, values, n_baskets = jobs.cooccurrence_lists(
         basket_items,
