@@ -10,7 +10,10 @@ training baskets; for each test basket with at least 2 distinct items one item, 
 random, is hidden, the others score every item (sum of their neighbour rows), the basket's own
 items are excluded, and ties -- items no neighbour row reaches included -- are broken by
 popularity (training baskets holding the item). The popularity baseline ranks by that count
-alone. Hit rate@10 and MRR@10 over the test baskets.
+alone. Hit rate@10 and MRR@10 over the test baskets. "chosen" is the normalisation that
+"bought together" with ``choose = true`` serves
+(:func:`recsys.models.cooccurrence.choose_normalisation` on the training baskets only, from
+the default config's normalisation).
 
 Run: ``.venv/bin/python -m benchmarks.bench_baskets [--smoke]``
 """
@@ -115,9 +118,14 @@ def evaluate(baskets: sp.csr_matrix, seed: int) -> list[dict[str, Any]]:
     """Hit rate@10 and MRR@10 of popularity and of co-occurrence with each normalisation."""
     from recsys.models.cooccurrence import (
         NORMALISATIONS,
+        basket_frequencies,
+        choose_normalisation,
+        cooccurrence_counts,
         cooccurrence_matrix,
         keep_top_neighbours,
+        normalisation_label,
     )
+    from training.config import load_training_config
 
     rng = np.random.default_rng(seed)
     test_mask = rng.random(baskets.shape[0]) < 0.2
@@ -140,6 +148,20 @@ def evaluate(baskets: sp.csr_matrix, seed: int) -> list[dict[str, Any]]:
             contenders += [(f"co-occurrence, {n} {a}", n, a) for a in ASYMMETRIC_ALPHAS]
         else:
             contenders.append((f"co-occurrence, {n}", n, 0.5))
+    # what "bought together" with choose = true serves: its test sees the training baskets only
+    params = load_training_config().models["bought_together"].params
+    choice = choose_normalisation(
+        train,
+        cooccurrence_counts(train),
+        basket_frequencies(train),
+        normalisation=params["normalisation"],
+        alpha=params["alpha"],
+        min_support=2,
+        neighbours=50,
+        seed=seed,
+    )
+    label = normalisation_label(choice.normalisation, choice.alpha)
+    contenders.append((f"co-occurrence, chosen ({label})", choice.normalisation, choice.alpha))
     for name, norm, alpha in contenders:
         sim = None
         fit_s = 0.0

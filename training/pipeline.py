@@ -1028,6 +1028,8 @@ def _fit_all(
         }
         if how is not None:
             info[name]["warm_start"] = how
+        if (report := model.fit_report()) is not None:
+            info[name]["fit_report"] = _jsonable(report)
     return fitted, info
 
 

@@ -364,6 +364,11 @@ class Recommender(ABC):
         first one that needs it. Serving calls it after loading a version and before the new
         version answers, so no customer's request pays for it. Nothing by default."""
 
+    def fit_report(self) -> dict[str, Any] | None:
+        """What the last :meth:`fit` decided from the data beyond its parameters (a choice a
+        test made), for the run's manifest; ``None`` (nothing) by default."""
+        return None
+
     @abstractmethod
     def save(self, directory: Path) -> None:
         """Write the fitted state under ``directory`` (arrays as ``.npz``, the rest as JSON)."""

@@ -72,6 +72,7 @@ BAD_VALUES: list[tuple[str, str, Any]] = [
     ("cooccurrence", "neighbours", 0),
     ("cooccurrence", "neighbours", 1.0),
     ("cooccurrence", "keep_counts", "true"),
+    ("cooccurrence", "choose", 1),
     ("cooccurrence", "alpha", -0.1),
     ("cooccurrence", "alpha", 1.5),
     ("cooccurrence", "alpha", math.nan),

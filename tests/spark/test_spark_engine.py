@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Self
 
 import numpy as np
@@ -166,6 +167,42 @@ def test_spark_cooccurrence_lists_equal_the_local_engines(
     assert np.array_equal(remote.indptr, local.similarity_.indptr)
     assert np.array_equal(remote.indices, local.similarity_.indices)
     np.testing.assert_allclose(remote.data, local.similarity_.data, rtol=1e-6)
+
+
+def test_the_basket_sample_holds_whole_baskets(spark: Any, sample_events: Any) -> None:
+    from training.spark import jobs
+
+    events, catalog = sample_events
+    data = build_training_data(events, InteractionConfig(), catalog=catalog)
+    basket_items = jobs.baskets(_indexed(spark, data), "basket")
+
+    def rows(m: sp.csr_matrix) -> list[tuple[int, ...]]:
+        m = sp.csr_matrix(m)
+        m.sort_indices()
+        return [tuple(m.indices[m.indptr[r] : m.indptr[r + 1]].tolist()) for r in range(m.shape[0])]
+
+    every = rows(data.orders)
+    whole, total = jobs.basket_sample(basket_items, data.n_items, limit=10**9)
+    assert total == len(every) and sorted(rows(whole)) == sorted(every)
+    part, total = jobs.basket_sample(basket_items, data.n_items, limit=len(every) // 4)
+    assert total == len(every) and 0 < part.shape[0] < len(every) // 2
+    assert set(rows(part)) <= set(every)  # whole baskets, never a part of one
+
+
+def test_spark_serves_the_normalisation_its_test_chose(spark: Any, sample_events: Any) -> None:
+    from training.spark import engine
+
+    events, catalog = sample_events
+    data = build_training_data(events, InteractionConfig(), catalog=catalog)
+    model = CooccurrenceModel(normalisation="count", choose=True)
+    sampled = engine._fit_cooccurrence(
+        model, SimpleNamespace(n_items=data.n_items), _indexed(spark, data), None
+    )
+    assert sampled is None  # every basket fits the driver's sample
+    assert model.choice_ is not None and model.fit_report() is not None
+    local = CooccurrenceModel(normalisation=model.normalisation_, alpha=model.alpha_).fit(data)
+    assert np.array_equal(model.similarity_.indices, local.similarity_.indices)
+    np.testing.assert_allclose(model.similarity_.data, local.similarity_.data, rtol=1e-6)
 
 
 @pytest.mark.parametrize(

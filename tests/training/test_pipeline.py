@@ -388,6 +388,13 @@ def test_the_default_config_trains_end_to_end(
     assert "viewed_with" in manifest["skipped_models"]
     assert "viewed_with" in err
     assert {"popular", "als", "ease", "hybrid"} <= set(manifest["models"])
+    # "bought together" says which normalisation its test chose, as its folder does
+    choice = manifest["models"]["bought_together"]["fit_report"]["choice"]
+    assert choice["reason"] in ("configured", "better") or choice["reason"].startswith("no test")
+    saved = json.loads(
+        (registry.path(version) / "models" / "bought_together" / "choice.json").read_text()
+    )
+    assert saved == choice
 
 
 def test_training_recomputes_customer_segments(filled_store: Any, tmp_path: Path) -> None:

@@ -574,6 +574,8 @@ def _fit_all(
             "fit_seconds": round(time.perf_counter() - start_time, 3),
             "engine": "spark",
         }
+        if (report := model.fit_report()) is not None:
+            info[name]["fit_report"] = _jsonable(report)
     return fitted, info
 
 
@@ -599,17 +601,61 @@ def _fit_als(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> No
     model._gram = None
 
 
-def _fit_cooccurrence(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:
+#: ``choose = true``: at most about this many baskets are collected to the driver for the
+#: test of the normalisations (:func:`~recsys.models.cooccurrence.choose_normalisation`).
+SPARK_CHOICE_BASKETS = 200_000
+
+
+def _fit_cooccurrence(
+    model: Any, data: SparkData, ev: Any, config: TrainingConfig
+) -> dict[str, Any] | None:
+    from recsys.models.cooccurrence import (
+        basket_frequencies,
+        choose_normalisation,
+        cooccurrence_counts,
+    )
+
     model._validate_params()  # what the local fit checks first: source, normalisation, alpha...
     basket_items = jobs.baskets(ev, model.source).cache()
-    rows, cols, values, n_baskets = jobs.cooccurrence_lists(
-        basket_items,
-        normalisation=model.normalisation,
-        min_support=model.min_support,
-        neighbours=model.neighbours,
-        alpha=model.alpha,
-    )
-    basket_items.unpersist()
+    model.choice_, sampled = None, None
+    model.normalisation_, model.alpha_ = model.normalisation, model.alpha
+    try:
+        if model.choose:
+            # the test on the driver, from a sample of whole baskets: counting every basket's
+            # pairs there is what the Spark engine exists to avoid
+            sample, total = jobs.basket_sample(
+                basket_items, data.n_items, limit=SPARK_CHOICE_BASKETS
+            )
+            if sample.shape[0]:
+                model.choice_ = choose_normalisation(
+                    sample,
+                    cooccurrence_counts(sample),
+                    basket_frequencies(sample),
+                    normalisation=model.normalisation,
+                    alpha=model.alpha,
+                    min_support=model.min_support,
+                    neighbours=model.neighbours,
+                )
+                model.normalisation_, model.alpha_ = (
+                    model.choice_.normalisation,
+                    model.choice_.alpha,
+                )
+            if sample.shape[0] < total:
+                sampled = {
+                    "baskets": int(sample.shape[0]),
+                    "of": total,
+                    "learns": "the choice of normalisation (choose = true), from these "
+                    "baskets; the lists count every basket",
+                }
+        rows, cols, values, n_baskets = jobs.cooccurrence_lists(
+            basket_items,
+            normalisation=model.normalisation_,
+            min_support=model.min_support,
+            neighbours=model.neighbours,
+            alpha=model.alpha_,
+        )
+    finally:
+        basket_items.unpersist()
     if n_baskets == 0:
         what = "orders with a purchased item" if model.source == "basket" else "sessions"
         raise ModelError(
@@ -622,6 +668,7 @@ def _fit_cooccurrence(model: Any, data: SparkData, ev: Any, config: TrainingConf
     model.similarity_ = sim
     # the pair counts stay in Spark: a Spark version is not a warm start for a local run
     model.counts_, model.item_baskets_, model.n_baskets_ = None, None, n_baskets
+    return sampled
 
 
 def _fit_popular(model: Any, data: SparkData, ev: Any, config: TrainingConfig) -> None:

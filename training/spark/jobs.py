@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.data.interactions import InteractionConfig
@@ -205,6 +206,28 @@ def baskets(events: DataFrame, source: str) -> DataFrame:
         key = f.col("session_id")
         ev = ev.where(f.col("event_type").isin("view", "cart") & f.col("session_id").isNotNull())
     return ev.select(key.alias("basket"), "i").distinct()
+
+
+def basket_sample(
+    basket_items: DataFrame, n_items: int, *, limit: int, seed: int = 0
+) -> tuple[sp.csr_matrix, int]:
+    """At most about ``limit`` whole baskets of ``basket_items`` (each kept or not by a hash of
+    its key), collected to the driver as binary ``baskets × items``, and the number of
+    baskets there are."""
+    f = _f()
+    n_baskets = basket_items.select("basket").distinct().count()
+    picked = basket_items
+    if n_baskets > limit:
+        per_million = int(1_000_000 * limit / n_baskets)
+        bucket = f.abs(f.xxhash64(f.col("basket"), f.lit(seed))) % 1_000_000
+        picked = basket_items.where(bucket < per_million)
+    table = picked.select(f.col("basket").cast("string"), "i").toArrow()
+    keys = np.asarray(table.column("basket").to_pylist(), dtype=object)
+    _, rows = np.unique(keys, return_inverse=True) if len(keys) else (keys, keys)
+    cols = np.asarray(table.column("i"), dtype=np.intp)
+    shape = (int(rows.max()) + 1 if len(rows) else 0, n_items)
+    sample = sp.csr_matrix((np.ones(len(cols), dtype=np.int64), (rows, cols)), shape=shape)
+    return sample, int(n_baskets)
 
 
 def cooccurrence_lists(
