@@ -398,13 +398,15 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
                 f"cooccurrence: the new baskets have {new.shape[1]} item columns, "
                 f"the item mapping {n_items}"
             )
+        same_test = (previous.normalisation, previous.alpha) == (self.normalisation, self.alpha)
         counts = sp.csr_matrix(carried + cooccurrence_counts(new), dtype=np.int64)
         counts.sort_indices()
         self._carried = (
             counts,
             item_baskets + basket_frequencies(new),
             int(previous.n_baskets_) + int(new.shape[0]),
-            getattr(previous, "choice_", None),
+            # a choice made from another configured normalisation is not this one's
+            getattr(previous, "choice_", None) if same_test else None,
         )
         return self
 

@@ -158,3 +158,16 @@ def test_a_warm_start_keeps_the_previous_choice(tiny_data: TrainingData) -> None
     assert new.choice_ is old.choice_
     full = CooccurrenceModel(normalisation=old.normalisation_).fit(with_orders(tiny_data, shop))
     assert (new.similarity_ != full.similarity_).nnz == 0
+
+
+def test_a_warm_start_from_another_configured_normalisation_tests_again(
+    tiny_data: TrainingData,
+) -> None:
+    shop = planted_shop()
+    old = CooccurrenceModel(normalisation="count", choose=True)
+    old.fit(with_orders(tiny_data, shop[:3500]))
+    new = CooccurrenceModel(normalisation="jaccard", choose=True)
+    new.warm_start(old, np.arange(75), shop[3500:])
+    new.fit(with_orders(tiny_data, shop))
+    assert new.choice_ is not old.choice_ and new.choice_ is not None
+    assert "jaccard" in new.choice_.hit_rates and "count" not in new.choice_.hit_rates
