@@ -219,13 +219,14 @@ def basket_sample(
     picked = basket_items
     if n_baskets > limit:
         per_million = int(1_000_000 * limit / n_baskets)
-        bucket = f.abs(f.xxhash64(f.col("basket"), f.lit(seed))) % 1_000_000
+        bucket = f.pmod(f.xxhash64(f.col("basket"), f.lit(seed)), f.lit(1_000_000))
         picked = basket_items.where(bucket < per_million)
     table = picked.select(f.col("basket").cast("string"), "i").toArrow()
-    keys = np.asarray(table.column("basket").to_pylist(), dtype=object)
-    _, rows = np.unique(keys, return_inverse=True) if len(keys) else (keys, keys)
+    # one row per basket key, numbered as they come
+    codes = table.column("basket").combine_chunks().dictionary_encode()
+    rows = np.asarray(codes.indices, dtype=np.intp)
     cols = np.asarray(table.column("i"), dtype=np.intp)
-    shape = (int(rows.max()) + 1 if len(rows) else 0, n_items)
+    shape = (len(codes.dictionary), n_items)
     sample = sp.csr_matrix((np.ones(len(cols), dtype=np.int64), (rows, cols)), shape=shape)
     return sample, int(n_baskets)
 
