@@ -118,9 +118,7 @@ def evaluate(baskets: sp.csr_matrix, seed: int) -> list[dict[str, Any]]:
     """Hit rate@10 and MRR@10 of popularity and of co-occurrence with each normalisation."""
     from recsys.models.cooccurrence import (
         NORMALISATIONS,
-        basket_frequencies,
         choose_normalisation,
-        cooccurrence_counts,
         cooccurrence_matrix,
         keep_top_neighbours,
         normalisation_label,
@@ -152,8 +150,6 @@ def evaluate(baskets: sp.csr_matrix, seed: int) -> list[dict[str, Any]]:
     params = load_training_config().models["bought_together"].params
     choice = choose_normalisation(
         train,
-        cooccurrence_counts(train),
-        basket_frequencies(train),
         normalisation=params["normalisation"],
         alpha=params["alpha"],
         min_support=2,

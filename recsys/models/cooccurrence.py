@@ -167,13 +167,13 @@ def completion_hits(
 
 def choose_normalisation(
     baskets: sp.csr_matrix,
-    counts: sp.csr_matrix,
-    item_baskets: NDArray[np.integer],
     *,
     normalisation: str,
     alpha: float,
     min_support: int,
     neighbours: int,
+    counts: sp.csr_matrix | None = None,
+    item_baskets: NDArray[np.integer] | None = None,
     seed: int = 0,
 ) -> NormalisationChoice:
     """Test the configured normalisation against :data:`CHOICE_CANDIDATES` on held-out baskets.
@@ -189,14 +189,15 @@ def choose_normalisation(
     Parameters
     ----------
     baskets
-        ``baskets × items``, what ``counts`` and ``item_baskets`` were counted from.
-    counts, item_baskets
-        :func:`cooccurrence_counts` (without ``min_support``) and
-        :func:`basket_frequencies` of ``baskets``.
+        ``baskets × items``.
     normalisation, alpha
         The configured normalisation, which serves unless another is significantly better.
     min_support, neighbours
         As the lists are built.
+    counts, item_baskets
+        :func:`cooccurrence_counts` (without ``min_support``) and
+        :func:`basket_frequencies` of ``baskets``, when the caller has them (a fit does);
+        counted here otherwise.
     seed
         The held-out baskets and hidden items.
 
@@ -231,6 +232,10 @@ def choose_normalisation(
         shape=test.shape,
     )
 
+    if counts is None:
+        counts = cooccurrence_counts(b)
+    if item_baskets is None:
+        item_baskets = basket_frequencies(b)
     train = sp.csr_matrix(sp.csr_matrix(counts, dtype=np.int64) - cooccurrence_counts(held))
     train.sort_indices()
     train_items = np.asarray(item_baskets, dtype=np.int64) - basket_frequencies(held)
@@ -450,12 +455,12 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
             # than the full run that chose (the hybrid's order tests do the same)
             self.choice_ = previous or choose_normalisation(
                 baskets,
-                counts,
-                item_baskets,
                 normalisation=self.normalisation,
                 alpha=self.alpha,
                 min_support=self.min_support,
                 neighbours=self.neighbours,
+                counts=counts,
+                item_baskets=item_baskets,
             )
             self.normalisation_, self.alpha_ = self.choice_.normalisation, self.choice_.alpha
         else:

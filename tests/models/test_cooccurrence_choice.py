@@ -15,10 +15,8 @@ from recsys.data.vocab import Vocabulary
 from recsys.models.cooccurrence import (
     CHOICE_FILE,
     CooccurrenceModel,
-    basket_frequencies,
     choose_normalisation,
     completion_hits,
-    cooccurrence_counts,
 )
 
 N_ITEMS = 7
@@ -80,8 +78,6 @@ def planted_shop(n_baskets: int = 4000, seed: int = 0) -> sp.csr_matrix:
 def choose(baskets: sp.csr_matrix, normalisation: str, **kw: float) -> object:
     return choose_normalisation(
         baskets,
-        cooccurrence_counts(baskets),
-        basket_frequencies(baskets),
         normalisation=normalisation,
         alpha=kw.get("alpha", 0.5),
         min_support=2,
@@ -148,26 +144,30 @@ def test_without_choose_nothing_is_tested(tiny_data: TrainingData, tmp_path: Pat
     assert CooccurrenceModel.load(tmp_path / "m").normalisation_ == "conditional"
 
 
-def test_a_warm_start_keeps_the_previous_choice(tiny_data: TrainingData) -> None:
+def warm_started(
+    data: TrainingData, before: str, after: str
+) -> tuple[CooccurrenceModel, CooccurrenceModel]:
+    """A model fitted with ``choose`` on the planted shop's first 3,500 baskets, configured
+    ``before``, and one configured ``after`` warm-started from it with the other 500."""
     shop = planted_shop()
-    old = CooccurrenceModel(normalisation="count", choose=True)
-    old.fit(with_orders(tiny_data, shop[:3500]))
-    new = CooccurrenceModel(normalisation="count", choose=True)
+    old = CooccurrenceModel(normalisation=before, choose=True)
+    old.fit(with_orders(data, shop[:3500]))
+    new = CooccurrenceModel(normalisation=after, choose=True)
     new.warm_start(old, np.arange(75), shop[3500:])
-    new.fit(with_orders(tiny_data, shop))
+    return old, new.fit(with_orders(data, shop))
+
+
+def test_a_warm_start_keeps_the_previous_choice(tiny_data: TrainingData) -> None:
+    old, new = warm_started(tiny_data, "count", "count")
     assert new.choice_ is old.choice_
-    full = CooccurrenceModel(normalisation=old.normalisation_).fit(with_orders(tiny_data, shop))
+    shop = with_orders(tiny_data, planted_shop())
+    full = CooccurrenceModel(normalisation=old.normalisation_).fit(shop)
     assert (new.similarity_ != full.similarity_).nnz == 0
 
 
 def test_a_warm_start_from_another_configured_normalisation_tests_again(
     tiny_data: TrainingData,
 ) -> None:
-    shop = planted_shop()
-    old = CooccurrenceModel(normalisation="count", choose=True)
-    old.fit(with_orders(tiny_data, shop[:3500]))
-    new = CooccurrenceModel(normalisation="jaccard", choose=True)
-    new.warm_start(old, np.arange(75), shop[3500:])
-    new.fit(with_orders(tiny_data, shop))
+    old, new = warm_started(tiny_data, "count", "jaccard")
     assert new.choice_ is not old.choice_ and new.choice_ is not None
     assert "jaccard" in new.choice_.hit_rates and "count" not in new.choice_.hit_rates

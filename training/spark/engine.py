@@ -609,11 +609,7 @@ SPARK_CHOICE_BASKETS = 200_000
 def _fit_cooccurrence(
     model: Any, data: SparkData, ev: Any, config: TrainingConfig
 ) -> dict[str, Any] | None:
-    from recsys.models.cooccurrence import (
-        basket_frequencies,
-        choose_normalisation,
-        cooccurrence_counts,
-    )
+    from recsys.models.cooccurrence import choose_normalisation
 
     model._validate_params()  # what the local fit checks first: source, normalisation, alpha...
     basket_items = jobs.baskets(ev, model.source).cache()
@@ -629,8 +625,6 @@ def _fit_cooccurrence(
             if sample.shape[0]:
                 model.choice_ = choose_normalisation(
                     sample,
-                    cooccurrence_counts(sample),
-                    basket_frequencies(sample),
                     normalisation=model.normalisation,
                     alpha=model.alpha,
                     min_support=model.min_support,
