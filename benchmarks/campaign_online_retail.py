@@ -84,10 +84,10 @@ def main() -> int:
                 "bought_together": CooccurrenceModel(source="basket").fit(data),
                 "hybrid": HybridModel(seed=args.seed).fit(data),
             }
-            models = LoadedModels(
+            models = LoadedModels.of(
+                fitted,
                 version="benchmark",
                 as_of=data.as_of,
-                models=fitted,
                 users=data.users,
                 items=data.items,
                 history=data.interactions,

@@ -525,6 +525,22 @@ class ExplainsArrays(Protocol):
         ...
 
 
+@runtime_checkable
+class PurchaseProbabilities(Protocol):
+    """A model that gives the probability that a customer buys each of its candidate items
+    (the hybrid): what the offers rank promotions by."""
+
+    def probability(
+        self,
+        users: NDArray[np.intp],
+        history: sp.csr_matrix,
+        *,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
+        """``users × items`` probabilities, ``NaN`` for items that are not candidates."""
+        ...
+
+
 def implements(model: object, protocol: type) -> bool:
     """``isinstance(model, protocol)`` for a protocol of methods only (:class:`Explains`,
     :class:`ExplainsArrays`), answered once per class.

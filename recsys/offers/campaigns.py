@@ -27,14 +27,19 @@ from __future__ import annotations
 import csv
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import scipy.sparse as sp
+
 from recsys.data.schema import PURCHASE, RETURN
+from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError
+from recsys.models.base import ItemSimilarity, PurchaseProbabilities
+from recsys.models.buy_again import BuyAgainModel
 from recsys.offers.catalog import PromotionCatalog
 from recsys.offers.items import VersionCatalog
 from recsys.offers.ranking import (
@@ -127,25 +132,79 @@ class CampaignResult:
         ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedModels:
-    """Models of a registry version the offers can use, with the version's ids."""
+    """The models of a registry version that the offers use, with the version's ids.
+
+    Each slot holds a model that declares what the offers ask of it, or ``None`` (the
+    offers then work from the store's history): :meth:`of` picks them, for a campaign run
+    and a server alike.
+    """
 
     version: str
     as_of: int
-    models: dict[str, Any]
-    users: Any
-    items: Any
-    history: Any
+    users: Vocabulary
+    items: Vocabulary
+    history: sp.csr_matrix
+    #: calibrated purchase probabilities (the hybrid): ranks the promotions
+    hybrid: PurchaseProbabilities | None = None
+    #: repurchase intervals: the replenishment trigger's due items
+    buy_again: BuyAgainModel | None = None
+    #: "bought together" neighbours: the cross-sell trigger's complements
+    bought_together: ItemSimilarity | None = None
+
+    @classmethod
+    def of(
+        cls,
+        models: Mapping[str, object],
+        *,
+        version: str,
+        as_of: int,
+        users: Vocabulary,
+        items: Vocabulary,
+        history: sp.csr_matrix,
+    ) -> LoadedModels | None:
+        """The offers' models among a version's ``models`` (by table name), each only if it
+        is of the kind the offers ask of that name; ``None`` when none is.
+
+        A table named ``hybrid`` that holds another model (a config may name any model
+        class) is left out, for a campaign run as for a server.
+        """
+        hybrid = models.get("hybrid")
+        buy_again = models.get("buy_again")
+        bought_together = models.get("bought_together")
+        picked = cls(
+            version=version,
+            as_of=as_of,
+            users=users,
+            items=items,
+            history=history,
+            hybrid=hybrid if isinstance(hybrid, PurchaseProbabilities) else None,
+            buy_again=buy_again if isinstance(buy_again, BuyAgainModel) else None,
+            bought_together=(
+                bought_together if isinstance(bought_together, ItemSimilarity) else None
+            ),
+        )
+        return picked if picked.names() else None
+
+    def names(self) -> list[str]:
+        """The names of the models held, sorted."""
+        held = {
+            "hybrid": self.hybrid,
+            "buy_again": self.buy_again,
+            "bought_together": self.bought_together,
+        }
+        return sorted(name for name, model in held.items() if model is not None)
 
 
 def load_models(registry_root: str | Path, today: date) -> LoadedModels | None:
-    """The current version's ``hybrid``, ``buy_again`` and ``bought_together`` models.
+    """The current version's ``hybrid``, ``buy_again`` and ``bought_together`` models
+    (:meth:`LoadedModels.of`).
 
-    ``None`` when nothing serves, or the version was trained on data after ``today``'s
-    midnight (it would leak the future into the campaign).
+    ``None`` when nothing serves, none of them is there, or the version was trained on data
+    after ``today``'s midnight (it would leak the future into the campaign).
     """
-    from recsys.data.vocab import Vocabulary
+    from recsys.artifacts import Manifest, model_folder
     from recsys.models import model_class
     from recsys.models.base import load_csr, load_json
     from recsys.registry import Registry
@@ -154,25 +213,23 @@ def load_models(registry_root: str | Path, today: date) -> LoadedModels | None:
     version = registry.current_version()
     if version is None:
         return None
-    manifest = registry.verify(version)
-    as_of_text = manifest.get("as_of")
-    if not as_of_text:
+    manifest = Manifest.parse(registry.verify(version), version)
+    if manifest.as_of is None:
         return None
-    as_of = datetime.fromisoformat(str(as_of_text))
-    if as_of.timestamp() * 1_000_000 > day_start_micros(today):
+    as_of = manifest.as_of_micros()
+    if as_of > day_start_micros(today):
         log.info("model version %s is newer than the campaign date; not used", version)
         return None
     folder = registry.path(version)
-    specs = manifest.get("models") or {}
-    models: dict[str, Any] = {}
-    for name in ("hybrid", "buy_again", "bought_together"):
-        spec = specs.get(name)
-        if spec:
-            models[name] = model_class(str(spec.get("model", name))).load(folder / "models" / name)
-    return LoadedModels(
+    models = {
+        name: model_class(spec.class_name(name)).load(model_folder(folder, name))
+        for name, spec in manifest.models.items()
+        if name in ("hybrid", "buy_again", "bought_together")
+    }
+    return LoadedModels.of(
+        models,
         version=version,
-        as_of=int(as_of.timestamp() * 1_000_000),
-        models=models,
+        as_of=as_of,
         users=Vocabulary.from_json(load_json(folder / "users.json")),
         items=Vocabulary.from_json(load_json(folder / "items.json")),
         history=load_csr(folder / "history.npz"),
@@ -268,14 +325,14 @@ def _read_context(
         segment_of = table.segment_of()
     hybrid = complements = due = None
     if models is not None:
-        if "hybrid" in models.models:
+        if models.hybrid is not None:
             hybrid = HybridProbabilities(
-                models.models["hybrid"], models.users, models.items, models.history, today
+                models.hybrid, models.users, models.items, models.history, today
             )
-        if "bought_together" in models.models:
-            complements = Complements.from_model(models.models["bought_together"], models.items)
-        if "buy_again" in models.models:
-            model = models.models["buy_again"]
+        if models.bought_together is not None:
+            complements = Complements.from_model(models.bought_together, models.items)
+        if models.buy_again is not None:
+            model = models.buy_again
             users = models.users
 
             def due(user_id: str) -> list[DueItem]:
@@ -441,7 +498,7 @@ def run_campaign(
         segments=dict(ctx.segments),
         probability_source=ctx.probability_source(),
         model_version=models.version if models else None,
-        models_used=sorted(models.models) if models else [],
+        models_used=models.names() if models else [],
     )
 
 

@@ -38,12 +38,15 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 from pydantic import Field
 
 from recsys.config import StrictModel
 from recsys.data.schema import CatalogItem, Customer
+from recsys.data.vocab import Vocabulary
 from recsys.lru import LRU
+from recsys.models.base import PurchaseProbabilities
 from recsys.offers.catalog import Promotion, PromotionCatalog
 from recsys.offers.eligibility import CustomerFacts, OfferUsage, ineligibility, spent_on
 from recsys.offers.items import ItemColumn, VersionCatalog
@@ -190,10 +193,10 @@ class HybridProbabilities:
 
     def __init__(
         self,
-        model: object,
-        users: object,
-        items: object,
-        history: object,
+        model: PurchaseProbabilities,
+        users: Vocabulary,
+        items: Vocabulary,
+        history: sp.csr_matrix,
         today: date,
         *,
         max_cached: int | None = None,
@@ -224,21 +227,19 @@ class HybridProbabilities:
     def prefetch(self, user_ids: Sequence[str], chunk: int = 512) -> dict[str, dict[str, float]]:
         """Compute the candidates of many customers at once (a campaign's batch); returns
         those computed now."""
-        import scipy.sparse as sp
-
         todo = [u for u in user_ids if u not in self._cache]
-        idx = self.users.indices(todo)  # type: ignore[attr-defined]
+        idx = self.users.indices(todo)
         known = [(u, int(i)) for u, i in zip(todo, idx.tolist(), strict=True) if i >= 0]
         out: dict[str, dict[str, float]] = {u: {} for u in todo}
         hist = sp.csr_matrix(self.history)
         for start in range(0, len(known), chunk):
             part = known[start : start + chunk]
             rows = np.array([i for _, i in part], dtype=np.intp)
-            probs = self.model.probability(rows, hist[rows], now=self.now)  # type: ignore[attr-defined]
+            probs = self.model.probability(rows, hist[rows], now=self.now)
             for r, (u, _) in enumerate(part):
                 cols = np.flatnonzero(~np.isnan(probs[r]))
                 # only these items' ids: a version's vocabulary decodes ids on demand
-                ids = self.items.ids_of(cols)  # type: ignore[attr-defined]
+                ids = self.items.ids_of(cols)
                 out[u] = dict(zip(ids, probs[r, cols].tolist(), strict=True))
         for u, probs_of in out.items():
             self._cache.put(u, probs_of)

@@ -563,30 +563,14 @@ def _window_days(catalog: PromotionCatalog) -> int:
 
 
 def _models_of(engine: Engine | None, today: date) -> LoadedModels | None:
-    """The engine's models the offers can use, unless trained on data after the serving day.
-
-    Only models that answer what the offers ask are taken (a hybrid with ``probability``, a
-    buy-again model with ``purchase_stats``, a co-occurrence model with ``similar_items``);
-    the rest is computed from the store's history.
-    """
+    """The engine's models the offers can use (:meth:`LoadedModels.of`), unless trained on
+    data after the serving day; the rest is computed from the store's history."""
     if engine is None or engine.as_of >= day_start_micros(today + timedelta(days=1)):
         return None
-    wanted = {
-        "hybrid": "probability",
-        "buy_again": "purchase_stats",
-        "bought_together": "similar_items",
-    }
-    models = {
-        name: engine.models[name]
-        for name, method in wanted.items()
-        if name in engine.models and callable(getattr(engine.models[name], method, None))
-    }
-    if not models:
-        return None
-    return LoadedModels(
+    return LoadedModels.of(
+        engine.models,
         version=engine.version,
         as_of=engine.as_of,
-        models=models,
         users=engine.users,
         items=engine.items,
         history=engine.history,

@@ -42,6 +42,8 @@ from numpy.typing import NDArray
 
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN, EventFrame
 from recsys.data.vocab import Vocabulary
+from recsys.models.base import ItemSimilarity
+from recsys.models.buy_again import BuyAgainModel
 from recsys.offers.catalog import REDEMPTION_PREFIX
 
 _EPOCH = date(1970, 1, 1)
@@ -461,7 +463,7 @@ def due_items_from_history(
 
 
 def due_items_from_model(
-    model: object,
+    model: BuyAgainModel,
     user_index: int,
     item_ids: Sequence[str] | Vocabulary,
     today: date,
@@ -477,10 +479,8 @@ def due_items_from_model(
     name = item_ids.id if isinstance(item_ids, Vocabulary) else item_ids.__getitem__
     if user_index < 0:
         return []
-    stats = model.purchase_stats(  # type: ignore[attr-defined]
-        np.array([user_index], dtype=np.intp), now=day_start_micros(today)
-    )
-    threshold = float(model.due_ratio)  # type: ignore[attr-defined]
+    stats = model.purchase_stats(np.array([user_index], dtype=np.intp), now=day_start_micros(today))
+    threshold = float(model.due_ratio)
     ratio = np.nan_to_num(stats.due_ratio, nan=-1.0)
     hit = (ratio >= threshold) & (ratio < max_ratio)
     out = [
@@ -591,7 +591,7 @@ class ModelNeighbours(Mapping[str, list[tuple[str, float]]]):
 
     _CACHED = 65_536
 
-    def __init__(self, model: object, items: Vocabulary, k: int) -> None:
+    def __init__(self, model: ItemSimilarity, items: Vocabulary, k: int) -> None:
         self.model = model
         self.vocab = items
         self.k = k
@@ -602,9 +602,7 @@ class ModelNeighbours(Mapping[str, list[tuple[str, float]]]):
         i = self.vocab.index(item)
         if i < 0:
             return []
-        idx, scores = self.model.similar_items(  # type: ignore[attr-defined]
-            np.array([i], dtype=np.intp), self.k
-        )
+        idx, scores = self.model.similar_items(np.array([i], dtype=np.intp), self.k)
         pairs = zip(idx[0].tolist(), scores[0].tolist(), strict=True)
         keep = [(j, float(v)) for j, v in pairs if j >= 0]
         names = self.vocab.ids_of([j for j, _ in keep])
@@ -643,7 +641,7 @@ class Complements:
 
     @classmethod
     def from_model(
-        cls, model: object, items: Vocabulary | Sequence[str], k: int = 10
+        cls, model: ItemSimilarity, items: Vocabulary | Sequence[str], k: int = 10
     ) -> Complements:
         """Neighbours from a fitted co-occurrence model, asked for item by item
         (:class:`ModelNeighbours`)."""

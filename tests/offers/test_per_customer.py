@@ -13,7 +13,6 @@ import json
 import mmap
 import time
 import tomllib
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from hypothesis import strategies as st
 from recsys.cli import main
 from recsys.data.schema import CatalogItem, Customer, EventRow
 from recsys.engine import Engine
-from recsys.offers.campaigns import build_campaign_context
+from recsys.offers.campaigns import build_campaign_context, load_models
 from recsys.offers.catalog import parse_promotions
 from recsys.offers.ranking import rank_offers_for_user
 from recsys.offers.segments import SegmentScale, compute_segments
@@ -176,11 +175,10 @@ def fill_shop(store: EventStore, rng: np.random.Generator, n_users: int = 48) ->
     return users
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    """A real model version (buy-again, bought-together, hybrid) trained on the shop; the
-    registry folder and the version."""
-    home = tmp_path_factory.mktemp("home")
+def _train_shop(home: Path, hybrid_table: str) -> tuple[Path, str]:
+    """Fill a store under ``home`` with the shop and train it with ``hybrid_table`` (the
+    ``[models.hybrid]`` table's body) added to the shop's config; the registry folder and
+    the version."""
     mp = pytest.MonkeyPatch()
     mp.setenv("RECSYS_HOME", str(home))
     try:
@@ -188,16 +186,23 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
         fill_shop(store, np.random.default_rng(7))
         config = home / "train.toml"
         config.write_text(
-            SHOP_TRAINING_TOML + "\n[models.hybrid]\nenabled = true\n", encoding="utf-8"
+            SHOP_TRAINING_TOML + "\n[models.hybrid]\n" + hybrid_table, encoding="utf-8"
         )
         assert main(["train", "--config", str(config)]) == 0
         store.close()
         registry_path = load_settings(Settings).registry_path
         version = Registry(registry_path).current_version()
         assert version is not None
-        yield Path(registry_path), version
+        return Path(registry_path), version
     finally:
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A real model version (buy-again, bought-together, hybrid) trained on the shop; the
+    registry folder and the version."""
+    return _train_shop(tmp_path_factory.mktemp("home"), "enabled = true\n")
 
 
 def _fresh_store(tmp_path: Path) -> EventStore:
@@ -229,7 +234,11 @@ def test_per_customer_offers_equal_the_shop_wide_context(
     models = _models_of(engine, DAY)
     assert (models is not None) == with_models
     if models is not None:
-        assert {"hybrid", "buy_again", "bought_together"} <= set(models.models)
+        assert models.names() == ["bought_together", "buy_again", "hybrid"]
+        # a campaign run takes the same models from the registry
+        batch = load_models(registry_path, DAY)
+        assert batch is not None and batch.names() == models.names()
+        assert batch.version == models.version == version
     catalog = parse_promotions(_promos(), "test.toml")
     whole = build_campaign_context(store, catalog, DAY, models=models)
     svc = _service(store)
@@ -248,6 +257,27 @@ def test_per_customer_offers_equal_the_shop_wide_context(
     assert svc.builds == 1
     shop = svc.context(engine)
     assert shop.customers == {} and shop.history.customers == {} and shop.impressions == {}
+
+
+def test_a_table_named_hybrid_of_another_model_is_left_out_by_campaigns_and_servers(
+    tmp_path: Path,
+) -> None:
+    # a config may put any model class under the name "hybrid": here ALS, which has no
+    # purchase probabilities; a campaign run and a server both leave it out and use the rest
+    registry_path, version = _train_shop(tmp_path / "home", 'model = "als"\n')
+    registry = Registry(registry_path)
+    engine = Engine.load(registry.path(version), registry)
+    assert type(engine.models["hybrid"]).__name__ == "ALSModel"
+    served = _models_of(engine, DAY)
+    batch = load_models(registry_path, DAY)
+    assert served is not None and batch is not None
+    assert served.names() == batch.names() == ["bought_together", "buy_again"]
+    store = _fresh_store(tmp_path)
+    catalog = parse_promotions(_promos(), "test.toml")
+    ctx = build_campaign_context(store, catalog, DAY, models=batch)
+    assert ctx.hybrid is None and ctx.complements is not None and ctx.complements.from_a_model
+    offers = [rank_offers_for_user(ctx, u, channel="web", k=6) for u in sorted(ctx.customers)]
+    assert {o.trigger for user in offers for o in user} >= {"replenishment", "cross_sell"}
 
 
 def test_a_server_s_offers_read_no_list_of_every_item_id(
