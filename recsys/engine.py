@@ -1082,13 +1082,11 @@ class _LazyReasons(Mapping[int, tuple[str, ...]]):
 
     def _search_with(self, entry: int) -> None:
         """Search the partners of ``entry`` and of the next block of entries in rank order."""
-        prefetch = getattr(self._lists, "prefetch", None)
         size = self._block + (2 if self._next == 0 else 0)
         block = [*self._order[self._next : self._next + size], entry]
         self._next += size
         self._searched.update(block)
-        if prefetch is not None:
-            prefetch(block)
+        self._lists.prefetch(block)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._entry_of)

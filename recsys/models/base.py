@@ -520,8 +520,10 @@ class ExplainsArrays(Protocol):
         now: int | None = None,
     ) -> Any:
         """:meth:`Explains.explain`'s lists: ``rows``, ``items``, ``scores``, ``sources``,
-        ``bought_before``, ``due_for_repurchase``, ``often_bought_with`` arrays and
-        ``reason(e)``, entry ``e`` as the object ``explain`` lists."""
+        ``bought_before``, ``due_for_repurchase``, ``often_bought_with`` arrays,
+        ``reason(e)``, entry ``e`` as the object ``explain`` lists, and ``prefetch(entries)``,
+        which readies the reasons of those entries in one search (a request reads about
+        ``k`` of them)."""
         ...
 
 
