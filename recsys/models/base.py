@@ -530,7 +530,13 @@ class ExplainsArrays(Protocol):
 @runtime_checkable
 class PurchaseProbabilities(Protocol):
     """A model that gives the probability that a customer buys each of its candidate items
-    (the hybrid): what the offers rank promotions by."""
+    (the hybrid): what the offers rank promotions by.
+
+    ``calibrated_`` says whether the values are calibrated probabilities or a fallback
+    score in [0, 1]. (A data member: check with ``isinstance``, not :func:`implements`.)
+    """
+
+    calibrated_: bool
 
     def probability(
         self,

@@ -222,7 +222,7 @@ class HybridProbabilities:
     @property
     def calibrated(self) -> bool:
         """Whether the model's probabilities are calibrated (not the fixed-blend fallback)."""
-        return bool(getattr(self.model, "calibrated_", False))
+        return bool(self.model.calibrated_)
 
     def prefetch(self, user_ids: Sequence[str], chunk: int = 512) -> dict[str, dict[str, float]]:
         """Compute the candidates of many customers at once (a campaign's batch); returns

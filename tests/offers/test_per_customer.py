@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from recsys.cli import main
 from recsys.data.schema import CatalogItem, Customer, EventRow
 from recsys.engine import Engine
-from recsys.offers.campaigns import build_campaign_context, load_models
+from recsys.offers.campaigns import LoadedModels, build_campaign_context, load_models
 from recsys.offers.catalog import parse_promotions
 from recsys.offers.ranking import rank_offers_for_user
 from recsys.offers.segments import SegmentScale, compute_segments
@@ -272,6 +272,10 @@ def test_a_table_named_hybrid_of_another_model_is_left_out_by_campaigns_and_serv
     batch = load_models(registry_path, DAY)
     assert served is not None and batch is not None
     assert served.names() == batch.names() == ["bought_together", "buy_again"]
+    # nothing of a kind the offers ask for: no models at all
+    ids = {"users": engine.users, "items": engine.items, "history": engine.history}
+    alone = {"hybrid": engine.models["hybrid"], "buy_again": engine.models["bought_together"]}
+    assert LoadedModels.of(alone, version=version, as_of=engine.as_of, **ids) is None
     store = _fresh_store(tmp_path)
     catalog = parse_promotions(_promos(), "test.toml")
     ctx = build_campaign_context(store, catalog, DAY, models=batch)
