@@ -189,18 +189,28 @@ def test_the_basket_sample_holds_whole_baskets(spark: Any, sample_events: Any) -
     assert set(rows(part)) <= set(every)  # whole baskets, never a part of one
 
 
-def test_spark_serves_the_normalisation_its_test_chose(spark: Any, sample_events: Any) -> None:
+@pytest.mark.parametrize("source", ["basket", "session"])
+def test_spark_serves_the_normalisation_its_test_chose(
+    spark: Any, sample_events: Any, source: str
+) -> None:
+    """Orders on the sample; views (which the sample lacks) on the synthetic shop."""
     from training.spark import engine
 
-    events, catalog = sample_events
-    data = build_training_data(events, InteractionConfig(), catalog=catalog)
-    model = CooccurrenceModel(normalisation="count", choose=True)
+    if source == "basket":
+        events, catalog = sample_events
+        data = build_training_data(events, InteractionConfig(), catalog=catalog)
+    else:
+        data = build_training_data(_synthetic_events(), InteractionConfig())
+    model = CooccurrenceModel(source=source, normalisation="count", choose=True)
     sampled = engine._fit_cooccurrence(
         model, SimpleNamespace(n_items=data.n_items), _indexed(spark, data), None
     )
     assert sampled is None  # every basket fits the driver's sample
     assert model.choice_ is not None and model.fit_report() is not None
-    local = CooccurrenceModel(normalisation=model.normalisation_, alpha=model.alpha_).fit(data)
+    assert model.choice_.baskets > 0  # a test ran (on sessions when the source says so)
+    local = CooccurrenceModel(
+        source=source, normalisation=model.normalisation_, alpha=model.alpha_
+    ).fit(data)
     assert np.array_equal(model.similarity_.indices, local.similarity_.indices)
     np.testing.assert_allclose(model.similarity_.data, local.similarity_.data, rtol=1e-6)
 
