@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.data.schema import MICROS_PER_DAY
+
 #: The candidate generators of the hybrid and the other models, as people call them.
 MODEL_WORDS = {
     "hybrid": "the hybrid model (learned re-ranking)",
@@ -40,8 +42,6 @@ TRIGGER_WORDS = {
     "non_personal": "not personalised (no consent, unknown, erased or held out)",
     "holdout": "held out of the experiment: best sellers",
 }
-
-MICROS_PER_DAY = 86_400 * 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

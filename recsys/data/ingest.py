@@ -56,11 +56,13 @@ from recsys.data.schema import (
     MAX_ID_LENGTH,
     MAX_PRICE,
     MAX_QUANTITY,
+    MICROS_PER_DAY,
     PURCHASE,
     RETURN,
     CatalogItem,
     Customer,
     EventRow,
+    to_micros,
 )
 from recsys.errors import ConfigError, FileFormatError, RowError
 from recsys.store.base import EventStore
@@ -121,7 +123,7 @@ CUSTOMER_COLUMNS = (
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y"})
 _FALSE = frozenset({"0", "false", "f", "no", "n"})
-_FUTURE_SLACK_US = 86_400 * 1_000_000
+_FUTURE_SLACK_US = MICROS_PER_DAY
 #: Epoch seconds past the year 9999: no event time, whatever the loader's clock says.
 _MAX_EPOCH_SECONDS = 253_402_300_800
 _EPOCH_NUMBER = re.compile(r"^\d{1,18}(\.\d+)?$")
@@ -409,7 +411,7 @@ def parse_timestamp(
             if timezone is None:
                 raise err(name, value, _NAIVE)
             value = value.replace(tzinfo=timezone)
-        us = _micros(value)
+        us = to_micros(value)
     elif isinstance(value, int | float) and not isinstance(value, bool):
         # Checked before scaling: 1e303 seconds is finite, its microseconds are not, and an
         # int too large for a float makes isfinite itself raise.
@@ -446,15 +448,7 @@ def _parse_ts_text(text: str, timezone: tzinfo | None) -> int:
         if timezone is None:
             raise _NaiveTimestamp(text)
         dt = dt.replace(tzinfo=timezone)
-    return _micros(dt)
-
-
-def _micros(dt: datetime) -> int:
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+    return to_micros(dt)
 
 
 def resolve_timezone(name: str | None) -> tzinfo | None:

@@ -42,7 +42,7 @@ from recsys.errors import ModelError
 
 #: Quantities are matched against returns in integer millionths, so that the matching is exact
 #: (and the same in :func:`build_training_data` and :func:`history_matrix`) for any quantity.
-_QUANTITY_SCALE = 1_000_000
+QUANTITY_SCALE = 1_000_000
 
 
 class InteractionConfig(StrictModel):
@@ -457,12 +457,12 @@ def _weigh(
     type_weight[is_return] = 0.0
 
     qty = np.where(is_purchase, np.maximum(ev.quantity[idx], 0.0), 0.0)
-    q_int = np.rint(qty * _QUANTITY_SCALE).astype(np.int64)
+    q_int = np.rint(qty * QUANTITY_SCALE).astype(np.int64)
     order_code = codes.order_code[idx]
 
     p = np.flatnonzero(is_purchase)
     if config.returns_cancel and is_return.any() and len(p):
-        r_int = np.rint(np.abs(ev.quantity[idx][is_return]) * _QUANTITY_SCALE).astype(np.int64)
+        r_int = np.rint(np.abs(ev.quantity[idx][is_return]) * QUANTITY_SCALE).astype(np.int64)
         returned = np.bincount(pair[is_return], r_int, minlength=n_pairs).astype(np.int64)
         # newest purchase first; ties broken by quantity then order id, both order-free keys
         p = p[np.lexsort((-order_code[p], -q_int[p], -ts[p], pair[p]))]
@@ -473,7 +473,7 @@ def _weigh(
         cancel = np.clip(returned[pair[p]] - before, 0, qp)
         left = q_int.copy()
         left[p] = qp - cancel
-        qty = np.where(left == q_int, qty, left / _QUANTITY_SCALE)
+        qty = np.where(left == q_int, qty, left / QUANTITY_SCALE)
         q_int = left
 
     if config.quantity == "ignore":

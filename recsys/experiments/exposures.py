@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.data.schema import MICROS_PER_DAY
 from recsys.errors import ConfigError, DataError
 from recsys.experiments.analysis import ExposureLog
 from recsys.experiments.definitions import Experiment
@@ -201,8 +202,6 @@ class ExposureWriter(BatchWriter[Exposure]):
 
 
 # -- analysis from the store -------------------------------------------------------------------
-
-MICROS_PER_DAY = 86_400 * 1_000_000
 
 
 def pre_period_revenue(store: EventStore, start_us: int, days: float) -> dict[str, float]:

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from recsys.concurrency import beside
 from recsys.data.interactions import TrainingData
+from recsys.data.schema import MICROS_PER_DAY
 from recsys.models.base import csr_row_arrays, csr_rows, load_arrays, save_arrays
 from recsys.models.kernels import (
     EaseStart,
@@ -46,7 +47,6 @@ from recsys.models.kernels import (
 if TYPE_CHECKING:
     from recsys.retrieval.ann import ItemIndex
 
-MICROS_PER_DAY = 86_400_000_000
 
 #: Generators that can put an item on a user's candidate list, in flag-bit order.
 GENERATORS = ("bought_before", "als", "ease", "cooccurrence", "popular")

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.config import read_config_file, validate, write_config_file
-from recsys.data.schema import PURCHASE, RETURN, Customer
+from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN, Customer
 from recsys.errors import ConfigError, NotFoundError, RecsysError
 from recsys.lru import LRU
 from recsys.memory import release_free_memory
@@ -90,9 +90,6 @@ def read_catalog(path: str | Path) -> PromotionCatalog:
     if data == {"promotions": []}:
         return PromotionCatalog([])
     return parse_promotions(data, str(path))
-
-
-_DAY_MICROS = 86_400_000_000
 
 
 @dataclass(frozen=True)
@@ -492,7 +489,7 @@ class OfferService:
             # now's time of day on the serving day (the same as now unless a fixed day replays
             # history): frequency caps count the impression on the day it was served
             day = snap.today if snap is not None else self.today()
-            ts = day_start_micros(day) + (time.time_ns() // 1000) % _DAY_MICROS
+            ts = day_start_micros(day) + (time.time_ns() // 1000) % MICROS_PER_DAY
         queued = 0
         with self._record_lock:
             if user_id in self._forgotten:

@@ -27,12 +27,9 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recsys.data.interactions import InteractionConfig
+from recsys.data.interactions import QUANTITY_SCALE, InteractionConfig
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN
 from training.spark.session import als_blocks
-
-#: Quantities are matched against returns in integer millionths, as the local engine does.
-_QUANTITY_SCALE = 1_000_000
 
 DataFrame = Any  # pyspark.sql.DataFrame: PySpark is optional, so not imported at module level
 
@@ -89,7 +86,7 @@ def weighted_pairs(events: DataFrame, config: InteractionConfig, as_of: int) -> 
     is_purchase = f.col("event_type") == PURCHASE
     is_return = f.col("event_type") == RETURN
     q_int = f.when(
-        is_purchase, f.round(f.greatest(f.col("quantity"), f.lit(0.0)) * _QUANTITY_SCALE)
+        is_purchase, f.round(f.greatest(f.col("quantity"), f.lit(0.0)) * QUANTITY_SCALE)
     ).otherwise(f.lit(0.0))
     ev = ev.withColumn("q_int", q_int.cast("long"))
     pair = ["user_id", "item_id"]
@@ -98,7 +95,7 @@ def weighted_pairs(events: DataFrame, config: InteractionConfig, as_of: int) -> 
             ev.where(is_return)
             .groupBy(*pair)
             .agg(
-                f.sum(f.round(f.abs(f.col("quantity")) * _QUANTITY_SCALE).cast("long")).alias(
+                f.sum(f.round(f.abs(f.col("quantity")) * QUANTITY_SCALE).cast("long")).alias(
                     "returned"
                 )
             )
@@ -117,7 +114,7 @@ def weighted_pairs(events: DataFrame, config: InteractionConfig, as_of: int) -> 
         ev = ev.withColumn("left", left)
     else:
         ev = ev.withColumn("left", f.col("q_int"))
-    qty = f.col("left") / _QUANTITY_SCALE
+    qty = f.col("left") / QUANTITY_SCALE
     if config.quantity == "ignore":
         factor = (qty > 0).cast("double")
     elif config.quantity == "log":
