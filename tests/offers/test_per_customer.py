@@ -260,7 +260,7 @@ def test_per_customer_offers_equal_the_shop_wide_context(
 
 
 def test_a_table_named_hybrid_of_another_model_is_left_out_by_campaigns_and_servers(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # a config may put any model class under the name "hybrid": here ALS, which has no
     # purchase probabilities; a campaign run and a server both leave it out and use the rest
@@ -282,6 +282,15 @@ def test_a_table_named_hybrid_of_another_model_is_left_out_by_campaigns_and_serv
     assert ctx.hybrid is None and ctx.complements is not None and ctx.complements.from_a_model
     offers = [rank_offers_for_user(ctx, u, channel="web", k=6) for u in sorted(ctx.customers)]
     assert {o.trigger for user in offers for o in user} >= {"replenishment", "cross_sell"}
+    # the batch command on that home: it runs with the version's other models (it crashed)
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    promos = tmp_path / "promos.toml"
+    promos.write_text(PROMOS, encoding="utf-8")
+    capsys.readouterr()
+    argv = ["campaigns", "run", "--date", DAY.isoformat(), "--promotions", str(promos)]
+    assert main([*argv, "--dry-run", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model_version"] == version and summary["sends"] > 0
 
 
 def test_a_server_s_offers_read_no_list_of_every_item_id(
