@@ -107,6 +107,12 @@ class TrainingData:
     sessions
         ``sessions × items`` binary CSR of items viewed together in a session: the source of
         "often viewed with". Zero rows when there are no views.
+    session_newest
+        Per row of ``sessions``, its newest item: the one first viewed last (among items first
+        viewed at the same instant, the highest index). What the held-out-session test of
+        "often viewed with" hides (:func:`~recsys.models.cooccurrence.choose_normalisation`),
+        so that it ranks a session's next item from the earlier ones, as session lists do.
+        Empty when not built from events.
     item_category
         Category path per item index (``""`` when unknown).
     item_price
@@ -132,6 +138,7 @@ class TrainingData:
     item_price: NDArray[np.float64]
     as_of: int
     item_title: list[str] = field(default_factory=list)
+    session_newest: NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
 
     @property
     def n_users(self) -> int:
@@ -282,8 +289,10 @@ def build_training_data(
     )
     session_ids, session_code = _factorize(ev.session_id[browsed])
     in_session = session_code >= 0
-    sessions = _binary_csr(
-        session_code[in_session], event_item[browsed][in_session], (len(session_ids), len(items))
+    session_rows, session_items = session_code[in_session], event_item[browsed][in_session]
+    sessions = _binary_csr(session_rows, session_items, (len(session_ids), len(items)))
+    session_newest = _newest(
+        session_rows, session_items, ev.ts[browsed][in_session], len(session_ids)
     )
 
     item_category, item_price = _item_attributes(items, catalog, ev, event_item)
@@ -301,6 +310,7 @@ def build_training_data(
         item_price=item_price,
         as_of=as_of,
         item_title=item_titles(items, catalog),
+        session_newest=session_newest,
     )
 
 
@@ -632,6 +642,31 @@ def _binary_csr(
     m = _csr(rows, cols, np.ones(len(rows)), shape)
     m.data[:] = 1.0
     return m
+
+
+def _newest(
+    rows: NDArray[np.intp], items: NDArray[np.intp], ts: NDArray[np.int64], n_rows: int
+) -> NDArray[np.intp]:
+    """Per row, the item whose first event is the latest; ties by the higher item index.
+
+    Decided by times and indices only, not by the order the events come in, so that the
+    Spark engine (:func:`training.spark.jobs.session_newest`) finds the same item. ``-1``
+    for a row without events.
+    """
+    newest = np.full(n_rows, -1, dtype=np.intp)
+    if not len(rows):
+        return newest
+    # each (row, item)'s first event...
+    order = np.lexsort((ts, items, rows))
+    r, i, t = rows[order], items[order], ts[order]
+    first = np.r_[True, (r[1:] != r[:-1]) | (i[1:] != i[:-1])]
+    r, i, t = r[first], i[first], t[first]
+    # ...and per row the latest of them
+    order = np.lexsort((i, t, r))
+    r, i = r[order], i[order]
+    last = np.r_[r[1:] != r[:-1], True]
+    newest[r[last]] = i[last]
+    return newest
 
 
 def _orders_matrix(

@@ -25,7 +25,9 @@ orders jaccard leads, on FIMI's, Groceries' and Ta-Feng's the asymmetric cosine
 (benchmarks/RESULTS.md, "Forty-fourth session"). With ``choose=True`` the fit tests the
 configured normalisation against :data:`CHOICE_CANDIDATES` on the shop's own baskets
 (:func:`choose_normalisation`) and keeps the configured one unless another is significantly
-better there.
+better there. An order's items have no order, so the test hides a random one; a session's
+do, so it hides the newest and ranks it from the earlier ones: the next-item task that
+session lists serve.
 
 The counting, normalising and pruning are :mod:`recsys.models.kernels`' (re-exported here),
 which the hybrid's basket generator calls too.
@@ -174,17 +176,19 @@ def choose_normalisation(
     neighbours: int,
     counts: sp.csr_matrix | None = None,
     item_baskets: NDArray[np.integer] | None = None,
+    hide: NDArray[np.integer] | None = None,
     seed: int = 0,
 ) -> NormalisationChoice:
     """Test the configured normalisation against :data:`CHOICE_CANDIDATES` on held-out baskets.
 
     A random :data:`CHOICE_HELD_OUT` of ``baskets`` is held out; the others' pair counts are
     ``counts`` (every basket's, as the fit counted them) minus the held-out ones'. From each of
-    up to :data:`CHOICE_BASKETS` held-out baskets of two or more items one item is hidden,
-    and each normalisation's lists (pruned to ``neighbours``, with ``min_support``, as served)
-    complete the basket from the others (:func:`completion_hits`). The best by hit rate
-    replaces the configured one only if its lead on the same baskets passes an exact
-    one-sided McNemar test at :data:`CHOICE_P_VALUE`.
+    up to :data:`CHOICE_BASKETS` held-out baskets of two or more items one item is hidden
+    (``hide``'s, or a random one), and each normalisation's lists (pruned to ``neighbours``,
+    with ``min_support``, as served) complete the basket from the others
+    (:func:`completion_hits`). The best by hit rate replaces the configured one only if its
+    lead on the same baskets passes an exact one-sided McNemar test at
+    :data:`CHOICE_P_VALUE`.
 
     Parameters
     ----------
@@ -198,6 +202,11 @@ def choose_normalisation(
         :func:`cooccurrence_counts` (without ``min_support``) and
         :func:`basket_frequencies` of ``baskets``, when the caller has them (a fit does);
         counted here otherwise.
+    hide
+        Per basket, the item to hide: a session's newest item
+        (``TrainingData.session_newest``), so that the test ranks a session's next item from
+        the earlier ones, as session lists do. A basket whose item is ``-1`` or not in it is
+        not tested. ``None``: a random item of each basket (an order's items have no order).
     seed
         The held-out baskets and hidden items.
 
@@ -215,6 +224,15 @@ def choose_normalisation(
     held_out = rng.random(b.shape[0]) < CHOICE_HELD_OUT
     held = b[held_out]
     sizes = np.diff(held.indptr)
+    held.sort_indices()
+    if hide is not None:
+        # the position of each held-out basket's item to hide (-1 where it has none)
+        wanted = np.asarray(hide, dtype=np.intp)[held_out]
+        row = np.repeat(np.arange(held.shape[0]), sizes)
+        found = np.flatnonzero(held.indices == wanted[row])
+        position = np.full(held.shape[0], -1, dtype=np.intp)
+        position[row[found]] = found
+        sizes = np.where(position >= 0, sizes, 0)
     tests = np.flatnonzero(sizes >= 2)
     if len(tests) < CHOICE_MIN_BASKETS:
         why = f"no test: {len(tests)} held-out baskets of two or more items"
@@ -222,8 +240,10 @@ def choose_normalisation(
     if len(tests) > CHOICE_BASKETS:
         tests = np.sort(rng.choice(tests, CHOICE_BASKETS, replace=False))
     test = held[tests]
-    test.sort_indices()
-    at = test.indptr[:-1] + rng.integers(np.diff(test.indptr))
+    if hide is None:
+        at = test.indptr[:-1] + rng.integers(np.diff(test.indptr))
+    else:
+        at = position[tests] - held.indptr[tests] + test.indptr[:-1]
     hidden = test.indices[at].astype(np.intp)
     keep = np.ones(test.nnz, dtype=bool)
     keep[at] = False
@@ -451,6 +471,11 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
             item_baskets, n_baskets = basket_frequencies(baskets), int(baskets.shape[0])
         self.choice_ = None
         if self.choose:
+            hide = None
+            if self.source == "session" and len(data.session_newest) == baskets.shape[0]:
+                # a session has an order: the test ranks its newest item from the earlier
+                # ones, the next-item task that session lists serve
+                hide = data.session_newest
             # a warm start's few new baskets would not tell the normalisations apart better
             # than the full run that chose (the hybrid's order tests do the same)
             self.choice_ = previous or choose_normalisation(
@@ -461,6 +486,7 @@ class CooccurrenceModel(Recommender, ItemSimilarity):
                 neighbours=self.neighbours,
                 counts=counts,
                 item_baskets=item_baskets,
+                hide=hide,
             )
             self.normalisation_, self.alpha_ = self.choice_.normalisation, self.choice_.alpha
         else:

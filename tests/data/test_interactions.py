@@ -229,6 +229,47 @@ def test_guests_feed_orders_and_sessions_but_are_not_users() -> None:
         check_csr(m)
 
 
+def test_a_sessions_newest_item_is_the_one_first_viewed_last() -> None:
+    events = frame(
+        ev("", "a", "view", 0.0, session="s1"),
+        ev("", "c", "view", 0.1, session="s1"),
+        ev("", "b", "cart", 0.2, session="s1"),
+        ev("", "a", "view", 0.3, session="s1"),  # a again: still first viewed at 0.0
+        ev("", "c", "view", 1.0, session="s2"),
+        ev("", "a", "view", 1.0, session="s2"),  # the same instant: the higher index
+        ev("", "b", "purchase", 1.1, order="o", session="s2"),  # not browsing
+    )
+    td = build_training_data(events, cfg())
+    newest = [td.items.ids[i] for i in td.session_newest]
+    assert newest == ["b", "c"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("pqr"), st.sampled_from("abcde"), st.integers(0, 3)),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_a_sessions_newest_item_is_its_latest_first_view(
+    views: list[tuple[str, str, int]],
+) -> None:
+    """Per session: the item whose first view is the latest, ties by the higher index."""
+    events = frame(*(ev("", item, "view", day, session=s) for s, item, day in views))
+    td = build_training_data(events, cfg())
+    sessions = sorted({s for s, _, _ in views})
+    assert len(td.session_newest) == td.sessions.shape[0] == len(sessions)
+    for row, session in enumerate(sessions):
+        first: dict[str, int] = {}
+        for s, item, day in views:
+            if s == session:
+                first[item] = min(first.get(item, day), day)
+        want = max(first, key=lambda i: (first[i], td.items.index(i)))
+        assert td.items.ids[td.session_newest[row]] == want
+        assert td.sessions[row, td.session_newest[row]] == 1
+
+
 def test_no_views_means_no_session_rows_and_orderless_purchases_group_by_instant() -> None:
     events = frame(
         ev("u", "a", "purchase", 0),
@@ -236,7 +277,7 @@ def test_no_views_means_no_session_rows_and_orderless_purchases_group_by_instant
         ev("u", "a", "purchase", 1),
     )
     td = build_training_data(events, cfg())
-    assert td.sessions.shape == (0, 2)
+    assert td.sessions.shape == (0, 2) and td.session_newest.shape == (0,)
     assert td.orders.shape == (2, 2)
     assert td.purchase_counts[0, td.items.index("a")] == 2
 

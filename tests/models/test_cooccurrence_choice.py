@@ -14,7 +14,9 @@ from recsys.data.interactions import TrainingData
 from recsys.data.vocab import Vocabulary
 from recsys.models.cooccurrence import (
     CHOICE_FILE,
+    CHOICE_HELD_OUT,
     CooccurrenceModel,
+    NormalisationChoice,
     choose_normalisation,
     completion_hits,
 )
@@ -107,6 +109,48 @@ def test_too_few_baskets_run_no_test() -> None:
     choice = choose(planted_shop(n_baskets=500), "asymmetric", alpha=0.65)
     assert (choice.normalisation, choice.alpha) == ("asymmetric", 0.65)
     assert choice.reason.startswith("no test:") and choice.baskets == 0
+
+
+def with_last_one_offs(baskets: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``baskets``, each with one more item of its own (that nothing co-occurs with), and that
+    item as the one to hide."""
+    n, m = baskets.shape
+    own = sp.csr_matrix((np.ones(n), (np.arange(n), m + np.arange(n))), shape=(n, m + n))
+    wider = sp.csr_matrix((baskets.data, baskets.indices, baskets.indptr), shape=(n, m + n))
+    return sp.csr_matrix(wider + own), m + np.arange(n)
+
+
+def test_hide_picks_the_item_each_basket_hides() -> None:
+    """A basket's hidden item is ``hide``'s: here one no list can reach, so every normalisation
+    misses every basket, where hiding a random item finds some; ``-1``: not tested."""
+    baskets, last = with_last_one_offs(planted_shop())
+
+    def test(hide: np.ndarray | None) -> NormalisationChoice:
+        return choose_normalisation(
+            baskets, normalisation="cosine", alpha=0.5, min_support=1, neighbours=50, hide=hide
+        )
+
+    assert min(test(None).hit_rates.values()) > 0.2
+    newest = test(last)
+    assert set(newest.hit_rates.values()) == {0.0} and newest.reason == "configured"
+    some = np.where(np.arange(len(last)) % 2 == 0, last, -1)
+    partly = test(some)
+    held_out = np.random.default_rng(0).random(len(last)) < CHOICE_HELD_OUT
+    assert partly.baskets == np.count_nonzero(held_out & (some >= 0)) < newest.baskets
+    assert set(partly.hit_rates.values()) == {0.0}
+
+
+def test_a_session_model_hides_each_sessions_newest_item(tiny_data: TrainingData) -> None:
+    sessions, last = with_last_one_offs(planted_shop())
+    items = Vocabulary.from_values(f"i{k:05d}" for k in range(sessions.shape[1]))
+    shop = dataclasses.replace(tiny_data, sessions=sessions, items=items, session_newest=last)
+    viewed = CooccurrenceModel(source="session", min_support=1, choose=True).fit(shop)
+    assert viewed.choice_ is not None and set(viewed.choice_.hit_rates.values()) == {0.0}
+    # orders have no newest item: the same baskets as orders hide random items
+    bought = CooccurrenceModel(min_support=1, choose=True).fit(
+        dataclasses.replace(shop, orders=sessions)
+    )
+    assert bought.choice_ is not None and min(bought.choice_.hit_rates.values()) > 0.2
 
 
 def with_orders(data: TrainingData, orders: sp.csr_matrix) -> TrainingData:

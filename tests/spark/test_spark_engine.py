@@ -182,11 +182,32 @@ def test_the_basket_sample_holds_whole_baskets(spark: Any, sample_events: Any) -
         return [tuple(m.indices[m.indptr[r] : m.indptr[r + 1]].tolist()) for r in range(m.shape[0])]
 
     every = rows(data.orders)
-    whole, total = jobs.basket_sample(basket_items, data.n_items, limit=10**9)
+    whole, total, hide = jobs.basket_sample(basket_items, data.n_items, limit=10**9)
+    assert hide is None
     assert total == len(every) and sorted(rows(whole)) == sorted(every)
-    part, total = jobs.basket_sample(basket_items, data.n_items, limit=len(every) // 4)
+    part, total, _ = jobs.basket_sample(basket_items, data.n_items, limit=len(every) // 4)
     assert total == len(every) and 0 < part.shape[0] < len(every) // 2
     assert set(rows(part)) <= set(every)  # whole baskets, never a part of one
+
+
+def test_the_session_sample_marks_the_local_engines_newest_items(spark: Any) -> None:
+    from training.spark import jobs
+
+    data = build_training_data(_synthetic_events(), InteractionConfig())
+    ev = _indexed(spark, data)
+    sample, total, hide = jobs.basket_sample(
+        jobs.baskets(ev, "session"), data.n_items, limit=10**9, newest=jobs.session_newest(ev)
+    )
+    assert hide is not None and total == data.sessions.shape[0] > 1000
+
+    def marked(m: sp.csr_matrix, newest: np.ndarray) -> list[tuple[tuple[int, ...], int]]:
+        m = sp.csr_matrix(m)
+        m.sort_indices()
+        rows = range(m.shape[0])
+        return sorted((tuple(m.indices[m.indptr[r] : m.indptr[r + 1]]), newest[r]) for r in rows)
+
+    # every session, with the same newest item (sessions are not numbered alike)
+    assert marked(sample, hide) == marked(data.sessions, data.session_newest)
 
 
 @pytest.mark.parametrize("source", ["basket", "session"])

@@ -619,8 +619,10 @@ def _fit_cooccurrence(
         if model.choose:
             # the test on the driver, from a sample of whole baskets: counting every basket's
             # pairs there is what the Spark engine exists to avoid
-            sample, total = jobs.basket_sample(
-                basket_items, data.n_items, limit=SPARK_CHOICE_BASKETS
+            # sessions hide their newest item, as the local fit's test does
+            newest = jobs.session_newest(ev) if model.source == "session" else None
+            sample, total, hide = jobs.basket_sample(
+                basket_items, data.n_items, limit=SPARK_CHOICE_BASKETS, newest=newest
             )
             if sample.shape[0]:
                 model.choice_ = choose_normalisation(
@@ -629,6 +631,7 @@ def _fit_cooccurrence(
                     alpha=model.alpha,
                     min_support=model.min_support,
                     neighbours=model.neighbours,
+                    hide=hide,
                 )
                 model.normalisation_, model.alpha_ = (
                     model.choice_.normalisation,

@@ -201,16 +201,44 @@ def baskets(events: DataFrame, source: str) -> DataFrame:
         ev = ev.where(f.col("event_type") == PURCHASE)
     else:
         key = f.col("session_id")
-        ev = ev.where(f.col("event_type").isin("view", "cart") & f.col("session_id").isNotNull())
+        ev = _browsed(ev)
     return ev.select(key.alias("basket"), "i").distinct()
 
 
+def _browsed(events: DataFrame) -> DataFrame:
+    """The events that make sessions: views and carts with a session."""
+    f = _f()
+    return events.where(f.col("event_type").isin("view", "cart") & f.col("session_id").isNotNull())
+
+
+def session_newest(events: DataFrame) -> DataFrame:
+    """(``basket``, ``i``): each session's newest item, the one first viewed last (ties by the
+    higher index), as :class:`~recsys.data.interactions.TrainingData`'s ``session_newest``."""
+    f = _f()
+    from pyspark.sql import Window
+
+    first = (
+        _browsed(events.where(f.col("i") >= 0))
+        .groupBy(f.col("session_id").alias("basket"), "i")
+        .agg(f.min("ts").alias("first"))
+    )
+    latest = Window.partitionBy("basket").orderBy(f.col("first").desc(), f.col("i").desc())
+    ranked = first.withColumn("rank", f.row_number().over(latest))
+    return ranked.where(f.col("rank") == 1).select("basket", "i")
+
+
 def basket_sample(
-    basket_items: DataFrame, n_items: int, *, limit: int, seed: int = 0
-) -> tuple[sp.csr_matrix, int]:
+    basket_items: DataFrame,
+    n_items: int,
+    *,
+    limit: int,
+    seed: int = 0,
+    newest: DataFrame | None = None,
+) -> tuple[sp.csr_matrix, int, NDArray[np.intp] | None]:
     """At most about ``limit`` whole baskets of ``basket_items`` (each kept or not by a hash of
-    its key), collected to the driver as binary ``baskets × items``, and the number of
-    baskets there are."""
+    its key), collected to the driver as binary ``baskets × items``, the number of baskets
+    there are, and per sampled basket its item in ``newest`` (:func:`session_newest`; ``-1``
+    for none), or ``None`` without ``newest``."""
     f = _f()
     n_baskets = basket_items.select("basket").distinct().count()
     picked = basket_items
@@ -218,14 +246,24 @@ def basket_sample(
         per_million = int(1_000_000 * limit / n_baskets)
         bucket = f.pmod(f.xxhash64(f.col("basket"), f.lit(seed)), f.lit(1_000_000))
         picked = basket_items.where(bucket < per_million)
-    table = picked.select(f.col("basket").cast("string"), "i").toArrow()
+    flag = f.lit(False).alias("newest")
+    if newest is not None:
+        marked = newest.withColumn("newest", f.lit(True))
+        picked = picked.join(marked, on=["basket", "i"], how="left")
+        flag = f.coalesce(f.col("newest"), f.lit(False)).alias("newest")
+    table = picked.select(f.col("basket").cast("string"), "i", flag).toArrow()
     # one row per basket key, numbered as they come
     codes = table.column("basket").combine_chunks().dictionary_encode()
     rows = np.asarray(codes.indices, dtype=np.intp)
     cols = np.asarray(table.column("i"), dtype=np.intp)
     shape = (len(codes.dictionary), n_items)
     sample = sp.csr_matrix((np.ones(len(cols), dtype=np.int64), (rows, cols)), shape=shape)
-    return sample, int(n_baskets)
+    if newest is None:
+        return sample, int(n_baskets), None
+    hide = np.full(shape[0], -1, dtype=np.intp)
+    mark = np.asarray(table.column("newest"), dtype=bool)
+    hide[rows[mark]] = cols[mark]
+    return sample, int(n_baskets), hide
 
 
 def cooccurrence_lists(
