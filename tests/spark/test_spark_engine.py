@@ -207,7 +207,14 @@ def test_the_session_sample_marks_the_local_engines_newest_items(spark: Any) -> 
         return sorted((tuple(m.indices[m.indptr[r] : m.indptr[r + 1]]), newest[r]) for r in rows)
 
     # every session, with the same newest item (sessions are not numbered alike)
-    assert marked(sample, hide) == marked(data.sessions, data.session_newest)
+    every = marked(data.sessions, data.session_newest)
+    assert marked(sample, hide) == every
+    # a sample: whole sessions, each still with its newest item
+    part, _, hide = jobs.basket_sample(
+        jobs.baskets(ev, "session"), data.n_items, limit=total // 4, newest=jobs.session_newest(ev)
+    )
+    assert hide is not None and 0 < part.shape[0] < total // 2
+    assert set(marked(part, hide)) <= set(every)
 
 
 @pytest.mark.parametrize("source", ["basket", "session"])

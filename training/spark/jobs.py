@@ -246,6 +246,9 @@ def basket_sample(
         per_million = int(1_000_000 * limit / n_baskets)
         bucket = f.pmod(f.xxhash64(f.col("basket"), f.lit(seed)), f.lit(1_000_000))
         picked = basket_items.where(bucket < per_million)
+        if newest is not None:
+            # the same baskets' (Spark pushes the filter on the session key below the window)
+            newest = newest.where(bucket < per_million)
     flag = f.lit(False).alias("newest")
     if newest is not None:
         marked = newest.withColumn("newest", f.lit(True))
