@@ -117,6 +117,10 @@ class NormalisationChoice:
         Hit rate@:data:`CHOICE_K` of each normalisation tried, by its label.
     p_values
         For each other normalisation, the one-sided p-value of its lead over the configured.
+    hidden
+        The item each tested basket hid: ``"random"``, or ``"newest"`` (a session's newest
+        item: the next-item task). A choice saved before sessions hid their newest reads
+        ``"random"``, as its test did.
     """
 
     normalisation: str
@@ -125,6 +129,7 @@ class NormalisationChoice:
     baskets: int = 0
     hit_rates: dict[str, float] = field(default_factory=dict)
     p_values: dict[str, float] = field(default_factory=dict)
+    hidden: str = "random"
 
     def as_dict(self) -> dict[str, Any]:
         """The choice as JSON-ready data (``choice.json``, the run's manifest)."""
@@ -220,6 +225,7 @@ def choose_normalisation(
     b = sp.csr_matrix(baskets)
     b.data = (b.data != 0).astype(np.int64)
     b.eliminate_zeros()
+    which = "random" if hide is None else "newest"
     rng = np.random.default_rng(seed)
     held_out = rng.random(b.shape[0]) < CHOICE_HELD_OUT
     held = b[held_out]
@@ -236,7 +242,9 @@ def choose_normalisation(
     tests = np.flatnonzero(sizes >= 2)
     if len(tests) < CHOICE_MIN_BASKETS:
         why = f"no test: {len(tests)} held-out baskets of two or more items"
-        return NormalisationChoice(*configured, reason=f"{why} (< {CHOICE_MIN_BASKETS})")
+        return NormalisationChoice(
+            *configured, reason=f"{why} (< {CHOICE_MIN_BASKETS})", hidden=which
+        )
     if len(tests) > CHOICE_BASKETS:
         tests = np.sort(rng.choice(tests, CHOICE_BASKETS, replace=False))
     test = held[tests]
@@ -293,7 +301,12 @@ def choose_normalisation(
             better.append((float(hits[c].mean()), c))
     chosen, reason = (max(better)[1], "better") if better else (configured, "configured")
     return NormalisationChoice(
-        *chosen, reason=reason, baskets=len(hidden), hit_rates=rates, p_values=p_values
+        *chosen,
+        reason=reason,
+        baskets=len(hidden),
+        hit_rates=rates,
+        p_values=p_values,
+        hidden=which,
     )
 
 

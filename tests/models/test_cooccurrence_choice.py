@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +131,11 @@ def test_hide_picks_the_item_each_basket_hides() -> None:
             baskets, normalisation="cosine", alpha=0.5, min_support=1, neighbours=50, hide=hide
         )
 
-    assert min(test(None).hit_rates.values()) > 0.2
+    at_random = test(None)
+    assert min(at_random.hit_rates.values()) > 0.2 and at_random.hidden == "random"
     newest = test(last)
     assert set(newest.hit_rates.values()) == {0.0} and newest.reason == "configured"
+    assert newest.hidden == "newest"
     some = np.where(np.arange(len(last)) % 2 == 0, last, -1)
     partly = test(some)
     held_out = np.random.default_rng(0).random(len(last)) < CHOICE_HELD_OUT
@@ -146,11 +149,14 @@ def test_a_session_model_hides_each_sessions_newest_item(tiny_data: TrainingData
     shop = dataclasses.replace(tiny_data, sessions=sessions, items=items, session_newest=last)
     viewed = CooccurrenceModel(source="session", min_support=1, choose=True).fit(shop)
     assert viewed.choice_ is not None and set(viewed.choice_.hit_rates.values()) == {0.0}
+    assert viewed.choice_.hidden == "newest"
+    assert viewed.fit_report() == {"choice": viewed.choice_.as_dict()}  # the manifest says so
     # orders have no newest item: the same baskets as orders hide random items
     bought = CooccurrenceModel(min_support=1, choose=True).fit(
         dataclasses.replace(shop, orders=sessions)
     )
     assert bought.choice_ is not None and min(bought.choice_.hit_rates.values()) > 0.2
+    assert bought.choice_.hidden == "random"
 
 
 def with_orders(data: TrainingData, orders: sp.csr_matrix) -> TrainingData:
@@ -175,6 +181,13 @@ def test_the_model_serves_what_it_chose_and_keeps_it(
     loaded = CooccurrenceModel.load(tmp_path / "m")
     assert loaded.normalisation == "count" and loaded.normalisation_ == chosen
     assert loaded.choice_ == model.choice_
+
+    # a choice saved before the test said which item it hid: its test hid random ones
+    saved = json.loads((tmp_path / "m" / CHOICE_FILE).read_text())
+    del saved["hidden"]
+    (tmp_path / "m" / CHOICE_FILE).write_text(json.dumps(saved))
+    older = CooccurrenceModel.load(tmp_path / "m").choice_
+    assert older == dataclasses.replace(model.choice_, hidden="random")
 
 
 def test_without_choose_nothing_is_tested(tiny_data: TrainingData, tmp_path: Path) -> None:

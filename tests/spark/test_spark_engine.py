@@ -236,6 +236,7 @@ def test_spark_serves_the_normalisation_its_test_chose(
     assert sampled is None  # every basket fits the driver's sample
     assert model.choice_ is not None and model.fit_report() is not None
     assert model.choice_.baskets > 0  # a test ran (on sessions when the source says so)
+    assert model.choice_.hidden == ("newest" if source == "session" else "random")
     local = CooccurrenceModel(
         source=source, normalisation=model.normalisation_, alpha=model.alpha_
     ).fit(data)

@@ -94,7 +94,7 @@ def test_guests_only_data_trains_and_publishes_a_usable_version(
     choice = manifest["models"]["viewed_with"]["fit_report"]["choice"]
     model = engine.models["viewed_with"]
     assert (choice["normalisation"], choice["alpha"]) == (model.normalisation_, model.alpha_)  # type: ignore[attr-defined]
-    assert choice["reason"]
+    assert choice["reason"] and choice["hidden"] == "newest"  # the next-item task
 
 
 def test_no_model_able_to_serve_still_publishes_nothing(
@@ -163,7 +163,7 @@ def test_yoochoose_guest_sessions_train_often_viewed_with(
         0.85,
         "configured",
     )
-    assert choice["baskets"] >= 1000
+    assert choice["baskets"] >= 1000 and choice["hidden"] == "newest"
 
     # in sessions after the cut, the item viewed next is among the neighbours of the one
     # before it under "often viewed with" far more often than among the popular items
