@@ -249,12 +249,12 @@ def basket_sample(
         if newest is not None:
             # the same baskets' (Spark pushes the filter on the session key below the window)
             newest = newest.where(bucket < per_million)
-    flag = f.lit(False).alias("newest")
+    columns = [f.col("basket").cast("string"), f.col("i")]
     if newest is not None:
         marked = newest.withColumn("newest", f.lit(True))
         picked = picked.join(marked, on=["basket", "i"], how="left")
-        flag = f.coalesce(f.col("newest"), f.lit(False)).alias("newest")
-    table = picked.select(f.col("basket").cast("string"), "i", flag).toArrow()
+        columns.append(f.coalesce(f.col("newest"), f.lit(False)).alias("newest"))
+    table = picked.select(*columns).toArrow()
     # one row per basket key, numbered as they come
     codes = table.column("basket").combine_chunks().dictionary_encode()
     rows = np.asarray(codes.indices, dtype=np.intp)
