@@ -334,6 +334,9 @@ def _show(args: argparse.Namespace) -> int:
     for name, info in (m.get("models") or {}).items():
         params = ", ".join(f"{k}={v}" for k, v in (info.get("params") or {}).items())
         lines.append(f"  {name:<16} fit {info.get('fit_seconds', 0):.2f}s  {params}")
+        choice = (info.get("fit_report") or {}).get("choice")
+        if isinstance(choice, dict):
+            lines.append(f"  {'':<16} {_choice_line(choice)}")
     for name, why in (m.get("skipped_models") or {}).items():
         lines.append(f"  {name:<16} skipped: {why}")
     evaluation = m.get("evaluation") or {}
@@ -362,6 +365,24 @@ def _show(args: argparse.Namespace) -> int:
     lines.append(f"files        {len(m.get('files') or {})}")
     print("\n".join(lines))
     return 0
+
+
+def _choice_line(choice: dict[str, Any]) -> str:
+    """What a co-occurrence model's test of its normalisation found (``choose = true``): the
+    one it serves, which may not be the configured one its params show."""
+    from recsys.models.cooccurrence import CHOICE_K, normalisation_label
+
+    served = normalisation_label(str(choice.get("normalisation")), float(choice.get("alpha", 0)))
+    line = f"serves {served} ({choice.get('reason')})"
+    if not choice.get("baskets"):
+        return line
+    hidden = "its newest item" if choice.get("hidden") == "newest" else "a random item"
+    rates = ", ".join(f"{k} {v:.3f}" for k, v in (choice.get("hit_rates") or {}).items())
+    p_values = ", ".join(f"{k} {v:.2g}" for k, v in (choice.get("p_values") or {}).items())
+    return (
+        f"{line}: hit rate@{CHOICE_K} on {choice['baskets']:,} held-out baskets, each hiding "
+        f"{hidden}: {rates}; p {p_values}"
+    )
 
 
 def _metrics_table(m: dict[str, Any], *, indent: str = "") -> str:

@@ -13,6 +13,7 @@ import pytest
 from recsys.cli import main
 from recsys.data.schema import MICROS_PER_DAY, EventFrame, from_micros
 from recsys.data.synthetic import generate_shop
+from recsys.models.cooccurrence import normalisation_label
 from recsys.registry import Registry
 from recsys.settings import Settings, load_settings
 from recsys.store import open_store
@@ -95,6 +96,12 @@ def test_guests_only_data_trains_and_publishes_a_usable_version(
     model = engine.models["viewed_with"]
     assert (choice["normalisation"], choice["alpha"]) == (model.normalisation_, model.alpha_)  # type: ignore[attr-defined]
     assert choice["reason"] and choice["hidden"] == "newest"  # the next-item task
+    # `recsys models show` says which normalisation serves, beside the configured params
+    capsys.readouterr()
+    assert main(["models", "show"]) == 0
+    shown = capsys.readouterr().out
+    served = normalisation_label(model.normalisation_, model.alpha_)  # type: ignore[attr-defined]
+    assert f"serves {served} ({choice['reason']})" in shown
 
 
 def test_no_model_able_to_serve_still_publishes_nothing(
