@@ -289,10 +289,11 @@ def build_training_data(
     )
     session_ids, session_code = _factorize(ev.session_id[browsed])
     in_session = session_code >= 0
-    session_rows, session_items = session_code[in_session], event_item[browsed][in_session]
-    sessions = _binary_csr(session_rows, session_items, (len(session_ids), len(items)))
-    session_newest = _newest(
-        session_rows, session_items, ev.ts[browsed][in_session], len(session_ids)
+    sessions, session_newest = _sessions(
+        session_code[in_session],
+        event_item[browsed][in_session],
+        ev.ts[browsed][in_session],
+        (len(session_ids), len(items)),
     )
 
     item_category, item_price = _item_attributes(items, catalog, ev, event_item)
@@ -644,32 +645,44 @@ def _binary_csr(
     return m
 
 
-def _newest(
-    rows: NDArray[np.intp], items: NDArray[np.intp], ts: NDArray[np.int64], n_rows: int
-) -> NDArray[np.intp]:
-    """Per row, the item whose first event is the latest; ties by the higher item index.
+def _sessions(
+    rows: NDArray[np.intp],
+    items: NDArray[np.intp],
+    ts: NDArray[np.int64],
+    shape: tuple[int, int],
+) -> tuple[sp.csr_matrix, NDArray[np.intp]]:
+    """The 0/1 float32 ``sessions × items`` CSR of the distinct (row, item) pairs, and per row
+    the item whose first event is the latest (ties by the higher item index; ``-1`` for a
+    row without events).
 
-    Decided by times and indices only, not by the order the events come in, so that the
-    Spark engine (:func:`training.spark.jobs.session_newest`) finds the same item. ``-1``
-    for a row without events.
+    The newest item is decided by times and indices only, not by the order the events come
+    in, so that the Spark engine (:func:`training.spark.jobs.session_newest`) finds the same.
+    Both come from one sort of the (row, item) keys: its runs are the matrix's cells, and
+    reductions over them give each pair's first event and each row's latest (7 x 10^6 views
+    in 2.7 s, against 12.2 s for a lexsort of rows, items and times).
     """
+    n_rows, n_items = shape
     newest = np.full(n_rows, -1, dtype=np.intp)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
     if not len(rows):
-        return newest
-    # one sort of the (row, item) keys, then reductions over its runs: 7 x 10^6 views in
-    # 2.7 s, against 12.2 s for a lexsort of rows, items and times
-    key = rows.astype(np.int64) * (int(items.max()) + 1) + items
+        empty = np.zeros(0, dtype=np.intp)
+        return sp.csr_matrix((np.zeros(0, np.float32), empty, indptr), shape=shape), newest
+    key = rows.astype(np.int64) * n_items + items
     order = np.argsort(key)
     sorted_key = key[order]
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-    first = np.minimum.reduceat(ts[order], starts)  # each (row, item)'s first event
     pair = order[starts]
-    r, i = rows[pair], items[pair]  # by row, then item
-    row_starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-    latest = np.maximum.reduceat(first, row_starts)
-    is_latest = first == np.repeat(latest, np.diff(np.r_[row_starts, len(r)]))
-    newest[r[row_starts]] = np.maximum.reduceat(np.where(is_latest, i, -1), row_starts)
-    return newest
+    r, i = rows[pair], items[pair].astype(np.intp)  # the cells, by row then item
+    counts = np.bincount(r, minlength=n_rows)
+    np.cumsum(counts, out=indptr[1:])
+    matrix = sp.csr_matrix((np.ones(len(i), dtype=np.float32), i, indptr), shape=shape)
+
+    first = np.minimum.reduceat(ts[order], starts)  # each pair's first event
+    filled = counts > 0
+    row_starts = indptr[:-1][filled]
+    latest = np.repeat(np.maximum.reduceat(first, row_starts), counts[filled])
+    newest[filled] = np.maximum.reduceat(np.where(first == latest, i, -1), row_starts)
+    return matrix, newest
 
 
 def _orders_matrix(
