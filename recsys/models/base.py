@@ -507,7 +507,7 @@ class Explains(Protocol):
 class ExplainsArrays(Protocol):
     """A model that explains (:class:`Explains`) and also returns its explained lists as
     arrays, one entry per listed item (the hybrid's
-    :class:`~recsys.models.hybrid.ExplainedLists`): what the stored lists read, without an
+    :class:`~recsys.models.explained.ExplainedLists`): what the stored lists read, without an
     object per item."""
 
     def explain_arrays(

@@ -78,6 +78,8 @@ FEATURES = (
     "repeat_rank",
     "item_share_recent",
 )
+#: Each feature's column in the feature matrix.
+FEATURE_COLUMN = {name: i for i, name in enumerate(FEATURES)}
 
 #: Weight of one non-purchase event in the generators' signal matrix (a purchase order is 1).
 SIGNAL_WEIGHTS = {"purchase": 1.0, "cart": 0.3, "view": 0.1}

@@ -43,6 +43,10 @@ lookups stay vectorised; all are stored as one ``.npz``. The numerical work is t
 classes' own: ALS fitting and fold-in, EASE and co-occurrence are the kernels of
 :mod:`recsys.models.kernels` that ``ALSModel``, ``EASEModel`` and ``CooccurrenceModel`` call.
 
+The orders a list can be served in (the learned one, own purchases first, the discover order)
+and the test that picks the discover order are :mod:`recsys.models.orders`; why an item is on
+a list, with its "often bought with" partner, is :mod:`recsys.models.explained`.
+
 With too few labelled purchases to learn from (tiny shops, tests), the ranker falls back to
 a fixed blend of reciprocal generator ranks and the repeat signal, and says so in
 ``ranker_kind_`` and ``fallback_reason_``; its scores are then in [0, 1] but not calibrated
@@ -64,8 +68,8 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
@@ -93,10 +97,16 @@ from recsys.models.base import (
     scored_once,
     top_k_coo,
 )
+from recsys.models.explained import (
+    ExplainedLists,
+    ItemReason,
+    OwnedItems,
+    best_owned_neighbour,
+)
 from recsys.models.factors import mapped_rows
 from recsys.models.features import (
+    FEATURE_COLUMN,
     FEATURES,
-    GENERATORS,
     MICROS_PER_DAY,
     EventArrays,
     Factors,
@@ -106,7 +116,17 @@ from recsys.models.features import (
     StateBuilder,
     stats_keys,
 )
-from recsys.models.kernels import EaseStart, order_within_rows
+from recsys.models.kernels import EaseStart
+from recsys.models.orders import (
+    DISCOVER_BY,
+    DISCOVER_MIXES,
+    check_discover_by,
+    discover_choice,
+    discover_scores,
+    never_bought,
+    paired_t,
+    repeat_first_scores,
+)
 from recsys.models.trees import lightgbm_booster
 
 if TYPE_CHECKING:
@@ -118,7 +138,6 @@ _T = TypeVar("_T")
 _STATE_FILE = "state.npz"
 _RANKER_FILE = "ranker.joblib"
 _META_FILE = "hybrid.json"
-_COL = {name: i for i, name in enumerate(FEATURES)}
 #: Users scored at once: bounds the dense ``chunk × n_items`` score matrices, and is what
 #: :func:`_each_chunk` shares among a training run's threads (a window's 1,400 customers on 2
 #: threads: 6 chunks of 256, where chunks of 1,024 left one thread half the work). Online
@@ -148,7 +167,7 @@ class _WarmStart:
 
 #: Features the ranker sees only with ``decayed_features`` (see :class:`HybridModel`).
 DECAYED_FEATURES = ("decayed_share", "repeat_rank", "item_share_recent")
-_DECAYED_COLS = [_COL[name] for name in DECAYED_FEATURES]
+_DECAYED_COLS = [FEATURE_COLUMN[name] for name in DECAYED_FEATURES]
 #: The direction each feature may move the ranker's score in with ``monotone`` (+1 up, -1
 #: down, 0 free), all else equal: more orders, a higher generator score or a better (lower)
 #: generator rank, more popularity never lower it. Timing, the customer's and the item's
@@ -200,31 +219,6 @@ REPEAT_FIRST_T = 2.0
 REPEAT_FIRST_MIN_WINDOWS = 4
 #: The values of :class:`HybridModel`'s ``discover_order``.
 DISCOVER_ORDERS = ("learned", "auto")
-#: The orders ``discover_order="auto"`` mixes into the learned order of a customer's
-#: never-bought candidates (reciprocal-rank fusion, see :func:`_discover_scores`): the shop's
-#: recent popularity, and the rank by the hybrid's EASE score (when the fit has an EASE
-#: generator, under ``max_ease_items``).
-DISCOVER_BY = ("popularity", "ease")
-#: The mixes ``discover_order="auto"`` tries against the learned order (weight 0, the one a
-#: test must beat): an order of :data:`DISCOVER_BY` and its weight. EASE's weights are the
-#: scratch runs' (benchmarks/RESULTS.md, thirty-eighth session): on a 4,000-item grocery shop
-#: new items rose with the weight up to 4 (0.0431, 0.0457, 0.0463 NDCG@10 at 1, 2, 4 against
-#: the learned order's 0.0321), and on Online Retail they fell with it (the test's business).
-DISCOVER_MIXES: tuple[tuple[str, float], ...] = (
-    ("popularity", 0.5),
-    ("popularity", 1.0),
-    ("popularity", 2.0),
-    ("ease", 1.0),
-    ("ease", 2.0),
-    ("ease", 4.0),
-)
-#: ``discover_order="auto"`` mixes in the popularity order when the probe's NDCG@10 of the
-#: newest window's new purchases with it is ahead of the learned order's by more than this
-#: many standard errors of the buyers' paired differences (the bar of :data:`REPEAT_FIRST_T`).
-DISCOVER_T = 2.0
-#: The constant of reciprocal-rank fusion: a rank r counts ``1 / (DISCOVER_RRF_K + r)``. The
-#: usual 60 flattens a top-10 list's ranks; 10 was the value measured.
-DISCOVER_RRF_K = 10.0
 #: The calibration (isotonic, raw score -> probability of purchase) learns on at most about this
 #: many candidate pairs: whole (window, customer) groups of the calibration customers, drawn
 #: at random. Ta-Feng's calibration customers have 1.7 M pairs, whose ranker scores alone were
@@ -369,120 +363,10 @@ class _Probed:
 
     #: the repeat-first test: NDCG@10 learned, own purchases first, and the paired t
     gate: tuple[float, float, float]
-    #: the discover order's mix (:func:`_discover_choice`: its order and weight) and numbers
+    #: the discover order's mix (:func:`~recsys.models.orders.discover_choice`: its order and
+    #: weight) and numbers
     discover: tuple[str, float]
     discover_stats: dict[str, float]
-
-
-@dataclass(frozen=True)
-class ItemReason:
-    """Why one item is on a user's list (indices are internal; the API maps them to ids)."""
-
-    item: int
-    score: float
-    probability: float
-    sources: tuple[str, ...]
-    bought_before: bool
-    due_for_repurchase: bool
-    often_bought_with: int | None
-
-    @property
-    def reasons(self) -> list[str]:
-        """API flags: ``bought_before``, ``due_for_repurchase``, ``often_bought_with:<i>``."""
-        out = []
-        if self.bought_before:
-            out.append("bought_before")
-        if self.due_for_repurchase:
-            out.append("due_for_repurchase")
-        if self.often_bought_with is not None:
-            out.append(f"often_bought_with:{self.often_bought_with}")
-        return out
-
-
-def generator_names(bits: int) -> tuple[str, ...]:
-    """The :data:`~recsys.models.features.GENERATORS` whose flag is set in ``bits``."""
-    return tuple(g for b, g in enumerate(GENERATORS) if bits >> b & 1)
-
-
-@dataclass(frozen=True)
-class ExplainedLists:
-    """:meth:`HybridModel.explain`'s top lists as arrays: entry ``e`` is an item of row
-    ``rows[e]`` (the entries row by row, each row's in rank order), with the fields of its
-    :class:`ItemReason` (``sources`` as generator bits, ``often_bought_with`` -1 for none).
-
-    ``often_bought_with`` is found when first read, for every entry; :meth:`prefetch` finds
-    it for a few entries only: a request shows ten of the hundred items it ranks, and the
-    partner search is the dearest part of an explanation.
-    """
-
-    n_rows: int
-    rows: NDArray[np.intp]
-    items: NDArray[np.intp]
-    scores: NDArray[np.float64]
-    probabilities: NDArray[np.float64]
-    sources: NDArray[np.uint8]
-    bought_before: NDArray[np.bool_]
-    due_for_repurchase: NDArray[np.bool_]
-    #: entries' positions -> their partners (-1: none)
-    partners_of: Callable[[NDArray[np.intp]], NDArray[np.int64]] = field(repr=False, compare=False)
-    _found: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
-
-    @cached_property
-    def often_bought_with(self) -> NDArray[np.int64]:
-        """Per entry, the user's item most co-bought with it, or -1."""
-        return self.partners_of(np.arange(len(self.items), dtype=np.intp))
-
-    def prefetch(self, entries: Sequence[int]) -> None:
-        """Find the partners of ``entries`` in one search (:meth:`reason` reads them)."""
-        todo = [e for e in dict.fromkeys(entries) if e not in self._found]
-        if todo and "often_bought_with" not in self.__dict__:
-            found = self.partners_of(np.asarray(todo, dtype=np.intp))
-            self._found.update(zip(todo, found.tolist(), strict=True))
-
-    def _partner(self, e: int) -> int:
-        if "often_bought_with" in self.__dict__:
-            return int(self.often_bought_with[e])
-        if e not in self._found:
-            self.prefetch([e])
-        return self._found[e]
-
-    def reason(self, e: int) -> ItemReason:
-        """Entry ``e`` as an :class:`ItemReason`."""
-        partner = self._partner(e)
-        return ItemReason(
-            item=int(self.items[e]),
-            score=float(self.scores[e]),
-            probability=float(self.probabilities[e]),
-            sources=generator_names(int(self.sources[e])),
-            bought_before=bool(self.bought_before[e]),
-            due_for_repurchase=bool(self.due_for_repurchase[e]),
-            often_bought_with=partner if partner >= 0 else None,
-        )
-
-    def reasons(self) -> list[ItemReason]:
-        """Every entry as an :class:`ItemReason`, in order."""
-        sources = {int(bits): generator_names(int(bits)) for bits in np.unique(self.sources)}
-        return [
-            ItemReason(
-                item=item,
-                score=score,
-                probability=prob,
-                sources=sources[bits],
-                bought_before=bb,
-                due_for_repurchase=dd,
-                often_bought_with=pa if pa >= 0 else None,
-            )
-            for item, score, prob, bits, bb, dd, pa in zip(
-                self.items.tolist(),
-                self.scores.tolist(),
-                self.probabilities.tolist(),
-                self.sources.tolist(),
-                self.bought_before.tolist(),
-                self.due_for_repurchase.tolist(),
-                self.often_bought_with.tolist(),
-                strict=True,
-            )
-        ]
 
 
 class HybridModel(Recommender):
@@ -582,8 +466,9 @@ class HybridModel(Recommender):
         places in any list). ``"learned"``: the ranker's. ``"auto"``: the repeat-first test's
         probe (a ranker learned on every window but the newest) also scores the newest
         window's never-bought candidates with another order mixed in by reciprocal-rank
-        fusion (:func:`_discover_scores`, each mix of :data:`DISCOVER_MIXES`: the shop's
-        recent popularity, or the rank by the EASE score when the fit has an EASE
+        fusion (:func:`~recsys.models.orders.discover_scores`, each mix of
+        :data:`~recsys.models.orders.DISCOVER_MIXES`: the shop's recent popularity, or the
+        rank by the EASE score when the fit has an EASE
         generator), and the mix whose NDCG@10 of the buyers' new purchases is best serves
         when it beats the learned order by more than :data:`DISCOVER_T` standard errors
         (``train_stats_`` holds every mix's NDCG and t, ``discover_by_`` and
@@ -959,7 +844,7 @@ class HybridModel(Recommender):
         other = copy.copy(self)
         other.repeat_first_ = bool(first)
         if discover_weight is not None:
-            _check_discover_by(discover_by)
+            check_discover_by(discover_by)
             # weight 0 is the learned order, whatever would have been mixed in
             other.discover_by_ = discover_by if discover_weight else "popularity"
             other.discover_weight_ = float(discover_weight)
@@ -1270,9 +1155,10 @@ class HybridModel(Recommender):
         """``repeat_first="auto"``'s and ``discover_order="auto"``'s test: a ranker learned on
         every window but the newest, and the same ranker behind the customer's own purchases,
         each scored by NDCG@10 on the newest window's buyers, and the discover orders on
-        their never-bought candidates (:func:`_discover_choice`). Returns the repeat-first
-        numbers (learned, repeat first, the paired t statistic of the buyers' differences)
-        and the discover choice, or ``None`` when the older windows cannot teach a ranker.
+        their never-bought candidates (:func:`~recsys.models.orders.discover_choice`). Returns
+        the repeat-first numbers (learned, repeat first, the paired t statistic of the
+        buyers' differences) and the discover choice, or ``None`` when the older windows
+        cannot teach a ranker.
 
         The newest window is later than every pair the probe learned from, as the served
         lists are later than the final ranker's: a ranker that only fits its own windows'
@@ -1301,10 +1187,10 @@ class HybridModel(Recommender):
         from recsys.evaluation.metrics import grouped_ndcg_each
 
         by_ranker = grouped_ndcg_each(group, learned, y)
-        by_first = grouped_ndcg_each(group, _repeat_first(x, learned), y)
-        t = _paired_t(by_first - by_ranker)
-        new = _never_bought(x)
-        mix, stats = _discover_choice(group[new], x[new], y[new], learned[new])
+        by_first = grouped_ndcg_each(group, repeat_first_scores(x, learned), y)
+        t = paired_t(by_first - by_ranker)
+        new = never_bought(x)
+        mix, stats = discover_choice(group[new], x[new], y[new], learned[new])
         return _Probed((float(by_ranker.mean()), float(by_first.mean()), t), mix, stats)
 
     def _window_pairs(
@@ -1488,12 +1374,12 @@ class HybridModel(Recommender):
                 raise ValueError("a discover order needs the customer of each row")
             found = None if discovered is None else discovered.get(mix)
             if found is None:
-                found = _discover_scores(rows, x, learned, mix[1], mix[0])
+                found = discover_scores(rows, x, learned, mix[1], mix[0])
                 if discovered is not None:
                     discovered[mix] = found
             learned = found
         if self.repeat_first_:
-            return _repeat_first(x, learned)
+            return repeat_first_scores(x, learned)
         return learned
 
     def _learned_raw(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -1513,10 +1399,10 @@ class HybridModel(Recommender):
         # fixed blend: reciprocal ranks of the personal generators plus the repeat signal,
         # scaled to [0, 1]; ranks equal to the list length mean "not proposed"
         def rr(col: str, n: int) -> NDArray[np.float64]:
-            r = x[:, _COL[col]].astype(np.float64)
+            r = x[:, FEATURE_COLUMN[col]].astype(np.float64)
             return np.where(r < n, 1.0 / (1.0 + r), 0.0)
 
-        n_orders = x[:, _COL["n_orders"]].astype(np.float64)
+        n_orders = x[:, FEATURE_COLUMN["n_orders"]].astype(np.float64)
         blend = (
             2.0 * n_orders / (1.0 + n_orders)
             + rr("als_rank", self.n_als)
@@ -1733,8 +1619,9 @@ class HybridModel(Recommender):
             # the calibrator maps each value on its own, so one call equals one call per item
             probabilities=self._proba(sel_raw),
             sources=src[p],
-            bought_before=f[:, _COL["bought_before"]] > 0,
-            due_for_repurchase=(f[:, _COL["n_orders"]] >= 2) & (f[:, _COL["due_ratio"]] >= 1.0),
+            bought_before=f[:, FEATURE_COLUMN["bought_before"]] > 0,
+            due_for_repurchase=(f[:, FEATURE_COLUMN["n_orders"]] >= 2)
+            & (f[:, FEATURE_COLUMN["due_ratio"]] >= 1.0),
             partners_of=partners_of,
         )
 
@@ -1773,7 +1660,7 @@ class HybridModel(Recommender):
         if len(known):
             _, st_items, st_ptr = csr_row_arrays(self.state_.stats, users[known])
             parts.append(np.repeat(known.astype(np.int64), np.diff(st_ptr)) * m + st_items)
-        owned = _OwnedItems(np.unique(np.concatenate(parts)), n, m)
+        owned = OwnedItems(np.unique(np.concatenate(parts)), n, m)
         by_item = self._cooc_by_item()
         counts = by_item.indptr[items + 1] - by_item.indptr[items]  # not an items-long diff
         # bound the expanded (pair, neighbour) arrays: about _PARTNER_BLOCK entries at a time
@@ -1783,7 +1670,7 @@ class HybridModel(Recommender):
         while start < len(rows):
             limit = ends[start] - counts[start] + _PARTNER_BLOCK
             stop = max(int(np.searchsorted(ends, limit, "right")), start + 1)
-            out[start:stop] = _best_owned_neighbour(
+            out[start:stop] = best_owned_neighbour(
                 by_item, owned, rows[start:stop], items[start:stop]
             )
             start = stop
@@ -1894,7 +1781,7 @@ class HybridModel(Recommender):
         try:
             model = cls(**meta["params"])
             features = [str(f) for f in meta["features"]]
-            unknown = [f for f in features if f not in _COL]
+            unknown = [f for f in features if f not in FEATURE_COLUMN]
             if unknown:
                 raise ArtifactError(
                     f"{directory / _META_FILE}: features {unknown} are not computed by this "
@@ -1906,7 +1793,7 @@ class HybridModel(Recommender):
             model.ranker_columns_ = (
                 None
                 if features == list(FEATURES)
-                else np.array([_COL[f] for f in features], dtype=np.intp)
+                else np.array([FEATURE_COLUMN[f] for f in features], dtype=np.intp)
             )
             model.ranker_kind_ = meta["ranker_kind"]
             # absent from a version trained before repeat_first existed: it ranked by the
@@ -1952,145 +1839,6 @@ def _ranker_scores(
         return np.asarray(booster.predict(x, raw_score=True, num_threads=threads), dtype=np.float64)
     with _openmp_threads(threads):
         return np.asarray(ranker.decision_function(x), dtype=np.float64)
-
-
-def _repeat_first(x: NDArray[np.float32], raw: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Scores that put the items with more of the customer's orders first and keep the
-    ranker's order (``raw``) among items with as many orders (``repeat_first``)."""
-    orders = np.nan_to_num(x[:, _COL["n_orders"]].astype(np.float64))
-    # arctan maps any raw score into (0, 1), in its order: one more order always outranks it
-    return orders + 0.5 + np.arctan(raw) / np.pi
-
-
-def _paired_t(diff: NDArray[np.float64]) -> float:
-    """The paired t statistic of per-customer differences between two orders: how far their
-    mean is from what one window of customers makes by chance (0 without a spread)."""
-    spread = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
-    return float(diff.mean() / (spread / np.sqrt(len(diff)))) if spread > 0 else 0.0
-
-
-def _never_bought(x: NDArray[np.float32]) -> NDArray[np.bool_]:
-    """Which candidate rows the customer never bought (no orders of the item)."""
-    return ~(np.nan_to_num(x[:, _COL["n_orders"]]) > 0)
-
-
-def _ranks_within(rows: NDArray[np.integer], order: NDArray[np.intp]) -> NDArray[np.intp]:
-    """Each entry's rank (0 = first) among its row's entries, given ``order``: a
-    :func:`numpy.lexsort` of the entries whose primary key is ``rows``."""
-    sorted_rows = rows[order]
-    rank = np.empty(len(rows), dtype=np.intp)
-    rank[order] = np.arange(len(rows)) - np.searchsorted(sorted_rows, sorted_rows)
-    return rank
-
-
-def _check_discover_by(by: str) -> str:
-    """``by`` when it is one of :data:`DISCOVER_BY`, else a ``ValueError`` naming it."""
-    if by not in DISCOVER_BY:
-        raise ValueError(f"unknown discover order {by!r}: expected one of {list(DISCOVER_BY)}")
-    return by
-
-
-def _discover_scores(
-    rows: NDArray[np.integer],
-    x: NDArray[np.float32],
-    learned: NDArray[np.float64],
-    weight: float,
-    by: str = "popularity",
-) -> NDArray[np.float64]:
-    """``learned`` with each customer's never-bought candidates put in the discover order: the
-    reciprocal-rank fusion of their learned rank and their rank (weighted ``weight``) by
-    ``by``: the shop's recent popularity, or the hybrid's EASE score (a candidate without
-    one last, then by recent popularity).
-
-    The scores are handed out again, not made anew: the never-bought candidates of a row keep
-    the set of learned scores they had, best to the first in the fused order. A list with
-    the customer's purchases in it keeps the slots where the learned order put them, and the
-    scores keep their scale (the calibration reads them).
-    """
-    return _DiscoverOrders(rows, x, learned).scores(weight, by)
-
-
-class _DiscoverOrders:
-    """:func:`_discover_scores` of one batch for several mixes: the learned ranks once, and
-    the rank by each order once, not once per mix (the probe tries six; each rank is a sort
-    of every never-bought candidate)."""
-
-    def __init__(
-        self, rows: NDArray[np.integer], x: NDArray[np.float32], learned: NDArray[np.float64]
-    ) -> None:
-        self.x, self.learned = x, learned
-        self.new = np.flatnonzero(_never_bought(x))
-        self.r = np.asarray(rows)[self.new]
-        self.score = learned[self.new]
-        self.best_first = order_within_rows(self.r, self.score)
-        self.by_learned = _ranks_within(self.r, self.best_first)
-        self._by_other: dict[str, NDArray[np.intp]] = {}
-
-    def scores(self, weight: float, by: str = "popularity") -> NDArray[np.float64]:
-        """The batch's scores in the discover order mixing ``by`` in at ``weight``."""
-        new, r = self.new, self.r
-        if not len(new):
-            return self.learned
-        by_other = self._by_other.get(by)
-        if by_other is None:
-            x = self.x
-            pop = np.nan_to_num(x[new, _COL["item_pop_recent"]].astype(np.float64), nan=-1.0)
-            total = np.nan_to_num(x[new, _COL["item_pop_total"]].astype(np.float64), nan=-1.0)
-            # np.lexsort((by_learned, -total, -pop[, -ease], r)) as stable sorts from the last
-            # key up, each with the rows: the best-first order has by_learned ascending
-            order = self.best_first
-            if _check_discover_by(by) == "ease":
-                ease = np.nan_to_num(x[new, _COL["ease_score"]].astype(np.float64), nan=-np.inf)
-                keys: tuple[NDArray[np.float64], ...] = (total, pop, ease)
-            else:
-                keys = (total, pop)
-            for key in keys:
-                order = order_within_rows(r, key, order)
-            by_other = self._by_other[by] = _ranks_within(r, order)
-        by_learned = self.by_learned
-        fused = 1.0 / (DISCOVER_RRF_K + by_learned) + weight / (DISCOVER_RRF_K + by_other)
-        out = self.learned.copy()
-        # both orders group the rows alike: the k-th entry of one is the k-th of the other's row
-        # np.lexsort((by_learned, -fused, r)), from the order by (r, by_learned)
-        out[new[order_within_rows(r, fused, self.best_first)]] = self.score[self.best_first]
-        return out
-
-
-def _discover_choice(
-    group: NDArray[np.integer],
-    x: NDArray[np.float32],
-    y: NDArray[np.integer],
-    learned: NDArray[np.float64],
-) -> tuple[tuple[str, float], dict[str, float]]:
-    """``discover_order="auto"``'s test on never-bought candidates (rows ``x`` of customers
-    ``group``, labelled ``y``, scored ``learned``): the mix of :data:`DISCOVER_MIXES` (EASE's
-    only when the rows have EASE scores) whose :func:`_discover_scores` NDCG@10 of the
-    bought rows is best, when it is ahead of the learned order by more than
-    :data:`DISCOVER_T` standard errors of the customers' paired differences, else
-    ``("popularity", 0.0)``, the learned order. Returns it and the numbers
-    (``train_stats_`` keys: ``discover_ndcg_<by>_<weight>``, ``discover_t_<by>_<weight>``,
-    the chosen ``discover_weight`` and ``discover_ease``, 1 when EASE's)."""
-    from recsys.evaluation.metrics import grouped_ndcg_each
-
-    stats = {"discover_buyers": float(len(np.unique(group[y == 1])))}
-    best, best_mean = ("popularity", 0.0), -np.inf
-    if stats["discover_buyers"] >= 2:
-        base = grouped_ndcg_each(group, learned, y)
-        stats["discover_learned_ndcg"] = best_mean = float(base.mean())
-        with_ease = bool(np.isfinite(x[:, _COL["ease_score"]]).any())
-        orders = _DiscoverOrders(group, x, learned)
-        for by, weight in DISCOVER_MIXES:
-            if by == "ease" and not with_ease:
-                continue
-            each = grouped_ndcg_each(group, orders.scores(weight, by), y)
-            t = _paired_t(each - base)
-            stats[f"discover_ndcg_{by}_{weight:g}"] = float(each.mean())
-            stats[f"discover_t_{by}_{weight:g}"] = t
-            if t > DISCOVER_T and each.mean() > best_mean:
-                best, best_mean = (by, weight), float(each.mean())
-    stats["discover_weight"] = best[1]
-    stats["discover_ease"] = float(best[0] == "ease")
-    return best, stats
 
 
 def isotonic_predict(calibrator: Any, raw: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -2253,178 +2001,11 @@ def _openmp_threads(threads: int) -> Any:
 _OPENMP: tuple[int, Any] | None = None
 
 
-#: Owned-list lookups that cost as much as scanning one stored neighbour: a pair looks its
-#: user's items up in the candidate's row (a binary search each) when the row holds more than
-#: this many times as many neighbours as the user has items. Either way gives the same partner;
-#: Ta-Feng's 40,960 listed pairs (2,048 customers) took 0.08-0.09 s at 1-6 (as when looking
-#: up every pair) against 0.46-0.50 s scanning every row (22.5 M neighbour entries).
-_LOOKUP_COST = 3
-
-
-#: Largest ``users × items`` batch whose owned items also get a dense mask (bytes): a live
-#: request (one user) looks its items up in it at any catalogue size below 4 * 10^6 items.
-#: A batch of stored lists (256 users) over 650k items would zero 166 MB a batch for it;
-#: those look the sorted keys up instead, in the same answers.
-_DENSE_OWNED = 1 << 22
-
-
-class _OwnedItems:
-    """The items each row's user has, as sorted unique keys ``row * m + item``.
-
-    Parameters
-    ----------
-    keys
-        Sorted unique keys, each ``row * m + item`` with ``0 <= row < n``, ``0 <= item < m``.
-    n, m
-        Rows and items.
-    """
-
-    def __init__(self, keys: NDArray[np.int64], n: int, m: int) -> None:
-        self.keys = keys
-        self.m = m
-        #: row ``r``'s items, ascending: ``idx[ptr[r]:ptr[r + 1]]``
-        self.ptr: NDArray[np.intp] = np.searchsorted(keys, np.arange(n + 1, dtype=np.int64) * m)
-        self.idx: NDArray[np.int64] = keys % m if m else keys
-        self.mask: NDArray[np.bool_] | None = None
-        if n * m <= _DENSE_OWNED:
-            self.mask = np.zeros((n, m), dtype=bool)
-            self.mask.ravel()[keys] = True
-
-    def has(self, rows: NDArray[np.intp], items: NDArray[np.int64]) -> NDArray[np.bool_]:
-        """Whether row ``rows[e]``'s user has item ``items[e]``, per entry."""
-        if self.mask is not None:
-            return self.mask[rows, items]
-        if len(self.keys) == 0:
-            return np.zeros(len(rows), dtype=bool)
-        query = rows.astype(np.int64) * self.m + items
-        at = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
-        return np.asarray(self.keys[at] == query)
-
-
-def _best_owned_neighbour(
-    by_item: sp.csr_matrix,
-    owned: _OwnedItems,
-    rows: NDArray[np.intp],
-    items: NDArray[np.intp],
-) -> NDArray[np.int64]:
-    """For each pair, the owned neighbour with the largest weight in ``by_item[item]``.
-
-    Ties go to the lowest neighbour index, as ``np.argmax`` over the stored row (sorted
-    indices) would pick; -1 where no neighbour other than the item itself is owned.
-
-    Parameters
-    ----------
-    by_item
-        Co-occurrence by item (row ``i``: the neighbours of ``i``), sorted indices.
-    owned
-        Each row's user's items.
-    rows, items
-        The pairs.
-
-    Returns
-    -------
-    NDArray[np.int64]
-        The partner of each pair, or -1.
-    """
-    out = np.full(len(rows), -1, dtype=np.int64)
-    n_owned = owned.ptr[rows + 1] - owned.ptr[rows]
-    n_neighbours = by_item.indptr[items + 1] - by_item.indptr[items]
-    # A popular candidate's row holds hundreds of neighbours where a user owns a few dozen
-    # items: such pairs look the owned items up instead of scanning the row. Both paths see
-    # the same (neighbour, weight) entries in ascending neighbour order, so they agree exactly;
-    # a row with duplicate entries (not canonical) is only scanned, as a lookup finds one.
-    lookup = n_owned * _LOOKUP_COST < n_neighbours
-    if not by_item.has_canonical_format:
-        lookup[:] = False
-    a, b = np.flatnonzero(lookup), np.flatnonzero(~lookup)
-    if len(a):
-        out[a] = _best_by_lookup(by_item, owned.ptr, owned.idx, rows[a], items[a])
-    if len(b):
-        out[b] = _best_by_scan(by_item, owned, rows[b], items[b])
-    return out
-
-
-def _expand(
-    lo: NDArray[np.int64], counts: NDArray[np.int64]
-) -> tuple[NDArray[np.intp], NDArray[np.int64]]:
-    """The segments ``[lo[g], lo[g] + counts[g])`` laid end to end: each entry's segment ``g``
-    and its position."""
-    total = int(counts.sum())
-    group = np.repeat(np.arange(len(counts)), counts)
-    pos = np.arange(total, dtype=np.int64) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
-    return group, pos
-
-
-def _best_by_scan(
-    by_item: sp.csr_matrix,
-    owned: _OwnedItems,
-    rows: NDArray[np.intp],
-    items: NDArray[np.intp],
-) -> NDArray[np.int64]:
-    """:func:`_best_owned_neighbour` by scanning each item's whole stored row."""
-    lo = by_item.indptr[items].astype(np.int64)
-    counts = by_item.indptr[items + 1].astype(np.int64) - lo
-    pair, pos = _expand(lo, counts)
-    cand = by_item.indices[pos]
-    ok = owned.has(rows[pair], cand) & (cand != items[pair])
-    # entries stay grouped by pair and in storage order within a pair
-    return _first_best(len(rows), pair[ok], cand[ok], by_item.data[pos[ok]])
-
-
-def _best_by_lookup(
-    by_item: sp.csr_matrix,
-    owned_ptr: NDArray[np.intp],
-    owned_idx: NDArray[np.int64],
-    rows: NDArray[np.intp],
-    items: NDArray[np.intp],
-) -> NDArray[np.int64]:
-    """:func:`_best_owned_neighbour` by looking each owned item up in the item's row
-    (``by_item`` canonical: sorted indices, no duplicates)."""
-    m = by_item.shape[1]
-    uniq, inv = np.unique(items, return_inverse=True)
-    # the candidates' rows only, keyed (unique item, neighbour): a smaller array to search
-    # than the whole matrix, and 32-bit keys where they fit
-    u_lo = by_item.indptr[uniq].astype(np.int64)
-    u_group, u_pos = _expand(u_lo, by_item.indptr[uniq + 1].astype(np.int64) - u_lo)
-    # (a Python int that fits keeps the array's type, in numpy 1 and 2 alike)
-    dt: type[np.signedinteger[Any]] = np.int32 if len(uniq) * m < 2**31 else np.int64
-    hay = u_group.astype(dt) * m + by_item.indices[u_pos].astype(dt)
-    o_lo = owned_ptr[rows].astype(np.int64)
-    pair, o_pos = _expand(o_lo, owned_ptr[rows + 1].astype(np.int64) - o_lo)
-    cand = owned_idx[o_pos]
-    query = inv[pair].astype(dt) * m + cand.astype(dt)
-    at = np.minimum(np.searchsorted(hay, query), max(len(hay) - 1, 0))
-    ok = (cand != items[pair]) & (hay[at] == query) if len(hay) else np.zeros(len(pair), bool)
-    # grouped by pair, owned items ascending: the scan's order
-    return _first_best(len(rows), pair[ok], cand[ok], by_item.data[u_pos[at[ok]]])
-
-
-def _first_best(
-    n: int, pair: NDArray[np.intp], cand: NDArray[np.int64], weight: NDArray[np.floating]
-) -> NDArray[np.int64]:
-    """Per pair ``0..n-1``, the first ``cand`` of its largest ``weight`` (-1 for none).
-
-    ``pair`` is grouped (each pair's entries consecutive). A group whose weights include NaN
-    has a NaN maximum that no entry equals, so it gets -1, as it always did.
-    """
-    out = np.full(n, -1, dtype=np.int64)
-    if len(pair) == 0:
-        return out
-    new_group = pair[1:] != pair[:-1]
-    starts = np.flatnonzero(np.r_[True, new_group])
-    best = np.maximum.reduceat(weight, starts)
-    group = np.cumsum(np.r_[False, new_group])
-    hit = np.flatnonzero(weight == best[group])
-    first = hit[np.r_[True, group[hit][1:] != group[hit][:-1]]]
-    out[pair[first]] = cand[first]
-    return out
-
-
 __all__ = [
     "DECAYED_FEATURES",
-    "ExplainedLists",
     "HybridModel",
-    "ItemReason",
-    "ModelError",
-    "generator_names",
+    "RepeatChoice",
+    "ServedOrder",
+    "held_choice",
+    "prediction_threads",
 ]

@@ -19,16 +19,15 @@ from recsys.data.schema import EventFrame
 from recsys.errors import ArtifactError
 from recsys.models import kernels
 from recsys.models.features import FEATURES
-from recsys.models.hybrid import (
+from recsys.models.hybrid import HybridModel, ServedOrder
+from recsys.models.orders import (
     DISCOVER_BY,
     DISCOVER_MIXES,
     DISCOVER_RRF_K,
     DISCOVER_T,
-    HybridModel,
-    ServedOrder,
-    _discover_choice,
-    _discover_scores,
-    _DiscoverOrders,
+    DiscoverOrders,
+    discover_choice,
+    discover_scores,
 )
 from tests.models.conftest import AS_OF
 from tests.models.test_hybrid import synthetic_rows
@@ -77,7 +76,7 @@ def test_the_discover_order_hands_each_customers_new_items_their_own_scores(
     pop = np.array([e[2] for e in entries], dtype=np.float32)
     learned = np.array([e[3] for e in entries], dtype=np.float64)
     ease = np.array([e[4] for e in entries], dtype=np.float32)
-    out = _discover_scores(rows, _features(orders, pop, ease), learned, weight, by)
+    out = discover_scores(rows, _features(orders, pop, ease), learned, weight, by)
     bought = orders > 0
     np.testing.assert_array_equal(out[bought], learned[bought])
     mixed_in = pop if by == "popularity" else ease
@@ -93,7 +92,7 @@ def test_the_discover_order_hands_each_customers_new_items_their_own_scores(
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_one_batchs_orders_for_several_mixes_equal_each_mix_alone(seed: int) -> None:
-    """The probe computes every mix from one :class:`_DiscoverOrders` (the ranks shared):
+    """The probe computes every mix from one :class:`DiscoverOrders` (the ranks shared):
     each mix, in any order, is what that mix gives alone."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 60))
@@ -104,9 +103,9 @@ def test_one_batchs_orders_for_several_mixes_equal_each_mix_alone(seed: int) -> 
         np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)).astype(np.float32),
     )
     learned = rng.normal(size=n)
-    orders = _DiscoverOrders(rows, x, learned)
+    orders = DiscoverOrders(rows, x, learned)
     for by, weight in [DISCOVER_MIXES[i] for i in rng.permutation(len(DISCOVER_MIXES))]:
-        alone = _discover_scores(rows, x, learned, weight, by)
+        alone = discover_scores(rows, x, learned, weight, by)
         np.testing.assert_array_equal(orders.scores(weight, by), alone)
 
 
@@ -154,7 +153,7 @@ def test_the_discover_order_equals_the_lexsort_reference(seed: int, mix: tuple[s
     with pytest.MonkeyPatch.context() as mp:  # the packed sorts, as on a training's batches
         mp.setattr(kernels, "PACKED_SORT_MIN", 0)
         np.testing.assert_array_equal(
-            _discover_scores(rows, x, learned, weight, by),
+            discover_scores(rows, x, learned, weight, by),
             _lexsort_discover_scores(rows, x, learned, weight, by),
         )
 
@@ -162,7 +161,7 @@ def test_the_discover_order_equals_the_lexsort_reference(seed: int, mix: tuple[s
 def test_an_unknown_discover_order_is_refused_by_name() -> None:
     x = _features(np.zeros(2), np.ones(2))
     with pytest.raises(ValueError, match="'bm25'"):
-        _discover_scores(np.zeros(2, dtype=np.intp), x, np.ones(2), 1.0, "bm25")
+        discover_scores(np.zeros(2, dtype=np.intp), x, np.ones(2), 1.0, "bm25")
 
 
 def test_a_weight_that_does_not_move_a_rank_changes_nothing() -> None:
@@ -170,7 +169,7 @@ def test_a_weight_that_does_not_move_a_rank_changes_nothing() -> None:
     rows = np.zeros(5, dtype=np.intp)
     learned = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
     x = _features(np.zeros(5), np.array([50.0, 40.0, 30.0, 20.0, 10.0]))
-    np.testing.assert_array_equal(_discover_scores(rows, x, learned, 2.0), learned)
+    np.testing.assert_array_equal(discover_scores(rows, x, learned, 2.0), learned)
 
 
 def _window(
@@ -216,7 +215,7 @@ def test_the_test_mixes_in_an_order_only_where_the_new_purchases_follow_it(
     Where they bought the ranker's first, the learned order stays; without EASE scores (a
     fit with no EASE generator) the EASE order is not tried."""
     group, x, y, learned = _window(np.random.default_rng(3), buys, with_ease)
-    (by, weight), stats = _discover_choice(group, x, y, learned)
+    (by, weight), stats = discover_choice(group, x, y, learned)
     assert stats["discover_buyers"] == 300 and stats["discover_weight"] == weight
     assert stats["discover_ease"] == float(by == "ease")
     tried = [m for m in DISCOVER_MIXES if with_ease or m[0] != "ease"]
@@ -396,7 +395,7 @@ def test_the_orders_of_one_fit_compute_each_weights_discover_order_once(
     alone = [m.recommend_lists(users, history, 10, excludes=excludes) for m in orders]
     assert len({a[1][0].tobytes() for a in alone}) > 2  # the orders' lists differ
     mixes: list[tuple[str, float]] = []
-    real = hybrid._discover_scores
+    real = hybrid.discover_scores
 
     def spy(
         rows: np.ndarray, x: np.ndarray, learned: np.ndarray, weight: float, by: str
@@ -404,7 +403,7 @@ def test_the_orders_of_one_fit_compute_each_weights_discover_order_once(
         mixes.append((by, weight))
         return real(rows, x, learned, weight, by)
 
-    monkeypatch.setattr(hybrid, "_discover_scores", spy)
+    monkeypatch.setattr(hybrid, "discover_scores", spy)
     with shared_scoring():
         shared = [m.recommend_lists(users, history, 10, excludes=excludes) for m in orders]
     assert sorted(mixes) == sorted(DISCOVER_MIXES)

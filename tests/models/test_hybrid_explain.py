@@ -18,20 +18,19 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import recsys.models.hybrid as hybrid_module
+import recsys.models.explained as explained_module
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame
 from recsys.models.base import top_k
-from recsys.models.features import GENERATORS
-from recsys.models.hybrid import (
-    _COL,
-    HybridModel,
+from recsys.models.explained import (
     ItemReason,
+    OwnedItems,
     _best_by_lookup,
     _best_by_scan,
-    _best_owned_neighbour,
-    _OwnedItems,
+    best_owned_neighbour,
 )
+from recsys.models.features import FEATURE_COLUMN, GENERATORS
+from recsys.models.hybrid import HybridModel
 from tests.models.conftest import AS_OF
 from tests.models.test_hybrid import synthetic_rows
 
@@ -71,7 +70,7 @@ def reference_explain(
             f = x[p]
             bits = int(src[p])
             sources = tuple(g for b, g in enumerate(GENERATORS) if bits >> b & 1)
-            due = bool(f[_COL["n_orders"]] >= 2 and f[_COL["due_ratio"]] >= 1.0)
+            due = bool(f[FEATURE_COLUMN["n_orders"]] >= 2 and f[FEATURE_COLUMN["due_ratio"]] >= 1.0)
             partner = None
             lo, hi = cooc_t.indptr[item], cooc_t.indptr[item + 1]
             cand = cooc_t.indices[lo:hi]
@@ -85,7 +84,7 @@ def reference_explain(
                     score=float(raw[p]),
                     probability=float(model._proba(raw[p : p + 1])[0]),
                     sources=sources,
-                    bought_before=bool(f[_COL["bought_before"]] > 0),
+                    bought_before=bool(f[FEATURE_COLUMN["bought_before"]] > 0),
                     due_for_repurchase=due,
                     often_bought_with=partner,
                 )
@@ -169,10 +168,10 @@ def test_ties_go_to_the_lowest_partner_index(model: HybridModel, shop: TrainingD
     assert_same(model.explain(users, hist, 20), reference_explain(model, users, hist, 20))
 
 
-def _owned_from_mask(mask: np.ndarray) -> _OwnedItems:
+def _owned_from_mask(mask: np.ndarray) -> OwnedItems:
     """The owned items of a dense ``n × m`` mask."""
     n, m = mask.shape
-    return _OwnedItems(np.flatnonzero(mask).astype(np.int64), n, m)
+    return OwnedItems(np.flatnonzero(mask).astype(np.int64), n, m)
 
 
 @settings(max_examples=120, deadline=None)
@@ -219,7 +218,7 @@ def test_partner_kernels_pick_the_strongest_owned_neighbour(
     assert keyed.ptr.tolist() == ptr.tolist() and keyed.idx.tolist() == idx.tolist()
     for each in (dense, keyed):
         assert _best_by_scan(by_item, each, rows, items).tolist() == expected
-        assert _best_owned_neighbour(by_item, each, rows, items).tolist() == expected
+        assert best_owned_neighbour(by_item, each, rows, items).tolist() == expected
     assert _best_by_lookup(by_item, ptr, idx, rows, items).tolist() == expected
 
 
@@ -403,7 +402,7 @@ def test_partners_without_a_dense_mask_are_the_same(
     hist = sp.csr_matrix(shop.interactions[users])
     dense = model.explain_arrays(users, hist, 20).often_bought_with
     assert (dense >= 0).sum() > 50  # not vacuous
-    monkeypatch.setattr(hybrid_module, "_DENSE_OWNED", 0)
+    monkeypatch.setattr(explained_module, "_DENSE_OWNED", 0)
     keyed = model.explain_arrays(users, hist, 20).often_bought_with
     np.testing.assert_array_equal(keyed, dense)
 

@@ -1053,7 +1053,7 @@ def test_the_holdout_scores_every_order_and_the_gate_reads_the_served_one(
     final fit serves; the thirteen others sit beside them and take no entry of their own."""
     from itertools import product
 
-    from recsys.models.hybrid import DISCOVER_MIXES
+    from recsys.models.orders import DISCOVER_MIXES
     from tests.models.test_hybrid import shift_rows
 
     path = _hybrid_shop(tmp_path, shift_rows(), "holdout_days = 30", discover=True)
