@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     from recsys.settings import Settings
     from recsys.store import open_store
     from training.config import load_training_config
-    from training.pipeline import _evaluated
+    from training.holdout import evaluated_model
 
     config = load_training_config()
     store = open_store(Settings())
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     lists: dict[str, list[Any]] = {}
     with threadpool_limits(2), prediction_threads(2):
         start = time.perf_counter()
-        model = _evaluated(config.default_model, config).fit(data)
+        model = evaluated_model(config.default_model, config).fit(data)
         if not isinstance(model, HybridModel):
             raise SystemExit(f"the default model {config.default_model!r} is not a hybrid")
         orders = [model, model.in_order(not model.repeat_first_)]

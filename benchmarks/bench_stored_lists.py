@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     from recsys.settings import Settings
     from recsys.store import open_store
     from training.config import load_training_config
-    from training.pipeline import _make, active_users
+    from training.publish import active_users
+    from training.stages import make_model
 
     config = load_training_config()
     data = build_training_data(open_store(Settings()).read_events(), config.interactions)
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     lists: dict[int, Any] = {}
     with threadpool_limits(2), prediction_threads(2):
         start = time.perf_counter()
-        model = _make(config.default_model, config).fit(data)
+        model = make_model(config.default_model, config).fit(data)
         print(
             f"{config.default_model} fitted in {time.perf_counter() - start:.1f} s; "
             f"{len(users)} of {data.n_users} customers' lists",

@@ -616,7 +616,7 @@ def test_the_spark_holdout_measures_what_the_local_one_measures(
     (popularity, buy-again, co-occurrence lists) score the same on both engines' holdouts."""
     from training.config import TrainingConfig
     from training.export import events_table
-    from training.pipeline import _evaluate as local_evaluate
+    from training.holdout import evaluate_holdout as local_evaluate
     from training.spark.engine import _evaluate as spark_evaluate
 
     events, catalog = sample_events

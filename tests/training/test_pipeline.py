@@ -223,7 +223,7 @@ def test_the_gate_says_when_the_current_version_had_other_numerics(
 ) -> None:
     """Another CPU's BLAS kernels or another LightGBM move the metric by themselves: the
     gate's reason says so (without changing the decision); the same numerics say nothing."""
-    import training.pipeline as pipeline
+    import training.publish as publish
 
     registry = _registry()
     for _ in range(2):
@@ -231,11 +231,11 @@ def test_the_gate_says_when_the_current_version_had_other_numerics(
     same = registry.manifest(registry.current_version() or "")["promotion"]["reason"]
     assert "within" in same and "other numerics" not in same
 
-    real = pipeline.library_versions()
+    real = publish.library_versions()
     monkeypatch.setattr(
-        pipeline, "library_versions", lambda extra=None: {**real, "lightgbm": "3.3.5"}
+        publish, "library_versions", lambda extra=None: {**real, "lightgbm": "3.3.5"}
     )
-    monkeypatch.setattr(pipeline, "blas_kernels", lambda: ["openblas 0.3.21 Haswell"])
+    monkeypatch.setattr(publish, "blas_kernels", lambda: ["openblas 0.3.21 Haswell"])
     assert main(["train", "--config", _config(tmp_path)]) == 0
     reason = registry.manifest(registry.current_version() or "")["promotion"]["reason"]
     was = "; ".join(registry.manifest(registry.version_names()[1])["platform"]["blas"])
@@ -470,30 +470,6 @@ def test_threads_zero_gives_blas_every_core_while_fitting(
     with threadpool_limits(1, "blas"):
         assert main(["train", "--config", str(config)]) == 0
     assert seen and set(seen) == {os.cpu_count()}
-
-
-def test_a_thread_limit_reaches_implicits_solver_imported_after_it() -> None:
-    """``threads = 1`` holds implicit's ALS solver too, in a process that has not imported
-    implicit yet: a limit set before a runtime is loaded would not reach it."""
-    import json
-    import subprocess
-    import sys
-
-    script = (
-        "import json, sys\n"
-        "from training.config import TrainingConfig\n"
-        "from training.pipeline import _thread_limit\n"
-        "assert 'implicit.cpu.als' not in sys.modules\n"
-        "from threadpoolctl import threadpool_info\n"
-        "with _thread_limit(TrainingConfig(threads=1)):\n"
-        "    print(json.dumps([i['num_threads'] for i in threadpool_info()\n"
-        "                      if i['user_api'] == 'openmp']))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
-    )
-    openmp = json.loads(out.stdout.strip().splitlines()[-1])
-    assert openmp and set(openmp) == {1}
 
 
 # -- approximate top-k index ([ann]) ---------------------------------------------------------------
@@ -1084,56 +1060,6 @@ def test_the_holdout_scores_every_order_and_the_gate_reads_the_served_one(
     new_ndcg = {k[1:]: o["metrics"]["new_ndcg@10"] for k, o in others.items() if k[0] == first}
     new_ndcg[key(entry)[1:]] = manifest["metrics"]["hybrid"]["new_ndcg@10"]
     assert len(set(new_ndcg.values())) > 2, new_ndcg
-
-
-def test_the_metrics_become_those_of_the_order_the_final_fit_serves() -> None:
-    """``_served_orders`` swaps the model's metrics (and intervals) with the scored order
-    the final fit serves, keeps the evaluation fit's order among the others, and leaves
-    them alone when the final fit serves the evaluation's order or one not scored."""
-    from recsys.data.interactions import InteractionConfig, build_training_data
-    from recsys.data.schema import EventFrame
-    from recsys.models.hybrid import HybridModel
-    from tests.models.conftest import AS_OF
-    from tests.models.test_hybrid import shift_rows
-    from training.pipeline import _served_orders
-
-    data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
-    model = HybridModel(factors=16, max_iter=60, train_windows=2, discover_order="auto")
-    model.without_order_test().fit(data)
-
-    def evaluation() -> tuple[dict[str, Any], dict[str, Any]]:
-        metrics = {"hybrid": {"ndcg@10": 0.1}, "popular": {"ndcg@10": 0.05}}
-        others = [
-            {
-                "first": False,
-                "discover_weight": w,
-                "discover_by": by,
-                "metrics": {"ndcg@10": w},
-                "ci95": {"w": w},
-            }
-            for by, w in (("popularity", 0.5), ("popularity", 1.0), ("ease", 2.0))
-        ]
-        entry = {"first": False, "discover_weight": 0.0, "discover_by": "popularity"}
-        entry["others"] = others
-        return metrics, {"ci95": {"hybrid": {"w": 0.0}}, "orders": {"hybrid": entry}}
-
-    metrics, ev = evaluation()
-    _served_orders(metrics, ev, {"hybrid": model.in_order(False, 2.0, "ease")})
-    assert metrics == {"hybrid": {"ndcg@10": 2.0}, "popular": {"ndcg@10": 0.05}}
-    assert ev["ci95"]["hybrid"] == {"w": 2.0}
-    entry = ev["orders"]["hybrid"]
-    assert (entry["first"], entry["discover_by"], entry["discover_weight"]) == (False, "ease", 2.0)
-    kept = {o["discover_weight"]: (o["metrics"], o["ci95"]) for o in entry["others"]}
-    assert kept == {
-        0.0: ({"ndcg@10": 0.1}, {"w": 0.0}),
-        0.5: ({"ndcg@10": 0.5}, {"w": 0.5}),
-        1.0: ({"ndcg@10": 1.0}, {"w": 1.0}),
-    }
-    # the same order; one not scored; popularity at the weight EASE was scored at
-    for final in (model, model.in_order(True, 1.0), model.in_order(False, 2.0)):
-        metrics, ev = evaluation()
-        _served_orders(metrics, ev, {"hybrid": final})
-        assert (metrics, ev) == evaluation()
 
 
 def test_a_young_shops_run_serves_own_purchases_first_and_gates_on_that_order(

@@ -37,28 +37,28 @@ from recsys.errors import DataError, ModelError
 from recsys.registry import Registry
 from recsys.store.base import EventStore
 from training.config import TrainingConfig, check_model_params
-from training.pipeline import (
-    CatalogRead,
-    Choices,
-    Fitted,
-    Notify,
+from training.holdout import (
     OrderVariants,
-    TrainingResult,
-    _evaluated,
-    _jsonable,
-    _make,
-    _Progress,
-    _served_orders,
-    _serving_choices,
-    _stderr,
-    _thread_limit,
+    evaluated_model,
     holdout_cut,
     holdout_entries,
     holdout_info,
-    publish_run,
+    served_orders,
+    serving_choices,
 )
+from training.publish import CatalogRead, Fitted, TrainingResult, publish_run
 from training.spark import jobs
 from training.spark.session import ALS_BLOCKS_CONF, SparkOptions, read_events, start
+from training.stages import (
+    Choices,
+    Notify,
+    Progress,
+    fit_threads,
+    jsonable,
+    make_model,
+    print_notice,
+    thread_limit,
+)
 
 #: Model classes the Spark engine trains (registry names); others are skipped with a notice.
 #: The hybrid's ranker learns from a sample of customers (:func:`_fit_hybrid`); the content
@@ -134,7 +134,7 @@ def run_spark_training(
     promote: bool = True,
     config_source: str = "training/configs/default.toml",
     lock_timeout: float = 0.0,
-    notify: Notify = _stderr,
+    notify: Notify = print_notice,
 ) -> TrainingResult:
     """Train on Spark, publish and (maybe) promote one version; see the module docstring.
 
@@ -163,7 +163,7 @@ def run_spark_training(
     callers_blocks = None if callers is None else callers.conf.get(ALS_BLOCKS_CONF, None)
     with (
         registry.lock(timeout=lock_timeout),
-        _Progress(timings) as progress,
+        Progress(timings) as progress,
         # the run's scratch space (a SQLite store's events as Parquet, a local master's ALS
         # checkpoints), removed with everything in it when the run ends, failed or not
         tempfile.TemporaryDirectory(prefix="recsys-spark-") as scratch,
@@ -186,7 +186,7 @@ def run_spark_training(
                 data, ev = _build(raw, config, as_of, catalog, span=span)
             sampled: dict[str, dict[str, Any]] = {}
             # the serving version's repeat-first choices, held as a local run holds them
-            held = _serving_choices(registry, config)
+            held = serving_choices(registry, config)
             with progress.stage("fit"):
                 fitted, fit_info = _fit_all(
                     config,
@@ -213,7 +213,7 @@ def run_spark_training(
                 spark.conf.unset(ALS_BLOCKS_CONF)
             else:
                 spark.conf.set(ALS_BLOCKS_CONF, callers_blocks)
-        _served_orders(metrics, evaluation, fitted)
+        served_orders(metrics, evaluation, fitted)
         default, fallback = _default(config, fitted, skipped, notify)
         return publish_run(
             registry,
@@ -278,7 +278,7 @@ def _evaluate(
     skipped: dict[str, str],
     notify: Notify,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
-    """The local run's holdout (:func:`training.pipeline._evaluate`), with Spark's fits.
+    """The local run's holdout (:func:`training.holdout.evaluate_holdout`), with Spark's fits.
 
     The models are fitted in Spark on the events before the cut (:func:`_build` with the cut
     as ``as_of``); the eligible customers (who bought before the cut and after it) are found
@@ -335,7 +335,7 @@ def _evaluate(
             notify=notify,
             names=names,
         )
-        with _thread_limit(config):
+        with thread_limit(config):
             for name, model in fitted.items():
                 measured.extend(
                     holdout.measure(
@@ -540,8 +540,8 @@ def _fit_all(
     """Fit ``names`` (every enabled model) that have a Spark implementation; skip the
     others, and those already in ``skipped``. What a model learned from a sample of customers
     is said in ``sampled``. ``held``: the serving version's choices
-    (:func:`training.pipeline._serving_choices`), or ``None`` for the holdout's fits (each
-    hybrid then skips its order test: :func:`training.pipeline._evaluated`)."""
+    (:func:`training.holdout.serving_choices`), or ``None`` for the holdout's fits (each
+    hybrid then skips its order test: :func:`training.holdout.evaluated_model`)."""
     fitted: dict[str, Any] = {}
     info: dict[str, dict[str, Any]] = {}
     for name in config.enabled_models() if names is None else names:
@@ -555,7 +555,7 @@ def _fit_all(
             )
             notify(f"notice: model {name!r} skipped: {skipped[name]}")
             continue
-        model = _evaluated(name, config) if held is None else _make(name, config, held)
+        model = evaluated_model(name, config) if held is None else make_model(name, config, held)
         start_time = time.perf_counter()
         try:
             sample = _FITS[kind](model, data, ev, config)
@@ -570,12 +570,12 @@ def _fit_all(
             "name": name,
             "model": kind,
             "class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "params": _jsonable(model.get_params()),
+            "params": jsonable(model.get_params()),
             "fit_seconds": round(time.perf_counter() - start_time, 3),
             "engine": "spark",
         }
         if (report := model.fit_report()) is not None:
-            info[name]["fit_report"] = _jsonable(report)
+            info[name]["fit_report"] = jsonable(report)
     return fitted, info
 
 
@@ -730,7 +730,6 @@ def _fit_hybrid(model: Any, data: SparkData, ev: Any, config: TrainingConfig) ->
     from pyspark.sql import functions as f
 
     from recsys.models.hybrid import prediction_threads
-    from training.pipeline import _thread_limit, _threads
     from training.spark.state import (
         SPARK_RANKER_CUSTOMERS,
         SparkStates,
@@ -741,7 +740,7 @@ def _fit_hybrid(model: Any, data: SparkData, ev: Any, config: TrainingConfig) ->
 
     if data.n_users == 0:
         raise ModelError(f"{model.name}: needs customers, and the training data has none")
-    threads = _threads(config)
+    threads = fit_threads(config)
     as_of_day = data.as_of / MICROS_PER_DAY
     events = generator_events(ev).cache()
     try:
@@ -755,7 +754,7 @@ def _fit_hybrid(model: Any, data: SparkData, ev: Any, config: TrainingConfig) ->
         customers = model.max_ranker_customers or SPARK_RANKER_CUSTOMERS
         sample, drawn = sample_events(events, pool, customers, seed=model.seed)
         states = SparkStates(events, data.n_users, data.n_items, threads=threads)
-        with prediction_threads(threads), _thread_limit(config):
+        with prediction_threads(threads), thread_limit(config):
             model.fit_sampled(sample, as_of_day, states)
     finally:
         events.unpersist()

@@ -60,7 +60,7 @@ def with_indices(events: DataFrame, users: DataFrame, items: DataFrame) -> DataF
 
 def active_users(indexed: DataFrame, as_of: int, days: float) -> NDArray[np.intp]:
     """Sorted indices of the customers with an event in the ``days`` before ``as_of`` (any
-    event, as :func:`training.pipeline.active_users`); empty when ``days`` is not positive."""
+    event, as :func:`training.publish.active_users`); empty when ``days`` is not positive."""
     if days <= 0:
         return np.empty(0, dtype=np.intp)
     f = _f()
