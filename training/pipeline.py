@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -50,7 +50,7 @@ from recsys.settings import Settings
 from recsys.store.base import EventStore
 from training.config import TrainingConfig, check_model_params
 from training.holdout import evaluate_holdout, served_orders, serving_choices
-from training.publish import CatalogRead, Fitted, TrainingResult, publish_run
+from training.publish import CatalogRead, Fitted, TrainingResult, publish_run, serving_default
 from training.stages import (
     Choices,
     Notify,
@@ -288,7 +288,7 @@ def run_training(
                 config, data, skipped=skipped, notify=notify, warm=warm, held=held
             )
         served_orders(metrics, evaluation, fitted)
-        default, fallback = _serving_default(config, fitted, skipped, notify)
+        default, fallback = serving_default(config, fitted, skipped, notify, FALLBACK_DEFAULTS)
         carry = None
         if warm is not None and config.precompute.carry_on_warm_start:
             since = events.user_id[events.ts > warm[0].last_event]
@@ -507,35 +507,6 @@ def _changed_model_config(trained: Any, config: TrainingConfig) -> list[str]:
         if name in before and before[name] != spec:
             changed.append(f"[models.{name}]")
     return changed
-
-
-def _serving_default(
-    config: TrainingConfig, fitted: Mapping[str, Any], skipped: Mapping[str, str], notify: Notify
-) -> tuple[str, dict[str, str] | None]:
-    """The model that serves, and the manifest's ``default_fallback`` when it is not the
-    configured default (``None`` when it is).
-
-    Raises
-    ------
-    ModelError
-        Neither the default model nor a fallback trained: there is nothing to serve.
-    """
-    configured = config.default_model
-    if configured in fitted:
-        return configured, None
-    why = skipped.get(configured, "not trained")
-    for name in FALLBACK_DEFAULTS:
-        if name in fitted:
-            notify(
-                f"notice: the default model {configured!r} cannot be trained ({why}); "
-                f"{name!r} serves instead"
-            )
-            return name, {"configured": configured, "model": name, "reason": why}
-    tried = ", ".join(FALLBACK_DEFAULTS)
-    raise ModelError(
-        f"the default model {configured!r} cannot be trained: {why}; "
-        f"and no fallback ({tried}) was trained (enable one in the config)"
-    )
 
 
 def _fit_all(

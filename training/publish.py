@@ -7,7 +7,7 @@ reads the same whichever engine trained it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ from recsys.artifacts import CATALOG_READ_KEY
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem
 from recsys.environment import blas_kernels, library_versions, numerics_differ, platform_info
-from recsys.errors import RecsysError
+from recsys.errors import ModelError, RecsysError
 from recsys.registry import Registry
 from recsys.store.base import EventStore
 from training.config import TrainingConfig
@@ -124,6 +124,46 @@ class Fitted:
     evaluation: dict[str, Any]
     default: str
     fallback: dict[str, str] | None
+
+
+def serving_default(
+    config: TrainingConfig,
+    fitted: Mapping[str, Any],
+    skipped: Mapping[str, str],
+    notify: Notify,
+    fallbacks: Sequence[str],
+) -> tuple[str, dict[str, str] | None]:
+    """The model a run's version serves: the configured default when it trained, else the
+    first trained model of the first kind in ``fallbacks`` (registry names of model classes,
+    so a config may name its popularity model as it likes), said in a notice.
+
+    Returns
+    -------
+    tuple of str and dict or None
+        The served model's name, and the manifest's ``default_fallback`` (the configured
+        model, the one serving and why) when it is not the configured default.
+
+    Raises
+    ------
+    ModelError
+        Neither the default model nor a fallback trained: there is nothing to serve.
+    """
+    configured = config.default_model
+    if configured in fitted:
+        return configured, None
+    why = skipped.get(configured, "not trained")
+    for kind in fallbacks:
+        for name in fitted:
+            if (config.models[name].model or name) == kind:
+                notify(
+                    f"notice: the default model {configured!r} cannot be trained ({why}); "
+                    f"{name!r} serves instead"
+                )
+                return name, {"configured": configured, "model": name, "reason": why}
+    raise ModelError(
+        f"the default model {configured!r} cannot be trained: {why}; "
+        f"and no fallback ({', '.join(fallbacks)}) was trained (enable one in the config)"
+    )
 
 
 def publish_run(

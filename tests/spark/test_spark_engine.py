@@ -439,6 +439,36 @@ def test_a_spark_version_is_served_like_a_local_one(
     )
 
 
+def test_a_default_spark_does_not_train_falls_back_as_a_local_run_does(
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """EASE does not distribute: the first trained model of Spark's fallback kinds serves
+    (found by its kind, as the local run finds its own), and the manifest says why."""
+    from recsys.cli import main
+    from recsys.registry import Registry
+    from recsys.settings import Settings, load_settings
+
+    assert main(["ingest", str(SAMPLE), "--format", "online-retail"]) == 0
+    config = tmp_path / "fallback.toml"
+    config.write_text(
+        'default_model = "ease"\nthreads = 1\n[evaluation]\nenabled = false\n'
+        '[models.ease]\n[models.now]\nmodel = "trending"\n[models.top]\nmodel = "popular"\n'
+    )
+    capsys.readouterr()
+    code = main(["train", "--engine", "spark", "--master", "local[2]", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "the default model 'ease' cannot be trained" in err and "'top' serves instead" in err
+    registry = Registry(load_settings(Settings).registry_path)
+    manifest = registry.manifest(registry.current_version() or "")
+    assert manifest["engine"] == "spark" and manifest["default_model"] == "top"
+    assert manifest["default_fallback"] == {
+        "configured": "ease",
+        "model": "top",
+        "reason": manifest["skipped_models"]["ease"],
+    }
+
+
 def test_a_sqlite_store_is_read_through_the_runs_scratch_folder(spark: Any, tmp_path: Path) -> None:
     from recsys.data.ingest import ingest_events
     from recsys.store.sqlite import SQLiteStore

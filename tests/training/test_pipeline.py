@@ -280,6 +280,24 @@ def test_a_failing_default_model_falls_back_to_popular_and_says_so(
     assert manifest["metrics"]["popular"]["ndcg@10"] is not None
 
 
+def test_the_fallback_is_found_by_its_kind_whatever_the_config_names_it(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config that names its popularity model otherwise still has a fallback; trending,
+    the next kind, serves only when no popularity model trained."""
+    config = tmp_path / "named.toml"
+    config.write_text(
+        'default_model = "fixed"\nthreads = 1\n[models.fixed]\nparams = { quality = "fail" }\n'
+        '[models.now]\nmodel = "trending"\n[models.top]\nmodel = "popular"\n'
+    )
+    assert main(["train", "--config", str(config)]) == 0
+    assert "'top' serves instead" in capsys.readouterr().err
+    registry = _registry()
+    manifest = registry.manifest(registry.current_version() or "")
+    assert manifest["default_model"] == "top"
+    assert manifest["default_fallback"]["model"] == "top"
+
+
 def test_a_failing_default_model_without_a_fallback_publishes_nothing(
     filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

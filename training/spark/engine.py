@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,7 +46,7 @@ from training.holdout import (
     served_orders,
     serving_choices,
 )
-from training.publish import CatalogRead, Fitted, TrainingResult, publish_run
+from training.publish import CatalogRead, Fitted, TrainingResult, publish_run, serving_default
 from training.spark import jobs
 from training.spark.session import ALS_BLOCKS_CONF, SparkOptions, read_events, start
 from training.stages import (
@@ -214,7 +214,7 @@ def run_spark_training(
             else:
                 spark.conf.set(ALS_BLOCKS_CONF, callers_blocks)
         served_orders(metrics, evaluation, fitted)
-        default, fallback = _default(config, fitted, skipped, notify)
+        default, fallback = serving_default(config, fitted, skipped, notify, SPARK_FALLBACKS)
         return publish_run(
             registry,
             config,
@@ -779,25 +779,3 @@ _FITS: dict[str, Callable[[Any, SparkData, Any, TrainingConfig], dict[str, Any] 
     "hybrid": _fit_hybrid,
     "content": _fit_content,
 }
-
-
-def _default(
-    config: TrainingConfig, fitted: Mapping[str, Any], skipped: Mapping[str, str], notify: Notify
-) -> tuple[str, dict[str, str] | None]:
-    """The configured default when trained, else the first of :data:`SPARK_FALLBACKS`."""
-    configured = config.default_model
-    if configured in fitted:
-        return configured, None
-    why = skipped.get(configured, "not trained")
-    for kind in SPARK_FALLBACKS:
-        for name in fitted:
-            if (config.models[name].model or name) == kind:
-                notify(
-                    f"notice: the default model {configured!r} is not trained by the Spark "
-                    f"engine; {name!r} serves instead"
-                )
-                return name, {"configured": configured, "model": name, "reason": why}
-    raise ModelError(
-        f"the default model {configured!r} cannot be trained on Spark ({why}), and none of "
-        f"{', '.join(SPARK_FALLBACKS)} was trained (enable one in the config)"
-    )
