@@ -1,7 +1,7 @@
 """The default hybrid's fit and every customer's top 10 with a training run's threads,
 against the same on one thread (its ranker and candidate pairs; chunks of 1,024 customers,
 the earlier layout), alternating in one process. Then the stored lists of every customer
-(``recsys.engine.precompute``) from the last fit, in batches of 256 (the earlier default)
+(``recsys.precompute.precompute``) from the last fit, in batches of 256 (the earlier default)
 against the hybrid's default batch, alternating, and whether the lists are the same.
 
 Both run inside ``prediction_threads(2)`` and BLAS limited to 2, as ``recsys train`` on
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from recsys import engine
+    from recsys import precompute as stored_lists
     from recsys.data.interactions import InteractionConfig, build_training_data
     from recsys.models import hybrid
     from recsys.models.hybrid import HybridModel, prediction_threads
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     from training.config import load_training_config
 
     each, fit_scorer = hybrid._each_chunk, HybridModel._fit_scorer
-    chunk, pairs_batch = hybrid._CHUNK, engine.PRECOMPUTE_PAIRS_BATCH
+    chunk, pairs_batch = hybrid._CHUNK, stored_lists.PRECOMPUTE_PAIRS_BATCH
 
     def each_one(work: Any, starts: range, threads: int) -> Any:
         return each(work, starts, 1)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     def one_thread(on: bool) -> None:
         """The earlier paths (``on``) or this tree's."""
         hybrid._CHUNK = 1024 if on else chunk
-        engine.PRECOMPUTE_PAIRS_BATCH = 256 if on else pairs_batch
+        stored_lists.PRECOMPUTE_PAIRS_BATCH = 256 if on else pairs_batch
         hybrid._each_chunk = each_one if on else each
         HybridModel._fit_scorer = fit_one if on else fit_scorer  # type: ignore[method-assign]
 
@@ -102,21 +102,21 @@ def stored_lists(model: Any, data: Any, reps: int) -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from recsys import engine
+    from recsys import precompute as stored_lists
     from recsys.models.hybrid import prediction_threads
 
-    batches: dict[int, list[float]] = {256: [], engine.PRECOMPUTE_PAIRS_BATCH: []}
+    batches: dict[int, list[float]] = {256: [], stored_lists.PRECOMPUTE_PAIRS_BATCH: []}
     lists: dict[int, Any] = {}
     with threadpool_limits(2), prediction_threads(2):
         for rep in range(reps):
             for batch in batches:
                 start = time.perf_counter()
-                lists[batch] = engine.precompute(
+                lists[batch] = stored_lists.precompute(
                     model, "hybrid", data.interactions, data.items, batch=batch
                 )
                 batches[batch].append(time.perf_counter() - start)
                 print(f"rep {rep} stored lists, batch {batch}: {batches[batch][-1]:.2f} s")
-    a, b = lists[256], lists[engine.PRECOMPUTE_PAIRS_BATCH]
+    a, b = lists[256], lists[stored_lists.PRECOMPUTE_PAIRS_BATCH]
     same = (
         all(np.array_equal(x, y) for x, y in ((a.items, b.items), (a.reason_codes, b.reason_codes)))
         and np.array_equal(a.scores, b.scores, equal_nan=True)

@@ -3,7 +3,7 @@ against storing in turn, alternating in one process.
 
 The default model of the config (the hybrid) is fitted once on a state folder's events; then
 the stored lists of the customers a training run stores (``[precompute] active_days``) are
-computed ``--reps`` times each way by :func:`recsys.engine.precompute`: ``threads=1`` (each
+computed ``--reps`` times each way by :func:`recsys.precompute.precompute`: ``threads=1`` (each
 batch ranked, then stored) and ``threads=2`` (stored on a thread of its own while the next
 batch is ranked). Both run inside ``prediction_threads(2)`` with BLAS limited to 2, as
 ``recsys train`` on 2 cores. Prints each time, the medians, the paired ratios and whether the
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from recsys import engine
+    from recsys import precompute as stored_lists
     from recsys.data.interactions import build_training_data
     from recsys.models.hybrid import prediction_threads
     from recsys.settings import Settings
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         for rep in range(args.reps):
             for threads in times:
                 start = time.perf_counter()
-                lists[threads] = engine.precompute(
+                lists[threads] = stored_lists.precompute(
                     model,
                     config.default_model,
                     data.interactions,

@@ -1,10 +1,12 @@
-"""Reasons in words: the engine's reason codes as a merchandiser reads them.
+"""Reason codes: made from what a model explains, and read in words by a merchandiser.
 
 The engine and the offers explain each item with short codes (``"model:hybrid"``,
 ``"source:als"``, ``"due_for_repurchase"``, ``"often_bought_with:85123A"``,
 ``"rule:pin:hero"``, ``"fallback:popular"``...), which the API returns as they are. People
-read them on the merchandiser's page; this module is the one place that turns a code into
-words, so every page (and any later report) says the same thing for the same code.
+read them on the merchandiser's page; this module is the one place that makes the codes of a
+model's explained item (:func:`reason_codes`, for a served list as for a stored one) and the one
+place that turns a code into words, so every page (and any later report) says the same thing
+for the same code.
 
 A code this module does not know is shown as it is: a new reason is never hidden.
 """
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from recsys.data.schema import MICROS_PER_DAY
+from recsys.data.vocab import Vocabulary
 
 #: The candidate generators of the hybrid and the other models, as people call them.
 MODEL_WORDS = {
@@ -210,3 +214,23 @@ def reasons_text(
             code_words = reason_text(code, titles=titles, history=history, item_id=item_id)
         words.append(code_words)
     return list(dict.fromkeys(words))
+
+
+def reason_codes(model_name: str, explained: Any, items: Vocabulary) -> tuple[str, ...]:
+    """The API's reason codes of one item a model explained: ``model:<name>``, a
+    ``source:<generator>`` per candidate generator that found it, and its flags, with any
+    item index they carry (``often_bought_with:17``) as the item's id."""
+    return (
+        f"model:{model_name}",
+        *(f"source:{g}" for g in explained.sources),
+        *(_flag_ids(f, items) for f in explained.reasons),
+    )
+
+
+def _flag_ids(flag: str, items: Vocabulary) -> str:
+    # reason flags may carry an item index ("often_bought_with:17"): ids leave, never indices
+    name, sep, value = flag.partition(":")
+    if sep and value.lstrip("-").isdigit():
+        i = int(value)
+        return f"{name}:{items.id(i)}" if 0 <= i < len(items) else name
+    return flag

@@ -368,13 +368,13 @@ def _write_precomputed(
     beside the index (:func:`_keep_answers`; ``ann_entry``, the model's ``ann`` entry,
     gets their ``answers``): those customers' live requests read them instead of searching.
 
-    ``threads``: the run's (:func:`recsys.engine.precompute`'s).
+    ``threads``: the run's (:func:`recsys.precompute.precompute`'s).
 
     Returns the manifest's ``precomputed`` entry (customers with a list, of how many, the
     window), or ``None`` when the default model was not trained.
     """
-    from recsys.engine import precompute
     from recsys.models.base import Explains
+    from recsys.precompute import precompute
     from training.warm import carry_lists
 
     model = fitted.get(default_model)

@@ -335,7 +335,7 @@ def carry_lists(
         What to carry, or why nothing is carried (every active customer is scored).
     """
     from recsys.artifacts import ArtifactError, Precomputed
-    from recsys.engine import PRECOMPUTED_DEPTH
+    from recsys.precompute import PRECOMPUTED_DEPTH
 
     if warm_started is None or warm_started.startswith("cold"):
         return f"the default model {model_name!r} was not warm-started"

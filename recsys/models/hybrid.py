@@ -1592,7 +1592,7 @@ class HybridModel(Recommender):
     ) -> ExplainedLists:
         """:meth:`explain`'s lists as arrays, one entry per listed item (row by row, in rank
         order), without an :class:`ItemReason` per item: the stored lists of a training
-        (:func:`recsys.engine.precompute`) read 24,701 Ta-Feng customers' 2.4 M items, and
+        (:func:`recsys.precompute.precompute`) read 24,701 Ta-Feng customers' 2.4 M items, and
         building and reading one object per item was about a fifth of that stage."""
         self._check_fitted("state_")
         users = np.asarray(users, dtype=np.intp)

@@ -164,7 +164,7 @@ def test_ties_go_to_the_lowest_partner_index(model: HybridModel, shop: TrainingD
 
 class _ObjectsOnly:
     """The hybrid seen only through :meth:`HybridModel.explain` (no ``explain_arrays``): the
-    per-item loop :func:`recsys.engine.precompute` runs for such a model is the oracle."""
+    per-item loop :func:`recsys.precompute.precompute` runs for such a model is the oracle."""
 
     def __init__(self, model: HybridModel) -> None:
         self.model = model
@@ -177,8 +177,8 @@ class _ObjectsOnly:
 def test_stored_lists_from_arrays_equal_the_per_item_loop(
     model: HybridModel, shop: TrainingData, depth: int
 ) -> None:
-    from recsys.engine import precompute
     from recsys.models.base import Explains, ExplainsArrays
+    from recsys.precompute import precompute
 
     assert isinstance(model, ExplainsArrays)
     oracle = _ObjectsOnly(model)
@@ -205,15 +205,15 @@ def test_stored_lists_in_big_batches_on_threads_equal_small_batches_on_one(
     """The hybrid's default batch (PRECOMPUTE_PAIRS_BATCH: several chunks of pairs, here
     chunks of 5 customers) built on a training run's 2 threads: the lists of batches of 7
     customers on one thread."""
-    from recsys import engine
+    from recsys import precompute as stored_lists
     from recsys.models import hybrid
 
     monkeypatch.setattr(hybrid, "_CHUNK", 5)
     hist = sp.csr_matrix(shop.interactions)
-    assert engine.PRECOMPUTE_PAIRS_BATCH > hybrid._CHUNK < shop.n_users
-    small = engine.precompute(model, "hybrid", hist, shop.items, depth=10, batch=7)
+    assert stored_lists.PRECOMPUTE_PAIRS_BATCH > hybrid._CHUNK < shop.n_users
+    small = stored_lists.precompute(model, "hybrid", hist, shop.items, depth=10, batch=7)
     with hybrid.prediction_threads(2):
-        big = engine.precompute(model, "hybrid", hist, shop.items, depth=10)
+        big = stored_lists.precompute(model, "hybrid", hist, shop.items, depth=10)
     np.testing.assert_array_equal(big.items, small.items)
     np.testing.assert_array_equal(big.scores, small.scores)
     np.testing.assert_array_equal(big.reason_codes, small.reason_codes)
@@ -228,19 +228,21 @@ def test_stored_lists_stored_behind_the_ranking_equal_stored_in_turn(
     codes carry over from batch to batch, so an out-of-order store would renumber them)."""
     import threading
 
-    from recsys import engine
+    from recsys import precompute as stored_lists
 
     hist = sp.csr_matrix(shop.interactions)
     users = np.arange(0, shop.n_users, 2, dtype=np.intp)
-    in_turn = engine.precompute(model, "hybrid", hist, shop.items, batch=7, users=users)
-    store, where = engine._store_explained, []
+    in_turn = stored_lists.precompute(model, "hybrid", hist, shop.items, batch=7, users=users)
+    store, where = stored_lists._store_explained, []
 
     def spy(*args: Any) -> None:
         where.append(threading.current_thread().name)
         store(*args)
 
-    monkeypatch.setattr(engine, "_store_explained", spy)
-    behind = engine.precompute(model, "hybrid", hist, shop.items, batch=7, users=users, threads=2)
+    monkeypatch.setattr(stored_lists, "_store_explained", spy)
+    behind = stored_lists.precompute(
+        model, "hybrid", hist, shop.items, batch=7, users=users, threads=2
+    )
     np.testing.assert_array_equal(behind.items, in_turn.items)
     np.testing.assert_array_equal(behind.scores, in_turn.scores)
     np.testing.assert_array_equal(behind.reason_codes, in_turn.reason_codes)
@@ -252,7 +254,7 @@ def test_stored_lists_stored_behind_the_ranking_equal_stored_in_turn(
 def test_an_error_storing_behind_the_ranking_is_raised(
     model: HybridModel, shop: TrainingData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from recsys import engine
+    from recsys import precompute as stored_lists
 
     calls = []
 
@@ -261,10 +263,10 @@ def test_an_error_storing_behind_the_ranking_is_raised(
         if len(calls) == 2:
             raise MemoryError("the second batch")
 
-    monkeypatch.setattr(engine, "_store_explained", fails)
+    monkeypatch.setattr(stored_lists, "_store_explained", fails)
     hist = sp.csr_matrix(shop.interactions)
     with pytest.raises(MemoryError, match="the second batch"):
-        engine.precompute(model, "hybrid", hist, shop.items, batch=7, threads=2)
+        stored_lists.precompute(model, "hybrid", hist, shop.items, batch=7, threads=2)
     # the batches after the failed one were not all ranked and stored regardless
     assert len(calls) < -(-shop.n_users // 7)
 
@@ -418,7 +420,8 @@ def test_a_request_s_reasons_from_arrays_are_the_per_item_lists(
 ) -> None:
     """The engine's candidates and reasons from the explained arrays (reasons built when the
     rules read them) equal those from the per-item lists."""
-    from recsys.engine import _explained_candidates, _reason_tuple
+    from recsys.engine import _explained_candidates
+    from recsys.explain import reason_codes
 
     users = np.arange(0, shop.n_users, 3, dtype=np.intp)
     hist = sp.csr_matrix(shop.interactions[users])
@@ -427,7 +430,7 @@ def test_a_request_s_reasons_from_arrays_are_the_per_item_lists(
     )
     for r, explained in enumerate(model.explain(users, hist, 60)):
         best = {e.item: e.score for e in explained}
-        why = {e.item: _reason_tuple("hybrid", e, shop.items) for e in explained}
+        why = {e.item: reason_codes("hybrid", e, shop.items) for e in explained}
         np.testing.assert_array_equal(scores[r].index, np.fromiter(best, dtype=np.intp))
         np.testing.assert_array_equal(scores[r].score, np.fromiter(best.values(), dtype=np.float32))
         lazy = reasons[r]

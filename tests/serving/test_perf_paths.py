@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from recsys.artifacts import PRECOMPUTED_DIR
 from recsys.data.vocab import Vocabulary
-from recsys.engine import Engine, precompute
+from recsys.engine import Engine
 from recsys.models.base import save_csr, save_json
+from recsys.precompute import precompute
 from recsys.ranking.rules import (
     CatalogArrays,
     RuleSet,

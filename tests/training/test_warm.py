@@ -318,7 +318,8 @@ def test_a_warm_run_keeps_the_stored_lists_of_customers_with_no_new_event(
     tmp_path: Path, rng: np.random.Generator, model: str, carry: bool
 ) -> None:
     from recsys.artifacts import Precomputed
-    from recsys.engine import Engine, precompute
+    from recsys.engine import Engine
+    from recsys.precompute import precompute
 
     config = tmp_path / "train.toml"
     config.write_text(
