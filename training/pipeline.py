@@ -23,9 +23,10 @@ Stages, each timed and shown on a progress bar (stderr):
 The default configuration adapts to the data: a model that cannot fit it (EASE on a catalogue
 too large for a dense item-item matrix, "often viewed with" on data without views, every model
 that learns from customers on data with guests only) is skipped with a notice. When the default
-model itself cannot be trained, the first of :data:`FALLBACK_DEFAULTS` that trained serves
-instead: the version's manifest names it as ``default_model`` and records the configured one
-and the reason under ``default_fallback``; the run fails only when none of them trained.
+model itself cannot be trained, the first trained model of a kind in
+:data:`FALLBACK_DEFAULTS` serves instead (:func:`training.publish.serving_default`): the
+version's manifest names it as ``default_model`` and records the configured one and the reason
+under ``default_fallback``; the run fails only when none of them trained.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ from training.stages import (
 )
 from training.warm import FULL_RUN_KEY
 
-#: Models that serve when the configured default cannot be trained, first trained first: they
-#: need no customer, so a shop whose visitors are all guests still gets a usable version.
+#: Kinds of model (registry names) that serve when the configured default cannot be trained,
+#: first trained first: they need no customer, so a shop whose visitors are all guests still
+#: gets a usable version.
 FALLBACK_DEFAULTS = ("popular", "trending")
 
 

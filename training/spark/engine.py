@@ -65,7 +65,8 @@ from training.stages import (
 #: model reads only the catalogue, on the driver (:func:`_fit_content`).
 DISTRIBUTED = ("als", "cooccurrence", "popular", "trending", "buy_again", "hybrid", "content")
 
-#: What serves when the configured default is not trained here, first trained first.
+#: Kinds of model that serve when the configured default is not trained here, first trained
+#: first (:func:`training.publish.serving_default`).
 SPARK_FALLBACKS = ("als", "popular", "trending")
 
 
