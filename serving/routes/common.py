@@ -1,18 +1,25 @@
-"""What several routes share: the list body, k bounds, fallback counting."""
+"""What several routes share: the list body, the list parameters' bounds, fallback counting."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Path, Query
 
+from recsys.data.schema import MAX_ID_LENGTH
 from recsys.service import Served
 from serving.responses import OrjsonResponse
 from serving.state import ServingState
 
 #: ``k`` query parameter: 1..100.
 K = Annotated[int, Query(ge=1, le=100, description="How many items (1-100).")]
+#: ``category`` query parameter: a category path prefix.
+Category = Annotated[str | None, Query(max_length=256)]
+#: ``placement`` query parameter: the page slot whose rules apply.
+Placement = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+#: An id in the path (a customer, a session, an item), as long as stored ids may be.
+PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 def list_response(

@@ -13,19 +13,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path
 
-from recsys.data.schema import MAX_ID_LENGTH
 from recsys.errors import NotFoundError
 from recsys.experiments.assignment import assign
 from recsys.experiments.definitions import Experiment
 from recsys.experiments.registry import ExperimentRegistry
 from serving.deps import State, read_access, require_key
 from serving.responses import OrjsonResponse
+from serving.routes.common import PathId
 from serving.state import ServingState
 
 router = APIRouter(tags=["experiments"])
 
 Name = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
-UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 # -- endpoints ---------------------------------------------------------------------------------
@@ -49,7 +48,7 @@ def _describe(exp: Experiment, registry: ExperimentRegistry) -> dict[str, Any]:
 
 
 @router.get("/v1/experiments/{name}/assignment/{user_id}", dependencies=[Depends(read_access)])
-def assignment(state: State, name: Name, user_id: UserId) -> OrjsonResponse:
+def assignment(state: State, name: Name, user_id: PathId) -> OrjsonResponse:
     """The variant of a user (``"holdout"``, or ``null`` when the experiment is not running)."""
     registry = _registry(state)
     exp = next((e for e in registry.all() if e.name == name), None)

@@ -7,21 +7,18 @@ live refresh interval.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends
 
-from recsys.data.schema import MAX_ID_LENGTH, CatalogItem
+from recsys.data.schema import CatalogItem
 from recsys.errors import NotFoundError
 from serving.deps import State, read_access, require_key
 from serving.responses import OrjsonResponse
-from serving.routes.common import K, list_response
+from serving.routes.common import Category, K, PathId, list_response
 from serving.schemas import BasketIn, ItemBatchIn, ItemIn, ItemPatchIn, ListOut
 
 router = APIRouter(prefix="/v1", tags=["items"])
-
-ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
-Category = Annotated[str | None, Query(max_length=256)]
 
 
 @router.get(
@@ -29,7 +26,7 @@ Category = Annotated[str | None, Query(max_length=256)]
     response_model=ListOut,
     dependencies=[Depends(read_access)],
 )
-def often_viewed_with(state: State, item_id: ItemId, k: K = 10) -> OrjsonResponse:
+def often_viewed_with(state: State, item_id: PathId, k: K = 10) -> OrjsonResponse:
     """Items viewed in the same sessions; 404 naming the item if it is unknown."""
     served = state.service.similar(item_id, "often_viewed_with", k)
     return list_response(served, state, "often_viewed_with")
@@ -38,14 +35,14 @@ def often_viewed_with(state: State, item_id: ItemId, k: K = 10) -> OrjsonRespons
 @router.get(
     "/items/{item_id}/bought-together", response_model=ListOut, dependencies=[Depends(read_access)]
 )
-def bought_together(state: State, item_id: ItemId, k: K = 10) -> OrjsonResponse:
+def bought_together(state: State, item_id: PathId, k: K = 10) -> OrjsonResponse:
     """Items bought in the same orders; 404 naming the item if it is unknown."""
     served = state.service.similar(item_id, "bought_together", k)
     return list_response(served, state, "bought_together")
 
 
 @router.get("/items/{item_id}/similar", response_model=ListOut, dependencies=[Depends(read_access)])
-def similar(state: State, item_id: ItemId, k: K = 10) -> OrjsonResponse:
+def similar(state: State, item_id: PathId, k: K = 10) -> OrjsonResponse:
     """Items alike in title, category and attributes (the ``content`` model): what a new item,
     which nobody has bought or viewed yet, is shown with; 404 naming an unknown item."""
     served = state.service.similar(item_id, "similar", k)
@@ -92,7 +89,7 @@ def _changed(state: State) -> None:
 
 
 @router.get("/items/{item_id}", dependencies=[Depends(read_access)])
-def get_item(state: State, item_id: ItemId) -> OrjsonResponse:
+def get_item(state: State, item_id: PathId) -> OrjsonResponse:
     """One catalogue item as stored now (404 when the catalogue has none, or it is retired)."""
     change = state.live.catalog.get(item_id)
     item = state.store.get_item(item_id) if change is None or change.retired else change.item
@@ -102,7 +99,7 @@ def get_item(state: State, item_id: ItemId) -> OrjsonResponse:
 
 
 @router.put("/items/{item_id}", dependencies=[Depends(require_key)])
-def put_item(state: State, item_id: ItemId, body: ItemIn) -> OrjsonResponse:
+def put_item(state: State, item_id: PathId, body: ItemIn) -> OrjsonResponse:
     """Create or replace one item (a retired one comes back)."""
     item = body.to_item(item_id)
     state.store.upsert_items([item])
@@ -111,7 +108,7 @@ def put_item(state: State, item_id: ItemId, body: ItemIn) -> OrjsonResponse:
 
 
 @router.patch("/items/{item_id}", dependencies=[Depends(require_key)])
-def patch_item(state: State, item_id: ItemId, body: ItemPatchIn) -> OrjsonResponse:
+def patch_item(state: State, item_id: PathId, body: ItemPatchIn) -> OrjsonResponse:
     """Change some fields of one item, e.g. ``{"in_stock": false}`` or a new price."""
     # null clears what may be unknown (price, margin); other fields keep their value
     changes = {
@@ -133,7 +130,7 @@ def post_items(state: State, body: ItemBatchIn) -> OrjsonResponse:
 
 
 @router.delete("/items/{item_id}", dependencies=[Depends(require_key)])
-def retire_item(state: State, item_id: ItemId) -> OrjsonResponse:
+def retire_item(state: State, item_id: PathId) -> OrjsonResponse:
     """Retire an item: it leaves every list on every worker (PUT brings it back)."""
     if not state.store.retire_item(item_id):
         raise NotFoundError(f"item {item_id!r} is not in the catalogue")

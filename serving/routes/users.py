@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Query
 from starlette.concurrency import run_in_threadpool
 
 from recsys.data.schema import MAX_ID_LENGTH
@@ -17,13 +17,11 @@ from recsys.ranking.rules import RequestFilters
 from recsys.service import ListRequest
 from serving.deps import State, StoreDep, has_valid_key, read_access, require_key
 from serving.responses import OrjsonResponse
-from serving.routes.common import K, list_response
+from serving.routes.common import Category, K, PathId, Placement, list_response
 from serving.routes.offers import OffersOut
 from serving.schemas import EraseOut, ListOut, MergeIn, MergeOut, RegisterOut
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
-
-UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 @router.get(
@@ -31,10 +29,10 @@ UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
 )
 async def recommendations(
     state: State,
-    user_id: UserId,
+    user_id: PathId,
     k: K = 10,
-    placement: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = None,
-    category: Annotated[str | None, Query(max_length=256)] = None,
+    placement: Placement = None,
+    category: Category = None,
     exclude: Annotated[list[str], Query(max_length=100)] = [],  # noqa: B006 - FastAPI copies
     exclude_purchased: bool | None = None,
     session_id: Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH)] = None,
@@ -58,7 +56,7 @@ async def recommendations(
 @router.get("/{user_id}/offers", response_model=OffersOut, dependencies=[Depends(read_access)])
 def offers(
     state: State,
-    user_id: UserId,
+    user_id: PathId,
     k: K = 10,
     max_offers: Annotated[int, Query(ge=0, le=20, description="Promotions (0-20).")] = 3,
     channel: Annotated[Literal["web", "app", "email"], Query()] = "web",
@@ -80,13 +78,13 @@ def offers(
 
 
 @router.post("/{user_id}/merge", response_model=MergeOut, dependencies=[Depends(require_key)])
-def merge(store: StoreDep, user_id: UserId, body: MergeIn) -> OrjsonResponse:
+def merge(store: StoreDep, user_id: PathId, body: MergeIn) -> OrjsonResponse:
     """Attach an anonymous session's events to this customer (after they log in)."""
     return OrjsonResponse({"merged": store.merge_session(body.session_id, user_id)})
 
 
 @router.delete("/{user_id}", response_model=EraseOut, dependencies=[Depends(require_key)])
-def erase(state: State, user_id: UserId) -> OrjsonResponse:
+def erase(state: State, user_id: PathId) -> OrjsonResponse:
     """Erase the customer: their events and profile go, and nothing personal is served again,
     by any worker (within the live refresh interval), any model version, or any batch run;
     their events are refused from then on unless they are registered again."""
@@ -94,7 +92,7 @@ def erase(state: State, user_id: UserId) -> OrjsonResponse:
 
 
 @router.post("/{user_id}/register", response_model=RegisterOut, dependencies=[Depends(require_key)])
-def register(state: State, user_id: UserId) -> OrjsonResponse:
+def register(state: State, user_id: PathId) -> OrjsonResponse:
     """Register an erased customer again (they came back and consented): their new events are
     stored from now on. What was erased stays erased."""
     lifted = state.store.register_user(user_id)
