@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys.data.ingest import ONLINE_RETAIL_COLUMNS, ingest_events  # noqa: E402
+from recsys.data.ingest import ingest_events  # noqa: E402
+from recsys.data.online_retail import ONLINE_RETAIL_COLUMNS  # noqa: E402
 from recsys.store.base import EventStore  # noqa: E402
 
 ONLINE_RETAIL = ROOT.parent / "shared" / "data" / "online_retail.csv.gz"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from recsys.errors import ConfigError, FileFormatError
 
 if TYPE_CHECKING:
-    from recsys.data.ingest import IngestReport
+    from recsys.data.rows import IngestReport
 
 #: Rejected rows printed in the summary; ``--errors-out`` writes all of them.
 SHOWN_REJECTIONS = 10
@@ -79,13 +79,10 @@ def _check_writable(path: Path) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from recsys.data.ingest import (
-        ingest_catalog,
-        ingest_customers,
-        ingest_events,
-        resolve_timezone,
-        write_rejections,
-    )
+    from recsys.data.ingest import ingest_events
+    from recsys.data.keyed import ingest_catalog, ingest_customers
+    from recsys.data.rows import write_rejections
+    from recsys.data.timestamps import resolve_timezone
     from recsys.settings import Settings, load_settings
     from recsys.store import open_store
 

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from recsys.data.ingest import CATALOG_COLUMNS, CUSTOMER_COLUMNS
+from recsys.data.keyed import CATALOG_COLUMNS, CUSTOMER_COLUMNS
 from recsys.data.schema import CatalogItem, Customer, EventFrame
 from recsys.errors import ConfigError, DataError
 

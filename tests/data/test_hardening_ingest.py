@@ -8,13 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from recsys.data.ingest import (
-    ingest_catalog,
-    ingest_events,
-    parse_event,
-    write_rejections,
-)
+from recsys.data.ingest import ingest_events, parse_event
+from recsys.data.keyed import ingest_catalog
 from recsys.data.readers import open_table
+from recsys.data.rows import write_rejections
 from recsys.data.schema import MAX_PRICE, MAX_QUANTITY
 from recsys.errors import FileFormatError, RowError
 from recsys.store.base import EventStore

@@ -10,14 +10,10 @@ import pytest
 
 from recsys.cli import main
 from recsys.data import ingest as ingest_module
-from recsys.data.ingest import (
-    derive_category,
-    ingest_catalog,
-    ingest_customers,
-    ingest_events,
-    is_non_product_code,
-    parse_event,
-)
+from recsys.data import online_retail
+from recsys.data.ingest import ingest_events, parse_event
+from recsys.data.keyed import ingest_catalog, ingest_customers
+from recsys.data.online_retail import is_non_product_code
 from recsys.data.schema import Customer, to_micros
 from recsys.errors import ConfigError, FileFormatError, RowError
 from recsys.store.base import EventStore
@@ -303,9 +299,9 @@ def test_online_retail_quirks(store: EventStore, tmp_path: Path) -> None:
     report = ingest_events(store, write(tmp_path / "r.csv", RETAIL), format="online-retail")
     assert (report.rows_read, report.loaded) == (10, 5)
     assert report.skipped == {
-        ingest_module._SKIP_NON_PRODUCT: 2,
-        ingest_module._SKIP_PRICE: 1,
-        ingest_module._SKIP_QUANTITY: 1,
+        online_retail._SKIP_NON_PRODUCT: 2,
+        online_retail._SKIP_PRICE: 1,
+        online_retail._SKIP_QUANTITY: 1,
         "is not a timestamp (ISO 8601 with a UTC offset, or epoch seconds)": 1,
     }
     events = store.read_events()
@@ -354,28 +350,6 @@ def test_online_retail_strict_and_timezone(sqlite_store: EventStore, tmp_path: P
 def test_online_retail_missing_columns(sqlite_store: EventStore, tmp_path: Path) -> None:
     with pytest.raises(FileFormatError, match="missing Online Retail column"):
         ingest_events(sqlite_store, write(tmp_path / "e.csv", GOOD), format="online-retail")
-
-
-def test_non_product_rule_and_category() -> None:
-    for code in [
-        "POST",
-        "D",
-        "m",
-        "DOT",
-        "C2",
-        "BANK CHARGES",
-        "AMAZONFEE",
-        "CRUK",
-        "PADS",
-        "gift_0001_20",
-        "S",
-        "B",
-    ]:
-        assert is_non_product_code(code), code
-    for code in ["85123A", "22139", "DCGSSGIRL", "DCGS0003", "15056BL"]:
-        assert not is_non_product_code(code), code
-    assert derive_category("SET OF 3 CAKE TINS PANTRY DESIGN ") == "Design"
-    assert derive_category("") == ""
 
 
 # -- catalogue and customers -----------------------------------------------------------------
@@ -521,9 +495,9 @@ def _reference_counts(path: Path) -> dict[str, object]:
             customer_purchases += plain
     return {
         "skipped": {
-            ingest_module._SKIP_NON_PRODUCT: skipped["non-product"],
-            ingest_module._SKIP_PRICE: skipped["price"],
-            ingest_module._SKIP_QUANTITY: skipped["quantity"],
+            online_retail._SKIP_NON_PRODUCT: skipped["non-product"],
+            online_retail._SKIP_PRICE: skipped["price"],
+            online_retail._SKIP_QUANTITY: skipped["quantity"],
         },
         "loaded": sum(by_type.values()),
         "by_type": by_type,
