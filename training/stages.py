@@ -26,10 +26,10 @@ from training.config import TrainingConfig
 
 log = logging.getLogger("training")
 
-
+#: Receives a run's one-line notices (a skipped model, the promotion decision).
 Notify = Callable[[str], None]
 
-
+#: The stages a run's progress bar counts (a run may time others, e.g. ``segments``).
 STAGES = ("read", "build", "evaluate", "fit", "publish", "promote")
 
 

@@ -93,3 +93,30 @@ def test_related_and_new_item_reasons_in_words() -> None:
         reason_text("session:often_viewed_with") == "often viewed with what this visitor looked at"
     )
     assert reason_text("new_item") == "new in the shop"
+
+
+def test_a_models_explained_item_becomes_codes_with_item_ids() -> None:
+    """The codes a served and a stored list both carry: the model, each generator, the flags
+    with the partner item's id (an index the vocabulary does not hold keeps the flag alone),
+    and they read back in words."""
+    from recsys.data.vocab import Vocabulary
+    from recsys.explain import reason_codes
+    from recsys.models.explained import ItemReason
+
+    items = Vocabulary.from_values(["85123A", "22423", "84879"])
+
+    def explained(partner: int | None) -> ItemReason:
+        return ItemReason(1, 0.5, 0.2, ("als", "ease"), True, False, partner)
+
+    codes = reason_codes("hybrid", explained(2), items)
+    assert codes == (
+        "model:hybrid",
+        "source:als",
+        "source:ease",
+        "bought_before",
+        f"often_bought_with:{items.id(2)}",
+    )
+    assert reason_codes("hybrid", explained(7), items)[-1] == "often_bought_with"
+    assert reason_codes("hybrid", explained(None), items)[-1] == "bought_before"
+    words = reasons_text(codes, titles={items.id(2): "Mug"})
+    assert words[-1] == f"often bought with Mug ({items.id(2)})"
