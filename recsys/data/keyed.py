@@ -21,28 +21,15 @@ from recsys.data.rows import (
     optional_id,
     width_error,
 )
-from recsys.data.schema import (
-    MAX_PRICE,
-    CatalogItem,
-    Customer,
-)
+from recsys.data.schema import CUSTOMER_COLUMNS, MAX_PRICE, CatalogItem, Customer
 from recsys.errors import FileFormatError, RowError
 from recsys.store.base import EventStore
 
 _Record = TypeVar("_Record")
 
 
+#: A catalogue file's columns (an item's other fields are its attributes).
 CATALOG_COLUMNS = ("item_id", "title", "category", "price", "in_stock", "margin")
-
-
-CUSTOMER_COLUMNS = (
-    "user_id",
-    "birthday",
-    "signup_date",
-    "region",
-    "marketing_opt_out",
-    "personalisation_opt_out",
-)
 
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y"})

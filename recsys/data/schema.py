@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
@@ -91,6 +91,10 @@ class Customer:
     region: str | None = None
     marketing_opt_out: bool = False
     personalisation_opt_out: bool = False
+
+
+#: A customer's fields in order: the customers table's columns and the customer file's.
+CUSTOMER_COLUMNS = tuple(f.name for f in fields(Customer))
 
 
 def personalisation_opt_outs(customers: Iterable[Customer]) -> set[str]:

@@ -37,8 +37,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from recsys.data.keyed import CATALOG_COLUMNS, CUSTOMER_COLUMNS
-from recsys.data.schema import CatalogItem, Customer, EventFrame
+from recsys.data.keyed import CATALOG_COLUMNS
+from recsys.data.schema import CUSTOMER_COLUMNS, CatalogItem, Customer, EventFrame
 from recsys.errors import ConfigError, DataError
 
 #: Probability that a carted item is bought in the session's order.

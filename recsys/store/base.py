@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from recsys.data.schema import EVENT_COLUMNS, CatalogItem, Customer, EventFrame, EventRow
+from recsys.data.schema import (
+    CUSTOMER_COLUMNS,
+    EVENT_COLUMNS,
+    CatalogItem,
+    Customer,
+    EventFrame,
+    EventRow,
+)
 from recsys.errors import MigrationError, NotFoundError, StoreError
 from recsys.store.migrations import MIGRATIONS
 
@@ -42,14 +49,6 @@ _IN_CHUNK = 500
 _READ_BATCH = 1 << 18
 #: Tables besides events and customers that hold a customer's data; erasure clears them all.
 _PERSONAL_TABLES = ("exposures", "campaign_sends", "offer_impressions", "segments")
-_CUSTOMER_COLUMNS = (
-    "user_id",
-    "birthday",
-    "signup_date",
-    "region",
-    "marketing_opt_out",
-    "personalisation_opt_out",
-)
 
 
 @dataclass(frozen=True)
@@ -527,7 +526,7 @@ class EventStore(ABC):
             for c in customers
         ]
         with self.transaction() as cur:
-            cur.executemany(self._upsert_sql("customers", _CUSTOMER_COLUMNS), rows)
+            cur.executemany(self._upsert_sql("customers", CUSTOMER_COLUMNS), rows)
         return len(rows)
 
     def _upsert_sql(self, table: str, columns: Sequence[str]) -> str:
@@ -673,7 +672,7 @@ class EventStore(ABC):
 
     def read_customers(self) -> list[Customer]:
         """Every customer profile, ordered by id."""
-        rows = self._query(f"SELECT {', '.join(_CUSTOMER_COLUMNS)} FROM customers ORDER BY user_id")
+        rows = self._query(f"SELECT {', '.join(CUSTOMER_COLUMNS)} FROM customers ORDER BY user_id")
         return [_customer(r) for r in rows]
 
     def customer_ids_starting_with(self, prefix: str, limit: int) -> list[str]:
@@ -706,7 +705,7 @@ class EventStore(ABC):
     def get_customer(self, user_id: str) -> Customer | None:
         """One customer's profile, or ``None``."""
         rows = self._query(
-            f"SELECT {', '.join(_CUSTOMER_COLUMNS)} FROM customers WHERE user_id = ?", (user_id,)
+            f"SELECT {', '.join(CUSTOMER_COLUMNS)} FROM customers WHERE user_id = ?", (user_id,)
         )
         return _customer(rows[0]) if rows else None
 
