@@ -71,7 +71,6 @@ from training.warm import FULL_RUN_KEY
 #: gets a usable version.
 FALLBACK_DEFAULTS = ("popular", "trending")
 
-
 #: Manifest key of the fingerprint of what a version was trained on.
 FINGERPRINT_KEY = "data_fingerprint"
 

@@ -32,7 +32,6 @@ Notify = Callable[[str], None]
 #: The stages a run's progress bar counts (a run may time others, e.g. ``segments``).
 STAGES = ("read", "build", "evaluate", "fit", "publish", "promote")
 
-
 #: The serving version's hybrid choices by model name (:func:`training.holdout.serving_choices`).
 Choices = Mapping[str, RepeatChoice]
 

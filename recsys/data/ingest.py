@@ -67,7 +67,6 @@ from recsys.store.base import EventStore
 
 Format = Literal["generic", "online-retail"]
 
-
 EVENT_FIELDS = (
     "user_id",
     "item_id",

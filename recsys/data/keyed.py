@@ -27,14 +27,10 @@ from recsys.store.base import EventStore
 
 _Record = TypeVar("_Record")
 
-
 #: A catalogue file's columns (an item's other fields are its attributes).
 CATALOG_COLUMNS = ("item_id", "title", "category", "price", "in_stock", "margin")
 
-
 _TRUE = frozenset({"1", "true", "t", "yes", "y"})
-
-
 _FALSE = frozenset({"0", "false", "f", "no", "n"})
 
 

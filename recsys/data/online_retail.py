@@ -72,11 +72,7 @@ def is_non_product_code(code: str) -> bool:
 
 
 _SKIP_NON_PRODUCT = "non-product code (postage, fee, discount, voucher...)"
-
-
 _SKIP_PRICE = "zero or negative price"
-
-
 _SKIP_QUANTITY = "quantity <= 0 outside a cancellation (stock adjustment)"
 
 

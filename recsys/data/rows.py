@@ -26,8 +26,6 @@ from recsys.store.base import EventStore
 
 #: Rows written to the store per batch inside the load's transaction.
 CHUNK_ROWS = 50_000
-
-
 #: Rejected rows kept with their full detail in a report (the counts are always complete).
 MAX_KEPT_REJECTIONS = 1_000_000
 

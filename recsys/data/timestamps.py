@@ -20,13 +20,10 @@ from recsys.data.schema import (
 )
 from recsys.errors import ConfigError, RowError
 
+#: How far past the loader's clock an event time may lie before it is refused.
 _FUTURE_SLACK_US = MICROS_PER_DAY
-
-
 #: Epoch seconds past the year 9999: no event time, whatever the loader's clock says.
 _MAX_EPOCH_SECONDS = 253_402_300_800
-
-
 _EPOCH_NUMBER = re.compile(r"^\d{1,18}(\.\d+)?$")
 
 

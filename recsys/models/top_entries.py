@@ -89,7 +89,6 @@ def top_entries(
 #: over partitioning the whole row.
 TOP_SAMPLE_MIN_STRIDE = 2
 
-
 #: Sample scores partitioned at the cost of sorting one survivor, for
 #: :func:`_top_sample_stride` (fitted, not derived). Ta-Feng's ALS blocks (24 of up to
 #: 117 × 23,812, k = 50) took 0.14-0.15 s at strides 4-5 (about ``sqrt(m / (25 k))``),
