@@ -9,7 +9,7 @@ NDCG@10 both ways on the newest label window, and the paired t statistic) are pr
 cut and seed, and the means over cuts and seeds per way, for ``repeat_first`` thresholds 0-3
 (the decision "t above the threshold" replayed from the recorded t), and the choices a
 training run makes when it holds the serving version's (the cuts taken as successive
-versions, oldest first: :func:`recsys.models.hybrid.held_choice`).
+versions, oldest first: :func:`recsys.models.orders.held_choice`).
 
 The events are read from a state folder that ``recsys ingest`` filled (``--home``), weighted
 with the training config's ``[interactions]``; ``repeat_popular`` (own items, then
@@ -192,14 +192,14 @@ def held_means(
 ) -> tuple[int, list[float]]:
     """The cuts as successive versions (oldest first): each seed's choice held against its
     choice at the cut before, as a training run holds the serving version's
-    (:func:`~recsys.models.hybrid.held_choice`). Returns how many fits served own purchases
+    (:func:`~recsys.models.orders.held_choice`). Returns how many fits served own purchases
     first, and the means of their scores over cuts and seeds.
 
     ``first_below_windows``: a fit whose ranker learned on fewer label windows than this
     serves own purchases first without its test. With the shipped ``train_windows = 3``,
     3 replays :data:`~recsys.models.hybrid.REPEAT_FIRST_MIN_WINDOWS` on fits that ran the
     test: under 120 days of history the ranker learns on 2 windows and the probe on 1."""
-    from recsys.models.hybrid import RepeatChoice, held_choice
+    from recsys.models.orders import RepeatChoice, held_choice
 
     scores, firsts = [], 0
     for seed in range(seeds):

@@ -20,7 +20,8 @@ import numpy as np
 from recsys.data.schema import MICROS_PER_DAY, CatalogItem, EventFrame
 from recsys.errors import DataError, ModelError
 from recsys.evaluation.protocol import EvaluationResult
-from recsys.models.hybrid import HybridModel, RepeatChoice, ServedOrder
+from recsys.models.hybrid import HybridModel
+from recsys.models.orders import RepeatChoice, ServedOrder
 from recsys.registry import Registry
 from training.config import TrainingConfig
 from training.stages import Choices, Notify, iso_time, make_model, skip_model, thread_limit
@@ -53,7 +54,7 @@ def serving_choices(registry: Registry, config: TrainingConfig) -> Choices:
         if not isinstance(model, HybridModel):
             continue
         # a version trained with other params tested another model: nothing to hold
-        choice = RepeatChoice.of_saved(model_folder(folder, name), params=model.get_params())
+        choice = model.saved_choice(model_folder(folder, name), params=model.get_params())
         if choice is not None:
             found[name] = choice
     return found
@@ -231,7 +232,8 @@ def served_orders(
     them.
     """
     for name, entry in (evaluation.get("orders") or {}).items():
-        final = ServedOrder.of_model(fitted.get(name))
+        model = fitted.get(name)
+        final = model.served_order() if isinstance(model, HybridModel) else None
         if final is None or name not in metrics:
             continue
         others: list[dict[str, Any]] = entry["others"]

@@ -21,7 +21,8 @@ import numpy as np
 
 from recsys.data.schema import from_micros
 from recsys.errors import ModelError
-from recsys.models.hybrid import HybridModel, RepeatChoice
+from recsys.models.hybrid import HybridModel
+from recsys.models.orders import RepeatChoice
 from training.config import TrainingConfig
 
 log = logging.getLogger("training")

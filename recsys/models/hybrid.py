@@ -124,9 +124,13 @@ from recsys.models.kernels import EaseStart
 from recsys.models.orders import (
     DISCOVER_BY,
     DISCOVER_MIXES,
+    REPEAT_FIRST_T,
+    RepeatChoice,
+    ServedOrder,
     check_discover_by,
     discover_choice,
     discover_scores,
+    held_choice,
     never_bought,
     paired_t,
     repeat_first_scores,
@@ -203,14 +207,6 @@ _RANKER_KINDS = {
 _LIGHTGBM_KINDS = frozenset({"lightgbm_binary", "lambdarank"})
 #: The values of :class:`HybridModel`'s ``repeat_first``.
 REPEAT_FIRST = ("never", "always", "auto")
-#: ``repeat_first="auto"`` puts the customer's purchases first when, on the newest window's
-#: buyers, that order's NDCG@10 is ahead of the probe ranker's by more than this many standard
-#: errors of their paired differences. Two, the usual bar: what one window's buyers show by
-#: chance does not switch the order. The probe's own seed moves the test too (one of 12
-#: rolling fits on Online Retail passed it at t = 2.4 and lost after the cut); 1 and 2 made
-#: the same choices over 4 cuts x 3 seeds of both data sets, 3 gave up a Ta-Feng cut that
-#: repeat first won (benchmarks/RESULTS.md, seventeenth session).
-REPEAT_FIRST_T = 2.0
 #: ``repeat_first="auto"`` runs its test on at least this many ``label_days`` of history (120
 #: days by default); on less, the customer's own purchases come first without it. The probe
 #: then learns on one window (a third of the history below 90 days): its NDCG varied 0.26-0.33
@@ -229,123 +225,6 @@ DISCOVER_ORDERS = ("learned", "auto")
 #: 4.6 s of a 60 s fit; a curve through a few thousand purchases is as well placed from a
 #: sample (benchmarks/RESULTS.md, forty-first session).
 CALIBRATION_PAIRS = 300_000
-
-
-@dataclass(frozen=True)
-class RepeatChoice:
-    """What a version's ``repeat_first="auto"`` test chose, and its t statistic.
-
-    :meth:`HybridModel.hold_choice` takes it from the version that serves, so that the next
-    fit changes the order only when its test and that version's ask for it together
-    (:func:`held_choice`).
-
-    Attributes
-    ----------
-    first
-        Whether that version serves the customer's own purchases first.
-    t
-        Its test's t statistic (see :data:`REPEAT_FIRST_T`); ``None`` when it ran no test.
-    """
-
-    first: bool
-    t: float | None
-
-    @classmethod
-    def of_saved(
-        cls, directory: Path, *, params: Mapping[str, Any] | None = None
-    ) -> RepeatChoice | None:
-        """The choice of the hybrid saved in ``directory`` (:meth:`HybridModel.save`);
-        ``None`` when it was not chosen by a test (``repeat_first`` was not ``"auto"``, or
-        the folder holds no hybrid or one from before the test existed).
-
-        ``params``: the constructor arguments of the model that would hold the choice
-        (:meth:`HybridModel.get_params`); a hybrid saved with others gives ``None``. Its
-        test measured another model (another ranker, other windows), and a shop that
-        changes its config should not need two runs for the change to reach the order.
-        """
-        try:
-            meta = load_json(directory / _META_FILE)
-            if meta["params"].get("repeat_first") != "auto" or "repeat_first" not in meta:
-                return None
-            if params is not None and meta["params"] != json.loads(
-                json.dumps(dict(params), default=repr)
-            ):
-                return None
-            return cls._of(bool(meta["repeat_first"]), meta.get("train_stats") or {})
-        except (ArtifactError, KeyError, TypeError, ValueError, AttributeError):
-            return None
-
-    @classmethod
-    def of_model(cls, model: object) -> RepeatChoice | None:
-        """The choice of a fitted :class:`HybridModel` whose ranker was learned, as
-        :meth:`of_saved` reads it back once saved; ``None`` for any other model, one whose
-        ``repeat_first`` is not ``"auto"``, or one that ranks with the fixed blend (whose
-        order has no choice)."""
-        if not isinstance(model, HybridModel) or model.repeat_first != "auto":
-            return None
-        if getattr(model, "ranker_", None) is None:
-            return None
-        return cls._of(bool(model.repeat_first_), model.train_stats_)
-
-    @classmethod
-    def _of(cls, first: bool, stats: Mapping[str, Any]) -> RepeatChoice:
-        """The choice ``first`` with its test's t from a fit's ``train_stats_`` (none when
-        the fit ran no test)."""
-        t = stats.get("gate_t") if stats.get("gate") else None
-        return cls(first=first, t=None if t is None else float(t))
-
-
-@dataclass(frozen=True)
-class ServedOrder:
-    """An order a fitted hybrid serves: the customer's own purchases first or not, and the
-    order mixed into the learned order of never-bought candidates, with its weight (0: the
-    learned order alone). A training run's holdout scores one fit in every order its tests
-    choose among (:meth:`HybridModel.order_choices`) and keeps the metrics of the one the
-    final fit serves.
-
-    Attributes
-    ----------
-    first
-        Whether the customer's own purchases come first (``repeat_first_``).
-    discover_weight
-        The weight of the order mixed into the discover order (``discover_weight_``).
-    discover_by
-        The order mixed in, one of :data:`DISCOVER_BY` (``discover_by_``).
-    """
-
-    first: bool
-    discover_weight: float
-    discover_by: str = "popularity"
-
-    @classmethod
-    def of_model(cls, model: object) -> ServedOrder | None:
-        """The order a fitted :class:`HybridModel` with a learned ranker serves; ``None``
-        for any other model, an unfitted one, or one ranking with the fixed blend (which
-        has no order to choose)."""
-        if not isinstance(model, HybridModel) or getattr(model, "ranker_", None) is None:
-            return None
-        return cls(
-            bool(model.repeat_first_), float(model.discover_weight_), str(model.discover_by_)
-        )
-
-
-def held_choice(t: float, previous: RepeatChoice | None) -> bool:
-    """Whether a fit whose test gave ``t`` serves the customer's own purchases first, when
-    the version serving chose ``previous``.
-
-    Without a previous test, or when the test agrees with the version's choice, the test
-    decides alone (``t`` above :data:`REPEAT_FIRST_T`). To change the version's choice the
-    mean of the two tests' t must pass the bar. One test errs by chance (the probe's seed
-    moves it: one of 12 rolling fits on Online Retail passed at t = 2.4 after t = -0.5 at the
-    cut before, and lost after its cut), and a shop's lists should not flip between versions
-    on one such draw; a test far past the bar (Ta-Feng's t = 10-20) still switches at once.
-    The mean, not a sum of independent evidence: consecutive runs' newest windows overlap,
-    so their tests are not independent.
-    """
-    says_first = t > REPEAT_FIRST_T
-    if previous is None or previous.t is None or previous.first == says_first:
-        return says_first
-    return (previous.t + t) / 2.0 > REPEAT_FIRST_T
 
 
 @dataclass(frozen=True)
@@ -454,13 +333,13 @@ class HybridModel(Recommender):
         ranker's either way. ``"auto"``: a test in the fit picks one of the two (with at
         least 2 ``train_windows``): a ranker learned on every window but the newest ranks
         the newest window's candidates both ways, and repeat first serves when its NDCG@10
-        on the window's buyers is ahead by more than :data:`REPEAT_FIRST_T` standard errors
-        (``train_stats_`` holds both means and the t statistic; ``repeat_first_`` the
-        choice). On a history shorter than :data:`REPEAT_FIRST_MIN_WINDOWS` ``label_days``
-        (a young shop) the test does not run and own purchases come first
-        (``train_stats_["gate_young"]`` is 1). A training run hands its final fit the
-        serving version's choice (:meth:`hold_choice`): a change of it then needs the two
-        tests' mean t past the bar.
+        on the window's buyers is ahead by more than
+        :data:`~recsys.models.orders.REPEAT_FIRST_T` standard errors (``train_stats_`` holds
+        both means and the t statistic; ``repeat_first_`` the choice). On a history shorter
+        than :data:`REPEAT_FIRST_MIN_WINDOWS` ``label_days`` (a young shop) the test does
+        not run and own purchases come first (``train_stats_["gate_young"]`` is 1). A
+        training run hands its final fit the serving version's choice (:meth:`hold_choice`):
+        a change of it then needs the two tests' mean t past the bar.
         Its evaluation's fit runs no test (:meth:`without_order_test`). The probe costs one
         more ranker fit on the older windows; inside :func:`prediction_threads` of 2 or more
         (a training run) it learns on its own thread beside the final ranker. A fit without
@@ -801,8 +680,9 @@ class HybridModel(Recommender):
 
     def hold_choice(self, previous: RepeatChoice | None) -> Self:
         """Let the next :meth:`fit`'s ``repeat_first="auto"`` test change ``previous`` (the
-        serving version's choice, :meth:`RepeatChoice.of_saved`) only when the mean of its
-        t and ``previous``'s passes :data:`REPEAT_FIRST_T` (:func:`held_choice`).
+        serving version's choice, :meth:`saved_choice`) only when the mean of its
+        t and ``previous``'s passes :data:`~recsys.models.orders.REPEAT_FIRST_T`
+        (:func:`~recsys.models.orders.held_choice`).
 
         ``train_stats_["gate_held"]`` is 1 when the fit kept ``previous``'s choice against
         its own test. Other ``repeat_first`` values, and a fit whose test cannot run, ignore
@@ -865,7 +745,7 @@ class HybridModel(Recommender):
         :func:`~recsys.models.base.shared_scoring` a batch's discover order for a mix is
         computed once for both (:meth:`recommend_lists`).
         """
-        served = ServedOrder.of_model(self)
+        served = self.served_order()
         if served is None:
             return ()
         firsts = [served.first]
@@ -881,6 +761,48 @@ class HybridModel(Recommender):
             ]
         orders = [ServedOrder(first, weight, by) for by, weight in mixes for first in firsts]
         return tuple(orders) if len(orders) > 1 else ()
+
+    def served_order(self) -> ServedOrder | None:
+        """The order this fit serves; ``None`` when it is not fitted or ranks with the fixed
+        blend (which has no order to choose)."""
+        if getattr(self, "ranker_", None) is None:
+            return None
+        return ServedOrder(
+            bool(self.repeat_first_), float(self.discover_weight_), str(self.discover_by_)
+        )
+
+    def repeat_choice(self) -> RepeatChoice | None:
+        """What this fit's ``repeat_first="auto"`` test chose, as :meth:`saved_choice` reads
+        it back once saved; ``None`` when ``repeat_first`` is not ``"auto"``, or the fit
+        ranks with the fixed blend (whose order has no choice) or has not run."""
+        if self.repeat_first != "auto" or getattr(self, "ranker_", None) is None:
+            return None
+        return RepeatChoice.of_stats(bool(self.repeat_first_), self.train_stats_)
+
+    @classmethod
+    def saved_choice(
+        cls, directory: Path, *, params: Mapping[str, Any] | None = None
+    ) -> RepeatChoice | None:
+        """The choice of the hybrid saved in ``directory`` (:meth:`save`); ``None`` when it
+        was not chosen by a test (``repeat_first`` was not ``"auto"``, or the folder holds no
+        hybrid or one from before the test existed).
+
+        ``params``: the constructor arguments of the model that would hold the choice
+        (:meth:`get_params`); a hybrid saved with others gives ``None``. Its test measured
+        another model (another ranker, other windows), and a shop that changes its config
+        should not need two runs for the change to reach the order.
+        """
+        try:
+            meta = load_json(directory / _META_FILE)
+            if meta["params"].get("repeat_first") != "auto" or "repeat_first" not in meta:
+                return None
+            if params is not None and meta["params"] != json.loads(
+                json.dumps(dict(params), default=repr)
+            ):
+                return None
+            return RepeatChoice.of_stats(bool(meta["repeat_first"]), meta.get("train_stats") or {})
+        except (ArtifactError, KeyError, TypeError, ValueError, AttributeError):
+            return None
 
     @property
     def is_warm_started(self) -> bool:
@@ -2008,8 +1930,5 @@ _OPENMP: tuple[int, Any] | None = None
 __all__ = [
     "DECAYED_FEATURES",
     "HybridModel",
-    "RepeatChoice",
-    "ServedOrder",
-    "held_choice",
     "prediction_threads",
 ]

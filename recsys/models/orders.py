@@ -10,12 +10,18 @@ The learned ranker orders every candidate. Two other orders are built from its s
 
 :class:`~recsys.models.hybrid.HybridModel` tests them on its newest label window (the paired
 t of :func:`paired_t` over the window's buyers) and serves the one that wins by a margin:
-:func:`discover_choice` is the discover order's test. The functions here work on a batch's
+:func:`discover_choice` is the discover order's test. :class:`ServedOrder` names the order a fit
+serves, :class:`RepeatChoice` what its repeat-first test chose, which the next version holds
+against one test's chance (:func:`held_choice`). The functions here work on a batch's
 candidate rows (the feature matrix of :data:`~recsys.models.features.FEATURES`) and its learned
 scores only, so a training run's test and a serving request order the same rows alike.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,11 +55,19 @@ DISCOVER_MIXES: tuple[tuple[str, float], ...] = (
 #: ``discover_order="auto"`` mixes in the popularity order when the probe's NDCG@10 of the
 #: newest window's new purchases with it is ahead of the learned order's by more than this
 #: many standard errors of the buyers' paired differences (the bar of the repeat-first test,
-#: :data:`~recsys.models.hybrid.REPEAT_FIRST_T`).
+#: :data:`REPEAT_FIRST_T`).
 DISCOVER_T = 2.0
 #: The constant of reciprocal-rank fusion: a rank r counts ``1 / (DISCOVER_RRF_K + r)``. The
 #: usual 60 flattens a top-10 list's ranks; 10 was the value measured.
 DISCOVER_RRF_K = 10.0
+#: ``repeat_first="auto"`` puts the customer's purchases first when, on the newest window's
+#: buyers, that order's NDCG@10 is ahead of the probe ranker's by more than this many standard
+#: errors of their paired differences. Two, the usual bar: what one window's buyers show by
+#: chance does not switch the order. The probe's own seed moves the test too (one of 12
+#: rolling fits on Online Retail passed it at t = 2.4 and lost after the cut); 1 and 2 made
+#: the same choices over 4 cuts x 3 seeds of both data sets, 3 gave up a Ta-Feng cut that
+#: repeat first won (benchmarks/RESULTS.md, seventeenth session).
+REPEAT_FIRST_T = 2.0
 
 
 def repeat_first_scores(x: NDArray[np.float32], raw: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -195,15 +209,88 @@ def discover_choice(
     return best, stats
 
 
+@dataclass(frozen=True)
+class RepeatChoice:
+    """What a version's ``repeat_first="auto"`` test chose, and its t statistic.
+
+    :meth:`~recsys.models.hybrid.HybridModel.hold_choice` takes it from the version that
+    serves, so that the next fit changes the order only when its test and that version's ask
+    for it together (:func:`held_choice`).
+
+    Attributes
+    ----------
+    first
+        Whether that version serves the customer's own purchases first.
+    t
+        Its test's t statistic (see :data:`REPEAT_FIRST_T`); ``None`` when it ran no test.
+    """
+
+    first: bool
+    t: float | None
+
+    @classmethod
+    def of_stats(cls, first: bool, stats: Mapping[str, Any]) -> RepeatChoice:
+        """The choice ``first`` with its test's t from a fit's ``train_stats_`` (none when
+        the fit ran no test)."""
+        t = stats.get("gate_t") if stats.get("gate") else None
+        return cls(first=first, t=None if t is None else float(t))
+
+
+@dataclass(frozen=True)
+class ServedOrder:
+    """An order a fitted hybrid serves: the customer's own purchases first or not, and the
+    order mixed into the learned order of never-bought candidates, with its weight (0: the
+    learned order alone). A training run's holdout scores one fit in every order its tests
+    choose among (:meth:`~recsys.models.hybrid.HybridModel.order_choices`) and keeps the
+    metrics of the one the final fit serves.
+
+    Attributes
+    ----------
+    first
+        Whether the customer's own purchases come first (``repeat_first_``).
+    discover_weight
+        The weight of the order mixed into the discover order (``discover_weight_``).
+    discover_by
+        The order mixed in, one of :data:`DISCOVER_BY` (``discover_by_``).
+    """
+
+    first: bool
+    discover_weight: float
+    discover_by: str = "popularity"
+
+
+def held_choice(t: float, previous: RepeatChoice | None) -> bool:
+    """Whether a fit whose test gave ``t`` serves the customer's own purchases first, when
+    the version serving chose ``previous``.
+
+    Without a previous test, or when the test agrees with the version's choice, the test
+    decides alone (``t`` above :data:`REPEAT_FIRST_T`). To change the version's choice the
+    mean of the two tests' t must pass the bar. One test errs by chance (the probe's seed
+    moves it: one of 12 rolling fits on Online Retail passed at t = 2.4 after t = -0.5 at the
+    cut before, and lost after its cut), and a shop's lists should not flip between versions
+    on one such draw; a test far past the bar (Ta-Feng's t = 10-20) still switches at once.
+    The mean, not a sum of independent evidence: consecutive runs' newest windows overlap,
+    so their tests are not independent.
+    """
+    says_first = t > REPEAT_FIRST_T
+    if previous is None or previous.t is None or previous.first == says_first:
+        return says_first
+    return (previous.t + t) / 2.0 > REPEAT_FIRST_T
+
+
 __all__ = [
     "DISCOVER_BY",
     "DISCOVER_MIXES",
     "DISCOVER_RRF_K",
     "DISCOVER_T",
+    "REPEAT_FIRST_T",
     "DiscoverOrders",
+    "RepeatChoice",
+    "ServedOrder",
     "check_discover_by",
     "discover_choice",
     "discover_scores",
+    "held_choice",
     "never_bought",
     "paired_t",
     "ranks_within",

@@ -1106,7 +1106,7 @@ def test_auto_repeat_first_follows_the_newest_window(rows: object, expected: boo
     synthetic shop: due consumables, complements, noise items bought once) the learned order
     wins; where customers turned from new items to their own a month ago, a ranker learned
     before that loses to their purchases first."""
-    from recsys.models.hybrid import REPEAT_FIRST_T
+    from recsys.models.orders import REPEAT_FIRST_T
 
     assert callable(rows)
     data = build_training_data(EventFrame.from_rows(rows()), InteractionConfig(), as_of=AS_OF)
@@ -1150,7 +1150,8 @@ def test_a_young_shop_serves_own_purchases_first_without_the_test() -> None:
     (whose test on the same 100 days keeps the learned order, t = -4.2); the choice is one a later
     version's test decides alone (no t to hold). An evaluation's fit, which runs no test,
     still serves the learned order."""
-    from recsys.models.hybrid import REPEAT_FIRST_MIN_WINDOWS, RepeatChoice
+    from recsys.models.hybrid import REPEAT_FIRST_MIN_WINDOWS
+    from recsys.models.orders import RepeatChoice
 
     days = REPEAT_FIRST_MIN_WINDOWS * 30 - 20  # label_days is 30
     rows = [r for r in synthetic_rows() if r.ts > AS_OF - days * MICROS_PER_DAY]
@@ -1163,7 +1164,7 @@ def test_a_young_shop_serves_own_purchases_first_without_the_test() -> None:
     assert young.ranker_ is not None and young.train_stats_["windows"] == 2
     assert young.repeat_first_ and young.train_stats_["gate_young"] == 1.0
     assert young.train_stats_["gate"] == 0.0 and "gate_t" not in young.train_stats_
-    assert RepeatChoice.of_model(young) == RepeatChoice(first=True, t=None)
+    assert young.repeat_choice() == RepeatChoice(first=True, t=None)
     evaluated = model().without_order_test().fit(data)
     assert not evaluated.repeat_first_ and "gate_young" not in evaluated.train_stats_
 
@@ -1180,7 +1181,7 @@ def test_a_held_choice_changes_only_when_the_two_tests_ask_together(
     agree or there is no previous test; a change of the version's order needs the two
     tests' mean t past the bar, so a test that only just passes does not switch it after
     one that did not."""
-    from recsys.models.hybrid import REPEAT_FIRST_T, RepeatChoice, held_choice
+    from recsys.models.orders import REPEAT_FIRST_T, RepeatChoice, held_choice
 
     says_first = t > REPEAT_FIRST_T
     choice = None if previous is None else RepeatChoice(*previous)
@@ -1195,7 +1196,7 @@ def test_a_held_choice_changes_only_when_the_two_tests_ask_together(
 def test_a_test_that_only_just_passes_is_held_and_a_decisive_one_is_not() -> None:
     """Online Retail's one wrong choice (t = 2.4 after -0.5) is held; Ta-Feng's turn to own
     purchases first (t = 20 after -2.2) is not (``benchmarks/RESULTS.md``, 18th session)."""
-    from recsys.models.hybrid import RepeatChoice, held_choice
+    from recsys.models.orders import RepeatChoice, held_choice
 
     assert held_choice(2.4, RepeatChoice(first=False, t=-0.5)) is False
     assert held_choice(20.0, RepeatChoice(first=False, t=-2.2)) is True
@@ -1208,7 +1209,7 @@ def test_a_fit_holds_the_serving_versions_order_against_one_test(tmp_path: Path)
     far below the bar keeps it (``gate_held``: the mean t is below it); one whose test was
     near it switches; a version chosen without a test does not hold it. The choice is read
     back from the saved model."""
-    from recsys.models.hybrid import RepeatChoice
+    from recsys.models.orders import RepeatChoice
 
     data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
 
@@ -1227,27 +1228,27 @@ def test_a_fit_holds_the_serving_versions_order_against_one_test(tmp_path: Path)
     assert switched.repeat_first_ and switched.train_stats_["gate_held"] == 0.0
     assert fit(RepeatChoice(first=False, t=None)).repeat_first_
     held.save(tmp_path / "held")
-    assert RepeatChoice.of_saved(tmp_path / "held") == RepeatChoice(
+    assert HybridModel.saved_choice(tmp_path / "held") == RepeatChoice(
         first=False, t=held.train_stats_["gate_t"]
     )
     # a fit holds a choice once: the next fit of the same model tests alone
     assert held.fit(data).repeat_first_
     always = HybridModel(factors=16, max_iter=60, repeat_first="always").fit(data)
     always.save(tmp_path / "always")
-    assert RepeatChoice.of_saved(tmp_path / "always") is None
-    assert RepeatChoice.of_saved(tmp_path / "nothing") is None
+    assert HybridModel.saved_choice(tmp_path / "always") is None
+    assert HybridModel.saved_choice(tmp_path / "nothing") is None
     # held only by the model it tested: the same params, not others
     same = HybridModel(factors=16, max_iter=60, train_windows=3, repeat_first="auto")
-    assert RepeatChoice.of_saved(tmp_path / "held", params=same.get_params()) is not None
+    assert HybridModel.saved_choice(tmp_path / "held", params=same.get_params()) is not None
     other = HybridModel(factors=16, max_iter=60, train_windows=2, repeat_first="auto")
-    assert RepeatChoice.of_saved(tmp_path / "held", params=other.get_params()) is None
+    assert HybridModel.saved_choice(tmp_path / "held", params=other.get_params()) is None
 
 
 def test_one_fit_in_either_order_and_its_choice_read_from_the_model(tmp_path: Path) -> None:
     """``in_order`` serves the other order of the same fit without touching the model; the
-    choice :meth:`RepeatChoice.of_model` reads is the one saved; models whose order is not
+    choice :meth:`HybridModel.repeat_choice` reads is the one saved; models whose order is not
     a test's choice have none."""
-    from recsys.models.hybrid import RepeatChoice
+    from recsys.models.orders import RepeatChoice
 
     data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
     model = HybridModel(factors=16, max_iter=60, train_windows=3, repeat_first="auto").fit(data)
@@ -1259,21 +1260,20 @@ def test_one_fit_in_either_order_and_its_choice_read_from_the_model(tmp_path: Pa
     assert not np.array_equal(first, learned)
     np.testing.assert_array_equal(model.recommend(users, data.interactions, k=10)[0], first)
     model.save(tmp_path / "m")
-    assert RepeatChoice.of_model(model) == RepeatChoice.of_saved(tmp_path / "m")
-    assert RepeatChoice.of_model(model) == RepeatChoice(True, model.train_stats_["gate_t"])
+    assert model.repeat_choice() == HybridModel.saved_choice(tmp_path / "m")
+    assert model.repeat_choice() == RepeatChoice(True, model.train_stats_["gate_t"])
     always = HybridModel(factors=16, max_iter=60, repeat_first="always").fit(data)
-    assert RepeatChoice.of_model(always) is None
+    assert always.repeat_choice() is None
     # without its test (and its probe) a fit serves the learned order, once
     untested = HybridModel(factors=16, max_iter=60, train_windows=3, repeat_first="auto")
     untested.without_order_test().fit(data)
-    assert RepeatChoice.of_model(untested) == RepeatChoice(False, None)
+    assert untested.repeat_choice() == RepeatChoice(False, None)
     assert "gate_t" not in untested.train_stats_
     np.testing.assert_array_equal(
         untested.in_order(True).recommend(users, data.interactions, k=10)[0], first
     )
     assert untested.fit(data).repeat_first_
-    assert RepeatChoice.of_model(HybridModel(repeat_first="auto")) is None  # not fitted
-    assert RepeatChoice.of_model(object()) is None
+    assert HybridModel(repeat_first="auto").repeat_choice() is None  # not fitted
 
 
 def test_both_orders_of_one_fit_share_a_batchs_pairs_and_scores(

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame
 from recsys.errors import ArtifactError
-from recsys.models.hybrid import HybridModel, ServedOrder
+from recsys.models.hybrid import HybridModel
 from recsys.models.orders import DISCOVER_BY, DISCOVER_MIXES
 from tests.models.conftest import AS_OF
 from tests.models.test_hybrid import synthetic_rows
@@ -156,7 +156,7 @@ def test_a_fit_lists_every_order_its_tests_choose_among(
     orders = model.order_choices()
     assert len(orders) == len(set(orders)) == n
     if n:
-        assert orders[0] == ServedOrder.of_model(model)
+        assert orders[0] == model.served_order()
         mixes = [(o.discover_by, o.discover_weight) for o in orders]
         assert set(mixes) <= {("popularity", 0.0), *DISCOVER_MIXES}
         assert (with_ease and discover_order == "auto") == any(by == "ease" for by, _ in mixes)
@@ -164,7 +164,7 @@ def test_a_fit_lists_every_order_its_tests_choose_among(
         assert len(runs) == len(set(runs))
     blend = copy.copy(model)
     blend.ranker_ = None
-    assert blend.order_choices() == () and ServedOrder.of_model(blend) is None
+    assert blend.order_choices() == () and blend.served_order() is None
 
 
 def test_the_orders_of_one_fit_compute_each_weights_discover_order_once(

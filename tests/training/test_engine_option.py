@@ -80,7 +80,8 @@ def test_the_spark_engine_holds_the_serving_versions_repeat_first_choice(
 ) -> None:
     """The serving version's repeat-first choice reaches the hybrid the Spark engine fits,
     as it reaches a local run's (the fit itself is tested in tests/spark)."""
-    from recsys.models.hybrid import HybridModel, RepeatChoice
+    from recsys.models.hybrid import HybridModel
+    from recsys.models.orders import RepeatChoice
     from training.config import load_training_config
     from training.spark import engine
 
