@@ -15,7 +15,10 @@ holdout, cut at midnight UTC):
   once as configured (customers with no new event keep yesterday's stored list) and once
   with every stored list scored again; each version scored as the API serves it (stored list
   or live scoring) on the purchases after the cut; with ``--noise``, against a second full run
-  with another seed of the hybrid too.
+  with another seed of the hybrid too; with ``--seeds N``, yesterday, the full and the warm run
+  all with each of N seeds of the hybrid, and each cut's ratio of the seeds' means (two full
+  fits with other seeds differ by more than the 1 % a warm run may lose, so one seed cannot
+  tell a loss from the noise).
 
 Run: ``.venv/bin/python -m benchmarks.bench_warm [--home DIR] [--skip-models]`` (``--home``: a
 state folder whose store already holds the data; otherwise Online Retail is ingested into a
@@ -203,43 +206,53 @@ def _model_level_cut(events: Any, catalog: Any, config: Any, cut: int) -> list[d
 
 
 def pipeline_level(
-    home: Path, events: Any, *, cuts: int = 1, noise: bool = False
+    home: Path, events: Any, *, cuts: int = 1, noise: bool = False, seeds: int = 0
 ) -> list[dict[str, Any]]:
     """:func:`_pipeline_level_cut` at ``cuts`` cut dates 30 days apart (the newest: 30 days
-    before the last event), with each ratio to the full run's mean, min and max."""
+    before the last event), with each ratio to the full run's mean, min and max over the cuts.
+
+    ``seeds`` above 0: every run at each cut with the hybrid's seeds ``0 .. seeds - 1`` (the
+    full and the warm run only), and each cut's ratio is that of the seeds' means."""
     from recsys.data.schema import MICROS_PER_DAY
 
     newest = int(events.ts.max()) - 30 * MICROS_PER_DAY
     newest -= newest % MICROS_PER_DAY
     rows = []
     for c in range(cuts):
-        rows += _pipeline_level_cut(home, events, newest - c * 30 * MICROS_PER_DAY, noise=noise)
+        cut = newest - c * 30 * MICROS_PER_DAY
+        if seeds:
+            for seed in range(seeds):
+                rows += _pipeline_level_cut(home, events, cut, seed=seed)
+        else:
+            rows += _pipeline_level_cut(home, events, cut, noise=noise)
     runs = list(dict.fromkeys(str(r["run"]) for r in rows))
+    metrics = ("seconds", "cpu_seconds", "served_recall@10", "served_ndcg@10")
+
+    def mean_of(run: str, cut: str, metric: str) -> float:
+        return float(np.mean([r[metric] for r in rows if r["run"] == run and r["cut"] == cut]))
+
+    days = list(dict.fromkeys(str(r["cut"]) for r in rows))
     for run in runs[1:]:
         row: dict[str, Any] = {"run": f"{run} / full", "cut": "mean [min, max]"}
-        for metric in ("seconds", "cpu_seconds", "served_recall@10", "served_ndcg@10"):
-            ratio = np.array(
-                [
-                    r[metric] / f[metric]
-                    for r in rows
-                    for f in rows
-                    if r["run"] == run and f["run"] == "full" and r["cut"] == f["cut"]
-                ]
-            )
+        if seeds:
+            row["over"] = f"each cut: the means of {seeds} seeds"
+        for metric in metrics:
+            ratio = np.array([mean_of(run, d, metric) / mean_of("full", d, metric) for d in days])
             row[metric] = f"{ratio.mean():.3f} [{ratio.min():.3f}, {ratio.max():.3f}]"
         rows.append(row)
     return rows
 
 
 def _pipeline_level_cut(
-    home: Path, events: Any, cut: int, *, noise: bool = False
+    home: Path, events: Any, cut: int, *, noise: bool = False, seed: int | None = None
 ) -> list[dict[str, Any]]:
     """``run_training`` full vs warm on the default config at ``cut``: wall and CPU seconds,
     per stage, the share of each run that is the hybrid's fit, and the quality of what each
     version serves (:func:`served_quality`).
 
     Yesterday's version is trained once and its registry restored before each run, so every
-    run starts from the same current version.
+    run starts from the same current version. ``seed``: the hybrid's seed in every run,
+    yesterday's too; only the full and the warm run.
     """
     import shutil
     from datetime import UTC, datetime
@@ -251,6 +264,10 @@ def _pipeline_level_cut(
     from training.pipeline import run_training
 
     config = load_training_config(None)
+    if seed is not None:
+        hybrid = config.models["hybrid"]
+        hybrid = hybrid.model_copy(update={"params": {**hybrid.params, "seed": seed}})
+        config = config.model_copy(update={"models": {**config.models, "hybrid": hybrid}})
     pre = np.sort(events.ts[events.ts < cut])
     yesterday = int(pre[int(0.99 * len(pre))])
     settings = load_settings(Settings)
@@ -272,6 +289,8 @@ def _pipeline_level_cut(
         "warm": (config, True),
         "warm, every list scored": (config.model_copy(update={"precompute": rescore}), True),
     }
+    if seed is not None:
+        del runs["warm, every list scored"]
     if noise:
         # how far two equally good full runs differ: the noise the warm runs are read against
         runs["full, hybrid seed 1"] = (
@@ -303,6 +322,7 @@ def _pipeline_level_cut(
             {
                 "run": mode,
                 "cut": datetime.fromtimestamp(cut / 1e6, UTC).date().isoformat(),
+                **({} if seed is None else {"seed": seed}),
                 "seconds": round(seconds, 1),
                 "cpu_seconds": round(cpu_seconds, 1),
                 "hybrid_fit_seconds": round(hybrid, 1),
@@ -315,9 +335,10 @@ def _pipeline_level_cut(
         )
     shutil.rmtree(saved, ignore_errors=True)
     full = rows[0]
+    seeded = "" if seed is None else f" (seed {seed})"
     for row in rows[1:]:
         print(
-            f"{row['run']} / full: {row['seconds'] / full['seconds']:.2f}x wall, "
+            f"{row['run']} / full{seeded}: {row['seconds'] / full['seconds']:.2f}x wall, "
             f"{row['cpu_seconds'] / full['cpu_seconds']:.2f}x CPU, served recall@10 "
             f"{row['served_recall@10'] / full['served_recall@10']:.3f}x, NDCG@10 "
             f"{row['served_ndcg@10'] / full['served_ndcg@10']:.3f}x",
@@ -383,6 +404,13 @@ def main() -> None:
         action="store_true",
         help="whole runs: a second full run with another seed of the hybrid (the noise)",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        help="whole runs: yesterday, full and warm with each of this many hybrid seeds; "
+        "each cut's ratio of the seeds' means",
+    )
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-warm-"))
     os.environ["RECSYS_HOME"] = str(home)
@@ -403,7 +431,7 @@ def main() -> None:
         for row in model_level(events, catalog, load_training_config(None), cuts=args.cuts):
             print(row, flush=True)
     if not args.skip_pipeline:
-        for row in pipeline_level(home, events, cuts=args.cuts, noise=args.noise):
+        for row in pipeline_level(home, events, cuts=args.cuts, noise=args.noise, seeds=args.seeds):
             print(row, flush=True)
 
 
