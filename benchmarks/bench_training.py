@@ -6,9 +6,10 @@ parameters and thread count, interleaved, median of 5; the ratio should be <= 1.
 (b) The whole pipeline on UCI Online Retail: ingest into a temporary SQLite store, then
 ``recsys train`` with ``RECSYS_HOME`` in a temporary folder; per-stage timings from the
 published manifest (issue 13's target: under 40 s). Skipped with a note when ../shared/data is
-absent. The host's speed moves by up to 1.6x between days, so (b) is also given in units of
-(a)'s direct implicit fit, measured in the same run: that ratio can be compared across days,
-the seconds cannot.
+absent. (b) is also given in units of (a)'s direct implicit fit, measured in the same run: on
+one CPU model and BLAS kernel that ratio evens out a busy or quiet day, but not a change of
+CPU (8.7x on a Haswell-kernel EPYC, 12.9x on a SkylakeX-kernel one, the same code:
+benchmarks/RESULTS.md, fiftieth session), so the report names both.
 
 Run: ``.venv/bin/python -m benchmarks.bench_training [--smoke]``
 """
@@ -37,6 +38,7 @@ from benchmarks.common import (
     timed,
     write_report,
 )
+from recsys.environment import blas_kernels, cpu_model
 
 ALS_PARAMS: dict[str, Any] = {
     "factors": 64,
@@ -184,8 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'met' if b['train_s'] < 40 else 'NOT met'} ({b['train_s']:.1f} s).",
             "",
             f"In units of the same run's direct implicit fit (a, {a['direct_median_s']:.2f} s): "
-            f"**{b['train_s'] / a['direct_median_s']:.1f}x** (a reference for other days: a "
-            "slower host stretches both).",
+            f"**{b['train_s'] / a['direct_median_s']:.1f}x** on {cpu_model()}, BLAS "
+            f"{', '.join(blas_kernels())} (comparable with runs on the same CPU and kernels "
+            "only).",
         ]
         b["per_direct_fit"] = b["train_s"] / a["direct_median_s"]
     write_report(out, "training", "\n".join(md), result)
