@@ -265,9 +265,7 @@ def _pipeline_level_cut(
 
     config = load_training_config(None)
     if seed is not None:
-        hybrid = config.models["hybrid"]
-        hybrid = hybrid.model_copy(update={"params": {**hybrid.params, "seed": seed}})
-        config = config.model_copy(update={"models": {**config.models, "hybrid": hybrid}})
+        config = _hybrid_seeded(config, seed)
     pre = np.sort(events.ts[events.ts < cut])
     yesterday = int(pre[int(0.99 * len(pre))])
     settings = load_settings(Settings)
@@ -282,8 +280,6 @@ def _pipeline_level_cut(
         store.close()
     shutil.copytree(models, saved)
     rescore = config.precompute.model_copy(update={"carry_on_warm_start": False})
-    spec = config.models["hybrid"]
-    seed1 = spec.model_copy(update={"params": {**spec.params, "seed": 1}})
     runs = {
         "full": (config, False),
         "warm": (config, True),
@@ -293,10 +289,7 @@ def _pipeline_level_cut(
         del runs["warm, every list scored"]
     if noise:
         # how far two equally good full runs differ: the noise the warm runs are read against
-        runs["full, hybrid seed 1"] = (
-            config.model_copy(update={"models": {**config.models, "hybrid": seed1}}),
-            False,
-        )
+        runs["full, hybrid seed 1"] = (_hybrid_seeded(config, 1), False)
     rows = []
     for mode, (run_config, warm_start) in runs.items():
         shutil.rmtree(models)
@@ -345,6 +338,13 @@ def _pipeline_level_cut(
             flush=True,
         )
     return rows
+
+
+def _hybrid_seeded(config: Any, seed: int) -> Any:
+    """``config`` with its hybrid's ``seed`` set to ``seed``."""
+    hybrid = config.models["hybrid"]
+    hybrid = hybrid.model_copy(update={"params": {**hybrid.params, "seed": seed}})
+    return config.model_copy(update={"models": {**config.models, "hybrid": hybrid}})
 
 
 def served_quality(
@@ -412,6 +412,8 @@ def main() -> None:
         "each cut's ratio of the seeds' means",
     )
     args = parser.parse_args()
+    if args.noise and args.seeds:
+        parser.error("--noise and --seeds: the seeds' full runs already show the noise")
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-warm-"))
     os.environ["RECSYS_HOME"] = str(home)
     from recsys.settings import Settings, load_settings
