@@ -42,7 +42,7 @@ from recsys.experiments.offpolicy import explore
 from recsys.live import LiveState
 from recsys.lru import LRU
 from recsys.ranking.rules import RequestFilters, RulesFile
-from recsys.store.base import EventStore
+from recsys.store.base import EventStore, ServingFacts
 
 if TYPE_CHECKING:
     from recsys.data.schema import Customer
@@ -132,6 +132,18 @@ class Served:
     offers: list[OfferCandidate] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Looked:
+    """What one statement told a request about its customer (:meth:`EventStore.serving_facts`),
+    handed from :meth:`RecommendationService.recommend_fast` to
+    :meth:`RecommendationService.recommend` so that nothing is read twice."""
+
+    allowed: bool
+    """Whether anything personal may be served (:meth:`RecommendationService.personal_allowed`)."""
+    mark: tuple[int, int]
+    """Their events since the version (:attr:`ServingFacts.mark`)."""
+
+
 class RecommendationService:
     """Answers every list (see the module docstring).
 
@@ -187,44 +199,44 @@ class RecommendationService:
         *,
         endpoint: str = "recommendations",
         arm: Arm | None = None,
-        allowed: bool | None = None,
+        looked: Looked | None = None,
     ) -> Served:
         """A customer's list, under their experiment arm (the exposure is queued); ``arm``
-        and ``allowed`` (:meth:`personal_allowed`) as :meth:`recommend_fast` found them, when
-        it came first."""
+        and ``looked`` as :meth:`recommend_fast` found them, when it came first."""
         arm = arm or self.arm(request.user_id)
         if arm.holdout:
             return self._serve(self._holdout(arm, request.k), arm, endpoint, request.user_id)
-        result = self._personal(arm.engine, request, allowed)
+        result = self._personal(arm.engine, request, looked)
         return self._serve(result, arm, endpoint, request.user_id, placement=request.placement)
 
     def recommend_fast(
         self, request: ListRequest, *, endpoint: str = "recommendations"
-    ) -> tuple[Served | None, Arm, bool | None]:
+    ) -> tuple[Served | None, Arm, Looked | None]:
         """:meth:`recommend` for the common cases, answered without blocking on a store whose
         reads take microseconds (SQLite): a known customer with nothing new since training,
         from the precomputed lists, and a customer the version does not know, with nothing
         new and no session, the non-personal list. ``None`` when that does not apply: then
-        pass the arm it chose (an arm is chosen, and counted, once per request) and whether
-        anything personal is allowed (``None`` when it did not read it) to :meth:`recommend`,
-        which then reads the customer's profile no more (a live customer's list is one
-        statement fewer).
+        pass the arm it chose (an arm is chosen, and counted, once per request) and what it
+        read about the customer (``None`` when it read nothing) to :meth:`recommend`, which
+        then reads none of it again (a live customer's kept list is answered with no
+        statement, a new one with one).
         """
         uid = request.user_id
         arm = self.arm(uid)
         if not uid or self.store.backend != "sqlite" or arm.holdout:
             return None, arm, None
         engine = arm.engine
-        # one statement for both questions (see EventStore.serving_facts)
-        fresh, opted_out = self.store.serving_facts(uid, engine.as_of)
-        allowed = not opted_out and not self.live.is_erased(uid)
-        if self.live_events and fresh:
-            return None, arm, allowed
+        looked = self._look(uid, self.store.serving_facts(uid, engine.as_of))
+        if looked.mark[0]:
+            # a live customer, answered in the thread pool even when their list is kept: more
+            # work on the loop starves the pool's requests of the GIL, and the tail grows
+            # (benchmarks/RESULTS.md, "Fifty-first session")
+            return None, arm, looked
         if engine.users.index(uid) < 0:
             if request.session_id or request.filters.exclude:
                 # a guest who is browsing gets the session's list; a request's own exclusions
                 # make a list the engine does not keep, built in the thread pool, off the loop
-                return None, arm, allowed
+                return None, arm, looked
             # unknown to the version and nothing new: the non-personal list, whatever their
             # consent says (the engine keeps it built per rules, filters and k)
             listed = engine.recommend(
@@ -235,16 +247,16 @@ class RecommendationService:
                 personalise=False,
             )
             served = self._serve(listed, arm, endpoint, uid, placement=request.placement)
-            return served, arm, allowed
-        if engine.precomputed is None or not allowed:
+            return served, arm, looked
+        if engine.precomputed is None or not looked.allowed:
             # nothing stored to answer from, or nothing personal allowed (personal_allowed)
-            return None, arm, allowed
+            return None, arm, looked
         result = engine.recommend_precomputed(
             uid, request.k, placement=request.placement, filters=request.filters
         )
         if result is None:
-            return None, arm, allowed
-        return self._serve(result, arm, endpoint, uid, placement=request.placement), arm, allowed
+            return None, arm, looked
+        return self._serve(result, arm, endpoint, uid, placement=request.placement), arm, looked
 
     def recommend_many(
         self, user_ids: Sequence[str], k: int, *, filters: RequestFilters = RequestFilters()
@@ -358,7 +370,9 @@ class RecommendationService:
         if arm.holdout:
             result = self._holdout(arm, k)
         else:
-            result = self._personal(arm.engine, ListRequest(user_id, k, "offers"), allowed)
+            # the list reads the customer's live events (and their mark) only when it may use them
+            looked = None if allowed else Looked(False, (0, 0))
+            result = self._personal(arm.engine, ListRequest(user_id, k, "offers"), looked)
         personal = not arm.holdout and allowed
         chosen: list[OfferCandidate] = []
         if not (customer is not None and customer.marketing_opt_out):
@@ -463,37 +477,49 @@ class RecommendationService:
     # -- internals -----------------------------------------------------------------------------
 
     def _personal(
-        self, engine: Engine, request: ListRequest, allowed: bool | None = None
+        self, engine: Engine, request: ListRequest, looked: Looked | None = None
     ) -> RecommendationList:
-        """The customer's list (live from their events since the version); ``allowed``:
-        :meth:`personal_allowed` when the caller read it already."""
+        """The customer's list (live from their events since the version); ``looked``: what
+        :meth:`recommend_fast` read already (else it is read here, in one statement)."""
         uid = request.user_id
         common: dict[str, Any] = {"placement": request.placement, "filters": request.filters}
-        if not (self.personal_allowed(uid) if allowed is None else allowed):
+        if uid and looked is None:
+            looked = self._look(uid, self.store.serving_facts(uid, engine.as_of))
+        if uid is None or looked is None or not looked.allowed:
             return engine.recommend(uid or "", request.k, personalise=False, **common)
-        assert uid is not None
-        # only what the version did not train on: the rest is already in its history
-        events = (
-            self.store.user_events(uid, limit=self.live_events, since=engine.as_of)
-            if self.live_events
-            else None
-        )
-        key = (
-            uid,
-            request.k,
-            request.placement,
-            request.filters,
-            len(events) if events is not None else 0,
-            str(events.event_id[-1]) if events is not None and len(events) else None,
-        )
+        key = self._live_key(request, looked)
         result = self._live_lists.get(key, engine)
         if result is None:
+            # only what the version did not train on: the rest is already in its history
+            events = (
+                self.store.user_events(uid, limit=self.live_events, since=engine.as_of)
+                if looked.mark[0]
+                else None
+            )
             result = engine.recommend(uid, request.k, events=events, **common)
             self._live_lists.put(key, engine, result)
-        if result.fallback == "popular" and request.session_id:
-            # a guest (or a customer the model does not know yet) who is browsing
+        if self._to_session(result, request):
+            assert request.session_id is not None
             return self._session_list(engine, request.session_id, request)
         return result
+
+    def _look(self, user_id: str, facts: ServingFacts) -> Looked:
+        """What ``facts`` (one statement) and this process's tombstones say about a customer;
+        their live events count for nothing when the service folds none in."""
+        allowed = not facts.opted_out and not self.live.is_erased(user_id)
+        return Looked(allowed, facts.mark if self.live_events else (0, 0))
+
+    @staticmethod
+    def _live_key(request: ListRequest, looked: Looked) -> Hashable:
+        # the customer's events since the version name their kept list: any write, move or
+        # removal of one changes the mark (erasure and consent are checked on every request)
+        return (request.user_id, request.k, request.placement, request.filters, looked.mark)
+
+    @staticmethod
+    def _to_session(result: RecommendationList, request: ListRequest) -> bool:
+        """Whether a guest (or a customer the model does not know yet) who is browsing gets
+        their session's list instead of ``result``."""
+        return result.fallback == "popular" and bool(request.session_id)
 
     @staticmethod
     def _holdout(arm: Arm, k: int) -> RecommendationList:

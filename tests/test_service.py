@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from recsys.data.schema import CatalogItem, Customer, EventRow
-from recsys.engine import Engine
+from recsys.engine import Engine, RecommendationList
 from recsys.live import LiveState
 from recsys.ranking.rules import RequestFilters, parse_rules
 from recsys.registry import Registry
-from recsys.service import FixedEngine, ListRequest, RecommendationService
-from recsys.store.base import EventStore
+from recsys.service import FixedEngine, ListRequest, Looked, RecommendationService
+from recsys.store.base import EventStore, ServingFacts
 from tests.serving.fakes import fake_loader, publish
 
 
@@ -52,37 +52,85 @@ def test_batch_and_single_requests_agree_on_consent_and_erasure(
 def test_a_live_customers_consent_is_read_once_per_request(
     service: RecommendationService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A customer with an event since the version leaves the fast path with their consent
-    read (in its one statement): the full path then reads no profile, and keeps to what that
-    read said, personal or not."""
+    """A customer with an event since the version leaves the fast path with their consent and
+    events' mark read (in its one statement): the full path then reads neither again, and
+    keeps to what that read said, personal or not."""
     store = service.store
     engine = service.engines.require_engine()
     store.insert_events(
         [EventRow("e9", "u1", None, "D", "view", engine.as_of + 10, 1.0, None, None, None)]
     )
     reads: list[str] = []
-    real = store.get_customer
+    real = store.serving_facts
 
-    def counted(user_id: str) -> Customer | None:
+    def counted(user_id: str, since: int) -> ServingFacts:
         reads.append(user_id)
-        return real(user_id)
+        return real(user_id, since)
 
-    monkeypatch.setattr(store, "get_customer", counted)
+    monkeypatch.setattr(store, "serving_facts", counted)
+    monkeypatch.setattr(store, "get_customer", lambda user_id: pytest.fail("a profile read"))
     request = ListRequest("u1", 3)
-    served, arm, allowed = service.recommend_fast(request)
-    assert served is None and allowed is True
-    assert service.recommend(request, arm=arm, allowed=allowed).result.fallback is None
-    assert reads == []
+    served, arm, looked = service.recommend_fast(request)
+    assert served is None and looked == Looked(True, (1, looked.mark[1]))
+    assert service.recommend(request, arm=arm, looked=looked).result.fallback is None
+    assert reads == ["u1"]
     store.upsert_customers([Customer("u1", personalisation_opt_out=True)])
-    served, arm, allowed = service.recommend_fast(request)
-    assert served is None and allowed is False
-    assert service.recommend(request, arm=arm, allowed=allowed).result.fallback == "popular"
-    assert reads == []
+    served, arm, looked = service.recommend_fast(request)
+    assert served is None and looked is not None and looked.allowed is False
+    assert service.recommend(request, arm=arm, looked=looked).result.fallback == "popular"
+    assert reads == ["u1", "u1"]
     store.upsert_customers([Customer("u1")])
     assert service.recommend(request).result.fallback is None
-    assert reads == ["u1"], "without the fast path's read, the full path reads the profile"
+    assert reads == ["u1"] * 3, "without the fast path's read, the full path reads it once"
     service.erase("u1")
-    assert service.recommend_fast(request)[2] is False
+    got = service.recommend_fast(request)[2]
+    assert got is not None and got.allowed is False
+
+
+def test_a_live_customers_kept_list_costs_no_statement(
+    service: RecommendationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the fast path's one statement, a live customer's next request is answered from
+    the list kept under their events' mark, with no store read and no scoring, the same list,
+    until they do something new, opt out or are erased; a browsing guest's kept popular list
+    gives way to their session's."""
+    store = service.store
+    engine = service.engines.require_engine()
+    view = EventRow("v1", "u1", None, "D", "view", engine.as_of + 10, 1.0, None, None, None)
+    store.insert_events([view])
+    request = ListRequest("u1", 3)
+
+    def asked(req: ListRequest) -> RecommendationList:
+        served, arm, looked = service.recommend_fast(req)
+        assert served is None, "a live customer is answered in the thread pool"
+        return service.recommend(req, arm=arm, looked=looked).result
+
+    built = asked(request)
+    assert built.fallback is None
+    with monkeypatch.context() as m:
+        m.setattr(store, "user_events", lambda *a, **kw: pytest.fail("events read again"))
+        m.setattr(Engine, "recommend", lambda *a, **kw: pytest.fail("scored again"))
+        assert asked(request) == built
+        with pytest.raises(pytest.fail.Exception, match="events read again"):
+            asked(ListRequest("u1", 2))  # another k: another list, built from their events
+    store.insert_events([view._replace(event_id="v2", item_id="A", ts=engine.as_of + 5)])
+    with monkeypatch.context() as m:
+        m.setattr(Engine, "recommend", lambda *a, **kw: pytest.fail("scored again"))
+        with pytest.raises(pytest.fail.Exception, match="scored again"):
+            asked(request)  # a new event, even one dated before their newest
+    store.upsert_customers([Customer("u1", personalisation_opt_out=True)])
+    assert asked(request).fallback == "popular", "opted out"
+    store.upsert_customers([Customer("u1")])
+    assert asked(request).fallback is None
+    service.erase("u1")
+    assert asked(request).fallback == "popular", "erased"
+    # a customer unknown to the version, whose event names an item it does not know either
+    store.insert_events([view._replace(event_id="g1", user_id="newbie", item_id="UNKNOWN")])
+    store.insert_events(
+        [EventRow("g2", "", "s1", "D", "view", engine.as_of + 9, 1.0, None, None, None)]
+    )
+    assert asked(ListRequest("newbie", 3)).fallback == "popular"
+    assert asked(ListRequest("newbie", 3, session_id="s1")).fallback == "session"
 
 
 def test_stock_and_retirement_apply_to_every_list(service: RecommendationService) -> None:

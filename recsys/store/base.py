@@ -72,6 +72,25 @@ class ItemChange:
 
 
 @dataclass(frozen=True)
+class ServingFacts:
+    """What a request reads about one customer before answering (see
+    :meth:`EventStore.serving_facts`)."""
+
+    fresh: int
+    """How many events they have since the version."""
+    newest: int
+    """The largest ``seq`` among those (0: none): with ``fresh``, it changes whenever one of
+    their events since the version is written, moved to them or removed."""
+    opted_out: bool
+    """Whether they opted out of personalisation."""
+
+    @property
+    def mark(self) -> tuple[int, int]:
+        """Their events since the version, as a key: a kept answer holds while it is the same."""
+        return self.fresh, self.newest
+
+
+@dataclass(frozen=True)
 class StoreStats:
     """What the store holds."""
 
@@ -685,22 +704,24 @@ class EventStore(ABC):
         )
         return [str(r[0]) for r in rows]
 
-    def serving_facts(self, user_id: str, since: int) -> tuple[bool, bool]:
-        """Whether ``user_id`` has an event with ``ts > since`` (microseconds), and whether
-        they opted out of personalisation, in one statement.
+    def serving_facts(self, user_id: str, since: int) -> ServingFacts:
+        """How many events ``user_id`` has with ``ts > since`` (microseconds) and the newest
+        one's ``seq``, and whether they opted out of personalisation, in one statement.
 
-        The API's common case (a known customer with nothing new) asks both on the event
+        The API's common case (a known customer with nothing new) asks this on the event
         loop. Each statement hands Python's GIL to the request threads while SQLite runs,
         and the loop then waits for a thread to give it back (up to the 5 ms switch
-        interval); one statement is one such wait instead of two.
+        interval); one statement is one such wait instead of two. The ``events_user (user_id,
+        ts)`` index covers the count and the ``seq``.
         """
         rows = self._query(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE user_id = ? AND ts > ?), "
-            "(SELECT personalisation_opt_out FROM customers WHERE user_id = ?)",
-            (user_id, since, user_id),
+            "SELECT COUNT(*), COALESCE(MAX(seq), 0), "
+            "(SELECT personalisation_opt_out FROM customers WHERE user_id = ?) "
+            "FROM events WHERE user_id = ? AND ts > ?",
+            (user_id, user_id, since),
         )
-        fresh, opted_out = rows[0]
-        return bool(fresh), bool(opted_out)
+        fresh, newest, opted_out = rows[0]
+        return ServingFacts(int(fresh), int(newest), bool(opted_out))
 
     def get_customer(self, user_id: str) -> Customer | None:
         """One customer's profile, or ``None``."""

@@ -44,11 +44,11 @@ async def recommendations(
     filters = RequestFilters(exclude=ids, category=category, exclude_purchased=exclude_purchased)
     request = ListRequest(user_id, k, placement, filters, session_id)
     service = state.service
-    # the common case answers on the event loop (a thread hop costs more than the answer)
-    served, arm, allowed = service.recommend_fast(request)
+    # the common cases answer on the event loop (a thread hop costs more than the answer)
+    served, arm, looked = service.recommend_fast(request)
     if served is None:
         served = await run_in_threadpool(
-            partial(service.recommend, request, arm=arm, allowed=allowed)
+            partial(service.recommend, request, arm=arm, looked=looked)
         )
     return list_response(served, state, "recommendations")
 

@@ -10,7 +10,7 @@ import pytest
 import recsys.store.base as base_module
 from recsys.data.schema import EVENT_COLUMNS, CatalogItem, Customer, EventRow
 from recsys.errors import StoreError
-from recsys.store.base import EventStore
+from recsys.store.base import EventStore, ServingFacts
 
 
 def _event(
@@ -122,18 +122,39 @@ def test_user_events_of_types_reads_one_customer_whole_and_in_order(store: Event
 
 
 def test_serving_facts_are_the_event_and_consent_reads_in_one(store: EventStore) -> None:
-    """Whether a customer has an event newer than a time, and whether they opted out of
+    """How many events a customer has newer than a time, and whether they opted out of
     personalisation: what ``user_events(since=...)`` and ``get_customer`` say."""
     store.insert_events([_event(i, user="u1") for i in range(1, 4)] + [_event(9, user="u2")])
     store.upsert_customers([Customer("u2", personalisation_opt_out=True), Customer("u3")])
     for user in ("u1", "u2", "u3", "nobody"):
         for since in (0, 2_000_000, 3_000_000, 9_000_000):
-            fresh, opted_out = store.serving_facts(user, since)
-            assert fresh is (len(store.user_events(user, limit=1, since=since)) > 0)
+            facts = store.serving_facts(user, since)
+            assert facts.fresh == len(store.user_events(user, since=since))
+            assert (facts.newest > 0) is (facts.fresh > 0)
             customer = store.get_customer(user)
-            assert opted_out is (customer is not None and customer.personalisation_opt_out)
-    assert store.serving_facts("u1", 2_000_000) == (True, False)
-    assert store.serving_facts("u2", 9_000_000) == (False, True)
+            assert facts.opted_out is (customer is not None and customer.personalisation_opt_out)
+    assert store.serving_facts("u1", 2_000_000).fresh == 1
+    assert store.serving_facts("u2", 9_000_000) == ServingFacts(0, 0, True)
+
+
+def test_the_serving_mark_moves_with_every_change_to_the_events_since(store: EventStore) -> None:
+    """A kept live list is keyed by the mark: a write (even one dated before the newest), a
+    session moved to the customer and an erasure each change it; events before ``since`` and
+    other customers' do not."""
+    since = 2_000_000
+    guest = _event(6, user="", session_id="s1", event_id="guest")  # stored before u1's
+    store.insert_events([guest] + [_event(i, user="u1") for i in range(1, 5)])
+    marks = [store.serving_facts("u1", since).mark]
+    store.insert_events([_event(1, user="u1", event_id="old"), _event(7, user="u2")])
+    assert store.serving_facts("u1", since).mark == marks[-1], "before since, or not theirs"
+    store.insert_events([_event(3, user="u1", event_id="late")])  # older than their newest
+    marks.append(store.serving_facts("u1", since).mark)
+    assert store.merge_session("s1", "u1") == 1  # not the newest seq: the count tells
+    marks.append(store.serving_facts("u1", since).mark)
+    store.erase_user("u1")
+    marks.append(store.serving_facts("u1", since).mark)
+    assert len(set(marks)) == len(marks), marks
+    assert marks[-1] == (0, 0)
 
 
 def test_items_and_customers_round_trip(store: EventStore) -> None:
