@@ -36,11 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    from recsys.concurrency import prediction_threads
     from recsys.data.interactions import build_training_data
     from recsys.data.schema import MICROS_PER_DAY
     from recsys.evaluation.protocol import Holdout, _rank
     from recsys.evaluation.splits import time_split
-    from recsys.models.hybrid import HybridModel, prediction_threads
+    from recsys.models.hybrid import HybridModel
     from recsys.settings import Settings
     from recsys.store import open_store
     from training.config import load_training_config

@@ -48,14 +48,15 @@ def main(argv: list[str] | None = None) -> None:
     from threadpoolctl import threadpool_limits
 
     from recsys import precompute as stored_lists
+    from recsys.concurrency import prediction_threads
     from recsys.data.interactions import InteractionConfig, build_training_data
     from recsys.models import hybrid
-    from recsys.models.hybrid import HybridModel, prediction_threads
+    from recsys.models.hybrid import HybridModel
     from recsys.settings import Settings
     from recsys.store import open_store
     from training.config import load_training_config
 
-    each, fit_scorer = hybrid._each_chunk, HybridModel._fit_scorer
+    each, fit_scorer = hybrid.each_chunk, HybridModel._fit_scorer
     chunk, pairs_batch = hybrid._CHUNK, stored_lists.PRECOMPUTE_PAIRS_BATCH
 
     def each_one(work: Any, starts: range, threads: int) -> Any:
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         """The earlier paths (``on``) or this tree's."""
         hybrid._CHUNK = 1024 if on else chunk
         stored_lists.PRECOMPUTE_PAIRS_BATCH = 256 if on else pairs_batch
-        hybrid._each_chunk = each_one if on else each
+        hybrid.each_chunk = each_one if on else each
         HybridModel._fit_scorer = fit_one if on else fit_scorer  # type: ignore[method-assign]
 
     if args.whole_runs:
@@ -103,7 +104,7 @@ def stored_lists(model: Any, data: Any, reps: int) -> None:
     from threadpoolctl import threadpool_limits
 
     from recsys import precompute as stored_lists
-    from recsys.models.hybrid import prediction_threads
+    from recsys.concurrency import prediction_threads
 
     batches: dict[int, list[float]] = {256: [], stored_lists.PRECOMPUTE_PAIRS_BATCH: []}
     lists: dict[int, Any] = {}
@@ -137,8 +138,9 @@ def builds(reps: int, data: Any, params: dict[str, Any]) -> None:
     import scipy.sparse as sp
     from threadpoolctl import threadpool_limits
 
+    from recsys.concurrency import prediction_threads
     from recsys.models.features import GeneratorState
-    from recsys.models.hybrid import HybridModel, prediction_threads
+    from recsys.models.hybrid import HybridModel
 
     build = GeneratorState.build.__func__  # type: ignore[attr-defined]
 

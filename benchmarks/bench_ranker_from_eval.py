@@ -45,12 +45,13 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    from recsys.concurrency import prediction_threads
     from recsys.data.interactions import TrainingData, build_training_data
     from recsys.data.schema import MICROS_PER_DAY
     from recsys.evaluation.rolling import evaluate_rolling
     from recsys.evaluation.splits import time_split
     from recsys.models.baselines import RepeatModel
-    from recsys.models.hybrid import HybridModel, prediction_threads
+    from recsys.models.hybrid import HybridModel
     from recsys.store.sqlite import SQLiteStore
     from training.config import load_training_config
 

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     from threadpoolctl import threadpool_limits
 
     from recsys import precompute as stored_lists
+    from recsys.concurrency import prediction_threads
     from recsys.data.interactions import build_training_data
-    from recsys.models.hybrid import prediction_threads
     from recsys.settings import Settings
     from recsys.store import open_store
     from training.config import load_training_config

@@ -1,4 +1,5 @@
-"""recsys.concurrency: work beside the caller's keeps its result, its order and its errors."""
+"""recsys.concurrency: work beside the caller's keeps its result, its order and its errors;
+the OpenMP limit is applied and undone."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import threading
 
 import pytest
 
+from recsys import concurrency
 from recsys.concurrency import Behind, beside
 
 
@@ -45,3 +47,36 @@ def test_behind_raises_an_error_of_the_last_call_on_leaving() -> None:
 
     with pytest.raises(KeyError, match="last"), Behind(True) as behind:
         behind.run(fails, 0)
+
+
+def test_openmp_limit_is_applied_and_restored_with_kept_libraries() -> None:
+    """``openmp_threads`` keeps the OpenMP libraries it found (no lookup of every shared
+    library per prediction) and still limits and restores them as ``threadpool_limits``
+    does; an import makes it look them up again (it may load another OpenMP runtime)."""
+    import sys
+
+    import sklearn.ensemble  # noqa: F401 - loads scikit-learn's OpenMP runtime
+    from threadpoolctl import threadpool_info
+
+    def limits() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
+
+    before = limits()
+    assert before, "scikit-learn's OpenMP runtime is loaded"
+    for _ in range(2):  # the second from the kept libraries
+        with concurrency.openmp_threads(1):
+            assert limits() == [1] * len(before)
+        assert limits() == before
+    kept = concurrency._OPENMP
+    assert kept is not None and kept[0] == len(sys.modules)
+    with concurrency.openmp_threads(1):
+        pass
+    assert concurrency._OPENMP is kept  # nothing imported: the same libraries
+    sys.modules["_recsys_test_marker"] = sys  # as an import would grow sys.modules
+    try:
+        with concurrency.openmp_threads(1):
+            assert limits() == [1] * len(before)
+        assert concurrency._OPENMP is not kept
+    finally:
+        del sys.modules["_recsys_test_marker"]
+    assert limits() == before

@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from recsys.concurrency import prediction_threads
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, EventFrame, from_micros
 from recsys.errors import ArtifactError, DataError, ModelError, RegressionError
-from recsys.models.hybrid import prediction_threads
 from recsys.models.kernels import shared_ease_solves
 from recsys.registry import Registry
 from recsys.settings import Settings

@@ -68,10 +68,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -81,7 +78,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recsys.concurrency import beside
+from recsys.concurrency import beside, each_chunk, openmp_threads, run_threads
 from recsys.data.interactions import TrainingData
 from recsys.errors import ArtifactError, ModelError
 from recsys.models.base import (
@@ -147,10 +144,10 @@ _STATE_FILE = "state.npz"
 _RANKER_FILE = "ranker.joblib"
 _META_FILE = "hybrid.json"
 #: Users scored at once: bounds the dense ``chunk × n_items`` score matrices, and is what
-#: :func:`_each_chunk` shares among a training run's threads (a window's 1,400 customers on 2
-#: threads: 6 chunks of 256, where chunks of 1,024 left one thread half the work). Online
-#: Retail's candidate pairs took as long in chunks of 256 as of 1,024 on one thread (2.0-2.2 s)
-#: and gave the same features to the bit.
+#: :func:`~recsys.concurrency.each_chunk` shares among a training run's threads (a window's
+#: 1,400 customers on 2 threads: 6 chunks of 256, where chunks of 1,024 left one thread half
+#: the work). Online Retail's candidate pairs took as long in chunks of 256 as of 1,024 on one
+#: thread (2.0-2.2 s) and gave the same features to the bit.
 _CHUNK = 256
 #: Expanded (pair, neighbour) entries examined at once when looking for reason partners.
 _PARTNER_BLOCK = 1 << 20
@@ -341,9 +338,10 @@ class HybridModel(Recommender):
         training run hands its final fit the serving version's choice (:meth:`hold_choice`):
         a change of it then needs the two tests' mean t past the bar.
         Its evaluation's fit runs no test (:meth:`without_order_test`). The probe costs one
-        more ranker fit on the older windows; inside :func:`prediction_threads` of 2 or more
-        (a training run) it learns on its own thread beside the final ranker. A fit without
-        the test learns a LightGBM ranker on those threads (the same trees as on one).
+        more ranker fit on the older windows; inside
+        :func:`~recsys.concurrency.prediction_threads` of 2 or more (a training run) it
+        learns on its own thread beside the final ranker. A fit without the test learns a
+        LightGBM ranker on those threads (the same trees as on one).
     discover_order
         The order of the candidates the customer never bought (the "discover" list, and their
         places in any list). ``"learned"``: the ranker's. ``"auto"``: the repeat-first test's
@@ -516,7 +514,7 @@ class HybridModel(Recommender):
         self._validate_params()
         data.require_customers(self.name)
         ev = EventArrays.from_training_data(data)
-        states = LocalStates(ev, data.n_users, data.n_items, threads=_PREDICT_THREADS.get())
+        states = LocalStates(ev, data.n_users, data.n_items, threads=run_threads())
         return self._fit_events(ev, data.as_of / MICROS_PER_DAY, states)
 
     def fit_sampled(self, sample: EventArrays, as_of_day: float, states: StateBuilder) -> Self:
@@ -904,13 +902,13 @@ class HybridModel(Recommender):
             and len(windows) >= 2
             and test_order
         )
-        threads = _PREDICT_THREADS.get()  # the training run's threads (1 outside one)
+        threads = run_threads()  # the training run's threads (1 outside one)
         tested: _Probed | None = None
         if test and threads >= 2:
             # the probe and the final ranker learn at once, each on one thread: they share
             # nothing but the windows they read, and their draws are their own streams
             probe = partial(self._gate, windows, calib_users, 1)
-            with _openmp_threads(1), beside(probe, name="recsys-probe") as probe_result:
+            with openmp_threads(1), beside(probe, name="recsys-probe") as probe_result:
                 ranker = self._learn(xs, y, group, in_calib, rng)
                 tested = probe_result()
         else:
@@ -1072,7 +1070,7 @@ class HybridModel(Recommender):
         # that happen to lack it) is constant for the ranker: scikit-learn's binning cannot
         # take a column that is all NaN in the rows it is fitted on
         fit_x[:, np.isnan(fit_x).all(axis=0)] = 0.0
-        with _openmp_threads(1):
+        with openmp_threads(1):
             return self._fit_scorer(fit_x, y[fit_mask], group[fit_mask], threads=threads)
 
     def _gate(
@@ -1173,7 +1171,7 @@ class HybridModel(Recommender):
             return u[rows], items, feats
 
         rows_l, items_l, feats_l = zip(
-            *_each_chunk(chunk, range(0, len(users), _CHUNK), _PREDICT_THREADS.get()),
+            *each_chunk(chunk, range(0, len(users), _CHUNK), run_threads()),
             strict=True,
         )
         pair_user = np.concatenate(rows_l)
@@ -1317,7 +1315,7 @@ class HybridModel(Recommender):
             # a big batch inside prediction_threads (training's evaluation and stored lists)
             # predicts on its threads; anything else (every serving request) on one, where
             # threads cost more than they save and would oversubscribe the workers
-            threads = _PREDICT_THREADS.get() if len(rows) >= PARALLEL_PREDICT_ROWS else 1
+            threads = run_threads() if len(rows) >= PARALLEL_PREDICT_ROWS else 1
             if threads == 1:
                 return self._predict_rows(rows)
             return self._predict_parallel(rows, threads)
@@ -1380,8 +1378,8 @@ class HybridModel(Recommender):
 
         # an index's searches set their library's threads process-wide: its batches stay on
         # one thread here (they search in one multi-threaded batch of their own)
-        threads = _PREDICT_THREADS.get() if self.als_index_ is None else 1
-        parts = _each_chunk(chunk, range(0, len(users), _CHUNK), threads)
+        threads = run_threads() if self.als_index_ is None else 1
+        parts = each_chunk(chunk, range(0, len(users), _CHUNK), threads)
         if not parts:
             z = np.empty(0, np.intp)
             return z, z, np.empty((0, len(FEATURES)), np.float32), np.empty(0, np.uint8)
@@ -1763,7 +1761,7 @@ def _ranker_scores(
     ``booster`` when it has one, else its own ``decision_function``."""
     if booster is not None:
         return np.asarray(booster.predict(x, raw_score=True, num_threads=threads), dtype=np.float64)
-    with _openmp_threads(threads):
+    with openmp_threads(threads):
         return np.asarray(ranker.decision_function(x), dtype=np.float64)
 
 
@@ -1838,97 +1836,14 @@ def _pair_positions(
 
 
 #: Pairs from which :meth:`HybridModel._raw` predicts on the threads of
-#: :func:`prediction_threads`, each thread its share of the rows on one OpenMP thread
-#: (predictions of rows are independent, so the scores are the same). 150,000 pairs, 120
-#: trees, Ta-Feng's ranker, medians of 3: 0.84 s on 2 such threads against 1.02 s on one while
-#: another process kept one core busy, where 2 OpenMP threads took 1.47 s (they wait for each
-#: other after every tree); on a quiet machine 0.43 s, as 2 OpenMP threads.
+#: :func:`~recsys.concurrency.prediction_threads`, each thread its share of the rows on one
+#: OpenMP thread (predictions of rows are independent, so the scores are the same). 150,000
+#: pairs, 120 trees, Ta-Feng's ranker, medians of 3: 0.84 s on 2 such threads against 1.02 s
+#: on one while another process kept one core busy, where 2 OpenMP threads took 1.47 s (they
+#: wait for each other after every tree); on a quiet machine 0.43 s, as 2 OpenMP threads.
 PARALLEL_PREDICT_ROWS = 20_000
-
-#: Threads of big ranker batches in this context (1 unless :func:`prediction_threads`).
-_PREDICT_THREADS: ContextVar[int] = ContextVar("recsys_predict_threads", default=1)
-
-
-@contextmanager
-def prediction_threads(threads: int) -> Iterator[None]:
-    """Within the block, the ranker predicts batches of :data:`PARALLEL_PREDICT_ROWS` pairs
-    or more on ``threads`` threads (each its share of the rows, on one OpenMP thread).
-
-    The training pipeline opens it with its ``threads`` for its big batches (the evaluation's
-    lists, the stored lists). Outside it, as in a serving worker, every prediction uses one
-    thread: an OpenMP thread count set in one thread does not bind a web server's request
-    threads, so the limit is applied where the prediction runs.
-
-    Parameters
-    ----------
-    threads
-        Threads (at least 1).
-    """
-    token = _PREDICT_THREADS.set(max(1, int(threads)))
-    try:
-        yield
-    finally:
-        _PREDICT_THREADS.reset(token)
-
-
-def _each_chunk(work: Callable[[int], _T], starts: range, threads: int) -> list[_T]:
-    """``work`` of each of ``starts``, in order: on ``threads`` threads when there are two
-    chunks or more, each on one BLAS thread.
-
-    A batch's candidate pairs are numpy's sorts, selections and gathers, which release the
-    interpreter's lock: Online Retail's 4,059 customers in chunks of 1,024 took 1.4-1.9 s on
-    2 threads against 2.6-3.3 s on one (``benchmarks/RESULTS.md``, twenty-second session).
-    Each chunk's pairs are its own, so the answer is that of the chunks one by one on one
-    BLAS thread, bit for bit. Only :func:`prediction_threads` (a training run's big batches)
-    asks for more than one: a serving worker's requests are already as many threads as it
-    has. The BLAS limit is process-wide: nothing else of the run uses BLAS meanwhile (the
-    stored lists' coding beside it, :class:`recsys.concurrency.Behind`, does not).
-    """
-    if threads < 2 or len(starts) < 2:
-        return [work(start) for start in starts]
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    # two chunks each on the run's BLAS threads would put twice as many threads as cores
-    # on the ALS scores' products, whose spinning threads then wait for each other
-    with (
-        threadpool_limits(1, "blas"),
-        ThreadPoolExecutor(min(threads, len(starts)), thread_name_prefix="recsys-pairs") as pool,
-    ):
-        return list(pool.map(work, starts))
-
-
-def _openmp_threads(threads: int) -> Any:
-    """scikit-learn's OpenMP pool limited to ``threads`` for the block.
-
-    Its threads spin while waiting; on a small shared machine (the API's workers, the
-    training pipeline, other jobs) that oversubscription made fitting ten times slower than
-    one thread, so fitting and every request-sized prediction use one.
-
-    The OpenMP libraries are found once and kept while no module is imported:
-    ``threadpool_limits`` looks every loaded shared library up on each call (1.4-2 ms here),
-    and every prediction (each serving request, each thread of the stored lists' 97 batches)
-    opens this block. An import may load another OpenMP runtime (LightGBM's), so the
-    libraries are looked up again after one.
-    """
-    global _OPENMP
-    loaded = len(sys.modules)
-    cached = _OPENMP
-    if cached is None or cached[0] != loaded:
-        from threadpoolctl import ThreadpoolController
-
-        cached = (loaded, ThreadpoolController().select(user_api="openmp"))
-        _OPENMP = cached
-    return cached[1].limit(limits=threads)
-
-
-#: :func:`_openmp_threads`'s OpenMP libraries, with the number of modules loaded when found.
-_OPENMP: tuple[int, Any] | None = None
-
 
 __all__ = [
     "DECAYED_FEATURES",
     "HybridModel",
-    "prediction_threads",
 ]

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recsys import concurrency
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import MICROS_PER_DAY, EventFrame, EventRow
 from recsys.errors import ArtifactError, ConfigError, ModelError
@@ -797,7 +798,7 @@ def test_a_big_batch_on_several_threads_scores_as_small_ones(
     n_features = fitted.ranker_.n_features_in_ if columns is None else int(max(columns)) + 1
     rng = np.random.default_rng(0)
     x = rng.random((hybrid.PARALLEL_PREDICT_ROWS + 7, n_features)).astype(np.float32)
-    with hybrid.prediction_threads(2):
+    with concurrency.prediction_threads(2):
         big = fitted._raw(x)  # one batch, on two threads
     small = np.concatenate([fitted._raw(x[i : i + 500]) for i in range(0, len(x), 500)])
     np.testing.assert_array_equal(big, small)
@@ -815,7 +816,7 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
     from recsys.models import hybrid
 
     asked: list[int] = []
-    real = hybrid._openmp_threads
+    real = hybrid.openmp_threads
 
     def record(threads: int) -> object:
         asked.append(threads)
@@ -837,7 +838,7 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
         threads.append(int(kwargs["num_threads"]))  # type: ignore[call-overload]
         return booster_predict(self, x, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(hybrid, "_openmp_threads", record)
+    monkeypatch.setattr(hybrid, "openmp_threads", record)
     monkeypatch.setattr(HybridModel, "_predict_rows", spy)
     monkeypatch.setattr(lightgbm.Booster, "predict", told)
     columns = model.ranker_columns_
@@ -850,7 +851,7 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
 
     model._raw(big)  # outside the block (a serving worker): here, one thread
     assert calls == [(here, n)]
-    with hybrid.prediction_threads(2):
+    with concurrency.prediction_threads(2):
         model._raw(small)  # a request-sized batch: here
         assert calls[1:] == [(here, 100)]
         model._raw(big)  # two threads, half the rows each
@@ -861,40 +862,6 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
     assert calls[4:] == [(here, n)]
     # every prediction on one OpenMP thread: LightGBM's walk of the trees is told so
     assert asked == [] and threads == [1] * 5
-
-
-def test_openmp_limit_is_applied_and_restored_with_kept_libraries() -> None:
-    """``_openmp_threads`` keeps the OpenMP libraries it found (no lookup of every shared
-    library per prediction) and still limits and restores them as ``threadpool_limits``
-    does; an import makes it look them up again (it may load another OpenMP runtime)."""
-    import sys
-
-    from threadpoolctl import threadpool_info
-
-    from recsys.models import hybrid
-
-    def openmp_threads() -> list[int]:
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
-
-    before = openmp_threads()
-    assert before, "scikit-learn's OpenMP runtime is loaded"
-    for _ in range(2):  # the second from the kept libraries
-        with hybrid._openmp_threads(1):
-            assert openmp_threads() == [1] * len(before)
-        assert openmp_threads() == before
-    kept = hybrid._OPENMP
-    assert kept is not None and kept[0] == len(sys.modules)
-    with hybrid._openmp_threads(1):
-        pass
-    assert hybrid._OPENMP is kept  # nothing imported: the same libraries
-    sys.modules["_recsys_test_marker"] = sys  # as an import would grow sys.modules
-    try:
-        with hybrid._openmp_threads(1):
-            assert openmp_threads() == [1] * len(before)
-        assert hybrid._OPENMP is not kept
-    finally:
-        del sys.modules["_recsys_test_marker"]
-    assert openmp_threads() == before
 
 
 def test_buyers_only_builds_the_pairs_the_ranker_reads_and_no_others(
@@ -1320,7 +1287,7 @@ def test_the_probe_learning_beside_the_final_ranker_changes_nothing() -> None:
     """In a training run with 2 threads the repeat-first probe learns on its own thread while
     the final ranker learns: the model, the test's numbers and its choice are those of the
     same fit on one thread (each draws from its own stream, each reads only its rows)."""
-    from recsys.models.hybrid import prediction_threads
+    from recsys.concurrency import prediction_threads
 
     data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
     fits = []
@@ -1338,7 +1305,7 @@ def test_the_probe_learning_beside_the_final_ranker_changes_nothing() -> None:
 def test_a_ranker_learning_alone_takes_the_threads_and_learns_the_same_trees() -> None:
     """The evaluation's fit (no order test, no probe beside it) learns its LightGBM ranker on
     the run's threads: the trees, and so every score, are those of one thread, bit for bit."""
-    from recsys.models.hybrid import prediction_threads
+    from recsys.concurrency import prediction_threads
 
     data = build_training_data(EventFrame.from_rows(shift_rows()), InteractionConfig(), as_of=AS_OF)
     fits = []
@@ -1380,7 +1347,7 @@ def test_chunks_of_pairs_on_several_threads_give_the_one_threads_model_and_lists
     out = []
     for threads in (1, 2):
         names.clear()
-        with hybrid.prediction_threads(threads):
+        with concurrency.prediction_threads(threads):
             model = HybridModel(factors=16, max_iter=40, train_windows=2, ranker="lambdarank")
             model.without_order_test().fit(shop)
             out.append((model, model._pairs(users, history, None), model.score(users, history)))

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import recsys.models.explained as explained_module
+from recsys import concurrency
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame
 from recsys.models.base import top_k
@@ -212,7 +213,7 @@ def test_stored_lists_in_big_batches_on_threads_equal_small_batches_on_one(
     hist = sp.csr_matrix(shop.interactions)
     assert stored_lists.PRECOMPUTE_PAIRS_BATCH > hybrid._CHUNK < shop.n_users
     small = stored_lists.precompute(model, "hybrid", hist, shop.items, depth=10, batch=7)
-    with hybrid.prediction_threads(2):
+    with concurrency.prediction_threads(2):
         big = stored_lists.precompute(model, "hybrid", hist, shop.items, depth=10)
     np.testing.assert_array_equal(big.items, small.items)
     np.testing.assert_array_equal(big.scores, small.scores)

@@ -730,7 +730,7 @@ def _fit_hybrid(model: Any, data: SparkData, ev: Any, config: TrainingConfig) ->
     the sample."""
     from pyspark.sql import functions as f
 
-    from recsys.models.hybrid import prediction_threads
+    from recsys.concurrency import prediction_threads
     from training.spark.state import (
         SPARK_RANKER_CUSTOMERS,
         SparkStates,
