@@ -711,8 +711,8 @@ class EventStore(ABC):
         The API's common case (a known customer with nothing new) asks this on the event
         loop. Each statement hands Python's GIL to the request threads while SQLite runs,
         and the loop then waits for a thread to give it back (up to the 5 ms switch
-        interval); one statement is one such wait instead of two. The ``events_user (user_id,
-        ts)`` index covers the count and the ``seq``.
+        interval); one statement is one such wait instead of two. On SQLite the ``events_user
+        (user_id, ts)`` index covers the count and the ``seq`` (the rowid): no row is read.
         """
         rows = self._query(
             "SELECT COUNT(*), COALESCE(MAX(seq), 0), "
