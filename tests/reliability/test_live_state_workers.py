@@ -502,6 +502,40 @@ def test_a_purchase_leaves_every_workers_next_list_at_once(shop: Shop) -> None:
             assert first not in _ids(_fresh("GET", f"{shop.url}{path}").json())
 
 
+def test_a_live_customers_kept_list_ends_at_their_next_event_on_every_worker(
+    shop: Shop,
+) -> None:
+    """Each worker keeps a live customer's list under the mark of their events since the
+    version; their next event, acknowledged by either worker, ends it on both at once: the
+    item they then buy leaves their very next list."""
+    personal = [
+        u
+        for u in (f"u{n:04d}" for n in range(200, 260))
+        if _fresh("GET", f"{shop.url}/v1/users/{u}/recommendations?k=3").json()["fallback"] is None
+    ]
+    assert len(personal) >= 4, "the generated shop has customers with a personal list"
+    for user in personal[:4]:
+        path = f"/v1/users/{user}/recommendations?k=3&exclude_purchased=true"
+        view = {"user_id": user, "item_id": "i0002", "event_type": "view"}
+        body = [{**view, "event_id": f"kept-view-{shop.backend}-{user}", "timestamp": time.time()}]
+        assert _fresh("POST", f"{shop.url}/v1/events", json=body, headers=H).status_code == 200
+        kept = [_fresh("GET", f"{shop.url}{path}").json() for _ in range(6)]  # both workers
+        assert all(answer["fallback"] is None for answer in kept), kept
+        first = _ids(kept[-1])[0]
+        body = [
+            {
+                "event_id": f"kept-buy-{shop.backend}-{user}",
+                "user_id": user,
+                "item_id": first,
+                "event_type": "purchase",
+                "timestamp": time.time(),
+            }
+        ]
+        assert _fresh("POST", f"{shop.url}/v1/events", json=body, headers=H).status_code == 200
+        for _ in range(6):
+            assert first not in _ids(_fresh("GET", f"{shop.url}{path}").json())
+
+
 def test_a_stock_change_holds_across_a_retrain_reload_and_a_rollback(shop: Shop) -> None:
     """Workers read only the catalogue rows changed since their version was trained: a change
     made before a newer version is in that version, and a rollback to an older version reads
