@@ -45,7 +45,6 @@ from recsys.ranking.rules import RequestFilters, RulesFile
 from recsys.store.base import EventStore, ServingFacts
 
 if TYPE_CHECKING:
-    from recsys.data.schema import Customer
     from recsys.experiments.exposures import ExposureWriter
     from recsys.experiments.registry import ExperimentRegistry
     from recsys.offers.ranking import OfferCandidate
@@ -289,12 +288,7 @@ class RecommendationService:
         erased and not opted out of personalisation; ``False`` for no id)."""
         if not user_id or self.live.is_erased(user_id):
             return False
-        return self._allowed(user_id, self.store.get_customer(user_id))
-
-    def _allowed(self, user_id: str | None, customer: Customer | None) -> bool:
-        """:meth:`personal_allowed` with ``user_id``'s profile read (``customer``)."""
-        if not user_id or self.live.is_erased(user_id):
-            return False
+        customer = self.store.get_customer(user_id)
         return not (customer is not None and customer.personalisation_opt_out)
 
     def session(self, session_id: str, request: ListRequest | None = None) -> Served:
@@ -363,17 +357,16 @@ class RecommendationService:
         if self.offers is None:
             raise NotFoundError("offers are not set up on this server")
         arm = arm or self.arm(user_id)
-        # one read of the profile for the list, the promotions and the consents (each read
-        # is a wait for the GIL under load)
-        customer = self.store.get_customer(user_id)
-        allowed = self._allowed(user_id, customer)
+        # one statement for the list, the promotions and the consents: the profile and the
+        # live events' mark (each read is a wait for the GIL under load)
+        facts = self.store.serving_facts(user_id, arm.engine.as_of)
+        customer = facts.customer
+        looked = self._look(user_id, facts)
         if arm.holdout:
             result = self._holdout(arm, k)
         else:
-            # the list reads the customer's live events (and their mark) only when it may use them
-            looked = None if allowed else Looked(False, (0, 0))
             result = self._personal(arm.engine, ListRequest(user_id, k, "offers"), looked)
-        personal = not arm.holdout and allowed
+        personal = not arm.holdout and looked.allowed
         chosen: list[OfferCandidate] = []
         if not (customer is not None and customer.marketing_opt_out):
             chosen = self.offers.rank(
@@ -506,7 +499,7 @@ class RecommendationService:
     def _look(self, user_id: str, facts: ServingFacts) -> Looked:
         """What ``facts`` (one statement) and this process's tombstones say about a customer;
         their live events count for nothing when the service folds none in."""
-        allowed = not facts.opted_out and not self.live.is_erased(user_id)
+        allowed = bool(user_id) and not facts.opted_out and not self.live.is_erased(user_id)
         return Looked(allowed, facts.mark if self.live_events else (0, 0))
 
     @staticmethod

@@ -152,6 +152,31 @@ def test_offers_body_keeps_items_and_adds_ranked_offers(client: TestClient) -> N
         )
 
 
+def test_an_offer_reads_the_customer_in_one_statement(
+    client: TestClient, sqlite_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The profile (its birthday), the consent and the live events' mark of the list come
+    from one statement, with no profile read beside it; an opt-out read there still turns
+    the list and the promotions non-personal."""
+    reads: list[str] = []
+    real = sqlite_store.serving_facts
+
+    def counted(user_id: str, since: int) -> Any:
+        reads.append(user_id)
+        return real(user_id, since)
+
+    monkeypatch.setattr(sqlite_store, "serving_facts", counted)
+    monkeypatch.setattr(sqlite_store, "get_customer", lambda user_id: pytest.fail("profile"))
+    body = client.get("/v1/users/u1/offers?k=3").json()
+    assert "birthday" in {o["trigger"] for o in body["offers"]}
+    assert body["fallback"] is None and reads == ["u1"]
+    opted_out = Customer("u1", birthday=date(1990, 6, 20), personalisation_opt_out=True)
+    sqlite_store.upsert_customers([opted_out])
+    body = client.get("/v1/users/u1/offers?k=3").json()
+    assert body["fallback"] == "popular" and reads == ["u1", "u1"]
+    assert body["offers"] and not any(o["personal"] for o in body["offers"])
+
+
 def test_max_offers_bounds_and_validation(client: TestClient) -> None:
     assert len(client.get("/v1/users/u1/offers?max_offers=1").json()["offers"]) == 1
     assert client.get("/v1/users/u1/offers?max_offers=0").json()["offers"] == []

@@ -122,8 +122,8 @@ def test_user_events_of_types_reads_one_customer_whole_and_in_order(store: Event
 
 
 def test_serving_facts_are_the_event_and_consent_reads_in_one(store: EventStore) -> None:
-    """How many events a customer has newer than a time, and whether they opted out of
-    personalisation: what ``user_events(since=...)`` and ``get_customer`` say."""
+    """How many events a customer has newer than a time, their profile and whether they
+    opted out of personalisation: what ``user_events(since=...)`` and ``get_customer`` say."""
     store.insert_events([_event(i, user="u1") for i in range(1, 4)] + [_event(9, user="u2")])
     store.upsert_customers([Customer("u2", personalisation_opt_out=True), Customer("u3")])
     for user in ("u1", "u2", "u3", "nobody"):
@@ -132,9 +132,11 @@ def test_serving_facts_are_the_event_and_consent_reads_in_one(store: EventStore)
             assert facts.fresh == len(store.user_events(user, since=since))
             assert (facts.newest > 0) is (facts.fresh > 0)
             customer = store.get_customer(user)
+            assert facts.customer == customer
             assert facts.opted_out is (customer is not None and customer.personalisation_opt_out)
     assert store.serving_facts("u1", 2_000_000).fresh == 1
-    assert store.serving_facts("u2", 9_000_000) == ServingFacts(0, 0, True)
+    u2 = Customer("u2", personalisation_opt_out=True)
+    assert store.serving_facts("u2", 9_000_000) == ServingFacts(0, 0, u2)
 
 
 def test_the_serving_mark_moves_with_every_change_to_the_events_since(store: EventStore) -> None:
