@@ -51,13 +51,15 @@ def main(argv: list[str] | None = None) -> None:
     from recsys.concurrency import prediction_threads
     from recsys.data.interactions import InteractionConfig, build_training_data
     from recsys.models import hybrid
+    from recsys.models import ranker as learning
     from recsys.models.hybrid import HybridModel
+    from recsys.models.ranker import RankerLearning
     from recsys.settings import Settings
     from recsys.store import open_store
     from training.config import load_training_config
 
-    each, fit_scorer = hybrid.each_chunk, HybridModel._fit_scorer
-    chunk, pairs_batch = hybrid._CHUNK, stored_lists.PRECOMPUTE_PAIRS_BATCH
+    each, fit_scorer = hybrid.each_chunk, RankerLearning.fit_scorer
+    chunk, pairs_batch = hybrid.CHUNK, stored_lists.PRECOMPUTE_PAIRS_BATCH
 
     def each_one(work: Any, starts: range, threads: int) -> Any:
         return each(work, starts, 1)
@@ -67,10 +69,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def one_thread(on: bool) -> None:
         """The earlier paths (``on``) or this tree's."""
-        hybrid._CHUNK = 1024 if on else chunk
+        # the training windows' pairs (recsys.models.ranker) and the stored lists' (hybrid)
+        hybrid.CHUNK = learning.CHUNK = 1024 if on else chunk
         stored_lists.PRECOMPUTE_PAIRS_BATCH = 256 if on else pairs_batch
-        hybrid.each_chunk = each_one if on else each
-        HybridModel._fit_scorer = fit_one if on else fit_scorer  # type: ignore[method-assign]
+        hybrid.each_chunk = learning.each_chunk = each_one if on else each
+        RankerLearning.fit_scorer = fit_one if on else fit_scorer  # type: ignore[method-assign]
 
     if args.whole_runs:
         whole_runs(args.whole_runs, one_thread)

@@ -122,13 +122,13 @@ def ranker(rows: int, thread_counts: list[int], reps: int) -> None:
     x[rng.random(x.shape) < 0.1] = np.nan  # features a pair lacks
     y = (np.nan_to_num(x[:, 0]) + rng.normal(size=rows) > 1.5).astype(np.int8)
     group = np.sort(rng.integers(0, max(rows // 30, 1), rows)).astype(np.int64)
-    model = HybridModel(ranker="lambdarank", decayed_features=True, train_windows=3)
+    model = HybridModel(ranker="lambdarank", decayed_features=True, train_windows=3)._learning()
     wall: dict[int, list[float]] = {t: [] for t in thread_counts}
     trees: dict[int, str] = {}
     for rep in range(reps):
         for threads in thread_counts:
             w = time.perf_counter()
-            fitted = model._fit_scorer(x, y, group, threads=threads)
+            fitted = model.fit_scorer(x, y, group, threads=threads)
             wall[threads].append(time.perf_counter() - w)
             trees[threads] = json.dumps(fitted.booster_.dump_model()["tree_info"])
             print(f"rep {rep} threads {threads}: {wall[threads][-1]:.2f} s", flush=True)

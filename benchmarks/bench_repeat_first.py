@@ -197,7 +197,7 @@ def held_means(
 
     ``first_below_windows``: a fit whose ranker learned on fewer label windows than this
     serves own purchases first without its test. With the shipped ``train_windows = 3``,
-    3 replays :data:`~recsys.models.hybrid.REPEAT_FIRST_MIN_WINDOWS` on fits that ran the
+    3 replays :data:`~recsys.models.ranker.REPEAT_FIRST_MIN_WINDOWS` on fits that ran the
     test: under 120 days of history the ranker learns on 2 windows and the probe on 1."""
     from recsys.models.orders import RepeatChoice, held_choice
 

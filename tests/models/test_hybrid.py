@@ -17,6 +17,7 @@ from recsys.data.interactions import InteractionConfig, TrainingData, build_trai
 from recsys.data.schema import MICROS_PER_DAY, EventFrame, EventRow
 from recsys.errors import ArtifactError, ConfigError, ModelError
 from recsys.models.hybrid import HybridModel
+from recsys.models.ranker import RankerLearning
 from tests.models.conftest import AS_OF, event
 
 N_USERS = 240
@@ -162,41 +163,13 @@ def test_probabilities_are_calibrated_and_monotone(model: HybridModel, shop: Tra
     assert p.max() - p.min() > 0.3
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=60),
-    share=st.floats(0.05, 1.0),
-    cap=st.integers(1, 400),
-    seed=st.integers(0, 2**16),
-)
-def test_the_calibration_sample_keeps_whole_groups_of_calibration_pairs(
-    sizes: list[int], share: float, cap: int, seed: int
-) -> None:
-    from recsys.models import hybrid
-
-    group = np.repeat(np.arange(len(sizes)), sizes)
-    in_calib = np.random.default_rng(seed).random(len(sizes))[group] < share
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hybrid, "CALIBRATION_PAIRS", cap)
-        kept = hybrid._calibration_sample(in_calib, group, seed)
-        again = hybrid._calibration_sample(in_calib, group, seed)
-    assert not (kept & ~in_calib).any()  # only calibration pairs
-    if in_calib.sum() <= cap:
-        assert np.array_equal(kept, in_calib)
-    # a group is kept whole or not at all
-    for g in np.unique(group[in_calib]):
-        mine = kept[(group == g) & in_calib]
-        assert mine.all() or not mine.any()
-    assert np.array_equal(kept, again)  # the same draw for the same seed
-
-
 def test_a_calibration_on_a_sample_of_pairs_is_still_calibrated(
     model: HybridModel, shop: TrainingData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from recsys.models import hybrid
+    from recsys.models import ranker as learning
 
     full = model.train_stats_["calibration_pairs"]
-    monkeypatch.setattr(hybrid, "CALIBRATION_PAIRS", int(full // 3))
+    monkeypatch.setattr(learning, "CALIBRATION_PAIRS", int(full // 3))
     sampled = HybridModel(factors=16, max_iter=100).fit(shop)
     assert 0 < sampled.train_stats_["calibration_pairs"] < full / 1.5
     # the ranker is the same: the sample draws from its own stream
@@ -327,7 +300,7 @@ def test_a_version_from_a_release_with_fewer_features_keeps_serving(
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from recsys.models.features import FEATURES
-    from recsys.models.hybrid import DECAYED_FEATURES
+    from recsys.models.ranker import DECAYED_FEATURES
     from recsys.registry import sha256_file
 
     folder = tmp_path / "m"
@@ -577,15 +550,15 @@ def test_a_feature_no_fitted_pair_has_is_constant_for_the_ranker(
     cut -= cut % MICROS_PER_DAY
     data = build_training_data(events.select(events.ts < cut), InteractionConfig(), as_of=cut)
     seen: list[np.ndarray] = []
-    fit_scorer = HybridModel._fit_scorer
+    fit_scorer = RankerLearning.fit_scorer
 
     def spy(
-        self: HybridModel, x: np.ndarray, y: np.ndarray, group: np.ndarray, *, threads: int = 1
+        self: RankerLearning, x: np.ndarray, y: np.ndarray, group: np.ndarray, *, threads: int = 1
     ) -> object:
         seen.append(x.copy())
         return fit_scorer(self, x, y, group, threads=threads)
 
-    monkeypatch.setattr(HybridModel, "_fit_scorer", spy)
+    monkeypatch.setattr(RankerLearning, "fit_scorer", spy)
     model = HybridModel(factors=8, max_iter=20, min_positives=10).fit(data)
     assert model.ranker_kind_ == "gradient_boosting"
     (x,) = seen
@@ -739,7 +712,7 @@ def test_decayed_features_reach_the_ranker_only_when_asked(
     model: HybridModel, ranked: HybridModel, shop: TrainingData
 ) -> None:
     from recsys.models.features import FEATURES
-    from recsys.models.hybrid import DECAYED_FEATURES
+    from recsys.models.ranker import DECAYED_FEATURES
 
     cols = [FEATURES.index(name) for name in DECAYED_FEATURES]
     users = np.arange(0, shop.n_users, 5)
@@ -814,9 +787,10 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
     import threading
 
     from recsys.models import hybrid
+    from recsys.models import ranker as learning
 
     asked: list[int] = []
-    real = hybrid.openmp_threads
+    real = learning.openmp_threads
 
     def record(threads: int) -> object:
         asked.append(threads)
@@ -838,7 +812,7 @@ def test_only_big_batches_inside_prediction_threads_use_more_than_one_thread(
         threads.append(int(kwargs["num_threads"]))  # type: ignore[call-overload]
         return booster_predict(self, x, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(hybrid, "openmp_threads", record)
+    monkeypatch.setattr(learning, "openmp_threads", record)
     monkeypatch.setattr(HybridModel, "_predict_rows", spy)
     monkeypatch.setattr(lightgbm.Booster, "predict", told)
     columns = model.ranker_columns_
@@ -882,14 +856,14 @@ def test_buyers_only_builds_the_pairs_the_ranker_reads_and_no_others(
             )
     data = build_training_data(EventFrame.from_rows(rows), InteractionConfig(), as_of=AS_OF)
     built: dict[bool, list[object]] = {True: [], False: []}
-    original = HybridModel._window_pairs
+    original = RankerLearning.window_pairs
 
-    def capture(self: HybridModel, *args: object, **kwargs: object) -> object:
+    def capture(self: RankerLearning, *args: object, **kwargs: object) -> object:
         out = original(self, *args, **kwargs)  # type: ignore[arg-type]
         built[self.buyers_only].append(out)
         return out
 
-    monkeypatch.setattr(HybridModel, "_window_pairs", capture)
+    monkeypatch.setattr(RankerLearning, "window_pairs", capture)
     fitted = {
         b: HybridModel(factors=16, max_iter=30, buyers_only=b).fit(data) for b in (True, False)
     }
@@ -928,15 +902,6 @@ def test_buyers_only_builds_the_pairs_the_ranker_reads_and_no_others(
         assert fitted[True].train_stats_[key] == fitted[False].train_stats_[key]
     assert fitted[True].train_stats_["pairs"] < fitted[False].train_stats_["pairs"]
     assert fitted[True].ranker_kind_ == fitted[False].ranker_kind_ == "gradient_boosting"
-
-
-def test_joined_is_the_one_part_itself_or_a_concatenation() -> None:
-    from recsys.models.hybrid import _joined
-
-    a = np.arange(7, dtype=np.intp)
-    parts = [a, a[:3]]
-    np.testing.assert_array_equal(_joined(parts), np.concatenate(parts))
-    assert _joined([a]) is a
 
 
 @pytest.mark.parametrize("missing", ["ease_diagonal", "ease_rows"])
@@ -1002,7 +967,7 @@ def test_a_monotone_ranker_moves_only_in_the_allowed_direction(
     equal, never moves the score against the feature's sign (more orders, a better generator
     rank, more popularity). Unconstrained, the same ranker does, on most features."""
     from recsys.models.features import FEATURES
-    from recsys.models.hybrid import MONOTONE
+    from recsys.models.ranker import MONOTONE
 
     fitted = HybridModel(factors=16, max_iter=100, ranker=ranker, monotone=monotone).fit(shop)
     assert fitted.ranker_ is not None and fitted.calibrated_
@@ -1117,8 +1082,8 @@ def test_a_young_shop_serves_own_purchases_first_without_the_test() -> None:
     (whose test on the same 100 days keeps the learned order, t = -4.2); the choice is one a later
     version's test decides alone (no t to hold). An evaluation's fit, which runs no test,
     still serves the learned order."""
-    from recsys.models.hybrid import REPEAT_FIRST_MIN_WINDOWS
     from recsys.models.orders import RepeatChoice
+    from recsys.models.ranker import REPEAT_FIRST_MIN_WINDOWS
 
     days = REPEAT_FIRST_MIN_WINDOWS * 30 - 20  # label_days is 30
     rows = [r for r in synthetic_rows() if r.ts > AS_OF - days * MICROS_PER_DAY]
@@ -1331,9 +1296,12 @@ def test_chunks_of_pairs_on_several_threads_give_the_one_threads_model_and_lists
     import threading
 
     from recsys.models import hybrid
+    from recsys.models import ranker as learning
     from recsys.models.features import GeneratorState
 
-    monkeypatch.setattr(hybrid, "_CHUNK", 7)
+    # the windows' pairs (the ranker's learning) and the lists' (the model's scoring)
+    monkeypatch.setattr(learning, "CHUNK", 7)
+    monkeypatch.setattr(hybrid, "CHUNK", 7)
     names: set[str] = set()
     pairs = GeneratorState.pairs
 
@@ -1361,37 +1329,3 @@ def test_chunks_of_pairs_on_several_threads_give_the_one_threads_model_and_lists
     for a, b in zip(pairs_one, pairs_two, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(scores_one, scores_two)
-
-
-@pytest.mark.parametrize("ranker", ["lambdarank", "lightgbm"])
-def test_lightgbm_learns_the_same_trees_on_any_number_of_threads(ranker: str) -> None:
-    """Enough rows (60,000, a tenth of them missing values) that the threads share the
-    histograms' work: the trees of 2 and 3 threads are those of one."""
-    from recsys.models.features import FEATURES
-
-    rng = np.random.default_rng(3)
-    n = 60_000
-    x = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
-    x[rng.random(x.shape) < 0.1] = np.nan
-    y = (np.nan_to_num(x[:, 0]) + rng.normal(size=n) > 1.5).astype(np.int8)
-    group = np.sort(rng.integers(0, n // 30, n)).astype(np.int64)
-    model = HybridModel(ranker=ranker, max_iter=30)
-    trees = [
-        model._fit_scorer(x, y, group, threads=t).booster_.dump_model()["tree_info"]
-        for t in (1, 2, 3)
-    ]
-    assert len(trees[0]) == 30 and trees[1] == trees[0] and trees[2] == trees[0]
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(0, 6), min_size=1, max_size=4), st.integers(0, 2**16))
-def test_selected_rows_are_the_joined_rows_under_the_mask(sizes: list[int], seed: int) -> None:
-    """The ranker's rows taken window by window are the rows of the joined windows."""
-    from recsys.models.hybrid import _selected
-
-    rng = np.random.default_rng(seed)
-    parts = [rng.random((n, 3)).astype(np.float32) for n in sizes]
-    mask = rng.random(sum(sizes)) < 0.5
-    got = _selected(parts, mask)
-    assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, np.concatenate(parts)[mask])

@@ -110,7 +110,7 @@ def test_a_young_shop_tests_the_discover_order_but_not_repeat_first() -> None:
     untested, and the probe (learned on one window) still tests the discover order; an
     evaluation's fit runs no probe and serves the learned order."""
     from recsys.data.schema import MICROS_PER_DAY
-    from recsys.models.hybrid import REPEAT_FIRST_MIN_WINDOWS
+    from recsys.models.ranker import REPEAT_FIRST_MIN_WINDOWS
 
     days = REPEAT_FIRST_MIN_WINDOWS * 30 - 20  # label_days is 30
     rows = [r for r in synthetic_rows() if r.ts > AS_OF - days * MICROS_PER_DAY]

@@ -209,9 +209,9 @@ def test_stored_lists_in_big_batches_on_threads_equal_small_batches_on_one(
     from recsys import precompute as stored_lists
     from recsys.models import hybrid
 
-    monkeypatch.setattr(hybrid, "_CHUNK", 5)
+    monkeypatch.setattr(hybrid, "CHUNK", 5)
     hist = sp.csr_matrix(shop.interactions)
-    assert stored_lists.PRECOMPUTE_PAIRS_BATCH > hybrid._CHUNK < shop.n_users
+    assert stored_lists.PRECOMPUTE_PAIRS_BATCH > hybrid.CHUNK < shop.n_users
     small = stored_lists.precompute(model, "hybrid", hist, shop.items, depth=10, batch=7)
     with concurrency.prediction_threads(2):
         big = stored_lists.precompute(model, "hybrid", hist, shop.items, depth=10)

@@ -1086,7 +1086,7 @@ def test_a_young_shops_run_serves_own_purchases_first_and_gates_on_that_order(
     """A shop with less than four label windows of history: the final fit runs no test and
     serves own purchases first (the synthetic shop, whose test on the same 100 days keeps
     the learned order, t = -4.2), and the metrics the promotion gate reads are that order's."""
-    from recsys.models.hybrid import REPEAT_FIRST_MIN_WINDOWS
+    from recsys.models.ranker import REPEAT_FIRST_MIN_WINDOWS
     from tests.models.conftest import AS_OF
     from tests.models.test_hybrid import synthetic_rows
 
