@@ -29,6 +29,10 @@ evaluation off), what ``bench_memory --trained`` should measure: a reduced confi
 whose memory a shop pays. The runs post events, and each event since the version makes a live
 customer's list dearer, so the store is put back as it was at the end: runs on a kept ``--home``
 start alike.
+
+``--aa`` (an A/A run) puts a second reference where the real server was, named "reference B"
+in the report, alternated with the first as the real one is: how far a median ratio strays from
+1.0 when both sides are the same app, the noise the real-to-reference ratios are read against.
 """
 
 from __future__ import annotations
@@ -246,6 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help='only this wrk setting (no "c1 alone" runs): one setting compared quickly',
     )
+    parser.add_argument(
+        "--aa",
+        action="store_true",
+        help='A/A: a second reference ("reference B") in the real server\'s place',
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("skipped: wrk is not installed (Debian's package wrk)")
@@ -340,23 +349,25 @@ def _bench_on(
     if args.only:
         settings = [(int(w[1:]), int(c[1:])) for w, c in [args.only.split()]]
     worker_counts = sorted({w for w, _ in settings})
+    # the server compared with the reference: the real one, or in an A/A run another reference
+    first = "reference B" if args.aa else "real"
     for workers in (1,) if args.smoke or args.alone_only else worker_counts:
         rp, fp = free_port(), free_port()
-        real = start(
-            [recsys_bin, "serve", "--port", str(rp), "--workers", str(workers), "--no-access-log"],
-            env,
-            rp,
-            probe,
-        )
+        if args.aa:
+            real = start_reference(rp, workers, env, probe)
+        else:
+            serve = [recsys_bin, "serve", "--port", str(rp), "--workers", str(workers)]
+            real = start([*serve, "--no-access-log"], env, rp, probe)
         ref = None
         try:
-            offers_ready[workers] = _wait_offers(rp)
+            if not args.aa:
+                offers_ready[workers] = _wait_offers(rp)
             ref = start_reference(fp, workers, env, probe)
             rounds = itertools.count()
             for c in () if args.alone_only else [c for w, c in settings if w == workers]:
                 for _ in range(runs):
                     _prime(rp, live, items, next(rounds))  # the reference keeps no events
-                    for name, port in (("real", rp), ("reference", fp)):
+                    for name, port in ((first, rp), ("reference", fp)):
                         with TypeSampler(port, known, live, items) as sampler:
                             run = wrk_run(port, script, c, seconds)
                         run.update(sampler.summary())
@@ -364,7 +375,7 @@ def _bench_on(
             if workers == 1 and not args.only:  # the mix from one connection alone, per type
                 for _ in range(runs):
                     _prime(rp, live, items, next(rounds))
-                    for name, port in (("real", rp), ("reference", fp)):
+                    for name, port in ((first, rp), ("reference", fp)):
                         with TypeSampler(port, known, live, items, mix=True) as sampler:
                             time.sleep(seconds)
                         results.setdefault(f"{name} w1 c1 alone", []).append(sampler.summary())
@@ -389,7 +400,7 @@ def _bench_on(
     ]
     ratios = []
     for setting in ("w1 c1", "w1 c1 alone", "w1 c16", "w2 c16"):
-        r, f = med.get(f"real {setting}"), med.get(f"reference {setting}")
+        r, f = med.get(f"{first} {setting}"), med.get(f"reference {setting}")
         if r and f:
             ratios.append(
                 f"{setting}: throughput {r['rps'] / f['rps']:.2f}x, "
@@ -416,9 +427,10 @@ def _bench_on(
         + ' "c1 alone": the mix from one Python client, the only connection; medians over the'
         + " runs):\n\n"
         + "\n".join(per_type)
-        + "\n\nRatios real/reference: "
+        + f"\n\nRatios {first}/reference: "
         + "; ".join(ratios)
-        + f"\n\nOffer context built {offers_ready} s after start (by workers).\n"
+        + "\n"
+        + ("" if args.aa else f"\nOffer context built {offers_ready} s after start (by workers).\n")
     )
     # every run's figures beside the medians: runs on one server differ (e.g. a live customer's
     # first list against a kept one), and a median hides which
