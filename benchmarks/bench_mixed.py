@@ -354,10 +354,10 @@ def _bench_on(
     for workers in (1,) if args.smoke or args.alone_only else worker_counts:
         rp, fp = free_port(), free_port()
         if args.aa:
-            real = start_reference(rp, workers, env, probe)
+            compared = start_reference(rp, workers, env, probe)
         else:
             serve = [recsys_bin, "serve", "--port", str(rp), "--workers", str(workers)]
-            real = start([*serve, "--no-access-log"], env, rp, probe)
+            compared = start([*serve, "--no-access-log"], env, rp, probe)
         ref = None
         try:
             if not args.aa:
@@ -380,7 +380,7 @@ def _bench_on(
                             time.sleep(seconds)
                         results.setdefault(f"{name} w1 c1 alone", []).append(sampler.summary())
         finally:
-            stop(real)
+            stop(compared)
             if ref is not None:
                 stop(ref)
     rows = []
