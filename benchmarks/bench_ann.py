@@ -163,7 +163,7 @@ def bench_size(
     """Every measurement for one catalogue size."""
     import faiss
 
-    from recsys.retrieval.ann import (
+    from recsys.retrieval import (
         AnnConfig,
         ExactIndex,
         FaissIndex,

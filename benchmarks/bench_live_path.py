@@ -7,14 +7,14 @@ the request (an hour after the version's cut), so every list is scored live. One
 thread, as a server worker runs; a few requests of warm-up first.
 
 When the default model searches an approximate index of its own (the hybrid's ALS candidates,
-:class:`recsys.retrieval.ann.SearchesIndex`), the runs alternate with the index and without it
+:class:`recsys.retrieval.index.SearchesIndex`), the runs alternate with the index and without it
 (``use_index(None)``: the exact scan of every item), ``--runs`` of each, on the same loaded
 model; otherwise one row per run. Each run also times the lists of the shop's first
 ``max(--requests, 1000)`` customers with nothing new since training ("stored lists": the
 precomputed list a known customer's page gets, scored live where there is none).
 
 When that index holds the answers training kept for the stored customers
-(:meth:`recsys.retrieval.ann.ItemIndex.keep_answers`), each of ``--requests`` of those customers'
+(:meth:`recsys.retrieval.index.ItemIndex.keep_answers`), each of ``--requests`` of those customers'
 first live list (the index's memory of recent searches off) is also timed twice, with the kept
 answers and searching the graph, in a random order per customer: the rows "first list, kept"
 and "first list, searched", and the median of the paired ratios.
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _bench(args: Any, home: Path, n_requests: int, runs: int) -> int:
     from recsys.engine import Engine
     from recsys.registry import Registry
-    from recsys.retrieval.ann import SearchesIndex
+    from recsys.retrieval.index import SearchesIndex
 
     registry = Registry(home / "models")
     version = registry.current_version()

@@ -87,7 +87,7 @@ class AnnSpec(BaseModel):
 
     file: str
     params: dict[str, Any] = Field(default_factory=dict)
-    #: The index's answers kept for known customers (:class:`~recsys.retrieval.ann.KeptAnswers`):
+    #: The index's answers kept for known customers (:class:`~recsys.retrieval.index.KeptAnswers`):
     #: ``file`` relative to the version, ``users``, ``k``; absent in versions before them.
     answers: dict[str, Any] | None = None
 

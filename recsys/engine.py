@@ -56,13 +56,13 @@ from recsys.ranking.rules import (
     apply_rules,
     compile_rules,
 )
-from recsys.retrieval.ann import (
+from recsys.retrieval.ann import load_index
+from recsys.retrieval.index import (
     FactorModel,
     ItemIndex,
     KeptAnswers,
     SearchesIndex,
     indexed_vectors,
-    load_index,
 )
 from recsys.store.base import ItemChange
 

@@ -19,7 +19,7 @@ from recsys.data.vocab import Vocabulary
 from recsys.errors import ConfigError
 from recsys.explain import reason_codes
 from recsys.models.base import Explains, ExplainsArrays, Recommender, candidate_depth
-from recsys.retrieval.ann import FactorModel, ItemIndex
+from recsys.retrieval.index import FactorModel, ItemIndex
 
 #: Items stored per user: the longest list a model that explains is asked for at k <= 20
 #: (:func:`~recsys.models.base.candidate_depth`).

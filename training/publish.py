@@ -363,7 +363,7 @@ def _write_precomputed(
     how many lists were carried, or why none was.
 
     A model that searches an index of its own with a known customer's stored vector (the
-    hybrid: :class:`~recsys.retrieval.ann.SearchesIndex`) has the index's answers for the
+    hybrid: :class:`~recsys.retrieval.index.SearchesIndex`) has the index's answers for the
     customers scored here kept first, in one batch that the lists then read, and saved
     beside the index (:func:`_keep_answers`; ``ann_entry``, the model's ``ann`` entry,
     gets their ``answers``): those customers' live requests read them instead of searching.
@@ -434,10 +434,10 @@ def _keep_answers(
     n_users: int,
 ) -> dict[str, Any] | None:
     """Keep ``index``'s answers to the stored query vectors of ``users`` (``None``: all
-    ``n_users``) of a :class:`~recsys.retrieval.ann.SearchesIndex` model, and write them
+    ``n_users``) of a :class:`~recsys.retrieval.index.SearchesIndex` model, and write them
     beside the index; the ``ann`` entry's ``answers`` (``None`` for any other model)."""
     from recsys.artifacts import index_base
-    from recsys.retrieval.ann import SearchesIndex
+    from recsys.retrieval.index import SearchesIndex
 
     if not isinstance(model, SearchesIndex):
         return None
@@ -475,7 +475,7 @@ def _write_indexes(
     """An approximate top-k index per factor model of ``fitted`` (the publish stage passes
     the served one) when the catalogue reaches ``ann.min_items``.
 
-    A model that searches vectors of its own (:class:`~recsys.retrieval.ann.SearchesIndex`:
+    A model that searches vectors of its own (:class:`~recsys.retrieval.index.SearchesIndex`:
     the hybrid's ALS generator) gets one over them the same way, and is handed it at once, so
     the stored lists written after this come from it as the served ones do.
 
@@ -485,14 +485,8 @@ def _write_indexes(
     parameters, build seconds) and the built indexes by model name.
     """
     from recsys.artifacts import index_base
-    from recsys.retrieval.ann import (
-        FaissIndex,
-        SearchesIndex,
-        UsearchIndex,
-        build_index,
-        indexed_vectors,
-        save_index,
-    )
+    from recsys.retrieval import FaissIndex, SearchesIndex, UsearchIndex, build_index, save_index
+    from recsys.retrieval.index import indexed_vectors
 
     out: dict[str, dict[str, Any]] = {}
     built: dict[str, Any] = {}

@@ -4,7 +4,7 @@ Both learn ``user_factors_`` and ``item_factors_`` with one of implicit's CPU tr
 a user as ``user vector · item factors``. They differ only in where a user's vector comes from:
 ALS folds a changed history in, BPR cannot and has vectors only for users it was trained on.
 So a subclass supplies :meth:`FactorRecommender.user_vectors` (which also makes it a
-:class:`recsys.retrieval.ann.FactorModel`, so training builds an approximate top-k index for
+:class:`recsys.retrieval.index.FactorModel`, so training builds an approximate top-k index for
 it) and this class does the scoring, the fitting boilerplate and the ``factors.npz``
 persistence.
 """

@@ -49,7 +49,7 @@ from recsys.models.top_entries import (
 )
 
 if TYPE_CHECKING:
-    from recsys.retrieval.ann import ItemIndex
+    from recsys.retrieval.index import ItemIndex
 
 
 #: Generators that can put an item on a user's candidate list, in flag-bit order.
@@ -1286,7 +1286,7 @@ def _als_block_top(
     generators' candidates get their ALS score from per-pair dot products, which differ from
     a matrix product in the last bits: a live request then touches no catalogue-long array.
     ``keys`` (per row: the user whose stored vector it is, or -1) lets the index answer
-    from the answers it kept (:meth:`~recsys.retrieval.ann.ItemIndex.keep_answers`).
+    from the answers it kept (:meth:`~recsys.retrieval.index.ItemIndex.keep_answers`).
     """
     if index is not None:
         act = np.flatnonzero(active)

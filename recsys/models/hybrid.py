@@ -141,7 +141,7 @@ from recsys.models.ranker import (
 from recsys.models.trees import lightgbm_booster
 
 if TYPE_CHECKING:
-    from recsys.retrieval.ann import ItemIndex
+    from recsys.retrieval.index import ItemIndex
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -1178,7 +1178,7 @@ class HybridModel(Recommender):
     def index_queries(self, users: NDArray[np.intp]) -> tuple[NDArray[np.float32], int]:
         """The ALS generator's query vectors of known ``users`` (their stored factors: a live
         request folds in only a customer the fit did not know) and the items it asks the
-        index for, for :meth:`~recsys.retrieval.ann.ItemIndex.keep_answers`."""
+        index for, for :meth:`~recsys.retrieval.index.ItemIndex.keep_answers`."""
         self._check_fitted("state_")
         vectors = np.ascontiguousarray(self.state_.user_factors[users], dtype=np.float32)
         return vectors, min(self._settings().n_als, self.state_.n_items)

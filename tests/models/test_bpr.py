@@ -37,7 +37,7 @@ def test_weights_do_not_matter_only_presence(tiny_data: TrainingData) -> None:
 def test_user_vectors_are_the_learned_factors_whatever_the_history(
     tiny_data: TrainingData,
 ) -> None:
-    from recsys.retrieval.ann import FactorModel
+    from recsys.retrieval import FactorModel
 
     model = BPRModel.contract_factory().fit(tiny_data)
     assert isinstance(model, FactorModel)  # so training builds it an approximate index

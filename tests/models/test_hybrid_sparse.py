@@ -343,7 +343,7 @@ def test_an_exact_index_gives_the_brute_force_candidates(
     shop: TrainingData, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     """An index that finds the true top lists changes nothing but the scores' last bits."""
-    from recsys.retrieval.ann import ExactIndex
+    from recsys.retrieval import ExactIndex
 
     s = GeneratorSettings(factors=8, n_als=5)
     state = build_state(shop, s)
@@ -384,7 +384,7 @@ def test_an_index_missing_items_only_drops_als_candidates(
 ) -> None:
     """What the index does not return is not an ALS candidate; every other generator's
     candidates stay as they were."""
-    from recsys.retrieval.ann import ExactIndex
+    from recsys.retrieval import ExactIndex
 
     s = GeneratorSettings(factors=8, n_als=5)
     state = build_state(shop, s)
@@ -417,7 +417,7 @@ def test_an_index_missing_items_only_drops_als_candidates(
 
 def test_use_index_checks_the_shape_and_a_refit_drops_it(shop: TrainingData) -> None:
     from recsys.errors import ModelError
-    from recsys.retrieval.ann import ExactIndex
+    from recsys.retrieval import ExactIndex
 
     model = HybridModel(factors=8, max_iter=20).fit(shop)
     vectors = model.index_vectors()

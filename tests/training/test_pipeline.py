@@ -515,7 +515,7 @@ def test_a_factor_model_over_min_items_ships_an_index_that_serving_searches(
 ) -> None:
     from recsys.engine import Engine
     from recsys.registry import sha256_file
-    from recsys.retrieval.ann import UsearchIndex
+    from recsys.retrieval import UsearchIndex
 
     # every item in the exact head: the lists equal exact scoring whatever the graph (a graph
     # of 25 items with m = 8 can leave an item unreachable: it did in 1 run of 5)
@@ -573,7 +573,7 @@ def test_the_hybrid_ships_an_index_of_its_als_generator_that_serving_hands_it(
 ) -> None:
     from recsys.engine import Engine
     from recsys.models import features
-    from recsys.retrieval.ann import UsearchIndex
+    from recsys.retrieval import UsearchIndex
 
     # the sparse candidate path (the one that searches the index) on this small catalogue
     monkeypatch.setattr(features, "SPARSE_ABOVE_ITEMS", 0)
@@ -729,7 +729,7 @@ def test_a_bpr_default_model_gets_an_index_that_serves_the_exact_lists(
     filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from recsys.engine import Engine
-    from recsys.retrieval.ann import FaissIndex
+    from recsys.retrieval import FaissIndex
 
     path = tmp_path / "bpr.toml"
     path.write_text(
