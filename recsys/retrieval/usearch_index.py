@@ -10,8 +10,10 @@ version is never written again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +27,25 @@ from recsys.retrieval.index import ItemIndex, check_items
 #: HNSW candidate list while searching when nothing else says (usearch's file does not hold
 #: it): :class:`~recsys.retrieval.ann.AnnConfig`'s default too.
 EF_SEARCH = 128
+
+
+def usearch_index() -> ModuleType:
+    """``usearch.index``, imported after LightGBM's library where LightGBM is installed.
+
+    usearch's compiled module carries its own static copy of libstdc++, whose locale facet ids
+    it exports as GNU-unique symbols: the dynamic loader binds every library loaded after it
+    to those ids, RTLD_LOCAL or not. LightGBM's library (loaded by ``import lightgbm``) then
+    asks the system libstdc++'s locale for facets under ids it never registered, so its
+    numbers format as nothing, and a LightGBM fit in that process fails with "Feature
+    (Column_) appears more than one time". A process that maps an index and then learns the
+    hybrid's ranker (a library user's, a test run's) would fail so. Loaded first, LightGBM
+    binds to the system's ids, and usearch's copy changes nothing for it.
+    """
+    with contextlib.suppress(ImportError):
+        import lightgbm  # noqa: F401  (its library loaded first: see above)
+    import usearch.index
+
+    return usearch.index
 
 
 class UsearchIndex(ItemIndex):
@@ -69,9 +90,7 @@ class UsearchIndex(ItemIndex):
         ef_construction: int | None = None,
         n_items: int | None = None,
     ) -> None:
-        from usearch.index import MetricKind
-
-        if index.metric_kind != MetricKind.IP:
+        if index.metric_kind != usearch_index().MetricKind.IP:
             raise ModelError(f"a UsearchIndex needs the inner-product metric, not {index.metric}")
         if n_items is None:
             n_items = len(index) if item_factors is None else int(item_factors.shape[0])
@@ -119,12 +138,11 @@ class UsearchIndex(ItemIndex):
         items had one, and the build of the whole set had not finished after 8.5 minutes
         (``benchmarks/RESULTS.md``, "Eighth session").
         """
-        from usearch.index import Index, MetricKind
-
+        us = usearch_index()
         items = check_items(item_factors)
-        index = Index(
+        index = us.Index(
             ndim=items.shape[1],
-            metric=MetricKind.IP,
+            metric=us.MetricKind.IP,
             dtype="f32",  # usearch would pick f16 where the CPU has it: recall first
             connectivity=m,
             expansion_add=ef_construction,
@@ -158,7 +176,7 @@ class UsearchIndex(ItemIndex):
     @property
     def params(self) -> dict[str, Any]:
         """The index type and its parameters (for manifests and reports)."""
-        from usearch import __version__
+        from usearch import __version__  # usearch_index() has run: this index is built
 
         out: dict[str, Any] = {
             "type": "usearch HNSW",
@@ -255,25 +273,24 @@ class UsearchIndex(ItemIndex):
         hold when zero vectors were left out (``None``: the rows of ``item_factors``, else
         the vectors in the file).
         """
-        from usearch.index import Index, MetricKind, ScalarKind
-
+        us = usearch_index()
         path = Path(path)
         if not path.is_file():
             raise ArtifactError(f"{path}: no such index file")
         try:
-            meta = Index.metadata(str(path))
+            meta = us.Index.metadata(str(path))
         except (RuntimeError, ValueError) as exc:
             raise ArtifactError(f"{path}: not a usearch index: {exc}") from None
         if not meta or not meta.get("matrix_included"):
             raise ArtifactError(f"{path}: not a usearch index with its vectors")
-        if meta["kind_metric"] != MetricKind.IP or meta["kind_scalar"] != ScalarKind.F32:
+        if meta["kind_metric"] != us.MetricKind.IP or meta["kind_scalar"] != us.ScalarKind.F32:
             raise ArtifactError(
                 f"{path}: a usearch index of {meta['kind_metric'].name} / "
                 f"{meta['kind_scalar'].name}; serving needs inner product on float32"
             )
-        index = Index(
+        index = us.Index(
             ndim=int(meta["dimensions"]),
-            metric=MetricKind.IP,
+            metric=us.MetricKind.IP,
             dtype="f32",
             expansion_search=ef_search if ef_search is not None else EF_SEARCH,
             enable_key_lookups=False,  # a per-process hash table of every key: not needed

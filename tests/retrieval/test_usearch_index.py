@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from recsys.retrieval import (
     load_index,
     save_index,
 )
+from recsys.retrieval.usearch_index import usearch_index
 from tests.retrieval.helpers import brute_force, recall
 
 
@@ -209,9 +212,7 @@ def test_a_missing_or_corrupt_usearch_file_is_an_artifact_error(
 
 
 def test_a_usearch_file_of_another_metric_is_refused(tmp_path: Path) -> None:
-    from usearch.index import Index
-
-    cosine = Index(ndim=4, metric="cos", dtype="f32")
+    cosine = usearch_index().Index(ndim=4, metric="cos", dtype="f32")
     cosine.add(np.arange(3, dtype=np.uint64), np.ones((3, 4), dtype=np.float32))
     cosine.save(str(tmp_path / "cos.usearch"))
     with pytest.raises(ArtifactError, match="inner product on float32"):
@@ -222,12 +223,11 @@ def test_an_index_of_every_item_built_before_zero_vectors_were_left_out_still_lo
     tmp_path: Path,
 ) -> None:
     """A version published by an earlier release has zero vectors in its graph: it serves."""
-    from usearch.index import Index, MetricKind
-
+    us = usearch_index()
     rng = np.random.default_rng(3)
     items = rng.normal(size=(50, 4)).astype(np.float32)
     items[:10] = 0.0
-    old = Index(ndim=4, metric=MetricKind.IP, dtype="f32", enable_key_lookups=False)
+    old = us.Index(ndim=4, metric=us.MetricKind.IP, dtype="f32", enable_key_lookups=False)
     old.add(np.arange(50, dtype=np.uint64), items)
     old.save(str(tmp_path / "old.usearch"))
     loaded = load_index(tmp_path / "old.usearch", n_items=50, dim=4, item_factors=items)
@@ -237,3 +237,37 @@ def test_an_index_of_every_item_built_before_zero_vectors_were_left_out_still_lo
     # neither count: another model's index
     with pytest.raises(ArtifactError, match="holds 40 vectors"):
         load_index(new, n_items=50, item_factors=rng.normal(size=(50, 4)).astype(np.float32))
+
+
+#: Maps a usearch index, then fits LightGBM's ranker, in a process where nothing imported
+#: LightGBM before the index (a test process may have: this one is fresh).
+_MAP_THEN_LEARN = """
+import sys
+import numpy as np
+from recsys.retrieval import build_index, load_index, save_index
+
+assert "lightgbm" not in sys.modules
+items = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+load_index(save_index(build_index(items, kind="usearch"), sys.argv[1]), n_items=300)
+from lightgbm import LGBMRanker
+
+x = np.random.default_rng(1).normal(size=(400, 6))
+y = (x[:, 0] > 0).astype(int)
+ranker = LGBMRanker(n_estimators=3, min_child_samples=5, verbose=-1)
+ranker.fit(x, y, group=[20] * 20)
+print(" ".join(ranker.booster_.feature_name()))
+"""
+
+
+def test_lightgbm_still_learns_in_a_process_that_mapped_an_index_first(tmp_path: Path) -> None:
+    """usearch's static libstdc++ would take LightGBM's locale ids (see ``usearch_index``):
+    its default feature names would all be "Column_" and the fit would fail."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MAP_THEN_LEARN, str(tmp_path / "items")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [f"Column_{j}" for j in range(6)]
