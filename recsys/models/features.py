@@ -31,7 +31,14 @@ from numpy.typing import NDArray
 from recsys.concurrency import beside
 from recsys.data.interactions import TrainingData
 from recsys.data.schema import MICROS_PER_DAY
-from recsys.models.base import csr_row_arrays, csr_rows, load_arrays, save_arrays
+from recsys.models.base import csr_rows, load_arrays, save_arrays
+from recsys.models.generator_scores import (
+    als_block_top,
+    als_blocks,
+    als_scores,
+    ease_scores,
+    ease_scores_blocks,
+)
 from recsys.models.kernels import (
     EaseStart,
     als_fit,
@@ -41,6 +48,16 @@ from recsys.models.kernels import (
     ease_input_rows,
     ease_solve_from,
     order_within_rows,
+)
+from recsys.models.pair_keys import (
+    few_rows_product,
+    merge_keys,
+    nonzero_cells,
+    positive_union,
+    state_positions,
+    stats_keys,
+    top_sparse_rows,
+    values_at_keys,
 )
 from recsys.models.top_entries import (
     rank_top,
@@ -96,29 +113,12 @@ SIGNAL_WEIGHTS = {"purchase": 1.0, "cart": 0.3, "view": 0.1}
 #: temporaries cost 6-8 s of system time (page faults) at Ta-Feng's size, the sparse one's 1.
 SPARSE_ABOVE_ITEMS = 3_000
 
-#: Bytes of float32 ALS scores one matrix product may produce. Both paths cut the batch into
-#: the same blocks of users: BLAS gives a row's dot products different last bits depending on
-#: the shape of the product, so the sparse path only reproduces the dense path's scores and
-#: ranks exactly because they share the blocks. 256 MiB is one block for every hybrid batch
-#: (1,024 users) up to 65,536 items, so the dense path's product is unchanged by the split.
-ALS_BLOCK_BYTES = 256 << 20
-
-#: A block of users' EASE scores (``basis @ B``) is one dense BLAS product when the block has
-#: at least this many rows and :data:`EASE_DENSE_MIN_DENSITY` of its entries stored; otherwise
-#: scipy's sparse-times-dense product. scipy's product is one thread with a floor of writing
-#: the output, and reads a row of ``B`` per stored entry; BLAS reads ``B`` once per block.
-#: Measured on 1,024 Online Retail customers (3,921 items, 2 cores, benchmarks/RESULTS.md):
-#: 0.10 s dense against 0.18 s sparse at 60 entries a row, 0.10 against 0.13 at 6; one live
-#: customer's row stays sparse (a dense one would read all of ``B`` for a few entries).
-EASE_DENSE_MIN_ROWS = 256
-#: See :data:`EASE_DENSE_MIN_ROWS`. Not measured on other machines: the estimate is that one
-#: with a quarter of this one's BLAS speed still breaks even around this density.
-EASE_DENSE_MIN_DENSITY = 1 / 128
 
 #: Batches of at most this many users (a live request is one) multiply their rows with the
-#: co-occurrence matrix by :func:`_few_rows_product`, whose cost follows their entries, not the
-#: catalogue: scipy's product and a pass through CSC allocate items-long arrays per call, 3.5 ms
-#: of a live hybrid request at 10^6 items (benchmarks/RESULTS.md).
+#: co-occurrence matrix by :func:`~recsys.models.pair_keys.few_rows_product`, whose cost
+#: follows their entries, not the catalogue: scipy's product and a pass through CSC allocate
+#: items-long arrays per call, 3.5 ms of a live hybrid request at 10^6 items
+#: (benchmarks/RESULTS.md).
 FEW_ROWS = 64
 
 
@@ -560,9 +560,9 @@ class GeneratorState:
         """Candidates and their features for a batch of users.
 
         Above :data:`SPARSE_ABOVE_ITEMS` items the candidates come from sparse rows and blocks
-        of users (memory bounded by :data:`ALS_BLOCK_BYTES`, not by users × items); the answer
-        is the same, pair for pair and bit for bit, as the dense path's, unless ``index`` is
-        given.
+        of users (memory bounded by :data:`~recsys.models.generator_scores.ALS_BLOCK_BYTES`,
+        not by users × items); the answer is the same, pair for pair and bit for bit, as the
+        dense path's, unless ``index`` is given.
 
         Parameters
         ----------
@@ -616,7 +616,7 @@ class GeneratorState:
         stats_b.eliminate_zeros()
         stats_b.sort_indices()
         # what the generators condition on: purchases, plus whatever the live history holds
-        basis = _positive_union(stats_b, hist)
+        basis = positive_union(stats_b, hist)
         has_any = np.diff(basis.indptr) > 0
 
         # ALS: stored factors for known users, folded in from the history for the others (the
@@ -632,8 +632,8 @@ class GeneratorState:
             )
         uf[~known & ~has_any] = 0.0
         # bought before: the most-ordered items (capped, for wholesalers with huge histories)
-        bought = _top_sparse_rows(stats_b, settings.n_bought)
-        hr, hc = _nonzero_cells(hist)
+        bought = top_sparse_rows(stats_b, settings.n_bought)
+        hr, hc = nonzero_cells(hist)
 
         if m > SPARSE_ABOVE_ITEMS:
             # a known user's ALS query is their stored vector: the index may have kept its
@@ -730,10 +730,10 @@ class GeneratorState:
     ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.uint8], _GeneratorColumns]:
         """The candidates through users × items arrays (fastest on small catalogues)."""
         n, m = basis.shape[0], self.n_items
-        als = _als_scores(uf, self.item_factors)
+        als = als_scores(uf, self.item_factors)
         ease = None
         if self.ease is not None:
-            ease = _ease_scores_blocks(self._ease_basis(basis), self.ease, m)
+            ease = ease_scores_blocks(self._ease_basis(basis), self.ease, m)
             if self.ease_items is not None:
                 # items outside the EASE list have no score: never listed, NaN as a feature
                 full = np.full((n, m), np.nan, dtype=np.float32)
@@ -794,7 +794,7 @@ class GeneratorState:
         n, m = basis.shape[0], self.n_items
         if n <= FEW_ROWS:
             # its rows unsorted, as a product's: sorted below
-            cooc = _few_rows_product(basis, self.cooc)
+            cooc = few_rows_product(basis, self.cooc)
         else:
             cooc = sp.csr_matrix(basis @ self.cooc, dtype=np.float32)
             # A product's rows come in no column order. Through CSC and back, each conversion
@@ -810,7 +810,7 @@ class GeneratorState:
         pop_rows = np.repeat(np.flatnonzero(has_any), len(self.popular))
         pop_items = np.tile(self.popular, int(has_any.sum()))
         # everything but ALS and EASE is known before the blocks: merged once, sliced per block
-        pre_keys, pre_bits = _merge_keys(
+        pre_keys, pre_bits = merge_keys(
             m,
             (bought[0], bought[1], 1),
             (live[0], live[1], 1),
@@ -824,8 +824,8 @@ class GeneratorState:
         ease_l: list[NDArray[np.float32]] = []
         ease_rank_l: list[NDArray[np.int32]] = []
         ease_basis = self._ease_basis(basis) if self.ease is not None else None
-        for start, stop in _als_blocks(n, m):
-            block = _als_block_top(
+        for start, stop in als_blocks(n, m):
+            block = als_block_top(
                 uf[start:stop],
                 self.item_factors,
                 settings.n_als,
@@ -837,7 +837,7 @@ class GeneratorState:
             parts = [(block.rows + start, block.items, 2)]
             ease_block = None
             if self.ease is not None and ease_basis is not None:
-                ease_block = _ease_scores(ease_basis[start:stop], self.ease)
+                ease_block = ease_scores(ease_basis[start:stop], self.ease)
                 er, ei, e_rank = top_entries_chunked(
                     ease_block, settings.n_ease, has_any[start:stop], self._ease_tie
                 )
@@ -845,18 +845,20 @@ class GeneratorState:
                     ei = self.ease_items[ei]
                 parts.append((er + start, ei, 4))
             lo, hi = np.searchsorted(pre_keys, [start * m, stop * m])
-            keys, bits = _merge_keys(m, *parts, keys=pre_keys[lo:hi], bits=pre_bits[lo:hi])
+            keys, bits = merge_keys(m, *parts, keys=pre_keys[lo:hi], bits=pre_bits[lo:hi])
             local = (keys // m - start).astype(np.intp)
             it = (keys % m).astype(np.intp)
             keys_l.append(keys)
             bits_l.append(bits)
             als_l.append(block.at(local, it))
             als_rank_l.append(
-                _lookup(m, block.rows + start, block.items, block.ranks, keys, settings.n_als)
+                values_at_keys(
+                    m, block.rows + start, block.items, block.ranks, keys, settings.n_als
+                )
             )
             if ease_block is not None:
                 ease_l.append(self._ease_at(ease_block, local, it))
-                ease_rank_l.append(_lookup(m, er + start, ei, e_rank, keys, settings.n_ease))
+                ease_rank_l.append(values_at_keys(m, er + start, ei, e_rank, keys, settings.n_ease))
         keys = _concat(keys_l, np.int64)
         rows = (keys // m).astype(np.intp)
         items = (keys % m).astype(np.intp)
@@ -875,7 +877,7 @@ class GeneratorState:
                 else np.full(len(keys), settings.n_ease, dtype=np.int32)
             ),
             cooc_score=cooc_score,
-            cooc_rank=_lookup(m, c_rows, c_items, c_ranks, keys, settings.n_cooc),
+            cooc_rank=values_at_keys(m, c_rows, c_items, c_ranks, keys, settings.n_cooc),
         )
         return rows, items, _concat(bits_l, np.uint8), gen
 
@@ -902,7 +904,7 @@ class GeneratorState:
             pos = np.clip(np.searchsorted(flat, want), 0, len(flat) - 1)
             hit = flat[pos] == want
             # map batch positions back to the state's arrays
-            orig_pos = _state_positions(self._stats_keys(), safe, stats_b, m)
+            orig_pos = state_positions(self._stats_keys(), safe, stats_b, m)
             sp_idx = orig_pos[pos[hit]]
             n_orders[hit] = stats_b.data[pos[hit]]
             share[hit] = self.decayed_share[sp_idx]
@@ -951,8 +953,9 @@ class GeneratorState:
         return _stack_float32(columns, len(rows))
 
     def _stats_keys(self) -> NDArray[np.int64]:
-        """:func:`stats_keys` of ``stats``, computed on the first batch and kept (a state is
-        not modified after it is built or loaded; a new ``stats`` matrix is keyed anew).
+        """:func:`~recsys.models.pair_keys.stats_keys` of ``stats``, computed on the first
+        batch and kept (a state is not modified after it is built or loaded; a new ``stats``
+        matrix is keyed anew).
         Every batch of :meth:`pairs` looks its entries up in them, and building them for
         Ta-Feng's 743k user-item pairs took 3-5 ms a batch, whatever its size: one customer's
         candidates (a live request) took 23.5 ms with it against 16.9 ms kept (medians of
@@ -1145,55 +1148,6 @@ def _rank_within_rows(
     return out
 
 
-def stats_keys(m: sp.csr_matrix, n_cols: int) -> NDArray[np.int64]:
-    """``row * n_cols + col`` of every stored entry, in storage order (sorted if indices are)."""
-    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
-    return rows * n_cols + m.indices.astype(np.int64)
-
-
-def _nonzero_cells(a: sp.csr_matrix) -> tuple[NDArray[Any], NDArray[Any]]:
-    """``a.nonzero()``, the same arrays in the same order, from ``a``'s own arrays (scipy's
-    builds a COO copy of the matrix first)."""
-    nonzero = a.data != 0
-    rows = np.repeat(np.arange(a.shape[0], dtype=a.indices.dtype), np.diff(a.indptr))
-    return rows[nonzero], a.indices[nonzero]
-
-
-def _positive_union(a: sp.csr_matrix, b: sp.csr_matrix) -> sp.csr_matrix:
-    """``(a > 0) + (b > 0)`` with every stored value 1.0, as float32 CSR with sorted indices:
-    the cells positive in either matrix.
-
-    From the entries' keys in one pass: scipy's comparisons, casts and sum built five
-    matrices, about a twentieth of a live list's time at 10^5 items.
-    """
-    n, m = a.shape
-    keys = np.unique(np.concatenate([stats_keys(a, m)[a.data > 0], stats_keys(b, m)[b.data > 0]]))
-    indptr = np.searchsorted(keys, np.arange(n + 1, dtype=np.int64) * m)
-    return sp.csr_matrix((np.ones(len(keys), dtype=np.float32), keys % m, indptr), shape=(n, m))
-
-
-def _state_positions(
-    state_keys: NDArray[np.int64], safe: NDArray[np.intp], batch: sp.csr_matrix, n_cols: int
-) -> NDArray[np.intp]:
-    """For every entry of ``batch`` (rows of the state's ``stats`` picked by ``safe``), its
-    position in ``stats.data`` (so per-entry arrays aligned with ``stats`` can be read);
-    ``state_keys`` is :func:`stats_keys` of ``stats``."""
-    rows = np.repeat(np.arange(batch.shape[0]), np.diff(batch.indptr))
-    src_rows = safe[rows]
-    keys = src_rows.astype(np.int64) * n_cols + batch.indices
-    return np.searchsorted(state_keys, keys).astype(np.intp)
-
-
-def _top_sparse_rows(m: sp.csr_matrix, k: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Row and column of the ``k`` largest stored entries of each row (all if fewer)."""
-    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    order = order_within_rows(rows, m.data)
-    start = m.indptr[:-1][rows[order]]
-    within = np.arange(len(order)) - start
-    keep = order[within < k]
-    return rows[keep].astype(np.intp), m.indices[keep].astype(np.intp)
-
-
 @dataclass
 class _GeneratorColumns:
     """The generator features of the candidate pairs (ease_score None: the state has no EASE)."""
@@ -1204,174 +1158,6 @@ class _GeneratorColumns:
     ease_rank: NDArray[np.integer]
     cooc_score: NDArray[np.float32]
     cooc_rank: NDArray[np.integer]
-
-
-@dataclass
-class _AlsBlock:
-    """One block of users' ALS top lists (local rows) and their scores for every item: a
-    dense ``scores`` block, or (from an index) the block's vectors to score pairs with."""
-
-    rows: NDArray[np.intp]
-    items: NDArray[np.intp]
-    ranks: NDArray[np.int32]
-    scores: NDArray[np.float32] | None
-    user_vecs: NDArray[np.float32] | None = None
-    item_factors: NDArray[np.float32] | None = None
-
-    def at(self, local: NDArray[np.intp], items: NDArray[np.intp]) -> NDArray[np.float32]:
-        """The ALS score of each ``(local row, item)`` pair."""
-        if self.scores is not None:
-            return self.scores[local, items]
-        assert self.user_vecs is not None and self.item_factors is not None
-        return np.einsum(
-            "ij,ij->i", self.user_vecs[local], self.item_factors[items], dtype=np.float32
-        )
-
-
-def _als_blocks(n: int, m: int) -> list[tuple[int, int]]:
-    """The ``[start, stop)`` blocks of users whose ALS scores are computed in one product."""
-    size = max(1, ALS_BLOCK_BYTES // (4 * max(m, 1)))
-    return [(start, min(start + size, n)) for start in range(0, n, size)]
-
-
-def _ease_scores(block: sp.csr_matrix, ease: NDArray[np.float32]) -> NDArray[np.float32]:
-    """``block @ ease`` for one block of users (:data:`EASE_DENSE_MIN_ROWS`)."""
-    n, m = block.shape
-    if n >= EASE_DENSE_MIN_ROWS and block.nnz >= EASE_DENSE_MIN_DENSITY * n * m:
-        return np.asarray(block.toarray() @ ease, dtype=np.float32)
-    return np.asarray(block @ ease, dtype=np.float32)
-
-
-def _ease_scores_blocks(
-    basis: sp.csr_matrix, ease: NDArray[np.float32], n_items: int
-) -> NDArray[np.float32]:
-    """All users × EASE columns scores by the blocks of :func:`_als_blocks` over ``n_items``
-    (the catalogue's, which EASE may cover a part of): the sparse path scores the same
-    blocks, so both give every row the same last bits (see :data:`ALS_BLOCK_BYTES`)."""
-    blocks = _als_blocks(basis.shape[0], n_items)
-    if len(blocks) <= 1:
-        return _ease_scores(basis, ease)
-    out = np.empty((basis.shape[0], ease.shape[1]), dtype=np.float32)
-    for start, stop in blocks:
-        out[start:stop] = _ease_scores(basis[start:stop], ease)
-    return out
-
-
-def _als_scores(uf: NDArray[np.float32], item_factors: NDArray[np.float32]) -> NDArray[np.float32]:
-    """All users × items ALS scores, one product per block of :func:`_als_blocks`."""
-    blocks = _als_blocks(len(uf), len(item_factors))
-    if len(blocks) <= 1:
-        return np.asarray(uf @ item_factors.T, dtype=np.float32)
-    out = np.empty((len(uf), len(item_factors)), dtype=np.float32)
-    for start, stop in blocks:
-        out[start:stop] = uf[start:stop] @ item_factors.T
-    return out
-
-
-def _als_block_top(
-    user_vecs: NDArray[np.float32],
-    item_factors: NDArray[np.float32],
-    k: int,
-    active: NDArray[np.bool_],
-    tie_rank: NDArray[np.intp] | None = None,
-    index: ItemIndex | None = None,
-    keys: NDArray[np.intp] | None = None,
-) -> _AlsBlock:
-    """ALS top ``k`` of one block of users: exact, by brute force over every item, or from
-    an approximate ``index`` over ``item_factors``.
-
-    Brute force keeps the sparse path equal to the dense one bit for bit at
-    ``len(user_vecs) × n_items`` float32 a block. From an index, each active user's list is
-    its search (equal scores in the index's order, not ``tie_rank``'s) and the other
-    generators' candidates get their ALS score from per-pair dot products, which differ from
-    a matrix product in the last bits: a live request then touches no catalogue-long array.
-    ``keys`` (per row: the user whose stored vector it is, or -1) lets the index answer
-    from the answers it kept (:meth:`~recsys.retrieval.index.ItemIndex.keep_answers`).
-    """
-    if index is not None:
-        act = np.flatnonzero(active)
-        found, _ = index.search(
-            user_vecs[act], min(k, len(item_factors)), None if keys is None else keys[act]
-        )
-        r, rank = np.nonzero(found >= 0)
-        return _AlsBlock(
-            rows=act[r].astype(np.intp),
-            items=found[r, rank].astype(np.intp),
-            ranks=rank.astype(np.int32),
-            scores=None,
-            user_vecs=user_vecs,
-            item_factors=item_factors,
-        )
-    scores = np.asarray(user_vecs @ item_factors.T, dtype=np.float32)
-    rows, items, ranks = top_entries_chunked(scores, k, active, tie_rank)
-    return _AlsBlock(rows=rows, items=items, ranks=ranks, scores=scores)
-
-
-def _merge_keys(
-    m: int,
-    *parts: tuple[NDArray[np.integer], NDArray[np.integer], int],
-    keys: NDArray[np.int64] | None = None,
-    bits: NDArray[np.uint8] | None = None,
-) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
-    """Union of ``(rows, items, flag bit)`` parts (plus merged ``keys``/``bits``) as sorted
-    ``row * m + item`` keys with the OR of the bits of each pair (``np.nonzero`` order)."""
-    all_keys = [np.empty(0, np.int64) if keys is None else keys]
-    all_bits = [np.empty(0, np.uint8) if bits is None else bits]
-    for r, c, bit in parts:
-        all_keys.append(np.asarray(r, dtype=np.int64) * m + np.asarray(c, dtype=np.int64))
-        all_bits.append(np.full(len(r), bit, dtype=np.uint8))
-    k = np.concatenate(all_keys)
-    b = np.concatenate(all_bits)
-    if len(k) == 0:
-        return k, b
-    order = np.argsort(k, kind="stable")
-    k, b = k[order], b[order]
-    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-    return k[starts], np.bitwise_or.reduceat(b, starts).astype(np.uint8)
-
-
-def _lookup(
-    m: int,
-    rows: NDArray[np.integer],
-    items: NDArray[np.integer],
-    values: NDArray[np.int32],
-    keys: NDArray[np.int64],
-    default: int,
-) -> NDArray[np.int32]:
-    """``values`` at the pairs ``keys`` (``row * m + item``), ``default`` where absent."""
-    out = np.full(len(keys), default, dtype=np.int32)
-    if len(rows) == 0 or len(keys) == 0:
-        return out
-    have = np.asarray(rows, dtype=np.int64) * m + np.asarray(items, dtype=np.int64)
-    order = np.argsort(have, kind="stable")
-    have, vals = have[order], values[order]
-    pos = np.clip(np.searchsorted(have, keys), 0, len(have) - 1)
-    hit = have[pos] == keys
-    out[hit] = vals[pos[hit]]
-    return out
-
-
-def _few_rows_product(basis: sp.csr_matrix, mat: sp.csr_matrix) -> sp.csr_matrix:
-    """``basis @ mat`` as float32, through the columns the product can reach only.
-
-    The rows of ``mat`` that ``basis`` touches and their columns are renumbered in order,
-    multiplied by scipy, and the columns mapped back: every sum adds the same products in the
-    same order as the whole product, so the values are the same to the bit, while no array is
-    as long as the catalogue. Rows come back in no column order, as a product's do.
-    """
-    n, m = basis.shape[0], mat.shape[1]
-    touched = np.unique(basis.indices)
-    sub_data, sub_indices, sub_indptr = csr_row_arrays(mat, touched)
-    cols = np.unique(sub_indices)
-    local_basis = sp.csr_matrix(
-        (basis.data, np.searchsorted(touched, basis.indices), basis.indptr),
-        shape=(n, len(touched)),
-    )
-    local_sub = sp.csr_matrix(
-        (sub_data, np.searchsorted(cols, sub_indices), sub_indptr), shape=(len(touched), len(cols))
-    )
-    out = sp.csr_matrix(local_basis @ local_sub, dtype=np.float32)
-    return sp.csr_matrix((out.data, cols[out.indices], out.indptr), shape=(n, m))
 
 
 def _string_codes(values: NDArray[np.object_]) -> NDArray[np.intp]:

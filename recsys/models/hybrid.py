@@ -116,7 +116,6 @@ from recsys.models.features import (
     GeneratorState,
     LocalStates,
     StateBuilder,
-    stats_keys,
 )
 from recsys.models.kernels import EaseStart
 from recsys.models.orders import (
@@ -128,6 +127,7 @@ from recsys.models.orders import (
     discover_scores,
     repeat_first_scores,
 )
+from recsys.models.pair_keys import stats_keys
 from recsys.models.ranker import (
     CHUNK,
     DISCOVER_ORDERS,

@@ -285,7 +285,7 @@ def test_explained_arrays_are_the_explanation(model: HybridModel, shop: Training
 def test_kept_stats_keys_follow_the_state_s_stats(model: HybridModel, shop: TrainingData) -> None:
     """The state keeps its purchase stats' keys between batches (``_stats_keys``): the
     features of a batch equal a fresh state's, and a state given other stats keys those."""
-    from recsys.models.features import stats_keys
+    from recsys.models.pair_keys import stats_keys
 
     state = model.state_
     users = np.arange(0, shop.n_users, 2, dtype=np.intp)

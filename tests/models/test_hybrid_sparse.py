@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
 from recsys.data.schema import EventFrame
 from recsys.data.synthetic import generate_shop
-from recsys.models import features, top_entries
+from recsys.models import features, generator_scores, pair_keys, top_entries
 from recsys.models.features import (
     MICROS_PER_DAY,
     EventArrays,
@@ -127,9 +127,9 @@ def test_equal_across_user_blocks_and_empty_batches(
     state = build_state(shop, s)
     users, hist = mixed_batch(shop, np.random.default_rng(5))
     # blocks of 3 users for ALS, one row at a time for the top-k passes: both paths
-    monkeypatch.setattr(features, "ALS_BLOCK_BYTES", 3 * 4 * shop.n_items)
+    monkeypatch.setattr(generator_scores, "ALS_BLOCK_BYTES", 3 * 4 * shop.n_items)
     monkeypatch.setattr(top_entries, "TOP_K_BYTES", 1)
-    assert len(features._als_blocks(len(users), shop.n_items)) > 1
+    assert len(generator_scores.als_blocks(len(users), shop.n_items)) > 1
     assert_same(*both_paths(monkeypatch, state, users, hist, s))
     empty = sp.csr_matrix((0, shop.n_items), dtype=np.float32)
     dense, sparse = both_paths(monkeypatch, state, np.empty(0, np.intp), empty, s)
@@ -176,9 +176,9 @@ def test_both_paths_agree_whichever_product_scores_ease(
     shop: TrainingData, monkeypatch: pytest.MonkeyPatch, dense_product: bool
 ) -> None:
     # a BLAS product of every block, or scipy's sparse product of every block; several blocks
-    monkeypatch.setattr(features, "EASE_DENSE_MIN_ROWS", 1 if dense_product else 10**9)
-    monkeypatch.setattr(features, "EASE_DENSE_MIN_DENSITY", 0.0)
-    monkeypatch.setattr(features, "ALS_BLOCK_BYTES", 3 * 4 * shop.n_items)
+    monkeypatch.setattr(generator_scores, "EASE_DENSE_MIN_ROWS", 1 if dense_product else 10**9)
+    monkeypatch.setattr(generator_scores, "EASE_DENSE_MIN_DENSITY", 0.0)
+    monkeypatch.setattr(generator_scores, "ALS_BLOCK_BYTES", 3 * 4 * shop.n_items)
     s = GeneratorSettings(factors=8)
     state = build_state(shop, s)
     assert state.ease is not None
@@ -306,18 +306,20 @@ def test_ease_scores_are_the_product_of_the_rows_and_the_weights() -> None:
     for n, density in ((1, 0.05), (300, 0.05), (300, 0.001)):
         block = sp.random(n, m, density=density, format="csr", random_state=1, dtype=np.float32)
         expected = block.toarray().astype(np.float64) @ ease.astype(np.float64)
-        got = features._ease_scores(block, ease)
+        got = generator_scores.ease_scores(block, ease)
         assert got.dtype == np.float32 and got.shape == (n, m)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-        dense = n >= features.EASE_DENSE_MIN_ROWS and (
-            block.nnz >= features.EASE_DENSE_MIN_DENSITY * n * m
+        dense = n >= generator_scores.EASE_DENSE_MIN_ROWS and (
+            block.nnz >= generator_scores.EASE_DENSE_MIN_DENSITY * n * m
         )
         if not dense:  # scipy's product, as before: the same bits
             assert np.array_equal(got, np.asarray(block @ ease))
     blocks = sp.random(700, m, density=0.05, format="csr", random_state=2, dtype=np.float32)
-    whole = features._ease_scores_blocks(blocks, ease, m)
-    for start, stop in features._als_blocks(700, m):
-        assert np.array_equal(whole[start:stop], features._ease_scores(blocks[start:stop], ease))
+    whole = generator_scores.ease_scores_blocks(blocks, ease, m)
+    for start, stop in generator_scores.als_blocks(700, m):
+        assert np.array_equal(
+            whole[start:stop], generator_scores.ease_scores(blocks[start:stop], ease)
+        )
 
 
 # -- the ALS generator's candidates from an approximate index --------------------------------------
@@ -450,7 +452,7 @@ def test_few_rows_product_equals_the_whole_product_bit_for_bit(
         m, m, density=0.2, format="csr", random_state=rng, dtype=np.float64 if wide else np.float32
     )
     want = sp.csr_matrix(basis @ mat, dtype=np.float32)
-    got = features._few_rows_product(basis, mat)
+    got = pair_keys.few_rows_product(basis, mat)
     assert got.shape == (n, m) and got.dtype == np.float32
     for x in (want, got):
         x.sort_indices()

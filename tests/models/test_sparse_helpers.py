@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.models.base import csr_row_arrays, csr_rows
-from recsys.models.features import _nonzero_cells, _positive_union
+from recsys.models.pair_keys import nonzero_cells, positive_union
 
 
 @st.composite
@@ -71,7 +71,7 @@ def test_rows_outside_the_matrix_are_refused(rows: list[int]) -> None:
 @given(_matrix_and_rows())
 def test_nonzero_cells_equal_scipys_nonzero(case: tuple[sp.csr_matrix, list[int]]) -> None:
     matrix, _ = case
-    rows, cols = _nonzero_cells(matrix)
+    rows, cols = nonzero_cells(matrix)
     want_rows, want_cols = matrix.nonzero()
     assert np.array_equal(rows, want_rows) and np.array_equal(cols, want_cols)
 
@@ -90,7 +90,7 @@ def test_positive_union_equals_the_sum_of_comparisons(
     b.data -= 0.5  # some negative entries, which do not count
     want = sp.csr_matrix((a > 0).astype(np.float32) + (b > 0).astype(np.float32))
     want.data[:] = 1.0
-    got = _positive_union(a, b)
+    got = positive_union(a, b)
     assert got.dtype == np.float32 and got.shape == (n, m) and got.has_sorted_indices
     assert np.array_equal(got.indptr, want.indptr)
     assert np.array_equal(got.indices, want.indices)

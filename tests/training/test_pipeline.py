@@ -572,7 +572,7 @@ def test_the_hybrid_ships_an_index_of_its_als_generator_that_serving_hands_it(
     filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from recsys.engine import Engine
-    from recsys.models import features
+    from recsys.models import features, generator_scores
     from recsys.retrieval import UsearchIndex
 
     # the sparse candidate path (the one that searches the index) on this small catalogue
@@ -604,7 +604,7 @@ def test_the_hybrid_ships_an_index_of_its_als_generator_that_serving_hands_it(
         patch.setattr(UsearchIndex, "search", spy)
         patch.setattr(UsearchIndex, "_search", spy_graph)
         # blocks of 10 customers: each block reads its own customers' kept answers
-        patch.setattr(features, "ALS_BLOCK_BYTES", 4 * 25 * 10)
+        patch.setattr(generator_scores, "ALS_BLOCK_BYTES", 4 * 25 * 10)
         assert main(["train", "--config", str(path)]) == 0
     assert searched  # the stored lists' ALS candidates came from the index
     # the graph was searched once, for the answers kept (every customer, one batch): the
