@@ -263,9 +263,8 @@ def python_run(port: int, users: list[str], connections: int, seconds: float) ->
     latencies: list[float] = []
     bad = [0]
     lock = threading.Lock()
-    end = time.monotonic() + seconds
 
-    def worker(offset: int) -> None:
+    def worker(offset: int, end: float) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         n, mine = offset, []
         while time.monotonic() < end:
@@ -281,8 +280,11 @@ def python_run(port: int, users: list[str], connections: int, seconds: float) ->
         with lock:
             latencies.extend(mine)
 
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
     with frozen_heap():  # the client's collector pauses are not the server's latency
+        # the run starts after frozen_heap's collection, which in a large process (a whole
+        # test session's) can outlast a short run: a deadline set before it passed unmet
+        end = time.monotonic() + seconds
+        ts = [threading.Thread(target=worker, args=(i, end)) for i in range(connections)]
         for t in ts:
             t.start()
         for t in ts:
