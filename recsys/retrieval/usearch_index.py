@@ -317,4 +317,4 @@ def _nonzero_rows(items: NDArray[np.floating[Any]]) -> int:
     return int(np.count_nonzero(_nonzero_mask(items)))
 
 
-__all__ = ["EF_SEARCH", "UsearchIndex"]
+__all__ = ["EF_SEARCH", "UsearchIndex", "usearch_index"]
