@@ -18,12 +18,14 @@ def clustered(n_items: int, dim: int, n_queries: int, seed: int) -> tuple[np.nda
 
 
 def brute_force(items: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The true top ``k`` per query, in float64 (ties in item order)."""
     scores = queries.astype(np.float64) @ items.astype(np.float64).T
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(scores, order, axis=1)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each row of ``truth`` that ``found``'s row holds."""
     return float(
         np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
     )
