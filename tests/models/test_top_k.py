@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.bench_eval_scoring import legacy_top_k
 from recsys.models import base, kernels
 from recsys.models.base import NO_ITEM, ranking_order, top_k, top_k_coo, top_k_of_order
 
@@ -106,32 +107,6 @@ def test_top_k_of_order_equals_the_dense_top_k_of_the_tiled_row(
     tiled = np.tile(row, (scores.shape[0], 1))
     got = top_k_of_order(ranking_order(row), row, scores.shape[0], k, exclude=exclude)
     assert_same(got, reference(tiled, k, exclude))
-
-
-def legacy_top_k(
-    scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The implementation before issue 13's (full copies, full-shape argpartition)."""
-    scores = np.array(scores, dtype=np.float32, copy=True)
-    scores[np.isnan(scores)] = -np.inf
-    if exclude is not None and exclude.nnz:
-        coo = exclude.tocoo()
-        scores[coo.row, coo.col] = -np.inf
-    n, m = scores.shape
-    k = max(0, min(k, m))
-    if k == 0:
-        return np.empty((n, 0), np.intp), np.empty((n, 0), np.float32)
-    if k < m:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        part = np.tile(np.arange(m), (n, 1))
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    idx = np.take_along_axis(part, order, axis=1).astype(np.intp)
-    vals = np.take_along_axis(vals, order, axis=1)
-    idx[~np.isfinite(vals)] = NO_ITEM
-    vals[~np.isfinite(vals)] = -np.inf
-    return idx, vals.astype(np.float32)
 
 
 def test_without_ties_the_lists_are_the_previous_implementations(
