@@ -337,6 +337,17 @@ def test_online_retail_quirks(store: EventStore, tmp_path: Path) -> None:
     assert (again.loaded, again.duplicates) == (0, 5)
 
 
+def test_online_retail_reingest_skips_an_erased_customer(store: EventStore, tmp_path: Path) -> None:
+    """The adapter hands the store plain tuples: the erasure filter reads them by position
+    (it read attributes, and every load of this layout failed once anyone was erased)."""
+    path = write(tmp_path / "r.csv", RETAIL)
+    ingest_events(store, path, format="online-retail")
+    assert store.erase_user("17850") == 3
+    again = ingest_events(store, path, format="online-retail")
+    assert (again.loaded, again.duplicates, again.erased) == (0, 2, 3)
+    assert "17850" not in set(store.read_events().user_id.tolist())
+
+
 def test_online_retail_strict_and_timezone(sqlite_store: EventStore, tmp_path: Path) -> None:
     path = write(tmp_path / "r.csv", RETAIL)
     with pytest.raises(RowError, match="column 'InvoiceDate'"):
