@@ -23,7 +23,7 @@ from recsys.engine import ModelLoader
 from recsys.errors import RecsysError
 from recsys.experiments.exposures import ExposureWriter
 from recsys.experiments.registry import ExperimentRegistry, experiments_path
-from recsys.offers.service import OfferService, promotions_path
+from recsys.offers.service import OfferService, promotions_path, read_catalog
 from recsys.ranking.rules import RulesFile
 from recsys.settings import load_settings
 from recsys.store.base import EventStore
@@ -173,6 +173,29 @@ def _build_state(
 
         registry = Registry(settings.registry_path)
     return ServingState(settings, store, registry, rules, metrics, model_loader)
+
+
+def check_config(settings: ServingSettings | None = None) -> ServingSettings:
+    """Read and validate every file a worker reads as it starts (settings, business rules,
+    experiments, promotions), so that ``recsys serve`` refuses a bad one once, in one line,
+    before any worker starts.
+
+    A worker that fails in :func:`create_app` is started again by uvicorn's supervisor, over
+    and over, with ``--workers`` above 1; one that fails in the lifespan ends the server with
+    a traceback, and a multi-worker server then exits with status 0.
+
+    Raises
+    ------
+    ConfigError
+        A setting or one of the files is invalid (the message names it).
+    """
+    settings = settings or load_settings(ServingSettings)
+    settings.load_rules()
+    ExperimentRegistry(experiments_path(settings)).load()
+    promotions = promotions_path(settings)
+    if settings.offers_enabled and promotions.exists():
+        read_catalog(promotions)
+    return settings
 
 
 def _offer_service(settings: ServingSettings, store: EventStore) -> OfferService:

@@ -63,6 +63,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers: must be at least 1, got {args.workers}")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port: {args.port} is not a port number")
+    from serving.app import check_config
+
+    check_config()  # a bad file: one line here, not a worker failing (and restarted) each time
     uvicorn.run(
         "serving.app:create_app",
         factory=True,

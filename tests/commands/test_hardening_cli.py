@@ -158,3 +158,32 @@ class _Fixed:
 
     def parse_args(self, argv: object) -> object:
         return self.args
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "workers", "needle"),
+    [
+        ("RECSYS_RULES_FILE", "max_per_catgory = 3\n", "2", "unknown key 'max_per_catgory'"),
+        ("RECSYS_EXPERIMENTS_FILE", "this = = not toml\n", "2", "not valid TOML"),
+        ("RECSYS_EXPERIMENTS_FILE", "this = = not toml\n", "1", "not valid TOML"),
+        ("RECSYS_PROMOTIONS_FILE", '[[promotions]]\nid = "x"\n', "2", "offer 'x'"),
+    ],
+)
+def test_serve_refuses_a_bad_file_before_starting_workers(
+    tmp_path: Path, variable: str, text: str, workers: str, needle: str
+) -> None:
+    """Each worker reads these files as it starts: one that failed there was started again and
+    again by uvicorn's supervisor (rules, two workers: no exit at all), or the server stopped
+    with a traceback, and with two workers with status 0."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text, encoding="utf-8")
+    result = subprocess.run(
+        [PYTHON, "-m", "recsys.cli", "serve", "--port", "1", "--workers", workers],
+        env=child_env(tmp_path / "home", **{variable: str(bad)}),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert_one_clear_error(result, str(bad), needle)
