@@ -93,40 +93,39 @@ def _ingest(args: argparse.Namespace) -> int:
         # then would fail a command whose data is already stored
         _check_writable(Path(args.errors_out))
     store = open_store(load_settings(Settings))
-    reports: list[IngestReport] = []
+    reports: list[tuple[IngestReport, str]] = []  # each file's report and what its rows are
     try:
         # One transaction for everything: events, catalogue and customers land together or not
         # at all.
         with store.transaction():
-            reports.append(
-                ingest_events(
-                    store,
-                    args.file,
-                    format=args.format,
-                    column_map=column_map,
-                    strict=args.strict,
-                    timezone=tz,
-                    encoding=args.encoding,
-                    progress=True,
-                )
+            events = ingest_events(
+                store,
+                args.file,
+                format=args.format,
+                column_map=column_map,
+                strict=args.strict,
+                timezone=tz,
+                encoding=args.encoding,
+                progress=True,
             )
+            reports.append((events, "events"))
             if args.catalog:
-                reports.append(
-                    ingest_catalog(store, args.catalog, strict=args.strict, encoding=args.encoding)
+                catalog = ingest_catalog(
+                    store, args.catalog, strict=args.strict, encoding=args.encoding
                 )
+                reports.append((catalog, "catalogue items"))
             if args.customers:
-                reports.append(
-                    ingest_customers(
-                        store, args.customers, strict=args.strict, encoding=args.encoding
-                    )
+                customers = ingest_customers(
+                    store, args.customers, strict=args.strict, encoding=args.encoding
                 )
+                reports.append((customers, "customers"))
     finally:
         store.close()
-    for report, kind in zip(reports, ("events", "catalogue items", "customers"), strict=False):
+    for report, kind in reports:
         _print_report(report, kind)
     if args.errors_out:
         try:
-            n = write_rejections(reports, args.errors_out)
+            n = write_rejections([report for report, _ in reports], args.errors_out)
         except OSError as exc:  # checked before the load, so only a full disk or a race
             raise FileFormatError(
                 args.errors_out,

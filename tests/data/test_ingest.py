@@ -442,6 +442,13 @@ def test_cli_loads_everything_in_one_transaction(
     catalog = write(tmp_path / "cat.csv", "item_id,title\ni1,Mug\n")
     assert main(["ingest", str(events), "--catalog", str(catalog)]) == 0
     assert store.count_events() == 4 and [i.item_id for i in store.read_items()] == ["i1"]
+    assert "loaded        1 catalogue items" in capsys.readouterr().out
+    # customers without a catalogue are called customers (a fixed list of labels called them
+    # catalogue items)
+    customers = write(tmp_path / "c2.csv", "user_id,region\nu1,north\nu2,south\n")
+    assert main(["ingest", str(events), "--customers", str(customers)]) == 0
+    out = capsys.readouterr().out
+    assert "loaded        2 customers" in out and "catalogue" not in out
     store.close()
 
 
