@@ -49,6 +49,9 @@ async def post_events(
 
 def _store_events(state: ServingState, body: Any) -> OrjsonResponse:
     """Validate and store the events of one request (see :func:`post_events`)."""
+    if isinstance(body, bytes):
+        # the framework parses a body as JSON only when its content type says it is JSON
+        raise DataError("body: not sent as JSON: post it with 'Content-Type: application/json'")
     events = body if isinstance(body, list) else [body]
     limit = state.settings.max_batch_events
     if not events or len(events) > limit:

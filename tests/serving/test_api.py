@@ -161,6 +161,15 @@ def test_bad_events_are_422(client: TestClient, body: object, needle: str) -> No
     assert needle in r.json()["message"]
 
 
+def test_an_event_not_sent_as_json_is_told_so(client: TestClient) -> None:
+    """curl's ``-d`` sends a form: the body is JSON, but its content type is not."""
+    body = b'{"user_id": "u", "item_id": "A", "event_type": "view"}'
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        r = client.post("/v1/events", content=body, headers={**KEY, "content-type": content_type})
+        assert r.status_code == 422, r.text
+        assert "Content-Type: application/json" in r.json()["message"]
+
+
 def test_bad_json_huge_body_and_big_batch(client: TestClient) -> None:
     r = client.post(
         "/v1/events", content=b"{not json", headers={**KEY, "content-type": "application/json"}
