@@ -356,6 +356,8 @@ def _srm(experiment: Experiment, data: ExperimentData) -> SRMResult | None:
     if len(shares) < 2:
         return None
     observed = {n: data.variants[n].users if n in data.variants else 0 for n in shares}
+    if not any(observed.values()):
+        raise DataError(f"experiment '{experiment.name}': no exposures logged yet")
     return srm_test(observed, shares)
 
 

@@ -81,3 +81,13 @@ def test_unknown_control_is_refused(rng: np.random.Generator) -> None:
                                          {"control": .1, "treat": .1}, rng)  # fmt: skip
     with pytest.raises(DataError, match="control 'nope' is not a variant"):
         ab_report(exp, exposures, events, control="nope")
+
+
+def test_no_exposures_yet_is_said_in_the_experiments_terms(rng: np.random.Generator) -> None:
+    """A new experiment's report (CLI, web page) named an internal function instead."""
+    exp = make_experiment()
+    exposures, events, _ = simulate_logs(exp, 50, {"control": .1, "treat": .1},
+                                         {"control": .1, "treat": .1}, rng)  # fmt: skip
+    none = exposures.select(np.zeros(len(exposures), dtype=bool))
+    with pytest.raises(DataError, match=f"experiment '{exp.name}': no exposures logged yet"):
+        ab_report(exp, none, events)
