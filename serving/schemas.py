@@ -41,10 +41,12 @@ class ListOut(BaseModel):
 
 
 class EventsOut(BaseModel):
-    """What a write did."""
+    """What a write did: events stored, skipped as already stored (their ``event_id``), and
+    skipped because their customer or session was erased."""
 
     inserted: int
     duplicates: int
+    erased: int
 
 
 class BasketIn(_Strict):

@@ -66,7 +66,9 @@ def _store_events(state: ServingState, body: Any) -> OrjsonResponse:
             event = {**event, "timestamp": now_us / 1_000_000}
         rows.append(parse_event(event, source="request", line=line, now_us=now_us))
     result = state.store.insert_events(rows)
-    return OrjsonResponse({"inserted": result.inserted, "duplicates": result.duplicates})
+    return OrjsonResponse(
+        {"inserted": result.inserted, "duplicates": result.duplicates, "erased": result.erased}
+    )
 
 
 _KNOWN = frozenset(EVENT_FIELDS)

@@ -136,9 +136,9 @@ def test_events_auth_idempotency_and_fold_in(client: TestClient, sqlite_store: E
     assert client.get("/v1/users/newbie/recommendations").json()["fallback"] == "popular"
     event["timestamp"] = "2025-01-01T00:00:00Z"
     r = client.post("/v1/events", json=event, headers={"X-API-Key": "secret-2"})
-    assert r.json() == {"inserted": 1, "duplicates": 0}
+    assert r.json() == {"inserted": 1, "duplicates": 0, "erased": 0}
     r = client.post("/v1/events", json=[event, {**event, "event_id": "ev-2"}], headers=KEY)
-    assert r.json() == {"inserted": 1, "duplicates": 1}
+    assert r.json() == {"inserted": 1, "duplicates": 1, "erased": 0}
     r = client.get("/v1/users/newbie/recommendations?k=1")
     assert r.json()["fallback"] is None
     assert ids(r) == ["H"]
@@ -194,6 +194,10 @@ def test_merge_and_erase(client: TestClient, sqlite_store: EventStore) -> None:
     after = client.get("/v1/users/u1/recommendations").json()
     assert after["fallback"] == "popular"
     assert all(i["reasons"] == ["fallback:popular"] for i in after["items"])
+    # a later event of theirs is not stored, and the answer says why
+    late = {"user_id": "u1", "item_id": "A", "event_type": "view", "timestamp": 1.7e9}
+    r = client.post("/v1/events", json=late, headers=KEY)
+    assert r.json() == {"inserted": 0, "duplicates": 0, "erased": 1}
 
 
 def test_health_ready_metrics_and_admin(client: TestClient) -> None:
