@@ -63,9 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers: must be at least 1, got {args.workers}")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port: {args.port} is not a port number")
-    from serving.app import check_config
-
-    check_config()  # a bad file: one line here, not a worker failing (and restarted) each time
+    _check_config(args.workers)
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
@@ -76,6 +74,41 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
     )
     return 0
+
+
+def _check_config(workers: int) -> None:
+    """Refuse a bad settings, rules, experiments or promotions file in one line before uvicorn
+    starts (:func:`serving.app.check_config`): a worker that fails on one is restarted by
+    uvicorn's supervisor over and over, or the server exits 0.
+
+    With one worker the app runs in this process, which reads them anyway. With more, this
+    process only supervises: it checks in a short-lived child, so that it does not keep the
+    app's modules (about 100 MiB) beside the workers.
+    """
+    if workers == 1:
+        from serving.app import check_config
+
+        check_config()
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        refused = pool.submit(_config_error).result()
+    if refused is not None:
+        raise ConfigError(refused)
+
+
+def _config_error() -> str | None:
+    """In a child: :func:`serving.app.check_config`'s error message, or ``None``."""
+    from recsys.errors import RecsysError
+    from serving.app import check_config
+
+    try:
+        check_config()
+    except RecsysError as exc:
+        return str(exc)
+    return None
 
 
 def _recommend(args: argparse.Namespace) -> int:
