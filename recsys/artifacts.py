@@ -204,6 +204,12 @@ def read_version(folder: Path) -> VersionData:
     return VersionData(users, items, catalog, history, purchases)
 
 
+def knows_user(folder: Path, user_id: str) -> bool:
+    """Whether the version in ``folder`` learned anything of ``user_id`` (its vocabulary
+    holds them)."""
+    return user_id in _read_vocabulary(folder, USERS_ARRAYS, USERS)
+
+
 def _read_vocabulary(folder: Path, arrays_name: str, json_name: str) -> Vocabulary:
     """A vocabulary from its ``.npz`` (memory-mapped) when written, else from its JSON."""
     if not (folder / arrays_name).is_file():

@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from recsys.artifacts import knows_user
 from recsys.data.schema import personalisation_opt_outs
 from recsys.engine import Engine, RecommendationList
-from recsys.errors import NotFoundError
+from recsys.errors import NotFoundError, RegistryError
 from recsys.experiments.assignment import assign
 from recsys.experiments.definitions import HOLDOUT, Experiment
 from recsys.experiments.exposures import Exposure
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from recsys.experiments.registry import ExperimentRegistry
     from recsys.offers.ranking import OfferCandidate
     from recsys.offers.service import OfferService
+    from recsys.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -396,6 +398,33 @@ class RecommendationService:
         removed = self.store.erase_user(user_id)
         self.live.refresh()
         return removed
+
+    def register(self, user_id: str, registry: Registry) -> bool:
+        """Let an erased customer's new events in again (the shop registered them again);
+        ``True`` when they were erased. What was erased stays erased: no run learns an erased
+        customer, so a version in ``registry`` that knows them learned them from the erased
+        events (or carried them over in a warm start), and serving it would bring those back.
+
+        Raises
+        ------
+        RegistryError
+            A version knows them (the message names each: train, then prune them), or a
+            training run holds the registry's lock (it may have read their events before the
+            erasure and publish a version that knows them after this check).
+        """
+        with registry.lock():
+            if not self.store.is_erased(user_id):
+                return False
+            knowing = [v for v in registry.version_names() if knows_user(registry.path(v), user_id)]
+            if knowing:
+                raise RegistryError(
+                    f"customer '{user_id}' cannot be registered again while model version(s) "
+                    f"{', '.join(knowing)} hold what they learned before the erasure; train "
+                    "again and prune them (`recsys models prune`), then register"
+                )
+            lifted = self.store.register_user(user_id)
+        self.live.refresh()
+        return lifted
 
     # -- experiments ---------------------------------------------------------------------------
 

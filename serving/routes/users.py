@@ -94,7 +94,6 @@ def erase(state: State, user_id: PathId) -> OrjsonResponse:
 @router.post("/{user_id}/register", response_model=RegisterOut, dependencies=[Depends(require_key)])
 def register(state: State, user_id: PathId) -> OrjsonResponse:
     """Register an erased customer again (they came back and consented): their new events are
-    stored from now on. What was erased stays erased."""
-    lifted = state.store.register_user(user_id)
-    state.live.refresh()
-    return OrjsonResponse({"registered": lifted})
+    stored from now on. What was erased stays erased: 409 while a model version knows them
+    (train again and prune it first), or while a training run holds the registry's lock."""
+    return OrjsonResponse({"registered": state.service.register(user_id, state.registry)})

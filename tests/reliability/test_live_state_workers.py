@@ -457,6 +457,12 @@ def test_erasure_holds_on_every_worker_reload_variant_rollback_restart_and_reing
     shop.start()
     _every_answer(shop, path, non_personal)
     assert run_cli(["models", "promote", newer], shop.env).returncode == 0
+    # registering them again is refused while a version knows them (both of this shop's were
+    # trained on their events): it let serving bring back what they erased
+    r = _fresh("POST", f"{shop.url}/v1/users/{user}/register", headers=H)
+    assert r.status_code == 409, r.text
+    assert all(v in r.json()["message"] for v in shop.versions)
+    _every_answer(shop, path, non_personal)
     if shop.backend == "sqlite":
         raw = b"".join(
             p.read_bytes() for p in (shop.home).glob("*.db*") if p.is_file()

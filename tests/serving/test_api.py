@@ -200,6 +200,31 @@ def test_merge_and_erase(client: TestClient, sqlite_store: EventStore) -> None:
     assert r.json() == {"inserted": 0, "duplicates": 0, "erased": 1}
 
 
+def test_registering_again_waits_until_no_version_knows_them(
+    client: TestClient, registry: Registry
+) -> None:
+    """Registering lifted the erasure, and the served version's list of them (learned from
+    the erased events) came back at once."""
+    assert client.delete("/v1/users/u1", headers=KEY).status_code == 200
+    r = client.post("/v1/users/u1/register", headers=KEY)
+    assert r.status_code == 409, r.text
+    assert str(registry.current_version()) in r.json()["message"]
+    assert client.get("/v1/users/u1/recommendations").json()["fallback"] == "popular"
+    # a customer no version knows is registered, and their new events are stored again
+    event = {"user_id": "walk-in", "item_id": "A", "event_type": "view", "timestamp": 1.7e9}
+    client.post("/v1/events", json=event, headers=KEY)
+    client.delete("/v1/users/walk-in", headers=KEY)
+    assert client.post("/v1/events", json=event, headers=KEY).json()["erased"] == 1
+    with Registry(registry.root).lock():  # a training run in flight: refused, not waited for
+        r = client.post("/v1/users/walk-in/register", headers=KEY)
+    assert r.status_code == 409 and "registry lock" in r.json()["message"]
+    r = client.post("/v1/users/walk-in/register", headers=KEY)
+    assert r.json() == {"registered": True}
+    assert client.post("/v1/events", json=event, headers=KEY).json()["inserted"] == 1
+    # a customer who was not erased: nothing to lift
+    assert client.post("/v1/users/u2/register", headers=KEY).json() == {"registered": False}
+
+
 def test_health_ready_metrics_and_admin(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "worker": os.getpid()}
     assert client.get("/readyz").status_code == 200
