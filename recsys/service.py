@@ -402,8 +402,9 @@ class RecommendationService:
     def register(self, user_id: str, registry: Registry) -> bool:
         """Let an erased customer's new events in again (the shop registered them again);
         ``True`` when they were erased. What was erased stays erased: no run learns an erased
-        customer, so a version in ``registry`` that knows them learned them from the erased
-        events (or carried them over in a warm start), and serving it would bring those back.
+        customer (they have no events, and a warm start after an erasure trains in full), so a
+        version in ``registry`` that knows them learned them from the erased events, and
+        serving it would bring those back.
 
         Raises
         ------
