@@ -327,9 +327,14 @@ class Registry:
             finally:
                 self._lock_depth -= 1
             return
-        self.root.mkdir(parents=True, exist_ok=True)
         lock_path = self.root / ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a server's request takes it too: a clear error, not a 500
+            raise RegistryError(
+                f"{lock_path}: cannot open the lock: {exc.strerror or exc}"
+            ) from None
         try:
             deadline = time.monotonic() + max(0.0, timeout)
             while True:

@@ -313,6 +313,15 @@ def test_waiting_for_the_lock_succeeds_when_it_is_released(
     assert first.wait(timeout=30) == 0
 
 
+def test_a_lock_that_cannot_be_opened_is_a_registry_error(tmp_path: Path) -> None:
+    """A server's registration takes the lock too: an unwritable registry is a clear 409,
+    not an OSError (a 500)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x", encoding="utf-8")
+    with pytest.raises(RegistryError, match="cannot open the lock"), Registry(blocker).lock():
+        pass
+
+
 def test_the_lock_is_reentrant_within_one_registry(registry: Registry) -> None:
     with registry.lock(), registry.lock():
         version = _publish(registry)
