@@ -48,6 +48,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -169,7 +170,9 @@ class Registry:
         #: beside what the publisher writes (the trainer's ``data_fingerprint``, for one).
         self.annotations: dict[str, Any] = {}
         self._lock_fd: int | None = None
-        self._lock_depth = 0
+        # the file lock is the process's: its threads (a server's requests) take turns under
+        # this one, and only the thread holding it re-enters
+        self._threads = threading.RLock()
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -308,7 +311,7 @@ class Registry:
 
     @contextmanager
     def lock(self, timeout: float = 0.0) -> Iterator[None]:
-        """Hold the registry's exclusive lock (re-entrant within this object).
+        """Hold the registry's exclusive lock (re-entrant within the thread holding it).
 
         Parameters
         ----------
@@ -318,15 +321,32 @@ class Registry:
         Raises
         ------
         RegistryError
-            ``another training holds the registry lock (pid N)`` when it stays taken.
+            ``another training holds the registry lock (pid N)`` when it stays taken, by
+            another process or another thread of this one.
         """
-        if self._lock_fd is not None:
-            self._lock_depth += 1
-            try:
+        deadline = time.monotonic() + max(0.0, timeout)
+        acquired = (
+            self._threads.acquire(timeout=timeout)
+            if timeout > 0
+            else self._threads.acquire(blocking=False)
+        )
+        if not acquired:
+            raise RegistryError(
+                f"another thread of this process (pid {os.getpid()}) holds the registry lock "
+                f"on {self.root}; try again when it has finished"
+            )
+        try:
+            if self._lock_fd is not None:  # this thread holds it already
                 yield
-            finally:
-                self._lock_depth -= 1
-            return
+            else:
+                with self._file_lock(deadline):
+                    yield
+        finally:
+            self._threads.release()
+
+    @contextmanager
+    def _file_lock(self, deadline: float) -> Iterator[None]:
+        """The lock file's ``flock``, waited for until ``deadline`` (monotonic seconds)."""
         lock_path = self.root / ".lock"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -336,7 +356,6 @@ class Registry:
                 f"{lock_path}: cannot open the lock: {exc.strerror or exc}"
             ) from None
         try:
-            deadline = time.monotonic() + max(0.0, timeout)
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -356,11 +375,11 @@ class Registry:
         except BaseException:
             os.close(fd)
             raise
-        self._lock_fd, self._lock_depth = fd, 1
+        self._lock_fd = fd
         try:
             yield
         finally:
-            self._lock_fd, self._lock_depth = None, 0
+            self._lock_fd = None
             try:
                 os.ftruncate(fd, 0)
             finally:

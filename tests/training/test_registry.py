@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -320,6 +322,31 @@ def test_a_lock_that_cannot_be_opened_is_a_registry_error(tmp_path: Path) -> Non
     blocker.write_text("x", encoding="utf-8")
     with pytest.raises(RegistryError, match="cannot open the lock"), Registry(blocker).lock():
         pass
+
+
+def test_another_thread_of_the_process_waits_for_the_lock(registry: Registry) -> None:
+    """A server's requests share one registry object: re-entering was allowed to any thread,
+    so a second request ran inside the first one's lock, and the first one's exit closed the
+    file lock under it."""
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with registry.lock():
+            held.set()
+            release.wait(timeout=20)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(timeout=10)
+        with pytest.raises(RegistryError, match="another thread of this process"), registry.lock():
+            pass
+        threading.Timer(0.3, release.set).start()
+        with registry.lock(timeout=10):  # waits for the other thread, then takes the file
+            assert (registry.root / ".lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        release.set()
+        thread.join(timeout=20)
 
 
 def test_the_lock_is_reentrant_within_one_registry(registry: Registry) -> None:
