@@ -91,6 +91,7 @@ def parse_event(
     line: int,
     timezone: tzinfo | None = None,
     now_us: int | None = None,
+    timezone_option: str | None = "--timezone",
 ) -> EventRow:
     """Validate one event given as a field -> value mapping.
 
@@ -108,6 +109,9 @@ def parse_event(
         Zone in which to read timestamps that have no UTC offset; ``None`` rejects them.
     now_us
         The clock for the "not in the future" check, microseconds UTC (default: now).
+    timezone_option
+        How the user gives ``timezone`` (a command's option), named in the message for a
+        timestamp without an offset; ``None`` where there is none (a request to the API).
 
     Returns
     -------
@@ -140,7 +144,9 @@ def parse_event(
             "is not an event type (view, cart, purchase, return, or a "
             f"custom name matching {EVENT_TYPE_PATTERN.pattern})",
         )
-    ts = parse_timestamp(mapping.get("timestamp"), "timestamp", err, timezone, now_us)
+    ts = parse_timestamp(
+        mapping.get("timestamp"), "timestamp", err, timezone, now_us, timezone_option
+    )
     quantity = checked_number(
         mapping.get("quantity"), "quantity", err, default=1.0, maximum=MAX_QUANTITY
     )

@@ -33,18 +33,21 @@ def parse_timestamp(
     err: Callable[[str, object, str], RowError],
     timezone: tzinfo | None,
     now_us: int | None = None,
+    timezone_option: str | None = "--timezone",
 ) -> int:
     """Microseconds UTC for an ISO 8601 string, epoch seconds or a ``datetime``.
 
     Raises the error ``err(name, value, reason)`` builds when the value is not a time, has no
     UTC offset and no ``timezone`` was given, is before 1970 or more than a day ahead of
-    ``now_us``.
+    ``now_us``. ``timezone_option`` is how the caller's user gives a timezone, named in the
+    message for a time without an offset; ``None`` where they cannot (a request to the API).
     """
+    naive = _NAIVE if timezone_option is None else f"{_NAIVE} or a timezone ({timezone_option})"
     if isinstance(value, str):
         try:
             us = _parse_ts_text(value.strip(), timezone)
         except _NaiveTimestamp:
-            raise err(name, value, _NAIVE) from None
+            raise err(name, value, naive) from None
         except ValueError:
             raise err(
                 name, value, "is not a timestamp (ISO 8601 with a UTC offset, or epoch seconds)"
@@ -52,7 +55,7 @@ def parse_timestamp(
     elif isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             if timezone is None:
-                raise err(name, value, _NAIVE)
+                raise err(name, value, naive)
             value = value.replace(tzinfo=timezone)
         us = to_micros(value)
     elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -73,7 +76,7 @@ def parse_timestamp(
     return us
 
 
-_NAIVE = "has no UTC offset; add one (e.g. +00:00 or Z) or give a timezone (--timezone)"
+_NAIVE = "has no UTC offset; add one (e.g. +00:00 or Z)"
 
 
 class _NaiveTimestamp(ValueError):

@@ -64,7 +64,9 @@ def _store_events(state: ServingState, body: Any) -> OrjsonResponse:
         _refuse_unknown_fields(event, line)
         if event.get("timestamp") is None:
             event = {**event, "timestamp": now_us / 1_000_000}
-        rows.append(parse_event(event, source="request", line=line, now_us=now_us))
+        rows.append(
+            parse_event(event, source="request", line=line, now_us=now_us, timezone_option=None)
+        )
     result = state.store.insert_events(rows)
     return OrjsonResponse(
         {"inserted": result.inserted, "duplicates": result.duplicates, "erased": result.erased}

@@ -161,6 +161,16 @@ def test_bad_events_are_422(client: TestClient, body: object, needle: str) -> No
     assert needle in r.json()["message"]
 
 
+def test_a_timestamp_without_offset_is_told_to_add_one(client: TestClient) -> None:
+    """The API has no ``--timezone``: the 422 says to add an offset, not to give the option."""
+    event = {"user_id": "u", "item_id": "A", "event_type": "view"}
+    r = client.post("/v1/events", json={**event, "timestamp": "2024-05-01T10:00:00"}, headers=KEY)
+    assert r.status_code == 422, r.text
+    message = r.json()["message"]
+    assert "'2024-05-01T10:00:00' has no UTC offset; add one (e.g. +00:00 or Z)" in message
+    assert "timezone" not in message
+
+
 def test_an_event_not_sent_as_json_is_told_so(client: TestClient) -> None:
     """curl's ``-d`` sends a form: the body is JSON, but its content type is not."""
     body = b'{"user_id": "u", "item_id": "A", "event_type": "view"}'
