@@ -18,7 +18,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from recsys.errors import FileFormatError
+from recsys.errors import ConfigError, FileFormatError
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -124,6 +124,48 @@ def read_bytes_bounded(path: str | Path, limit: int) -> bytes:
     return data
 
 
+def check_output_file(
+    option: str, path: str | Path, suffixes: tuple[str, ...] | None = None
+) -> Path:
+    """``path`` as a :class:`Path` if a command can create or replace it as a file.
+
+    A command that writes its result to a file checks it with this before it does its work:
+    a typo found after an hour's evaluation, or after a campaign has recorded its sends, costs
+    the work (or, for the campaign, the day's file). A missing folder is refused, not
+    created, as ``curl -o`` does: it is more often a typo than a wish.
+
+    Parameters
+    ----------
+    option
+        The option that named it (``--out``), for the message.
+    path
+        The file to write.
+    suffixes
+        The accepted suffixes, lower case with the dot (``(".csv", ".parquet")``); ``None``
+        accepts any.
+
+    Raises
+    ------
+    ConfigError
+        The suffix is not accepted, ``path`` is a folder, its folder does not exist, or the
+        file cannot be created or replaced there.
+    """
+    path = Path(path)
+    where = f"{option} {path}"
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{where}: must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise ConfigError(f"{where}: is a directory; name a file")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{where}: folder {parent} does not exist")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{where}: the file is not writable")
+    if not path.exists() and not os.access(parent, os.W_OK):
+        raise ConfigError(f"{where}: cannot create a file in {parent}")
+    return path
+
+
 def _check_kind(path: str | Path, st: os.stat_result) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise FileFormatError(path, "is a directory, not a file")
@@ -132,6 +174,7 @@ def _check_kind(path: str | Path, st: os.stat_result) -> None:
 
 
 __all__ = [
+    "check_output_file",
     "check_readable_file",
     "fsync_dir",
     "fsync_tree",

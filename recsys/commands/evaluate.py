@@ -106,6 +106,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from recsys.errors import ConfigError, DataError
     from recsys.evaluation.protocol import EvaluationResult, evaluate_models
     from recsys.evaluation.rolling import RollingResult, evaluate_rolling, other_seeds
+    from recsys.files import check_output_file
     from recsys.models import InvalidParameterError, model_class
     from recsys.settings import Settings, load_settings
     from recsys.store import open_store
@@ -123,8 +124,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     cut = None
     if cut_day is not None:
         cut = to_micros(datetime(cut_day.year, cut_day.month, cut_day.day, tzinfo=UTC))
-    if args.out is not None and args.out.suffix.lower() not in (".md", ".json"):
-        raise ConfigError(f"--out: {args.out} must end in .md or .json")
+    # before the evaluation, which can take an hour: not a typo found at its end
+    if args.out is not None:
+        check_output_file("--out", args.out, (".md", ".json"))
+    if args.plot is not None:
+        check_output_file("--plot", args.plot, (".png", ".svg", ".pdf"))
     # the command line beats the file: --cut drops the file's cuts, --cuts the file's cut
     n_cuts = None if args.cut is not None else (config.cuts if args.cuts is None else args.cuts)
     if args.cuts is not None:

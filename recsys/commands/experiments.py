@@ -107,9 +107,12 @@ def _store() -> Any:
 
 def _report(args: argparse.Namespace) -> int:
     from recsys.experiments.exposures import report_from_store
+    from recsys.files import check_output_file
 
     if args.pre_period_days < 0:
         raise ConfigError(f"--pre-period-days: must be 0 or more, not {args.pre_period_days}")
+    if args.out:
+        check_output_file("--out", args.out)
     experiment = _experiment(args)
     store = _store()
     try:

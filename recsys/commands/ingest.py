@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.errors import ConfigError, FileFormatError
@@ -64,25 +62,12 @@ def _parse_map(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _check_writable(path: Path) -> None:
-    """Raise :class:`ConfigError` unless ``path`` can be created or replaced as a file."""
-    where = f"--errors-out {path}"
-    if path.is_dir():
-        raise ConfigError(f"{where}: is a directory; name a file such as rejected.csv")
-    parent = path.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{where}: folder {parent} does not exist")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise ConfigError(f"{where}: the file is not writable")
-    if not path.exists() and not os.access(parent, os.W_OK):
-        raise ConfigError(f"{where}: cannot create a file in {parent}")
-
-
 def _ingest(args: argparse.Namespace) -> int:
     from recsys.data.ingest import ingest_events
     from recsys.data.keyed import ingest_catalog, ingest_customers
     from recsys.data.rows import write_rejections
     from recsys.data.timestamps import resolve_timezone
+    from recsys.files import check_output_file
     from recsys.settings import Settings, load_settings
     from recsys.store import open_store
 
@@ -91,7 +76,7 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.errors_out:
         # before the load, not after: the load commits, and a report that cannot be written
         # then would fail a command whose data is already stored
-        _check_writable(Path(args.errors_out))
+        check_output_file("--errors-out", args.errors_out)
     store = open_store(load_settings(Settings))
     reports: list[tuple[IngestReport, str]] = []  # each file's report and what its rows are
     try:

@@ -67,6 +67,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _campaign(args: argparse.Namespace) -> int:
+    from recsys.files import check_output_file
     from recsys.offers.campaigns import load_models, run_campaign, write_campaign
     from recsys.offers.catalog import load_promotions
     from recsys.settings import Settings, load_settings
@@ -74,6 +75,10 @@ def _campaign(args: argparse.Namespace) -> int:
 
     if args.max_per_customer < 1:
         raise ConfigError(f"--max-per-customer: must be at least 1, not {args.max_per_customer}")
+    if args.out:
+        # before the run: it records the sends, and a run of the same date sends nothing
+        # twice, so a file that could not be written then would lose the day's campaign
+        check_output_file("--out", args.out, (".csv", ".parquet"))
     promotions = load_promotions(args.promotions or DEFAULT_PROMOTIONS)
     settings = load_settings(Settings)
     store = open_store(settings)

@@ -115,6 +115,7 @@ def _recommend(args: argparse.Namespace) -> int:
     import time
 
     from recsys.engine import Engine
+    from recsys.files import check_output_file
     from recsys.live import LiveState
     from recsys.ranking.rules import RequestFilters, load_rules
     from recsys.registry import Registry
@@ -124,9 +125,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
     if not 1 <= args.k <= 100:
         raise ConfigError(f"--k: must be between 1 and 100, got {args.k}")
-    out = Path(args.out)
-    if out.suffix.lower() not in (".csv", ".parquet"):
-        raise ConfigError(f"--out: {out} must end in .csv or .parquet")
+    out = check_output_file("--out", args.out, (".csv", ".parquet"))
     settings = load_settings(Settings)
     registry = Registry(settings.registry_path)
     version = registry.current_version()
@@ -190,7 +189,6 @@ COLUMNS = ("user_id", "rank", "item_id", "score", "reasons")
 
 
 def _write(out: Path, rows: list[tuple[str, int, str, float, str]]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -405,5 +405,11 @@ def test_command_line(
     assert plot.stat().st_size > 0
     assert main([*argv[:-1], "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+    # an output that cannot be written is refused before the evaluation, not after it
+    for option, name in (("--out", "result.txt"), ("--plot", "no/chart.png")):
+        assert main([*argv, option, str(tmp_path / name)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"error: {option} {tmp_path / name}: ")
+        assert "| repeat |" not in captured.out
     assert main(["evaluate", "--cut", "11/09/2011"]) == 2
     assert "not a date" in capsys.readouterr().err

@@ -93,6 +93,9 @@ def test_report_markdown_and_html(
         main(["ab", "report", "--experiment", "cli", "--format", "html", "--out", str(html)]) == 0
     )
     assert "<img" in html.read_text()
+    missing = tmp_path / "no" / "r.html"
+    assert main(["ab", "report", "--experiment", "cli", "--out", str(missing)]) == 2
+    assert f"--out {missing}: folder {missing.parent} does not exist" in capsys.readouterr().err
 
 
 def test_assign_and_errors(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:

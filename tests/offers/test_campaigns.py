@@ -87,6 +87,26 @@ def test_campaign_cli_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture
     assert '"segments"' in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["sends.txt", "no/such/folder/sends.csv"])
+def test_an_out_that_cannot_be_written_is_refused_before_anything_is_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """A run records its sends and a second run of the date sends nothing: a file that could
+    not be written after the recording would lose the day's campaign."""
+    from recsys.settings import Settings, load_settings
+    from recsys.store import open_store
+
+    store = open_store(load_settings(Settings))
+    _fill(store)
+    day = TODAY.isoformat()
+    assert main(["campaigns", "run", "--date", day, "--out", str(tmp_path / name)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out {tmp_path / name}: ")
+    assert sends_on(store, day) == []
+    out = tmp_path / "sends.csv"
+    assert main(["campaigns", "run", "--date", day, "--out", str(out)]) == 0
+    assert len(list(csv.DictReader(out.open(encoding="utf-8")))) == len(sends_on(store, day)) > 0
+
+
 def test_a_retired_or_out_of_stock_item_is_not_offered_in_a_campaign(store: EventStore) -> None:
     from recsys.data.schema import CatalogItem
 

@@ -45,6 +45,7 @@ def test_recommend_users_file_to_parquet(version: str, tmp_path: Path) -> None:
     [
         (["--all", "--k", "0", "--out", "x.csv"], "--k"),
         (["--all", "--k", "3", "--out", "x.txt"], "--out"),
+        (["--all", "--k", "3", "--out", "no/such/x.csv"], "folder no/such does not exist"),
         (["--users", "missing.txt", "--k", "3", "--out", "x.csv"], "missing.txt"),
     ],
 )
