@@ -41,9 +41,13 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
     """One line naming each bad key of ``exc`` and what is wrong with it."""
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        where = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key '{where}'")
+        elif err["type"] == "value_error" and not where:
+            # a check across keys (a model validator): its own message says which keys,
+            # without pydantic's "Value error, " in front
+            parts.append(str(err.get("ctx", {}).get("error", err["msg"])))
         else:
             value = err.get("input")
             shown = "" if isinstance(value, dict | list) else f" (got {value!r})"

@@ -166,8 +166,10 @@ class TrainingConfig(StrictModel):
     def _default_model_is_trained(self) -> TrainingConfig:
         spec = self.models.get(self.default_model)
         if spec is None:
+            tables = ", ".join(f"[models.{name}]" for name in self.models) or "none"
             raise ValueError(
-                f"default_model {self.default_model!r} has no [models.{self.default_model}] table"
+                f"default_model {self.default_model!r} has no [models.{self.default_model}] "
+                f"table (the file has {tables}; default_model names the one that serves)"
             )
         if not spec.enabled:
             raise ValueError(f"default_model {self.default_model!r} is not enabled")

@@ -49,9 +49,16 @@ def test_the_packaged_default_loads_and_names_known_models() -> None:
         ),
         (
             'default_model = "als"\n[models.popular]\n',
-            "default_model 'als' has no [models.als] table",
+            ": default_model 'als' has no [models.als] table (the file has [models.popular];",
         ),
-        ('default_model = "popular"\n[models.popular]\nenabled = false\n', "is not enabled"),
+        (
+            "[models.fooo]\n",  # the default default_model, "popular", has no table
+            ": default_model 'popular' has no [models.popular] table (the file has [models.fooo];",
+        ),
+        (
+            'default_model = "popular"\n[models.popular]\nenabled = false\n',
+            ": default_model 'popular' is not enabled",
+        ),
         (
             'default_model = "popular"\n[models.popular]\n[evaluation]\nmetric = "ndcg@5"\n',
             "k=10, not @5",
