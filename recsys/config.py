@@ -44,14 +44,17 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
         where = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key '{where}'")
-        elif err["type"] == "value_error" and not where:
-            # a check across keys (a model validator): its own message says which keys,
-            # without pydantic's "Value error, " in front
-            parts.append(str(err.get("ctx", {}).get("error", err["msg"])))
-        else:
-            value = err.get("input")
-            shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
-            parts.append(f"'{where}': {err['msg']}{shown}")
+            continue
+        msg = err["msg"]
+        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])  # our validator's words, without "Value error, "
+        if not where:
+            # a check across keys (a model validator): its message says which keys
+            parts.append(msg)
+            continue
+        value = err.get("input")
+        shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
+        parts.append(f"'{where}': {msg}{shown}")
     return f"{source}: " + "; ".join(parts)
 
 

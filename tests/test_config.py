@@ -116,3 +116,39 @@ def test_write_atomic_cleans_up_when_the_text_cannot_be_written(tmp_path: Path) 
         write_atomic(path, "\udcff")  # a lone surrogate has no UTF-8 form
     assert path.read_text(encoding="utf-8") == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_a_validators_message_is_shown_in_its_own_words() -> None:
+    from pydantic import field_validator, model_validator
+
+    from recsys.config import StrictModel, validate
+
+    class Shop(StrictModel):
+        share: float = 0.5
+        low: int = 0
+        high: int = 1
+
+        @field_validator("share")
+        @classmethod
+        def _a_share(cls, value: float) -> float:
+            if not 0 <= value <= 1:
+                raise ValueError("is a share, between 0 and 1")
+            return value
+
+        @model_validator(mode="after")
+        def _ordered(self) -> Shop:
+            if self.low > self.high:
+                raise ValueError(f"low ({self.low}) is above high ({self.high})")
+            return self
+
+    with pytest.raises(ConfigError) as info:
+        validate(Shop, {"share": 2}, "shop.toml")
+    assert str(info.value) == "shop.toml: 'share': is a share, between 0 and 1 (got 2)"
+    with pytest.raises(ConfigError) as info:
+        validate(Shop, {"low": 3}, "shop.toml")
+    assert str(info.value) == "shop.toml: low (3) is above high (1)"
+    with pytest.raises(ConfigError) as info:
+        validate(Shop, {"low": "x", "colour": 1}, "shop.toml")
+    message = str(info.value)
+    assert "'low': Input should be a valid integer" in message
+    assert "unknown key 'colour'" in message
