@@ -18,17 +18,23 @@ one worker the mix also runs from that client alone ("w1 c1 alone": the types dr
 mix's shares, each timed), which is what issue 16's "live-path p99 at 1 connection" asks for.
 
 ``python -m benchmarks.bench_mixed [--smoke] [--items 1e5] [--users N] [--model als|hybrid|packaged]
-[--ranker-customers N] [--home DIR] [--alone-only] [--duration 5] [--runs 3]``: ``--alone-only``
-runs only "w1 c1 alone"; ``--home`` keeps the trained shop in DIR and reuses it next time (training
-10^5 items takes minutes); without it the shop is built in a temporary folder and removed at the
-end. The shop has ``--users`` customers (default: as many as items) with 20 events each;
-``--ranker-customers`` bounds the customers the hybrid's ranker learns from (its
+[--ranker-customers N] [--home DIR] [--alone-only] [--duration 5] [--runs 3] [--pace-ms MS]``:
+``--alone-only`` runs only "w1 c1 alone"; ``--home`` keeps the trained shop in DIR and reuses it
+next time (training 10^5 items takes minutes); without it the shop is built in a temporary folder
+and removed at the end. The shop has ``--users`` customers (default: as many as items) with 20
+events each; ``--ranker-customers`` bounds the customers the hybrid's ranker learns from (its
 ``max_ranker_customers``; 0 = all), which bounds its fit at large catalogues. ``--model packaged``
 trains ``training/configs/default.toml`` as shipped (every model in it, the hybrid serving;
 evaluation off), what ``bench_memory --trained`` should measure: a reduced config leaves out models
 whose memory a shop pays. The runs post events, and each event since the version makes a live
 customer's list dearer, so the store is put back as it was at the end: runs on a kept ``--home``
 start alike.
+
+``--pace-ms MS`` paces the load: each wrk connection waits MS before each request (wrk's
+``delay``, outside the latency it measures), so 16 connections offer at most 16,000 / MS
+requests a second to either server, below what both can serve: the tail at a load the server
+keeps up with, not how a saturated queue is shared. No timing connection runs then (sending
+back to back, it would be most of the load).
 
 ``--aa`` (an A/A run) puts a second reference where the real server was, named "reference B"
 in the report, alternated with the first as the real one is: how far a median ratio strays from
@@ -69,8 +75,11 @@ KEY = "bench-key"
 LIVE_USERS = 500
 
 
-def mix_script(folder: Path, known: list[str], live: list[str], items: list[str]) -> Path:
-    """The wrk Lua script drawing each request from the mix."""
+def mix_script(
+    folder: Path, known: list[str], live: list[str], items: list[str], pace_ms: float = 0.0
+) -> Path:
+    """The wrk Lua script drawing each request from the mix; with ``pace_ms``, each
+    connection waits that long before each request (wrk's ``delay``, not in the latency)."""
 
     def table(values: list[str]) -> str:
         return "{" + ",".join(json.dumps(v) for v in values) + "}"
@@ -101,7 +110,8 @@ request = function()
   return wrk.format("POST", "/v1/events",
     {{["Content-Type"] = "application/json", ["X-API-Key"] = "{KEY}"}}, body)
 end
-""",
+"""
+        + (f"delay = function()\n  return {pace_ms:g}\nend\n" if pace_ms > 0 else ""),
         encoding="utf-8",
     )
     return path
@@ -251,6 +261,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help='only this wrk setting (no "c1 alone" runs): one setting compared quickly',
     )
     parser.add_argument(
+        "--pace-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="each wrk connection waits MS before each request: a load below saturation, "
+        "the same for both servers (no per-type timing connection then)",
+    )
+    parser.add_argument(
         "--aa",
         action="store_true",
         help='A/A: a second reference ("reference B") in the real server\'s place',
@@ -332,7 +350,7 @@ def _bench_on(
     items = json.loads((folder / "items.json").read_text(encoding="utf-8"))
     live = users[-LIVE_USERS:]
     known = users[:-LIVE_USERS]
-    script = mix_script(tmp, known, live, items)
+    script = mix_script(tmp, known, live, items, args.pace_ms)
     env = dict(
         os.environ,
         RECSYS_HOME=str(home),
@@ -368,9 +386,14 @@ def _bench_on(
                 for _ in range(runs):
                     _prime(rp, live, items, next(rounds))  # the reference keeps no events
                     for name, port in ((first, rp), ("reference", fp)):
-                        with TypeSampler(port, known, live, items) as sampler:
+                        if args.pace_ms > 0:
+                            # a timing connection sending back to back would be most of
+                            # a paced load
                             run = wrk_run(port, script, c, seconds)
-                        run.update(sampler.summary())
+                        else:
+                            with TypeSampler(port, known, live, items) as sampler:
+                                run = wrk_run(port, script, c, seconds)
+                            run.update(sampler.summary())
                         results.setdefault(f"{name} w{workers} c{c}", []).append(run)
             if workers == 1 and not args.only:  # the mix from one connection alone, per type
                 for _ in range(runs):
