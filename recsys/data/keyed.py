@@ -45,7 +45,9 @@ def ingest_catalog(
 
     Only ``item_id`` is required; columns beyond these go into each item's ``attributes``
     (empty cells left out). ``in_stock`` is ``true/false/yes/no/1/0`` (default true); ``price``
-    and ``margin`` are numbers (price >= 0). An item already stored is replaced.
+    and ``margin`` are numbers (price >= 0). An item already stored takes the file's columns
+    and keeps the others (a file of prices leaves stock as it is; the attributes are replaced
+    when the file has attribute columns); a retired item comes back.
     """
 
     def parse(cells: _Cells, err: RowErrors) -> tuple[str, CatalogItem]:
@@ -70,9 +72,15 @@ def ingest_catalog(
             attributes=_jsonable(attributes),
         )
 
-    # the columns beyond CATALOG_COLUMNS are attributes, so none is ignored
+    def upsert(items: list[CatalogItem], columns: Sequence[str]) -> int:
+        # the columns beyond CATALOG_COLUMNS are attributes, so none is ignored
+        fields = {c for c in columns if c in CATALOG_COLUMNS}
+        if any(c not in CATALOG_COLUMNS for c in columns):
+            fields.add("attributes")
+        return store.upsert_items(items, fields=fields)
+
     return _ingest_keyed(
-        store, path, ("item_id",), CATALOG_COLUMNS, parse, store.upsert_items,
+        store, path, ("item_id",), CATALOG_COLUMNS, parse, upsert,
         strict=strict, encoding=encoding, report_ignored=False,
     )  # fmt: skip
 
@@ -84,7 +92,8 @@ def ingest_customers(
     personalisation_opt_out``.
 
     Only ``user_id`` is required. Dates are ISO (``1990-04-01``); the opt-outs are
-    ``true/false/yes/no/1/0`` (default false). A customer already stored is replaced.
+    ``true/false/yes/no/1/0`` (default false). A customer already stored takes the file's
+    columns and keeps the others: a file of regions does not clear anyone's opt-outs.
     """
 
     def parse(cells: _Cells, err: RowErrors) -> tuple[str, Customer]:
@@ -104,8 +113,11 @@ def ingest_customers(
             ),
         )
 
+    def upsert(customers: list[Customer], columns: Sequence[str]) -> int:
+        return store.upsert_customers(customers, fields=columns)
+
     return _ingest_keyed(
-        store, path, ("user_id",), CUSTOMER_COLUMNS, parse, store.upsert_customers,
+        store, path, ("user_id",), CUSTOMER_COLUMNS, parse, upsert,
         strict=strict, encoding=encoding, report_ignored=True,
     )  # fmt: skip
 
@@ -128,14 +140,16 @@ def _ingest_keyed(
     required: Sequence[str],
     known: Sequence[str],
     parse: Callable[[_Cells, RowErrors], tuple[str, _Record]],
-    upsert: Callable[[list[_Record]], int],
+    upsert: Callable[[list[_Record], Sequence[str]], int],
     *,
     strict: bool,
     encoding: str,
     report_ignored: bool,
 ) -> IngestReport:
     """Load a table of records keyed by id in one transaction; a later row with the same id
-    wins. A bad row is rejected (or raised when ``strict``) with the error ``parse`` names."""
+    wins. A bad row is rejected (or raised when ``strict``) with the error ``parse`` names.
+    ``upsert`` stores the records and is told the table's columns: a stored record takes
+    those and keeps its other fields."""
     started = time.perf_counter()
     report = IngestReport(str(path))
     records: dict[str, _Record] = {}
@@ -155,7 +169,7 @@ def _ingest_keyed(
                 if strict:
                     raise
                 report._reject(exc)
-        written = upsert(list(records.values()))
+        written = upsert(list(records.values()), table.columns)
     report.loaded = written
     report.duplicates = report.rows_read - report.skipped_total - written
     report.seconds = time.perf_counter() - started

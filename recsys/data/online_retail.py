@@ -12,7 +12,6 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -267,7 +266,9 @@ class OnlineRetailLoader:
                     price=float(statistics.median(prices[code])),
                 )
             )
-        return self.store.upsert_items(items)
+        # a catalogue derived from sales: it says what an item is called and costs, not
+        # that it is in stock or for sale (the shop's own changes stay)
+        return self.store.upsert_items(items, fields=("title", "category", "price"), unretire=False)
 
     def _write_regions(self, countries: Mapping[str, str]) -> int:
         regions = {
@@ -277,12 +278,9 @@ class OnlineRetailLoader:
         }
         if not regions:
             return 0
-        known = {c.user_id: c for c in self.store.read_customers() if c.user_id in regions}
-        profiles = [
-            replace(known[uid], region=region) if uid in known else Customer(uid, region=region)
-            for uid, region in sorted(regions.items())
-        ]
-        return self.store.upsert_customers(profiles)
+        profiles = [Customer(uid, region=region) for uid, region in sorted(regions.items())]
+        # the region only: a stored customer keeps the rest (consents above all)
+        return self.store.upsert_customers(profiles, fields=("region",))
 
 
 def derive_category(title: str) -> str:

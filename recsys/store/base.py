@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -351,18 +351,38 @@ class EventStore(ABC):
                 written += max(int(cur.rowcount), 0)
         return written
 
-    def upsert_items(self, items: Sequence[CatalogItem]) -> int:
-        """Insert or replace catalogue items (un-retiring them); return how many were written.
+    def upsert_items(
+        self,
+        items: Sequence[CatalogItem],
+        *,
+        fields: Collection[str] | None = None,
+        unretire: bool = True,
+    ) -> int:
+        """Insert or replace catalogue items; return how many were written.
 
         Every serving process sees the change within its refresh interval
         (:class:`recsys.live.LiveState`).
+
+        Parameters
+        ----------
+        items
+            The items; a new one is stored with all its fields.
+        fields
+            The fields a stored item takes from ``items`` (default: every one); it keeps the
+            others. A file with only ``item_id,price`` changes prices: it does not put an
+            item the shop took out of stock back in stock.
+        unretire
+            Whether a retired item comes back (the default); ``False`` keeps it retired (a
+            catalogue derived from sales, not a statement that the item is for sale).
         """
         if not items:
             return 0
+        update = [c for c in _ITEM_COLUMNS[1:] if fields is None or c in fields]
+        update += ["retired", "generation"] if unretire else ["generation"]
         with self.transaction() as cur:
             generation = self._bump(cur)
             rows = [(*_item_row(it), False, generation) for it in items]
-            cur.executemany(self._upsert_sql("items", _ITEM_CHANGE_COLUMNS), rows)
+            cur.executemany(self._upsert_sql("items", _ITEM_CHANGE_COLUMNS, update), rows)
         return len(rows)
 
     def patch_item(self, item_id: str, changes: Mapping[str, Any]) -> CatalogItem:
@@ -539,8 +559,14 @@ class EventStore(ABC):
             and (not r[_SESSION] or sessions[r[_SESSION]] not in gone)
         ]
 
-    def upsert_customers(self, customers: Sequence[Customer]) -> int:
-        """Insert or replace customers; return how many were written."""
+    def upsert_customers(
+        self, customers: Sequence[Customer], *, fields: Collection[str] | None = None
+    ) -> int:
+        """Insert or replace customers; return how many were written.
+
+        ``fields``: the fields a stored customer takes from ``customers`` (default: every
+        one); they keep the others. A file of regions must not clear a customer's opt-outs.
+        """
         if not customers:
             return 0
         rows = [
@@ -555,16 +581,26 @@ class EventStore(ABC):
             for c in customers
         ]
         with self.transaction() as cur:
-            cur.executemany(self._upsert_sql("customers", CUSTOMER_COLUMNS), rows)
+            update = [c for c in CUSTOMER_COLUMNS[1:] if fields is None or c in fields]
+            cur.executemany(self._upsert_sql("customers", CUSTOMER_COLUMNS, update), rows)
         return len(rows)
 
-    def _upsert_sql(self, table: str, columns: Sequence[str]) -> str:
+    def _upsert_sql(
+        self, table: str, columns: Sequence[str], update: Sequence[str] | None = None
+    ) -> str:
+        """Insert a row of ``columns`` (the key first); on a stored key, set ``update``
+        (default: every other column) and keep the rest."""
         key = columns[0]
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+        sets = columns[1:] if update is None else update
         marks = ", ".join("?" for _ in columns)
+        action = (
+            "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in sets)
+            if sets
+            else "DO NOTHING"
+        )
         return self._sql(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-            f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            f"ON CONFLICT ({key}) {action}"
         )
 
     def merge_session(self, session_id: str, user_id: str) -> int:

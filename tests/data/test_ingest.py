@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -400,6 +400,64 @@ def test_customers_file(store: EventStore, tmp_path: Path) -> None:
     assert report.rejected[0].column == "birthday"
     with pytest.raises(RowError, match="birthday"):
         ingest_customers(store, write(tmp_path / "c.csv", text), strict=True)
+
+
+def test_a_customers_file_changes_only_its_own_columns(store: EventStore, tmp_path: Path) -> None:
+    """A file of regions must not clear opt-outs (it did: every column was replaced, the
+    missing ones by their defaults, and opted-out customers got personal lists again)."""
+    consents = "user_id,marketing_opt_out,personalisation_opt_out\nu1,true,true\nu2,yes,no\n"
+    ingest_customers(store, write(tmp_path / "consents.csv", consents))
+    regions = "user_id,region,birthday\nu1,North,1990-04-01\nu3,South,\n"
+    assert ingest_customers(store, write(tmp_path / "regions.csv", regions)).loaded == 2
+    u1, u2, u3 = (store.get_customer(u) for u in ("u1", "u2", "u3"))
+    assert u1 == Customer("u1", birthday=date(1990, 4, 1), region="North",
+                          marketing_opt_out=True, personalisation_opt_out=True)  # fmt: skip
+    assert u2 == Customer("u2", marketing_opt_out=True)
+    assert u3 == Customer("u3", region="South")  # a new customer: the defaults
+    # the other way round: consents again, the regions stay; a column given empty is cleared
+    again = "user_id,marketing_opt_out,birthday\nu1,false,\n"
+    ingest_customers(store, write(tmp_path / "again.csv", again))
+    assert store.get_customer("u1") == Customer(
+        "u1", region="North", marketing_opt_out=False, personalisation_opt_out=True
+    )
+
+
+def test_a_catalogue_file_changes_only_its_own_columns(store: EventStore, tmp_path: Path) -> None:
+    """A file of prices must not put an item the shop took out of stock back in stock."""
+    full = (
+        "item_id,title,category,price,in_stock,colour\ni1,Mug,Home,4.5,no,red\ni2,Cup,Home,2,yes,\n"
+    )
+    ingest_catalog(store, write(tmp_path / "full.csv", full))
+    store.retire_item("i2")
+    ingest_catalog(store, write(tmp_path / "prices.csv", "item_id,price\ni1,5\ni2,3\n"))
+    items = {it.item_id: it for it in store.read_items()}
+    i1 = items["i1"]
+    assert (i1.price, i1.in_stock, i1.title, i1.attributes) == (
+        5.0,
+        False,
+        "Mug",
+        {"colour": "red"},
+    )
+    assert items["i2"].price == 3.0  # and a catalogue row brings a retired item back
+    # attribute columns replace the attributes
+    ingest_catalog(store, write(tmp_path / "size.csv", "item_id,size\ni1,L\n"))
+    assert store.get_item("i1").attributes == {"size": "L"}  # type: ignore[union-attr]
+
+
+def test_online_retail_reload_keeps_the_shops_stock_and_retirements(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """The catalogue derived from sales names and prices items; it does not say an item is in
+    stock or for sale (a daily reload brought out-of-stock and retired items back)."""
+    path = write(tmp_path / "r.csv", RETAIL)
+    ingest_events(store, path, format="online-retail")
+    store.patch_item("85123A", {"in_stock": False})
+    store.retire_item("71053")
+    ingest_events(store, path, format="online-retail")
+    items = {it.item_id: it for it in store.read_items()}
+    assert items["85123A"].in_stock is False
+    assert items["85123A"].title == "WHITE HANGING HEART T-LIGHT HOLDER"
+    assert "71053" not in items  # still retired
 
 
 # -- command line ----------------------------------------------------------------------------
