@@ -16,9 +16,12 @@ import fcntl
 import os
 import stat
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from recsys.errors import ConfigError, FileFormatError
+from recsys.errors import ConfigError, FileFormatError, OverloadedError
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -124,6 +127,42 @@ def read_bytes_bounded(path: str | Path, limit: int) -> bytes:
     return data
 
 
+@contextmanager
+def changing(path: str | Path, timeout: float = 10.0) -> Iterator[None]:
+    """Hold the right to change ``path`` against every other process and thread.
+
+    A file that several server workers change (the experiments and promotions files, through
+    the admin API or the merchandiser's page) is read, changed and written under this lock,
+    the read from the file itself: a worker that wrote from its own copy, up to a refresh
+    interval old, would undo what another worker had just written. The lock is an ``flock``
+    on ``<path>.lock`` beside it (two opens of it exclude each other, in one process too).
+
+    Raises
+    ------
+    OverloadedError
+        The lock was not free within ``timeout`` seconds.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # as the write that follows would
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise OverloadedError(
+                        f"{path}: another process has been changing it for {timeout:g} s; "
+                        "try again"
+                    ) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
 def check_output_file(
     option: str, path: str | Path, suffixes: tuple[str, ...] | None = None
 ) -> Path:
@@ -174,6 +213,7 @@ def _check_kind(path: str | Path, st: os.stat_result) -> None:
 
 
 __all__ = [
+    "changing",
     "check_output_file",
     "check_readable_file",
     "fsync_dir",

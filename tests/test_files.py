@@ -35,3 +35,21 @@ def test_a_file_that_cannot_be_written_is_refused(
         check_output_file("--out", path, suffixes)
     assert needle.format(path=path, parent=path.parent) in str(info.value)
     assert not (tmp_path / "no").exists()  # a missing folder is not created
+
+
+def test_changing_a_file_excludes_every_other_change(tmp_path: Path) -> None:
+    from recsys.errors import OverloadedError
+    from recsys.files import changing
+
+    path = tmp_path / "new" / "experiments.toml"
+    # a second holder (another worker; here a second open in this process) waits, then is
+    # told to try again
+    with (
+        changing(path),
+        pytest.raises(OverloadedError, match="another process has been changing it"),
+        changing(path, timeout=0.05),
+    ):
+        pass
+    with changing(path, timeout=0.05):  # released
+        pass
+    assert not path.exists() and (path.parent / "experiments.toml.lock").exists()

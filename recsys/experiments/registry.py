@@ -41,6 +41,7 @@ from recsys.experiments.definitions import (
     experiment_from_dict,
     load_experiments,
 )
+from recsys.files import changing
 from recsys.ranking.rules import RulesFile, load_rules
 from recsys.settings import Settings
 
@@ -198,29 +199,33 @@ class ExperimentRegistry:
                 f"request: field 'name' is {exp.name!r} but the URL names experiment {name!r}"
             )
         rules = self._read_rules(exp, "request")
-        with self._lock:
-            self._rules.update(rules)
-            current = list(self._experiments)
-            for i, old in enumerate(current):
-                if old.name == exp.name:
-                    current[i] = exp
-                    break
-            else:
-                current.append(exp)
-            self._write(current)
-            self._experiments = tuple(current)
+        with changing(self.path):
+            self.load()  # the file as it is: another worker may have changed it since
+            with self._lock:
+                self._rules.update(rules)
+                current = list(self._experiments)
+                for i, old in enumerate(current):
+                    if old.name == exp.name:
+                        current[i] = exp
+                        break
+                else:
+                    current.append(exp)
+                self._write(current)
+                self._experiments = tuple(current)
         return exp
 
     def delete(self, name: str) -> Experiment:
         """Remove an experiment and write the file; returns what was removed."""
-        with self._lock:
-            current = list(self._experiments)
-            for i, old in enumerate(current):
-                if old.name == name:
-                    del current[i]
-                    self._write(current)
-                    self._experiments = tuple(current)
-                    return old
+        with changing(self.path):
+            self.load()  # the file as it is: another worker may have changed it since
+            with self._lock:
+                current = list(self._experiments)
+                for i, old in enumerate(current):
+                    if old.name == name:
+                        del current[i]
+                        self._write(current)
+                        self._experiments = tuple(current)
+                        return old
         self.get(name)  # raises NotFoundError naming the file and what it has
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from recsys.config import read_config_file, validate, write_config_file
 from recsys.data.schema import MICROS_PER_DAY, PURCHASE, RETURN, Customer
 from recsys.errors import ConfigError, NotFoundError, RecsysError
+from recsys.files import changing
 from recsys.lru import LRU
 from recsys.memory import release_free_memory
 from recsys.offers.campaigns import LoadedModels, ShopContext, build_shop_context
@@ -173,14 +174,17 @@ class OfferService:
     def load(self) -> OfferService:
         """(Re)read the promotions file (or the fallback while it is absent). Returns ``self``."""
         with self._file_lock:
-            if self.path.exists():
-                catalog, source = read_catalog(self.path), self.path
-            elif self.fallback is not None and self.fallback.exists():
-                catalog, source = read_catalog(self.fallback), self.fallback
-            else:
-                catalog, source = PromotionCatalog([]), None
-            self._catalog, self._source = catalog, source
+            self._read()
         return self
+
+    def _read(self) -> None:
+        if self.path.exists():
+            catalog, source = read_catalog(self.path), self.path
+        elif self.fallback is not None and self.fallback.exists():
+            catalog, source = read_catalog(self.fallback), self.fallback
+        else:
+            catalog, source = PromotionCatalog([]), None
+        self._catalog, self._source = catalog, source
 
     @property
     def catalog(self) -> PromotionCatalog:
@@ -217,7 +221,8 @@ class OfferService:
         if body.setdefault("id", offer_id) != offer_id:
             raise ConfigError(f"{source}: 'id' is {body['id']!r} but the URL names {offer_id!r}")
         promo = validate(Promotion, body, source)
-        with self._file_lock:
+        with self._file_lock, changing(self.path):
+            self._read()  # the file as it is: another worker may have changed it since
             current = list(self._catalog)
             for i, old in enumerate(current):
                 if old.id == promo.id:
@@ -230,7 +235,8 @@ class OfferService:
 
     def delete(self, offer_id: str) -> Promotion:
         """Remove a promotion and write the file; returns what was removed."""
-        with self._file_lock:
+        with self._file_lock, changing(self.path):
+            self._read()  # the file as it is: another worker may have changed it since
             old = self.get(offer_id)
             self._commit([p for p in self._catalog if p.id != offer_id])
         return old

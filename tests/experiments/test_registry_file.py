@@ -105,7 +105,8 @@ def test_put_over_an_existing_name_replaces_it_in_the_file(tmp_path: Path, suffi
     registry.put(make_experiment(name="b"))
     registry.put(make_experiment(name="a", holdout_share=0.25))
     assert [(e.name, e.holdout_share) for e in load_experiments(path)] == [("a", 0.25), ("b", 0.0)]
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+    # no temporary file left (the lock file of changes stays beside it)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, f"{path.name}.lock"]
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json"])
@@ -118,3 +119,18 @@ def test_deleting_the_last_experiment_leaves_a_file_that_loads_empty(
     registry.delete("exp")
     assert path.exists()
     assert ExperimentRegistry(path).load().all() == ()
+
+
+def test_a_change_keeps_what_another_worker_wrote(tmp_path: Path) -> None:
+    """Two workers, each with its own copy of the file: a change is made to the file as it
+    is, not to a copy up to a refresh interval old (a worker's write undid the other's)."""
+    path = tmp_path / "experiments.toml"
+    first, second = ExperimentRegistry(path).load(), ExperimentRegistry(path).load()
+    first.put(make_experiment(name="a"))
+    second.put(make_experiment(name="b"))  # its copy has no "a"
+    first.put(make_experiment(name="a", holdout_share=0.25))  # its copy has no "b"
+    assert [(e.name, e.holdout_share) for e in load_experiments(path)] == [("a", 0.25), ("b", 0.0)]
+    second.delete("a")
+    first.put(make_experiment(name="c"))  # its copy still has "a": it must not come back
+    assert [e.name for e in load_experiments(path)] == ["b", "c"]
+    assert [e.name for e in first.all()] == ["b", "c"]

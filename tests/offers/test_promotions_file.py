@@ -105,3 +105,27 @@ def test_toml_file_has_the_header_datetimes_and_no_unset_fields(tmp_path: Path) 
     raw = tomllib.loads(text)["promotions"][0]
     assert raw["valid_from"] == datetime(2024, 1, 1, tzinfo=UTC)
     assert "frequency_cap" not in raw and "amount" not in raw["discount"]
+
+
+def test_a_change_keeps_what_another_worker_wrote(tmp_path: Path) -> None:
+    """Two workers, each with its own copy of the file: a change is made to the file as it
+    is, not to a copy up to a refresh interval old (a worker's write undid the other's)."""
+    from recsys.offers.service import OfferService
+    from recsys.store.sqlite import SQLiteStore
+
+    path = tmp_path / "promotions.toml"
+    store = SQLiteStore(tmp_path / "store.db")
+    store.migrate()
+    first, second = (OfferService(store, path, fallback=None).load() for _ in range(2))
+    try:
+        first.put(promo(id="a"), "a")
+        second.put(promo(id="b"), "b")  # its copy has no "a"
+        first.put(promo(id="a", priority=3), "a")  # its copy has no "b"
+        assert [(p.id, p.priority) for p in read_catalog(path)] == [("a", 3), ("b", 0)]
+        second.delete("a")
+        first.put(promo(id="c"), "c")  # its copy still has "a": a deleted one must not return
+        assert [p.id for p in read_catalog(path)] == ["b", "c"]
+    finally:
+        first.close()
+        second.close()
+        store.close()

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -304,6 +305,49 @@ def test_experiment_put_reaches_every_worker(shop: Shop) -> None:
     _every_answer(shop, "/v1/users/u0003/recommendations?k=3", lambda b: b["experiment"] == name)
     assert _fresh("DELETE", f"{shop.url}/v1/admin/experiments/{name}", headers=H).status_code == 200
     _every_answer(shop, "/v1/users/u0003/recommendations?k=3", lambda b: b["experiment"] is None)
+
+
+def test_admin_changes_through_either_worker_are_all_kept(shop: Shop) -> None:
+    """Experiments and promotions changed one after the other, over fresh connections (each
+    worker takes some): every change is in the file, none undone by a worker that wrote from
+    its own copy of the file (it was, most rounds), and a deleted one does not come back."""
+    window = {"start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}
+    experiment = {**window, "variants": [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.5}]}
+    offer = {
+        "title": "t",
+        "applies_to": {"any_item": True},
+        "discount": {"percent": 5},
+        "valid_from": window["start"],
+        "valid_until": window["end"],
+    }
+    tag = uuid.uuid4().hex[:6]
+    kinds = [
+        ("experiments", "experiments.toml", "name", lambda r: {**experiment, "salt": f"s{r}"}),
+        ("offers", "promotions.toml", "id", lambda r: {**offer, "title": f"t{r}"}),
+    ]
+    for kind, file, key, body in kinds:
+        names = [f"{kind[:3]}-{tag}-{side}" for side in ("x", "y")]
+        for r in range(6):
+            for name in names:
+                done = _fresh("PUT", f"{shop.url}/v1/admin/{kind}/{name}", json=body(r), headers=H)
+                assert done.status_code == 200, done.text
+            docs = tomllib.loads((shop.home / file).read_text(encoding="utf-8"))
+            kept = {
+                d[key]: d for d in docs["experiments" if kind == "experiments" else "promotions"]
+            }
+            field, value = ("salt", f"s{r}") if kind == "experiments" else ("title", f"t{r}")
+            assert [kept.get(n, {}).get(field) for n in names] == [value, value], (kind, r)
+        for r in range(3):
+            gone, other = names if r % 2 == 0 else names[::-1]
+            assert _fresh("DELETE", f"{shop.url}/v1/admin/{kind}/{gone}", headers=H).is_success
+            put = _fresh("PUT", f"{shop.url}/v1/admin/{kind}/{other}", json=body(9), headers=H)
+            assert put.is_success, put.text
+            text = (shop.home / file).read_text(encoding="utf-8")
+            assert gone not in text and other in text, (kind, r)
+            put = _fresh("PUT", f"{shop.url}/v1/admin/{kind}/{gone}", json=body(9), headers=H)
+            assert put.is_success, put.text
+        for name in names:
+            assert _fresh("DELETE", f"{shop.url}/v1/admin/{kind}/{name}", headers=H).is_success
 
 
 def test_rules_put_reach_every_worker(shop: Shop) -> None:
