@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -43,8 +44,17 @@ from typing import Any
 import numpy as np
 
 from recsys.concurrency import prediction_threads
-from recsys.data.schema import MICROS_PER_DAY, PURCHASE, CatalogItem, EventFrame, from_micros
-from recsys.errors import ArtifactError, DataError, ModelError, RegressionError
+from recsys.data.schema import (
+    CART,
+    MICROS_PER_DAY,
+    PURCHASE,
+    RETURN,
+    VIEW,
+    CatalogItem,
+    EventFrame,
+    from_micros,
+)
+from recsys.errors import ArtifactError, ConfigError, DataError, ModelError, RegressionError
 from recsys.models.kernels import shared_ease_solves
 from recsys.registry import Registry
 from recsys.settings import Settings
@@ -242,6 +252,7 @@ def run_training(
             )
         data_as_of = int(events.ts.max()) if as_of is None else as_of
         _warn_if_purchases_stop_early(events, data_as_of, notify)
+        check_weights(events, config, notify)
         # from the events this run reads: a second read of the store for the digest alone
         # cost as much as the read stage (2.6 s of Online Retail's run)
         fingerprint = input_fingerprint(events, catalog, config, as_of)
@@ -353,6 +364,45 @@ def _build(
             f"{data.n_users} users, {data.n_items} items after the [interactions] filters)"
         )
     return data
+
+
+def check_weights(events: EventFrame, config: TrainingConfig, notify: Notify) -> None:
+    """Compare ``[interactions] weights`` with the event types the customers' events have.
+
+    A misspelt type in the weights weighs nothing and says nothing: ``purchse`` left every
+    purchase out of the matrix, and ``veiw, crat, purchse`` left no customer at all, so every
+    customer model was skipped as if the shop had only guests. Here a weighted type no
+    customer event has, and a standard type the customers have that the weights leave out,
+    are notices; weights that give none of the customers' events a weight are an error.
+
+    Raises
+    ------
+    ConfigError
+        Customers have events, and none of their types has a weight above 0.
+    """
+    theirs = events.event_type[events.user_id != ""]
+    if len(theirs) == 0:
+        return  # guests only: the customer models are skipped, and say why
+    present = Counter(theirs.tolist())  # a hash count: a sort of 10^7 strings takes seconds
+    shown = ", ".join(f"{t} {n:,}" for t, n in sorted(present.items(), key=lambda kv: -kv[1]))
+    weights = config.interactions.weights
+    if not any(weights.get(t, 0.0) > 0 for t in present if t != RETURN):
+        raise ConfigError(
+            f"[interactions] weights ({', '.join(weights) or 'none'}) give none of the "
+            f"customers' {len(theirs):,} events a weight: their types are {shown}"
+        )
+    for name in weights:
+        if name not in present and name not in (VIEW, CART, PURCHASE):
+            notify(
+                f"notice: [interactions] weights: no customer event has the type {name!r} "
+                f"(their types: {shown}); a misspelling?"
+            )
+    for name in (PURCHASE, CART, VIEW):
+        if name in present and name not in weights:
+            notify(
+                f"notice: [interactions] weights has no {name!r}: the customers' "
+                f"{present[name]:,} {name} events weigh nothing"
+            )
 
 
 #: Days between the newest purchase and the as-of beyond which a run says so.

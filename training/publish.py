@@ -196,7 +196,13 @@ def publish_run(
         With the timings and CPU seconds of the stages so far.
     """
     promote_it, reason = _decide(
-        registry, config, run.metrics, force=force, promote=promote, default_model=run.default
+        registry,
+        config,
+        run.metrics,
+        force=force,
+        promote=promote,
+        default_model=run.default,
+        why_not_default=run.skipped.get(config.default_model, "not trained"),
     )
     with progress.stage("publish"), registry.publish() as staging:
         _write_version(staging.path, run.data, run.read, run.models)
@@ -266,9 +272,15 @@ def _decide(
     force: bool,
     promote: bool,
     default_model: str,
+    why_not_default: str = "not trained",
 ) -> tuple[bool, str]:
     """Whether the new version may serve, and why (the promotion gate on the metric of
-    ``default_model``, the model that serves: the configured default or its fallback)."""
+    ``default_model``, the model that serves: the configured default or its fallback).
+
+    A fallback does not replace a current version that serves the configured default model:
+    a run that could not train it (a misspelt event type in the weights leaves no customer
+    to learn from) has nothing to compare, and would otherwise put the fallback in its place
+    unseen."""
     if not promote:
         return False, "--no-promote"
     current = registry.current_version()
@@ -281,6 +293,16 @@ def _decide(
     except RecsysError as exc:
         return True, f"current version {current} is unreadable ({exc})"
     old_model = old_manifest.get("default_model")
+    configured = config.default_model
+    if default_model != configured and old_model == configured:
+        fallback = (
+            f"the default model {configured!r} was not trained ({why_not_default}): "
+            f"{default_model!r} would replace current version {current}, which serves "
+            f"{configured!r}"
+        )
+        if force:
+            return True, f"forced: {fallback}"
+        return False, f"{fallback} (--force promotes anyway)"
     old = (old_manifest.get("metrics") or {}).get(old_model, {}).get(metric)
     if new is None or old is None:
         side = "this run" if new is None else f"current version {current}"

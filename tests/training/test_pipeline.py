@@ -218,6 +218,56 @@ def test_the_regression_gate_refuses_and_force_overrides(
     assert registry.current_version() == good
 
 
+def test_a_fallback_does_not_replace_a_version_that_serves_the_default_model(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run whose default model could not be trained has no metric to compare: its fallback
+    ("popular") must not replace the version serving the configured model unseen."""
+    registry = _registry()
+    assert main(["train", "--config", _config(tmp_path)]) == 0
+    good = registry.current_version()
+    capsys.readouterr()
+    assert main(["train", "--config", _config(tmp_path, "fail")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "the default model 'fixed' was not trained (fixed: refuses this data on purpose): "
+        f"'popular' would replace current version {good}, which serves 'fixed' "
+        "(--force promotes anyway)"
+    ) in err
+    assert registry.current_version() == good
+    assert main(["train", "--force", "--config", _config(tmp_path, "fail")]) == 0
+    forced = registry.current_version() or ""
+    assert registry.manifest(forced)["default_model"] == "popular"
+    # and once the fallback serves, the next run's fallback is compared as usual
+    assert main(["train", "--config", _config(tmp_path, "fail")]) == 0
+
+
+def test_weights_that_weigh_no_customer_event_are_refused(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt type weighs nothing: ``purchse`` dropped every purchase unseen, and with
+    every type misspelt the run skipped each customer model as if the shop had only guests."""
+    registry = _registry()
+    typo = "[interactions]\nweights = { veiw = 1.0, purchse = 10.0 }\n"
+    assert main(["train", "--config", _config(tmp_path, extra=typo)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        "error: [interactions] weights (veiw, purchse) give none of the customers' "
+    )
+    assert "events a weight: their types are purchase " in err[-1]
+    assert registry.current_version() is None
+    filled_store.insert_events(
+        [EventRow("v1", "u1", None, "i1", "view", START, 1.0, None, None, None)]
+    )
+    one = "[interactions]\nweights = { purchase = 10.0, veiw = 1.0 }\n"
+    assert main(["train", "--config", _config(tmp_path, extra=one)]) == 0
+    err_text = capsys.readouterr().err
+    assert "notice: [interactions] weights: no customer event has the type 'veiw'" in err_text
+    assert (
+        "notice: [interactions] weights has no 'view': the customers' 1 view events weigh nothing"
+    ) in err_text
+
+
 def test_the_gate_says_when_the_current_version_had_other_numerics(
     filled_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
