@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -190,6 +190,10 @@ class Engine:
         ] = {}
         # Popularity = distinct users per item: the fallback for every list.
         counts = np.asarray((self.history > 0).sum(axis=0)).ravel().astype(np.float64)
+        if not counts.any():
+            # no customer at all (a shop of guests): the version's popularity model counted
+            # the guests' events; without it every item would tie at 0, in id order
+            counts = _model_popularity(self.models.values(), len(counts))
         top = counts.max() if counts.size and counts.max() > 0 else 1.0
         self.popularity = (counts / top).astype(np.float32)
         self.popular_order = np.lexsort((np.arange(len(counts)), -counts)).astype(np.intp)
@@ -372,6 +376,12 @@ class Engine:
         out: list[RecommendationList] = []
         for start in range(0, len(user_ids), BATCH_USERS):
             chunk = idx[start : start + BATCH_USERS].copy()
+            if not (chunk >= 0).any():
+                # nobody the version knows (a version with no customer has no row to index)
+                out.extend(
+                    self._popular_list(k, compiled, filters, fallback="popular") for _ in chunk
+                )
+                continue
             known = (chunk >= 0).astype(np.float32)
             # unknown users get an empty row (their scores are not used)
             rows = sp.csr_matrix(
@@ -1154,6 +1164,18 @@ def _kept_answers(
             "are not among the manifest's files"
         )
     return KeptAnswers.load(version_dir / file)
+
+
+def _model_popularity(models: Iterable[Recommender], n_items: int) -> NDArray[np.float64]:
+    """The item scores of the first fitted :class:`~recsys.models.popular.PopularModel` among
+    ``models`` (zeros when there is none)."""
+    from recsys.models.popular import PopularModel
+
+    for model in models:
+        scores = getattr(model, "item_scores_", None)
+        if isinstance(model, PopularModel) and scores is not None and len(scores) == n_items:
+            return np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
+    return np.zeros(n_items)
 
 
 def _empty_row(n: int) -> sp.csr_matrix:

@@ -154,8 +154,7 @@ def changing(path: str | Path, timeout: float = 10.0) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise OverloadedError(
-                        f"{path}: another process has been changing it for {timeout:g} s; "
-                        "try again"
+                        f"{path}: another process has been changing it for {timeout:g} s; try again"
                     ) from None
                 time.sleep(0.01)
         yield

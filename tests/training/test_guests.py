@@ -84,6 +84,13 @@ def test_guests_only_data_trains_and_publishes_a_usable_version(
     assert engine.default_model == "popular"
     listed = engine.recommend("someone-new", 5)
     assert len(listed.items) == 5
+    # the fallback ranks by the guests' popularity (it ranked every item 0, in id order)
+    popular = engine.models["popular"]
+    best = np.argsort(-popular.item_scores_, kind="stable")[:5]  # type: ignore[attr-defined]
+    assert [i.item_id for i in listed.items] == [engine.items.ids[i] for i in best]
+    assert all(i.score > 0 for i in listed.items)
+    # and the batch command scores guests as the API does (it failed: no customer row)
+    assert [r.items for r in engine.recommend_batch(["g1", "g2"], 5)] == [listed.items] * 2
     # "often viewed with" answers from the guests' sessions
     events = guest_store.read_events()
     top_item = max(set(events.item_id.tolist()), key=events.item_id.tolist().count)
