@@ -183,7 +183,9 @@ class ExperimentRegistry:
         """The experiments whose window holds ``now``, in file order."""
         return tuple(e for e in self._experiments if e.is_running(now))
 
-    def put(self, data: Experiment | Mapping[str, Any], name: str | None = None) -> Experiment:
+    def put(
+        self, data: Experiment | Mapping[str, Any], name: str | None = None, *, new: bool = False
+    ) -> Experiment:
         """Add or replace an experiment and write the file.
 
         Parameters
@@ -192,6 +194,14 @@ class ExperimentRegistry:
             A definition, or a mapping validated as one (errors name the field).
         name
             When given, it must equal the definition's name (the admin URL's name).
+        new
+            Only add: an experiment of that name is not replaced (a form that creates one
+            must not reassign a running experiment's users with another salt or variants).
+
+        Raises
+        ------
+        ConfigError
+            The definition is invalid, or ``new`` and the name is taken.
         """
         exp = data if isinstance(data, Experiment) else experiment_from_dict(dict(data), "request")
         if name is not None and exp.name != name:
@@ -206,6 +216,11 @@ class ExperimentRegistry:
                 current = list(self._experiments)
                 for i, old in enumerate(current):
                     if old.name == exp.name:
+                        if new:
+                            raise ConfigError(
+                                f"{self.path}: an experiment named {exp.name!r} exists "
+                                "already; a new experiment needs a name of its own"
+                            )
                         current[i] = exp
                         break
                 else:

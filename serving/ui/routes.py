@@ -279,6 +279,9 @@ def item_stock(
     customer: Annotated[str, Form()] = "",
 ) -> Response:
     """Take the item out of stock, or back in (the catalogue API's PATCH)."""
+    if in_stock not in ("true", "false"):  # the form sends one of the two: not a guess
+        where = f"{PREFIX}/items/{quote(item_id, safe='')}"
+        return _back(where, error=f"in_stock: {in_stock!r} is not true or false")
     wanted = in_stock == "true"
     try:
         views.Pages.set_stock(_state(request), item_id, wanted)
@@ -397,9 +400,9 @@ def experiments(request: Request, session: SessionDep) -> HTMLResponse:
 def experiment_create(
     request: Request, session: FormSession, text: Annotated[str, Form()] = ""
 ) -> Response:
-    """Create (or replace) an experiment from its definition."""
+    """Create an experiment from its definition (one that exists is changed on its page)."""
     try:
-        exp = views.put_experiment(_state(request), views.experiment_from_text(text))
+        exp = views.put_experiment(_state(request), views.experiment_from_text(text), new=True)
     except RecsysError as exc:
         return _back(f"{PREFIX}/experiments", error=str(exc))
     return _back(f"{PREFIX}/experiments/{quote(exp.name, safe='')}", note="Experiment saved.")

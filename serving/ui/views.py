@@ -570,12 +570,13 @@ def experiment_toml(exp: Experiment) -> str:
 
 
 def put_experiment(
-    state: ServingState, data: dict[str, Any], name: str | None = None
+    state: ServingState, data: dict[str, Any], name: str | None = None, *, new: bool = False
 ) -> Experiment:
-    """Create or replace an experiment as ``PUT /v1/admin/experiments/{name}`` does."""
+    """Create or replace an experiment as ``PUT /v1/admin/experiments/{name}`` does (with
+    ``new``, only create: a name that is taken is an error)."""
     if state.experiments is None:
         raise NotFoundError("no experiments are configured on this server")
-    exp = state.experiments.put(data, name=name)
+    exp = state.experiments.put(data, name=name, new=new)
     state.store.notify_change()
     state.live.refresh()
     return exp

@@ -275,6 +275,13 @@ def test_item_page_related_lists_and_stock_toggle(logged_in: TestClient) -> None
     assert "B" not in [i["item_id"] for i in api["items"]]
     logged_in.post("/ui/items/B/stock", data={"csrf": token, "in_stock": "true"})
     assert logged_in.get("/v1/items/B").json()["in_stock"] is True
+    # anything else is refused, as the API refuses it (it read as "false")
+    r = logged_in.post("/ui/items/B/stock", data={"csrf": token, "in_stock": "maybe"})
+    assert (
+        "in_stock: &#39;maybe&#39; is not true or false"
+        in logged_in.get(r.headers["location"]).text
+    )
+    assert logged_in.get("/v1/items/B").json()["in_stock"] is True
 
 
 def test_price_form_and_unknown_item(logged_in: TestClient) -> None:
@@ -373,6 +380,17 @@ def test_experiment_list_report_stop_start_and_edit(
     )
     assert "URL names experiment" in logged_in.get(r.headers["location"]).text
     assert logged_in.get("/ui/experiments/nope").status_code == 404
+    # "New experiment" with a running one's name does not replace it (it did: its users were
+    # reassigned under another salt)
+    again = experiment_toml().replace('salt = "s1"', 'salt = "s9"')
+    r = logged_in.post("/ui/experiments", data={"csrf": token, "text": again})
+    assert r.headers["location"].startswith("/ui/experiments?")
+    assert (
+        "an experiment named &#39;hero-test&#39; exists already"
+        in logged_in.get(r.headers["location"]).text
+    )
+    admin = logged_in.get("/v1/admin/experiments/hero-test", headers={"X-API-Key": KEY}).json()
+    assert admin["salt"] == "s2"
 
 
 # -- models ------------------------------------------------------------------------------------
