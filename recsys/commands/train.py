@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--master",
-        default="local[*]",
+        default=None,
         metavar="URL",
         help="Spark master for --engine spark (default local[*]; spark://host:7077, yarn...)",
     )
@@ -144,9 +144,17 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("--warm-start is for --engine local (the Spark engine refits)")
         if args.als_blocks is not None and args.als_blocks < 1:
             raise ConfigError(f"--als-blocks: {args.als_blocks} is not a positive whole number")
-    elif args.events or args.jdbc_jar or args.checkpoint_dir or args.als_blocks is not None:
+    elif (
+        args.master is not None
+        or args.events
+        or args.jdbc_jar
+        or args.checkpoint_dir
+        or args.als_blocks is not None
+    ):
+        # a scheduler's line that lost its --engine spark must not train here, unseen
         raise ConfigError(
-            "--events, --jdbc-jar, --checkpoint-dir and --als-blocks are options of --engine spark"
+            "--master, --events, --jdbc-jar, --checkpoint-dir and --als-blocks are options of "
+            "--engine spark"
         )
     config = load_training_config(args.config)
     source = args.config or "training/configs/default.toml"
@@ -214,7 +222,7 @@ def _train_spark(
     from training.spark.session import SparkOptions
 
     options = SparkOptions(
-        master=args.master,
+        master=args.master or "local[*]",
         events=Path(args.events) if args.events else None,
         jdbc_jar=Path(args.jdbc_jar) if args.jdbc_jar else None,
         checkpoint_dir=args.checkpoint_dir,

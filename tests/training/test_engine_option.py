@@ -46,6 +46,7 @@ def test_spark_without_java_says_how_to_install_it(
 @pytest.mark.parametrize(
     "option",
     [
+        ["--master", "spark://head:7077"],  # it trained here, unseen, and promoted the run
         ["--events", "/nowhere"],
         ["--jdbc-jar", "/nowhere.jar"],
         ["--checkpoint-dir", "hdfs:///checkpoints"],
@@ -58,8 +59,8 @@ def test_spark_options_need_the_spark_engine(
     assert main(["train", *option]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "error: --events, --jdbc-jar, --checkpoint-dir and --als-blocks are options of "
-        "--engine spark"
+        "error: --master, --events, --jdbc-jar, --checkpoint-dir and --als-blocks are options "
+        "of --engine spark"
     ]
 
 
