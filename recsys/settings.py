@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys.errors import ConfigError
@@ -45,6 +45,15 @@ class Settings(BaseSettings):
         "exists, else the built-in defaults).",
     )
 
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_folder(cls, value: Path) -> Path:
+        # every command creates what it needs under it: a file there failed later, in each
+        # command its own way ("File exists", "Not a directory")
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is not a folder (the state folder: store, models, files)")
+        return value
+
     @property
     def rules_path(self) -> Path:
         """The business rules file every process ranks with (and the admin API writes)."""
@@ -82,5 +91,8 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "settings"
-        parts.append(f"{prefix}{where.upper() if prefix else where}: {err['msg']}")
+        msg = err["msg"]
+        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])  # our validator's words, without "Value error, "
+        parts.append(f"{prefix}{where.upper() if prefix else where}: {msg}")
     return "; ".join(parts)

@@ -101,6 +101,16 @@ def test_a_device_given_as_a_file_is_one_line_not_a_memory_error(
     assert_nothing_stored(home)
 
 
+@pytest.mark.parametrize("command", [["status"], ["models", "list"], ["ingest", "e.csv"]])
+def test_a_state_folder_that_is_a_file_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    """It was "File exists" with exit 1 from some commands, "Not a directory" from others."""
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    result = recsys(home, *command)
+    assert_one_clear_error(result, f"RECSYS_HOME: {home} is not a folder")
+    assert home.read_text() == "not a folder"
+
+
 def test_a_config_larger_than_the_bound_is_refused(tmp_path: Path) -> None:
     from recsys.config import MAX_CONFIG_BYTES
 
