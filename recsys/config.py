@@ -37,17 +37,27 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def error_message(err: Mapping[str, Any]) -> str:
+    """The message of one of pydantic's error dicts; for a ``ValueError`` our validator
+    raised, its own words, without pydantic's ``"Value error, "`` in front."""
+    if err.get("type") == "value_error" and "error" in (err.get("ctx") or {}):
+        return str(err["ctx"]["error"])
+    return str(err.get("msg", "invalid"))
+
+
 def describe_validation_error(exc: ValidationError, source: str) -> str:
     """One line naming each bad key of ``exc`` and what is wrong with it."""
     parts = []
-    for err in exc.errors():
+    errors = exc.errors()
+    inner = {tuple(e["loc"][:i]) for e in errors for i in range(len(e["loc"]))}
+    for err in errors:
+        if err["type"] == "too_short" and tuple(err["loc"]) in inner:
+            continue  # the bad element, already named, left the list short: not a 2nd fault
         where = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key '{where}'")
             continue
-        msg = err["msg"]
-        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
-            msg = str(err["ctx"]["error"])  # our validator's words, without "Value error, "
+        msg = error_message(err)
         if not where:
             # a check across keys (a model validator): its message says which keys
             parts.append(msg)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.config import error_message
 from recsys.errors import ConfigError
 
 S = TypeVar("S", bound=BaseSettings)
@@ -91,8 +92,5 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "settings"
-        msg = err["msg"]
-        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
-            msg = str(err["ctx"]["error"])  # our validator's words, without "Value error, "
-        parts.append(f"{prefix}{where.upper() if prefix else where}: {msg}")
+        parts.append(f"{prefix}{where.upper() if prefix else where}: {error_message(err)}")
     return "; ".join(parts)

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from recsys.config import error_message
 from recsys.errors import (
     ArtifactError,
     AuthError,
@@ -73,8 +74,15 @@ def install(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> OrjsonResponse:
         fields = []
         for err in exc.errors():
+            if err.get("type") == "json_invalid":
+                # its location is a character position, not a field
+                at = next((p for p in err.get("loc", ()) if isinstance(p, int)), None)
+                why = (err.get("ctx") or {}).get("error", "JSON decode error")
+                where_in = f" at character {at}" if at is not None else ""
+                fields.append({"field": "body", "message": f"is not valid JSON ({why}{where_in})"})
+                continue
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-            fields.append({"field": where, "message": err.get("msg", "invalid")})
+            fields.append({"field": where, "message": error_message(err)})
         message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
         body = {"error": "ValidationError", "message": message, "fields": fields}
         return OrjsonResponse(body, status_code=422)

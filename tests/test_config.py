@@ -152,3 +152,23 @@ def test_a_validators_message_is_shown_in_its_own_words() -> None:
     message = str(info.value)
     assert "'low': Input should be a valid integer" in message
     assert "unknown key 'colour'" in message
+
+
+def test_a_bad_element_is_named_once_not_again_as_a_short_list() -> None:
+    from pydantic import Field
+
+    from recsys.config import StrictModel, validate
+
+    class Variant(StrictModel):
+        share: float
+
+    class Test(StrictModel):
+        variants: tuple[Variant, ...] = Field(min_length=1)
+
+    with pytest.raises(ConfigError) as info:
+        validate(Test, {"variants": [{"share": "half"}]}, "x.toml")
+    message = str(info.value)
+    assert message.startswith("x.toml: 'variants.0.share': Input should be a valid number")
+    assert "at least 1 item" not in message  # the list is short only because of that element
+    with pytest.raises(ConfigError, match="'variants': Tuple should have at least 1 item"):
+        validate(Test, {"variants": []}, "x.toml")

@@ -180,6 +180,17 @@ def test_an_event_not_sent_as_json_is_told_so(client: TestClient) -> None:
         assert "Content-Type: application/json" in r.json()["message"]
 
 
+def test_a_body_that_is_not_json_is_told_so(client: TestClient) -> None:
+    """FastAPI locates a JSON syntax error by character: it is not a field (it was "8")."""
+    r = client.put(
+        "/v1/admin/rules", content=b'{"pin":', headers={**KEY, "content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["fields"] == [
+        {"field": "body", "message": "is not valid JSON (Expecting value at character 7)"}
+    ]
+
+
 def test_bad_json_huge_body_and_big_batch(client: TestClient) -> None:
     r = client.post(
         "/v1/events", content=b"{not json", headers={**KEY, "content-type": "application/json"}
