@@ -284,7 +284,16 @@ def evaluate_models(
         raise DataError(f"no event before the cut {from_micros(cut).date()}")
     if len(split.test) == 0:
         within = "" if horizon is None else f" (within {horizon / MICROS_PER_DAY:g} days)"
-        raise DataError(f"no purchase on or after the cut {from_micros(cut).date()}{within}")
+        after = (events.ts >= cut) & (events.event_type == PURCHASE)
+        if horizon is not None:
+            after &= events.ts < cut + horizon
+        day = from_micros(cut).date()
+        if after.any():  # guests bought: nobody the lists are for
+            raise DataError(
+                f"no customer's purchase on or after the cut {day}{within}: all "
+                f"{int(after.sum()):,} are guests' (no customer id)"
+            )
+        raise DataError(f"no purchase on or after the cut {day}{within}")
 
     data = build_training_data(
         split.train, interaction_config or InteractionConfig(), as_of=cut, catalog=list(catalog)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from recsys.data.interactions import InteractionConfig, TrainingData, build_training_data
-from recsys.data.schema import MICROS_PER_DAY, EventFrame, EventRow
+from recsys.data.schema import MICROS_PER_DAY, EventFrame, EventRow, from_micros
 from recsys.errors import ConfigError, DataError
 from recsys.evaluation import evaluate_models
 from recsys.evaluation.protocol import Bought, Holdout, sample_customers
@@ -233,6 +233,19 @@ def test_reports(events: EventFrame, tmp_path: Path) -> None:
 def test_bad_arguments(events: EventFrame, kwargs: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         evaluate_models(events, {"fixed": FixedOrder()}, **kwargs)
+
+
+def test_guests_purchases_after_the_cut_are_named_as_guests() -> None:
+    """A shop of guests bought after the cut: the reason is that none is a customer (it said
+    there was no purchase)."""
+    guest = buy(1, "", "x", 110, "o2")._replace(session_id="s1")
+    events = EventFrame.from_rows([buy(0, "a", "x", 10, "o1"), guest])
+    with pytest.raises(DataError) as info:
+        evaluate_models(events, {"fixed": FixedOrder()}, cut=CUT)
+    assert str(info.value) == (
+        f"no customer's purchase on or after the cut {from_micros(CUT).date()}: all 1 are "
+        "guests' (no customer id)"
+    )
 
 
 def test_no_customer_in_both_periods_is_a_data_error() -> None:
