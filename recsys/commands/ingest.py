@@ -125,7 +125,10 @@ def _print_report(report: IngestReport, kind: str) -> None:
     out = sys.stdout
     print(f"{report.path}: {report.rows_read:,} rows read in {report.seconds:.1f} s", file=out)
     print(f"  loaded        {report.loaded:,} {kind}", file=out)
-    print(f"  duplicates    {report.duplicates:,} (already stored)", file=out)
+    # an event stored twice is a duplicate; a catalogue or customer row replaces the stored
+    # one, so there it is an id the file itself repeats
+    same = "already stored" if kind == "events" else "id repeated in the file: the last row kept"
+    print(f"  duplicates    {report.duplicates:,} ({same})", file=out)
     if report.erased:
         print(
             f"  erased        {report.erased:,} (of erased customers; not stored unless they "

@@ -43,7 +43,9 @@ class IngestReport:
     loaded
         Rows written to the store (events, catalogue items or customers).
     duplicates
-        Valid rows not written because their id was already stored (or repeated in the file).
+        Valid events not written because their id was already stored (or repeated in the
+        file); for a catalogue or customers file, rows whose id a later row repeats (the
+        last row of an id is the one stored).
     erased
         Valid rows not written because their customer (or session) was erased.
     skipped

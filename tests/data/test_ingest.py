@@ -504,10 +504,14 @@ def test_cli_loads_everything_in_one_transaction(
     assert "loaded        1 catalogue items" in capsys.readouterr().out
     # customers without a catalogue are called customers (a fixed list of labels called them
     # catalogue items)
-    customers = write(tmp_path / "c2.csv", "user_id,region\nu1,north\nu2,south\n")
+    customers = write(tmp_path / "c2.csv", "user_id,region\nu1,north\nu2,south\nu2,east\n")
     assert main(["ingest", str(events), "--customers", str(customers)]) == 0
     out = capsys.readouterr().out
     assert "loaded        2 customers" in out and "catalogue" not in out
+    # the events were all stored already; the customer file repeats an id (not "stored")
+    assert "duplicates    4 (already stored)" in out
+    assert "duplicates    1 (id repeated in the file: the last row kept)" in out
+    assert (store.get_customer("u2") or Customer("x")).region == "east"
     store.close()
 
 
