@@ -410,6 +410,9 @@ class Registry:
             self.versions_dir.mkdir(parents=True, exist_ok=True)
             if (self.versions_dir / version).exists():
                 raise RegistryError(f"model version {version} already exists")
+            # a trainer killed while publishing left its folder: a schedule that kills runs
+            # on a timeout would pile them up until someone pruned
+            self._remove_debris()
             staging_path = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self.root))
             staging = Staging(version=version, path=staging_path)
             try:
@@ -434,6 +437,12 @@ class Registry:
             except BaseException:
                 shutil.rmtree(staging_path, ignore_errors=True)
                 raise
+
+    def _remove_debris(self) -> None:
+        """Remove the staging and trash folders of killed processes (call under the lock:
+        then nobody is publishing or pruning, so every such folder is debris)."""
+        for leftover in [*self.root.glob(".staging-*"), *self.root.glob(".trash-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def promote(self, version: str, *, reason: str = "", verify: bool = True) -> None:
         """Make ``version`` the one that serves (after verifying its files).
@@ -506,9 +515,7 @@ class Registry:
         if keep < 0:
             raise RegistryError(f"prune: keep must be >= 0, got {keep}")
         with self.lock():
-            # Under the lock nobody is publishing, so any staging folder is debris.
-            for leftover in self.root.glob(".staging-*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+            self._remove_debris()
             protected = self.protected_versions(remove_stale=True)
             names = self.version_names()
             doomed = [v for v in names[keep:] if v not in protected]

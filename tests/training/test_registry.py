@@ -192,6 +192,17 @@ def test_prune_keeps_the_newest_and_the_current(registry: Registry) -> None:
     assert registry.version_names() == [versions[0]]
 
 
+def test_publishing_removes_what_killed_processes_left(registry: Registry) -> None:
+    """A trainer killed while publishing (a schedule's timeout) left its staging folder, and
+    only a prune removed it: a nightly run that kept timing out piled them up."""
+    first = _publish(registry, "1")
+    (registry.root / ".staging-20260101T000000Z-abc123-x1").mkdir()
+    (registry.root / ".trash-20250101T000000Z-def456").mkdir()  # a prune killed mid-delete
+    second = _publish(registry, "2")
+    assert not [*registry.root.glob(".staging-*"), *registry.root.glob(".trash-*")]
+    assert registry.version_names() == [second, first]
+
+
 def test_prune_rejects_a_negative_keep(registry: Registry) -> None:
     with pytest.raises(RegistryError, match="keep must be >= 0"):
         registry.prune(keep=-1)
