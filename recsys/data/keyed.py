@@ -153,7 +153,8 @@ def _ingest_keyed(
     started = time.perf_counter()
     report = IngestReport(str(path))
     records: dict[str, _Record] = {}
-    with open_table(path, encoding=encoding) as table, store.transaction():
+    example = ",".join(known[:4])  # the id first, then the fields most files have
+    with open_table(path, encoding=encoding, example=example) as table, store.transaction():
         ignored = _require(table, required, known)
         if report_ignored:
             report.ignored_columns = ignored

@@ -58,8 +58,14 @@ class Table:
     rows: Iterator[tuple[int, Sequence[Any]]]
 
 
+#: The header a message shows for an events file.
+EVENTS_HEADER = "user_id,item_id,event_type,timestamp"
+
+
 @contextmanager
-def open_table(path: str | Path, *, encoding: str = "utf-8") -> Iterator[Table]:
+def open_table(
+    path: str | Path, *, encoding: str = "utf-8", example: str = EVENTS_HEADER
+) -> Iterator[Table]:
     """Open ``path`` and yield a :class:`Table`; the file is closed on exit.
 
     Parameters
@@ -68,6 +74,8 @@ def open_table(path: str | Path, *, encoding: str = "utf-8") -> Iterator[Table]:
         A CSV or Parquet file, optionally gzip-compressed (detected by its magic bytes).
     encoding
         Text encoding of a CSV file.
+    example
+        A header of the kind of file expected, shown when the header is not comma-separated.
 
     Raises
     ------
@@ -103,7 +111,7 @@ def open_table(path: str | Path, *, encoding: str = "utf-8") -> Iterator[Table]:
             yield _parquet(name, raw, compressed)
             return
         _check_text(name, head, encoding)
-        yield _csv(name, raw, compressed, encoding)
+        yield _csv(name, raw, compressed, encoding, example)
 
 
 def _peek(raw: IO[bytes], name: str) -> bytes:
@@ -148,7 +156,7 @@ def _looks_utf16(head: bytes) -> bool:
     return max(even, odd) > pairs // 2 and min(even, odd) <= pairs // 10
 
 
-def _csv(name: str, raw: IO[bytes], compressed: bool, encoding: str) -> Table:
+def _csv(name: str, raw: IO[bytes], compressed: bool, encoding: str, example: str) -> Table:
     # Decoding the stream as a whole runs in C; the line of a bad byte is found afterwards,
     # by re-reading the file, only when there is one.
     text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
@@ -166,8 +174,7 @@ def _csv(name: str, raw: IO[bytes], compressed: bool, encoding: str) -> Table:
         found = f"1 column ({header[0][:40]!r})" if header else "no columns"
         raise FileFormatError(
             name,
-            f"line 1 has {found}; expected a comma-separated "
-            "header such as 'user_id,item_id,event_type,timestamp'",
+            f"line 1 has {found}; expected a comma-separated header such as {example!r}",
         )
     _check_columns(name, columns)
     return Table(name, "csv", compressed, columns, _csv_rows(name, compressed, encoding, reader))

@@ -6,6 +6,7 @@ import gzip
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -420,6 +421,22 @@ def test_a_customers_file_changes_only_its_own_columns(store: EventStore, tmp_pa
     assert store.get_customer("u1") == Customer(
         "u1", region="North", marketing_opt_out=False, personalisation_opt_out=True
     )
+
+
+@pytest.mark.parametrize(
+    ("load", "example"),
+    [
+        (ingest_customers, "'user_id,birthday,signup_date,region'"),
+        (ingest_catalog, "'item_id,title,category,price'"),
+    ],
+)
+def test_a_semicolon_file_is_shown_a_header_of_its_kind(
+    sqlite_store: EventStore, tmp_path: Path, load: Any, example: str
+) -> None:
+    """It was shown an events file's header."""
+    path = write(tmp_path / "x.csv", "id;region\nu1;north\n")
+    with pytest.raises(FileFormatError, match=f"comma-separated header such as {example}"):
+        load(sqlite_store, path)
 
 
 def test_a_catalogue_file_changes_only_its_own_columns(store: EventStore, tmp_path: Path) -> None:
