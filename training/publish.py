@@ -304,6 +304,14 @@ def _decide(
             return True, f"forced: {fallback}"
         return False, f"{fallback} (--force promotes anyway)"
     old = (old_manifest.get("metrics") or {}).get(old_model, {}).get(metric)
+    against = f"current version {current}"
+    if old is None and new is not None:
+        # a warm-started version measures nothing: the full run it continues did, and the
+        # weekly full run of a nightly --warm-start schedule is gated against that one
+        behind = _measured_behind(registry, old_manifest, metric)
+        if behind is not None:
+            version, old, old_manifest = behind
+            against = f"version {version}, the full run behind current version {current}"
     if new is None or old is None:
         side = "this run" if new is None else f"current version {current}"
         return True, f"no {metric} for {side} to compare"
@@ -314,7 +322,7 @@ def _decide(
     else:
         floor = old - margin
         allowed = f"{margin:g} points"
-    compared = f"{metric} {new:.4f} vs {old:.4f} of current version {current}"
+    compared = f"{metric} {new:.4f} vs {old:.4f} of {against}"
     other = _other_numerics(old_manifest)
     if other:
         # not a reason to refuse or to promote: the operator reading why should know that
@@ -325,6 +333,28 @@ def _decide(
     if force:
         return True, f"forced: {compared}, worse by more than {allowed}"
     return False, f"{compared}: worse by more than {allowed} (--force promotes anyway)"
+
+
+def _measured_behind(
+    registry: Registry, manifest: Mapping[str, Any], metric: str
+) -> tuple[str, float, dict[str, Any]] | None:
+    """The version a warm start chain continues that measured ``metric`` for its default
+    model, that value, and its manifest: following ``warm_start.from`` back (``None`` when a
+    version on the way is gone or has no such link)."""
+    for _ in range(1000):  # a chain is as long as the warm runs between two full runs
+        start = manifest.get("warm_start")
+        version = start.get("from") if isinstance(start, Mapping) else None
+        if not isinstance(version, str):
+            return None
+        try:
+            found = registry.manifest(version)
+        except RecsysError:
+            return None  # pruned, or unreadable
+        value = (found.get("metrics") or {}).get(found.get("default_model"), {}).get(metric)
+        if value is not None:
+            return version, float(value), found
+        manifest = found
+    return None
 
 
 def _other_numerics(manifest: Mapping[str, Any]) -> str:

@@ -389,6 +389,9 @@ def test_a_warm_run_trains_in_full_when_the_last_full_run_is_too_old(
         assert "warm_start" not in last and last["full_run_as_of"] == last["as_of"]
         assert "full_every_days = 7 days old; training in full" in capsys.readouterr().err
         assert last["metrics"]
+        # gated against the full run behind the warm ones (it compared with nothing)
+        reason = last["promotion"]["reason"]
+        assert f"of version {names[0]}, the full run behind current version {names[2]}" in reason
     else:
         assert "warm_start" in last and last["full_run_as_of"] == full["as_of"]
 
