@@ -419,6 +419,13 @@ def test_personalisation_opt_out_from_a_batch_load_holds_on_every_worker(
     # the stored lists
     _set_consent(shop, tmp_path, buyers[0], opted_out=True)
     try:
+        # a later customers file without the consent columns (regions only) leaves it
+        # withdrawn (it cleared it: every column was replaced, the missing ones by defaults)
+        regions = tmp_path / "regions.csv"
+        regions.write_text(f"user_id,region\n{buyers[0]},North\n", encoding="utf-8")
+        events = tmp_path / "events.csv"
+        done = run_cli(["ingest", str(events), "--customers", str(regions)], shop.env)
+        assert done.returncode == 0, done.stderr
         for _ in range(SPREAD):  # fresh connections: both workers answer some
             assert _fresh("GET", f"{shop.url}{path}").json()["fallback"] == "popular"
             offers = _fresh("GET", f"{shop.url}/v1/users/{buyers[0]}/offers?k=5").json()
