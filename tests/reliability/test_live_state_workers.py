@@ -251,11 +251,27 @@ def test_often_viewed_with_serves_the_trained_model(shop: Shop) -> None:
     assert checked >= 5
 
 
-def test_stock_change_reaches_every_worker_pinned_items_included(shop: Shop) -> None:
+def test_stock_change_reaches_every_worker_pinned_items_included(
+    shop: Shop, tmp_path: Path
+) -> None:
     hero = "i0007"
     _every_answer(shop, "/v1/popular?k=5", lambda b: _ids(b)[0] == hero)
     r = _fresh("PATCH", f"{shop.url}/v1/items/{hero}", json={"in_stock": False}, headers=H)
     assert r.status_code == 200 and r.json()["in_stock"] is False
+    _every_answer(shop, "/v1/popular?k=5", lambda b: hero not in _ids(b))
+    # a later catalogue file of prices only (another process) leaves it out of stock (it put
+    # it back: every column was replaced, in_stock by its default)
+    prices = tmp_path / "prices.csv"
+    prices.write_text(f"item_id,price\n{hero},9.5\n", encoding="utf-8")
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "event_id,user_id,item_id,event_type,timestamp\n"
+        f"prices-{shop.backend},u0001,i0001,view,2020-01-01T00:00:00Z\n",
+        encoding="utf-8",
+    )
+    done = run_cli(["ingest", str(events), "--catalog", str(prices)], shop.env)
+    assert done.returncode == 0, done.stderr
+    _every_answer(shop, f"/v1/items/{hero}", lambda b: b["price"] == 9.5 and not b["in_stock"])
     _every_answer(shop, "/v1/popular?k=5", lambda b: hero not in _ids(b))
     _every_answer(shop, "/v1/users/u0001/recommendations?k=10", lambda b: hero not in _ids(b))
     _every_answer(shop, "/v1/trending?k=10", lambda b: hero not in _ids(b))
