@@ -389,3 +389,18 @@ def test_a_broken_shared_file_does_not_stop_the_others_being_reread(
         state.reload_shared_files(1)
         assert state.rules.deny == ["A"], "the rules were re-read although experiments failed"
         assert "A" not in ids(client.get("/v1/popular?k=5"))
+
+
+def test_a_retired_item_comes_back_with_its_fields_by_patch(client: TestClient) -> None:
+    """PUT replaces an item (fields not given are cleared); PATCH changes the fields given, and
+    brings a retired item back with the rest as they were."""
+    item = {"title": "Mug", "category": "Home > Kitchen", "price": 4.5, "in_stock": True}
+    assert client.put("/v1/items/M1", json=item, headers=KEY).status_code == 200
+    assert client.delete("/v1/items/M1", headers=KEY).status_code == 200
+    assert client.get("/v1/items/M1").status_code == 404  # retired
+    r = client.patch("/v1/items/M1", json={"price": 5.0}, headers=KEY)
+    assert r.status_code == 200, r.text
+    assert {k: r.json()[k] for k in item} == {**item, "price": 5.0}
+    assert client.get("/v1/items/M1").json()["title"] == "Mug"
+    r = client.put("/v1/items/M1", json={"in_stock": True}, headers=KEY)
+    assert r.status_code == 200 and client.get("/v1/items/M1").json()["title"] == ""
