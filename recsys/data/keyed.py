@@ -172,7 +172,8 @@ def _ingest_keyed(
                 report._reject(exc)
         written = upsert(list(records.values()), table.columns)
     report.loaded = written
-    report.duplicates = report.rows_read - report.skipped_total - written
+    report.erased = len(records) - written  # customers erased: not stored again
+    report.duplicates = report.rows_read - report.skipped_total - len(records)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -537,6 +537,14 @@ class EventStore(ABC):
             found.update(str(r[0]) for r in cur.fetchall())
         return found
 
+    def _erased_users(self, cur: Any, user_ids: Collection[str]) -> set[str]:
+        """The ids among ``user_ids`` of erased customers (none when nobody was ever erased)."""
+        cur.execute("SELECT 1 FROM tombstones LIMIT 1")
+        if cur.fetchone() is None:
+            return set()
+        subjects = {self.subject(TOMBSTONE_USER, u): u for u in user_ids}
+        return {subjects[s] for s in self._erased_subjects(cur, list(subjects))}
+
     def _without_erased(self, cur: Any, rows: Sequence[_Row]) -> Sequence[_Row]:
         """``rows`` less those of an erased customer or session (one look-up per distinct id).
 
@@ -562,27 +570,33 @@ class EventStore(ABC):
     def upsert_customers(
         self, customers: Sequence[Customer], *, fields: Collection[str] | None = None
     ) -> int:
-        """Insert or replace customers; return how many were written.
+        """Insert or replace customers, except erased ones; return how many were written.
 
         ``fields``: the fields a stored customer takes from ``customers`` (default: every
         one); they keep the others. A file of regions must not clear a customer's opt-outs.
+        An erased customer's profile is not stored again (a nightly CRM file still lists
+        them) until they are registered again (:meth:`register_user`).
         """
         if not customers:
             return 0
-        rows = [
-            (
-                c.user_id,
-                _iso(c.birthday),
-                _iso(c.signup_date),
-                c.region,
-                c.marketing_opt_out,
-                c.personalisation_opt_out,
-            )
-            for c in customers
-        ]
         with self.transaction() as cur:
+            self._lock_live(cur, exclusive=False)
+            gone = self._erased_users(cur, {c.user_id for c in customers})
+            rows = [
+                (
+                    c.user_id,
+                    _iso(c.birthday),
+                    _iso(c.signup_date),
+                    c.region,
+                    c.marketing_opt_out,
+                    c.personalisation_opt_out,
+                )
+                for c in customers
+                if c.user_id not in gone
+            ]
             update = [c for c in CUSTOMER_COLUMNS[1:] if fields is None or c in fields]
-            cur.executemany(self._upsert_sql("customers", CUSTOMER_COLUMNS, update), rows)
+            if rows:
+                cur.executemany(self._upsert_sql("customers", CUSTOMER_COLUMNS, update), rows)
         return len(rows)
 
     def _upsert_sql(

@@ -348,6 +348,25 @@ def test_online_retail_reingest_skips_an_erased_customer(store: EventStore, tmp_
     again = ingest_events(store, path, format="online-retail")
     assert (again.loaded, again.duplicates, again.erased) == (0, 2, 3)
     assert "17850" not in set(store.read_events().user_id.tolist())
+    assert store.get_customer("17850") is None  # nor their profile (its region came back)
+
+
+def test_a_customers_file_does_not_bring_an_erased_customer_back(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """A nightly CRM file still lists an erased customer: their profile (birthday, region)
+    came back in clear, and campaigns targeted them again."""
+    path = write(tmp_path / "c.csv", "user_id,birthday,region\nu1,1990-04-01,North\nu2,,South\n")
+    ingest_customers(store, path)
+    store.erase_user("u1")
+    assert store.get_customer("u1") is None
+    again = ingest_customers(store, path)
+    assert (again.loaded, again.erased, again.duplicates) == (1, 1, 0)
+    assert store.get_customer("u1") is None
+    assert store.get_customer("u2") == Customer("u2", region="South")
+    store.register_user("u1")  # registered again: their profile may be stored
+    assert ingest_customers(store, path).loaded == 2
+    assert store.get_customer("u1") == Customer("u1", birthday=date(1990, 4, 1), region="North")
 
 
 def test_online_retail_strict_and_timezone(sqlite_store: EventStore, tmp_path: Path) -> None:

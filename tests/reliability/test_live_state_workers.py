@@ -515,10 +515,12 @@ def test_erasure_holds_on_every_worker_reload_variant_rollback_restart_and_reing
     done = run_cli(["recommend", "--all", "--out", str(out)], shop.env)
     assert done.returncode == 0, done.stderr
     assert f"\n{user}," not in out.read_text()
-    # re-ingesting the same file stores none of their rows and says so
-    again = run_cli(["ingest", str(shop.data / "events.csv.gz")], shop.env)
+    # re-ingesting the same files stores none of their rows, nor their profile (it came back
+    # in clear from the customers file), and says so
+    reingest = ["ingest", str(shop.data / "events.csv.gz")]
+    again = run_cli([*reingest, "--customers", str(shop.data / "customers.csv")], shop.env)
     assert again.returncode == 0, again.stderr
-    assert "erased" in again.stdout
+    assert again.stdout.count("erased        ") == 2, again.stdout
     # a restart of both workers
     shop.stop()
     shop.start()
