@@ -262,26 +262,38 @@ class RecommendationService:
     def recommend_many(
         self, user_ids: Sequence[str], k: int, *, filters: RequestFilters = RequestFilters()
     ) -> list[RecommendationList]:
-        """Lists for many customers (batch scoring): the current version, no experiment, no
-        live events; erasure, consent and the live catalogue as for one request. Answered from
-        the precomputed lists wherever they give the same list, the rest scored in batches."""
+        """Lists for many customers (batch scoring): the current version, no experiment;
+        erasure, consent, the live catalogue and each customer's events since the version as
+        for one request. A customer with such events gets the API's live list; the others
+        are answered from the precomputed lists wherever they give the same list, the rest
+        scored in batches."""
         engine = self.prepare(self.engines.require_engine())
         opted_out = personalisation_opt_outs(self.store.read_customers())
+        # the customers the API answers on the live path (their events after the version's
+        # as-of); batch scoring reads the version's history only
+        live = set(self.store.read_events(since=engine.as_of + 1).user_id.tolist())
         out: list[RecommendationList | None] = []
+        precomputed = on_live_path = 0
         for uid in user_ids:
             if uid in opted_out or self.live.is_erased(uid):
                 out.append(engine.recommend(uid, k, filters=filters, personalise=False))
+            elif uid in live:
+                out.append(self._personal(engine, ListRequest(uid, k, filters=filters)))
+                on_live_path += 1
             else:
-                out.append(engine.recommend_precomputed(uid, k, filters=filters))
+                stored = engine.recommend_precomputed(uid, k, filters=filters)
+                precomputed += stored is not None
+                out.append(stored)
         missing = [j for j, lst in enumerate(out) if lst is None]
         if missing:
             scored = engine.recommend_batch([user_ids[j] for j in missing], k, filters=filters)
             for j, lst in zip(missing, scored, strict=True):
                 out[j] = lst
         log.info(
-            "%d of %d customers answered from the precomputed lists",
-            len(user_ids) - len(missing),
+            "%d of %d customers answered from the precomputed lists, %d on the live path",
+            precomputed,
             len(user_ids),
+            on_live_path,
         )
         return [lst for lst in out if lst is not None]
 

@@ -151,3 +151,33 @@ def test_batch_scoring_leaves_out_items_taken_out_of_stock_after_training(
     after = run(tmp_path / "after.csv", "--all", "--k", "5")
     assert listed[0] not in items(after) and listed[1] not in items(after)
     assert len(after.splitlines()) == len(before.splitlines())
+
+
+def test_a_customers_events_since_the_version_count_as_on_the_api(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purchase after training leaves the customer's ``--exclude-purchased`` list, as it
+    leaves their next API list (batch scoring read the version's history only)."""
+    import shutil
+
+    from recsys.artifacts import Manifest
+    from recsys.data.schema import EventRow
+    from recsys.registry import Registry
+
+    home = tmp_path / "home"
+    shutil.copytree(trained, home)
+    monkeypatch.setenv("RECSYS_HOME", str(home))
+    users = tmp_path / "users.txt"
+    users.write_text("u3\n")
+    args = ("--users", str(users), "--k", "5", "--exclude-purchased")
+    before = [line.split(",")[2] for line in run(tmp_path / "a.csv", *args).splitlines()[1:]]
+    registry = Registry(load_settings(Settings).registry_path)
+    as_of = Manifest.model_validate(
+        registry.manifest(registry.current_version() or "")
+    ).as_of_micros()
+    store = open_store(load_settings(Settings))
+    bought = EventRow("late-1", "u3", None, before[0], "purchase", as_of + 1, 1.0, 2.0, "o", None)
+    assert store.insert_events([bought]).inserted == 1
+    store.close()
+    after = [line.split(",")[2] for line in run(tmp_path / "b.csv", *args).splitlines()[1:]]
+    assert before[0] not in after and len(after) == 5
