@@ -268,9 +268,17 @@ class ServingState:
                 # before the swap: the first live requests on it do not pay for it
                 engine.warm_up()
             except RecsysError as exc:
+                # the registry's poller retries every few seconds (the files may be put
+                # right): the same failure is logged once, not at every try
+                repeated = self.last_error == str(exc)
                 self.last_error = str(exc)
                 self.metrics.reloads.labels(outcome="failed").inc()
-                log.warning("model reload failed; still serving %s: %s", self._serving(), exc)
+                log.log(
+                    logging.DEBUG if repeated else logging.WARNING,
+                    "model reload failed; still serving %s: %s",
+                    self._serving(),
+                    exc,
+                )
                 raise
             previous = self.engine
             self.engine = engine  # the atomic swap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import warnings
@@ -287,6 +288,20 @@ def test_corrupt_reload_keeps_old_version(client: TestClient, registry: Registry
     assert "users.json" in r.json()["message"]
     assert client.get("/readyz").json()["model_version"] == old
     assert client.get("/v1/users/u1/recommendations").status_code == 200
+
+
+def test_a_repeated_reload_failure_is_logged_once(
+    client: TestClient, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The registry's poller retries a broken current version every few seconds: it logged a
+    warning at every try, for as long as the version stayed broken."""
+    bad = publish(registry)
+    (registry.path(bad) / "users.json").write_text('["evil"]')
+    with caplog.at_level(logging.DEBUG, logger="serving.state"):
+        for _ in range(3):
+            assert client.post("/v1/admin/models/reload", headers=KEY).status_code == 409
+    failed = [r for r in caplog.records if "model reload failed" in r.getMessage()]
+    assert [r.levelno for r in failed] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
 
 
 def test_a_reloaded_version_is_warmed_up_before_it_serves(
