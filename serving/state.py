@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from recsys.engine import Engine, ModelLoader
-from recsys.errors import ArtifactError, ModelError, RecsysError
+from recsys.errors import ArtifactError, ModelError, NotFoundError, RecsysError
 from recsys.experiments.exposures import ExposureWriter
 from recsys.experiments.registry import ExperimentRegistry
 from recsys.live import LiveState
@@ -256,11 +256,23 @@ class ServingState:
         """
         with self._reload_lock:
             try:
+                requested = version
                 version = version or self.registry.current_version()
                 if not version:
                     raise ArtifactError(f"no model version is published in {self._where()}")
+                try:
+                    folder = Path(self.registry.path(version))
+                except NotFoundError as exc:
+                    if requested is not None:
+                        raise  # a version asked for by name that does not exist: 404
+                    # the registry's own current version gone from disk: a broken registry,
+                    # as a corrupt version is (409), not a thing the caller named
+                    raise ArtifactError(
+                        f"the registry's current version is missing: {exc}; promote or roll "
+                        "back to a version that exists"
+                    ) from None
                 engine = Engine.load(
-                    Path(self.registry.path(version)),
+                    folder,
                     self.registry,
                     rules=self.rules,
                     model_loader=self.model_loader,

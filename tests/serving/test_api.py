@@ -290,6 +290,26 @@ def test_corrupt_reload_keeps_old_version(client: TestClient, registry: Registry
     assert client.get("/v1/users/u1/recommendations").status_code == 200
 
 
+def test_a_current_version_missing_on_disk_is_a_409_and_the_old_one_serves(
+    client: TestClient, registry: Registry
+) -> None:
+    """The registry's current version gone from ``versions/`` is a broken registry (409, as a
+    corrupt version is), not a 404 for something the caller named; a name asked for that does
+    not exist stays a 404."""
+    import shutil
+
+    old = client.get("/readyz").json()["model_version"]
+    gone = publish(registry)
+    registry.promote(gone)
+    shutil.rmtree(registry.path(gone))
+    r = client.post("/v1/admin/models/reload", headers=KEY)
+    assert r.status_code == 409, r.text
+    assert f"the registry's current version is missing: model version {gone}" in r.json()["message"]
+    assert client.get("/readyz").json()["model_version"] == old
+    r = client.post("/v1/admin/models/reload", json={"version": gone}, headers=KEY)
+    assert r.status_code == 404, r.text
+
+
 def test_a_repeated_reload_failure_is_logged_once(
     client: TestClient, registry: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:
