@@ -261,16 +261,7 @@ def test_stock_change_reaches_every_worker_pinned_items_included(
     _every_answer(shop, "/v1/popular?k=5", lambda b: hero not in _ids(b))
     # a later catalogue file of prices only (another process) leaves it out of stock (it put
     # it back: every column was replaced, in_stock by its default)
-    prices = tmp_path / "prices.csv"
-    prices.write_text(f"item_id,price\n{hero},9.5\n", encoding="utf-8")
-    events = tmp_path / "events.csv"
-    events.write_text(
-        "event_id,user_id,item_id,event_type,timestamp\n"
-        f"prices-{shop.backend},u0001,i0001,view,2020-01-01T00:00:00Z\n",
-        encoding="utf-8",
-    )
-    done = run_cli(["ingest", str(events), "--catalog", str(prices)], shop.env)
-    assert done.returncode == 0, done.stderr
+    _load_keyed(shop, tmp_path, "--catalog", "u0001", f"item_id,price\n{hero},9.5\n")
     _every_answer(shop, f"/v1/items/{hero}", lambda b: b["price"] == 9.5 and not b["in_stock"])
     _every_answer(shop, "/v1/popular?k=5", lambda b: hero not in _ids(b))
     _every_answer(shop, "/v1/users/u0001/recommendations?k=10", lambda b: hero not in _ids(b))
@@ -388,24 +379,32 @@ def test_marketing_opt_out_gets_no_promotion_on_any_channel(shop: Shop) -> None:
         assert body["offers"] == []
 
 
-def _set_consent(shop: Shop, folder: Path, user: str, *, opted_out: bool) -> None:
-    """Withdraw (or give back) ``user``'s personalisation consent from another process:
-    ``recsys ingest --customers`` with one event long before the version's data ends (it
-    changes no list)."""
+def _load_keyed(shop: Shop, folder: Path, option: str, user: str, text: str) -> None:
+    """``recsys ingest --catalog`` or ``--customers`` (``option``) of ``text`` from another
+    process, with one event of ``user`` long before the version's data ends (it changes no
+    list)."""
     events = folder / "events.csv"
     events.write_text(
         "event_id,user_id,item_id,event_type,timestamp\n"
-        f"consent-{shop.backend}-{user},{user},i0001,view,2020-01-01T00:00:00Z\n",
+        f"keyed-{shop.backend}-{user},{user},i0001,view,2020-01-01T00:00:00Z\n",
         encoding="utf-8",
     )
-    customers = folder / "customers.csv"
-    customers.write_text(
+    keyed = folder / "keyed.csv"
+    keyed.write_text(text, encoding="utf-8")
+    done = run_cli(["ingest", str(events), option, str(keyed)], shop.env)
+    assert done.returncode == 0, done.stderr
+
+
+def _set_consent(shop: Shop, folder: Path, user: str, *, opted_out: bool) -> None:
+    """Withdraw (or give back) ``user``'s personalisation consent from another process."""
+    _load_keyed(
+        shop,
+        folder,
+        "--customers",
+        user,
         "user_id,birthday,signup_date,region,marketing_opt_out,personalisation_opt_out\n"
         f"{user},,,,false,{str(opted_out).lower()}\n",
-        encoding="utf-8",
     )
-    done = run_cli(["ingest", str(events), "--customers", str(customers)], shop.env)
-    assert done.returncode == 0, done.stderr
 
 
 def test_personalisation_opt_out_from_a_batch_load_holds_on_every_worker(
@@ -437,11 +436,8 @@ def test_personalisation_opt_out_from_a_batch_load_holds_on_every_worker(
     try:
         # a later customers file without the consent columns (regions only) leaves it
         # withdrawn (it cleared it: every column was replaced, the missing ones by defaults)
-        regions = tmp_path / "regions.csv"
-        regions.write_text(f"user_id,region\n{buyers[0]},North\n", encoding="utf-8")
-        events = tmp_path / "events.csv"
-        done = run_cli(["ingest", str(events), "--customers", str(regions)], shop.env)
-        assert done.returncode == 0, done.stderr
+        regions = f"user_id,region\n{buyers[0]},North\n"
+        _load_keyed(shop, tmp_path, "--customers", buyers[0], regions)
         for _ in range(SPREAD):  # fresh connections: both workers answer some
             assert _fresh("GET", f"{shop.url}{path}").json()["fallback"] == "popular"
             offers = _fresh("GET", f"{shop.url}/v1/users/{buyers[0]}/offers?k=5").json()
