@@ -103,6 +103,10 @@ class Manifest(BaseModel):
     interaction_config: dict[str, Any] | None = None
     interactions: dict[str, Any] | None = None
     as_of: int | str | None = None
+    events_seq: int | None = None
+    """The store's newest event ``seq`` when training read it: events stored after it are
+    ones the version did not see, whatever their time (``None``: a version that does not
+    say, e.g. trained from an export; then only events after ``as_of`` are new to it)."""
     ann: dict[str, AnnSpec] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict)
 

@@ -146,6 +146,7 @@ class Engine:
         rules: RulesFile,
         precomputed: Precomputed | None = None,
         indexes: Mapping[str, ItemIndex] | None = None,
+        events_seq: int | None = None,
     ) -> None:
         self.version = version
         self.manifest = dict(manifest)
@@ -167,6 +168,9 @@ class Engine:
         self.default_model = default_model
         self.interaction_config = interaction_config
         self.as_of = as_of
+        # the store's newest event seq when training read it (None: not recorded): what the
+        # version did not see is the events after as_of and those stored after it
+        self.events_seq = events_seq
         self.rules = rules
         # the default model's top lists at training time, when they match it (else ignored)
         self.precomputed = (
@@ -280,6 +284,7 @@ class Engine:
             rules=rules or RulesFile(),
             precomputed=precomputed,
             indexes=indexes,
+            events_seq=manifest.events_seq,
         )
 
     # -- requests --------------------------------------------------------------------------
@@ -302,8 +307,9 @@ class Engine:
         user_id
             The customer. Unknown customers get the popular list (``fallback="popular"``).
         events
-            The customer's recent events from the store; those newer than the version's
-            training data are folded into their history, so what they just did counts.
+            The customer's events this version did not train on, folded into their history
+            so that what they just did counts: ``store.user_events(user_id,
+            since=engine.as_of, after_seq=engine.events_seq)`` reads them.
         placement
             Which rule set applies (the rules file's ``[placements.<name>]``).
         filters
@@ -784,10 +790,7 @@ class Engine:
         return u, sp.csr_matrix((weights, cols, indptr), shape=(1, len(self.items)))
 
     def _live_events(self, events: EventFrame | None) -> EventFrame | None:
-        # Only events the version did not train on: the rest are already in its history.
-        if events is None or len(events) == 0:
-            return None
-        return events.select(events.ts > self.as_of)
+        return None if events is None or len(events) == 0 else events
 
     def _purchased(self, u: int, events: EventFrame | None) -> NDArray[np.intp]:
         bought: NDArray[np.intp] = np.empty(0, np.intp)

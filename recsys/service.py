@@ -227,7 +227,7 @@ class RecommendationService:
         if not uid or self.store.backend != "sqlite" or arm.holdout:
             return None, arm, None
         engine = arm.engine
-        looked = self._look(uid, self.store.serving_facts(uid, engine.as_of))
+        looked = self._look(uid, self.store.serving_facts(uid, engine.as_of, engine.events_seq))
         if looked.mark[0]:
             # a live customer, answered in the thread pool even when their list is kept: more
             # work on the loop starves the pool's requests of the GIL, and the tail grows
@@ -269,9 +269,9 @@ class RecommendationService:
         scored in batches."""
         engine = self.prepare(self.engines.require_engine())
         opted_out = personalisation_opt_outs(self.store.read_customers())
-        # the customers the API answers on the live path (their events after the version's
-        # as-of); batch scoring reads the version's history only
-        live = set(self.store.read_events(since=engine.as_of + 1).user_id.tolist())
+        # the customers the API answers on the live path (their events the version did not
+        # train on); batch scoring reads the version's history only
+        live = self.store.live_users(engine.as_of, engine.events_seq)
         out: list[RecommendationList | None] = []
         precomputed = on_live_path = 0
         for uid in user_ids:
@@ -373,7 +373,7 @@ class RecommendationService:
         arm = arm or self.arm(user_id)
         # one statement for the list, the promotions and the consents: the profile and the
         # live events' mark (each read is a wait for the GIL under load)
-        facts = self.store.serving_facts(user_id, arm.engine.as_of)
+        facts = self.store.serving_facts(user_id, arm.engine.as_of, arm.engine.events_seq)
         customer = facts.customer
         looked = self._look(user_id, facts)
         if arm.holdout:
@@ -519,7 +519,7 @@ class RecommendationService:
         uid = request.user_id
         common: dict[str, Any] = {"placement": request.placement, "filters": request.filters}
         if uid and looked is None:
-            looked = self._look(uid, self.store.serving_facts(uid, engine.as_of))
+            looked = self._look(uid, self.store.serving_facts(uid, engine.as_of, engine.events_seq))
         if uid is None or looked is None or not looked.allowed:
             return engine.recommend(uid or "", request.k, personalise=False, **common)
         key = self._live_key(request, looked)
@@ -527,7 +527,9 @@ class RecommendationService:
         if result is None:
             # only what the version did not train on: the rest is already in its history
             events = (
-                self.store.user_events(uid, limit=self.live_events, since=engine.as_of)
+                self.store.user_events(
+                    uid, limit=self.live_events, since=engine.as_of, after_seq=engine.events_seq
+                )
                 if looked.mark[0]
                 else None
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,9 +64,9 @@ def test_a_live_customers_consent_is_read_once_per_request(
     reads: list[str] = []
     real = store.serving_facts
 
-    def counted(user_id: str, since: int) -> ServingFacts:
+    def counted(user_id: str, since: int, after_seq: int | None = None) -> ServingFacts:
         reads.append(user_id)
-        return real(user_id, since)
+        return real(user_id, since, after_seq)
 
     monkeypatch.setattr(store, "serving_facts", counted)
     monkeypatch.setattr(store, "get_customer", lambda user_id: pytest.fail("a profile read"))
@@ -268,3 +269,75 @@ def test_an_unknown_customer_is_answered_at_once_until_they_do_something(
     )
     assert service.recommend_fast(ListRequest("newbie", 3))[0] is None
     assert service.recommend(ListRequest("newbie", 3)).result.fallback is None
+
+
+@pytest.fixture(scope="module")
+def trained_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecommendationService]:
+    """A real hybrid version (with its precomputed lists) trained on the synthetic shop plus
+    a guest's session that bought every ``p`` and ``q`` item, served from its store."""
+    from recsys.store.sqlite import SQLiteStore
+    from tests.models.conftest import event
+    from tests.models.test_hybrid import synthetic_rows
+    from training.config import TrainingConfig
+    from training.pipeline import run_training
+
+    home = tmp_path_factory.mktemp("late")
+    store = SQLiteStore(home / "events.db")
+    guest = [
+        event(10**6 + j, "", item, "purchase", 3.0, session="s-late")
+        for j, item in enumerate(GUEST_BOUGHT)
+    ]
+    store.insert_events([*synthetic_rows(seed=5), *guest])
+    config = TrainingConfig.model_validate(
+        {
+            "default_model": "hybrid",
+            "threads": 1,
+            "evaluation": {"enabled": False},
+            "models": {"popular": {}, "hybrid": {"params": {"factors": 8, "max_iter": 30}}},
+        }
+    )
+    registry = Registry(home / "models")
+    run_training(config, store=store, registry=registry, notify=lambda *_: None)
+    version = registry.current_version()
+    assert version is not None
+    engine = Engine.load(registry.path(version), registry)
+    assert engine.precomputed is not None and engine.events_seq == store.last_event_seq()
+    live = LiveState(store)
+    live.refresh()
+    yield RecommendationService(store, FixedEngine(engine), live)
+    store.close()
+
+
+GUEST_BOUGHT = [f"{kind}{k}" for kind in "pq" for k in range(10)]
+
+
+def test_an_event_stored_after_training_counts_whatever_its_time(
+    trained_service: RecommendationService,
+) -> None:
+    """A purchase dated before the version's as-of but stored after it was trained (a late
+    upload from a till, an app that was offline), and a guest's session moved to the
+    customer who logs in, reach the customer's next list, on the API's path and in batch
+    scoring: what they bought is left out of their "discover" list."""
+    service, store = trained_service, trained_service.store
+    engine = service.engines.require_engine()
+    new = RequestFilters(exclude_purchased=True)
+    for user in ("u11", "u12"):
+        before = service.recommend(ListRequest(user, 5, filters=new)).result
+        assert before.fallback is None
+        if user == "u11":
+            bought = [before.items[0].item_id]
+            when = engine.as_of - 5 * 86_400_000_000  # before as-of, stored after training
+            store.insert_events(
+                [EventRow("late", user, None, bought[0], "purchase", when, 1.0, 2.0, "o", None)]
+            )
+        else:  # the session, trained as a guest's, is theirs from now on
+            bought = GUEST_BOUGHT
+            assert set(bought) & {r.item_id for r in before.items}
+            assert store.merge_session("s-late", user) == len(GUEST_BOUGHT)
+        fast = service.recommend_fast(ListRequest(user, 5, filters=new))
+        assert fast[0] is None and fast[2] is not None and fast[2].mark[0] > 0
+        after = service.recommend(ListRequest(user, 5, filters=new)).result
+        assert not set(bought) & {r.item_id for r in after.items}, (user, after.items)
+        batch = service.recommend_many([user], 5, filters=new)[0]
+        assert [r.item_id for r in batch.items] == [r.item_id for r in after.items]
+

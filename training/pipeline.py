@@ -61,7 +61,14 @@ from recsys.settings import Settings
 from recsys.store.base import EventStore
 from training.config import TrainingConfig, check_model_params
 from training.holdout import evaluate_holdout, served_orders, serving_choices
-from training.publish import CatalogRead, Fitted, TrainingResult, publish_run, serving_default
+from training.publish import (
+    EVENTS_SEQ_KEY,
+    CatalogRead,
+    Fitted,
+    TrainingResult,
+    publish_run,
+    serving_default,
+)
 from training.stages import (
     Choices,
     Notify,
@@ -241,7 +248,10 @@ def run_training(
         Progress(timings) as progress,
     ):
         with progress.stage("read"):
-            events = store.read_events(until=as_of)
+            # up to the newest stored now: an event stored later, whatever its time, is one
+            # this version did not see, and serving folds it in (EVENTS_SEQ_KEY)
+            events_seq = store.last_event_seq()
+            events = store.read_events(until=as_of, through_seq=events_seq)
             read = CatalogRead.of(store)
             catalog = read.items
         if len(events) == 0:
@@ -312,6 +322,7 @@ def run_training(
         extra: dict[str, Any] = {
             FINGERPRINT_KEY: fingerprint,
             FULL_RUN_KEY: None if full_run is None else iso_time(full_run),
+            EVENTS_SEQ_KEY: events_seq,
         }
         if warm is not None:
             extra["warm_start"] = {

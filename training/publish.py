@@ -34,6 +34,10 @@ from training.stages import (
     thread_limit,
 )
 
+EVENTS_SEQ_KEY = "events_seq"
+"""The manifest's key for the store's newest event ``seq`` when the run read the store (see
+:attr:`recsys.artifacts.Manifest.events_seq`), whichever engine trained it."""
+
 
 @dataclass
 class TrainingResult:

@@ -618,13 +618,25 @@ class EventStore(ABC):
         )
 
     def merge_session(self, session_id: str, user_id: str) -> int:
-        """Attach an anonymous session's events to a customer; return how many moved."""
+        """Attach an anonymous session's events to a customer; return how many moved (none
+        to an erased customer: their events are removed, as a write of them is refused).
+
+        The events are stored again under new ``seq`` numbers rather than updated in place:
+        a model version trained before they moved never saw them as the customer's, and
+        serving folds in whatever was stored after the version read the store (see
+        :meth:`user_events`), whatever the events' times.
+        """
+        guest = " WHERE session_id = ? AND user_id = ''"
         with self.transaction() as cur:
-            cur.execute(
-                self._sql("UPDATE events SET user_id = ? WHERE session_id = ? AND user_id = ''"),
-                (user_id, session_id),
-            )
-            return int(cur.rowcount)
+            self._lock_live(cur, exclusive=False)
+            cur.execute(self._sql(f"{_EVENT_SELECT}{guest} ORDER BY seq"), (session_id,))
+            rows = [EventRow(*row)._replace(user_id=user_id) for row in cur.fetchall()]
+            if not rows:
+                return 0
+            cur.execute(self._sql(f"DELETE FROM events{guest}"), (session_id,))
+            # an erased customer's (or session's) events go, as a write of them would
+            kept = self._without_erased(cur, rows)
+            return self._insert_event_rows(cur, kept) if kept else 0
 
     def erase_user(self, user_id: str) -> int:
         """Remove everything the store holds about a customer; record it without personal data.
@@ -693,26 +705,36 @@ class EventStore(ABC):
         since: int | None = None,
         until: int | None = None,
         event_types: Sequence[str] | None = None,
+        through_seq: int | None = None,
     ) -> EventFrame:
-        """Events with ``since <= ts < until`` (microseconds), oldest first."""
-        where, params = _event_filter(since, until, event_types)
+        """Events with ``since <= ts < until`` (microseconds), oldest first; with
+        ``through_seq``, only those stored up to it (``seq <= through_seq``, see
+        :meth:`last_event_seq`)."""
+        where, params = _event_filter(since, until, event_types, through_seq)
         statement = f"{_EVENT_SELECT}{where} ORDER BY ts, seq"
         return EventFrame.concat(
             [EventFrame.from_rows(rows) for rows in self._query_batches(statement, params)]
         )
 
     def user_events(
-        self, user_id: str, *, limit: int = 500, since: int | None = None
+        self,
+        user_id: str,
+        *,
+        limit: int = 500,
+        since: int | None = None,
+        after_seq: int | None = None,
     ) -> EventFrame:
-        """A customer's most recent events (at most ``limit``), oldest first; only those with
-        ``ts > since`` (microseconds) when ``since`` is given (the serving hot path asks only
-        for events newer than its model version)."""
-        after, params = (
-            ("", (user_id, limit)) if since is None else (" AND ts > ?", (user_id, since, limit))
-        )
+        """A customer's most recent events (at most ``limit``), oldest first.
+
+        With ``since``, only the events a model version did not train on: those with ``ts >
+        since`` (microseconds), and, with ``after_seq``, those stored after the version read
+        the store (``seq > after_seq``: late events, and events moved to the customer, e.g. a
+        guest's session when they log in). The serving hot path asks only for those.
+        """
+        after, unseen = ("", []) if since is None else _unseen(since, after_seq)
         rows = self._query(
             f"{_EVENT_SELECT} WHERE user_id = ?{after} ORDER BY ts DESC, seq DESC LIMIT ?",
-            params,
+            (user_id, *unseen, limit),
         )
         return EventFrame.from_rows(rows[::-1])
 
@@ -764,27 +786,44 @@ class EventStore(ABC):
         )
         return [str(r[0]) for r in rows]
 
-    def serving_facts(self, user_id: str, since: int) -> ServingFacts:
-        """How many events ``user_id`` has with ``ts > since`` (microseconds) and the newest
+    def serving_facts(self, user_id: str, since: int, after_seq: int | None = None) -> ServingFacts:
+        """How many events ``user_id`` has that a version did not train on (``ts > since``
+        in microseconds, or ``seq > after_seq``: see :meth:`user_events`) and the newest
         one's ``seq``, and their profile, in one statement.
 
         The API's common case (a known customer with nothing new) asks this on the event
         loop, and an offer reads nothing else of the customer. Each statement hands Python's
         GIL to the request threads while SQLite runs, and the loop then waits for a thread
         to give it back (up to the 5 ms switch interval); one statement is one such wait
-        instead of two. On SQLite the ``events_user (user_id, ts)`` index covers the count
-        and the ``seq`` (the rowid): no event row is read.
+        instead of two. On SQLite the ``events_user (user_id, ts)`` and ``events_user_seq
+        (user_id, seq)`` indexes cover the count and the ``seq`` (the rowid), one range each:
+        no event row is read.
         """
         profile = ", ".join(f"c.{column}" for column in CUSTOMER_COLUMNS)
+        after, unseen = _unseen(since, after_seq)
         rows = self._query(
             f"SELECT e.fresh, e.newest, {profile} FROM (SELECT COUNT(*) AS fresh, "
-            "COALESCE(MAX(seq), 0) AS newest FROM events WHERE user_id = ? AND ts > ?) e "
+            f"COALESCE(MAX(seq), 0) AS newest FROM events WHERE user_id = ?{after}) e "
             "LEFT JOIN customers c ON c.user_id = ?",
-            (user_id, since, user_id),
+            (user_id, *unseen, user_id),
         )
         fresh, newest, *columns = rows[0]
         customer = None if columns[0] is None else _customer(tuple(columns))
         return ServingFacts(int(fresh), int(newest), customer)
+
+    def live_users(self, since: int, after_seq: int | None = None) -> set[str]:
+        """The customers with events a version did not train on (see :meth:`user_events`)."""
+        after, unseen = _unseen(since, after_seq)
+        rows = self._query(
+            f"SELECT DISTINCT user_id FROM events WHERE user_id <> ''{after}", unseen
+        )
+        return {str(r[0]) for r in rows}
+
+    def last_event_seq(self) -> int:
+        """The largest ``seq`` stored (0: no events): a training run reads the events up to
+        it (``read_events(through_seq=...)``) and records it, so that serving knows which
+        events stored later, whatever their time, the version has not seen."""
+        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
 
     def get_customer(self, user_id: str) -> Customer | None:
         """One customer's profile, or ``None``."""
@@ -823,10 +862,16 @@ class EventStore(ABC):
 
 
 def _event_filter(
-    since: int | None, until: int | None, event_types: Sequence[str] | None
+    since: int | None,
+    until: int | None,
+    event_types: Sequence[str] | None,
+    through_seq: int | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
+    if through_seq is not None:
+        clauses.append("seq <= ?")
+        params.append(through_seq)
     if since is not None:
         clauses.append("ts >= ?")
         params.append(since)
@@ -837,6 +882,16 @@ def _event_filter(
         clauses.append(f"event_type IN ({', '.join('?' for _ in event_types)})")
         params.extend(event_types)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _unseen(since: int, after_seq: int | None) -> tuple[str, list[Any]]:
+    """The clause (to follow a ``WHERE``) for events a version did not train on: newer
+    than its ``as_of``, or stored after it read the store."""
+    if after_seq is None:
+        return " AND ts > ?", [since]
+    # an OR of two index ranges (events_user and events_user_seq): SQLite's multi-index OR
+    # and PostgreSQL's bitmap OR read only the matching entries
+    return " AND (ts > ? OR seq > ?)", [since, after_seq]
 
 
 def _item_row(it: CatalogItem) -> tuple[Any, ...]:

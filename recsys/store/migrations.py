@@ -131,4 +131,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX items_generation ON items (generation);
         """,
     ),
+    (
+        5,
+        "a customer's events by seq: what serving reads of events stored after a version",
+        """
+        CREATE INDEX events_user_seq ON events (user_id, seq);
+        """,
+    ),
 ]

@@ -161,9 +161,9 @@ def test_an_offer_reads_the_customer_in_one_statement(
     reads: list[str] = []
     real = sqlite_store.serving_facts
 
-    def counted(user_id: str, since: int) -> Any:
+    def counted(user_id: str, since: int, after_seq: int | None = None) -> Any:
         reads.append(user_id)
-        return real(user_id, since)
+        return real(user_id, since, after_seq)
 
     monkeypatch.setattr(sqlite_store, "serving_facts", counted)
     monkeypatch.setattr(sqlite_store, "get_customer", lambda user_id: pytest.fail("profile"))

@@ -377,6 +377,7 @@ def test_a_spark_version_is_served_like_a_local_one(
     manifest = registry.manifest(version)
     assert manifest["engine"] == "spark"
     assert manifest["spark"]["source"].startswith("parquet:")
+    assert manifest["events_seq"] is None  # an export says nothing of the store's events
     # the hybrid's ranker learned from 300 customers, its generators from all of them
     sampled = manifest["spark"]["sampled"]
     assert set(sampled) == {"hybrid"}
@@ -447,6 +448,7 @@ def test_a_default_spark_does_not_train_falls_back_as_a_local_run_does(
     from recsys.cli import main
     from recsys.registry import Registry
     from recsys.settings import Settings, load_settings
+    from recsys.store import open_store
 
     assert main(["ingest", str(SAMPLE), "--format", "online-retail"]) == 0
     config = tmp_path / "fallback.toml"
@@ -462,6 +464,11 @@ def test_a_default_spark_does_not_train_falls_back_as_a_local_run_does(
     registry = Registry(load_settings(Settings).registry_path)
     manifest = registry.manifest(registry.current_version() or "")
     assert manifest["engine"] == "spark" and manifest["default_model"] == "top"
+    store = open_store(load_settings(Settings))
+    try:  # read from the store, as a local run reads it
+        assert manifest["events_seq"] == store.last_event_seq() > 0
+    finally:
+        store.close()
     assert manifest["default_fallback"] == {
         "configured": "ease",
         "model": "top",
@@ -483,15 +490,25 @@ def test_a_sqlite_store_is_read_through_the_runs_scratch_folder(spark: Any, tmp_
         expected = store.read_events()
         scratch = tmp_path / "scratch"
         scratch.mkdir()
+        seq = store.last_event_seq()
+        store.insert_events([_late_event(expected)])
         frame, source = read_events(
-            spark, SparkOptions(master="local[2]"), _Settings(), store, scratch
+            spark, SparkOptions(master="local[2]"), _Settings(), store, scratch, through_seq=seq
         )
     finally:
         store.close()
     assert source == "sqlite (via Parquet)"
     # the copy is the scratch folder's, which the run removes when it ends
     assert [p.name for p in scratch.iterdir()] == ["events.parquet"]
-    assert frame.count() == len(expected) > 1000
+    assert frame.count() == len(expected) > 1000  # not the one stored after the read
+
+
+def _late_event(events: Any) -> Any:
+    """An event dated at the first of ``events``, stored after them (a late upload)."""
+    from recsys.data.schema import EventRow
+
+    ts = int(events.ts.min())
+    return EventRow("late", "u-late", None, "i-late", "purchase", ts, 1.0, 1.0, "o-late", None)
 
 
 @pytest.mark.postgres
@@ -508,12 +525,14 @@ def test_spark_reads_a_postgresql_store_over_jdbc(spark: Any, pg_url: str, tmp_p
     try:
         ingest_events(store, SAMPLE, format="online-retail")
         expected = store.read_events()
+        seq = store.last_event_seq()
+        store.insert_events([_late_event(expected)])
 
         class _Settings:
             database_url = pg_url
 
         frame, source = read_events(
-            spark, SparkOptions(master="local[2]"), _Settings(), store, tmp_path
+            spark, SparkOptions(master="local[2]"), _Settings(), store, tmp_path, through_seq=seq
         )
     finally:
         store.close()

@@ -226,3 +226,52 @@ def test_stats(store: EventStore) -> None:
 def test_migrations_are_idempotent(store: EventStore) -> None:
     v = store.schema_version()
     assert store.migrate() == v
+
+
+def test_events_stored_after_a_read_are_unseen_whatever_their_time(store: EventStore) -> None:
+    """What a version trained on is the events up to its ``as_of`` stored by the time it read
+    the store: a late event (dated before ``as_of``, stored after) is unseen as much as a new
+    one, for the count, the events, the customers with any, and the training read."""
+    store.insert_events([_event(i, user="u1") for i in range(1, 5)])
+    seq, as_of = store.last_event_seq(), 4_000_000
+    assert seq > 0
+    trained = store.read_events(through_seq=seq).event_id.tolist()
+    store.insert_events(
+        [
+            _event(2, user="u1", event_id="late"),
+            _event(5, user="u1", event_id="new"),
+            _event(1, user="u2", event_id="late2"),
+        ]
+    )
+    assert store.read_events(through_seq=seq).event_id.tolist() == trained
+    assert store.last_event_seq() == seq + 3
+    facts = store.serving_facts("u1", as_of, seq)
+    unseen = store.user_events("u1", since=as_of, after_seq=seq)
+    assert unseen.event_id.tolist() == ["late", "new"]  # oldest first
+    assert facts.fresh == 2 and facts.newest == store.last_event_seq() - 1
+    assert store.user_events("u1", since=as_of).event_id.tolist() == ["new"]
+    assert store.serving_facts("u1", as_of).fresh == 1
+    assert store.live_users(as_of, seq) == {"u1", "u2"}
+    assert store.live_users(as_of) == {"u1"}
+    assert store.live_users(as_of, store.last_event_seq()) == {"u1"}  # by time alone
+
+
+def test_a_merged_session_is_unseen_by_a_version_that_read_it_as_a_guests(
+    store: EventStore,
+) -> None:
+    """A guest's events moved to the customer who logs in are stored again: a version that
+    read them as a guest's sees them as new for the customer; moved to an erased customer,
+    they are removed."""
+    store.insert_events([_event(i, user="", session_id="s1") for i in range(1, 3)])
+    store.insert_events([_event(i, user="", session_id="s2", event_id=f"g{i}") for i in (1, 2)])
+    store.insert_events([_event(3, user="u1")])
+    seq, as_of = store.last_event_seq(), 3_000_000
+    assert store.merge_session("s1", "u1") == 2
+    unseen = store.user_events("u1", since=as_of, after_seq=seq)
+    assert unseen.event_id.tolist() == ["e1", "e2"]
+    assert store.serving_facts("u1", as_of, seq).fresh == 2
+    store.insert_events([_event(4, user="u9")])
+    store.erase_user("u9")
+    assert store.merge_session("s2", "u9") == 0
+    assert store.session_events("s2").event_id.tolist() == []
+    assert len(store.user_events("u9")) == 0

@@ -46,7 +46,14 @@ from training.holdout import (
     served_orders,
     serving_choices,
 )
-from training.publish import CatalogRead, Fitted, TrainingResult, publish_run, serving_default
+from training.publish import (
+    EVENTS_SEQ_KEY,
+    CatalogRead,
+    Fitted,
+    TrainingResult,
+    publish_run,
+    serving_default,
+)
 from training.spark import jobs
 from training.spark.session import ALS_BLOCKS_CONF, SparkOptions, read_events, start
 from training.stages import (
@@ -172,7 +179,11 @@ def run_spark_training(
         spark = start(options, scratch=None if borrowed else Path(scratch))
         try:
             with progress.stage("read"):
-                raw, source = read_events(spark, options, settings, store, Path(scratch))
+                # as a local run does (EVENTS_SEQ_KEY); an export says nothing of the store
+                events_seq = None if options.events is not None else store.last_event_seq()
+                raw, source = read_events(
+                    spark, options, settings, store, Path(scratch), through_seq=events_seq
+                )
                 read = CatalogRead.of(store)
                 catalog = read.items
                 # the events' span, read once: without an as-of both the evaluation's cut
@@ -237,6 +248,7 @@ def run_spark_training(
             notify=notify,
             active=active,
             manifest={
+                EVENTS_SEQ_KEY: events_seq,
                 "engine": "spark",
                 "spark": {
                     "master": options.master,

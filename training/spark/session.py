@@ -143,7 +143,13 @@ def local_cores(master: str) -> int:
 
 
 def read_events(
-    spark: Any, options: SparkOptions, settings: Any, store: Any, scratch: Path
+    spark: Any,
+    options: SparkOptions,
+    settings: Any,
+    store: Any,
+    scratch: Path,
+    *,
+    through_seq: int | None = None,
 ) -> tuple[Any, str]:
     """The events as a DataFrame with the store's columns, and a description of the source.
 
@@ -159,6 +165,9 @@ def read_events(
         The open store (a SQLite store is exported to ``scratch`` first).
     scratch
         The run's temporary folder, which the caller removes once the frame is read.
+    through_seq
+        Only the store's events stored up to this ``seq`` (see
+        :meth:`~recsys.store.base.EventStore.last_event_seq`); an export is read whole.
 
     Raises
     ------
@@ -186,7 +195,7 @@ def read_events(
                 "`apt-get install libpostgresql-jdbc-java`, pass --jdbc-jar, or export the "
                 "events with `recsys export events --out DIR` and train with --events DIR"
             )
-        return _read_jdbc(spark, url, store), "postgresql (jdbc)"
+        return _read_jdbc(spark, url, store, through_seq), "postgresql (jdbc)"
     import pyarrow.parquet as pq
 
     from training.export import events_table
@@ -194,7 +203,7 @@ def read_events(
     # SQLite: through one temporary Parquet file (a day-partitioned export is for sharing;
     # one file per day would be one Spark task per day here)
     path = scratch / "events.parquet"
-    pq.write_table(events_table(store.read_events()), path)
+    pq.write_table(events_table(store.read_events(through_seq=through_seq)), path)
     frame = spark.read.parquet(str(path)).select(*EVENT_COLUMNS)
     return _fewer_partitions(spark, frame), f"{store.backend} (via Parquet)"
 
@@ -231,14 +240,20 @@ def jdbc_options(url: str) -> dict[str, str]:
     return out
 
 
-def _read_jdbc(spark: Any, url: str, store: Any) -> Any:
-    """The ``events`` table over JDBC, in parallel ``ts`` ranges (one per shuffle partition)."""
+def _read_jdbc(spark: Any, url: str, store: Any, through_seq: int | None = None) -> Any:
+    """The ``events`` table over JDBC, in parallel ``ts`` ranges (one per shuffle partition);
+    with ``through_seq``, the rows stored up to it."""
     from recsys.data.schema import EVENT_COLUMNS
 
     options = jdbc_options(url)
+    table = "events"
+    if through_seq is not None:
+        table = f"(SELECT * FROM events WHERE seq <= {int(through_seq)}) AS stored"
     bounds = (
         spark.read.format("jdbc")
-        .options(**options, query="SELECT min(ts) AS lo, max(ts) AS hi, count(*) AS n FROM events")
+        .options(
+            **options, query=f"SELECT min(ts) AS lo, max(ts) AS hi, count(*) AS n FROM {table}"
+        )
         .load()
         .collect()[0]
     )
@@ -249,7 +264,7 @@ def _read_jdbc(spark: Any, url: str, store: Any) -> Any:
         spark.read.format("jdbc")
         .options(
             **options,
-            dbtable="events",
+            dbtable=table,
             partitionColumn="ts",
             lowerBound=str(bounds["lo"]),
             upperBound=str(int(bounds["hi"]) + 1),
