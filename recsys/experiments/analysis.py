@@ -9,9 +9,12 @@ the event store and tests can build them by hand:
 - :class:`EventLog` - one row per user event (click, purchase, ...).
 
 **Attribution.** An event that carries a ``recommendation_id`` of a logged exposure belongs to
-that exposure. Otherwise an event belongs to the *latest* exposure of the same user that showed
-the same item and happened at most ``attribution_window_hours`` before the event (last touch).
-Events neither way are unattributed.
+that exposure when it is the same customer's and happened within ``attribution_window_hours``
+after it (from :data:`CLOCK_SKEW_US` before it: a client's clock may run behind the server's).
+Otherwise an event belongs to the *latest* exposure of the same user that showed the same item
+and happened at most ``attribution_window_hours`` before the event (last touch). Events neither
+way are unattributed: an id copied onto another customer's event, or onto a purchase made
+before the list was shown, does not credit the list.
 
 **Metrics per variant.** ``users`` (distinct exposed users), ``exposures``, ``ctr`` (share of
 exposures with at least one attributed click), ``conversion`` (share of users with at least one
@@ -36,6 +39,9 @@ from recsys.experiments.definitions import Experiment
 from recsys.experiments.stats import _as_1d
 
 MICROS_PER_HOUR = 3_600 * 1_000_000
+#: How far before its exposure an event carrying the exposure's id may be dated: clients send
+#: their own clocks' times, the exposure has the server's.
+CLOCK_SKEW_US = 60 * 1_000_000
 CLICK_TYPES = ("click",)
 PURCHASE_TYPES = ("purchase",)
 
@@ -172,6 +178,7 @@ def attribute(exposures: ExposureLog, events: EventLog, window_hours: float) -> 
     if window_hours <= 0:
         raise DataError(f"attribution window must be positive, got {window_hours!r} hours")
     window = int(window_hours * MICROS_PER_HOUR)
+    exposed_at = exposures.ts.tolist()
     by_id: dict[Any, int] = {}
     shown: dict[tuple[Any, Any], list[tuple[int, int]]] = {}
     for i, (rid, user, items, ts) in enumerate(
@@ -179,7 +186,7 @@ def attribute(exposures: ExposureLog, events: EventLog, window_hours: float) -> 
             exposures.recommendation_id,
             exposures.user_id,
             exposures.items,
-            exposures.ts.tolist(),
+            exposed_at,
             strict=True,
         )
     ):
@@ -201,8 +208,13 @@ def attribute(exposures: ExposureLog, events: EventLog, window_hours: float) -> 
             strict=True,
         )
     ):
-        if rid is not None and rid in by_id:
-            out[j] = by_id[rid]
+        named = by_id.get(rid) if rid is not None else None
+        if (
+            named is not None
+            and user == exposures.user_id[named]
+            and -CLOCK_SKEW_US <= ts - exposed_at[named] <= window
+        ):
+            out[j] = named
             continue
         ts_list = times.get((user, item))
         if ts_list is None:
@@ -217,7 +229,8 @@ def attribute(exposures: ExposureLog, events: EventLog, window_hours: float) -> 
 class VariantMetrics:
     """Metrics of one variant; per-user arrays are kept for the tests on means.
 
-    ``user_ids``, ``user_revenue`` and ``user_purchased`` are aligned: one entry per exposed user.
+    ``user_ids``, ``user_revenue``, ``user_purchased``, ``user_exposures`` and ``user_clicked``
+    (their exposures with an attributed click) are aligned: one entry per exposed user.
     """
 
     name: str
@@ -231,6 +244,8 @@ class VariantMetrics:
     user_ids: NDArray[np.object_] = field(repr=False)
     user_revenue: NDArray[np.float64] = field(repr=False)
     user_purchased: NDArray[np.bool_] = field(repr=False)
+    user_exposures: NDArray[np.int64] = field(repr=False)
+    user_clicked: NDArray[np.int64] = field(repr=False)
 
     @property
     def ctr(self) -> float:
@@ -348,11 +363,17 @@ def analyse(
         rows = np.flatnonzero(exp_variant_of_user == name)
         rev = np.array([user_rev.get(u, 0.0) for u in users], dtype=np.float64)
         bought = np.array([u in user_bought for u in users], dtype=bool)
+        shown: dict[Any, int] = dict.fromkeys(users, 0)
+        clicked: dict[Any, int] = dict.fromkeys(users, 0)
+        for r in rows.tolist():
+            u = exp.user_id[r]
+            shown[u] += 1
+            clicked[u] += r in clicked_exposures
         out[name] = VariantMetrics(
             name=name,
             users=len(users),
             exposures=len(rows),
-            clicked_exposures=sum(1 for r in rows.tolist() if r in clicked_exposures),
+            clicked_exposures=sum(clicked.values()),
             purchasers=int(bought.sum()),
             revenue=float(rev.sum()),
             orders=len(orders[name]),
@@ -360,6 +381,8 @@ def analyse(
             user_ids=_objects(users),
             user_revenue=rev,
             user_purchased=bought,
+            user_exposures=np.array([shown[u] for u in users], dtype=np.int64),
+            user_clicked=np.array([clicked[u] for u in users], dtype=np.int64),
         )
     return ExperimentData(
         experiment=experiment.name,

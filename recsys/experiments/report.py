@@ -40,6 +40,8 @@ from recsys.experiments.stats import (
     bootstrap_diff_ci,
     cuped_ttest,
     holm_bonferroni,
+    ratio_estimate,
+    ratio_ztest,
     sample_size_warning,
     srm_test,
     two_proportion_ztest,
@@ -93,6 +95,9 @@ class ABReport:
     variants: tuple[dict[str, Any], ...]
     intervals: dict[str, dict[str, tuple[float, float, float]]] = field(repr=False)
     comparisons: tuple[Comparison, ...]
+    primary_metric: str = "conversion"
+    """The metric the experiment is decided on (chosen before it started); the others are
+    secondary."""
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data (NaN becomes ``None``)."""
@@ -102,6 +107,7 @@ class ABReport:
                 "control": self.control,
                 "alpha": self.alpha,
                 "srm": self.srm.to_dict() if self.srm else None,
+                "primary_metric": self.primary_metric,
                 "warnings": list(self.warnings),
                 "planned_sample_size_per_variant": self.planned_sample_size,
                 "variants": list(self.variants),
@@ -155,7 +161,7 @@ class ABReport:
             rows.append(
                 [
                     c.variant,
-                    c.metric,
+                    f"{c.metric} (primary)" if c.metric == self.primary_metric else c.metric,
                     f"{_fmt(t.estimate_a, pct=pct)} -> {_fmt(t.estimate_b, pct=pct)}",
                     f"{_fmt(t.difference, pct=pct)} "
                     f"[{_fmt(t.ci_low, pct=pct)}, {_fmt(t.ci_high, pct=pct)}]",
@@ -338,6 +344,7 @@ def ab_report(
         variants=tuple(data.variants[n].summary() for n in data.variants),
         intervals=_intervals(data, alpha),
         comparisons=tuple(comparisons),
+        primary_metric=experiment.primary_metric,
     )
 
 
@@ -373,9 +380,10 @@ def _compare(
     if metric == "ctr":
         if a.exposures == 0 or b.exposures == 0:
             raise DataError(f"variant {a.name if a.exposures == 0 else b.name!r} has no exposures")
+        # per user, not per exposure: a user's lists are not independent trials
         return (
-            two_proportion_ztest(
-                a.clicked_exposures, a.exposures, b.clicked_exposures, b.exposures, alpha=alpha
+            ratio_ztest(
+                a.user_clicked, a.user_exposures, b.user_clicked, b.user_exposures, alpha=alpha
             ),
             None,
             None,
@@ -403,13 +411,15 @@ def _intervals(
     z = float(sps.norm.ppf(1 - alpha / 2))
     out: dict[str, dict[str, tuple[float, float, float]]] = {m: {} for m in METRICS}
     for name, v in data.variants.items():
-        for metric, k, n in (
-            ("ctr", v.clicked_exposures, v.exposures),
-            ("conversion", v.purchasers, v.users),
-        ):
-            p = k / n if n else math.nan
-            half = z * math.sqrt(p * (1 - p) / n) if n else math.nan
-            out[metric][name] = (p, p - half, p + half)
+        p = v.purchasers / v.users if v.users else math.nan
+        half = z * math.sqrt(p * (1 - p) / v.users) if v.users else math.nan
+        out["conversion"][name] = (p, p - half, p + half)
+        if v.exposures:
+            ctr, var = ratio_estimate(v.user_clicked, v.user_exposures)
+            half = z * math.sqrt(var)
+            out["ctr"][name] = (ctr, ctr - half, ctr + half)
+        else:
+            out["ctr"][name] = (math.nan, math.nan, math.nan)
         rev = v.user_revenue
         if len(rev) >= 2:
             m = float(rev.mean())

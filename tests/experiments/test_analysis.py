@@ -55,6 +55,29 @@ def test_attribution_rules() -> None:
     assert owner.tolist() == [0, 0, 0, 2, -1, -1, -1]
 
 
+def test_an_id_credits_its_list_only_for_its_customer_after_it_was_shown() -> None:
+    """A recommendation id on another customer's event, on a purchase made before the list
+    was shown, or on one beyond the window credits nothing by itself (the last-touch rule
+    still applies); within a minute before the list (a client's clock) it does."""
+    minute = HOUR // 60
+    events = EventLog.from_records(
+        [
+            {"user_id": "u7", "event_type": "purchase", "item_id": "A", "ts": T0 + HOUR,
+             "price": 9.0, "recommendation_id": "r1"},  # u1's list: not u7's purchase
+            {"user_id": "u1", "event_type": "purchase", "item_id": "A", "ts": T0 - 20 * minute,
+             "price": 9.0, "recommendation_id": "r1"},  # before it was shown
+            {"user_id": "u1", "event_type": "click", "item_id": "B", "ts": T0 - minute // 2,
+             "recommendation_id": "r1"},  # a client's clock half a minute behind
+            {"user_id": "u1", "event_type": "click", "item_id": "Z", "ts": T0 + 25 * HOUR,
+             "recommendation_id": "r1"},  # beyond the window
+            {"user_id": "u2", "event_type": "click", "item_id": "C", "ts": T0 + 11 * HOUR,
+             "recommendation_id": "r1"},  # not theirs, but r3 showed them C an hour ago
+        ]
+    )  # fmt: skip
+    owner = attribute(_exposures(), events, window_hours=24)
+    assert owner.tolist() == [-1, -1, 0, -1, 2]
+
+
 def test_window_is_inclusive_and_configurable() -> None:
     owner = attribute(_exposures(), _events(), window_hours=30)
     assert owner[4] == 1  # 30 h after r2 is inside a 30 h window

@@ -45,7 +45,7 @@ def test_markdown_puts_srm_then_warning_first(report) -> None:  # type: ignore[n
     md = report.to_markdown()
     srm, warn, table = md.index("Sample ratio: OK"), md.index("Warning"), md.index("## Variants")
     assert srm < warn < table
-    assert "| c | ctr |" in md
+    assert "| c | ctr |" in md and "| c | conversion (primary) |" in md
 
 
 def test_html_embeds_png(report) -> None:  # type: ignore[no-untyped-def]
@@ -59,7 +59,7 @@ def test_html_embeds_png(report) -> None:  # type: ignore[no-untyped-def]
 def test_json_round_trips(report) -> None:  # type: ignore[no-untyped-def]
     data = json.loads(report.to_json())
     assert list(data)[:4] == ["experiment", "control", "alpha", "srm"]
-    assert data["srm"]["mismatch"] is False
+    assert data["srm"]["mismatch"] is False and data["primary_metric"] == "conversion"
     assert len(data["comparisons"]) == 6
     assert {v["variant"] for v in data["variants"]} == {"holdout", "control", "b", "c"}
 

@@ -15,6 +15,8 @@ from recsys.experiments.stats import (
     cuped_ttest,
     holm_bonferroni,
     power_two_proportions,
+    ratio_estimate,
+    ratio_ztest,
     required_sample_size,
     sample_size_warning,
     srm_test,
@@ -165,3 +167,43 @@ def test_sample_size_warning() -> None:
     assert msg is not None and "a: 90" in msg and "b:" not in msg
     assert sample_size_warning({"a": 100, "b": 120}, 100) is None
     assert sample_size_warning({"a": 1}, None) is None
+
+
+def test_ratio_with_one_exposure_each_is_the_proportions_wald_interval() -> None:
+    """One exposure per user: the delta method's variance is the binomial one (with the
+    sample variance's n - 1), so its interval is the unpooled Wald interval's, widened by
+    sqrt(n / (n - 1))."""
+    clicks_a, clicks_b = np.r_[np.ones(30), np.zeros(70)], np.r_[np.ones(45), np.zeros(55)]
+    ratio = ratio_ztest(clicks_a, np.ones(100), clicks_b, np.ones(100))
+    wald = two_proportion_ztest(30, 100, 45, 100)
+    assert ratio.estimate_a == pytest.approx(0.30) and ratio.estimate_b == pytest.approx(0.45)
+    half, wald_half = ratio.ci_high - ratio.difference, wald.ci_high - wald.difference
+    assert half == pytest.approx(wald_half * np.sqrt(100 / 99))
+
+
+def test_ratio_test_keeps_its_false_positive_rate_when_users_see_many_lists() -> None:
+    """A/A tests where each user sees 8 lists and clicks with their own propensity: counting
+    exposures as independent trials calls about a fifth of them significant at alpha 0.05;
+    with users as the unit (the delta method) it stays near alpha."""
+    rng = np.random.default_rng(11)
+    per_exposure = per_user = 0
+    runs = 300
+    for _ in range(runs):
+        groups = []
+        for _ in range(2):
+            propensity = rng.beta(0.5, 1.5, size=500)
+            shown = np.full(500, 8)
+            groups.append((rng.binomial(shown, propensity), shown))
+        (ca, na), (cb, nb) = groups
+        per_exposure += two_proportion_ztest(ca.sum(), na.sum(), cb.sum(), nb.sum()).significant
+        per_user += ratio_ztest(ca, na, cb, nb).significant
+    assert per_exposure / runs > 0.12
+    assert per_user / runs < 0.09  # alpha plus three standard errors of 300 runs
+
+
+def test_ratio_estimate_refuses_what_has_no_ratio() -> None:
+    with pytest.raises(DataError, match="sum to zero"):
+        ratio_estimate([0, 0], [0, 0])
+    with pytest.raises(DataError, match="2 numerators but 3 denominators"):
+        ratio_estimate([1, 2], [1, 2, 3])
+    assert np.isnan(ratio_estimate([1], [2])[1])
