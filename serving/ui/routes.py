@@ -429,6 +429,7 @@ def experiment(request: Request, session: SessionDep, name: str) -> HTMLResponse
         session,
         exp=exp,
         running=exp.is_running(datetime.now(UTC)),
+        started=exp.start <= datetime.now(UTC),
         report=report,
         report_error=report_error,
         text=views.experiment_toml(exp),

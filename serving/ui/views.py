@@ -592,7 +592,11 @@ def experiment_from_text(text: str) -> dict[str, Any]:
 
 def start_or_stop(state: ServingState, name: str, action: str) -> Experiment:
     """Start an experiment now (its end kept when still ahead, else two weeks on), or stop it
-    now (its end moved to this moment)."""
+    now (its end moved to this moment).
+
+    Starting one that ran before resumes it: its start stays, so that its report keeps the
+    lists shown before it stopped (it lost them when the start moved to now). A new
+    experiment, or a new definition under a new name, starts afresh."""
     from datetime import timedelta
 
     if state.experiments is None:
@@ -601,7 +605,7 @@ def start_or_stop(state: ServingState, name: str, action: str) -> Experiment:
     now = datetime.now(UTC).replace(microsecond=0)
     if action == "start":
         end = exp.end if exp.end > now + timedelta(hours=1) else now + timedelta(days=14)
-        changed = {"start": now, "end": end}
+        changed = {"start": min(exp.start, now), "end": end}
     else:
         changed = {"end": now, "start": min(exp.start, now - timedelta(seconds=1))}
     data = {**exp.model_dump(mode="python", exclude_none=True), **changed}

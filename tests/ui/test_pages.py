@@ -360,11 +360,17 @@ def test_experiment_list_report_stop_start_and_edit(
     png = logged_in.get("/ui/experiments/hero-test/plot.png")
     assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
     r = logged_in.post("/ui/experiments/hero-test", data={"csrf": token, "action": "stop"})
-    assert "Stopped." in logged_in.get(r.headers["location"]).text
+    stopped = logged_in.get(r.headers["location"]).text
+    assert "Stopped." in stopped and "Resume now" in stopped
+    admin = "/v1/admin/experiments/hero-test"
+    started = logged_in.get(admin, headers={"X-API-Key": KEY}).json()["start"]
     api = logged_in.get("/v1/users/u1/recommendations?k=3").json()
     assert api["experiment"] is None
     r = logged_in.post("/ui/experiments/hero-test", data={"csrf": token, "action": "start"})
     assert logged_in.get("/v1/users/u1/recommendations?k=3").json()["experiment"] == "hero-test"
+    # resumed, not restarted: the lists shown before it stopped stay in its report
+    assert logged_in.get(admin, headers={"X-API-Key": KEY}).json()["start"] == started
+    assert "Stop now" in logged_in.get("/ui/experiments/hero-test").text
     edited = experiment_toml().replace('salt = "s1"', 'salt = "s2"')
     r = logged_in.post(
         "/ui/experiments/hero-test", data={"csrf": token, "action": "save", "text": edited}
