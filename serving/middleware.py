@@ -126,7 +126,8 @@ class GuardMiddleware:
             if counted:
                 self.in_flight -= 1
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            # the template without converters ("{user_id}", not "{user_id:path}"): stable labels
+            endpoint = getattr(route, "path_format", None) or "unmatched"
             self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 

@@ -16,7 +16,9 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 @router.get(
-    "/{session_id}/recommendations", response_model=ListOut, dependencies=[Depends(read_access)]
+    "/{session_id:path}/recommendations",
+    response_model=ListOut,
+    dependencies=[Depends(read_access)],
 )
 async def session_recommendations(
     state: State,

@@ -217,7 +217,7 @@ def customers(request: Request, session: SessionDep, q: str = "") -> Response:
     return _render(request, "customers.html", session, q=q, found=found)
 
 
-@router.get("/customers/{user_id}", response_class=HTMLResponse)
+@router.get("/customers/{user_id:path}", response_class=HTMLResponse)
 def customer(
     request: Request,
     session: SessionDep,
@@ -255,7 +255,7 @@ def items(request: Request, session: SessionDep, q: str = "") -> Response:
     return _render(request, "items.html", session, q=q, found=found)
 
 
-@router.get("/items/{item_id}", response_class=HTMLResponse)
+@router.get("/items/{item_id:path}", response_class=HTMLResponse)
 def item(
     request: Request,
     session: SessionDep,
@@ -270,7 +270,7 @@ def item(
     return _render(request, "item.html", session, customer=customer, **data)
 
 
-@router.post("/items/{item_id}/stock")
+@router.post("/items/{item_id:path}/stock")
 def item_stock(
     request: Request,
     session: FormSession,
@@ -291,7 +291,7 @@ def item_stock(
     return _back(f"{PREFIX}/items/{quote(item_id, safe='')}", note=note, customer=customer)
 
 
-@router.post("/items/{item_id}/price")
+@router.post("/items/{item_id:path}/price")
 def item_price(
     request: Request,
     session: FormSession,

@@ -256,7 +256,7 @@ def test_the_guard_sees_which_routes_need_a_key(client: TestClient) -> None:
 
     app = client.app
     found = {
-        (method, route.path): _key_dependencies(route)
+        (method, route.path_format): _key_dependencies(route)
         for route in _flat_routes(app.router.routes)  # type: ignore[attr-defined]
         for method in getattr(route, "methods", None) or ()
     }

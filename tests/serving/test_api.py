@@ -222,6 +222,30 @@ def test_merge_and_erase(client: TestClient, sqlite_store: EventStore) -> None:
     assert r.json() == {"inserted": 0, "duplicates": 0, "erased": 1}
 
 
+def test_ids_with_a_slash_are_reachable_on_every_route(client: TestClient) -> None:
+    """A shop's ids may hold "/" (a SKU "ABC/12", a customer "acme/42"): the files and event
+    batches take them, so every route that names one in its path answers for it, encoded
+    or not (they answered a bare 404, and such a customer could not be erased)."""
+    event = {"user_id": "acme/42", "session_id": "web/s1", "item_id": "A", "event_type": "view"}
+    assert client.post("/v1/events", json=event, headers=KEY).json()["inserted"] == 1
+    for user in ("acme%2F42", "acme/42"):
+        r = client.get(f"/v1/users/{user}/recommendations?k=2")
+        assert r.status_code == 200, r.text
+        assert r.json()["fallback"] is None  # their view is folded in: a personal list
+    assert client.get("/v1/sessions/web%2Fs1/recommendations?k=2").status_code == 200
+    item = {"title": "Plate", "category": "Home > Kitchen", "price": 3.0, "in_stock": True}
+    assert client.put("/v1/items/AB%2F12", json=item, headers=KEY).status_code == 200
+    assert client.get("/v1/items/AB/12").json()["item_id"] == "AB/12"
+    assert client.patch("/v1/items/AB/12", json={"price": 4.0}, headers=KEY).json()["price"] == 4
+    r = client.get("/v1/items/AB%2F12/bought-together?k=2")
+    assert r.status_code == 404 and "item 'AB/12'" in r.text, r.text  # unknown to the model
+    assert client.delete("/v1/items/AB/12", headers=KEY).status_code == 200
+    assert client.delete("/v1/users/acme%2F42", headers=KEY).status_code == 200
+    after = client.get("/v1/users/acme%2F42/recommendations?k=2").json()
+    assert after["fallback"] == "popular"
+    assert client.post("/v1/events", json=event, headers=KEY).json()["erased"] == 1
+
+
 def test_registering_again_waits_until_no_version_knows_them(
     client: TestClient, registry: Registry
 ) -> None:
