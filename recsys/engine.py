@@ -327,6 +327,11 @@ class Engine:
             fast = self._from_precomputed(user_id, k, compiled, filters)
             if fast is not None:
                 return fast
+        if live is not None and len(live) and compiled.rules.exclude_just_bought:
+            just = live.item_id[(live.event_type == PURCHASE) & (live.ts > self.as_of)]
+            if len(just):
+                exclude = dict.fromkeys((*filters.exclude, *just.tolist()))
+                filters = replace(filters, exclude=tuple(exclude))
         u, row = self._history_row(user_id, events)
         if row.nnz == 0:
             return self._popular_list(k, compiled, filters, fallback="popular")

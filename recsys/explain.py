@@ -33,6 +33,7 @@ MODEL_WORDS = {
     "trending": "rising sales",
     "buy_again": "their repeat purchases",
     "bought_before": "their own purchases",
+    "history": "what they viewed or put in their cart",
     "repeat": "their repeat purchases",
 }
 

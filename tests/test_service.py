@@ -341,3 +341,34 @@ def test_an_event_stored_after_training_counts_whatever_its_time(
         batch = service.recommend_many([user], 5, filters=new)[0]
         assert [r.item_id for r in batch.items] == [r.item_id for r in after.items]
 
+
+def test_a_live_customers_list_leaves_out_what_they_just_bought_and_names_what_they_viewed(
+    trained_service: RecommendationService,
+) -> None:
+    """What a customer bought since the version was trained is not put back on their list
+    (the version still ranked it as due: it came back first); an item they only viewed is
+    proposed as their history, never as "bought before"."""
+    service, store = trained_service, trained_service.store
+    engine = service.engines.require_engine()
+    user, now = "u13", engine.as_of + 3_600_000_000
+    top = service.recommend(ListRequest(user, 5)).result.items[0].item_id
+    bought = EventRow("just", user, None, top, "purchase", now, 1.0, 2.0, "o-just", None)
+    store.insert_events([bought])
+    assert top not in [r.item_id for r in service.recommend(ListRequest(user, 5)).result.items]
+    lenient = service.engines.require_engine().with_rules(
+        parse_rules({"exclude_just_bought": False})
+    )
+    assert (
+        lenient.recommend(user, 5, events=store.user_events(user, since=engine.as_of))
+        .items[0]
+        .item_id
+        == top
+    ), "the version still ranks it first: the rule is what leaves it out"
+    history = {i for i in engine.items.ids if i.startswith("n")}
+    viewed = sorted(history - set(store.user_events(user).item_id.tolist()))[0]
+    store.insert_events([EventRow("seen", user, None, viewed, "view", now, 1.0, None, None, None)])
+    listed = service.recommend(ListRequest(user, len(engine.items))).result.items
+    reasons = {r.item_id: r.reasons for r in listed}
+    assert "source:history" in reasons[viewed] and "source:bought_before" not in reasons[viewed]
+    mine = set(store.user_events(user).item_id[store.user_events(user).event_type == "purchase"])
+    assert all(i in mine for i, why in reasons.items() if "source:bought_before" in why)

@@ -46,9 +46,17 @@ class ItemReason:
         return out
 
 
-def generator_names(bits: int) -> tuple[str, ...]:
-    """The :data:`~recsys.models.features.GENERATORS` whose flag is set in ``bits``."""
-    return tuple(g for b, g in enumerate(GENERATORS) if bits >> b & 1)
+def generator_names(bits: int, *, bought: bool = True) -> tuple[str, ...]:
+    """The :data:`~recsys.models.features.GENERATORS` whose flag is set in ``bits``.
+
+    The first proposes the customer's own items: their purchases, and whatever else their
+    history holds (a live customer's views and carts). An item they did not buy (``bought``
+    false) is named ``history`` there: "bought before" would be untrue.
+    """
+    names = tuple(g for b, g in enumerate(GENERATORS) if bits >> b & 1)
+    if bought or not bits & 1:
+        return names
+    return ("history", *names[1:])
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,7 @@ class ExplainedLists:
             item=int(self.items[e]),
             score=float(self.scores[e]),
             probability=float(self.probabilities[e]),
-            sources=generator_names(int(self.sources[e])),
+            sources=generator_names(int(self.sources[e]), bought=bool(self.bought_before[e])),
             bought_before=bool(self.bought_before[e]),
             due_for_repurchase=bool(self.due_for_repurchase[e]),
             often_bought_with=partner if partner >= 0 else None,
@@ -109,13 +117,14 @@ class ExplainedLists:
 
     def reasons(self) -> list[ItemReason]:
         """Every entry as an :class:`ItemReason`, in order."""
-        sources = {int(bits): generator_names(int(bits)) for bits in np.unique(self.sources)}
+        pairs = set(zip(self.sources.tolist(), self.bought_before.tolist(), strict=True))
+        names = {(bits, bb): generator_names(bits, bought=bb) for bits, bb in pairs}
         return [
             ItemReason(
                 item=item,
                 score=score,
                 probability=prob,
-                sources=sources[bits],
+                sources=names[bits, bb],
                 bought_before=bb,
                 due_for_repurchase=dd,
                 often_bought_with=pa if pa >= 0 else None,

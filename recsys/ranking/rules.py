@@ -105,6 +105,10 @@ class RuleSet(StrictModel):
     # model learns when a repeat is due; shops that sell durables turn it on.
     exclude_purchased: bool = False
     repeatable_categories: list[str] = Field(default_factory=list)
+    # What the customer bought since the version was trained: the version has not seen it,
+    # so it would rank the item as due as before the purchase (an item bought a minute ago
+    # came back first).
+    exclude_just_bought: bool = True
     exclude_out_of_stock: bool = True
     max_per_category: int | None = Field(default=None, ge=1)
     category_level: int = Field(default=1, ge=1, le=10)

@@ -65,6 +65,9 @@ def reference_explain(
             f = x[p]
             bits = int(src[p])
             sources = tuple(g for b, g in enumerate(GENERATORS) if bits >> b & 1)
+            if bits & 1 and not f[FEATURE_COLUMN["bought_before"]] > 0:
+                # their own item, not bought: a live view or cart, which is "history"
+                sources = ("history", *sources[1:])
             due = bool(f[FEATURE_COLUMN["n_orders"]] >= 2 and f[FEATURE_COLUMN["due_ratio"]] >= 1.0)
             partner = None
             lo, hi = cooc_t.indptr[item], cooc_t.indptr[item + 1]
