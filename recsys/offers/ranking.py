@@ -65,6 +65,9 @@ from recsys.offers.triggers import (
 
 #: Items considered per promotion for triggers that do not name items (birthday, win-back).
 CANDIDATE_ITEMS = 50
+#: Candidates kept per promotion, best first: the next stand in for an item another promotion
+#: offers (one offer per item).
+ALTERNATIVES = 3
 
 
 class TriggerSettings(StrictModel):
@@ -671,7 +674,8 @@ def candidate_offers(
     campaign: bool = False,
     skip: Callable[[Promotion], bool] | None = None,
 ) -> tuple[list[OfferCandidate], dict[str, str]]:
-    """Every eligible promotion's best candidate for the customer, unranked.
+    """Every eligible promotion's best candidates for the customer (up to
+    :data:`ALTERNATIVES` items each, best first), unranked across promotions.
 
     Returns the candidates and, per promotion left out, why (``"trigger_not_fired"`` or an
     :func:`~recsys.offers.eligibility.ineligibility` reason). ``skip`` drops promotions the
@@ -711,11 +715,11 @@ def candidate_offers(
             why[promo.id] = "already_sent"
             continue
         extra = (f"segment:{facts.segment}",) if promo.eligibility.segments else ()
-        best = _best_for(ctx, promo, user_id, hits, extra, personal=personal_ok)
-        if best is None:
+        found = _best_for(ctx, promo, user_id, hits, extra, personal=personal_ok)
+        if not found:
             why[promo.id] = "no_item"
             continue
-        out.append(best)
+        out.extend(found)
     return out, why
 
 
@@ -727,10 +731,11 @@ def _best_for(
     extra: tuple[str, ...],
     *,
     personal: bool,
-) -> OfferCandidate | None:
+) -> list[OfferCandidate]:
     trigger_reasons = tuple(dict.fromkeys(r for _, r in hits))
     if promo.applies_to.basket:
-        return _basket_candidate(ctx, promo, user_id, (*trigger_reasons[:3], *extra), personal)
+        basket = _basket_candidate(ctx, promo, user_id, (*trigger_reasons[:3], *extra), personal)
+        return [] if basket is None else [basket]
     named = [(i, r) for i, r in hits if i is not None]
     if named:
         pairs = named
@@ -740,35 +745,42 @@ def _best_for(
         ) or ctx.fallback.candidates(user_id if personal else None)
         top = sorted(pool, key=lambda i: (-pool[i], i))
         pairs = [(i, trigger_reasons[0]) for i in top]
-    best: OfferCandidate | None = None
-    tried = 0
+    tried: list[OfferCandidate] = []
     for item, reason in pairs:
         if not promo.applies_to.matches(item, ctx.item_category.get(item, "")):
             continue
         cand = _item_candidate(ctx, promo, user_id, item, (reason, *extra), personal)
         if cand is None:
             continue
-        tried += 1
-        if best is None or cand.expected_value > best.expected_value:
-            best = cand
-        if tried >= CANDIDATE_ITEMS:
+        tried.append(cand)
+        if len(tried) >= CANDIDATE_ITEMS:
             break
-    return best
+    # the best first (the first tried of equals); the next ones stand in when another
+    # promotion offers the best item (one offer per item)
+    tried.sort(key=lambda c: -c.expected_value)
+    return tried[:ALTERNATIVES]
 
 
 def select_offers(candidates: Sequence[OfferCandidate], k: int) -> list[OfferCandidate]:
-    """At most ``k`` offers by expected value (then priority, then id), one per item.
+    """At most ``k`` offers by expected value (then priority, then id), one per item and one
+    per promotion.
 
     The same item proposed by two promotions (say due *and* a complement) is offered once,
-    by the more valuable promotion; at most one basket promotion is kept.
+    by the more valuable promotion; the other offers its next item, when it has one (a
+    birthday offer on any item was never sent to a customer whose best item a replenishment
+    offer took). At most one basket promotion is kept.
     """
-    ranked = sorted(candidates, key=lambda c: (-c.expected_value, -c.priority, c.offer_id))
+    ranked = sorted(
+        candidates, key=lambda c: (-c.expected_value, -c.priority, c.offer_id, c.item_id or "")
+    )
     out: list[OfferCandidate] = []
     seen: set[str | None] = set()
+    offered: set[str] = set()
     for c in ranked:
-        if c.item_id in seen:
+        if c.item_id in seen or c.offer_id in offered:
             continue
         seen.add(c.item_id)
+        offered.add(c.offer_id)
         out.append(c)
         if len(out) == k:
             break

@@ -5,7 +5,12 @@ from datetime import date, timedelta
 import pytest
 
 from recsys.data.schema import CatalogItem, Customer
-from recsys.offers.ranking import build_context, rank_offers_for_user
+from recsys.offers.ranking import (
+    build_context,
+    candidate_offers,
+    rank_offers_for_user,
+    select_offers,
+)
 from recsys.offers.triggers import PurchaseHistory, day_start_micros
 from tests.offers.helpers import TODAY, catalog, frame, promo, purchase
 
@@ -34,6 +39,30 @@ def test_expected_value_formula_and_reasons() -> None:
     assert offer.expected_value == pytest.approx(offer.probability * (4.0 - 3.0))
     assert 0 < offer.probability < 1
     assert ctx.probability_source() == "history_fallback"
+
+
+def test_a_promotion_whose_best_item_another_takes_offers_its_next() -> None:
+    """The birthday offer (any item) would be on the mug, which the more valuable restock
+    offer takes: it is then made on the next item, not dropped (one offer per item, one per
+    promotion)."""
+    cat = catalog(
+        promo(id="restock", trigger="replenishment", discount={"percent": 5}),
+        promo(id="bday", trigger="birthday", discount={"percent": 10}),
+    )
+    ctx = build_context(
+        cat,
+        TODAY,
+        _history(),
+        customers=[Customer("u", birthday=date(1990, 6, 20))],
+        catalog=[CatalogItem("mug", price=8.0), CatalogItem("pen", price=2.0)],
+    )
+    candidates, _ = candidate_offers(ctx, "u", channel="web")
+    bday = [c.item_id for c in candidates if c.offer_id == "bday"]
+    assert bday[0] == "mug" and "pen" in bday  # its best, and the next standing in
+    offers = {o.offer_id: o.item_id for o in rank_offers_for_user(ctx, "u", k=3)}
+    assert offers == {"restock": "mug", "bday": "pen"}
+    # one offer per promotion, however many of its items are worth offering
+    assert [o.offer_id for o in select_offers(candidates, 3)].count("bday") == 1
 
 
 def test_frequency_cap() -> None:
