@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.data.schema import MAX_ID_LENGTH, CatalogItem
+from recsys.data.schema import MAX_ID_LENGTH, MAX_TEXT_LENGTH, CatalogItem
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -90,8 +90,8 @@ class RegisterOut(BaseModel):
 class ItemPatchIn(_Strict):
     """Fields of a catalogue item to change (those left out stay as they are)."""
 
-    title: str | None = Field(default=None, max_length=1000)
-    category: str | None = Field(default=None, max_length=1000)
+    title: str | None = Field(default=None, max_length=MAX_TEXT_LENGTH)
+    category: str | None = Field(default=None, max_length=MAX_TEXT_LENGTH)
     price: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
     in_stock: bool | None = None
     margin: float | None = Field(default=None, ge=-1e9, le=1e9, allow_inf_nan=False)
@@ -103,8 +103,8 @@ class ItemPatchIn(_Strict):
 class ItemIn(_Strict):
     """A catalogue item, created or replaced whole."""
 
-    title: str = Field(default="", max_length=1000)
-    category: str = Field(default="", max_length=1000)
+    title: str = Field(default="", max_length=MAX_TEXT_LENGTH)
+    category: str = Field(default="", max_length=MAX_TEXT_LENGTH)
     price: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
     in_stock: bool = True
     margin: float | None = Field(default=None, ge=-1e9, le=1e9, allow_inf_nan=False)

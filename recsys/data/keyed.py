@@ -21,7 +21,13 @@ from recsys.data.rows import (
     optional_id,
     width_error,
 )
-from recsys.data.schema import CUSTOMER_COLUMNS, MAX_PRICE, CatalogItem, Customer
+from recsys.data.schema import (
+    CUSTOMER_COLUMNS,
+    MAX_PRICE,
+    MAX_TEXT_LENGTH,
+    CatalogItem,
+    Customer,
+)
 from recsys.errors import FileFormatError, RowError
 from recsys.store.base import EventStore
 
@@ -64,8 +70,10 @@ def ingest_catalog(
         }
         return item_id, CatalogItem(
             item_id=item_id,
-            title=checked_text(_cell(cells("title")).strip(), "title", err),
-            category=checked_text(_cell(cells("category")).strip(), "category", err),
+            title=checked_text(_cell(cells("title")).strip(), "title", err, limit=MAX_TEXT_LENGTH),
+            category=checked_text(
+                _cell(cells("category")).strip(), "category", err, limit=MAX_TEXT_LENGTH
+            ),
             price=price,
             in_stock=_bool(cells("in_stock"), "in_stock", err, default=True),
             margin=checked_number(cells("margin"), "margin", err, default=None, maximum=MAX_PRICE),
@@ -104,7 +112,10 @@ def ingest_customers(
             user_id=user_id,
             birthday=_date(cells("birthday"), "birthday", err),
             signup_date=_date(cells("signup_date"), "signup_date", err),
-            region=checked_text(_cell(cells("region")).strip(), "region", err) or None,
+            region=checked_text(
+                _cell(cells("region")).strip(), "region", err, limit=MAX_TEXT_LENGTH
+            )
+            or None,
             marketing_opt_out=_bool(
                 cells("marketing_opt_out"), "marketing_opt_out", err, default=False
             ),

@@ -140,6 +140,14 @@ def _check_text(name: str, head: bytes, encoding: str) -> None:
         )
 
 
+# The csv module refuses a field over 128 KiB with one error for the whole file, naming no
+# column; a field up to this size is read, so that the row's own checks name the column and
+# the value (an id over 128 characters, a title over 1,000) and the other rows load.
+_FIELD_LIMIT = 1 << 26
+if csv.field_size_limit() < _FIELD_LIMIT:
+    csv.field_size_limit(_FIELD_LIMIT)
+
+
 def _looks_utf16(head: bytes) -> bool:
     """A UTF-16 byte-order mark, or the zero-every-other-byte pattern of UTF-16 text.
 

@@ -153,9 +153,12 @@ def checked_id(text: str, name: str, err: RowErrors) -> str:
     return checked_text(text, name, err)
 
 
-def checked_text(text: str, name: str, err: RowErrors) -> str:
-    """``text`` if it can be stored as UTF-8; a lone surrogate (JSON ``"\\ud800"``, or a file
-    read with ``--encoding unicode_escape``) is a bad value, not a crash at the insert."""
+def checked_text(text: str, name: str, err: RowErrors, *, limit: int | None = None) -> str:
+    """``text`` if it can be stored as UTF-8, and is at most ``limit`` characters when given;
+    a lone surrogate (JSON ``"\\ud800"``, or a file read with ``--encoding
+    unicode_escape``) is a bad value, not a crash at the insert."""
+    if limit is not None and len(text) > limit:
+        raise err(name, text, f"is longer than {limit} characters")
     if not text.isascii():  # the common case costs one C scan
         try:
             text.encode("utf-8")

@@ -28,6 +28,9 @@ EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 #: Longest id (user, item, order, session, event) accepted, in characters.
 MAX_ID_LENGTH = 128
+#: Longest text field (an item's title or category path, a customer's region) accepted, in
+#: characters, from a file as from the API.
+MAX_TEXT_LENGTH = 1000
 
 #: Largest quantity one event may carry. Training weights by quantity (``1 + log q`` or
 #: linear) and sums it per customer; a value such as 1e300 would swamp every other event or

@@ -405,6 +405,26 @@ def test_catalog_file(store: EventStore, tmp_path: Path) -> None:
         ingest_catalog(store, write(tmp_path / "x.csv", "sku,title\n1,a\n"))
 
 
+def test_a_catalogue_text_over_the_apis_limit_is_refused_by_its_row(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """A title the API refuses (over 1,000 characters) is refused from a file too, by its row,
+    naming the column; one over the csv module's 128 KiB field limit as well (it refused the
+    whole file, naming no column)."""
+    text = (
+        "item_id,title,category\n"
+        "i1,Mug,Home\n"
+        f"i2,{'t' * 1001},Home\n"
+        f"i3,Plate,{'c' * 200_000}\n"
+    )
+    report = ingest_catalog(store, write(tmp_path / "c.csv", text))
+    assert report.loaded == 1 and [(e.line, e.column) for e in report.rejected] == [
+        (3, "title"),
+        (4, "category"),
+    ]
+    assert "is longer than 1000 characters" in str(report.rejected[0])
+
+
 def test_customers_file(store: EventStore, tmp_path: Path) -> None:
     text = (
         "user_id,birthday,signup_date,region,marketing_opt_out,personalisation_opt_out\n"
