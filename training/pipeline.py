@@ -155,11 +155,16 @@ def trained_on(registry: Registry, fingerprint: str) -> str | None:
     ------
     RegressionError
         A version published after the current one was trained on this input and its
-        promotion was refused: training again would be refused again.
+        promotion was refused (training again would be refused again), or it was promoted
+        and then rolled back (the operator took it out of service).
     """
     current = registry.current_version()
-    if current and registry.manifest(current).get(FINGERPRINT_KEY) == fingerprint:
-        return current
+    if current:
+        try:
+            if registry.manifest(current).get(FINGERPRINT_KEY) == fingerprint:
+                return current
+        except ArtifactError:
+            pass  # an unreadable current version is trained on nothing: train (and replace it)
     for version in registry.version_names():
         if version == current or (current and version < current):
             break  # only versions published after the current one
@@ -168,7 +173,14 @@ def trained_on(registry: Registry, fingerprint: str) -> str | None:
         except ArtifactError:
             continue  # a broken version was trained on nothing usable
         if manifest.get(FINGERPRINT_KEY) == fingerprint:
-            reason = (manifest.get("promotion") or {}).get("reason", "not promoted")
+            promotion = manifest.get("promotion") or {}
+            if promotion.get("promoted"):
+                raise RegressionError(
+                    f"version {version} was already trained on this data and config, promoted, "
+                    f"and then rolled back to {current}; `recsys train` without --if-changed "
+                    f"trains again, `recsys models promote {version}` serves it again"
+                )
+            reason = promotion.get("reason", "not promoted")
             raise RegressionError(
                 f"version {version} was already trained on this data and config and not "
                 f"promoted ({reason}); `recsys models promote {version}` serves it anyway"

@@ -207,6 +207,10 @@ def publish_run(
         promote=promote,
         default_model=run.default,
         why_not_default=run.skipped.get(config.default_model, "not trained"),
+        # a warm run does not evaluate by design (its models have seen the holdout period)
+        unmeasured=None
+        if manifest is not None and "warm_start" in manifest
+        else str(run.evaluation.get("skipped") or f"{run.default!r} was not evaluated"),
     )
     with progress.stage("publish"), registry.publish() as staging:
         _write_version(staging.path, run.data, run.read, run.models)
@@ -277,6 +281,7 @@ def _decide(
     promote: bool,
     default_model: str,
     why_not_default: str = "not trained",
+    unmeasured: str | None = None,
 ) -> tuple[bool, str]:
     """Whether the new version may serve, and why (the promotion gate on the metric of
     ``default_model``, the model that serves: the configured default or its fallback).
@@ -284,7 +289,13 @@ def _decide(
     A fallback does not replace a current version that serves the configured default model:
     a run that could not train it (a misspelt event type in the weights leaves no customer
     to learn from) has nothing to compare, and would otherwise put the fallback in its place
-    unseen."""
+    unseen.
+
+    Nor does a run that measured nothing (``unmeasured`` says why; ``None``: a warm run,
+    which does not evaluate by design) replace a current version that measured the metric:
+    a purchase feed broken for a month while views kept coming left no purchase after the
+    cut, and an unmeasured, weaker model replaced the good one with exit 0. With the
+    evaluation off in the config, no run measures and the gate promotes."""
     if not promote:
         return False, "--no-promote"
     current = registry.current_version()
@@ -316,6 +327,11 @@ def _decide(
         if behind is not None:
             version, old, old_manifest = behind
             against = f"version {version}, the full run behind current version {current}"
+    if new is None and old is not None and unmeasured is not None and config.evaluation.enabled:
+        blind = f"this run measured no {metric} ({unmeasured}); {against} measured {old:.4f}"
+        if force:
+            return True, f"forced: {blind}"
+        return False, f"{blind} (--force promotes anyway)"
     if new is None or old is None:
         side = "this run" if new is None else f"current version {current}"
         return True, f"no {metric} for {side} to compare"

@@ -81,6 +81,34 @@ def test_train_if_changed_trains_once_per_input(
     assert len(registry.version_names()) == 3
 
 
+def test_if_changed_after_a_rollback_and_over_an_unreadable_current_version(
+    shop: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A version rolled back is not trained again, and the reason says so (it said "not
+    promoted", quoting a promotion that happened); an unreadable current version does not
+    stop the schedule: ``--if-changed`` trains, as a plain ``train`` does."""
+    assert main(["ingest", str(shop / "events.csv.gz")]) == 0
+    registry = _registry()
+    assert _train(config) == 0
+    first = registry.current_version()
+    config.write_text(
+        FAST_TRAINING_TOML.replace("threads = 1", "threads = 1\n\n[ann]\nkind = 'exact'")
+    )
+    assert _train(config) == 0
+    second = registry.current_version()
+    assert main(["models", "rollback"]) == 0 and registry.current_version() == first
+    capsys.readouterr()
+    assert _train(config) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"version {second} was already trained" in err[0]
+    assert f"promoted, and then rolled back to {first}" in err[0]
+    assert first is not None
+    (registry.path(first) / "manifest.json").write_text("{bad", encoding="utf-8")
+    config.write_text(FAST_TRAINING_TOML)
+    assert _train(config) == 0
+    assert registry.current_version() not in (first, second)
+
+
 def test_a_refused_version_is_not_trained_again(
     shop: Path, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -242,6 +242,34 @@ def test_a_fallback_does_not_replace_a_version_that_serves_the_default_model(
     assert main(["train", "--config", _config(tmp_path, "fail")]) == 0
 
 
+def test_a_run_that_measured_nothing_does_not_replace_a_measured_version(
+    filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Views kept coming while the purchase feed was broken: the as-of moved past every
+    purchase, the evaluation found none after its cut, and the unmeasured run replaced the
+    measured version with exit 0. It is refused (exit 2) unless forced; with the evaluation
+    off in the config, no run measures and the gate promotes."""
+    registry = _registry()
+    assert main(["train", "--config", _config(tmp_path)]) == 0
+    good = registry.current_version()
+    capsys.readouterr()
+    later = START + 200 * MICROS_PER_DAY
+    filled_store.insert_events(
+        [EventRow("late-view", "u1", None, "i1", "view", later, 1.0, None, None, None)]
+    )
+    assert main(["train", "--config", _config(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "this run measured no ndcg@10 (no purchase" in err
+    assert f"current version {good} measured " in err and "--force promotes anyway" in err
+    assert registry.current_version() == good
+    assert main(["train", "--force", "--config", _config(tmp_path)]) == 0
+    assert registry.current_version() != good
+    assert main(["models", "rollback"]) == 0
+    off = _config(tmp_path, extra="[evaluation]\nenabled = false\n", name="off.toml")
+    assert main(["train", "--config", off]) == 0
+    assert registry.current_version() != good
+
+
 def test_weights_that_weigh_no_customer_event_are_refused(
     filled_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1164,6 +1192,7 @@ def test_a_run_says_when_the_newest_purchase_is_long_before_its_as_of(
     filled_store.insert_events(
         [EventRow("late", "u1", None, "i1", "view", later, 1.0, None, None, None)]
     )
-    assert main(["train", "--config", _config(tmp_path)]) == 0
+    # and, measuring nothing, the run does not replace the version that measured
+    assert main(["train", "--config", _config(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "notice: the newest purchase" in err and "--as-of" in err
