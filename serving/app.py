@@ -175,10 +175,13 @@ def _build_state(
     return ServingState(settings, store, registry, rules, metrics, model_loader)
 
 
-def check_config(settings: ServingSettings | None = None) -> ServingSettings:
+def check_config(
+    settings: ServingSettings | None = None, *, store: bool = False
+) -> ServingSettings:
     """Read and validate every file a worker reads as it starts (settings, business rules,
-    experiments, promotions), so that ``recsys serve`` refuses a bad one once, in one line,
-    before any worker starts.
+    experiments, promotions), and with ``store`` open the store and apply its migrations as a
+    worker does, so that ``recsys serve`` refuses a bad one, or a store it cannot use
+    (PostgreSQL down, a read-only state folder), once, in one line, before any worker starts.
 
     A worker that fails in :func:`create_app` is started again by uvicorn's supervisor, over
     and over, with ``--workers`` above 1; one that fails in the lifespan ends the server with
@@ -188,8 +191,18 @@ def check_config(settings: ServingSettings | None = None) -> ServingSettings:
     ------
     ConfigError
         A setting or one of the files is invalid (the message names it).
+    StoreError
+        The store cannot be opened or migrated.
     """
     settings = settings or load_settings(ServingSettings)
+    if store:
+        from recsys.store import open_store
+
+        opened = open_store(settings)
+        try:
+            opened.migrate()
+        finally:
+            opened.close()
     settings.load_rules()
     ExperimentRegistry(experiments_path(settings)).load()
     promotions = promotions_path(settings)

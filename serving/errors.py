@@ -1,12 +1,14 @@
 """The one place that maps :class:`~recsys.errors.RecsysError` classes to HTTP status codes.
 
 Every error body is ``{"error": <class name>, "message": <one line>}``; validation errors add
-``"fields"``. Anything that is not a ``RecsysError`` is a bug: logged with its traceback and
-answered with a JSON 500 that leaks nothing.
+``"fields"``. A file the server cannot write (a full disk, a read-only state folder: an
+:class:`OSError` of :data:`MACHINE_ERRNOS`) is a 503, as a store that cannot write is. Anything
+else is a bug: logged with its traceback and answered with a JSON 500 that leaks nothing.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -41,6 +43,12 @@ STATUS: tuple[tuple[type[RecsysError], int], ...] = (
     (StoreError, 503),
     (ArtifactError, 409),  # the version on disk does not match its manifest
     (RegistryError, 409),
+)
+
+
+#: The machine's faults, not the request's: the server cannot write its state folder.
+MACHINE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 )
 
 
@@ -91,6 +99,17 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
         body = {"error": "HTTPError", "message": str(exc.detail)}
         return OrjsonResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(OSError)
+    async def _machine(request: Request, exc: OSError) -> OrjsonResponse:
+        if exc.errno not in MACHINE_ERRNOS:
+            raise exc  # a bug: the 500 below
+        # an admin change to rules, experiments or promotions on a full disk: nothing was
+        # written (the files are replaced atomically), and it can be sent again
+        log.error("cannot write on %s %s: %s", request.method, request.url.path, exc)
+        where = f" {exc.filename}" if exc.filename else ""
+        body = {"error": "StorageError", "message": f"cannot write{where}: {exc.strerror}"}
+        return OrjsonResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> OrjsonResponse:

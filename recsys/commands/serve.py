@@ -77,9 +77,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(workers: int) -> None:
-    """Refuse a bad settings, rules, experiments or promotions file in one line before uvicorn
-    starts (:func:`serving.app.check_config`): a worker that fails on one is restarted by
-    uvicorn's supervisor over and over, or the server exits 0.
+    """Refuse a bad settings, rules, experiments or promotions file, or a store that cannot be
+    opened, in one line before uvicorn starts (:func:`serving.app.check_config`): a worker
+    that fails on one is restarted by uvicorn's supervisor over and over, or the server exits
+    0 after a traceback (which a service manager reads as a clean stop, and does not restart).
 
     With one worker the app runs in this process, which reads them anyway. With more, this
     process only supervises: it checks in a short-lived child, so that it does not keep the
@@ -88,7 +89,7 @@ def _check_config(workers: int) -> None:
     if workers == 1:
         from serving.app import check_config
 
-        check_config()
+        check_config(store=True)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -105,7 +106,7 @@ def _config_error() -> str | None:
     from serving.app import check_config
 
     try:
-        check_config()
+        check_config(store=True)
     except RecsysError as exc:
         return str(exc)
     return None

@@ -8,6 +8,7 @@ read ``/dev/zero`` whole would fail fast with ``MemoryError`` instead of eating 
 from __future__ import annotations
 
 import resource
+import socket
 import subprocess
 from pathlib import Path
 
@@ -197,3 +198,26 @@ def test_serve_refuses_a_bad_file_before_starting_workers(
         check=False,
     )
     assert_one_clear_error(result, str(bad), needle)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_refuses_a_store_it_cannot_open_before_starting_workers(
+    tmp_path: Path, workers: str
+) -> None:
+    """PostgreSQL down at start: each worker failed in its lifespan with a traceback of about
+    160 lines, and with two workers the server exited 0, which a service manager reads as a
+    clean stop (it does not restart it)."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # nothing listens there once the socket closes
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    result = subprocess.run(
+        [PYTHON, "-m", "recsys.cli", "serve", "--port", "1", "--workers", workers],
+        env=child_env(tmp_path / "home", RECSYS_DATABASE_URL=url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert_one_clear_error(result, "cannot connect to PostgreSQL", str(port))

@@ -8,6 +8,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,6 +191,40 @@ def test_a_body_that_is_not_json_is_told_so(client: TestClient) -> None:
     assert r.json()["fields"] == [
         {"field": "body", "message": "is not valid JSON (Expecting value at character 7)"}
     ]
+
+
+def test_an_admin_change_on_a_full_disk_is_a_503_and_changes_nothing(
+    sqlite_store: EventStore, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rules, experiments or promotions file the server cannot write (a full disk) was a
+    500; it is a 503 naming the file, as a store that cannot write is, and the file is as
+    it was. Any other OSError is still a bug: a 500."""
+    import errno
+
+    import recsys.files
+
+    sqlite_store.migrate()
+    publish(registry)
+    rules = tmp_path / "rules.toml"
+    rules.write_text('deny = ["A"]\n', encoding="utf-8")
+    real = recsys.files.tempfile.mkstemp
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device", kwargs.get("dir"))
+
+    with make_client(sqlite_store, registry, rules_file=rules) as c:
+        monkeypatch.setattr(recsys.files.tempfile, "mkstemp", full)
+        r = c.put("/v1/admin/rules", json={"deny": ["B"]}, headers=KEY)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert r.json()["message"] == f"cannot write {tmp_path}: No space left on device"
+        assert rules.read_text(encoding="utf-8") == 'deny = ["A"]\n'
+        assert c.get("/v1/admin/rules", headers=KEY).json()["rules"]["deny"] == ["A"]
+        monkeypatch.setattr(
+            recsys.files.tempfile, "mkstemp", lambda *a, **k: (_ for _ in ()).throw(OSError(1))
+        )
+        assert c.put("/v1/admin/rules", json={"deny": ["B"]}, headers=KEY).status_code == 500
+        monkeypatch.setattr(recsys.files.tempfile, "mkstemp", real)
+        assert c.put("/v1/admin/rules", json={"deny": ["B"]}, headers=KEY).status_code == 200
 
 
 def test_bad_json_huge_body_and_big_batch(client: TestClient) -> None:
