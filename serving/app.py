@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -114,6 +116,9 @@ def create_app(
             except RecsysError as exc:
                 log.error("offer context not built at start-up (built on first use): %s", exc)
         tasks = [asyncio.create_task(_follow_live(state, settings.live_refresh_s))]
+        supervisor = os.environ.get(SUPERVISOR_ENV, "")
+        if supervisor.isdigit() and int(supervisor) == os.getppid():
+            tasks.append(asyncio.create_task(_follow_supervisor(int(supervisor))))
         if settings.watch_interval_s > 0:
             tasks.append(asyncio.create_task(_watch(state, settings.watch_interval_s)))
         try:
@@ -173,6 +178,22 @@ def _build_state(
 
         registry = Registry(settings.registry_path)
     return ServingState(settings, store, registry, rules, metrics, model_loader)
+
+
+#: Set by ``recsys serve --workers N`` (N > 1) to its own pid: a worker whose parent it is
+#: stops when it goes. Killed with SIGKILL, the supervisor tells its workers nothing: they
+#: kept serving, holding the port (a restart failed, "address already in use") and their
+#: versions' registry leases (prune kept those versions).
+SUPERVISOR_ENV = "RECSYS_SUPERVISOR_PID"
+
+
+async def _follow_supervisor(pid: int, interval_s: float = 1.0) -> None:
+    """Stop this worker (as SIGTERM does: queued exposures are written) once its supervisor
+    ``pid`` is gone (the worker is then another process's child)."""
+    while os.getppid() == pid:
+        await asyncio.sleep(interval_s)
+    log.error("the server's supervisor (pid %d) is gone: this worker stops", pid)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def check_config(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 from pathlib import Path
 
 from recsys.errors import ConfigError, FileFormatError, RegistryError
@@ -64,6 +65,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port: {args.port} is not a port number")
     _check_config(args.workers)
+    if args.workers > 1:
+        # the workers stop when this supervisor is killed (serving.app.SUPERVISOR_ENV)
+        os.environ["RECSYS_SUPERVISOR_PID"] = str(os.getpid())
     uvicorn.run(
         "serving.app:create_app",
         factory=True,

@@ -411,12 +411,7 @@ def test_a_catalogue_text_over_the_apis_limit_is_refused_by_its_row(
     """A title the API refuses (over 1,000 characters) is refused from a file too, by its row,
     naming the column; one over the csv module's 128 KiB field limit as well (it refused the
     whole file, naming no column)."""
-    text = (
-        "item_id,title,category\n"
-        "i1,Mug,Home\n"
-        f"i2,{'t' * 1001},Home\n"
-        f"i3,Plate,{'c' * 200_000}\n"
-    )
+    text = f"item_id,title,category\ni1,Mug,Home\ni2,{'t' * 1001},Home\ni3,Plate,{'c' * 200_000}\n"
     report = ingest_catalog(store, write(tmp_path / "c.csv", text))
     assert report.loaded == 1 and [(e.line, e.column) for e in report.rejected] == [
         (3, "title"),

@@ -220,6 +220,26 @@ def test_every_worker_answers_with_its_offer_context_built_after_a_restart(shop:
     assert len({_fresh("GET", f"{shop.url}/healthz").json()["worker"] for _ in range(40)}) == 2
 
 
+def test_the_workers_stop_when_their_supervisor_is_killed(shop: Shop) -> None:
+    """A SIGKILL of the server's supervisor told its workers nothing: they kept serving,
+    holding the port (the restart failed: "address already in use") and their versions'
+    registry leases. They stop within seconds, and the server starts again."""
+    assert shop.proc is not None
+    os.kill(shop.proc.pid, signal.SIGKILL)
+    shop.proc.wait(timeout=15)
+    shop.proc = None
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            _fresh("GET", f"{shop.url}/healthz")
+        except httpx.TransportError:
+            break  # nobody listens: both workers are gone
+        assert time.monotonic() < deadline, "the workers outlived their supervisor"
+        time.sleep(0.2)
+    shop.start()
+    assert len({_fresh("GET", f"{shop.url}/healthz").json()["worker"] for _ in range(40)}) == 2
+
+
 def test_often_viewed_with_serves_the_trained_model(shop: Shop) -> None:
     registry = Registry(shop.home / "models")
     version = registry.current_version()
