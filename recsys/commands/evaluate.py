@@ -11,6 +11,10 @@ A config file (TOML or JSON) may set everything at once::
     [models.repeat]
 
 Command-line options override the file; ``--models`` picks (and orders) registry names.
+``--training-config FILE`` takes the models and the interaction weighting from a training
+config instead (its ``[interactions]`` and ``[models.<name>]``, built as ``recsys train`` builds
+them: the hybrid with its shipped settings, not its class defaults); ``--models`` then picks
+its model names.
 ``cuts = 4`` (``--cuts 4``) evaluates at four rolling cut dates, ``window_days`` apart, and
 reports each model's mean and spread (:mod:`recsys.evaluation.rolling`). A model that cannot
 fit the data (EASE, and the ``repeat`` baseline built on it, past 15,000 items) is skipped with
@@ -20,6 +24,7 @@ a notice on stderr and a line under the table; the others are still measured.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -93,6 +98,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"comma-separated registry names (default {','.join(DEFAULT_MODELS)})",
     )
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML/JSON evaluation config")
+    p.add_argument(
+        "--training-config",
+        type=Path,
+        metavar="FILE",
+        help="evaluate the models of this training config, with its interaction weighting, as "
+        "`recsys train` builds them (e.g. training/configs/default.toml: the served hybrid's "
+        "settings, not its class defaults)",
+    )
     p.add_argument("--out", type=Path, metavar="FILE", help="also write the result (.md or .json)")
     p.add_argument("--plot", type=Path, metavar="FILE", help="write a bar chart (.png, .svg)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -100,14 +113,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from recsys.config import load_config, validate
-    from recsys.data.interactions import InteractionConfig
+    from recsys.config import load_config
     from recsys.data.schema import to_micros
     from recsys.errors import ConfigError, DataError
     from recsys.evaluation.protocol import EvaluationResult, evaluate_models
     from recsys.evaluation.rolling import RollingResult, evaluate_rolling, other_seeds
     from recsys.files import check_output_file
-    from recsys.models import InvalidParameterError, model_class
     from recsys.settings import Settings, load_settings
     from recsys.store import open_store
 
@@ -146,6 +157,74 @@ def _evaluate(args: argparse.Namespace) -> int:
     if window < 1:
         raise ConfigError(f"--window must be at least 1 day, got {window}")
 
+    if args.training_config is not None:
+        if config.models or config.interactions:
+            raise ConfigError(
+                f"{args.config}: models and interactions come from --training-config; "
+                "leave them out of the evaluation config"
+            )
+        models, interaction_config, threads = _training_models(args.training_config, args.models)
+    else:
+        models, interaction_config = _models(args, config)
+        threads = contextlib.nullcontext()
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    models.update(other_seeds(models, args.seeds))
+
+    store = open_store(load_settings(Settings))
+    try:
+        events = store.read_events()
+        catalog = store.read_items()
+    finally:
+        store.close()
+    if len(events) == 0:
+        raise DataError("the store holds no events; run `recsys ingest` first")
+    result: EvaluationResult | RollingResult
+    with threads:
+        if n_cuts is not None:
+            result = evaluate_rolling(
+                events,
+                models,
+                n_cuts=n_cuts,
+                window_days=window,
+                k=k,
+                interaction_config=interaction_config,
+                catalog=catalog,
+                users=config.users,  # type: ignore[arg-type]
+                notify=_stderr,
+            )
+        else:
+            result = evaluate_models(
+                events,
+                models,
+                cut=cut,
+                k=k,
+                interaction_config=interaction_config,
+                catalog=catalog,
+                users=config.users,  # type: ignore[arg-type]
+                notify=_stderr,
+            )
+    table = result.to_markdown()
+    print(_json(result) if args.json else table, end="\n" if args.json else "")
+    if args.out is not None:
+        text = _json(result) if args.out.suffix.lower() == ".json" else table
+        try:
+            args.out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--out: cannot write {args.out}: {exc}") from None
+    if args.plot is not None and isinstance(result, EvaluationResult):
+        result.plot(args.plot)
+    return 0
+
+
+def _models(args: argparse.Namespace, config: EvaluateConfig) -> tuple[dict[str, Any], Any]:
+    """The models the evaluation config (or ``--models``) names, with their constructor
+    arguments from the config, and its interaction weighting."""
+    from recsys.config import validate
+    from recsys.data.interactions import InteractionConfig
+    from recsys.errors import ConfigError
+    from recsys.models import InvalidParameterError, model_class
+
     if args.models:
         names = [n.strip() for n in args.models.split(",") if n.strip()]
     else:
@@ -167,54 +246,36 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{where}models.{name}.{exc.param} = {exc.value!r}: {exc.allowed}"
             ) from None
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-    models.update(other_seeds(models, args.seeds))
     interaction_config = validate(InteractionConfig, config.interactions, f"{source}: interactions")
+    return models, interaction_config
 
-    store = open_store(load_settings(Settings))
-    try:
-        events = store.read_events()
-        catalog = store.read_items()
-    finally:
-        store.close()
-    if len(events) == 0:
-        raise DataError("the store holds no events; run `recsys ingest` first")
-    result: EvaluationResult | RollingResult
-    if n_cuts is not None:
-        result = evaluate_rolling(
-            events,
-            models,
-            n_cuts=n_cuts,
-            window_days=window,
-            k=k,
-            interaction_config=interaction_config,
-            catalog=catalog,
-            users=config.users,  # type: ignore[arg-type]
-            notify=_stderr,
+
+def _training_models(path: Path, picked: str | None) -> tuple[dict[str, Any], Any, Any]:
+    """The models of a training config, built as ``recsys train`` builds them, and its
+    interaction weighting (``picked``: comma-separated names of its models), and its thread
+    limit for the evaluation."""
+    from recsys.errors import ConfigError
+    from recsys.models import MODELS
+    from training.config import check_model_params, load_training_config
+    from training.holdout import evaluated_model
+    from training.stages import thread_limit
+
+    config = load_training_config(path)
+    check_model_params(config, dict(MODELS), str(path))
+    known = list(config.enabled_models())
+    names = [n.strip() for n in picked.split(",") if n.strip()] if picked else known
+    unknown = [n for n in names if n not in config.models]
+    if unknown:
+        raise ConfigError(
+            f"--models: {', '.join(map(repr, unknown))} not in {path} (its models: "
+            f"{', '.join(known)})"
         )
-    else:
-        result = evaluate_models(
-            events,
-            models,
-            cut=cut,
-            k=k,
-            interaction_config=interaction_config,
-            catalog=catalog,
-            users=config.users,  # type: ignore[arg-type]
-            notify=_stderr,
-        )
-    table = result.to_markdown()
-    print(_json(result) if args.json else table, end="\n" if args.json else "")
-    if args.out is not None:
-        text = _json(result) if args.out.suffix.lower() == ".json" else table
-        try:
-            args.out.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"--out: cannot write {args.out}: {exc}") from None
-    if args.plot is not None and isinstance(result, EvaluationResult):
-        result.plot(args.plot)
-    return 0
+    if not names:
+        raise ConfigError("--models: no model named")
+    # as the training run's holdout fits them (a hybrid in the order it learned, untested),
+    # on its threads (implicit's ALS on two threads ranks ties otherwise than on one)
+    models = {n: evaluated_model(n, config) for n in names}
+    return models, config.interactions, thread_limit(config)
 
 
 def _stderr(message: str) -> None:
