@@ -221,3 +221,19 @@ def test_serve_refuses_a_store_it_cannot_open_before_starting_workers(
         check=False,
     )
     assert_one_clear_error(result, "cannot connect to PostgreSQL", str(port))
+
+
+def test_python_dash_m_recsys_is_the_command(tmp_path: Path) -> None:
+    """Two first-time users reached for ``python -m recsys`` where the script was not on
+    their PATH (it said "No module named recsys.__main__")."""
+    result = subprocess.run(
+        [PYTHON, "-m", "recsys", "status"],
+        env=child_env(tmp_path / "home"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "events" in result.stdout
