@@ -47,8 +47,9 @@ def test_it_measures_what_training_measured_for_the_served_model(
     result = json.loads(capsys.readouterr().out)
     measured = {m["name"]: m["all_items"] for m in result["models"]}
     got = (measured["hybrid"]["ndcg"], measured["hybrid"]["recall"])
-    assert any(
-        got == pytest.approx((m["ndcg@10"], m["recall@10"]), abs=1e-12) for m in trained
-    ), (got, trained)
+    assert any(got == pytest.approx((m["ndcg@10"], m["recall@10"]), abs=1e-12) for m in trained), (
+        got,
+        trained,
+    )
     assert main([*argv[:-1], "hybrid,nope"]) == 2
     assert "--models: 'nope' not in" in capsys.readouterr().err
