@@ -52,6 +52,20 @@ MACHINE_ERRNOS = frozenset(
 )
 
 
+#: What FastAPI says of a JSON body it could not decode.
+_UNPARSED = "There was an error parsing the body"
+#: The message for a body sent without a JSON content type (FastAPI then does not parse it).
+NOT_JSON = "not sent as JSON: post it with 'Content-Type: application/json'"
+
+
+def _body_not_json(request: Request, exc: RequestValidationError) -> bool:
+    """A body refused as a whole because it was not sent as JSON: its content type is not JSON
+    and the error is the body's own (not one of its fields')."""
+    if "json" in request.headers.get("content-type", "").lower():
+        return False
+    return any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
+
+
 def status_of(exc: RecsysError) -> int:
     """The HTTP status for ``exc``."""
     if isinstance(exc, AuthError):
@@ -81,7 +95,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> OrjsonResponse:
         fields = []
-        for err in exc.errors():
+        if _body_not_json(request, exc):
+            fields.append({"field": "body", "message": NOT_JSON})
+        for err in [] if fields else exc.errors():
             if err.get("type") == "json_invalid":
                 # its location is a character position, not a field
                 at = next((p for p in err.get("loc", ()) if isinstance(p, int)), None)
@@ -97,6 +113,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+        if exc.status_code == 400 and exc.detail == _UNPARSED:
+            # FastAPI's answer to a JSON body it could not decode: not UTF-8, or nested past
+            # the parser's depth (a 400 that named no field)
+            message = "is not valid JSON (not UTF-8 text, or nested too deeply)"
+            fields = [{"field": "body", "message": message}]
+            body = {"error": "ValidationError", "message": f"body: {message}", "fields": fields}
+            return OrjsonResponse(body, status_code=422)
         body = {"error": "HTTPError", "message": str(exc.detail)}
         return OrjsonResponse(body, status_code=exc.status_code, headers=exc.headers)
 

@@ -227,6 +227,25 @@ def test_an_admin_change_on_a_full_disk_is_a_503_and_changes_nothing(
         assert c.put("/v1/admin/rules", json={"deny": ["B"]}, headers=KEY).status_code == 200
 
 
+def test_undecodable_bodies_and_ids_are_422_naming_the_body_or_field(client: TestClient) -> None:
+    """A body that is not UTF-8 was a 400 naming nothing; a basket sent without a JSON content
+    type was told "Input should be a valid dictionary". Each is a 422 saying what is wrong."""
+    json_type = {**KEY, "content-type": "application/json"}
+    r = client.post(
+        "/v1/events", content=b'{"user_id": "u\xff", "item_id": "A"}', headers=json_type
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["fields"] == [
+        {"field": "body", "message": "is not valid JSON (not UTF-8 text, or nested too deeply)"}
+    ]
+    r = client.post("/v1/baskets/complete", content=b"item_ids=A", headers=KEY)
+    assert r.status_code == 422 and r.json()["message"] == (
+        "body: not sent as JSON: post it with 'Content-Type: application/json'"
+    )
+    r = client.post("/v1/baskets/complete", json={"item_ids": ["A"], "k": 2}, headers=KEY)
+    assert r.status_code == 200, r.text
+
+
 def test_bad_json_huge_body_and_big_batch(client: TestClient) -> None:
     r = client.post(
         "/v1/events", content=b"{not json", headers={**KEY, "content-type": "application/json"}
