@@ -26,6 +26,7 @@ class to a status code in one place (``serving/errors.py``). Anything that is *n
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 
@@ -75,7 +76,9 @@ class RowError(DataError):
         self.column = column
         self.value = value
         self.reason = reason
-        shown = repr(value)
+        # a Parquet cell is a Python value: a time as its text, not "datetime.datetime(2011,
+        # 12, 1, 10, 0)" or a repr naming its zoneinfo
+        shown = repr(value.isoformat() if isinstance(value, date) else value)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         super().__init__(f"{self.path}, line {line}, column '{column}': {shown} {reason}")

@@ -126,6 +126,11 @@ def _peek(raw: IO[bytes], name: str) -> bytes:
 def _check_text(name: str, head: bytes, encoding: str) -> None:
     if head.startswith(_ZIP_MAGIC):
         raise FileFormatError(name, "is a ZIP archive (a spreadsheet?); export it as CSV")
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
+        # read as CSV it was "missing column(s) ..., found: {"event_id": ...}"
+        raise FileFormatError(
+            name, "is JSON (or JSON lines), which is not read: write it as CSV or Parquet"
+        )
     wide = encoding.lower().replace("-", "").replace("_", "").startswith("utf16")
     utf16 = _looks_utf16(head)
     if not wide and utf16:

@@ -265,6 +265,26 @@ def test_parquet_file_loads(store: EventStore, tmp_path: Path) -> None:
     assert ingest_events(store, gz).duplicates == 2
 
 
+def test_a_parquet_time_in_a_message_is_its_text(store: EventStore, tmp_path: Path) -> None:
+    """A rejected Parquet time was shown as Python's repr ("datetime.datetime(2024, 5, 1, 10,
+    0)", with "tzinfo=zoneinfo.ZoneInfo(key='UTC')" for an aware one)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "user_id": ["u1"],
+            "item_id": ["i1"],
+            "event_type": ["view"],
+            "timestamp": pa.array([datetime(2024, 5, 1, 10)], type=pa.timestamp("us")),
+        }
+    )
+    path = tmp_path / "naive.parquet"
+    pq.write_table(table, path)
+    (rejected,) = ingest_events(store, path).rejected
+    assert "column 'timestamp': '2024-05-01T10:00:00' has no UTC offset" in str(rejected)
+
+
 def test_parse_event_names_field_and_value() -> None:
     with pytest.raises(RowError) as info:
         parse_event(

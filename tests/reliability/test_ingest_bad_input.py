@@ -55,6 +55,12 @@ CASES: dict[str, tuple[bytes, int, str, bool]] = {
         False,
     ),
     "utf-16": ((HEADER + GOOD).encode("utf-16"), 0, "UTF-16", True),
+    "JSON lines": (
+        b'{"user_id": "u1", "item_id": "i1", "event_type": "view"}\n',
+        0,
+        "is JSON (or JSON lines), which is not read: write it as CSV or Parquet",
+        True,
+    ),
     "latin-1": (
         (HEADER + GOOD + "u3,café,view,2024-05-01T10:00:00Z,1\n").encode("latin-1"),
         4,
