@@ -127,7 +127,11 @@ def _print_report(report: IngestReport, kind: str) -> None:
     print(f"  loaded        {report.loaded:,} {kind}", file=out)
     # an event stored twice is a duplicate; a catalogue or customer row replaces the stored
     # one, so there it is an id the file itself repeats
-    same = "already stored" if kind == "events" else "id repeated in the file: the last row kept"
+    same = (
+        "event id already stored, or repeated in the file: the first one kept"
+        if kind == "events"
+        else "id repeated in the file: the last row kept"
+    )
     print(f"  duplicates    {report.duplicates:,} ({same})", file=out)
     if report.erased:
         print(

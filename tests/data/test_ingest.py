@@ -580,7 +580,7 @@ def test_cli_loads_everything_in_one_transaction(
     out = capsys.readouterr().out
     assert "loaded        2 customers" in out and "catalogue" not in out
     # the events were all stored already; the customer file repeats an id (not "stored")
-    assert "duplicates    4 (already stored)" in out
+    assert "duplicates    4 (event id already stored, or repeated in the file: the first" in out
     assert "duplicates    1 (id repeated in the file: the last row kept)" in out
     assert (store.get_customer("u2") or Customer("x")).region == "east"
     store.close()
