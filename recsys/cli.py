@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from recsys.errors import RecsysError
+from recsys.errors import DataError, RecsysError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -109,12 +109,20 @@ def _status(args: argparse.Namespace) -> int:
     from recsys.store import open_store
 
     settings = load_settings(Settings)
+    location = _store_location(settings)
+    if not settings.database_url and not Path(settings.sqlite_path).exists():
+        # a status does not create the store: a mistyped RECSYS_HOME read as an empty shop
+        # (and left a new state folder behind)
+        raise DataError(f"no store at {location}: nothing loaded yet (`recsys ingest FILE`)")
     store = open_store(settings)
-    stats = store.stats()
+    try:
+        stats = store.stats()
+    finally:
+        store.close()
     model = _current_model(settings)
     report = {
         "store": stats.backend,
-        "location": _store_location(settings),
+        "location": location,
         "schema_version": stats.schema_version,
         "events": stats.events,
         "events_by_type": stats.events_by_type,
@@ -140,11 +148,17 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _current_model(settings: object) -> str | None:
-    try:
-        from recsys.registry import Registry
-    except ImportError:  # registry not built yet
-        return None
-    return Registry(settings.registry_path).current_version()  # type: ignore[attr-defined]
+    from recsys.registry import Registry
+
+    registry = Registry(settings.registry_path)  # type: ignore[attr-defined]
+    current = registry.current_version()
+    if current is not None:
+        try:
+            registry.path(current)
+        except RecsysError:
+            # what a server would answer (409), said before one is started
+            return f"{current} (missing on disk: `recsys models rollback`, or train)"
+    return current
 
 
 def _store_location(settings: object) -> str:

@@ -223,17 +223,33 @@ def test_serve_refuses_a_store_it_cannot_open_before_starting_workers(
     assert_one_clear_error(result, "cannot connect to PostgreSQL", str(port))
 
 
-def test_python_dash_m_recsys_is_the_command(tmp_path: Path) -> None:
+def test_python_dash_m_recsys_is_the_command_and_status_creates_no_store(
+    tmp_path: Path, events: Path
+) -> None:
     """Two first-time users reached for ``python -m recsys`` where the script was not on
-    their PATH (it said "No module named recsys.__main__")."""
-    result = subprocess.run(
-        [PYTHON, "-m", "recsys", "status"],
-        env=child_env(tmp_path / "home"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    their PATH (it said "No module named recsys.__main__"). ``status`` on a state folder with
+    no store said "0 events" and created one: a mistyped RECSYS_HOME read as an empty shop."""
+    home = tmp_path / "home"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PYTHON, "-m", "recsys", *args],
+            env=child_env(home),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert_one_clear_error(run("status"), f"no store at {home / 'recsys.db'}: nothing loaded yet")
+    assert not home.exists()
+    assert run("ingest", str(events)).returncode == 0
+    result = run("status")
     assert result.returncode == 0, result.stderr
-    assert "events" in result.stdout
+    assert "events_by_type" not in result.stdout and "events by type     view=1" in result.stdout
+    # a current version missing on disk (a server answers 409) is said before a server starts
+    (home / "models").mkdir(exist_ok=True)
+    (home / "models" / "CURRENT").write_text("20261101T000000Z-abcdef\n")
+    result = run("status")
+    assert "20261101T000000Z-abcdef (missing on disk: `recsys models rollback`" in result.stdout
