@@ -65,6 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port: {args.port} is not a port number")
     _check_config(args.workers)
+    _check_port(args.host, args.port)
     if args.workers > 1:
         # the workers stop when this supervisor is killed (serving.app.SUPERVISOR_ENV)
         os.environ["RECSYS_SUPERVISOR_PID"] = str(os.getpid())
@@ -78,6 +79,21 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
     )
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port this host cannot listen on (another server holds it) in one line: uvicorn
+    logged "[Errno 98] Address already in use" and exited 3, after the workers' start-up."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as uvicorn binds: a port in TIME_WAIT after a restart is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"--port: cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _check_config(workers: int) -> None:

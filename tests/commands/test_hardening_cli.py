@@ -253,3 +253,22 @@ def test_python_dash_m_recsys_is_the_command_and_status_creates_no_store(
     (home / "models" / "CURRENT").write_text("20261101T000000Z-abcdef\n")
     result = run("status")
     assert "20261101T000000Z-abcdef (missing on disk: `recsys models rollback`" in result.stdout
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:
+    """uvicorn logged "[Errno 98] Address already in use" after starting the workers, and
+    exited 3."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = subprocess.run(
+            [PYTHON, "-m", "recsys", "serve", "--port", str(port), "--workers", "2"],
+            env=child_env(tmp_path / "home"),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert_one_clear_error(result, f"--port: cannot listen on 127.0.0.1:{port}: ")
