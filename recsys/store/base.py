@@ -731,10 +731,19 @@ class EventStore(ABC):
         the store (``seq > after_seq``: late events, and events moved to the customer, e.g. a
         guest's session when they log in). The serving hot path asks only for those.
         """
-        after, unseen = ("", []) if since is None else _unseen(since, after_seq)
+        if since is None:
+            rows = self._query(
+                f"{_EVENT_SELECT} WHERE user_id = ? ORDER BY ts DESC, seq DESC LIMIT ?",
+                (user_id, limit),
+            )
+            return EventFrame.from_rows(rows[::-1])
+        columns = ", ".join(EVENT_COLUMNS)
+        parts, params = _unseen_ranges(
+            f"SELECT seq, {columns} FROM events WHERE user_id = ?", user_id, since, after_seq
+        )
         rows = self._query(
-            f"{_EVENT_SELECT} WHERE user_id = ?{after} ORDER BY ts DESC, seq DESC LIMIT ?",
-            (user_id, *unseen, limit),
+            f"SELECT {columns} FROM ({parts}) unseen ORDER BY ts DESC, seq DESC LIMIT ?",
+            (*params, limit),
         )
         return EventFrame.from_rows(rows[::-1])
 
@@ -795,17 +804,22 @@ class EventStore(ABC):
         loop, and an offer reads nothing else of the customer. Each statement hands Python's
         GIL to the request threads while SQLite runs, and the loop then waits for a thread
         to give it back (up to the 5 ms switch interval); one statement is one such wait
-        instead of two. On SQLite the ``events_user (user_id, ts)`` and ``events_user_seq
-        (user_id, seq)`` indexes cover the count and the ``seq`` (the rowid), one range each:
-        no event row is read.
+        instead of two. On SQLite the ``events_user (user_id, ts)`` index covers the count and
+        the ``seq`` (the rowid) of the events after ``since``: no event row is read; those
+        stored after ``after_seq`` are a range of ``events_user_seq (user_id, seq)``.
         """
         profile = ", ".join(f"c.{column}" for column in CUSTOMER_COLUMNS)
-        after, unseen = _unseen(since, after_seq)
+        parts, params = _unseen_ranges(
+            "SELECT COUNT(*) AS n, MAX(seq) AS m FROM events WHERE user_id = ?",
+            user_id,
+            since,
+            after_seq,
+        )
         rows = self._query(
-            f"SELECT e.fresh, e.newest, {profile} FROM (SELECT COUNT(*) AS fresh, "
-            f"COALESCE(MAX(seq), 0) AS newest FROM events WHERE user_id = ?{after}) e "
+            f"SELECT e.fresh, e.newest, {profile} FROM (SELECT COALESCE(SUM(n), 0) AS fresh, "
+            f"COALESCE(MAX(m), 0) AS newest FROM ({parts}) r) e "
             "LEFT JOIN customers c ON c.user_id = ?",
-            (user_id, *unseen, user_id),
+            (*params, user_id),
         )
         fresh, newest, *columns = rows[0]
         customer = None if columns[0] is None else _customer(tuple(columns))
@@ -813,9 +827,15 @@ class EventStore(ABC):
 
     def live_users(self, since: int, after_seq: int | None = None) -> set[str]:
         """The customers with events a version did not train on (see :meth:`user_events`)."""
-        after, unseen = _unseen(since, after_seq)
+        # each range by its own index (events_ts, the seq key): an OR of the two scanned the
+        # whole table
+        parts = "SELECT user_id FROM events WHERE ts > ?"
+        params: list[Any] = [since]
+        if after_seq is not None:
+            parts += " UNION ALL SELECT user_id FROM events WHERE seq > ?"
+            params.append(after_seq)
         rows = self._query(
-            f"SELECT DISTINCT user_id FROM events WHERE user_id <> ''{after}", unseen
+            f"SELECT DISTINCT user_id FROM ({parts}) live WHERE user_id <> ''", params
         )
         return {str(r[0]) for r in rows}
 
@@ -884,14 +904,24 @@ def _event_filter(
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def _unseen(since: int, after_seq: int | None) -> tuple[str, list[Any]]:
-    """The clause (to follow a ``WHERE``) for events a version did not train on: newer
-    than its ``as_of``, or stored after it read the store."""
-    if after_seq is None:
-        return " AND ts > ?", [since]
-    # an OR of two index ranges (events_user and events_user_seq): SQLite's multi-index OR
-    # and PostgreSQL's bitmap OR read only the matching entries
-    return " AND (ts > ? OR seq > ?)", [since, after_seq]
+def _unseen_ranges(
+    select: str, user_id: str, since: int, after_seq: int | None
+) -> tuple[str, list[Any]]:
+    """``select`` (ending in ``WHERE user_id = ?``) over the events a version did not train
+    on, as a ``UNION ALL`` of disjoint ranges: newer than its ``as_of`` (``events_user``), and
+    not newer but stored after it read the store (``events_user_seq``).
+
+    One range per index: with ``ts > ? OR seq > ?`` SQLite scanned every index entry of
+    the customer (0.7 ms a request for one with 7,800 events, 40x the one range).
+    """
+    parts = f"{select} AND ts > ?"
+    params: list[Any] = [user_id, since]
+    if after_seq is not None:
+        # "+ts": no index on ts for this range (SQLite took events_user's user_id = ? AND
+        # ts <= ?, every older entry of the customer); unary plus is a no-op in PostgreSQL
+        parts += f" UNION ALL {select} AND seq > ? AND +ts <= ?"
+        params += [user_id, after_seq, since]
+    return parts, params
 
 
 def _item_row(it: CatalogItem) -> tuple[Any, ...]:
