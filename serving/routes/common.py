@@ -6,11 +6,33 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Path, Query
+from starlette.convertors import Convertor, register_url_convertor
 
 from recsys.data.schema import MAX_ID_LENGTH
 from recsys.service import Served
 from serving.responses import OrjsonResponse
 from serving.state import ServingState
+
+
+class IdConvertor(Convertor[str]):
+    """``{name:id}``: an id in a path, which may hold "/" ("ABC/12"), but neither starts nor
+    ends with one nor holds an empty segment.
+
+    Starlette's ``path`` takes the rest of the path whatever it is: ``DELETE
+    /v1/users/14646/`` erased a customer "14646/" who did not exist, answered 200, and left
+    14646's events (before, no route matched and the trailing slash was redirected).
+    """
+
+    regex = "[^/]+(?:/[^/]+)*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("id", IdConvertor())
 
 #: ``k`` query parameter: 1..100.
 K = Annotated[int, Query(ge=1, le=100, description="How many items (1-100).")]

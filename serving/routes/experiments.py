@@ -47,7 +47,7 @@ def _describe(exp: Experiment, registry: ExperimentRegistry) -> dict[str, Any]:
     return out
 
 
-@router.get("/v1/experiments/{name}/assignment/{user_id:path}", dependencies=[Depends(read_access)])
+@router.get("/v1/experiments/{name}/assignment/{user_id:id}", dependencies=[Depends(read_access)])
 def assignment(state: State, name: Name, user_id: PathId) -> OrjsonResponse:
     """The variant of a user (``"holdout"``, or ``null`` when the experiment is not running)."""
     registry = _registry(state)

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["items"])
 
 
 @router.get(
-    "/items/{item_id:path}/often-viewed-with",
+    "/items/{item_id:id}/often-viewed-with",
     response_model=ListOut,
     dependencies=[Depends(read_access)],
 )
@@ -33,7 +33,7 @@ def often_viewed_with(state: State, item_id: PathId, k: K = 10) -> OrjsonRespons
 
 
 @router.get(
-    "/items/{item_id:path}/bought-together",
+    "/items/{item_id:id}/bought-together",
     response_model=ListOut,
     dependencies=[Depends(read_access)],
 )
@@ -44,7 +44,7 @@ def bought_together(state: State, item_id: PathId, k: K = 10) -> OrjsonResponse:
 
 
 @router.get(
-    "/items/{item_id:path}/similar", response_model=ListOut, dependencies=[Depends(read_access)]
+    "/items/{item_id:id}/similar", response_model=ListOut, dependencies=[Depends(read_access)]
 )
 def similar(state: State, item_id: PathId, k: K = 10) -> OrjsonResponse:
     """Items alike in title, category and attributes (the ``content`` model): what a new item,
@@ -92,7 +92,7 @@ def _changed(state: State) -> None:
     state.live.refresh()
 
 
-@router.get("/items/{item_id:path}", dependencies=[Depends(read_access)])
+@router.get("/items/{item_id:id}", dependencies=[Depends(read_access)])
 def get_item(state: State, item_id: PathId) -> OrjsonResponse:
     """One catalogue item as stored now (404 when the catalogue has none, or it is retired)."""
     change = state.live.catalog.get(item_id)
@@ -102,7 +102,7 @@ def get_item(state: State, item_id: PathId) -> OrjsonResponse:
     return OrjsonResponse(_item_json(item))
 
 
-@router.put("/items/{item_id:path}", dependencies=[Depends(require_key)])
+@router.put("/items/{item_id:id}", dependencies=[Depends(require_key)])
 def put_item(state: State, item_id: PathId, body: ItemIn) -> OrjsonResponse:
     """Create or replace one item (a retired one comes back)."""
     item = body.to_item(item_id)
@@ -111,7 +111,7 @@ def put_item(state: State, item_id: PathId, body: ItemIn) -> OrjsonResponse:
     return OrjsonResponse(_item_json(item))
 
 
-@router.patch("/items/{item_id:path}", dependencies=[Depends(require_key)])
+@router.patch("/items/{item_id:id}", dependencies=[Depends(require_key)])
 def patch_item(state: State, item_id: PathId, body: ItemPatchIn) -> OrjsonResponse:
     """Change some fields of one item, e.g. ``{"in_stock": false}`` or a new price."""
     # null clears what may be unknown (price, margin); other fields keep their value
@@ -133,7 +133,7 @@ def post_items(state: State, body: ItemBatchIn) -> OrjsonResponse:
     return OrjsonResponse({"written": written})
 
 
-@router.delete("/items/{item_id:path}", dependencies=[Depends(require_key)])
+@router.delete("/items/{item_id:id}", dependencies=[Depends(require_key)])
 def retire_item(state: State, item_id: PathId) -> OrjsonResponse:
     """Retire an item: it leaves every list on every worker (PUT brings it back)."""
     if not state.store.retire_item(item_id):

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 @router.get(
-    "/{session_id:path}/recommendations",
+    "/{session_id:id}/recommendations",
     response_model=ListOut,
     dependencies=[Depends(read_access)],
 )

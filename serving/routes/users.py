@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
 
 
 @router.get(
-    "/{user_id:path}/recommendations", response_model=ListOut, dependencies=[Depends(read_access)]
+    "/{user_id:id}/recommendations", response_model=ListOut, dependencies=[Depends(read_access)]
 )
 async def recommendations(
     state: State,
@@ -53,7 +53,7 @@ async def recommendations(
     return list_response(served, state, "recommendations")
 
 
-@router.get("/{user_id:path}/offers", response_model=OffersOut, dependencies=[Depends(read_access)])
+@router.get("/{user_id:id}/offers", response_model=OffersOut, dependencies=[Depends(read_access)])
 def offers(
     state: State,
     user_id: PathId,
@@ -77,13 +77,13 @@ def offers(
     return list_response(served, state, "offers")
 
 
-@router.post("/{user_id:path}/merge", response_model=MergeOut, dependencies=[Depends(require_key)])
+@router.post("/{user_id:id}/merge", response_model=MergeOut, dependencies=[Depends(require_key)])
 def merge(store: StoreDep, user_id: PathId, body: MergeIn) -> OrjsonResponse:
     """Attach an anonymous session's events to this customer (after they log in)."""
     return OrjsonResponse({"merged": store.merge_session(body.session_id, user_id)})
 
 
-@router.delete("/{user_id:path}", response_model=EraseOut, dependencies=[Depends(require_key)])
+@router.delete("/{user_id:id}", response_model=EraseOut, dependencies=[Depends(require_key)])
 def erase(state: State, user_id: PathId) -> OrjsonResponse:
     """Erase the customer: their events and profile go, and nothing personal is served again,
     by any worker (within the live refresh interval), any model version, or any batch run;
@@ -92,7 +92,7 @@ def erase(state: State, user_id: PathId) -> OrjsonResponse:
 
 
 @router.post(
-    "/{user_id:path}/register", response_model=RegisterOut, dependencies=[Depends(require_key)]
+    "/{user_id:id}/register", response_model=RegisterOut, dependencies=[Depends(require_key)]
 )
 def register(state: State, user_id: PathId) -> OrjsonResponse:
     """Register an erased customer again (they came back and consented): their new events are

@@ -22,6 +22,7 @@ from markupsafe import Markup
 
 from recsys.errors import AuthError, ConfigError, NotFoundError, RecsysError
 from serving.deps import check_key
+from serving.routes.common import IdConvertor  # noqa: F401 (registers the {name:id} convertor)
 from serving.state import ServingState
 from serving.ui import views
 from serving.ui.auth import COOKIE, PREFIX, LoginRequired, Session, Signer, same_origin
@@ -217,7 +218,7 @@ def customers(request: Request, session: SessionDep, q: str = "") -> Response:
     return _render(request, "customers.html", session, q=q, found=found)
 
 
-@router.get("/customers/{user_id:path}", response_class=HTMLResponse)
+@router.get("/customers/{user_id:id}", response_class=HTMLResponse)
 def customer(
     request: Request,
     session: SessionDep,
@@ -255,7 +256,7 @@ def items(request: Request, session: SessionDep, q: str = "") -> Response:
     return _render(request, "items.html", session, q=q, found=found)
 
 
-@router.get("/items/{item_id:path}", response_class=HTMLResponse)
+@router.get("/items/{item_id:id}", response_class=HTMLResponse)
 def item(
     request: Request,
     session: SessionDep,
@@ -270,7 +271,7 @@ def item(
     return _render(request, "item.html", session, customer=customer, **data)
 
 
-@router.post("/items/{item_id:path}/stock")
+@router.post("/items/{item_id:id}/stock")
 def item_stock(
     request: Request,
     session: FormSession,
@@ -291,7 +292,7 @@ def item_stock(
     return _back(f"{PREFIX}/items/{quote(item_id, safe='')}", note=note, customer=customer)
 
 
-@router.post("/items/{item_id:path}/price")
+@router.post("/items/{item_id:id}/price")
 def item_price(
     request: Request,
     session: FormSession,
