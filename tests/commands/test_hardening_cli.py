@@ -25,10 +25,13 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def recsys(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def recsys(
+    home: Path, *args: str, module: str = "recsys.cli", **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` on the state folder ``home``, with ``env`` added."""
     return subprocess.run(
-        [PYTHON, "-m", "recsys.cli", *args],
-        env=child_env(home),
+        [PYTHON, "-m", module, *args],
+        env=child_env(home, **env),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -211,14 +214,8 @@ def test_serve_refuses_a_store_it_cannot_open_before_starting_workers(
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]  # nothing listens there once the socket closes
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    result = subprocess.run(
-        [PYTHON, "-m", "recsys.cli", "serve", "--port", "1", "--workers", workers],
-        env=child_env(tmp_path / "home", RECSYS_DATABASE_URL=url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = recsys(
+        tmp_path / "home", "serve", "--port", "1", "--workers", workers, RECSYS_DATABASE_URL=url
     )
     assert_one_clear_error(result, "cannot connect to PostgreSQL", str(port))
 
@@ -232,15 +229,7 @@ def test_python_dash_m_recsys_is_the_command_and_status_creates_no_store(
     home = tmp_path / "home"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [PYTHON, "-m", "recsys", *args],
-            env=child_env(home),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return recsys(home, *args, module="recsys")
 
     assert_one_clear_error(run("status"), f"no store at {home / 'recsys.db'}: nothing loaded yet")
     assert not home.exists()
@@ -262,13 +251,5 @@ def test_serve_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        result = subprocess.run(
-            [PYTHON, "-m", "recsys", "serve", "--port", str(port), "--workers", "2"],
-            env=child_env(tmp_path / "home"),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = recsys(tmp_path / "home", "serve", "--port", str(port), "--workers", "2")
     assert_one_clear_error(result, f"--port: cannot listen on 127.0.0.1:{port}: ")
