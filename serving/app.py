@@ -21,6 +21,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
+from recsys.commands.serve import SUPERVISOR_ENV
 from recsys.engine import ModelLoader
 from recsys.errors import RecsysError
 from recsys.experiments.exposures import ExposureWriter
@@ -178,13 +179,6 @@ def _build_state(
 
         registry = Registry(settings.registry_path)
     return ServingState(settings, store, registry, rules, metrics, model_loader)
-
-
-#: Set by ``recsys serve --workers N`` (N > 1) to its own pid: a worker whose parent it is
-#: stops when it goes. Killed with SIGKILL, the supervisor tells its workers nothing: they
-#: kept serving, holding the port (a restart failed, "address already in use") and their
-#: versions' registry leases (prune kept those versions).
-SUPERVISOR_ENV = "RECSYS_SUPERVISOR_PID"
 
 
 async def _follow_supervisor(pid: int, interval_s: float = 1.0) -> None:

@@ -180,30 +180,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     if len(events) == 0:
         raise DataError("the store holds no events; run `recsys ingest` first")
     result: EvaluationResult | RollingResult
+    common: dict[str, Any] = {
+        "k": k,
+        "interaction_config": interaction_config,
+        "catalog": catalog,
+        "users": config.users,
+        "notify": _stderr,
+    }
     with threads:
         if n_cuts is not None:
-            result = evaluate_rolling(
-                events,
-                models,
-                n_cuts=n_cuts,
-                window_days=window,
-                k=k,
-                interaction_config=interaction_config,
-                catalog=catalog,
-                users=config.users,  # type: ignore[arg-type]
-                notify=_stderr,
-            )
+            result = evaluate_rolling(events, models, n_cuts=n_cuts, window_days=window, **common)
         else:
-            result = evaluate_models(
-                events,
-                models,
-                cut=cut,
-                k=k,
-                interaction_config=interaction_config,
-                catalog=catalog,
-                users=config.users,  # type: ignore[arg-type]
-                notify=_stderr,
-            )
+            result = evaluate_models(events, models, cut=cut, **common)
     table = result.to_markdown()
     print(_json(result) if args.json else table, end="\n" if args.json else "")
     if args.out is not None:

@@ -12,6 +12,13 @@ from recsys.errors import ConfigError, FileFormatError, RegistryError
 
 log = logging.getLogger(__name__)
 
+#: Set by ``recsys serve --workers N`` (N > 1) to its own pid: a worker whose parent it is
+#: stops when it goes (:func:`serving.app._follow_supervisor`). Killed with SIGKILL, the
+#: supervisor tells its workers nothing: they kept serving, holding the port (a restart
+#: failed, "address already in use") and their versions' registry leases (prune kept those
+#: versions).
+SUPERVISOR_ENV = "RECSYS_SUPERVISOR_PID"
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``serve`` and ``recommend`` subcommands."""
@@ -67,8 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
     _check_config(args.workers)
     _check_port(args.host, args.port)
     if args.workers > 1:
-        # the workers stop when this supervisor is killed (serving.app.SUPERVISOR_ENV)
-        os.environ["RECSYS_SUPERVISOR_PID"] = str(os.getpid())
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
     uvicorn.run(
         "serving.app:create_app",
         factory=True,

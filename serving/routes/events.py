@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Depends
 from recsys.data.ingest import EVENT_FIELDS, parse_event
 from recsys.errors import DataError
 from serving.deps import State, require_key
+from serving.errors import NOT_JSON
 from serving.responses import OrjsonResponse
 from serving.schemas import EventsOut
 from serving.state import ServingState
@@ -51,7 +52,7 @@ def _store_events(state: ServingState, body: Any) -> OrjsonResponse:
     """Validate and store the events of one request (see :func:`post_events`)."""
     if isinstance(body, bytes):
         # the framework parses a body as JSON only when its content type says it is JSON
-        raise DataError("body: not sent as JSON: post it with 'Content-Type: application/json'")
+        raise DataError(f"body: {NOT_JSON}")
     events = body if isinstance(body, list) else [body]
     limit = state.settings.max_batch_events
     if not events or len(events) > limit:
